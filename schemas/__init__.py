@@ -1,0 +1,1 @@
+"""Avro schemas of every event on Gongji topics (package data: the .avsc files beside this file)."""

@@ -1,0 +1,1 @@
+"""Gongji: streaming settlement for employee medical insurance outpatient mutual aid."""

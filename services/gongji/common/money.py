@@ -1,0 +1,58 @@
+"""Exact money: integer fen (分) inside, yuan Decimals with two places at the edges.
+
+POLICY.md §1: never binary floats; ROUND_HALF_UP to 0.01 yuan on the result of each
+multiplication, everything else is sums, differences and minimums of rounded amounts.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+CENT = Decimal("0.01")
+_FEN_PER_YUAN = Decimal(100)
+_ONE = Decimal(1)
+
+
+class MoneyError(ValueError):
+    """A value that is not an exact amount of yuan with at most two decimals."""
+
+
+def to_fen(value: object) -> int:
+    """Yuan (Decimal, str, int) → integer fen. Rejects floats and sub-fen precision."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise MoneyError(f"money must be a decimal string or Decimal, not {type(value).__name__} {value!r}")
+    if isinstance(value, int):
+        return value * 100
+    try:
+        amount = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except InvalidOperation:
+        raise MoneyError(f"not a decimal amount: {value!r}") from None
+    if not amount.is_finite():
+        raise MoneyError(f"not a finite amount: {value!r}")
+    fen = amount * _FEN_PER_YUAN
+    if fen != fen.to_integral_value():
+        raise MoneyError(f"more than two decimals: {value!r}")
+    return int(fen)
+
+
+def to_yuan(fen: int) -> Decimal:
+    """Integer fen → yuan Decimal with exactly two places."""
+    return (Decimal(fen) / _FEN_PER_YUAN).quantize(CENT)
+
+
+def mul_round(fen: int, factor: Decimal) -> int:
+    """round_half_up(fen × factor) in whole fen: the one rounding rule of POLICY.md §1."""
+    return int((Decimal(fen) * factor).quantize(_ONE, rounding=ROUND_HALF_UP))
+
+
+def to_ratio(value: object) -> Decimal:
+    """A ratio in [0, 1] as an exact Decimal (strings or Decimals; floats are refused)."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise MoneyError(f"ratio must be a decimal string or Decimal, not {type(value).__name__} {value!r}")
+    try:
+        ratio = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except InvalidOperation:
+        raise MoneyError(f"not a decimal ratio: {value!r}") from None
+    if not ratio.is_finite() or ratio < 0 or ratio > 1:
+        raise MoneyError(f"ratio outside 0–1: {value!r}")
+    return ratio

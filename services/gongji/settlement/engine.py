@@ -1,0 +1,333 @@
+"""The settlement rules: POLICY.md §2–5 and §8 as pure functions.
+
+State and event in, new state and result out. The streaming service and `gongji replay` both call
+these and nothing else computes money, so there is one implementation of the arithmetic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from decimal import Decimal
+
+from gongji.common.money import mul_round, to_yuan
+from gongji.settlement.domain import (
+    SHANGHAI,
+    Claim,
+    ClaimRecord,
+    Credit,
+    CreditApplied,
+    Effects,
+    FeeLine,
+    Institution,
+    Person,
+    PersonState,
+    Rejection,
+    Reversal,
+    SetlDetail,
+    Settlement,
+)
+from gongji.settlement.policy import PolicyBook, PolicyVersion
+
+COVERED_INSUTYPES = ("310",)  # 职工基本医疗保险
+POOLING, ACCOUNT = "310100", "310200"
+
+
+def _y(fen: int) -> str:
+    return f"{to_yuan(fen)}"
+
+
+def setl_id_for(claim_id: str) -> str:
+    """Deterministic settlement id, so a resend maps to the same setl_id."""
+    return "SETL" + hashlib.blake2b(claim_id.encode(), digest_size=12).hexdigest().upper()
+
+
+# ---------------------------------------------------------------- §2 line split
+
+
+@dataclass(frozen=True, slots=True)
+class LineSplit:
+    medfee: int = 0  # medfee_sumamt
+    fulamt_ownpay: int = 0  # 全自费: 丙类 and non-medical lines
+    overlmt: int = 0  # 超限价自付
+    preselfpay: int = 0  # 先行自付 of 乙类
+    inscp: int = 0  # 符合政策范围金额
+    non_medical: int = 0  # public health, fitness, wellness: never payable by fund or account
+
+
+def split_line(line: FeeLine) -> LineSplit:
+    amount = line.det_item_fee_sumamt
+    if line.non_med_flag == "1":
+        return LineSplit(medfee=amount, fulamt_ownpay=amount, non_medical=amount)
+    if line.chrgitm_lv == "03":
+        return LineSplit(medfee=amount, fulamt_ownpay=amount)
+    overlmt = 0
+    if line.pric_uplmt_amt is not None and line.pric > line.pric_uplmt_amt:
+        overlmt = min(amount, mul_round(line.pric - line.pric_uplmt_amt, line.cnt))
+    base = amount - overlmt
+    preselfpay = mul_round(base, line.selfpay_prop) if line.chrgitm_lv == "02" and line.selfpay_prop else 0
+    return LineSplit(medfee=amount, overlmt=overlmt, preselfpay=preselfpay, inscp=base - preselfpay)
+
+
+def split_lines(lines: tuple[FeeLine, ...]) -> LineSplit:
+    medfee = ownpay = overlmt = preselfpay = inscp = non_medical = 0
+    for line in lines:
+        part = split_line(line)
+        medfee += part.medfee
+        ownpay += part.fulamt_ownpay
+        overlmt += part.overlmt
+        preselfpay += part.preselfpay
+        inscp += part.inscp
+        non_medical += part.non_medical
+    return LineSplit(medfee, ownpay, overlmt, preselfpay, inscp, non_medical)
+
+
+# ---------------------------------------------------------------- outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimSettled:
+    settlement: Settlement
+    state: PersonState
+    effects: Effects
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimReversed:
+    settlement: Settlement
+    state: PersonState
+    # The original's family-account payment to give back to its holder, if any.
+    refund_holder: str | None
+    refund_amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountCredited:
+    result: CreditApplied
+    state: PersonState
+
+
+def _reject(code, message: str, psn_no: str | None, **ids) -> Rejection:
+    return Rejection(err_code=code, err_msg=message, psn_no=psn_no, **ids)
+
+
+def policy_for(
+    person: Person, insutype: str, day, book: PolicyBook, ids: dict, event_type: str
+) -> PolicyVersion | Rejection:
+    """The insured region's policy in force on `day`, or why the person cannot be settled."""
+    if not person.active:
+        return _reject("NOT_INSURED", f"person {person.psn_no} has insurance status "
+                       f"{person.psn_insu_stas!r}: benefits are suspended", person.psn_no, event_type=event_type, **ids)
+    if insutype not in COVERED_INSUTYPES or person.insutype != insutype:
+        return _reject("NOT_INSURED", f"insurance type {insutype!r} is not covered here "
+                       f"(person is insured under {person.insutype!r}; covered: 310)", person.psn_no,
+                       event_type=event_type, **ids)
+    version = book.in_force(person.insu_admdvs, day)
+    if version is None:
+        return _reject("NOT_INSURED", f"no settlement policy for insured region {person.insu_admdvs} on {day}",
+                       person.psn_no, event_type=event_type, **ids)
+    return version
+
+
+# ---------------------------------------------------------------- §3–4 settle a claim
+
+
+def settle_claim(
+    claim: Claim,
+    person: Person | None,
+    institution: Institution | None,
+    book: PolicyBook,
+    state: PersonState,
+    holder_available: int | None = None,
+) -> ClaimSettled | Rejection:
+    """Settle one general outpatient claim against the person's state.
+
+    `holder_available` is what the family account holder's account can give to this claim
+    (their balance plus anything already held for this very claim), or None when the person has
+    no usable holder.
+    """
+    ids = {"claim_id": claim.claim_id}
+    if person is None:
+        return _reject("UNKNOWN_PERSON", f"person {claim.psn_no} is not in the person registry (yet); "
+                       "send the person event, then resend the claim", claim.psn_no, event_type="claim", **ids)
+    if institution is None:
+        return _reject("UNKNOWN_INSTITUTION", f"institution {claim.fixmedins_code} is not in the institution "
+                       "registry (yet); send the institution event, then resend the claim", claim.psn_no,
+                       event_type="claim", **ids)
+    local_time = claim.setl_time.astimezone(SHANGHAI)
+    version = policy_for(person, claim.insutype, local_time.date(), book, ids, "claim")
+    if isinstance(version, Rejection):
+        return version
+    if claim.med_type not in version.med_types:
+        return _reject("UNSUPPORTED_MED_TYPE", f"med_type {claim.med_type!r} is not settled under the policy of "
+                       f"region {person.insu_admdvs} (settled: {', '.join(version.med_types)})", claim.psn_no,
+                       event_type="claim", **ids)
+
+    split = split_lines(claim.fee_details)
+    year = local_time.year
+    totals = state.year(year)
+    rules = version.general_outpatient
+    retired = person.retired
+    band = institution.band
+    notes = [f"普通门诊统筹, policy {person.insu_admdvs} from {version.effective_from}; "
+             f"政策范围内 {_y(split.inscp)}"]
+
+    # §3.1 起付线
+    if rules.deductible_mode == "annual":
+        left = max(0, rules.annual_deductible - totals.deductible_used)
+        deductible = min(split.inscp, left)
+        notes.append(f"annual deductible {_y(rules.annual_deductible)}, {_y(left)} left, {_y(deductible)} now")
+    elif institution.grassroots and rules.grassroots_deductible_exempt:
+        deductible = 0
+        notes.append("no deductible at a grassroots institution")
+    else:
+        deductible = min(split.inscp, rules.per_visit_deductible[band])
+        notes.append(f"per-visit deductible {_y(rules.per_visit_deductible[band])} (band {band}), "
+                     f"{_y(deductible)} now")
+
+    # §3.2 ratio: band × person class, + family-doctor bonus at the contracted institution
+    ratio = rules.ratio[band].for_person(retired)
+    ratio_note = f"ratio {ratio} (band {band}, {'retired' if retired else 'in-service'})"
+    if rules.family_doctor_bonus and person.fd_fixmedins_code == institution.fixmedins_code:
+        ratio = min(Decimal(1), ratio + rules.family_doctor_bonus)
+        ratio_note += f" + family doctor {rules.family_doctor_bonus}"
+    notes.append(ratio_note)
+
+    # §3.3 caps
+    by_ratio = mul_round(split.inscp - deductible, ratio)
+    outpatient_cap = rules.annual_cap.for_person(retired)
+    limit_left = max(0, outpatient_cap - totals.outpatient_pool_paid)
+    limit_note = f"annual outpatient cap {_y(outpatient_cap)}, {_y(limit_left)} left"
+    if rules.counts_in_fund_cap:
+        # 国办发〔2021〕14号: the outpatient cap counts inside the annual fund cap where the region says so
+        fund_left = max(0, version.annual_fund_cap - totals.fund_cap_used)
+        if fund_left < limit_left:
+            limit_left = fund_left
+            limit_note += f"; annual fund cap {_y(version.annual_fund_cap)}, {_y(fund_left)} left"
+    pooling = min(by_ratio, limit_left)
+    notes.append(limit_note)
+    if pooling < by_ratio:
+        notes.append(f"capped: {_y(by_ratio)} by ratio, {_y(pooling)} paid")
+
+    fund_total = pooling
+    personal = split.medfee - fund_total
+
+    # §4 personal account, then family mutual aid (家庭共济) for what is left of the eligible burden
+    acct_pay = mulaid = 0
+    if claim.acct_used_flag == "1":
+        eligible = max(0, personal - split.non_medical)
+        acct_pay = min(eligible, state.balance)
+        if holder_available is not None and person.mulaid_holder_psn_no:
+            mulaid = min(eligible - acct_pay, max(0, holder_available))
+    cash = personal - acct_pay - mulaid
+    balance_after = state.balance - acct_pay
+
+    details = [SetlDetail(POOLING, pooling, limit_left, "; ".join(notes))]
+    if acct_pay:
+        details.append(SetlDetail(ACCOUNT, acct_pay, state.balance,
+                                  f"个人账户: own account, balance {_y(state.balance)} before"))
+    if mulaid:
+        details.append(SetlDetail(ACCOUNT, mulaid, holder_available,
+                                  f"家庭共济: account of {person.mulaid_relation} {person.mulaid_holder_psn_no}, "
+                                  f"{_y(holder_available)} available"))
+
+    settlement = Settlement(
+        claim_id=claim.claim_id, setl_id=setl_id_for(claim.claim_id), psn_no=claim.psn_no,
+        mdtrt_id=claim.mdtrt_id, med_type=claim.med_type, psn_type=person.psn_type,
+        insu_admdvs=person.insu_admdvs, mdtrtarea_admvs=institution.admdvs,
+        fixmedins_code=institution.fixmedins_code, setl_time=claim.setl_time.isoformat(),
+        medfee_sumamt=split.medfee, fulamt_ownpay_amt=split.fulamt_ownpay, overlmt_selfpay=split.overlmt,
+        preselfpay_amt=split.preselfpay, inscp_scp_amt=split.inscp, act_pay_dedc=deductible,
+        hifp_pay=pooling, pool_prop_selfpay=ratio.quantize(Decimal("0.0001")), hifob_pay=0, cvlserv_pay=0,
+        maf_pay=0, oth_pay=0, fund_pay_sumamt=fund_total, psn_part_amt=personal, acct_pay=acct_pay,
+        acct_mulaid_pay=mulaid, psn_cash_pay=cash, balc=balance_after,
+        # The treatment region's agency advances the fund payment and clears it later (§7).
+        clr_type=claim.med_type, clr_optins=institution.admdvs,
+        setldetail=tuple(details),
+    )
+    effects = Effects(
+        year=year, deductible=deductible, outpatient_pool=pooling,
+        fund_cap=pooling if rules.counts_in_fund_cap else 0, visits=1, medfee=split.medfee,
+        acct_pay=acct_pay, mulaid_holder=person.mulaid_holder_psn_no if mulaid else None, mulaid_pay=mulaid,
+    )
+    years = dict(state.years)
+    years[year] = totals.plus(effects)
+    return ClaimSettled(settlement, dataclasses.replace(state, balance=balance_after, years=years), effects)
+
+
+# ---------------------------------------------------------------- §8 reversal
+
+
+_NEGATED = (
+    "medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "preselfpay_amt", "inscp_scp_amt", "act_pay_dedc",
+    "hifp_pay", "hifob_pay", "cvlserv_pay", "maf_pay", "oth_pay", "fund_pay_sumamt", "psn_part_amt",
+    "acct_pay", "acct_mulaid_pay", "psn_cash_pay",
+)
+
+
+def reverse_claim(reversal: Reversal, original: ClaimRecord | None, state: PersonState) -> ClaimReversed | Rejection:
+    """Undo exactly what the original consumed, in the original's year (POLICY.md §8)."""
+    ids = {"claim_id": reversal.claim_id}
+    if original is None or original.settlement.is_reversal or original.settlement.psn_no != reversal.psn_no:
+        return _reject("UNKNOWN_ORIGINAL", f"no settled claim {reversal.orig_claim_id} for person "
+                       f"{reversal.psn_no} to reverse", reversal.psn_no, event_type="reversal", **ids)
+    if original.reversed_by is not None:
+        return _reject("ALREADY_REVERSED", f"claim {reversal.orig_claim_id} was already reversed by "
+                       f"{original.reversed_by}", reversal.psn_no, event_type="reversal", **ids)
+    effects = original.effects
+    years = dict(state.years)
+    years[effects.year] = state.year(effects.year).plus(effects, sign=-1)
+    balance = state.balance + effects.acct_pay
+    orig = original.settlement
+    negated = {name: -getattr(orig, name) for name in _NEGATED}
+    settlement = dataclasses.replace(
+        orig, **negated,
+        claim_id=reversal.claim_id, setl_id=setl_id_for(reversal.claim_id), setl_time=reversal.setl_time.isoformat(),
+        balc=balance,
+        setldetail=tuple(dataclasses.replace(row, fund_payamt=-row.fund_payamt,
+                                             setl_proc_info=f"2208 reversal of {orig.setl_id}: {row.setl_proc_info}")
+                         for row in orig.setldetail),
+        orig_claim_id=orig.claim_id, orig_setl_id=orig.setl_id, orig_setl_time=orig.setl_time,
+    )
+    return ClaimReversed(settlement, dataclasses.replace(state, balance=balance, years=years),
+                         effects.mulaid_holder, effects.mulaid_pay)
+
+
+# ---------------------------------------------------------------- §4 crediting
+
+
+def apply_credit(credit: Credit, person: Person | None, book: PolicyBook, state: PersonState) -> AccountCredited | Rejection:
+    """Credit a personal account: monthly by policy, or an explicit opening balance."""
+    ids = {"credit_id": credit.credit_id}
+    if person is None:
+        return _reject("UNKNOWN_PERSON", f"person {credit.psn_no} is not in the person registry (yet); "
+                       "send the person event, then resend the credit", credit.psn_no, event_type="credit", **ids)
+    if credit.crdt_type == "opening":
+        amount = credit.amount
+    else:
+        version = policy_for(person, person.insutype, credit.first_day, book, ids, "credit")
+        if isinstance(version, Rejection):
+            return version
+        # In-service: 2% of the own contribution base; retired: rate × last year's average pension.
+        rate = version.crediting.retired_rate if person.retired else version.crediting.in_service_rate
+        amount = mul_round(credit.crdt_base, rate)
+    balance = state.balance + amount
+    return AccountCredited(
+        CreditApplied(credit_id=credit.credit_id, psn_no=credit.psn_no, ym=credit.ym, amount=amount, balc=balance),
+        dataclasses.replace(state, balance=balance),
+    )
+
+
+def check_person(person: Person) -> Rejection | None:
+    """A person event naming a family account holder must name a spouse, parent or child."""
+    if person.mulaid_holder_psn_no is None and person.mulaid_relation is None:
+        return None
+    if person.mulaid_holder_psn_no is None or person.mulaid_relation not in ("spouse", "parent", "child"):
+        return _reject("MULAID_NOT_ALLOWED", f"family mutual aid (家庭共济) binds a spouse, parent or child only; "
+                       f"got relation {person.mulaid_relation!r} for holder {person.mulaid_holder_psn_no!r}",
+                       person.psn_no, event_type="person")
+    if person.mulaid_holder_psn_no == person.psn_no:
+        return _reject("MULAID_NOT_ALLOWED", "a person cannot be their own family account holder",
+                       person.psn_no, event_type="person")
+    return None

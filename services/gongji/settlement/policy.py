@@ -1,0 +1,219 @@
+"""Regional settlement policy as data: one TOML file per insured region (统筹区), effective-dated.
+
+Each file holds a list of versions. The first version is complete; every later version lists only
+what changed from the one before (a deep merge), so a rate change on a date is a three-line
+version. Every merged version is validated in full, and any problem stops start-up with the file
+and the field named.
+
+Money is written as yuan strings ("1000.00") and ratios as strings ("0.60"): TOML floats are
+binary, so they are refused.
+"""
+
+from __future__ import annotations
+
+import bisect
+import importlib.resources
+import tomllib
+from collections.abc import Iterable, Mapping
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator, model_validator
+
+from gongji.common.money import to_fen, to_ratio
+
+Fen = Annotated[int, BeforeValidator(to_fen)]
+Ratio = Annotated[Decimal, BeforeValidator(to_ratio)]
+# Ratio band of an institution: its level, or "pharmacy" for a retail pharmacy (fixmedins_type 2).
+Band = Literal["1", "2", "3", "pharmacy"]
+BANDS: tuple[str, ...] = ("1", "2", "3", "pharmacy")
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used; the message names the file and the field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RatioByClass(_Model):
+    in_service: Ratio
+    retired: Ratio
+
+    def for_person(self, retired: bool) -> Decimal:
+        return self.retired if retired else self.in_service
+
+
+class AmountByClass(_Model):
+    in_service: Fen
+    retired: Fen
+
+    def for_person(self, retired: bool) -> int:
+        return self.retired if retired else self.in_service
+
+
+class GeneralOutpatient(_Model):
+    """普通门诊统筹 (med_type 11): POLICY.md §3."""
+
+    deductible_mode: Literal["annual", "per_visit"]
+    annual_deductible: Fen | None = None
+    per_visit_deductible: dict[Band, Fen] | None = None
+    grassroots_deductible_exempt: bool = True
+    ratio: dict[Band, RatioByClass]
+    family_doctor_bonus: Ratio = Decimal(0)
+    annual_cap: AmountByClass
+    # 国办发〔2021〕14号 leaves it to the region whether the outpatient cap counts inside the
+    # basic + large-amount annual cap (纳入年度最高支付限额计算).
+    counts_in_fund_cap: bool
+
+    @model_validator(mode="after")
+    def _complete(self) -> "GeneralOutpatient":
+        missing = [band for band in BANDS if band not in self.ratio]
+        if missing:
+            raise ValueError(f"ratio missing for band(s) {', '.join(missing)}")
+        if self.deductible_mode == "annual" and self.annual_deductible is None:
+            raise ValueError("deductible_mode 'annual' needs annual_deductible")
+        if self.deductible_mode == "per_visit":
+            absent = [band for band in BANDS if band not in (self.per_visit_deductible or {})]
+            if absent:
+                raise ValueError(f"per_visit_deductible missing for band(s) {', '.join(absent)}")
+        return self
+
+
+class Crediting(_Model):
+    """Personal-account crediting (个人账户计入), POLICY.md §4."""
+
+    in_service_rate: Ratio  # of the person's own contribution base
+    retired_rate: Ratio  # of last year's regional average basic pension
+
+
+class PolicyVersion(_Model):
+    effective_from: date
+    sample_values: list[str] = []  # dotted names of numbers the seeds do not give (POLICY.md: **sample**)
+    med_types: list[str]
+    annual_fund_cap: Fen | None = None
+    general_outpatient: GeneralOutpatient
+    crediting: Crediting
+
+    @field_validator("med_types")
+    @classmethod
+    def _settled_types_known(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - {"11"})
+        if unknown:
+            raise ValueError(f"this engine settles med_type 11 only; remove {unknown}")
+        return value
+
+    @model_validator(mode="after")
+    def _fund_cap(self) -> "PolicyVersion":
+        if self.general_outpatient.counts_in_fund_cap and self.annual_fund_cap is None:
+            raise ValueError("general_outpatient.counts_in_fund_cap needs annual_fund_cap")
+        return self
+
+
+class RegionPolicy(_Model):
+    admdvs: str
+    name: str
+    sources: list[str] = []
+    versions: tuple[PolicyVersion, ...]
+
+    @field_validator("admdvs")
+    @classmethod
+    def _six_digits(cls, value: str) -> str:
+        if len(value) != 6 or not value.isdigit():
+            raise ValueError("admdvs must be a 6-digit region code")
+        return value
+
+    def in_force(self, day: date) -> PolicyVersion | None:
+        """The version in force on `day`, or None before the first one."""
+        starts = [version.effective_from for version in self.versions]
+        index = bisect.bisect_right(starts, day) - 1
+        return self.versions[index] if index >= 0 else None
+
+
+def _deep_merge(base: Mapping[str, Any], change: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in change.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _reject_floats(value: Any, where: str) -> None:
+    if isinstance(value, float):
+        raise PolicyError(f"{where}: {value!r} is a float; write money and ratios as strings, e.g. \"0.60\"")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _reject_floats(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _reject_floats(item, f"{where}[{index}]")
+
+
+def _field(loc: Iterable[Any]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def parse_policy(text: str, source: str) -> RegionPolicy:
+    """Parse one policy file's text; `source` names it in every error."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise PolicyError(f"{source}: not valid TOML: {error}") from None
+    raw_versions = raw.get("versions")
+    if not isinstance(raw_versions, list) or not raw_versions:
+        raise PolicyError(f"{source}: field 'versions': at least one [[versions]] table is required")
+    _reject_floats(raw, source)
+    merged: list[dict[str, Any]] = []
+    for raw_version in raw_versions:
+        merged.append(_deep_merge(merged[-1], raw_version) if merged else dict(raw_version))
+    try:
+        policy = RegionPolicy.model_validate({**raw, "versions": merged})
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise PolicyError(
+            f"{source}: field '{_field(first['loc'])}': {first['msg']}"
+            + (f" ({error.error_count() - 1} more problem(s))" if error.error_count() > 1 else "")
+        ) from None
+    starts = [version.effective_from for version in policy.versions]
+    if starts != sorted(set(starts)):
+        raise PolicyError(f"{source}: field 'versions': effective_from dates must strictly increase")
+    return policy
+
+
+class PolicyBook:
+    """All regions' policies, looked up by insured region and day."""
+
+    def __init__(self, policies: Iterable[RegionPolicy]):
+        self._by_region: dict[str, RegionPolicy] = {}
+        for policy in policies:
+            if policy.admdvs in self._by_region:
+                raise PolicyError(f"two policy files for region {policy.admdvs}")
+            self._by_region[policy.admdvs] = policy
+
+    @property
+    def regions(self) -> list[str]:
+        return sorted(self._by_region)
+
+    def region(self, admdvs: str) -> RegionPolicy | None:
+        return self._by_region.get(admdvs)
+
+    def in_force(self, admdvs: str, day: date) -> PolicyVersion | None:
+        policy = self._by_region.get(admdvs)
+        return policy.in_force(day) if policy else None
+
+
+def load_policy_book(directory: Path | None = None) -> PolicyBook:
+    """Load every *.toml in `directory`, or the policies shipped with the package."""
+    if directory is not None:
+        files = sorted(Path(directory).glob("*.toml"))
+        if not files:
+            raise PolicyError(f"{directory}: no *.toml policy files")
+        return PolicyBook(parse_policy(path.read_text(encoding="utf-8"), str(path)) for path in files)
+    shipped = importlib.resources.files("gongji.settlement").joinpath("policies")
+    entries = sorted((entry for entry in shipped.iterdir() if entry.name.endswith(".toml")), key=lambda e: e.name)
+    return PolicyBook(parse_policy(entry.read_text(encoding="utf-8"), f"policies/{entry.name}") for entry in entries)

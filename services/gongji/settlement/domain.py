@@ -312,7 +312,7 @@ class Rejection:
     psn_no: str | None
     claim_id: str | None = None
     credit_id: str | None = None
-    event_type: str | None = None
+    input_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

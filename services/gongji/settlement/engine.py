@@ -113,20 +113,20 @@ def _reject(code, message: str, psn_no: str | None, **ids) -> Rejection:
 
 
 def policy_for(
-    person: Person, insutype: str, day, book: PolicyBook, ids: dict, event_type: str
+    person: Person, insutype: str, day, book: PolicyBook, ids: dict, input_type: str
 ) -> PolicyVersion | Rejection:
     """The insured region's policy in force on `day`, or why the person cannot be settled."""
     if not person.active:
         return _reject("NOT_INSURED", f"person {person.psn_no} has insurance status "
-                       f"{person.psn_insu_stas!r}: benefits are suspended", person.psn_no, event_type=event_type, **ids)
+                       f"{person.psn_insu_stas!r}: benefits are suspended", person.psn_no, input_type=input_type, **ids)
     if insutype not in COVERED_INSUTYPES or person.insutype != insutype:
         return _reject("NOT_INSURED", f"insurance type {insutype!r} is not covered here "
                        f"(person is insured under {person.insutype!r}; covered: 310)", person.psn_no,
-                       event_type=event_type, **ids)
+                       input_type=input_type, **ids)
     version = book.in_force(person.insu_admdvs, day)
     if version is None:
         return _reject("NOT_INSURED", f"no settlement policy for insured region {person.insu_admdvs} on {day}",
-                       person.psn_no, event_type=event_type, **ids)
+                       person.psn_no, input_type=input_type, **ids)
     return version
 
 
@@ -150,11 +150,11 @@ def settle_claim(
     ids = {"claim_id": claim.claim_id}
     if person is None:
         return _reject("UNKNOWN_PERSON", f"person {claim.psn_no} is not in the person registry (yet); "
-                       "send the person event, then resend the claim", claim.psn_no, event_type="claim", **ids)
+                       "send the person event, then resend the claim", claim.psn_no, input_type="claim", **ids)
     if institution is None:
         return _reject("UNKNOWN_INSTITUTION", f"institution {claim.fixmedins_code} is not in the institution "
                        "registry (yet); send the institution event, then resend the claim", claim.psn_no,
-                       event_type="claim", **ids)
+                       input_type="claim", **ids)
     local_time = claim.setl_time.astimezone(SHANGHAI)
     version = policy_for(person, claim.insutype, local_time.date(), book, ids, "claim")
     if isinstance(version, Rejection):
@@ -162,7 +162,7 @@ def settle_claim(
     if claim.med_type not in version.med_types:
         return _reject("UNSUPPORTED_MED_TYPE", f"med_type {claim.med_type!r} is not settled under the policy of "
                        f"region {person.insu_admdvs} (settled: {', '.join(version.med_types)})", claim.psn_no,
-                       event_type="claim", **ids)
+                       input_type="claim", **ids)
 
     split = split_lines(claim.fee_details)
     year = local_time.year
@@ -271,10 +271,10 @@ def reverse_claim(reversal: Reversal, original: ClaimRecord | None, state: Perso
     ids = {"claim_id": reversal.claim_id}
     if original is None or original.settlement.is_reversal or original.settlement.psn_no != reversal.psn_no:
         return _reject("UNKNOWN_ORIGINAL", f"no settled claim {reversal.orig_claim_id} for person "
-                       f"{reversal.psn_no} to reverse", reversal.psn_no, event_type="reversal", **ids)
+                       f"{reversal.psn_no} to reverse", reversal.psn_no, input_type="reversal", **ids)
     if original.reversed_by is not None:
         return _reject("ALREADY_REVERSED", f"claim {reversal.orig_claim_id} was already reversed by "
-                       f"{original.reversed_by}", reversal.psn_no, event_type="reversal", **ids)
+                       f"{original.reversed_by}", reversal.psn_no, input_type="reversal", **ids)
     effects = original.effects
     years = dict(state.years)
     years[effects.year] = state.year(effects.year).plus(effects, sign=-1)
@@ -302,7 +302,7 @@ def apply_credit(credit: Credit, person: Person | None, book: PolicyBook, state:
     ids = {"credit_id": credit.credit_id}
     if person is None:
         return _reject("UNKNOWN_PERSON", f"person {credit.psn_no} is not in the person registry (yet); "
-                       "send the person event, then resend the credit", credit.psn_no, event_type="credit", **ids)
+                       "send the person event, then resend the credit", credit.psn_no, input_type="credit", **ids)
     if credit.crdt_type == "opening":
         amount = credit.amount
     else:
@@ -326,8 +326,8 @@ def check_person(person: Person) -> Rejection | None:
     if person.mulaid_holder_psn_no is None or person.mulaid_relation not in ("spouse", "parent", "child"):
         return _reject("MULAID_NOT_ALLOWED", f"family mutual aid (家庭共济) binds a spouse, parent or child only; "
                        f"got relation {person.mulaid_relation!r} for holder {person.mulaid_holder_psn_no!r}",
-                       person.psn_no, event_type="person")
+                       person.psn_no, input_type="person")
     if person.mulaid_holder_psn_no == person.psn_no:
         return _reject("MULAID_NOT_ALLOWED", "a person cannot be their own family account holder",
-                       person.psn_no, event_type="person")
+                       person.psn_no, input_type="person")
     return None

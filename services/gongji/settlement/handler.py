@@ -1,0 +1,278 @@
+"""Settle a batch of input events against a store: the one use case both the service and replay run.
+
+A batch is settled in four round trips whatever its size: read everything the batch needs, read
+the family account holders it touches, compute every event in order on an overlay (so later events
+see earlier ones), then write: holds first, commits second. A write that finds the state changed
+under it (a zombie consumer, a holder's own claim) sends that person's remaining events down the
+slow path: the same steps, one event at a time, until they stick.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Union
+
+from gongji.settlement import engine
+from gongji.settlement.domain import (
+    Claim,
+    ClaimRecord,
+    Credit,
+    CreditApplied,
+    CreditRecord,
+    Institution,
+    Person,
+    PersonState,
+    Rejection,
+    Reversal,
+    Settlement,
+    SettlementError,
+)
+from gongji.settlement.policy import PolicyBook
+from gongji.settlement.store import (
+    Commit,
+    HolderView,
+    Hold,
+    SettlementStore,
+    Status,
+    claim_key,
+    credit_key,
+)
+
+Event = Union[Person, Institution, Claim, Reversal, Credit]
+Result = Union[Settlement, Rejection, CreditApplied]
+MAX_ATTEMPTS = 20
+
+
+class StoreContention(SettlementError):
+    """An event kept finding its person's state changed under it; the batch must be retried."""
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One result to publish, keyed by the person."""
+
+    key: str
+    value: Result
+
+    @property
+    def kind(self) -> str:
+        if isinstance(self.value, Settlement):
+            return "reversal" if self.value.is_reversal else "settlement"
+        return "rejection" if isinstance(self.value, Rejection) else "credit"
+
+
+def fingerprint(event: Claim | Reversal | Credit) -> str:
+    """Content hash: the same id with other content is a DUPLICATE_CONFLICT."""
+    return hashlib.blake2b(event.model_dump_json().encode(), digest_size=16).hexdigest()
+
+
+def _conflict(event: Claim | Reversal | Credit, kind: str) -> Rejection:
+    ident = {"credit_id": event.credit_id} if isinstance(event, Credit) else {"claim_id": event.claim_id}
+    name = next(iter(ident.values()))
+    return Rejection(err_code="DUPLICATE_CONFLICT", psn_no=event.psn_no, input_type=kind,
+                     err_msg=f"{kind} {name} was already processed with different content; the original stands. "
+                             "Send a reversal and a new claim id to change it", **ident)
+
+
+@dataclass(slots=True)
+class _Planned:
+    """What computing one event decided: its result, and the writes that make it true."""
+
+    output: Output
+    commit: Commit | None = None
+    holds: tuple[Hold, ...] = ()
+
+
+class Settler:
+    """Settles batches of events against a store under a policy book."""
+
+    def __init__(self, store: SettlementStore, book: PolicyBook):
+        self.store = store
+        self.book = book
+
+    async def handle(self, events: Sequence[Event]) -> list[Output]:
+        """Settle `events` in order; returns their results in the same order (registry events
+        that were accepted produce none)."""
+        results: list[list[Output]] = [[] for _ in events]
+        persons, institutions, work = [], [], []
+        for index, event in enumerate(events):
+            if isinstance(event, Person):
+                refused = engine.check_person(event)
+                if refused:
+                    results[index].append(Output(event.psn_no, refused))
+                else:
+                    persons.append(event)
+            elif isinstance(event, Institution):
+                institutions.append(event)
+            else:
+                work.append((index, event))
+        # Registry changes apply before the batch's claims; across topics there is no order anyway.
+        if persons:
+            await self.store.put_persons(persons)
+        if institutions:
+            await self.store.put_institutions(institutions)
+        if work:
+            retry = await self._settle(work, results)
+            for item in retry:  # the slow path: one event at a time, in order
+                for _ in range(MAX_ATTEMPTS):
+                    if not await self._settle([item], results):
+                        break
+                else:
+                    raise StoreContention(f"event {item[1]!r:.120} found its state changed {MAX_ATTEMPTS} times")
+        return [output for outputs in results for output in outputs]
+
+    async def _settle(self, work: list[tuple[int, Event]], results: list[list[Output]]) -> list[tuple[int, Event]]:
+        """One pass of the four round trips; returns the events that must go again."""
+        psn_nos, codes, keys = set(), set(), set()
+        for _, event in work:
+            psn_nos.add(event.psn_no)
+            if isinstance(event, Claim):
+                codes.add(event.fixmedins_code)
+                keys.add((event.psn_no, claim_key(event.claim_id)))
+            elif isinstance(event, Reversal):
+                keys.add((event.psn_no, claim_key(event.claim_id)))
+                keys.add((event.psn_no, claim_key(event.orig_claim_id)))
+            else:
+                keys.add((event.psn_no, credit_key(event.credit_id)))
+        snap = await self.store.read(psn_nos, codes, keys)
+
+        wants = set()
+        for _, event in work:
+            if isinstance(event, Claim) and event.acct_used_flag == "1":
+                person = snap.persons.get(event.psn_no)
+                if person is not None and person.mulaid_holder_psn_no:
+                    wants.add((person.mulaid_holder_psn_no, event.claim_id))
+        views = await self.store.read_holders(wants) if wants else {}
+
+        states = dict(snap.states)
+        records = dict(snap.records)
+        holders: dict[str, HolderView] = {}  # holder → its account after this batch's holds so far
+        planned: list[tuple[int, Event, _Planned]] = []
+        for index, event in work:
+            if isinstance(event, Claim):
+                plan = self._plan_claim(event, snap, states, records, views, holders)
+            elif isinstance(event, Reversal):
+                plan = self._plan_reversal(event, states, records)
+            else:
+                plan = self._plan_credit(event, snap, states, records)
+            if plan.commit is not None:
+                states[event.psn_no] = plan.commit.state
+                records[(event.psn_no, plan.commit.record_key)] = plan.commit.record
+                if plan.commit.reverses:
+                    key = (event.psn_no, plan.commit.reverses)
+                    records[key] = dataclasses.replace(records[key], reversed_by=event.claim_id)
+            planned.append((index, event, plan))
+
+        # Writes: holds first (the holder's side must exist before the patient's record does).
+        first_failure: dict[str, int] = {}  # person → position of their first write that failed
+
+        def fail(position: int, psn_no: str) -> None:
+            first_failure[psn_no] = min(position, first_failure.get(psn_no, position))
+
+        holds = [(position, event, plan.commit is not None, hold)
+                 for position, (_, event, plan) in enumerate(planned) for hold in plan.holds]
+        if holds:
+            for (position, event, essential, _), status in zip(
+                    holds, await self.store.hold([hold for *_, hold in holds])):
+                # A hold re-asserted for a replayed record is best effort; a new one must succeed.
+                if status is not Status.OK and essential:
+                    fail(position, event.psn_no)
+        commits = [(position, event, plan.commit) for position, (_, event, plan) in enumerate(planned)
+                   if plan.commit is not None and position < first_failure.get(event.psn_no, len(planned))]
+        if commits:
+            for (position, event, _), status in zip(commits, await self.store.commit([c for *_, c in commits])):
+                if status is not Status.OK:
+                    fail(position, event.psn_no)
+
+        retry = []
+        for position, (index, event, plan) in enumerate(planned):
+            # From a person's first failed write on, all their events in this batch go again.
+            if position >= first_failure.get(event.psn_no, len(planned)):
+                retry.append((index, event))
+            else:
+                results[index] = [plan.output]
+        return retry
+
+    def _replay(self, event, record, kind: str) -> _Planned:
+        """The event was processed before: the identical result again, or a conflict."""
+        if record.fingerprint != fingerprint(event):
+            return _Planned(Output(event.psn_no, _conflict(event, kind)))
+        if isinstance(record, CreditRecord):
+            return _Planned(Output(event.psn_no, record.result))
+        holds: tuple[Hold, ...] = ()
+        effects = record.effects
+        if effects.mulaid_holder:
+            # Re-assert the holder's side from the record, in case a crash came between the two.
+            settlement = record.settlement
+            if settlement.is_reversal:
+                holds = (Hold(effects.mulaid_holder, settlement.orig_claim_id, 0),)
+            else:
+                holds = (Hold(effects.mulaid_holder, settlement.claim_id,
+                              0 if record.reversed_by else effects.mulaid_pay),)
+        return _Planned(Output(event.psn_no, record.settlement), holds=holds)
+
+    def _plan_claim(self, claim: Claim, snap, states, records, views, holders) -> _Planned:
+        key = claim_key(claim.claim_id)
+        existing = records.get((claim.psn_no, key))
+        if existing is not None:
+            return self._replay(claim, existing, "claim")
+        person = snap.persons.get(claim.psn_no)
+        state = states[claim.psn_no]
+        holder = person.mulaid_holder_psn_no if person is not None and claim.acct_used_flag == "1" else None
+        view = None
+        if holder is not None and (holder, claim.claim_id) in views:
+            view = views[(holder, claim.claim_id)]
+            if holder in holders:
+                view = dataclasses.replace(holders[holder], held=view.held)
+            elif holder in states:  # the holder settles in this batch too: use the overlay
+                view = HolderView(states[holder].token, states[holder].balance, view.held)
+        outcome = engine.settle_claim(claim, person, snap.institutions.get(claim.fixmedins_code), self.book,
+                                      state, view.available if view else None)
+        if isinstance(outcome, Rejection):
+            holds = (Hold(holder, claim.claim_id, 0),) if view is not None and view.held else ()
+            return _Planned(Output(claim.psn_no, outcome), holds=holds)
+        holds = ()
+        if view is not None and outcome.effects.mulaid_pay != view.held:
+            hold = Hold(holder, claim.claim_id, outcome.effects.mulaid_pay)
+            holds = (hold,)
+            after = HolderView(hold.token, view.balance - (hold.amount - view.held), 0)
+            holders[holder] = after
+            if holder in states:
+                states[holder] = dataclasses.replace(states[holder], token=after.token, balance=after.balance)
+        record = ClaimRecord(fingerprint(claim), outcome.settlement, outcome.effects)
+        new_state = dataclasses.replace(outcome.state, token="c:" + claim.claim_id)
+        return _Planned(Output(claim.psn_no, outcome.settlement),
+                        Commit(claim.psn_no, state.token, new_state, key, record), holds)
+
+    def _plan_reversal(self, reversal: Reversal, states, records) -> _Planned:
+        key = claim_key(reversal.claim_id)
+        existing = records.get((reversal.psn_no, key))
+        if existing is not None:
+            return self._replay(reversal, existing, "reversal")
+        original_key = claim_key(reversal.orig_claim_id)
+        original = records.get((reversal.psn_no, original_key))
+        state = states[reversal.psn_no]
+        outcome = engine.reverse_claim(reversal, original, state)
+        if isinstance(outcome, Rejection):
+            return _Planned(Output(reversal.psn_no, outcome))
+        holds = (Hold(outcome.refund_holder, reversal.orig_claim_id, 0),) if outcome.refund_holder else ()
+        record = ClaimRecord(fingerprint(reversal), outcome.settlement, original.effects)
+        new_state = dataclasses.replace(outcome.state, token="c:" + reversal.claim_id)
+        return _Planned(Output(reversal.psn_no, outcome.settlement),
+                        Commit(reversal.psn_no, state.token, new_state, key, record, reverses=original_key), holds)
+
+    def _plan_credit(self, credit: Credit, snap, states, records) -> _Planned:
+        key = credit_key(credit.credit_id)
+        existing = records.get((credit.psn_no, key))
+        if existing is not None:
+            return self._replay(credit, existing, "credit")
+        state: PersonState = states[credit.psn_no]
+        outcome = engine.apply_credit(credit, snap.persons.get(credit.psn_no), self.book, state)
+        if isinstance(outcome, Rejection):
+            return _Planned(Output(credit.psn_no, outcome))
+        record = CreditRecord(fingerprint(credit), outcome.result)
+        new_state = dataclasses.replace(outcome.state, token="k:" + credit.credit_id)
+        return _Planned(Output(credit.psn_no, outcome.result), Commit(credit.psn_no, state.token, new_state, key, record))

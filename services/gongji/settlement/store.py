@@ -1,0 +1,171 @@
+"""The settlement state store: its interface, and the in-memory implementation replay uses.
+
+State per person is versioned by an opaque token. A commit names the token it was computed from;
+the store applies it only if the person's token is still that one, and only if the event's record
+does not exist yet. That makes every write conditional (no lost update, e.g. from a zombie
+consumer after a rebalance) and idempotent (a redelivered event finds its record).
+
+Family mutual aid (家庭共济) touches two persons, who live in different Redis Cluster slots. The
+holder's side is a separate, idempotent step, "hold": make the amount held from the holder's account
+for claim X equal to N. It runs before the patient's commit; redoing it is harmless, and a reversal
+sets it to 0, which refunds the holder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from gongji.settlement.domain import ClaimRecord, CreditRecord, Institution, Person, PersonState
+
+Record = ClaimRecord | CreditRecord
+
+
+def claim_key(claim_id: str) -> str:
+    return "c:" + claim_id
+
+
+def credit_key(credit_id: str) -> str:
+    return "k:" + credit_id
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    persons: dict[str, Person | None]
+    institutions: dict[str, Institution | None]
+    states: dict[str, PersonState]
+    records: dict[tuple[str, str], Record | None]
+
+
+@dataclass(frozen=True, slots=True)
+class HolderView:
+    """A family account holder's account as one claim sees it."""
+
+    token: str
+    balance: int
+    held: int  # already held from this account for this very claim (a retry after a crash)
+
+    @property
+    def available(self) -> int:
+        return self.balance + self.held
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Make the amount held from `holder`'s account for `claim_id` equal to `amount` (fen)."""
+
+    holder: str
+    claim_id: str
+    amount: int
+
+    @property
+    def token(self) -> str:
+        return f"h:{self.claim_id}:{self.amount}"
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Write `state` and `record` for `psn_no` if its token is still `expected`."""
+
+    psn_no: str
+    expected: str
+    state: PersonState  # carries the new token
+    record_key: str
+    record: Record
+    # For a reversal: the original's record key, to mark it reversed by this event.
+    reverses: str | None = None
+
+
+class Status(Enum):
+    OK = "ok"
+    STALE = "stale"  # the person's state changed since it was read: read again and recompute
+    DUPLICATE = "duplicate"  # the record appeared since it was read: read again
+    SHORT = "short"  # a hold found too little in the holder's account
+
+
+class SettlementStore(Protocol):
+    """What settlement needs from a store. Implemented in memory (replay) and on Redis (service)."""
+
+    async def put_persons(self, persons: list[Person]) -> None: ...
+
+    async def put_institutions(self, institutions: list[Institution]) -> None: ...
+
+    async def read(self, psn_nos: set[str], institution_codes: set[str],
+                   record_keys: set[tuple[str, str]]) -> Snapshot: ...
+
+    async def read_holders(self, wants: set[tuple[str, str]]) -> dict[tuple[str, str], HolderView]:
+        """(holder psn_no, claim_id) → the holder's account as that claim sees it."""
+        ...
+
+    async def hold(self, holds: list[Hold]) -> list[Status]: ...
+
+    async def commit(self, commits: list[Commit]) -> list[Status]: ...
+
+
+class MemoryStore:
+    """Dictionaries; for `gongji replay` and unit tests. Passes the same contract suite as Redis."""
+
+    def __init__(self) -> None:
+        self.persons: dict[str, Person] = {}
+        self.institutions: dict[str, Institution] = {}
+        self.states: dict[str, PersonState] = {}
+        self.records: dict[tuple[str, str], Record] = {}
+        self.holds: dict[tuple[str, str], int] = {}
+
+    async def put_persons(self, persons: list[Person]) -> None:
+        for person in persons:
+            self.persons[person.psn_no] = person
+
+    async def put_institutions(self, institutions: list[Institution]) -> None:
+        for institution in institutions:
+            self.institutions[institution.fixmedins_code] = institution
+
+    async def read(self, psn_nos, institution_codes, record_keys) -> Snapshot:
+        return Snapshot(
+            persons={psn: self.persons.get(psn) for psn in psn_nos},
+            institutions={code: self.institutions.get(code) for code in institution_codes},
+            states={psn: self.states.get(psn, PersonState()) for psn in psn_nos},
+            records={key: self.records.get(key) for key in record_keys},
+        )
+
+    async def read_holders(self, wants):
+        views = {}
+        for holder, claim_id in wants:
+            state = self.states.get(holder, PersonState())
+            views[(holder, claim_id)] = HolderView(state.token, state.balance, self.holds.get((holder, claim_id), 0))
+        return views
+
+    async def hold(self, holds: list[Hold]) -> list[Status]:
+        statuses = []
+        for hold in holds:
+            state = self.states.get(hold.holder, PersonState())
+            held = self.holds.get((hold.holder, hold.claim_id), 0)
+            delta = hold.amount - held
+            if delta > state.balance:
+                statuses.append(Status.SHORT)
+                continue
+            if delta:
+                self.holds[(hold.holder, hold.claim_id)] = hold.amount
+                self.states[hold.holder] = dataclasses.replace(state, balance=state.balance - delta, token=hold.token)
+            statuses.append(Status.OK)
+        return statuses
+
+    async def commit(self, commits: list[Commit]) -> list[Status]:
+        statuses = []
+        for commit in commits:
+            if (commit.psn_no, commit.record_key) in self.records:
+                statuses.append(Status.DUPLICATE)
+                continue
+            if self.states.get(commit.psn_no, PersonState()).token != commit.expected:
+                statuses.append(Status.STALE)
+                continue
+            self.states[commit.psn_no] = commit.state
+            self.records[(commit.psn_no, commit.record_key)] = commit.record
+            if commit.reverses is not None:
+                original = self.records[(commit.psn_no, commit.reverses)]
+                self.records[(commit.psn_no, commit.reverses)] = dataclasses.replace(
+                    original, reversed_by=commit.record.settlement.claim_id)
+            statuses.append(Status.OK)
+        return statuses

@@ -161,6 +161,11 @@ class MemoryStore:
             if self.states.get(commit.psn_no, PersonState()).token != commit.expected:
                 statuses.append(Status.STALE)
                 continue
+            if commit.reverses is not None:
+                original = self.records.get((commit.psn_no, commit.reverses))
+                if original is None or original.reversed_by is not None:
+                    statuses.append(Status.STALE)
+                    continue
             self.states[commit.psn_no] = commit.state
             self.records[(commit.psn_no, commit.record_key)] = commit.record
             if commit.reverses is not None:

@@ -1,0 +1,166 @@
+"""The settlement store on Redis (or Valkey, or Redis Cluster): what the streaming service uses.
+
+Keys (every per-person key carries the `{psn_no}` hash tag, so one person's keys share a slot and
+the scripts run unchanged on Redis Cluster):
+    <prefix>:{psn}:person       registry entry (JSON)
+    <prefix>:{psn}:state        hash: ver (token), balc, "<year>:<accumulator>" fields, all fen
+    <prefix>:{psn}:rec:<id>     hash: fp, data (record JSON), reversed_by
+    <prefix>:{psn}:holds        hash: claim id -> fen held for family mutual aid
+    <prefix>:inst:<code>        registry entry (JSON)
+Reads are pipelined per batch; the writes are the Lua scripts in lua/, registered once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import json
+from typing import Any
+
+from redis.asyncio import Redis
+
+from gongji.settlement.domain import (
+    ClaimRecord,
+    CreditApplied,
+    CreditRecord,
+    Effects,
+    Institution,
+    Person,
+    PersonState,
+    Settlement,
+    YearTotals,
+)
+from gongji.settlement.store import Commit, Hold, HolderView, Record, Snapshot, Status
+
+_YEAR_FIELDS = ("deductible_used", "outpatient_pool_paid", "fund_cap_used", "visits", "medfee")
+_STATUS = {b"ok": Status.OK, b"stale": Status.STALE, b"duplicate": Status.DUPLICATE, b"short": Status.SHORT}
+
+
+def _script(name: str) -> str:
+    return importlib.resources.files("gongji.settlement").joinpath("lua", name).read_text(encoding="utf-8")
+
+
+def parse_state(raw: dict[bytes, bytes]) -> PersonState:
+    if not raw:
+        return PersonState()
+    years: dict[int, dict[str, int]] = {}
+    for field, value in raw.items():
+        name = field.decode()
+        if ":" in name:
+            year, accumulator = name.split(":", 1)
+            years.setdefault(int(year), {})[accumulator] = int(value)
+    return PersonState(
+        token=raw.get(b"ver", b"").decode(),
+        balance=int(raw.get(b"balc", b"0")),
+        years={year: YearTotals(**values) for year, values in years.items()},
+    )
+
+
+def state_fields(state: PersonState) -> list[str]:
+    fields = ["balc", str(state.balance)]
+    for year, totals in state.years.items():
+        for name in _YEAR_FIELDS:
+            fields += [f"{year}:{name}", str(getattr(totals, name))]
+    return fields
+
+
+def dump_record(record: Record) -> str:
+    if isinstance(record, CreditRecord):
+        return json.dumps({"credit": dataclasses.asdict(record.result)})
+    return json.dumps({"settlement": record.settlement.to_record(), "effects": dataclasses.asdict(record.effects)},
+                      ensure_ascii=False)
+
+
+def load_record(raw: dict[bytes, bytes]) -> Record | None:
+    if not raw:
+        return None
+    data = json.loads(raw[b"data"])
+    fingerprint = raw[b"fp"].decode()
+    if "credit" in data:
+        return CreditRecord(fingerprint, CreditApplied(**data["credit"]))
+    reversed_by = raw.get(b"reversed_by")
+    return ClaimRecord(fingerprint, Settlement.from_record(data["settlement"]), Effects(**data["effects"]),
+                       reversed_by.decode() if reversed_by else None)
+
+
+class RedisStore:
+    """SettlementStore on a redis.asyncio client (a Redis, Valkey or Redis Cluster connection)."""
+
+    def __init__(self, client: Redis, prefix: str = "gj"):
+        self.client = client
+        self.prefix = prefix
+        self._commit = client.register_script(_script("commit.lua"))
+        self._hold = client.register_script(_script("hold.lua"))
+
+    def _key(self, psn_no: str, suffix: str) -> str:
+        return f"{self.prefix}:{{{psn_no}}}:{suffix}"
+
+    def _institution_key(self, code: str) -> str:
+        return f"{self.prefix}:inst:{code}"
+
+    async def put_persons(self, persons: list[Person]) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for person in persons:
+                pipe.set(self._key(person.psn_no, "person"), person.model_dump_json())
+            await pipe.execute()
+
+    async def put_institutions(self, institutions: list[Institution]) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for institution in institutions:
+                pipe.set(self._institution_key(institution.fixmedins_code), institution.model_dump_json())
+            await pipe.execute()
+
+    async def read(self, psn_nos, institution_codes, record_keys) -> Snapshot:
+        psn_list, code_list, key_list = list(psn_nos), list(institution_codes), list(record_keys)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for psn in psn_list:
+                pipe.get(self._key(psn, "person"))
+                pipe.hgetall(self._key(psn, "state"))
+            for code in code_list:
+                pipe.get(self._institution_key(code))
+            for psn, key in key_list:
+                pipe.hgetall(self._key(psn, "rec:" + key))
+            replies = await pipe.execute()
+        persons, states = {}, {}
+        for index, psn in enumerate(psn_list):
+            raw_person, raw_state = replies[2 * index], replies[2 * index + 1]
+            persons[psn] = Person.model_validate_json(raw_person) if raw_person else None
+            states[psn] = parse_state(raw_state)
+        offset = 2 * len(psn_list)
+        institutions = {code: Institution.model_validate_json(raw) if raw else None
+                        for code, raw in zip(code_list, replies[offset:offset + len(code_list)])}
+        offset += len(code_list)
+        records = {key: load_record(raw) for key, raw in zip(key_list, replies[offset:])}
+        return Snapshot(persons, institutions, states, records)
+
+    async def read_holders(self, wants) -> dict[tuple[str, str], HolderView]:
+        want_list = list(wants)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for holder, claim_id in want_list:
+                pipe.hmget(self._key(holder, "state"), "ver", "balc")
+                pipe.hget(self._key(holder, "holds"), claim_id)
+            replies = await pipe.execute()
+        views = {}
+        for index, want in enumerate(want_list):
+            (token, balance), held = replies[2 * index], replies[2 * index + 1]
+            views[want] = HolderView((token or b"").decode(), int(balance or 0), int(held or 0))
+        return views
+
+    async def hold(self, holds: list[Hold]) -> list[Status]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for hold in holds:
+                await self._hold(keys=[self._key(hold.holder, "state"), self._key(hold.holder, "holds")],
+                                 args=[hold.claim_id, hold.amount, hold.token], client=pipe)
+            return [_STATUS[reply] for reply in await pipe.execute()]
+
+    async def commit(self, commits: list[Commit]) -> list[Status]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for commit in commits:
+                keys = [self._key(commit.psn_no, "state"), self._key(commit.psn_no, "rec:" + commit.record_key)]
+                if commit.reverses:
+                    keys.append(self._key(commit.psn_no, "rec:" + commit.reverses))
+                event_id = commit.record_key.split(":", 1)[1]
+                args: list[Any] = [commit.expected, commit.state.token, commit.record.fingerprint,
+                                   dump_record(commit.record), event_id, *state_fields(commit.state)]
+                await self._commit(keys=keys, args=args, client=pipe)
+            return [_STATUS[reply] for reply in await pipe.execute()]

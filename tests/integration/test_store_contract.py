@@ -1,0 +1,162 @@
+"""One contract suite for every SettlementStore: the in-memory store (replay) and the Redis store
+(the service, against the real Redis-protocol server from the fixtures). STYLE.md §7."""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+
+import pytest
+import redis.asyncio as aioredis
+
+from gongji.settlement.domain import (
+    ClaimRecord,
+    CreditApplied,
+    CreditRecord,
+    Effects,
+    Institution,
+    Person,
+    PersonState,
+    SetlDetail,
+    Settlement,
+    YearTotals,
+)
+from gongji.settlement.redis_store import RedisStore
+from gongji.settlement.store import Commit, Hold, MemoryStore, Status, claim_key, credit_key
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request, uniq, stack):
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    client = aioredis.Redis.from_url(stack.redis_url)
+    yield RedisStore(client, prefix=uniq)
+    await client.aclose()
+
+
+PERSON = Person(psn_no="P1", insutype="310", psn_type="1101", insu_admdvs="152501", psn_insu_stas="1",
+                mulaid_holder_psn_no="H1", mulaid_relation="spouse")
+INSTITUTION = Institution(fixmedins_code="H001", fixmedins_name="Erenhot hospital", fixmedins_type="1",
+                          medins_lv="3", grassroots=False, admdvs="152501")
+
+
+def settlement(claim_id: str, **changes) -> Settlement:
+    base = Settlement(
+        claim_id=claim_id, setl_id="SETL" + claim_id, psn_no="P1", mdtrt_id="M1", med_type="11",
+        psn_type="1101", insu_admdvs="152501", mdtrtarea_admvs="152501", fixmedins_code="H001",
+        setl_time="2023-03-01T10:00:00+08:00", medfee_sumamt=150000, fulamt_ownpay_amt=0, overlmt_selfpay=0,
+        preselfpay_amt=3000, inscp_scp_amt=147000, act_pay_dedc=100000, hifp_pay=28200,
+        pool_prop_selfpay=Decimal("0.6000"), hifob_pay=0, cvlserv_pay=0, maf_pay=0, oth_pay=0,
+        fund_pay_sumamt=28200, psn_part_amt=121800, acct_pay=1000, acct_mulaid_pay=500, psn_cash_pay=120300,
+        balc=0, clr_type="11", clr_optins="152501",
+        setldetail=(SetlDetail("310100", 28200, 400000, "普通门诊统筹 ratio 0.60"),),
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def record(claim_id: str, **changes) -> ClaimRecord:
+    return ClaimRecord("fp-" + claim_id, settlement(claim_id, **changes),
+                       Effects(year=2023, deductible=100000, outpatient_pool=28200, fund_cap=28200, visits=1,
+                               medfee=150000, acct_pay=1000, mulaid_holder="H1", mulaid_pay=500))
+
+
+def state(token: str, balance: int = 0, **year) -> PersonState:
+    return PersonState(token=token, balance=balance, years={2023: YearTotals(**year)} if year else {})
+
+
+async def test_empty_store_reads_defaults(store):
+    snap = await store.read({"P1"}, {"H001"}, {("P1", claim_key("C1"))})
+    assert snap.persons == {"P1": None}
+    assert snap.institutions == {"H001": None}
+    assert snap.states == {"P1": PersonState()}
+    assert snap.records == {("P1", "c:C1"): None}
+
+
+async def test_registry_entries_round_trip(store):
+    await store.put_persons([PERSON])
+    await store.put_institutions([INSTITUTION])
+    snap = await store.read({"P1"}, {"H001"}, set())
+    assert snap.persons["P1"] == PERSON
+    assert snap.institutions["H001"] == INSTITUTION
+    changed = PERSON.model_copy(update={"psn_insu_stas": "2"})
+    await store.put_persons([changed])
+    assert (await store.read({"P1"}, set(), set())).persons["P1"] == changed
+
+
+async def test_commit_writes_state_and_record_exactly(store):
+    new = state("c:C1", balance=4000, deductible_used=100000, outpatient_pool_paid=28200, fund_cap_used=28200,
+                visits=1, medfee=150000)
+    assert await store.commit([Commit("P1", "", new, claim_key("C1"), record("C1"))]) == [Status.OK]
+    snap = await store.read({"P1"}, set(), {("P1", claim_key("C1"))})
+    assert snap.states["P1"] == new
+    assert snap.records[("P1", "c:C1")] == record("C1")
+
+
+async def test_commit_is_conditional_on_token_and_record(store):
+    first = Commit("P1", "", state("c:C1", 10), claim_key("C1"), record("C1"))
+    assert await store.commit([first]) == [Status.OK]
+    # The same event again: its record exists, nothing changes.
+    again = dataclasses.replace(first, state=state("c:C1", 999))
+    assert await store.commit([again]) == [Status.DUPLICATE]
+    # Another event computed from an old token: refused, state unchanged.
+    stale = Commit("P1", "", state("c:C2", 777), claim_key("C2"), record("C2"))
+    assert await store.commit([stale]) == [Status.STALE]
+    snap = await store.read({"P1"}, set(), {("P1", claim_key("C2"))})
+    assert snap.states["P1"].balance == 10
+    assert snap.records[("P1", "c:C2")] is None
+
+
+async def test_commits_in_one_call_chain_in_order(store):
+    commits = [
+        Commit("P1", "", state("c:C1", 10), claim_key("C1"), record("C1")),
+        Commit("P1", "c:C1", state("c:C2", 20), claim_key("C2"), record("C2")),
+        Commit("P1", "c:C1", state("c:C3", 30), claim_key("C3"), record("C3")),  # computed from a stale token
+    ]
+    assert await store.commit(commits) == [Status.OK, Status.OK, Status.STALE]
+    assert (await store.read({"P1"}, set(), set())).states["P1"].balance == 20
+
+
+async def test_reversal_marks_original_once(store):
+    await store.commit([Commit("P1", "", state("c:C1", 10), claim_key("C1"), record("C1"))])
+    reversal = record("R1", orig_claim_id="C1", orig_setl_id="SETLC1")
+    undo = Commit("P1", "c:C1", state("c:R1", 20), claim_key("R1"), reversal, reverses=claim_key("C1"))
+    assert await store.commit([undo]) == [Status.OK]
+    snap = await store.read({"P1"}, set(), {("P1", claim_key("C1")), ("P1", claim_key("R1"))})
+    assert snap.records[("P1", "c:C1")].reversed_by == "R1"
+    assert snap.records[("P1", "c:R1")].settlement.orig_claim_id == "C1"
+    second = Commit("P1", "c:R1", state("c:R2", 30), claim_key("R2"), record("R2"), reverses=claim_key("C1"))
+    assert await store.commit([second]) == [Status.STALE]
+
+
+async def test_credit_record_round_trips(store):
+    credit = CreditRecord("fp-K1", CreditApplied("K1", "P1", "2023-01", 16000, 16000))
+    assert await store.commit([Commit("P1", "", state("k:K1", 16000), credit_key("K1"), credit)]) == [Status.OK]
+    snap = await store.read({"P1"}, set(), {("P1", credit_key("K1"))})
+    assert snap.records[("P1", "k:K1")] == credit
+
+
+async def test_hold_debits_once_adjusts_and_refunds(store):
+    await store.commit([Commit("H1", "", state("k:K1", 10000), credit_key("K1"),
+                               CreditRecord("fp", CreditApplied("K1", "H1", "2023-01", 10000, 10000)))])
+    assert await store.hold([Hold("H1", "C1", 3000)]) == [Status.OK]
+    assert await store.hold([Hold("H1", "C1", 3000)]) == [Status.OK]  # idempotent
+    view = (await store.read_holders({("H1", "C1"), ("H1", "C9")}))
+    assert (view[("H1", "C1")].balance, view[("H1", "C1")].held, view[("H1", "C1")].available) == (7000, 3000, 10000)
+    assert view[("H1", "C9")].held == 0
+    assert view[("H1", "C1")].token == "h:C1:3000"
+    assert await store.hold([Hold("H1", "C1", 2000)]) == [Status.OK]  # a recomputed, smaller amount
+    assert (await store.read({"H1"}, set(), set())).states["H1"].balance == 8000
+    assert await store.hold([Hold("H1", "C2", 8001)]) == [Status.SHORT]  # never overdraws
+    assert await store.hold([Hold("H1", "C1", 0)]) == [Status.OK]  # refund
+    assert (await store.read({"H1"}, set(), set())).states["H1"].balance == 10000
+    assert (await store.read_holders({("H1", "C1")}))[("H1", "C1")].held == 0
+
+
+async def test_hold_changes_the_holders_token(store):
+    await store.commit([Commit("H1", "", state("k:K1", 5000), credit_key("K1"),
+                               CreditRecord("fp", CreditApplied("K1", "H1", "2023-01", 5000, 5000)))])
+    await store.hold([Hold("H1", "C1", 1000)])
+    # The holder's own claim, computed before the hold, must not overwrite the debited balance.
+    own = Commit("H1", "k:K1", state("c:C7", 5000), claim_key("C7"), record("C7"))
+    assert await store.commit([own]) == [Status.STALE]

@@ -114,7 +114,7 @@ RECORDS: dict[str, dict[str, Any]] = {
                   "err_code": "UNKNOWN_INSTITUTION",
                   "err_msg": "Institution H99019999999 is not in the registry; send its "
                              "registry.institutions record, then resend the claim.",
-                  "event_type": "claim"},
+                  "input_type": "claim"},
     "CreditResult": {"credit_id": "CR-152501-202301-0042", "psn_no": "15250100000000000042",
                      "ym": "2023-01", "amount": D("77.00"), "balc": D("1277.35")},
     "DeadLetter": {"topic": "claims", "partition": 3, "offset": 1_234_567_890_123,
@@ -147,8 +147,9 @@ FIELD_NAMES = {
     "Credit": ["credit_id", "psn_no", "ym", "crdt_type", "amount", "crdt_base"],
     "Settlement": SETTLEMENT_NAMES,
     "SetlDetail": ["fund_pay_type", "fund_payamt", "crt_payb_lmt_amt", "setl_proc_info"],
-    "ReversalResult": SETTLEMENT_NAMES[:2] + ["orig_claim_id", "orig_setl_id"] + SETTLEMENT_NAMES[2:],
-    "Rejection": ["claim_id", "credit_id", "psn_no", "err_code", "err_msg", "event_type"],
+    "ReversalResult": SETTLEMENT_NAMES[:2] + ["orig_claim_id", "orig_setl_id", "orig_setl_time"]
+    + SETTLEMENT_NAMES[2:],
+    "Rejection": ["claim_id", "credit_id", "psn_no", "err_code", "err_msg", "input_type"],
     "CreditResult": ["credit_id", "psn_no", "ym", "amount", "balc"],
     "DeadLetter": ["topic", "partition", "offset", "key", "reason", "original", "failed_at",
                    "service"],
@@ -158,12 +159,14 @@ OPTIONAL = {
     ("Person", "fd_fixmedins_code"), ("Person", "mulaid_holder_psn_no"),
     ("Person", "mulaid_relation"), ("Person", "psn_idet_type"), ("Person", "chronic_diseases"),
     ("Credit", "amount"), ("Credit", "crdt_base"), ("Rejection", "claim_id"),
-    ("Rejection", "credit_id"), ("Rejection", "event_type"), ("DeadLetter", "key"),
+    ("Rejection", "credit_id"), ("Rejection", "input_type"), ("Rejection", "psn_no"),
+    ("ReversalResult", "orig_setl_time"), ("DeadLetter", "key"),
     ("SetlDetail", "crt_payb_lmt_amt"),
 }
 MONEY = (16, 2)
 DECIMALS = {
-    "det_item_fee_sumamt": MONEY, "pric": MONEY, "pric_uplmt_amt": MONEY, "cnt": (12, 4),
+    # Prices carry 6 places, as in the national 2204 interface (a tablet can cost 0.0125 yuan).
+    "det_item_fee_sumamt": MONEY, "pric": (20, 6), "pric_uplmt_amt": (20, 6), "cnt": (12, 4),
     "selfpay_prop": (6, 4), "pool_prop_selfpay": (6, 4), "amount": MONEY, "crdt_base": MONEY,
     "balc": MONEY, "fund_payamt": MONEY, "crt_payb_lmt_amt": MONEY,
     **{name: MONEY for name in SETTLEMENT_NAMES[10:28] if name != "pool_prop_selfpay"},

@@ -45,6 +45,24 @@ def mul_round(fen: int, factor: Decimal) -> int:
     return int((Decimal(fen) * factor).quantize(_ONE, rounding=ROUND_HALF_UP))
 
 
+def yuan_to_fen(yuan: Decimal) -> int:
+    """A yuan product (price × count) rounded half-up to whole fen."""
+    return mul_round(100, yuan)
+
+
+def to_price(value: object) -> Decimal:
+    """A unit price in yuan with at most 6 places (the national 2204 interface's precision)."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise MoneyError(f"price must be a decimal string or Decimal, not {type(value).__name__} {value!r}")
+    try:
+        price = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except InvalidOperation:
+        raise MoneyError(f"not a decimal price: {value!r}") from None
+    if not price.is_finite() or price != price.quantize(Decimal("0.000001")):
+        raise MoneyError(f"price must be finite with at most 6 decimals: {value!r}")
+    return price
+
+
 def to_ratio(value: object) -> Decimal:
     """A ratio in [0, 1] as an exact Decimal (strings or Decimals; floats are refused)."""
     if isinstance(value, bool) or isinstance(value, float):

@@ -14,13 +14,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from gongji.common.money import mul_round, to_fen, to_ratio
+from gongji.common.money import to_fen, to_price, to_ratio, yuan_to_fen
 
 # Asia/Shanghai has been UTC+8 without daylight saving since 1991; a fixed offset needs no tz database.
 SHANGHAI = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 Fen = Annotated[int, BeforeValidator(to_fen)]
 Ratio = Annotated[Decimal, BeforeValidator(to_ratio)]
+Price = Annotated[Decimal, BeforeValidator(to_price)]
 MULAID_RELATIONS = ("spouse", "parent", "child")  # 配偶、父母、子女
 
 
@@ -80,15 +81,16 @@ class FeeLine(_Event):
     chrgitm_lv: Literal["01", "02", "03"]
     det_item_fee_sumamt: Fen = Field(ge=0)
     cnt: Decimal = Field(gt=0)
-    pric: Fen = Field(ge=0)
-    pric_uplmt_amt: Fen | None = Field(default=None, ge=0)
+    # Prices keep the interface's 6 places (a tablet can cost 0.0125 yuan); amounts are whole fen.
+    pric: Price = Field(ge=0)
+    pric_uplmt_amt: Price | None = Field(default=None, ge=0)
     selfpay_prop: Ratio | None = None
     non_med_flag: Literal["0", "1"] | None = None
 
     @model_validator(mode="after")
     def _adds_up(self) -> "FeeLine":
         # A line must equal price × count to the fen (one fen of slack for the HIS's own rounding).
-        expected = mul_round(self.pric, self.cnt)
+        expected = yuan_to_fen(self.pric * self.cnt)
         if abs(expected - self.det_item_fee_sumamt) > 1:
             raise ValueError(
                 f"line {self.feedetl_sn}: det_item_fee_sumamt {self.det_item_fee_sumamt / 100:.2f} "

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from decimal import Decimal
 
-from gongji.common.money import mul_round, to_yuan
+from gongji.common.money import mul_round, to_yuan, yuan_to_fen
 from gongji.settlement.domain import (
     SHANGHAI,
     Claim,
@@ -64,7 +64,7 @@ def split_line(line: FeeLine) -> LineSplit:
         return LineSplit(medfee=amount, fulamt_ownpay=amount)
     overlmt = 0
     if line.pric_uplmt_amt is not None and line.pric > line.pric_uplmt_amt:
-        overlmt = min(amount, mul_round(line.pric - line.pric_uplmt_amt, line.cnt))
+        overlmt = min(amount, yuan_to_fen((line.pric - line.pric_uplmt_amt) * line.cnt))
     base = amount - overlmt
     preselfpay = mul_round(base, line.selfpay_prop) if line.chrgitm_lv == "02" and line.selfpay_prop else 0
     return LineSplit(medfee=amount, overlmt=overlmt, preselfpay=preselfpay, inscp=base - preselfpay)

@@ -1,0 +1,174 @@
+"""The local stack really serves Kafka and Redis, with the semantics the services rely on."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import redis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from gongji.common.stack import ensure_topics, stack_down, stack_up
+
+
+def producer(stack) -> AIOKafkaProducer:
+    # Tansu cannot serve the idempotent producer (InitProducerId fails).
+    return AIOKafkaProducer(
+        bootstrap_servers=stack.kafka_bootstrap_servers, enable_idempotence=False, acks="all", linger_ms=5
+    )
+
+
+def group_consumer(stack, topic: str, group: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=stack.kafka_bootstrap_servers,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **stack.group_timeouts,
+    )
+
+
+async def take(consumer: AIOKafkaConsumer, count: int, timeout: float = 20.0) -> list:
+    """The next `count` records, then half a second more to catch any extra."""
+    records: list = []
+    async with asyncio.timeout(timeout):
+        while len(records) < count:
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(batch)
+    for batch in (await consumer.getmany(timeout_ms=500)).values():
+        records.extend(batch)
+    return records
+
+
+async def produce(stack, topic: str, items: list[tuple[bytes, bytes]]) -> list:
+    sender = producer(stack)
+    await sender.start()
+    try:
+        futures = [await sender.send(topic, key=key, value=value) for key, value in items]
+        return list(await asyncio.gather(*futures))
+    finally:
+        await sender.stop()
+
+
+async def test_keyed_messages_round_trip_through_a_group(stack, uniq):
+    topic = f"{uniq}.claims"
+    assert await ensure_topics(stack.kafka_bootstrap_servers, [topic], partitions=3) == [topic]
+    assert await ensure_topics(stack.kafka_bootstrap_servers, [topic], partitions=3) == []
+
+    sent = [(f"psn{i % 12}".encode(), f"claim{i}".encode()) for i in range(60)]
+    metadata = await produce(stack, topic, sent)
+    partitions_of = defaultdict(set)
+    for (key, _), meta in zip(sent, metadata):
+        partitions_of[key].add(meta.partition)
+    assert all(len(p) == 1 for p in partitions_of.values())
+    assert set().union(*partitions_of.values()) == {0, 1, 2}
+
+    consumer = group_consumer(stack, topic, f"{uniq}.group")
+    await consumer.start()
+    try:
+        records = await take(consumer, len(sent))
+    finally:
+        await consumer.stop()
+    assert sorted((r.key, r.value) for r in records) == sorted(sent)
+    for key, partitions in partitions_of.items():
+        mine = [r for r in records if r.key == key]
+        assert {r.partition for r in mine} == partitions
+        assert [r.value for r in mine] == [v for k, v in sent if k == key]  # order kept per key
+
+
+async def test_a_new_group_member_resumes_after_the_committed_offset(stack, uniq):
+    topic, group = f"{uniq}.claims", f"{uniq}.group"
+    await ensure_topics(stack.kafka_bootstrap_servers, [topic], partitions=3)
+    await produce(stack, topic, [(f"psn{i % 5}".encode(), f"first{i}".encode()) for i in range(30)])
+
+    first = group_consumer(stack, topic, group)
+    await first.start()
+    try:
+        records = await take(first, 30)
+        assert len(records) == 30
+        # Commit about half of each partition: everything before the middle record.
+        by_partition = defaultdict(list)
+        for r in records:
+            by_partition[r.partition].append(r)
+        offsets = {TopicPartition(topic, p): rs[len(rs) // 2].offset for p, rs in by_partition.items()}
+        await first.commit(offsets)
+    finally:
+        await first.stop()
+    positions = {(r.partition, r.offset) for r in records}
+    committed = {(p, o) for p, o in positions if o < offsets[TopicPartition(topic, p)]}
+    uncommitted = positions - committed
+    assert committed and uncommitted
+
+    later = await produce(stack, topic, [(b"psn1", b"later")])
+    second = group_consumer(stack, topic, group)
+    await second.start()
+    try:
+        resumed = await take(second, len(uncommitted) + 1)
+    finally:
+        await second.stop()
+    assert {(r.partition, r.offset) for r in resumed} == uncommitted | {(later[0].partition, later[0].offset)}
+
+
+async def test_a_consumer_without_group_reads_assigned_partitions_from_the_start(stack, uniq):
+    topic = f"{uniq}.registry"
+    await ensure_topics(stack.kafka_bootstrap_servers, [topic], partitions=3, compacted={topic})
+    sent = [(f"psn{i}".encode(), b"v") for i in range(9)]
+    await produce(stack, topic, sent)
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap_servers, group_id=None)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(3)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        records = await take(consumer, len(sent))
+    finally:
+        await consumer.stop()
+    assert sorted((r.key, r.value) for r in records) == sorted(sent)
+
+
+async def test_redis_answers_ping_and_runs_lua(redis_client, uniq):
+    assert await redis_client.ping()
+    script = "redis.call('SET', KEYS[1], ARGV[1]); return redis.call('INCRBY', KEYS[1], ARGV[2])"
+    assert await redis_client.eval(script, 1, f"{uniq}:{{psn1}}:n", 40, 2) == 42
+    assert await redis_client.get(f"{uniq}:{{psn1}}:n") == b"42"
+
+
+async def test_stack_up_serves_until_stack_down(tmp_path: Path):
+    state_dir = tmp_path / ".gongji"
+    state = stack_up(state_dir)
+    pids = [s["pid"] for s in state["servers"].values()]
+    try:
+        assert not state["already_running"]
+        assert (state_dir / "stack.json").exists()
+        assert redis.Redis.from_url(state["redis_url"]).ping()
+        admin = AIOKafkaAdminClient(bootstrap_servers=state["kafka_bootstrap_servers"])
+        await admin.start()
+        try:
+            await admin.describe_cluster()
+        finally:
+            await admin.close()
+
+        again = stack_up(state_dir)
+        assert again["already_running"]
+        assert again["kafka_bootstrap_servers"] == state["kafka_bootstrap_servers"]
+    finally:
+        assert stack_down(state_dir)
+    assert not any(running(pid) for pid in pids)
+    assert not (state_dir / "stack.json").exists()
+    assert not stack_down(state_dir)
+
+
+def running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie has stopped running
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

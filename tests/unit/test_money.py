@@ -1,0 +1,112 @@
+"""POLICY §1 money: exact yuan with two decimals, integer fen inside, ROUND_HALF_UP per multiplication."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from gongji.common.money import MoneyError, mul_round, to_fen, to_ratio, to_yuan
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("value", "expected_fen"),
+    [
+        pytest.param("12.34", 1234, id="string two decimals"),
+        pytest.param("12.3", 1230, id="string one decimal"),
+        pytest.param("12.340", 1234, id="trailing zero beyond two places is still exact"),
+        pytest.param(" 7.05 ", 705, id="surrounding spaces"),
+        pytest.param(Decimal("0.01"), 1, id="Decimal one fen"),
+        pytest.param(12, 1200, id="int is whole yuan"),
+        pytest.param("0", 0, id="zero"),
+        pytest.param("1000.00", 100000, id="Erenhot deductible"),
+    ],
+)
+def test_to_fen_exact_amounts(value, expected_fen):
+    """POLICY §1: yuan with 2 decimals → integer fen."""
+    assert to_fen(value) == expected_fen
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(12.34, id="float"),
+        pytest.param(0.1, id="float 0.1 (binary)"),
+        pytest.param(1.0, id="float that looks whole"),
+        pytest.param(True, id="bool"),
+        pytest.param("12.345", id="three decimals string"),
+        pytest.param(Decimal("0.001"), id="three decimals Decimal"),
+        pytest.param("12.3451", id="four decimals"),
+        pytest.param("abc", id="not a number"),
+        pytest.param("", id="empty"),
+        pytest.param("NaN", id="NaN"),
+        pytest.param("Infinity", id="infinity"),
+    ],
+)
+def test_to_fen_refuses_floats_and_sub_fen(value):
+    """POLICY §1: never binary floats; no precision below 0.01 yuan."""
+    with pytest.raises(MoneyError):
+        to_fen(value)
+
+
+def test_money_error_is_a_value_error():
+    """So pydantic turns it into a ValidationError at model construction."""
+    assert issubclass(MoneyError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("fen", "expected"),
+    [(0, "0.00"), (1, "0.01"), (1235, "12.35"), (100000, "1000.00"), (-250, "-2.50")],
+)
+def test_to_yuan_two_places(fen, expected):
+    """POLICY §1: yuan at the edges always carry exactly 2 decimals."""
+    assert str(to_yuan(fen)) == expected
+
+
+@pytest.mark.parametrize(
+    ("fen", "factor", "expected"),
+    [
+        # 0.01 × 0.5 = 0.005 yuan = 0.5 fen → half up → 0.01
+        pytest.param(1, "0.5", 1, id="0.5 fen rounds up"),
+        # 0.01 × 0.4 = 0.4 fen → 0.00
+        pytest.param(1, "0.4", 0, id="0.4 fen rounds down"),
+        # 24.69 × 0.5 = 12.345 → 12.35 (banker's rounding would give 12.34)
+        pytest.param(2469, "0.5", 1235, id="12.345 -> 12.35"),
+        # 12.35 × 0.10 = 1.235 → 1.24 (乙类 pre-self-pay)
+        pytest.param(1235, "0.10", 124, id="1.235 -> 1.24"),
+        # 12.25 × 0.10 = 1.225 → 1.23 (HALF_EVEN would give 1.22)
+        pytest.param(1225, "0.10", 123, id="1.225 -> 1.23 not half-even"),
+        # 12.34 × 0.10 = 1.234 → 1.23
+        pytest.param(1234, "0.10", 123, id="1.234 -> 1.23"),
+        # 4321.25 × 0.02 = 86.425 → 86.43 (account credit)
+        pytest.param(432125, "0.02", 8643, id="86.425 -> 86.43"),
+        # 833.33 × 0.60 = 499.998 → 500.00 (fund payment)
+        pytest.param(83333, "0.60", 50000, id="499.998 -> 500.00"),
+        # 10.01 × 0.5 (count) = 5.005 → 5.01
+        pytest.param(1001, "0.5", 501, id="5.005 -> 5.01"),
+        pytest.param(0, "0.65", 0, id="zero"),
+        pytest.param(12345, "1", 12345, id="factor one"),
+        pytest.param(12345, "0", 0, id="factor zero"),
+        # 3 × 0.3333 = 0.9999 fen → 1 fen
+        pytest.param(3, "0.3333", 1, id="four-decimal ratio"),
+    ],
+)
+def test_mul_round_half_up(fen, factor, expected):
+    """POLICY §1: ROUND_HALF_UP to 0.01 yuan on the result of each multiplication."""
+    assert mul_round(fen, Decimal(factor)) == expected
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0.60", Decimal("0.60")), ("0", Decimal(0)), ("1", Decimal(1)),
+                                                   (Decimal("0.05"), Decimal("0.05"))])
+def test_to_ratio_accepts_zero_to_one(value, expected):
+    """Ratios (selfpay_prop, policy ratios) are exact Decimals in [0, 1]."""
+    assert to_ratio(value) == expected
+
+
+@pytest.mark.parametrize("value", [0.6, "1.5", "-0.01", "x", "NaN", True])
+def test_to_ratio_refuses(value):
+    """CONTRACT INVALID_CLAIM: a ratio outside 0–1; floats refused as for money."""
+    with pytest.raises(MoneyError):
+        to_ratio(value)

@@ -1,1 +1,141 @@
-def main(): print("hi")
+"""`gongji`: the one console command (CONTRACT.md, "Operating it"). The composition root: settings
+are read here, clients built here, and passed down."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from gongji.common.config import Settings
+from gongji.settlement.policy import PolicyError
+
+STATE_DIR = Path(os.environ.get("GONGJI_STATE_DIR", ".gongji"))
+
+
+def resolve_settings(settings: Settings | None = None) -> Settings:
+    """Settings from the environment; servers not set there come from a running `gongji stack up`."""
+    settings = settings or Settings()
+    if settings.kafka_bootstrap_servers and settings.redis_url:
+        return settings
+    from gongji.common.stack import TANSU_GROUP_TIMEOUTS, STATE_FILE
+
+    state_file = STATE_DIR / STATE_FILE
+    if not state_file.exists():
+        sys.exit("gongji: no servers configured. Set GONGJI_KAFKA_BOOTSTRAP_SERVERS and GONGJI_REDIS_URL, "
+                 "or start the local stack with `gongji stack up`.")
+    state = json.loads(state_file.read_text())
+    updates = {
+        "kafka_bootstrap_servers": settings.kafka_bootstrap_servers or state["kafka_bootstrap_servers"],
+        "redis_url": settings.redis_url or state["redis_url"],
+    }
+    if not settings.kafka_bootstrap_servers:
+        updates.update({
+            "kafka_session_timeout_ms": TANSU_GROUP_TIMEOUTS["session_timeout_ms"],
+            "kafka_heartbeat_interval_ms": TANSU_GROUP_TIMEOUTS["heartbeat_interval_ms"],
+            "kafka_rebalance_timeout_ms": TANSU_GROUP_TIMEOUTS["rebalance_timeout_ms"],
+        })
+    return settings.model_copy(update=updates)
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+
+async def run_settlement(settings: Settings, book) -> None:
+    import redis.asyncio as aioredis
+
+    from gongji.common.avro import SchemaCatalog
+    from gongji.settlement.service import SettlementService
+
+    client = aioredis.Redis.from_url(settings.redis_url)
+    service = SettlementService(settings, SchemaCatalog(), book, client)
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    logging.getLogger("gongji").info("settlement: regions %s, Kafka %s, Redis %s", ", ".join(book.regions),
+                                     settings.kafka_bootstrap_servers, settings.redis_url)
+    try:
+        await service.run(stop)
+    finally:
+        await client.aclose()
+
+
+async def replay(path: str, policy_dir: Path | None) -> None:
+    from gongji.settlement.policy import load_policy_book
+    from gongji.settlement.replay import replay_lines
+
+    book = load_policy_book(policy_dir)
+    source = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    with source:
+        async for output in replay_lines(source, book):
+            sys.stdout.write(json.dumps(output, ensure_ascii=False) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="gongji", description="Gongji (共济): streaming settlement of "
+                                     "employee medical insurance outpatient mutual-aid claims")
+    parser.add_argument("--policies", type=Path, default=None,
+                        help="directory of regional policy files (default: the shipped ones)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="local stack + settlement + synthetic traffic + live view")
+    demo.add_argument("--rate", type=int, default=300, help="claims per second to generate (default 300)")
+    demo.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
+    demo.add_argument("--persons", type=int, default=2000, help="synthetic insured persons (default 2000)")
+    stack = commands.add_parser("stack", help="the local stack in the background")
+    stack.add_argument("action", choices=["up", "down"])
+    run = commands.add_parser("run", help="one service in the foreground")
+    run.add_argument("service", choices=["settlement"])
+    rep = commands.add_parser("replay", help="settle a JSON Lines file offline (- for stdin)")
+    rep.add_argument("file")
+    bench = commands.add_parser("bench", help="claims/s and latency through the local stack")
+    bench.add_argument("--claims", type=int, default=100_000)
+    bench.add_argument("--persons", type=int, default=20_000)
+    args = parser.parse_args(argv)
+
+    try:
+        _dispatch(args)
+    except PolicyError as error:  # a bad policy file stops start-up, naming the file and the field
+        sys.exit(f"gongji: policy not loaded: {error}")
+    except BrokenPipeError:  # `gongji replay file | head`
+        sys.stderr.close()
+
+
+def _dispatch(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    if args.command == "stack":
+        from gongji.common.stack import stack_down, stack_up
+
+        if args.action == "up":
+            state = stack_up(STATE_DIR)
+            print(("already running: " if state["already_running"] else "started: ")
+                  + f"GONGJI_KAFKA_BOOTSTRAP_SERVERS={state['kafka_bootstrap_servers']} "
+                  f"GONGJI_REDIS_URL={state['redis_url']}")
+        else:
+            print("stopped" if stack_down(STATE_DIR) else "no local stack was running")
+    elif args.command == "run":
+        from gongji.settlement.policy import load_policy_book
+
+        book = load_policy_book(args.policies)  # a bad policy file stops start-up before anything runs
+        asyncio.run(run_settlement(resolve_settings(), book))
+    elif args.command == "replay":
+        asyncio.run(replay(args.file, args.policies))
+    elif args.command == "demo":
+        from gongji.demo import run_demo
+
+        asyncio.run(run_demo(rate=args.rate, seconds=args.seconds, persons=args.persons, policy_dir=args.policies))
+    elif args.command == "bench":
+        from gongji.bench import run_bench
+
+        asyncio.run(run_bench(claims=args.claims, persons=args.persons, policy_dir=args.policies))
+
+
+if __name__ == "__main__":
+    main()

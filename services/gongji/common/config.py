@@ -6,7 +6,7 @@ Unset server addresses mean "use the local stack" (see gongji.common.stack).
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,8 +33,31 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     database_url: str | None = None
     topics: Topics = Topics()
+    # Prepended to every topic name, so several deployments (or tests) can share one cluster.
+    topic_prefix: str = ""
     # Every Redis key starts with this, so several deployments (or tests) can share one server.
     key_prefix: str = "gj"
     settlement_group: str = "gongji-settlement"
     # Partitions for topics this project creates; the same key always lands on one partition.
     partitions: int = 6
+    replication_factor: int = 1
+    # Consumer-group timeouts: the shortest a stock Kafka accepts. The local Tansu stack uses
+    # shorter ones (gongji.common.stack.TANSU_GROUP_TIMEOUTS).
+    kafka_session_timeout_ms: int = 6000
+    kafka_heartbeat_interval_ms: int = 1000
+    kafka_rebalance_timeout_ms: int = 6000
+    # Largest batch one poll hands to settlement; one batch costs four Redis round trips.
+    batch_max_records: int = 2000
+
+    @model_validator(mode="after")
+    def _prefix_topics(self) -> "Settings":
+        if self.topic_prefix and not self.topics.claims.startswith(self.topic_prefix):
+            self.topics = self.topics.prefixed(self.topic_prefix)
+        return self
+
+    def group_timeouts(self) -> dict[str, int]:
+        return {
+            "session_timeout_ms": self.kafka_session_timeout_ms,
+            "heartbeat_interval_ms": self.kafka_heartbeat_interval_ms,
+            "rebalance_timeout_ms": self.kafka_rebalance_timeout_ms,
+        }

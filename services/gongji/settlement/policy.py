@@ -143,15 +143,16 @@ def _deep_merge(base: Mapping[str, Any], change: Mapping[str, Any]) -> dict[str,
     return merged
 
 
-def _reject_floats(value: Any, where: str) -> None:
+def _reject_floats(value: Any, source: str, where: str = "") -> None:
     if isinstance(value, float):
-        raise PolicyError(f"{where}: {value!r} is a float; write money and ratios as strings, e.g. \"0.60\"")
+        raise PolicyError(f"{source}: field '{where}': {value!r} is a float; "
+                          "write money and ratios as strings, e.g. \"0.60\"")
     if isinstance(value, Mapping):
         for key, item in value.items():
-            _reject_floats(item, f"{where}.{key}")
+            _reject_floats(item, source, f"{where}.{key}" if where else str(key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _reject_floats(item, f"{where}[{index}]")
+            _reject_floats(item, source, f"{where}[{index}]")
 
 
 def _field(loc: Iterable[Any]) -> str:

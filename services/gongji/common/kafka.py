@@ -1,0 +1,52 @@
+"""Kafka clients as every Gongji service builds them, and the dead-letter record.
+
+Never the idempotent producer or transactions: Tansu does not support them, and correctness comes
+from idempotent, conditional writes in Redis instead (README, "Exactly-once effect").
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+from gongji.common.avro import SchemaCatalog
+from gongji.common.config import Settings
+
+
+def producer(settings: Settings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+    )
+
+
+def consumer(settings: Settings, group_id: str | None, *topics: str, **options) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        **(settings.group_timeouts() if group_id else {}),
+        **options,
+    )
+
+
+def dead_letter(catalog: SchemaCatalog, message: ConsumerRecord, reason: str, service: str) -> bytes:
+    """The DeadLetter record for `message`: where it came from, why, and its original bytes."""
+    return catalog.encode("DeadLetter", {
+        "topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+        "key": message.key,
+        "reason": reason,
+        "original": message.value if message.value is not None else b"",
+        "failed_at": datetime.now(timezone.utc).isoformat(),
+        "service": service,
+    })

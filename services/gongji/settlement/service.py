@@ -1,0 +1,140 @@
+"""The settlement service: consumes claims, credits and the registries; publishes results.
+
+A plain aiokafka loop (measured here about six times faster than a faust agent handling events
+one by one): poll a batch, decode, settle it with the Settler against Redis, publish every result,
+and only then commit the offsets. A crash anywhere before the commit means the batch comes again,
+and the Redis store turns the second pass into the identical results with no second effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from gongji.common import kafka
+from gongji.common.avro import DecodeError, SchemaCatalog
+from gongji.common.config import Settings
+from gongji.common.stack import ensure_topics
+from gongji.settlement.codec import OUTPUT_RECORDS, RECORD_INPUTS, from_output, to_event
+from gongji.settlement.domain import Rejection, Settlement
+from gongji.settlement.handler import Output, Settler
+from gongji.settlement.policy import PolicyBook
+from gongji.settlement.redis_store import RedisStore
+
+log = logging.getLogger("gongji.settlement")
+SERVICE = "settlement"
+
+
+@dataclass
+class Stats:
+    """Running totals, for logs, the demo view and the benchmark."""
+
+    batches: int = 0
+    consumed: int = 0
+    outputs: Counter = field(default_factory=Counter)  # settlement, reversal, rejection, credit
+    rejections: Counter = field(default_factory=Counter)  # by err_code
+    dead_letters: int = 0
+    retried_batches: int = 0
+
+    def count(self, output: Output) -> None:
+        self.outputs[output.kind] += 1
+        if isinstance(output.value, Rejection):
+            self.rejections[output.value.err_code] += 1
+
+
+class SettlementService:
+    def __init__(self, settings: Settings, catalog: SchemaCatalog, book: PolicyBook, redis_client):
+        self.settings = settings
+        self.catalog = catalog
+        self.settler = Settler(RedisStore(redis_client, settings.key_prefix), book)
+        topics = settings.topics
+        self.accepted = {
+            topics.claims: {"Claim", "Reversal"},
+            topics.credits: {"Credit"},
+            topics.persons: {"Person"},
+            topics.institutions: {"Institution"},
+        }
+        self.stats = Stats()
+        self.assigned = asyncio.Event()
+
+    async def prepare_topics(self) -> None:
+        topics = self.settings.topics
+        await ensure_topics(
+            self.settings.kafka_bootstrap_servers,
+            [*self.accepted, topics.settlements, topics.dead_letters],
+            self.settings.partitions,
+            compacted={topics.persons, topics.institutions},
+            replication_factor=self.settings.replication_factor,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set; a batch in flight is finished and committed first."""
+        await self.prepare_topics()
+        producer = kafka.producer(self.settings)
+        consumer = kafka.consumer(self.settings, self.settings.settlement_group, *self.accepted)
+        await producer.start()
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=200, max_records=self.settings.batch_max_records)
+                if consumer.assignment():
+                    self.assigned.set()
+                messages = [message for partition in sorted(batches) for message in batches[partition]]
+                if not messages:
+                    continue
+                try:
+                    await self.process(messages, producer)
+                    await consumer.commit()
+                except Exception:  # infrastructure, never input: input errors are handled per event
+                    self.stats.retried_batches += 1
+                    log.exception("batch of %d failed; it will be consumed again", len(messages))
+                    for partition, records in batches.items():
+                        consumer.seek(partition, records[0].offset)
+                    await asyncio.sleep(1)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+    async def process(self, messages: list[ConsumerRecord], producer: AIOKafkaProducer) -> list[Output]:
+        """Settle one batch and publish its results; returns them. Raises only for infrastructure."""
+        events, refused, dead = [], [], []
+        for message in messages:
+            try:
+                name, data = self.catalog.decode(message.value)
+            except DecodeError as error:
+                dead.append((message, f"undecodable: {error}"))
+                continue
+            if name not in self.accepted.get(message.topic, ()):
+                dead.append((message, f"a {name} record does not belong on topic {message.topic}"))
+                continue
+            event = to_event(RECORD_INPUTS[name], data)
+            if isinstance(event, Rejection):
+                dead.append((message, event.err_msg))
+                refused.append(Output(event.psn_no or "", event))
+            else:
+                events.append(event)
+        outputs = refused + await self.settler.handle(events)
+
+        topics = self.settings.topics
+        sends = []
+        for output in outputs:
+            kind, wire = from_output(output)
+            value = self.catalog.encode(OUTPUT_RECORDS[kind], wire)
+            sends.append(await producer.send(topics.settlements, value, key=output.key.encode() or None))
+        for message, reason in dead:
+            value = kafka.dead_letter(self.catalog, message, reason, SERVICE)
+            sends.append(await producer.send(topics.dead_letters, value, key=message.key))
+        await asyncio.gather(*sends)
+
+        self.stats.batches += 1
+        self.stats.consumed += len(messages)
+        self.stats.dead_letters += len(dead)
+        for output in outputs:
+            self.stats.count(output)
+        return outputs

@@ -1,0 +1,150 @@
+"""Synthetic but realistic traffic for both seed regions: institutions of every level, in-service
+and retired persons with family bindings and family-doctor contracts, opening balances and monthly
+credits, claims with 甲/乙/丙 lines, limit prices and non-medical goods, cross-region visits,
+reversals and resends. Deterministic for a seed. Events are (event_type, wire dict) pairs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+REGIONS = ("152501", "990100")
+CST = timezone(timedelta(hours=8))
+CENT = Decimal("0.01")
+
+# (list code, name, class 01/02/03, unit price yuan, limit price or None, selfpay_prop, non-medical)
+CATALOGUE = [
+    ("XA01", "阿莫西林胶囊", "01", "0.35", None, None, False),
+    ("XB02", "苯磺酸氨氯地平片", "01", "1.20", None, None, False),
+    ("XC03", "二甲双胍缓释片", "01", "0.85", None, None, False),
+    ("XD04", "阿托伐他汀钙片", "02", "2.60", None, "0.10", False),
+    ("XE05", "复方丹参滴丸", "02", "0.1250", None, "0.10", False),
+    ("XF06", "门诊诊查费", "01", "25.00", None, None, False),
+    ("XG07", "血常规检查", "01", "20.00", None, None, False),
+    ("XH08", "CT 平扫", "02", "260.00", "220.00", "0.05", False),
+    ("XI09", "一次性输液器", "02", "12.00", "10.00", "0.20", False),
+    ("XJ10", "进口人工泪液", "03", "68.00", None, None, False),
+    ("XK11", "健身卡", "03", "150.00", None, None, True),
+    ("XL12", "保健营养品", "03", "88.00", None, None, True),
+]
+
+
+def yuan(value: Decimal | str) -> Decimal:
+    return Decimal(value).quantize(CENT)
+
+
+class Traffic:
+    """A synthetic population and its claims."""
+
+    def __init__(self, persons: int = 2000, seed: int = 7, year: int = 2023, tag: str = "", family: float = 0.15):
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.family = family  # share of persons bound to a family account holder (家庭共济)
+        self.year = year
+        self.tag = tag  # makes ids unique across runs sharing one cluster
+        self.institutions = self._institutions()
+        self.persons = self._persons(persons)
+        self._claims: list[dict] = []
+        self._serial = 0
+
+    # ---------------------------------------------------------------- registry
+    def _institutions(self) -> list[dict]:
+        rows = []
+        for region in REGIONS:
+            for number, (kind, level, grassroots) in enumerate(
+                [("1", "3", False)] * 3 + [("1", "2", False)] * 4 + [("1", "1", True)] * 8 + [("2", "1", False)] * 5
+            ):
+                code = f"{'H' if kind == '1' else 'P'}{region}{number:03d}"
+                rows.append({"fixmedins_code": code, "fixmedins_name": f"{region} {'医院' if kind == '1' else '药店'} {number}",
+                             "fixmedins_type": kind, "medins_lv": level, "grassroots": grassroots, "admdvs": region})
+        return rows
+
+    def _persons(self, count: int) -> list[dict]:
+        rng = self.rng
+        rows: list[dict] = []
+        for number in range(count):
+            region = REGIONS[number % 2]
+            retired = rng.random() < 0.3
+            row = {"psn_no": f"{self.tag}{region}{number:08d}", "insutype": "310",
+                   "psn_type": "1201" if retired else "1101", "insu_admdvs": region,
+                   "psn_insu_stas": "1" if rng.random() > 0.01 else "2",
+                   "fd_fixmedins_code": None, "mulaid_holder_psn_no": None, "mulaid_relation": None,
+                   "psn_idet_type": None, "chronic_diseases": None}
+            if region == "990100" and rng.random() < 0.4:
+                row["fd_fixmedins_code"] = f"H{region}{rng.randrange(7, 15):03d}"  # a grassroots clinic
+            if rows and rng.random() < self.family:
+                holder = rows[rng.randrange(max(0, len(rows) - 40), len(rows))]
+                if holder["mulaid_holder_psn_no"] is None:
+                    row["mulaid_holder_psn_no"] = holder["psn_no"]
+                    row["mulaid_relation"] = rng.choice(("spouse", "parent", "child"))
+            rows.append(row)
+        return rows
+
+    def registry(self) -> list[tuple[str, dict]]:
+        return ([("institution", row) for row in self.institutions] + [("person", row) for row in self.persons])
+
+    def openings(self) -> list[tuple[str, dict]]:
+        """An opening balance migrated from the legacy system, then January's monthly credit.
+        The same events on every call."""
+        rng = random.Random(f"{self.seed}-openings")
+        events = []
+        for row in self.persons:
+            retired = row["psn_type"].startswith("12")
+            events.append(("credit", {"credit_id": f"{row['psn_no']}-open", "psn_no": row["psn_no"],
+                                      "ym": f"{self.year}-01", "crdt_type": "opening", "crdt_base": None,
+                                      "amount": yuan(rng.uniform(0, 1500))}))
+            base = yuan(rng.uniform(5500, 6500) if retired else rng.uniform(3500, 15000))
+            events.append(("credit", {"credit_id": f"{row['psn_no']}-{self.year}01", "psn_no": row["psn_no"],
+                                      "ym": f"{self.year}-01", "crdt_type": "monthly", "crdt_base": base,
+                                      "amount": None}))
+        return events
+
+    # ---------------------------------------------------------------- claims
+    def _line(self, serial: int) -> dict:
+        code, _name, level, price, limit, prop, non_med = self.rng.choice(CATALOGUE)
+        count = Decimal(self.rng.choice((1, 1, 2, 3, 6, 10, 28)))
+        price_d = Decimal(price)
+        return {"feedetl_sn": str(serial), "med_list_codg": code, "list_type": "101" if code < "XF" else "201",
+                "chrgitm_lv": level, "det_item_fee_sumamt": yuan(price_d * count), "cnt": count,
+                "pric": price_d, "pric_uplmt_amt": Decimal(limit) if limit else None,
+                "selfpay_prop": Decimal(prop) if prop else None, "non_med_flag": "1" if non_med else None}
+
+    def claim(self) -> tuple[str, dict]:
+        rng = self.rng
+        self._serial += 1
+        person = rng.choice(self.persons)
+        region = person["insu_admdvs"]
+        if rng.random() < 0.05:  # 异地就医: treated in the other region
+            region = REGIONS[1 - REGIONS.index(region)]
+        if person["fd_fixmedins_code"] and rng.random() < 0.5:
+            institution = person["fd_fixmedins_code"]
+        else:
+            institution = rng.choice([row for row in self.institutions if row["admdvs"] == region])["fixmedins_code"]
+        when = datetime(self.year, 1, 1, 8, tzinfo=CST) + timedelta(
+            days=rng.randrange(0, 364), minutes=rng.randrange(0, 600))
+        claim = {"claim_id": f"{self.tag}C{self._serial:09d}", "mdtrt_id": f"{self.tag}M{self._serial:09d}",
+                 "psn_no": person["psn_no"], "fixmedins_code": institution, "med_type": "11", "insutype": "310",
+                 "setl_time": when.isoformat(), "acct_used_flag": "1" if rng.random() < 0.7 else "0",
+                 "fee_details": [self._line(n) for n in range(1, rng.randrange(2, 6))]}
+        self._claims.append(claim)
+        return "claim", claim
+
+    def stream(self, count: int, reversals: float = 0.02, resends: float = 0.02) -> Iterator[tuple[str, dict]]:
+        """`count` events: mostly new claims, some reversals of earlier ones, some exact resends."""
+        reversed_ids: set[str] = set()
+        for _ in range(count):
+            roll = self.rng.random()
+            if self._claims and roll < reversals:
+                original = self.rng.choice(self._claims)
+                self._serial += 1
+                reversed_ids.add(original["claim_id"])
+                when = datetime.fromisoformat(original["setl_time"]) + timedelta(days=self.rng.randrange(0, 20))
+                yield "reversal", {"claim_id": f"{self.tag}R{self._serial:09d}", "orig_claim_id": original["claim_id"],
+                                   "psn_no": original["psn_no"], "setl_time": when.isoformat()}
+            elif self._claims and roll < reversals + resends:
+                yield "claim", self.rng.choice(self._claims[-50:])  # a hospital resending its request
+            else:
+                yield self.claim()

@@ -1,0 +1,130 @@
+"""Helpers for integration tests: settings isolated per test, producing events, reading topics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from gongji.common.avro import DecodeError, SchemaCatalog
+from gongji.common.config import Settings
+from gongji.settlement.codec import INPUT_RECORDS
+
+CATALOG = SchemaCatalog()
+
+
+def settings_for(stack, uniq: str, **changes) -> Settings:
+    timeouts = stack.group_timeouts
+    return Settings(
+        kafka_bootstrap_servers=stack.kafka_bootstrap_servers, redis_url=stack.redis_url,
+        topic_prefix=f"{uniq}.", key_prefix=uniq, settlement_group=f"{uniq}-settlement", partitions=3,
+        kafka_session_timeout_ms=timeouts["session_timeout_ms"],
+        kafka_heartbeat_interval_ms=timeouts["heartbeat_interval_ms"],
+        kafka_rebalance_timeout_ms=timeouts["rebalance_timeout_ms"], **changes)
+
+
+def topic_for(settings: Settings, kind: str) -> str:
+    topics = settings.topics
+    return {"claim": topics.claims, "reversal": topics.claims, "credit": topics.credits,
+            "person": topics.persons, "institution": topics.institutions}[kind]
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    """The same settings as environment variables, for a `gongji run` subprocess."""
+    return {
+        "GONGJI_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "GONGJI_REDIS_URL": settings.redis_url,
+        "GONGJI_TOPIC_PREFIX": settings.topic_prefix,
+        "GONGJI_KEY_PREFIX": settings.key_prefix,
+        "GONGJI_SETTLEMENT_GROUP": settings.settlement_group,
+        "GONGJI_PARTITIONS": str(settings.partitions),
+        "GONGJI_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
+        "GONGJI_KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
+        "GONGJI_KAFKA_REBALANCE_TIMEOUT_MS": str(settings.kafka_rebalance_timeout_ms),
+    }
+
+
+async def produce(settings: Settings, events: Iterable[tuple[str, dict]]) -> int:
+    """Encode and send events to their topics, keyed as CONTRACT.md says; returns how many."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
+                                enable_idempotence=False, linger_ms=5)
+    await producer.start()
+    try:
+        sends = []
+        for kind, data in events:
+            key = data["fixmedins_code"] if kind == "institution" else data["psn_no"]
+            sends.append(await producer.send(topic_for(settings, kind), CATALOG.encode(INPUT_RECORDS[kind], data),
+                                             key=key.encode()))
+        await asyncio.gather(*sends)
+        return len(sends)
+    finally:
+        await producer.stop()
+
+
+async def send_raw(settings: Settings, topic: str, value: bytes, key: bytes | None) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def collect(settings: Settings, topic: str, done: Callable[[list], bool], timeout: float = 60.0) -> list:
+    """Read `topic` from the beginning until `done(records)`; records are (name, dict, message)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    records: list = []
+    try:
+        deadline = time.monotonic() + timeout
+        partitions = None
+        while partitions is None and time.monotonic() < deadline:
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions is None:
+                await consumer._client.force_metadata_update()  # the topic may not exist yet
+                await asyncio.sleep(0.2)
+        assert partitions, f"topic {topic} never appeared"
+        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+        await consumer.seek_to_beginning()
+        while not done(records):
+            assert time.monotonic() < deadline, f"timed out on {topic} with {len(records)} records"
+            batches = await consumer.getmany(timeout_ms=200)
+            for messages in batches.values():
+                for message in messages:
+                    try:
+                        name, data = CATALOG.decode(message.value)
+                    except DecodeError:
+                        name, data = None, None
+                    records.append((name, data, message))
+        return records
+    finally:
+        await consumer.stop()
+
+
+def by_claim(records: list) -> dict[str, list[dict]]:
+    """Settlement-topic records grouped by claim_id (or credit_id)."""
+    grouped: dict[str, list[dict]] = {}
+    for _name, data, _message in records:
+        ident = data.get("claim_id") or data.get("credit_id")
+        grouped.setdefault(ident, []).append(data)
+    return grouped
+
+
+async def wait_registered(settings: Settings, traffic, timeout: float = 60.0) -> None:
+    """Wait until the service has stored the traffic's persons and institutions from the registry
+    topics (topics of their own, so nothing orders them before the claims that follow)."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(settings.redis_url)
+    keys = [f"{settings.key_prefix}:{{{row['psn_no']}}}:person" for row in traffic.persons]
+    keys += [f"{settings.key_prefix}:inst:{row['fixmedins_code']}" for row in traffic.institutions]
+    try:
+        deadline = time.monotonic() + timeout
+        while await client.exists(*keys) < len(keys):
+            assert time.monotonic() < deadline, "persons never reached the registry"
+            await asyncio.sleep(0.1)
+    finally:
+        await client.aclose()

@@ -1,0 +1,196 @@
+"""The settlement service against the real broker and Redis started by the fixtures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+
+from gongji.settlement.codec import from_output, json_ready, to_event
+from gongji.settlement.handler import Settler
+from gongji.settlement.policy import load_policy_book
+from gongji.settlement.redis_store import RedisStore
+from gongji.settlement.service import SettlementService
+from gongji.settlement.store import MemoryStore
+from gongji.synthetic import Traffic
+
+from support import CATALOG, by_claim, collect, env_for, produce, send_raw, settings_for, wait_registered
+
+BOOK = load_policy_book()
+
+
+@asynccontextmanager
+async def running_service(settings):
+    client = aioredis.Redis.from_url(settings.redis_url)
+    service = SettlementService(settings, CATALOG, BOOK, client)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    try:
+        yield service
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await client.aclose()
+
+
+async def replayed(events):
+    """Settle `events` in order with the in-memory store: the reference an uninterrupted run gives."""
+    store = MemoryStore()
+    settler = Settler(store, BOOK)
+    results: dict[str, dict] = {}
+    for kind, data in events:
+        for output in await settler.handle([to_event(kind, data)]):
+            name, wire = from_output(output)
+            results[wire.get("claim_id") or wire.get("credit_id")] = json_ready(wire)
+    return results, store
+
+
+async def redis_states(settings, psn_nos):
+    client = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        snap = await RedisStore(client, settings.key_prefix).read(set(psn_nos), set(), set())
+        return snap.states
+    finally:
+        await client.aclose()
+
+
+def outputs_complete(expected_ids):
+    return lambda records: expected_ids <= {d.get("claim_id") or d.get("credit_id") for _, d, _ in records}
+
+
+async def test_claims_in_settlements_out_as_replay_computes_them(stack, uniq):
+    settings = settings_for(stack, uniq)
+    traffic = Traffic(persons=40, seed=1, tag=uniq, family=0.0)
+    setup = traffic.registry() + traffic.openings()
+    claims = list(traffic.stream(300))
+    expected, reference = await replayed(setup + claims)
+    async with running_service(settings):
+        await produce(settings, traffic.registry())
+        await wait_registered(settings, traffic)
+        await produce(settings, traffic.openings())
+        credit_ids = {d["credit_id"] for _, d in traffic.openings()}
+        await collect(settings, settings.topics.settlements, outputs_complete(credit_ids))
+        await produce(settings, claims)
+        ids = {d["claim_id"] for _, d in claims}
+        records = await collect(settings, settings.topics.settlements, outputs_complete(ids | credit_ids))
+    got = by_claim(records)
+    for ident in ids | credit_ids:
+        # Every copy of a result (resends, redeliveries) is the identical result.
+        assert all(json_ready(copy) == expected[ident] for copy in got[ident]), ident
+    kinds = {name for name, _, _ in records}
+    assert {"Settlement", "ReversalResult", "CreditResult"} <= kinds
+    states = await redis_states(settings, [p["psn_no"] for p in traffic.persons])
+    assert states == {p["psn_no"]: reference.states.get(p["psn_no"], states[p["psn_no"]].__class__())
+                      for p in traffic.persons}
+
+
+async def test_resends_and_redelivery_count_once(stack, uniq):
+    settings = settings_for(stack, uniq)
+    traffic = Traffic(persons=5, seed=2, tag=uniq, family=0.0)
+    kind, claim = traffic.claim()
+    person = claim["psn_no"]
+    async with running_service(settings):
+        await produce(settings, traffic.registry())
+        await wait_registered(settings, traffic)
+        await produce(settings, traffic.openings())
+        credit_ids = {d["credit_id"] for _, d in traffic.openings()}
+        await collect(settings, settings.topics.settlements, outputs_complete(credit_ids))
+        before = (await redis_states(settings, [person]))[person]
+        await produce(settings, [(kind, claim)] * 3)
+        records = await collect(settings, settings.topics.settlements,
+                                lambda rs: len(by_claim(rs).get(claim["claim_id"], [])) >= 3)
+        # The same claim id with other content is refused; the original stands.
+        changed = dict(claim, mdtrt_id="OTHER")
+        await produce(settings, [(kind, changed)])
+        records = await collect(settings, settings.topics.settlements,
+                                lambda rs: len(by_claim(rs).get(claim["claim_id"], [])) >= 4)
+    copies = by_claim(records)[claim["claim_id"]]
+    assert copies[0] == copies[1] == copies[2]
+    assert copies[3]["err_code"] == "DUPLICATE_CONFLICT"
+    after = (await redis_states(settings, [person]))[person]
+    year = after.years[2023]
+    assert year.visits == before.year(2023).visits + 1
+    assert year.medfee == before.year(2023).medfee + sum(
+        int(line["det_item_fee_sumamt"] * 100) for line in claim["fee_details"])
+    assert after.balance == before.balance - int(copies[0]["acct_pay"] * 100)
+
+
+async def test_junk_and_invalid_input_go_to_dead_letters_and_the_consumer_keeps_going(stack, uniq):
+    settings = settings_for(stack, uniq)
+    traffic = Traffic(persons=3, seed=3, tag=uniq, family=0.0)
+    _, good = traffic.claim()
+    _, bad = traffic.claim()
+    bad["fee_details"][0]["det_item_fee_sumamt"] = -bad["fee_details"][0]["det_item_fee_sumamt"]
+    async with running_service(settings) as service:
+        await produce(settings, traffic.registry())
+        await wait_registered(settings, traffic)
+        await send_raw(settings, settings.topics.claims, b"\x00\x01 not avro at all", b"K1")
+        await send_raw(settings, settings.topics.claims, b'{"claim_id": "json, not avro"}', b"K2")
+        await send_raw(settings, settings.topics.claims, CATALOG.encode("Person", traffic.persons[0]), b"K3")
+        await produce(settings, [("claim", bad), ("claim", good)])
+        dead = await collect(settings, settings.topics.dead_letters, lambda rs: len(rs) >= 4)
+        settled = await collect(settings, settings.topics.settlements,
+                                lambda rs: {good["claim_id"], bad["claim_id"]} <= set(by_claim(rs)))
+    letters = {data["original"]: data for _, data, _ in dead}
+    person_bytes = CATALOG.encode("Person", traffic.persons[0])
+    assert {b"\x00\x01 not avro at all", b'{"claim_id": "json, not avro"}', person_bytes} < set(letters)
+    assert "undecodable" in letters[b"\x00\x01 not avro at all"]["reason"]
+    assert "JSON" in letters[b'{"claim_id": "json, not avro"}']["reason"]
+    assert "does not belong on topic" in letters[person_bytes]["reason"]
+    (invalid,) = [letter for letter in letters.values() if letter["key"] == bad["psn_no"].encode()]
+    assert "det_item_fee_sumamt" in invalid["reason"] and invalid["original"] == CATALOG.encode("Claim", bad)
+    assert all(letter["topic"] == settings.topics.claims and letter["service"] == "settlement"
+               for letter in letters.values())
+    results = by_claim(settled)
+    assert results[bad["claim_id"]][0]["err_code"] == "INVALID_CLAIM"
+    assert "setl_id" in results[good["claim_id"]][0]
+    assert service.stats.dead_letters == 4
+
+
+async def test_killed_and_restarted_mid_stream_ends_as_an_uninterrupted_run(stack, uniq, tmp_path):
+    settings = settings_for(stack, uniq)
+    traffic = Traffic(persons=300, seed=4, tag=uniq, family=0.0)
+    setup = traffic.registry() + traffic.openings()
+    claims = list(traffic.stream(6000))
+    expected, reference = await replayed(setup + claims)
+    env = {**os.environ, **env_for(settings), "GONGJI_BATCH_MAX_RECORDS": "200"}
+
+    def start():
+        return subprocess.Popen([sys.executable, "-m", "gongji.cli", "run", "settlement"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=open(tmp_path / "service.log", "ab"))
+
+    service = start()
+    try:
+        await produce(settings, traffic.registry())
+        await wait_registered(settings, traffic)
+        await produce(settings, traffic.openings())
+        credit_ids = {d["credit_id"] for _, d in traffic.openings()}
+        await collect(settings, settings.topics.settlements, outputs_complete(credit_ids), timeout=90)
+        await produce(settings, claims)
+        # Kill -9 while it is settling: somewhere between a Redis write and an offset commit.
+        await collect(settings, settings.topics.settlements, lambda rs: len(rs) >= len(credit_ids) + 1500, timeout=90)
+        service.send_signal(signal.SIGKILL)
+        service.wait(10)
+        service = start()
+        ids = {d["claim_id"] for _, d in claims}
+        records = await collect(settings, settings.topics.settlements, outputs_complete(ids | credit_ids),
+                                timeout=120)
+    finally:
+        service.terminate()
+        service.wait(30)
+    got = by_claim(records)
+    redelivered = sum(len(copies) - 1 for copies in got.values())
+    for ident, copies in got.items():
+        for copy in copies:
+            a, b = json_ready(copy), expected[ident]
+            assert a == b, (ident, {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)})
+    assert all(json_ready(copy) == expected[ident] for ident, copies in got.items() for copy in copies)
+    assert ids | credit_ids == set(got)  # nothing lost
+    states = await redis_states(settings, [p["psn_no"] for p in traffic.persons])
+    assert states == {psn: reference.states.get(psn, type(state)()) for psn, state in states.items()}
+    print(f"redelivered results after kill -9: {redelivered}")

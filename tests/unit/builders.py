@@ -8,7 +8,7 @@ from __future__ import annotations
 from decimal import Decimal
 from itertools import count
 
-from gongji.common.money import mul_round, to_fen
+from gongji.common.money import to_fen, yuan_to_fen
 from gongji.settlement.domain import (
     Claim,
     ClaimRecord,
@@ -81,12 +81,13 @@ def line(
     non_med: str | None = None,
     sn: str | None = None,
 ) -> FeeLine:
-    """A fee line. Give `amount` (then pric = amount, cnt 1) or `pric` and `cnt` (amount = pric × cnt)."""
+    """A fee line. Give `amount` (then pric = amount, cnt 1) or `pric` and `cnt` (amount = pric × cnt rounded
+    half-up to the fen). Prices may have up to 6 decimals, as in the 2204 interface."""
     if pric is None:
         assert amount is not None, "give amount or pric"
         pric = amount
     if amount is None:
-        fen_amount = mul_round(to_fen(pric), Decimal(cnt))
+        fen_amount = yuan_to_fen(Decimal(pric) * Decimal(cnt))
         amount = f"{Decimal(fen_amount) / 100:.2f}"
     return FeeLine(
         feedetl_sn=sn or f"L{next(_serial)}",

@@ -124,6 +124,12 @@ SPLIT_CASES = [
     # 10.01 × 0.5 = 5.005 → 5.01; overlmt (10.01 − 10.00) × 0.5 = 0.005 → 0.01; base 5.00
     pytest.param(line(pric="10.01", cnt="0.5", uplmt="10.00"), "0.00", "0.01", "0.00", "5.00", "0.00",
                  id="POLICY 2.2 over-limit with fractional cnt rounds half up"),
+    # 6-place prices (2204): 0.0125 × 100 = 1.25, limit 0.0100: overlmt 0.0025 × 100 = 0.25; inscp 1.00
+    pytest.param(line(pric="0.0125", cnt="100", uplmt="0.0100"), "0.00", "0.25", "0.00", "1.00", "0.00",
+                 id="POLICY 2.2 over-limit with 6-place prices"),
+    # 0.0125 × 3 = 0.0375 → 0.04; overlmt 0.0025 × 3 = 0.0075 → 0.01; base 0.03
+    pytest.param(line(pric="0.0125", cnt="3", uplmt="0.0100"), "0.00", "0.01", "0.00", "0.03", "0.00",
+                 id="POLICY 2.2 over-limit of a sub-fen product rounds half up"),
     # The HIS line is 29.99 (pric 10.00 × 3 = 30.00 less its own 1 fen rounding); limit 0.00:
     # (10.00 − 0.00) × 3 = 30.00 > 29.99 → overlmt capped at the line amount 29.99; inscp 0
     pytest.param(line("29.99", pric="10.00", cnt="3", uplmt="0.00"), "0.00", "29.99", "0.00", "0.00", "0.00",
@@ -771,12 +777,19 @@ def _line_fields(**changes):
         pytest.param(dict(chrgitm_lv="04"), id="unknown chrgitm_lv"),
         pytest.param(dict(non_med_flag="2"), id="bad non_med_flag"),
         pytest.param(dict(pric_uplmt_amt="-1.00"), id="negative limit price"),
+        pytest.param(dict(pric="10.0000001"), id="price with 7 decimals"),
+        pytest.param(dict(pric=10.0), id="float price"),
     ],
 )
 def test_invalid_fee_line_raises_validation_error(changes):
     """CONTRACT INVALID_CLAIM: impossible lines fail at model construction."""
     with pytest.raises(ValidationError):
         FeeLine(**_line_fields(**changes))
+
+
+def test_six_place_price_line_is_accepted():
+    """2204 prices carry 6 places: 0.0125 × 100 = 1.25."""
+    assert FeeLine(**_line_fields(pric="0.0125", cnt="100", det_item_fee_sumamt="1.25")).det_item_fee_sumamt == 125
 
 
 def test_line_of_one_fen_slack_is_accepted():

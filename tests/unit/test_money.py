@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from gongji.common.money import MoneyError, mul_round, to_fen, to_ratio, to_yuan
+from gongji.common.money import MoneyError, mul_round, to_fen, to_price, to_ratio, to_yuan, yuan_to_fen
 
 pytestmark = pytest.mark.unit
 
@@ -110,3 +110,35 @@ def test_to_ratio_refuses(value):
     """CONTRACT INVALID_CLAIM: a ratio outside 0–1; floats refused as for money."""
     with pytest.raises(MoneyError):
         to_ratio(value)
+
+
+@pytest.mark.parametrize(
+    ("yuan", "expected_fen"),
+    [
+        # 0.0125 × 100 tablets = 1.25 yuan exactly
+        pytest.param("1.2500", 125, id="exact product"),
+        # 0.0125 × 3 = 0.0375 yuan = 3.75 fen → 4 fen
+        pytest.param("0.0375", 4, id="3.75 fen rounds up"),
+        # 0.005 yuan = 0.5 fen → 1 fen (half up)
+        pytest.param("0.005", 1, id="half a fen rounds up"),
+        pytest.param("0.004999", 0, id="just under half a fen rounds down"),
+        pytest.param("12.345", 1235, id="12.345 -> 12.35"),
+    ],
+)
+def test_yuan_to_fen_rounds_half_up(yuan, expected_fen):
+    """POLICY §1: a price × count product in yuan is rounded ROUND_HALF_UP to the fen."""
+    assert yuan_to_fen(Decimal(yuan)) == expected_fen
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0.0125", Decimal("0.0125")), ("12.345678", Decimal("12.345678")),
+                                                   ("10", Decimal(10)), (Decimal("0.000001"), Decimal("0.000001"))])
+def test_to_price_keeps_six_places(value, expected):
+    """2204 unit prices carry up to 6 decimals (a tablet can cost 0.0125 yuan)."""
+    assert to_price(value) == expected
+
+
+@pytest.mark.parametrize("value", [0.0125, "0.0000001", "1.2345678", "NaN", "x", True])
+def test_to_price_refuses_floats_and_seven_places(value):
+    """POLICY §1: never binary floats; prices at most 6 decimals."""
+    with pytest.raises(MoneyError):
+        to_price(value)

@@ -43,6 +43,16 @@ def resolve_settings(settings: Settings | None = None) -> Settings:
     return settings.model_copy(update=updates)
 
 
+def tune_gc() -> None:
+    """A settling service allocates many short-lived objects: collecting every 700 allocations cost
+    a quarter of settlement time. Freeze what start-up built and collect the young far less often."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 def _stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -50,15 +60,15 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def run_settlement(settings: Settings, book) -> None:
-    import redis.asyncio as aioredis
-
     from gongji.common.avro import SchemaCatalog
+    from gongji.common.redis import connect
     from gongji.settlement.service import SettlementService
 
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = connect(settings.redis_url)
     service = SettlementService(settings, SchemaCatalog(), book, client)
     stop = asyncio.Event()
     _stop_on_signals(stop)
+    tune_gc()
     logging.getLogger("gongji").info("settlement: regions %s, Kafka %s, Redis %s", ", ".join(book.regions),
                                      settings.kafka_bootstrap_servers, settings.redis_url)
     try:
@@ -97,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     bench = commands.add_parser("bench", help="claims/s and latency through the local stack")
     bench.add_argument("--claims", type=int, default=100_000)
     bench.add_argument("--persons", type=int, default=20_000)
+    bench.add_argument("--rate", type=int, default=2000, help="claims/s of the paced (latency) phase")
+    bench.add_argument("--workers", type=int, default=2, help="settlement processes in the consumer group")
     args = parser.parse_args(argv)
 
     try:
@@ -134,7 +146,8 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "bench":
         from gongji.bench import run_bench
 
-        asyncio.run(run_bench(claims=args.claims, persons=args.persons, policy_dir=args.policies))
+        asyncio.run(run_bench(claims=args.claims, persons=args.persons, policy_dir=args.policies, rate=args.rate,
+                              workers=args.workers))
 
 
 if __name__ == "__main__":

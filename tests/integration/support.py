@@ -119,12 +119,20 @@ async def wait_registered(settings: Settings, traffic, timeout: float = 60.0) ->
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url(settings.redis_url)
-    keys = [f"{settings.key_prefix}:{{{row['psn_no']}}}:person" for row in traffic.persons]
-    keys += [f"{settings.key_prefix}:inst:{row['fixmedins_code']}" for row in traffic.institutions]
+    persons = [f"{settings.key_prefix}:{{{row['psn_no']}}}:state" for row in traffic.persons]
+    institutions = [f"{settings.key_prefix}:inst:{row['fixmedins_code']}" for row in traffic.institutions]
+
+    async def registered() -> bool:
+        async with client.pipeline(transaction=False) as pipe:
+            for key in persons:
+                pipe.hexists(key, "person")
+            found = await pipe.execute()
+        return all(found) and await client.exists(*institutions) == len(institutions)
+
     try:
         deadline = time.monotonic() + timeout
-        while await client.exists(*keys) < len(keys):
-            assert time.monotonic() < deadline, "persons never reached the registry"
+        while not await registered():
+            assert time.monotonic() < deadline, "persons or institutions never reached the registry"
             await asyncio.sleep(0.1)
     finally:
         await client.aclose()

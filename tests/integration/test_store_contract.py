@@ -7,7 +7,7 @@ import dataclasses
 from decimal import Decimal
 
 import pytest
-import redis.asyncio as aioredis
+from gongji.common.redis import connect
 
 from gongji.settlement.domain import (
     ClaimRecord,
@@ -30,7 +30,7 @@ async def store(request, uniq, stack):
     if request.param == "memory":
         yield MemoryStore()
         return
-    client = aioredis.Redis.from_url(stack.redis_url)
+    client = connect(stack.redis_url)
     yield RedisStore(client, prefix=uniq)
     await client.aclose()
 
@@ -144,7 +144,7 @@ async def test_hold_debits_once_adjusts_and_refunds(store):
     view = (await store.read_holders({("H1", "C1"), ("H1", "C9")}))
     assert (view[("H1", "C1")].balance, view[("H1", "C1")].held, view[("H1", "C1")].available) == (7000, 3000, 10000)
     assert view[("H1", "C9")].held == 0
-    assert view[("H1", "C1")].token == "h:C1:3000"
+    assert view[("H1", "C1")].token == "h:C1:3000@"
     assert await store.hold([Hold("H1", "C1", 2000)]) == [Status.OK]  # a recomputed, smaller amount
     assert (await store.read({"H1"}, set(), set())).states["H1"].balance == 8000
     assert await store.hold([Hold("H1", "C2", 8001)]) == [Status.SHORT]  # never overdraws

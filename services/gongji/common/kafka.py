@@ -33,6 +33,8 @@ def consumer(settings: Settings, group_id: str | None, *topics: str, **options) 
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        # Tansu holds a fetch for fetch_max_wait_ms even when data is there; keep latency low.
+        fetch_max_wait_ms=50,
         **(settings.group_timeouts() if group_id else {}),
         **options,
     )

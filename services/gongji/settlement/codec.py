@@ -7,6 +7,7 @@ yuan Decimals. What is listed here is exactly what goes on the wire.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -41,6 +42,7 @@ _SETTLEMENT_FIELDS = (
     "fixmedins_code", "setl_time", *MONEY_FIELDS, "pool_prop_selfpay", "balc", "clr_type", "clr_optins",
 )
 _REVERSAL_FIELDS = ("orig_claim_id", "orig_setl_id", "orig_setl_time")
+_MONEY_OUT = (*MONEY_FIELDS, "balc")
 
 
 def describe(error: ValidationError, limit: int = 3) -> str:
@@ -71,16 +73,17 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def from_output(output: Output) -> tuple[str, dict[str, Any]]:
-    """A result → (event type, wire dict)."""
+def from_output(output: Output, money: Callable[[int], Any] = to_yuan) -> tuple[str, dict[str, Any]]:
+    """A result → (event type, wire dict). `money` turns fen into the wire's form: yuan Decimals by
+    default; the Avro path passes gongji.common.avro.decimal_bytes, the same value pre-encoded."""
     value = output.value
     if isinstance(value, Settlement):
         data: dict[str, Any] = {name: getattr(value, name) for name in _SETTLEMENT_FIELDS}
-        for name in (*MONEY_FIELDS, "balc"):
-            data[name] = to_yuan(data[name])
+        for name in _MONEY_OUT:
+            data[name] = money(data[name])
         data["setldetail"] = [
-            {"fund_pay_type": row.fund_pay_type, "fund_payamt": to_yuan(row.fund_payamt),
-             "crt_payb_lmt_amt": to_yuan(row.crt_payb_lmt_amt), "setl_proc_info": row.setl_proc_info}
+            {"fund_pay_type": row.fund_pay_type, "fund_payamt": money(row.fund_payamt),
+             "crt_payb_lmt_amt": money(row.crt_payb_lmt_amt), "setl_proc_info": row.setl_proc_info}
             for row in value.setldetail
         ]
         if value.is_reversal:
@@ -92,7 +95,7 @@ def from_output(output: Output) -> tuple[str, dict[str, Any]]:
                              "err_code": value.err_code, "err_msg": value.err_msg, "input_type": value.input_type}
     if isinstance(value, CreditApplied):
         return "credit", {"credit_id": value.credit_id, "psn_no": value.psn_no, "ym": value.ym,
-                          "amount": to_yuan(value.amount), "balc": to_yuan(value.balc)}
+                          "amount": money(value.amount), "balc": money(value.balc)}
     raise TypeError(f"not a settlement result: {value!r}")
 
 

@@ -1,16 +1,22 @@
 """Settle a batch of input events against a store: the one use case both the service and replay run.
 
-A batch is settled in four round trips whatever its size: read everything the batch needs, read
+A batch is settled in a few round trips whatever its size: read everything the batch needs, read
 the family account holders it touches, compute every event in order on an overlay (so later events
-see earlier ones), then write: holds first, commits second. A write that finds the state changed
-under it (a zombie consumer, a holder's own claim) sends that person's remaining events down the
-slow path: the same steps, one event at a time, until they stick.
+see earlier ones), then write: holds first, commits second.
+
+The first pass is optimistic: it does not read each event's own record, since almost every event is
+new; a commit finds a duplicate anyway and refuses it. Events of persons with a family account
+holder skip the first pass, because a hold is written before the commit that would catch the
+duplicate. The second pass takes what the first left or bounced, as a batch, reading everything.
+What still finds the state changed under it (a zombie consumer, a holder's own claim) goes one
+event at a time, until it sticks.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
@@ -115,49 +121,66 @@ class Settler:
         if institutions:
             await self.store.put_institutions(institutions)
         if work:
-            retry = await self._settle(work, results)
+            retry = await self._settle(work, results, optimistic=True)
+            if retry:
+                retry = await self._settle(retry, results, optimistic=False)
             for item in retry:  # the slow path: one event at a time, in order
                 for _ in range(MAX_ATTEMPTS):
-                    if not await self._settle([item], results):
+                    if not await self._settle([item], results, optimistic=False):
                         break
                 else:
                     raise StoreContention(f"event {item[1]!r:.120} found its state changed {MAX_ATTEMPTS} times")
         return [output for outputs in results for output in outputs]
 
-    async def _settle(self, work: list[tuple[int, Event]], results: list[list[Output]]) -> list[tuple[int, Event]]:
-        """One pass of the four round trips; returns the events that must go again."""
+    async def _settle(self, work: list[tuple[int, Event]], results: list[list[Output]],
+                      optimistic: bool) -> list[tuple[int, Event]]:
+        """One pass; returns the events that must go again."""
         psn_nos, codes, keys = set(), set(), set()
         for _, event in work:
             psn_nos.add(event.psn_no)
             if isinstance(event, Claim):
                 codes.add(event.fixmedins_code)
-                keys.add((event.psn_no, claim_key(event.claim_id)))
+                if not optimistic:
+                    keys.add((event.psn_no, claim_key(event.claim_id)))
             elif isinstance(event, Reversal):
-                keys.add((event.psn_no, claim_key(event.claim_id)))
+                if not optimistic:
+                    keys.add((event.psn_no, claim_key(event.claim_id)))
                 keys.add((event.psn_no, claim_key(event.orig_claim_id)))
-            else:
+            elif not optimistic:
                 keys.add((event.psn_no, credit_key(event.credit_id)))
         snap = await self.store.read(psn_nos, codes, keys)
 
         wants = set()
+        deferred: set[str] = set()  # persons whose events wait for the second pass
         for _, event in work:
             if isinstance(event, Claim) and event.acct_used_flag == "1":
                 person = snap.persons.get(event.psn_no)
                 if person is not None and person.mulaid_holder_psn_no:
-                    wants.add((person.mulaid_holder_psn_no, event.claim_id))
+                    if optimistic:
+                        deferred.add(event.psn_no)
+                    else:
+                        wants.add((person.mulaid_holder_psn_no, event.claim_id))
+        if deferred:
+            retry_first = [item for item in work if item[1].psn_no in deferred]
+            work = [item for item in work if item[1].psn_no not in deferred]
+        else:
+            retry_first = []
         views = await self.store.read_holders(wants) if wants else {}
 
+        # Every write of this pass carries a fresh nonce in its token, so a commit computed on top
+        # of one that failed can never match a token some earlier, real commit wrote.
+        nonce = secrets.token_hex(6)
         states = dict(snap.states)
         records = dict(snap.records)
         holders: dict[str, HolderView] = {}  # holder → its account after this batch's holds so far
         planned: list[tuple[int, Event, _Planned]] = []
         for index, event in work:
             if isinstance(event, Claim):
-                plan = self._plan_claim(event, snap, states, records, views, holders)
+                plan = self._plan_claim(event, snap, states, records, views, holders, nonce)
             elif isinstance(event, Reversal):
-                plan = self._plan_reversal(event, states, records)
+                plan = self._plan_reversal(event, states, records, nonce)
             else:
-                plan = self._plan_credit(event, snap, states, records)
+                plan = self._plan_credit(event, snap, states, records, nonce)
             if plan.commit is not None:
                 states[event.psn_no] = plan.commit.state
                 records[(event.psn_no, plan.commit.record_key)] = plan.commit.record
@@ -171,6 +194,13 @@ class Settler:
 
         def fail(position: int, psn_no: str) -> None:
             first_failure[psn_no] = min(position, first_failure.get(psn_no, position))
+
+        if optimistic:
+            # Without its own record read, a refusal may be wrong: a redelivered reversal finds its
+            # original reversed (by itself). Refusals are rare; the full pass decides them.
+            for position, (_, event, plan) in enumerate(planned):
+                if plan.commit is None and isinstance(plan.output.value, Rejection):
+                    fail(position, event.psn_no)
 
         holds = [(position, event, plan.commit is not None, hold)
                  for position, (_, event, plan) in enumerate(planned) for hold in plan.holds]
@@ -187,14 +217,14 @@ class Settler:
                 if status is not Status.OK:
                     fail(position, event.psn_no)
 
-        retry = []
+        retry = retry_first
         for position, (index, event, plan) in enumerate(planned):
             # From a person's first failed write on, all their events in this batch go again.
             if position >= first_failure.get(event.psn_no, len(planned)):
                 retry.append((index, event))
             else:
                 results[index] = [plan.output]
-        return retry
+        return sorted(retry, key=lambda item: item[0])  # in event order, for the slow path
 
     def _replay(self, event, record, kind: str) -> _Planned:
         """The event was processed before: the identical result again, or a conflict."""
@@ -208,13 +238,13 @@ class Settler:
             # Re-assert the holder's side from the record, in case a crash came between the two.
             settlement = record.settlement
             if settlement.is_reversal:
-                holds = (Hold(effects.mulaid_holder, settlement.orig_claim_id, 0),)
+                holds = (Hold(effects.mulaid_holder, settlement.orig_claim_id, 0, secrets.token_hex(6)),)
             else:
                 holds = (Hold(effects.mulaid_holder, settlement.claim_id,
-                              0 if record.reversed_by else effects.mulaid_pay),)
+                              0 if record.reversed_by else effects.mulaid_pay, secrets.token_hex(6)),)
         return _Planned(Output(event.psn_no, record.settlement), holds=holds)
 
-    def _plan_claim(self, claim: Claim, snap, states, records, views, holders) -> _Planned:
+    def _plan_claim(self, claim: Claim, snap, states, records, views, holders, nonce: str) -> _Planned:
         key = claim_key(claim.claim_id)
         existing = records.get((claim.psn_no, key))
         if existing is not None:
@@ -232,22 +262,22 @@ class Settler:
         outcome = engine.settle_claim(claim, person, snap.institutions.get(claim.fixmedins_code), self.book,
                                       state, view.available if view else None)
         if isinstance(outcome, Rejection):
-            holds = (Hold(holder, claim.claim_id, 0),) if view is not None and view.held else ()
+            holds = (Hold(holder, claim.claim_id, 0, nonce),) if view is not None and view.held else ()
             return _Planned(Output(claim.psn_no, outcome), holds=holds)
         holds = ()
         if view is not None and outcome.effects.mulaid_pay != view.held:
-            hold = Hold(holder, claim.claim_id, outcome.effects.mulaid_pay)
+            hold = Hold(holder, claim.claim_id, outcome.effects.mulaid_pay, nonce)
             holds = (hold,)
             after = HolderView(hold.token, view.balance - (hold.amount - view.held), 0)
             holders[holder] = after
             if holder in states:
                 states[holder] = dataclasses.replace(states[holder], token=after.token, balance=after.balance)
         record = ClaimRecord(fingerprint(claim), outcome.settlement, outcome.effects)
-        new_state = dataclasses.replace(outcome.state, token="c:" + claim.claim_id)
+        new_state = dataclasses.replace(outcome.state, token=f"c:{claim.claim_id}@{nonce}")
         return _Planned(Output(claim.psn_no, outcome.settlement),
                         Commit(claim.psn_no, state.token, new_state, key, record), holds)
 
-    def _plan_reversal(self, reversal: Reversal, states, records) -> _Planned:
+    def _plan_reversal(self, reversal: Reversal, states, records, nonce: str) -> _Planned:
         key = claim_key(reversal.claim_id)
         existing = records.get((reversal.psn_no, key))
         if existing is not None:
@@ -258,13 +288,13 @@ class Settler:
         outcome = engine.reverse_claim(reversal, original, state)
         if isinstance(outcome, Rejection):
             return _Planned(Output(reversal.psn_no, outcome))
-        holds = (Hold(outcome.refund_holder, reversal.orig_claim_id, 0),) if outcome.refund_holder else ()
+        holds = (Hold(outcome.refund_holder, reversal.orig_claim_id, 0, nonce),) if outcome.refund_holder else ()
         record = ClaimRecord(fingerprint(reversal), outcome.settlement, original.effects)
-        new_state = dataclasses.replace(outcome.state, token="c:" + reversal.claim_id)
+        new_state = dataclasses.replace(outcome.state, token=f"c:{reversal.claim_id}@{nonce}")
         return _Planned(Output(reversal.psn_no, outcome.settlement),
                         Commit(reversal.psn_no, state.token, new_state, key, record, reverses=original_key), holds)
 
-    def _plan_credit(self, credit: Credit, snap, states, records) -> _Planned:
+    def _plan_credit(self, credit: Credit, snap, states, records, nonce: str) -> _Planned:
         key = credit_key(credit.credit_id)
         existing = records.get((credit.psn_no, key))
         if existing is not None:
@@ -274,5 +304,5 @@ class Settler:
         if isinstance(outcome, Rejection):
             return _Planned(Output(credit.psn_no, outcome))
         record = CreditRecord(fingerprint(credit), outcome.result)
-        new_state = dataclasses.replace(outcome.state, token="k:" + credit.credit_id)
+        new_state = dataclasses.replace(outcome.state, token=f"k:{credit.credit_id}@{nonce}")
         return _Planned(Output(credit.psn_no, outcome.result), Commit(credit.psn_no, state.token, new_state, key, record))

@@ -2,8 +2,8 @@
 
 Keys (every per-person key carries the `{psn_no}` hash tag, so one person's keys share a slot and
 the scripts run unchanged on Redis Cluster):
-    <prefix>:{psn}:person       registry entry (JSON)
-    <prefix>:{psn}:state        hash: ver (token), balc, "<year>:<accumulator>" fields, all fen
+    <prefix>:{psn}:state        hash: ver (token), balc, "<year>:<accumulator>" fields, all fen;
+                                and "person", the registry entry (JSON), so one HGETALL reads both
     <prefix>:{psn}:rec:<id>     hash: fp, data (record JSON), reversed_by
     <prefix>:{psn}:holds        hash: claim id -> fen held for family mutual aid
     <prefix>:inst:<code>        registry entry (JSON)
@@ -46,7 +46,7 @@ def parse_state(raw: dict[bytes, bytes]) -> PersonState:
     years: dict[int, dict[str, int]] = {}
     for field, value in raw.items():
         name = field.decode()
-        if ":" in name:
+        if ":" in name and name[0].isdigit():
             year, accumulator = name.split(":", 1)
             years.setdefault(int(year), {})[accumulator] = int(value)
     return PersonState(
@@ -67,7 +67,7 @@ def state_fields(state: PersonState) -> list[str]:
 def dump_record(record: Record) -> str:
     if isinstance(record, CreditRecord):
         return json.dumps({"credit": dataclasses.asdict(record.result)})
-    return json.dumps({"settlement": record.settlement.to_record(), "effects": dataclasses.asdict(record.effects)},
+    return json.dumps({"settlement": record.settlement.to_record(), "effects": record.effects.to_record()},
                       ensure_ascii=False)
 
 
@@ -101,7 +101,7 @@ class RedisStore:
     async def put_persons(self, persons: list[Person]) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
             for person in persons:
-                pipe.set(self._key(person.psn_no, "person"), person.model_dump_json())
+                pipe.hset(self._key(person.psn_no, "state"), "person", person.model_dump_json())
             await pipe.execute()
 
     async def put_institutions(self, institutions: list[Institution]) -> None:
@@ -114,7 +114,6 @@ class RedisStore:
         psn_list, code_list, key_list = list(psn_nos), list(institution_codes), list(record_keys)
         async with self.client.pipeline(transaction=False) as pipe:
             for psn in psn_list:
-                pipe.get(self._key(psn, "person"))
                 pipe.hgetall(self._key(psn, "state"))
             for code in code_list:
                 pipe.get(self._institution_key(code))
@@ -122,11 +121,11 @@ class RedisStore:
                 pipe.hgetall(self._key(psn, "rec:" + key))
             replies = await pipe.execute()
         persons, states = {}, {}
-        for index, psn in enumerate(psn_list):
-            raw_person, raw_state = replies[2 * index], replies[2 * index + 1]
+        for psn, raw_state in zip(psn_list, replies):
+            raw_person = raw_state.get(b"person")
             persons[psn] = Person.model_validate_json(raw_person) if raw_person else None
             states[psn] = parse_state(raw_state)
-        offset = 2 * len(psn_list)
+        offset = len(psn_list)
         institutions = {code: Institution.model_validate_json(raw) if raw else None
                         for code, raw in zip(code_list, replies[offset:offset + len(code_list)])}
         offset += len(code_list)

@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from gongji.common import kafka
-from gongji.common.avro import DecodeError, SchemaCatalog
+from gongji.common.avro import DecodeError, SchemaCatalog, decimal_bytes
 from gongji.common.config import Settings
 from gongji.common.stack import ensure_topics
 from gongji.settlement.codec import OUTPUT_RECORDS, RECORD_INPUTS, from_output, to_event
-from gongji.settlement.domain import Rejection, Settlement
+from gongji.settlement.domain import Rejection
 from gongji.settlement.handler import Output, Settler
 from gongji.settlement.policy import PolicyBook
 from gongji.settlement.redis_store import RedisStore
@@ -124,9 +123,13 @@ class SettlementService:
         topics = self.settings.topics
         sends = []
         for output in outputs:
-            kind, wire = from_output(output)
+            kind, wire = from_output(output, money=decimal_bytes)
             value = self.catalog.encode(OUTPUT_RECORDS[kind], wire)
-            sends.append(await producer.send(topics.settlements, value, key=output.key.encode() or None))
+            # Headers let a consumer route or count without decoding the record.
+            ident = wire.get("claim_id") or wire.get("credit_id") or ""
+            headers = [("gongji-type", kind.encode()), ("gongji-id", ident.encode())]
+            sends.append(await producer.send(topics.settlements, value, key=output.key.encode() or None,
+                                             headers=headers))
         for message, reason in dead:
             value = kafka.dead_letter(self.catalog, message, reason, SERVICE)
             sends.append(await producer.send(topics.dead_letters, value, key=message.key))

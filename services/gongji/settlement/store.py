@@ -59,10 +59,11 @@ class Hold:
     holder: str
     claim_id: str
     amount: int
+    nonce: str = ""
 
     @property
     def token(self) -> str:
-        return f"h:{self.claim_id}:{self.amount}"
+        return f"h:{self.claim_id}:{self.amount}@{self.nonce}"
 
 
 @dataclass(frozen=True, slots=True)

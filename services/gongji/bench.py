@@ -1,0 +1,204 @@
+"""`gongji bench`: synthetic claims through the real stack, end to end; prints claims/s and latency.
+
+The settlement service runs as its own process (`gongji run settlement`), as deployed. This process
+pre-encodes the claims, sends them, and reads `settlements` back by header. Two phases: throughput,
+the drain of a queued burst from first result to last (so the load generator's cost stays out of
+it); then latency, claims sent at a steady rate, each from just before its send to its result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from gongji.common.avro import SchemaCatalog
+from gongji.common.config import Settings
+from gongji.common.stack import TANSU_GROUP_TIMEOUTS, LocalStack, ensure_topics
+from gongji.settlement.codec import INPUT_RECORDS
+from gongji.synthetic import Traffic
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "GONGJI_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "GONGJI_REDIS_URL": settings.redis_url,
+        "GONGJI_TOPIC_PREFIX": settings.topic_prefix,
+        "GONGJI_KEY_PREFIX": settings.key_prefix,
+        "GONGJI_SETTLEMENT_GROUP": settings.settlement_group,
+        "GONGJI_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
+        "GONGJI_KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
+        "GONGJI_KAFKA_REBALANCE_TIMEOUT_MS": str(settings.kafka_rebalance_timeout_ms),
+    }
+
+
+class Results:
+    """Reads `settlements` and notes when each id's first result arrives."""
+
+    def __init__(self, settings: Settings, catalog: SchemaCatalog):
+        self.settings = settings
+        self.catalog = catalog
+        self.arrived: dict[str, float] = {}
+        self.kinds: dict[str, int] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        topic = self.settings.topics.settlements
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=20)
+        await consumer.start()
+        try:
+            partitions = consumer.partitions_for_topic(topic) or set()
+            consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+            await consumer.seek_to_beginning()
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=100, max_records=5000)
+                now = time.perf_counter()
+                for messages in batches.values():
+                    for message in messages:
+                        # The service's headers name each result, so the bench needs no decoding.
+                        headers = dict(message.headers)
+                        ident = headers["gongji-id"].decode()
+                        if ident not in self.arrived:
+                            self.arrived[ident] = now
+                            kind = headers["gongji-type"].decode()
+                            self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        finally:
+            await consumer.stop()
+
+    async def wait_for(self, ids, timeout: float) -> None:
+        deadline = time.perf_counter() + timeout
+        while any(ident not in self.arrived for ident in ids):
+            if time.perf_counter() > deadline:
+                missing = sum(ident not in self.arrived for ident in ids)
+                raise TimeoutError(f"{missing} of {len(ids)} results missing after {timeout:.0f} s")
+            await asyncio.sleep(0.05)
+
+
+async def _send(producer: AIOKafkaProducer, messages, sent: dict[str, float], rate: float | None) -> None:
+    start = time.perf_counter()
+    futures = []
+    for number, (topic, key, value, ident) in enumerate(messages):
+        if rate:
+            due = start + number / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        sent.setdefault(ident, time.perf_counter())
+        futures.append(await producer.send(topic, value, key=key))
+    await asyncio.gather(*futures)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000)[int(q * 1000) - 1] if len(values) > 1 else values[0]
+
+
+async def run_bench(claims: int, persons: int, policy_dir: Path | None = None, rate: int = 2000,
+                    paced_claims: int | None = None, workers: int = 1) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="gongji-bench-"))
+    external = os.environ.get("GONGJI_KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("GONGJI_REDIS_URL")
+    stack = None if external else LocalStack(workdir).start()
+    try:
+        tag = "b" + uuid.uuid4().hex[:6]
+        base = Settings() if external else Settings(
+            kafka_bootstrap_servers=stack.kafka_bootstrap_servers, redis_url=stack.redis_url,
+            kafka_session_timeout_ms=TANSU_GROUP_TIMEOUTS["session_timeout_ms"],
+            kafka_heartbeat_interval_ms=TANSU_GROUP_TIMEOUTS["heartbeat_interval_ms"],
+            kafka_rebalance_timeout_ms=TANSU_GROUP_TIMEOUTS["rebalance_timeout_ms"])
+        settings = base.model_copy(update={"key_prefix": tag, "settlement_group": f"{tag}-settlement"})
+        settings = Settings(**{**settings.model_dump(exclude={"topics"}), "topic_prefix": f"{tag}."})
+        return await _bench(settings, claims, persons, policy_dir, rate, paced_claims or min(claims, rate * 10), workdir,
+                            workers)
+    finally:
+        if stack:
+            stack.stop()
+
+
+async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, workdir, workers) -> dict:
+    catalog = SchemaCatalog()
+    topics = settings.topics
+    await ensure_topics(settings.kafka_bootstrap_servers,
+                        [topics.claims, topics.credits, topics.persons, topics.institutions, topics.settlements,
+                         topics.dead_letters], settings.partitions, compacted={topics.persons, topics.institutions})
+    traffic = Traffic(persons=persons, seed=11, tag=settings.key_prefix)
+    topic_of = {"claim": topics.claims, "reversal": topics.claims, "credit": topics.credits,
+                "person": topics.persons, "institution": topics.institutions}
+
+    def encoded(events):
+        rows = []
+        for kind, data in events:
+            key = data["fixmedins_code"] if kind == "institution" else data["psn_no"]
+            ident = data.get("claim_id") or data.get("credit_id") or key
+            rows.append((topic_of[kind], key.encode(), catalog.encode(INPUT_RECORDS[kind], data), ident))
+        return rows
+
+    print(f"bench: {workers} settlement process(es); encoding {persons} persons, {claims} + {paced_claims} claims ...", flush=True)
+    registry = encoded(traffic.registry())
+    openings = encoded(traffic.openings())
+    burst = encoded(traffic.stream(claims))
+    paced = encoded(traffic.stream(paced_claims))
+
+    log = open(workdir / "settlement.log", "ab")
+    command = [sys.executable, "-m", "gongji.cli"] + (["--policies", str(policy_dir)] if policy_dir else [])
+
+    def start_service() -> list[subprocess.Popen]:
+        return [subprocess.Popen(command + ["run", "settlement"], env=_env(settings), stdout=log, stderr=log)
+                for _ in range(workers)]
+
+    def stop_service(processes: list[subprocess.Popen]) -> None:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(30)
+
+    service = start_service()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
+                                enable_idempotence=False, linger_ms=5, max_batch_size=256 * 1024)
+    await producer.start()
+    results = Results(settings, catalog)
+    stop = asyncio.Event()
+    reader = asyncio.create_task(results.run(stop))
+    try:
+        await _send(producer, registry, {}, None)
+        await asyncio.sleep(3)  # the registry topics are separate: let them land before the credits
+        await _send(producer, openings, {}, None)
+        await results.wait_for([row[3] for row in openings], timeout=300)
+        print(f"bench: {len(openings)} account credits settled", flush=True)
+
+        # Throughput: stop the service, queue the whole burst, start it, time the drain from its
+        # first result to its last, so the load generator's own cost stays out of the figure.
+        stop_service(service)
+        await _send(producer, burst, {}, None)
+        ids = list(dict.fromkeys(row[3] for row in burst))
+        service = start_service()
+        await results.wait_for(ids, timeout=900)
+        first, last = min(results.arrived[i] for i in ids), max(results.arrived[i] for i in ids)
+        figures = {"drain": {"events": len(burst), "seconds": last - first, "per_second": len(burst) / (last - first)}}
+        print(f"bench: throughput: {len(burst)} queued claims settled in {last - first:.2f} s = "
+              f"{len(burst) / (last - first):,.0f} claims/s end to end (first result to last)", flush=True)
+
+        # Latency: claims sent at a steady rate; from just before each send to its result read here.
+        sent: dict[str, float] = {}
+        await _send(producer, paced, sent, rate)
+        ids = list(dict.fromkeys(row[3] for row in paced))
+        await results.wait_for(ids, timeout=600)
+        latencies = [(results.arrived[i] - sent[i]) * 1000 for i in ids]
+        figures["paced"] = {"events": len(paced), "rate": rate, "p50_ms": _percentile(latencies, 0.5),
+                            "p99_ms": _percentile(latencies, 0.99)}
+        print(f"bench: latency at {rate} claims/s ({len(paced)} claims): p50 {figures['paced']['p50_ms']:.1f} ms, "
+              f"p99 {figures['paced']['p99_ms']:.1f} ms", flush=True)
+        print(f"bench: results by kind: {results.kinds}")
+        return figures
+    finally:
+        stop.set()
+        await reader
+        await producer.stop()
+        stop_service(service)

@@ -9,10 +9,7 @@ it); then latency, claims sent at a steady rate, each from just before its send 
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -22,23 +19,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from gongji.common.avro import SchemaCatalog
 from gongji.common.config import Settings
-from gongji.common.stack import TANSU_GROUP_TIMEOUTS, LocalStack, ensure_topics
-from gongji.settlement.codec import INPUT_RECORDS
+from gongji.launch import encode, isolated, prepare_topics, servers, start_settlement, stop_processes
 from gongji.synthetic import Traffic
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "GONGJI_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "GONGJI_REDIS_URL": settings.redis_url,
-        "GONGJI_TOPIC_PREFIX": settings.topic_prefix,
-        "GONGJI_KEY_PREFIX": settings.key_prefix,
-        "GONGJI_SETTLEMENT_GROUP": settings.settlement_group,
-        "GONGJI_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
-        "GONGJI_KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
-        "GONGJI_KAFKA_REBALANCE_TIMEOUT_MS": str(settings.kafka_rebalance_timeout_ms),
-    }
 
 
 class Results:
@@ -104,17 +86,9 @@ def _percentile(values: list[float], q: float) -> float:
 async def run_bench(claims: int, persons: int, policy_dir: Path | None = None, rate: int = 2000,
                     paced_claims: int | None = None, workers: int = 1) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="gongji-bench-"))
-    external = os.environ.get("GONGJI_KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("GONGJI_REDIS_URL")
-    stack = None if external else LocalStack(workdir).start()
+    stack, base = servers(workdir)
     try:
-        tag = "b" + uuid.uuid4().hex[:6]
-        base = Settings() if external else Settings(
-            kafka_bootstrap_servers=stack.kafka_bootstrap_servers, redis_url=stack.redis_url,
-            kafka_session_timeout_ms=TANSU_GROUP_TIMEOUTS["session_timeout_ms"],
-            kafka_heartbeat_interval_ms=TANSU_GROUP_TIMEOUTS["heartbeat_interval_ms"],
-            kafka_rebalance_timeout_ms=TANSU_GROUP_TIMEOUTS["rebalance_timeout_ms"])
-        settings = base.model_copy(update={"key_prefix": tag, "settlement_group": f"{tag}-settlement"})
-        settings = Settings(**{**settings.model_dump(exclude={"topics"}), "topic_prefix": f"{tag}."})
+        settings = isolated(base, "b" + uuid.uuid4().hex[:6])
         return await _bench(settings, claims, persons, policy_dir, rate, paced_claims or min(claims, rate * 10), workdir,
                             workers)
     finally:
@@ -124,40 +98,19 @@ async def run_bench(claims: int, persons: int, policy_dir: Path | None = None, r
 
 async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, workdir, workers) -> dict:
     catalog = SchemaCatalog()
-    topics = settings.topics
-    await ensure_topics(settings.kafka_bootstrap_servers,
-                        [topics.claims, topics.credits, topics.persons, topics.institutions, topics.settlements,
-                         topics.dead_letters], settings.partitions, compacted={topics.persons, topics.institutions})
+    await prepare_topics(settings)
     traffic = Traffic(persons=persons, seed=11, tag=settings.key_prefix)
-    topic_of = {"claim": topics.claims, "reversal": topics.claims, "credit": topics.credits,
-                "person": topics.persons, "institution": topics.institutions}
-
-    def encoded(events):
-        rows = []
-        for kind, data in events:
-            key = data["fixmedins_code"] if kind == "institution" else data["psn_no"]
-            ident = data.get("claim_id") or data.get("credit_id") or key
-            rows.append((topic_of[kind], key.encode(), catalog.encode(INPUT_RECORDS[kind], data), ident))
-        return rows
 
     print(f"bench: {workers} settlement process(es); encoding {persons} persons, {claims} + {paced_claims} claims ...", flush=True)
-    registry = encoded(traffic.registry())
-    openings = encoded(traffic.openings())
-    burst = encoded(traffic.stream(claims))
-    paced = encoded(traffic.stream(paced_claims))
+    registry = encode(catalog, settings, traffic.registry())
+    openings = encode(catalog, settings, traffic.openings())
+    burst = encode(catalog, settings, traffic.stream(claims))
+    paced = encode(catalog, settings, traffic.stream(paced_claims))
 
     log = open(workdir / "settlement.log", "ab")
-    command = [sys.executable, "-m", "gongji.cli"] + (["--policies", str(policy_dir)] if policy_dir else [])
 
-    def start_service() -> list[subprocess.Popen]:
-        return [subprocess.Popen(command + ["run", "settlement"], env=_env(settings), stdout=log, stderr=log)
-                for _ in range(workers)]
-
-    def stop_service(processes: list[subprocess.Popen]) -> None:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(30)
+    def start_service():
+        return start_settlement(settings, policy_dir, log, workers)
 
     service = start_service()
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
@@ -175,7 +128,7 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
 
         # Throughput: stop the service, queue the whole burst, start it, time the drain from its
         # first result to its last, so the load generator's own cost stays out of the figure.
-        stop_service(service)
+        stop_processes(service)
         await _send(producer, burst, {}, None)
         ids = list(dict.fromkeys(row[3] for row in burst))
         service = start_service()
@@ -201,4 +154,4 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
         stop.set()
         await reader
         await producer.stop()
-        stop_service(service)
+        stop_processes(service)

@@ -580,3 +580,19 @@ def test_mutated_messages_decode_or_raise_decode_error(catalog: SchemaCatalog, n
         catalog.decode(bytes(message))
     except DecodeError:
         pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=-(10**15) + 1, max_value=10**15 - 1))
+def test_decimal_bytes_encode_exactly_as_the_decimal_does(fen):
+    """The service encodes money as unscaled bytes (encode_unscaled + decimal_bytes); the bytes
+    on the wire, header included, must be those of the Decimal, and read back as it."""
+    from gongji.common.avro import decimal_bytes
+
+    catalog = SchemaCatalog()
+    record = {"credit_id": "K1", "psn_no": "P1", "ym": "2023-01"}
+    as_decimal = catalog.encode("CreditResult", {**record, "amount": D(fen).scaleb(-2), "balc": D("0.00")})
+    as_bytes = catalog.encode_unscaled("CreditResult",
+                                       {**record, "amount": decimal_bytes(fen), "balc": decimal_bytes(0)})
+    assert as_bytes == as_decimal
+    assert catalog.decode(as_bytes)[1]["amount"] == D(fen).scaleb(-2)

@@ -6,13 +6,19 @@ from idempotent, conditional writes in Redis instead (README, "Exactly-once effe
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 
 from gongji.common.avro import SchemaCatalog
 from gongji.common.config import Settings
+
+
+_PARTITIONER = DefaultPartitioner()
 
 
 def producer(settings: Settings) -> AIOKafkaProducer:
@@ -38,6 +44,32 @@ def consumer(settings: Settings, group_id: str | None, *topics: str, **options) 
         **(settings.group_timeouts() if group_id else {}),
         **options,
     )
+
+
+async def publish(producer: AIOKafkaProducer, topic: str,
+                  records: Iterable[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]) -> list[asyncio.Future]:
+    """Send (key, value, headers) records in as few batches as fit, partitioned by key exactly as
+    `producer.send` would (murmur2, like the Java client); returns futures to await.
+
+    One future per batch rather than per message: `send` cost a tenth of a settlement worker's CPU.
+    """
+    all_partitions = sorted(await producer.partitions_for(topic))
+    batches: dict[int, object] = {}
+    futures = []
+    for key, value, headers in records:
+        partition = _PARTITIONER(key, all_partitions, all_partitions)
+        batch = batches.get(partition)
+        if batch is None:
+            batch = batches[partition] = producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = batches[partition] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                raise ValueError(f"a record of {len(value)} bytes does not fit in an empty batch")
+    for partition, batch in batches.items():
+        if batch.record_count():
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+    return futures
 
 
 def dead_letter(catalog: SchemaCatalog, message: ConsumerRecord, reason: str, service: str) -> bytes:

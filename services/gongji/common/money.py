@@ -40,6 +40,12 @@ def to_yuan(fen: int) -> Decimal:
     return (Decimal(fen) / _FEN_PER_YUAN).quantize(CENT)
 
 
+def yuan_text(fen: int) -> str:
+    """Fen as yuan text with two places ("-12.05"), for messages; integer arithmetic, no Decimal."""
+    sign, fen = ("-", -fen) if fen < 0 else ("", fen)
+    return f"{sign}{fen // 100}.{fen % 100:02d}"
+
+
 def mul_round(fen: int, factor: Decimal) -> int:
     """round_half_up(fen × factor) in whole fen: the one rounding rule of POLICY.md §1."""
     return int((Decimal(fen) * factor).quantize(_ONE, rounding=ROUND_HALF_UP))

@@ -7,12 +7,12 @@ yuan Decimals. What is listed here is exactly what goes on the wire.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
 
+from gongji.common.avro import decimal_bytes
 from gongji.common.money import to_yuan
 from gongji.settlement.domain import (
     MONEY_FIELDS,
@@ -73,14 +73,17 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def from_output(output: Output, money: Callable[[int], Any] = to_yuan) -> tuple[str, dict[str, Any]]:
-    """A result → (event type, wire dict). `money` turns fen into the wire's form: yuan Decimals by
-    default; the Avro path passes gongji.common.avro.decimal_bytes, the same value pre-encoded."""
+def from_output(output: Output, unscaled: bool = False) -> tuple[str, dict[str, Any]]:
+    """A result → (event type, wire dict), money as yuan Decimals; or, with `unscaled`, every
+    decimal as the bytes of its unscaled integer, for SchemaCatalog.encode_unscaled."""
     value = output.value
+    money = decimal_bytes if unscaled else to_yuan
     if isinstance(value, Settlement):
         data: dict[str, Any] = {name: getattr(value, name) for name in _SETTLEMENT_FIELDS}
         for name in _MONEY_OUT:
             data[name] = money(data[name])
+        if unscaled:
+            data["pool_prop_selfpay"] = decimal_bytes(int(value.pool_prop_selfpay.scaleb(4)))
         data["setldetail"] = [
             {"fund_pay_type": row.fund_pay_type, "fund_payamt": money(row.fund_payamt),
              "crt_payb_lmt_amt": money(row.crt_payb_lmt_amt), "setl_proc_info": row.setl_proc_info}

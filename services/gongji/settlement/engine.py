@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from decimal import Decimal
 
-from gongji.common.money import mul_round, to_yuan, yuan_to_fen
+from gongji.common.money import mul_round, yuan_text, yuan_to_fen
 from gongji.settlement.domain import (
     SHANGHAI,
     Claim,
@@ -34,8 +34,7 @@ COVERED_INSUTYPES = ("310",)  # 职工基本医疗保险
 POOLING, ACCOUNT = "310100", "310200"
 
 
-def _y(fen: int) -> str:
-    return f"{to_yuan(fen)}"
+_y = yuan_text
 
 
 def setl_id_for(claim_id: str) -> str:

@@ -12,6 +12,7 @@ binary, so they are refused.
 from __future__ import annotations
 
 import bisect
+import functools
 import importlib.resources
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -126,10 +127,13 @@ class RegionPolicy(_Model):
             raise ValueError("admdvs must be a 6-digit region code")
         return value
 
+    @functools.cached_property
+    def _starts(self) -> list[date]:
+        return [version.effective_from for version in self.versions]
+
     def in_force(self, day: date) -> PolicyVersion | None:
         """The version in force on `day`, or None before the first one."""
-        starts = [version.effective_from for version in self.versions]
-        index = bisect.bisect_right(starts, day) - 1
+        index = bisect.bisect_right(self._starts, day) - 1
         return self.versions[index] if index >= 0 else None
 
 

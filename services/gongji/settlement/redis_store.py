@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
-import json
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
+from gongji.common.redis import deadline
 from gongji.settlement.domain import (
     ClaimRecord,
     CreditApplied,
@@ -64,17 +65,16 @@ def state_fields(state: PersonState) -> list[str]:
     return fields
 
 
-def dump_record(record: Record) -> str:
+def dump_record(record: Record) -> bytes:
     if isinstance(record, CreditRecord):
-        return json.dumps({"credit": dataclasses.asdict(record.result)})
-    return json.dumps({"settlement": record.settlement.to_record(), "effects": record.effects.to_record()},
-                      ensure_ascii=False)
+        return orjson.dumps({"credit": dataclasses.asdict(record.result)})
+    return orjson.dumps({"settlement": record.settlement.to_record(), "effects": record.effects.to_record()})
 
 
 def load_record(raw: dict[bytes, bytes]) -> Record | None:
     if not raw:
         return None
-    data = json.loads(raw[b"data"])
+    data = orjson.loads(raw[b"data"])
     fingerprint = raw[b"fp"].decode()
     if "credit" in data:
         return CreditRecord(fingerprint, CreditApplied(**data["credit"]))
@@ -86,11 +86,16 @@ def load_record(raw: dict[bytes, bytes]) -> Record | None:
 class RedisStore:
     """SettlementStore on a redis.asyncio client (a Redis, Valkey or Redis Cluster connection)."""
 
-    def __init__(self, client: Redis, prefix: str = "gj"):
+    def __init__(self, client: Redis, prefix: str = "gj", timeout: float = 10.0):
         self.client = client
         self.prefix = prefix
+        self.timeout = timeout  # for each round trip; a hung server fails the batch, which is retried
         self._commit = client.register_script(_script("commit.lua"))
         self._hold = client.register_script(_script("hold.lua"))
+
+    async def _execute(self, pipe) -> list:
+        async with deadline(self.timeout):
+            return await pipe.execute()
 
     def _key(self, psn_no: str, suffix: str) -> str:
         return f"{self.prefix}:{{{psn_no}}}:{suffix}"
@@ -102,13 +107,13 @@ class RedisStore:
         async with self.client.pipeline(transaction=False) as pipe:
             for person in persons:
                 pipe.hset(self._key(person.psn_no, "state"), "person", person.model_dump_json())
-            await pipe.execute()
+            await self._execute(pipe)
 
     async def put_institutions(self, institutions: list[Institution]) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
             for institution in institutions:
                 pipe.set(self._institution_key(institution.fixmedins_code), institution.model_dump_json())
-            await pipe.execute()
+            await self._execute(pipe)
 
     async def read(self, psn_nos, institution_codes, record_keys) -> Snapshot:
         psn_list, code_list, key_list = list(psn_nos), list(institution_codes), list(record_keys)
@@ -119,7 +124,7 @@ class RedisStore:
                 pipe.get(self._institution_key(code))
             for psn, key in key_list:
                 pipe.hgetall(self._key(psn, "rec:" + key))
-            replies = await pipe.execute()
+            replies = await self._execute(pipe)
         persons, states = {}, {}
         for psn, raw_state in zip(psn_list, replies):
             raw_person = raw_state.get(b"person")
@@ -138,7 +143,7 @@ class RedisStore:
             for holder, claim_id in want_list:
                 pipe.hmget(self._key(holder, "state"), "ver", "balc")
                 pipe.hget(self._key(holder, "holds"), claim_id)
-            replies = await pipe.execute()
+            replies = await self._execute(pipe)
         views = {}
         for index, want in enumerate(want_list):
             (token, balance), held = replies[2 * index], replies[2 * index + 1]
@@ -150,7 +155,7 @@ class RedisStore:
             for hold in holds:
                 await self._hold(keys=[self._key(hold.holder, "state"), self._key(hold.holder, "holds")],
                                  args=[hold.claim_id, hold.amount, hold.token], client=pipe)
-            return [_STATUS[reply] for reply in await pipe.execute()]
+            return [_STATUS[reply] for reply in await self._execute(pipe)]
 
     async def commit(self, commits: list[Commit]) -> list[Status]:
         async with self.client.pipeline(transaction=False) as pipe:
@@ -162,4 +167,4 @@ class RedisStore:
                 args: list[Any] = [commit.expected, commit.state.token, commit.record.fingerprint,
                                    dump_record(commit.record), event_id, *state_fields(commit.state)]
                 await self._commit(keys=keys, args=args, client=pipe)
-            return [_STATUS[reply] for reply in await pipe.execute()]
+            return [_STATUS[reply] for reply in await self._execute(pipe)]

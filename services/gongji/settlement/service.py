@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from gongji.common import kafka
-from gongji.common.avro import DecodeError, SchemaCatalog, decimal_bytes
+from gongji.common.avro import DecodeError, SchemaCatalog
 from gongji.common.config import Settings
 from gongji.common.stack import ensure_topics
 from gongji.settlement.codec import OUTPUT_RECORDS, RECORD_INPUTS, from_output, to_event
@@ -121,18 +121,19 @@ class SettlementService:
         outputs = refused + await self.settler.handle(events)
 
         topics = self.settings.topics
-        sends = []
+        results = []
         for output in outputs:
-            kind, wire = from_output(output, money=decimal_bytes)
-            value = self.catalog.encode(OUTPUT_RECORDS[kind], wire)
+            kind, wire = from_output(output, unscaled=True)
+            value = self.catalog.encode_unscaled(OUTPUT_RECORDS[kind], wire)
             # Headers let a consumer route or count without decoding the record.
             ident = wire.get("claim_id") or wire.get("credit_id") or ""
-            headers = [("gongji-type", kind.encode()), ("gongji-id", ident.encode())]
-            sends.append(await producer.send(topics.settlements, value, key=output.key.encode() or None,
-                                             headers=headers))
-        for message, reason in dead:
-            value = kafka.dead_letter(self.catalog, message, reason, SERVICE)
-            sends.append(await producer.send(topics.dead_letters, value, key=message.key))
+            results.append((output.key.encode() or None, value,
+                            [("gongji-type", kind.encode()), ("gongji-id", ident.encode())]))
+        sends = await kafka.publish(producer, topics.settlements, results)
+        letters = [(message.key, kafka.dead_letter(self.catalog, message, reason, SERVICE), [])
+                   for message, reason in dead]
+        if letters:
+            sends += await kafka.publish(producer, topics.dead_letters, letters)
         await asyncio.gather(*sends)
 
         self.stats.batches += 1

@@ -227,7 +227,7 @@ class LocalStack:
                 env={**os.environ, "NO_COLOR": "1"},
                 # Own session: a terminal's Ctrl-C reaches only us, and we stop the servers last.
                 start_new_session=True,
-                preexec_fn=None if self.detached else _die_with_parent(os.getpid()),
+                preexec_fn=None if self.detached else die_with_parent(os.getpid()),
             )
 
     @staticmethod
@@ -370,7 +370,7 @@ def _port_open(port: int) -> bool:
         return False
 
 
-def _die_with_parent(parent_pid: int):
+def die_with_parent(parent_pid: int):
     """preexec_fn: have the kernel SIGTERM the child when its parent exits (Linux only).
 
     PR_SET_PDEATHSIG follows the thread that forked, so start the stack from a long-lived thread.

@@ -1,0 +1,108 @@
+"""Running Gongji end to end, as `gongji demo` and `gongji bench` do.
+
+Servers: the ones GONGJI_KAFKA_BOOTSTRAP_SERVERS and GONGJI_REDIS_URL name, else a LocalStack of
+their own. Names: a topic prefix, Redis key prefix and consumer group that no other run uses, so
+runs sharing a cluster never mix. The settlement service: a child process (`gongji run
+settlement`), as deployed, given those settings through its environment. Inputs: synthetic events
+encoded and keyed for their topics as CONTRACT.md says.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO
+
+from gongji.common.avro import SchemaCatalog
+from gongji.common.config import Settings
+from gongji.common.stack import TANSU_GROUP_TIMEOUTS, LocalStack, die_with_parent, ensure_topics
+from gongji.settlement.codec import INPUT_RECORDS
+
+#: A topic message ready to send: (topic, key, value, id of the event: claim_id, credit_id or key).
+Row = tuple[str, bytes, bytes, str]
+
+
+def servers(workdir: Path) -> tuple[LocalStack | None, Settings]:
+    """Settings on the configured servers when both are set, else on a LocalStack started in
+    `workdir`; the stack (None for configured servers) is the caller's to stop."""
+    if os.environ.get("GONGJI_KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("GONGJI_REDIS_URL"):
+        return None, Settings()
+    stack = LocalStack(workdir).start()
+    return stack, Settings(
+        kafka_bootstrap_servers=stack.kafka_bootstrap_servers, redis_url=stack.redis_url,
+        kafka_session_timeout_ms=TANSU_GROUP_TIMEOUTS["session_timeout_ms"],
+        kafka_heartbeat_interval_ms=TANSU_GROUP_TIMEOUTS["heartbeat_interval_ms"],
+        kafka_rebalance_timeout_ms=TANSU_GROUP_TIMEOUTS["rebalance_timeout_ms"])
+
+
+def isolated(settings: Settings, tag: str) -> Settings:
+    """The same servers, with topics, Redis keys and a settlement group of this run's own."""
+    settings = settings.model_copy(update={"key_prefix": tag, "settlement_group": f"{tag}-settlement"})
+    return Settings(**{**settings.model_dump(exclude={"topics"}), "topic_prefix": f"{tag}."})
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """The settings a `gongji run` child needs, as environment variables."""
+    return {
+        "GONGJI_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "GONGJI_REDIS_URL": settings.redis_url,
+        "GONGJI_TOPIC_PREFIX": settings.topic_prefix,
+        "GONGJI_KEY_PREFIX": settings.key_prefix,
+        "GONGJI_SETTLEMENT_GROUP": settings.settlement_group,
+        "GONGJI_PARTITIONS": str(settings.partitions),
+        "GONGJI_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
+        "GONGJI_KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
+        "GONGJI_KAFKA_REBALANCE_TIMEOUT_MS": str(settings.kafka_rebalance_timeout_ms),
+    }
+
+
+def start_settlement(settings: Settings, policy_dir: Path | None, log: IO[bytes], count: int = 1, *,
+                     detach: bool = False, cwd: Path | None = None) -> list[subprocess.Popen]:
+    """`count` settlement processes in one consumer group, logging to `log`.
+
+    `detach`: each in a session of its own, so a terminal's Ctrl-C reaches only the caller, which
+    stops them when it chooses; and SIGTERMed by the kernel should the caller die first (Linux).
+    """
+    command = [sys.executable, "-m", "gongji.cli"] + (["--policies", str(policy_dir)] if policy_dir else [])
+    env = {**os.environ, **service_env(settings)}
+    return [subprocess.Popen(command + ["run", "settlement"], env=env, stdout=log, stderr=log, cwd=cwd,
+                             stdin=subprocess.DEVNULL if detach else None, start_new_session=detach,
+                             preexec_fn=die_with_parent(os.getpid()) if detach else None)
+            for _ in range(count)]
+
+
+def stop_processes(processes: Iterable[subprocess.Popen], timeout: float = 30) -> None:
+    """SIGTERM each (a service finishes and commits its batch in flight), then wait for all."""
+    processes = list(processes)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(timeout)
+
+
+def input_topic(settings: Settings, kind: str) -> str:
+    """The topic an input event of type `kind` goes to (CONTRACT.md, "Topics")."""
+    topics = settings.topics
+    return {"claim": topics.claims, "reversal": topics.claims, "credit": topics.credits,
+            "person": topics.persons, "institution": topics.institutions}[kind]
+
+
+async def prepare_topics(settings: Settings) -> None:
+    """The settlement service's input and output topics, created as the service itself would."""
+    topics = settings.topics
+    await ensure_topics(settings.kafka_bootstrap_servers,
+                        [topics.claims, topics.credits, topics.persons, topics.institutions, topics.settlements,
+                         topics.dead_letters], settings.partitions, compacted={topics.persons, topics.institutions})
+
+
+def encode(catalog: SchemaCatalog, settings: Settings, events: Iterable[tuple[str, dict]]) -> list[Row]:
+    """Input events as topic messages, keyed by psn_no (institutions by fixmedins_code)."""
+    rows = []
+    for kind, data in events:
+        key = data["fixmedins_code"] if kind == "institution" else data["psn_no"]
+        ident = data.get("claim_id") or data.get("credit_id") or key
+        rows.append((input_topic(settings, kind), key.encode(), catalog.encode(INPUT_RECORDS[kind], data), ident))
+    return rows

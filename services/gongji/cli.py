@@ -15,6 +15,8 @@ from pathlib import Path
 from gongji.common.config import Settings
 from gongji.settlement.policy import PolicyError
 
+# What `gongji run` starts; docker-compose.yml runs each (a test checks).
+SERVICES = ("settlement",)
 STATE_DIR = Path(os.environ.get("GONGJI_STATE_DIR", ".gongji"))
 
 
@@ -77,6 +79,19 @@ async def run_settlement(settings: Settings, book) -> None:
         await client.aclose()
 
 
+async def create_topics(settings: Settings) -> None:
+    """Every topic of CONTRACT.md, with the configured partitions and replication; registries compacted."""
+    from gongji.common.stack import ensure_topics
+
+    topics = settings.topics
+    names = [getattr(topics, name) for name in type(topics).model_fields]
+    created = await ensure_topics(settings.kafka_bootstrap_servers, names, settings.partitions,
+                                  compacted={topics.persons, topics.institutions},
+                                  replication_factor=settings.replication_factor)
+    for name in names:
+        print(f"{name}: {'created' if name in created else 'exists'}")
+
+
 async def replay(path: str, policy_dir: Path | None) -> None:
     from gongji.settlement.policy import load_policy_book
     from gongji.settlement.replay import replay_lines
@@ -100,8 +115,10 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--persons", type=int, default=2000, help="synthetic insured persons (default 2000)")
     stack = commands.add_parser("stack", help="the local stack in the background")
     stack.add_argument("action", choices=["up", "down"])
+    topics = commands.add_parser("topics", help="create every Gongji topic on the configured cluster")
+    topics.add_argument("action", choices=["create"])
     run = commands.add_parser("run", help="one service in the foreground")
-    run.add_argument("service", choices=["settlement"])
+    run.add_argument("service", choices=SERVICES)
     rep = commands.add_parser("replay", help="settle a JSON Lines file offline (- for stdin)")
     rep.add_argument("file")
     bench = commands.add_parser("bench", help="claims/s and latency through the local stack")
@@ -132,6 +149,8 @@ def _dispatch(args: argparse.Namespace) -> None:
                   f"GONGJI_REDIS_URL={state['redis_url']}")
         else:
             print("stopped" if stack_down(STATE_DIR) else "no local stack was running")
+    elif args.command == "topics":
+        asyncio.run(create_topics(resolve_settings()))
     elif args.command == "run":
         from gongji.settlement.policy import load_policy_book
 

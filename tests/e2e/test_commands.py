@@ -1,0 +1,108 @@
+"""The `gongji` command as a user runs it: replay of a hand-worked file, the local stack in the
+background, and a bad policy file stopping start-up."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+DATA = Path(__file__).parent / "data"
+GONGJI = [sys.executable, "-m", "gongji.cli"]
+
+
+def run(*args: str, cwd: Path | None = None, env: dict | None = None, stdin: str | None = None, timeout: float = 120):
+    return subprocess.run([*GONGJI, *args], cwd=cwd, env={**os.environ, **(env or {})}, input=stdin,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_replay_settles_the_erenhot_file_as_worked_by_hand():
+    """POLICY §2–4, §8 on a small file; the figures are worked in the comments."""
+    result = run("replay", str(DATA / "erenhot.jsonl"))
+    assert result.returncode == 0, result.stderr
+    assert "line 17: not JSON" in result.stderr
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    by_id = {}
+    for event in out:
+        by_id.setdefault(event.get("claim_id") or event.get("credit_id") or event["psn_no"], []).append(event)
+    # A sibling is not a family account holder (家庭共济: spouse, parent, child).
+    assert by_id["15250100000003"][0]["err_code"] == "MULAID_NOT_ALLOWED"
+    # In-service monthly credit: 2% × 8000.00 = 160.00.
+    assert by_id["K-0001-202301"][0]["amount"] == "160.00"
+    # C-0001, retired, level-3 hospital: 政策范围内 1200 + (300 − 30 先行自付) = 1470.00; annual
+    # deductible 1000.00; 470.00 × 65% = 305.50 pooling; personal 1194.50: own account 100.00, the
+    # parent's account 160.00, cash 934.50. Resent: the identical result again.
+    first, resent = by_id["C-0001"]
+    assert first == resent
+    assert (first["inscp_scp_amt"], first["act_pay_dedc"], first["hifp_pay"], first["pool_prop_selfpay"]) == (
+        "1470.00", "1000.00", "305.50", "0.6500")
+    assert (first["acct_pay"], first["acct_mulaid_pay"], first["psn_cash_pay"], first["balc"]) == (
+        "100.00", "160.00", "934.50", "0.00")
+    # C-0002 at a pharmacy: the 150.00 fitness card is non-medical (never from the account); the
+    # 36.00 in scope goes to the deductible; the holder's account is empty after C-0001.
+    c2 = by_id["C-0002"][0]
+    assert (c2["fulamt_ownpay_amt"], c2["act_pay_dedc"], c2["hifp_pay"], c2["acct_pay"]) == (
+        "150.00", "36.00", "0.00", "0.00")
+    assert by_id["C-0003"][0]["err_code"] == "UNSUPPORTED_MED_TYPE"
+    assert by_id["C-0004"][0]["err_code"] == "INVALID_CLAIM"
+    assert "det_item_fee_sumamt" in by_id["C-0004"][0]["err_msg"]
+    # R-0001 in 2024 reverses C-0001 (2023): amounts negated, own account refunded.
+    reversal = by_id["R-0001"][0]
+    assert reversal["event_type"] == "reversal" and reversal["orig_claim_id"] == "C-0001"
+    assert (reversal["hifp_pay"], reversal["acct_pay"], reversal["acct_mulaid_pay"], reversal["balc"]) == (
+        "-305.50", "-100.00", "-160.00", "100.00")
+    assert by_id["R-0002"][0]["err_code"] == "ALREADY_REVERSED"
+    assert by_id["R-0003"][0]["err_code"] == "UNKNOWN_ORIGINAL"
+    # C-0005: the parent's 160.00 came back with the reversal and pays 36.00 of it.
+    c5 = by_id["C-0005"][0]
+    assert (c5["acct_pay"], c5["balc"]) == ("36.00", "124.00")
+
+
+def test_replay_reads_standard_input():
+    lines = (DATA / "erenhot.jsonl").read_text().splitlines()[:6]
+    result = run("replay", "-", stdin="\n".join(lines) + "\n")
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["event_type"] for line in result.stdout.splitlines()] == ["rejection", "credit"]
+
+
+def test_a_bad_policy_file_stops_start_up_naming_file_and_field(tmp_path):
+    shipped = Path(__file__).parents[2] / "services/gongji/settlement/policies"
+    for path in shipped.glob("*.toml"):
+        shutil.copy(path, tmp_path)
+    bad = tmp_path / "990100.toml"
+    bad.write_text(bad.read_text().replace('annual_cap = { in_service = "1500.00"', 'annual_cap = { in_service = "abc"'))
+    result = run("--policies", str(tmp_path), "replay", str(DATA / "erenhot.jsonl"))
+    assert result.returncode != 0
+    assert "990100.toml" in result.stderr and "annual_cap.in_service" in result.stderr
+    assert result.stdout == ""
+
+
+def test_stack_up_serves_and_down_stops(tmp_path):
+    env = {"GONGJI_STATE_DIR": str(tmp_path / "state")}
+    up = run("stack", "up", env=env)
+    try:
+        assert up.returncode == 0, up.stderr
+        fields = dict(part.split("=", 1) for part in up.stdout.split() if "=" in part)
+        kafka_port = int(fields["GONGJI_KAFKA_BOOTSTRAP_SERVERS"].rsplit(":", 1)[1])
+        redis_port = int(fields["GONGJI_REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
+        for port in (kafka_port, redis_port):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        again = run("stack", "up", env=env)
+        assert "already running" in again.stdout
+        # `gongji topics create` finds the running stack on its own.
+        topics = run("topics", "create", env=env)
+        assert topics.returncode == 0, topics.stderr
+        assert "claims: created" in topics.stdout and "dead-letters: created" in topics.stdout
+    finally:
+        down = run("stack", "down", env=env)
+    assert down.returncode == 0 and "stopped" in down.stdout
+    for port in (kafka_port, redis_port):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            raise AssertionError(f"port {port} still answers after stack down")
+        except OSError:
+            pass

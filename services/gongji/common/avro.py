@@ -58,6 +58,14 @@ class DecodeError(CodecError):
     """A message is not a decodable Avro single-object encoded Gongji event; ``str()`` says why."""
 
 
+class UnknownSchemaError(DecodeError):
+    """The writer schema's fingerprint is not in the catalog (yet): see gongji.common.schemas."""
+
+    def __init__(self, message: str, fingerprint: bytes):
+        super().__init__(message)
+        self.fingerprint = fingerprint
+
+
 class EncodeError(CodecError):
     """A record cannot be encoded with the current schema of its name."""
 
@@ -158,6 +166,15 @@ def _without_decimal_annotations(node: Any) -> Any:
         return {k: _without_decimal_annotations(v) for k, v in node.items() if not k.startswith("__")}
     if isinstance(node, list):
         return [_without_decimal_annotations(item) for item in node]
+    return node
+
+
+def _without_internal_keys(node: Any) -> Any:
+    """A parsed schema back to plain Avro JSON (fastavro adds keys starting with "__")."""
+    if isinstance(node, dict):
+        return {k: _without_internal_keys(v) for k, v in node.items() if not k.startswith("__")}
+    if isinstance(node, list):
+        return [_without_internal_keys(item) for item in node]
     return node
 
 
@@ -297,6 +314,20 @@ class SchemaCatalog:
             raise EncodeError(f"cannot encode {writer.full_name}: {exc}") from exc
         return buf.getvalue()
 
+    def known_fingerprints(self) -> frozenset[bytes]:
+        """Every writer schema this catalog can read."""
+        return frozenset(self._routes)
+
+    def current_schemas(self) -> list[tuple[bytes, str]]:
+        """(fingerprint, schema JSON) of every current schema, to publish for other readers."""
+        seen, found = set(), []
+        for writer in self._writers.values():
+            if writer.full_name not in seen:
+                seen.add(writer.full_name)
+                clean = _without_internal_keys(writer.schema)
+                found.append((writer.header[2:], json.dumps(clean, ensure_ascii=False, sort_keys=True)))
+        return found
+
     def encode_unscaled(self, name: str, record: Mapping[str, Any]) -> bytes:
         """Like :meth:`encode`, with every decimal already given as the bytes of its unscaled
         integer (:func:`decimal_bytes`; fen for money): the settlement hot path."""
@@ -333,10 +364,11 @@ class SchemaCatalog:
         fp = bytes(data[2:HEADER_SIZE])
         route = self._routes.get(fp)
         if route is None:
-            raise DecodeError(
+            raise UnknownSchemaError(
                 f"unknown writer schema fingerprint {_describe(fp)}: the producer uses a schema "
-                "this service has not got; register it (SchemaCatalog.register) or deploy the "
-                "schemas it was written with"
+                "this service has not got, nor found on the schemas topic; publish it there "
+                "(the producer's service does on start) or deploy the schemas it was written with",
+                fp,
             )
         buf = BytesIO(data)
         buf.seek(HEADER_SIZE)

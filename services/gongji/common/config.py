@@ -21,6 +21,7 @@ class Topics(BaseModel):
     fraud_signals: str = "fraud.signals"
     clearing_statements: str = "clearing.statements"
     dead_letters: str = "dead-letters"
+    schemas: str = "schemas"  # compacted: writer schemas by fingerprint (gongji.common.schemas)
 
     def prefixed(self, prefix: str) -> "Topics":
         return Topics(**{name: prefix + value for name, value in self.model_dump().items()})

@@ -17,7 +17,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from gongji.common import kafka
-from gongji.common.avro import DecodeError, SchemaCatalog
+from gongji.common.avro import DecodeError, SchemaCatalog, UnknownSchemaError
+from gongji.common.schemas import SchemaDirectory
 from gongji.common.config import Settings
 from gongji.common.stack import ensure_topics
 from gongji.settlement.codec import OUTPUT_RECORDS, RECORD_INPUTS, from_output, to_event
@@ -59,6 +60,7 @@ class SettlementService:
             topics.persons: {"Person"},
             topics.institutions: {"Institution"},
         }
+        self.schemas = SchemaDirectory(settings, catalog)
         self.stats = Stats()
         self.assigned = asyncio.Event()
 
@@ -66,9 +68,9 @@ class SettlementService:
         topics = self.settings.topics
         await ensure_topics(
             self.settings.kafka_bootstrap_servers,
-            [*self.accepted, topics.settlements, topics.dead_letters],
+            [*self.accepted, topics.settlements, topics.dead_letters, topics.schemas],
             self.settings.partitions,
-            compacted={topics.persons, topics.institutions},
+            compacted={topics.persons, topics.institutions, topics.schemas},
             replication_factor=self.settings.replication_factor,
         )
 
@@ -78,6 +80,7 @@ class SettlementService:
         producer = kafka.producer(self.settings)
         consumer = kafka.consumer(self.settings, self.settings.settlement_group, *self.accepted)
         await producer.start()
+        await self.schemas.publish(producer)
         await consumer.start()
         try:
             while not stop.is_set():
@@ -100,12 +103,21 @@ class SettlementService:
             await consumer.stop()
             await producer.stop()
 
+    async def _decode(self, value: bytes) -> tuple[str, dict]:
+        try:
+            return self.catalog.decode(value)
+        except UnknownSchemaError:
+            # A producer with a newer schema: look for it on the schemas topic, then try once more.
+            if await self.schemas.learn():
+                return self.catalog.decode(value)
+            raise
+
     async def process(self, messages: list[ConsumerRecord], producer: AIOKafkaProducer) -> list[Output]:
         """Settle one batch and publish its results; returns them. Raises only for infrastructure."""
         events, refused, dead = [], [], []
         for message in messages:
             try:
-                name, data = self.catalog.decode(message.value)
+                name, data = await self._decode(message.value)
             except DecodeError as error:
                 dead.append((message, f"undecodable: {error}"))
                 continue

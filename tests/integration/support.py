@@ -136,3 +136,12 @@ async def wait_registered(settings: Settings, traffic, timeout: float = 60.0) ->
             await asyncio.sleep(0.1)
     finally:
         await client.aclose()
+
+
+def figures(states) -> dict:
+    """What persons' states say in money and counts; tokens are write nonces, not figures, and a
+    year a reversal emptied is the same as no year."""
+    from gongji.settlement.domain import YearTotals
+
+    return {psn: (state.balance, {year: totals for year, totals in state.years.items() if totals != YearTotals()})
+            for psn, state in states.items()}

@@ -20,7 +20,7 @@ from gongji.settlement.service import SettlementService
 from gongji.settlement.store import MemoryStore
 from gongji.synthetic import Traffic
 
-from support import CATALOG, by_claim, collect, env_for, produce, send_raw, settings_for, wait_registered
+from support import CATALOG, by_claim, collect, env_for, produce, send_raw, settings_for, wait_registered, figures
 
 BOOK = load_policy_book()
 
@@ -58,12 +58,6 @@ async def redis_states(settings, psn_nos):
         return snap.states
     finally:
         await client.aclose()
-
-
-def figures(states) -> dict:
-    """What a person's state says in money and counts; tokens are write nonces, not figures."""
-    return {psn: (state.balance, {year: totals for year, totals in state.years.items() if totals != YearTotals()})
-            for psn, state in states.items()}
 
 
 def outputs_complete(expected_ids):

@@ -9,31 +9,15 @@ import random
 
 import pytest
 
-from gongji.common.redis import connect
 from gongji.settlement.codec import from_output, json_ready, to_event
 from gongji.settlement.domain import PersonState, YearTotals
 from gongji.settlement.handler import Settler
 from gongji.settlement.policy import load_policy_book
-from gongji.settlement.redis_store import RedisStore
 from gongji.settlement.store import MemoryStore
 from gongji.synthetic import Traffic
+from support import figures
 
 BOOK = load_policy_book()
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def store(request, uniq, stack):
-    if request.param == "memory":
-        yield MemoryStore()
-        return
-    client = connect(stack.redis_url)
-    yield RedisStore(client, prefix=uniq)
-    await client.aclose()
-
-
-def figures(states) -> dict:
-    return {psn: (state.balance, {year: totals for year, totals in state.years.items() if totals != YearTotals()})
-            for psn, state in states.items()}
 
 
 async def reference(events):

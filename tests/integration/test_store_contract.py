@@ -7,7 +7,6 @@ import dataclasses
 from decimal import Decimal
 
 import pytest
-from gongji.common.redis import connect
 
 from gongji.settlement.domain import (
     ClaimRecord,
@@ -21,18 +20,7 @@ from gongji.settlement.domain import (
     Settlement,
     YearTotals,
 )
-from gongji.settlement.redis_store import RedisStore
 from gongji.settlement.store import Commit, Hold, MemoryStore, Status, claim_key, credit_key
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def store(request, uniq, stack):
-    if request.param == "memory":
-        yield MemoryStore()
-        return
-    client = connect(stack.redis_url)
-    yield RedisStore(client, prefix=uniq)
-    await client.aclose()
 
 
 PERSON = Person(psn_no="P1", insutype="310", psn_type="1101", insu_admdvs="152501", psn_insu_stas="1",

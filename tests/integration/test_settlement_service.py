@@ -194,3 +194,32 @@ async def test_killed_and_restarted_mid_stream_ends_as_an_uninterrupted_run(stac
     states = await redis_states(settings, [p["psn_no"] for p in traffic.persons])
     assert figures(states) == figures({psn: reference.states.get(psn, PersonState()) for psn in states})
     print(f"redelivered results after kill -9: {redelivered}")
+
+
+async def test_an_event_that_trips_a_bug_is_dead_lettered_and_the_rest_settle(stack, uniq, monkeypatch):
+    """No input may stall a partition, not even one that meets a bug of ours."""
+    from gongji.settlement import engine
+
+    settings = settings_for(stack, uniq)
+    traffic = Traffic(persons=4, seed=8, tag=uniq, family=0.0)
+    claims = [traffic.claim()[1] for _ in range(3)]
+    poisoned = claims[1]["claim_id"]
+    real = engine.settle_claim
+
+    def buggy(claim, *args, **kwargs):
+        if claim.claim_id == poisoned:
+            raise KeyError("a bug this claim happens to trip")
+        return real(claim, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "settle_claim", buggy)
+    async with running_service(settings):
+        await produce(settings, traffic.registry())
+        await wait_registered(settings, traffic)
+        await produce(settings, [("claim", claim) for claim in claims])
+        dead = await collect(settings, settings.topics.dead_letters, lambda rs: len(rs) >= 1)
+        settled = await collect(settings, settings.topics.settlements,
+                                lambda rs: {claims[0]["claim_id"], claims[2]["claim_id"]} <= set(by_claim(rs)))
+    (letter,) = [data for _, data, _ in dead]
+    assert "internal error while settling: KeyError" in letter["reason"]
+    assert letter["original"] == CATALOG.encode("Claim", claims[1])
+    assert poisoned not in by_claim(settled)

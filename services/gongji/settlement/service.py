@@ -14,7 +14,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
+from redis.exceptions import RedisError
 
 from gongji.common import kafka
 from gongji.common.avro import DecodeError, SchemaCatalog, UnknownSchemaError
@@ -23,11 +25,13 @@ from gongji.common.config import Settings
 from gongji.common.stack import ensure_topics
 from gongji.settlement.codec import OUTPUT_RECORDS, RECORD_INPUTS, from_output, to_event
 from gongji.settlement.domain import Rejection
-from gongji.settlement.handler import Output, Settler
+from gongji.settlement.handler import Output, Settler, StoreContention
 from gongji.settlement.policy import PolicyBook
 from gongji.settlement.redis_store import RedisStore
 
 log = logging.getLogger("gongji.settlement")
+# Failures of the servers, not of an event: the batch is retried, never dead-lettered.
+INFRASTRUCTURE = (RedisError, KafkaError, OSError, asyncio.TimeoutError, StoreContention)
 SERVICE = "settlement"
 
 
@@ -112,9 +116,31 @@ class SettlementService:
                 return self.catalog.decode(value)
             raise
 
+    async def _settle(self, events: list, sources: list[ConsumerRecord], dead: list) -> list[Output]:
+        """Settle the batch; if an event trips an error of our own (never an outage), settle the
+        batch one event at a time and dead-letter the event that fails, so no input stalls a
+        partition."""
+        try:
+            return await self.settler.handle(events)
+        except INFRASTRUCTURE:
+            raise
+        except Exception:
+            log.exception("a batch of %d failed inside settlement; isolating the event", len(events))
+        outputs = []
+        for event, message in zip(events, sources):
+            try:
+                outputs += await self.settler.handle([event])
+            except INFRASTRUCTURE:
+                raise
+            except Exception as error:
+                log.exception("settling %s at %s[%d]@%d failed", type(event).__name__, message.topic,
+                              message.partition, message.offset)
+                dead.append((message, f"internal error while settling: {type(error).__name__}: {error}"))
+        return outputs
+
     async def process(self, messages: list[ConsumerRecord], producer: AIOKafkaProducer) -> list[Output]:
         """Settle one batch and publish its results; returns them. Raises only for infrastructure."""
-        events, refused, dead = [], [], []
+        events, sources, refused, dead = [], [], [], []
         for message in messages:
             try:
                 name, data = await self._decode(message.value)
@@ -130,7 +156,8 @@ class SettlementService:
                 refused.append(Output(event.psn_no or "", event))
             else:
                 events.append(event)
-        outputs = refused + await self.settler.handle(events)
+                sources.append(message)
+        outputs = refused + await self._settle(events, sources, dead)
 
         topics = self.settings.topics
         results = []

@@ -57,9 +57,13 @@ def parse_state(raw: dict[bytes, bytes]) -> PersonState:
     )
 
 
-def state_fields(state: PersonState) -> list[str]:
+def state_fields(state: PersonState, record: Record) -> list[str]:
+    """The fields an event changed: the balance, and the accumulators of the one year its record
+    touched (a claim's, or for a reversal the original's); a credit touches no year."""
     fields = ["balc", str(state.balance)]
-    for year, totals in state.years.items():
+    if isinstance(record, ClaimRecord):
+        year = record.effects.year
+        totals = state.year(year)
         for name in _YEAR_FIELDS:
             fields += [f"{year}:{name}", str(getattr(totals, name))]
     return fields
@@ -165,6 +169,6 @@ class RedisStore:
                     keys.append(self._key(commit.psn_no, "rec:" + commit.reverses))
                 event_id = commit.record_key.split(":", 1)[1]
                 args: list[Any] = [commit.expected, commit.state.token, commit.record.fingerprint,
-                                   dump_record(commit.record), event_id, *state_fields(commit.state)]
+                                   dump_record(commit.record), event_id, *state_fields(commit.state, commit.record)]
                 await self._commit(keys=keys, args=args, client=pipe)
             return [_STATUS[reply] for reply in await self._execute(pipe)]

@@ -68,7 +68,8 @@ class Hold:
 
 @dataclass(frozen=True, slots=True)
 class Commit:
-    """Write `state` and `record` for `psn_no` if its token is still `expected`."""
+    """Write `state` and `record` for `psn_no` if its token is still `expected`. `state` differs
+    from the stored one in the token, the balance and at most the year the record touched."""
 
     psn_no: str
     expected: str

@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"gongji: policy not loaded: {error}")
     except BrokenPipeError:  # `gongji replay file | head`
         sys.stderr.close()
+    except KeyboardInterrupt:  # Ctrl-C before a command's own handling is in place (imports take a moment)
+        sys.exit(130)
 
 
 def _dispatch(args: argparse.Namespace) -> None:

@@ -91,7 +91,8 @@ def input_topic(settings: Settings, kind: str) -> str:
 
 
 async def prepare_topics(settings: Settings) -> None:
-    """The settlement service's input and output topics, created as the service itself would."""
+    """The settlement service's inputs and outputs, created before it starts so that nothing is
+    produced to, or read from, a topic the broker would auto-create with its own partition count."""
     topics = settings.topics
     await ensure_topics(settings.kafka_bootstrap_servers,
                         [topics.claims, topics.credits, topics.persons, topics.institutions, topics.settlements,

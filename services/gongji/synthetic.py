@@ -39,12 +39,16 @@ def yuan(value: Decimal | str) -> Decimal:
 class Traffic:
     """A synthetic population and its claims."""
 
-    def __init__(self, persons: int = 2000, seed: int = 7, year: int = 2023, tag: str = "", family: float = 0.15):
+    def __init__(self, persons: int = 2000, seed: int = 7, year: int = 2023, tag: str = "", family: float = 0.15,
+                 window: int | None = None):
         self.rng = random.Random(seed)
         self.seed = seed
         self.family = family  # share of persons bound to a family account holder (家庭共济)
         self.year = year
         self.tag = tag  # makes ids unique across runs sharing one cluster
+        # Reversals pick from the last `window` to `2 * window` claims (None: all): bounded memory for
+        # an endless stream.
+        self.window = window
         self.institutions = self._institutions()
         self.persons = self._persons(persons)
         self._claims: list[dict] = []
@@ -130,6 +134,8 @@ class Traffic:
                  "setl_time": when.isoformat(), "acct_used_flag": "1" if rng.random() < 0.7 else "0",
                  "fee_details": [self._line(n) for n in range(1, rng.randrange(2, 6))]}
         self._claims.append(claim)
+        if self.window and len(self._claims) > 2 * self.window:
+            del self._claims[:-self.window]
         return "claim", claim
 
     def stream(self, count: int, reversals: float = 0.02, resends: float = 0.02) -> Iterator[tuple[str, dict]]:

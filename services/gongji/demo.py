@@ -51,7 +51,7 @@ REGISTRY_TIMEOUT = 120.0
 PROGRESS_EVERY = 2.0
 TICK = 0.25  # the view's refresh: about 4 a second
 LATEST = 8
-TRAFFIC_WINDOW = 20_000  # claims kept for reversals to pick from: the demo may run for hours
+TRAFFIC_WINDOW = 5_000  # claims kept for reversals to pick from: the demo may run for hours
 
 #: Money totals shown, wire field -> label. fund = pooling + large-amount + civil-servant + assistance.
 MONEY = {

@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from gongji.common.avro import DecodeError, SchemaCatalog
 from gongji.common.config import Settings
+from gongji.launch import input_topic
 from gongji.settlement.codec import INPUT_RECORDS
 
 CATALOG = SchemaCatalog()
@@ -25,27 +26,6 @@ def settings_for(stack, uniq: str, **changes) -> Settings:
         kafka_rebalance_timeout_ms=timeouts["rebalance_timeout_ms"], **changes)
 
 
-def topic_for(settings: Settings, kind: str) -> str:
-    topics = settings.topics
-    return {"claim": topics.claims, "reversal": topics.claims, "credit": topics.credits,
-            "person": topics.persons, "institution": topics.institutions}[kind]
-
-
-def env_for(settings: Settings) -> dict[str, str]:
-    """The same settings as environment variables, for a `gongji run` subprocess."""
-    return {
-        "GONGJI_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "GONGJI_REDIS_URL": settings.redis_url,
-        "GONGJI_TOPIC_PREFIX": settings.topic_prefix,
-        "GONGJI_KEY_PREFIX": settings.key_prefix,
-        "GONGJI_SETTLEMENT_GROUP": settings.settlement_group,
-        "GONGJI_PARTITIONS": str(settings.partitions),
-        "GONGJI_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
-        "GONGJI_KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
-        "GONGJI_KAFKA_REBALANCE_TIMEOUT_MS": str(settings.kafka_rebalance_timeout_ms),
-    }
-
-
 async def produce(settings: Settings, events: Iterable[tuple[str, dict]]) -> int:
     """Encode and send events to their topics, keyed as CONTRACT.md says; returns how many."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
@@ -55,7 +35,7 @@ async def produce(settings: Settings, events: Iterable[tuple[str, dict]]) -> int
         sends = []
         for kind, data in events:
             key = data["fixmedins_code"] if kind == "institution" else data["psn_no"]
-            sends.append(await producer.send(topic_for(settings, kind), CATALOG.encode(INPUT_RECORDS[kind], data),
+            sends.append(await producer.send(input_topic(settings, kind), CATALOG.encode(INPUT_RECORDS[kind], data),
                                              key=key.encode()))
         await asyncio.gather(*sends)
         return len(sends)

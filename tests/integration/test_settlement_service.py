@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from gongji.common.redis import connect
 
+from gongji.launch import service_env
 from gongji.settlement.codec import from_output, json_ready, to_event
 from gongji.settlement.domain import PersonState, YearTotals
 from gongji.settlement.handler import Settler
@@ -20,7 +21,7 @@ from gongji.settlement.service import SettlementService
 from gongji.settlement.store import MemoryStore
 from gongji.synthetic import Traffic
 
-from support import CATALOG, by_claim, collect, env_for, produce, send_raw, settings_for, wait_registered, figures
+from support import CATALOG, by_claim, collect, produce, send_raw, settings_for, wait_registered, figures
 
 BOOK = load_policy_book()
 
@@ -158,7 +159,7 @@ async def test_killed_and_restarted_mid_stream_ends_as_an_uninterrupted_run(stac
     setup = traffic.registry() + traffic.openings()
     claims = list(traffic.stream(6000))
     expected, reference = await replayed(setup + claims)
-    env = {**os.environ, **env_for(settings), "GONGJI_BATCH_MAX_RECORDS": "200"}
+    env = {**os.environ, **service_env(settings), "GONGJI_BATCH_MAX_RECORDS": "200"}
 
     def start():
         return subprocess.Popen([sys.executable, "-m", "gongji.cli", "run", "settlement"], env=env,

@@ -9,6 +9,7 @@ it); then latency, claims sent at a steady rate, each from just before its send 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -89,14 +90,27 @@ async def run_bench(claims: int, persons: int, policy_dir: Path | None = None, r
     stack, base = servers(workdir)
     try:
         settings = isolated(base, "b" + uuid.uuid4().hex[:6])
+        local = {name: server["pid"] for name, server in stack.state()["servers"].items()} if stack else {}
         return await _bench(settings, claims, persons, policy_dir, rate, paced_claims or min(claims, rate * 10), workdir,
-                            workers)
+                            workers, local)
     finally:
         if stack:
             stack.stop()
 
 
-async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, workdir, workers) -> dict:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_snapshot(components: dict[str, list[int]]) -> dict[str, float]:
+    snapshot = {name: sum(_cpu_seconds(pid) for pid in pids) for name, pids in components.items()}
+    snapshot["bench (load generator)"] = sum(os.times()[:2])
+    return snapshot
+
+
+async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, workdir, workers, local) -> dict:
     catalog = SchemaCatalog()
     await prepare_topics(settings)
     traffic = Traffic(persons=persons, seed=11, tag=settings.key_prefix)
@@ -132,11 +146,22 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
         await _send(producer, burst, {}, None)
         ids = list(dict.fromkeys(row[3] for row in burst))
         service = start_service()
+        components = {"settlement service": [process.pid for process in service],
+                      **{f"{name} server": [pid] for name, pid in local.items()}}
+        await results.wait_for(ids[:1], timeout=300)
+        before = _cpu_snapshot(components)
         await results.wait_for(ids, timeout=900)
+        after = _cpu_snapshot(components)
         first, last = min(results.arrived[i] for i in ids), max(results.arrived[i] for i in ids)
-        figures = {"drain": {"events": len(burst), "seconds": last - first, "per_second": len(burst) / (last - first)}}
+        cpu = {name: after[name] - before[name] for name in after}
+        figures = {"drain": {"events": len(burst), "seconds": last - first, "per_second": len(burst) / (last - first),
+                             "cpu_seconds": cpu}}
         print(f"bench: throughput: {len(burst)} queued claims settled in {last - first:.2f} s = "
               f"{len(burst) / (last - first):,.0f} claims/s end to end (first result to last)", flush=True)
+        service_cpu = cpu["settlement service"]
+        print("bench: CPU during the drain: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in cpu.items())
+              + f"; the service spent {service_cpu / len(burst) * 1e6:.0f} µs of CPU a claim, "
+              f"{len(burst) / service_cpu:,.0f} claims per CPU-second", flush=True)
 
         # Latency: claims sent at a steady rate; from just before each send to its result read here.
         sent: dict[str, float] = {}

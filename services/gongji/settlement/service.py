@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ log = logging.getLogger("gongji.settlement")
 # Failures of the servers, not of an event: the batch is retried, never dead-lettered.
 INFRASTRUCTURE = (RedisError, KafkaError, OSError, asyncio.TimeoutError, StoreContention)
 SERVICE = "settlement"
+REPORT_EVERY = 30.0  # seconds between progress lines in the log
 
 
 @dataclass
@@ -45,6 +47,12 @@ class Stats:
     rejections: Counter = field(default_factory=Counter)  # by err_code
     dead_letters: int = 0
     retried_batches: int = 0
+
+    def summary(self, assignment) -> str:
+        partitions = ",".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assignment))
+        return (f"consumed={self.consumed} batches={self.batches} outputs={dict(self.outputs)} "
+                f"rejections={dict(self.rejections)} dead_letters={self.dead_letters} "
+                f"retried_batches={self.retried_batches} partitions={partitions}")
 
     def count(self, output: Output) -> None:
         self.outputs[output.kind] += 1
@@ -86,11 +94,15 @@ class SettlementService:
         await producer.start()
         await self.schemas.publish(producer)
         await consumer.start()
+        next_report = time.monotonic() + REPORT_EVERY
         try:
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.settings.batch_max_records)
                 if consumer.assignment():
                     self.assigned.set()
+                if time.monotonic() >= next_report:
+                    next_report = time.monotonic() + REPORT_EVERY
+                    log.info("progress %s", self.stats.summary(consumer.assignment()))
                 messages = [message for partition in sorted(batches) for message in batches[partition]]
                 if not messages:
                     continue

@@ -95,6 +95,11 @@ async def test_any_batching_with_redelivery_equals_one_by_one(store, family):
             paid += int(result["acct_pay"].replace(".", "")) + int(result["acct_mulaid_pay"].replace(".", ""))
     assert sum(state.balance for state in got.values()) == credited - paid
     assert all(state.balance >= 0 for state in got.values())
+    # Every settled claim counted once per person, every reversal undone once.
+    for psn, state in got.items():
+        results = [copies[0] for copies in seen.values() if copies[0].get("psn_no") == psn and "setl_id" in copies[0]]
+        net = sum(-1 if "orig_claim_id" in r else 1 for r in results)
+        assert sum(totals.visits for totals in state.years.values()) == net, psn
 
 
 async def test_a_zombie_settling_the_same_events_changes_nothing(store):

@@ -124,27 +124,52 @@ async def test_credit_record_round_trips(store):
     assert snap.records[("P1", "k:K1")] == credit
 
 
-async def test_hold_debits_once_adjusts_and_refunds(store):
-    await store.commit([Commit("H1", "", state("k:K1", 10000), credit_key("K1"),
-                               CreditRecord("fp", CreditApplied("K1", "H1", "2023-01", 10000, 10000)))])
-    assert await store.hold([Hold("H1", "C1", 3000)]) == [Status.OK]
-    assert await store.hold([Hold("H1", "C1", 3000)]) == [Status.OK]  # idempotent
-    view = (await store.read_holders({("H1", "C1"), ("H1", "C9")}))
-    assert (view[("H1", "C1")].balance, view[("H1", "C1")].held, view[("H1", "C1")].available) == (7000, 3000, 10000)
-    assert view[("H1", "C9")].held == 0
-    assert view[("H1", "C1")].token == "h:C1:3000@"
-    assert await store.hold([Hold("H1", "C1", 2000)]) == [Status.OK]  # a recomputed, smaller amount
-    assert (await store.read({"H1"}, set(), set())).states["H1"].balance == 8000
-    assert await store.hold([Hold("H1", "C2", 8001)]) == [Status.SHORT]  # never overdraws
-    assert await store.hold([Hold("H1", "C1", 0)]) == [Status.OK]  # refund
-    assert (await store.read({"H1"}, set(), set())).states["H1"].balance == 10000
-    assert (await store.read_holders({("H1", "C1")}))[("H1", "C1")].held == 0
+async def credited(store, psn_no: str, fen: int) -> None:
+    await store.commit([Commit(psn_no, "", state(f"k:K-{psn_no}", fen), credit_key(f"K-{psn_no}"),
+                               CreditRecord("fp", CreditApplied(f"K-{psn_no}", psn_no, "2023-01", fen, fen)))])
+
+
+async def balance(store, psn_no: str) -> int:
+    return (await store.read({psn_no}, set(), set())).states[psn_no].balance
+
+
+async def test_hold_moves_only_from_what_the_plan_read(store):
+    await credited(store, "H1", 10000)
+    assert await store.hold([Hold("H1", "P1", "C1", 3000, expected=0)]) == [Status.OK]
+    assert await store.hold([Hold("H1", "P1", "C1", 3000, expected=0)]) == [Status.STALE]  # a redo finds it done
+    view = (await store.read_holders({("H1", "P1", "C1"), ("H1", "P1", "C9")}))
+    assert (view[("H1", "P1", "C1")].balance, view[("H1", "P1", "C1")].held) == (7000, 3000)
+    assert view[("H1", "P1", "C1")].available == 10000 and view[("H1", "P1", "C9")].held == 0
+    assert view[("H1", "P1", "C1")].token == "h:P1:C1:3000@"
+    assert await store.hold([Hold("H1", "P1", "C1", 2000, expected=3000)]) == [Status.OK]  # recomputed, smaller
+    assert await balance(store, "H1") == 8000
+    # A stale plan (it read 3000) cannot move the hold any more: a zombie after a rebalance.
+    assert await store.hold([Hold("H1", "P1", "C1", 100, expected=3000)]) == [Status.STALE]
+    assert await store.hold([Hold("H1", "P1", "C2", 8001, expected=0)]) == [Status.SHORT]  # never overdraws
+    assert await store.hold([Hold("H1", "P1", "C1", 0, expected=2000)]) == [Status.OK]  # refund
+    assert await balance(store, "H1") == 10000
+    assert (await store.read_holders({("H1", "P1", "C1")}))[("H1", "P1", "C1")].held == 0
+
+
+async def test_holds_of_two_patients_with_one_claim_id_do_not_collide(store):
+    await credited(store, "H1", 10000)
+    assert await store.hold([Hold("H1", "P1", "X", 100, expected=0), Hold("H1", "P2", "X", 30, expected=0)]) == [
+        Status.OK, Status.OK]
+    views = await store.read_holders({("H1", "P1", "X"), ("H1", "P2", "X")})
+    assert (views[("H1", "P1", "X")].held, views[("H1", "P2", "X")].held) == (100, 30)
+    assert await balance(store, "H1") == 9870
+
+
+async def test_hold_of_a_large_balance_stays_exact(store):
+    """Lua formats large numbers as 1.2e+14: amounts must never pass through a Lua number."""
+    await credited(store, "H1", 123_456_789_012_345)
+    assert await store.hold([Hold("H1", "P1", "C1", 98_765_432_101, expected=0)]) == [Status.OK]
+    assert await balance(store, "H1") == 123_456_789_012_345 - 98_765_432_101
 
 
 async def test_hold_changes_the_holders_token(store):
-    await store.commit([Commit("H1", "", state("k:K1", 5000), credit_key("K1"),
-                               CreditRecord("fp", CreditApplied("K1", "H1", "2023-01", 5000, 5000)))])
-    await store.hold([Hold("H1", "C1", 1000)])
+    await credited(store, "H1", 5000)
+    await store.hold([Hold("H1", "P1", "C1", 1000, expected=0)])
     # The holder's own claim, computed before the hold, must not overwrite the debited balance.
-    own = Commit("H1", "k:K1", state("c:C7", 5000), claim_key("C7"), record("C7"))
+    own = Commit("H1", "k:K-H1", state("c:C7", 5000), claim_key("C7"), record("C7"))
     assert await store.commit([own]) == [Status.STALE]

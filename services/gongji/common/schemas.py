@@ -20,10 +20,13 @@ log = logging.getLogger("gongji.schemas")
 
 
 class SchemaDirectory:
-    def __init__(self, settings: Settings, catalog: SchemaCatalog, min_interval: float = 10.0):
+    def __init__(self, settings: Settings, catalog: SchemaCatalog, min_interval: float = 1.0):
         self.settings = settings
         self.catalog = catalog
-        self.min_interval = min_interval  # junk with a random fingerprint must not trigger a read each
+        # A fingerprint already looked for is looked for again only after `min_interval`; junk with
+        # random fingerprints costs at most one read of the topic per second.
+        self.min_interval = min_interval
+        self._looked_for: dict[bytes, float] = {}
         self._last_read = float("-inf")
 
     async def publish(self, producer: AIOKafkaProducer) -> None:
@@ -32,12 +35,14 @@ class SchemaDirectory:
             await producer.send(self.settings.topics.schemas, schema_json.encode(), key=fingerprint.hex().encode())
         await producer.flush()
 
-    async def learn(self) -> int:
-        """Read the whole topic and register the schemas not known yet; returns how many. Reads at
-        most once per `min_interval`; returns 0 when called sooner."""
-        if time.monotonic() - self._last_read < self.min_interval:
-            return 0
-        self._last_read = time.monotonic()
+    async def learn(self, fingerprint: bytes) -> bool:
+        """Look for the schema with `fingerprint` on the topic, registering every schema not known
+        yet; True when the catalog knows `fingerprint` afterwards."""
+        now = time.monotonic()
+        if now - self._looked_for.get(fingerprint, float("-inf")) < self.min_interval \
+                or now - self._last_read < self.min_interval / 10:
+            return fingerprint in self.catalog.known_fingerprints()
+        self._looked_for[fingerprint] = self._last_read = now
         topic = self.settings.topics.schemas
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=50)
@@ -61,4 +66,4 @@ class SchemaDirectory:
             await consumer.stop()
         if learned:
             log.info("learned %d writer schema(s) from %s", learned, topic)
-        return learned
+        return fingerprint in self.catalog.known_fingerprints()

@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from datetime import datetime, timezone
+from decimal import Decimal
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
+
+import orjson
 
 from gongji.settlement import engine
 from gongji.settlement.domain import (
@@ -70,9 +74,23 @@ class Output:
         return "rejection" if isinstance(self.value, Rejection) else "credit"
 
 
+def _canonical(value):
+    if isinstance(value, dict):  # absent and null are the same: a field added later changes nothing
+        return {key: _canonical(item) for key, item in value.items() if item is not None}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(item) for item in value]
+    if isinstance(value, Decimal):  # 3 and 3.0000 are one count
+        return format(value.normalize(), "f")
+    if isinstance(value, datetime):  # one instant, whatever the offset it was written with
+        return value.astimezone(timezone.utc).isoformat()
+    return value
+
+
 def fingerprint(event: Claim | Reversal | Credit) -> str:
-    """Content hash: the same id with other content is a DUPLICATE_CONFLICT."""
-    return hashlib.blake2b(event.model_dump_json().encode(), digest_size=16).hexdigest()
+    """Content hash: the same id with other content is a DUPLICATE_CONFLICT. Canonical, so a resend
+    written differently (decimal places, UTC offset, a newer schema's empty field) is the same."""
+    canonical = orjson.dumps(_canonical(event.model_dump()), option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
 def _conflict(event: Claim | Reversal | Credit, kind: str) -> Rejection:
@@ -87,9 +105,51 @@ def _conflict(event: Claim | Reversal | Credit, kind: str) -> Rejection:
 class _Planned:
     """What computing one event decided: its result, and the writes that make it true."""
 
-    output: Output
+    output: Output | None
     commit: Commit | None = None
     holds: tuple[Hold, ...] = ()
+    again: bool = False  # cannot be decided in this pass: go to the next
+
+
+class _Holds:
+    """This pass's view of family accounts: each holder's balance and token, and the amount held
+    per (holder, patient, claim), as this batch's holds so far leave them."""
+
+    def __init__(self, views: dict[tuple[str, str, str], HolderView], states: dict[str, PersonState]):
+        self.views = views
+        self.states = states
+        self.held = {key: view.held for key, view in views.items()}
+        self.accounts: dict[str, tuple[str, int]] = {}  # holder → (token, balance)
+        # Holders whose account a hold of this pass moves. Holds are written before commits, so a
+        # holder's own later events cannot chain on the hold's token here: they go to the next pass.
+        self.touched: set[str] = set()
+
+    def known(self, key: tuple[str, str, str]) -> bool:
+        return key in self.held
+
+    def account(self, key: tuple[str, str, str]) -> tuple[str, int]:
+        holder = key[0]
+        if holder in self.accounts:
+            return self.accounts[holder]
+        if holder in self.states:  # the holder settles in this batch too: their overlay state
+            return self.states[holder].token, self.states[holder].balance
+        view = self.views[key]
+        return view.token, view.balance
+
+    def available(self, key: tuple[str, str, str]) -> int:
+        return self.account(key)[1] + self.held[key]
+
+    def move(self, key: tuple[str, str, str], amount: int, nonce: str) -> Hold:
+        """Plan the hold for `key` to become `amount`, and apply it to this view."""
+        holder, patient, claim_id = key
+        hold = Hold(holder, patient, claim_id, amount, self.held[key], nonce)
+        balance = self.account(key)[1] - (amount - hold.expected)
+        self.accounts[holder] = (hold.token, balance)
+        self.held[key] = amount
+        self.touched.add(holder)
+        if holder in self.states:
+            self.states[holder] = dataclasses.replace(self.states[holder], token=hold.token, balance=balance)
+        return hold
 
 
 class Settler:
@@ -150,16 +210,21 @@ class Settler:
                 keys.add((event.psn_no, credit_key(event.credit_id)))
         snap = await self.store.read(psn_nos, codes, keys)
 
-        wants = set()
+        wants = set()  # (holder, patient, claim id) whose hold this pass reads
         deferred: set[str] = set()  # persons whose events wait for the second pass
         for _, event in work:
             if isinstance(event, Claim) and event.acct_used_flag == "1":
                 person = snap.persons.get(event.psn_no)
                 if person is not None and person.mulaid_holder_psn_no:
                     if optimistic:
-                        deferred.add(event.psn_no)
+                        # The holder's own events too: they keep their order against the hold.
+                        deferred.update((event.psn_no, person.mulaid_holder_psn_no))
                     else:
-                        wants.add((person.mulaid_holder_psn_no, event.claim_id))
+                        wants.add((person.mulaid_holder_psn_no, event.psn_no, event.claim_id))
+            elif isinstance(event, Reversal):
+                original = snap.records.get((event.psn_no, claim_key(event.orig_claim_id)))
+                if original is not None and original.effects.mulaid_holder:
+                    wants.add((original.effects.mulaid_holder, event.psn_no, event.orig_claim_id))
         if deferred:
             retry_first = [item for item in work if item[1].psn_no in deferred]
             work = [item for item in work if item[1].psn_no not in deferred]
@@ -172,13 +237,15 @@ class Settler:
         nonce = secrets.token_hex(6)
         states = dict(snap.states)
         records = dict(snap.records)
-        holders: dict[str, HolderView] = {}  # holder → its account after this batch's holds so far
+        holds = _Holds(views, states)
         planned: list[tuple[int, Event, _Planned]] = []
         for index, event in work:
-            if isinstance(event, Claim):
-                plan = self._plan_claim(event, snap, states, records, views, holders, nonce)
+            if event.psn_no in holds.touched:
+                plan = _Planned(None, again=True)
+            elif isinstance(event, Claim):
+                plan = self._plan_claim(event, snap, states, records, holds, nonce)
             elif isinstance(event, Reversal):
-                plan = self._plan_reversal(event, states, records, nonce)
+                plan = self._plan_reversal(event, states, records, holds, nonce)
             else:
                 plan = self._plan_credit(event, snap, states, records, nonce)
             if plan.commit is not None:
@@ -195,20 +262,19 @@ class Settler:
         def fail(position: int, psn_no: str) -> None:
             first_failure[psn_no] = min(position, first_failure.get(psn_no, position))
 
-        if optimistic:
-            # Without its own record read, a refusal may be wrong: a redelivered reversal finds its
-            # original reversed (by itself). Refusals are rare; the full pass decides them.
-            for position, (_, event, plan) in enumerate(planned):
-                if plan.commit is None and isinstance(plan.output.value, Rejection):
-                    fail(position, event.psn_no)
+        for position, (_, event, plan) in enumerate(planned):
+            if plan.again:
+                fail(position, event.psn_no)
+            elif optimistic and plan.commit is None and isinstance(plan.output.value, Rejection):
+                # Without its own record read, a refusal may be wrong: a redelivered reversal finds
+                # its original reversed (by itself). Refusals are rare; the full pass decides them.
+                fail(position, event.psn_no)
 
-        holds = [(position, event, plan.commit is not None, hold)
-                 for position, (_, event, plan) in enumerate(planned) for hold in plan.holds]
-        if holds:
-            for (position, event, essential, _), status in zip(
-                    holds, await self.store.hold([hold for *_, hold in holds])):
-                # A hold re-asserted for a replayed record is best effort; a new one must succeed.
-                if status is not Status.OK and essential:
+        to_hold = [(position, event, hold) for position, (_, event, plan) in enumerate(planned)
+                   for hold in plan.holds if position < first_failure.get(event.psn_no, len(planned))]
+        if to_hold:
+            for (position, event, _), status in zip(to_hold, await self.store.hold([h for *_, h in to_hold])):
+                if status is not Status.OK:
                     fail(position, event.psn_no)
         commits = [(position, event, plan.commit) for position, (_, event, plan) in enumerate(planned)
                    if plan.commit is not None and position < first_failure.get(event.psn_no, len(planned))]
@@ -232,19 +298,9 @@ class Settler:
             return _Planned(Output(event.psn_no, _conflict(event, kind)))
         if isinstance(record, CreditRecord):
             return _Planned(Output(event.psn_no, record.result))
-        holds: tuple[Hold, ...] = ()
-        effects = record.effects
-        if effects.mulaid_holder:
-            # Re-assert the holder's side from the record, in case a crash came between the two.
-            settlement = record.settlement
-            if settlement.is_reversal:
-                holds = (Hold(effects.mulaid_holder, settlement.orig_claim_id, 0, secrets.token_hex(6)),)
-            else:
-                holds = (Hold(effects.mulaid_holder, settlement.claim_id,
-                              0 if record.reversed_by else effects.mulaid_pay, secrets.token_hex(6)),)
-        return _Planned(Output(event.psn_no, record.settlement), holds=holds)
+        return _Planned(Output(event.psn_no, record.settlement))
 
-    def _plan_claim(self, claim: Claim, snap, states, records, views, holders, nonce: str) -> _Planned:
+    def _plan_claim(self, claim: Claim, snap, states, records, holds: _Holds, nonce: str) -> _Planned:
         key = claim_key(claim.claim_id)
         existing = records.get((claim.psn_no, key))
         if existing is not None:
@@ -252,32 +308,23 @@ class Settler:
         person = snap.persons.get(claim.psn_no)
         state = states[claim.psn_no]
         holder = person.mulaid_holder_psn_no if person is not None and claim.acct_used_flag == "1" else None
-        view = None
-        if holder is not None and (holder, claim.claim_id) in views:
-            view = views[(holder, claim.claim_id)]
-            if holder in holders:
-                view = dataclasses.replace(holders[holder], held=view.held)
-            elif holder in states:  # the holder settles in this batch too: use the overlay
-                view = HolderView(states[holder].token, states[holder].balance, view.held)
+        account = (holder, claim.psn_no, claim.claim_id)
+        family = holder is not None and holds.known(account)
         outcome = engine.settle_claim(claim, person, snap.institutions.get(claim.fixmedins_code), self.book,
-                                      state, view.available if view else None)
+                                      state, holds.available(account) if family else None)
         if isinstance(outcome, Rejection):
-            holds = (Hold(holder, claim.claim_id, 0, nonce),) if view is not None and view.held else ()
-            return _Planned(Output(claim.psn_no, outcome), holds=holds)
-        holds = ()
-        if view is not None and outcome.effects.mulaid_pay != view.held:
-            hold = Hold(holder, claim.claim_id, outcome.effects.mulaid_pay, nonce)
-            holds = (hold,)
-            after = HolderView(hold.token, view.balance - (hold.amount - view.held), 0)
-            holders[holder] = after
-            if holder in states:
-                states[holder] = dataclasses.replace(states[holder], token=after.token, balance=after.balance)
+            # A hold left by an earlier attempt at this claim goes back to the holder.
+            release = (holds.move(account, 0, nonce),) if family and holds.held[account] else ()
+            return _Planned(Output(claim.psn_no, outcome), holds=release)
+        moves = ()
+        if family and outcome.effects.mulaid_pay != holds.held[account]:
+            moves = (holds.move(account, outcome.effects.mulaid_pay, nonce),)
         record = ClaimRecord(fingerprint(claim), outcome.settlement, outcome.effects)
         new_state = dataclasses.replace(outcome.state, token=f"c:{claim.claim_id}@{nonce}")
         return _Planned(Output(claim.psn_no, outcome.settlement),
-                        Commit(claim.psn_no, state.token, new_state, key, record), holds)
+                        Commit(claim.psn_no, state.token, new_state, key, record), moves)
 
-    def _plan_reversal(self, reversal: Reversal, states, records, nonce: str) -> _Planned:
+    def _plan_reversal(self, reversal: Reversal, states, records, holds: _Holds, nonce: str) -> _Planned:
         key = claim_key(reversal.claim_id)
         existing = records.get((reversal.psn_no, key))
         if existing is not None:
@@ -288,11 +335,16 @@ class Settler:
         outcome = engine.reverse_claim(reversal, original, state)
         if isinstance(outcome, Rejection):
             return _Planned(Output(reversal.psn_no, outcome))
-        holds = (Hold(outcome.refund_holder, reversal.orig_claim_id, 0, nonce),) if outcome.refund_holder else ()
+        refunds = ()
+        if outcome.refund_holder:
+            account = (outcome.refund_holder, reversal.psn_no, reversal.orig_claim_id)
+            if not holds.known(account):  # the original settled in this very batch: decide next pass
+                return _Planned(None, again=True)
+            refunds = (holds.move(account, 0, nonce),)
         record = ClaimRecord(fingerprint(reversal), outcome.settlement, original.effects)
         new_state = dataclasses.replace(outcome.state, token=f"c:{reversal.claim_id}@{nonce}")
         return _Planned(Output(reversal.psn_no, outcome.settlement),
-                        Commit(reversal.psn_no, state.token, new_state, key, record, reverses=original_key), holds)
+                        Commit(reversal.psn_no, state.token, new_state, key, record, reverses=original_key), refunds)
 
     def _plan_credit(self, credit: Credit, snap, states, records, nonce: str) -> _Planned:
         key = credit_key(credit.credit_id)

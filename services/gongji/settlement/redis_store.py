@@ -5,7 +5,7 @@ the scripts run unchanged on Redis Cluster):
     <prefix>:{psn}:state        hash: ver (token), balc, "<year>:<accumulator>" fields, all fen;
                                 and "person", the registry entry (JSON), so one HGETALL reads both
     <prefix>:{psn}:rec:<id>     hash: fp, data (record JSON), reversed_by
-    <prefix>:{psn}:holds        hash: claim id -> fen held for family mutual aid
+    <prefix>:{psn}:holds        hash: "<patient>:<claim id>" -> fen held from this account (家庭共济)
     <prefix>:inst:<code>        registry entry (JSON)
 Reads are pipelined per batch; the writes are the Lua scripts in lua/, registered once.
 """
@@ -144,9 +144,9 @@ class RedisStore:
     async def read_holders(self, wants) -> dict[tuple[str, str], HolderView]:
         want_list = list(wants)
         async with self.client.pipeline(transaction=False) as pipe:
-            for holder, claim_id in want_list:
+            for holder, patient, claim_id in want_list:
                 pipe.hmget(self._key(holder, "state"), "ver", "balc")
-                pipe.hget(self._key(holder, "holds"), claim_id)
+                pipe.hget(self._key(holder, "holds"), f"{patient}:{claim_id}")
             replies = await self._execute(pipe)
         views = {}
         for index, want in enumerate(want_list):
@@ -158,7 +158,8 @@ class RedisStore:
         async with self.client.pipeline(transaction=False) as pipe:
             for hold in holds:
                 await self._hold(keys=[self._key(hold.holder, "state"), self._key(hold.holder, "holds")],
-                                 args=[hold.claim_id, hold.amount, hold.token], client=pipe)
+                                 args=[hold.field, str(hold.amount), str(hold.expected),
+                                       str(hold.expected - hold.amount), hold.token], client=pipe)
             return [_STATUS[reply] for reply in await self._execute(pipe)]
 
     async def commit(self, commits: list[Commit]) -> list[Status]:

@@ -112,8 +112,11 @@ class SettlementService:
                 except Exception:  # infrastructure, never input: input errors are handled per event
                     self.stats.retried_batches += 1
                     log.exception("batch of %d failed; it will be consumed again", len(messages))
+                    assigned = consumer.assignment()
                     for partition, records in batches.items():
-                        consumer.seek(partition, records[0].offset)
+                        # A partition lost to a rebalance meanwhile is its new owner's to redo.
+                        if partition in assigned:
+                            consumer.seek(partition, records[0].offset)
                     await asyncio.sleep(1)
         finally:
             await consumer.stop()
@@ -122,9 +125,9 @@ class SettlementService:
     async def _decode(self, value: bytes) -> tuple[str, dict]:
         try:
             return self.catalog.decode(value)
-        except UnknownSchemaError:
+        except UnknownSchemaError as error:
             # A producer with a newer schema: look for it on the schemas topic, then try once more.
-            if await self.schemas.learn():
+            if await self.schemas.learn(error.fingerprint):
                 return self.catalog.decode(value)
             raise
 

@@ -6,9 +6,10 @@ does not exist yet. That makes every write conditional (no lost update, e.g. fro
 consumer after a rebalance) and idempotent (a redelivered event finds its record).
 
 Family mutual aid (家庭共济) touches two persons, who live in different Redis Cluster slots. The
-holder's side is a separate, idempotent step, "hold": make the amount held from the holder's account
-for claim X equal to N. It runs before the patient's commit; redoing it is harmless, and a reversal
-sets it to 0, which refunds the holder.
+holder's side is a separate step, "hold": the amount held from the holder's account for patient P's
+claim X goes from E (what the plan read) to N, only if it is still E. It runs before the patient's
+commit; a redo finds it done, a stale plan finds it changed, and a reversal sets it to 0, which
+refunds the holder.
 """
 
 from __future__ import annotations
@@ -54,16 +55,23 @@ class HolderView:
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """Make the amount held from `holder`'s account for `claim_id` equal to `amount` (fen)."""
+    """Move the amount held from `holder`'s account for `patient`'s `claim_id` from `expected` to
+    `amount` (fen), if it is still `expected`; the holder's balance moves the other way."""
 
     holder: str
+    patient: str
     claim_id: str
     amount: int
+    expected: int
     nonce: str = ""
 
     @property
+    def field(self) -> str:
+        return f"{self.patient}:{self.claim_id}"
+
+    @property
     def token(self) -> str:
-        return f"h:{self.claim_id}:{self.amount}@{self.nonce}"
+        return f"h:{self.field}:{self.amount}@{self.nonce}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +90,7 @@ class Commit:
 
 class Status(Enum):
     OK = "ok"
-    STALE = "stale"  # the person's state changed since it was read: read again and recompute
+    STALE = "stale"  # the state (or a hold) changed since it was read: read again and recompute
     DUPLICATE = "duplicate"  # the record appeared since it was read: read again
     SHORT = "short"  # a hold found too little in the holder's account
 
@@ -97,8 +105,8 @@ class SettlementStore(Protocol):
     async def read(self, psn_nos: set[str], institution_codes: set[str],
                    record_keys: set[tuple[str, str]]) -> Snapshot: ...
 
-    async def read_holders(self, wants: set[tuple[str, str]]) -> dict[tuple[str, str], HolderView]:
-        """(holder psn_no, claim_id) → the holder's account as that claim sees it."""
+    async def read_holders(self, wants: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], HolderView]:
+        """(holder, patient, claim_id) → the holder's account as that claim sees it."""
         ...
 
     async def hold(self, holds: list[Hold]) -> list[Status]: ...
@@ -114,7 +122,7 @@ class MemoryStore:
         self.institutions: dict[str, Institution] = {}
         self.states: dict[str, PersonState] = {}
         self.records: dict[tuple[str, str], Record] = {}
-        self.holds: dict[tuple[str, str], int] = {}
+        self.holds: dict[tuple[str, str], int] = {}  # (holder, "patient:claim") → fen held
 
     async def put_persons(self, persons: list[Person]) -> None:
         for person in persons:
@@ -134,22 +142,29 @@ class MemoryStore:
 
     async def read_holders(self, wants):
         views = {}
-        for holder, claim_id in wants:
+        for holder, patient, claim_id in wants:
             state = self.states.get(holder, PersonState())
-            views[(holder, claim_id)] = HolderView(state.token, state.balance, self.holds.get((holder, claim_id), 0))
+            held = self.holds.get((holder, f"{patient}:{claim_id}"), 0)
+            views[(holder, patient, claim_id)] = HolderView(state.token, state.balance, held)
         return views
 
     async def hold(self, holds: list[Hold]) -> list[Status]:
         statuses = []
         for hold in holds:
             state = self.states.get(hold.holder, PersonState())
-            held = self.holds.get((hold.holder, hold.claim_id), 0)
-            delta = hold.amount - held
+            key = (hold.holder, hold.field)
+            if self.holds.get(key, 0) != hold.expected:
+                statuses.append(Status.STALE)
+                continue
+            delta = hold.amount - hold.expected
             if delta > state.balance:
                 statuses.append(Status.SHORT)
                 continue
             if delta:
-                self.holds[(hold.holder, hold.claim_id)] = hold.amount
+                if hold.amount:
+                    self.holds[key] = hold.amount
+                else:
+                    del self.holds[key]
                 self.states[hold.holder] = dataclasses.replace(state, balance=state.balance - delta, token=hold.token)
             statuses.append(Status.OK)
         return statuses

@@ -1,0 +1,35 @@
+"""CONTRACT "Idempotency": the same claim resent is the same content, however it was written."""
+
+from __future__ import annotations
+
+import pytest
+
+from gongji.settlement.domain import Claim
+from gongji.settlement.handler import fingerprint
+
+pytestmark = pytest.mark.unit
+
+BASE = dict(claim_id="C1", mdtrt_id="M", psn_no="P", fixmedins_code="H", med_type="11", insutype="310",
+            setl_time="2023-03-01T10:00:00+08:00", acct_used_flag="0",
+            fee_details=[dict(feedetl_sn="1", med_list_codg="X", list_type="1", chrgitm_lv="01",
+                              det_item_fee_sumamt="30.00", cnt="3", pric="10.00")])
+LINE = BASE["fee_details"][0]
+
+
+@pytest.mark.parametrize("resent", [
+    pytest.param({**BASE, "setl_time": "2023-03-01T02:00:00+00:00"}, id="same instant, other offset"),
+    pytest.param({**BASE, "fee_details": [{**LINE, "cnt": "3.0000", "pric": "10.000000"}]}, id="more decimal places"),
+    pytest.param({**BASE, "fee_details": [{**LINE, "non_med_flag": None, "pric_uplmt_amt": None}]}, id="explicit nulls"),
+])
+def test_a_resend_written_differently_is_the_same_content(resent):
+    assert fingerprint(Claim.model_validate(resent)) == fingerprint(Claim.model_validate(BASE))
+
+
+@pytest.mark.parametrize("changed", [
+    pytest.param({**BASE, "mdtrt_id": "M2"}, id="another visit"),
+    pytest.param({**BASE, "psn_no": "P2"}, id="another person"),
+    pytest.param({**BASE, "setl_time": "2023-03-01T10:00:01+08:00"}, id="another second"),
+    pytest.param({**BASE, "fee_details": [{**LINE, "cnt": "2", "det_item_fee_sumamt": "20.00"}]}, id="another count"),
+])
+def test_other_content_is_a_conflict(changed):
+    assert fingerprint(Claim.model_validate(changed)) != fingerprint(Claim.model_validate(BASE))

@@ -6,10 +6,10 @@ see earlier ones), then write: holds first, commits second.
 
 The first pass is optimistic: it does not read each event's own record, since almost every event is
 new; a commit finds a duplicate anyway and refuses it. Events of persons with a family account
-holder skip the first pass, because a hold is written before the commit that would catch the
-duplicate. The second pass takes what the first left or bounced, as a batch, reading everything.
-What still finds the state changed under it (a zombie consumer, a holder's own claim) goes one
-event at a time, until it sticks.
+holder (and of the holder) skip the first pass, because a hold is written before the commit that
+would catch the duplicate. Further passes take what is left, as a batch, reading everything, while
+they make progress. What still finds the state changed under it (a zombie consumer) goes one event
+at a time, until it sticks.
 """
 
 from __future__ import annotations
@@ -182,8 +182,11 @@ class Settler:
             await self.store.put_institutions(institutions)
         if work:
             retry = await self._settle(work, results, optimistic=True)
-            if retry:
-                retry = await self._settle(retry, results, optimistic=False)
+            while retry:  # full passes over what is left, as a batch, while they make progress
+                left = await self._settle(retry, results, optimistic=False)
+                if len(left) == len(retry):
+                    break
+                retry = left
             for item in retry:  # the slow path: one event at a time, in order
                 for _ in range(MAX_ATTEMPTS):
                     if not await self._settle([item], results, optimistic=False):

@@ -81,6 +81,18 @@ async def test_commit_writes_state_and_record_exactly(store):
     assert snap.records[("P1", "c:C1")] == record("C1")
 
 
+async def test_every_accumulator_round_trips(store):
+    """Issue 3's layers: chronic groups (names in Chinese), large-amount, civil-servant, assistance."""
+    totals = YearTotals(fund_cap_used=150000, major_deductible_used=80000, hifob_deductible_used=1,
+                        hifob_paid=1288636, cvlserv_deductible_used=100000, cvlserv_paid=94400,
+                        maf_deductible_used=1000000, maf_paid=147955, visits=3, medfee=2000000,
+                        chronic_deductible_used={"高血压、糖尿病": 20000, "冠心病": 0},
+                        chronic_paid={"高血压、糖尿病": 250000, "冠心病": 12345})
+    new = PersonState(token="c:C1", balance=5, years={2023: totals})
+    assert await store.commit([Commit("P1", "", new, claim_key("C1"), record("C1"))]) == [Status.OK]
+    assert (await store.read({"P1"}, set(), set())).states["P1"] == new
+
+
 async def test_commit_is_conditional_on_token_and_record(store):
     first = Commit("P1", "", state("c:C1", 10), claim_key("C1"), record("C1"))
     assert await store.commit([first]) == [Status.OK]

@@ -112,6 +112,7 @@ def claim(
     acct_used_flag: str = "0",
     med_type: str = "11",
     insutype: str = "310",
+    dise_codg: str | None = None,
 ) -> Claim:
     claim_id = claim_id or f"C{next(_serial)}"
     return Claim(
@@ -124,6 +125,7 @@ def claim(
         setl_time=setl_time,
         acct_used_flag=acct_used_flag,
         fee_details=lines or (line("100.00"),),
+        dise_codg=dise_codg,
     )
 
 

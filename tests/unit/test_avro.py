@@ -137,9 +137,9 @@ FIELD_NAMES = {
                     "grassroots", "admdvs"],
     "Person": ["psn_no", "insutype", "psn_type", "insu_admdvs", "psn_insu_stas",
                "fd_fixmedins_code", "mulaid_holder_psn_no", "mulaid_relation", "psn_idet_type",
-               "chronic_diseases"],
+               "chronic_diseases", "cvlserv_flag"],
     "Claim": ["claim_id", "mdtrt_id", "psn_no", "fixmedins_code", "med_type", "insutype",
-              "setl_time", "acct_used_flag", "fee_details"],
+              "setl_time", "acct_used_flag", "fee_details", "dise_codg"],
     "FeeDetail": ["feedetl_sn", "med_list_codg", "list_type", "chrgitm_lv",
                   "det_item_fee_sumamt", "cnt", "pric", "pric_uplmt_amt", "selfpay_prop",
                   "non_med_flag"],
@@ -158,6 +158,7 @@ OPTIONAL = {
     ("FeeDetail", "pric_uplmt_amt"), ("FeeDetail", "selfpay_prop"), ("FeeDetail", "non_med_flag"),
     ("Person", "fd_fixmedins_code"), ("Person", "mulaid_holder_psn_no"),
     ("Person", "mulaid_relation"), ("Person", "psn_idet_type"), ("Person", "chronic_diseases"),
+    ("Person", "cvlserv_flag"), ("Claim", "dise_codg"),
     ("Credit", "amount"), ("Credit", "crdt_base"), ("Rejection", "claim_id"),
     ("Rejection", "credit_id"), ("Rejection", "input_type"), ("Rejection", "psn_no"),
     ("ReversalResult", "orig_setl_time"), ("DeadLetter", "key"),
@@ -391,7 +392,7 @@ def test_current_claim_only_adds_optional_fields_to_v1() -> None:
             else:
                 assert field["type"][0] == "null" and field["default"] is None, name
                 added.append(f"{rec_name}.{name}")
-    assert added == ["FeeDetail.non_med_flag"]
+    assert added == ["Claim.dise_codg", "FeeDetail.non_med_flag"]
     assert fingerprint_of(load_packaged_schema("history/claim.v1.avsc")) != fingerprint_of(
         load_packaged_schema("claim.avsc"))
 

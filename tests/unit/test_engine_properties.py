@@ -196,7 +196,7 @@ claim_ops = st.builds(
     setl_time=st.one_of(setl_times.map(datetime.isoformat), year_end_times),
     inst=st.sampled_from(INSTITUTIONS),
     acct_used_flag=st.sampled_from(["0", "1", "1"]),
-    med_type=st.sampled_from(["11"] * 12 + ["21"]),
+    med_type=st.sampled_from(["11"] * 12 + ["41"]),  # 41: a type no shipped policy settles
 )
 reverse_ops = st.builds(
     ReverseOp,

@@ -740,9 +740,8 @@ def test_unknown_institution():
         pytest.param(person(), claim(line("10.00"), setl_time="2022-09-30T10:00:00+08:00"), "NOT_INSURED",
                      id="before the region's first policy version"),
         pytest.param(person(insu_admdvs="110000"), claim(line("10.00")), "NOT_INSURED", id="region without policy"),
-        pytest.param(person(), claim(line("10.00"), med_type="21"), "UNSUPPORTED_MED_TYPE", id="med_type 21"),
-        pytest.param(person(), claim(line("10.00"), med_type="14"), "UNSUPPORTED_MED_TYPE",
-                     id="med_type 14 not settled by these policies"),
+        pytest.param(person(), claim(line("10.00"), med_type="41"), "UNSUPPORTED_MED_TYPE",
+                     id="med_type 41 not settled by these policies"),
     ],
 )
 def test_claim_rejections(p, c, code):

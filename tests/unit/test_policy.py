@@ -66,7 +66,7 @@ def test_erenhot_figures():
         assert rules.ratio[band].in_service == Decimal("0.70") and rules.ratio[band].retired == Decimal("0.75")
     assert rules.family_doctor_bonus == 0
     assert rules.counts_in_fund_cap is True and version.annual_fund_cap is not None
-    assert version.med_types == ["11"]
+    assert version.med_types == ["11", "14", "21"]
 
 
 def test_province_figures():
@@ -193,8 +193,8 @@ BAD_FILES = [
         id="counts_in_fund_cap without annual_fund_cap",
     ),
     pytest.param(
-        _replace(ERENHOT_TEXT, 'med_types = ["11"]', 'med_types = ["11", "21"]'),
-        ["med_types", "21"],
+        _replace(ERENHOT_TEXT, 'med_types = ["11", "14", "21"]', 'med_types = ["11", "14", "21", "41"]'),
+        ["med_types", "41"],
         id="med_type the engine cannot settle",
     ),
     pytest.param(

@@ -56,6 +56,11 @@ def yuan_to_fen(yuan: Decimal) -> int:
     return mul_round(100, yuan)
 
 
+def div_round(fen: int, divisor: Decimal) -> int:
+    """round_half_up(fen ÷ divisor) in whole fen: the base a capped payment covered at a ratio."""
+    return int((Decimal(fen) / divisor).quantize(_ONE, rounding=ROUND_HALF_UP))
+
+
 def to_price(value: object) -> Decimal:
     """A unit price in yuan with at most 6 places (the national 2204 interface's precision)."""
     if isinstance(value, bool) or isinstance(value, float):

@@ -60,8 +60,9 @@ class Person(_Event):
     fd_fixmedins_code: str | None = None
     mulaid_holder_psn_no: str | None = None
     mulaid_relation: str | None = None
-    psn_idet_type: str | None = None
-    chronic_diseases: tuple[str, ...] | None = None
+    psn_idet_type: str | None = None  # medical-assistance category (医疗救助对象类别)
+    chronic_diseases: tuple[str, ...] | None = None  # recognised (备案) 门诊慢特病 / 门诊大病 diagnoses
+    cvlserv_flag: Literal["0", "1"] | None = None  # entitled to the civil-servant subsidy (公务员医疗补助)
 
     @property
     def retired(self) -> bool:
@@ -117,6 +118,7 @@ class Claim(_Event):
     setl_time: datetime
     acct_used_flag: Literal["0", "1"]
     fee_details: tuple[FeeLine, ...] = Field(min_length=1)
+    dise_codg: str | None = None  # diagnosis (ICD-10), for med_type 14
 
     _check_time = field_validator("setl_time")(_aware)
 
@@ -166,24 +168,52 @@ class Credit(_Event):
 # ---------------------------------------------------------------- state
 
 
+# Each scalar accumulator of YearTotals, and the Effects field that adds to it.
+ACCUMULATES = {
+    "deductible_used": "deductible",
+    "outpatient_pool_paid": "outpatient_pool",
+    "fund_cap_used": "fund_cap",
+    "visits": "visits",
+    "medfee": "medfee",
+    "major_deductible_used": "major_deductible",
+    "hifob_deductible_used": "hifob_deductible",
+    "hifob_paid": "hifob",
+    "cvlserv_deductible_used": "cvlserv_deductible",
+    "cvlserv_paid": "cvlserv",
+    "maf_deductible_used": "maf_deductible",
+    "maf_paid": "maf",
+}
+CHRONIC_ACCUMULATORS = ("chronic_deductible_used", "chronic_paid")
+
+
 @dataclass(frozen=True, slots=True)
 class YearTotals:
     """A person's accumulators for one calendar year (Asia/Shanghai) of setl_time. All fen."""
 
-    deductible_used: int = 0  # 起付线 consumed
+    deductible_used: int = 0  # general outpatient 起付线 consumed
     outpatient_pool_paid: int = 0  # general outpatient pooling paid (hifp_pay, med_type 11)
     fund_cap_used: int = 0  # pooling counted against the annual fund cap (纳入年度最高支付限额)
     visits: int = 0
     medfee: int = 0
+    major_deductible_used: int = 0  # 门诊大病 annual deductible
+    hifob_deductible_used: int = 0  # 职工大额医疗费用补助
+    hifob_paid: int = 0
+    cvlserv_deductible_used: int = 0  # 公务员医疗补助
+    cvlserv_paid: int = 0
+    maf_deductible_used: int = 0  # 医疗救助: one annual limit for chronic/special and inpatient care
+    maf_paid: int = 0
+    # 门诊慢特病, per disease group: their own deductible and annual limit
+    chronic_deductible_used: dict[str, int] = field(default_factory=dict)
+    chronic_paid: dict[str, int] = field(default_factory=dict)
 
     def plus(self, effects: "Effects", sign: int = 1) -> "YearTotals":
-        return YearTotals(
-            deductible_used=self.deductible_used + sign * effects.deductible,
-            outpatient_pool_paid=self.outpatient_pool_paid + sign * effects.outpatient_pool,
-            fund_cap_used=self.fund_cap_used + sign * effects.fund_cap,
-            visits=self.visits + sign * effects.visits,
-            medfee=self.medfee + sign * effects.medfee,
-        )
+        values = {name: getattr(self, name) + sign * getattr(effects, source) for name, source in ACCUMULATES.items()}
+        deductibles, paid = self.chronic_deductible_used, self.chronic_paid
+        if effects.chronic_group is not None:
+            group = effects.chronic_group
+            deductibles = {**deductibles, group: deductibles.get(group, 0) + sign * effects.chronic_deductible}
+            paid = {**paid, group: paid.get(group, 0) + sign * effects.chronic_pool}
+        return YearTotals(**values, chronic_deductible_used=deductibles, chronic_paid=paid)
 
 
 ZERO_YEAR = YearTotals()
@@ -214,6 +244,16 @@ class Effects:
     acct_pay: int = 0
     mulaid_holder: str | None = None
     mulaid_pay: int = 0
+    chronic_group: str | None = None
+    chronic_deductible: int = 0
+    chronic_pool: int = 0
+    major_deductible: int = 0
+    hifob_deductible: int = 0
+    hifob: int = 0
+    cvlserv_deductible: int = 0
+    cvlserv: int = 0
+    maf_deductible: int = 0
+    maf: int = 0
 
     def to_record(self) -> dict:
         return {name: getattr(self, name) for name in self.__slots__}

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from decimal import Decimal
 
-from gongji.common.money import mul_round, yuan_text, yuan_to_fen
+from gongji.common.money import div_round, mul_round, yuan_text, yuan_to_fen
 from gongji.settlement.domain import (
     SHANGHAI,
     Claim,
@@ -32,6 +32,7 @@ from gongji.settlement.policy import PolicyBook, PolicyVersion
 
 COVERED_INSUTYPES = ("310",)  # 职工基本医疗保险
 POOLING, ACCOUNT = "310100", "310200"
+LARGE_AMOUNT, CIVIL_SERVANT, ASSISTANCE = "330100", "320100", "610100"
 
 
 _y = yuan_text
@@ -132,6 +133,160 @@ def policy_for(
 # ---------------------------------------------------------------- §3–4 settle a claim
 
 
+@dataclass(frozen=True, slots=True)
+class _Basic:
+    """What the basic pooling fund pays for one claim, and what it consumed."""
+
+    kind: str  # "general", "chronic", "inpatient", "major" (门诊大病, 参照住院)
+    pooling: int
+    deductible: int
+    ratio: Decimal
+    limit_left: int  # what the binding cap still allowed before this claim
+    over_cap: int  # in-scope base above the basic fund's annual cap: the large-amount subsidy's base
+    notes: tuple[str, ...]
+    effects: dict
+
+
+def _invalid(claim: Claim, message: str) -> Rejection:
+    return _reject("INVALID_CLAIM", message, claim.psn_no, input_type="claim", claim_id=claim.claim_id)
+
+
+def _general_outpatient(person, institution, version, split, totals, notes) -> _Basic:
+    """POLICY §3: 普通门诊统筹."""
+    notes.insert(0, "普通门诊统筹")
+    rules = version.general_outpatient
+    retired = person.retired
+    band = institution.band
+    # §3.1 起付线
+    if rules.deductible_mode == "annual":
+        left = max(0, rules.annual_deductible - totals.deductible_used)
+        deductible = min(split.inscp, left)
+        notes.append(f"annual deductible {_y(rules.annual_deductible)}, {_y(left)} left, {_y(deductible)} now")
+    elif institution.grassroots and rules.grassroots_deductible_exempt:
+        deductible = 0
+        notes.append("no deductible at a grassroots institution")
+    else:
+        deductible = min(split.inscp, rules.per_visit_deductible[band])
+        notes.append(f"per-visit deductible {_y(rules.per_visit_deductible[band])} (band {band}), "
+                     f"{_y(deductible)} now")
+    # §3.2 ratio: band × person class, + family-doctor bonus at the contracted institution
+    ratio = rules.ratio[band].for_person(retired)
+    ratio_note = f"ratio {ratio} (band {band}, {'retired' if retired else 'in-service'})"
+    if rules.family_doctor_bonus and person.fd_fixmedins_code == institution.fixmedins_code:
+        ratio = min(Decimal(1), ratio + rules.family_doctor_bonus)
+        ratio_note += f" + family doctor {rules.family_doctor_bonus}"
+    notes.append(ratio_note)
+    # §3.3 caps
+    by_ratio = mul_round(split.inscp - deductible, ratio)
+    outpatient_cap = rules.annual_cap.for_person(retired)
+    limit_left = max(0, outpatient_cap - totals.outpatient_pool_paid)
+    limit_note = f"annual outpatient cap {_y(outpatient_cap)}, {_y(limit_left)} left"
+    if rules.counts_in_fund_cap:
+        # 国办发〔2021〕14号: the outpatient cap counts inside the annual fund cap where the region says so
+        fund_left = max(0, version.annual_fund_cap - totals.fund_cap_used)
+        if fund_left < limit_left:
+            limit_left = fund_left
+            limit_note += f"; annual fund cap {_y(version.annual_fund_cap)}, {_y(fund_left)} left"
+    pooling = min(by_ratio, limit_left)
+    notes.append(limit_note)
+    if pooling < by_ratio:
+        notes.append(f"capped: {_y(by_ratio)} by ratio, {_y(pooling)} paid")
+    return _Basic("general", pooling, deductible, ratio, limit_left, 0, tuple(notes),
+                  {"deductible": deductible, "outpatient_pool": pooling,
+                   "fund_cap": pooling if rules.counts_in_fund_cap else 0})
+
+
+def _chronic(person, group, version, split, totals, notes) -> _Basic:
+    """POLICY §3 (last paragraph), §6: 门诊慢特病, the group's own deductible, ratio and limit."""
+    left = max(0, group.annual_deductible - totals.chronic_deductible_used.get(group.name, 0))
+    deductible = min(split.inscp, left)
+    ratio = group.ratio.for_person(person.retired)
+    by_ratio = mul_round(split.inscp - deductible, ratio)
+    limit_left = max(0, group.annual_limit - totals.chronic_paid.get(group.name, 0))
+    notes += [f"门诊慢特病 {group.name}: deductible {_y(group.annual_deductible)}, {_y(left)} left, "
+              f"{_y(deductible)} now", f"ratio {ratio}",
+              f"annual limit {_y(group.annual_limit)}, {_y(limit_left)} left"]
+    if group.counts_in_fund_cap and version.annual_fund_cap is not None:
+        fund_left = max(0, version.annual_fund_cap - totals.fund_cap_used)
+        if fund_left < limit_left:
+            limit_left = fund_left
+            notes.append(f"annual fund cap {_y(version.annual_fund_cap)}, {_y(fund_left)} left")
+    pooling = min(by_ratio, limit_left)
+    if pooling < by_ratio:
+        notes.append(f"capped: {_y(by_ratio)} by ratio, {_y(pooling)} paid")
+    return _Basic("chronic", pooling, deductible, ratio, limit_left, 0, tuple(notes),
+                  {"chronic_group": group.name, "chronic_deductible": deductible, "chronic_pool": pooling,
+                   "fund_cap": pooling if group.counts_in_fund_cap else 0})
+
+
+def _inpatient(person, institution, version, split, totals, notes, major: bool) -> _Basic:
+    """POLICY §6: inpatient care (med_type 21), and 门诊大病 paid like it (参照住院待遇)."""
+    rules = version.inpatient
+    band = institution.medins_lv
+    if major:  # 门诊大病: the deductible once a year, not per admission
+        left = max(0, rules.major_outpatient_annual_deductible - totals.major_deductible_used)
+        deductible = min(split.inscp, left)
+        notes.append(f"门诊大病, paid like inpatient care: annual deductible "
+                     f"{_y(rules.major_outpatient_annual_deductible)}, {_y(left)} left, {_y(deductible)} now")
+    else:
+        deductible = min(split.inscp, rules.deductible[band])
+        notes.append(f"inpatient deductible {_y(rules.deductible[band])} per admission (level {band}), "
+                     f"{_y(deductible)} now")
+    ratio = rules.ratio[band].for_person(person.retired)
+    base = split.inscp - deductible
+    by_ratio = mul_round(base, ratio)
+    limit_left = max(0, version.annual_fund_cap - totals.fund_cap_used)
+    notes += [f"ratio {ratio} (level {band})", f"annual fund cap {_y(version.annual_fund_cap)}, {_y(limit_left)} left"]
+    pooling = min(by_ratio, limit_left)
+    over_cap = 0
+    if pooling < by_ratio:
+        # The in-scope base the fund did not reach: what it paid, divided back by the ratio.
+        over_cap = max(0, base - div_round(pooling, ratio))
+        notes.append(f"capped: {_y(by_ratio)} by ratio, {_y(pooling)} paid, {_y(over_cap)} in scope above the cap")
+    effects = {"fund_cap": pooling}
+    if major:
+        effects["major_deductible"] = deductible
+    return _Basic("major" if major else "inpatient", pooling, deductible, ratio, limit_left, over_cap,
+                  tuple(notes), effects)
+
+
+def _basic(claim, person, institution, version, split, totals) -> _Basic | Rejection:
+    notes = [f"policy {person.insu_admdvs} from {version.effective_from}; 政策范围内 {_y(split.inscp)}"]
+    if claim.med_type == "11":
+        return _general_outpatient(person, institution, version, split, totals, notes)
+    if claim.med_type == "21":
+        if institution.fixmedins_type == "2":
+            return _invalid(claim, f"inpatient care (med_type 21) at retail pharmacy {institution.fixmedins_code}")
+        return _inpatient(person, institution, version, split, totals, notes, major=False)
+    # med_type 14: 门诊慢特病, or 门诊大病 paid like inpatient care, for a recognised (备案) diagnosis
+    disease = claim.dise_codg
+    if not disease:
+        return _invalid(claim, "a med_type 14 claim needs dise_codg, the diagnosis it is for")
+    recognised = disease in (person.chronic_diseases or ())
+    inpatient, chronic = version.inpatient, version.chronic
+    if recognised and inpatient is not None and disease in inpatient.major_outpatient_diseases:
+        if institution.fixmedins_type == "2":
+            return _invalid(claim, f"门诊大病 treatment at retail pharmacy {institution.fixmedins_code}")
+        return _inpatient(person, institution, version, split, totals, notes, major=True)
+    group = next((g for g in (chronic.groups if chronic else ()) if disease in g.diseases), None)
+    if recognised and group is not None:
+        return _chronic(person, group, version, split, totals, notes)
+    if chronic is not None and chronic.unrecognised == "reject":
+        return _reject("UNSUPPORTED_MED_TYPE", f"diagnosis {disease} is not a recognised (备案) 门诊慢特病 of person "
+                       f"{person.psn_no}, and region {person.insu_admdvs} settles such claims only for recognised "
+                       "diseases; register the disease, or send the visit as general outpatient (med_type 11)",
+                       claim.psn_no, input_type="claim", claim_id=claim.claim_id)
+    notes.append(f"diagnosis {disease} is not a recognised 门诊慢特病 of this person: settled as general outpatient")
+    return _general_outpatient(person, institution, version, split, totals, notes)
+
+
+def _layer(base: int, deductible_total: int, deductible_used: int, ratio: Decimal, cap: int, paid: int):
+    """One layer above basic insurance on `base`: (payment, deductible now, cap left before)."""
+    deductible = min(base, max(0, deductible_total - deductible_used))
+    cap_left = max(0, cap - paid)
+    return min(mul_round(base - deductible, ratio), cap_left), deductible, cap_left
+
+
 def settle_claim(
     claim: Claim,
     person: Person | None,
@@ -140,7 +295,9 @@ def settle_claim(
     state: PersonState,
     holder_available: int | None = None,
 ) -> ClaimSettled | Rejection:
-    """Settle one general outpatient claim against the person's state.
+    """Settle one claim against the person's state, layer by layer (保险在前、救助在后): basic
+    pooling, then the large-amount and civil-servant subsidies, then medical assistance; then the
+    personal account and family mutual aid.
 
     `holder_available` is what the family account holder's account can give to this claim
     (their balance plus anything already held for this very claim), or None when the person has
@@ -166,50 +323,54 @@ def settle_claim(
     split = split_lines(claim.fee_details)
     year = local_time.year
     totals = state.year(year)
-    rules = version.general_outpatient
-    retired = person.retired
-    band = institution.band
-    notes = [f"普通门诊统筹, policy {person.insu_admdvs} from {version.effective_from}; "
-             f"政策范围内 {_y(split.inscp)}"]
+    basic = _basic(claim, person, institution, version, split, totals)
+    if isinstance(basic, Rejection):
+        return basic
+    pooling = basic.pooling
+    details = [SetlDetail(POOLING, pooling, basic.limit_left, "; ".join(basic.notes))]
+    layers: dict[str, int] = {}
+    inpatient_like = basic.kind in ("inpatient", "major")
 
-    # §3.1 起付线
-    if rules.deductible_mode == "annual":
-        left = max(0, rules.annual_deductible - totals.deductible_used)
-        deductible = min(split.inscp, left)
-        notes.append(f"annual deductible {_y(rules.annual_deductible)}, {_y(left)} left, {_y(deductible)} now")
-    elif institution.grassroots and rules.grassroots_deductible_exempt:
-        deductible = 0
-        notes.append("no deductible at a grassroots institution")
-    else:
-        deductible = min(split.inscp, rules.per_visit_deductible[band])
-        notes.append(f"per-visit deductible {_y(rules.per_visit_deductible[band])} (band {band}), "
-                     f"{_y(deductible)} now")
+    # §6 职工大额医疗费用补助 on the in-scope amount above the basic fund's cap
+    hifob = 0
+    if inpatient_like and version.large_amount is not None and basic.over_cap:
+        rules = version.large_amount
+        hifob, deductible, cap_left = _layer(basic.over_cap, rules.annual_deductible, totals.hifob_deductible_used,
+                                             rules.ratio, rules.annual_cap, totals.hifob_paid)
+        layers.update(hifob=hifob, hifob_deductible=deductible)
+        details.append(SetlDetail(LARGE_AMOUNT, hifob, cap_left,
+                                  f"职工大额医疗费用补助: {_y(basic.over_cap)} in scope above the basic cap; "
+                                  f"deductible {_y(deductible)} now; ratio {rules.ratio}; "
+                                  f"annual cap {_y(rules.annual_cap)}, {_y(cap_left)} left"))
+    # §6 公务员医疗补助 on the in-scope burden left, for persons entitled to it
+    cvlserv = 0
+    if inpatient_like and version.civil_servant is not None and person.cvlserv_flag == "1":
+        rules = version.civil_servant
+        base = split.inscp - pooling - hifob
+        cvlserv, deductible, cap_left = _layer(base, rules.annual_deductible, totals.cvlserv_deductible_used,
+                                               rules.ratio, rules.annual_cap, totals.cvlserv_paid)
+        layers.update(cvlserv=cvlserv, cvlserv_deductible=deductible)
+        details.append(SetlDetail(CIVIL_SERVANT, cvlserv, cap_left,
+                                  f"公务员医疗补助: {_y(base)} in scope left after insurance; deductible "
+                                  f"{_y(deductible)} now; ratio {rules.ratio}; annual cap {_y(rules.annual_cap)}, "
+                                  f"{_y(cap_left)} left"))
+    # §6 医疗救助, after insurance: the in-scope burden left, including what fell under deductibles
+    maf = 0
+    assistance = version.assistance
+    category = assistance.category(person.psn_idet_type) if assistance is not None else None
+    if category is not None and basic.kind != "general" and claim.med_type in assistance.med_types:
+        base = split.inscp - pooling - hifob - cvlserv
+        deductible_total = mul_round(assistance.per_capita_disposable_income, category.deductible_share)
+        maf, deductible, cap_left = _layer(base, deductible_total, totals.maf_deductible_used, category.ratio,
+                                           assistance.annual_limit, totals.maf_paid)
+        layers.update(maf=maf, maf_deductible=deductible)
+        details.append(SetlDetail(ASSISTANCE, maf, cap_left,
+                                  f"医疗救助 ({category.name}): {_y(base)} in scope left after insurance; "
+                                  f"deductible {_y(deductible_total)} a year, {_y(deductible)} now; ratio "
+                                  f"{category.ratio}; annual relief limit {_y(assistance.annual_limit)}, "
+                                  f"{_y(cap_left)} left"))
 
-    # §3.2 ratio: band × person class, + family-doctor bonus at the contracted institution
-    ratio = rules.ratio[band].for_person(retired)
-    ratio_note = f"ratio {ratio} (band {band}, {'retired' if retired else 'in-service'})"
-    if rules.family_doctor_bonus and person.fd_fixmedins_code == institution.fixmedins_code:
-        ratio = min(Decimal(1), ratio + rules.family_doctor_bonus)
-        ratio_note += f" + family doctor {rules.family_doctor_bonus}"
-    notes.append(ratio_note)
-
-    # §3.3 caps
-    by_ratio = mul_round(split.inscp - deductible, ratio)
-    outpatient_cap = rules.annual_cap.for_person(retired)
-    limit_left = max(0, outpatient_cap - totals.outpatient_pool_paid)
-    limit_note = f"annual outpatient cap {_y(outpatient_cap)}, {_y(limit_left)} left"
-    if rules.counts_in_fund_cap:
-        # 国办发〔2021〕14号: the outpatient cap counts inside the annual fund cap where the region says so
-        fund_left = max(0, version.annual_fund_cap - totals.fund_cap_used)
-        if fund_left < limit_left:
-            limit_left = fund_left
-            limit_note += f"; annual fund cap {_y(version.annual_fund_cap)}, {_y(fund_left)} left"
-    pooling = min(by_ratio, limit_left)
-    notes.append(limit_note)
-    if pooling < by_ratio:
-        notes.append(f"capped: {_y(by_ratio)} by ratio, {_y(pooling)} paid")
-
-    fund_total = pooling
+    fund_total = pooling + hifob + cvlserv + maf
     personal = split.medfee - fund_total
 
     # §4 personal account, then family mutual aid (家庭共济) for what is left of the eligible burden
@@ -221,8 +382,6 @@ def settle_claim(
             mulaid = min(eligible - acct_pay, max(0, holder_available))
     cash = personal - acct_pay - mulaid
     balance_after = state.balance - acct_pay
-
-    details = [SetlDetail(POOLING, pooling, limit_left, "; ".join(notes))]
     if acct_pay:
         details.append(SetlDetail(ACCOUNT, acct_pay, state.balance,
                                   f"个人账户: own account, balance {_y(state.balance)} before"))
@@ -237,18 +396,18 @@ def settle_claim(
         insu_admdvs=person.insu_admdvs, mdtrtarea_admvs=institution.admdvs,
         fixmedins_code=institution.fixmedins_code, setl_time=claim.setl_time.isoformat(),
         medfee_sumamt=split.medfee, fulamt_ownpay_amt=split.fulamt_ownpay, overlmt_selfpay=split.overlmt,
-        preselfpay_amt=split.preselfpay, inscp_scp_amt=split.inscp, act_pay_dedc=deductible,
-        hifp_pay=pooling, pool_prop_selfpay=ratio.quantize(Decimal("0.0001")), hifob_pay=0, cvlserv_pay=0,
-        maf_pay=0, oth_pay=0, fund_pay_sumamt=fund_total, psn_part_amt=personal, acct_pay=acct_pay,
-        acct_mulaid_pay=mulaid, psn_cash_pay=cash, balc=balance_after,
+        preselfpay_amt=split.preselfpay, inscp_scp_amt=split.inscp, act_pay_dedc=basic.deductible,
+        hifp_pay=pooling, pool_prop_selfpay=basic.ratio.quantize(Decimal("0.0001")), hifob_pay=hifob,
+        cvlserv_pay=cvlserv, maf_pay=maf, oth_pay=0, fund_pay_sumamt=fund_total, psn_part_amt=personal,
+        acct_pay=acct_pay, acct_mulaid_pay=mulaid, psn_cash_pay=cash, balc=balance_after,
         # The treatment region's agency advances the fund payment and clears it later (§7).
         clr_type=claim.med_type, clr_optins=institution.admdvs,
         setldetail=tuple(details),
     )
     effects = Effects(
-        year=year, deductible=deductible, outpatient_pool=pooling,
-        fund_cap=pooling if rules.counts_in_fund_cap else 0, visits=1, medfee=split.medfee,
-        acct_pay=acct_pay, mulaid_holder=person.mulaid_holder_psn_no if mulaid else None, mulaid_pay=mulaid,
+        year=year, visits=1, medfee=split.medfee, acct_pay=acct_pay,
+        mulaid_holder=person.mulaid_holder_psn_no if mulaid else None, mulaid_pay=mulaid,
+        **basic.effects, **layers,
     )
     years = dict(state.years)
     years[year] = totals.plus(effects)

@@ -21,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gongji.common.money import to_fen, to_ratio
 
@@ -84,6 +84,88 @@ class GeneralOutpatient(_Model):
         return self
 
 
+class ChronicGroup(_Model):
+    """门诊慢特病: one disease or group of diseases with its own deductible, ratio and annual limit."""
+
+    name: str = Field(pattern=r"^[^:]+$")  # no ":" (it separates the parts of a Redis field name)
+    diseases: list[str]  # diagnosis codes (dise_codg) of the group
+    annual_deductible: Fen = 0
+    ratio: RatioByClass
+    annual_limit: Fen
+    counts_in_fund_cap: bool = True
+
+
+class Chronic(_Model):
+    """Outpatient chronic and special diseases (med_type 14), enjoyed alongside general outpatient."""
+
+    groups: list[ChronicGroup]
+    # A med_type 14 claim for a disease the person is not recognised for (not on their 备案 list):
+    # settled as general outpatient, or refused, as the region says.
+    unrecognised: Literal["general", "reject"] = "general"
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> "Chronic":
+        seen: dict[str, str] = {}
+        for group in self.groups:
+            for disease in group.diseases:
+                if disease in seen:
+                    raise ValueError(f"disease {disease} is in groups {seen[disease]!r} and {group.name!r}")
+                seen[disease] = group.name
+        return self
+
+
+class Inpatient(_Model):
+    """普通住院 (med_type 21), and 门诊大病 settled 参照住院待遇 (major outpatient diseases)."""
+
+    deductible: dict[Band, Fen]  # per admission, by institution level (pharmacies: not used)
+    ratio: dict[Band, RatioByClass]
+    # 门诊大病: med_type 14 claims for these diagnoses are paid like inpatient care, with the
+    # deductible below once per year instead of per admission.
+    major_outpatient_diseases: list[str] = []
+    major_outpatient_annual_deductible: Fen = 0
+
+    @model_validator(mode="after")
+    def _complete(self) -> "Inpatient":
+        for table in ("deductible", "ratio"):
+            missing = [band for band in ("1", "2", "3") if band not in getattr(self, table)]
+            if missing:
+                raise ValueError(f"inpatient {table} missing for level(s) {', '.join(missing)}")
+        return self
+
+
+class Supplement(_Model):
+    """A layer above basic insurance: 职工大额医疗费用补助 (hifob_pay) or 公务员医疗补助 (cvlserv_pay)."""
+
+    annual_deductible: Fen = 0
+    ratio: Ratio
+    annual_cap: Fen
+
+
+class AssistanceCategory(_Model):
+    """One category of 医疗救助 (the 三条线: deductible, ratio, annual limit)."""
+
+    name: str
+    codes: list[str]  # psn_idet_type values of the person registry
+    ratio: Ratio
+    # 低保 and 特困: no deductible; 低保边缘 and 因病致贫: a share of last year's per-capita disposable income.
+    deductible_share: Ratio = Decimal(0)
+
+
+class Assistance(_Model):
+    """医疗救助 (maf_pay), after insurance: 保险在前、救助在后."""
+
+    per_capita_disposable_income: Fen  # last year's, for the deductible shares
+    annual_limit: Fen  # shared by outpatient chronic/special and inpatient care
+    categories: list[AssistanceCategory]
+    med_types: list[str] = ["14", "21"]
+
+    def category(self, code: str | None) -> AssistanceCategory | None:
+        for category in self.categories:
+            if code in category.codes:
+                return category
+        return None
+
+
 class Crediting(_Model):
     """Personal-account crediting (个人账户计入), POLICY.md §4."""
 
@@ -97,20 +179,32 @@ class PolicyVersion(_Model):
     med_types: list[str]
     annual_fund_cap: Fen | None = None
     general_outpatient: GeneralOutpatient
+    chronic: Chronic | None = None
+    inpatient: Inpatient | None = None
+    large_amount: Supplement | None = None  # 职工大额医疗费用补助, 330100
+    civil_servant: Supplement | None = None  # 公务员医疗补助, 320100
+    assistance: Assistance | None = None  # 医疗救助, 610100
     crediting: Crediting
 
     @field_validator("med_types")
     @classmethod
     def _settled_types_known(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - {"11"})
+        unknown = sorted(set(value) - {"11", "14", "21"})
         if unknown:
-            raise ValueError(f"this engine settles med_type 11 only; remove {unknown}")
+            raise ValueError(f"this engine settles med_type 11, 14 and 21; remove {unknown}")
         return value
 
     @model_validator(mode="after")
-    def _fund_cap(self) -> "PolicyVersion":
+    def _consistent(self) -> "PolicyVersion":
         if self.general_outpatient.counts_in_fund_cap and self.annual_fund_cap is None:
             raise ValueError("general_outpatient.counts_in_fund_cap needs annual_fund_cap")
+        if "14" in self.med_types and self.chronic is None and (self.inpatient is None
+                                                                 or not self.inpatient.major_outpatient_diseases):
+            raise ValueError("med_type 14 needs a [chronic] table or inpatient.major_outpatient_diseases")
+        if "21" in self.med_types and self.inpatient is None:
+            raise ValueError("med_type 21 needs an [inpatient] table")
+        if self.inpatient is not None and self.annual_fund_cap is None:
+            raise ValueError("[inpatient] needs annual_fund_cap (the basic fund's annual cap)")
         return self
 
 

@@ -21,6 +21,8 @@ from redis.asyncio import Redis
 
 from gongji.common.redis import deadline
 from gongji.settlement.domain import (
+    ACCUMULATES,
+    CHRONIC_ACCUMULATORS,
     ClaimRecord,
     CreditApplied,
     CreditRecord,
@@ -33,7 +35,7 @@ from gongji.settlement.domain import (
 )
 from gongji.settlement.store import Commit, Hold, HolderView, Record, Snapshot, Status
 
-_YEAR_FIELDS = ("deductible_used", "outpatient_pool_paid", "fund_cap_used", "visits", "medfee")
+_YEAR_FIELDS = tuple(ACCUMULATES)
 _STATUS = {b"ok": Status.OK, b"stale": Status.STALE, b"duplicate": Status.DUPLICATE, b"short": Status.SHORT}
 
 
@@ -44,12 +46,16 @@ def _script(name: str) -> str:
 def parse_state(raw: dict[bytes, bytes]) -> PersonState:
     if not raw:
         return PersonState()
-    years: dict[int, dict[str, int]] = {}
+    years: dict[int, dict] = {}
     for field, value in raw.items():
         name = field.decode()
         if ":" in name and name[0].isdigit():
-            year, accumulator = name.split(":", 1)
-            years.setdefault(int(year), {})[accumulator] = int(value)
+            year, accumulator, *group = name.split(":", 2)
+            values = years.setdefault(int(year), {})
+            if group:  # "<year>:chronic_paid:<group>"
+                values.setdefault(accumulator, {})[group[0]] = int(value)
+            else:
+                values[accumulator] = int(value)
     return PersonState(
         token=raw.get(b"ver", b"").decode(),
         balance=int(raw.get(b"balc", b"0")),
@@ -66,6 +72,9 @@ def state_fields(state: PersonState, record: Record) -> list[str]:
         totals = state.year(year)
         for name in _YEAR_FIELDS:
             fields += [f"{year}:{name}", str(getattr(totals, name))]
+        for name in CHRONIC_ACCUMULATORS:
+            for group, amount in getattr(totals, name).items():
+                fields += [f"{year}:{name}:{group}", str(amount)]
     return fields
 
 

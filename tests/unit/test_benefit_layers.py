@@ -1,0 +1,127 @@
+"""Benefit layers (issue 3, POLICY §6): 门诊慢特病, inpatient and 门诊大病, the large-amount and
+civil-servant subsidies, medical assistance, in that order (保险在前、救助在后). Every figure is worked
+by hand in the comments, in yuan, from the shipped sample policies (152501 Erenhot, 990100)."""
+
+from __future__ import annotations
+
+
+import pytest
+from builders import BOOK, ERENHOT, PROVINCE, claim, fen, institution, line, person, record, reversal, state
+
+from gongji.settlement.domain import Rejection, YearTotals
+from gongji.settlement.engine import reverse_claim, settle_claim
+
+pytestmark = pytest.mark.unit
+H3 = institution("H3", level="3")
+H2 = institution("H2", level="2")
+
+
+def settle(p, c, st, inst=H3):
+    outcome = settle_claim(c, p, inst, BOOK, st)
+    assert not isinstance(outcome, Rejection), outcome
+    return outcome
+
+
+def funds(outcome) -> dict[str, int]:
+    return {row.fund_pay_type: row.fund_payamt for row in outcome.settlement.setldetail if row.fund_pay_type != "310200"}
+
+
+def test_chronic_group_own_limit_alongside_general_outpatient():
+    """§6 门诊慢特病 (Erenhot 高血压: no deductible, retired 75%, limit 2000.00), its own accumulator."""
+    p = person(retired=True, chronic_diseases=("I10",))
+    st = state()
+    first = settle(p, claim(line("500.00"), med_type="14", dise_codg="I10"), st)
+    assert first.settlement.hifp_pay == fen("375.00")  # 500 × 0.75
+    second = settle(p, claim(line("2000.00"), med_type="14", dise_codg="I10"), first.state)
+    assert second.settlement.hifp_pay == fen("1500.00")  # 2000 × 0.75; 1625.00 of the limit left
+    third = settle(p, claim(line("500.00"), med_type="14", dise_codg="I10"), second.state)
+    assert third.settlement.hifp_pay == fen("125.00")  # 375.00 by ratio, 2000 − 1875 = 125.00 left
+    year = third.state.year(2023)
+    assert year.chronic_paid == {"高血压": fen("2000.00")}
+    # Enjoyed alongside general outpatient: its deductible and cap are untouched.
+    assert year.deductible_used == 0 and year.outpatient_pool_paid == 0
+    general = settle(p, claim(line("1200.00")), third.state)
+    assert general.settlement.act_pay_dedc == fen("1000.00")  # the annual deductible, all of it still to pay
+
+
+def test_unrecognised_disease_general_in_erenhot_refused_in_the_province():
+    """§6: a diagnosis not on the person's 备案 list: settled as general outpatient or refused, as the
+    region says (Erenhot: general; 990100: reject)."""
+    p = person(chronic_diseases=("I10",))
+    as_general = settle(p, claim(line("1200.00"), med_type="14", dise_codg="E11"), state())
+    assert as_general.settlement.act_pay_dedc == fen("1000.00")  # general outpatient's annual deductible
+    assert as_general.settlement.hifp_pay == fen("120.00")  # (1200 − 1000) × 0.60
+    assert "settled as general outpatient" in as_general.settlement.setldetail[0].setl_proc_info
+    q = person(region=PROVINCE, chronic_diseases=("I10",))
+    refused = settle_claim(claim(line("100.00"), med_type="14", dise_codg="E11"), q,
+                           institution("H3", level="3", admdvs=PROVINCE), BOOK, state())
+    assert isinstance(refused, Rejection) and refused.err_code == "UNSUPPORTED_MED_TYPE"
+    missing = settle_claim(claim(line("100.00"), med_type="14"), p, H3, BOOK, state())
+    assert isinstance(missing, Rejection) and missing.err_code == "INVALID_CLAIM"
+
+
+def test_inpatient_deductible_per_admission_and_ratio_by_level():
+    """§6 inpatient (Erenhot sample: level 3 deductible 800.00, in-service 85%; level 2 500.00, 88%)."""
+    p = person()
+    one = settle(p, claim(line("10000.00"), med_type="21"), state())
+    assert (one.settlement.act_pay_dedc, one.settlement.hifp_pay) == (fen("800.00"), fen("7820.00"))  # 9200 × 0.85
+    two = settle(p, claim(line("10000.00"), med_type="21", fixmedins_code="H2"), one.state, inst=H2)
+    assert (two.settlement.act_pay_dedc, two.settlement.hifp_pay) == (fen("500.00"), fen("8360.00"))  # 9500 × 0.88
+    assert two.state.year(2023).fund_cap_used == fen("16180.00")
+
+
+def test_major_disease_and_dibao_crossing_the_basic_cap_then_reversed():
+    """The issue's case: dialysis (N18.5, 门诊大病 参照住院) for a retired 低保 recipient whose basic fund
+    has 5,000.00 of its 150,000.00 annual cap left, the 800.00 annual deductible already met.
+    - basic: 20000.00 × 88% = 17600.00 by ratio, capped at 5000.00;
+      covered base 5000 ÷ 0.88 = 5681.82, so 20000 − 5681.82 = 14318.18 in scope above the cap;
+    - large-amount (90%): 14318.18 × 0.90 = 12886.362 → 12886.36;
+    - assistance (低保: no deductible, 70%): 20000 − 5000 − 12886.36 = 2113.64 × 0.70 = 1479.548 → 1479.55;
+    - personal 20000 − 19365.91 = 634.09."""
+    p = person(retired=True, chronic_diseases=("N18.5",), psn_idet_type="dibao")
+    before = state(y2023=YearTotals(fund_cap_used=fen("145000.00"), major_deductible_used=fen("800.00")))
+    outcome = settle(p, claim(line("20000.00"), med_type="14", dise_codg="N18.5"), before)
+    s = outcome.settlement
+    assert (s.act_pay_dedc, s.hifp_pay, s.hifob_pay, s.cvlserv_pay, s.maf_pay) == (
+        0, fen("5000.00"), fen("12886.36"), 0, fen("1479.55"))
+    assert funds(outcome) == {"310100": fen("5000.00"), "330100": fen("12886.36"), "610100": fen("1479.55")}
+    assert (s.fund_pay_sumamt, s.psn_part_amt) == (fen("19365.91"), fen("634.09"))
+    assert str(s.pool_prop_selfpay) == "0.8800"  # the basic ratio applied
+    year = outcome.state.year(2023)
+    assert (year.fund_cap_used, year.hifob_paid, year.maf_paid) == (fen("150000.00"), fen("12886.36"), fen("1479.55"))
+    # Reversed next year: every layer's accumulator of 2023 goes back exactly.
+    undone = reverse_claim(reversal(s.claim_id, setl_time="2024-01-10T09:00:00+08:00"), record(outcome),
+                           outcome.state)
+    assert undone.state.year(2023) == before.year(2023)
+    assert (undone.settlement.hifob_pay, undone.settlement.maf_pay) == (-fen("12886.36"), -fen("1479.55"))
+
+
+def test_assistance_deductible_is_a_share_of_income_shared_across_claims():
+    """因病致贫 (Erenhot sample: 25% of 40000.00 = 10000.00 a year, ratio 60%). Level-2 inpatient stays
+    of 30000.00: deductible 500.00, 29500 × 88% = 25960.00 pooling, 4040.00 in scope left each time.
+    1st and 2nd: 4040.00 each goes to the assistance deductible (8080.00 of 10000.00); 3rd: 1920.00
+    of it left, (4040 − 1920) × 0.60 = 1272.00."""
+    p = person(psn_idet_type="illness_poverty")
+    st = state()
+    paid = []
+    for _ in range(3):
+        outcome = settle(p, claim(line("30000.00"), med_type="21", fixmedins_code="H2"), st, inst=H2)
+        paid.append(outcome.settlement.maf_pay)
+        st = outcome.state
+    assert paid == [0, 0, fen("1272.00")]
+    assert st.year(2023).maf_deductible_used == fen("10000.00")
+
+
+def test_civil_servant_subsidy_for_those_entitled():
+    """公务员医疗补助 (Erenhot sample: deductible 1000.00, 80%): level-3 stay of 10000.00 → basic 7820.00,
+    2180.00 in scope left, (2180 − 1000) × 0.80 = 944.00. Without the flag: nothing."""
+    entitled = settle(person(cvlserv_flag="1"), claim(line("10000.00"), med_type="21"), state())
+    assert entitled.settlement.cvlserv_pay == fen("944.00")
+    assert funds(entitled)["320100"] == fen("944.00")
+    assert settle(person(), claim(line("10000.00"), med_type="21"), state()).settlement.cvlserv_pay == 0
+
+
+def test_general_outpatient_gets_no_assistance_or_subsidy():
+    """Medical assistance covers outpatient chronic/special and inpatient care, not general outpatient."""
+    outcome = settle(person(psn_idet_type="tekun", cvlserv_flag="1"), claim(line("3000.00")), state())
+    assert (outcome.settlement.maf_pay, outcome.settlement.cvlserv_pay, outcome.settlement.hifob_pay) == (0, 0, 0)

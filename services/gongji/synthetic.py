@@ -76,7 +76,16 @@ class Traffic:
                    "psn_type": "1201" if retired else "1101", "insu_admdvs": region,
                    "psn_insu_stas": "1" if rng.random() > 0.01 else "2",
                    "fd_fixmedins_code": None, "mulaid_holder_psn_no": None, "mulaid_relation": None,
-                   "psn_idet_type": None, "chronic_diseases": None}
+                   "psn_idet_type": None, "chronic_diseases": None, "cvlserv_flag": None}
+            roll = rng.random()
+            if roll < 0.02:  # 门诊大病: dialysis, chemotherapy
+                row["chronic_diseases"] = [rng.choice(("N18.5", "Z51.1"))]
+            elif roll < 0.14:  # 门诊慢特病: hypertension, diabetes, coronary disease
+                row["chronic_diseases"] = rng.choice((["I10"], ["E11"], ["I10", "E11"], ["I25"]))
+            if rng.random() < 0.03:  # 医疗救助 categories (三条线)
+                row["psn_idet_type"] = rng.choice(("tekun", "dibao", "dibao_edge", "illness_poverty"))
+            if rng.random() < 0.05:
+                row["cvlserv_flag"] = "1"  # 公务员医疗补助
             if region == "990100" and rng.random() < 0.4:
                 row["fd_fixmedins_code"] = f"H{region}{rng.randrange(7, 15):03d}"  # a grassroots clinic
             if rows and rng.random() < self.family:
@@ -116,6 +125,13 @@ class Traffic:
                 "pric": price_d, "pric_uplmt_amt": Decimal(limit) if limit else None,
                 "selfpay_prop": Decimal(prop) if prop else None, "non_med_flag": "1" if non_med else None}
 
+    def _treatment(self, serial: int, scale: int) -> dict:
+        """A large 甲类 line: a dialysis or chemotherapy session, or an inpatient stay's care."""
+        price = yuan(self.rng.uniform(scale, scale * 8))
+        return {"feedetl_sn": str(serial), "med_list_codg": "XT13", "list_type": "201", "chrgitm_lv": "01",
+                "det_item_fee_sumamt": price, "cnt": Decimal(1), "pric": price, "pric_uplmt_amt": None,
+                "selfpay_prop": None, "non_med_flag": None}
+
     def claim(self) -> tuple[str, dict]:
         rng = self.rng
         self._serial += 1
@@ -129,10 +145,22 @@ class Traffic:
             institution = rng.choice([row for row in self.institutions if row["admdvs"] == region])["fixmedins_code"]
         when = datetime(self.year, 1, 1, 8, tzinfo=CST) + timedelta(
             days=rng.randrange(0, 364), minutes=rng.randrange(0, 600))
+        lines = [self._line(n) for n in range(1, rng.randrange(2, 6))]
+        med_type, diagnosis = "11", None
+        diseases = person["chronic_diseases"]
+        if diseases and rng.random() < 0.4:  # 门诊慢特病 or 门诊大病, now and then an unrecognised diagnosis
+            med_type, diagnosis = "14", rng.choice(diseases) if rng.random() < 0.9 else "J45"
+        elif rng.random() < 0.03:
+            med_type = "21"  # an inpatient stay
+        if med_type == "21" or diagnosis in ("N18.5", "Z51.1"):
+            hospitals = [row for row in self.institutions if row["admdvs"] == region and row["fixmedins_type"] == "1"]
+            institution = rng.choice(hospitals)["fixmedins_code"]
+            lines.append(self._treatment(len(lines) + 1, 2_000 if med_type == "14" else 6_000))
         claim = {"claim_id": f"{self.tag}C{self._serial:09d}", "mdtrt_id": f"{self.tag}M{self._serial:09d}",
-                 "psn_no": person["psn_no"], "fixmedins_code": institution, "med_type": "11", "insutype": "310",
-                 "setl_time": when.isoformat(), "acct_used_flag": "1" if rng.random() < 0.7 else "0",
-                 "fee_details": [self._line(n) for n in range(1, rng.randrange(2, 6))]}
+                 "psn_no": person["psn_no"], "fixmedins_code": institution, "med_type": med_type,
+                 "insutype": "310", "setl_time": when.isoformat(),
+                 "acct_used_flag": "1" if rng.random() < 0.7 else "0", "fee_details": lines,
+                 "dise_codg": diagnosis}
         self._claims.append(claim)
         if self.window and len(self._claims) > 2 * self.window:
             del self._claims[:-self.window]

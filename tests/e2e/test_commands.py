@@ -24,7 +24,7 @@ def test_replay_settles_the_erenhot_file_as_worked_by_hand():
     """POLICY §2–4, §8 on a small file; the figures are worked in the comments."""
     result = run("replay", str(DATA / "erenhot.jsonl"))
     assert result.returncode == 0, result.stderr
-    assert "line 17: not JSON" in result.stderr
+    assert "line 19: not JSON" in result.stderr
     out = [json.loads(line) for line in result.stdout.splitlines()]
     by_id = {}
     for event in out:
@@ -60,6 +60,13 @@ def test_replay_settles_the_erenhot_file_as_worked_by_hand():
     # C-0005: the parent's 160.00 came back with the reversal and pays 36.00 of it.
     c5 = by_id["C-0005"][0]
     assert (c5["acct_pay"], c5["balc"]) == ("36.00", "124.00")
+    # C-0006: dialysis (门诊大病, 参照住院) for a 低保 recipient at a level-3 hospital: annual deductible
+    # 800.00, (5000 − 800) × 85% = 3570.00 pooling; then 医疗救助 (低保: no deductible, 70%) on the
+    # 1430.00 in scope left: 1001.00; the person pays 429.00.
+    c6 = by_id["C-0006"][0]
+    assert (c6["act_pay_dedc"], c6["hifp_pay"], c6["maf_pay"], c6["psn_cash_pay"]) == (
+        "800.00", "3570.00", "1001.00", "429.00")
+    assert [row["fund_pay_type"] for row in c6["setldetail"]] == ["310100", "610100"]
 
 
 def test_replay_reads_standard_input():

@@ -4,6 +4,9 @@ by hand in the comments, in yuan, from the shipped sample policies (152501 Erenh
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import date
+
 
 import pytest
 from builders import BOOK, ERENHOT, PROVINCE, claim, fen, institution, line, person, record, reversal, state
@@ -125,3 +128,87 @@ def test_general_outpatient_gets_no_assistance_or_subsidy():
     """Medical assistance covers outpatient chronic/special and inpatient care, not general outpatient."""
     outcome = settle(person(psn_idet_type="tekun", cvlserv_flag="1"), claim(line("3000.00")), state())
     assert (outcome.settlement.maf_pay, outcome.settlement.cvlserv_pay, outcome.settlement.hifob_pay) == (0, 0, 0)
+
+
+# ---------------------------------------------------------------- properties over any sequence
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from gongji.settlement.domain import PersonState  # noqa: E402
+
+CATEGORIES = [None, "tekun", "dibao", "dibao_edge", "illness_poverty"]
+DISEASES = ["I10", "E11", "I25", "N18.5", "Z51.1", "J45"]  # chronic groups, 门诊大病, one in no list
+
+
+@st.composite
+def sequences(draw):
+    region = draw(st.sampled_from([ERENHOT, PROVINCE]))
+    p = person(region=region, retired=draw(st.booleans()), psn_idet_type=draw(st.sampled_from(CATEGORIES)),
+               cvlserv_flag=draw(st.sampled_from([None, "1"])),
+               chronic_diseases=tuple(draw(st.lists(st.sampled_from(DISEASES), max_size=3, unique=True))))
+    cap = BOOK.in_force(region, date(2023, 6, 1)).annual_fund_cap
+    start = YearTotals(fund_cap_used=draw(st.sampled_from([0, cap - fen("20000.00"), cap - fen("1000.00"), cap])))
+    ops = []
+    for _ in range(draw(st.integers(1, 12))):
+        if ops and draw(st.integers(0, 4)) == 0:
+            ops.append(("reverse", draw(st.integers(0, len(ops) - 1))))
+            continue
+        med_type = draw(st.sampled_from(["11", "14", "21"]))
+        amounts = draw(st.lists(st.integers(1, 6_000_000), min_size=1, max_size=3))
+        lines = [line(f"{a // 100}.{a % 100:02d}", draw(st.sampled_from(["01", "02", "03"])),
+                      selfpay=draw(st.sampled_from([None, "0.10"]))) for a in amounts]
+        level = draw(st.sampled_from(["1", "2", "3"]))
+        ops.append(("claim", med_type, lines, level, draw(st.sampled_from(DISEASES))))
+    return region, p, start, ops
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sequences())
+def test_layers_never_overpay_and_reversals_restore(case):
+    """Issue 3: no layer pays below zero; together they never pay more than the in-scope amount;
+    no fund's yearly total passes its cap; reversing everything gives the starting year back."""
+    region, p, start, ops = case
+    version = BOOK.in_force(region, date(2023, 6, 1))
+    st_ = PersonState(token="t", balance=0, years={2023: start})
+    settled: list = []
+    for op in ops:
+        if op[0] == "reverse":
+            target = settled[op[1]] if op[1] < len(settled) else None
+            if target is None or target[1]:
+                continue
+            undone = reverse_claim(reversal(target[0].settlement.claim_id), record(target[0]), st_)
+            st_ = undone.state
+            settled[op[1]] = (target[0], True)
+            continue
+        _, med_type, lines, level, disease = op
+        inst = institution(f"H{level}", level=level, admdvs=region)
+        outcome = settle_claim(claim(*lines, fixmedins_code=inst.fixmedins_code, med_type=med_type,
+                                     dise_codg=disease if med_type == "14" else None), p, inst, BOOK, st_)
+        if isinstance(outcome, Rejection):
+            settled.append(None)
+            continue
+        s = outcome.settlement
+        payments = (s.hifp_pay, s.hifob_pay, s.cvlserv_pay, s.maf_pay)
+        assert all(amount >= 0 for amount in payments)
+        assert sum(payments) == s.fund_pay_sumamt <= s.inscp_scp_amt
+        assert s.medfee_sumamt == s.fund_pay_sumamt + s.psn_part_amt
+        year = outcome.state.year(2023)
+        assert year.fund_cap_used <= version.annual_fund_cap
+        assert year.hifob_paid <= version.large_amount.annual_cap
+        assert year.cvlserv_paid <= version.civil_servant.annual_cap
+        assert year.maf_paid <= version.assistance.annual_limit
+        for group in version.chronic.groups:
+            assert year.chronic_paid.get(group.name, 0) <= group.annual_limit
+        assert all(value >= 0 for value in (year.maf_deductible_used, year.hifob_deductible_used,
+                                            year.cvlserv_deductible_used, year.major_deductible_used))
+        st_ = outcome.state
+        settled.append((outcome, False))
+    for index, entry in enumerate(settled):
+        if entry is not None and not entry[1]:
+            st_ = reverse_claim(reversal(entry[0].settlement.claim_id), record(entry[0]), st_).state
+    final = st_.year(2023)
+    assert final.fund_cap_used == start.fund_cap_used
+    normalised = dataclasses.replace(final, chronic_paid={k: v for k, v in final.chronic_paid.items() if v},
+                                     chronic_deductible_used={k: v for k, v in final.chronic_deductible_used.items() if v})
+    assert normalised == start

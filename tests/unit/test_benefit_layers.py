@@ -130,6 +130,27 @@ def test_general_outpatient_gets_no_assistance_or_subsidy():
     assert (outcome.settlement.maf_pay, outcome.settlement.cvlserv_pay, outcome.settlement.hifob_pay) == (0, 0, 0)
 
 
+def test_outpatient_pooling_shares_the_annual_fund_cap_where_the_region_says_so():
+    """国办发〔2021〕14号 / seed 001 三、4: Erenhot counts general outpatient inside the basic annual cap
+    (150000.00 sample), the province keeps it outside (seed 000). With 149,000.00 of the cap used by
+    inpatient care, an outpatient visit of 3000.00 (Erenhot: (3000 − 1000) × 60% = 1200.00, of which
+    1000.00 fits) leaves no room for the next stay; in the province the stay still has 1000.00."""
+    erenhot = person()
+    used = state(y2023=YearTotals(fund_cap_used=fen("149000.00")))
+    visit = settle(erenhot, claim(line("3000.00")), used)
+    assert visit.settlement.hifp_pay == fen("1000.00")
+    stay = settle(erenhot, claim(line("5000.00"), med_type="21"), visit.state)
+    assert stay.settlement.hifp_pay == 0 and stay.settlement.hifob_pay > 0  # all of it above the basic cap
+
+    province = person(region=PROVINCE)
+    p_used = state(y2023=YearTotals(fund_cap_used=fen("119000.00")))
+    p_h3 = institution("H3", level="3", admdvs=PROVINCE)
+    p_visit = settle(province, claim(line("3000.00")), p_used, inst=p_h3)
+    assert p_visit.settlement.hifp_pay == fen("1475.00")  # (3000 − 50) × 50%, outside the fund cap
+    p_stay = settle(province, claim(line("5000.00"), med_type="21"), p_visit.state, inst=p_h3)
+    assert p_stay.settlement.hifp_pay == fen("1000.00")  # the 1000.00 the cap still has
+
+
 # ---------------------------------------------------------------- properties over any sequence
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402

@@ -82,15 +82,22 @@ async def test_commit_writes_state_and_record_exactly(store):
 
 
 async def test_every_accumulator_round_trips(store):
-    """Issue 3's layers: chronic groups (names in Chinese), large-amount, civil-servant, assistance."""
-    totals = YearTotals(fund_cap_used=150000, major_deductible_used=80000, hifob_deductible_used=1,
-                        hifob_paid=1288636, cvlserv_deductible_used=100000, cvlserv_paid=94400,
-                        maf_deductible_used=1000000, maf_paid=147955, visits=3, medfee=2000000,
-                        chronic_deductible_used={"高血压、糖尿病": 20000, "冠心病": 0},
-                        chronic_paid={"高血压、糖尿病": 250000, "冠心病": 12345})
-    new = PersonState(token="c:C1", balance=5, years={2023: totals})
-    assert await store.commit([Commit("P1", "", new, claim_key("C1"), record("C1"))]) == [Status.OK]
-    assert (await store.read({"P1"}, set(), set())).states["P1"] == new
+    """Issue 3's layers: chronic groups (names in Chinese), large-amount, civil-servant, assistance.
+    A commit carries the state its record's effects produced; the store keeps exactly that."""
+    moved = Effects(year=2023, deductible=1, outpatient_pool=2, fund_cap=3, visits=1, medfee=4, major_deductible=5,
+                    hifob_deductible=6, hifob=7, cvlserv_deductible=8, cvlserv=9, maf_deductible=10, maf=11,
+                    chronic_group="高血压、糖尿病", chronic_deductible=12, chronic_pool=13)
+    first = YearTotals().plus(moved)
+    again = dataclasses.replace(moved, chronic_group="冠心病", chronic_deductible=0, chronic_pool=14)
+    second = first.plus(again)
+    states = [PersonState(token="c:C1", balance=5, years={2023: first}),
+              PersonState(token="c:C2", balance=6, years={2023: second})]
+    records = [dataclasses.replace(record(ident), effects=effects) for ident, effects in (("C1", moved), ("C2", again))]
+    assert await store.commit([Commit("P1", "", states[0], claim_key("C1"), records[0]),
+                               Commit("P1", "c:C1", states[1], claim_key("C2"), records[1])]) == [Status.OK] * 2
+    got = (await store.read({"P1"}, set(), set())).states["P1"]
+    assert got == states[1]
+    assert got.year(2023).chronic_paid == {"高血压、糖尿病": 13, "冠心病": 14}
 
 
 async def test_commit_is_conditional_on_token_and_record(store):

@@ -35,7 +35,6 @@ from gongji.settlement.domain import (
 )
 from gongji.settlement.store import Commit, Hold, HolderView, Record, Snapshot, Status
 
-_YEAR_FIELDS = tuple(ACCUMULATES)
 _STATUS = {b"ok": Status.OK, b"stale": Status.STALE, b"duplicate": Status.DUPLICATE, b"short": Status.SHORT}
 
 
@@ -64,17 +63,19 @@ def parse_state(raw: dict[bytes, bytes]) -> PersonState:
 
 
 def state_fields(state: PersonState, record: Record) -> list[str]:
-    """The fields an event changed: the balance, and the accumulators of the one year its record
-    touched (a claim's, or for a reversal the original's); a credit touches no year."""
+    """The fields an event changed: the balance, and the accumulators its record's effects moved in
+    the one year they touched (a claim's, or for a reversal the original's); a credit moves none."""
     fields = ["balc", str(state.balance)]
     if isinstance(record, ClaimRecord):
-        year = record.effects.year
+        effects = record.effects
+        year = effects.year
         totals = state.year(year)
-        for name in _YEAR_FIELDS:
-            fields += [f"{year}:{name}", str(getattr(totals, name))]
-        for name in CHRONIC_ACCUMULATORS:
-            for group, amount in getattr(totals, name).items():
-                fields += [f"{year}:{name}:{group}", str(amount)]
+        for name, source in ACCUMULATES.items():
+            if getattr(effects, source):
+                fields += [f"{year}:{name}", str(getattr(totals, name))]
+        if effects.chronic_group is not None:
+            for name in CHRONIC_ACCUMULATORS:
+                fields += [f"{year}:{name}:{effects.chronic_group}", str(getattr(totals, name)[effects.chronic_group])]
     return fields
 
 

@@ -77,7 +77,7 @@ class Hold:
 @dataclass(frozen=True, slots=True)
 class Commit:
     """Write `state` and `record` for `psn_no` if its token is still `expected`. `state` differs
-    from the stored one in the token, the balance and at most the year the record touched."""
+    from the stored one in the token, the balance, and the accumulators the record's effects moved."""
 
     psn_no: str
     expected: str

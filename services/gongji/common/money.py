@@ -17,19 +17,24 @@ class MoneyError(ValueError):
     """A value that is not an exact amount of yuan with at most two decimals."""
 
 
+def _decimal(value: object, what: str) -> Decimal:
+    """`value` as an exact, finite Decimal; binary floats are refused, never converted."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise MoneyError(f"{what} must be a decimal string or Decimal, not {type(value).__name__} {value!r}")
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except InvalidOperation:
+        raise MoneyError(f"not a decimal {what}: {value!r}") from None
+    if not number.is_finite():
+        raise MoneyError(f"not a finite {what}: {value!r}")
+    return number
+
+
 def to_fen(value: object) -> int:
     """Yuan (Decimal, str, int) → integer fen. Rejects floats and sub-fen precision."""
-    if isinstance(value, bool) or isinstance(value, float):
-        raise MoneyError(f"money must be a decimal string or Decimal, not {type(value).__name__} {value!r}")
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return value * 100
-    try:
-        amount = value if isinstance(value, Decimal) else Decimal(str(value).strip())
-    except InvalidOperation:
-        raise MoneyError(f"not a decimal amount: {value!r}") from None
-    if not amount.is_finite():
-        raise MoneyError(f"not a finite amount: {value!r}")
-    fen = amount * _FEN_PER_YUAN
+    fen = _decimal(value, "amount") * _FEN_PER_YUAN
     if fen != fen.to_integral_value():
         raise MoneyError(f"more than two decimals: {value!r}")
     return int(fen)
@@ -63,25 +68,15 @@ def div_round(fen: int, divisor: Decimal) -> int:
 
 def to_price(value: object) -> Decimal:
     """A unit price in yuan with at most 6 places (the national 2204 interface's precision)."""
-    if isinstance(value, bool) or isinstance(value, float):
-        raise MoneyError(f"price must be a decimal string or Decimal, not {type(value).__name__} {value!r}")
-    try:
-        price = value if isinstance(value, Decimal) else Decimal(str(value).strip())
-    except InvalidOperation:
-        raise MoneyError(f"not a decimal price: {value!r}") from None
-    if not price.is_finite() or price != price.quantize(Decimal("0.000001")):
-        raise MoneyError(f"price must be finite with at most 6 decimals: {value!r}")
+    price = _decimal(value, "price")
+    if price != price.quantize(Decimal("0.000001")):
+        raise MoneyError(f"price must have at most 6 decimals: {value!r}")
     return price
 
 
 def to_ratio(value: object) -> Decimal:
     """A ratio in [0, 1] as an exact Decimal (strings or Decimals; floats are refused)."""
-    if isinstance(value, bool) or isinstance(value, float):
-        raise MoneyError(f"ratio must be a decimal string or Decimal, not {type(value).__name__} {value!r}")
-    try:
-        ratio = value if isinstance(value, Decimal) else Decimal(str(value).strip())
-    except InvalidOperation:
-        raise MoneyError(f"not a decimal ratio: {value!r}") from None
-    if not ratio.is_finite() or ratio < 0 or ratio > 1:
+    ratio = _decimal(value, "ratio")
+    if ratio < 0 or ratio > 1:
         raise MoneyError(f"ratio outside 0–1: {value!r}")
     return ratio

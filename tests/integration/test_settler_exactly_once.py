@@ -126,3 +126,21 @@ async def test_a_zombie_settling_the_same_events_changes_nothing(store):
     reversed_ = sum(1 for r in results["live"].values() if "orig_claim_id" in r)
     assert visits == settled - reversed_
     assert all(state.balance >= 0 for state in got.values())
+
+
+async def test_one_claim_id_for_two_persons_is_a_conflict(store):
+    """CONTRACT Idempotency: the same claim_id with other content (another person) is refused
+    DUPLICATE_CONFLICT and the original stands, though the two persons' state lives apart."""
+    traffic, setup, stream = traffic_events(family=0.0, seed=24)
+    settler = Settler(store, BOOK)
+    await settler.handle(setup)
+    claims = [event for event in stream if type(event).__name__ == "Claim"]
+    first = claims[0]
+    other = next(c for c in claims if c.psn_no != first.psn_no).model_copy(update={"claim_id": first.claim_id})
+    (settled,) = await settler.handle([first])
+    (refused,) = await settler.handle([other])
+    (again,) = await settler.handle([first])
+    assert refused.value.err_code == "DUPLICATE_CONFLICT" and "another person" in refused.value.err_msg
+    assert again.value == settled.value
+    states = await states_of(store, [other.psn_no])
+    assert sum(totals.visits for totals in states[other.psn_no].years.values()) == 0

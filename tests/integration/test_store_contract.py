@@ -192,3 +192,10 @@ async def test_hold_changes_the_holders_token(store):
     # The holder's own claim, computed before the hold, must not overwrite the debited balance.
     own = Commit("H1", "k:K-H1", state("c:C7", 5000), claim_key("C7"), record("C7"))
     assert await store.commit([own]) == [Status.STALE]
+
+
+async def test_an_event_id_belongs_to_the_first_person_who_used_it(store):
+    first = await store.read(set(), set(), set(), {("c:X", "P1"), ("k:Y", "P2")})
+    assert first.owners == {"c:X": "P1", "k:Y": "P2"}
+    again = await store.read(set(), set(), set(), {("c:X", "P2"), ("k:Y", "P2")})
+    assert again.owners == {"c:X": "P1", "k:Y": "P2"}  # P2 cannot take P1's claim id

@@ -93,6 +93,19 @@ def fingerprint(event: Claim | Reversal | Credit) -> str:
     return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
+def _event_key(event: Claim | Reversal | Credit) -> str:
+    return credit_key(event.credit_id) if isinstance(event, Credit) else claim_key(event.claim_id)
+
+
+def _taken(event: Claim | Reversal | Credit, owner: str) -> Rejection:
+    """CONTRACT Idempotency: an id is one request of one person; another person's use of it conflicts."""
+    kind = "credit" if isinstance(event, Credit) else "reversal" if isinstance(event, Reversal) else "claim"
+    ident = {"credit_id": event.credit_id} if isinstance(event, Credit) else {"claim_id": event.claim_id}
+    return Rejection(err_code="DUPLICATE_CONFLICT", psn_no=event.psn_no, input_type=kind,
+                     err_msg=f"{kind} id {next(iter(ident.values()))} already belongs to a {kind} of another "
+                             f"person; the original stands. Send this one with a new id", **ident)
+
+
 def _conflict(event: Claim | Reversal | Credit, kind: str) -> Rejection:
     ident = {"credit_id": event.credit_id} if isinstance(event, Credit) else {"claim_id": event.claim_id}
     name = next(iter(ident.values()))
@@ -198,9 +211,10 @@ class Settler:
     async def _settle(self, work: list[tuple[int, Event]], results: list[list[Output]],
                       optimistic: bool) -> list[tuple[int, Event]]:
         """One pass; returns the events that must go again."""
-        psn_nos, codes, keys = set(), set(), set()
+        psn_nos, codes, keys, claims = set(), set(), set(), set()
         for _, event in work:
             psn_nos.add(event.psn_no)
+            claims.add((_event_key(event), event.psn_no))
             if isinstance(event, Claim):
                 codes.add(event.fixmedins_code)
                 if not optimistic:
@@ -211,7 +225,7 @@ class Settler:
                 keys.add((event.psn_no, claim_key(event.orig_claim_id)))
             elif not optimistic:
                 keys.add((event.psn_no, credit_key(event.credit_id)))
-        snap = await self.store.read(psn_nos, codes, keys)
+        snap = await self.store.read(psn_nos, codes, keys, claims)
 
         wants = set()  # (holder, patient, claim id) whose hold this pass reads
         deferred: set[str] = set()  # persons whose events wait for the second pass
@@ -243,7 +257,9 @@ class Settler:
         holds = _Holds(views, states)
         planned: list[tuple[int, Event, _Planned]] = []
         for index, event in work:
-            if event.psn_no in holds.touched:
+            if snap.owners.get(_event_key(event), event.psn_no) != event.psn_no:
+                plan = _Planned(Output(event.psn_no, _taken(event, snap.owners[_event_key(event)])))
+            elif event.psn_no in holds.touched:
                 plan = _Planned(None, again=True)
             elif isinstance(event, Claim):
                 plan = self._plan_claim(event, snap, states, records, holds, nonce)

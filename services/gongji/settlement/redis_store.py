@@ -7,6 +7,7 @@ the scripts run unchanged on Redis Cluster):
     <prefix>:{psn}:rec:<id>     hash: fp, data (record JSON), reversed_by
     <prefix>:{psn}:holds        hash: "<patient>:<claim id>" -> fen held from this account (家庭共济)
     <prefix>:inst:<code>        registry entry (JSON)
+    <prefix>:id:<event key>     the person an event id ("c:<claim id>", "k:<credit id>") belongs to
 Reads are pipelined per batch; the writes are the Lua scripts in lua/, registered once.
 """
 
@@ -114,6 +115,9 @@ class RedisStore:
     def _key(self, psn_no: str, suffix: str) -> str:
         return f"{self.prefix}:{{{psn_no}}}:{suffix}"
 
+    def _id_key(self, event_key: str) -> str:
+        return f"{self.prefix}:id:{event_key}"
+
     def _institution_key(self, code: str) -> str:
         return f"{self.prefix}:inst:{code}"
 
@@ -129,8 +133,8 @@ class RedisStore:
                 pipe.set(self._institution_key(institution.fixmedins_code), institution.model_dump_json())
             await self._execute(pipe)
 
-    async def read(self, psn_nos, institution_codes, record_keys) -> Snapshot:
-        psn_list, code_list, key_list = list(psn_nos), list(institution_codes), list(record_keys)
+    async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset()) -> Snapshot:
+        psn_list, code_list, key_list, claim_list = list(psn_nos), list(institution_codes), list(record_keys), list(claims)
         async with self.client.pipeline(transaction=False) as pipe:
             for psn in psn_list:
                 pipe.hgetall(self._key(psn, "state"))
@@ -138,6 +142,8 @@ class RedisStore:
                 pipe.get(self._institution_key(code))
             for psn, key in key_list:
                 pipe.hgetall(self._key(psn, "rec:" + key))
+            for key, psn in claim_list:  # first come, first owner: SET NX, answering the owner before
+                pipe.set(self._id_key(key), psn, nx=True, get=True)
             replies = await self._execute(pipe)
         persons, states = {}, {}
         for psn, raw_state in zip(psn_list, replies):
@@ -148,8 +154,11 @@ class RedisStore:
         institutions = {code: Institution.model_validate_json(raw) if raw else None
                         for code, raw in zip(code_list, replies[offset:offset + len(code_list)])}
         offset += len(code_list)
-        records = {key: load_record(raw) for key, raw in zip(key_list, replies[offset:])}
-        return Snapshot(persons, institutions, states, records)
+        records = {key: load_record(raw) for key, raw in zip(key_list, replies[offset:offset + len(key_list)])}
+        offset += len(key_list)
+        owners = {key: owner.decode() if owner is not None else psn
+                  for (key, psn), owner in zip(claim_list, replies[offset:])}
+        return Snapshot(persons, institutions, states, records, owners)
 
     async def read_holders(self, wants) -> dict[tuple[str, str], HolderView]:
         want_list = list(wants)

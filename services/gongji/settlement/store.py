@@ -38,6 +38,7 @@ class Snapshot:
     institutions: dict[str, Institution | None]
     states: dict[str, PersonState]
     records: dict[tuple[str, str], Record | None]
+    owners: dict[str, str]  # event key ("c:<claim id>", "k:<credit id>") → the person it belongs to
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +104,10 @@ class SettlementStore(Protocol):
     async def put_institutions(self, institutions: list[Institution]) -> None: ...
 
     async def read(self, psn_nos: set[str], institution_codes: set[str],
-                   record_keys: set[tuple[str, str]]) -> Snapshot: ...
+                   record_keys: set[tuple[str, str]], claims: set[tuple[str, str]] = frozenset()) -> Snapshot:
+        """Read what a pass needs; `claims` are (event key, person) pairs: each event id is claimed
+        for its person the first time it is seen, and `owners` says whose it is."""
+        ...
 
     async def read_holders(self, wants: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], HolderView]:
         """(holder, patient, claim_id) → the holder's account as that claim sees it."""
@@ -123,6 +127,7 @@ class MemoryStore:
         self.states: dict[str, PersonState] = {}
         self.records: dict[tuple[str, str], Record] = {}
         self.holds: dict[tuple[str, str], int] = {}  # (holder, "patient:claim") → fen held
+        self.owners: dict[str, str] = {}  # event key → person
 
     async def put_persons(self, persons: list[Person]) -> None:
         for person in persons:
@@ -132,12 +137,13 @@ class MemoryStore:
         for institution in institutions:
             self.institutions[institution.fixmedins_code] = institution
 
-    async def read(self, psn_nos, institution_codes, record_keys) -> Snapshot:
+    async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset()) -> Snapshot:
         return Snapshot(
             persons={psn: self.persons.get(psn) for psn in psn_nos},
             institutions={code: self.institutions.get(code) for code in institution_codes},
             states={psn: self.states.get(psn, PersonState()) for psn in psn_nos},
             records={key: self.records.get(key) for key in record_keys},
+            owners={key: self.owners.setdefault(key, psn) for key, psn in claims},
         )
 
     async def read_holders(self, wants):

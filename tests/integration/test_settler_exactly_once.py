@@ -144,3 +144,57 @@ async def test_one_claim_id_for_two_persons_is_a_conflict(store):
     assert again.value == settled.value
     states = await states_of(store, [other.psn_no])
     assert sum(totals.visits for totals in states[other.psn_no].years.values()) == 0
+
+
+class CrashBeforeCommit:
+    """A store whose next commit never happens: the process dies between hold and commit."""
+
+    def __init__(self, store):
+        self.store = store
+        self.armed = True
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    async def commit(self, commits):
+        if self.armed:
+            self.armed = False
+            raise ConnectionError("killed between the hold and the commit")
+        return await self.store.commit(commits)
+
+
+@pytest.mark.parametrize("rebound", [False, True])
+async def test_a_hold_stranded_by_a_change_of_holder_goes_back(store, rebound):
+    """Review finding: the hold is written, the process dies before the commit, and the patient's
+    binding changes (removed, or another holder) before the claim comes again. The first holder
+    gets the hold back; the claim settles on the binding it finds."""
+    from gongji.settlement.domain import Claim, Credit, Institution, Person
+
+    hospital = Institution(fixmedins_code="H3", fixmedins_name="h", fixmedins_type="1", medins_lv="3",
+                           grassroots=False, admdvs="152501")
+    holder = Person(psn_no="H1", insutype="310", psn_type="1101", insu_admdvs="152501", psn_insu_stas="1")
+    other = holder.model_copy(update={"psn_no": "H2"})
+    patient = Person(psn_no="P1", insutype="310", psn_type="1201", insu_admdvs="152501", psn_insu_stas="1",
+                     mulaid_holder_psn_no="H1", mulaid_relation="parent")
+    credits = [Credit(credit_id=f"K-{p}", psn_no=p, ym="2023-01", crdt_type="opening", amount="500.00")
+               for p in ("H1", "H2")]
+    await Settler(store, BOOK).handle([hospital, holder, other, patient, *credits])
+    visit = Claim(claim_id="C-1", mdtrt_id="M-1", psn_no="P1", fixmedins_code="H3", med_type="11", insutype="310",
+                  setl_time="2023-06-01T10:00:00+08:00", acct_used_flag="1",
+                  fee_details=[{"feedetl_sn": "1", "med_list_codg": "X", "list_type": "101", "chrgitm_lv": "01",
+                                "det_item_fee_sumamt": "1300.00", "cnt": "1", "pric": "1300.00"}])
+    crashing = CrashBeforeCommit(store)
+    with pytest.raises(ConnectionError):
+        await Settler(crashing, BOOK).handle([visit])
+    assert (await states_of(store, ["H1"]))["H1"].balance < 50000  # the hold was written
+    change = patient.model_copy(update={"mulaid_holder_psn_no": "H2" if rebound else None,
+                                        "mulaid_relation": "parent" if rebound else None})
+    outputs = await Settler(store, BOOK).handle([change, visit])
+    result = outputs[-1].value
+    balances = await states_of(store, ["H1", "H2"])
+    assert balances["H1"].balance == 50000  # the stranded hold came back
+    if rebound:
+        assert result.acct_mulaid_pay > 0 and balances["H2"].balance == 50000 - result.acct_mulaid_pay
+    else:
+        assert result.acct_mulaid_pay == 0 and balances["H2"].balance == 50000
+    assert (await states_of(store, ["P1"]))["P1"].pending == {}

@@ -199,3 +199,11 @@ async def test_an_event_id_belongs_to_the_first_person_who_used_it(store):
     assert first.owners == {"c:X": "P1", "k:Y": "P2"}
     again = await store.read(set(), set(), set(), {("c:X", "P2"), ("k:Y", "P2")})
     assert again.owners == {"c:X": "P1", "k:Y": "P2"}  # P2 cannot take P1's claim id
+
+
+async def test_a_pending_mark_lasts_until_its_claim_commits(store):
+    await store.mark_pending([("P1", "C1", "H1"), ("P1", "C2", "H2")])
+    assert (await store.read({"P1"}, set(), set())).states["P1"].pending == {"C1": "H1", "C2": "H2"}
+    token = (await store.read({"P1"}, set(), set())).states["P1"].token  # marking changes no token
+    assert await store.commit([Commit("P1", token, state("c:C1", 10), claim_key("C1"), record("C1"))]) == [Status.OK]
+    assert (await store.read({"P1"}, set(), set())).states["P1"].pending == {"C2": "H2"}

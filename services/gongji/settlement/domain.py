@@ -226,6 +226,9 @@ class PersonState:
     token: str = ""
     balance: int = 0  # personal account (个人账户) in fen; carried over across years
     years: dict[int, YearTotals] = field(default_factory=dict)
+    # claim id → family account holder a hold was written with, until the claim commits: lets a
+    # redelivery return a hold stranded by a change of holder (or of the claim) since.
+    pending: dict[str, str] = field(default_factory=dict)
 
     def year(self, year: int) -> YearTotals:
         return self.years.get(year, ZERO_YEAR)

@@ -93,6 +93,17 @@ def fingerprint(event: Claim | Reversal | Credit) -> str:
     return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
+def _holder(person: Person | None, claim: Claim) -> str | None:
+    """The family account holder this claim may draw on (家庭共济), if any."""
+    return person.mulaid_holder_psn_no if person is not None and claim.acct_used_flag == "1" else None
+
+
+def _stray(state: PersonState, claim: Claim, holder: str | None) -> str | None:
+    """A holder an earlier, uncommitted attempt at this claim put a hold with, other than `holder`."""
+    marked = state.pending.get(claim.claim_id)
+    return marked if marked is not None and marked != holder else None
+
+
 def _event_key(event: Claim | Reversal | Credit) -> str:
     return credit_key(event.credit_id) if isinstance(event, Credit) else claim_key(event.claim_id)
 
@@ -230,14 +241,18 @@ class Settler:
         wants = set()  # (holder, patient, claim id) whose hold this pass reads
         deferred: set[str] = set()  # persons whose events wait for the second pass
         for _, event in work:
-            if isinstance(event, Claim) and event.acct_used_flag == "1":
-                person = snap.persons.get(event.psn_no)
-                if person is not None and person.mulaid_holder_psn_no:
+            if isinstance(event, Claim):
+                holder = _holder(snap.persons.get(event.psn_no), event)
+                stray = _stray(snap.states[event.psn_no], event, holder)
+                if holder is not None or stray is not None:
                     if optimistic:
                         # The holder's own events too: they keep their order against the hold.
-                        deferred.update((event.psn_no, person.mulaid_holder_psn_no))
-                    else:
-                        wants.add((person.mulaid_holder_psn_no, event.psn_no, event.claim_id))
+                        deferred.update(psn for psn in (event.psn_no, holder) if psn is not None)
+                        continue
+                    if holder is not None:
+                        wants.add((holder, event.psn_no, event.claim_id))
+                    if stray is not None:
+                        wants.add((stray, event.psn_no, event.claim_id))
             elif isinstance(event, Reversal):
                 original = snap.records.get((event.psn_no, claim_key(event.orig_claim_id)))
                 if original is not None and original.effects.mulaid_holder:
@@ -291,6 +306,9 @@ class Settler:
 
         to_hold = [(position, event, hold) for position, (_, event, plan) in enumerate(planned)
                    for hold in plan.holds if position < first_failure.get(event.psn_no, len(planned))]
+        marks = [(hold.patient, hold.claim_id, hold.holder) for *_, hold in to_hold if hold.amount > hold.expected]
+        if marks:  # the patient's side learns the holder before the holder's side is debited
+            await self.store.mark_pending(marks)
         if to_hold:
             for (position, event, _), status in zip(to_hold, await self.store.hold([h for *_, h in to_hold])):
                 if status is not Status.OK:
@@ -326,18 +344,23 @@ class Settler:
             return self._replay(claim, existing, "claim")
         person = snap.persons.get(claim.psn_no)
         state = states[claim.psn_no]
-        holder = person.mulaid_holder_psn_no if person is not None and claim.acct_used_flag == "1" else None
+        holder = _holder(person, claim)
         account = (holder, claim.psn_no, claim.claim_id)
         family = holder is not None and holds.known(account)
+        # A hold an earlier attempt left with a holder this claim no longer uses goes back to them.
+        stray = _stray(snap.states[claim.psn_no], claim, holder)
+        stray_account = (stray, claim.psn_no, claim.claim_id)
+        returned = (holds.move(stray_account, 0, nonce),) \
+            if stray is not None and holds.known(stray_account) and holds.held[stray_account] else ()
         outcome = engine.settle_claim(claim, person, snap.institutions.get(claim.fixmedins_code), self.book,
                                       state, holds.available(account) if family else None)
         if isinstance(outcome, Rejection):
             # A hold left by an earlier attempt at this claim goes back to the holder.
             release = (holds.move(account, 0, nonce),) if family and holds.held[account] else ()
-            return _Planned(Output(claim.psn_no, outcome), holds=release)
-        moves = ()
+            return _Planned(Output(claim.psn_no, outcome), holds=returned + release)
+        moves = returned
         if family and outcome.effects.mulaid_pay != holds.held[account]:
-            moves = (holds.move(account, outcome.effects.mulaid_pay, nonce),)
+            moves += (holds.move(account, outcome.effects.mulaid_pay, nonce),)
         record = ClaimRecord(fingerprint(claim), outcome.settlement, outcome.effects)
         new_state = dataclasses.replace(outcome.state, token=f"c:{claim.claim_id}@{nonce}")
         return _Planned(Output(claim.psn_no, outcome.settlement),

@@ -3,7 +3,8 @@
 Keys (every per-person key carries the `{psn_no}` hash tag, so one person's keys share a slot and
 the scripts run unchanged on Redis Cluster):
     <prefix>:{psn}:state        hash: ver (token), balc, "<year>:<accumulator>" fields, all fen;
-                                and "person", the registry entry (JSON), so one HGETALL reads both
+                                "person", the registry entry (JSON), so one HGETALL reads both;
+                                "pending:<claim id>" -> holder, while a family-account hold awaits its commit
     <prefix>:{psn}:rec:<id>     hash: fp, data (record JSON), reversed_by
     <prefix>:{psn}:holds        hash: "<patient>:<claim id>" -> fen held from this account (家庭共济)
     <prefix>:inst:<code>        registry entry (JSON)
@@ -47,9 +48,12 @@ def parse_state(raw: dict[bytes, bytes]) -> PersonState:
     if not raw:
         return PersonState()
     years: dict[int, dict] = {}
+    pending: dict[str, str] = {}
     for field, value in raw.items():
         name = field.decode()
-        if ":" in name and name[0].isdigit():
+        if name.startswith("pending:"):
+            pending[name[8:]] = value.decode()
+        elif ":" in name and name[0].isdigit():
             year, accumulator, *group = name.split(":", 2)
             values = years.setdefault(int(year), {})
             if group:  # "<year>:chronic_paid:<group>"
@@ -60,6 +64,7 @@ def parse_state(raw: dict[bytes, bytes]) -> PersonState:
         token=raw.get(b"ver", b"").decode(),
         balance=int(raw.get(b"balc", b"0")),
         years={year: YearTotals(**values) for year, values in years.items()},
+        pending=pending,
     )
 
 
@@ -172,6 +177,12 @@ class RedisStore:
             (token, balance), held = replies[2 * index], replies[2 * index + 1]
             views[want] = HolderView((token or b"").decode(), int(balance or 0), int(held or 0))
         return views
+
+    async def mark_pending(self, marks: list[tuple[str, str, str]]) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for patient, claim_id, holder in marks:
+                pipe.hset(self._key(patient, "state"), f"pending:{claim_id}", holder)
+            await self._execute(pipe)
 
     async def hold(self, holds: list[Hold]) -> list[Status]:
         async with self.client.pipeline(transaction=False) as pipe:

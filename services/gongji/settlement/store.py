@@ -113,6 +113,11 @@ class SettlementStore(Protocol):
         """(holder, patient, claim_id) → the holder's account as that claim sees it."""
         ...
 
+    async def mark_pending(self, marks: list[tuple[str, str, str]]) -> None:
+        """(patient, claim id, holder): note in the patient's state, before the hold is written,
+        which holder it goes to; the claim's commit clears it."""
+        ...
+
     async def hold(self, holds: list[Hold]) -> list[Status]: ...
 
     async def commit(self, commits: list[Commit]) -> list[Status]: ...
@@ -154,6 +159,11 @@ class MemoryStore:
             views[(holder, patient, claim_id)] = HolderView(state.token, state.balance, held)
         return views
 
+    async def mark_pending(self, marks: list[tuple[str, str, str]]) -> None:
+        for patient, claim_id, holder in marks:
+            state = self.states.get(patient, PersonState())
+            self.states[patient] = dataclasses.replace(state, pending={**state.pending, claim_id: holder})
+
     async def hold(self, holds: list[Hold]) -> list[Status]:
         statuses = []
         for hold in holds:
@@ -189,7 +199,12 @@ class MemoryStore:
                 if original is None or original.reversed_by is not None:
                     statuses.append(Status.STALE)
                     continue
-            self.states[commit.psn_no] = commit.state
+            # Redis writes only the fields the event moved: the pending marks stay as stored, less
+            # the one of this event.
+            stored = self.states.get(commit.psn_no, PersonState()).pending
+            event_id = commit.record_key.split(":", 1)[1]
+            pending = {claim: holder for claim, holder in stored.items() if claim != event_id}
+            self.states[commit.psn_no] = dataclasses.replace(commit.state, pending=pending)
             self.records[(commit.psn_no, commit.record_key)] = commit.record
             if commit.reverses is not None:
                 original = self.records[(commit.psn_no, commit.reverses)]

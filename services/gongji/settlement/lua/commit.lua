@@ -23,6 +23,7 @@ if #ARGV > 5 then
 else
   redis.call('HSET', KEYS[1], 'ver', ARGV[2])
 end
+redis.call('HDEL', KEYS[1], 'pending:' .. ARGV[5])  -- its family-account hold, if any, is now on record
 redis.call('HSET', KEYS[2], 'fp', ARGV[3], 'data', ARGV[4])
 if KEYS[3] then
   redis.call('HSET', KEYS[3], 'reversed_by', ARGV[5])

@@ -16,7 +16,7 @@ from gongji.common.config import Settings
 from gongji.settlement.policy import PolicyError
 
 # What `gongji run` starts; docker-compose.yml runs each (a test checks).
-SERVICES = ("settlement",)
+SERVICES = ("settlement", "clearing")
 STATE_DIR = Path(os.environ.get("GONGJI_STATE_DIR", ".gongji"))
 
 
@@ -79,6 +79,38 @@ async def run_settlement(settings: Settings, book) -> None:
         await client.aclose()
 
 
+async def run_clearing(settings: Settings) -> None:
+    from gongji.clearing.service import ClearingService
+    from gongji.common.avro import SchemaCatalog
+    from gongji.common.redis import connect
+
+    client = connect(settings.redis_url)
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    try:
+        await ClearingService(settings, SchemaCatalog(), client).run(stop)
+    finally:
+        await client.aclose()
+
+
+async def close_clearing(settings: Settings, month: str) -> None:
+    from gongji.clearing.service import close_month
+    from gongji.common.avro import SchemaCatalog
+    from gongji.common.redis import connect
+
+    client = connect(settings.redis_url)
+    try:
+        statements = await close_month(settings, SchemaCatalog(), client, month)
+    finally:
+        await client.aclose()
+    print(f"{month}: {len(statements)} statement(s) on {settings.topics.clearing_statements}")
+    for s in statements:
+        a, b = s["a_to_b"], s["b_to_a"]
+        print(f"  {s['region_a']} ⇄ {s['region_b']}: {s['region_a']} advanced {a['owed']} for {a['settlements']} "
+              f"settlement(s), {s['region_b']} advanced {b['owed']} for {b['settlements']}; "
+              f"net {s['net_to_a']} to {s['region_a']}")
+
+
 async def create_topics(settings: Settings) -> None:
     """Every topic of CONTRACT.md, with the configured partitions and replication; registries compacted."""
     from gongji.common.stack import ensure_topics
@@ -115,6 +147,9 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--persons", type=int, default=2000, help="synthetic insured persons (default 2000)")
     stack = commands.add_parser("stack", help="the local stack in the background")
     stack.add_argument("action", choices=["up", "down"])
+    clearing = commands.add_parser("clearing", help="cross-region clearing: close a month")
+    clearing.add_argument("action", choices=["close"])
+    clearing.add_argument("month", help="the month to close, e.g. 2023-03")
     topics = commands.add_parser("topics", help="create every Gongji topic on the configured cluster")
     topics.add_argument("action", choices=["create"])
     run = commands.add_parser("run", help="one service in the foreground")
@@ -153,11 +188,15 @@ def _dispatch(args: argparse.Namespace) -> None:
             print("stopped" if stack_down(STATE_DIR) else "no local stack was running")
     elif args.command == "topics":
         asyncio.run(create_topics(resolve_settings()))
-    elif args.command == "run":
+    elif args.command == "run" and args.service == "settlement":
         from gongji.settlement.policy import load_policy_book
 
         book = load_policy_book(args.policies)  # a bad policy file stops start-up before anything runs
         asyncio.run(run_settlement(resolve_settings(), book))
+    elif args.command == "run":
+        asyncio.run(run_clearing(resolve_settings()))
+    elif args.command == "clearing":
+        asyncio.run(close_clearing(resolve_settings(), args.month))
     elif args.command == "replay":
         asyncio.run(replay(args.file, args.policies))
     elif args.command == "demo":

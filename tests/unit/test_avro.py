@@ -121,6 +121,18 @@ RECORDS: dict[str, dict[str, Any]] = {
                    "key": b"99010000000000001234", "reason": "unknown writer schema fingerprint",
                    "original": b"\xc3\x01\x00\x11\x22\x33\x44\x55\x66\x77\x02ab",
                    "failed_at": "2023-03-01T10:15:02.120+08:00", "service": "settlement"},
+    "ClearingStatement": {
+        "statement_id": "CLR2023030A1B2C3D4E5F6A7B8C9D0", "ym": "2023-03", "region_a": "152501",
+        "region_b": "990100",
+        "a_to_b": {"treatment_admdvs": "152501", "insured_admdvs": "990100", "settlements": 12, "adjustments": 1,
+                   "medfee_sumamt": D("5432.10"), "hifp_pay": D("1200.00"), "hifob_pay": D("0.00"),
+                   "cvlserv_pay": D("0.00"), "maf_pay": D("30.00"), "fund_pay_sumamt": D("1230.00"),
+                   "acct_pay": D("410.50"), "owed": D("1640.50")},
+        "b_to_a": {"treatment_admdvs": "990100", "insured_admdvs": "152501", "settlements": -1, "adjustments": 1,
+                   "medfee_sumamt": D("-20.00"), "hifp_pay": D("-5.00"), "hifob_pay": D("0.00"),
+                   "cvlserv_pay": D("0.00"), "maf_pay": D("0.00"), "fund_pay_sumamt": D("-5.00"),
+                   "acct_pay": D("0.00"), "owed": D("-5.00")},
+        "net_to_a": D("1645.50"), "closed_at": "2023-04-01T00:00:00+00:00"},
 }
 
 # Field names exactly as CONTRACT.md (and the brief) spell them; order as in the schema.
@@ -151,6 +163,10 @@ FIELD_NAMES = {
     + SETTLEMENT_NAMES[2:],
     "Rejection": ["claim_id", "credit_id", "psn_no", "err_code", "err_msg", "input_type"],
     "CreditResult": ["credit_id", "psn_no", "ym", "amount", "balc"],
+    "ClearingStatement": ["statement_id", "ym", "region_a", "region_b", "a_to_b", "b_to_a", "net_to_a",
+                          "closed_at"],
+    "ClearingFlow": ["treatment_admdvs", "insured_admdvs", "settlements", "adjustments", "medfee_sumamt",
+                     "hifp_pay", "hifob_pay", "cvlserv_pay", "maf_pay", "fund_pay_sumamt", "acct_pay", "owed"],
     "DeadLetter": ["topic", "partition", "offset", "key", "reason", "original", "failed_at",
                    "service"],
 }
@@ -169,7 +185,7 @@ DECIMALS = {
     # Prices carry 6 places, as in the national 2204 interface (a tablet can cost 0.0125 yuan).
     "det_item_fee_sumamt": MONEY, "pric": (20, 6), "pric_uplmt_amt": (20, 6), "cnt": (12, 4),
     "selfpay_prop": (6, 4), "pool_prop_selfpay": (6, 4), "amount": MONEY, "crdt_base": MONEY,
-    "balc": MONEY, "fund_payamt": MONEY, "crt_payb_lmt_amt": MONEY,
+    "balc": MONEY, "fund_payamt": MONEY, "crt_payb_lmt_amt": MONEY, "owed": MONEY, "net_to_a": MONEY,
     **{name: MONEY for name in SETTLEMENT_NAMES[10:28] if name != "pool_prop_selfpay"},
 }
 
@@ -249,7 +265,7 @@ def test_types_optionality_and_decimals() -> None:
                 elif name == "grassroots":
                     assert ftype == "boolean"
                 elif name in ("partition", "offset", "key", "original", "fee_details",
-                              "setldetail", "chronic_diseases"):
+                              "setldetail", "chronic_diseases", "settlements", "adjustments", "a_to_b", "b_to_a"):
                     continue
                 else:  # codes, ids, times: strings, never ints
                     assert ftype == "string", where
@@ -354,7 +370,7 @@ def test_header_is_marker_and_little_endian_fingerprint(catalog: SchemaCatalog, 
     assert data[2:10] == rabin64(canonical.encode()).to_bytes(8, "little")
     assert data[2:10] == catalog.fingerprint(name) == fingerprint_of(load_packaged_schema(
         {"ReversalResult": "reversal_result", "CreditResult": "credit_result",
-         "DeadLetter": "dead_letter"}.get(name, name.lower()) + ".avsc"))
+         "DeadLetter": "dead_letter", "ClearingStatement": "clearing_statement"}.get(name, name.lower()) + ".avsc"))
     body = io.BytesIO()
     fastavro.schemaless_writer(body, catalog.schema(name), RECORDS[name])
     assert data[10:] == body.getvalue()

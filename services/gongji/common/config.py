@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     # Every Redis key starts with this, so several deployments (or tests) can share one server.
     key_prefix: str = "gj"
     settlement_group: str = "gongji-settlement"
+    clearing_group: str = "gongji-clearing"
     # Partitions for topics this project creates; the same key always lands on one partition.
     partitions: int = 6
     replication_factor: int = 1

@@ -66,7 +66,7 @@ async def run_settlement(settings: Settings, book) -> None:
     from gongji.common.redis import connect
     from gongji.settlement.service import SettlementService
 
-    client = connect(settings.redis_url)
+    client = connect(settings.redis_url, settings.redis_cluster)
     service = SettlementService(settings, SchemaCatalog(), book, client)
     stop = asyncio.Event()
     _stop_on_signals(stop)
@@ -84,7 +84,7 @@ async def run_clearing(settings: Settings) -> None:
     from gongji.common.avro import SchemaCatalog
     from gongji.common.redis import connect
 
-    client = connect(settings.redis_url)
+    client = connect(settings.redis_url, settings.redis_cluster)
     stop = asyncio.Event()
     _stop_on_signals(stop)
     try:
@@ -98,7 +98,7 @@ async def close_clearing(settings: Settings, month: str) -> None:
     from gongji.common.avro import SchemaCatalog
     from gongji.common.redis import connect
 
-    client = connect(settings.redis_url)
+    client = connect(settings.redis_url, settings.redis_cluster)
     try:
         statements = await close_month(settings, SchemaCatalog(), client, month)
     finally:

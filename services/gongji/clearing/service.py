@@ -19,7 +19,7 @@ from gongji.clearing.domain import FIELDS, Contribution, contribution, empty, st
 from gongji.common import kafka
 from gongji.common.avro import DecodeError, SchemaCatalog
 from gongji.common.config import Settings
-from gongji.common.redis import deadline
+from gongji.common.redis import LuaScript, run_pipeline
 from gongji.common.stack import ensure_topics
 
 log = logging.getLogger("gongji.clearing")
@@ -35,35 +35,33 @@ class ClearingStore:
         self.client = client
         self.prefix = prefix
         self.timeout = timeout
-        script = importlib.resources.files("gongji.clearing").joinpath("lua", "apply.lua").read_text("utf-8")
-        self._apply = client.register_script(script)
+        self._apply = LuaScript(
+            importlib.resources.files("gongji.clearing").joinpath("lua", "apply.lua").read_text("utf-8"))
 
     def _key(self, ym: str, treatment: str, insured: str, suffix: str) -> str:
         return f"{self.prefix}:{{clr:{ym}:{treatment}>{insured}}}:{suffix}"
 
     async def apply(self, items: list[Contribution]) -> int:
         """Count each item once; returns how many were new."""
-        async with deadline(self.timeout):
-            async with self.client.pipeline(transaction=False) as pipe:
-                for item in items:  # the month's index first: a position is never missed at close
-                    pipe.sadd(f"{self.prefix}:clr:pairs:{item.ym}", f"{item.treatment}>{item.insured}")
-                for item in items:
-                    args = [item.setl_id]
-                    for name, value in item.amounts.items():
-                        if value:
-                            args += [name, str(value)]
-                    await self._apply(keys=[self._key(item.ym, item.treatment, item.insured, "seen"),
-                                            self._key(item.ym, item.treatment, item.insured, "flow")],
-                                      args=args, client=pipe)
-                replies = await pipe.execute()
+        def build(pipe):
+            for item in items:  # the month's index first: a position is never missed at close
+                pipe.sadd(f"{self.prefix}:clr:pairs:{item.ym}", f"{item.treatment}>{item.insured}")
+            for item in items:
+                args = [item.setl_id]
+                for name, value in item.amounts.items():
+                    if value:
+                        args += [name, str(value)]
+                self._apply.queue(pipe, [self._key(item.ym, item.treatment, item.insured, "seen"),
+                                         self._key(item.ym, item.treatment, item.insured, "flow")], args)
+        replies = await run_pipeline(self.client, build, (self._apply,), self.timeout)
         return sum(reply == b"ok" for reply in replies[len(items):])
 
     async def positions(self, ym: str) -> dict[tuple[str, str], dict[str, int]]:
         pairs = sorted(member.decode() for member in await self.client.smembers(f"{self.prefix}:clr:pairs:{ym}"))
-        async with self.client.pipeline(transaction=False) as pipe:
+        def build(pipe):
             for pair in pairs:
                 pipe.hgetall(self._key(ym, *pair.split(">"), "flow"))
-            replies = await pipe.execute()
+        replies = await run_pipeline(self.client, build, timeout=self.timeout)
         positions = {}
         for pair, raw in zip(pairs, replies):
             position = empty()

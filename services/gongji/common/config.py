@@ -32,6 +32,8 @@ class Settings(BaseSettings):
 
     kafka_bootstrap_servers: str | None = None
     redis_url: str | None = None
+    # The URL names one node of a Redis Cluster; the client finds the rest (keys carry {psn_no} tags).
+    redis_cluster: bool = False
     database_url: str | None = None
     topics: Topics = Topics()
     # Prepended to every topic name, so several deployments (or tests) can share one cluster.

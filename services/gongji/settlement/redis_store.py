@@ -19,9 +19,8 @@ import importlib.resources
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
-from gongji.common.redis import deadline
+from gongji.common.redis import LuaScript, run_pipeline
 from gongji.settlement.domain import (
     ACCUMULATES,
     CHRONIC_ACCUMULATORS,
@@ -104,18 +103,17 @@ def load_record(raw: dict[bytes, bytes]) -> Record | None:
 
 
 class RedisStore:
-    """SettlementStore on a redis.asyncio client (a Redis, Valkey or Redis Cluster connection)."""
+    """SettlementStore on a redis.asyncio client: Redis, Valkey, or a Redis Cluster (RedisCluster)."""
 
-    def __init__(self, client: Redis, prefix: str = "gj", timeout: float = 10.0):
+    def __init__(self, client, prefix: str = "gj", timeout: float = 10.0):
         self.client = client
         self.prefix = prefix
         self.timeout = timeout  # for each round trip; a hung server fails the batch, which is retried
-        self._commit = client.register_script(_script("commit.lua"))
-        self._hold = client.register_script(_script("hold.lua"))
+        self._commit = LuaScript(_script("commit.lua"))
+        self._hold = LuaScript(_script("hold.lua"))
 
-    async def _execute(self, pipe) -> list:
-        async with deadline(self.timeout):
-            return await pipe.execute()
+    async def _run(self, build) -> list:
+        return await run_pipeline(self.client, build, (self._commit, self._hold), self.timeout)
 
     def _key(self, psn_no: str, suffix: str) -> str:
         return f"{self.prefix}:{{{psn_no}}}:{suffix}"
@@ -127,20 +125,21 @@ class RedisStore:
         return f"{self.prefix}:inst:{code}"
 
     async def put_persons(self, persons: list[Person]) -> None:
-        async with self.client.pipeline(transaction=False) as pipe:
+        def build(pipe):
             for person in persons:
                 pipe.hset(self._key(person.psn_no, "state"), "person", person.model_dump_json())
-            await self._execute(pipe)
+        await self._run(build)
 
     async def put_institutions(self, institutions: list[Institution]) -> None:
-        async with self.client.pipeline(transaction=False) as pipe:
+        def build(pipe):
             for institution in institutions:
                 pipe.set(self._institution_key(institution.fixmedins_code), institution.model_dump_json())
-            await self._execute(pipe)
+        await self._run(build)
 
     async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset()) -> Snapshot:
         psn_list, code_list, key_list, claim_list = list(psn_nos), list(institution_codes), list(record_keys), list(claims)
-        async with self.client.pipeline(transaction=False) as pipe:
+
+        def build(pipe):
             for psn in psn_list:
                 pipe.hgetall(self._key(psn, "state"))
             for code in code_list:
@@ -149,7 +148,7 @@ class RedisStore:
                 pipe.hgetall(self._key(psn, "rec:" + key))
             for key, psn in claim_list:  # first come, first owner: SET NX, answering the owner before
                 pipe.set(self._id_key(key), psn, nx=True, get=True)
-            replies = await self._execute(pipe)
+        replies = await self._run(build)
         persons, states = {}, {}
         for psn, raw_state in zip(psn_list, replies):
             raw_person = raw_state.get(b"person")
@@ -165,13 +164,14 @@ class RedisStore:
                   for (key, psn), owner in zip(claim_list, replies[offset:])}
         return Snapshot(persons, institutions, states, records, owners)
 
-    async def read_holders(self, wants) -> dict[tuple[str, str], HolderView]:
+    async def read_holders(self, wants) -> dict[tuple[str, str, str], HolderView]:
         want_list = list(wants)
-        async with self.client.pipeline(transaction=False) as pipe:
+
+        def build(pipe):
             for holder, patient, claim_id in want_list:
                 pipe.hmget(self._key(holder, "state"), "ver", "balc")
                 pipe.hget(self._key(holder, "holds"), f"{patient}:{claim_id}")
-            replies = await self._execute(pipe)
+        replies = await self._run(build)
         views = {}
         for index, want in enumerate(want_list):
             (token, balance), held = replies[2 * index], replies[2 * index + 1]
@@ -179,27 +179,27 @@ class RedisStore:
         return views
 
     async def mark_pending(self, marks: list[tuple[str, str, str]]) -> None:
-        async with self.client.pipeline(transaction=False) as pipe:
+        def build(pipe):
             for patient, claim_id, holder in marks:
                 pipe.hset(self._key(patient, "state"), f"pending:{claim_id}", holder)
-            await self._execute(pipe)
+        await self._run(build)
 
     async def hold(self, holds: list[Hold]) -> list[Status]:
-        async with self.client.pipeline(transaction=False) as pipe:
+        def build(pipe):
             for hold in holds:
-                await self._hold(keys=[self._key(hold.holder, "state"), self._key(hold.holder, "holds")],
-                                 args=[hold.field, str(hold.amount), str(hold.expected),
-                                       str(hold.expected - hold.amount), hold.token], client=pipe)
-            return [_STATUS[reply] for reply in await self._execute(pipe)]
+                self._hold.queue(pipe, [self._key(hold.holder, "state"), self._key(hold.holder, "holds")],
+                                 [hold.field, str(hold.amount), str(hold.expected), str(hold.expected - hold.amount),
+                                  hold.token])
+        return [_STATUS[reply] for reply in await self._run(build)]
 
     async def commit(self, commits: list[Commit]) -> list[Status]:
-        async with self.client.pipeline(transaction=False) as pipe:
+        def build(pipe):
             for commit in commits:
                 keys = [self._key(commit.psn_no, "state"), self._key(commit.psn_no, "rec:" + commit.record_key)]
                 if commit.reverses:
                     keys.append(self._key(commit.psn_no, "rec:" + commit.reverses))
                 event_id = commit.record_key.split(":", 1)[1]
-                args: list[Any] = [commit.expected, commit.state.token, commit.record.fingerprint,
-                                   dump_record(commit.record), event_id, *state_fields(commit.state, commit.record)]
-                await self._commit(keys=keys, args=args, client=pipe)
-            return [_STATUS[reply] for reply in await self._execute(pipe)]
+                self._commit.queue(pipe, keys, [commit.expected, commit.state.token, commit.record.fingerprint,
+                                                dump_record(commit.record), event_id,
+                                                *state_fields(commit.state, commit.record)])
+        return [_STATUS[reply] for reply in await self._run(build)]

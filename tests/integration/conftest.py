@@ -17,40 +17,52 @@ from gongji.settlement.redis_store import RedisStore
 from gongji.settlement.store import MemoryStore
 
 
+def _cluster_node(workdir, attempts: int = 3):
+    """One cluster-enabled server on a free port; a port taken meanwhile is retried on another."""
+    for _ in range(attempts):
+        port = free_port()
+        log = workdir / f"node-{port}.log"
+        process = subprocess.Popen(
+            [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-config-file", f"nodes-{port}.conf", "--save", "", "--appendonly", "no",
+             "--dir", str(workdir), "--logfile", str(log)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent(os.getpid()))
+        node = redis.Redis(host="127.0.0.1", port=port)
+        deadline = time.monotonic() + 20
+        while process.poll() is None and time.monotonic() < deadline:
+            try:
+                node.ping()
+                return process, port, node
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        process.kill()
+        process.wait(5)
+    raise AssertionError(f"a cluster node did not start: {log.read_text()[-500:] if log.exists() else 'no log'}")
+
+
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory):
     """A Redis Cluster of three primaries on loopback, slots split evenly; yields one node's URL."""
     workdir = tmp_path_factory.mktemp("cluster")
-    ports = [free_port() for _ in range(3)]
-    processes = [subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-         "--cluster-config-file", f"nodes-{port}.conf", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent(os.getpid()))
-        for port in ports]
+    started = []
     try:
-        nodes = [redis.Redis(host="127.0.0.1", port=port) for port in ports]
-        deadline = time.monotonic() + 20
-        for node in nodes:
-            while True:
-                try:
-                    node.ping()
-                    break
-                except redis.ConnectionError:
-                    assert time.monotonic() < deadline, "a cluster node did not start"
-                    time.sleep(0.05)
+        for _ in range(3):
+            started.append(_cluster_node(workdir))
+        processes, ports, nodes = zip(*started)
         ranges = [(0, 5460), (5461, 10922), (10923, 16383)]
         for node, (first, last) in zip(nodes, ranges):
             node.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
         for port in ports[1:]:
             nodes[0].execute_command("CLUSTER", "MEET", "127.0.0.1", port)
+        deadline = time.monotonic() + 30
         while not all(b"cluster_state:ok" in node.execute_command("CLUSTER", "INFO") for node in nodes):
             assert time.monotonic() < deadline, "the cluster did not form"
             time.sleep(0.1)
         yield f"redis://127.0.0.1:{ports[0]}/0"
     finally:
-        for process in processes:
+        for process, _, _ in started:
             process.terminate()
-        for process in processes:
+        for process, _, _ in started:
             process.wait(10)
 
 

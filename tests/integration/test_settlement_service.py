@@ -13,7 +13,7 @@ from gongji.common.redis import connect
 
 from gongji.launch import service_env
 from gongji.settlement.codec import from_output, json_ready, to_event
-from gongji.settlement.domain import PersonState, YearTotals
+from gongji.settlement.domain import PersonState
 from gongji.settlement.handler import Settler
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.redis_store import RedisStore

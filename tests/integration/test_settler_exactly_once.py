@@ -10,7 +10,6 @@ import random
 import pytest
 
 from gongji.settlement.codec import from_output, json_ready, to_event
-from gongji.settlement.domain import PersonState, YearTotals
 from gongji.settlement.handler import Settler
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.store import MemoryStore

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 from decimal import Decimal
 
-import pytest
 
 from gongji.settlement.domain import (
     ClaimRecord,
@@ -20,7 +19,7 @@ from gongji.settlement.domain import (
     Settlement,
     YearTotals,
 )
-from gongji.settlement.store import Commit, Hold, MemoryStore, Status, claim_key, credit_key
+from gongji.settlement.store import Commit, Hold, Status, claim_key, credit_key
 
 
 PERSON = Person(psn_no="P1", insutype="310", psn_type="1101", insu_admdvs="152501", psn_insu_stas="1",

@@ -225,7 +225,7 @@ def test_layers_never_overpay_and_reversals_restore(case):
                                             year.cvlserv_deductible_used, year.major_deductible_used))
         st_ = outcome.state
         settled.append((outcome, False))
-    for index, entry in enumerate(settled):
+    for entry in settled:
         if entry is not None and not entry[1]:
             st_ = reverse_claim(reversal(entry[0].settlement.claim_id), record(entry[0]), st_).state
     final = st_.year(2023)

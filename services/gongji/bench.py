@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from gongji.common.avro import SchemaCatalog
 from gongji.common.config import Settings
-from gongji.launch import encode, isolated, prepare_topics, servers, start_settlement, stop_processes
+from gongji.launch import encode, isolated, prepare_topics, servers, start_service, stop_processes
 from gongji.synthetic import Traffic
 
 
@@ -124,7 +124,7 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
     log = open(workdir / "settlement.log", "ab")
 
     def start_service():
-        return start_settlement(settings, policy_dir, log, workers)
+        return start_service("settlement", settings, policy_dir, log, workers)
 
     service = start_service()
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",

@@ -38,7 +38,7 @@ from gongji.common.avro import SchemaCatalog
 from gongji.common.config import Settings
 from gongji.common.redis import connect
 from gongji.common.stack import StackError
-from gongji.launch import encode, isolated, prepare_topics, servers, start_settlement, stop_processes
+from gongji.launch import encode, isolated, prepare_topics, servers, start_service, stop_processes
 from gongji.settlement.codec import OUTPUT_RECORDS
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.redis_store import RedisStore
@@ -543,7 +543,9 @@ async def _run(run: Run, persons: int, policy_dir: Path | None, stop: asyncio.Ev
     catalog = SchemaCatalog()
     await prepare_topics(run.settings)
     with open(run.log, "ab") as log:
-        service = start_settlement(run.settings, policy_dir, log, detach=True, cwd=run.log.parent)[0]
+        service = start_service("settlement", run.settings, policy_dir, log, detach=True, cwd=run.log.parent)[0]
+    with open(run.log.with_name("clearing.log"), "ab") as log:
+        clearing = start_service("clearing", run.settings, policy_dir, log, detach=True, cwd=run.log.parent)[0]
     done = asyncio.Event()
     traffic = Traffic(persons=persons, tag=run.settings.key_prefix, window=TRAFFIC_WINDOW)
     reader = asyncio.create_task(read_results(run, catalog, done))
@@ -557,11 +559,51 @@ async def _run(run: Run, persons: int, policy_dir: Path | None, stop: asyncio.Ev
             run.phase = "draining"
             await _drain(run, view, service, hurry)
         print(summary(run), flush=True)
+        if not hurry.is_set():
+            print(await clearing_summary(run, catalog), flush=True)
     finally:
         stop.set()
         done.set()
         await asyncio.gather(feeder, reader, return_exceptions=True)
-        stop_processes([service])
+        stop_processes([service, clearing])
+
+
+async def clearing_summary(run: Run, catalog: SchemaCatalog, quiet: float = 1.5, limit: float = 15.0) -> str:
+    """Once the clearing service has counted what it will (its positions stop moving), close the
+    months it touched and describe the statements it publishes to clearing.statements."""
+    from gongji.clearing.service import ClearingStore, close_month
+    from gongji.common.redis import connect
+
+    client = connect(run.settings.redis_url, run.settings.redis_cluster)
+    try:
+        store = ClearingStore(client, run.settings.key_prefix)
+        prefix = f"{run.settings.key_prefix}:clr:pairs:"
+
+        async def snapshot() -> dict:
+            months = sorted([key.decode()[len(prefix):] async for key in client.scan_iter(match=prefix + "*")])
+            return {month: await store.positions(month) for month in months}
+
+        last, steady_since, until = await snapshot(), time.monotonic(), time.monotonic() + limit
+        while time.monotonic() - steady_since < quiet and time.monotonic() < until:
+            await asyncio.sleep(0.3)
+            now = await snapshot()
+            if now != last:
+                last, steady_since = now, time.monotonic()
+        statements = [s for month in last for s in await close_month(run.settings, catalog, client, month)]
+    finally:
+        await client.aclose()
+    if not statements:
+        return "cross-region clearing: nothing treated outside the insured region"
+    net: dict[tuple[str, str], Decimal] = {}
+    for s in statements:
+        pair = (s["region_a"], s["region_b"])
+        net[pair] = net.get(pair, Decimal(0)) + s["net_to_a"]
+    lines = [f"cross-region clearing: {len(statements)} statement(s) for {len(last)} month(s) on "
+             f"{run.settings.topics.clearing_statements}"]
+    for (region_a, region_b), amount in net.items():
+        payer, payee = (region_b, region_a) if amount >= 0 else (region_a, region_b)
+        lines.append(f"  {payer} pays {payee} a net {abs(amount):,.2f} yuan over those months")
+    return "\n".join(lines)
 
 
 async def _watch(run: Run, view, service, tasks, stop: asyncio.Event, deadline: float | None) -> None:

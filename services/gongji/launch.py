@@ -39,8 +39,9 @@ def servers(workdir: Path) -> tuple[LocalStack | None, Settings]:
 
 
 def isolated(settings: Settings, tag: str) -> Settings:
-    """The same servers, with topics, Redis keys and a settlement group of this run's own."""
-    settings = settings.model_copy(update={"key_prefix": tag, "settlement_group": f"{tag}-settlement"})
+    """The same servers, with topics, Redis keys and consumer groups of this run's own."""
+    settings = settings.model_copy(update={"key_prefix": tag, "settlement_group": f"{tag}-settlement",
+                                           "clearing_group": f"{tag}-clearing"})
     return Settings(**{**settings.model_dump(exclude={"topics"}), "topic_prefix": f"{tag}."})
 
 
@@ -52,6 +53,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         "GONGJI_TOPIC_PREFIX": settings.topic_prefix,
         "GONGJI_KEY_PREFIX": settings.key_prefix,
         "GONGJI_SETTLEMENT_GROUP": settings.settlement_group,
+        "GONGJI_CLEARING_GROUP": settings.clearing_group,
         "GONGJI_PARTITIONS": str(settings.partitions),
         "GONGJI_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
         "GONGJI_KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
@@ -59,16 +61,16 @@ def service_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def start_settlement(settings: Settings, policy_dir: Path | None, log: IO[bytes], count: int = 1, *,
-                     detach: bool = False, cwd: Path | None = None) -> list[subprocess.Popen]:
-    """`count` settlement processes in one consumer group, logging to `log`.
+def start_service(service: str, settings: Settings, policy_dir: Path | None, log: IO[bytes], count: int = 1, *,
+                  detach: bool = False, cwd: Path | None = None) -> list[subprocess.Popen]:
+    """`count` processes of `gongji run SERVICE` in one consumer group, logging to `log`.
 
     `detach`: each in a session of its own, so a terminal's Ctrl-C reaches only the caller, which
     stops them when it chooses; and SIGTERMed by the kernel should the caller die first (Linux).
     """
     command = [sys.executable, "-m", "gongji.cli"] + (["--policies", str(policy_dir)] if policy_dir else [])
     env = {**os.environ, **service_env(settings)}
-    return [subprocess.Popen(command + ["run", "settlement"], env=env, stdout=log, stderr=log, cwd=cwd,
+    return [subprocess.Popen(command + ["run", service], env=env, stdout=log, stderr=log, cwd=cwd,
                              stdin=subprocess.DEVNULL if detach else None, start_new_session=detach,
                              preexec_fn=die_with_parent(os.getpid()) if detach else None)
             for _ in range(count)]

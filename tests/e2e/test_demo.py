@@ -63,6 +63,9 @@ def test_demo_settles_refuses_dead_letters_and_cleans_up(tmp_path: Path) -> None
     assert re.search(r"^rejections by err_code: .*INVALID_CLAIM \d", out, re.MULTILINE), out
     assert re.search(r"^dead letters by reason: .*undecodable", out, re.MULTILINE), out
     assert figure(r"^unanswered at exit: ([\d,]+)", out) == 0
+    # The clearing service ran beside settlement; the months it counted were closed into statements.
+    assert figure(r"^cross-region clearing: (\d+) statement", out) > 0
+    assert re.search(r"^  (152501|990100) pays (152501|990100) a net [\d,]+\.\d\d yuan", out, re.MULTILINE), out
 
     workdir = Path(re.search(r"^gongji demo: starting in (\S+) \.\.\.$", out, re.MULTILINE).group(1))
     assert workdir.is_relative_to(tmp_path)

@@ -55,6 +55,21 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
+def start_stack_services(policy_dir: Path | None) -> None:
+    """Every service of SERVICES in the background on the local stack, recorded in its state file."""
+    from gongji.common.stack import record_processes
+    from gongji.launch import start_service
+
+    settings = resolve_settings()
+    processes = {}
+    for service in SERVICES:
+        log_path = STATE_DIR / f"{service}.log"
+        with open(log_path, "ab") as log:
+            (process,) = start_service(service, settings, policy_dir, log, outlive=True, cwd=STATE_DIR)
+        processes[service] = {"pid": process.pid, "binary": sys.executable, "log": str(log_path.resolve())}
+    record_processes(STATE_DIR, processes)
+
+
 def _stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -181,6 +196,8 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         if args.action == "up":
             state = stack_up(STATE_DIR)
+            if not state["already_running"]:
+                start_stack_services(args.policies)
             print(("already running: " if state["already_running"] else "started: ")
                   + f"GONGJI_KAFKA_BOOTSTRAP_SERVERS={state['kafka_bootstrap_servers']} "
                   f"GONGJI_REDIS_URL={state['redis_url']}")

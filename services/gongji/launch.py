@@ -62,8 +62,10 @@ def service_env(settings: Settings) -> dict[str, str]:
 
 
 def start_service(service: str, settings: Settings, policy_dir: Path | None, log: IO[bytes], count: int = 1, *,
-                  detach: bool = False, cwd: Path | None = None) -> list[subprocess.Popen]:
+                  detach: bool = False, cwd: Path | None = None, outlive: bool = False) -> list[subprocess.Popen]:
     """`count` processes of `gongji run SERVICE` in one consumer group, logging to `log`.
+
+    `outlive`: in a session of their own and left running when the caller exits (`gongji stack up`).
 
     `detach`: each in a session of its own, so a terminal's Ctrl-C reaches only the caller, which
     stops them when it chooses; and SIGTERMed by the kernel should the caller die first (Linux).
@@ -71,8 +73,9 @@ def start_service(service: str, settings: Settings, policy_dir: Path | None, log
     command = [sys.executable, "-m", "gongji.cli"] + (["--policies", str(policy_dir)] if policy_dir else [])
     env = {**os.environ, **service_env(settings)}
     return [subprocess.Popen(command + ["run", service], env=env, stdout=log, stderr=log, cwd=cwd,
-                             stdin=subprocess.DEVNULL if detach else None, start_new_session=detach,
-                             preexec_fn=die_with_parent(os.getpid()) if detach else None)
+                             stdin=subprocess.DEVNULL if detach or outlive else None,
+                             start_new_session=detach or outlive,
+                             preexec_fn=die_with_parent(os.getpid()) if detach and not outlive else None)
             for _ in range(count)]
 
 

@@ -100,13 +100,24 @@ def test_stack_up_serves_and_down_stops(tmp_path):
             socket.create_connection(("127.0.0.1", port), timeout=5).close()
         again = run("stack", "up", env=env)
         assert "already running" in again.stdout
+        # The services run on the stack too, in the background.
+        servers = json.loads((tmp_path / "state" / "stack.json").read_text())["servers"]
+        for service in ("settlement", "clearing"):
+            cmdline = Path(f"/proc/{servers[service]['pid']}/cmdline").read_bytes().split(b"\0")
+            assert [b"run", service.encode()] == cmdline[-3:-1], cmdline
         # `gongji topics create` finds the running stack on its own.
         topics = run("topics", "create", env=env)
         assert topics.returncode == 0, topics.stderr
-        assert "claims: created" in topics.stdout and "dead-letters: created" in topics.stdout
+        listed = dict(line.split(": ") for line in topics.stdout.splitlines())
+        assert set(listed.values()) <= {"created", "exists"}
+        assert {"claims", "settlements", "dead-letters", "clearing.statements", "fraud.signals"} <= set(listed)
     finally:
         down = run("stack", "down", env=env)
     assert down.returncode == 0 and "stopped" in down.stdout
+    for service in ("settlement", "clearing"):
+        pid = servers[service]["pid"]
+        assert not Path(f"/proc/{pid}").exists() or b"zombie" in Path(f"/proc/{pid}/status").read_bytes().lower() \
+            or Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] == "Z"
     for port in (kafka_port, redis_port):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=2).close()

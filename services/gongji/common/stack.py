@@ -266,6 +266,15 @@ def stack_up(state_dir: str | Path = ".gongji") -> dict[str, Any]:
     return {**state, "already_running": False}
 
 
+def record_processes(state_dir: str | Path, processes: dict[str, dict[str, Any]]) -> None:
+    """Add processes started on the stack (name → pid, binary, log) to its state file, so that
+    `stack_down` stops them and `stack_up` restarts everything if one has died."""
+    state_dir = Path(state_dir)
+    state = _read_state(state_dir)
+    state["servers"].update(processes)
+    (state_dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+
+
 def stack_down(state_dir: str | Path = ".gongji") -> bool:
     """Stop a stack started by `stack_up` and remove its state file. False if none was running."""
     state_dir = Path(state_dir)
@@ -273,7 +282,7 @@ def stack_down(state_dir: str | Path = ".gongji") -> bool:
     if state is None:
         return False
     stopped = False
-    for server in state["servers"].values():
+    for server in reversed(list(state["servers"].values())):  # services first, the broker last
         if _is_our_server(server):
             _terminate(server["pid"])
             stopped = True

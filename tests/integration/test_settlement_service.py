@@ -224,3 +224,41 @@ async def test_an_event_that_trips_a_bug_is_dead_lettered_and_the_rest_settle(st
     assert "internal error while settling: KeyError" in letter["reason"]
     assert letter["original"] == CATALOG.encode("Claim", claims[1])
     assert poisoned not in by_claim(settled)
+
+
+async def test_metrics_and_health_for_the_operator(stack, uniq):
+    """/metrics counts what flowed (processed, by kind, rejections by code, batch latency, lag);
+    /healthz is 200 while the loop turns. Read over real HTTP from the service's own endpoint."""
+    import urllib.request
+
+    from gongji.common.stack import free_port
+
+    port = free_port()
+    settings = settings_for(stack, uniq, metrics_port=port)
+    traffic = Traffic(persons=20, seed=12, tag=uniq, family=0.0)
+    claims = list(traffic.stream(60))
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    async with running_service(settings):
+        await produce(settings, traffic.registry())
+        await wait_registered(settings, traffic)
+        await produce(settings, claims)
+        ids = {d["claim_id"] for _, d in claims}
+        await collect(settings, settings.topics.settlements, lambda rs: ids <= set(by_claim(rs)))
+        await asyncio.sleep(0.5)
+        status, health = await asyncio.to_thread(get, "/healthz")
+        _, metrics = await asyncio.to_thread(get, "/metrics")
+    assert status == 200 and '"healthy": true' in health
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines()
+              if line and not line.startswith("#")}
+    assert values["gongji_consumed_total"] >= len(claims)
+    assert values['gongji_outputs_total{kind="settlement"}'] > 0
+    assert any(name.startswith("gongji_rejected_total{code=") for name in values)  # suspended persons
+    assert values["gongji_batch_seconds_count"] >= 1
+    assert any(name.startswith("gongji_consumer_lag{") for name in values)

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = 6000
     kafka_heartbeat_interval_ms: int = 1000
     kafka_rebalance_timeout_ms: int = 6000
+    # Prometheus metrics (/metrics) and health (/healthz) of a service; 0: no endpoint.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
     # Largest batch one poll hands to settlement; one batch costs four Redis round trips.
     batch_max_records: int = 2000
 

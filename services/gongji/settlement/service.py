@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from gongji.common import kafka
 from gongji.common.avro import DecodeError, SchemaCatalog, UnknownSchemaError
+from gongji.common.observe import Metrics, serve
 from gongji.common.schemas import SchemaDirectory
 from gongji.common.config import Settings
 from gongji.common.stack import ensure_topics
@@ -35,6 +36,7 @@ log = logging.getLogger("gongji.settlement")
 INFRASTRUCTURE = (RedisError, KafkaError, OSError, asyncio.TimeoutError, StoreContention)
 SERVICE = "settlement"
 REPORT_EVERY = 30.0  # seconds between progress lines in the log
+LAG_EVERY = 5.0  # seconds between consumer-lag readings
 
 
 @dataclass
@@ -74,6 +76,7 @@ class SettlementService:
         }
         self.schemas = SchemaDirectory(settings, catalog)
         self.stats = Stats()
+        self.metrics = Metrics(SERVICE)
         self.assigned = asyncio.Event()
 
     async def prepare_topics(self) -> None:
@@ -89,17 +92,24 @@ class SettlementService:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; a batch in flight is finished and committed first."""
         await self.prepare_topics()
+        server = serve(self.metrics, self.settings.metrics_host, self.settings.metrics_port) \
+            if self.settings.metrics_port else None
         producer = kafka.producer(self.settings)
         consumer = kafka.consumer(self.settings, self.settings.settlement_group, *self.accepted)
         await producer.start()
         await self.schemas.publish(producer)
         await consumer.start()
         next_report = time.monotonic() + REPORT_EVERY
+        next_lag = time.monotonic()
         try:
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.settings.batch_max_records)
+                self.metrics.polled()
                 if consumer.assignment():
                     self.assigned.set()
+                if time.monotonic() >= next_lag:
+                    next_lag = time.monotonic() + LAG_EVERY
+                    await self.metrics.observe_lag(consumer)
                 if time.monotonic() >= next_report:
                     next_report = time.monotonic() + REPORT_EVERY
                     log.info("progress %s", self.stats.summary(consumer.assignment()))
@@ -107,10 +117,12 @@ class SettlementService:
                 if not messages:
                     continue
                 try:
-                    await self.process(messages, producer)
-                    await consumer.commit()
+                    with self.metrics.batch_seconds.time():
+                        await self.process(messages, producer)
+                        await consumer.commit()
                 except Exception:  # infrastructure, never input: input errors are handled per event
                     self.stats.retried_batches += 1
+                    self.metrics.retried.inc()
                     log.exception("batch of %d failed; it will be consumed again", len(messages))
                     assigned = consumer.assignment()
                     for partition, records in batches.items():
@@ -121,6 +133,8 @@ class SettlementService:
         finally:
             await consumer.stop()
             await producer.stop()
+            if server is not None:
+                server.shutdown()
 
     async def _decode(self, value: bytes) -> tuple[str, dict]:
         try:
@@ -193,6 +207,11 @@ class SettlementService:
         self.stats.batches += 1
         self.stats.consumed += len(messages)
         self.stats.dead_letters += len(dead)
+        self.metrics.consumed.inc(len(messages))
+        self.metrics.dead_letters.inc(len(dead))
         for output in outputs:
             self.stats.count(output)
+            self.metrics.outputs.labels(output.kind).inc()
+            if isinstance(output.value, Rejection):
+                self.metrics.rejected.labels(output.value.err_code).inc()
         return outputs

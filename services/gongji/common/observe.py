@@ -1,0 +1,67 @@
+"""What an operator watches: Prometheus metrics and a health endpoint, per service.
+
+`/metrics` in the Prometheus text format; `/healthz` answers 200 while the service's loop is turning
+(it polled within the last `stale_after` seconds) and 503 otherwise. Served from a daemon thread
+on `metrics_host:metrics_port`; labels carry codes and reasons, never personal data.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+
+class Metrics:
+    def __init__(self, service: str):
+        self.service = service
+        self.registry = CollectorRegistry()
+        self.consumed = Counter("gongji_consumed", "Input messages consumed", registry=self.registry)
+        self.outputs = Counter("gongji_outputs", "Results published, by kind", ["kind"], registry=self.registry)
+        self.rejected = Counter("gongji_rejected", "Inputs refused, by err_code", ["code"], registry=self.registry)
+        self.dead_letters = Counter("gongji_dead_letters", "Inputs sent to dead-letters", registry=self.registry)
+        self.retried = Counter("gongji_retried_batches", "Batches retried after an outage", registry=self.registry)
+        self.batch_seconds = Histogram("gongji_batch_seconds", "Time to settle and publish one batch",
+                                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+                                       registry=self.registry)
+        self.lag = Gauge("gongji_consumer_lag", "Messages behind the partition's end", ["topic", "partition"],
+                         registry=self.registry)
+        self.last_poll = time.monotonic()
+
+    def polled(self) -> None:
+        self.last_poll = time.monotonic()
+
+    async def observe_lag(self, consumer) -> None:
+        """Per assigned partition: its end (highwater, from fetches: right on Tansu too, unlike
+        end_offsets) less this consumer's position."""
+        for partition in consumer.assignment():
+            end = consumer.highwater(partition)
+            if end is not None:
+                position = await consumer.position(partition)
+                self.lag.labels(partition.topic, str(partition.partition)).set(max(0, end - position))
+
+
+def serve(metrics: Metrics, host: str, port: int, stale_after: float = 30.0):
+    """Serve /metrics and /healthz in a daemon thread; returns the server (its port: server.server_port)."""
+    prometheus = make_wsgi_app(metrics.registry)
+
+    def app(environ, start_response):
+        if environ.get("PATH_INFO") == "/healthz":
+            age = time.monotonic() - metrics.last_poll
+            healthy = age < stale_after
+            body = json.dumps({"service": metrics.service, "healthy": healthy,
+                               "seconds_since_poll": round(age, 1)}).encode()
+            start_response("200 OK" if healthy else "503 Service Unavailable", [("Content-Type", "application/json")])
+            return [body]
+        return prometheus(environ, start_response)
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):  # scrapes every few seconds are not news
+            pass
+
+    server = make_server(host, port, app, handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, name=f"{metrics.service}-metrics", daemon=True).start()
+    return server

@@ -4,6 +4,7 @@ full redelivery changing nothing (issue 4 §3)."""
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from contextlib import asynccontextmanager
 
 from support import CATALOG, collect, produce, settings_for, wait_registered
@@ -11,6 +12,7 @@ from support import CATALOG, collect, produce, settings_for, wait_registered
 from gongji.clearing.domain import FIELDS, contribution, fold
 from gongji.clearing.service import ClearingService, ClearingStore, close_month
 from gongji.common.redis import connect
+from gongji.common.stack import free_port
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.service import SettlementService
 from gongji.synthetic import Traffic
@@ -56,10 +58,15 @@ async def test_statements_reconcile_with_the_settlements_and_redelivery_changes_
         assert counted == expected
 
         # Redelivery of everything (a new consumer group reads the topic from the start): no change.
-        again = ClearingService(settings.model_copy(update={"clearing_group": f"{uniq}-again"}), CATALOG, client)
+        port = free_port()
+        again = ClearingService(settings.model_copy(update={"clearing_group": f"{uniq}-again", "metrics_port": port}),
+                                CATALOG, client)
         async with running(again):
             while again.counted["seen"] < len(items):
                 await asyncio.sleep(0.1)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                metrics = response.read().decode()
+        assert f'gongji_outputs_total{{kind="already counted"}} {float(len(items))}' in metrics
         assert again.counted["new"] == 0
         assert {(ym, *pair): p for ym in months for pair, p in (await store.positions(ym)).items()} == expected
 

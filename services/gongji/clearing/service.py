@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import logging
+import time
 from collections import Counter
 from datetime import datetime, timezone
 
@@ -19,6 +20,7 @@ from gongji.clearing.domain import FIELDS, Contribution, contribution, empty, st
 from gongji.common import kafka
 from gongji.common.avro import DecodeError, SchemaCatalog
 from gongji.common.config import Settings
+from gongji.common.observe import Metrics, serve
 from gongji.common.redis import LuaScript, run_pipeline
 from gongji.common.stack import ensure_topics
 
@@ -76,26 +78,36 @@ class ClearingService:
         self.catalog = catalog
         self.store = ClearingStore(client, settings.key_prefix)
         self.counted = Counter()
+        self.metrics = Metrics(SERVICE)
 
     async def run(self, stop: asyncio.Event) -> None:
         topics = self.settings.topics
         await ensure_topics(self.settings.kafka_bootstrap_servers,
                             [topics.settlements, topics.clearing_statements, topics.dead_letters],
                             self.settings.partitions, replication_factor=self.settings.replication_factor)
+        server = serve(self.metrics, self.settings.metrics_host, self.settings.metrics_port) \
+            if self.settings.metrics_port else None
         producer = kafka.producer(self.settings)
         consumer = kafka.consumer(self.settings, self.settings.clearing_group, topics.settlements)
         await producer.start()
         await consumer.start()
+        next_lag = time.monotonic()
         try:
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.settings.batch_max_records)
+                self.metrics.polled()
+                if time.monotonic() >= next_lag:
+                    next_lag = time.monotonic() + 5.0
+                    await self.metrics.observe_lag(consumer)
                 messages = [message for partition in sorted(batches) for message in batches[partition]]
                 if not messages:
                     continue
                 try:
-                    await self.process(messages, producer)
-                    await consumer.commit()
+                    with self.metrics.batch_seconds.time():
+                        await self.process(messages, producer)
+                        await consumer.commit()
                 except Exception:  # infrastructure: input errors are dead-lettered per message
+                    self.metrics.retried.inc()
                     log.exception("batch of %d failed; it will be consumed again", len(messages))
                     assigned = consumer.assignment()
                     for partition, records in batches.items():
@@ -105,6 +117,8 @@ class ClearingService:
         finally:
             await consumer.stop()
             await producer.stop()
+            if server is not None:
+                server.shutdown()
 
     async def process(self, messages: list[ConsumerRecord], producer) -> None:
         items, dead = [], []
@@ -119,9 +133,14 @@ class ClearingService:
                 continue
             if item is not None:
                 items.append(item)
+        self.metrics.consumed.inc(len(messages))
         if items:
-            self.counted["new"] += await self.store.apply(items)
+            new = await self.store.apply(items)
+            self.counted["new"] += new
             self.counted["seen"] += len(items)
+            self.metrics.outputs.labels("counted").inc(new)
+            self.metrics.outputs.labels("already counted").inc(len(items) - new)
+        self.metrics.dead_letters.inc(len(dead))
         if dead:
             letters = [(m.key, kafka.dead_letter(self.catalog, m, reason, SERVICE), []) for m, reason in dead]
             await asyncio.gather(*await kafka.publish(producer, self.settings.topics.dead_letters, letters))

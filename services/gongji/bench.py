@@ -123,10 +123,10 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
 
     log = open(workdir / "settlement.log", "ab")
 
-    def start_service():
+    def start_workers():
         return start_service("settlement", settings, policy_dir, log, workers)
 
-    service = start_service()
+    service = start_workers()
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
                                 enable_idempotence=False, linger_ms=5, max_batch_size=256 * 1024)
     await producer.start()
@@ -145,7 +145,7 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
         stop_processes(service)
         await _send(producer, burst, {}, None)
         ids = list(dict.fromkeys(row[3] for row in burst))
-        service = start_service()
+        service = start_workers()
         components = {"settlement service": [process.pid for process in service],
                       **{f"{name} server": [pid] for name, pid in local.items()}}
         await results.wait_for(ids[:1], timeout=300)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import logging
-import time
 from collections import Counter
 from datetime import datetime, timezone
 
@@ -20,7 +19,7 @@ from gongji.clearing.domain import FIELDS, Contribution, contribution, empty, st
 from gongji.common import kafka
 from gongji.common.avro import DecodeError, SchemaCatalog
 from gongji.common.config import Settings
-from gongji.common.observe import Metrics, serve
+from gongji.common.observe import Metrics
 from gongji.common.redis import LuaScript, run_pipeline
 from gongji.common.stack import ensure_topics
 
@@ -85,40 +84,8 @@ class ClearingService:
         await ensure_topics(self.settings.kafka_bootstrap_servers,
                             [topics.settlements, topics.clearing_statements, topics.dead_letters],
                             self.settings.partitions, replication_factor=self.settings.replication_factor)
-        server = serve(self.metrics, self.settings.metrics_host, self.settings.metrics_port) \
-            if self.settings.metrics_port else None
-        producer = kafka.producer(self.settings)
-        consumer = kafka.consumer(self.settings, self.settings.clearing_group, topics.settlements)
-        await producer.start()
-        await consumer.start()
-        next_lag = time.monotonic()
-        try:
-            while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=200, max_records=self.settings.batch_max_records)
-                self.metrics.polled()
-                if time.monotonic() >= next_lag:
-                    next_lag = time.monotonic() + 5.0
-                    await self.metrics.observe_lag(consumer)
-                messages = [message for partition in sorted(batches) for message in batches[partition]]
-                if not messages:
-                    continue
-                try:
-                    with self.metrics.batch_seconds.time():
-                        await self.process(messages, producer)
-                        await consumer.commit()
-                except Exception:  # infrastructure: input errors are dead-lettered per message
-                    self.metrics.retried.inc()
-                    log.exception("batch of %d failed; it will be consumed again", len(messages))
-                    assigned = consumer.assignment()
-                    for partition, records in batches.items():
-                        if partition in assigned:
-                            consumer.seek(partition, records[0].offset)
-                    await asyncio.sleep(1)
-        finally:
-            await consumer.stop()
-            await producer.stop()
-            if server is not None:
-                server.shutdown()
+        await kafka.consume_batches(self.settings, self.settings.clearing_group, [topics.settlements], self.metrics,
+                                    self.process, stop)
 
     async def process(self, messages: list[ConsumerRecord], producer) -> None:
         items, dead = [], []

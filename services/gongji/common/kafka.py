@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -16,6 +19,10 @@ from aiokafka.structs import ConsumerRecord
 
 from gongji.common.avro import SchemaCatalog
 from gongji.common.config import Settings
+from gongji.common.observe import Metrics, serve
+
+log = logging.getLogger("gongji.kafka")
+LAG_EVERY = 5.0  # seconds between consumer-lag readings
 
 
 _PARTITIONER = DefaultPartitioner()
@@ -84,3 +91,60 @@ def dead_letter(catalog: SchemaCatalog, message: ConsumerRecord, reason: str, se
         "failed_at": datetime.now(timezone.utc).isoformat(),
         "service": service,
     })
+
+
+async def consume_batches(
+    settings: Settings,
+    group: str,
+    topics: list[str],
+    metrics: Metrics,
+    handle: Callable[[list[ConsumerRecord], AIOKafkaProducer], Awaitable[object]],
+    stop: asyncio.Event,
+    *,
+    started: Callable[[AIOKafkaProducer], Awaitable[None]] | None = None,
+    polled: Callable[[AIOKafkaConsumer], None] | None = None,
+) -> None:
+    """The loop every Gongji service runs until `stop`: poll a batch, `handle` it (which publishes
+    what it produces), and only then commit the offsets. A batch whose handling fails is an outage,
+    never input (input errors are handled per message): it is sought back and consumed again.
+    Serves the service's metrics and health while it runs, when settings.metrics_port is set."""
+    server = serve(metrics, settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
+    producer_ = producer(settings)
+    consumer_ = consumer(settings, group, *topics)
+    await producer_.start()
+    try:
+        if started is not None:
+            await started(producer_)
+        await consumer_.start()
+        try:
+            next_lag = time.monotonic()
+            while not stop.is_set():
+                batches = await consumer_.getmany(timeout_ms=200, max_records=settings.batch_max_records)
+                metrics.polled()
+                if polled is not None:
+                    polled(consumer_)
+                if time.monotonic() >= next_lag:
+                    next_lag = time.monotonic() + LAG_EVERY
+                    await metrics.observe_lag(consumer_)
+                messages = [message for partition in sorted(batches) for message in batches[partition]]
+                if not messages:
+                    continue
+                try:
+                    with metrics.batch_seconds.time():
+                        await handle(messages, producer_)
+                        await consumer_.commit()
+                except Exception:
+                    metrics.retried.inc()
+                    log.exception("%s: batch of %d failed; it will be consumed again", metrics.service, len(messages))
+                    assigned = consumer_.assignment()
+                    for partition, records in batches.items():
+                        # A partition lost to a rebalance meanwhile is its new owner's to redo.
+                        if partition in assigned:
+                            consumer_.seek(partition, records[0].offset)
+                    await asyncio.sleep(1)
+        finally:
+            await consumer_.stop()
+    finally:
+        await producer_.stop()
+        if server is not None:
+            server.shutdown()

@@ -31,6 +31,9 @@ class Metrics:
                          registry=self.registry)
         self.last_poll = time.monotonic()
 
+    def retries(self) -> int:
+        return int(self.registry.get_sample_value("gongji_retried_batches_total") or 0)
+
     def polled(self) -> None:
         self.last_poll = time.monotonic()
 

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from gongji.common import kafka
 from gongji.common.avro import DecodeError, SchemaCatalog, UnknownSchemaError
-from gongji.common.observe import Metrics, serve
+from gongji.common.observe import Metrics
 from gongji.common.schemas import SchemaDirectory
 from gongji.common.config import Settings
 from gongji.common.stack import ensure_topics
@@ -36,7 +36,6 @@ log = logging.getLogger("gongji.settlement")
 INFRASTRUCTURE = (RedisError, KafkaError, OSError, asyncio.TimeoutError, StoreContention)
 SERVICE = "settlement"
 REPORT_EVERY = 30.0  # seconds between progress lines in the log
-LAG_EVERY = 5.0  # seconds between consumer-lag readings
 
 
 @dataclass
@@ -48,13 +47,12 @@ class Stats:
     outputs: Counter = field(default_factory=Counter)  # settlement, reversal, rejection, credit
     rejections: Counter = field(default_factory=Counter)  # by err_code
     dead_letters: int = 0
-    retried_batches: int = 0
 
-    def summary(self, assignment) -> str:
+    def summary(self, assignment, retried_batches: int) -> str:
         partitions = ",".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assignment))
         return (f"consumed={self.consumed} batches={self.batches} outputs={dict(self.outputs)} "
                 f"rejections={dict(self.rejections)} dead_letters={self.dead_letters} "
-                f"retried_batches={self.retried_batches} partitions={partitions}")
+                f"retried_batches={retried_batches} partitions={partitions}")
 
     def count(self, output: Output) -> None:
         self.outputs[output.kind] += 1
@@ -77,7 +75,6 @@ class SettlementService:
         self.schemas = SchemaDirectory(settings, catalog)
         self.stats = Stats()
         self.metrics = Metrics(SERVICE)
-        self.assigned = asyncio.Event()
 
     async def prepare_topics(self) -> None:
         topics = self.settings.topics
@@ -92,49 +89,16 @@ class SettlementService:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; a batch in flight is finished and committed first."""
         await self.prepare_topics()
-        server = serve(self.metrics, self.settings.metrics_host, self.settings.metrics_port) \
-            if self.settings.metrics_port else None
-        producer = kafka.producer(self.settings)
-        consumer = kafka.consumer(self.settings, self.settings.settlement_group, *self.accepted)
-        await producer.start()
-        await self.schemas.publish(producer)
-        await consumer.start()
         next_report = time.monotonic() + REPORT_EVERY
-        next_lag = time.monotonic()
-        try:
-            while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=200, max_records=self.settings.batch_max_records)
-                self.metrics.polled()
-                if consumer.assignment():
-                    self.assigned.set()
-                if time.monotonic() >= next_lag:
-                    next_lag = time.monotonic() + LAG_EVERY
-                    await self.metrics.observe_lag(consumer)
-                if time.monotonic() >= next_report:
-                    next_report = time.monotonic() + REPORT_EVERY
-                    log.info("progress %s", self.stats.summary(consumer.assignment()))
-                messages = [message for partition in sorted(batches) for message in batches[partition]]
-                if not messages:
-                    continue
-                try:
-                    with self.metrics.batch_seconds.time():
-                        await self.process(messages, producer)
-                        await consumer.commit()
-                except Exception:  # infrastructure, never input: input errors are handled per event
-                    self.stats.retried_batches += 1
-                    self.metrics.retried.inc()
-                    log.exception("batch of %d failed; it will be consumed again", len(messages))
-                    assigned = consumer.assignment()
-                    for partition, records in batches.items():
-                        # A partition lost to a rebalance meanwhile is its new owner's to redo.
-                        if partition in assigned:
-                            consumer.seek(partition, records[0].offset)
-                    await asyncio.sleep(1)
-        finally:
-            await consumer.stop()
-            await producer.stop()
-            if server is not None:
-                server.shutdown()
+
+        def report(consumer) -> None:
+            nonlocal next_report
+            if time.monotonic() >= next_report:
+                next_report = time.monotonic() + REPORT_EVERY
+                log.info("progress %s", self.stats.summary(consumer.assignment(), self.metrics.retries()))
+
+        await kafka.consume_batches(self.settings, self.settings.settlement_group, list(self.accepted), self.metrics,
+                                    self.process, stop, started=self.schemas.publish, polled=report)
 
     async def _decode(self, value: bytes) -> tuple[str, dict]:
         try:

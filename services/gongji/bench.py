@@ -153,6 +153,9 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
         await results.wait_for(ids, timeout=900)
         after = _cpu_snapshot(components)
         first, last = min(results.arrived[i] for i in ids), max(results.arrived[i] for i in ids)
+        if last <= first:
+            raise SystemExit(f"bench: all {len(burst)} results arrived in one read: too few to time; "
+                             "use more --claims")
         cpu = {name: after[name] - before[name] for name in after}
         figures = {"drain": {"events": len(burst), "seconds": last - first, "per_second": len(burst) / (last - first),
                              "cpu_seconds": cpu}}

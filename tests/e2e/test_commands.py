@@ -124,3 +124,14 @@ def test_stack_up_serves_and_down_stops(tmp_path):
             raise AssertionError(f"port {port} still answers after stack down")
         except OSError:
             pass
+
+
+def test_bench_prints_throughput_latency_and_cpu(tmp_path):
+    """`gongji bench` at a small size: the figures it exists for come out (not their values: speed
+    is measured by the benchmark itself, never asserted in a test)."""
+    result = run("bench", "--claims", "10000", "--persons", "2000", "--workers", "1", "--rate", "500",
+                 env={"TMPDIR": str(tmp_path)}, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "queued claims settled in" in result.stdout and "claims/s end to end" in result.stdout
+    assert "the service spent" in result.stdout and "µs of CPU a claim" in result.stdout
+    assert "latency at 500 claims/s" in result.stdout and "p99" in result.stdout

@@ -125,3 +125,16 @@ def figures(states) -> dict:
 
     return {psn: (state.balance, {year: totals for year, totals in state.years.items() if totals != YearTotals()})
             for psn, state in states.items()}
+
+
+async def open_accounts(settings: Settings, traffic, timeout: float = 60.0) -> set[str]:
+    """Register the traffic's persons and institutions, then credit their opening balances and
+    wait for every credit's result; returns the credit ids."""
+    await produce(settings, traffic.registry())
+    await wait_registered(settings, traffic)
+    openings = traffic.openings()
+    await produce(settings, openings)
+    credit_ids = {data["credit_id"] for _, data in openings}
+    await collect(settings, settings.topics.settlements,
+                  lambda rs: credit_ids <= {d.get("credit_id") for _, d, _ in rs}, timeout=timeout)
+    return credit_ids

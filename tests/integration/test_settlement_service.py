@@ -21,7 +21,7 @@ from gongji.settlement.service import SettlementService
 from gongji.settlement.store import MemoryStore
 from gongji.synthetic import Traffic
 
-from support import CATALOG, by_claim, collect, produce, send_raw, settings_for, wait_registered, figures
+from support import CATALOG, by_claim, collect, open_accounts, produce, send_raw, settings_for, wait_registered, figures
 
 BOOK = load_policy_book()
 
@@ -72,11 +72,7 @@ async def test_claims_in_settlements_out_as_replay_computes_them(stack, uniq):
     claims = list(traffic.stream(300))
     expected, reference = await replayed(setup + claims)
     async with running_service(settings):
-        await produce(settings, traffic.registry())
-        await wait_registered(settings, traffic)
-        await produce(settings, traffic.openings())
-        credit_ids = {d["credit_id"] for _, d in traffic.openings()}
-        await collect(settings, settings.topics.settlements, outputs_complete(credit_ids))
+        credit_ids = await open_accounts(settings, traffic)
         await produce(settings, claims)
         ids = {d["claim_id"] for _, d in claims}
         records = await collect(settings, settings.topics.settlements, outputs_complete(ids | credit_ids))
@@ -96,11 +92,7 @@ async def test_resends_and_redelivery_count_once(stack, uniq):
     kind, claim = traffic.claim()
     person = claim["psn_no"]
     async with running_service(settings):
-        await produce(settings, traffic.registry())
-        await wait_registered(settings, traffic)
-        await produce(settings, traffic.openings())
-        credit_ids = {d["credit_id"] for _, d in traffic.openings()}
-        await collect(settings, settings.topics.settlements, outputs_complete(credit_ids))
+        await open_accounts(settings, traffic)
         before = (await redis_states(settings, [person]))[person]
         await produce(settings, [(kind, claim)] * 3)
         records = await collect(settings, settings.topics.settlements,
@@ -167,11 +159,7 @@ async def test_killed_and_restarted_mid_stream_ends_as_an_uninterrupted_run(stac
 
     service = start()
     try:
-        await produce(settings, traffic.registry())
-        await wait_registered(settings, traffic)
-        await produce(settings, traffic.openings())
-        credit_ids = {d["credit_id"] for _, d in traffic.openings()}
-        await collect(settings, settings.topics.settlements, outputs_complete(credit_ids), timeout=90)
+        credit_ids = await open_accounts(settings, traffic, timeout=90)
         await produce(settings, claims)
         # Kill -9 while it is settling: somewhere between a Redis write and an offset commit.
         await collect(settings, settings.topics.settlements, lambda rs: len(rs) >= len(credit_ids) + 1500, timeout=90)

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
+from gongji.settlement.domain import MULAID_RELATIONS
+
 REGIONS = ("152501", "990100")
 CST = timezone(timedelta(hours=8))
 CENT = Decimal("0.01")
@@ -92,7 +94,7 @@ class Traffic:
                 holder = rows[rng.randrange(max(0, len(rows) - 40), len(rows))]
                 if holder["mulaid_holder_psn_no"] is None:
                     row["mulaid_holder_psn_no"] = holder["psn_no"]
-                    row["mulaid_relation"] = rng.choice(("spouse", "parent", "child"))
+                    row["mulaid_relation"] = rng.choice(MULAID_RELATIONS)
             rows.append(row)
         return rows
 

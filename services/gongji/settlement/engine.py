@@ -13,6 +13,7 @@ from decimal import Decimal
 
 from gongji.common.money import div_round, mul_round, yuan_text, yuan_to_fen
 from gongji.settlement.domain import (
+    MULAID_RELATIONS,
     SHANGHAI,
     Claim,
     ClaimRecord,
@@ -481,7 +482,7 @@ def check_person(person: Person) -> Rejection | None:
     """A person event naming a family account holder must name a spouse, parent or child."""
     if person.mulaid_holder_psn_no is None and person.mulaid_relation is None:
         return None
-    if person.mulaid_holder_psn_no is None or person.mulaid_relation not in ("spouse", "parent", "child"):
+    if person.mulaid_holder_psn_no is None or person.mulaid_relation not in MULAID_RELATIONS:
         return _reject("MULAID_NOT_ALLOWED", f"family mutual aid (家庭共济) binds a spouse, parent or child only; "
                        f"got relation {person.mulaid_relation!r} for holder {person.mulaid_holder_psn_no!r}",
                        person.psn_no, input_type="person")

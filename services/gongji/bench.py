@@ -57,9 +57,11 @@ class Results:
         finally:
             await consumer.stop()
 
-    async def wait_for(self, ids, timeout: float) -> None:
+    async def wait_for(self, ids, timeout: float, *, any_of: bool = False) -> None:
+        """Until every one of `ids` has a result (or, with `any_of`, the first of them does)."""
         deadline = time.perf_counter() + timeout
-        while any(ident not in self.arrived for ident in ids):
+        done = any if any_of else all
+        while not done(ident in self.arrived for ident in ids):
             if time.perf_counter() > deadline:
                 missing = sum(ident not in self.arrived for ident in ids)
                 raise TimeoutError(f"{missing} of {len(ids)} results missing after {timeout:.0f} s")
@@ -148,7 +150,7 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
         service = start_workers()
         components = {"settlement service": [process.pid for process in service],
                       **{f"{name} server": [pid] for name, pid in local.items()}}
-        await results.wait_for(ids[:1], timeout=300)
+        await results.wait_for(ids, timeout=300, any_of=True)
         before = _cpu_snapshot(components)
         await results.wait_for(ids, timeout=900)
         after = _cpu_snapshot(components)
@@ -162,9 +164,13 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
         print(f"bench: throughput: {len(burst)} queued claims settled in {last - first:.2f} s = "
               f"{len(burst) / (last - first):,.0f} claims/s end to end (first result to last)", flush=True)
         service_cpu = cpu["settlement service"]
+        if service_cpu >= 0.1:  # /proc counts in clock ticks (10 ms): below this the ratio is noise
+            per_claim = (f"; the service spent {service_cpu / len(burst) * 1e6:.0f} µs of CPU a claim, "
+                         f"{len(burst) / service_cpu:,.0f} claims per CPU-second")
+        else:
+            per_claim = "; too little service CPU to give a figure per claim: use more --claims"
         print("bench: CPU during the drain: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in cpu.items())
-              + f"; the service spent {service_cpu / len(burst) * 1e6:.0f} µs of CPU a claim, "
-              f"{len(burst) / service_cpu:,.0f} claims per CPU-second", flush=True)
+              + per_claim, flush=True)
 
         # Latency: claims sent at a steady rate; from just before each send to its result read here.
         sent: dict[str, float] = {}

@@ -133,6 +133,13 @@ RECORDS: dict[str, dict[str, Any]] = {
                    "cvlserv_pay": D("0.00"), "maf_pay": D("0.00"), "fund_pay_sumamt": D("-5.00"),
                    "acct_pay": D("0.00"), "owed": D("-5.00")},
         "net_to_a": D("1645.50"), "closed_at": "2023-04-01T00:00:00+00:00"},
+    "FraudSignal": {
+        "signal_id": "FS-IMPOSSIBLE_TRAVEL-15250100000000000042-20230301", "rule_id": "IMPOSSIBLE_TRAVEL",
+        "category": "fraud", "severity": "high", "subject_type": "person", "subject_id": "15250100000000000042",
+        "admdvs": "152501", "window_start": "2023-03-01T09:00:00+08:00", "window_end": "2023-03-01T11:00:00+08:00",
+        "claim_ids": ["C-152501-0001", "C-990100-0007"], "count": 2, "threshold": "< 4 h between regions",
+        "amount": None, "reason": "Settled in 152501 at 09:12 and in 990100 at 10:40, 88 minutes apart.",
+        "detected_at": "2026-11-23T15:00:00+00:00"},
 }
 
 # Field names exactly as CONTRACT.md (and the brief) spell them; order as in the schema.
@@ -169,6 +176,9 @@ FIELD_NAMES = {
                      "hifp_pay", "hifob_pay", "cvlserv_pay", "maf_pay", "fund_pay_sumamt", "acct_pay", "owed"],
     "DeadLetter": ["topic", "partition", "offset", "key", "reason", "original", "failed_at",
                    "service"],
+    "FraudSignal": ["signal_id", "rule_id", "category", "severity", "subject_type", "subject_id", "admdvs",
+                    "window_start", "window_end", "claim_ids", "count", "threshold", "amount", "reason",
+                    "detected_at"],
 }
 OPTIONAL = {
     ("FeeDetail", "pric_uplmt_amt"), ("FeeDetail", "selfpay_prop"), ("FeeDetail", "non_med_flag"),
@@ -178,7 +188,7 @@ OPTIONAL = {
     ("Credit", "amount"), ("Credit", "crdt_base"), ("Rejection", "claim_id"),
     ("Rejection", "credit_id"), ("Rejection", "input_type"), ("Rejection", "psn_no"),
     ("ReversalResult", "orig_setl_time"), ("DeadLetter", "key"),
-    ("SetlDetail", "crt_payb_lmt_amt"),
+    ("SetlDetail", "crt_payb_lmt_amt"), ("FraudSignal", "admdvs"), ("FraudSignal", "amount"),
 }
 MONEY = (16, 2)
 DECIMALS = {
@@ -265,7 +275,8 @@ def test_types_optionality_and_decimals() -> None:
                 elif name == "grassroots":
                     assert ftype == "boolean"
                 elif name in ("partition", "offset", "key", "original", "fee_details",
-                              "setldetail", "chronic_diseases", "settlements", "adjustments", "a_to_b", "b_to_a"):
+                              "setldetail", "chronic_diseases", "settlements", "adjustments", "a_to_b", "b_to_a",
+                              "claim_ids", "count"):
                     continue
                 else:  # codes, ids, times: strings, never ints
                     assert ftype == "string", where
@@ -370,7 +381,8 @@ def test_header_is_marker_and_little_endian_fingerprint(catalog: SchemaCatalog, 
     assert data[2:10] == rabin64(canonical.encode()).to_bytes(8, "little")
     assert data[2:10] == catalog.fingerprint(name) == fingerprint_of(load_packaged_schema(
         {"ReversalResult": "reversal_result", "CreditResult": "credit_result",
-         "DeadLetter": "dead_letter", "ClearingStatement": "clearing_statement"}.get(name, name.lower()) + ".avsc"))
+         "DeadLetter": "dead_letter", "ClearingStatement": "clearing_statement",
+         "FraudSignal": "fraud_signal"}.get(name, name.lower()) + ".avsc"))
     body = io.BytesIO()
     fastavro.schemaless_writer(body, catalog.schema(name), RECORDS[name])
     assert data[10:] == body.getvalue()
@@ -475,14 +487,14 @@ def test_register_is_idempotent_and_guards_decimal_scale() -> None:
 
 def test_unknown_record_name_is_read_as_written() -> None:
     cat = SchemaCatalog()
-    extra = {"type": "record", "name": "FraudSignal", "namespace": "gongji",
+    extra = {"type": "record", "name": "LedgerAudit", "namespace": "gongji",
              "fields": [{"name": "psn_no", "type": "string"}]}
     writer = SchemaCatalog(current=[extra], history=[])
-    data = writer.encode("FraudSignal", {"psn_no": "p1"})
+    data = writer.encode("LedgerAudit", {"psn_no": "p1"})
     with pytest.raises(DecodeError):
         cat.decode(data)
     cat.register(extra)
-    assert cat.decode(data) == ("FraudSignal", {"psn_no": "p1"})
+    assert cat.decode(data) == ("LedgerAudit", {"psn_no": "p1"})
 
 
 # -- encode errors ----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
+import psycopg
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -146,6 +147,9 @@ async def test_stack_up_serves_until_stack_down(tmp_path: Path):
         assert not state["already_running"]
         assert (state_dir / "stack.json").exists()
         assert redis.Redis.from_url(state["redis_url"]).ping()
+        with psycopg.connect(state["database_url"]) as connection:  # the ledger's PostgreSQL
+            assert connection.execute("SELECT 1 + 1").fetchone() == (2,)
+        scratch = state["servers"]["postgres"].get("scratch")  # its data directory, when root runs it
         admin = AIOKafkaAdminClient(bootstrap_servers=state["kafka_bootstrap_servers"])
         await admin.start()
         try:
@@ -160,6 +164,7 @@ async def test_stack_up_serves_until_stack_down(tmp_path: Path):
         assert stack_down(state_dir)
     assert not any(running(pid) for pid in pids)
     assert not (state_dir / "stack.json").exists()
+    assert scratch is None or not Path(scratch).exists()
     assert not stack_down(state_dir)
 
 

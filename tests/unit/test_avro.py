@@ -149,7 +149,7 @@ SETTLEMENT_NAMES = [
     "overlmt_selfpay", "preselfpay_amt", "inscp_scp_amt", "act_pay_dedc", "hifp_pay",
     "pool_prop_selfpay", "hifob_pay", "cvlserv_pay", "maf_pay", "oth_pay", "fund_pay_sumamt",
     "psn_part_amt", "acct_pay", "acct_mulaid_pay", "psn_cash_pay", "balc", "clr_type",
-    "clr_optins", "setldetail",
+    "clr_optins", "setldetail", "mulaid_holder_psn_no",
 ]
 FIELD_NAMES = {
     "Institution": ["fixmedins_code", "fixmedins_name", "fixmedins_type", "medins_lv",
@@ -169,7 +169,7 @@ FIELD_NAMES = {
     "ReversalResult": SETTLEMENT_NAMES[:2] + ["orig_claim_id", "orig_setl_id", "orig_setl_time"]
     + SETTLEMENT_NAMES[2:],
     "Rejection": ["claim_id", "credit_id", "psn_no", "err_code", "err_msg", "input_type"],
-    "CreditResult": ["credit_id", "psn_no", "ym", "amount", "balc"],
+    "CreditResult": ["credit_id", "psn_no", "ym", "amount", "balc", "insu_admdvs"],
     "ClearingStatement": ["statement_id", "ym", "region_a", "region_b", "a_to_b", "b_to_a", "net_to_a",
                           "closed_at"],
     "ClearingFlow": ["treatment_admdvs", "insured_admdvs", "settlements", "adjustments", "medfee_sumamt",
@@ -189,6 +189,7 @@ OPTIONAL = {
     ("Rejection", "credit_id"), ("Rejection", "input_type"), ("Rejection", "psn_no"),
     ("ReversalResult", "orig_setl_time"), ("DeadLetter", "key"),
     ("SetlDetail", "crt_payb_lmt_amt"), ("FraudSignal", "admdvs"), ("FraudSignal", "amount"),
+    ("Settlement", "mulaid_holder_psn_no"), ("ReversalResult", "mulaid_holder_psn_no"), ("CreditResult", "insu_admdvs"),
 }
 MONEY = (16, 2)
 DECIMALS = {

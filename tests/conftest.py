@@ -33,11 +33,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory):
-    """Kafka and Redis addresses (`kafka_bootstrap_servers`, `redis_url`, `group_timeouts`)."""
+    """Kafka, Redis and PostgreSQL addresses (`kafka_bootstrap_servers`, `redis_url`, `database_url`,
+    `group_timeouts`)."""
     kafka = os.environ.get("GONGJI_KAFKA_BOOTSTRAP_SERVERS")
     redis_url = os.environ.get("GONGJI_REDIS_URL")
     if kafka and redis_url:
-        yield Endpoints(kafka, redis_url)
+        yield Endpoints(kafka, redis_url, database_url=os.environ.get("GONGJI_DATABASE_URL"))
         return
     with LocalStack(tmp_path_factory.mktemp("stack")) as local:
         yield local.endpoints()

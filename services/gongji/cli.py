@@ -16,25 +16,28 @@ from gongji.common.config import Settings
 from gongji.settlement.policy import PolicyError
 
 # What `gongji run` starts; docker-compose.yml runs each (a test checks).
-SERVICES = ("settlement", "clearing")
+SERVICES = ("settlement", "clearing", "ledger")
 STATE_DIR = Path(os.environ.get("GONGJI_STATE_DIR", ".gongji"))
 
 
 def resolve_settings(settings: Settings | None = None) -> Settings:
     """Settings from the environment; servers not set there come from a running `gongji stack up`."""
     settings = settings or Settings()
-    if settings.kafka_bootstrap_servers and settings.redis_url:
+    if settings.kafka_bootstrap_servers and settings.redis_url and settings.database_url:
         return settings
     from gongji.common.stack import TANSU_GROUP_TIMEOUTS, STATE_FILE
 
     state_file = STATE_DIR / STATE_FILE
     if not state_file.exists():
+        if settings.kafka_bootstrap_servers and settings.redis_url:
+            return settings  # no PostgreSQL: only the ledger needs it, and says so
         sys.exit("gongji: no servers configured. Set GONGJI_KAFKA_BOOTSTRAP_SERVERS and GONGJI_REDIS_URL, "
                  "or start the local stack with `gongji stack up`.")
     state = json.loads(state_file.read_text())
     updates = {
         "kafka_bootstrap_servers": settings.kafka_bootstrap_servers or state["kafka_bootstrap_servers"],
         "redis_url": settings.redis_url or state["redis_url"],
+        "database_url": settings.database_url or state.get("database_url"),
     }
     if not settings.kafka_bootstrap_servers:
         updates.update({
@@ -169,6 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     topics.add_argument("action", choices=["create"])
     run = commands.add_parser("run", help="one service in the foreground")
     run.add_argument("service", choices=SERVICES)
+    from gongji.ledger.commands import add_commands as add_ledger_commands
+
+    add_ledger_commands(commands)
     rep = commands.add_parser("replay", help="settle a JSON Lines file offline (- for stdin)")
     rep.add_argument("file")
     bench = commands.add_parser("bench", help="claims/s and latency through the local stack")
@@ -200,7 +206,7 @@ def _dispatch(args: argparse.Namespace) -> None:
                 start_stack_services(args.policies)
             print(("already running: " if state["already_running"] else "started: ")
                   + f"GONGJI_KAFKA_BOOTSTRAP_SERVERS={state['kafka_bootstrap_servers']} "
-                  f"GONGJI_REDIS_URL={state['redis_url']}")
+                  f"GONGJI_REDIS_URL={state['redis_url']} GONGJI_DATABASE_URL={state.get('database_url')}")
         else:
             print("stopped" if stack_down(STATE_DIR) else "no local stack was running")
     elif args.command == "topics":
@@ -210,6 +216,10 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         book = load_policy_book(args.policies)  # a bad policy file stops start-up before anything runs
         asyncio.run(run_settlement(resolve_settings(), book))
+    elif args.command in ("ledger", "reconcile") or (args.command == "run" and args.service == "ledger"):
+        from gongji.ledger.commands import dispatch
+
+        dispatch(args, resolve_settings())
     elif args.command == "run":
         asyncio.run(run_clearing(resolve_settings()))
     elif args.command == "clearing":

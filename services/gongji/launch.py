@@ -33,6 +33,7 @@ def servers(workdir: Path) -> tuple[LocalStack | None, Settings]:
     stack = LocalStack(workdir).start()
     return stack, Settings(
         kafka_bootstrap_servers=stack.kafka_bootstrap_servers, redis_url=stack.redis_url,
+        database_url=os.environ.get("GONGJI_DATABASE_URL") or stack.database_url,
         kafka_session_timeout_ms=TANSU_GROUP_TIMEOUTS["session_timeout_ms"],
         kafka_heartbeat_interval_ms=TANSU_GROUP_TIMEOUTS["heartbeat_interval_ms"],
         kafka_rebalance_timeout_ms=TANSU_GROUP_TIMEOUTS["rebalance_timeout_ms"])
@@ -41,7 +42,8 @@ def servers(workdir: Path) -> tuple[LocalStack | None, Settings]:
 def isolated(settings: Settings, tag: str) -> Settings:
     """The same servers, with topics, Redis keys and consumer groups of this run's own."""
     settings = settings.model_copy(update={"key_prefix": tag, "settlement_group": f"{tag}-settlement",
-                                           "clearing_group": f"{tag}-clearing"})
+                                           "clearing_group": f"{tag}-clearing", "ledger_group": f"{tag}-ledger",
+                                           "ledger_schema": tag.lower().replace("-", "_")})
     return Settings(**{**settings.model_dump(exclude={"topics"}), "topic_prefix": f"{tag}."})
 
 
@@ -54,6 +56,9 @@ def service_env(settings: Settings) -> dict[str, str]:
         "GONGJI_KEY_PREFIX": settings.key_prefix,
         "GONGJI_SETTLEMENT_GROUP": settings.settlement_group,
         "GONGJI_CLEARING_GROUP": settings.clearing_group,
+        "GONGJI_LEDGER_GROUP": settings.ledger_group,
+        "GONGJI_LEDGER_SCHEMA": settings.ledger_schema,
+        **({"GONGJI_DATABASE_URL": settings.database_url} if settings.database_url else {}),
         "GONGJI_PARTITIONS": str(settings.partitions),
         "GONGJI_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
         "GONGJI_KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),

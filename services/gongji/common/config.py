@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     key_prefix: str = "gj"
     settlement_group: str = "gongji-settlement"
     clearing_group: str = "gongji-clearing"
+    ledger_group: str = "gongji-ledger"
+    # The PostgreSQL schema holding the ledger's journal (several deployments or tests share a server).
+    ledger_schema: str = "ledger"
     # Partitions for topics this project creates; the same key always lands on one partition.
     partitions: int = 6
     replication_factor: int = 1

@@ -1,0 +1,212 @@
+"""`gongji run ledger`, `gongji ledger …` and `gongji reconcile …`: the ledger's entry points."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import logging
+import sys
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from gongji.common.config import Settings
+from gongji.common.money import to_fen, to_yuan
+
+PREFIXES = {"fund": "fund:", "institution": "inst:", "account": "acct:", "cash": "cash:", "all": None}
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    ledger = commands.add_parser("ledger", help="the fund ledger: migrate, balances, check, entry")
+    actions = ledger.add_subparsers(dest="action", required=True)
+    actions.add_parser("migrate", help="create or upgrade the journal's tables")
+    balances = actions.add_parser("balances", help="debits, credits and balance per account")
+    balances.add_argument("--by", choices=[*PREFIXES, "day"], default="fund",
+                          help="fund (default), institution, account, cash, all; or day: every account per day")
+    balances.add_argument("--from", dest="start", type=date.fromisoformat, help="first book date, YYYY-MM-DD")
+    balances.add_argument("--to", dest="end", type=date.fromisoformat, help="last book date, YYYY-MM-DD")
+    balances.add_argument("--account", help="only accounts starting with this, e.g. inst:H15250100001")
+    balances.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    actions.add_parser("check", help="trial balance: debits equal credits per entry and per day (exit 1 if not)")
+    entry = actions.add_parser("entry", help="one journal entry and its postings")
+    entry.add_argument("entry_id", help="setl_id or credit_id")
+
+    rec = commands.add_parser(
+        "reconcile", help="reconcile an institution's totals for a period (对账, 3201; with --details, 3202)",
+        description="Compare an institution's totals for a period with the centre's journal. Prints the verdict "
+                    "(balanced, centre has more, institution has more, mismatch) and, with --details, every "
+                    "settlement that differs. Exit status 0 when balanced, 1 when not.")
+    rec.add_argument("--fixmedins", required=True, help="fixmedins_code of the institution")
+    rec.add_argument("--from", dest="start", required=True, type=date.fromisoformat, help="stmt_begndate, YYYY-MM-DD")
+    rec.add_argument("--to", dest="end", required=True, type=date.fromisoformat, help="stmt_enddate, YYYY-MM-DD")
+    rec.add_argument("--medfee-sumamt", required=True, type=Decimal)
+    rec.add_argument("--fund-pay-sumamt", required=True, type=Decimal)
+    rec.add_argument("--acct-pay", required=True, type=Decimal, help="personal accounts paid, family aid included")
+    rec.add_argument("--count", required=True, type=int, help="fixmedins_setl_cnt: settlements counted")
+    rec.add_argument("--refunds", action="store_true",
+                     help="reconcile reversals (refd_setl_flag 1) instead of settlements; their amounts are negative")
+    rec.add_argument("--details", type=Path,
+                     help="the institution's detail lines (3202): CSV with a header, or JSON Lines; fields setl_id, "
+                          "medfee_sumamt, fund_pay_sumamt, acct_pay")
+    rec.add_argument("--json", action="store_true", help="the report as one JSON object")
+
+
+def dispatch(args: argparse.Namespace, settings: Settings) -> None:
+    if not settings.database_url:
+        sys.exit("gongji: the ledger needs PostgreSQL: set GONGJI_DATABASE_URL, or start the local stack "
+                 "with `gongji stack up`.")
+    if args.command == "run":
+        asyncio.run(run_ledger(settings))
+    elif args.command == "reconcile":
+        sys.exit(asyncio.run(reconcile_command(settings, args)))
+    elif args.action == "migrate":
+        from gongji.ledger.store import migrate
+
+        applied = migrate(settings.database_url, settings.ledger_schema)
+        print(f"ledger schema {settings.ledger_schema}: " + (f"applied {', '.join(applied)}" if applied else "up to date"))
+    else:
+        sys.exit(asyncio.run(_query(settings, args)))
+
+
+async def run_ledger(settings: Settings) -> None:
+    import signal
+
+    from gongji.common.avro import SchemaCatalog
+    from gongji.ledger.service import LedgerService
+    from gongji.ledger.store import LedgerStore, migrate, wait_for_database
+
+    await wait_for_database(settings.database_url)
+    applied = await asyncio.to_thread(migrate, settings.database_url, settings.ledger_schema)
+    logging.getLogger("gongji.ledger").info("ledger: schema %s ready%s", settings.ledger_schema,
+                                            f" (applied {', '.join(applied)})" if applied else "")
+    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await LedgerService(settings, SchemaCatalog(), store).run(stop)
+    finally:
+        await store.close()
+
+
+async def _query(settings: Settings, args: argparse.Namespace) -> int:
+    from gongji.ledger.store import LedgerStore
+
+    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
+    try:
+        if args.action == "balances":
+            prefix = args.account or (None if args.by == "day" else PREFIXES[args.by])
+            rows = await store.balances("day" if args.by == "day" else "account", args.start, args.end, prefix)
+            _print_balances(rows, args.json)
+            return 0
+        if args.action == "check":
+            report = await store.trial_balance()
+            for day in report["days"]:
+                ok = "balanced" if day["debit"] == day["credit"] else "NOT BALANCED"
+                print(f"{day['book_date']}  {day['entries']:>8} entries  debit {day['debit']:>16,.2f}  "
+                      f"credit {day['credit']:>16,.2f}  {ok}")
+            for row in report["unbalanced"]:
+                print(f"entry {row['entry_id']} does not balance: debit {row['debit']}, credit {row['credit']}")
+            bad_days = [d for d in report["days"] if d["debit"] != d["credit"]]
+            print(f"{report['entries']} entries on {len(report['days'])} day(s): "
+                  + ("every entry and every day balances" if not bad_days and not report["unbalanced"]
+                     else f"{len(report['unbalanced'])} entries and {len(bad_days)} days do not balance"))
+            return 1 if bad_days or report["unbalanced"] else 0
+        entry = await store.entry(args.entry_id)
+        if entry is None:
+            print(f"no journal entry {args.entry_id}", file=sys.stderr)
+            return 1
+        print(json.dumps(entry, default=str, ensure_ascii=False, indent=2))
+        return 0
+    finally:
+        await store.close()
+
+
+def _print_balances(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        for row in rows:
+            print(json.dumps(row, default=str, ensure_ascii=False))
+        return
+    if not rows:
+        print("no postings")
+        return
+    day = "book_date" in rows[0]
+    width = max(len(row["account"]) for row in rows)
+    print(("date        " if day else "") + f"{'account':<{width}}  {'debit':>16}  {'credit':>16}  {'balance':>16}")
+    for row in rows:
+        print((f"{row['book_date']}  " if day else "") + f"{row['account']:<{width}}  {row['debit']:>16,.2f}  "
+              f"{row['credit']:>16,.2f}  {row['balance']:>16,.2f}")
+
+
+def read_details(path: Path) -> list[Any]:
+    from gongji.ledger.domain import detail_from_row
+
+    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        rows = list(csv.DictReader(text.splitlines()))
+    return [detail_from_row(row) for row in rows]
+
+
+async def reconcile_command(settings: Settings, args: argparse.Namespace) -> int:
+    from gongji.ledger.domain import LedgerError, Totals, reconcile
+    from gongji.ledger.store import LedgerStore
+
+    try:
+        theirs = Totals(args.count, to_fen(args.medfee_sumamt), to_fen(args.fund_pay_sumamt), to_fen(args.acct_pay))
+        details = read_details(args.details) if args.details else None
+    except (LedgerError, ValueError, OSError) as error:
+        print(f"gongji reconcile: {error}", file=sys.stderr)
+        return 2
+    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
+    try:
+        ours = await store.centre_details(args.fixmedins, args.start, args.end, args.refunds)
+    finally:
+        await store.close()
+    report = reconcile(ours, theirs, details)
+    if args.json:
+        print(json.dumps(report_json(report, args), ensure_ascii=False, default=str))
+    else:
+        print_report(report, args)
+    return 0 if report.verdict == "balanced" else 1
+
+
+def _totals_json(totals) -> dict[str, Any]:
+    return {"count": totals.count, "medfee_sumamt": str(to_yuan(totals.medfee_sumamt)),
+            "fund_pay_sumamt": str(to_yuan(totals.fund_pay_sumamt)), "acct_pay": str(to_yuan(totals.acct_pay))}
+
+
+def _detail_json(detail) -> dict[str, Any] | None:
+    if detail is None:
+        return None
+    return {"setl_id": detail.setl_id, "medfee_sumamt": str(to_yuan(detail.medfee_sumamt)),
+            "fund_pay_sumamt": str(to_yuan(detail.fund_pay_sumamt)), "acct_pay": str(to_yuan(detail.acct_pay)),
+            "psn_no": detail.psn_no, "setl_time": detail.setl_time}
+
+
+def report_json(report, args) -> dict[str, Any]:
+    return {"fixmedins_code": args.fixmedins, "stmt_begndate": str(args.start), "stmt_enddate": str(args.end),
+            "refd_setl_flag": "1" if args.refunds else "0", "verdict": report.verdict, "stmt_rslt": report.code,
+            "centre": _totals_json(report.centre), "institution": _totals_json(report.institution),
+            "differences": [{"setl_id": d.setl_id, "kind": d.kind, "centre": _detail_json(d.centre),
+                             "institution": _detail_json(d.institution)} for d in report.differences]}
+
+
+def print_report(report, args) -> None:
+    what = "reversals" if args.refunds else "settlements"
+    print(f"{args.fixmedins} {what} {args.start} – {args.end}: {report.verdict.upper()} (stmt_rslt {report.code})")
+    print(f"  {'':12}{'count':>8}  {'medfee_sumamt':>16}  {'fund_pay_sumamt':>16}  {'acct_pay':>16}")
+    for name, totals in (("centre", report.centre), ("institution", report.institution)):
+        print(f"  {name:<12}{totals.count:>8}  {to_yuan(totals.medfee_sumamt):>16,.2f}  "
+              f"{to_yuan(totals.fund_pay_sumamt):>16,.2f}  {to_yuan(totals.acct_pay):>16,.2f}")
+    for d in report.differences:
+        side = d.centre or d.institution
+        print(f"  {d.kind:<21} {d.setl_id}  medfee {to_yuan(side.medfee_sumamt)}"
+              + (f" (institution {to_yuan(d.institution.medfee_sumamt)}, fund {to_yuan(d.institution.fund_pay_sumamt)}, "
+                 f"account {to_yuan(d.institution.acct_pay)}; centre fund {to_yuan(d.centre.fund_pay_sumamt)}, "
+                 f"account {to_yuan(d.centre.acct_pay)})" if d.kind == "mismatch" else ""))

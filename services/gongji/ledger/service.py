@@ -1,0 +1,74 @@
+"""The ledger service (`gongji run ledger`): reads `settlements` in its own consumer group and books
+each settlement, reversal and account credit as a balanced journal entry in PostgreSQL.
+
+Exactly-once effect without transactions across Kafka and PostgreSQL: a batch is booked in one
+database transaction, and only then are its offsets committed. A crash in between redelivers the
+batch, whose entries are already there under their setl_id / credit_id primary keys and are left
+alone. Results the ledger cannot book (undecodable, or not balancing) go to `dead-letters`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+
+from aiokafka.structs import ConsumerRecord
+
+from gongji.common import kafka
+from gongji.common.avro import DecodeError, SchemaCatalog
+from gongji.common.config import Settings
+from gongji.common.observe import Metrics
+from gongji.common.stack import ensure_topics
+from gongji.ledger.domain import LedgerError, entry_for
+from gongji.ledger.store import LedgerStore
+
+log = logging.getLogger("gongji.ledger")
+SERVICE = "ledger"
+BOOKED = {b"settlement": "settlement", b"reversal": "reversal", b"credit": "credit"}  # gongji-type headers
+RECORDS = {"Settlement": "settlement", "ReversalResult": "reversal", "CreditResult": "credit"}
+
+
+class LedgerService:
+    def __init__(self, settings: Settings, catalog: SchemaCatalog, store: LedgerStore):
+        self.settings = settings
+        self.catalog = catalog
+        self.store = store
+        self.booked = Counter()
+        self.metrics = Metrics(SERVICE)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        topics = self.settings.topics
+        await ensure_topics(self.settings.kafka_bootstrap_servers, [topics.settlements, topics.dead_letters],
+                            self.settings.partitions, replication_factor=self.settings.replication_factor)
+        await kafka.consume_batches(self.settings, self.settings.ledger_group, [topics.settlements], self.metrics,
+                                    self.process, stop)
+
+    async def process(self, messages: list[ConsumerRecord], producer) -> None:
+        entries, dead = [], []
+        for message in messages:
+            label = dict(message.headers or ()).get("gongji-type")
+            if label is not None and label not in BOOKED:
+                continue  # rejections: nothing moved, nothing to book
+            try:
+                name, result = self.catalog.decode(message.value)
+                # The header saves decoding rejections; without one (another writer), the record says.
+                kind = BOOKED[label] if label is not None else RECORDS.get(name)
+                if kind is None:
+                    continue
+                entries.append((entry_for(kind, result), (message.topic, message.partition, message.offset)))
+            except (DecodeError, LedgerError) as error:
+                dead.append((message, f"not a result the ledger can book: {error}"))
+        self.metrics.consumed.inc(len(messages))
+        if entries:
+            booked = await self.store.book(entries)  # an outage raises: the batch is consumed again
+            self.booked["new"] += booked.entries
+            self.booked["seen"] += len(entries)
+            self.metrics.outputs.labels("booked").inc(booked.entries)
+            self.metrics.outputs.labels("already booked").inc(len(entries) - booked.entries)
+        self.metrics.dead_letters.inc(len(dead))
+        if dead:
+            for message, reason in dead:
+                log.warning("ledger: %s (%s[%d]@%d)", reason, message.topic, message.partition, message.offset)
+            letters = [(m.key, kafka.dead_letter(self.catalog, m, reason, SERVICE), []) for m, reason in dead]
+            await asyncio.gather(*await kafka.publish(producer, self.settings.topics.dead_letters, letters))

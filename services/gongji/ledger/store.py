@@ -1,0 +1,205 @@
+"""The journal on PostgreSQL: migrations (yoyo, plain SQL files beside this module), booking a batch
+of entries in one transaction, and the queries behind `gongji ledger` and `gongji reconcile`.
+
+Redelivery is harmless by construction: an entry's id is its settlement's setl_id (or credit_id),
+the primary key; a batch inserts its entries with ON CONFLICT DO NOTHING and only the postings of
+the entries it did insert. Balance is enforced by the database at commit (migrations/0001).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import re
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from gongji.common.money import to_fen, to_yuan
+from gongji.ledger.domain import Detail, Entry
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class LedgerStoreError(RuntimeError):
+    """The database refused or is not reachable."""
+
+
+def migrate(database_url: str, schema: str) -> list[str]:
+    """Create `schema` if need be and apply the migrations it lacks (yoyo, under its lock, so
+    several ledger workers starting at once apply each migration once). Returns the ids applied."""
+    from yoyo import get_backend, read_migrations
+
+    if not _SCHEMA_NAME.match(schema):
+        raise LedgerStoreError(f"ledger schema name {schema!r}: lower-case letters, digits and _ only")
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        connection.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    url = database_url.replace("postgresql://", "postgresql+psycopg://", 1).replace("postgres://", "postgresql+psycopg://", 1)
+    backend = get_backend(f"{url}{'&' if '?' in url else '?'}schema={schema}")
+    with importlib.resources.as_file(importlib.resources.files("gongji.ledger").joinpath("migrations")) as folder:
+        migrations = read_migrations(str(folder))
+        with backend.lock():
+            pending = backend.to_apply(migrations)
+            backend.apply_migrations(pending)
+    return [migration.id for migration in pending]
+
+
+_BOOK = """
+WITH new AS (
+    INSERT INTO journal_entry (entry_id, event_type, source_id, orig_entry_id, psn_no, fixmedins_code, insu_admdvs,
+                               mdtrtarea_admvs, setl_time, book_date, medfee_sumamt, fund_pay_sumamt, acct_pay,
+                               psn_cash_pay, kafka_topic, kafka_partition, kafka_offset)
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+                         %s::text[], %s::timestamptz[], %s::date[], %s::numeric[], %s::numeric[], %s::numeric[],
+                         %s::numeric[], %s::text[], %s::int[], %s::bigint[])
+    ON CONFLICT (entry_id) DO NOTHING
+    RETURNING entry_id
+), lines AS (
+    INSERT INTO posting (entry_id, line_no, account, debit, credit, book_date)
+    SELECT p.entry_id, p.line_no, p.account, p.debit, p.credit, p.book_date
+    FROM unnest(%s::text[], %s::int2[], %s::text[], %s::numeric[], %s::numeric[], %s::date[])
+         AS p(entry_id, line_no, account, debit, credit, book_date)
+    WHERE p.entry_id IN (SELECT entry_id FROM new)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM new), (SELECT count(*) FROM lines)
+"""
+
+
+@dataclass(frozen=True)
+class Booked:
+    entries: int  # new entries
+    postings: int
+
+
+class LedgerStore:
+    """One connection, used by one task at a time (the service's batch loop, or a command)."""
+
+    def __init__(self, connection: psycopg.AsyncConnection):
+        self.connection = connection
+
+    @classmethod
+    async def connect(cls, database_url: str, schema: str) -> LedgerStore:
+        if not _SCHEMA_NAME.match(schema):
+            raise LedgerStoreError(f"ledger schema name {schema!r}: lower-case letters, digits and _ only")
+        connection = await psycopg.AsyncConnection.connect(database_url, options=f"-c search_path={schema}",
+                                                           application_name="gongji-ledger")
+        return cls(connection)
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+    async def book(self, entries: list[tuple[Entry, tuple[str, int, int] | None]]) -> Booked:
+        """Book entries (each with where it was read: topic, partition, offset) in one transaction;
+        entries already booked are left as they are."""
+        unique: dict[str, tuple[Entry, tuple[str, int, int] | None]] = {}
+        for entry, origin in entries:
+            unique.setdefault(entry.entry_id, (entry, origin))
+        if not unique:
+            return Booked(0, 0)
+        rows = [entry for entry, _ in unique.values()]
+        origins = [origin or (None, None, None) for _, origin in unique.values()]
+        lines = [(entry.entry_id, number, posting.account, to_yuan(posting.debit), to_yuan(posting.credit), entry.book_date)
+                 for entry in rows for number, posting in enumerate(entry.postings, 1)]
+        params = [
+            [e.entry_id for e in rows], [e.event_type for e in rows], [e.source_id for e in rows],
+            [e.orig_entry_id for e in rows], [e.psn_no for e in rows], [e.fixmedins_code for e in rows],
+            [e.insu_admdvs for e in rows], [e.mdtrtarea_admvs for e in rows], [e.setl_time for e in rows],
+            [e.book_date for e in rows], [to_yuan(e.medfee_sumamt) for e in rows],
+            [to_yuan(e.fund_pay_sumamt) for e in rows], [to_yuan(e.acct_pay) for e in rows],
+            [to_yuan(e.psn_cash_pay) for e in rows],
+            [o[0] for o in origins], [o[1] for o in origins], [o[2] for o in origins],
+            *([line[i] for line in lines] for i in range(6)),
+        ]
+        async with self.connection.transaction():
+            cursor = await self.connection.execute(_BOOK, params)
+            new, postings = await cursor.fetchone()
+        return Booked(new, postings)
+
+    # ------------------------------------------------------------ queries
+
+    async def _rows(self, sql: str, params: list[Any] | tuple = ()) -> list[dict[str, Any]]:
+        async with self.connection.cursor(row_factory=dict_row) as cursor:
+            await cursor.execute(sql, params)
+            rows = await cursor.fetchall()
+        await self.connection.rollback()  # end the read's transaction: no idle transaction held open
+        return rows
+
+    async def balances(self, by: str, start: date | None = None, end: date | None = None,
+                       prefix: str | None = None) -> list[dict[str, Any]]:
+        """Debits, credits and balance (debit − credit) per account, or per account and day
+        (`by` = "day"), over book dates [start, end]; accounts starting with `prefix` only."""
+        where, params = ["TRUE"], []
+        if start is not None:
+            where.append("book_date >= %s")
+            params.append(start)
+        if end is not None:
+            where.append("book_date <= %s")
+            params.append(end)
+        if prefix:
+            where.append("account LIKE %s")
+            params.append(prefix.replace("%", r"\%").replace("_", r"\_") + "%")
+        day = "book_date, " if by == "day" else ""
+        return await self._rows(
+            f"SELECT {day}account, sum(debit) AS debit, sum(credit) AS credit, sum(debit) - sum(credit) AS balance, "
+            f"count(*) AS postings FROM posting WHERE {' AND '.join(where)} GROUP BY {day}account ORDER BY {day}account",
+            params)
+
+    async def trial_balance(self) -> dict[str, Any]:
+        """Per day and overall: debits against credits, and entries whose postings do not balance."""
+        days = await self._rows("SELECT book_date, sum(debit) AS debit, sum(credit) AS credit, count(DISTINCT entry_id) "
+                                "AS entries FROM posting GROUP BY book_date ORDER BY book_date")
+        unbalanced = await self._rows(
+            "SELECT e.entry_id, coalesce(sum(p.debit), 0) AS debit, coalesce(sum(p.credit), 0) AS credit "
+            "FROM journal_entry e LEFT JOIN posting p USING (entry_id) GROUP BY e.entry_id "
+            "HAVING coalesce(sum(p.debit), 0) <> coalesce(sum(p.credit), 0) OR count(p.entry_id) = 0")
+        entries = (await self._rows("SELECT count(*) AS n FROM journal_entry"))[0]["n"]
+        return {"days": days, "unbalanced": unbalanced, "entries": entries}
+
+    async def centre_details(self, fixmedins_code: str, start: date, end: date, refunds: bool) -> list[Detail]:
+        """The centre's settlements (or, with `refunds`, reversals) of one institution booked on
+        [start, end], as 3202 detail lines."""
+        rows = await self._rows(
+            "SELECT entry_id, psn_no, setl_time, medfee_sumamt, fund_pay_sumamt, acct_pay FROM journal_entry "
+            "WHERE fixmedins_code = %s AND event_type = %s AND book_date BETWEEN %s AND %s ORDER BY setl_time, entry_id",
+            (fixmedins_code, "reversal" if refunds else "settlement", start, end))
+        return [Detail(row["entry_id"], to_fen(row["medfee_sumamt"]), to_fen(row["fund_pay_sumamt"]),
+                       to_fen(row["acct_pay"]), row["psn_no"], row["setl_time"].isoformat()) for row in rows]
+
+    async def entry(self, entry_id: str) -> dict[str, Any] | None:
+        rows = await self._rows("SELECT * FROM journal_entry WHERE entry_id = %s", (entry_id,))
+        if not rows:
+            return None
+        rows[0]["postings"] = await self._rows(
+            "SELECT line_no, account, debit, credit FROM posting WHERE entry_id = %s ORDER BY line_no", (entry_id,))
+        return rows[0]
+
+    async def counts(self) -> dict[str, int]:
+        rows = await self._rows("SELECT event_type, count(*) AS n FROM journal_entry GROUP BY event_type")
+        return {row["event_type"]: row["n"] for row in rows}
+
+
+def decimal_text(value: Decimal | int) -> str:
+    return f"{Decimal(value):,.2f}"
+
+
+async def wait_for_database(database_url: str, timeout: float = 30.0) -> None:
+    """Until PostgreSQL accepts a connection (a container starting beside us), or LedgerStoreError."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            connection = await psycopg.AsyncConnection.connect(database_url, connect_timeout=3)
+            await connection.close()
+            return
+        except psycopg.OperationalError as error:
+            if asyncio.get_running_loop().time() > deadline:
+                raise LedgerStoreError(f"PostgreSQL at {_redact(database_url)} did not answer: {error}") from error
+            await asyncio.sleep(0.5)
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)

@@ -1,0 +1,258 @@
+"""The ledger service against the real broker, Redis and PostgreSQL (issue 4 §1): settlements in,
+a balanced journal out that agrees with the settlement service's own account balances; redelivery,
+resends, junk and a kill -9 in the middle booking nothing twice and losing nothing; and the
+reconciliation command on the journal it wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import defaultdict
+from contextlib import asynccontextmanager
+from decimal import Decimal
+
+import psycopg
+import pytest
+from support import CATALOG, collect, open_accounts, produce, send_raw, settings_for
+
+from gongji.common.money import to_fen
+from gongji.common.redis import connect
+from gongji.launch import service_env
+from gongji.ledger.store import LedgerStore, migrate
+from gongji.ledger.service import LedgerService
+from gongji.settlement.policy import load_policy_book
+from gongji.settlement.redis_store import RedisStore
+from gongji.settlement.service import SettlementService
+from gongji.synthetic import Traffic
+
+BOOKED = {"Settlement": "settlement", "ReversalResult": "reversal", "CreditResult": "credit"}
+
+
+@asynccontextmanager
+async def running(*services):
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(service.run(stop)) for service in services]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+
+
+@pytest.fixture
+def ledger_settings(stack, uniq):
+    if not stack.database_url:
+        pytest.fail("the stack fixture has no PostgreSQL (set GONGJI_DATABASE_URL with the other servers)")
+    return settings_for(stack, uniq, database_url=stack.database_url, ledger_group=f"{uniq}-ledger",
+                        ledger_schema=uniq)
+
+
+async def settle(settings, traffic, claims) -> list:
+    """Run settlement over the traffic; returns every result record published (name, data, message)."""
+    client = connect(settings.redis_url)
+    try:
+        async with running(SettlementService(settings, CATALOG, load_policy_book(), client)):
+            credit_ids = await open_accounts(settings, traffic)
+            await produce(settings, claims)
+            ids = {d["claim_id"] for _, d in claims} | credit_ids
+            return await collect(settings, settings.topics.settlements,
+                                 lambda rs: ids <= {d.get("claim_id") or d.get("credit_id") for _, d, _ in rs})
+    finally:
+        await client.aclose()
+
+
+def first_results(records) -> dict[str, tuple[str, dict]]:
+    """Booked results by entry id, first copy (a resent claim's result is published again, identical)."""
+    out = {}
+    for name, data, _ in records:
+        if name in BOOKED:
+            out.setdefault(data.get("setl_id") or data["credit_id"], (name, data))
+    return out
+
+
+async def wait_booked(service: LedgerService, count: int, timeout: float = 60) -> None:
+    async def until():
+        while service.booked["seen"] < count:
+            await asyncio.sleep(0.1)
+    await asyncio.wait_for(until(), timeout)
+
+
+def journal(settings) -> dict:
+    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.ledger_schema}") as db:
+        entries = db.execute("SELECT count(*) FROM journal_entry").fetchone()[0]
+        postings = db.execute("SELECT count(*), sum(debit), sum(credit) FROM posting").fetchone()
+        accounts = dict(db.execute("SELECT account, sum(debit) - sum(credit) FROM posting GROUP BY account").fetchall())
+    return {"entries": entries, "postings": postings, "accounts": accounts}
+
+
+async def test_the_journal_balances_and_agrees_with_the_settlements_and_accounts(ledger_settings, uniq):
+    settings = ledger_settings
+    traffic = Traffic(persons=60, seed=41, tag=uniq, family=0.2)
+    claims = list(traffic.stream(600, reversals=0.06, resends=0.05))
+    records = await settle(settings, traffic, claims)
+    results = first_results(records)
+    assert {name for name, _ in results.values()} == set(BOOKED), "traffic too thin: a kind of result is missing"
+
+    migrate(settings.database_url, settings.ledger_schema)
+    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
+    try:
+        service = LedgerService(settings, CATALOG, store)
+        booked_results = sum(1 for name, _, _ in records if name in BOOKED)
+        async with running(service):
+            await wait_booked(service, booked_results)
+        assert service.booked["new"] == len(results)
+        trial = await store.trial_balance()
+    finally:
+        await store.close()
+    assert trial["entries"] == len(results) and not trial["unbalanced"]
+    assert all(day["debit"] == day["credit"] for day in trial["days"])
+
+    book = journal(settings)
+    # Each fund's net debit is what the settlements say it paid, net of reversals.
+    paid = defaultdict(int)
+    for name, data in results.values():
+        if name != "CreditResult":
+            for field, fund in (("hifp_pay", "310100"), ("maf_pay", "610100"), ("hifob_pay", "330100")):
+                paid[f"fund:{fund}:{data['insu_admdvs']}"] += to_fen(data[field])
+            paid[f"inst:{data['fixmedins_code']}:payable"] -= to_fen(data["fund_pay_sumamt"] + data["acct_pay"]
+                                                                     + data["acct_mulaid_pay"])
+    for account, fen in paid.items():
+        assert to_fen(book["accounts"].get(account, Decimal(0))) == fen, account
+    # Every personal account in the ledger holds what the settlement service's state says it holds.
+    persons = {data["psn_no"] for _, data in results.values()}
+    client = connect(settings.redis_url)
+    try:
+        snapshot = await RedisStore(client, settings.key_prefix).read(persons, set(), set())
+    finally:
+        await client.aclose()
+    for psn in persons:
+        assert -to_fen(book["accounts"].get(f"acct:{psn}", Decimal(0))) == snapshot.states[psn].balance, psn
+
+
+async def test_redelivery_resends_junk_and_a_kill_book_nothing_twice_and_lose_nothing(ledger_settings, uniq, tmp_path):
+    settings = ledger_settings.model_copy(update={"batch_max_records": 40})
+    traffic = Traffic(persons=80, seed=43, tag=uniq, family=0.1)
+    records = await settle(settings, traffic, list(traffic.stream(1500, reversals=0.04, resends=0.04)))
+    results = first_results(records)
+    # Junk on the topic, labelled as a settlement: dead-lettered, and the service goes on.
+    await send_raw(settings, settings.topics.settlements, b"\xc3\x01not avro at all", b"P-junk")
+    producer_headers = [("gongji-type", b"settlement"), ("gongji-id", b"junk")]
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False)
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topics.settlements, b"\x00junk", key=b"P-junk", headers=producer_headers)
+    finally:
+        await producer.stop()
+
+    env = {**os.environ, **service_env(settings), "GONGJI_BATCH_MAX_RECORDS": "40"}
+    command = [sys.executable, "-m", "gongji.cli", "run", "ledger"]
+    log = open(tmp_path / "ledger.log", "wb")
+    first = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+    try:
+        # Kill -9 once part of the journal is written: between a batch's commit in PostgreSQL and
+        # its offsets' commit in Kafka, or in the middle of a batch.
+        for _ in range(300):
+            await asyncio.sleep(0.05)
+            try:
+                if journal(settings)["entries"] >= len(results) // 4:
+                    break
+            except psycopg.errors.UndefinedTable:
+                pass
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        at_kill = journal(settings)["entries"]
+        assert 0 < at_kill < len(results), f"kill landed at {at_kill} of {len(results)}: not mid-stream"
+
+        second = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+        try:
+            for _ in range(600):
+                if journal(settings)["entries"] >= len(results):
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1)  # anything booked twice would show now
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(30) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+        log.close()
+    book = journal(settings)
+    assert book["entries"] == len(results)
+    assert book["postings"][0] >= 2 * len(results) and book["postings"][1] == book["postings"][2]
+
+    # A whole redelivery (a new group from the start) books nothing.
+    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
+    try:
+        again = LedgerService(settings.model_copy(update={"ledger_group": f"{uniq}-again"}), CATALOG, store)
+        async with running(again):
+            await wait_booked(again, sum(1 for name, _, _ in records if name in BOOKED))
+        assert again.booked["new"] == 0
+    finally:
+        await store.close()
+    assert journal(settings) == book
+
+    letters = await collect(settings, settings.topics.dead_letters, lambda rs: len(rs) >= 2)
+    assert {d["service"] for _, d, _ in letters} == {"ledger"}
+    assert all("not a result the ledger can book" in d["reason"] for _, d, _ in letters)
+    assert {d["original"] for _, d, _ in letters} == {b"\xc3\x01not avro at all", b"\x00junk"}
+
+
+async def test_reconcile_reports_balanced_and_lists_what_differs(ledger_settings, uniq, tmp_path):
+    settings = ledger_settings
+    traffic = Traffic(persons=40, seed=47, tag=uniq)
+    records = await settle(settings, traffic, list(traffic.stream(300, reversals=0.0)))
+    migrate(settings.database_url, settings.ledger_schema)
+    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
+    try:
+        service = LedgerService(settings, CATALOG, store)
+        async with running(service):
+            await wait_booked(service, sum(1 for name, _, _ in records if name in BOOKED))
+    finally:
+        await store.close()
+
+    # The institution with most settlements; its own figures are the published results.
+    by_institution = defaultdict(list)
+    for _, data in first_results(records).values():
+        if "fixmedins_code" in data:
+            by_institution[data["fixmedins_code"]].append(data)
+    code, mine = max(by_institution.items(), key=lambda item: len(item[1]))
+    days = sorted(d["setl_time"][:10] for d in mine)
+    totals = {"--medfee-sumamt": sum(d["medfee_sumamt"] for d in mine),
+              "--fund-pay-sumamt": sum(d["fund_pay_sumamt"] for d in mine),
+              "--acct-pay": sum(d["acct_pay"] + d["acct_mulaid_pay"] for d in mine), "--count": len(mine)}
+    env = {**os.environ, **service_env(settings)}
+
+    def reconcile(*extra, **changes):
+        args = [sys.executable, "-m", "gongji.cli", "reconcile", "--fixmedins", code, "--from", days[0],
+                "--to", days[-1], "--json"]
+        for flag, value in (totals | changes).items():
+            args += [flag, str(value)]
+        done = subprocess.run(args + list(extra), env=env, capture_output=True, text=True, timeout=60)
+        return done.returncode, json.loads(done.stdout) if done.stdout else done.stderr
+
+    status, report = reconcile()
+    assert (status, report["verdict"], report["stmt_rslt"]) == (0, "balanced", "0"), report
+    assert report["centre"]["count"] == len(mine)
+
+    # The institution lost one settlement and got another's fund payment wrong.
+    lost, wrong = mine[0], mine[1]
+    details = tmp_path / "details.csv"
+    lines = ["setl_id,medfee_sumamt,fund_pay_sumamt,acct_pay"]
+    for d in mine[1:]:
+        fund = d["fund_pay_sumamt"] + (Decimal("1.00") if d is wrong else 0)
+        lines.append(f"{d['setl_id']},{d['medfee_sumamt']},{fund},{d['acct_pay'] + d['acct_mulaid_pay']}")
+    details.write_text("\n".join(lines) + "\n")
+    status, report = reconcile("--details", str(details), **{
+        "--count": len(mine) - 1, "--medfee-sumamt": totals["--medfee-sumamt"] - lost["medfee_sumamt"],
+        "--fund-pay-sumamt": totals["--fund-pay-sumamt"] - lost["fund_pay_sumamt"] + Decimal("1.00"),
+        "--acct-pay": totals["--acct-pay"] - lost["acct_pay"] - lost["acct_mulaid_pay"]})
+    assert status == 1 and report["verdict"] == "mismatch"
+    assert sorted((d["setl_id"], d["kind"]) for d in report["differences"]) == sorted(
+        [(lost["setl_id"], "centre has more"), (wrong["setl_id"], "mismatch")])

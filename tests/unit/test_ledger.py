@@ -1,0 +1,151 @@
+"""The fund ledger's rules: postings per result, worked by hand; reconciliation verdicts (3201/3202);
+and the property that every entry the engine's results become balances."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal as D
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from test_engine_properties import cases, fold
+
+from gongji.ledger.domain import (
+    Detail,
+    LedgerError,
+    Posting,
+    Totals,
+    detail_from_row,
+    entry_for,
+    reconcile,
+)
+from gongji.settlement.codec import from_output
+from gongji.settlement.engine import ClaimReversed, ClaimSettled
+from gongji.settlement.handler import Output
+
+pytestmark = pytest.mark.unit
+
+
+def settlement(**changes) -> dict:
+    """A 2207 result as decoded from the wire: 500.00 of fees, 150.00 from the funds (120.00
+    pooling, 30.00 assistance), 40.00 from the own account, 10.00 from the spouse's, 300.00 cash."""
+    base = {"claim_id": "C1", "setl_id": "S1", "psn_no": "P1", "insu_admdvs": "990100", "mdtrtarea_admvs": "152501",
+            "fixmedins_code": "H1", "setl_time": "2023-03-31T23:30:00+08:00", "medfee_sumamt": D("500.00"),
+            "hifp_pay": D("120.00"), "hifob_pay": D("0.00"), "cvlserv_pay": D("0.00"), "maf_pay": D("30.00"),
+            "oth_pay": D("0.00"), "fund_pay_sumamt": D("150.00"), "acct_pay": D("40.00"),
+            "acct_mulaid_pay": D("10.00"), "psn_cash_pay": D("300.00"), "mulaid_holder_psn_no": "P2"}
+    return base | changes
+
+
+def test_a_settlement_books_every_source_of_payment_against_the_institution():
+    """Fund + accounts + cash (debits) = what the agency owes the institution + the cash it took
+    (credits) = medfee_sumamt; family aid is debited to the holder's account."""
+    entry = entry_for("settlement", settlement())
+    assert set(entry.postings) == {
+        Posting("fund:310100:990100", 12000, 0), Posting("fund:610100:990100", 3000, 0),
+        Posting("acct:P1", 4000, 0), Posting("acct:P2", 1000, 0), Posting("cash:990100", 30000, 0),
+        Posting("inst:H1:payable", 0, 20000), Posting("inst:H1:cash", 0, 30000),
+    }
+    assert entry.debits == entry.credits == 50000
+    assert (entry.entry_id, entry.book_date, entry.acct_pay) == ("S1", date(2023, 3, 31), 5000)
+
+
+def test_the_book_date_is_the_settlements_own_local_date():
+    assert entry_for("settlement", settlement(setl_time="2023-03-31T23:30:00+08:00")).book_date == date(2023, 3, 31)
+
+
+def test_a_reversal_swaps_every_side():
+    reversal = settlement(claim_id="R1", setl_id="S2", orig_setl_id="S1", setl_time="2023-04-02T09:00:00+08:00",
+                          **{k: -v for k, v in settlement().items() if isinstance(v, D)})
+    entry = entry_for("reversal", reversal)
+    original = {p.account: (p.debit, p.credit) for p in entry_for("settlement", settlement()).postings}
+    assert {p.account: (p.credit, p.debit) for p in entry.postings} == original
+    assert (entry.orig_entry_id, entry.medfee_sumamt, entry.book_date) == ("S1", -50000, date(2023, 4, 2))
+
+
+def test_a_credit_moves_money_from_the_account_fund_to_the_person():
+    entry = entry_for("credit", {"credit_id": "CR1", "psn_no": "P1", "ym": "2023-01", "amount": D("77.00"),
+                                 "balc": D("77.00"), "insu_admdvs": "152501"})
+    assert entry.postings == (Posting("fund:310200:152501", 7700, 0), Posting("acct:P1", 0, 7700))
+    assert entry.book_date == date(2023, 1, 1)
+
+
+def test_a_result_that_does_not_add_up_is_refused_not_booked():
+    with pytest.raises(LedgerError, match="medfee_sumamt"):
+        entry_for("settlement", settlement(psn_cash_pay=D("299.99")))
+    with pytest.raises(LedgerError, match="fund_pay_sumamt"):
+        entry_for("settlement", settlement(hifp_pay=D("121.00")))
+    with pytest.raises(LedgerError, match="no holder"):
+        entry_for("settlement", settlement(mulaid_holder_psn_no=None))
+    with pytest.raises(LedgerError, match="rejection"):
+        entry_for("rejection", {"claim_id": "C9"})
+
+
+def test_a_claim_paid_in_cash_only_has_no_empty_lines():
+    entry = entry_for("settlement", settlement(hifp_pay=D("0.00"), maf_pay=D("0.00"), fund_pay_sumamt=D("0.00"),
+                                               acct_pay=D("0.00"), acct_mulaid_pay=D("0.00"), psn_cash_pay=D("500.00")))
+    assert set(entry.postings) == {Posting("cash:990100", 50000, 0), Posting("inst:H1:cash", 0, 50000)}
+
+
+# ---------------------------------------------------------------- reconciliation (3201/3202)
+
+A, B, C = (Detail("S1", 10000, 6000, 1000), Detail("S2", 5000, 2000, 0), Detail("S3", 2000, 0, 500))
+
+
+@pytest.mark.parametrize(("theirs", "details", "verdict", "differing"), [
+    (Totals(3, 17000, 8000, 1500), None, "balanced", []),
+    (Totals(2, 15000, 8000, 1000), None, "centre has more", []),  # they miss S3
+    (Totals(4, 18000, 8100, 1500), None, "institution has more", []),
+    (Totals(3, 17000, 8000, 1400), None, "centre has more", []),  # less on one figure only: still a side
+    (Totals(3, 17100, 7900, 1500), None, "mismatch", []),
+    (Totals(2, 15000, 8000, 1000), [A, B], "centre has more", [("S3", "centre has more")]),
+    (Totals(4, 18000, 8100, 1500), [A, B, C, Detail("S4", 1000, 100, 0)], "institution has more",
+     [("S4", "institution has more")]),
+    (Totals(3, 17000, 8000, 1500), [A, Detail("S2", 5000, 2100, 0), Detail("S4", 2000, -100, 500)], "mismatch",
+     [("S2", "mismatch"), ("S3", "centre has more"), ("S4", "institution has more")]),
+    (Totals(3, 17000, 8000, 1500), [A, B, C, A], "balanced", []),  # a line sent twice is one settlement
+])
+def test_reconciliation_verdicts(theirs, details, verdict, differing):
+    report = reconcile([A, B, C], theirs, details)
+    assert report.verdict == verdict
+    assert [(d.setl_id, d.kind) for d in report.differences] == differing
+    assert report.centre == Totals(3, 17000, 8000, 1500)
+
+
+def test_totals_that_agree_hide_no_differing_line():
+    """Two errors that cancel out in the totals are still found line by line."""
+    report = reconcile([A, B], Totals(2, 15000, 8000, 1000), [Detail("S1", 10000, 5000, 1000),
+                                                             Detail("S2", 5000, 3000, 0)])
+    assert report.verdict == "mismatch" and [d.setl_id for d in report.differences] == ["S1", "S2"]
+
+
+def test_detail_lines_are_read_in_yuan():
+    assert detail_from_row({"setl_id": "S1", "medfee_sumamt": "100.00", "fund_pay_sumamt": "60",
+                            "acct_pay": 10.0}) == A
+    with pytest.raises(LedgerError, match="medfee_sumamt"):
+        detail_from_row({"setl_id": "S1", "fund_pay_sumamt": "60", "acct_pay": "10"})
+
+
+# ---------------------------------------------------------------- property
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(case=cases())
+def test_every_entry_the_engine_produces_balances(case):
+    """Issue 4: the ledger always balances, per entry and so per day, for any sequence of claims and
+    reversals the engine settles."""
+    run = fold(case)
+    entries = []
+    for outcome in run.outcomes:
+        if isinstance(outcome, (ClaimSettled, ClaimReversed)):
+            kind, wire = from_output(Output(outcome.settlement.psn_no, outcome.settlement))
+            entries.append(entry_for(kind, wire))
+    for entry in entries:
+        assert entry.debits == entry.credits == sum(max(0, p.debit) for p in entry.postings)
+        assert all((p.debit > 0) != (p.credit > 0) for p in entry.postings)
+    by_day: dict[date, list[int]] = {}
+    for entry in entries:
+        by_day.setdefault(entry.book_date, [0, 0])
+        by_day[entry.book_date][0] += entry.debits
+        by_day[entry.book_date][1] += entry.credits
+    assert all(debit == credit for debit, credit in by_day.values())

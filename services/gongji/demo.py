@@ -544,8 +544,10 @@ async def _run(run: Run, persons: int, policy_dir: Path | None, stop: asyncio.Ev
     await prepare_topics(run.settings)
     with open(run.log, "ab") as log:
         service = start_service("settlement", run.settings, policy_dir, log, detach=True, cwd=run.log.parent)[0]
-    with open(run.log.with_name("clearing.log"), "ab") as log:
-        clearing = start_service("clearing", run.settings, policy_dir, log, detach=True, cwd=run.log.parent)[0]
+    downstream = {}
+    for name in downstream_services(run.settings):
+        with open(run.log.with_name(f"{name}.log"), "ab") as log:
+            downstream[name] = start_service(name, run.settings, policy_dir, log, detach=True, cwd=run.log.parent)[0]
     done = asyncio.Event()
     traffic = Traffic(persons=persons, tag=run.settings.key_prefix, window=TRAFFIC_WINDOW)
     reader = asyncio.create_task(read_results(run, catalog, done))
@@ -561,11 +563,61 @@ async def _run(run: Run, persons: int, policy_dir: Path | None, stop: asyncio.Ev
         print(summary(run), flush=True)
         if not hurry.is_set():
             print(await clearing_summary(run, catalog), flush=True)
+            if "ledger" in downstream:
+                print(await ledger_summary(run), flush=True)
     finally:
         stop.set()
         done.set()
         await asyncio.gather(feeder, reader, return_exceptions=True)
-        stop_processes([service, clearing])
+        stop_processes([service, *downstream.values()])
+
+
+def downstream_services(settings) -> list[str]:
+    """The services the demo runs beside settlement: every one `gongji run` knows; the ledger only
+    with a PostgreSQL to write to."""
+    from gongji.cli import SERVICES
+
+    return [name for name in SERVICES if name != "settlement" and (name != "ledger" or settings.database_url)]
+
+
+async def ledger_summary(run: Run, quiet: float = 1.5, limit: float = 15.0) -> str:
+    """Once the ledger has booked what it will (its journal stops growing), its trial balance and
+    what each kind of fund paid."""
+    from gongji.ledger.store import LedgerStore
+
+    try:
+        store = await LedgerStore.connect(run.settings.database_url, run.settings.ledger_schema)
+    except Exception as error:  # the summary is a courtesy: never let it hide the demo's own
+        return f"fund ledger: not readable ({error})"
+    try:
+        last, steady_since, until = None, time.monotonic(), time.monotonic() + limit
+        while time.monotonic() - steady_since < quiet and time.monotonic() < until:
+            try:
+                now = await store.counts()
+            except Exception:  # tables not created yet
+                now = None
+            if now != last:
+                last, steady_since = now, time.monotonic()
+            await asyncio.sleep(0.3)
+        trial = await store.trial_balance()
+        funds = await store.balances("account", prefix="fund:")
+    except Exception as error:  # LedgerStoreError, psycopg's: a summary never hides the demo's own outcome
+        return f"fund ledger: not readable ({error})"
+    finally:
+        await store.close()
+    balanced = not trial["unbalanced"] and all(day["debit"] == day["credit"] for day in trial["days"])
+    lines = [f"fund ledger: {trial['entries']} journal entries on {len(trial['days'])} day(s) in PostgreSQL "
+             f"(schema {run.settings.ledger_schema}); "
+             + ("every entry and every day balances" if balanced else "SOME ENTRIES DO NOT BALANCE")]
+    names = {"310100": "pooling", "330100": "large-amount", "320100": "civil-servant", "610100": "assistance",
+             "999900": "other", "310200": "credited to personal accounts"}
+    paid: dict[str, Decimal] = {}
+    for row in funds:
+        _, fund, _region = row["account"].split(":")
+        paid[fund] = paid.get(fund, Decimal(0)) + row["balance"]
+    for fund, amount in sorted(paid.items()):
+        lines.append(f"  {names.get(fund, fund)} ({fund}): {amount:,.2f} yuan net")
+    return "\n".join(lines)
 
 
 async def clearing_summary(run: Run, catalog: SchemaCatalog, quiet: float = 1.5, limit: float = 15.0) -> str:

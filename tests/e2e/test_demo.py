@@ -66,6 +66,14 @@ def test_demo_settles_refuses_dead_letters_and_cleans_up(tmp_path: Path) -> None
     # The clearing service ran beside settlement; the months it counted were closed into statements.
     assert figure(r"^cross-region clearing: (\d+) statement", out) > 0
     assert re.search(r"^  (152501|990100) pays (152501|990100) a net [\d,]+\.\d\d yuan", out, re.MULTILINE), out
+    # The ledger booked every settlement, reversal and credit, and its books balance; its pooling
+    # fund paid what the settlements say it paid.
+    entries = figure(r"^fund ledger: ([\d,]+) journal entries", out)
+    settled = sum(figure(rf"([\d,]+) {kind}", out) for kind in ("settlements,", "reversals,", "credits,"))
+    assert entries == settled, out
+    assert "every entry and every day balances" in out
+    pooling = re.search(r"^  pooling fund \(hifp_pay\) +[-\d,.]+ +[-\d,.]+ +([-\d,.]+)$", out, re.MULTILINE).group(1)
+    assert re.search(rf"^  pooling \(310100\): {re.escape(pooling)} yuan net$", out, re.MULTILINE), out
 
     workdir = Path(re.search(r"^gongji demo: starting in (\S+) \.\.\.$", out, re.MULTILINE).group(1))
     assert workdir.is_relative_to(tmp_path)

@@ -232,7 +232,8 @@ class LocalStack:
 
             user = POSTGRES_SYSTEM_USER
             _let_user_run(bindir)
-            home = Path(tempfile.mkdtemp(prefix="gongji-pg-"))
+            # Not under $TMPDIR: that may sit below a directory only root can traverse.
+            home = Path(tempfile.mkdtemp(prefix="gongji-pg-", dir="/tmp"))
             shutil.chown(home, user)
             data = home / "data"
         else:

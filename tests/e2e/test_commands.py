@@ -9,7 +9,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from gongji.cli import SERVICES
 
 DATA = Path(__file__).parent / "data"
 GONGJI = [sys.executable, "-m", "gongji.cli"]
@@ -102,9 +105,18 @@ def test_stack_up_serves_and_down_stops(tmp_path):
         assert "already running" in again.stdout
         # The services run on the stack too, in the background.
         servers = json.loads((tmp_path / "state" / "stack.json").read_text())["servers"]
-        for service in ("settlement", "clearing"):
+        for service in SERVICES:
             cmdline = Path(f"/proc/{servers[service]['pid']}/cmdline").read_bytes().split(b"\0")
             assert [b"run", service.encode()] == cmdline[-3:-1], cmdline
+        # The ledger's database is the stack's PostgreSQL; once the ledger has migrated it, the
+        # ledger commands find it on their own.
+        assert fields["GONGJI_DATABASE_URL"].startswith("postgresql://")
+        for _ in range(100):
+            check = run("ledger", "check", env=env)
+            if check.returncode == 0:
+                break
+            time.sleep(0.2)
+        assert check.returncode == 0 and "every entry and every day balances" in check.stdout, check.stderr
         # `gongji topics create` finds the running stack on its own.
         topics = run("topics", "create", env=env)
         assert topics.returncode == 0, topics.stderr
@@ -114,7 +126,7 @@ def test_stack_up_serves_and_down_stops(tmp_path):
     finally:
         down = run("stack", "down", env=env)
     assert down.returncode == 0 and "stopped" in down.stdout
-    for service in ("settlement", "clearing"):
+    for service in SERVICES:
         pid = servers[service]["pid"]
         assert not Path(f"/proc/{pid}").exists() or b"zombie" in Path(f"/proc/{pid}/status").read_bytes().lower() \
             or Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] == "Z"

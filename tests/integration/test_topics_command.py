@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 from gongji.common.config import Settings
-from gongji.common.topics import describe_topics, topic_specs
+from gongji.common.stack import ensure_topics
+from gongji.common.topics import describe_topics, topic_configs, topic_specs
 
 
 def gongji(stack, prefix: str, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -68,3 +69,13 @@ def test_topics_describe_of_a_cluster_without_them_says_missing_and_fails(stack,
     result = gongji(stack, f"{uniq}.", "topics", "describe")
     assert result.returncode == 1
     assert {r["status"] for r in table(result.stdout).values()} == {"missing"}
+
+
+async def test_ensure_topics_applies_the_configured_retention(stack, uniq):
+    settings = Settings(topic_prefix=f"{uniq}.", topic_retention_ms=3600000)
+    claims = settings.topics.claims
+    created = await ensure_topics(stack.kafka_bootstrap_servers, [claims], partitions=2,
+                                  configs=topic_configs(settings))
+    assert created == [claims]
+    (found,) = await describe_topics(stack.kafka_bootstrap_servers, [claims])
+    assert found.partitions == 2 and found.configs.get("retention.ms") == "3600000"

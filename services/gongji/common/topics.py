@@ -101,6 +101,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return specs
 
 
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Each topic's configs by name, for `ensure_topics(..., configs=...)` in a service that creates
+    its own topics on start-up."""
+    return {spec.name: dict(spec.configs) for spec in topic_specs(settings)}
+
+
 async def create_topics(bootstrap: str, specs: Iterable[TopicSpec], wait: float = 30.0) -> list[Created]:
     """Create the topics among `specs` that do not exist yet, with their configs.
 

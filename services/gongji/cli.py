@@ -129,17 +129,47 @@ async def close_clearing(settings: Settings, month: str) -> None:
               f"net {s['net_to_a']} to {s['region_a']}")
 
 
-async def create_topics(settings: Settings) -> None:
-    """Every topic of CONTRACT.md, with the configured partitions and replication; registries compacted."""
-    from gongji.common.stack import ensure_topics
+async def topics_command(settings: Settings, action: str) -> int:
+    """`gongji topics create|describe`: every topic of CONTRACT.md on the configured cluster, then a
+    table of what the cluster holds; refused configs and differences from the settings on stderr.
+    The exit status is 1 when `describe` finds a topic missing."""
+    from gongji.common.topics import REPORTED_CONFIGS, create_topics, describe_topics, differences, topic_specs
 
-    topics = settings.topics
-    names = [getattr(topics, name) for name in type(topics).model_fields]
-    created = await ensure_topics(settings.kafka_bootstrap_servers, names, settings.partitions,
-                                  compacted={topics.persons, topics.institutions},
-                                  replication_factor=settings.replication_factor)
-    for name in names:
-        print(f"{name}: {'created' if name in created else 'exists'}")
+    specs = topic_specs(settings)
+    bootstrap = settings.kafka_bootstrap_servers
+    status = {spec.name: "missing" for spec in specs}
+    if action == "create":
+        for result in await create_topics(bootstrap, specs):
+            status[result.name] = "created" if result.created else "exists"
+            if result.refused_configs:
+                refused = ", ".join(f"{k}={v}" for k, v in result.refused_configs.items())
+                print(f"gongji: warning: the broker refused {refused} for {result.name} ({result.refusal}); "
+                      "created it without them", file=sys.stderr)
+    found = {d.name: d for d in await describe_topics(bootstrap, status)}
+    rows = [("topic", "status", "partitions", "replicas", "in-sync", *REPORTED_CONFIGS)]
+    for spec in specs:
+        d = found[spec.name]
+        if d.exists and status[spec.name] == "missing":
+            status[spec.name] = "exists"
+        rows.append((spec.name, status[spec.name], *(str(n) if d.exists else "-" for n in
+                                                      (d.partitions, d.replication_factor, d.min_isr)),
+                     *(_config_cell(key, d.configs.get(key)) for key in REPORTED_CONFIGS)))
+        for difference in differences(spec, d) if d.exists else ():
+            print(f"gongji: warning: {spec.name}: {difference}", file=sys.stderr)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 1 if "missing" in status.values() else 0
+
+
+def _config_cell(key: str, value: str | None) -> str:
+    """A config as the table shows it: '-' when the broker does not report it, retention with days."""
+    if value is None:
+        return "-"
+    if key == "retention.ms" and value.lstrip("-").isdigit():
+        ms = int(value)
+        return f"{value} (forever)" if ms < 0 else f"{value} ({ms / 86_400_000:g}d)"
+    return value
 
 
 async def replay(path: str, policy_dir: Path | None) -> None:
@@ -168,8 +198,9 @@ def main(argv: list[str] | None = None) -> None:
     clearing = commands.add_parser("clearing", help="cross-region clearing: close a month")
     clearing.add_argument("action", choices=["close"])
     clearing.add_argument("month", help="the month to close, e.g. 2023-03")
-    topics = commands.add_parser("topics", help="create every Gongji topic on the configured cluster")
-    topics.add_argument("action", choices=["create"])
+    topics = commands.add_parser("topics", help="create every Gongji topic on the configured cluster, or describe "
+                                 "them: partitions, replication, cleanup.policy, retention")
+    topics.add_argument("action", choices=["create", "describe"])
     run = commands.add_parser("run", help="one service in the foreground")
     run.add_argument("service", choices=SERVICES)
     from gongji.ledger.commands import add_commands as add_ledger_commands
@@ -210,7 +241,17 @@ def _dispatch(args: argparse.Namespace) -> None:
         else:
             print("stopped" if stack_down(STATE_DIR) else "no local stack was running")
     elif args.command == "topics":
-        asyncio.run(create_topics(resolve_settings()))
+        from aiokafka.errors import KafkaError
+
+        from gongji.common.topics import TopicError
+
+        settings = resolve_settings()
+        try:
+            sys.exit(asyncio.run(topics_command(settings, args.action)))
+        except TopicError as error:
+            sys.exit(f"gongji: {error}")
+        except KafkaError as error:
+            sys.exit(f"gongji: Kafka at {settings.kafka_bootstrap_servers}: {error!r}")
     elif args.command == "run" and args.service == "settlement":
         from gongji.settlement.policy import load_policy_book
 

@@ -120,7 +120,7 @@ def test_stack_up_serves_and_down_stops(tmp_path):
         # `gongji topics create` finds the running stack on its own.
         topics = run("topics", "create", env=env)
         assert topics.returncode == 0, topics.stderr
-        listed = dict(line.split(": ") for line in topics.stdout.splitlines())
+        listed = dict(line.split()[:2] for line in topics.stdout.splitlines()[1:])
         assert set(listed.values()) <= {"created", "exists"}
         assert {"claims", "settlements", "dead-letters", "clearing.statements", "fraud.signals"} <= set(listed)
     finally:

@@ -48,6 +48,15 @@ class Settings(BaseSettings):
     # Partitions for topics this project creates; the same key always lands on one partition.
     partitions: int = 6
     replication_factor: int = 1
+    # Retention of the event topics `gongji topics create` makes (claims, accounts.credits,
+    # settlements, fraud.signals): long enough for a consumer to be down over a long holiday and
+    # catch up. The ledger, not Kafka, is the record of what was paid.
+    topic_retention_ms: int = 14 * 24 * 3600 * 1000
+    # Retention of dead-letters (to be fixed and sent again) and clearing.statements (one a month
+    # per pair of regions): a quarter and more.
+    topic_long_retention_ms: int = 100 * 24 * 3600 * 1000
+    # min.insync.replicas set on each topic; 0 leaves the broker's default (set 2 with replication 3).
+    topic_min_insync_replicas: int = 0
     # Consumer-group timeouts: the shortest a stock Kafka accepts. The local Tansu stack uses
     # shorter ones (gongji.common.stack.TANSU_GROUP_TIMEOUTS).
     kafka_session_timeout_ms: int = 6000
@@ -58,6 +67,14 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     # Largest batch one poll hands to settlement; one batch costs four Redis round trips.
     batch_max_records: int = 2000
+
+    @model_validator(mode="after")
+    def _min_insync_within_replication(self) -> "Settings":
+        if self.topic_min_insync_replicas > self.replication_factor:
+            # A topic with fewer replicas than its minimum in sync refuses every acks=all write.
+            raise ValueError(f"topic_min_insync_replicas ({self.topic_min_insync_replicas}) is above "
+                             f"replication_factor ({self.replication_factor})")
+        return self
 
     @model_validator(mode="after")
     def _prefix_topics(self) -> "Settings":

@@ -36,15 +36,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+
+from gongji.common.topics import TopicError, TopicSpec, create_topics
 
 STATE_FILE = "stack.json"
 
@@ -57,9 +59,6 @@ TANSU_GROUP_TIMEOUTS = {
 KAFKA_GROUP_TIMEOUTS = {
     "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "rebalance_timeout_ms": 6000,
 }
-
-_TOPIC_ALREADY_EXISTS = 36
-_INVALID_CONFIG = 40
 
 
 class StackError(RuntimeError):
@@ -387,57 +386,29 @@ async def ensure_topics(
     partitions: int,
     compacted: Collection[str] = frozenset(),
     replication_factor: int = 1,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[str]:
     """Create the topics among `names` that do not exist yet; return the ones created.
 
-    Topics in `compacted` get cleanup.policy=compact; a broker that rejects the config gets the
-    topic without it (Tansu 0.6 accepts and reports the config, but its memory engine is not known
-    to compact; readers must not rely on compaction having run, on Kafka neither). Waits until
-    the new topics show all their partitions in metadata, which Kafka fills in asynchronously.
+    Topics in `compacted` get cleanup.policy=compact, and each topic the configs `configs` names
+    for it (retention.ms, say: `gongji.common.topics.topic_specs` has them all); a broker that
+    rejects a topic's configs gets the topic without them (Tansu 0.6 accepts and reports configs
+    but enforces none; readers must not rely on compaction having run, on Kafka neither). Waits
+    until the new topics show all their partitions in metadata, which Kafka fills in
+    asynchronously. Existing topics are left as they are.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    configs = configs or {}
+    specs = []
+    for name in dict.fromkeys(names):
+        topic_configs = dict(configs.get(name, {}))
+        if name in compacted:
+            topic_configs["cleanup.policy"] = "compact"
+        specs.append(TopicSpec(name, partitions, replication_factor, topic_configs))
     try:
-        existing = set(await admin.list_topics())
-        wanted = [n for n in dict.fromkeys(names) if n not in existing]
-
-        def new_topic(name: str, with_config: bool = True) -> NewTopic:
-            configs = {"cleanup.policy": "compact"} if with_config and name in compacted else {}
-            return NewTopic(name, partitions, replication_factor, topic_configs=configs)
-
-        created = []
-        if wanted:
-            response = await admin.create_topics([new_topic(n) for n in wanted])
-            retry = []
-            for name, code, message in response.topic_errors:
-                if code == 0:
-                    created.append(name)
-                elif code == _INVALID_CONFIG and name in compacted:
-                    retry.append(name)
-                elif code != _TOPIC_ALREADY_EXISTS:
-                    raise StackError(f"creating topic {name}: error {code} {message}")
-            if retry:
-                response = await admin.create_topics([new_topic(n, with_config=False) for n in retry])
-                for name, code, message in response.topic_errors:
-                    if code == 0:
-                        created.append(name)
-                    elif code != _TOPIC_ALREADY_EXISTS:
-                        raise StackError(f"creating topic {name}: error {code} {message}")
-            await _wait_for_partitions(admin, created, partitions)
-        return created
-    finally:
-        await admin.close()
-
-
-async def _wait_for_partitions(admin: AIOKafkaAdminClient, topics: list[str], partitions: int) -> None:
-    deadline = time.monotonic() + 30
-    while topics:
-        described = await admin.describe_topics(topics)
-        if all(t["error_code"] == 0 and len(t["partitions"]) >= partitions for t in described):
-            return
-        if time.monotonic() > deadline:
-            raise StackError(f"topics {topics} did not appear in metadata within 30s")
-        await asyncio.sleep(0.2)
+        results = await create_topics(bootstrap, specs)
+    except TopicError as error:
+        raise StackError(str(error)) from error
+    return [result.name for result in results if result.created]
 
 
 async def _kafka_answers(bootstrap: str) -> bool:

@@ -41,7 +41,7 @@ def servers(workdir: Path) -> tuple[LocalStack | None, Settings]:
 def isolated(settings: Settings, tag: str) -> Settings:
     """The same servers, with topics, Redis keys and consumer groups of this run's own."""
     settings = settings.model_copy(update={"key_prefix": tag, "settlement_group": f"{tag}-settlement",
-                                           "clearing_group": f"{tag}-clearing"})
+                                           "clearing_group": f"{tag}-clearing", "fraud_group": f"{tag}-fraud"})
     return Settings(**{**settings.model_dump(exclude={"topics"}), "topic_prefix": f"{tag}."})
 
 
@@ -54,6 +54,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         "GONGJI_KEY_PREFIX": settings.key_prefix,
         "GONGJI_SETTLEMENT_GROUP": settings.settlement_group,
         "GONGJI_CLEARING_GROUP": settings.clearing_group,
+        "GONGJI_FRAUD_GROUP": settings.fraud_group,
         "GONGJI_PARTITIONS": str(settings.partitions),
         "GONGJI_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
         "GONGJI_KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),

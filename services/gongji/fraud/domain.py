@@ -14,6 +14,7 @@ Two promises every rule keeps:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -224,13 +225,9 @@ class MemoryBuckets:
         self.data: dict[tuple[str, str, datetime], dict] = {}
 
     def get(self, scope: str, key: str, window: Window) -> dict:
-        import copy
-
         return copy.deepcopy(self.data.get((scope, key, window.start), {}))
 
     def put(self, scope: str, key: str, window: Window, value: dict) -> None:
-        import copy
-
         self.data[(scope, key, window.start)] = copy.deepcopy(value)
 
 

@@ -16,7 +16,7 @@ from gongji.common.config import Settings
 from gongji.settlement.policy import PolicyError
 
 # What `gongji run` starts; docker-compose.yml runs each (a test checks).
-SERVICES = ("settlement", "clearing", "ledger")
+SERVICES = ("settlement", "clearing", "ledger", "fraud")
 STATE_DIR = Path(os.environ.get("GONGJI_STATE_DIR", ".gongji"))
 
 
@@ -109,6 +109,15 @@ async def run_clearing(settings: Settings) -> None:
         await ClearingService(settings, SchemaCatalog(), client).run(stop)
     finally:
         await client.aclose()
+
+
+async def run_fraud(settings: Settings) -> None:
+    from gongji.common.avro import SchemaCatalog
+    from gongji.fraud.app import FraudService
+
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    await FraudService(settings, SchemaCatalog()).run(stop)
 
 
 async def close_clearing(settings: Settings, month: str) -> None:
@@ -261,6 +270,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         from gongji.ledger.commands import dispatch
 
         dispatch(args, resolve_settings())
+    elif args.command == "run" and args.service == "fraud":
+        asyncio.run(run_fraud(resolve_settings()))
     elif args.command == "run":
         asyncio.run(run_clearing(resolve_settings()))
     elif args.command == "clearing":

@@ -43,7 +43,8 @@ def isolated(settings: Settings, tag: str) -> Settings:
     """The same servers, with topics, Redis keys and consumer groups of this run's own."""
     settings = settings.model_copy(update={"key_prefix": tag, "settlement_group": f"{tag}-settlement",
                                            "clearing_group": f"{tag}-clearing", "ledger_group": f"{tag}-ledger",
-                                           "ledger_schema": tag.lower().replace("-", "_")})
+                                           "ledger_schema": tag.lower().replace("-", "_"),
+                                           "fraud_group": f"{tag}-fraud"})
     return Settings(**{**settings.model_dump(exclude={"topics"}), "topic_prefix": f"{tag}."})
 
 
@@ -59,6 +60,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         "GONGJI_LEDGER_GROUP": settings.ledger_group,
         "GONGJI_LEDGER_SCHEMA": settings.ledger_schema,
         **({"GONGJI_DATABASE_URL": settings.database_url} if settings.database_url else {}),
+        "GONGJI_FRAUD_GROUP": settings.fraud_group,
         "GONGJI_PARTITIONS": str(settings.partitions),
         "GONGJI_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
         "GONGJI_KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pydantic import BaseModel, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gongji.fraud.config import FraudConfig
+
 
 class Topics(BaseModel):
     """Topic names (CONTRACT.md, "Topics"). A prefix lets several runs share one cluster."""
@@ -45,6 +47,10 @@ class Settings(BaseSettings):
     ledger_group: str = "gongji-ledger"
     # The PostgreSQL schema holding the ledger's journal (several deployments or tests share a server).
     ledger_schema: str = "ledger"
+    # Fraud signals (gongji.fraud): its consumer group, also the faust app id after the topic prefix
+    # (so its changelog topics carry the prefix), and the rules' thresholds (GONGJI_FRAUD__...).
+    fraud_group: str = "gongji-fraud"
+    fraud: FraudConfig = FraudConfig()
     # Partitions for topics this project creates; the same key always lands on one partition.
     partitions: int = 6
     replication_factor: int = 1

@@ -1,0 +1,248 @@
+"""The fraud service (`gongji run fraud`): faust agents over `settlements` and `claims`, rules from
+gongji.fraud.domain, state in changelog-backed faust tables, signals to `fraud.signals`.
+
+Two agents, each in the consumer group `<topic_prefix><fraud_group>` (the faust app id, which also
+prefixes the changelog topics):
+- `persons` reads settlements and claims (both keyed by psn_no, so co-partitioned) and keeps each
+  person's windows: windowed tables per Shanghai day and ISO week, a table per year, and a table of
+  recent visits, drug supplies and claims waiting for their outcome. What it sees at an institution
+  it passes on, keyed by fixmedins_code, to an internal topic.
+- `institutions` reads that topic and keeps each institution's days (a windowed table).
+
+Order of effects per event, so that a crash loses nothing and doubles nothing beyond an identical
+re-send: the rules run on staged buckets; signals and passed-on activity are sent and acknowledged
+by the broker; only then are the buckets written to the tables (changelog). Faust flushes the
+producer before it commits offsets. A crash before the buckets are saved replays the event, which
+raises the same signal again under the same signal_id (readers keep the first); a crash after finds
+the ids already counted. Faust's exactly_once guarantee is not used: Tansu has no transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from datetime import datetime, timezone
+
+import faust
+from faust.tables.wrappers import WindowWrapper
+
+from gongji.common import kafka
+from gongji.common.avro import DecodeError, SchemaCatalog
+from gongji.common.config import Settings
+from gongji.common.observe import Metrics, serve
+from gongji.common.stack import ensure_topics
+from gongji.fraud import domain
+from gongji.fraud.domain import NO_WINDOW, InstitutionActivity, Signal, Staged, Window
+
+log = logging.getLogger("gongji.fraud")
+SERVICE = "fraud"
+EIGHT_HOURS = 8 * 3600
+MONDAY_SHIFT = 4 * 86400  # 1970-01-01 was a Thursday: the first Monday is four days later
+
+
+class TableBuckets:
+    """domain.Buckets on faust tables. Windowed tables (day, week) are tumbling windows in a
+    time frame shifted so that faust's epoch-aligned windows fall on Shanghai midnights (and
+    Mondays); the window to read or write is chosen by setting `clock` just before the access.
+    Faust's own expiry is not used: it compares window ends with the wall clock, not event time."""
+
+    def __init__(self, app: faust.App, partitions: int):
+        self.clock = 0.0
+
+        def windowed(name: str, size: int) -> WindowWrapper:
+            table = app.Table(name, default=dict, partitions=partitions).tumbling(size, expires=None)
+            return table.relative_to(lambda event: self.clock)
+
+        self._shift = {"person_day": EIGHT_HOURS, "person_week": EIGHT_HOURS - MONDAY_SHIFT,
+                       "institution_day": EIGHT_HOURS}
+        self.windowed = {
+            "person_day": windowed("person-day", 86400),
+            "person_week": windowed("person-week", 7 * 86400),
+            "institution_day": windowed("institution-day", 86400),
+        }
+        self.plain = {"person_year": app.Table("person-year", default=dict, partitions=partitions),
+                      "person": app.Table("person", default=dict, partitions=partitions)}
+
+    def _at(self, scope: str, window: Window) -> None:
+        self.clock = window.start.timestamp() + self._shift[scope] + 1
+
+    def get(self, scope: str, key: str, window: Window) -> dict:
+        if scope in self.windowed:
+            self._at(scope, window)
+            return copy.deepcopy(self.windowed[scope][key].value())
+        return copy.deepcopy(self.plain[scope][self._plain_key(key, window)])
+
+    def put(self, scope: str, key: str, window: Window, value: dict) -> None:
+        if scope in self.windowed:
+            self._at(scope, window)
+            self.windowed[scope][key] = value
+        else:
+            self.plain[scope][self._plain_key(key, window)] = value
+
+    @staticmethod
+    def _plain_key(key: str, window: Window) -> str:
+        return key if window is NO_WINDOW or window.scope == "none" else f"{key}|{window.start.date().isoformat()}"
+
+
+class FraudService:
+    """The faust app and its agents, built from settings; `run(stop)` runs it until `stop` is set."""
+
+    def __init__(self, settings: Settings, catalog: SchemaCatalog):
+        self.settings = settings
+        self.catalog = catalog
+        self.config = settings.fraud
+        self.metrics = Metrics(SERVICE)
+        self.raised: list[dict] = []  # signals this process sent (tests, the demo)
+        self.app_id = f"{settings.topic_prefix}{settings.fraud_group}"
+        self.activity_name = f"{self.app_id}-institution-activity"
+
+    def _build(self) -> faust.App:
+        settings, topics = self.settings, self.settings.topics
+        app = faust.App(
+            self.app_id,
+            broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
+            store="memory://",
+            autodiscover=False,
+            web_enabled=False,
+            topic_partitions=settings.partitions,
+            topic_replication_factor=settings.replication_factor,
+            processing_guarantee="at_least_once",
+            producer_acks=-1,
+            consumer_auto_offset_reset="earliest",
+            broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
+            broker_heartbeat_interval=settings.kafka_heartbeat_interval_ms / 1000,
+            broker_rebalance_timeout=settings.kafka_rebalance_timeout_ms / 1000,
+            table_cleanup_interval=3600.0,
+            broker_commit_every=200,
+            broker_commit_interval=1.0,
+            logging_config=None,
+        )
+        self.buckets = TableBuckets(app, settings.partitions)
+        inputs = app.topic(topics.settlements, topics.claims, key_type=bytes, value_type=bytes,
+                           key_serializer="raw", value_serializer="raw")
+        self.activity_topic = app.topic(self.activity_name, key_type=bytes,
+                                        key_serializer="raw", value_serializer="json",
+                                        partitions=settings.partitions)
+        self.signal_topic = app.topic(topics.fraud_signals, key_serializer="raw", value_serializer="raw")
+        self.dead_topic = app.topic(topics.dead_letters, key_serializer="raw", value_serializer="raw")
+
+        @app.agent(inputs, name="fraud-persons")
+        async def persons(stream):
+            async for event in stream.events():
+                await self._person_event(event)
+
+        @app.agent(self.activity_topic, name="fraud-institutions")
+        async def institutions(stream):
+            async for event in stream.events():
+                await self._institution_event(event)
+
+        @app.timer(1.0)
+        async def watch():
+            self.metrics.polled()  # the agents' loop is alive while the app runs its timers
+            await self._observe_lag(app)
+
+        return app
+
+    # ------------------------------------------------------------------ agents
+    async def _person_event(self, event) -> None:
+        message = event.message
+        self.metrics.consumed.inc()
+        try:
+            step = self._decide(message)
+        except (DecodeError, KeyError, ValueError, TypeError, ArithmeticError) as error:
+            await self._dead_letter(message, f"not an input the fraud rules can read: {error}")
+            return
+        if step is None:
+            return
+        outcome, staged = step
+        sends = [await self.activity_topic.send(key=a.fixmedins_code.encode(), value=a.to_json())
+                 for a in outcome.forward]
+        sends += [await self._send_signal(signal) for signal in outcome.signals]
+        await asyncio.gather(*sends)  # acknowledged before the buckets that raised them are saved
+        staged.flush()
+
+    def _decide(self, message):
+        headers = {name: value for name, value in (message.headers or ())}
+        kind = headers.get("gongji-type")
+        topics = self.settings.topics
+        config, staged = self.config, Staged(self.buckets)
+        if message.topic == topics.claims:
+            name, record = self.catalog.decode(message.value)
+            if name != "Claim":
+                return None  # reversals (2208) reach the rules as their results on settlements
+            outcome = domain.on_claim(config, staged, domain.claim_from_wire(record, config))
+        elif kind in (b"settlement", b"reversal", b"rejection"):
+            name, record = self.catalog.decode(message.value)
+            if name == "Settlement":
+                outcome = domain.on_visit(config, staged, domain.visit_from_wire(record))
+            elif name == "ReversalResult":
+                outcome = domain.on_reversal(config, staged, domain.reversal_from_wire(record))
+            elif name == "Rejection":
+                outcome = domain.on_refusal(config, staged, domain.ClaimRefused(
+                    record.get("claim_id") or "", record.get("psn_no") or "", record["err_code"]))
+            else:
+                raise ValueError(f"a {name} record under gongji-type {kind.decode()}")
+        elif kind is None:
+            self.catalog.decode(message.value)  # a result without headers: undecodable goes to dead-letters
+            return None
+        else:
+            return None  # credit results: nothing for the rules
+        return outcome, staged
+
+    async def _institution_event(self, event) -> None:
+        staged = Staged(self.buckets)
+        try:
+            activity = InstitutionActivity.from_json(event.value)
+        except (KeyError, ValueError, TypeError) as error:
+            log.error("fraud: unreadable institution activity skipped: %s", error)
+            return
+        signals = domain.on_activity(self.config, staged, activity)
+        await asyncio.gather(*[await self._send_signal(signal) for signal in signals])
+        staged.flush()
+
+    async def _send_signal(self, signal: Signal):
+        record = signal.to_wire(datetime.now(timezone.utc).isoformat())
+        self.raised.append(record)
+        self.metrics.outputs.labels(signal.rule_id).inc()
+        log.info("fraud: %s %s %s (%s)", signal.rule_id, signal.subject_type, signal.subject_id, signal.signal_id)
+        return await self.signal_topic.send(
+            key=signal.subject_id.encode(), value=self.catalog.encode("FraudSignal", record),
+            headers=[("gongji-type", b"fraud-signal"), ("gongji-id", signal.signal_id.encode())])
+
+    async def _dead_letter(self, message, reason: str) -> None:
+        self.metrics.dead_letters.inc()
+        log.warning("fraud: dead letter from %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason)
+        fut = await self.dead_topic.send(key=message.key, value=kafka.dead_letter(self.catalog, message, reason, SERVICE))
+        await fut
+
+    async def _observe_lag(self, app: faust.App) -> None:
+        consumer = app.consumer
+        try:
+            for tp in consumer.assignment():
+                end = consumer.highwater(tp)
+                position = await consumer.position(tp)
+                if end is not None and position is not None:
+                    self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
+        except Exception:  # not assigned yet, or a rebalance under way
+            pass
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self, stop: asyncio.Event) -> None:
+        topics = self.settings.topics
+        await ensure_topics(self.settings.kafka_bootstrap_servers,
+                            [topics.settlements, topics.claims, topics.fraud_signals, topics.dead_letters,
+                             self.activity_name],
+                            self.settings.partitions, replication_factor=self.settings.replication_factor)
+        server = serve(self.metrics, self.settings.metrics_host, self.settings.metrics_port) \
+            if self.settings.metrics_port else None
+        app = self._build()
+        app.finalize()
+        try:
+            await app.start()
+            log.info("fraud: app %s on %s", self.app_id, self.settings.kafka_bootstrap_servers)
+            await stop.wait()
+        finally:
+            await app.stop()
+            if server is not None:
+                server.shutdown()

@@ -1,0 +1,579 @@
+"""Fraud and supervision rules (基金监管, POLICY.md §9), pure: events and window buckets in, signals out.
+
+State is kept in *buckets*: JSON-able dicts per (scope, subject, window), behind the `Buckets`
+interface (in memory for tests; faust windowed tables in the service). Windows are by settlement
+time (`setl_time`, event time) in Asia/Shanghai: calendar day, ISO week (from Monday), calendar year.
+
+Two promises every rule keeps:
+- counting is distinct by id: each bucket keeps the claim ids it counted, so a redelivered or
+  resent result changes nothing;
+- a signal is raised once per rule, subject and window: the bucket remembers the rules it raised,
+  and the signal id is derived from (rule, subject, window start), so a signal raised again after a
+  crash (sent, but its bucket not yet saved) carries the same id: readers keep the first.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Protocol
+
+from gongji.common.money import to_fen, to_yuan
+from gongji.fraud.config import FraudConfig
+from gongji.settlement.domain import SHANGHAI
+
+MAX_EVIDENCE = 50  # claim ids per signal (schema: at most 50)
+MAX_WAITING = 500  # a person's claims waiting for their outcome, or outcomes for their claim
+DAY = timedelta(days=1)
+
+FRAUD, SUPERVISION, RELIEF = "fraud", "supervision", "relief_review"
+# rule id → (category, severity)
+RULES = {
+    "VISITS_PER_DAY": (SUPERVISION, "medium"),
+    "VISITS_PER_WEEK": (SUPERVISION, "low"),
+    "SHOPPING": (FRAUD, "medium"),
+    "IMPOSSIBLE_TRAVEL": (FRAUD, "high"),
+    "EARLY_REFILL": (FRAUD, "medium"),
+    "SPLIT_BILLING": (FRAUD, "medium"),
+    "SUSPENDED_BENEFITS": (FRAUD, "high"),
+    "INSTITUTION_SPIKE": (SUPERVISION, "high"),
+    "HIGH_EXPENSE": (RELIEF, "low"),
+}
+
+
+# ---------------------------------------------------------------- windows
+@dataclass(frozen=True, slots=True)
+class Window:
+    scope: str  # "day" | "week" | "year" | "none"
+    start: datetime
+    end: datetime
+
+
+def day_of(t: datetime) -> Window:
+    start = t.astimezone(SHANGHAI).replace(hour=0, minute=0, second=0, microsecond=0)
+    return Window("day", start, start + DAY)
+
+
+def week_of(t: datetime) -> Window:
+    day = day_of(t).start
+    start = day - timedelta(days=day.weekday())
+    return Window("week", start, start + timedelta(days=7))
+
+
+def year_of(t: datetime) -> Window:
+    local = t.astimezone(SHANGHAI)
+    return Window("year", datetime(local.year, 1, 1, tzinfo=SHANGHAI), datetime(local.year + 1, 1, 1, tzinfo=SHANGHAI))
+
+
+NO_WINDOW = Window("none", datetime(1970, 1, 1, tzinfo=SHANGHAI), datetime(1970, 1, 1, tzinfo=SHANGHAI))
+
+
+def parse_time(text: str) -> datetime:
+    t = datetime.fromisoformat(text)
+    if t.tzinfo is None:
+        raise ValueError(f"setl_time without an offset: {text!r}")
+    return t
+
+
+# ---------------------------------------------------------------- events
+@dataclass(frozen=True, slots=True)
+class VisitSettled:
+    """A settlement result (2207) as the rules see it."""
+
+    claim_id: str
+    psn_no: str
+    fixmedins_code: str
+    insu_admdvs: str
+    mdtrtarea_admvs: str
+    setl_time: datetime
+    medfee_fen: int
+    psn_part_fen: int
+
+
+@dataclass(frozen=True, slots=True)
+class VisitReversed:
+    """A reversal result (2208): amounts negated, counted in the original's year."""
+
+    claim_id: str
+    orig_claim_id: str
+    psn_no: str
+    fixmedins_code: str
+    mdtrtarea_admvs: str
+    setl_time: datetime
+    orig_setl_time: datetime
+    psn_part_fen: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimFiled:
+    """A claim from `claims`: when, and which drugs in what quantity (fee lines of drug list types)."""
+
+    claim_id: str
+    psn_no: str
+    fixmedins_code: str
+    setl_time: datetime
+    drugs: tuple[tuple[str, Decimal], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRefused:
+    claim_id: str
+    psn_no: str
+    err_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class InstitutionActivity:
+    """One settlement or reversal at an institution, passed from the person side to the institution side."""
+
+    fixmedins_code: str
+    admdvs: str
+    claim_id: str
+    kind: str  # "settlement" | "reversal"
+    setl_time: datetime
+
+    def to_json(self) -> dict:
+        return {"fixmedins_code": self.fixmedins_code, "admdvs": self.admdvs, "claim_id": self.claim_id,
+                "kind": self.kind, "setl_time": self.setl_time.isoformat()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "InstitutionActivity":
+        return cls(data["fixmedins_code"], data["admdvs"], data["claim_id"], data["kind"],
+                   parse_time(data["setl_time"]))
+
+
+def visit_from_wire(result: dict) -> VisitSettled:
+    return VisitSettled(result["claim_id"], result["psn_no"], result["fixmedins_code"], result["insu_admdvs"],
+                        result["mdtrtarea_admvs"], parse_time(result["setl_time"]), to_fen(result["medfee_sumamt"]),
+                        to_fen(result["psn_part_amt"]))
+
+
+def reversal_from_wire(result: dict) -> VisitReversed:
+    return VisitReversed(result["claim_id"], result["orig_claim_id"], result["psn_no"], result["fixmedins_code"],
+                         result["mdtrtarea_admvs"], parse_time(result["setl_time"]),
+                         parse_time(result["orig_setl_time"]), to_fen(result["psn_part_amt"]))
+
+
+def claim_from_wire(claim: dict, config: FraudConfig) -> ClaimFiled:
+    drugs = tuple((line["med_list_codg"], Decimal(line["cnt"])) for line in claim["fee_details"]
+                  if line["list_type"] in config.drug_list_types)
+    return ClaimFiled(claim["claim_id"], claim["psn_no"], claim["fixmedins_code"], parse_time(claim["setl_time"]),
+                      drugs)
+
+
+# ---------------------------------------------------------------- signals
+def signal_id(rule_id: str, subject_id: str, window_start: datetime) -> str:
+    digest = hashlib.blake2b(f"{rule_id}|{subject_id}|{window_start.isoformat()}".encode(), digest_size=10)
+    return f"FS{digest.hexdigest().upper()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    rule_id: str
+    subject_type: str
+    subject_id: str
+    admdvs: str | None
+    window: Window
+    claim_ids: tuple[str, ...]
+    count: int
+    threshold: str
+    reason: str
+    amount_fen: int | None = None
+
+    @property
+    def signal_id(self) -> str:
+        return signal_id(self.rule_id, self.subject_id, self.window.start)
+
+    @property
+    def category(self) -> str:
+        return RULES[self.rule_id][0]
+
+    @property
+    def severity(self) -> str:
+        return RULES[self.rule_id][1]
+
+    def to_wire(self, detected_at: str) -> dict:
+        """The FraudSignal record (schemas/fraud_signal.avsc): pseudonymous ids only."""
+        return {"signal_id": self.signal_id, "rule_id": self.rule_id, "category": self.category,
+                "severity": self.severity, "subject_type": self.subject_type, "subject_id": self.subject_id,
+                "admdvs": self.admdvs, "window_start": self.window.start.isoformat(),
+                "window_end": self.window.end.isoformat(), "claim_ids": list(self.claim_ids[:MAX_EVIDENCE]),
+                "count": self.count, "threshold": self.threshold,
+                "amount": None if self.amount_fen is None else to_yuan(self.amount_fen),
+                "reason": self.reason, "detected_at": detected_at}
+
+
+# ---------------------------------------------------------------- state
+class Buckets(Protocol):
+    """Where the rules keep their windows. `get` returns the bucket to change (empty when new);
+    `put` stores it. Scopes: person_day, person_week, person_year, person (no window: recent visits,
+    drug supplies, claims waiting for their outcome), institution_day."""
+
+    def get(self, scope: str, key: str, window: Window) -> dict: ...
+
+    def put(self, scope: str, key: str, window: Window, value: dict) -> None: ...
+
+
+class MemoryBuckets:
+    """Buckets in a dict (unit tests, offline use)."""
+
+    def __init__(self):
+        self.data: dict[tuple[str, str, datetime], dict] = {}
+
+    def get(self, scope: str, key: str, window: Window) -> dict:
+        return copy.deepcopy(self.data.get((scope, key, window.start), {}))
+
+    def put(self, scope: str, key: str, window: Window, value: dict) -> None:
+        self.data[(scope, key, window.start)] = copy.deepcopy(value)
+
+
+class Staged:
+    """Buckets read through to `base` and written back only by `flush()`: the service sends a
+    batch's signals, waits for the broker, and only then saves the buckets that raised them."""
+
+    def __init__(self, base: Buckets):
+        self.base = base
+        self.pending: dict[tuple[str, str, Window], dict] = {}
+
+    def get(self, scope: str, key: str, window: Window) -> dict:
+        found = self.pending.get((scope, key, window))
+        return found if found is not None else self.base.get(scope, key, window)
+
+    def put(self, scope: str, key: str, window: Window, value: dict) -> None:
+        self.pending[(scope, key, window)] = value
+
+    def flush(self) -> None:
+        for (scope, key, window), value in self.pending.items():
+            self.base.put(scope, key, window, value)
+        self.pending.clear()
+
+
+@dataclass
+class Outcome:
+    signals: list[Signal] = field(default_factory=list)
+    forward: list[InstitutionActivity] = field(default_factory=list)
+
+    def extend(self, other: "Outcome") -> None:
+        self.signals += other.signals
+        self.forward += other.forward
+
+
+def _raise_once(bucket: dict, rule_id: str) -> bool:
+    """True the first time `rule_id` fires in this bucket's window; remembers it."""
+    raised = bucket.setdefault("raised", [])
+    if rule_id in raised:
+        return False
+    raised.append(rule_id)
+    return True
+
+
+def _epoch(t: datetime) -> float:
+    return t.timestamp()
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h"
+
+
+# ---------------------------------------------------------------- person rules
+def on_visit(config: FraudConfig, buckets: Buckets, visit: VisitSettled) -> Outcome:
+    out = Outcome()
+    psn = visit.psn_no
+
+    # The day: visits, institutions, small claims.
+    day = day_of(visit.setl_time)
+    bucket = buckets.get("person_day", psn, day)
+    visits = bucket.setdefault("visits", {})  # claim_id → [fixmedins_code, medfee fen]
+    if visit.claim_id not in visits:
+        visits[visit.claim_id] = [visit.fixmedins_code, visit.medfee_fen]
+        out.forward.append(InstitutionActivity(visit.fixmedins_code, visit.mdtrtarea_admvs, visit.claim_id,
+                                               "settlement", visit.setl_time))
+        ids = tuple(visits)
+        if len(visits) > config.visits_per_day and _raise_once(bucket, "VISITS_PER_DAY"):
+            out.signals.append(Signal("VISITS_PER_DAY", "person", psn, visit.insu_admdvs, day, ids, len(ids),
+                                      f"> {config.visits_per_day} visits",
+                                      f"{len(ids)} settled visits in one day (more than {config.visits_per_day})."))
+        institutions = sorted({code for code, _ in visits.values()})
+        if len(institutions) > config.shopping_institutions and _raise_once(bucket, "SHOPPING"):
+            out.signals.append(Signal("SHOPPING", "person", psn, visit.insu_admdvs, day, ids, len(institutions),
+                                      f"> {config.shopping_institutions} institutions",
+                                      f"Settled at {len(institutions)} institutions in one day "
+                                      f"({', '.join(institutions)})."))
+        limit = to_fen(config.split_max_amount)
+        small = [cid for cid, (code, fen) in visits.items() if code == visit.fixmedins_code and fen <= limit]
+        if len(small) > config.split_claims and _raise_once(bucket, "SPLIT_BILLING"):
+            out.signals.append(Signal("SPLIT_BILLING", "person", psn, visit.insu_admdvs, day, tuple(small),
+                                      len(small), f"> {config.split_claims} claims of at most "
+                                      f"{to_yuan(limit)} yuan at one institution",
+                                      f"{len(small)} claims of at most {to_yuan(limit)} yuan at "
+                                      f"{visit.fixmedins_code} in one day: possible split billing (分解收费)."))
+        buckets.put("person_day", psn, day, bucket)
+
+    # The week.
+    week = week_of(visit.setl_time)
+    bucket = buckets.get("person_week", psn, week)
+    ids = bucket.setdefault("visits", [])
+    if visit.claim_id not in ids:
+        ids.append(visit.claim_id)
+        if len(ids) > config.visits_per_week and _raise_once(bucket, "VISITS_PER_WEEK"):
+            out.signals.append(Signal("VISITS_PER_WEEK", "person", psn, visit.insu_admdvs, week, tuple(ids),
+                                      len(ids), f"> {config.visits_per_week} visits",
+                                      f"{len(ids)} settled visits in one week (more than "
+                                      f"{config.visits_per_week})."))
+        buckets.put("person_week", psn, week, bucket)
+
+    out.signals += _count_burden(config, buckets, psn, visit.insu_admdvs, visit.setl_time, visit.claim_id,
+                                 visit.psn_part_fen)
+    out.signals += _travel(config, buckets, visit)
+    out.signals += _outcome(config, buckets, psn, visit.claim_id, {"o": "settled", "a": visit.insu_admdvs})
+    return out
+
+
+def on_reversal(config: FraudConfig, buckets: Buckets, reversal: VisitReversed) -> Outcome:
+    """A reversal counts against the original's year (its burden is negative) and ends the supply of
+    the drugs its original dispensed. Visits stay counted: a visit settled then reversed is still a
+    visit the supervisor wants to see. The institution's reversal count goes by the reversal's own day."""
+    out = Outcome()
+    out.signals += _count_burden(config, buckets, reversal.psn_no, None, reversal.orig_setl_time, reversal.claim_id,
+                                 reversal.psn_part_fen)
+    profile = buckets.get("person", reversal.psn_no, NO_WINDOW)
+    supply = profile.get("supply", {})
+    ended = [code for code, entry in supply.items() if entry[2] == reversal.orig_claim_id]
+    if ended:
+        for code in ended:
+            del supply[code]
+        buckets.put("person", reversal.psn_no, NO_WINDOW, profile)
+    out.forward.append(InstitutionActivity(reversal.fixmedins_code, reversal.mdtrtarea_admvs, reversal.claim_id,
+                                           "reversal", reversal.setl_time))
+    return out
+
+
+def on_claim(config: FraudConfig, buckets: Buckets, claim: ClaimFiled) -> Outcome:
+    """A claim as filed: its time and drug lines wait for its outcome on `settlements`, or meet an
+    outcome that came first."""
+    profile = buckets.get("person", claim.psn_no, NO_WINDOW)
+    claims = profile.setdefault("claims", {})
+    if claim.claim_id in claims:
+        return Outcome()
+    claims[claim.claim_id] = {"t": claim.setl_time.isoformat(), "i": claim.fixmedins_code,
+                              "d": [[code, str(cnt)] for code, cnt in claim.drugs]}
+    # Forget joined claims older than join_days before this one; claims still waiting for their
+    # outcome stay (the two topics are read at their own pace), up to a bound.
+    horizon = claim.setl_time - timedelta(days=config.join_days)
+    for cid in [cid for cid, entry in claims.items() if entry.get("done") and parse_time(entry["t"]) < horizon]:
+        del claims[cid]
+    while len(claims) > MAX_WAITING:
+        del claims[next(iter(claims))]
+    waiting = profile.setdefault("waiting", {})
+    outcome = waiting.pop(claim.claim_id, None)
+    buckets.put("person", claim.psn_no, NO_WINDOW, profile)
+    signals = _joined(config, buckets, claim.psn_no, claim.claim_id, outcome) if outcome else []
+    return Outcome(signals)
+
+
+def on_refusal(config: FraudConfig, buckets: Buckets, refusal: ClaimRefused) -> Outcome:
+    if refusal.err_code not in config.suspended_codes or not refusal.claim_id or not refusal.psn_no:
+        return Outcome()
+    return Outcome(_outcome(config, buckets, refusal.psn_no, refusal.claim_id, {"o": refusal.err_code}))
+
+
+def _outcome(config: FraudConfig, buckets: Buckets, psn: str, claim_id: str, outcome: dict) -> list[Signal]:
+    """The outcome of a claim: joined now with its claim lines if they came first, else waits for them."""
+    profile = buckets.get("person", psn, NO_WINDOW)
+    claim = profile.get("claims", {}).get(claim_id)
+    if claim is None:
+        waiting = profile.setdefault("waiting", {})
+        if claim_id in waiting:
+            return []
+        waiting[claim_id] = outcome
+        while len(waiting) > MAX_WAITING:  # outcomes whose claim never comes (another topic prefix, a lost claim)
+            del waiting[next(iter(waiting))]
+        buckets.put("person", psn, NO_WINDOW, profile)
+        return []
+    return _joined(config, buckets, psn, claim_id, outcome)
+
+
+def _joined(config: FraudConfig, buckets: Buckets, psn: str, claim_id: str, outcome: dict) -> list[Signal]:
+    profile = buckets.get("person", psn, NO_WINDOW)
+    claim = profile["claims"][claim_id]
+    if claim.get("done"):
+        return []
+    claim["done"] = outcome["o"]
+    t = parse_time(claim["t"])
+    signals = []
+    if outcome["o"] == "settled":
+        signals = _refill(config, profile, psn, claim_id, t, outcome.get("a"), claim["d"], buckets)
+    elif outcome["o"] in config.suspended_codes:
+        day = day_of(t)
+        bucket = buckets.get("person_day", psn, day)
+        refused = bucket.setdefault("refused", [])
+        if claim_id not in refused:
+            refused.append(claim_id)
+            if len(refused) > config.suspended_claims and _raise_once(bucket, "SUSPENDED_BENEFITS"):
+                signals.append(Signal("SUSPENDED_BENEFITS", "person", psn, None, day, tuple(refused), len(refused),
+                                      f"> {config.suspended_claims} refused claims",
+                                      f"{len(refused)} claim(s) in one day for a person whose benefits are "
+                                      f"suspended (refused {outcome['o']}, last at {claim['i']})."))
+            buckets.put("person_day", psn, day, bucket)
+    buckets.put("person", psn, NO_WINDOW, profile)
+    return signals
+
+
+def supply_days(config: FraudConfig, code: str, cnt: Decimal) -> Decimal:
+    """Days a dispensing lasts: cnt units × the configured days per unit (the assumption: one unit,
+    e.g. a tablet or a dose, is one day unless the code has its own figure)."""
+    return cnt * config.refill_days_per_unit_by_code.get(code, config.refill_days_per_unit)
+
+
+def _refill(config: FraudConfig, profile: dict, psn: str, claim_id: str, t: datetime, admdvs: str | None,
+            drugs: list, buckets: Buckets) -> list[Signal]:
+    supply = profile.setdefault("supply", {})  # code → [start iso, until iso, claim_id]
+    early = []
+    for code, cnt in drugs:
+        days = supply_days(config, code, Decimal(cnt))
+        entry = supply.get(code)
+        if entry is not None and entry[2] == claim_id:
+            continue
+        if entry is not None:
+            start, until = parse_time(entry[0]), parse_time(entry[1])
+            allowed = start + (until - start) * float(1 - config.refill_tolerance)
+            if start <= t < allowed:
+                early.append((code, entry[2], until))
+                supply[code] = [entry[0], (until + timedelta(days=float(days))).isoformat(), claim_id]
+                continue
+        supply[code] = [t.isoformat(), (t + timedelta(days=float(days))).isoformat(), claim_id]
+    if not early:
+        return []
+    day = day_of(t)
+    bucket = buckets.get("person_day", psn, day)
+    refills = bucket.setdefault("refills", [])
+    for code, previous, _ in early:
+        for cid in (previous, claim_id):
+            if cid not in refills:
+                refills.append(cid)
+    signals = []
+    if _raise_once(bucket, "EARLY_REFILL"):
+        described = "; ".join(f"{code} again while the supply of {previous} lasts until {until.date()}"
+                              for code, previous, until in early)
+        signals.append(Signal("EARLY_REFILL", "person", psn, admdvs, day, tuple(refills), len(early),
+                              f"refill before {1 - config.refill_tolerance:.0%} of the supply is used "
+                              f"({config.refill_days_per_unit} day(s) per unit)",
+                              f"Drug dispensed again before the last supply ran out (超量开药): {described}."))
+    buckets.put("person_day", psn, day, bucket)
+    return signals
+
+
+def _count_burden(config: FraudConfig, buckets: Buckets, psn: str, admdvs: str | None, t: datetime, claim_id: str,
+                  fen: int) -> list[Signal]:
+    """HIGH_EXPENSE (seed 003, 高额医疗费用预警): the year's personal burden net of reversals."""
+    year = year_of(t)
+    bucket = buckets.get("person_year", psn, year)
+    amounts = bucket.setdefault("burden", {})  # claim_id → psn_part_amt fen (negative for reversals)
+    if claim_id in amounts:
+        return []
+    amounts[claim_id] = fen
+    total = sum(amounts.values())
+    threshold = to_fen(config.high_expense_amount)
+    signals = []
+    if total > threshold and _raise_once(bucket, "HIGH_EXPENSE"):
+        ids = tuple(cid for cid, value in amounts.items() if value > 0)
+        signals.append(Signal("HIGH_EXPENSE", "person", psn, admdvs, year, ids[-MAX_EVIDENCE:], len(amounts),
+                              f"> {to_yuan(threshold)} yuan", f"Personal burden of {to_yuan(total)} yuan in "
+                              f"{year.start.year}: consider for medical assistance (relief review, not a suspicion).",
+                              amount_fen=total))
+    buckets.put("person_year", psn, year, bucket)
+    return signals
+
+
+def _travel(config: FraudConfig, buckets: Buckets, visit: VisitSettled) -> list[Signal]:
+    """IMPOSSIBLE_TRAVEL (冒名就医 indicator): two treatment regions closer in time than travel allows.
+    The window is the day of the later of the two settlements."""
+    profile = buckets.get("person", visit.psn_no, NO_WINDOW)
+    recent = profile.setdefault("recent", [])  # [claim_id, setl_time iso, mdtrtarea_admvs]
+    if any(entry[0] == visit.claim_id for entry in recent):
+        return []
+    gap = timedelta(hours=config.travel_min_hours)
+    signals = []
+    for other_id, other_time, region in recent:
+        other = parse_time(other_time)
+        if region == visit.mdtrtarea_admvs or abs(other - visit.setl_time) >= gap:
+            continue
+        later = max(other, visit.setl_time)
+        day = day_of(later)
+        bucket = buckets.get("person_day", visit.psn_no, day)
+        pairs = bucket.setdefault("travel", [])
+        for cid in (other_id, visit.claim_id):
+            if cid not in pairs:
+                pairs.append(cid)
+        if _raise_once(bucket, "IMPOSSIBLE_TRAVEL"):
+            signals.append(Signal("IMPOSSIBLE_TRAVEL", "person", visit.psn_no, visit.insu_admdvs, day,
+                                  (other_id, visit.claim_id), 2, f"< {config.travel_min_hours} h between regions",
+                                  f"Settled in {region} and {visit.mdtrtarea_admvs} "
+                                  f"{_hours(abs((other - visit.setl_time).total_seconds()))} apart: "
+                                  f"possible use of another person's identity (冒名就医)."))
+        buckets.put("person_day", visit.psn_no, day, bucket)
+    recent.append([visit.claim_id, visit.setl_time.isoformat(), visit.mdtrtarea_admvs])
+    newest = max(parse_time(entry[1]) for entry in recent)
+    recent[:] = [entry for entry in recent if newest - parse_time(entry[1]) < gap][-50:]
+    buckets.put("person", visit.psn_no, NO_WINDOW, profile)
+    return signals
+
+
+# ---------------------------------------------------------------- institution rules
+def on_activity(config: FraudConfig, buckets: Buckets, activity: InstitutionActivity) -> list[Signal]:
+    """INSTITUTION_SPIKE: the day's settlements (or reversals) against the institution's own trailing
+    daily average. Each day remembers its last `institution_dedupe_ids` ids: the person side passes
+    an activity on only the first time it sees its claim id, so only a crash replay (recent by
+    nature) can bring one here twice."""
+    code = activity.fixmedins_code
+    day = day_of(activity.setl_time)
+    bucket = buckets.get("institution_day", code, day)
+    ids = bucket.setdefault("ids", [])
+    if activity.claim_id in ids:
+        return []
+    ids.append(activity.claim_id)
+    del ids[:-config.institution_dedupe_ids]
+    counter = "n" if activity.kind == "settlement" else "r"
+    bucket[counter] = bucket.get(counter, 0) + 1
+    signals = []
+    history = [buckets.get("institution_day", code, Window("day", day.start - DAY * back, day.end - DAY * back))
+               for back in range(1, config.spike_baseline_days + 1)]
+    active = sum(1 for past in history if past.get("n", 0) > 0)
+    if active >= config.spike_min_baseline_days:
+        for counter, minimum, what in (("n", config.spike_min_volume, "settlements"),
+                                       ("r", config.spike_min_reversals, "reversals")):
+            count = bucket.get(counter, 0)
+            baseline = Decimal(sum(past.get(counter, 0) for past in history)) / config.spike_baseline_days
+            if count >= minimum and count > config.spike_factor * baseline and _raise_once(bucket, "INSTITUTION_SPIKE"):
+                signals.append(Signal(
+                    "INSTITUTION_SPIKE", "institution", code, activity.admdvs, day, tuple(ids[-MAX_EVIDENCE:]), count,
+                    f"> {config.spike_factor} × trailing {config.spike_baseline_days}-day average and ≥ {minimum}",
+                    f"{count} {what} in one day against a trailing daily average of {baseline:.1f} "
+                    f"over {config.spike_baseline_days} days."))
+    buckets.put("institution_day", code, day, bucket)
+    return signals
+
+
+def detect(config: FraudConfig, buckets: Buckets, events: Iterable) -> Outcome:
+    """Run person events (and the institution activity they pass on) through the rules in order: the
+    reference the service must agree with."""
+    out = Outcome()
+    for event in events:
+        if isinstance(event, VisitSettled):
+            step = on_visit(config, buckets, event)
+        elif isinstance(event, VisitReversed):
+            step = on_reversal(config, buckets, event)
+        elif isinstance(event, ClaimFiled):
+            step = on_claim(config, buckets, event)
+        elif isinstance(event, ClaimRefused):
+            step = on_refusal(config, buckets, event)
+        else:
+            raise TypeError(f"not a fraud event: {event!r}")
+        out.signals += step.signals
+        for activity in step.forward:
+            out.signals += on_activity(config, buckets, activity)
+    return out

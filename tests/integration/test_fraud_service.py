@@ -1,0 +1,208 @@
+"""The fraud service against the real broker: a scripted stream of settlement results (and claims)
+in, each expected signal out exactly once; then the stream resent around a restart changes nothing
+(issue 4, part 2)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from aiokafka import AIOKafkaProducer
+from support import CATALOG, collect, send_raw, settings_for
+
+from gongji.common.stack import ensure_topics, free_port
+from gongji.fraud.app import FraudService
+from gongji.fraud.config import FraudConfig
+
+CST = "+08:00"
+Y = Decimal("0.01")
+
+
+def at(day: int, hour: int, minute: int = 0) -> str:
+    """2023-03-<day> hh:mm in Shanghai (Monday 2023-03-06 starts a week)."""
+    return (datetime.fromisoformat(f"2023-03-01T00:00:00{CST}") + timedelta(days=day - 1, hours=hour,
+                                                                            minutes=minute)).isoformat()
+
+
+def settlement(claim_id: str, psn: str, inst: str, setl_time: str, *, medfee="120.00", part="40.00",
+               insured="152501", treated="152501") -> tuple[str, dict]:
+    medfee, part = Decimal(medfee), Decimal(part)
+    zero = Decimal("0.00")
+    return "settlement", {
+        "claim_id": claim_id, "setl_id": f"S{claim_id}", "psn_no": psn, "mdtrt_id": f"M{claim_id}", "med_type": "11",
+        "psn_type": "1101", "insu_admdvs": insured, "mdtrtarea_admvs": treated, "fixmedins_code": inst,
+        "setl_time": setl_time, "medfee_sumamt": medfee, "fulamt_ownpay_amt": zero, "overlmt_selfpay": zero,
+        "preselfpay_amt": zero, "inscp_scp_amt": medfee, "act_pay_dedc": zero, "hifp_pay": medfee - part,
+        "pool_prop_selfpay": Decimal("0.6000"), "hifob_pay": zero, "cvlserv_pay": zero, "maf_pay": zero,
+        "oth_pay": zero, "fund_pay_sumamt": medfee - part, "psn_part_amt": part, "acct_pay": zero,
+        "acct_mulaid_pay": zero, "psn_cash_pay": part, "balc": zero, "clr_type": "11", "clr_optins": treated,
+        "setldetail": []}
+
+
+def reversal(claim_id: str, original: tuple[str, dict], setl_time: str) -> tuple[str, dict]:
+    _, orig = original
+    negated = {k: -v if isinstance(v, Decimal) and k != "pool_prop_selfpay" else v for k, v in orig.items()}
+    return "reversal", {**negated, "claim_id": claim_id, "setl_id": f"S{claim_id}", "orig_claim_id": orig["claim_id"],
+                        "orig_setl_id": orig["setl_id"], "orig_setl_time": orig["setl_time"], "setl_time": setl_time}
+
+
+def rejection(claim_id: str, psn: str, code: str = "NOT_INSURED") -> tuple[str, dict]:
+    return "rejection", {"claim_id": claim_id, "credit_id": None, "psn_no": psn, "err_code": code,
+                         "err_msg": "Benefits suspended.", "input_type": "claim"}
+
+
+def claim(claim_id: str, psn: str, inst: str, setl_time: str, drug: str = "XA01", cnt: str = "30") -> tuple[str, dict]:
+    line = {"feedetl_sn": "1", "med_list_codg": drug, "list_type": "101", "chrgitm_lv": "01",
+            "det_item_fee_sumamt": Decimal("10.50"), "cnt": Decimal(cnt), "pric": Decimal("0.35"),
+            "pric_uplmt_amt": None, "selfpay_prop": None, "non_med_flag": None}
+    return "claim", {"claim_id": claim_id, "mdtrt_id": f"M{claim_id}", "psn_no": psn, "fixmedins_code": inst,
+                     "med_type": "11", "insutype": "310", "setl_time": setl_time, "acct_used_flag": "0",
+                     "fee_details": [line], "dise_codg": None}
+
+
+RECORD = {"settlement": "Settlement", "reversal": "ReversalResult", "rejection": "Rejection", "claim": "Claim"}
+
+
+async def send(settings, events) -> None:
+    """Results on `settlements` exactly as the settlement service publishes them (headers
+    gongji-type and gongji-id, key psn_no); claims on `claims`."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
+                                enable_idempotence=False, linger_ms=5)
+    await producer.start()
+    try:
+        sends = []
+        for kind, data in events:
+            topic = settings.topics.claims if kind == "claim" else settings.topics.settlements
+            headers = [] if kind == "claim" else [("gongji-type", kind.encode()),
+                                                  ("gongji-id", data["claim_id"].encode())]
+            sends.append(await producer.send(topic, CATALOG.encode(RECORD[kind], data), key=data["psn_no"].encode(),
+                                             headers=headers))
+        await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+
+
+def script(tag: str) -> tuple[list, dict]:
+    """The stream and the signals it must raise: {(rule, subject): window_start}."""
+    p = lambda name: f"{tag}{name}"  # noqa: E731
+    h1, h2, h3, h9, hh, p1 = p("H1"), p("H2"), p("H3"), p("H9"), p("HH"), p("P1")
+    events, expected = [], {}
+    # 5 visits on Monday 6 March at one institution, 2 more on Tuesday: > 4 a day, > 6 a week.
+    events += [settlement(p(f"v{i}"), p("VISITS"), h1, at(6, 8 + i)) for i in range(5)]
+    events += [settlement(p(f"v{i}"), p("VISITS"), h1, at(7, 9 + i)) for i in range(5, 7)]
+    expected[("VISITS_PER_DAY", p("VISITS"))] = at(6, 0)
+    expected[("VISITS_PER_WEEK", p("VISITS"))] = at(6, 0)
+    # 3 institutions in a day (> 2).
+    events += [settlement(p(f"s{i}"), p("SHOP"), p(f"H{i + 1}"), at(6, 9 + 2 * i)) for i in range(3)]
+    expected[("SHOPPING", p("SHOP"))] = at(6, 0)
+    # Erenhot at 23:30, seed-000 province at 00:30 the next day: the window is the later one's day.
+    events += [settlement(p("t1"), p("TRAVEL"), h1, at(6, 23, 30)),
+               settlement(p("t2"), p("TRAVEL"), h9, at(7, 0, 30), treated="990100")]
+    expected[("IMPOSSIBLE_TRAVEL", p("TRAVEL"))] = at(7, 0)
+    # 4 claims of at most 50 yuan at one institution in a day (> 3).
+    events += [settlement(p(f"x{i}"), p("SPLIT"), h2, at(8, 9, 10 * i), medfee="45.00", part="15.00")
+               for i in range(4)]
+    expected[("SPLIT_BILLING", p("SPLIT"))] = at(8, 0)
+    # 30 days of XA01 on 1 March, again on 10 March; the second claim's result comes before its claim.
+    events += [claim(p("r1"), p("REFILL"), p1, at(1, 10)), settlement(p("r1"), p("REFILL"), p1, at(1, 10)),
+               settlement(p("r2"), p("REFILL"), p1, at(10, 10)), claim(p("r2"), p("REFILL"), p1, at(10, 10))]
+    expected[("EARLY_REFILL", p("REFILL"))] = at(10, 0)
+    # A claim refused NOT_INSURED: benefits suspended.
+    events += [claim(p("n1"), p("SUSP"), h3, at(9, 15)), rejection(p("n1"), p("SUSP"))]
+    expected[("SUSPENDED_BENEFITS", p("SUSP"))] = at(9, 0)
+    # 12 000 + 9 000 + 500 yuan of personal burden, a reversal of 9 000: past 20 000 once, back below after.
+    big = settlement(p("h2"), p("HIGH"), hh, at(3, 10), medfee="20000.00", part="9000.00")
+    events += [settlement(p("h1"), p("HIGH"), hh, at(2, 10), medfee="30000.00", part="12000.00"), big,
+               settlement(p("h3"), p("HIGH"), hh, at(4, 10), medfee="1000.00", part="500.00"),
+               reversal(p("h4"), big, at(5, 10))]
+    expected[("HIGH_EXPENSE", p("HIGH"))] = "2023-01-01T00:00:00+08:00"
+    # An institution with one settlement a day for 7 days, then 6 on 8 March (> 3 × 1, ≥ 5).
+    spike = p("HSPIKE")
+    events += [settlement(p(f"b{d}"), p(f"BASE{d}"), spike, at(d, 11)) for d in range(1, 8)]
+    events += [settlement(p(f"k{i}"), p(f"PEAK{i}"), spike, at(8, 8 + i)) for i in range(6)]
+    expected[("INSTITUTION_SPIKE", spike)] = at(8, 0)
+    return events, expected
+
+
+CONFIG = FraudConfig(visits_per_day=4, visits_per_week=6, shopping_institutions=2, split_claims=3,
+                     spike_min_volume=5, spike_factor=Decimal(3), high_expense_amount=Decimal("20000.00"))
+
+
+@asynccontextmanager
+async def running(service: FraudService):
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+async def consumed(service: FraudService, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while service.metrics.registry.get_sample_value("gongji_consumed_total") < count:
+        assert time.monotonic() < deadline, "the fraud service did not consume its input"
+        await asyncio.sleep(0.1)
+
+
+def signals_of(records) -> list[dict]:
+    return [data for name, data, _ in records if name == "FraudSignal"]
+
+
+async def test_each_signal_once_and_resend_across_a_restart_changes_nothing(stack, uniq):
+    settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud", fraud=CONFIG)
+    events, expected = script(uniq)
+    # Made before anything is produced: the broker would auto-create them with its own partition count.
+    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topics.settlements, settings.topics.claims],
+                        settings.partitions)
+    port = free_port()
+    first = FraudService(settings.model_copy(update={"metrics_port": port}), CATALOG)
+    async with running(first):
+        await send(settings, events)
+        await send_raw(settings, settings.topics.settlements, b"not avro", key=b"whoever")
+        records = await collect(settings, settings.topics.fraud_signals,
+                                lambda rs: len(rs) >= len(expected), timeout=60)
+        await consumed(first, len(events) + 1)
+        letters = await collect(settings, settings.topics.dead_letters, lambda rs: len(rs) >= 1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            assert response.status == 200
+    signals = signals_of(records)
+    assert {(s["rule_id"], s["subject_id"]): s["window_start"] for s in signals} == expected
+    assert len({s["signal_id"] for s in signals}) == len(signals) == len(expected)
+    by_rule = {s["rule_id"]: s for s in signals}
+    assert by_rule["HIGH_EXPENSE"]["category"] == "relief_review"
+    assert by_rule["HIGH_EXPENSE"]["amount"] == Decimal("21000.00")
+    assert by_rule["VISITS_PER_DAY"]["count"] == 5 and len(by_rule["VISITS_PER_DAY"]["claim_ids"]) == 5
+    assert by_rule["IMPOSSIBLE_TRAVEL"]["claim_ids"] == [f"{uniq}t1", f"{uniq}t2"]
+    assert by_rule["EARLY_REFILL"]["claim_ids"] == [f"{uniq}r1", f"{uniq}r2"]
+    assert by_rule["INSTITUTION_SPIKE"]["subject_type"] == "institution"
+    for signal in signals:
+        assert signal["subject_id"].startswith(uniq)
+    assert [d["reason"] for n, d, _ in letters if n == "DeadLetter"][0].startswith("not an input")
+    assert 'gongji_outputs_total{kind="HIGH_EXPENSE"} 1.0' in metrics
+    assert "gongji_dead_letters_total 1.0" in metrics
+
+    # Resend the first half, restart in the middle, resend the rest with one new visit that would
+    # count again in windows already raised: the same signals, no new one, nothing doubled.
+    half = len(events) // 2
+    extra = settlement(f"{uniq}v7", f"{uniq}VISITS", f"{uniq}H1", at(6, 20))
+    second = FraudService(settings, CATALOG)
+    async with running(second):
+        await send(settings, events[:half])
+        await consumed(second, half)
+    third = FraudService(settings, CATALOG)
+    async with running(third):
+        await send(settings, events[half:] + [extra])
+        await consumed(third, len(events) - half + 1)
+        await asyncio.sleep(1.0)  # anything a wrong state would raise has been sent by now
+    assert second.raised == [] and third.raised == []
+    again = signals_of(await collect(settings, settings.topics.fraud_signals, lambda rs: len(rs) >= len(expected)))
+    assert sorted((s["signal_id"], s["count"], s["claim_ids"]) for s in again) == \
+        sorted((s["signal_id"], s["count"], s["claim_ids"]) for s in signals)

@@ -38,6 +38,7 @@ from gongji.common.avro import SchemaCatalog
 from gongji.common.config import Settings
 from gongji.common.redis import connect
 from gongji.common.stack import StackError
+from gongji.common.topics import ensure_service_topics
 from gongji.launch import encode, isolated, prepare_topics, servers, start_service, stop_processes
 from gongji.settlement.codec import OUTPUT_RECORDS
 from gongji.settlement.policy import load_policy_book
@@ -191,6 +192,8 @@ class Run:
     tally: Tally = field(default_factory=Tally)
     meter: RateMeter = field(default_factory=RateMeter)
     phase: str = "starting"
+    signals: Counter = field(default_factory=Counter)  # fraud.signals by rule_id
+    latest_signals: deque = field(default_factory=lambda: deque(maxlen=3))
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -311,12 +314,14 @@ async def _wait(event: asyncio.Event, seconds: float) -> bool:
 
 # ------------------------------------------------------------------------------------ results
 async def read_results(run: Run, catalog: SchemaCatalog, done: asyncio.Event) -> None:
-    """Decode every record on `settlements` and `dead-letters` into the run's tally, until `done`."""
+    """Decode every record on `settlements`, `dead-letters` and `fraud.signals` into the run's tally,
+    until `done`."""
     topics = run.settings.topics
     consumer = kafka.consumer(run.settings, None)
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, number) for topic in (topics.settlements, topics.dead_letters)
+        partitions = [TopicPartition(topic, number)
+                      for topic in (topics.settlements, topics.dead_letters, topics.fraud_signals)
                       for number in sorted(consumer.partitions_for_topic(topic) or ())]
         if not partitions:
             raise DemoError(f"topics {topics.settlements} and {topics.dead_letters} have no partitions")
@@ -326,7 +331,12 @@ async def read_results(run: Run, catalog: SchemaCatalog, done: asyncio.Event) ->
             batches = await consumer.getmany(timeout_ms=100, max_records=5000)
             for messages in batches.values():
                 for message in messages:
-                    run.tally.add(*catalog.decode(message.value))
+                    name, data = catalog.decode(message.value)
+                    if name == "FraudSignal":
+                        run.signals[data["rule_id"]] += 1
+                        run.latest_signals.append(data)
+                    else:
+                        run.tally.add(name, data)
     finally:
         await consumer.stop()
 
@@ -542,6 +552,7 @@ async def _run(run: Run, persons: int, policy_dir: Path | None, stop: asyncio.Ev
     """Service, reader and traffic on the stack; the view while they run; the summary at the end."""
     catalog = SchemaCatalog()
     await prepare_topics(run.settings)
+    await ensure_service_topics(run.settings, [run.settings.topics.fraud_signals])  # read below from the start
     with open(run.log, "ab") as log:
         service = start_service("settlement", run.settings, policy_dir, log, detach=True, cwd=run.log.parent)[0]
     downstream = {}
@@ -565,11 +576,32 @@ async def _run(run: Run, persons: int, policy_dir: Path | None, stop: asyncio.Ev
             print(await clearing_summary(run, catalog), flush=True)
             if "ledger" in downstream:
                 print(await ledger_summary(run), flush=True)
+            if "fraud" in downstream:
+                print(await fraud_summary(run), flush=True)
     finally:
         stop.set()
         done.set()
         await asyncio.gather(feeder, reader, return_exceptions=True)
         stop_processes([service, *downstream.values()])
+
+
+async def fraud_summary(run: Run, quiet: float = 2.0, limit: float = 10.0) -> str:
+    """Once the fraud service's signals stop coming: how many per rule, and the latest few."""
+    last, steady_since, until = -1, time.monotonic(), time.monotonic() + limit
+    while time.monotonic() - steady_since < quiet and time.monotonic() < until:
+        total = sum(run.signals.values())
+        if total != last:
+            last, steady_since = total, time.monotonic()
+        await asyncio.sleep(0.3)
+    if not run.signals:
+        return f"fraud and supervision signals: none on {run.settings.topics.fraud_signals}"
+    lines = [f"fraud and supervision signals: {sum(run.signals.values()):,} on {run.settings.topics.fraud_signals} "
+             "(one per rule, subject and window): "
+             + ", ".join(f"{rule} {n:,}" for rule, n in run.signals.most_common())]
+    for signal_ in run.latest_signals:
+        lines.append(f"  {signal_['severity']} {signal_['rule_id']} {signal_['subject_type']} {signal_['subject_id']}: "
+                     f"{signal_['reason']}")
+    return "\n".join(lines)
 
 
 def downstream_services(settings) -> list[str]:

@@ -18,7 +18,8 @@ from typing import IO
 
 from gongji.common.avro import SchemaCatalog
 from gongji.common.config import Settings
-from gongji.common.stack import TANSU_GROUP_TIMEOUTS, LocalStack, die_with_parent, ensure_topics
+from gongji.common.stack import TANSU_GROUP_TIMEOUTS, LocalStack, die_with_parent
+from gongji.common.topics import ensure_service_topics
 from gongji.settlement.codec import INPUT_RECORDS
 
 #: A topic message ready to send: (topic, key, value, id of the event: claim_id, credit_id or key).
@@ -106,9 +107,8 @@ async def prepare_topics(settings: Settings) -> None:
     """The settlement service's inputs and outputs, created before it starts so that nothing is
     produced to, or read from, a topic the broker would auto-create with its own partition count."""
     topics = settings.topics
-    await ensure_topics(settings.kafka_bootstrap_servers,
-                        [topics.claims, topics.credits, topics.persons, topics.institutions, topics.settlements,
-                         topics.dead_letters], settings.partitions, compacted={topics.persons, topics.institutions})
+    await ensure_service_topics(settings, [topics.claims, topics.credits, topics.persons, topics.institutions,
+                                           topics.settlements, topics.dead_letters])
 
 
 def encode(catalog: SchemaCatalog, settings: Settings, events: Iterable[tuple[str, dict]]) -> list[Row]:

@@ -21,7 +21,7 @@ from gongji.common.avro import DecodeError, SchemaCatalog
 from gongji.common.config import Settings
 from gongji.common.observe import Metrics
 from gongji.common.redis import LuaScript, run_pipeline
-from gongji.common.stack import ensure_topics
+from gongji.common.topics import ensure_service_topics
 
 log = logging.getLogger("gongji.clearing")
 SERVICE = "clearing"
@@ -81,9 +81,7 @@ class ClearingService:
 
     async def run(self, stop: asyncio.Event) -> None:
         topics = self.settings.topics
-        await ensure_topics(self.settings.kafka_bootstrap_servers,
-                            [topics.settlements, topics.clearing_statements, topics.dead_letters],
-                            self.settings.partitions, replication_factor=self.settings.replication_factor)
+        await ensure_service_topics(self.settings, [topics.settlements, topics.clearing_statements, topics.dead_letters])
         await kafka.consume_batches(self.settings, self.settings.clearing_group, [topics.settlements], self.metrics,
                                     self.process, stop)
 

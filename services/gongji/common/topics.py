@@ -248,3 +248,15 @@ async def _wait_for_partitions(admin: AIOKafkaAdminClient, specs: list[TopicSpec
         if time.monotonic() > deadline:
             raise TopicError(f"topics {[s.name for s in specs]} did not appear in metadata within {wait:.0f}s")
         await asyncio.sleep(0.2)
+
+
+async def ensure_service_topics(settings: Settings, names: Iterable[str]) -> list[str]:
+    """What a service calls on start-up for the topics it reads and writes: those missing are
+    created as `topic_specs` says (partitions, replication, compaction, retention), so a service
+    started before `gongji topics create` leaves no topic a broker would default."""
+    from gongji.common.stack import ensure_topics
+
+    configs = topic_configs(settings)
+    compacted = {name for name, config in configs.items() if config.get("cleanup.policy") == "compact"}
+    return await ensure_topics(settings.kafka_bootstrap_servers, names, settings.partitions, compacted=compacted,
+                               replication_factor=settings.replication_factor, configs=configs)

@@ -31,7 +31,7 @@ from gongji.common import kafka
 from gongji.common.avro import DecodeError, SchemaCatalog
 from gongji.common.config import Settings
 from gongji.common.observe import Metrics, serve
-from gongji.common.stack import ensure_topics
+from gongji.common.topics import ensure_service_topics
 from gongji.fraud import domain
 from gongji.fraud.domain import NO_WINDOW, InstitutionActivity, Signal, Staged, Window
 
@@ -230,10 +230,8 @@ class FraudService:
     # ------------------------------------------------------------------ lifecycle
     async def run(self, stop: asyncio.Event) -> None:
         topics = self.settings.topics
-        await ensure_topics(self.settings.kafka_bootstrap_servers,
-                            [topics.settlements, topics.claims, topics.fraud_signals, topics.dead_letters,
-                             self.activity_name],
-                            self.settings.partitions, replication_factor=self.settings.replication_factor)
+        await ensure_service_topics(self.settings, [topics.settlements, topics.claims, topics.fraud_signals,
+                                                    topics.dead_letters, self.activity_name])
         server = serve(self.metrics, self.settings.metrics_host, self.settings.metrics_port) \
             if self.settings.metrics_port else None
         app = self._build()

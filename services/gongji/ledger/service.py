@@ -19,7 +19,7 @@ from gongji.common import kafka
 from gongji.common.avro import DecodeError, SchemaCatalog
 from gongji.common.config import Settings
 from gongji.common.observe import Metrics
-from gongji.common.stack import ensure_topics
+from gongji.common.topics import ensure_service_topics
 from gongji.ledger.domain import LedgerError, entry_for
 from gongji.ledger.store import LedgerStore
 
@@ -39,8 +39,7 @@ class LedgerService:
 
     async def run(self, stop: asyncio.Event) -> None:
         topics = self.settings.topics
-        await ensure_topics(self.settings.kafka_bootstrap_servers, [topics.settlements, topics.dead_letters],
-                            self.settings.partitions, replication_factor=self.settings.replication_factor)
+        await ensure_service_topics(self.settings, [topics.settlements, topics.dead_letters])
         await kafka.consume_batches(self.settings, self.settings.ledger_group, [topics.settlements], self.metrics,
                                     self.process, stop)
 

@@ -24,7 +24,7 @@ from gongji.common.avro import DecodeError, SchemaCatalog, UnknownSchemaError
 from gongji.common.observe import Metrics
 from gongji.common.schemas import SchemaDirectory
 from gongji.common.config import Settings
-from gongji.common.stack import ensure_topics
+from gongji.common.topics import ensure_service_topics
 from gongji.settlement.codec import OUTPUT_RECORDS, RECORD_INPUTS, from_output, to_event
 from gongji.settlement.domain import Rejection
 from gongji.settlement.handler import Output, Settler, StoreContention
@@ -78,13 +78,8 @@ class SettlementService:
 
     async def prepare_topics(self) -> None:
         topics = self.settings.topics
-        await ensure_topics(
-            self.settings.kafka_bootstrap_servers,
-            [*self.accepted, topics.settlements, topics.dead_letters, topics.schemas],
-            self.settings.partitions,
-            compacted={topics.persons, topics.institutions, topics.schemas},
-            replication_factor=self.settings.replication_factor,
-        )
+        await ensure_service_topics(self.settings,
+                                    [*self.accepted, topics.settlements, topics.dead_letters, topics.schemas])
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; a batch in flight is finished and committed first."""

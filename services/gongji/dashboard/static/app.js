@@ -30,8 +30,11 @@ function empty(text) {
 function draw(id, data, lay) { Plotly.react(id, data, lay, CONFIG); }
 
 function drawRate(s) {
-  const x = s.rate.series.map(p => new Date(p[0] * 1000));
-  const y = s.rate.series.map(p => p[1]);
+  // From the first second with a settlement (at least the last 30 s): a fresh stream fills the chart.
+  const series = s.rate.series, first = series.findIndex(p => p[1] > 0);
+  const shown = series.slice(Math.max(0, Math.min(first < 0 ? series.length : first, series.length - 30)));
+  const x = shown.map(p => new Date(p[0] * 1000));
+  const y = shown.map(p => p[1]);
   draw("chart-rate", [{ x: x, y: y, type: "scatter", mode: "lines", line: { color: "#0f766e", width: 2, shape: "spline", smoothing: 0.6 },
     fill: "tozeroy", fillcolor: "rgba(15,118,110,0.12)", hovertemplate: "%{x|%H:%M:%S}: %{y} settlements<extra></extra>" }],
     layout({ yaxis: { gridcolor: "#eef1f6", zeroline: false, rangemode: "tozero", title: { text: "per second" } },
@@ -43,8 +46,9 @@ function drawFunds(s) {
   if (!total) { draw("chart-funds", [], empty("no fund payments yet")); return; }
   draw("chart-funds", [{ type: "pie", hole: 0.58, sort: false, labels: s.funds.map(f => f.name + " " + f.code),
     values: s.funds.map(f => Math.max(f.amount, 0)), marker: { colors: s.funds.map(f => FUND_COLORS[f.code]) },
-    textinfo: "percent", hovertemplate: "%{label}<br>¥%{value:,.2f}<extra></extra>" }],
-    layout({ showlegend: true, legend: { orientation: "v", x: 1, y: 0.5, font: { size: 11 } }, margin: { l: 4, r: 4, t: 4, b: 4 },
+    textinfo: "percent", textposition: "inside", insidetextorientation: "horizontal", hovertemplate: "%{label}<br>¥%{value:,.2f}<extra></extra>" }],
+    layout({ showlegend: true, legend: { orientation: "v", x: 1, y: 0.5, font: { size: 11 } }, margin: { l: 4, r: 4, t: 12, b: 12 },
+      uniformtext: { minsize: 10, mode: "hide" },
       annotations: [{ text: "<b>" + money(total) + "</b><br><span style='font-size:11px;color:#667085'>fund paid</span>",
         showarrow: false, font: { size: 15 } }] }));
 }
@@ -66,7 +70,7 @@ function drawFlows(s) {
   draw("chart-flows", [{ type: "sankey", arrangement: "snap",
     node: { label: labels, pad: 18, thickness: 16, color: left.map(() => "#13315c").concat(right.map(() => "#0f766e")) },
     link: { source: s.flows.map(f => left.indexOf(f.insured)), target: s.flows.map(f => left.length + right.indexOf(f.treated)),
-      value: s.flows.map(f => Math.max(f.settlements, 0.0001)), color: "rgba(79,70,229,0.25)",
+      value: s.flows.map(f => Math.max(f.settlements, 0.0001)), color: s.flows.map((f, i) => ["rgba(79,70,229,0.35)", "rgba(15,118,110,0.35)", "rgba(217,119,6,0.35)"][left.indexOf(f.insured) % 3]),
       customdata: s.flows.map(f => money(f.fund_paid)),
       hovertemplate: "%{source.label} → %{target.label}<br>%{value} settlements, fund %{customdata}<extra></extra>" } }],
     layout({ margin: { l: 8, r: 8, t: 8, b: 8 } }));

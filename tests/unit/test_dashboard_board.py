@@ -136,3 +136,27 @@ def test_rejections_dead_letters_signals_statements_and_lag():
 def test_short_reason_keeps_the_kind_of_failure():
     assert short_reason("a: b: c: d") == "a: b"
     assert len(short_reason("x" * 100)) == 60
+
+
+def test_the_figures_module_does_no_io():
+    import ast
+    from pathlib import Path
+
+    import gongji.dashboard.domain as domain
+
+    tree = ast.parse(Path(domain.__file__).read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported <= {"__future__", "collections", "dataclasses", "decimal"}, imported
+
+
+def test_lag_is_measured_for_every_group_setting_services_add():
+    from gongji.common.config import Settings
+    from gongji.dashboard.service import service_groups
+
+    class WithFraud(Settings):
+        fraud_group: str = "gongji-fraud"
+
+    assert service_groups(Settings()) == {"settlement": "gongji-settlement", "clearing": "gongji-clearing"}
+    assert service_groups(WithFraud())["fraud"] == "gongji-fraud"

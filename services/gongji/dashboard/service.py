@@ -405,8 +405,12 @@ def region_names(policy_dir=None) -> dict[str, str]:
         return {}
 
 
-async def start_dashboard(settings: Settings, policy_dir=None, catalog: SchemaCatalog | None = None) -> Running:
-    """Start a dashboard in the running event loop (for `gongji demo`); `await running.stop()` ends it."""
+async def start_dashboard(settings: Settings, policy_dir=None, catalog: SchemaCatalog | None = None,
+                          port: int | None = None) -> Running:
+    """Start a dashboard in the running event loop (for `gongji demo`); `await running.stop()` ends it.
+    `port` overrides settings.dashboard_port (0: any free port; `running.url` says which)."""
+    if port is not None:
+        settings = settings.model_copy(update={"dashboard_port": port})
     dashboard = Dashboard(settings, catalog, region_names(policy_dir))
     return Running(dashboard, await dashboard.start())
 

@@ -90,11 +90,11 @@ class Dashboard:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.dashboard_host, self.settings.dashboard_port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # the real one when dashboard_port is 0
+        self.port = self._runner.addresses[0][1]  # the real one when dashboard_port is 0
         if self.settings.metrics_port:
             self._metrics_server = serve(self.metrics, self.settings.metrics_host, self.settings.metrics_port)
-        self._tasks = [asyncio.create_task(self._guard(coro, name)) for coro, name in
-                       ((self._read(), "read"), (self._measure_lag(), "lag"), (self._broadcast(), "broadcast"))]
+        self._tasks = [asyncio.create_task(self._guard(loop)) for loop in (self._read, self._measure_lag,
+                                                                          self._broadcast)]
         return self.url
 
     async def stop(self) -> None:
@@ -108,18 +108,19 @@ class Dashboard:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
 
-    async def _guard(self, coro, name: str) -> None:
-        """Run one loop; an outage (broker away) is logged and the loop started again."""
+    async def _guard(self, loop) -> None:
+        """Run one loop; an outage (the broker away) is logged and the loop started again."""
         while not self._closing.is_set():
             try:
-                await coro
+                await loop()
                 return
             except asyncio.CancelledError:
                 raise
+            except KafkaError as error:  # the broker away: said once a try, without a traceback
+                log.warning("dashboard: %s: %s; trying again in 2 s", loop.__name__.strip("_"), error)
             except Exception:
-                log.exception("dashboard: %s loop failed; starting it again in 2 s", name)
-                await asyncio.sleep(2)
-                coro = {"read": self._read, "lag": self._measure_lag, "broadcast": self._broadcast}[name]()
+                log.exception("dashboard: %s failed; starting it again in 2 s", loop.__name__.strip("_"))
+            await asyncio.sleep(2)
 
     # ------------------------------------------------------------------ reading the topics
     def _wanted(self) -> dict[str, bool]:
@@ -130,8 +131,8 @@ class Dashboard:
 
     async def _read(self) -> None:
         consumer = kafka.consumer(self.settings, None)
-        await consumer.start()
         try:
+            await consumer.start()
             assigned: set[TopicPartition] = set()
             next_look = 0.0
             while not self._closing.is_set():
@@ -213,9 +214,9 @@ class Dashboard:
     async def _measure_lag(self) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers)
         ends = EndReader(self.settings)
-        await admin.start()
-        await ends.start()
         try:
+            await admin.start()
+            await ends.start()
             while not self._closing.is_set():
                 figures = await measure_lag(admin, ends, service_groups(self.settings),
                                             [getattr(self.settings.topics, n) for n in type(self.settings.topics).model_fields])

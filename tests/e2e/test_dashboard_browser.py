@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from dashboard_records import dead_letter, fraud_signal, institution, rejection, send, settlement
 
-from gongji.common.stack import TANSU_GROUP_TIMEOUTS, ensure_topics, free_port
+from gongji.common.stack import ensure_topics, free_port
 from gongji.launch import service_env
 
 playwright = pytest.importorskip("playwright.async_api")
@@ -33,7 +33,7 @@ REJECTIONS = ["UNKNOWN_PERSON", "NOT_INSURED", "INVALID_CLAIM", "UNSUPPORTED_MED
 def settings_for(stack, uniq: str, port: int):
     from gongji.common.config import Settings
 
-    timeouts = TANSU_GROUP_TIMEOUTS if stack.group_timeouts == TANSU_GROUP_TIMEOUTS else stack.group_timeouts
+    timeouts = stack.group_timeouts
     return Settings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers, redis_url=stack.redis_url,
                     topic_prefix=f"{uniq}.", key_prefix=uniq, settlement_group=f"{uniq}-settlement",
                     clearing_group=f"{uniq}-clearing", partitions=3, dashboard_port=port,

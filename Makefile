@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean compose-validator
+.PHONY: setup demo test bench clean compose-validator browser
 
 setup: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/gongji demo
 
-test: $(STAMP) compose-validator
+test: $(STAMP) compose-validator browser
 	$(VENV)/bin/pytest -q
 
 # tests/unit/test_deploy.py validates docker-compose.yml with Debian's docker-compose (`config -q`).
@@ -28,6 +28,12 @@ compose-validator:
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	      docker-compose >/dev/null; } || echo "make: docker-compose could not be installed"; \
 	  else echo "make: docker-compose not installed: the compose file check is skipped"; fi; }
+
+# The dashboard's browser test drives Debian's chromium (playwright downloads no browser here), with
+# a small CJK font so region names render; installed once, when missing (root, as on CI).
+browser:
+	@command -v chromium >/dev/null && fc-list :lang=zh | grep -q . || \
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-wqy-microhei >/dev/null)
 
 bench: $(STAMP)
 	$(VENV)/bin/gongji bench

@@ -16,7 +16,7 @@ from gongji.common.config import Settings
 from gongji.settlement.policy import PolicyError
 
 # What `gongji run` starts; docker-compose.yml runs each (a test checks).
-SERVICES = ("settlement", "clearing", "ledger", "fraud")
+SERVICES = ("settlement", "clearing", "ledger", "fraud", "dashboard")
 STATE_DIR = Path(os.environ.get("GONGJI_STATE_DIR", ".gongji"))
 
 
@@ -272,6 +272,10 @@ def _dispatch(args: argparse.Namespace) -> None:
         dispatch(args, resolve_settings())
     elif args.command == "run" and args.service == "fraud":
         asyncio.run(run_fraud(resolve_settings()))
+    elif args.command == "run" and args.service == "dashboard":
+        from gongji.dashboard.service import run_dashboard
+
+        asyncio.run(run_dashboard(resolve_settings(), args.policies))
     elif args.command == "run":
         asyncio.run(run_clearing(resolve_settings()))
     elif args.command == "clearing":

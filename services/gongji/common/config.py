@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     # Largest batch one poll hands to settlement; one batch costs four Redis round trips.
     batch_max_records: int = 2000
 
+    # The dashboard (gongji run dashboard): its page, /events, /healthz and /metrics on loopback.
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8350
+    # On start it reads back only what was published in the last this many seconds (by record
+    # timestamp), at most this many records per partition, then everything new; the institution
+    # registry is read whole.
+    dashboard_lookback_seconds: float = 900.0
+    dashboard_lookback_records: int = 100_000
+
     @model_validator(mode="after")
     def _min_insync_within_replication(self) -> "Settings":
         if self.topic_min_insync_replicas > self.replication_factor:

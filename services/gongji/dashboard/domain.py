@@ -1,0 +1,287 @@
+"""What the dashboard shows, computed from decoded records: pure, no I/O.
+
+A `Board` folds the records the adapter reads (results on `settlements`, `dead-letters`,
+`fraud.signals`, `clearing.statements`, the institution registry) and the consumer lag it measures
+into running figures; `snapshot()` turns them into one JSON-ready dict, the whole page's state, so a
+page that connects late is right at once. Figures count from where the adapter started reading
+(`since`), not from the beginning of time.
+
+Reading the figures:
+- Money is net of reversals: a reversal result carries the original's amounts negated.
+- A result repeated for an id already counted (a resend answered again, a redelivery) counts
+  once, under `repeats`.
+- Annual cap: a general-outpatient settlement (med_type 11) reached the cap when its pooling line
+  (setldetail 310100) paid all of `crt_payb_lmt_amt`, the limit left before the claim (0 left
+  included: the person was already there). The share is of the persons with a general-outpatient
+  settlement since `since`; a later reversal does not take a person back off the list.
+- Institution level comes from `registry.institutions` (`medins_lv`; retail pharmacies apart); a
+  result for an institution not seen there yet is counted under "unknown" until it is, then moves.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+ZERO = Decimal("0.00")
+
+#: Fund payment types shown, with the settlement field that carries each (CONTRACT.md).
+FUNDS = (
+    ("310100", "hifp_pay", "Basic pooling"),
+    ("330100", "hifob_pay", "Large-amount subsidy"),
+    ("320100", "cvlserv_pay", "Civil-servant subsidy"),
+    ("610100", "maf_pay", "Medical assistance"),
+)
+POOLING = "310100"
+GENERAL_OUTPATIENT = "11"
+#: Money totals kept, wire field → what it is.
+TOTALS = ("medfee_sumamt", "fund_pay_sumamt", "acct_pay", "acct_mulaid_pay", "psn_cash_pay")
+LEVELS = {"3": "Level 3 hospitals", "2": "Level 2 hospitals", "1": "Level 1 & grassroots"}
+PHARMACY = "Retail pharmacies"
+UNKNOWN = "Unknown (not in registry yet)"
+RATE_WINDOW = 5  # seconds averaged for "settlements per second"
+HISTORY = 120  # seconds of the per-second series kept and shown
+
+
+def short_reason(reason: str, parts: int = 2, width: int = 60) -> str:
+    """A dead letter's reason, its first clauses: what kind of failure, not this message's detail."""
+    short = ": ".join(reason.split(": ")[:parts])
+    return short if len(short) <= width else short[:width - 1] + "…"
+
+
+def _money() -> dict[str, Decimal]:
+    return dict.fromkeys(TOTALS, ZERO)
+
+
+@dataclass
+class _Tally:
+    """Counts and money of one slice (a region, an institution, a pair of regions)."""
+
+    settlements: int = 0
+    reversals: int = 0
+    fund: dict[str, Decimal] = field(default_factory=lambda: {code: ZERO for code, _, _ in FUNDS})
+    fund_paid: Decimal = ZERO
+
+    def add(self, kind: str, data: dict) -> None:
+        if kind == "settlement":
+            self.settlements += 1
+        else:
+            self.reversals += 1
+        for code, wire, _ in FUNDS:
+            self.fund[code] += data.get(wire) or ZERO
+        self.fund_paid += data.get("fund_pay_sumamt") or ZERO
+
+    def merge(self, other: _Tally) -> None:
+        self.settlements += other.settlements
+        self.reversals += other.reversals
+        for code in self.fund:
+            self.fund[code] += other.fund[code]
+        self.fund_paid += other.fund_paid
+
+    def to_json(self) -> dict:
+        return {"settlements": self.settlements, "reversals": self.reversals, "fund_paid": _f(self.fund_paid),
+                "by_fund": {code: _f(amount) for code, amount in self.fund.items()}}
+
+
+def _f(value: Decimal) -> float:
+    return float(round(value, 2))
+
+
+def cap_reached(settlement: dict) -> bool | None:
+    """Whether a settlement's pooling payment used up the annual limit left before it; None when it
+    is not a general-outpatient settlement with a pooling line."""
+    if settlement.get("med_type") != GENERAL_OUTPATIENT:
+        return None
+    for line in settlement.get("setldetail") or ():
+        if line.get("fund_pay_type") == POOLING and line.get("crt_payb_lmt_amt") is not None:
+            return line["fund_payamt"] >= line["crt_payb_lmt_amt"]
+    return None
+
+
+class Board:
+    """Running figures of everything the dashboard reads. Times are Unix seconds (record timestamps
+    for the per-second series, so records read back on start land in the seconds they happened)."""
+
+    def __init__(self, since: float, region_names: dict[str, str] | None = None, *, latest_signals: int = 12,
+                 latest_statements: int = 8, remember: int = 200_000):
+        self.since = since
+        self.region_names = dict(region_names or {})
+        self.counts: Counter = Counter()  # settlement, reversal, rejection, credit, dead letter, fraud signal
+        self.repeats = 0
+        self.money = _money()
+        self.funds = _Tally()
+        self.regions: dict[str, _Tally] = {}
+        self.institutions: dict[str, _Tally] = {}  # fixmedins_code → figures; levels joined at snapshot
+        self.registry: dict[str, tuple[str, str]] = {}  # fixmedins_code → (fixmedins_type, medins_lv)
+        self.flows: dict[tuple[str, str], _Tally] = {}  # (insured, treated in) when they differ
+        self.mulaid_claims = 0
+        self.cap_persons: set[str] = set()
+        self.cap_reached: set[str] = set()
+        self.rejections: Counter = Counter()
+        self.dead_letters: Counter = Counter()
+        self.signals: OrderedDict[str, dict] = OrderedDict()
+        self.signal_rules: Counter = Counter()
+        self.statements: OrderedDict[str, dict] = OrderedDict()
+        self.per_second: Counter = Counter()  # whole second → settlements
+        self.lag: dict[str, dict] = {}
+        self.lag_at: float | None = None
+        self._latest_signals = latest_signals
+        self._latest_statements = latest_statements
+        self._remember = remember
+        self._seen: OrderedDict = OrderedDict()
+
+    # ------------------------------------------------------------------ folding records
+    def result(self, kind: str, data: dict, at: float) -> None:
+        """One record from `settlements`: kind is its gongji-type header (settlement, reversal,
+        rejection, credit)."""
+        ident = (data.get("setl_id") if kind == "settlement" else None) or data.get("claim_id") \
+            or data.get("credit_id") or data.get("psn_no")
+        if self._repeat(kind, ident):
+            self.repeats += 1
+            return
+        self.counts[kind] += 1
+        if kind == "rejection":
+            self.rejections[data.get("err_code") or "?"] += 1
+        elif kind in ("settlement", "reversal"):
+            self._money_result(kind, data, at)
+
+    def _money_result(self, kind: str, data: dict, at: float) -> None:
+        for name in TOTALS:
+            self.money[name] += data.get(name) or ZERO
+        self.funds.add(kind, data)
+        insured, treated = data.get("insu_admdvs") or "?", data.get("mdtrtarea_admvs") or "?"
+        self.regions.setdefault(insured, _Tally()).add(kind, data)
+        self.institutions.setdefault(data.get("fixmedins_code") or "?", _Tally()).add(kind, data)
+        if insured != treated:
+            self.flows.setdefault((insured, treated), _Tally()).add(kind, data)
+        if kind != "settlement":
+            return
+        self.per_second[int(at)] += 1
+        self._forget_old_seconds(int(at))
+        if (data.get("acct_mulaid_pay") or ZERO) > 0:
+            self.mulaid_claims += 1
+        reached = cap_reached(data)
+        if reached is not None:
+            self.cap_persons.add(data["psn_no"])
+            if reached:
+                self.cap_reached.add(data["psn_no"])
+
+    def _forget_old_seconds(self, newest: int) -> None:
+        if len(self.per_second) > 4 * HISTORY:
+            for second in [s for s in self.per_second if s < newest - 2 * HISTORY]:
+                del self.per_second[second]
+
+    def dead_letter(self, data: dict) -> None:
+        self.counts["dead letter"] += 1
+        self.dead_letters[short_reason(data.get("reason") or "?")] += 1
+
+    def fraud_signal(self, data: dict) -> None:
+        """A FraudSignal; one raised again (same signal_id) is kept as first seen."""
+        ident = data["signal_id"]
+        if ident in self.signals:
+            return
+        self.counts["fraud signal"] += 1
+        self.signal_rules[data.get("rule_id") or "?"] += 1
+        self.signals[ident] = data
+        while len(self.signals) > self._latest_signals:
+            self.signals.popitem(last=False)
+
+    def clearing_statement(self, data: dict) -> None:
+        """A ClearingStatement; closing a month again replaces its statement."""
+        ident = data["statement_id"]
+        self.statements.pop(ident, None)
+        self.statements[ident] = data
+        while len(self.statements) > self._latest_statements:
+            self.statements.popitem(last=False)
+
+    def institution(self, data: dict) -> None:
+        """An Institution from the registry (its full current state)."""
+        self.registry[data["fixmedins_code"]] = (data.get("fixmedins_type") or "", data.get("medins_lv") or "")
+
+    def set_lag(self, groups: dict[str, dict], at: float) -> None:
+        """Consumer lag per service: {service: {"group", "lag", "partitions", "topics": {topic: lag}}}."""
+        self.lag = groups
+        self.lag_at = at
+
+    def _repeat(self, kind: str, ident) -> bool:
+        key = (kind, ident)
+        if key in self._seen:
+            return True
+        self._seen[key] = None
+        if len(self._seen) > self._remember:
+            self._seen.popitem(last=False)
+        return False
+
+    # ------------------------------------------------------------------ reading figures
+    def level_of(self, code: str) -> str:
+        kind, level = self.registry.get(code, ("", ""))
+        if not kind and not level:
+            return UNKNOWN
+        if kind == "2":
+            return PHARMACY
+        return LEVELS.get(level, f"Level {level}")
+
+    def rate(self, now: float) -> float:
+        """Settlements per second over the last RATE_WINDOW whole seconds before `now`."""
+        last = int(now) - 1  # the current second is still filling
+        return sum(self.per_second[s] for s in range(last - RATE_WINDOW + 1, last + 1)) / RATE_WINDOW
+
+    def region(self, code: str) -> str:
+        name = self.region_names.get(code)
+        return f"{code} {name}" if name else code
+
+    def snapshot(self, now: float) -> dict:
+        levels: dict[str, _Tally] = {}
+        for code, tally in self.institutions.items():
+            levels.setdefault(self.level_of(code), _Tally()).merge(tally)
+        order = [*LEVELS.values(), PHARMACY, UNKNOWN]
+        first = int(now) - HISTORY
+        persons, reached = len(self.cap_persons), len(self.cap_reached)
+        return {
+            "generated_at": now,
+            "since": self.since,
+            "counts": {
+                "settlements": self.counts["settlement"], "reversals": self.counts["reversal"],
+                "rejections": self.counts["rejection"], "credits": self.counts["credit"],
+                "dead_letters": self.counts["dead letter"], "fraud_signals": self.counts["fraud signal"],
+                "repeats": self.repeats, "mulaid_claims": self.mulaid_claims,
+            },
+            "money": {name: _f(value) for name, value in self.money.items()},
+            "rate": {"now": self.rate(now),
+                     "series": [[s, self.per_second.get(s, 0)] for s in range(first, int(now))]},
+            "funds": [{"code": code, "name": name, "amount": _f(self.funds.fund[code])} for code, _, name in FUNDS],
+            "regions": [{"code": code, "label": self.region(code), **tally.to_json()}
+                        for code, tally in sorted(self.regions.items())],
+            "levels": [{"level": label, **levels[label].to_json()}
+                       for label in sorted(levels, key=lambda label: (order.index(label) if label in order
+                                                                      else len(order), label))],
+            "cap": {"persons": persons, "reached": reached, "share": reached / persons if persons else 0.0},
+            "rejections": [{"code": code, "count": n} for code, n in self.rejections.most_common()],
+            "dead_letters": [{"reason": reason, "count": n} for reason, n in self.dead_letters.most_common()],
+            "flows": [{"insured": self.region(insured), "treated": self.region(treated), **tally.to_json()}
+                      for (insured, treated), tally in sorted(self.flows.items())],
+            "signals": [_signal(s) for s in reversed(self.signals.values())],
+            "signal_rules": [{"rule": rule, "count": n} for rule, n in self.signal_rules.most_common()],
+            "statements": [_statement(s, self.region) for s in reversed(self.statements.values())],
+            "lag": [{"service": service, **figures} for service, figures in sorted(self.lag.items())],
+            "lag_at": self.lag_at,
+        }
+
+
+def _signal(s: dict) -> dict:
+    """A FraudSignal for the page: pseudonymous ids only, as the record carries."""
+    keep = ("signal_id", "rule_id", "category", "severity", "subject_type", "subject_id", "admdvs", "window_start",
+            "window_end", "count", "threshold", "reason", "detected_at")
+    shown = {name: s.get(name) for name in keep}
+    shown["amount"] = _f(s["amount"]) if s.get("amount") is not None else None
+    shown["evidence"] = len(s.get("claim_ids") or ())
+    return shown
+
+
+def _statement(s: dict, region) -> dict:
+    def flow(f: dict) -> dict:
+        return {"settlements": f.get("settlements", 0), "owed": _f(f.get("owed") or ZERO)}
+    return {"statement_id": s["statement_id"], "ym": s["ym"], "region_a": region(s["region_a"]),
+            "region_b": region(s["region_b"]), "a_to_b": flow(s.get("a_to_b") or {}),
+            "b_to_a": flow(s.get("b_to_a") or {}), "net_to_a": _f(s.get("net_to_a") or ZERO)}

@@ -155,8 +155,9 @@ def test_lag_is_measured_for_every_group_setting_services_add():
     from gongji.common.config import Settings
     from gongji.dashboard.service import service_groups
 
-    class WithFraud(Settings):
-        fraud_group: str = "gongji-fraud"
+    class WithAudit(Settings):
+        audit_group: str = "gongji-audit"
 
-    assert service_groups(Settings()) == {"settlement": "gongji-settlement", "clearing": "gongji-clearing"}
-    assert service_groups(WithFraud())["fraud"] == "gongji-fraud"
+    assert service_groups(Settings()) == {"settlement": "gongji-settlement", "clearing": "gongji-clearing",
+                                          "ledger": "gongji-ledger", "fraud": "gongji-fraud"}
+    assert service_groups(WithAudit())["audit"] == "gongji-audit"

@@ -143,7 +143,7 @@ def test_redis_persists_postgres_serves_the_ledger_and_the_dashboard_is_publishe
     assert services["ledger"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
     port = services["dashboard"]["environment"]["GONGJI_DASHBOARD_PORT"]
     assert services["dashboard"]["environment"]["GONGJI_DASHBOARD_HOST"] == "0.0.0.0"
-    assert f"{port}:{port}" in services["dashboard"]["ports"]
+    assert f"127.0.0.1:{port}:{port}" in services["dashboard"]["ports"]  # published on the host's loopback only
 
 
 def test_every_gongji_variable_in_compose_is_a_setting():

@@ -58,19 +58,21 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-def start_stack_services(policy_dir: Path | None) -> None:
-    """Every service of SERVICES in the background on the local stack, recorded in its state file."""
+def start_stack_services(policy_dir: Path | None) -> str:
+    """Every service of SERVICES in the background on the local stack, recorded in its state file;
+    returns the dashboard's address."""
     from gongji.common.stack import record_processes
-    from gongji.launch import start_service
+    from gongji.launch import dashboard_url, start_service, with_dashboard_port
 
-    settings = resolve_settings()
+    settings = with_dashboard_port(resolve_settings())
     processes = {}
     for service in SERVICES:
         log_path = STATE_DIR / f"{service}.log"
         with open(log_path, "ab") as log:
             (process,) = start_service(service, settings, policy_dir, log, outlive=True, cwd=STATE_DIR)
         processes[service] = {"pid": process.pid, "binary": sys.executable, "log": str(log_path.resolve())}
-    record_processes(STATE_DIR, processes)
+    record_processes(STATE_DIR, processes, dashboard_url=dashboard_url(settings))
+    return dashboard_url(settings)
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -81,6 +83,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 async def run_settlement(settings: Settings, book) -> None:
     from gongji.common.avro import SchemaCatalog
+    from gongji.common.observe import redacted
     from gongji.common.redis import connect
     from gongji.settlement.service import SettlementService
 
@@ -90,7 +93,7 @@ async def run_settlement(settings: Settings, book) -> None:
     _stop_on_signals(stop)
     tune_gc()
     logging.getLogger("gongji").info("settlement: regions %s, Kafka %s, Redis %s", ", ".join(book.regions),
-                                     settings.kafka_bootstrap_servers, settings.redis_url)
+                                     settings.kafka_bootstrap_servers, redacted(settings.redis_url))
     try:
         await service.run(stop)
     finally:
@@ -235,18 +238,20 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    from gongji.common.observe import configure_logging
+
+    configure_logging()
     if args.command == "stack":
         from gongji.common.stack import stack_down, stack_up
 
         if args.action == "up":
             state = stack_up(STATE_DIR)
             if not state["already_running"]:
-                start_stack_services(args.policies)
+                state["dashboard_url"] = start_stack_services(args.policies)
             print(("already running: " if state["already_running"] else "started: ")
                   + f"GONGJI_KAFKA_BOOTSTRAP_SERVERS={state['kafka_bootstrap_servers']} "
-                  f"GONGJI_REDIS_URL={state['redis_url']} GONGJI_DATABASE_URL={state.get('database_url')}")
+                  f"GONGJI_REDIS_URL={state['redis_url']} GONGJI_DATABASE_URL={state.get('database_url')}"
+                  + (f"\ndashboard: {state['dashboard_url']}" if state.get("dashboard_url") else ""))
         else:
             print("stopped" if stack_down(STATE_DIR) else "no local stack was running")
     elif args.command == "topics":

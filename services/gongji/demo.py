@@ -39,7 +39,16 @@ from gongji.common.config import Settings
 from gongji.common.redis import connect
 from gongji.common.stack import StackError
 from gongji.common.topics import ensure_service_topics
-from gongji.launch import encode, isolated, prepare_topics, servers, start_service, stop_processes
+from gongji.launch import (
+    dashboard_url,
+    encode,
+    isolated,
+    prepare_topics,
+    servers,
+    start_service,
+    stop_processes,
+    with_dashboard_port,
+)
 from gongji.settlement.codec import OUTPUT_RECORDS
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.redis_store import RedisStore
@@ -349,7 +358,7 @@ def _yuan(value: Decimal) -> str:
 def header(run: Run) -> str:
     settings = run.settings
     return (f"Kafka {settings.kafka_bootstrap_servers}  Redis {settings.redis_url}  topics {settings.topic_prefix}*\n"
-            f"service log {run.log}")
+            f"dashboard {dashboard_url(settings)}  service log {run.log}")
 
 
 def _table(title: str, *columns: str, caption: str | None = None) -> Table:
@@ -521,7 +530,7 @@ async def run_demo(rate: int, seconds: float | None, persons: int, policy_dir) -
     stack = None
     try:
         stack, base = servers(workdir)
-        run = Run(isolated(base, "d" + uuid.uuid4().hex[:6]), rate, workdir / "settlement.log",
+        run = Run(with_dashboard_port(isolated(base, "d" + uuid.uuid4().hex[:6])), rate, workdir / "settlement.log",
                   {code: book.region(code).name for code in book.regions}, started=started)
         if not stop.is_set():
             await _run(run, persons, policy_dir, stop, hurry, started + seconds if seconds else None)
@@ -559,6 +568,8 @@ async def _run(run: Run, persons: int, policy_dir: Path | None, stop: asyncio.Ev
     for name in downstream_services(run.settings):
         with open(run.log.with_name(f"{name}.log"), "ab") as log:
             downstream[name] = start_service(name, run.settings, policy_dir, log, detach=True, cwd=run.log.parent)[0]
+    if "dashboard" in downstream:
+        print(f"gongji demo: live dashboard at {dashboard_url(run.settings)} (open it in a browser)", flush=True)
     done = asyncio.Event()
     traffic = Traffic(persons=persons, tag=run.settings.key_prefix, window=TRAFFIC_WINDOW)
     reader = asyncio.create_task(read_results(run, catalog, done))

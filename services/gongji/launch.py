@@ -49,6 +49,26 @@ def isolated(settings: Settings, tag: str) -> Settings:
     return Settings(**{**settings.model_dump(exclude={"topics"}), "topic_prefix": f"{tag}."})
 
 
+def with_dashboard_port(settings: Settings) -> Settings:
+    """The configured dashboard port if nothing listens on it, else a free one (a second demo, or a
+    demo beside `gongji stack up`)."""
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind((settings.dashboard_host, settings.dashboard_port))
+            return settings
+        except OSError:
+            pass
+    from gongji.common.stack import free_port
+
+    return settings.model_copy(update={"dashboard_port": free_port()})
+
+
+def dashboard_url(settings: Settings) -> str:
+    return f"http://{settings.dashboard_host}:{settings.dashboard_port}/"
+
+
 def service_env(settings: Settings) -> dict[str, str]:
     """The settings a `gongji run` child needs, as environment variables."""
     return {
@@ -62,6 +82,8 @@ def service_env(settings: Settings) -> dict[str, str]:
         "GONGJI_LEDGER_SCHEMA": settings.ledger_schema,
         **({"GONGJI_DATABASE_URL": settings.database_url} if settings.database_url else {}),
         "GONGJI_FRAUD_GROUP": settings.fraud_group,
+        "GONGJI_DASHBOARD_HOST": settings.dashboard_host,
+        "GONGJI_DASHBOARD_PORT": str(settings.dashboard_port),
         "GONGJI_PARTITIONS": str(settings.partitions),
         "GONGJI_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
         "GONGJI_KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),

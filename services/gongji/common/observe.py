@@ -1,4 +1,4 @@
-"""What an operator watches: Prometheus metrics and a health endpoint, per service.
+"""What an operator watches: Prometheus metrics and a health endpoint per service, and JSON logs.
 
 `/metrics` in the Prometheus text format; `/healthz` answers 200 while the service's loop is turning
 (it polled within the last `stale_after` seconds) and 503 otherwise. Served from a daemon thread
@@ -8,6 +8,9 @@ on `metrics_host:metrics_port`; labels carry codes and reasons, never personal d
 from __future__ import annotations
 
 import json
+import logging
+import re
+import sys
 import threading
 import time
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -68,3 +71,23 @@ def serve(metrics: Metrics, host: str, port: int, stale_after: float = 30.0):
     server = make_server(host, port, app, handler_class=Quiet)
     threading.Thread(target=server.serve_forever, name=f"{metrics.service}-metrics", daemon=True).start()
     return server
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """One JSON object per log line on stderr (time, level, logger, msg, and exc_info with a
+    traceback), for a log shipper to parse. Messages name events by their ids, topics and offsets,
+    never by a person's particulars; server URLs go through `redacted`."""
+    from pythonjsonlogger.json import JsonFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter("{asctime}{levelname}{name}{message}", style="{", json_ensure_ascii=False,
+                                       rename_fields={"asctime": "time", "levelname": "level", "name": "logger",
+                                                      "message": "msg"}))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def redacted(url: str | None) -> str:
+    """A server URL fit for a log line: any password replaced by ***."""
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url or "")

@@ -354,12 +354,14 @@ def stack_up(state_dir: str | Path = ".gongji") -> dict[str, Any]:
     return {**state, "already_running": False}
 
 
-def record_processes(state_dir: str | Path, processes: dict[str, dict[str, Any]]) -> None:
+def record_processes(state_dir: str | Path, processes: dict[str, dict[str, Any]], **facts: Any) -> None:
     """Add processes started on the stack (name → pid, binary, log) to its state file, so that
-    `stack_down` stops them and `stack_up` restarts everything if one has died."""
+    `stack_down` stops them and `stack_up` restarts everything if one has died; `facts` (the
+    dashboard's address, say) are recorded beside the addresses."""
     state_dir = Path(state_dir)
     state = _read_state(state_dir)
     state["servers"].update(processes)
+    state.update(facts)
     (state_dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
 
 

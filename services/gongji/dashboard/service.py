@@ -426,8 +426,8 @@ async def run_dashboard(settings: Settings, policy_dir=None) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     running = await start_dashboard(settings, policy_dir)
-    print(f"gongji dashboard: {running.url} (Kafka {settings.kafka_bootstrap_servers}, topics "
-          f"{settings.topic_prefix or ''}*)", flush=True)
+    log.info("dashboard: %s (Kafka %s, topics %s*)", running.url, settings.kafka_bootstrap_servers,
+             settings.topic_prefix or "")
     try:
         await stop.wait()
     finally:

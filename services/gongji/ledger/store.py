@@ -20,6 +20,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from gongji.common.money import to_fen, to_yuan
+from gongji.common.observe import redacted
 from gongji.ledger.domain import Detail, Entry
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -197,9 +198,6 @@ async def wait_for_database(database_url: str, timeout: float = 30.0) -> None:
             return
         except psycopg.OperationalError as error:
             if asyncio.get_running_loop().time() > deadline:
-                raise LedgerStoreError(f"PostgreSQL at {_redact(database_url)} did not answer: {error}") from error
+                raise LedgerStoreError(f"PostgreSQL at {redacted(database_url)} did not answer: {error}") from error
             await asyncio.sleep(0.5)
 
-
-def _redact(url: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)

@@ -4,6 +4,9 @@ The settlement service runs as its own process (`gongji run settlement`), as dep
 pre-encodes the claims, sends them, and reads `settlements` back by header. Two phases: throughput,
 the drain of a queued burst from first result to last (so the load generator's cost stays out of
 it); then latency, claims sent at a steady rate, each from just before its send to its result.
+Then, unless told not to, each downstream consumer (ledger, clearing, fraud) alone, in a consumer
+group of its own, draining everything `settlements` holds by then: results per second from its
+first committed offset to its last, and its CPU per result.
 """
 
 from __future__ import annotations
@@ -87,14 +90,17 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 async def run_bench(claims: int, persons: int, policy_dir: Path | None = None, rate: int = 2000,
-                    paced_claims: int | None = None, workers: int = 1) -> dict:
+                    paced_claims: int | None = None, workers: int = 1, downstream: bool = True) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="gongji-bench-"))
     stack, base = servers(workdir)
     try:
         settings = isolated(base, "b" + uuid.uuid4().hex[:6])
         local = {name: server["pid"] for name, server in stack.state()["servers"].items()} if stack else {}
-        return await _bench(settings, claims, persons, policy_dir, rate, paced_claims or min(claims, rate * 10), workdir,
-                            workers, local)
+        figures = await _bench(settings, claims, persons, policy_dir, rate, paced_claims or min(claims, rate * 10),
+                               workdir, workers, local)
+        if downstream:
+            figures["downstream"] = await _bench_downstream(settings, policy_dir, workdir)
+        return figures
     finally:
         if stack:
             stack.stop()
@@ -189,3 +195,74 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
         await reader
         await producer.stop()
         stop_processes(service)
+
+
+DOWNSTREAM = ("ledger", "clearing", "fraud")
+
+
+async def _committed_and_end(admin, consumer, group: str, partitions: list[TopicPartition]) -> tuple[int, int]:
+    """A group's committed offsets and the partitions' ends (fetch highwater: right on Tansu too), summed."""
+    committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+    done = sum(max(0, meta.offset) for meta in committed.values() if meta is not None)
+    return done, sum(consumer.highwater(tp) or 0 for tp in partitions)
+
+
+async def _bench_downstream(settings: Settings, policy_dir: Path | None, workdir: Path) -> dict:
+    """Each downstream consumer alone on the settlements topic as it stands: results/s and CPU."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from gongji.cli import SERVICES
+
+    topic = settings.topics.settlements
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, fetch_max_wait_ms=50)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await consumer.start()
+    await admin.start()
+    figures = {}
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        for tp in partitions:  # one fetch per partition tells its highwater
+            consumer.seek(tp, 0)
+        await consumer.getmany(timeout_ms=1000, max_records=1)
+        for name in [s for s in DOWNSTREAM if s in SERVICES and (s != "ledger" or settings.database_url)]:
+            group = f"{settings.key_prefix}-bench-{name}"
+            # A group of its own, and for the ledger a schema of its own: it books everything anew.
+            mine = settings.model_copy(update={f"{name}_group": group, "ledger_schema": f"{settings.ledger_schema}_bench"})
+            with open(workdir / f"{name}.log", "ab") as log:
+                (process,) = start_service(name, mine, policy_dir, log)
+            try:
+                first = last = None
+                start_cpu = 0.0
+                deadline = time.monotonic() + 900
+                while time.monotonic() < deadline:
+                    await consumer.getmany(timeout_ms=10, max_records=1)  # keeps highwater fresh
+                    done, end = await _committed_and_end(admin, consumer, group, partitions)
+                    now = time.monotonic()
+                    if first is None and done > 0:
+                        first, start_cpu = (now, done), _cpu_seconds(process.pid)
+                    if first is not None and done >= end and end > 0:
+                        last = (now, done)
+                        break
+                    if process.poll() is not None:
+                        raise RuntimeError(f"bench: {name} exited with status {process.returncode}; see {log.name}")
+                    await asyncio.sleep(0.1)
+                cpu = _cpu_seconds(process.pid) - start_cpu
+            finally:
+                stop_processes([process])
+            if first is None or last is None:
+                print(f"bench: {name}: did not drain within 900 s", flush=True)
+                continue
+            count, seconds = last[1] - first[1], last[0] - first[0]
+            if count <= 0 or seconds <= 0:
+                print(f"bench: {name}: drained in one commit: too few results to time; use more --claims", flush=True)
+                continue
+            figures[name] = {"results": count, "seconds": seconds, "per_second": count / seconds, "cpu_seconds": cpu}
+            per_result = f", {cpu / count * 1e6:.0f} µs of CPU a result" if cpu >= 0.1 else ""
+            print(f"bench: downstream {name}: {count:,} results in {seconds:.2f} s = {count / seconds:,.0f} results/s "
+                  f"(first commit to last){per_result}", flush=True)
+    finally:
+        await admin.close()
+        await consumer.stop()
+    return figures

@@ -225,6 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     bench.add_argument("--persons", type=int, default=20_000)
     bench.add_argument("--rate", type=int, default=2000, help="claims/s of the paced (latency) phase")
     bench.add_argument("--workers", type=int, default=2, help="settlement processes in the consumer group")
+    bench.add_argument("--no-downstream", dest="downstream", action="store_false",
+                       help="skip timing the ledger, clearing and fraud consumers")
     args = parser.parse_args(argv)
 
     try:
@@ -295,7 +297,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         from gongji.bench import run_bench
 
         asyncio.run(run_bench(claims=args.claims, persons=args.persons, policy_dir=args.policies, rate=args.rate,
-                              workers=args.workers))
+                              workers=args.workers, downstream=args.downstream))
 
 
 if __name__ == "__main__":

@@ -86,8 +86,10 @@ async def send(settings, events) -> None:
         await producer.stop()
 
 
-def script(tag: str) -> tuple[list, dict]:
-    """The stream and the signals it must raise: {(rule, subject): window_start}."""
+def script(tag: str) -> tuple[list, dict, int]:
+    """The stream, the signals it must raise ({(rule, subject): window_start}), and where the first
+    wave ends: the test reads that far before it sends the rest, so the claims that pair across the
+    two topics meet in a known order (r1 joined before r2's claim is read; q2 before q1)."""
     p = lambda name: f"{tag}{name}"  # noqa: E731
     h1, h2, h3, h9, hh, p1 = p("H1"), p("H2"), p("H3"), p("H9"), p("HH"), p("P1")
     events, expected = [], {}
@@ -107,10 +109,16 @@ def script(tag: str) -> tuple[list, dict]:
     events += [settlement(p(f"x{i}"), p("SPLIT"), h2, at(8, 9, 10 * i), medfee="45.00", part="15.00")
                for i in range(4)]
     expected[("SPLIT_BILLING", p("SPLIT"))] = at(8, 0)
-    # 30 days of XA01 on 1 March, again on 10 March; the second claim's result comes before its claim.
-    events += [claim(p("r1"), p("REFILL"), p1, at(1, 10)), settlement(p("r1"), p("REFILL"), p1, at(1, 10)),
-               settlement(p("r2"), p("REFILL"), p1, at(10, 10)), claim(p("r2"), p("REFILL"), p1, at(10, 10))]
+    # 30 days of XA01 on 1 March, again on 10 March; the second claim's result comes before its claim,
+    # and r1 is joined before r2's claim is read (which forgets r1's claim as joined and old).
+    events += [claim(p("r1"), p("REFILL"), p1, at(1, 10)), settlement(p("r1"), p("REFILL"), p1, at(1, 10))]
+    # The same for another person read the other way round: 10 March's dispensing first, then 1 March's.
+    events += [claim(p("q2"), p("LATE"), p1, at(10, 10)), settlement(p("q2"), p("LATE"), p1, at(10, 10))]
+    cut = len(events)
+    events += [settlement(p("r2"), p("REFILL"), p1, at(10, 10)), claim(p("r2"), p("REFILL"), p1, at(10, 10))]
+    events += [claim(p("q1"), p("LATE"), p1, at(1, 10)), settlement(p("q1"), p("LATE"), p1, at(1, 10))]
     expected[("EARLY_REFILL", p("REFILL"))] = at(10, 0)
+    expected[("EARLY_REFILL", p("LATE"))] = at(10, 0)
     # A claim refused NOT_INSURED: benefits suspended.
     events += [claim(p("n1"), p("SUSP"), h3, at(9, 15)), rejection(p("n1"), p("SUSP"))]
     expected[("SUSPENDED_BENEFITS", p("SUSP"))] = at(9, 0)
@@ -125,7 +133,7 @@ def script(tag: str) -> tuple[list, dict]:
     events += [settlement(p(f"b{d}"), p(f"BASE{d}"), spike, at(d, 11)) for d in range(1, 8)]
     events += [settlement(p(f"k{i}"), p(f"PEAK{i}"), spike, at(8, 8 + i)) for i in range(6)]
     expected[("INSTITUTION_SPIKE", spike)] = at(8, 0)
-    return events, expected
+    return events, expected, cut
 
 
 CONFIG = FraudConfig(visits_per_day=4, visits_per_week=6, shopping_institutions=2, split_claims=3,
@@ -156,14 +164,16 @@ def signals_of(records) -> list[dict]:
 
 async def test_each_signal_once_and_resend_across_a_restart_changes_nothing(stack, uniq):
     settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud", fraud=CONFIG)
-    events, expected = script(uniq)
+    events, expected, cut = script(uniq)
     # Made before anything is produced: the broker would auto-create them with its own partition count.
     await ensure_topics(settings.kafka_bootstrap_servers, [settings.topics.settlements, settings.topics.claims],
                         settings.partitions)
     port = free_port()
     first = FraudService(settings.model_copy(update={"metrics_port": port}), CATALOG)
     async with running(first):
-        await send(settings, events)
+        await send(settings, events[:cut])
+        await consumed(first, cut)
+        await send(settings, events[cut:])
         await send_raw(settings, settings.topics.settlements, b"not avro", key=b"whoever")
         records = await collect(settings, settings.topics.fraud_signals,
                                 lambda rs: len(rs) >= len(expected), timeout=60)
@@ -177,11 +187,13 @@ async def test_each_signal_once_and_resend_across_a_restart_changes_nothing(stac
     assert {(s["rule_id"], s["subject_id"]): s["window_start"] for s in signals} == expected
     assert len({s["signal_id"] for s in signals}) == len(signals) == len(expected)
     by_rule = {s["rule_id"]: s for s in signals}
+    by_subject = {(s["rule_id"], s["subject_id"]): s for s in signals}
     assert by_rule["HIGH_EXPENSE"]["category"] == "relief_review"
     assert by_rule["HIGH_EXPENSE"]["amount"] == Decimal("21000.00")
     assert by_rule["VISITS_PER_DAY"]["count"] == 5 and len(by_rule["VISITS_PER_DAY"]["claim_ids"]) == 5
     assert by_rule["IMPOSSIBLE_TRAVEL"]["claim_ids"] == [f"{uniq}t1", f"{uniq}t2"]
-    assert by_rule["EARLY_REFILL"]["claim_ids"] == [f"{uniq}r1", f"{uniq}r2"]
+    assert by_subject[("EARLY_REFILL", f"{uniq}REFILL")]["claim_ids"] == [f"{uniq}r1", f"{uniq}r2"]
+    assert by_subject[("EARLY_REFILL", f"{uniq}LATE")]["claim_ids"] == [f"{uniq}q1", f"{uniq}q2"]
     assert by_rule["INSTITUTION_SPIKE"]["subject_type"] == "institution"
     for signal in signals:
         assert signal["subject_id"].startswith(uniq)
@@ -190,8 +202,10 @@ async def test_each_signal_once_and_resend_across_a_restart_changes_nothing(stac
     assert "gongji_dead_letters_total 1.0" in metrics
 
     # Resend the first half, restart in the middle, resend the rest with one new visit that would
-    # count again in windows already raised: the same signals, no new one, nothing doubled.
+    # count again in windows already raised: the same signals, no new one, nothing doubled. The half
+    # resends r1's claim and result, whose claim the first instance had forgotten as joined and old.
     half = len(events) // 2
+    assert events[half - 1][1]["claim_id"] == f"{uniq}r2" and cut < half
     extra = settlement(f"{uniq}v7", f"{uniq}VISITS", f"{uniq}H1", at(6, 20))
     second = FraudService(settings, CATALOG)
     async with running(second):

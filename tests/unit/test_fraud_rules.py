@@ -117,6 +117,55 @@ def test_early_refill_joins_in_either_order_and_ignores_other_drugs_and_reversed
     assert run([claim1, claim2, settled2]) == []  # r1 never settled (refused): nothing dispensed
 
 
+def interleavings(claims: list, settlements: list):
+    """Every order in which one consumer can read two topics: each topic in its own order."""
+    if not claims or not settlements:
+        yield claims + settlements
+        return
+    for rest in interleavings(claims[1:], settlements):
+        yield [claims[0]] + rest
+    for rest in interleavings(claims, settlements[1:]):
+        yield [settlements[0]] + rest
+
+
+def refill_signals(events, buckets=None, **config):
+    return sorted((s.rule_id, s.window.start, s.signal_id, s.claim_ids) for s in
+                  detect(FraudConfig(**config), buckets if buckets is not None else MemoryBuckets(), events).signals
+                  if s.rule_id == "EARLY_REFILL")
+
+
+@pytest.mark.parametrize("reversal_day", [None, 3, 7])
+def test_early_refill_is_the_same_in_any_read_order_and_a_resend_of_anything_raises_nothing(reversal_day):
+    """Claims and their results come on two topics: whichever is read first, the signal is the same
+    (window: the early dispensing's day); then resending any of the events, in any order, after any
+    of them were forgotten as old joined claims, raises nothing new."""
+    claim1, settled1 = drugs("r1", t(0))
+    claim2, settled2 = drugs("r2", t(5))
+    claim3, settled3 = drugs("r3", t(60))  # on time (r2 stocked up to day 60); its claim's arrival prunes r1 and r2 from `claims`
+    results = [settled1, settled2, settled3]
+    if reversal_day is not None:  # r1 taken back before (day 3) or after (day 7) r2 was dispensed
+        results.insert(1 if reversal_day < 5 else 2,
+                       VisitReversed("rv", "r1", "P", "P1", "152501", t(reversal_day), t(0), -4000))
+    expected = [] if reversal_day == 3 else [("EARLY_REFILL", day_of(t(5)).start, signal_id(
+        "EARLY_REFILL", "P", day_of(t(5)).start), ("r1", "r2"))]
+    orders = list(interleavings([claim1, claim2, claim3], results))
+    assert len(orders) == (20 if reversal_day is None else 35)
+    for order in orders:
+        buckets = MemoryBuckets()
+        assert refill_signals(order, buckets) == expected, order
+        for resend in (order, order[: len(order) // 2], list(reversed(order)), [claim1, settled1, settled2]):
+            assert refill_signals(resend, buckets) == [], (order, resend)
+
+
+def test_a_late_older_dispensing_raises_the_later_one_in_its_own_day():
+    claim1, settled1 = drugs("r1", t(0))
+    claim2, settled2 = drugs("r2", t(5))
+    buckets = MemoryBuckets()
+    assert refill_signals([claim2, settled2], buckets) == []
+    (signal,) = refill_signals([claim1, settled1], buckets)
+    assert signal[1] == day_of(t(5)).start and signal[3] == ("r1", "r2")
+
+
 # ------------------------------------------------------------------ institution spike
 def activity(cid, day, kind="settlement"):
     return InstitutionActivity("H1", "152501", cid, kind, t(day, 10))

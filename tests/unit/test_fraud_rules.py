@@ -251,3 +251,12 @@ def test_signal_encodes_with_the_fraud_signal_schema():
     for signal in run([visit("a", when=t(0, 9)), visit("b", when=t(0, 10), region="990100")]):
         record = signal.to_wire("2023-03-06T10:00:01+08:00")
         assert catalog.decode(catalog.encode("FraudSignal", record)) == ("FraudSignal", record)
+
+
+def test_a_resent_visit_forgotten_by_the_travel_window_raises_nothing():
+    """`recent` keeps 3 h before the newest visit; a visit read late (K, older than N) is judged
+    against what is left. Resending A, which N pushed out, must not pair it with K now."""
+    cfg, buckets = FraudConfig(), MemoryBuckets()
+    a, n, k = visit("a", when=t(0, 9), region="990100"), visit("n", when=t(0, 13)), visit("k", when=t(0, 10.5))
+    assert detect(cfg, buckets, [a, n, k]).signals == []
+    assert detect(cfg, buckets, [a, n, k]).signals == []

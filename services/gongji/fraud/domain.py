@@ -30,6 +30,7 @@ MAX_EVIDENCE = 50  # claim ids per signal (schema: at most 50)
 MAX_WAITING = 500  # a person's claims waiting for their outcome, or outcomes for their claim
 MAX_DISPENSINGS = 50  # a person's dispensings of one drug kept for EARLY_REFILL, the newest
 DISPENSING_MEMORY = timedelta(days=400)  # and none older than this before the newest
+MAX_TRAVEL_SEEN = 200  # a person's last visit ids judged for IMPOSSIBLE_TRAVEL (a resend of one is not judged again)
 DAY = timedelta(days=1)
 
 FRAUD, SUPERVISION, RELIEF = "fraud", "supervision", "relief_review"
@@ -550,8 +551,13 @@ def _travel(config: FraudConfig, buckets: Buckets, visit: VisitSettled) -> list[
     The window is the day of the later of the two settlements."""
     profile = buckets.get("person", visit.psn_no, NO_WINDOW)
     recent = profile.setdefault("recent", [])  # [claim_id, setl_time iso, mdtrtarea_admvs]
-    if any(entry[0] == visit.claim_id for entry in recent):
+    # `recent` keeps only TRAVEL_MIN_HOURS before the newest visit; the ids judged are kept longer,
+    # so a resent visit that `recent` let go is not judged again against visits read after it.
+    judged = profile.setdefault("travel_seen", [])
+    if visit.claim_id in judged or any(entry[0] == visit.claim_id for entry in recent):
         return []
+    judged.append(visit.claim_id)
+    del judged[:-MAX_TRAVEL_SEEN]
     gap = timedelta(hours=config.travel_min_hours)
     signals = []
     for other_id, other_time, region in recent:

@@ -5,6 +5,11 @@ in, each expected signal out exactly once; then the stream resent around a resta
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from contextlib import asynccontextmanager
@@ -15,6 +20,8 @@ from aiokafka import AIOKafkaProducer
 from support import CATALOG, collect, send_raw, settings_for
 
 from gongji.common.stack import ensure_topics, free_port
+from gongji.launch import service_env
+from gongji.fraud import domain
 from gongji.fraud.app import FraudService
 from gongji.fraud.config import FraudConfig
 
@@ -162,7 +169,8 @@ def signals_of(records) -> list[dict]:
     return [data for name, data, _ in records if name == "FraudSignal"]
 
 
-async def test_each_signal_once_and_resend_across_a_restart_changes_nothing(stack, uniq):
+async def test_each_signal_once_and_resend_across_a_restart_changes_nothing(stack, uniq, caplog):
+    caplog.set_level(logging.INFO, logger="gongji.fraud")
     settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud", fraud=CONFIG)
     events, expected, cut = script(uniq)
     # Made before anything is produced: the broker would auto-create them with its own partition count.
@@ -199,6 +207,11 @@ async def test_each_signal_once_and_resend_across_a_restart_changes_nothing(stac
         assert signal["subject_id"].startswith(uniq)
     assert [d["reason"] for n, d, _ in letters if n == "DeadLetter"][0].startswith("not an input")
     assert 'gongji_outputs_total{kind="HIGH_EXPENSE"} 1.0' in metrics
+    # The log names each signal by rule and id, never by its subject (a psn_no is personal).
+    logged = [record.getMessage() for record in caplog.records if record.name == "gongji.fraud"]
+    for signal in signals:
+        assert any(signal["signal_id"] in line and signal["rule_id"] in line for line in logged)
+        assert not any(signal["subject_id"] in line for line in logged), signal["subject_id"]
     assert "gongji_dead_letters_total 1.0" in metrics
 
     # Resend the first half, restart in the middle, resend the rest with one new visit that would
@@ -220,3 +233,96 @@ async def test_each_signal_once_and_resend_across_a_restart_changes_nothing(stac
     again = signals_of(await collect(settings, settings.topics.fraud_signals, lambda rs: len(rs) >= len(expected)))
     assert sorted((s["signal_id"], s["count"], s["claim_ids"]) for s in again) == \
         sorted((s["signal_id"], s["count"], s["claim_ids"]) for s in signals)
+
+
+# ---------------------------------------------------------------------------- kill -9
+def _consumed_of(port: int) -> float | None:
+    """`gongji_consumed_total` from a child's /metrics, or None while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    return next((float(line.split()[-1]) for line in text.splitlines()
+                 if line.startswith("gongji_consumed_total ")), None)
+
+
+async def _until(check, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.02)
+
+
+ENV_CONFIG = {"GONGJI_FRAUD__VISITS_PER_DAY": "4", "GONGJI_FRAUD__VISITS_PER_WEEK": "6",
+              "GONGJI_FRAUD__SHOPPING_INSTITUTIONS": "2", "GONGJI_FRAUD__SPLIT_CLAIMS": "3",
+              "GONGJI_FRAUD__SPIKE_MIN_VOLUME": "5", "GONGJI_FRAUD__SPIKE_FACTOR": "3",
+              "GONGJI_FRAUD__HIGH_EXPENSE_AMOUNT": "20000.00"}
+
+
+async def test_kill_9_mid_stream_then_resend_raises_each_expected_signal_id_and_no_other(stack, uniq, tmp_path):
+    """`gongji run fraud` SIGKILLed in the middle of the stream (offsets, changelog and signals in
+    flight), started again, fed the rest and a resend of everything: every expected signal_id is on
+    the topic, and no other. A signal sent before the kill whose windows were not yet saved is sent
+    again by the replay under the same signal_id (at-least-once): readers keep the first."""
+    settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud", fraud=CONFIG)
+    events, expected, cut = script(uniq)
+    # One visit each for 300 people at an institution with no history: no signal, but a stream long
+    # enough to be killed in the middle of.
+    filler = [settlement(f"{uniq}f{i}", f"{uniq}F{i}", f"{uniq}HFILL", at(9, 8, i % 60)) for i in range(300)]
+    rest = filler + events[cut:]
+    wanted = {domain.signal_id(rule, subject, datetime.fromisoformat(start))
+              for (rule, subject), start in expected.items()}
+    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topics.settlements, settings.topics.claims],
+                        settings.partitions)
+    port = free_port()
+    env = {**os.environ, **service_env(settings), **ENV_CONFIG, "GONGJI_METRICS_PORT": str(port)}
+    command = [sys.executable, "-m", "gongji.cli", "run", "fraud"]
+    log_path = tmp_path / "fraud.log"
+    log = open(log_path, "wb")
+    processes = []
+    try:
+        processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=log))
+        await _until(lambda: _consumed_of(port) is not None, "the fraud service did not start", 30)
+        await send(settings, events[:cut])
+        await _until(lambda: (_consumed_of(port) or 0) >= cut, "the first wave was not consumed", 30)
+        sending = asyncio.create_task(send(settings, rest))
+        await _until(lambda: (_consumed_of(port) or 0) >= cut + 100, "the second wave was not read", 30)
+        at_kill = _consumed_of(port)
+        processes[0].send_signal(signal.SIGKILL)
+        processes[0].wait(10)
+        await sending
+        assert at_kill < cut + len(rest), f"killed after all {at_kill} events were read: not mid-stream"
+
+        processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=log))
+        await _until(lambda: _consumed_of(port) is not None, "the fraud service did not start again", 30)
+        await send(settings, events + filler)  # everything again, from the start
+        # The replay from the last committed offsets, then the resend: at least the resend, and
+        # everything once the count stands still.
+        seen: list[float] = []
+
+        def read_all() -> bool:
+            seen.append(_consumed_of(port) or 0)
+            return seen[-1] >= len(events) + len(filler) and len(seen) > 50 and seen[-50] == seen[-1]
+
+        await _until(read_all, "the restarted service did not consume the resend", 40)
+        records = await collect(settings, settings.topics.fraud_signals,
+                                lambda rs: wanted <= {d["signal_id"] for n, d, _ in rs if n == "FraudSignal"},
+                                timeout=30)
+        await asyncio.sleep(1.0)  # anything a wrong state would raise has been sent by now
+        processes[1].send_signal(signal.SIGTERM)
+        assert processes[1].wait(30) == 0
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+        log.close()
+    records = await collect(settings, settings.topics.fraud_signals, lambda rs: len(rs) >= len(records), timeout=10)
+    sent = [d["signal_id"] for n, d, _ in records if n == "FraudSignal"]
+    assert set(sent) == wanted, f"missing {wanted - set(sent)}, unexpected {set(sent) - wanted}"
+    print(f"kill -9 after {at_kill} events read: {len(sent)} signals for {len(wanted)} ids "
+          f"({len(sent) - len(set(sent))} re-sent under their own id)")
+    text = log_path.read_text(errors="replace")
+    for (_rule, subject) in expected:
+        assert subject not in text, f"{subject} in the service's log"

@@ -141,7 +141,8 @@ def test_early_refill_is_the_same_in_any_read_order_and_a_resend_of_anything_rai
     of them were forgotten as old joined claims, raises nothing new."""
     claim1, settled1 = drugs("r1", t(0))
     claim2, settled2 = drugs("r2", t(5))
-    claim3, settled3 = drugs("r3", t(60))  # on time (r2 stocked up to day 60); its claim's arrival prunes r1 and r2 from `claims`
+    # On time (r2 stocked up to day 60); its claim's arrival forgets r1 and r2 from `claims` as joined.
+    claim3, settled3 = drugs("r3", t(60))
     results = [settled1, settled2, settled3]
     if reversal_day is not None:  # r1 taken back before (day 3) or after (day 7) r2 was dispensed
         results.insert(1 if reversal_day < 5 else 2,

@@ -5,6 +5,11 @@ in, each expected signal out exactly once; then the stream resent around a resta
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from contextlib import asynccontextmanager
@@ -15,6 +20,8 @@ from aiokafka import AIOKafkaProducer
 from support import CATALOG, collect, send_raw, settings_for
 
 from gongji.common.stack import ensure_topics, free_port
+from gongji.launch import service_env
+from gongji.fraud import domain
 from gongji.fraud.app import FraudService
 from gongji.fraud.config import FraudConfig
 
@@ -86,8 +93,10 @@ async def send(settings, events) -> None:
         await producer.stop()
 
 
-def script(tag: str) -> tuple[list, dict]:
-    """The stream and the signals it must raise: {(rule, subject): window_start}."""
+def script(tag: str) -> tuple[list, dict, int]:
+    """The stream, the signals it must raise ({(rule, subject): window_start}), and where the first
+    wave ends: the test reads that far before it sends the rest, so the claims that pair across the
+    two topics meet in a known order (r1 joined before r2's claim is read; q2 before q1)."""
     p = lambda name: f"{tag}{name}"  # noqa: E731
     h1, h2, h3, h9, hh, p1 = p("H1"), p("H2"), p("H3"), p("H9"), p("HH"), p("P1")
     events, expected = [], {}
@@ -107,10 +116,16 @@ def script(tag: str) -> tuple[list, dict]:
     events += [settlement(p(f"x{i}"), p("SPLIT"), h2, at(8, 9, 10 * i), medfee="45.00", part="15.00")
                for i in range(4)]
     expected[("SPLIT_BILLING", p("SPLIT"))] = at(8, 0)
-    # 30 days of XA01 on 1 March, again on 10 March; the second claim's result comes before its claim.
-    events += [claim(p("r1"), p("REFILL"), p1, at(1, 10)), settlement(p("r1"), p("REFILL"), p1, at(1, 10)),
-               settlement(p("r2"), p("REFILL"), p1, at(10, 10)), claim(p("r2"), p("REFILL"), p1, at(10, 10))]
+    # 30 days of XA01 on 1 March, again on 10 March; the second claim's result comes before its claim,
+    # and r1 is joined before r2's claim is read (which forgets r1's claim as joined and old).
+    events += [claim(p("r1"), p("REFILL"), p1, at(1, 10)), settlement(p("r1"), p("REFILL"), p1, at(1, 10))]
+    # The same for another person read the other way round: 10 March's dispensing first, then 1 March's.
+    events += [claim(p("q2"), p("LATE"), p1, at(10, 10)), settlement(p("q2"), p("LATE"), p1, at(10, 10))]
+    cut = len(events)
+    events += [settlement(p("r2"), p("REFILL"), p1, at(10, 10)), claim(p("r2"), p("REFILL"), p1, at(10, 10))]
+    events += [claim(p("q1"), p("LATE"), p1, at(1, 10)), settlement(p("q1"), p("LATE"), p1, at(1, 10))]
     expected[("EARLY_REFILL", p("REFILL"))] = at(10, 0)
+    expected[("EARLY_REFILL", p("LATE"))] = at(10, 0)
     # A claim refused NOT_INSURED: benefits suspended.
     events += [claim(p("n1"), p("SUSP"), h3, at(9, 15)), rejection(p("n1"), p("SUSP"))]
     expected[("SUSPENDED_BENEFITS", p("SUSP"))] = at(9, 0)
@@ -125,7 +140,7 @@ def script(tag: str) -> tuple[list, dict]:
     events += [settlement(p(f"b{d}"), p(f"BASE{d}"), spike, at(d, 11)) for d in range(1, 8)]
     events += [settlement(p(f"k{i}"), p(f"PEAK{i}"), spike, at(8, 8 + i)) for i in range(6)]
     expected[("INSTITUTION_SPIKE", spike)] = at(8, 0)
-    return events, expected
+    return events, expected, cut
 
 
 CONFIG = FraudConfig(visits_per_day=4, visits_per_week=6, shopping_institutions=2, split_claims=3,
@@ -154,16 +169,19 @@ def signals_of(records) -> list[dict]:
     return [data for name, data, _ in records if name == "FraudSignal"]
 
 
-async def test_each_signal_once_and_resend_across_a_restart_changes_nothing(stack, uniq):
+async def test_each_signal_once_and_resend_across_a_restart_changes_nothing(stack, uniq, caplog):
+    caplog.set_level(logging.INFO, logger="gongji.fraud")
     settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud", fraud=CONFIG)
-    events, expected = script(uniq)
+    events, expected, cut = script(uniq)
     # Made before anything is produced: the broker would auto-create them with its own partition count.
     await ensure_topics(settings.kafka_bootstrap_servers, [settings.topics.settlements, settings.topics.claims],
                         settings.partitions)
     port = free_port()
     first = FraudService(settings.model_copy(update={"metrics_port": port}), CATALOG)
     async with running(first):
-        await send(settings, events)
+        await send(settings, events[:cut])
+        await consumed(first, cut)
+        await send(settings, events[cut:])
         await send_raw(settings, settings.topics.settlements, b"not avro", key=b"whoever")
         records = await collect(settings, settings.topics.fraud_signals,
                                 lambda rs: len(rs) >= len(expected), timeout=60)
@@ -177,21 +195,30 @@ async def test_each_signal_once_and_resend_across_a_restart_changes_nothing(stac
     assert {(s["rule_id"], s["subject_id"]): s["window_start"] for s in signals} == expected
     assert len({s["signal_id"] for s in signals}) == len(signals) == len(expected)
     by_rule = {s["rule_id"]: s for s in signals}
+    by_subject = {(s["rule_id"], s["subject_id"]): s for s in signals}
     assert by_rule["HIGH_EXPENSE"]["category"] == "relief_review"
     assert by_rule["HIGH_EXPENSE"]["amount"] == Decimal("21000.00")
     assert by_rule["VISITS_PER_DAY"]["count"] == 5 and len(by_rule["VISITS_PER_DAY"]["claim_ids"]) == 5
     assert by_rule["IMPOSSIBLE_TRAVEL"]["claim_ids"] == [f"{uniq}t1", f"{uniq}t2"]
-    assert by_rule["EARLY_REFILL"]["claim_ids"] == [f"{uniq}r1", f"{uniq}r2"]
+    assert by_subject[("EARLY_REFILL", f"{uniq}REFILL")]["claim_ids"] == [f"{uniq}r1", f"{uniq}r2"]
+    assert by_subject[("EARLY_REFILL", f"{uniq}LATE")]["claim_ids"] == [f"{uniq}q1", f"{uniq}q2"]
     assert by_rule["INSTITUTION_SPIKE"]["subject_type"] == "institution"
     for signal in signals:
         assert signal["subject_id"].startswith(uniq)
     assert [d["reason"] for n, d, _ in letters if n == "DeadLetter"][0].startswith("not an input")
     assert 'gongji_outputs_total{kind="HIGH_EXPENSE"} 1.0' in metrics
+    # The log names each signal by rule and id, never by its subject (a psn_no is personal).
+    logged = [record.getMessage() for record in caplog.records if record.name == "gongji.fraud"]
+    for signal in signals:
+        assert any(signal["signal_id"] in line and signal["rule_id"] in line for line in logged)
+        assert not any(signal["subject_id"] in line for line in logged), signal["subject_id"]
     assert "gongji_dead_letters_total 1.0" in metrics
 
     # Resend the first half, restart in the middle, resend the rest with one new visit that would
-    # count again in windows already raised: the same signals, no new one, nothing doubled.
+    # count again in windows already raised: the same signals, no new one, nothing doubled. The half
+    # resends r1's claim and result, whose claim the first instance had forgotten as joined and old.
     half = len(events) // 2
+    assert events[half - 1][1]["claim_id"] == f"{uniq}r2" and cut < half
     extra = settlement(f"{uniq}v7", f"{uniq}VISITS", f"{uniq}H1", at(6, 20))
     second = FraudService(settings, CATALOG)
     async with running(second):
@@ -206,3 +233,96 @@ async def test_each_signal_once_and_resend_across_a_restart_changes_nothing(stac
     again = signals_of(await collect(settings, settings.topics.fraud_signals, lambda rs: len(rs) >= len(expected)))
     assert sorted((s["signal_id"], s["count"], s["claim_ids"]) for s in again) == \
         sorted((s["signal_id"], s["count"], s["claim_ids"]) for s in signals)
+
+
+# ---------------------------------------------------------------------------- kill -9
+def _consumed_of(port: int) -> float | None:
+    """`gongji_consumed_total` from a child's /metrics, or None while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    return next((float(line.split()[-1]) for line in text.splitlines()
+                 if line.startswith("gongji_consumed_total ")), None)
+
+
+async def _until(check, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.02)
+
+
+ENV_CONFIG = {"GONGJI_FRAUD__VISITS_PER_DAY": "4", "GONGJI_FRAUD__VISITS_PER_WEEK": "6",
+              "GONGJI_FRAUD__SHOPPING_INSTITUTIONS": "2", "GONGJI_FRAUD__SPLIT_CLAIMS": "3",
+              "GONGJI_FRAUD__SPIKE_MIN_VOLUME": "5", "GONGJI_FRAUD__SPIKE_FACTOR": "3",
+              "GONGJI_FRAUD__HIGH_EXPENSE_AMOUNT": "20000.00"}
+
+
+async def test_kill_9_mid_stream_then_resend_raises_each_expected_signal_id_and_no_other(stack, uniq, tmp_path):
+    """`gongji run fraud` SIGKILLed in the middle of the stream (offsets, changelog and signals in
+    flight), started again, fed the rest and a resend of everything: every expected signal_id is on
+    the topic, and no other. A signal sent before the kill whose windows were not yet saved is sent
+    again by the replay under the same signal_id (at-least-once): readers keep the first."""
+    settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud", fraud=CONFIG)
+    events, expected, cut = script(uniq)
+    # One visit each for 300 people at an institution with no history: no signal, but a stream long
+    # enough to be killed in the middle of.
+    filler = [settlement(f"{uniq}f{i}", f"{uniq}F{i}", f"{uniq}HFILL", at(9, 8, i % 60)) for i in range(300)]
+    rest = filler + events[cut:]
+    wanted = {domain.signal_id(rule, subject, datetime.fromisoformat(start))
+              for (rule, subject), start in expected.items()}
+    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topics.settlements, settings.topics.claims],
+                        settings.partitions)
+    port = free_port()
+    env = {**os.environ, **service_env(settings), **ENV_CONFIG, "GONGJI_METRICS_PORT": str(port)}
+    command = [sys.executable, "-m", "gongji.cli", "run", "fraud"]
+    log_path = tmp_path / "fraud.log"
+    log = open(log_path, "wb")
+    processes = []
+    try:
+        processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=log))
+        await _until(lambda: _consumed_of(port) is not None, "the fraud service did not start", 30)
+        await send(settings, events[:cut])
+        await _until(lambda: (_consumed_of(port) or 0) >= cut, "the first wave was not consumed", 30)
+        sending = asyncio.create_task(send(settings, rest))
+        await _until(lambda: (_consumed_of(port) or 0) >= cut + 100, "the second wave was not read", 30)
+        at_kill = _consumed_of(port)
+        processes[0].send_signal(signal.SIGKILL)
+        processes[0].wait(10)
+        await sending
+        assert at_kill < cut + len(rest), f"killed after all {at_kill} events were read: not mid-stream"
+
+        processes.append(subprocess.Popen(command, env=env, stdout=log, stderr=log))
+        await _until(lambda: _consumed_of(port) is not None, "the fraud service did not start again", 30)
+        await send(settings, events + filler)  # everything again, from the start
+        # The replay from the last committed offsets, then the resend: at least the resend, and
+        # everything once the count stands still.
+        seen: list[float] = []
+
+        def read_all() -> bool:
+            seen.append(_consumed_of(port) or 0)
+            return seen[-1] >= len(events) + len(filler) and len(seen) > 50 and seen[-50] == seen[-1]
+
+        await _until(read_all, "the restarted service did not consume the resend", 40)
+        records = await collect(settings, settings.topics.fraud_signals,
+                                lambda rs: wanted <= {d["signal_id"] for n, d, _ in rs if n == "FraudSignal"},
+                                timeout=30)
+        await asyncio.sleep(1.0)  # anything a wrong state would raise has been sent by now
+        processes[1].send_signal(signal.SIGTERM)
+        assert processes[1].wait(30) == 0
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+        log.close()
+    records = await collect(settings, settings.topics.fraud_signals, lambda rs: len(rs) >= len(records), timeout=10)
+    sent = [d["signal_id"] for n, d, _ in records if n == "FraudSignal"]
+    assert set(sent) == wanted, f"missing {wanted - set(sent)}, unexpected {set(sent) - wanted}"
+    print(f"kill -9 after {at_kill} events read: {len(sent)} signals for {len(wanted)} ids "
+          f"({len(sent) - len(set(sent))} re-sent under their own id)")
+    text = log_path.read_text(errors="replace")
+    for (_rule, subject) in expected:
+        assert subject not in text, f"{subject} in the service's log"

@@ -117,6 +117,56 @@ def test_early_refill_joins_in_either_order_and_ignores_other_drugs_and_reversed
     assert run([claim1, claim2, settled2]) == []  # r1 never settled (refused): nothing dispensed
 
 
+def interleavings(claims: list, settlements: list):
+    """Every order in which one consumer can read two topics: each topic in its own order."""
+    if not claims or not settlements:
+        yield claims + settlements
+        return
+    for rest in interleavings(claims[1:], settlements):
+        yield [claims[0]] + rest
+    for rest in interleavings(claims, settlements[1:]):
+        yield [settlements[0]] + rest
+
+
+def refill_signals(events, buckets=None, **config):
+    return sorted((s.rule_id, s.window.start, s.signal_id, s.claim_ids) for s in
+                  detect(FraudConfig(**config), buckets if buckets is not None else MemoryBuckets(), events).signals
+                  if s.rule_id == "EARLY_REFILL")
+
+
+@pytest.mark.parametrize("reversal_day", [None, 3, 7])
+def test_early_refill_is_the_same_in_any_read_order_and_a_resend_of_anything_raises_nothing(reversal_day):
+    """Claims and their results come on two topics: whichever is read first, the signal is the same
+    (window: the early dispensing's day); then resending any of the events, in any order, after any
+    of them were forgotten as old joined claims, raises nothing new."""
+    claim1, settled1 = drugs("r1", t(0))
+    claim2, settled2 = drugs("r2", t(5))
+    # On time (r2 stocked up to day 60); its claim's arrival forgets r1 and r2 from `claims` as joined.
+    claim3, settled3 = drugs("r3", t(60))
+    results = [settled1, settled2, settled3]
+    if reversal_day is not None:  # r1 taken back before (day 3) or after (day 7) r2 was dispensed
+        results.insert(1 if reversal_day < 5 else 2,
+                       VisitReversed("rv", "r1", "P", "P1", "152501", t(reversal_day), t(0), -4000))
+    expected = [] if reversal_day == 3 else [("EARLY_REFILL", day_of(t(5)).start, signal_id(
+        "EARLY_REFILL", "P", day_of(t(5)).start), ("r1", "r2"))]
+    orders = list(interleavings([claim1, claim2, claim3], results))
+    assert len(orders) == (20 if reversal_day is None else 35)
+    for order in orders:
+        buckets = MemoryBuckets()
+        assert refill_signals(order, buckets) == expected, order
+        for resend in (order, order[: len(order) // 2], list(reversed(order)), [claim1, settled1, settled2]):
+            assert refill_signals(resend, buckets) == [], (order, resend)
+
+
+def test_a_late_older_dispensing_raises_the_later_one_in_its_own_day():
+    claim1, settled1 = drugs("r1", t(0))
+    claim2, settled2 = drugs("r2", t(5))
+    buckets = MemoryBuckets()
+    assert refill_signals([claim2, settled2], buckets) == []
+    (signal,) = refill_signals([claim1, settled1], buckets)
+    assert signal[1] == day_of(t(5)).start and signal[3] == ("r1", "r2")
+
+
 # ------------------------------------------------------------------ institution spike
 def activity(cid, day, kind="settlement"):
     return InstitutionActivity("H1", "152501", cid, kind, t(day, 10))
@@ -202,3 +252,12 @@ def test_signal_encodes_with_the_fraud_signal_schema():
     for signal in run([visit("a", when=t(0, 9)), visit("b", when=t(0, 10), region="990100")]):
         record = signal.to_wire("2023-03-06T10:00:01+08:00")
         assert catalog.decode(catalog.encode("FraudSignal", record)) == ("FraudSignal", record)
+
+
+def test_a_resent_visit_forgotten_by_the_travel_window_raises_nothing():
+    """`recent` keeps 3 h before the newest visit; a visit read late (K, older than N) is judged
+    against what is left. Resending A, which N pushed out, must not pair it with K now."""
+    cfg, buckets = FraudConfig(), MemoryBuckets()
+    a, n, k = visit("a", when=t(0, 9), region="990100"), visit("n", when=t(0, 13)), visit("k", when=t(0, 10.5))
+    assert detect(cfg, buckets, [a, n, k]).signals == []
+    assert detect(cfg, buckets, [a, n, k]).signals == []

@@ -205,7 +205,8 @@ class FraudService:
         record = signal.to_wire(datetime.now(timezone.utc).isoformat())
         self.raised.append(record)
         self.metrics.outputs.labels(signal.rule_id).inc()
-        log.info("fraud: %s %s %s (%s)", signal.rule_id, signal.subject_type, signal.subject_id, signal.signal_id)
+        # Rule and id only: the subject (a psn_no for a person) is personal, and is on the topic.
+        log.info("fraud: %s %s", signal.rule_id, signal.signal_id)
         return await self.signal_topic.send(
             key=signal.subject_id.encode(), value=self.catalog.encode("FraudSignal", record),
             headers=[("gongji-type", b"fraud-signal"), ("gongji-id", signal.signal_id.encode())])

@@ -28,6 +28,9 @@ from gongji.settlement.domain import SHANGHAI
 
 MAX_EVIDENCE = 50  # claim ids per signal (schema: at most 50)
 MAX_WAITING = 500  # a person's claims waiting for their outcome, or outcomes for their claim
+MAX_DISPENSINGS = 50  # a person's dispensings of one drug kept for EARLY_REFILL, the newest
+DISPENSING_MEMORY = timedelta(days=400)  # and none older than this before the newest
+MAX_TRAVEL_SEEN = 200  # a person's last visit ids judged for IMPOSSIBLE_TRAVEL (a resend of one is not judged again)
 DAY = timedelta(days=1)
 
 FRAUD, SUPERVISION, RELIEF = "fraud", "supervision", "relief_review"
@@ -341,11 +344,7 @@ def on_reversal(config: FraudConfig, buckets: Buckets, reversal: VisitReversed) 
     out.signals += _count_burden(config, buckets, reversal.psn_no, None, reversal.orig_setl_time, reversal.claim_id,
                                  reversal.psn_part_fen)
     profile = buckets.get("person", reversal.psn_no, NO_WINDOW)
-    supply = profile.get("supply", {})
-    ended = [code for code, entry in supply.items() if entry[2] == reversal.orig_claim_id]
-    if ended:
-        for code in ended:
-            del supply[code]
+    if _end_supply(profile, reversal.orig_claim_id, reversal.setl_time):
         buckets.put("person", reversal.psn_no, NO_WINDOW, profile)
     out.forward.append(InstitutionActivity(reversal.fixmedins_code, reversal.mdtrtarea_admvs, reversal.claim_id,
                                            "reversal", reversal.setl_time))
@@ -429,41 +428,99 @@ def supply_days(config: FraudConfig, code: str, cnt: Decimal) -> Decimal:
     return cnt * config.refill_days_per_unit_by_code.get(code, config.refill_days_per_unit)
 
 
+def _end_supply(profile: dict, claim_id: str, at: datetime) -> bool:
+    """A reversal of `claim_id` at `at`: its dispensings stop counting for dispensings from `at` on
+    (event time, so the result is the same whether the claim joins before or after the reversal).
+    Not dispensed yet: remembered until it is. True when the profile changed."""
+    mine = [entry for entries in profile.get("dispensed", {}).values() for entry in entries if entry[2] == claim_id]
+    if mine:
+        unmarked = [entry for entry in mine if entry[3] is None]
+        for entry in unmarked:
+            entry[3] = at.isoformat()
+        return bool(unmarked)
+    pending = profile.setdefault("reversed", {})
+    if claim_id in pending:
+        return False
+    pending[claim_id] = at.isoformat()
+    while len(pending) > MAX_WAITING:
+        del pending[next(iter(pending))]
+    return True
+
+
+def _judge(config: FraudConfig, entries: list, first: int) -> list[tuple[int, str, datetime]]:
+    """The early dispensings among entries[first:] (sorted by time, then claim id), each with the
+    claim whose supply it came during and when that supply (with what was stocked before) runs out.
+    A dispensing is judged only against the ones before it in event time, never by arrival order:
+    the same set of dispensings always gives the same answer, and adding one can only make later
+    ones earlier (a refill extends the supply), never less early."""
+    tolerance = float(1 - config.refill_tolerance)
+    parsed = [(parse_time(e[0]), timedelta(days=float(e[1])), e[2], None if e[3] is None else parse_time(e[3]))
+              for e in entries]
+    early = []
+    for index in range(first, len(parsed)):
+        t = parsed[index][0]
+        start = until = None
+        last = ""
+        for before, days, cid, reversed_at in parsed[:index]:
+            if reversed_at is not None and reversed_at <= t:
+                continue  # reversed by then: that supply was taken back
+            if start is not None and start <= before < start + (until - start) * tolerance:
+                until += days  # an early refill stocks up
+            else:
+                start, until = before, before + days
+            last = cid
+        if start is not None and start <= t < start + (until - start) * tolerance:
+            early.append((index, last, until))
+    return early
+
+
 def _refill(config: FraudConfig, profile: dict, psn: str, claim_id: str, t: datetime, admdvs: str | None,
             drugs: list, buckets: Buckets) -> list[Signal]:
-    supply = profile.setdefault("supply", {})  # code → [start iso, until iso, claim_id]
-    early = []
+    """EARLY_REFILL over each drug's dispensings (code → [[setl_time, days, claim_id, reversed at,
+    insu_admdvs]], by time): distinct by claim id, judged in event time, so a redelivered or resent
+    claim or result adds nothing and the claims may meet their results in any order. The signal's
+    window is the day of the early dispensing; dispensings that a new one makes early (it came late
+    but is older) are raised in their own day."""
+    profile.pop("supply", None)  # the single last supply per drug this history replaces
+    dispensed = profile.setdefault("dispensed", {})
+    reversed_at = profile.get("reversed", {}).pop(claim_id, None)
+    early: dict[Window, list] = {}
     for code, cnt in drugs:
-        days = supply_days(config, code, Decimal(cnt))
-        entry = supply.get(code)
-        if entry is not None and entry[2] == claim_id:
+        entries = dispensed.setdefault(code, [])
+        if any(entry[2] == claim_id for entry in entries):
             continue
-        if entry is not None:
-            start, until = parse_time(entry[0]), parse_time(entry[1])
-            allowed = start + (until - start) * float(1 - config.refill_tolerance)
-            if start <= t < allowed:
-                early.append((code, entry[2], until))
-                supply[code] = [entry[0], (until + timedelta(days=float(days))).isoformat(), claim_id]
-                continue
-        supply[code] = [t.isoformat(), (t + timedelta(days=float(days))).isoformat(), claim_id]
-    if not early:
-        return []
-    day = day_of(t)
-    bucket = buckets.get("person_day", psn, day)
-    refills = bucket.setdefault("refills", [])
-    for code, previous, _ in early:
-        for cid in (previous, claim_id):
-            if cid not in refills:
-                refills.append(cid)
+        entries.append([t.isoformat(), str(supply_days(config, code, Decimal(cnt))), claim_id, reversed_at, admdvs])
+        entries.sort(key=lambda entry: (parse_time(entry[0]), entry[2]))
+        # Forget the oldest first: a dispensing forgotten stays forgotten when it is resent (it is
+        # still the oldest or too old), so a resend of one can never count it again.
+        newest = parse_time(entries[-1][0])
+        entries[:] = [e for e in entries if newest - parse_time(e[0]) <= DISPENSING_MEMORY][-MAX_DISPENSINGS:]
+        position = next((i for i, entry in enumerate(entries) if entry[2] == claim_id), None)
+        if position is None:
+            continue
+        for index, previous, until in _judge(config, entries, position):
+            entry = entries[index]
+            early.setdefault(day_of(parse_time(entry[0])), []).append((code, previous, entry[2], until, entry[4]))
     signals = []
-    if _raise_once(bucket, "EARLY_REFILL"):
-        described = "; ".join(f"{code} again while the supply of {previous} lasts until {until.date()}"
-                              for code, previous, until in early)
-        signals.append(Signal("EARLY_REFILL", "person", psn, admdvs, day, tuple(refills), len(early),
-                              f"refill before {1 - config.refill_tolerance:.0%} of the supply is used "
-                              f"({config.refill_days_per_unit} day(s) per unit)",
-                              f"Drug dispensed again before the last supply ran out (超量开药): {described}."))
-    buckets.put("person_day", psn, day, bucket)
+    for day in sorted(early, key=lambda window: window.start):
+        found = early[day]
+        bucket = buckets.get("person_day", psn, day)
+        refills = bucket.setdefault("refills", [])
+        before = list(refills)
+        for _code, previous, cid, _until, _admdvs in found:
+            for evidence in (previous, cid):
+                if evidence not in refills:
+                    refills.append(evidence)
+        if _raise_once(bucket, "EARLY_REFILL"):
+            described = "; ".join(f"{code} again ({cid}) while the supply of {previous} lasts until {until.date()}"
+                                  for code, previous, cid, until, _ in found)
+            signals.append(Signal("EARLY_REFILL", "person", psn, found[0][4], day, tuple(refills), len(found),
+                                  f"refill before {1 - config.refill_tolerance:.0%} of the supply is used "
+                                  f"({config.refill_days_per_unit} day(s) per unit)",
+                                  f"Drug dispensed again before the last supply ran out (超量开药): {described}."))
+        elif refills == before:
+            continue
+        buckets.put("person_day", psn, day, bucket)
     return signals
 
 
@@ -494,8 +551,13 @@ def _travel(config: FraudConfig, buckets: Buckets, visit: VisitSettled) -> list[
     The window is the day of the later of the two settlements."""
     profile = buckets.get("person", visit.psn_no, NO_WINDOW)
     recent = profile.setdefault("recent", [])  # [claim_id, setl_time iso, mdtrtarea_admvs]
-    if any(entry[0] == visit.claim_id for entry in recent):
+    # `recent` keeps only TRAVEL_MIN_HOURS before the newest visit; the ids judged are kept longer,
+    # so a resent visit that `recent` let go is not judged again against visits read after it.
+    judged = profile.setdefault("travel_seen", [])
+    if visit.claim_id in judged or any(entry[0] == visit.claim_id for entry in recent):
         return []
+    judged.append(visit.claim_id)
+    del judged[:-MAX_TRAVEL_SEEN]
     gap = timedelta(hours=config.travel_min_hours)
     signals = []
     for other_id, other_time, region in recent:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
+from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -138,3 +139,16 @@ async def open_accounts(settings: Settings, traffic, timeout: float = 60.0) -> s
     await collect(settings, settings.topics.settlements,
                   lambda rs: credit_ids <= {d.get("credit_id") for _, d, _ in rs}, timeout=timeout)
     return credit_ids
+
+
+@asynccontextmanager
+async def running(*services):
+    """Services (anything with `run(stop)`) running in this event loop; stopped, and their batches
+    in flight finished, on leaving."""
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(service.run(stop)) for service in services]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)

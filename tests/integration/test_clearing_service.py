@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
-from contextlib import asynccontextmanager
 
-from support import CATALOG, collect, produce, settings_for, wait_registered
+from support import CATALOG, collect, produce, running, settings_for, wait_registered
 
 from gongji.clearing.domain import FIELDS, contribution, fold
 from gongji.clearing.service import ClearingService, ClearingStore, close_month
@@ -16,17 +15,6 @@ from gongji.common.stack import free_port
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.service import SettlementService
 from gongji.synthetic import Traffic
-
-
-@asynccontextmanager
-async def running(*services):
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(service.run(stop)) for service in services]
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), 30)
 
 
 async def test_statements_reconcile_with_the_settlements_and_redelivery_changes_nothing(stack, uniq):

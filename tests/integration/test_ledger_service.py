@@ -12,12 +12,11 @@ import signal
 import subprocess
 import sys
 from collections import defaultdict
-from contextlib import asynccontextmanager
 from decimal import Decimal
 
 import psycopg
 import pytest
-from support import CATALOG, collect, open_accounts, produce, send_raw, settings_for
+from support import CATALOG, collect, open_accounts, produce, running, send_raw, settings_for
 
 from gongji.common.money import to_fen
 from gongji.common.redis import connect
@@ -30,17 +29,6 @@ from gongji.settlement.service import SettlementService
 from gongji.synthetic import Traffic
 
 BOOKED = {"Settlement": "settlement", "ReversalResult": "reversal", "CreditResult": "credit"}
-
-
-@asynccontextmanager
-async def running(*services):
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(service.run(stop)) for service in services]
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), 30)
 
 
 @pytest.fixture

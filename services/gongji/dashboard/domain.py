@@ -20,7 +20,7 @@ Reading the figures:
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from decimal import Decimal
 

@@ -3,6 +3,7 @@ reads it (stdout not a terminal), and nothing it started left running."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -74,9 +75,16 @@ def test_demo_settles_refuses_dead_letters_and_cleans_up(tmp_path: Path) -> None
     assert "every entry and every day balances" in out
     pooling = re.search(r"^  pooling fund \(hifp_pay\) +[-\d,.]+ +[-\d,.]+ +([-\d,.]+)$", out, re.MULTILINE).group(1)
     assert re.search(rf"^  pooling \(310100\): {re.escape(pooling)} yuan net$", out, re.MULTILINE), out
+    # The fraud service watched the same stream; the suspended persons' refused claims are signalled.
+    assert figure(r"^fraud and supervision signals: ([\d,]+) on ", out) > 0
+    assert re.search(r"^fraud and supervision signals: .*SUSPENDED_BENEFITS \d", out, re.MULTILINE), out
+    # The dashboard ran beside them and said where.
+    url = re.search(r"^gongji demo: live dashboard at (http://127\.0\.0\.1:\d+/)", out, re.MULTILINE).group(1)
 
     workdir = Path(re.search(r"^gongji demo: starting in (\S+) \.\.\.$", out, re.MULTILINE).group(1))
     assert workdir.is_relative_to(tmp_path)
+    served = [json.loads(line) for line in (workdir / "dashboard.log").read_text().splitlines()]
+    assert any(line["msg"].startswith(f"dashboard: {url}") for line in served), served
     if not os.environ.get("GONGJI_KAFKA_BOOTSTRAP_SERVERS"):  # it ran a local stack of its own
         assert (workdir / "kafka.log").exists() and (workdir / "redis.log").exists()
     assert processes_under(tmp_path) == []

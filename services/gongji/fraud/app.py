@@ -25,7 +25,7 @@ import logging
 from datetime import datetime, timezone
 
 import faust
-from faust.tables.wrappers import WindowWrapper
+import orjson
 
 from gongji.common import kafka
 from gongji.common.avro import DecodeError, SchemaCatalog
@@ -57,15 +57,16 @@ class PinnedTable(faust.Table):
 class TableBuckets:
     """domain.Buckets on faust tables. Windowed tables (day, week) are tumbling windows in a
     time frame shifted so that faust's epoch-aligned windows fall on Shanghai midnights (and
-    Mondays); the window to read or write is chosen by setting `clock` just before the access.
-    Faust's own expiry is not used: it compares window ends with the wall clock, not event time."""
+    Mondays); a window is read and written at its key in the table, (key, faust's window range at
+    the window's shifted start), as faust's window wrapper would at that relative time.
+    Faust's own expiry is not used: it compares window ends with the wall clock, not event time.
+
+    Values are JSON-able dicts; `get` returns a copy of its own (an orjson round trip) to change,
+    as the table holds the one it saved."""
 
     def __init__(self, app: faust.App, partitions: int):
-        self.clock = 0.0
-
-        def windowed(name: str, size: int) -> WindowWrapper:
-            table = app.Table(name, default=dict, partitions=partitions).tumbling(size, expires=None)
-            return table.relative_to(lambda event: self.clock)
+        def windowed(name: str, size: int) -> PinnedTable:
+            return app.Table(name, default=dict, partitions=partitions).tumbling(size, expires=None).table
 
         self._shift = {"person_day": EIGHT_HOURS, "person_week": EIGHT_HOURS - MONDAY_SHIFT,
                        "institution_day": EIGHT_HOURS}
@@ -76,26 +77,27 @@ class TableBuckets:
         }
         self.plain = {"person_year": app.Table("person-year", default=dict, partitions=partitions),
                       "person": app.Table("person", default=dict, partitions=partitions)}
-        self.tables = [wrapper.table for wrapper in self.windowed.values()] + list(self.plain.values())
+        self.tables = list(self.windowed.values()) + list(self.plain.values())
 
     def pin(self, partition: int | None) -> None:
         """Changelog records of the writes that follow go to `partition` (None: faust's own choice)."""
         for table in self.tables:
             table.pinned = partition
 
-    def _at(self, scope: str, window: Window) -> None:
-        self.clock = window.start.timestamp() + self._shift[scope] + 1
+    def window_key(self, scope: str, key: str, window: Window) -> tuple:
+        """The key of a window in its faust windowed table."""
+        return key, self.windowed[scope].window.current(window.start.timestamp() + self._shift[scope] + 1)
 
     def get(self, scope: str, key: str, window: Window) -> dict:
         if scope in self.windowed:
-            self._at(scope, window)
-            return copy.deepcopy(self.windowed[scope][key].value())
-        return copy.deepcopy(self.plain[scope][self._plain_key(key, window)])
+            value = self.windowed[scope][self.window_key(scope, key, window)]
+        else:
+            value = self.plain[scope][self._plain_key(key, window)]
+        return orjson.loads(orjson.dumps(value)) if value else {}
 
     def put(self, scope: str, key: str, window: Window, value: dict) -> None:
         if scope in self.windowed:
-            self._at(scope, window)
-            self.windowed[scope][key] = value
+            self.windowed[scope][self.window_key(scope, key, window)] = value
         else:
             self.plain[scope][self._plain_key(key, window)] = value
 
@@ -179,7 +181,7 @@ class FraudService:
             broker_heartbeat_interval=settings.kafka_heartbeat_interval_ms / 1000,
             broker_rebalance_timeout=settings.kafka_rebalance_timeout_ms / 1000,
             table_cleanup_interval=3600.0,
-            broker_commit_every=200,
+            broker_commit_every=10_000,  # and every second
             broker_commit_interval=1.0,
             logging_config=None,
             Table=PinnedTable,
@@ -250,7 +252,19 @@ class FraudService:
         sends += [await self._send_signal(signal) for signal in outcome.signals]
         await asyncio.gather(*sends)  # acknowledged before the buckets that raised them are saved
         staged.flush()
+        await self._drain_changelog()
         self.metrics.consumed.inc(len(events))
+
+    async def _drain_changelog(self) -> None:
+        """Hand the batch's changelog records (queued by the table writes in faust's producer buffer)
+        to the producer now, all at once. Left to faust, the buffer is sent one record at a time,
+        and each incoming message waits for it to ebb one record (and one wait_for) at a time.
+        Faust still flushes the producer before it commits offsets."""
+        buffer = self.app.producer.buffer
+        pending = buffer.pending
+        while not pending.empty():
+            await buffer._send_pending(pending.get_nowait())
+        buffer.message_sent.set()
 
     def _decode(self, message):
         """The domain event a message carries (None: nothing for the rules); raises on bad input."""
@@ -310,6 +324,7 @@ class FraudService:
                 signals += domain.on_activity(self.config, staged, activity)
         await asyncio.gather(*[await self._send_signal(signal) for signal in signals])
         staged.flush()
+        await self._drain_changelog()
 
     async def _send_signal(self, signal: Signal):
         record = signal.to_wire(datetime.now(timezone.utc).isoformat())
@@ -345,7 +360,7 @@ class FraudService:
                                                     topics.dead_letters, self.activity_name])
         server = serve(self.metrics, self.settings.metrics_host, self.settings.metrics_port) \
             if self.settings.metrics_port else None
-        app = self._build()
+        app = self.app = self._build()
         app.finalize()
         try:
             await app.start()

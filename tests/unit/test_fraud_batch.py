@@ -54,7 +54,8 @@ def stream(seed: int, count: int = 600):
             event = VisitSettled(f"C{n}", psn, inst, "152501", rng.choice(("152501", "990100")), when,
                                  rng.choice((3000, 12000)), rng.choice((1000, 30000)))
         elif roll < 0.8:
-            event = ClaimFiled(f"C{n - rng.randrange(3)}", psn, inst, when, (("XA01", domain.Decimal(rng.randrange(1, 30))),))
+            event = ClaimFiled(f"C{n - rng.randrange(3)}", psn, inst, when,
+                               (("XA01", domain.Decimal(rng.randrange(1, 30))),))
         elif roll < 0.9:
             event = VisitReversed(f"R{n}", f"C{n - rng.randrange(1, 9)}", psn, inst, "152501",
                                   when + timedelta(days=2), when, -1000)

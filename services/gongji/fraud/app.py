@@ -9,12 +9,19 @@ prefixes the changelog topics):
   it passes on, keyed by fixmedins_code, to an internal topic.
 - `institutions` reads that topic and keeps each institution's days (a windowed table).
 
-Order of effects per event, so that a crash loses nothing and doubles nothing beyond an identical
-re-send: the rules run on staged buckets; signals and passed-on activity are sent and acknowledged
-by the broker; only then are the buckets written to the tables (changelog). Faust flushes the
-producer before it commits offsets. A crash before the buckets are saved replays the event, which
-raises the same signal again under the same signal_id (readers keep the first); a crash after finds
-the ids already counted. Faust's exactly_once guarantee is not used: Tansu has no transactions.
+Both agents take their streams in batches (`take_events`, up to `fraud.batch_events` events or
+what came within `fraud.batch_seconds`). Order of effects per batch, so that a crash loses nothing
+and doubles nothing beyond an identical re-send: the batch's events run through the rules in order
+on buckets staged for the whole batch (each event sees what the ones before it changed, exactly as
+one by one); signals, passed-on activity (one message per institution and batch) and dead letters
+are sent and acknowledged by the broker; only then are the buckets written to the tables, each
+changed bucket once, its changelog record on the partition of the event that last changed it (the
+partition faust would have chosen). Faust flushes the producer before it commits offsets, and acks
+a batch's events only after it is processed. A crash before the buckets are saved replays the
+batch, which raises the same signals again under the same signal_ids (readers keep the first); a
+crash after finds the ids already counted. A rule failing on an event sends the batch through
+again one event at a time, so only that event is dropped (to dead-letters). Faust's exactly_once
+guarantee is not used: Tansu has no transactions.
 """
 
 from __future__ import annotations

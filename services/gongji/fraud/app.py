@@ -9,12 +9,19 @@ prefixes the changelog topics):
   it passes on, keyed by fixmedins_code, to an internal topic.
 - `institutions` reads that topic and keeps each institution's days (a windowed table).
 
-Order of effects per event, so that a crash loses nothing and doubles nothing beyond an identical
-re-send: the rules run on staged buckets; signals and passed-on activity are sent and acknowledged
-by the broker; only then are the buckets written to the tables (changelog). Faust flushes the
-producer before it commits offsets. A crash before the buckets are saved replays the event, which
-raises the same signal again under the same signal_id (readers keep the first); a crash after finds
-the ids already counted. Faust's exactly_once guarantee is not used: Tansu has no transactions.
+Both agents take their streams in batches (`take_events`, up to `fraud.batch_events` events or
+what came within `fraud.batch_seconds`). Order of effects per batch, so that a crash loses nothing
+and doubles nothing beyond an identical re-send: the batch's events run through the rules in order
+on buckets staged for the whole batch (each event sees what the ones before it changed, exactly as
+one by one); signals, passed-on activity (one message per institution and batch) and dead letters
+are sent and acknowledged by the broker; only then are the buckets written to the tables, each
+changed bucket once, its changelog record on the partition of the event that last changed it (the
+partition faust would have chosen). Faust flushes the producer before it commits offsets, and acks
+a batch's events only after it is processed. A crash before the buckets are saved replays the
+batch, which raises the same signals again under the same signal_ids (readers keep the first); a
+crash after finds the ids already counted. A rule failing on an event sends the batch through
+again one event at a time, so only that event is dropped (to dead-letters). Faust's exactly_once
+guarantee is not used: Tansu has no transactions.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import logging
 from datetime import datetime, timezone
 
 import faust
-from faust.tables.wrappers import WindowWrapper
+import orjson
 
 from gongji.common import kafka
 from gongji.common.avro import DecodeError, SchemaCatalog
@@ -33,7 +40,7 @@ from gongji.common.config import Settings
 from gongji.common.observe import Metrics, serve
 from gongji.common.topics import ensure_service_topics
 from gongji.fraud import domain
-from gongji.fraud.domain import NO_WINDOW, InstitutionActivity, Signal, Staged, Window
+from gongji.fraud.domain import NO_WINDOW, InstitutionActivity, Outcome, Signal, Staged, Window
 
 log = logging.getLogger("gongji.fraud")
 SERVICE = "fraud"
@@ -41,18 +48,32 @@ EIGHT_HOURS = 8 * 3600
 MONDAY_SHIFT = 4 * 86400  # 1970-01-01 was a Thursday: the first Monday is four days later
 
 
+class PinnedTable(faust.Table):
+    """A faust table whose changelog partition can be pinned. Faust sends a changelog record to the
+    partition of the event being iterated (a contextvar); a batch from `take_events` has no such
+    event, so the batch's writes are made per source partition with that partition pinned."""
+
+    pinned: int | None = None
+
+    def partition_for_key(self, key):
+        if self.pinned is not None:
+            return self.pinned
+        return super().partition_for_key(key)
+
+
 class TableBuckets:
     """domain.Buckets on faust tables. Windowed tables (day, week) are tumbling windows in a
     time frame shifted so that faust's epoch-aligned windows fall on Shanghai midnights (and
-    Mondays); the window to read or write is chosen by setting `clock` just before the access.
-    Faust's own expiry is not used: it compares window ends with the wall clock, not event time."""
+    Mondays); a window is read and written at its key in the table, (key, faust's window range at
+    the window's shifted start), as faust's window wrapper would at that relative time.
+    Faust's own expiry is not used: it compares window ends with the wall clock, not event time.
+
+    Values are JSON-able dicts; `get` returns a copy of its own (an orjson round trip) to change,
+    as the table holds the one it saved."""
 
     def __init__(self, app: faust.App, partitions: int):
-        self.clock = 0.0
-
-        def windowed(name: str, size: int) -> WindowWrapper:
-            table = app.Table(name, default=dict, partitions=partitions).tumbling(size, expires=None)
-            return table.relative_to(lambda event: self.clock)
+        def windowed(name: str, size: int) -> PinnedTable:
+            return app.Table(name, default=dict, partitions=partitions).tumbling(size, expires=None).table
 
         self._shift = {"person_day": EIGHT_HOURS, "person_week": EIGHT_HOURS - MONDAY_SHIFT,
                        "institution_day": EIGHT_HOURS}
@@ -63,26 +84,79 @@ class TableBuckets:
         }
         self.plain = {"person_year": app.Table("person-year", default=dict, partitions=partitions),
                       "person": app.Table("person", default=dict, partitions=partitions)}
+        self.tables = list(self.windowed.values()) + list(self.plain.values())
 
-    def _at(self, scope: str, window: Window) -> None:
-        self.clock = window.start.timestamp() + self._shift[scope] + 1
+    def pin(self, partition: int | None) -> None:
+        """Changelog records of the writes that follow go to `partition` (None: faust's own choice)."""
+        for table in self.tables:
+            table.pinned = partition
+
+    def window_key(self, scope: str, key: str, window: Window) -> tuple:
+        """The key of a window in its faust windowed table."""
+        return key, self.windowed[scope].window.current(window.start.timestamp() + self._shift[scope] + 1)
 
     def get(self, scope: str, key: str, window: Window) -> dict:
         if scope in self.windowed:
-            self._at(scope, window)
-            return copy.deepcopy(self.windowed[scope][key].value())
-        return copy.deepcopy(self.plain[scope][self._plain_key(key, window)])
+            value = self.windowed[scope][self.window_key(scope, key, window)]
+        else:
+            value = self.plain[scope][self._plain_key(key, window)]
+        return orjson.loads(orjson.dumps(value)) if value else {}
 
     def put(self, scope: str, key: str, window: Window, value: dict) -> None:
         if scope in self.windowed:
-            self._at(scope, window)
-            self.windowed[scope][key] = value
+            self.windowed[scope][self.window_key(scope, key, window)] = value
         else:
             self.plain[scope][self._plain_key(key, window)] = value
 
     @staticmethod
     def _plain_key(key: str, window: Window) -> str:
         return key if window is NO_WINDOW or window.scope == "none" else f"{key}|{window.start.date().isoformat()}"
+
+
+RULE_ERRORS = (KeyError, ValueError, TypeError, ArithmeticError)
+
+
+class BatchStaged(Staged):
+    """Staged buckets for a batch of events: remembers the partition of the event that last put each
+    bucket (`partition`, set before each event), and saves each partition's buckets with the
+    changelog pinned to it, as faust would for that event."""
+
+    def __init__(self, base: TableBuckets):
+        super().__init__(base)
+        self.partition: int | None = None
+        self.partitions: dict[tuple, int | None] = {}
+
+    def put(self, scope: str, key: str, window: Window, value: dict) -> None:
+        super().put(scope, key, window, value)
+        self.partitions[(scope, key, window)] = self.partition
+
+    def flush(self) -> None:
+        by_partition: dict[int | None, list] = {}
+        for place, value in self.pending.items():
+            by_partition.setdefault(self.partitions[place], []).append((place, value))
+        try:
+            for partition, writes in by_partition.items():
+                self.base.pin(partition)
+                for (scope, key, window), value in writes:
+                    self.base.put(scope, key, window, value)
+        finally:
+            self.base.pin(None)
+        self.pending.clear()
+        self.partitions.clear()
+
+
+class Snapshot:
+    """Buckets read as copies of another Buckets' (a batch's staged ones), so that an event's own
+    staging can be dropped without touching what the batch holds."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def get(self, scope: str, key: str, window: Window) -> dict:
+        return copy.deepcopy(self.base.get(scope, key, window))
+
+    def put(self, scope: str, key: str, window: Window, value: dict) -> None:
+        self.base.put(scope, key, window, value)
 
 
 class FraudService:
@@ -114,9 +188,10 @@ class FraudService:
             broker_heartbeat_interval=settings.kafka_heartbeat_interval_ms / 1000,
             broker_rebalance_timeout=settings.kafka_rebalance_timeout_ms / 1000,
             table_cleanup_interval=3600.0,
-            broker_commit_every=200,
+            broker_commit_every=10_000,  # and every second
             broker_commit_interval=1.0,
             logging_config=None,
+            Table=PinnedTable,
         )
         self.buckets = TableBuckets(app, settings.partitions)
         inputs = app.topic(topics.settlements, topics.claims, key_type=bytes, value_type=bytes,
@@ -129,13 +204,13 @@ class FraudService:
 
         @app.agent(inputs, name="fraud-persons")
         async def persons(stream):
-            async for event in stream.events():
-                await self._person_event(event)
+            async for events in stream.take_events(self.config.batch_events, within=self.config.batch_seconds):
+                await self._person_batch(events)
 
         @app.agent(self.activity_topic, name="fraud-institutions")
         async def institutions(stream):
-            async for event in stream.events():
-                await self._institution_event(event)
+            async for events in stream.take_events(self.config.batch_events, within=self.config.batch_seconds):
+                await self._institution_batch(events)
 
         @app.timer(1.0)
         async def watch():
@@ -145,61 +220,118 @@ class FraudService:
         return app
 
     # ------------------------------------------------------------------ agents
-    async def _person_event(self, event) -> None:
-        message = event.message
-        self.metrics.consumed.inc()
+    async def _person_batch(self, events) -> None:
+        """A batch of person events through the rules in order, on buckets staged for the whole
+        batch; then its signals, passed-on activity and dead letters sent and acknowledged; only
+        then the buckets saved, each key once, to the partition of the event that last changed it."""
+        steps, dead = [], []
+        for event in events:
+            message = event.message
+            try:
+                found = self._decode(message)
+            except (DecodeError, KeyError, ValueError, TypeError, ArithmeticError) as error:
+                dead.append((message, f"not an input the fraud rules can read: {error}"))
+                continue
+            if found is not None:
+                steps.append((message, found))
+        staged = BatchStaged(self.buckets)
         try:
-            step = self._decide(message)
-        except (DecodeError, KeyError, ValueError, TypeError, ArithmeticError) as error:
-            await self._dead_letter(message, f"not an input the fraud rules can read: {error}")
-            return
-        if step is None:
-            return
-        outcome, staged = step
-        sends = [await self.activity_topic.send(key=a.fixmedins_code.encode(), value=a.to_json())
-                 for a in outcome.forward]
+            outcome = Outcome()
+            for message, found in steps:
+                staged.partition = message.partition
+                outcome.extend(self._rules(staged, found))
+        except RULE_ERRORS:
+            # A rule failed on an event: run the batch again one event at a time, so that only
+            # what that event changed is dropped (with it to dead-letters), as event by event.
+            staged, outcome = BatchStaged(self.buckets), Outcome()
+            for message, found in steps:
+                staged.partition = message.partition
+                own = Staged(Snapshot(staged))
+                try:
+                    step = self._rules(own, found)
+                except RULE_ERRORS as error:
+                    dead.append((message, f"not an input the fraud rules can read: {error}"))
+                    continue
+                own.flush()
+                outcome.extend(step)
+        sends = [await self._dead_letter(message, reason) for message, reason in dead]
+        sends += await self._forward(outcome.forward)
         sends += [await self._send_signal(signal) for signal in outcome.signals]
         await asyncio.gather(*sends)  # acknowledged before the buckets that raised them are saved
         staged.flush()
+        await self._drain_changelog()
+        self.metrics.consumed.inc(len(events))
 
-    def _decide(self, message):
+    async def _drain_changelog(self) -> None:
+        """Hand the batch's changelog records (queued by the table writes in faust's producer buffer)
+        to the producer now, all at once. Left to faust, the buffer is sent one record at a time,
+        and each incoming message waits for it to ebb one record (and one wait_for) at a time.
+        Faust still flushes the producer before it commits offsets."""
+        buffer = self.app.producer.buffer
+        pending = buffer.pending
+        while not pending.empty():
+            await buffer._send_pending(pending.get_nowait())
+        buffer.message_sent.set()
+
+    def _decode(self, message):
+        """The domain event a message carries (None: nothing for the rules); raises on bad input."""
         headers = {name: value for name, value in (message.headers or ())}
         kind = headers.get("gongji-type")
         topics = self.settings.topics
-        config, staged = self.config, Staged(self.buckets)
         if message.topic == topics.claims:
             name, record = self.catalog.decode(message.value)
             if name != "Claim":
                 return None  # reversals (2208) reach the rules as their results on settlements
-            outcome = domain.on_claim(config, staged, domain.claim_from_wire(record, config))
-        elif kind in (b"settlement", b"reversal", b"rejection"):
+            return domain.claim_from_wire(record, self.config)
+        if kind in (b"settlement", b"reversal", b"rejection"):
             name, record = self.catalog.decode(message.value)
             if name == "Settlement":
-                outcome = domain.on_visit(config, staged, domain.visit_from_wire(record))
-            elif name == "ReversalResult":
-                outcome = domain.on_reversal(config, staged, domain.reversal_from_wire(record))
-            elif name == "Rejection":
-                outcome = domain.on_refusal(config, staged, domain.ClaimRefused(
-                    record.get("claim_id") or "", record.get("psn_no") or "", record["err_code"]))
-            else:
-                raise ValueError(f"a {name} record under gongji-type {kind.decode()}")
-        elif kind is None:
+                return domain.visit_from_wire(record)
+            if name == "ReversalResult":
+                return domain.reversal_from_wire(record)
+            if name == "Rejection":
+                return domain.ClaimRefused(record.get("claim_id") or "", record.get("psn_no") or "",
+                                           record["err_code"])
+            raise ValueError(f"a {name} record under gongji-type {kind.decode()}")
+        if kind is None:
             self.catalog.decode(message.value)  # a result without headers: undecodable goes to dead-letters
-            return None
-        else:
-            return None  # credit results: nothing for the rules
-        return outcome, staged
+        return None  # credit results: nothing for the rules
 
-    async def _institution_event(self, event) -> None:
-        staged = Staged(self.buckets)
-        try:
-            activity = InstitutionActivity.from_json(event.value)
-        except (KeyError, ValueError, TypeError) as error:
-            log.error("fraud: unreadable institution activity skipped: %s", error)
-            return
-        signals = domain.on_activity(self.config, staged, activity)
+    def _rules(self, staged, event) -> Outcome:
+        config = self.config
+        if isinstance(event, domain.VisitSettled):
+            return domain.on_visit(config, staged, event)
+        if isinstance(event, domain.ClaimFiled):
+            return domain.on_claim(config, staged, event)
+        if isinstance(event, domain.VisitReversed):
+            return domain.on_reversal(config, staged, event)
+        return domain.on_refusal(config, staged, event)
+
+    async def _forward(self, activities: list[InstitutionActivity]) -> list:
+        """Activity passed on to the institution side: one message per institution and batch (a list,
+        in the order seen), keyed by fixmedins_code."""
+        by_code: dict[str, list] = {}
+        for activity in activities:
+            by_code.setdefault(activity.fixmedins_code, []).append(activity.to_json())
+        return [await self.activity_topic.send(key=code.encode(), value={"activities": batch})
+                for code, batch in by_code.items()]
+
+    async def _institution_batch(self, events) -> None:
+        staged, signals = BatchStaged(self.buckets), []
+        for event in events:
+            staged.partition = event.message.partition
+            value = event.value
+            try:
+                activities = [InstitutionActivity.from_json(item) for item in
+                              (value["activities"] if isinstance(value, dict) and "activities" in value else [value])]
+            except (KeyError, ValueError, TypeError) as error:
+                log.error("fraud: unreadable institution activity skipped: %s", error)
+                continue
+            for activity in activities:
+                signals += domain.on_activity(self.config, staged, activity)
         await asyncio.gather(*[await self._send_signal(signal) for signal in signals])
         staged.flush()
+        await self._drain_changelog()
 
     async def _send_signal(self, signal: Signal):
         record = signal.to_wire(datetime.now(timezone.utc).isoformat())
@@ -211,11 +343,11 @@ class FraudService:
             key=signal.subject_id.encode(), value=self.catalog.encode("FraudSignal", record),
             headers=[("gongji-type", b"fraud-signal"), ("gongji-id", signal.signal_id.encode())])
 
-    async def _dead_letter(self, message, reason: str) -> None:
+    async def _dead_letter(self, message, reason: str):
         self.metrics.dead_letters.inc()
         log.warning("fraud: dead letter from %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason)
-        fut = await self.dead_topic.send(key=message.key, value=kafka.dead_letter(self.catalog, message, reason, SERVICE))
-        await fut
+        return await self.dead_topic.send(key=message.key,
+                                          value=kafka.dead_letter(self.catalog, message, reason, SERVICE))
 
     async def _observe_lag(self, app: faust.App) -> None:
         consumer = app.consumer
@@ -235,7 +367,7 @@ class FraudService:
                                                     topics.dead_letters, self.activity_name])
         server = serve(self.metrics, self.settings.metrics_host, self.settings.metrics_port) \
             if self.settings.metrics_port else None
-        app = self._build()
+        app = self.app = self._build()
         app.finalize()
         try:
             await app.start()

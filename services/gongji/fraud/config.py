@@ -49,3 +49,7 @@ class FraudConfig(BaseModel):
     high_expense_amount: Decimal = Field(Decimal("20000.00"), gt=0)
     # How long a person's claim lines wait for their settlement (and refusals for their claim).
     join_days: int = Field(3, ge=1)
+    # Not a rule: the service reads up to this many events (or what came within this many seconds)
+    # and saves each window they changed once, after the batch's signals are acknowledged.
+    batch_events: int = Field(1000, ge=1)
+    batch_seconds: float = Field(0.05, gt=0)

@@ -267,16 +267,19 @@ async def test_kill_9_mid_stream_then_resend_raises_each_expected_signal_id_and_
     again by the replay under the same signal_id (at-least-once): readers keep the first."""
     settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud", fraud=CONFIG)
     events, expected, cut = script(uniq)
-    # One visit each for 300 people at an institution with no history: no signal, but a stream long
-    # enough to be killed in the middle of.
-    filler = [settlement(f"{uniq}f{i}", f"{uniq}F{i}", f"{uniq}HFILL", at(9, 8, i % 60)) for i in range(300)]
-    rest = filler + events[cut:]
+    # One visit each for 1,000 people at an institution with no history: no signal, but a stream long
+    # enough to be killed in the middle of (the service below reads it in batches of 50).
+    filler = [settlement(f"{uniq}f{i}", f"{uniq}F{i}", f"{uniq}HFILL", at(9, 8, i % 60)) for i in range(1000)]
+    # The rest of the script first, so that signals are raised (and their windows saved, or not yet)
+    # before the kill lands somewhere in the filler.
+    rest = events[cut:] + filler
     wanted = {domain.signal_id(rule, subject, datetime.fromisoformat(start))
               for (rule, subject), start in expected.items()}
     await ensure_topics(settings.kafka_bootstrap_servers, [settings.topics.settlements, settings.topics.claims],
                         settings.partitions)
     port = free_port()
-    env = {**os.environ, **service_env(settings), **ENV_CONFIG, "GONGJI_METRICS_PORT": str(port)}
+    env = {**os.environ, **service_env(settings), **ENV_CONFIG, "GONGJI_METRICS_PORT": str(port),
+           "GONGJI_FRAUD__BATCH_EVENTS": "50"}
     command = [sys.executable, "-m", "gongji.cli", "run", "fraud"]
     log_path = tmp_path / "fraud.log"
     log = open(log_path, "wb")

@@ -229,7 +229,7 @@ async def test_each_signal_once_and_resend_across_a_restart_changes_nothing(stac
         await send(settings, events[half:] + [extra])
         await consumed(third, len(events) - half + 1)
         await asyncio.sleep(1.0)  # anything a wrong state would raise has been sent by now
-    assert second.raised == [] and third.raised == []
+    assert list(second.raised) == [] and list(third.raised) == []
     again = signals_of(await collect(settings, settings.topics.fraud_signals, lambda rs: len(rs) >= len(expected)))
     assert sorted((s["signal_id"], s["count"], s["claim_ids"]) for s in again) == \
         sorted((s["signal_id"], s["count"], s["claim_ids"]) for s in signals)

@@ -27,6 +27,7 @@ guarantee is not used: Tansu has no transactions.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 import copy
 import logging
 from datetime import datetime, timezone
@@ -167,7 +168,9 @@ class FraudService:
         self.catalog = catalog
         self.config = settings.fraud
         self.metrics = Metrics(SERVICE)
-        self.raised: list[dict] = []  # signals this process sent (tests, the demo)
+        # The latest signals this process sent (for tests and a look from a debugger); bounded, as a
+        # long-running service must not keep every signal it ever raised.
+        self.raised: deque[dict] = deque(maxlen=1000)
         self.app_id = f"{settings.topic_prefix}{settings.fraud_group}"
         self.activity_name = f"{self.app_id}-institution-activity"
 

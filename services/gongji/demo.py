@@ -587,6 +587,8 @@ async def _run(run: Run, persons: int, policy_dir: Path | None, stop: asyncio.Ev
             print(await clearing_summary(run, catalog), flush=True)
             if "ledger" in downstream:
                 print(await ledger_summary(run), flush=True)
+            else:
+                print("fund ledger: not run (servers configured without GONGJI_DATABASE_URL)", flush=True)
             if "fraud" in downstream:
                 print(await fraud_summary(run), flush=True)
     finally:

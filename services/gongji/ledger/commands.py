@@ -154,13 +154,13 @@ def read_details(path: Path) -> list[Any]:
 
 
 async def reconcile_command(settings: Settings, args: argparse.Namespace) -> int:
-    from gongji.ledger.domain import LedgerError, Totals, reconcile
+    from gongji.ledger.domain import Totals, Unbookable, reconcile
     from gongji.ledger.store import LedgerStore
 
     try:
         theirs = Totals(args.count, to_fen(args.medfee_sumamt), to_fen(args.fund_pay_sumamt), to_fen(args.acct_pay))
         details = read_details(args.details) if args.details else None
-    except (LedgerError, ValueError, OSError) as error:
+    except (Unbookable, ValueError, OSError) as error:
         print(f"gongji reconcile: {error}", file=sys.stderr)
         return 2
     store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)

@@ -36,8 +36,13 @@ ACCOUNT_FUND = "310200"
 UNKNOWN_REGION = "000000"  # a credit result from a writer before insu_admdvs was on it
 
 
-class LedgerError(ValueError):
-    """A settlement result the ledger cannot book (it would not balance, or lacks a field)."""
+class LedgerError(Exception):
+    """Anything the ledger refuses or fails at; the subclasses say which."""
+
+
+class Unbookable(LedgerError, ValueError):
+    """A settlement result (or an institution's detail line) the ledger cannot take: it would not
+    balance, or lacks a field."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +102,9 @@ def entry_for(event_type: str, result: dict[str, Any]) -> Entry:
         if event_type in ("settlement", "reversal"):
             return _settlement_entry(event_type, result)
     except (KeyError, TypeError, ValueError) as error:
-        raise LedgerError(f"{event_type} result {result.get('claim_id') or result.get('credit_id')!r}: "
+        raise Unbookable(f"{event_type} result {result.get('claim_id') or result.get('credit_id')!r}: "
                           f"{type(error).__name__}: {error}") from error
-    raise LedgerError(f"not a result the ledger books: {event_type!r}")
+    raise Unbookable(f"not a result the ledger books: {event_type!r}")
 
 
 def _settlement_entry(event_type: str, s: dict[str, Any]) -> Entry:
@@ -107,12 +112,12 @@ def _settlement_entry(event_type: str, s: dict[str, Any]) -> Entry:
                                              "acct_mulaid_pay", "psn_cash_pay")}
     region, institution = s["insu_admdvs"], s["fixmedins_code"]
     if fen["acct_mulaid_pay"] and not s.get("mulaid_holder_psn_no"):
-        raise LedgerError(f"{s['claim_id']}: family mutual aid paid {s['acct_mulaid_pay']} but no holder is named")
+        raise Unbookable(f"{s['claim_id']}: family mutual aid paid {s['acct_mulaid_pay']} but no holder is named")
     if sum(fen[name] for name in FUNDS) != fen["fund_pay_sumamt"]:
-        raise LedgerError(f"{s['claim_id']}: the funds' payments do not add up to fund_pay_sumamt")
+        raise Unbookable(f"{s['claim_id']}: the funds' payments do not add up to fund_pay_sumamt")
     payable = fen["fund_pay_sumamt"] + fen["acct_pay"] + fen["acct_mulaid_pay"]
     if payable + fen["psn_cash_pay"] != fen["medfee_sumamt"]:
-        raise LedgerError(f"{s['claim_id']}: fund + account + cash does not equal medfee_sumamt")
+        raise Unbookable(f"{s['claim_id']}: fund + account + cash does not equal medfee_sumamt")
     postings = _lines([
         *((f"fund:{FUNDS[name]}:{region}", fen[name]) for name in FUNDS),
         (f"acct:{s['psn_no']}", fen["acct_pay"]),
@@ -259,4 +264,4 @@ def detail_from_row(row: dict[str, Any]) -> Detail:
                       acct_pay=to_fen(Decimal(str(row["acct_pay"]))), psn_no=row.get("psn_no"),
                       setl_time=row.get("setl_time"))
     except (KeyError, ArithmeticError, ValueError) as error:
-        raise LedgerError(f"detail line {row!r}: {type(error).__name__}: {error}") from error
+        raise Unbookable(f"detail line {row!r}: {type(error).__name__}: {error}") from error

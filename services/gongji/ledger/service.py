@@ -20,7 +20,7 @@ from gongji.common.avro import DecodeError, SchemaCatalog
 from gongji.common.config import Settings
 from gongji.common.observe import Metrics
 from gongji.common.topics import ensure_service_topics
-from gongji.ledger.domain import LedgerError, entry_for
+from gongji.ledger.domain import Unbookable, entry_for
 from gongji.ledger.store import LedgerStore
 
 log = logging.getLogger("gongji.ledger")
@@ -56,7 +56,7 @@ class LedgerService:
                 if kind is None:
                     continue
                 entries.append((entry_for(kind, result), (message.topic, message.partition, message.offset)))
-            except (DecodeError, LedgerError) as error:
+            except (DecodeError, Unbookable) as error:
                 dead.append((message, f"not a result the ledger can book: {error}"))
         self.metrics.consumed.inc(len(messages))
         if entries:

@@ -21,12 +21,12 @@ from psycopg.rows import dict_row
 
 from gongji.common.money import to_fen, to_yuan
 from gongji.common.observe import redacted
-from gongji.ledger.domain import Detail, Entry
+from gongji.ledger.domain import Detail, Entry, LedgerError
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-class LedgerStoreError(RuntimeError):
+class LedgerStoreError(LedgerError, RuntimeError):
     """The database refused or is not reachable."""
 
 

@@ -21,31 +21,34 @@ STATE_DIR = Path(os.environ.get("GONGJI_STATE_DIR", ".gongji"))
 
 
 def resolve_settings(settings: Settings | None = None) -> Settings:
-    """Settings from the environment; servers not set there come from a running `gongji stack up`."""
+    """Settings from the environment when it names any server; else every server from a running
+    `gongji stack up`. Never a mix: production Kafka with the local stack's scratch database (or the
+    reverse) would book real results where nobody audits them."""
     settings = settings or Settings()
-    if settings.kafka_bootstrap_servers and settings.redis_url and settings.database_url:
-        return settings
+    if settings.kafka_bootstrap_servers or settings.redis_url or settings.database_url:
+        if not (settings.kafka_bootstrap_servers and settings.redis_url):
+            sys.exit("gongji: set both GONGJI_KAFKA_BOOTSTRAP_SERVERS and GONGJI_REDIS_URL (and GONGJI_DATABASE_URL "
+                     "for the ledger), or none of them to use the local stack.")
+        return settings  # without a database only the ledger cannot run, and says so
+    return local_stack_settings(settings)
+
+
+def local_stack_settings(settings: Settings) -> Settings:
+    """`settings` on the servers of the running `gongji stack up`, all of them."""
     from gongji.common.stack import TANSU_GROUP_TIMEOUTS, STATE_FILE
 
     state_file = STATE_DIR / STATE_FILE
     if not state_file.exists():
-        if settings.kafka_bootstrap_servers and settings.redis_url:
-            return settings  # no PostgreSQL: only the ledger needs it, and says so
         sys.exit("gongji: no servers configured. Set GONGJI_KAFKA_BOOTSTRAP_SERVERS and GONGJI_REDIS_URL, "
                  "or start the local stack with `gongji stack up`.")
     state = json.loads(state_file.read_text())
-    updates = {
-        "kafka_bootstrap_servers": settings.kafka_bootstrap_servers or state["kafka_bootstrap_servers"],
-        "redis_url": settings.redis_url or state["redis_url"],
-        "database_url": settings.database_url or state.get("database_url"),
-    }
-    if not settings.kafka_bootstrap_servers:
-        updates.update({
-            "kafka_session_timeout_ms": TANSU_GROUP_TIMEOUTS["session_timeout_ms"],
-            "kafka_heartbeat_interval_ms": TANSU_GROUP_TIMEOUTS["heartbeat_interval_ms"],
-            "kafka_rebalance_timeout_ms": TANSU_GROUP_TIMEOUTS["rebalance_timeout_ms"],
-        })
-    return settings.model_copy(update=updates)
+    return settings.model_copy(update={
+        "kafka_bootstrap_servers": state["kafka_bootstrap_servers"], "redis_url": state["redis_url"],
+        "database_url": state.get("database_url"),
+        "kafka_session_timeout_ms": TANSU_GROUP_TIMEOUTS["session_timeout_ms"],
+        "kafka_heartbeat_interval_ms": TANSU_GROUP_TIMEOUTS["heartbeat_interval_ms"],
+        "kafka_rebalance_timeout_ms": TANSU_GROUP_TIMEOUTS["rebalance_timeout_ms"],
+    })
 
 
 def tune_gc() -> None:
@@ -64,7 +67,8 @@ def start_stack_services(policy_dir: Path | None) -> str:
     from gongji.common.stack import record_processes
     from gongji.launch import dashboard_url, start_service, with_dashboard_port
 
-    settings = with_dashboard_port(resolve_settings())
+    # The stack's own servers, whatever the shell's GONGJI_* say: its services must not write elsewhere.
+    settings = with_dashboard_port(local_stack_settings(Settings()))
     processes = {}
     for service in SERVICES:
         log_path = STATE_DIR / f"{service}.log"

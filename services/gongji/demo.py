@@ -36,6 +36,7 @@ from rich.text import Text
 from gongji.common import kafka
 from gongji.common.avro import SchemaCatalog
 from gongji.common.config import Settings
+from gongji.common.observe import redacted
 from gongji.common.redis import connect
 from gongji.common.stack import StackError
 from gongji.common.topics import ensure_service_topics
@@ -357,7 +358,8 @@ def _yuan(value: Decimal) -> str:
 
 def header(run: Run) -> str:
     settings = run.settings
-    return (f"Kafka {settings.kafka_bootstrap_servers}  Redis {settings.redis_url}  topics {settings.topic_prefix}*\n"
+    return (f"Kafka {settings.kafka_bootstrap_servers}  Redis {redacted(settings.redis_url)}  "
+            f"topics {settings.topic_prefix}*\n"
             f"dashboard {dashboard_url(settings)}  service log {run.log}")
 
 
@@ -635,7 +637,7 @@ async def ledger_summary(run: Run, quiet: float = 1.5, limit: float = 15.0) -> s
     except Exception as error:  # the summary is a courtesy: never let it hide the demo's own
         return f"fund ledger: not readable ({error})"
     try:
-        last, steady_since, until = None, time.monotonic(), time.monotonic() + limit
+        last, steady_since, until = object(), time.monotonic(), time.monotonic() + limit
         while time.monotonic() - steady_since < quiet and time.monotonic() < until:
             try:
                 now = await store.counts()

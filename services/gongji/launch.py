@@ -34,7 +34,7 @@ def servers(workdir: Path) -> tuple[LocalStack | None, Settings]:
     stack = LocalStack(workdir).start()
     return stack, Settings(
         kafka_bootstrap_servers=stack.kafka_bootstrap_servers, redis_url=stack.redis_url,
-        database_url=os.environ.get("GONGJI_DATABASE_URL") or stack.database_url,
+        database_url=stack.database_url,  # the stack's own: never a configured one beside a scratch broker
         kafka_session_timeout_ms=TANSU_GROUP_TIMEOUTS["session_timeout_ms"],
         kafka_heartbeat_interval_ms=TANSU_GROUP_TIMEOUTS["heartbeat_interval_ms"],
         kafka_rebalance_timeout_ms=TANSU_GROUP_TIMEOUTS["rebalance_timeout_ms"])
@@ -80,7 +80,8 @@ def service_env(settings: Settings) -> dict[str, str]:
         "GONGJI_CLEARING_GROUP": settings.clearing_group,
         "GONGJI_LEDGER_GROUP": settings.ledger_group,
         "GONGJI_LEDGER_SCHEMA": settings.ledger_schema,
-        **({"GONGJI_DATABASE_URL": settings.database_url} if settings.database_url else {}),
+        # Always set, empty for none: a child must not pick up a database from the caller's shell.
+        "GONGJI_DATABASE_URL": settings.database_url or "",
         "GONGJI_FRAUD_GROUP": settings.fraud_group,
         "GONGJI_DASHBOARD_HOST": settings.dashboard_host,
         "GONGJI_DASHBOARD_PORT": str(settings.dashboard_port),

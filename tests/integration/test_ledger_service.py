@@ -244,3 +244,44 @@ async def test_reconcile_reports_balanced_and_lists_what_differs(ledger_settings
     assert status == 1 and report["verdict"] == "mismatch"
     assert sorted((d["setl_id"], d["kind"]) for d in report["differences"]) == sorted(
         [(lost["setl_id"], "centre has more"), (wrong["setl_id"], "mismatch")])
+
+
+async def test_the_database_guards_the_journal_and_the_store_survives_a_lost_connection(ledger_settings):
+    """Zero entries are booked; a posting added later, an UPDATE, a DELETE and a TRUNCATE are
+    refused by PostgreSQL itself; a connection the server drops is replaced on the next call."""
+    from gongji.ledger.domain import entry_for
+
+    settings = ledger_settings
+    migrate(settings.database_url, settings.ledger_schema)
+    settled = entry_for("settlement", {
+        "claim_id": "C1", "setl_id": "S1", "psn_no": "P1", "insu_admdvs": "990100", "mdtrtarea_admvs": "990100",
+        "fixmedins_code": "H1", "setl_time": "2023-03-01T09:00:00+08:00", "medfee_sumamt": Decimal("100.00"),
+        "hifp_pay": Decimal("60.00"), "hifob_pay": Decimal("0"), "cvlserv_pay": Decimal("0"), "maf_pay": Decimal("0"),
+        "oth_pay": Decimal("0"), "fund_pay_sumamt": Decimal("60.00"), "acct_pay": Decimal("10.00"),
+        "acct_mulaid_pay": Decimal("0"), "psn_cash_pay": Decimal("30.00")})
+    empty = entry_for("credit", {"credit_id": "K0", "psn_no": "P1", "ym": "2023-01", "amount": Decimal("0.00"),
+                                 "balc": Decimal("0.00"), "insu_admdvs": "990100"})
+    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
+    try:
+        assert (await store.book([(settled, None), (empty, None)])).entries == 2
+        with psycopg.connect(settings.database_url, options=f"-c search_path={settings.ledger_schema}") as db:
+            for statement, refusal in [
+                ("INSERT INTO posting VALUES ('S1', 9, 'acct:P1', 5, 0, '2023-03-01')", "never added later"),
+                ("UPDATE posting SET debit = 61 WHERE entry_id = 'S1' AND line_no = 1", "append-only"),
+                ("DELETE FROM journal_entry WHERE entry_id = 'K0'", "append-only"),
+                ("TRUNCATE posting, journal_entry", "append-only"),
+            ]:
+                with pytest.raises(psycopg.Error, match=refusal):
+                    db.execute(statement)
+                db.rollback()
+        assert (await store.trial_balance())["unbalanced"] == []
+
+        # The server drops the store's connection (a restart, a failover): the call that meets the
+        # loss fails (its batch is consumed again), the next one works on a new connection.
+        with psycopg.connect(settings.database_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (store.connection.info.backend_pid,))
+        with pytest.raises(psycopg.OperationalError):
+            await store.counts()
+        assert await store.counts() == {"settlement": 1, "credit": 1}
+    finally:
+        await store.close()

@@ -103,7 +103,8 @@ A, B, C = (Detail("S1", 10000, 6000, 1000), Detail("S2", 5000, 2000, 0), Detail(
      [("S4", "institution has more")]),
     (Totals(3, 17000, 8000, 1500), [A, Detail("S2", 5000, 2100, 0), Detail("S4", 2000, -100, 500)], "mismatch",
      [("S2", "mismatch"), ("S3", "centre has more"), ("S4", "institution has more")]),
-    (Totals(3, 17000, 8000, 1500), [A, B, C, A], "balanced", []),  # a line sent twice is one settlement
+    # A settlement the institution lists twice is one it counted twice.
+    (Totals(4, 27000, 14000, 2500), [A, B, C, A], "institution has more", [("S1", "institution has more")]),
 ])
 def test_reconciliation_verdicts(theirs, details, verdict, differing):
     report = reconcile([A, B, C], theirs, details)
@@ -149,3 +150,19 @@ def test_every_entry_the_engine_produces_balances(case):
         by_day[entry.book_date][0] += entry.debits
         by_day[entry.book_date][1] += entry.credits
     assert all(debit == credit for debit, credit in by_day.values())
+
+
+def test_the_book_date_is_the_local_date_in_china_whatever_offset_was_sent():
+    """01:30 on 1 April in Beijing, sent in UTC: booked on 1 April, as the engine's year and
+    clearing's month count it."""
+    assert entry_for("settlement", settlement(setl_time="2023-03-31T17:30:00+00:00")).book_date == date(2023, 4, 1)
+
+
+def test_a_zero_result_is_an_entry_without_postings():
+    """An empty opening balance or a free visit moved nothing: booked (so it is accounted for),
+    with no lines, and it balances."""
+    credit = entry_for("credit", {"credit_id": "CR0", "psn_no": "P1", "ym": "2023-01", "amount": D("0.00"),
+                                  "balc": D("0.00"), "insu_admdvs": "152501"})
+    zeros = {k: D("0.00") for k, v in settlement().items() if isinstance(v, D)}
+    free = entry_for("settlement", settlement(**zeros, mulaid_holder_psn_no=None))
+    assert credit.postings == () == free.postings and credit.debits == credit.credits == 0

@@ -37,6 +37,10 @@ def test_log_lines_are_json_objects_with_tracebacks_inside():
     ("postgresql://gongji:s3cret@postgres:5432/gongji", "postgresql://gongji:***@postgres:5432/gongji"),
     ("redis://:s3cret@redis:6379/0", "redis://:***@redis:6379/0"),
     ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ("redis://:p@ss@redis:6379/0", "redis://:***@redis:6379/0"),
+    ("postgresql://postgres/gongji?user=gongji&password=s3cret&sslmode=require",
+     "postgresql://postgres/gongji?user=gongji&password=***&sslmode=require"),
+    ("host=postgres user=gongji password='s 3cret' dbname=gongji", "host=postgres user=gongji password=*** dbname=gongji"),
     (None, ""),
 ])
 def test_passwords_are_redacted(url, shown):

@@ -133,7 +133,9 @@ async def consume_batches(
                     with metrics.batch_seconds.time():
                         await handle(messages, producer_)
                         await consumer_.commit()
+                    metrics.batch_done()
                 except Exception:
+                    metrics.batch_failed()
                     metrics.retried.inc()
                     log.exception("%s: batch of %d failed; it will be consumed again", metrics.service, len(messages))
                     assigned = consumer_.assignment()

@@ -1,7 +1,8 @@
 """What an operator watches: Prometheus metrics and a health endpoint per service, and JSON logs.
 
 `/metrics` in the Prometheus text format; `/healthz` answers 200 while the service's loop is turning
-(it polled within the last `stale_after` seconds) and 503 otherwise. Served from a daemon thread
+(it polled within the last `stale_after` seconds) and its batches are not all failing (for
+`stale_after` seconds or more), and 503 otherwise. Served from a daemon thread
 on `metrics_host:metrics_port`; labels carry codes and reasons, never personal data.
 """
 
@@ -33,6 +34,18 @@ class Metrics:
         self.lag = Gauge("gongji_consumer_lag", "Messages behind the partition's end", ["topic", "partition"],
                          registry=self.registry)
         self.last_poll = time.monotonic()
+        self.failing_since: float | None = None  # first of the batches failing in a row, if they are
+
+    def batch_failed(self) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+
+    def batch_done(self) -> None:
+        self.failing_since = None
+
+    def failing_for(self) -> float:
+        """Seconds that every batch has failed (an outage of a server the service writes to)."""
+        return 0.0 if self.failing_since is None else time.monotonic() - self.failing_since
 
     def retries(self) -> int:
         return int(self.registry.get_sample_value("gongji_retried_batches_total") or 0)
@@ -56,10 +69,12 @@ def serve(metrics: Metrics, host: str, port: int, stale_after: float = 30.0):
 
     def app(environ, start_response):
         if environ.get("PATH_INFO") == "/healthz":
-            age = time.monotonic() - metrics.last_poll
-            healthy = age < stale_after
-            body = json.dumps({"service": metrics.service, "healthy": healthy,
-                               "seconds_since_poll": round(age, 1)}).encode()
+            age, failing = time.monotonic() - metrics.last_poll, metrics.failing_for()
+            # Turning is not enough: a loop whose every batch has failed for a while (its database
+            # or Redis is gone) is not healthy either, and an orchestrator should see it.
+            healthy = age < stale_after and failing < stale_after
+            body = json.dumps({"service": metrics.service, "healthy": healthy, "seconds_since_poll": round(age, 1),
+                               "seconds_failing": round(failing, 1)}).encode()
             start_response("200 OK" if healthy else "503 Service Unavailable", [("Content-Type", "application/json")])
             return [body]
         return prometheus(environ, start_response)
@@ -89,5 +104,7 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 def redacted(url: str | None) -> str:
-    """A server URL fit for a log line: any password replaced by ***."""
-    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url or "")
+    """A server URL (or a libpq key=value string) fit for a log line: any password replaced by ***,
+    in the user-info part (up to its last @), in a query parameter, or as a key=value pair."""
+    text = re.sub(r"//([^:/@]*):[^/]*@", r"//\1:***@", url or "")
+    return re.sub(r"(password\s*=\s*)('[^']*'|[^&\s]*)", r"\1***", text, flags=re.IGNORECASE)

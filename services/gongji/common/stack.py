@@ -147,8 +147,9 @@ class _Server:
                     "--storage-engine", "memory://tansu/"]
         if self.name == "postgres":
             # A scratch database for development and tests: durability is traded for speed.
+            # TCP only: a Unix socket's path may not exceed 107 bytes, and a deep working directory would.
             return [self.binary, "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
-                    "-k", str(self.data), "-c", "fsync=off", "-c", "synchronous_commit=off",
+                    "-c", "unix_socket_directories=", "-c", "fsync=off", "-c", "synchronous_commit=off",
                     "-c", "full_page_writes=off", "-c", "max_connections=200"]
         return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", str(workdir), "--logfile", ""]
@@ -231,6 +232,7 @@ class LocalStack:
 
             user = POSTGRES_SYSTEM_USER
             _let_user_run(bindir)
+            _remove_stale_scratch()
             # Not under $TMPDIR: that may sit below a directory only root can traverse.
             home = Path(tempfile.mkdtemp(prefix="gongji-pg-", dir="/tmp"))
             shutil.chown(home, user)
@@ -376,8 +378,9 @@ def stack_down(state_dir: str | Path = ".gongji") -> bool:
         if _is_our_server(server):
             _terminate(server["pid"], first=_stop_signal(name))
             stopped = True
-        if server.get("scratch"):
-            shutil.rmtree(server["scratch"], ignore_errors=True)
+        scratch = server.get("scratch")
+        if scratch and Path(scratch).name.startswith("gongji-pg-") and Path(scratch).parent == Path("/tmp"):
+            shutil.rmtree(scratch, ignore_errors=True)  # only ever a directory _init_postgres made
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return stopped
 
@@ -441,6 +444,20 @@ def _port_open(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def _remove_stale_scratch(older_than: float = 300.0) -> None:
+    """Data directories of local PostgreSQL servers whose owner was killed before it could remove
+    them: no live postmaster, and untouched for a while."""
+    for scratch in Path("/tmp").glob("gongji-pg-*"):
+        try:
+            pid_file = scratch / "data" / "postmaster.pid"
+            if pid_file.exists() and _alive(int(pid_file.read_text().split()[0])):
+                continue
+            if time.time() - scratch.stat().st_mtime > older_than:
+                shutil.rmtree(scratch, ignore_errors=True)
+        except (OSError, ValueError, IndexError):
+            continue
 
 
 def _stop_signal(name: str) -> signal.Signals:

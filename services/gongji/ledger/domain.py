@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Iterable, Literal
 
@@ -33,6 +33,7 @@ FUNDS = {  # settlement field → fund_pay_type
     "hifp_pay": "310100", "hifob_pay": "330100", "cvlserv_pay": "320100", "maf_pay": "610100", "oth_pay": "999900",
 }
 ACCOUNT_FUND = "310200"
+SHANGHAI = timezone(timedelta(hours=8), "Asia/Shanghai")  # book dates are local dates (China has no DST)
 UNKNOWN_REGION = "000000"  # a credit result from a writer before insu_admdvs was on it
 
 
@@ -129,7 +130,7 @@ def _settlement_entry(event_type: str, s: dict[str, Any]) -> Entry:
     setl_time = datetime.fromisoformat(s["setl_time"])
     return Entry(
         entry_id=s["setl_id"], event_type=event_type, source_id=s["claim_id"], psn_no=s["psn_no"],
-        book_date=setl_time.date(), postings=postings, setl_time=setl_time,
+        book_date=setl_time.astimezone(SHANGHAI).date(), postings=postings, setl_time=setl_time,
         orig_entry_id=s.get("orig_setl_id"), fixmedins_code=institution, insu_admdvs=region,
         mdtrtarea_admvs=s["mdtrtarea_admvs"], medfee_sumamt=fen["medfee_sumamt"],
         fund_pay_sumamt=fen["fund_pay_sumamt"], acct_pay=fen["acct_pay"] + fen["acct_mulaid_pay"],
@@ -224,7 +225,8 @@ def reconcile(centre: list[Detail], institution_totals: Totals, institution: lis
 
     The verdict: balanced when the totals agree (and, given details, no line differs); else, from
     the details when there are any (only the centre's extra lines: centre has more; only the
-    institution's: institution has more; anything else: mismatch), or from the totals alone (one
+    institution's, a line it sent twice included: institution has more; anything else: mismatch),
+    or from the totals alone (one
     side at least the other on every figure says who has more).
     """
     centre_totals = totals_of(centre)
@@ -233,7 +235,10 @@ def reconcile(centre: list[Detail], institution_totals: Totals, institution: lis
         ours = {d.setl_id: d for d in centre}
         theirs: dict[str, Detail] = {}
         for detail in institution:
-            theirs.setdefault(detail.setl_id, detail)
+            if detail.setl_id in theirs:  # one settlement counted twice on their side
+                differences.append(Difference(detail.setl_id, "institution has more", None, detail))
+            else:
+                theirs[detail.setl_id] = detail
         for setl_id in sorted(ours.keys() | theirs.keys()):
             mine, other = ours.get(setl_id), theirs.get(setl_id)
             if other is None:

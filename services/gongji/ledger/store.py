@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from gongji.common.money import to_fen, to_yuan
@@ -35,10 +36,10 @@ def migrate(database_url: str, schema: str) -> list[str]:
     several ledger workers starting at once apply each migration once). Returns the ids applied."""
     from yoyo import get_backend, read_migrations
 
-    if not _SCHEMA_NAME.match(schema):
+    if not _SCHEMA_NAME.fullmatch(schema):
         raise LedgerStoreError(f"ledger schema name {schema!r}: lower-case letters, digits and _ only")
     with psycopg.connect(database_url, autocommit=True) as connection:
-        connection.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
     url = database_url.replace("postgresql://", "postgresql+psycopg://", 1).replace("postgres://", "postgresql+psycopg://", 1)
     backend = get_backend(f"{url}{'&' if '?' in url else '?'}schema={schema}")
     with importlib.resources.as_file(importlib.resources.files("gongji.ledger").joinpath("migrations")) as folder:
@@ -78,18 +79,31 @@ class Booked:
 
 
 class LedgerStore:
-    """One connection, used by one task at a time (the service's batch loop, or a command)."""
+    """One connection, used by one task at a time (the service's batch loop, or a command). A
+    connection the server dropped (a restart, a failover, an idle timeout) is replaced on the next
+    call: the call that met the loss raises, and the service consumes that batch again."""
 
-    def __init__(self, connection: psycopg.AsyncConnection):
+    def __init__(self, connection: psycopg.AsyncConnection, database_url: str, schema: str):
         self.connection = connection
+        self.database_url = database_url
+        self.schema = schema
+
+    @staticmethod
+    async def _open(database_url: str, schema: str) -> psycopg.AsyncConnection:
+        return await psycopg.AsyncConnection.connect(database_url, options=f"-c search_path={schema}",
+                                                     application_name="gongji-ledger")
 
     @classmethod
     async def connect(cls, database_url: str, schema: str) -> LedgerStore:
-        if not _SCHEMA_NAME.match(schema):
+        if not _SCHEMA_NAME.fullmatch(schema):
             raise LedgerStoreError(f"ledger schema name {schema!r}: lower-case letters, digits and _ only")
-        connection = await psycopg.AsyncConnection.connect(database_url, options=f"-c search_path={schema}",
-                                                           application_name="gongji-ledger")
-        return cls(connection)
+        return cls(await cls._open(database_url, schema), database_url, schema)
+
+    async def _connected(self) -> psycopg.AsyncConnection:
+        if self.connection.closed or self.connection.broken:
+            await self.connection.close()
+            self.connection = await self._open(self.database_url, self.schema)
+        return self.connection
 
     async def close(self) -> None:
         await self.connection.close()
@@ -116,19 +130,23 @@ class LedgerStore:
             [o[0] for o in origins], [o[1] for o in origins], [o[2] for o in origins],
             *([line[i] for line in lines] for i in range(6)),
         ]
-        async with self.connection.transaction():
-            cursor = await self.connection.execute(_BOOK, params)
+        connection = await self._connected()
+        async with connection.transaction():
+            cursor = await connection.execute(_BOOK, params)
             new, postings = await cursor.fetchone()
         return Booked(new, postings)
 
     # ------------------------------------------------------------ queries
 
-    async def _rows(self, sql: str, params: list[Any] | tuple = ()) -> list[dict[str, Any]]:
-        async with self.connection.cursor(row_factory=dict_row) as cursor:
-            await cursor.execute(sql, params)
-            rows = await cursor.fetchall()
-        await self.connection.rollback()  # end the read's transaction: no idle transaction held open
-        return rows
+    async def _rows(self, query: str, params: list[Any] | tuple = ()) -> list[dict[str, Any]]:
+        connection = await self._connected()
+        try:
+            async with connection.cursor(row_factory=dict_row) as cursor:
+                await cursor.execute(query, params)
+                return await cursor.fetchall()
+        finally:
+            if not connection.broken:  # end the read's transaction, failed or not: none held open
+                await connection.rollback()
 
     async def balances(self, by: str, start: date | None = None, end: date | None = None,
                        prefix: str | None = None) -> list[dict[str, Any]]:
@@ -157,7 +175,7 @@ class LedgerStore:
         unbalanced = await self._rows(
             "SELECT e.entry_id, coalesce(sum(p.debit), 0) AS debit, coalesce(sum(p.credit), 0) AS credit "
             "FROM journal_entry e LEFT JOIN posting p USING (entry_id) GROUP BY e.entry_id "
-            "HAVING coalesce(sum(p.debit), 0) <> coalesce(sum(p.credit), 0) OR count(p.entry_id) = 0")
+            "HAVING coalesce(sum(p.debit), 0) <> coalesce(sum(p.credit), 0)")
         entries = (await self._rows("SELECT count(*) AS n FROM journal_entry"))[0]["n"]
         return {"days": days, "unbalanced": unbalanced, "entries": entries}
 

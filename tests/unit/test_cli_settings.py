@@ -1,0 +1,43 @@
+"""Where the servers come from: the environment when it names any, else every one from the local
+stack's state file; never a mix (production Kafka with the stack's scratch database)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gongji import cli
+from gongji.common.config import Settings
+
+pytestmark = pytest.mark.unit
+
+STATE = {"kafka_bootstrap_servers": "127.0.0.1:1", "redis_url": "redis://127.0.0.1:2/0",
+         "database_url": "postgresql://postgres@127.0.0.1:3/postgres", "servers": {}}
+
+
+@pytest.fixture
+def stack_state(tmp_path, monkeypatch):
+    (tmp_path / "stack.json").write_text(json.dumps(STATE))
+    monkeypatch.setattr(cli, "STATE_DIR", tmp_path)
+
+
+def test_no_servers_configured_means_the_whole_local_stack(stack_state):
+    settings = cli.resolve_settings(Settings())
+    assert (settings.kafka_bootstrap_servers, settings.redis_url, settings.database_url) == (
+        STATE["kafka_bootstrap_servers"], STATE["redis_url"], STATE["database_url"])
+
+
+def test_configured_servers_never_borrow_the_stacks_database(stack_state):
+    settings = cli.resolve_settings(Settings(kafka_bootstrap_servers="kafka.prod:9092", redis_url="redis://redis.prod/0"))
+    assert settings.kafka_bootstrap_servers == "kafka.prod:9092" and settings.database_url is None
+
+
+def test_half_configured_servers_stop_with_a_message(stack_state):
+    with pytest.raises(SystemExit, match="set both GONGJI_KAFKA_BOOTSTRAP_SERVERS and GONGJI_REDIS_URL"):
+        cli.resolve_settings(Settings(database_url="postgresql://prod/gongji"))
+
+
+def test_the_stacks_services_use_the_stacks_servers_whatever_the_shell_says(stack_state):
+    settings = cli.local_stack_settings(Settings(database_url="postgresql://prod/gongji"))
+    assert settings.database_url == STATE["database_url"]

@@ -1,0 +1,42 @@
+"""/healthz: 200 while the loop turns and its batches go through; 503 once it stops polling, or
+once every batch has been failing for as long (its database or Redis is gone)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from gongji.common.observe import Metrics, serve
+from gongji.common.stack import free_port
+
+pytestmark = pytest.mark.unit
+
+
+def health(port: int) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_health_follows_polls_and_failing_batches():
+    metrics, port = Metrics("ledger"), free_port()
+    server = serve(metrics, "127.0.0.1", port, stale_after=30)
+    try:
+        assert health(port)[0] == 200
+        metrics.batch_failed()
+        metrics.failing_since -= 10  # failing for 10 s: an outage being retried, not yet unhealthy
+        assert health(port)[0] == 200
+        metrics.failing_since -= 25  # 35 s of nothing but failures
+        status, body = health(port)
+        assert status == 503 and body["seconds_failing"] >= 35 and not body["healthy"]
+        metrics.batch_done()
+        assert health(port)[0] == 200
+        metrics.last_poll -= 31  # the loop stopped turning
+        assert health(port)[0] == 503
+    finally:
+        server.shutdown()

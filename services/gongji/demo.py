@@ -434,7 +434,8 @@ def render(run: Run) -> Group:
     return Group(title, Text(header(run), style="dim"), Text(""),
                  Columns([_flow_table(run), _money_table(tally)], padding=(0, 4)), Text(""),
                  Columns([_regions_table(run), _counter_table("Rejections", tally.rejections),
-                          _counter_table("Dead letters", tally.dead_letters)], padding=(0, 4)), Text(""),
+                          _counter_table("Dead letters", tally.dead_letters),
+                          _counter_table("Fraud signals", run.signals)], padding=(0, 4)), Text(""),
                  _latest_table(run))
 
 
@@ -444,7 +445,8 @@ def progress_line(run: Run) -> str:
             f"settled {tally.counts['settlement']:,} ({run.meter.per_second():,.0f}/s last 5 s) | "
             f"reversals {tally.counts['reversal']:,} | credits {tally.counts['credit']:,} | "
             f"rejections {tally.counts['rejection']:,} | dead letters {tally.counts['dead letter']:,} | "
-            f"fund paid {_yuan(tally.net('fund_pay_sumamt'))} yuan | in flight {run.in_flight():,}")
+            f"fund paid {_yuan(tally.net('fund_pay_sumamt'))} yuan | fraud signals {sum(run.signals.values()):,} | "
+            f"in flight {run.in_flight():,}")
 
 
 def summary(run: Run) -> str:

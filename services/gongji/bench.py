@@ -21,6 +21,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from gongji.common import kafka
 from gongji.common.avro import SchemaCatalog
 from gongji.common.config import Settings
 from gongji.launch import encode, isolated, prepare_topics, servers, start_service, stop_processes
@@ -200,13 +201,6 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
 DOWNSTREAM = ("ledger", "clearing", "fraud")
 
 
-async def _committed_and_end(admin, consumer, group: str, partitions: list[TopicPartition]) -> tuple[int, int]:
-    """A group's committed offsets and the partitions' ends (fetch highwater: right on Tansu too), summed."""
-    committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
-    done = sum(max(0, meta.offset) for meta in committed.values() if meta is not None)
-    return done, sum(consumer.highwater(tp) or 0 for tp in partitions)
-
-
 async def _bench_downstream(settings: Settings, policy_dir: Path | None, workdir: Path) -> dict:
     """Each downstream consumer alone on the settlements topic as it stands: results/s and CPU."""
     from aiokafka.admin import AIOKafkaAdminClient
@@ -240,7 +234,7 @@ async def _bench_downstream(settings: Settings, policy_dir: Path | None, workdir
                 deadline = time.monotonic() + 900
                 while time.monotonic() < deadline:
                     await consumer.getmany(timeout_ms=10, max_records=1)  # keeps highwater fresh
-                    done, end = await _committed_and_end(admin, consumer, group, partitions)
+                    done, end = await kafka.committed_and_end(admin, consumer, group, partitions)
                     now = time.monotonic()
                     if first is None and done > 0:
                         first, start_cpu = (now, done), _cpu_seconds(process.pid)

@@ -602,8 +602,40 @@ async def _run(run: Run, persons: int, policy_dir: Path | None, stop: asyncio.Ev
         stop_processes([service, *downstream.values()])
 
 
+async def caught_up(settings: Settings, group: str, limit: float) -> bool:
+    """Whether consumer group `group` has committed `settlements` to its end within `limit` s."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    topic = settings.topics.settlements
+    consumer = kafka.consumer(settings, None)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await consumer.start()
+    await admin.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        for partition in partitions:
+            consumer.seek(partition, 0)
+        await consumer.getmany(timeout_ms=1000, max_records=1)  # a fetch tells each partition's end
+        until = time.monotonic() + limit
+        while time.monotonic() < until:
+            done, end = await kafka.committed_and_end(admin, consumer, group, partitions)
+            if end and done >= end:
+                return True
+            await asyncio.sleep(0.3)
+        return False
+    except Exception:  # a courtesy wait: never let it hide the demo's own outcome
+        return False
+    finally:
+        await admin.close()
+        await consumer.stop()
+
+
 async def fraud_summary(run: Run, quiet: float = 2.0, limit: float = 10.0) -> str:
-    """Once the fraud service's signals stop coming: how many per rule, and the latest few."""
+    """Once the fraud service has read every result (it may still be starting: faust takes a few
+    seconds) and its signals stop coming: how many per rule, and the latest few."""
+    # faust's consumer group is its app id: the topic prefix, then fraud_group.
+    await caught_up(run.settings, f"{run.settings.topic_prefix}{run.settings.fraud_group}", limit=20.0)
     last, steady_since, until = -1, time.monotonic(), time.monotonic() + limit
     while time.monotonic() - steady_since < quiet and time.monotonic() < until:
         total = sum(run.signals.values())

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from gongji.common.avro import SchemaCatalog
 from gongji.common.config import Settings
@@ -150,3 +150,14 @@ async def consume_batches(
         await producer_.stop()
         if server is not None:
             server.shutdown()
+
+
+async def committed_and_end(admin, consumer: AIOKafkaConsumer, group: str,
+                            partitions: list[TopicPartition]) -> tuple[int, int]:
+    """A group's committed offsets and the partitions' ends, each summed over `partitions`. The
+    ends are `consumer`'s fetch highwater (assign it the partitions and fetch once first): right on
+    Tansu too, whose ListOffsets falls short after batched sends. The partitions are named to the
+    admin call: Tansu's answer to a whole-group OffsetFetch breaks aiokafka's decoder."""
+    committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+    done = sum(max(0, meta.offset) for meta in committed.values() if meta is not None)
+    return done, sum(consumer.highwater(tp) or 0 for tp in partitions)

@@ -221,11 +221,10 @@ async def _bench_downstream(settings: Settings, policy_dir: Path | None, workdir
             consumer.seek(tp, 0)
         await consumer.getmany(timeout_ms=1000, max_records=1)
         for name in [s for s in DOWNSTREAM if s in SERVICES and (s != "ledger" or settings.database_url)]:
-            group = f"{settings.key_prefix}-bench-{name}"
             # A group of its own, and for the ledger a schema of its own: it books everything anew.
-            mine = settings.model_copy(update={f"{name}_group": group, "ledger_schema": f"{settings.ledger_schema}_bench"})
-            if name == "fraud":  # faust's group is its app id, which carries the topic prefix
-                group = f"{settings.topic_prefix}{group}"
+            mine = settings.model_copy(update={f"{name}_group": f"{settings.key_prefix}-bench-{name}",
+                                               "ledger_schema": f"{settings.ledger_schema}_bench"})
+            group = mine.kafka_group(name)
             with open(workdir / f"{name}.log", "ab") as log:
                 (process,) = start_service(name, mine, policy_dir, log)
             try:

@@ -634,8 +634,7 @@ async def caught_up(settings: Settings, group: str, limit: float) -> bool:
 async def fraud_summary(run: Run, quiet: float = 2.0, limit: float = 10.0) -> str:
     """Once the fraud service has read every result (it may still be starting: faust takes a few
     seconds) and its signals stop coming: how many per rule, and the latest few."""
-    # faust's consumer group is its app id: the topic prefix, then fraud_group.
-    await caught_up(run.settings, f"{run.settings.topic_prefix}{run.settings.fraud_group}", limit=20.0)
+    await caught_up(run.settings, run.settings.kafka_group("fraud"), limit=20.0)
     last, steady_since, until = -1, time.monotonic(), time.monotonic() + limit
     while time.monotonic() - steady_since < quiet and time.monotonic() < until:
         total = sum(run.signals.values())

@@ -161,3 +161,12 @@ def test_lag_is_measured_for_every_group_setting_services_add():
     assert service_groups(Settings()) == {"settlement": "gongji-settlement", "clearing": "gongji-clearing",
                                           "ledger": "gongji-ledger", "fraud": "gongji-fraud"}
     assert service_groups(WithAudit())["audit"] == "gongji-audit"
+
+
+def test_the_fraud_services_group_is_its_faust_app_id_with_the_topic_prefix():
+    """The dashboard reads the fraud service's lag under the group faust really joins."""
+    from gongji.common.config import Settings
+    from gongji.dashboard.service import service_groups
+
+    groups = service_groups(Settings(topic_prefix="d1a2b3.", fraud_group="d1a2b3-fraud", ledger_group="d1a2b3-ledger"))
+    assert groups["fraud"] == "d1a2b3.d1a2b3-fraud" and groups["ledger"] == "d1a2b3-ledger"

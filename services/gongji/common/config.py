@@ -97,6 +97,12 @@ class Settings(BaseSettings):
             self.topics = self.topics.prefixed(self.topic_prefix)
         return self
 
+    def kafka_group(self, service: str) -> str:
+        """The consumer group `service` joins on Kafka: its `<service>_group` setting, except that
+        the fraud service's group is its faust app id, which carries the topic prefix as well."""
+        group = getattr(self, f"{service}_group")
+        return f"{self.topic_prefix}{group}" if service == "fraud" else group
+
     def group_timeouts(self) -> dict[str, int]:
         return {
             "session_timeout_ms": self.kafka_session_timeout_ms,

@@ -51,8 +51,8 @@ STATIC = {"app.js": "application/javascript", "app.css": "text/css"}
 def service_groups(settings: Settings) -> dict[str, str]:
     """{service: consumer group} of every `<service>_group` setting: settlement and clearing, and
     those other services add (fraud_group, ledger_group) without a change here."""
-    return {name.removesuffix("_group"): getattr(settings, name) for name in type(settings).model_fields
-            if name.endswith("_group") and getattr(settings, name)}
+    return {name.removesuffix("_group"): settings.kafka_group(name.removesuffix("_group"))
+            for name in type(settings).model_fields if name.endswith("_group") and getattr(settings, name)}
 
 
 class Dashboard:

@@ -171,7 +171,7 @@ class FraudService:
         # The latest signals this process sent (for tests and a look from a debugger); bounded, as a
         # long-running service must not keep every signal it ever raised.
         self.raised: deque[dict] = deque(maxlen=1000)
-        self.app_id = f"{settings.topic_prefix}{settings.fraud_group}"
+        self.app_id = settings.kafka_group("fraud")  # faust's group id, and its changelog topics' prefix
         self.activity_name = f"{self.app_id}-institution-activity"
 
     def _build(self) -> faust.App:

@@ -203,23 +203,10 @@ DOWNSTREAM = ("ledger", "clearing", "fraud")
 
 async def _bench_downstream(settings: Settings, policy_dir: Path | None, workdir: Path) -> dict:
     """Each downstream consumer alone on the settlements topic as it stands: results/s and CPU."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
     from gongji.cli import SERVICES
 
-    topic = settings.topics.settlements
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, fetch_max_wait_ms=50)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await consumer.start()
-    await admin.start()
     figures = {}
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(partitions)
-        for tp in partitions:  # one fetch per partition tells its highwater
-            consumer.seek(tp, 0)
-        await consumer.getmany(timeout_ms=1000, max_records=1)
+    async with kafka.group_progress(settings, settings.topics.settlements) as progress:
         for name in [s for s in DOWNSTREAM if s in SERVICES and (s != "ledger" or settings.database_url)]:
             # A group of its own, and for the ledger a schema of its own: it books everything anew.
             mine = settings.model_copy(update={f"{name}_group": f"{settings.key_prefix}-bench-{name}",
@@ -232,8 +219,7 @@ async def _bench_downstream(settings: Settings, policy_dir: Path | None, workdir
                 start_cpu = 0.0
                 deadline = time.monotonic() + 900
                 while time.monotonic() < deadline:
-                    await consumer.getmany(timeout_ms=10, max_records=1)  # keeps highwater fresh
-                    done, end = await kafka.committed_and_end(admin, consumer, group, partitions)
+                    done, end = await progress(group)
                     now = time.monotonic()
                     if first is None and done > 0:
                         first, start_cpu = (now, done), _cpu_seconds(process.pid)
@@ -257,7 +243,4 @@ async def _bench_downstream(settings: Settings, policy_dir: Path | None, workdir
             per_result = f", {cpu / count * 1e6:.0f} µs of CPU a result" if cpu >= 0.1 else ""
             print(f"bench: downstream {name}: {count:,} results in {seconds:.2f} s = {count / seconds:,.0f} results/s "
                   f"(first commit to last){per_result}", flush=True)
-    finally:
-        await admin.close()
-        await consumer.stop()
     return figures

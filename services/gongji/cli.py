@@ -35,20 +35,13 @@ def resolve_settings(settings: Settings | None = None) -> Settings:
 
 def local_stack_settings(settings: Settings) -> Settings:
     """`settings` on the servers of the running `gongji stack up`, all of them."""
-    from gongji.common.stack import TANSU_GROUP_TIMEOUTS, STATE_FILE
+    from gongji.common.stack import STATE_FILE, stack_settings
 
     state_file = STATE_DIR / STATE_FILE
     if not state_file.exists():
         sys.exit("gongji: no servers configured. Set GONGJI_KAFKA_BOOTSTRAP_SERVERS and GONGJI_REDIS_URL, "
                  "or start the local stack with `gongji stack up`.")
-    state = json.loads(state_file.read_text())
-    return settings.model_copy(update={
-        "kafka_bootstrap_servers": state["kafka_bootstrap_servers"], "redis_url": state["redis_url"],
-        "database_url": state.get("database_url"),
-        "kafka_session_timeout_ms": TANSU_GROUP_TIMEOUTS["session_timeout_ms"],
-        "kafka_heartbeat_interval_ms": TANSU_GROUP_TIMEOUTS["heartbeat_interval_ms"],
-        "kafka_rebalance_timeout_ms": TANSU_GROUP_TIMEOUTS["rebalance_timeout_ms"],
-    })
+    return settings.model_copy(update=stack_settings(json.loads(state_file.read_text())))
 
 
 def tune_gc() -> None:

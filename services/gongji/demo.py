@@ -602,45 +602,42 @@ async def _run(run: Run, persons: int, policy_dir: Path | None, stop: asyncio.Ev
         stop_processes([service, *downstream.values()])
 
 
+async def until_steady(read, quiet: float, limit: float, every: float = 0.3):
+    """Read `read()` (a coroutine function) until its value has not changed for `quiet` seconds, or
+    `limit` seconds have passed; returns the last value. A downstream service's output stops
+    moving once it has caught up: that is when the demo sums it up."""
+    last, steady_since, until = await read(), time.monotonic(), time.monotonic() + limit
+    while time.monotonic() - steady_since < quiet and time.monotonic() < until:
+        await asyncio.sleep(every)
+        now = await read()
+        if now != last:
+            last, steady_since = now, time.monotonic()
+    return last
+
+
 async def caught_up(settings: Settings, group: str, limit: float) -> bool:
     """Whether consumer group `group` has committed `settlements` to its end within `limit` s."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    topic = settings.topics.settlements
-    consumer = kafka.consumer(settings, None)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await consumer.start()
-    await admin.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(partitions)
-        for partition in partitions:
-            consumer.seek(partition, 0)
-        await consumer.getmany(timeout_ms=1000, max_records=1)  # a fetch tells each partition's end
-        until = time.monotonic() + limit
-        while time.monotonic() < until:
-            done, end = await kafka.committed_and_end(admin, consumer, group, partitions)
-            if end and done >= end:
-                return True
-            await asyncio.sleep(0.3)
+        async with kafka.group_progress(settings, settings.topics.settlements) as progress:
+            until = time.monotonic() + limit
+            while time.monotonic() < until:
+                done, end = await progress(group)
+                if end and done >= end:
+                    return True
+                await asyncio.sleep(0.3)
         return False
     except Exception:  # a courtesy wait: never let it hide the demo's own outcome
         return False
-    finally:
-        await admin.close()
-        await consumer.stop()
 
 
 async def fraud_summary(run: Run, quiet: float = 2.0, limit: float = 10.0) -> str:
     """Once the fraud service has read every result (it may still be starting: faust takes a few
     seconds) and its signals stop coming: how many per rule, and the latest few."""
     await caught_up(run.settings, run.settings.kafka_group("fraud"), limit=20.0)
-    last, steady_since, until = -1, time.monotonic(), time.monotonic() + limit
-    while time.monotonic() - steady_since < quiet and time.monotonic() < until:
-        total = sum(run.signals.values())
-        if total != last:
-            last, steady_since = total, time.monotonic()
-        await asyncio.sleep(0.3)
+    async def signals() -> int:
+        return sum(run.signals.values())
+
+    await until_steady(signals, quiet, limit)
     if not run.signals:
         return f"fraud and supervision signals: none on {run.settings.topics.fraud_signals}"
     lines = [f"fraud and supervision signals: {sum(run.signals.values()):,} on {run.settings.topics.fraud_signals} "
@@ -670,15 +667,13 @@ async def ledger_summary(run: Run, quiet: float = 1.5, limit: float = 15.0) -> s
     except Exception as error:  # the summary is a courtesy: never let it hide the demo's own
         return f"fund ledger: not readable ({error})"
     try:
-        last, steady_since, until = object(), time.monotonic(), time.monotonic() + limit
-        while time.monotonic() - steady_since < quiet and time.monotonic() < until:
+        async def counts() -> dict | None:
             try:
-                now = await store.counts()
+                return await store.counts()
             except Exception:  # tables not created yet
-                now = None
-            if now != last:
-                last, steady_since = now, time.monotonic()
-            await asyncio.sleep(0.3)
+                return None
+
+        await until_steady(counts, quiet, limit)
         trial = await store.trial_balance()
         funds = await store.balances("account", prefix="fund:")
     except Exception as error:  # LedgerStoreError, psycopg's: a summary never hides the demo's own outcome
@@ -715,12 +710,7 @@ async def clearing_summary(run: Run, catalog: SchemaCatalog, quiet: float = 1.5,
             months = sorted([key.decode()[len(prefix):] async for key in client.scan_iter(match=prefix + "*")])
             return {month: await store.positions(month) for month in months}
 
-        last, steady_since, until = await snapshot(), time.monotonic(), time.monotonic() + limit
-        while time.monotonic() - steady_since < quiet and time.monotonic() < until:
-            await asyncio.sleep(0.3)
-            now = await snapshot()
-            if now != last:
-                last, steady_since = now, time.monotonic()
+        last = await until_steady(snapshot, quiet, limit)
         statements = [s for month in last for s in await close_month(run.settings, catalog, client, month)]
     finally:
         await client.aclose()

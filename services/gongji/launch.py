@@ -18,7 +18,7 @@ from typing import IO
 
 from gongji.common.avro import SchemaCatalog
 from gongji.common.config import Settings
-from gongji.common.stack import TANSU_GROUP_TIMEOUTS, LocalStack, die_with_parent
+from gongji.common.stack import LocalStack, die_with_parent, stack_settings
 from gongji.common.topics import ensure_service_topics
 from gongji.settlement.codec import INPUT_RECORDS
 
@@ -32,12 +32,8 @@ def servers(workdir: Path) -> tuple[LocalStack | None, Settings]:
     if os.environ.get("GONGJI_KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("GONGJI_REDIS_URL"):
         return None, Settings()
     stack = LocalStack(workdir).start()
-    return stack, Settings(
-        kafka_bootstrap_servers=stack.kafka_bootstrap_servers, redis_url=stack.redis_url,
-        database_url=stack.database_url,  # the stack's own: never a configured one beside a scratch broker
-        kafka_session_timeout_ms=TANSU_GROUP_TIMEOUTS["session_timeout_ms"],
-        kafka_heartbeat_interval_ms=TANSU_GROUP_TIMEOUTS["heartbeat_interval_ms"],
-        kafka_rebalance_timeout_ms=TANSU_GROUP_TIMEOUTS["rebalance_timeout_ms"])
+    # The stack's own database too: never a configured one beside a scratch broker.
+    return stack, Settings(**stack_settings(stack.state()))
 
 
 def isolated(settings: Settings, tag: str) -> Settings:

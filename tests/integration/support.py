@@ -27,30 +27,34 @@ def settings_for(stack, uniq: str, **changes) -> Settings:
         kafka_rebalance_timeout_ms=timeouts["rebalance_timeout_ms"], **changes)
 
 
+@asynccontextmanager
+async def producer(settings: Settings):
+    """A started producer as the services' are set up on Tansu (no idempotence), stopped on leaving."""
+    started = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
+                               enable_idempotence=False, linger_ms=5)
+    await started.start()
+    try:
+        yield started
+    finally:
+        await started.stop()
+
+
 async def produce(settings: Settings, events: Iterable[tuple[str, dict]]) -> int:
     """Encode and send events to their topics, keyed as CONTRACT.md says; returns how many."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
-                                enable_idempotence=False, linger_ms=5)
-    await producer.start()
-    try:
+    async with producer(settings) as sender:
         sends = []
         for kind, data in events:
             key = data["fixmedins_code"] if kind == "institution" else data["psn_no"]
-            sends.append(await producer.send(input_topic(settings, kind), CATALOG.encode(INPUT_RECORDS[kind], data),
-                                             key=key.encode()))
+            sends.append(await sender.send(input_topic(settings, kind), CATALOG.encode(INPUT_RECORDS[kind], data),
+                                           key=key.encode()))
         await asyncio.gather(*sends)
         return len(sends)
-    finally:
-        await producer.stop()
 
 
-async def send_raw(settings: Settings, topic: str, value: bytes, key: bytes | None) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False)
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, value, key=key)
-    finally:
-        await producer.stop()
+async def send_raw(settings: Settings, topic: str, value: bytes, key: bytes | None,
+                   headers: list[tuple[str, bytes]] | None = None) -> None:
+    async with producer(settings) as sender:
+        await sender.send_and_wait(topic, value, key=key, headers=headers or [])
 
 
 async def collect(settings: Settings, topic: str, done: Callable[[list], bool], timeout: float = 60.0) -> list:

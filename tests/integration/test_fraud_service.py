@@ -16,8 +16,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from aiokafka import AIOKafkaProducer
-from support import CATALOG, collect, send_raw, settings_for
+from support import CATALOG, collect, producer, send_raw, settings_for
 
 from gongji.common.stack import ensure_topics, free_port
 from gongji.launch import service_env
@@ -77,20 +76,15 @@ RECORD = {"settlement": "Settlement", "reversal": "ReversalResult", "rejection":
 async def send(settings, events) -> None:
     """Results on `settlements` exactly as the settlement service publishes them (headers
     gongji-type and gongji-id, key psn_no); claims on `claims`."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
-                                enable_idempotence=False, linger_ms=5)
-    await producer.start()
-    try:
+    async with producer(settings) as sender:
         sends = []
         for kind, data in events:
             topic = settings.topics.claims if kind == "claim" else settings.topics.settlements
             headers = [] if kind == "claim" else [("gongji-type", kind.encode()),
                                                   ("gongji-id", data["claim_id"].encode())]
-            sends.append(await producer.send(topic, CATALOG.encode(RECORD[kind], data), key=data["psn_no"].encode(),
-                                             headers=headers))
+            sends.append(await sender.send(topic, CATALOG.encode(RECORD[kind], data), key=data["psn_no"].encode(),
+                                           headers=headers))
         await asyncio.gather(*sends)
-    finally:
-        await producer.stop()
 
 
 def script(tag: str) -> tuple[list, dict, int]:
@@ -203,15 +197,15 @@ async def test_each_signal_once_and_resend_across_a_restart_changes_nothing(stac
     assert by_subject[("EARLY_REFILL", f"{uniq}REFILL")]["claim_ids"] == [f"{uniq}r1", f"{uniq}r2"]
     assert by_subject[("EARLY_REFILL", f"{uniq}LATE")]["claim_ids"] == [f"{uniq}q1", f"{uniq}q2"]
     assert by_rule["INSTITUTION_SPIKE"]["subject_type"] == "institution"
-    for signal in signals:
-        assert signal["subject_id"].startswith(uniq)
+    for raised in signals:
+        assert raised["subject_id"].startswith(uniq)
     assert [d["reason"] for n, d, _ in letters if n == "DeadLetter"][0].startswith("not an input")
     assert 'gongji_outputs_total{kind="HIGH_EXPENSE"} 1.0' in metrics
     # The log names each signal by rule and id, never by its subject (a psn_no is personal).
     logged = [record.getMessage() for record in caplog.records if record.name == "gongji.fraud"]
-    for signal in signals:
-        assert any(signal["signal_id"] in line and signal["rule_id"] in line for line in logged)
-        assert not any(signal["subject_id"] in line for line in logged), signal["subject_id"]
+    for raised in signals:
+        assert any(raised["signal_id"] in line and raised["rule_id"] in line for line in logged)
+        assert not any(raised["subject_id"] in line for line in logged), raised["subject_id"]
     assert "gongji_dead_letters_total 1.0" in metrics
 
     # Resend the first half, restart in the middle, resend the rest with one new visit that would

@@ -106,9 +106,7 @@ class ClearingService:
             self.metrics.outputs.labels("counted").inc(new)
             self.metrics.outputs.labels("already counted").inc(len(items) - new)
         self.metrics.dead_letters.inc(len(dead))
-        if dead:
-            letters = [(m.key, kafka.dead_letter(self.catalog, m, reason, SERVICE), []) for m, reason in dead]
-            await asyncio.gather(*await kafka.publish(producer, self.settings.topics.dead_letters, letters))
+        await kafka.send_dead_letters(producer, self.settings, self.catalog, dead, SERVICE)
 
 
 async def close_month(settings: Settings, catalog: SchemaCatalog, client, ym: str) -> list[dict]:

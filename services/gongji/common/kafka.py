@@ -7,10 +7,10 @@ from idempotent, conditional writes in Redis instead (README, "Exactly-once effe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -93,6 +93,14 @@ def dead_letter(catalog: SchemaCatalog, message: ConsumerRecord, reason: str, se
     })
 
 
+async def send_dead_letters(producer: AIOKafkaProducer, settings: Settings, catalog: SchemaCatalog,
+                            dead: list[tuple[ConsumerRecord, str]], service: str) -> None:
+    """Each (message, reason) to `dead-letters` under the message's own key; returns once sent."""
+    if dead:
+        letters = [(message.key, dead_letter(catalog, message, reason, service), []) for message, reason in dead]
+        await asyncio.gather(*await publish(producer, settings.topics.dead_letters, letters))
+
+
 async def consume_batches(
     settings: Settings,
     group: str,
@@ -152,12 +160,32 @@ async def consume_batches(
             server.shutdown()
 
 
-async def committed_and_end(admin, consumer: AIOKafkaConsumer, group: str,
-                            partitions: list[TopicPartition]) -> tuple[int, int]:
-    """A group's committed offsets and the partitions' ends, each summed over `partitions`. The
-    ends are `consumer`'s fetch highwater (assign it the partitions and fetch once first): right on
-    Tansu too, whose ListOffsets falls short after batched sends. The partitions are named to the
-    admin call: Tansu's answer to a whole-group OffsetFetch breaks aiokafka's decoder."""
-    committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
-    done = sum(max(0, meta.offset) for meta in committed.values() if meta is not None)
-    return done, sum(consumer.highwater(tp) or 0 for tp in partitions)
+@asynccontextmanager
+async def group_progress(settings: Settings, topic: str):
+    """`progress(group)` → (offsets `group` has committed on `topic`, the topic's end), each summed
+    over its partitions. The end is a group-less consumer's fetch highwater, refreshed by each call:
+    right on Tansu too, whose ListOffsets falls short after batched sends. The partitions are named
+    to the admin call: Tansu's answer to a whole-group OffsetFetch breaks aiokafka's decoder."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    reader = consumer(settings, None)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await reader.start()
+    await admin.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
+        reader.assign(partitions)
+        for partition in partitions:
+            reader.seek(partition, 0)
+        await reader.getmany(timeout_ms=1000, max_records=1)  # a fetch tells each partition's end
+
+        async def progress(group: str) -> tuple[int, int]:
+            await reader.getmany(timeout_ms=10, max_records=1)  # keeps the ends fresh
+            committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+            done = sum(max(0, meta.offset) for meta in committed.values() if meta is not None)
+            return done, sum(reader.highwater(tp) or 0 for tp in partitions)
+
+        yield progress
+    finally:
+        await admin.close()
+        await reader.stop()

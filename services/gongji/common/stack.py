@@ -337,6 +337,14 @@ class LocalStack:
             client.close()
 
 
+def stack_settings(state: dict[str, Any]) -> dict[str, Any]:
+    """The Settings fields that put a process on a local stack (`LocalStack.state()`, or its state
+    file): all three of its addresses, and the short group timeouts Tansu needs."""
+    return {"kafka_bootstrap_servers": state["kafka_bootstrap_servers"], "redis_url": state["redis_url"],
+            "database_url": state.get("database_url"),
+            **{f"kafka_{name}": value for name, value in TANSU_GROUP_TIMEOUTS.items()}}
+
+
 def stack_up(state_dir: str | Path = ".gongji") -> dict[str, Any]:
     """Start the stack in the background unless it already runs; return the state file's content.
 

@@ -66,8 +66,6 @@ class LedgerService:
             self.metrics.outputs.labels("booked").inc(booked.entries)
             self.metrics.outputs.labels("already booked").inc(len(entries) - booked.entries)
         self.metrics.dead_letters.inc(len(dead))
-        if dead:
-            for message, reason in dead:
-                log.warning("ledger: %s (%s[%d]@%d)", reason, message.topic, message.partition, message.offset)
-            letters = [(m.key, kafka.dead_letter(self.catalog, m, reason, SERVICE), []) for m, reason in dead]
-            await asyncio.gather(*await kafka.publish(producer, self.settings.topics.dead_letters, letters))
+        for message, reason in dead:
+            log.warning("ledger: %s (%s[%d]@%d)", reason, message.topic, message.partition, message.offset)
+        await kafka.send_dead_letters(producer, self.settings, self.catalog, dead, SERVICE)

@@ -31,13 +31,17 @@ class LedgerStoreError(LedgerError, RuntimeError):
     """The database refused or is not reachable."""
 
 
+def _check_schema(schema: str) -> None:
+    if not _SCHEMA_NAME.fullmatch(schema):
+        raise LedgerStoreError(f"ledger schema name {schema!r}: lower-case letters, digits and _ only")
+
+
 def migrate(database_url: str, schema: str) -> list[str]:
     """Create `schema` if need be and apply the migrations it lacks (yoyo, under its lock, so
     several ledger workers starting at once apply each migration once). Returns the ids applied."""
     from yoyo import get_backend, read_migrations
 
-    if not _SCHEMA_NAME.fullmatch(schema):
-        raise LedgerStoreError(f"ledger schema name {schema!r}: lower-case letters, digits and _ only")
+    _check_schema(schema)
     with psycopg.connect(database_url, autocommit=True) as connection:
         connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
     url = database_url.replace("postgresql://", "postgresql+psycopg://", 1).replace("postgres://", "postgresql+psycopg://", 1)
@@ -95,8 +99,7 @@ class LedgerStore:
 
     @classmethod
     async def connect(cls, database_url: str, schema: str) -> LedgerStore:
-        if not _SCHEMA_NAME.fullmatch(schema):
-            raise LedgerStoreError(f"ledger schema name {schema!r}: lower-case letters, digits and _ only")
+        _check_schema(schema)
         return cls(await cls._open(database_url, schema), database_url, schema)
 
     async def _connected(self) -> psycopg.AsyncConnection:

@@ -143,7 +143,9 @@ class Tally:
     def _dead_letter(self, data: dict) -> None:
         self.counts["dead letter"] += 1
         self.dead_letters[short_reason(data["reason"])] += 1
-        if data["original"].startswith(JUNK):  # the only answer junk gets (a bad claim also gets a rejection)
+        # The settlement service's dead letter is the only answer junk gets (a bad claim also gets
+        # a rejection); the fraud service, which reads claims too, dead-letters the same junk again.
+        if data["original"].startswith(JUNK) and data.get("service") == "settlement":
             self.answered += 1
 
     def _seen(self, kind: str, ident: str | None, keep: int = 100_000) -> bool:

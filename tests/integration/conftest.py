@@ -4,23 +4,40 @@ single server, and a Redis Cluster of three primaries started from the same serv
 from __future__ import annotations
 
 import os
+import random
+import socket
 import subprocess
 import time
 
 import pytest
 import redis
 
-from gongji.common.stack import die_with_parent, free_port, redis_server_binary
+from gongji.common.stack import die_with_parent, redis_server_binary
 
 from gongji.common.redis import connect
 from gongji.settlement.redis_store import RedisStore
 from gongji.settlement.store import MemoryStore
 
 
+def _cluster_port() -> int:
+    """A free loopback port whose cluster bus port (+10000) is free too: a cluster node refuses a
+    port above 55535, and the kernel's ephemeral ports (what free_port gets) often are."""
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20000, 45000)
+        try:
+            with socket.socket() as first, socket.socket() as second:
+                first.bind(("127.0.0.1", port))
+                second.bind(("127.0.0.1", port + 10000))
+            return port
+        except OSError:
+            continue
+
+
 def _cluster_node(workdir, attempts: int = 3):
     """One cluster-enabled server on a free port; a port taken meanwhile is retried on another."""
     for _ in range(attempts):
-        port = free_port()
+        port = _cluster_port()
         log = workdir / f"node-{port}.log"
         process = subprocess.Popen(
             [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",

@@ -91,8 +91,9 @@ class Traffic:
             if region == "990100" and rng.random() < 0.4:
                 row["fd_fixmedins_code"] = f"H{region}{rng.randrange(7, 15):03d}"  # a grassroots clinic
             if rows and rng.random() < self.family:
-                holder = rows[rng.randrange(max(0, len(rows) - 40), len(rows))]
-                if holder["mulaid_holder_psn_no"] is None:
+                # 家庭共济 binds within one insured region, one level deep (a holder is no dependant).
+                holder = rng.choice([row for row in rows[-40:] if row["insu_admdvs"] == region] or rows[-1:])
+                if holder["mulaid_holder_psn_no"] is None and holder["insu_admdvs"] == region:
                     row["mulaid_holder_psn_no"] = holder["psn_no"]
                     row["mulaid_relation"] = rng.choice(MULAID_RELATIONS)
             rows.append(row)

@@ -491,3 +491,25 @@ def check_person(person: Person) -> Rejection | None:
         return _reject("MULAID_NOT_ALLOWED", "a person cannot be their own family account holder",
                        person.psn_no, input_type="person")
     return None
+
+
+def check_binding(person: Person, holder: Person | None, claim_id: str) -> Rejection | None:
+    """A claim drawing on a family account (家庭共济) is refused MULAID_NOT_ALLOWED unless its binding
+    holds when the money moves: the holder is known and insured in the person's own insured region,
+    and is no one's dependant themselves (one level: no chains, no cycles such as A→B→A).
+    Checked here rather than when the person event arrives, because the registry's partitions give
+    no order between a dependant's entry and their holder's."""
+    why = None
+    if holder is None:
+        why = "is not in the registry (yet)"
+    elif not holder.active:
+        why = f"has insurance status {holder.psn_insu_stas!r} (not active)"
+    elif holder.insu_admdvs != person.insu_admdvs:
+        why = f"is insured in region {holder.insu_admdvs}, not in {person.insu_admdvs}"
+    elif holder.mulaid_holder_psn_no is not None:
+        why = "is bound to a family account of their own (one level only: no chains or cycles)"
+    if why is None:
+        return None
+    return _reject("MULAID_NOT_ALLOWED", f"the family account holder this person is bound to {why}; "
+                   "fix the binding in the registry, or send the claim with acct_used_flag 0",
+                   person.psn_no, input_type="claim", claim_id=claim_id)

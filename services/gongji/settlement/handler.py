@@ -104,6 +104,20 @@ def _stray(state: PersonState, claim: Claim, holder: str | None) -> str | None:
     return marked if marked is not None and marked != holder else None
 
 
+def _accounts(event: Event, snap, records) -> set[str]:
+    """The family account holders whose account this event may move: a claim's holder (and the one
+    an earlier attempt left a hold with), the holder a reversal refunds."""
+    if isinstance(event, Claim):
+        holder = _holder(snap.persons.get(event.psn_no), event)
+        stray = _stray(snap.states[event.psn_no], event, holder)
+        return {psn for psn in (holder, stray) if psn is not None}
+    if isinstance(event, Reversal):
+        original = records.get((event.psn_no, claim_key(event.orig_claim_id)))
+        if original is not None and original.effects.mulaid_holder:
+            return {original.effects.mulaid_holder}
+    return set()
+
+
 def _event_key(event: Claim | Reversal | Credit) -> str:
     return credit_key(event.credit_id) if isinstance(event, Credit) else claim_key(event.claim_id)
 
@@ -166,7 +180,7 @@ class _Holds:
     def move(self, key: tuple[str, str, str], amount: int, nonce: str) -> Hold:
         """Plan the hold for `key` to become `amount`, and apply it to this view."""
         holder, patient, claim_id = key
-        hold = Hold(holder, patient, claim_id, amount, self.held[key], nonce)
+        hold = Hold(holder, patient, claim_id, amount, self.held[key], nonce, holder_token=self.account(key)[0])
         balance = self.account(key)[1] - (amount - hold.expected)
         self.accounts[holder] = (hold.token, balance)
         self.held[key] = amount
@@ -185,39 +199,57 @@ class Settler:
 
     async def handle(self, events: Sequence[Event]) -> list[Output]:
         """Settle `events` in order; returns their results in the same order (registry events
-        that were accepted produce none)."""
+        that were accepted produce none). The results are those of handing the events over one at
+        a time: a registry change applies between the events before it and those after it."""
         results: list[list[Output]] = [[] for _ in events]
-        persons, institutions, work = [], [], []
+        persons: list[Person] = []
+        institutions: list[Institution] = []
+        work: list[tuple[int, Event]] = []
         for index, event in enumerate(events):
-            if isinstance(event, Person):
-                refused = engine.check_person(event)
-                if refused:
-                    results[index].append(Output(event.psn_no, refused))
+            if isinstance(event, (Person, Institution)):
+                if work:  # the events before it see the registry as it was
+                    await self._settle_all(work, results)
+                    work = []
+                if isinstance(event, Person):
+                    refused = engine.check_person(event)
+                    if refused:
+                        results[index].append(Output(event.psn_no, refused))
+                    else:
+                        persons.append(event)
                 else:
-                    persons.append(event)
-            elif isinstance(event, Institution):
-                institutions.append(event)
+                    institutions.append(event)
             else:
+                if persons or institutions:
+                    await self._put_registry(persons, institutions)
+                    persons, institutions = [], []
                 work.append((index, event))
-        # Registry changes apply before the batch's claims; across topics there is no order anyway.
+        if persons or institutions:
+            await self._put_registry(persons, institutions)
+        if work:
+            await self._settle_all(work, results)
+        return [output for outputs in results for output in outputs]
+
+    async def _put_registry(self, persons: list[Person], institutions: list[Institution]) -> None:
         if persons:
             await self.store.put_persons(persons)
         if institutions:
             await self.store.put_institutions(institutions)
-        if work:
-            retry = await self._settle(work, results, optimistic=True)
-            while retry:  # full passes over what is left, as a batch, while they make progress
-                left = await self._settle(retry, results, optimistic=False)
-                if len(left) == len(retry):
+
+    async def _settle_all(self, work: list[tuple[int, Event]], results: list[list[Output]]) -> None:
+        """Claims, reversals and credits, in passes: an optimistic one, then full passes over what
+        is left while they make progress, then one event at a time."""
+        retry = await self._settle(work, results, optimistic=True)
+        while retry:  # full passes over what is left, as a batch, while they make progress
+            left = await self._settle(retry, results, optimistic=False)
+            if len(left) == len(retry):
+                break
+            retry = left
+        for item in retry:  # the slow path: one event at a time, in order
+            for _ in range(MAX_ATTEMPTS):
+                if not await self._settle([item], results, optimistic=False):
                     break
-                retry = left
-            for item in retry:  # the slow path: one event at a time, in order
-                for _ in range(MAX_ATTEMPTS):
-                    if not await self._settle([item], results, optimistic=False):
-                        break
-                else:
-                    raise StoreContention(f"event {item[1]!r:.120} found its state changed {MAX_ATTEMPTS} times")
-        return [output for outputs in results for output in outputs]
+            else:
+                raise StoreContention(f"event {item[1]!r:.120} found its state changed {MAX_ATTEMPTS} times")
 
     async def _settle(self, work: list[tuple[int, Event]], results: list[list[Output]],
                       optimistic: bool) -> list[tuple[int, Event]]:
@@ -270,11 +302,19 @@ class Settler:
         states = dict(snap.states)
         records = dict(snap.records)
         holds = _Holds(views, states)
+        # Writes go holds first, commits second, so a pass may only contain writes whose order on
+        # each person's state that cannot change: for every person, either commits of their own
+        # events or holds on their account, never both. And an event that waits for the next pass
+        # blocks every later event touching a person it touches, so nothing overtakes it.
+        blocked = set(deferred)  # persons with an event waiting for the next pass
+        committing: set[str] = set()  # persons with a commit planned in this pass
         planned: list[tuple[int, Event, _Planned]] = []
         for index, event in work:
+            touches = _accounts(event, snap, records)
             if snap.owners.get(_event_key(event), event.psn_no) != event.psn_no:
                 plan = _Planned(Output(event.psn_no, _taken(event, snap.owners[_event_key(event)])))
-            elif event.psn_no in holds.touched:
+            elif (event.psn_no in blocked or event.psn_no in holds.touched
+                  or not touches.isdisjoint(blocked) or not touches.isdisjoint(committing)):
                 plan = _Planned(None, again=True)
             elif isinstance(event, Claim):
                 plan = self._plan_claim(event, snap, states, records, holds, nonce)
@@ -282,7 +322,11 @@ class Settler:
                 plan = self._plan_reversal(event, states, records, holds, nonce)
             else:
                 plan = self._plan_credit(event, snap, states, records, nonce)
+            if plan.again:
+                blocked.add(event.psn_no)
+                blocked.update(touches)
             if plan.commit is not None:
+                committing.add(event.psn_no)
                 states[event.psn_no] = plan.commit.state
                 records[(event.psn_no, plan.commit.record_key)] = plan.commit.record
                 if plan.commit.reverses:
@@ -352,8 +396,10 @@ class Settler:
         stray_account = (stray, claim.psn_no, claim.claim_id)
         returned = (holds.move(stray_account, 0, nonce),) \
             if stray is not None and holds.known(stray_account) and holds.held[stray_account] else ()
-        outcome = engine.settle_claim(claim, person, snap.institutions.get(claim.fixmedins_code), self.book,
-                                      state, holds.available(account) if family else None)
+        refused = engine.check_binding(person, holds.views[account].person, claim.claim_id) \
+            if family and person.active else None
+        outcome = refused or engine.settle_claim(claim, person, snap.institutions.get(claim.fixmedins_code),
+                                                 self.book, state, holds.available(account) if family else None)
         if isinstance(outcome, Rejection):
             # A hold left by an earlier attempt at this claim goes back to the holder.
             release = (holds.move(account, 0, nonce),) if family and holds.held[account] else ()

@@ -7,6 +7,9 @@ the scripts run unchanged on Redis Cluster):
                                 "pending:<claim id>" -> holder, while a family-account hold awaits its commit
     <prefix>:{psn}:rec:<id>     hash: fp, data (record JSON), reversed_by
     <prefix>:{psn}:holds        hash: "<patient>:<claim id>" -> fen held from this account (家庭共济)
+Ids inside keys and fields are escaped (store.escape: a backslash before each backslash, colon and brace) where
+another part follows them, so no two different (person, claim) pairs share a key or a field; an id
+without those characters is written as it is.
     <prefix>:inst:<code>        registry entry (JSON)
     <prefix>:id:<event key>     the person an event id ("c:<claim id>", "k:<credit id>") belongs to
 Reads are pipelined per batch; the writes are the Lua scripts in lua/, registered once.
@@ -33,7 +36,7 @@ from gongji.settlement.domain import (
     Settlement,
     YearTotals,
 )
-from gongji.settlement.store import Commit, Hold, HolderView, Record, Snapshot, Status
+from gongji.settlement.store import Commit, Hold, HolderView, Record, Snapshot, Status, escape, hold_field
 
 _STATUS = {b"ok": Status.OK, b"stale": Status.STALE, b"duplicate": Status.DUPLICATE, b"short": Status.SHORT}
 
@@ -115,7 +118,7 @@ class RedisStore:
         return await run_pipeline(self.client, build, (self._commit, self._hold), self.timeout)
 
     def _key(self, psn_no: str, suffix: str) -> str:
-        return f"{self.prefix}:{{{psn_no}}}:{suffix}"
+        return f"{self.prefix}:{{{escape(psn_no)}}}:{suffix}"
 
     def _id_key(self, event_key: str) -> str:
         return f"{self.prefix}:id:{event_key}"
@@ -168,13 +171,14 @@ class RedisStore:
 
         def build(pipe):
             for holder, patient, claim_id in want_list:
-                pipe.hmget(self._key(holder, "state"), "ver", "balc")
-                pipe.hget(self._key(holder, "holds"), f"{patient}:{claim_id}")
+                pipe.hmget(self._key(holder, "state"), "ver", "balc", "person")
+                pipe.hget(self._key(holder, "holds"), hold_field(patient, claim_id))
         replies = await self._run(build)
         views = {}
         for index, want in enumerate(want_list):
-            (token, balance), held = replies[2 * index], replies[2 * index + 1]
-            views[want] = HolderView((token or b"").decode(), int(balance or 0), int(held or 0))
+            (token, balance, person), held = replies[2 * index], replies[2 * index + 1]
+            views[want] = HolderView((token or b"").decode(), int(balance or 0), int(held or 0),
+                                     Person.model_validate_json(person) if person else None)
         return views
 
     async def mark_pending(self, marks: list[tuple[str, str, str]]) -> None:
@@ -188,7 +192,7 @@ class RedisStore:
             for hold in holds:
                 self._hold.queue(pipe, [self._key(hold.holder, "state"), self._key(hold.holder, "holds")],
                                  [hold.field, str(hold.amount), str(hold.expected), str(hold.expected - hold.amount),
-                                  hold.token])
+                                  hold.token, *(() if hold.holder_token is None else (hold.holder_token,))])
         return [_STATUS[reply] for reply in await self._run(build)]
 
     async def commit(self, commits: list[Commit]) -> list[Status]:

@@ -24,6 +24,24 @@ from gongji.settlement.domain import ClaimRecord, CreditRecord, Institution, Per
 Record = ClaimRecord | CreditRecord
 
 
+def escape(text: str, specials: str = ":{}") -> str:
+    """`text` with backslash and each of `specials` escaped by a backslash, so that an id joined to
+    others by one of them can be split back unambiguously (patient "X" with claim "c:1" is never
+    patient "X:c" with claim "1"). Ids without those characters are unchanged."""
+    if "\\" not in text and not any(char in text for char in specials):
+        return text
+    text = text.replace("\\", "\\\\")
+    for char in specials:
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def hold_field(patient: str, claim_id: str) -> str:
+    """The field of a holder's holds hash for one patient's claim: "<patient>:<claim id>", the
+    patient escaped (the claim id is the rest of the field, whatever it holds)."""
+    return f"{escape(patient)}:{claim_id}"
+
+
 def claim_key(claim_id: str) -> str:
     return "c:" + claim_id
 
@@ -48,6 +66,7 @@ class HolderView:
     token: str
     balance: int
     held: int  # already held from this account for this very claim (a retry after a crash)
+    person: Person | None = None  # the holder's registry entry, to check the binding
 
     @property
     def available(self) -> int:
@@ -57,7 +76,8 @@ class HolderView:
 @dataclass(frozen=True, slots=True)
 class Hold:
     """Move the amount held from `holder`'s account for `patient`'s `claim_id` from `expected` to
-    `amount` (fen), if it is still `expected`; the holder's balance moves the other way."""
+    `amount` (fen), if it is still `expected` and, when `holder_token` is given, the holder's state
+    token is still that one; the holder's balance moves the other way."""
 
     holder: str
     patient: str
@@ -65,10 +85,13 @@ class Hold:
     amount: int
     expected: int
     nonce: str = ""
+    # The holder's token the plan read: a hold planned on top of a write that did not happen (an
+    # earlier hold or commit on the same account) is stale, never applied to another balance.
+    holder_token: str | None = None
 
     @property
     def field(self) -> str:
-        return f"{self.patient}:{self.claim_id}"
+        return hold_field(self.patient, self.claim_id)
 
     @property
     def token(self) -> str:
@@ -131,7 +154,7 @@ class MemoryStore:
         self.institutions: dict[str, Institution] = {}
         self.states: dict[str, PersonState] = {}
         self.records: dict[tuple[str, str], Record] = {}
-        self.holds: dict[tuple[str, str], int] = {}  # (holder, "patient:claim") → fen held
+        self.holds: dict[tuple[str, str, str], int] = {}  # (holder, patient, claim id) → fen held
         self.owners: dict[str, str] = {}  # event key → person
 
     async def put_persons(self, persons: list[Person]) -> None:
@@ -155,8 +178,8 @@ class MemoryStore:
         views = {}
         for holder, patient, claim_id in wants:
             state = self.states.get(holder, PersonState())
-            held = self.holds.get((holder, f"{patient}:{claim_id}"), 0)
-            views[(holder, patient, claim_id)] = HolderView(state.token, state.balance, held)
+            held = self.holds.get((holder, patient, claim_id), 0)
+            views[(holder, patient, claim_id)] = HolderView(state.token, state.balance, held, self.persons.get(holder))
         return views
 
     async def mark_pending(self, marks: list[tuple[str, str, str]]) -> None:
@@ -168,8 +191,9 @@ class MemoryStore:
         statuses = []
         for hold in holds:
             state = self.states.get(hold.holder, PersonState())
-            key = (hold.holder, hold.field)
-            if self.holds.get(key, 0) != hold.expected:
+            key = (hold.holder, hold.patient, hold.claim_id)
+            if self.holds.get(key, 0) != hold.expected or (
+                    hold.holder_token is not None and state.token != hold.holder_token):
                 statuses.append(Status.STALE)
                 continue
             delta = hold.amount - hold.expected

@@ -4,10 +4,14 @@
 -- KEYS[2] the holder's holds hash  {holder}:holds   ("<patient>:<claim id>" -> fen held)
 -- ARGV[1] "<patient>:<claim id>", ARGV[2] new amount, ARGV[3] expected amount,
 -- ARGV[4] the balance increment (expected - new, computed by the caller: no arithmetic on money
--- here, and no number formatted by Lua), ARGV[5] the holder's new state token.
+-- here, and no number formatted by Lua), ARGV[5] the holder's new state token,
+-- ARGV[6] (optional) the holder's token the plan read: the hold applies only on that state.
 -- Validate first, write last.
 local held = redis.call('HGET', KEYS[2], ARGV[1]) or '0'
 if held ~= ARGV[3] then
+  return 'stale'
+end
+if ARGV[6] and (redis.call('HGET', KEYS[1], 'ver') or '') ~= ARGV[6] then
   return 'stale'
 end
 if ARGV[2] == ARGV[3] then

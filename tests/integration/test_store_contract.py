@@ -206,3 +206,38 @@ async def test_a_pending_mark_lasts_until_its_claim_commits(store):
     token = (await store.read({"P1"}, set(), set())).states["P1"].token  # marking changes no token
     assert await store.commit([Commit("P1", token, state("c:C1", 10), claim_key("C1"), record("C1"))]) == [Status.OK]
     assert (await store.read({"P1"}, set(), set())).states["P1"].pending == {"C2": "H2"}
+
+
+async def test_ids_full_of_separators_never_share_a_hold(store):
+    """Reported: hold fields were "<patient>:<claim id>", so patient X's claim "c:1" and patient
+    "X:c"'s claim "1" shared one hold, and a holder with 100.00 paid 100.00 to each."""
+    await credited(store, "H1", 10000)
+    first, second = Hold("H1", "X", "c:1", 10000, expected=0), Hold("H1", "X:c", "1", 10000, expected=0)
+    assert await store.hold([first, second]) == [Status.OK, Status.SHORT]
+    views = await store.read_holders({("H1", "X", "c:1"), ("H1", "X:c", "1")})
+    assert (views[("H1", "X", "c:1")].held, views[("H1", "X:c", "1")].held) == (10000, 0)
+    assert await balance(store, "H1") == 0
+
+
+async def test_persons_whose_ids_hold_separators_keep_apart(store):
+    """A person "P}:rec:c:x" and a person "P" with claim "x}:rec:c:y" must not meet in one key."""
+    one = Commit("P", "", state("c:1", 100), claim_key("x}:rec:c:y"), record("x}:rec:c:y"))
+    other = Commit("P}:rec:c:x", "", state("c:2", 200), claim_key("y"), record("y"))
+    assert await store.commit([one, other]) == [Status.OK, Status.OK]
+    snap = await store.read({"P", "P}:rec:c:x"}, set(), {("P", claim_key("x}:rec:c:y")), ("P}:rec:c:x", claim_key("y"))})
+    assert snap.records[("P", "c:x}:rec:c:y")] == record("x}:rec:c:y")
+    assert snap.records[("P}:rec:c:x", "c:y")] == record("y")
+    assert (snap.states["P"].balance, snap.states["P}:rec:c:x"].balance) == (100, 200)
+
+
+async def test_a_hold_applies_only_on_the_holders_token_it_read(store):
+    """A hold planned on top of another write to the same account (which did not happen) is stale:
+    it is never applied to a balance its plan did not see."""
+    await credited(store, "H1", 10000)
+    token = (await store.read({"H1"}, set(), set())).states["H1"].token
+    assert await store.hold([Hold("H1", "P1", "C1", 100, expected=0, holder_token="some other")]) == [Status.STALE]
+    assert await balance(store, "H1") == 10000
+    first = Hold("H1", "P1", "C1", 100, expected=0, nonce="n", holder_token=token)
+    chained = Hold("H1", "P2", "C2", 200, expected=0, nonce="n", holder_token=first.token)
+    assert await store.hold([first, chained]) == [Status.OK, Status.OK]
+    assert await balance(store, "H1") == 9700

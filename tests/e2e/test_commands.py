@@ -147,3 +147,23 @@ def test_bench_prints_throughput_latency_and_cpu(tmp_path):
     assert "queued claims settled in" in result.stdout and "claims/s end to end" in result.stdout
     assert "the service spent" in result.stdout and "µs of CPU a claim" in result.stdout
     assert "latency at 500 claims/s" in result.stdout and "p99" in result.stdout
+
+
+def test_replay_in_batches_gives_what_replay_one_at_a_time_gives(tmp_path):
+    """`gongji replay --batch N` settles through the service's batching path: a synthetic stream
+    with family aid, reversals and resends gives the same lines for N = 1, 7 and 500."""
+    from gongji.synthetic import Traffic
+
+    traffic = Traffic(persons=120, seed=4, family=0.5)
+    events = traffic.registry() + traffic.openings() + list(traffic.stream(1500, reversals=0.05, resends=0.05))
+    path = tmp_path / "stream.jsonl"
+    path.write_text("".join(json.dumps({"event_type": kind, **data}, default=str) + "\n" for kind, data in events))
+    outputs = {}
+    for size in ("1", "7", "500"):
+        result = run("replay", "--batch", size, str(path))
+        assert result.returncode == 0, result.stderr
+        outputs[size] = result.stdout
+    assert sum(1 for line in outputs["1"].splitlines() if '"acct_mulaid_pay": "0.00"' not in line
+               and '"acct_mulaid_pay"' in line) > 20
+    assert outputs["7"] == outputs["1"] and outputs["500"] == outputs["1"]
+    assert "--batch must be at least 1" in run("replay", "--batch", "0", str(path)).stderr

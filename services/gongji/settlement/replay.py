@@ -19,9 +19,19 @@ from gongji.settlement.policy import PolicyBook
 from gongji.settlement.store import MemoryStore
 
 
-async def replay_lines(lines: Iterable[str], book: PolicyBook, errors: IO[str] = sys.stderr) -> AsyncIterator[dict]:
-    """Settle each line in order; yields the output events as JSON-ready dicts."""
+async def replay_lines(lines: Iterable[str], book: PolicyBook, errors: IO[str] = sys.stderr,
+                       batch: int = 1) -> AsyncIterator[dict]:
+    """Settle each line in order; yields the output events as JSON-ready dicts. `batch` events are
+    handed to the Settler at a time, as the service's polls do: the results are the same for any
+    size (`gongji replay --batch N` lets anyone check it)."""
     settler = Settler(MemoryStore(), book)
+    pending: list = []
+
+    async def flush():
+        outputs = await settler.handle(pending) if pending else []
+        pending.clear()
+        return outputs
+
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -34,7 +44,17 @@ async def replay_lines(lines: Iterable[str], book: PolicyBook, errors: IO[str] =
             print(f"line {number}: a JSON {type(data).__name__}, not an object; skipped", file=errors)
             continue
         event = to_event(str(data.get("event_type")), data)
-        results = [Output(event.psn_no or "", event)] if isinstance(event, Rejection) else await settler.handle([event])
+        if isinstance(event, Rejection):  # answered in its place: what came before is settled first
+            results = await flush() + [Output(event.psn_no or "", event)]
+        else:
+            pending.append(event)
+            results = await flush() if len(pending) >= batch else []
         for output in results:
-            kind, wire = from_output(output)
-            yield {"event_type": kind, **json_ready(wire)}
+            yield _wire(output)
+    for output in await flush():
+        yield _wire(output)
+
+
+def _wire(output: Output) -> dict:
+    kind, wire = from_output(output)
+    return {"event_type": kind, **json_ready(wire)}

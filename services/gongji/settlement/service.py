@@ -129,7 +129,10 @@ class SettlementService:
     async def process(self, messages: list[ConsumerRecord], producer: AIOKafkaProducer) -> list[Output]:
         """Settle one batch and publish its results; returns them. Raises only for infrastructure."""
         events, sources, refused, dead = [], [], [], []
-        for message in messages:
+        # Nothing orders a registry change against a claim on another topic; the registries go
+        # first, so a person and their first claim polled together settle (each topic keeps its order).
+        registries = (self.settings.topics.persons, self.settings.topics.institutions)
+        for message in sorted(messages, key=lambda message: message.topic not in registries):
             try:
                 name, data = await self._decode(message.value)
             except DecodeError as error:

@@ -195,3 +195,25 @@ async def test_a_hold_stranded_by_a_change_of_holder_goes_back(store, rebound):
     else:
         assert result.acct_mulaid_pay == 0 and balances["H2"].balance == 50000
     assert (await states_of(store, ["P1"]))["P1"].pending == {}
+
+
+@pytest.mark.parametrize("size", [200, 1000])
+async def test_a_backlog_polled_in_large_batches_settles_as_one_by_one(store, size):
+    """Reported: batches of 200 and 1,000 (what a worker polls after an outage) paid family aid to
+    the wrong claims. Here on each store: every result and every person's state as one by one."""
+    traffic = Traffic(persons=120, seed=1, family=0.5)
+    setup = [to_event(kind, data) for kind, data in traffic.registry() + traffic.openings()]
+    stream = [to_event(kind, data) for kind, data in traffic.stream(2000, reversals=0.05, resends=0.05)]
+    settler = Settler(store, BOOK)
+    await settler.handle(setup)
+    seen = {}
+    for position in range(0, len(stream), size):
+        for output in await settler.handle(stream[position:position + size]):
+            _, wire = from_output(output)
+            seen.setdefault(wire.get("claim_id") or wire.get("credit_id"), json_ready(wire))
+    expected, ref = await reference(setup + stream)
+    assert sum(1 for result in seen.values() if result.get("acct_mulaid_pay") not in (None, "0.00")) > 20
+    assert seen == {ident: result for ident, result in expected.items() if ident in seen}
+    assert set(seen) == {event.claim_id for event in stream}
+    psn_nos = [p["psn_no"] for p in traffic.persons]
+    assert figures(await states_of(store, psn_nos)) == figures(await states_of(ref, psn_nos))

@@ -597,7 +597,8 @@ def test_credit_for_unknown_person_is_rejected():
 def test_monthly_credit_before_the_policy_starts_is_rejected():
     """No policy in force for Erenhot in 2022-09: no rate to apply, so the credit is refused (not 0)."""
     out = apply_credit(credit("2022-09", base="3000.00"), person(retired=True), BOOK, PersonState())
-    assert isinstance(out, Rejection) and out.err_code == "NOT_INSURED"
+    assert isinstance(out, Rejection) and out.err_code == "NO_POLICY"
+    assert "152501" in out.err_msg and "2022-10-01" in out.err_msg
 
 
 # ================================================================ §8 reversal
@@ -734,18 +735,23 @@ def test_unknown_institution():
     ("p", "c", "code"),
     [
         pytest.param(person(psn_insu_stas="2"), claim(line("10.00")), "NOT_INSURED", id="psn_insu_stas 2"),
-        pytest.param(person(), claim(line("10.00"), insutype="390"), "NOT_INSURED", id="claim insutype 390"),
-        pytest.param(person(insutype="390"), claim(line("10.00"), insutype="390"), "NOT_INSURED",
+        pytest.param(person(psn_insu_stas="2", insu_admdvs="110000"), claim(line("10.00")), "NOT_INSURED",
+                     id="a suspension is NOT_INSURED wherever the person is insured"),
+        pytest.param(person(), claim(line("10.00"), insutype="390"), "NO_POLICY", id="claim insutype 390"),
+        pytest.param(person(insutype="390"), claim(line("10.00"), insutype="390"), "NO_POLICY",
                      id="resident insurance 390"),
-        pytest.param(person(), claim(line("10.00"), setl_time="2022-09-30T10:00:00+08:00"), "NOT_INSURED",
+        pytest.param(person(insutype="390"), claim(line("10.00")), "NO_POLICY",
+                     id="a claim under 310 for a person insured under 390"),
+        pytest.param(person(), claim(line("10.00"), setl_time="2022-09-30T10:00:00+08:00"), "NO_POLICY",
                      id="before the region's first policy version"),
-        pytest.param(person(insu_admdvs="110000"), claim(line("10.00")), "NOT_INSURED", id="region without policy"),
+        pytest.param(person(insu_admdvs="110000"), claim(line("10.00")), "NO_POLICY", id="region without policy"),
         pytest.param(person(), claim(line("10.00"), med_type="41"), "UNSUPPORTED_MED_TYPE",
                      id="med_type 41 not settled by these policies"),
     ],
 )
 def test_claim_rejections(p, c, code):
-    """CONTRACT NOT_INSURED (status not "1", type not 310, no policy) and UNSUPPORTED_MED_TYPE."""
+    """NOT_INSURED only for a real suspension (status not "1"); NO_POLICY for no policy for the insurance
+    type, the insured region or the date; UNSUPPORTED_MED_TYPE."""
     st = state("100.00", y2023=YearTotals(visits=1))
     out = settle_claim(c, p, E_H3, BOOK, st)
     assert isinstance(out, Rejection), out

@@ -69,6 +69,8 @@ CASES = [
      [("SUSPENDED_BENEFITS", "P")]),
     ("refused for another reason", [ClaimFiled("n", "P", "H1", t(), ()), ClaimRefused("n", "P", "INVALID_CLAIM")],
      {}, []),
+    ("refused NO_POLICY: insured, but no policy here", [ClaimFiled("n", "P", "H1", t(), ()),
+                                                         ClaimRefused("n", "P", "NO_POLICY")], {}, []),
     ("a refusal waits for its claim", [ClaimRefused("n", "P", "NOT_INSURED"), ClaimFiled("n", "P", "H1", t(), ())],
      {}, [("SUSPENDED_BENEFITS", "P")]),
     ("burden 20000.01 in a year", [visit("a", part=1_000_000), visit("b", when=t(40), part=1_000_001)], {},

@@ -116,17 +116,22 @@ def _reject(code, message: str, psn_no: str | None, **ids) -> Rejection:
 def policy_for(
     person: Person, insutype: str, day, book: PolicyBook, ids: dict, input_type: str
 ) -> PolicyVersion | Rejection:
-    """The insured region's policy in force on `day`, or why the person cannot be settled."""
+    """The insured region's policy in force on `day`, or why the person cannot be settled:
+    NOT_INSURED only for a real suspension (psn_insu_stas not "1"); NO_POLICY when this service
+    has no policy for the insurance type, the insured region or the day."""
     if not person.active:
         return _reject("NOT_INSURED", f"person {person.psn_no} has insurance status "
                        f"{person.psn_insu_stas!r}: benefits are suspended", person.psn_no, input_type=input_type, **ids)
     if insutype not in COVERED_INSUTYPES or person.insutype != insutype:
-        return _reject("NOT_INSURED", f"insurance type {insutype!r} is not covered here "
-                       f"(person is insured under {person.insutype!r}; covered: 310)", person.psn_no,
+        return _reject("NO_POLICY", f"no settlement policy for insurance type {insutype!r} (the person is insured "
+                       f"under {person.insutype!r}; settled here: {', '.join(COVERED_INSUTYPES)})", person.psn_no,
                        input_type=input_type, **ids)
     version = book.in_force(person.insu_admdvs, day)
     if version is None:
-        return _reject("NOT_INSURED", f"no settlement policy for insured region {person.insu_admdvs} on {day}",
+        region = book.region(person.insu_admdvs)
+        reason = (f"its first policy takes effect on {region.versions[0].effective_from}" if region is not None
+                  else "there is no policy file for the region")
+        return _reject("NO_POLICY", f"no settlement policy for insured region {person.insu_admdvs} on {day}: {reason}",
                        person.psn_no, input_type=input_type, **ids)
     return version
 

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from gongji.common.config import Settings
@@ -181,15 +182,26 @@ def _config_cell(key: str, value: str | None) -> str:
     return value
 
 
-async def replay(path: str, policy_dir: Path | None, batch: int = 1) -> None:
+async def replay(path: str, policy_dir: Path | None, batch: int = 1, now: datetime | None = None) -> None:
     from gongji.settlement.policy import load_policy_book
     from gongji.settlement.replay import replay_lines
 
     book = load_policy_book(policy_dir)
-    source = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    bounds = Settings().settlement_bounds()
+    try:  # bytes: a line that is not UTF-8 is one skipped line, not the end of the file
+        source = sys.stdin.buffer if path == "-" else open(path, "rb")
+    except OSError as error:
+        sys.exit(f"gongji: {path}: {error.strerror}")
     with source:
-        async for output in replay_lines(source, book, batch=batch):
+        async for output in replay_lines(source, book, batch=batch, bounds=bounds, now=now):
             sys.stdout.write(json.dumps(output, ensure_ascii=False) + "\n")
+
+
+def _aware_time(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    if value.utcoffset() is None:
+        raise ValueError("needs a UTC offset")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -220,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     rep.add_argument("--batch", type=int, default=1, metavar="N",
                      help="settle N events at a time through the service's batching path (default 1); "
                           "the results are the same for any N")
+    rep.add_argument("--now", type=_aware_time, default=None, metavar="TIME",
+                     help="the present that setl_time is judged against, ISO 8601 with offset (default: the clock)")
     bench = commands.add_parser("bench", help="claims/s and latency through the local stack")
     bench.add_argument("--claims", type=int, default=100_000)
     bench.add_argument("--persons", type=int, default=20_000)
@@ -290,7 +304,7 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "replay":
         if args.batch < 1:
             parser.error("--batch must be at least 1")
-        asyncio.run(replay(args.file, args.policies, args.batch))
+        asyncio.run(replay(args.file, args.policies, args.batch, args.now))
     elif args.command == "demo":
         from gongji.demo import run_demo
 

@@ -79,6 +79,56 @@ def test_replay_reads_standard_input():
     assert [json.loads(line)["event_type"] for line in result.stdout.splitlines()] == ["rejection", "credit"]
 
 
+HOSTILE_LINES = [
+    b'{"event_type": "claim", "claim_id": "X-1", "psn_no": "15250100000001", "fee_details": [{"pric": "'
+    + b"1" * 40 + b'"}]}',
+    b'{"event_type": "claim", "claim_id": "X-2", "fee_details": [{"cnt": ' + b"1" * 5000 + b"}]}",
+    b'{"event_type": "claim", "claim_id": "X-3", "fee_details": [{"cnt": 1e999999999999999999999}]}',
+    b'{"event_type": "claim", "claim_id": "X-4", "fee_details": [{"pric": NaN, "cnt": Infinity}]}',
+    b"[" * 100_000,
+    b'{"event_type": "person", "psn_no": "15250100000009\\u0000", "insutype": "310"}',
+    b'{"event_type": "person", "psn_no": "\\ud800", "insutype": "310"}',
+    b'{"event_type": "institution", "fixmedins_code": "H1 ", "fixmedins_type": "1"}',
+    b'\xff\xfe{"event_type": "claim"}',
+    b'{"event_type": {"nested": [[[[]]]]}, "psn_no": ["junk"]}',
+    b"42",
+]
+
+
+def test_replay_answers_every_hostile_line_without_a_traceback(tmp_path):
+    """Issue 8 item 2: each bad line is a rejection or a line on stderr; the valid lines after them
+    settle exactly as they do alone."""
+    valid = (DATA / "erenhot.jsonl").read_bytes().splitlines()[:9]
+    clean = run("replay", "-", stdin="\n".join(line.decode() for line in valid) + "\n")
+    path = tmp_path / "hostile.jsonl"
+    path.write_bytes(b"\n".join([*HOSTILE_LINES, *valid]) + b"\n")
+    result = run("replay", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    out = [json.loads(line) for line in result.stdout.splitlines()]
+    refused = [event for event in out if event.get("err_code") == "INVALID_CLAIM"]
+    skipped = result.stderr.splitlines()
+    assert len(refused) + len(skipped) == len(HOSTILE_LINES), (refused, skipped)
+    assert all(line.startswith("line ") and line.endswith("skipped") for line in skipped)
+    assert out[len(refused):] == [json.loads(line) for line in clean.stdout.splitlines()]
+
+
+def test_replay_judges_setl_time_against_the_given_present_and_reads_the_bounds_settings():
+    lines = (DATA / "erenhot.jsonl").read_text().splitlines()[:8]  # C-0001 on 2023-03-01 10:00 (+08:00)
+    stdin = "\n".join(lines) + "\n"
+    before = run("replay", "--now", "2023-03-01T09:50:00+08:00", "-", stdin=stdin)  # 10 minutes of tolerance
+    after = run("replay", "--now", "2023-03-01T09:49:59+08:00", "-", stdin=stdin)
+    assert json.loads(before.stdout.splitlines()[-1])["event_type"] == "settlement", before.stderr
+    refusal = json.loads(after.stdout.splitlines()[-1])
+    assert (refusal["err_code"], refusal["claim_id"]) == ("INVALID_CLAIM", "C-0001")
+    assert "setl_time" in refusal["err_msg"]
+    ceiling = run("replay", "-", stdin=stdin, env={"GONGJI_MAX_LINE_AMOUNT": "1199.99"})  # its line is 1200.00
+    refusal = json.loads(ceiling.stdout.splitlines()[-1])
+    assert refusal["err_code"] == "INVALID_CLAIM" and "GONGJI_MAX_LINE_AMOUNT" in refusal["err_msg"]
+    missing = run("replay", "/nonexistent/claims.jsonl")
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr and "claims.jsonl" in missing.stderr
+
+
 def test_a_bad_policy_file_stops_start_up_naming_file_and_field(tmp_path):
     shipped = Path(__file__).parents[2] / "services/gongji/settlement/policies"
     for path in shipped.glob("*.toml"):

@@ -86,11 +86,11 @@ def _fund_cap(p: Person) -> int | None:
 @st.composite
 def fee_lines(draw, sn: str = "1") -> FeeLine:
     lv = draw(st.sampled_from(["01", "01", "02", "02", "03"]))
-    # Unit price: whole fen up to 2000 yuan, or a 2204 price with 6 places under 0.20 yuan.
+    # Unit price (positive): whole fen up to 2000 yuan, or a 2204 price with 6 places under 0.20 yuan.
     if draw(st.booleans()):
-        price = Decimal(draw(st.integers(0, 200_000))).scaleb(-2)
+        price = Decimal(draw(st.integers(1, 200_000))).scaleb(-2)
     else:
-        price = Decimal(draw(st.integers(0, 200_000))).scaleb(-6)
+        price = Decimal(draw(st.integers(1, 200_000))).scaleb(-6)
     cnt = Decimal(draw(st.sampled_from(["1", "1", "2", "3", "5", "10", "100", "0.5", "1.5", "0.25"])))
     exact = yuan_to_fen(price * cnt)
     # The HIS may be one fen off its own product (allowed slack).

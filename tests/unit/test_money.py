@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from gongji.common.money import MoneyError, mul_round, to_fen, to_price, to_ratio, to_yuan, yuan_to_fen
+from gongji.common.money import MoneyError, mul_round, shown, to_fen, to_price, to_ratio, to_yuan, yuan_to_fen
 
 pytestmark = pytest.mark.unit
 
@@ -142,3 +142,42 @@ def test_to_price_refuses_floats_and_seven_places(value):
     """POLICY §1: never binary floats; prices at most 6 decimals."""
     with pytest.raises(MoneyError):
         to_price(value)
+
+
+@pytest.mark.parametrize("function", [to_fen, to_price, to_ratio])
+@pytest.mark.parametrize("value", [
+    pytest.param("1" * 40, id="40 digits (InvalidOperation in to_price before)"),
+    pytest.param("1" + "0" * 18, id="10^18: 19 digits"),
+    pytest.param(10**18, id="int 10^18"),
+    pytest.param(Decimal("1E+999999999"), id="Decimal 1E+999999999"),
+    pytest.param("1e3", id="exponent in text"),
+    pytest.param("1_000", id="underscores"),
+    pytest.param("١٢", id="Arabic-Indic digits"),
+    pytest.param("12" + "0" * 100, id="101 characters"),
+    pytest.param([1], id="a list"),
+    pytest.param(None, id="None"),
+])
+def test_out_of_range_or_odd_text_raises_only_money_error(function, value):
+    """Never InvalidOperation, Overflow or TypeError: pydantic names the field only for ValueErrors."""
+    with pytest.raises(MoneyError):
+        function(value)
+
+
+def test_eighteen_digits_before_the_point_are_exact():
+    assert to_fen("999999999999999999.99") == 99_999_999_999_999_999_999
+    assert to_price("999999999999999999.999999") == Decimal("999999999999999999.999999")
+
+
+def test_sub_fen_far_below_the_precision_is_still_refused():
+    """1.000…0001 with 40 places: a 28-digit context would round it to 100 fen."""
+    with pytest.raises(MoneyError):
+        to_fen("1." + "0" * 40 + "1")
+    with pytest.raises(MoneyError):
+        to_fen(Decimal("1E-999999999"))
+
+
+def test_messages_quote_a_short_piece_of_the_input():
+    assert shown("x" * 1000).startswith("'xxx") and len(shown("x" * 1000)) < 70
+    with pytest.raises(MoneyError) as error:
+        to_fen("9" * 50)
+    assert len(str(error.value)) < 120

@@ -6,10 +6,15 @@ Unset server addresses mean "use the local stack" (see gongji.common.stack).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, model_validator
+from datetime import timedelta
+from decimal import Decimal
+
+from pydantic import BaseModel, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gongji.common.money import to_fen, to_yuan
 from gongji.fraud.config import FraudConfig
+from gongji.settlement.domain import DEFAULT_BOUNDS, WIRE_MAX_FEN, Bounds
 
 
 class Topics(BaseModel):
@@ -73,6 +78,13 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     # Largest batch one poll hands to settlement; one batch costs four Redis round trips.
     batch_max_records: int = 2000
+    # Bounds at the edge of settlement (README "Bounds at the edge"): plausibility ceilings in yuan,
+    # **sample** values, and how far past the present a setl_time may be (clocks differ a little).
+    max_line_amount: Decimal = to_yuan(DEFAULT_BOUNDS.max_line_amount)
+    max_claim_amount: Decimal = to_yuan(DEFAULT_BOUNDS.max_claim_amount)
+    max_opening_amount: Decimal = to_yuan(DEFAULT_BOUNDS.max_opening_amount)
+    max_credit_base: Decimal = to_yuan(DEFAULT_BOUNDS.max_credit_base)
+    setl_time_tolerance_seconds: float = DEFAULT_BOUNDS.setl_time_tolerance.total_seconds()
 
     # The dashboard (gongji run dashboard): its page, /events, /healthz and /metrics on loopback.
     dashboard_host: str = "127.0.0.1"
@@ -82,6 +94,26 @@ class Settings(BaseSettings):
     # registry is read whole.
     dashboard_lookback_seconds: float = 900.0
     dashboard_lookback_records: int = 100_000
+
+    @field_validator("max_line_amount", "max_claim_amount", "max_opening_amount", "max_credit_base")
+    @classmethod
+    def _a_ceiling_the_wire_holds(cls, value: Decimal) -> Decimal:
+        if not 0 < to_fen(value) <= WIRE_MAX_FEN:
+            raise ValueError(f"{value} is not between 0.01 and 99999999999999.99 yuan (decimal(16,2) on the wire)")
+        return value
+
+    @field_validator("setl_time_tolerance_seconds")
+    @classmethod
+    def _a_tolerance(cls, value: float) -> float:
+        if not 0 <= value <= 7 * 86400:
+            raise ValueError(f"{value} is not between 0 and a week")
+        return value
+
+    def settlement_bounds(self) -> Bounds:
+        return Bounds(max_line_amount=to_fen(self.max_line_amount), max_claim_amount=to_fen(self.max_claim_amount),
+                      max_opening_amount=to_fen(self.max_opening_amount),
+                      max_credit_base=to_fen(self.max_credit_base),
+                      setl_time_tolerance=timedelta(seconds=self.setl_time_tolerance_seconds))
 
     @model_validator(mode="after")
     def _min_insync_within_replication(self) -> "Settings":

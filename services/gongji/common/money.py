@@ -6,38 +6,75 @@ multiplication, everything else is sums, differences and minimums of rounded amo
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+import re
+from decimal import ROUND_HALF_UP, Decimal
 
 CENT = Decimal("0.01")
 _FEN_PER_YUAN = Decimal(100)
 _ONE = Decimal(1)
+_MICRO = Decimal("0.000001")
 
 
 class MoneyError(ValueError):
     """A value that is not an exact amount of yuan with at most two decimals."""
 
 
-def _decimal(value: object, what: str) -> Decimal:
-    """`value` as an exact, finite Decimal; binary floats are refused, never converted."""
+# Plain decimal text only: ASCII digits, an optional sign and point; no exponent, no "_", no
+# other scripts' digits (Decimal() itself would take "1_000", "١٢" and "1E+999999999").
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
+# No amount, price or ratio of this system has 18 digits before the point; refusing them before
+# any arithmetic keeps every later step exact (and int(Decimal("1E+999999999")) from running forever).
+_LIMIT = Decimal(10) ** 18
+_SHOWN = 40
+
+
+def shown(value: object) -> str:
+    """`repr(value)`, cut short: what an error message may quote of an input."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + f"… ({len(text)} characters)"
+
+
+def to_decimal(value: object, what: str = "amount") -> Decimal:
+    """`value` as an exact, finite Decimal below 10^18 in size; binary floats are refused, never
+    converted. Raises only MoneyError."""
     if isinstance(value, bool) or isinstance(value, float):
-        raise MoneyError(f"{what} must be a decimal string or Decimal, not {type(value).__name__} {value!r}")
-    try:
-        number = value if isinstance(value, Decimal) else Decimal(str(value).strip())
-    except InvalidOperation:
-        raise MoneyError(f"not a decimal {what}: {value!r}") from None
+        raise MoneyError(f"{what} must be a decimal string or Decimal, not {type(value).__name__} {shown(value)}")
+    if isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, int):
+        if abs(value) >= _LIMIT:
+            raise MoneyError(f"{what} {shown(value)} is out of range (18 digits or more before the point)")
+        return Decimal(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if len(text) > 60 or not _DECIMAL_TEXT.fullmatch(text):
+            raise MoneyError(f"not a decimal {what}: {shown(value)}")
+        number = Decimal(text)
+    else:
+        raise MoneyError(f"{what} must be a decimal string or Decimal, not {type(value).__name__}")
     if not number.is_finite():
-        raise MoneyError(f"not a finite {what}: {value!r}")
+        raise MoneyError(f"not a finite {what}: {shown(value)}")
+    if number and number.adjusted() >= 18:
+        raise MoneyError(f"{what} {shown(value)} is out of range (18 digits or more before the point)")
+    return number
+
+
+def _places(number: Decimal, places: Decimal, what: str, value: object) -> Decimal:
+    """`number` if it has no more decimals than `places` (exact: it is below 10^18)."""
+    if number != number.quantize(places):
+        raise MoneyError(f"{what} must have at most {-places.as_tuple().exponent} decimals: {shown(value)}")
     return number
 
 
 def to_fen(value: object) -> int:
-    """Yuan (Decimal, str, int) → integer fen. Rejects floats and sub-fen precision."""
+    """Yuan (Decimal, str, int) → integer fen. Rejects floats, sub-fen precision and amounts of 10^18
+    yuan or more; raises only MoneyError."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return value * 100
-    fen = _decimal(value, "amount") * _FEN_PER_YUAN
-    if fen != fen.to_integral_value():
-        raise MoneyError(f"more than two decimals: {value!r}")
-    return int(fen)
+        return int(to_decimal(value)) * 100
+    number = to_decimal(value, "amount")
+    if number != number.quantize(CENT):
+        raise MoneyError(f"more than two decimals: {shown(value)}")
+    return int(number.scaleb(2))
 
 
 def to_yuan(fen: int) -> Decimal:
@@ -68,15 +105,12 @@ def div_round(fen: int, divisor: Decimal) -> int:
 
 def to_price(value: object) -> Decimal:
     """A unit price in yuan with at most 6 places (the national 2204 interface's precision)."""
-    price = _decimal(value, "price")
-    if price != price.quantize(Decimal("0.000001")):
-        raise MoneyError(f"price must have at most 6 decimals: {value!r}")
-    return price
+    return _places(to_decimal(value, "price"), _MICRO, "price", value)
 
 
 def to_ratio(value: object) -> Decimal:
     """A ratio in [0, 1] as an exact Decimal (strings or Decimals; floats are refused)."""
-    ratio = _decimal(value, "ratio")
+    ratio = to_decimal(value, "ratio")
     if ratio < 0 or ratio > 1:
-        raise MoneyError(f"ratio outside 0–1: {value!r}")
+        raise MoneyError(f"ratio outside 0–1: {shown(value)}")
     return ratio

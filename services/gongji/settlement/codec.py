@@ -7,15 +7,19 @@ yuan Decimals. What is listed here is exactly what goes on the wire.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
 
 from gongji.common.avro import decimal_bytes
-from gongji.common.money import to_yuan
+from gongji.common.money import shown, to_yuan
 from gongji.settlement.domain import (
+    DEFAULT_BOUNDS,
+    ID_MAX_LENGTH,
     MONEY_FIELDS,
+    Bounds,
     Claim,
     Credit,
     CreditApplied,
@@ -24,6 +28,8 @@ from gongji.settlement.domain import (
     Rejection,
     Reversal,
     Settlement,
+    clean_text,
+    validation_context,
 )
 from gongji.settlement.handler import Event, Output
 
@@ -44,6 +50,7 @@ _SETTLEMENT_FIELDS = (
 )
 _REVERSAL_FIELDS = ("orig_claim_id", "orig_setl_id", "orig_setl_time")
 _MONEY_OUT = (*MONEY_FIELDS, "balc")
+_CLEAN_ID = clean_text(ID_MAX_LENGTH)
 
 
 def describe(error: ValidationError, limit: int = 3) -> str:
@@ -56,22 +63,42 @@ def describe(error: ValidationError, limit: int = 3) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-def to_event(kind: str, data: dict[str, Any]) -> Event | Rejection:
-    """Validate one input. Anything wrong becomes an INVALID_CLAIM rejection saying what."""
+def to_event(kind: str, data: dict[str, Any], bounds: Bounds = DEFAULT_BOUNDS,
+             now: datetime | None = None) -> Event | Rejection:
+    """Validate one input against the bounds, at `now` (the wall clock if None). Never raises:
+    anything wrong, whatever exception it raises, becomes an INVALID_CLAIM rejection saying what."""
+    ids = _ids(kind, data)
     model = INPUT_TYPES.get(kind)
     if model is None:
-        return Rejection(err_code="INVALID_CLAIM", psn_no=_text(data.get("psn_no")), input_type=kind,
-                         err_msg=f"unknown event_type {kind!r}; expected one of {', '.join(INPUT_TYPES)}")
+        return Rejection(err_code="INVALID_CLAIM", input_type=_code(kind), **ids,
+                         err_msg=f"unknown event_type {shown(kind)}; expected one of {', '.join(INPUT_TYPES)}")
+    if not isinstance(data, dict):
+        return Rejection(err_code="INVALID_CLAIM", input_type=kind, **ids,
+                         err_msg=f"invalid {kind}: not a record but {type(data).__name__}")
+    context = validation_context(bounds, now or datetime.now(timezone.utc))
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as error:
-        ids = {"credit_id": _text(data.get("credit_id"))} if kind == "credit" else {"claim_id": _text(data.get("claim_id"))}
-        return Rejection(err_code="INVALID_CLAIM", psn_no=_text(data.get("psn_no")), input_type=kind,
-                         err_msg=f"invalid {kind}: {describe(error)}", **ids)
+        problem = describe(error)
+    except Exception as error:  # not a validator's ValueError: still the input's fault, never an outage
+        problem = f"cannot be read ({type(error).__name__})"
+    return Rejection(err_code="INVALID_CLAIM", input_type=kind, **ids, err_msg=f"invalid {kind}: {problem}")
 
 
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+def _ids(kind: str, data: Any) -> dict[str, str | None]:
+    """The ids a rejection echoes: only those that are clean ids themselves."""
+    get = data.get if isinstance(data, dict) else (lambda name: None)
+    ids = {"credit_id": _code(get("credit_id"))} if kind == "credit" else {"claim_id": _code(get("claim_id"))}
+    return {"psn_no": _code(get("psn_no")), **ids}
+
+
+def _code(value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return _CLEAN_ID(value)
+    except ValueError:
+        return None
 
 
 def from_output(output: Output, unscaled: bool = False) -> tuple[str, dict[str, Any]]:

@@ -1,7 +1,10 @@
 """`gongji replay FILE`: settle a JSON Lines file offline, from empty state, in file order.
 
 The same Settler and engine as the streaming service, over the in-memory store. One JSON line
-out per output event; lines that are not JSON at all are reported on standard error.
+out per output event. No input line can stop it: a line that is not UTF-8 or not a JSON object is
+reported on standard error and skipped; an invalid event is an INVALID_CLAIM rejection like any
+other refusal; an event that fails inside settlement (a bug of ours) is reported and skipped, as the
+service sends it to dead-letters.
 """
 
 from __future__ import annotations
@@ -9,45 +12,44 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import AsyncIterator, Iterable
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import IO
 
+from gongji.common.money import shown
 from gongji.settlement.codec import from_output, json_ready, to_event
-from gongji.settlement.domain import Rejection
-from gongji.settlement.handler import Output, Settler
+from gongji.settlement.domain import DEFAULT_BOUNDS, Bounds, Rejection
+from gongji.settlement.handler import Event, Output, Settler
 from gongji.settlement.policy import PolicyBook
 from gongji.settlement.store import MemoryStore
 
 
-async def replay_lines(lines: Iterable[str], book: PolicyBook, errors: IO[str] = sys.stderr,
-                       batch: int = 1) -> AsyncIterator[dict]:
+async def replay_lines(lines: Iterable[str | bytes], book: PolicyBook, errors: IO[str] = sys.stderr,
+                       batch: int = 1, bounds: Bounds = DEFAULT_BOUNDS,
+                       now: datetime | None = None) -> AsyncIterator[dict]:
     """Settle each line in order; yields the output events as JSON-ready dicts. `batch` events are
     handed to the Settler at a time, as the service's polls do: the results are the same for any
-    size (`gongji replay --batch N` lets anyone check it)."""
+    size (`gongji replay --batch N` lets anyone check it). `now` is the present that setl_time is
+    judged against (the wall clock at the start if None)."""
+    now = now or datetime.now(timezone.utc)
     settler = Settler(MemoryStore(), book)
-    pending: list = []
+    pending: list[tuple[int, Event]] = []
 
-    async def flush():
-        outputs = await settler.handle(pending) if pending else []
+    async def flush() -> list[Output]:
+        outputs = await _settle(settler, pending, errors) if pending else []
         pending.clear()
         return outputs
 
     for number, line in enumerate(lines, start=1):
-        if not line.strip():
+        data = _parse(number, line, errors)
+        if data is None:
             continue
-        try:
-            data = json.loads(line, parse_float=Decimal)
-        except json.JSONDecodeError as error:
-            print(f"line {number}: not JSON ({error.msg} at column {error.colno}); skipped", file=errors)
-            continue
-        if not isinstance(data, dict):
-            print(f"line {number}: a JSON {type(data).__name__}, not an object; skipped", file=errors)
-            continue
-        event = to_event(str(data.get("event_type")), data)
+        kind = data.get("event_type")
+        event = to_event(kind if isinstance(kind, str) else f"<{type(kind).__name__}>", data, bounds, now)
         if isinstance(event, Rejection):  # answered in its place: what came before is settled first
             results = await flush() + [Output(event.psn_no or "", event)]
         else:
-            pending.append(event)
+            pending.append((number, event))
             results = await flush() if len(pending) >= batch else []
         for output in results:
             yield _wire(output)
@@ -55,6 +57,52 @@ async def replay_lines(lines: Iterable[str], book: PolicyBook, errors: IO[str] =
         yield _wire(output)
 
 
+async def _settle(settler: Settler, pending: list[tuple[int, Event]], errors: IO[str]) -> list[Output]:
+    """The batch's results; if settling raises (a bug of ours), the batch one event at a time, and
+    the event that fails is one line on `errors`, as the service isolates it for dead-letters."""
+    try:
+        return await settler.handle([event for _, event in pending])
+    except Exception:
+        pass
+    outputs: list[Output] = []
+    for number, event in pending:
+        try:
+            outputs += await settler.handle([event])
+        except Exception as error:
+            print(f"line {number}: internal error while settling: {type(error).__name__}: "
+                  f"{shown(str(error))}; skipped", file=errors)
+    return outputs
+
+
 def _wire(output: Output) -> dict:
     kind, wire = from_output(output)
     return {"event_type": kind, **json_ready(wire)}
+
+
+def _parse(number: int, line: str | bytes, errors: IO[str]) -> dict | None:
+    """One line as a JSON object, or None after saying on `errors` why it is skipped."""
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            print(f"line {number}: not UTF-8 (byte 0x{line[error.start]:02x} at column {error.start + 1}); skipped",
+                  file=errors)
+            return None
+    if not line.strip():
+        return None
+    try:
+        data = json.loads(line, parse_float=Decimal)
+    except json.JSONDecodeError as error:
+        print(f"line {number}: not JSON ({error.msg} at column {error.colno}); skipped", file=errors)
+        return None
+    except RecursionError:
+        print(f"line {number}: not JSON this program reads (nested too deeply); skipped", file=errors)
+        return None
+    except Exception as error:  # a number Python will not read: 5,000 digits, an exponent of 10^20
+        print(f"line {number}: not JSON this program reads ({type(error).__name__}: {shown(str(error))}); skipped",
+              file=errors)
+        return None
+    if not isinstance(data, dict):
+        print(f"line {number}: a JSON {type(data).__name__}, not an object; skipped", file=errors)
+        return None
+    return data

@@ -65,6 +65,7 @@ class SettlementService:
         self.settings = settings
         self.catalog = catalog
         self.settler = Settler(RedisStore(redis_client, settings.key_prefix), book)
+        self.bounds = settings.settlement_bounds()
         topics = settings.topics
         self.accepted = {
             topics.claims: {"Claim", "Reversal"},
@@ -141,7 +142,7 @@ class SettlementService:
             if name not in self.accepted.get(message.topic, ()):
                 dead.append((message, f"a {name} record does not belong on topic {message.topic}"))
                 continue
-            event = to_event(RECORD_INPUTS[name], data)
+            event = to_event(RECORD_INPUTS[name], data, self.bounds)
             if isinstance(event, Rejection):
                 dead.append((message, event.err_msg))
                 refused.append(Output(event.psn_no or "", event))

@@ -129,6 +129,27 @@ def test_replay_judges_setl_time_against_the_given_present_and_reads_the_bounds_
     assert missing.returncode != 0 and "Traceback" not in missing.stderr and "claims.jsonl" in missing.stderr
 
 
+def test_replay_settles_a_pharmacy_without_a_level_in_the_pharmacy_band():
+    """Issue 8 item 9: a retail pharmacy has no medins_lv. Erenhot, in-service, 1100.00 at the
+    pharmacy: deductible 1000.00, the pharmacy band's 70% of 100.00 = 70.00."""
+    events = [
+        {"event_type": "institution", "fixmedins_code": "P15250100099", "fixmedins_name": "二连浩特市药店",
+         "fixmedins_type": "2", "grassroots": False, "admdvs": "152501"},
+        {"event_type": "person", "psn_no": "15250100000001", "insutype": "310", "psn_type": "1101",
+         "insu_admdvs": "152501", "psn_insu_stas": "1"},
+        {"event_type": "claim", "claim_id": "C-PH", "mdtrt_id": "M-PH", "psn_no": "15250100000001",
+         "fixmedins_code": "P15250100099", "med_type": "11", "insutype": "310",
+         "setl_time": "2023-03-02T09:00:00+08:00", "acct_used_flag": "0",
+         "fee_details": [{"feedetl_sn": "1", "med_list_codg": "XB02", "list_type": "101", "chrgitm_lv": "01",
+                          "det_item_fee_sumamt": "1100.00", "cnt": "1", "pric": "1100.00"}]},
+    ]
+    result = run("replay", "-", stdin="\n".join(json.dumps(event, ensure_ascii=False) for event in events) + "\n")
+    assert result.returncode == 0, result.stderr
+    [settled] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert (settled["event_type"], settled["act_pay_dedc"], settled["hifp_pay"], settled["pool_prop_selfpay"]) == (
+        "settlement", "1000.00", "70.00", "0.7000")
+
+
 def test_a_bad_policy_file_stops_start_up_naming_file_and_field(tmp_path):
     shipped = Path(__file__).parents[2] / "services/gongji/settlement/policies"
     for path in shipped.glob("*.toml"):

@@ -422,6 +422,39 @@ def test_no_policy_goes_on_the_wire():
     assert_publishable(out)
 
 
+# ================================================================ item 9: pharmacies
+
+
+@pytest.mark.parametrize("level", [pytest.param({}, id="absent"), pytest.param({"medins_lv": None}, id="null"),
+                                   pytest.param({"medins_lv": ""}, id="empty string on the wire")])
+def test_a_pharmacy_needs_no_level_and_settles_in_the_pharmacy_band(level):
+    """Erenhot, in-service, first visit of the year at a retail pharmacy: 1100.00 in scope, annual
+    deductible 1000.00, the pharmacy band's 70% on the 100.00 left: 70.00 pooling."""
+    data = {key: value for key, value in an_institution(fixmedins_code="P1", fixmedins_type="2").items()
+            if key != "medins_lv"}
+    pharmacy = accepted("institution", {**data, **level})
+    assert pharmacy.medins_lv is None and pharmacy.band == "pharmacy"
+    out = settle_claim(Claim.model_validate(claim(amount_line("1100.00"), fixmedins_code="P1")), person(), pharmacy,
+                       BOOK, PersonState())
+    assert isinstance(out, ClaimSettled), out
+    s = out.settlement
+    assert (s.act_pay_dedc, s.hifp_pay, s.pool_prop_selfpay, s.psn_cash_pay) == (
+        fen("1000.00"), fen("70.00"), Decimal("0.7000"), fen("1030.00"))
+    assert "band pharmacy" in s.setldetail[0].setl_proc_info
+
+
+def test_a_hospital_still_needs_its_level():
+    refused("institution", {**an_institution(), "medins_lv": ""}, "medins_lv")
+    refused("institution", {k: v for k, v in an_institution().items() if k != "medins_lv"}, "medins_lv")
+    refused("institution", an_institution(medins_lv="4"), "medins_lv")
+
+
+def test_a_stored_pharmacy_without_level_reads_back():
+    """The Redis store keeps institutions as JSON and reads them back without a validation context."""
+    pharmacy = Institution.model_validate(an_institution(fixmedins_type="2", medins_lv=None))
+    assert Institution.model_validate_json(pharmacy.model_dump_json()) == pharmacy
+
+
 # ================================================================ settings
 
 

@@ -203,9 +203,22 @@ class Institution(_Event):
     fixmedins_code: Code = Field(min_length=1)
     fixmedins_name: Name
     fixmedins_type: Literal["1", "2"]
-    medins_lv: Literal["1", "2", "3"]
+    # A retail pharmacy has no hospital level on the national platform: none, null or "" (the wire's
+    # field is a plain string); its claims settle in the policy's pharmacy band.
+    medins_lv: Literal["1", "2", "3"] | None = None
     grassroots: bool
     admdvs: RegionCode
+
+    @field_validator("medins_lv", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _level_for_hospitals(self) -> "Institution":
+        if self.fixmedins_type == "1" and self.medins_lv is None:
+            raise ValueError("medins_lv: a medical institution (fixmedins_type 1) needs its level, 1, 2 or 3")
+        return self
 
     @property
     def band(self) -> str:

@@ -37,9 +37,11 @@ def shown(value: object) -> str:
 def to_decimal(value: object, what: str = "amount") -> Decimal:
     """`value` as an exact, finite Decimal below 10^18 in size; binary floats are refused, never
     converted. Raises only MoneyError."""
-    if isinstance(value, bool) or isinstance(value, float):
+    if type(value) is Decimal:  # the common case first: Avro decimals, replay's JSON numbers
+        number = value
+    elif isinstance(value, (bool, float)):
         raise MoneyError(f"{what} must be a decimal string or Decimal, not {type(value).__name__} {shown(value)}")
-    if isinstance(value, Decimal):
+    elif isinstance(value, Decimal):
         number = value
     elif isinstance(value, int):
         if abs(value) >= _LIMIT:

@@ -17,8 +17,9 @@ from gongji.common.avro import decimal_bytes
 from gongji.common.money import shown, to_yuan
 from gongji.settlement.domain import (
     DEFAULT_BOUNDS,
-    ID_MAX_LENGTH,
     MONEY_FIELDS,
+    NAME_MAX_LENGTH,
+    TEXT_PATTERN,
     Bounds,
     Claim,
     Credit,
@@ -28,7 +29,7 @@ from gongji.settlement.domain import (
     Rejection,
     Reversal,
     Settlement,
-    clean_text,
+    text_problem,
     validation_context,
 )
 from gongji.settlement.handler import Event, Output
@@ -50,7 +51,6 @@ _SETTLEMENT_FIELDS = (
 )
 _REVERSAL_FIELDS = ("orig_claim_id", "orig_setl_id", "orig_setl_time")
 _MONEY_OUT = (*MONEY_FIELDS, "balc")
-_CLEAN_ID = clean_text(ID_MAX_LENGTH)
 
 
 def describe(error: ValidationError, limit: int = 3) -> str:
@@ -58,7 +58,10 @@ def describe(error: ValidationError, limit: int = 3) -> str:
     parts = []
     for problem in error.errors()[:limit]:
         where = ".".join(str(part) for part in problem["loc"]) or "event"
-        parts.append(f"{where}: {problem['msg']}")
+        message = problem["msg"]
+        if problem["type"] == "string_pattern_mismatch" and problem.get("ctx", {}).get("pattern") == TEXT_PATTERN:
+            message = text_problem(problem["input"], NAME_MAX_LENGTH) or message
+        parts.append(f"{where}: {message}")
     more = error.error_count() - limit
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
@@ -67,22 +70,20 @@ def to_event(kind: str, data: dict[str, Any], bounds: Bounds = DEFAULT_BOUNDS,
              now: datetime | None = None) -> Event | Rejection:
     """Validate one input against the bounds, at `now` (the wall clock if None). Never raises:
     anything wrong, whatever exception it raises, becomes an INVALID_CLAIM rejection saying what."""
-    ids = _ids(kind, data)
     model = INPUT_TYPES.get(kind)
     if model is None:
-        return Rejection(err_code="INVALID_CLAIM", input_type=_code(kind), **ids,
+        return Rejection(err_code="INVALID_CLAIM", input_type=_code(kind), **_ids(kind, data),
                          err_msg=f"unknown event_type {shown(kind)}; expected one of {', '.join(INPUT_TYPES)}")
     if not isinstance(data, dict):
-        return Rejection(err_code="INVALID_CLAIM", input_type=kind, **ids,
-                         err_msg=f"invalid {kind}: not a record but {type(data).__name__}")
-    context = validation_context(bounds, now or datetime.now(timezone.utc))
-    try:
-        return model.model_validate(data, context=context)
-    except ValidationError as error:
-        problem = describe(error)
-    except Exception as error:  # not a validator's ValueError: still the input's fault, never an outage
-        problem = f"cannot be read ({type(error).__name__})"
-    return Rejection(err_code="INVALID_CLAIM", input_type=kind, **ids, err_msg=f"invalid {kind}: {problem}")
+        problem = f"not a record but {type(data).__name__}"
+    else:
+        try:
+            return model.model_validate(data, context=validation_context(bounds, now or datetime.now(timezone.utc)))
+        except ValidationError as error:
+            problem = describe(error)
+        except Exception as error:  # not a validator's ValueError: still the input's fault, never an outage
+            problem = f"cannot be read ({type(error).__name__})"
+    return Rejection(err_code="INVALID_CLAIM", input_type=kind, **_ids(kind, data), err_msg=f"invalid {kind}: {problem}")
 
 
 def _ids(kind: str, data: Any) -> dict[str, str | None]:
@@ -93,12 +94,7 @@ def _ids(kind: str, data: Any) -> dict[str, str | None]:
 
 
 def _code(value: Any) -> str | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return _CLEAN_ID(value)
-    except ValueError:
-        return None
+    return value if isinstance(value, str) and value and text_problem(value) is None else None
 
 
 def from_output(output: Output, unscaled: bool = False) -> tuple[str, dict[str, Any]]:

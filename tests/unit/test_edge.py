@@ -249,6 +249,12 @@ def test_amounts_stay_within_the_wire_schemas_precision():
     assert accepted("claim", claim(amount_line("99999999999999.99")), wide)
     out = refused("claim", claim(amount_line("100000000000000.00")), "fee_details.0", wide)
     assert "decimal(16,2)" in out.err_msg
+    # 99,999,999,999,999.999999 × 0.0001 = 9,999,999,999.9999999999 → 10,000,000,000.00 to the fen
+    assert accepted("claim", claim(line(pric="99999999999999.999999", cnt="0.0001",
+                                        det_item_fee_sumamt="10000000000.00")), wide)
+    out = refused("claim", claim(line(pric="100000000000000", cnt="0.0001", det_item_fee_sumamt="10000000000.00")),
+                  "fee_details.0.pric", wide)
+    assert "decimal(20,6)" in out.err_msg
     assert accepted("claim", claim(line(cnt="99999999.9999", pric="0.01", det_item_fee_sumamt="1000000.00")))
     refused("claim", claim(line(cnt="100000000", pric="0.01", det_item_fee_sumamt="1000000.00")),
             "fee_details.0.cnt")

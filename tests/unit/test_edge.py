@@ -395,7 +395,9 @@ def test_ids_at_the_length_limit_and_printable_text_are_accepted():
     assert accepted("person", a_person(psn_no="1525-01 张三")).psn_no == "1525-01 张三"
     assert accepted("institution", an_institution(fixmedins_name="名" * 200))
     refused("institution", an_institution(fixmedins_name="名" * 201), "fixmedins_name")
-    refused("institution", an_institution(fixmedins_name="二连浩特\n市医院"), "fixmedins_name")
+    refused("institution", an_institution(fixmedins_name="二连浩特\n市医院"), "U+000A")
+    refused("institution", an_institution(fixmedins_name="二连浩特市医院\x00"), "U+0000")
+    assert accepted("institution", an_institution(fixmedins_name=" 二连浩特 市医院 ")).fixmedins_name == " 二连浩特 市医院 "
 
 
 def test_a_rejection_echoes_the_clean_ids_of_a_bad_record():

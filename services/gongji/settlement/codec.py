@@ -19,6 +19,7 @@ from gongji.settlement.domain import (
     DEFAULT_BOUNDS,
     MONEY_FIELDS,
     NAME_MAX_LENGTH,
+    NAME_PATTERN,
     TEXT_PATTERN,
     Bounds,
     Claim,
@@ -59,8 +60,11 @@ def describe(error: ValidationError, limit: int = 3) -> str:
     for problem in error.errors()[:limit]:
         where = ".".join(str(part) for part in problem["loc"]) or "event"
         message = problem["msg"]
-        if problem["type"] == "string_pattern_mismatch" and problem.get("ctx", {}).get("pattern") == TEXT_PATTERN:
-            message = text_problem(problem["input"], NAME_MAX_LENGTH) or message
+        pattern = problem.get("ctx", {}).get("pattern") if problem["type"] == "string_pattern_mismatch" else None
+        if pattern == TEXT_PATTERN:
+            message = text_problem(problem["input"]) or message
+        elif pattern == NAME_PATTERN:
+            message = text_problem(problem["input"], NAME_MAX_LENGTH, name=True) or message
         parts.append(f"{where}: {message}")
     more = error.error_count() - limit
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")

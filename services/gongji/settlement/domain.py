@@ -103,21 +103,23 @@ def _guarded(check):
 TEXT_PATTERN = r"^(?:[^\p{C}\p{Z}](?:[^\p{C}\p{Z}]|\x20)*[^\p{C}\p{Z}]|[^\p{C}\p{Z}])?$"
 
 
-def text_problem(value: str, limit: int = ID_MAX_LENGTH) -> str | None:
-    """What makes `value` no id, code or name, or None. Refused, never repaired: a stripped or
-    cleaned id would be another id."""
+def text_problem(value: str, limit: int = ID_MAX_LENGTH, name: bool = False) -> str | None:
+    """What makes `value` no id or code (or, with `name`, no name), or None. Refused, never
+    repaired: a stripped or cleaned id would be another id."""
     if len(value) > limit:
         return f"longer than {limit} characters ({len(value)})"
     if not value.isprintable():
         bad = next(char for char in value if not char.isprintable())
         return f"contains a control or non-printable character (U+{ord(bad):04X})"
-    if value != value.strip():
+    if not name and value != value.strip():
         return f"has surrounding spaces: {shown(value)}; send it without them"
     return None
 
 
 Code = Annotated[str, Field(max_length=ID_MAX_LENGTH, pattern=TEXT_PATTERN)]  # ids and codes
-Name = Annotated[str, Field(max_length=NAME_MAX_LENGTH, pattern=TEXT_PATTERN)]
+# A name is no key: printable and bounded, its spaces kept as sent.
+NAME_PATTERN = r"^(?:[^\p{C}\p{Z}]|\x20)*$"
+Name = Annotated[str, Field(max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN)]
 
 
 def _ceiling(fen: int, ceiling: int, what: str, setting: str) -> int:

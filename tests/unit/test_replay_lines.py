@@ -136,3 +136,28 @@ def test_an_error_inside_settlement_is_one_line_on_stderr(monkeypatch):
     outputs, errors = replay([json.dumps(event) for event in VALID])
     assert outputs == []
     assert errors == ["line 3: internal error while settling: KeyError: \"'surprise'\"; skipped"]
+
+
+@pytest.mark.parametrize("batch", [1, 2, 500])
+def test_in_a_batch_the_event_that_fails_inside_settlement_is_isolated(monkeypatch, batch):
+    """With --batch N a failing batch is settled again one event at a time (as the service isolates
+    a message for dead-letters): the other claims settle, the failing one is one line on stderr."""
+    from gongji.settlement import engine
+
+    settle_claim = engine.settle_claim
+
+    def fails_for_c2(claim, *args, **kwargs):
+        if claim.claim_id == "C-2":
+            raise KeyError("surprise")
+        return settle_claim(claim, *args, **kwargs)
+    monkeypatch.setattr(engine, "settle_claim", fails_for_c2)
+    claims = [claim_text(claim_id=f"C-{n}", mdtrt_id=f"M-{n}") for n in (1, 2, 3)]
+    errors = io.StringIO()
+
+    async def collect():
+        lines = [json.dumps(event) for event in VALID[:2]] + claims
+        return [out async for out in replay_lines(lines, BOOK, errors, batch=batch, now=NOW)]
+
+    outputs = asyncio.run(collect())
+    assert [(out["event_type"], out["claim_id"]) for out in outputs] == [("settlement", "C-1"), ("settlement", "C-3")]
+    assert errors.getvalue().splitlines() == ["line 4: internal error while settling: KeyError: \"'surprise'\"; skipped"]

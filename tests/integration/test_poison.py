@@ -25,15 +25,21 @@ from gongji.ledger.store import LedgerStore, migrate
 def loose(name: str, record: dict) -> bytes:
     """`record` encoded as a careless writer would: decimals past the schema's precision too (the
     reader does not check it; fastavro's writer would refuse)."""
-    def unscaled(value):
-        if isinstance(value, Decimal):
-            return decimal_bytes(int(value.scaleb(2)))
-        if isinstance(value, list):
-            return [unscaled(item) for item in value]
-        if isinstance(value, dict):
-            return {key: unscaled(item) for key, item in value.items()}
+    def walk(schema, value):
+        if isinstance(schema, list):  # a union: the branch the value fits
+            if value is None:
+                return None
+            return walk(next(branch for branch in schema if branch != "null"), value)
+        if isinstance(schema, dict):
+            if schema.get("logicalType") == "decimal":
+                return decimal_bytes(int(Decimal(value).scaleb(schema["scale"])))
+            if schema["type"] == "record":
+                return {field["name"]: walk(field["type"], value.get(field["name"])) for field in schema["fields"]}
+            if schema["type"] == "array":
+                return [walk(schema["items"], item) for item in value]
+            return walk(schema["type"], value)
         return value
-    return CATALOG.encode_unscaled(name, unscaled(record))
+    return CATALOG.encode_unscaled(name, walk(CATALOG.schema(name), record))
 
 
 async def send_result(settings, record: dict, name: str = "Settlement", kind: bytes = b"settlement") -> None:
@@ -104,3 +110,121 @@ async def test_the_ledger_dead_letters_a_nul_byte_and_an_amount_past_numeric_16_
     assert "NUL" in reasons[loose("Settlement", nul_inst)]["reason"]
     assert "numeric" in reasons[loose("Settlement", huge)]["reason"]
     assert booked_ids(settings) == {before["setl_id"], after["setl_id"]}
+
+
+# ---------------------------------------------------------------------- every exception class
+FAULTS = [decimal.InvalidOperation([decimal.ConversionSyntax]), OverflowError("int too large to convert"),
+          psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes"),
+          UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
+          RecursionError("maximum recursion depth exceeded"), KeyError("fee_details")]
+
+
+def faulty(real, faults: dict[str, BaseException], ident):
+    """`real`, except that it raises faults[ident(args)] for the ids in `faults`: the test-only
+    injection point, a function the service calls on each message's content."""
+    def wrapper(*args, **kwargs):
+        error = faults.get(ident(*args, **kwargs))
+        if error is not None:
+            raise error
+        return real(*args, **kwargs)
+    return wrapper
+
+
+def assert_letters(letters, service: str, faults: dict[str, BaseException], originals: dict[str, bytes]) -> None:
+    """One dead letter per poisoned message, naming the service (field and header) and the exception."""
+    mine = [(data, message) for _, data, message in letters if data["service"] == service]
+    assert len(mine) == len(faults), [data["reason"] for data, _ in mine]
+    by_original = {data["original"]: data for data, _ in mine}
+    for ident, error in faults.items():
+        letter = by_original[originals[ident]]
+        assert type(error).__name__ in letter["reason"], letter["reason"]
+    assert all(dict(message.headers)["gongji-service"] == service.encode() for _, message in mine)
+
+
+async def test_the_ledger_dead_letters_every_exception_class_and_books_the_rest(ledger_settings, uniq, monkeypatch):
+    from gongji.ledger import service as ledger_service
+
+    settings = ledger_settings.model_copy(update={"batch_max_records": 50})
+    await asyncio.to_thread(migrate, settings.database_url, settings.ledger_schema)
+    records = [settlement(f"{uniq}-{i}") for i in range(40)]
+    faults = {records[i]["setl_id"]: error for i, error in zip((0, 5, 6, 20, 33, 39), FAULTS)}
+    monkeypatch.setattr(ledger_service, "entry_for",
+                        faulty(ledger_service.entry_for, faults, lambda kind, result: result["setl_id"]))
+    for record in records:
+        await send_result(settings, record)
+    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
+    try:
+        async with running(LedgerService(settings, CATALOG, store)):
+            letters = await collect(settings, settings.topics.dead_letters, lambda rs: len(rs) >= len(faults))
+            good = {r["setl_id"] for r in records} - set(faults)
+            await until(lambda: good <= booked_ids(settings), "the good results booked")
+    finally:
+        await store.close()
+    assert booked_ids(settings) == good
+    assert_letters(letters, "ledger", faults, {r["setl_id"]: loose("Settlement", r) for r in records})
+
+
+async def test_clearing_dead_letters_every_exception_class_and_counts_the_rest(stack, uniq, monkeypatch):
+    from gongji.clearing import service as clearing_service
+    from gongji.clearing.service import ClearingService
+    from gongji.common.redis import connect
+
+    settings = settings_for(stack, uniq)
+    records = [settlement(f"{uniq}-{i}", treated="150102") for i in range(30)]
+    faults = {records[i]["setl_id"]: error for i, error in zip((1, 2, 12, 13, 25, 29), FAULTS)}
+    monkeypatch.setattr(clearing_service, "contribution",
+                        faulty(clearing_service.contribution, faults, lambda result: result["setl_id"]))
+    for record in records:
+        await send_result(settings, record)
+    client = connect(settings.redis_url)
+    try:
+        service = ClearingService(settings, CATALOG, client)
+        async with running(service):
+            letters = await collect(settings, settings.topics.dead_letters, lambda rs: len(rs) >= len(faults))
+            await until(lambda: service.counted["seen"] >= len(records) - len(faults), "the good results counted")
+        positions = await service.store.positions("2023-03")
+    finally:
+        await client.aclose()
+    assert service.counted["new"] == len(records) - len(faults)
+    assert sum(p["settlements"] for p in positions.values()) == len(records) - len(faults)
+    assert_letters(letters, "clearing", faults, {r["setl_id"]: loose("Settlement", r) for r in records})
+
+
+async def test_settlement_dead_letters_every_exception_class_and_settles_every_later_claim(stack, uniq, monkeypatch):
+    """Issue 8 §2: a claim whose fee line has 40 digits raised InvalidOperation while decoding, and
+    settlement retried that batch for ever. Now that one, and one of each class injected, is
+    answered by its dead letter (or a rejection), and every other claim settles."""
+    from gongji.common.redis import connect
+    from gongji.settlement import service as settlement_service
+    from gongji.settlement.policy import load_policy_book
+    from gongji.synthetic import Traffic
+    from support import by_claim, produce, wait_registered
+
+    settings = settings_for(stack, uniq, batch_max_records=100)
+    traffic = Traffic(persons=6, seed=81, tag=uniq, family=0.0)
+    claims = [traffic.claim()[1] for _ in range(30)]
+    faults = {claims[i]["claim_id"]: error for i, error in zip((0, 3, 4, 17, 28, 29), FAULTS)}
+    monkeypatch.setattr(settlement_service, "to_event",
+                        faulty(settlement_service.to_event, faults, lambda kind, data: data.get("claim_id")))
+    _, forty = traffic.claim()
+    forty["fee_details"][0]["pric"] = Decimal(10 ** 39)  # 40 digits
+    _, later = traffic.claim()
+    client = connect(settings.redis_url)
+    try:
+        async with running(settlement_service.SettlementService(settings, CATALOG, load_policy_book(), client)):
+            await produce(settings, traffic.registry())
+            await wait_registered(settings, traffic)
+            await send_raw(settings, settings.topics.claims, loose("Claim", forty), forty["psn_no"].encode())
+            await produce(settings, [("claim", claim) for claim in claims + [later]])
+            good = {claim["claim_id"] for claim in claims + [later]} - set(faults)
+            results = await collect(settings, settings.topics.settlements, lambda rs: good <= set(by_claim(rs)))
+            letters = await collect(settings, settings.topics.dead_letters, lambda rs: len(rs) >= len(faults) + 1)
+    finally:
+        await client.aclose()
+    answered = by_claim(results)
+    assert not set(faults) & set(answered)
+    assert "setl_id" in answered[later["claim_id"]][0]
+    forty_letters = [d for _, d, _ in letters if d["original"] == loose("Claim", forty)]
+    assert len(forty_letters) == 1 and forty_letters[0]["service"] == "settlement"
+    assert_letters([r for r in letters if r[1]["original"] != loose("Claim", forty)], "settlement", faults,
+                   {c["claim_id"]: CATALOG.encode("Claim", c) for c in claims})

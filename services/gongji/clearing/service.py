@@ -96,7 +96,7 @@ class ClearingService:
                 _, result = self.catalog.decode(message.value)
                 item = contribution(result)
             except (DecodeError, KeyError, ValueError) as error:
-                dead.append((message, f"not a settlement result clearing can read: {error}"))
+                dead.append((message, f"not a settlement result clearing can read: {poison.describe(error)}"))
                 continue
             if item is not None:
                 items.append(item)

@@ -17,7 +17,7 @@ from collections import Counter
 
 from aiokafka.structs import ConsumerRecord
 
-from gongji.common import kafka
+from gongji.common import kafka, poison
 from gongji.common.avro import DecodeError, SchemaCatalog
 from gongji.common.config import Settings
 from gongji.common.observe import Metrics
@@ -59,7 +59,7 @@ class LedgerService:
                     continue
                 entries.append((entry_for(kind, result), (message.topic, message.partition, message.offset)))
             except (DecodeError, Unbookable) as error:
-                dead.append((message, f"not a result the ledger can book: {error}"))
+                dead.append((message, f"not a result the ledger can book: {poison.describe(error)}"))
         if entries:
             booked = await self.store.book(entries)  # raises: an outage, or a result PostgreSQL refuses
             self.booked["new"] += booked.entries

@@ -228,3 +228,106 @@ async def test_settlement_dead_letters_every_exception_class_and_settles_every_l
     assert len(forty_letters) == 1 and forty_letters[0]["service"] == "settlement"
     assert_letters([r for r in letters if r[1]["original"] != loose("Claim", forty)], "settlement", faults,
                    {c["claim_id"]: CATALOG.encode("Claim", c) for c in claims})
+
+
+# ---------------------------------------------------------------------- an outage
+class OwnRedis:
+    """A Redis-protocol server this test starts, stops and starts again on the same port and data
+    (AOF fsync always: a stop loses nothing)."""
+
+    def __init__(self, workdir):
+        from gongji.common.stack import free_port
+
+        self.workdir = workdir
+        self.port = free_port()
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import os
+        import subprocess
+        import time
+
+        import redis
+
+        from gongji.common.stack import die_with_parent, redis_server_binary
+
+        self.process = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir),
+             "--logfile", str(self.workdir / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent(os.getpid()))
+        node = redis.Redis(host="127.0.0.1", port=self.port)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                node.ping()
+                return
+            except redis.ConnectionError:
+                assert self.process.poll() is None and time.monotonic() < deadline, "redis did not start"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+
+async def test_an_outage_of_redis_is_retried_turns_health_503_and_loses_nothing(stack, uniq, tmp_path):
+    from gongji.common.redis import connect
+    from gongji.common.stack import free_port
+    from gongji.settlement.codec import from_output, json_ready, to_event
+    from gongji.settlement.handler import Settler
+    from gongji.settlement.policy import load_policy_book
+    from gongji.settlement.service import SettlementService
+    from gongji.settlement.store import MemoryStore
+    from gongji.synthetic import Traffic
+    from support import by_claim, produce, wait_registered
+
+    book = load_policy_book()
+    server = OwnRedis(tmp_path)
+    server.start()
+    port = free_port()
+    settings = settings_for(stack, uniq, metrics_port=port, stall_seconds=1.5, retry_initial_seconds=0.1,
+                            retry_max_seconds=0.5).model_copy(update={"redis_url": server.url})
+    traffic = Traffic(persons=30, seed=82, tag=uniq, family=0.0)  # family aid across batches: issue 8 §1
+    before, during = list(traffic.stream(150)), list(traffic.stream(150))
+    client = connect(settings.redis_url)
+    try:
+        service = SettlementService(settings, CATALOG, book, client)
+        async with running(service):
+            await produce(settings, traffic.registry())
+            await wait_registered(settings, traffic)
+            await produce(settings, traffic.openings() + before)
+            first = {d.get("claim_id") or d.get("credit_id") for _, d in traffic.openings() + before}
+            await collect(settings, settings.topics.settlements, lambda rs: first <= set(by_claim(rs)))
+            assert (await asyncio.to_thread(health, port))[0] == 200
+            server.stop()
+            await produce(settings, during)
+            status, facts = await until(lambda: (lambda h: h if h[0] == 503 else None)(health(port)),
+                                        "/healthz 503 during the outage")
+            assert facts["seconds_failing"] >= 1.5 and service.metrics.retries() > 0
+            server.start()
+            everything = first | {d["claim_id"] for _, d in during}
+            records = await collect(settings, settings.topics.settlements,
+                                    lambda rs: everything <= set(by_claim(rs)))
+            await until(lambda: health(port)[0] == 200, "/healthz 200 after the outage")
+    finally:
+        await client.aclose()
+        server.stop()
+    assert service.stats.dead_letters == 0 and service.metrics.dead_letters._value.get() == 0
+    # Every result as one uninterrupted run computes it, none lost, copies identical.
+    reference = Settler(MemoryStore(), book)
+    expected = {}
+    for kind, data in traffic.registry() + traffic.openings() + before + during:
+        for output in await reference.handle([to_event(kind, data)]):
+            _, wire = from_output(output)
+            expected[wire.get("claim_id") or wire.get("credit_id")] = json_ready(wire)
+    got = by_claim(records)
+    assert set(got) == set(expected)
+    wrong = {ident: {k: (a.get(k), expected[ident].get(k)) for a in map(json_ready, copies)
+                     for k in set(a) | set(expected[ident]) if a.get(k) != expected[ident].get(k)}
+             for ident, copies in got.items()}
+    assert not {ident: diff for ident, diff in wrong.items() if diff}

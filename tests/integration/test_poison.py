@@ -331,3 +331,38 @@ async def test_an_outage_of_redis_is_retried_turns_health_503_and_loses_nothing(
                      for k in set(a) | set(expected[ident]) if a.get(k) != expected[ident].get(k)}
              for ident, copies in got.items()}
     assert not {ident: diff for ident, diff in wrong.items() if diff}
+
+
+async def test_ledger_check_fails_while_the_ledger_is_behind_and_not_moving(ledger_settings, uniq):
+    """Issue 8 §3: `gongji ledger check` exited 0 while the ledger was stuck. Results nobody books
+    (no ledger running: behind, and not moving) fail it with the reason; once booked, it passes."""
+    import os
+    import subprocess
+    import sys
+
+    from gongji.launch import service_env
+
+    settings = ledger_settings
+    await asyncio.to_thread(migrate, settings.database_url, settings.ledger_schema)
+    records = [settlement(f"{uniq}-{i}") for i in range(5)]
+    for record in records:
+        await send_result(settings, record)
+    env = {**os.environ, **service_env(settings), "GONGJI_LEDGER_CHECK_SECONDS": "0.5"}
+
+    def check() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "gongji.cli", "ledger", "check"], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    stuck = await asyncio.to_thread(check)
+    assert stuck.returncode == 1, stuck.stdout + stuck.stderr
+    assert f"STUCK: the ledger's group {settings.ledger_group} is 5 results behind" in stuck.stdout
+    assert "every entry and every day balances" in stuck.stdout  # the journal itself is fine
+    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
+    try:
+        async with running(LedgerService(settings, CATALOG, store)):
+            await until(lambda: {r["setl_id"] for r in records} <= booked_ids(settings), "the results booked")
+            fine = await asyncio.to_thread(check)
+    finally:
+        await store.close()
+    assert fine.returncode == 0, fine.stdout + fine.stderr
+    assert "the ledger is keeping up with the settlements" in fine.stdout

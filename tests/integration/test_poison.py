@@ -366,3 +366,51 @@ async def test_ledger_check_fails_while_the_ledger_is_behind_and_not_moving(ledg
         await store.close()
     assert fine.returncode == 0, fine.stdout + fine.stderr
     assert "the ledger is keeping up with the settlements" in fine.stdout
+
+
+async def test_fraud_agents_dead_letter_every_exception_class_and_keep_their_group_moving(stack, uniq, monkeypatch):
+    """A faust agent that raises dies (faust restarts it, but the batch's events are never acked
+    and the group's offsets stop). Faults while reading, in a rule, and in what the batch does
+    after its rules, each end as the event's dead letter; the group commits to the end."""
+    from test_fraud_service import at, consumed, running as fraud_running, send, settlement as visit
+
+    from gongji.common.kafka import group_progress
+    from gongji.common.stack import ensure_topics, free_port
+    from gongji.fraud import domain
+    from gongji.fraud.app import FraudService
+
+    settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud")
+    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topics.settlements, settings.topics.claims],
+                        settings.partitions)
+    events = [visit(f"{uniq}c{i}", f"{uniq}P{i}", f"{uniq}H1", at(6, 8, i)) for i in range(26)]
+    ids = [data["claim_id"] for _, data in events]
+    reading = dict(zip(ids[0:3], FAULTS[0:3]))
+    ruling = dict(zip(ids[10:12], FAULTS[3:5]))
+    after = {ids[20]: FAULTS[5]}
+    monkeypatch.setattr(domain, "visit_from_wire",
+                        faulty(domain.visit_from_wire, reading, lambda record: record["claim_id"]))
+    monkeypatch.setattr(domain, "on_visit", faulty(domain.on_visit, ruling, lambda config, staged, e: e.claim_id))
+    real_forward = FraudService._forward
+
+    async def forward(self, activities):
+        for activity in activities:
+            if activity.claim_id in after:
+                raise after[activity.claim_id]
+        return await real_forward(self, activities)
+
+    monkeypatch.setattr(FraudService, "_forward", forward)
+    faults = {**reading, **ruling, **after}
+    port = free_port()
+    service = FraudService(settings.model_copy(update={"metrics_port": port}), CATALOG)
+    async with fraud_running(service):
+        await send(settings, events)
+        letters = await collect(settings, settings.topics.dead_letters, lambda rs: len(rs) >= len(faults))
+        await consumed(service, len(events) - len(after))
+        async with group_progress(settings, settings.topics.settlements) as progress:
+            async def committed_to_the_end():
+                return (await progress(service.app_id)) == (len(events), len(events))
+            await until(committed_to_the_end, "the fraud group's offsets at the end of settlements")
+        status, facts = await asyncio.to_thread(health, port)
+    assert status == 200, facts
+    originals = {data["claim_id"]: CATALOG.encode("Settlement", data) for _, data in events}
+    assert_letters(letters, "fraud", faults, originals)

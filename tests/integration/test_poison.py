@@ -414,3 +414,38 @@ async def test_fraud_agents_dead_letter_every_exception_class_and_keep_their_gro
     assert status == 200, facts
     originals = {data["claim_id"]: CATALOG.encode("Settlement", data) for _, data in events}
     assert_letters(letters, "fraud", faults, originals)
+
+
+async def test_the_dashboard_counts_and_skips_what_it_cannot_fold_and_reads_on(stack, uniq, monkeypatch):
+    """The dashboard reads without a group: a record it cannot read or fold, whatever it raises, is
+    counted and skipped (no dead letter), and the records after it still show."""
+    import time
+
+    import dashboard_records
+    from aiohttp import ClientSession
+
+    from gongji.common.stack import ensure_topics
+    from gongji.dashboard.domain import Board
+    from gongji.dashboard.service import start_dashboard
+
+    settings = settings_for(stack, uniq, dashboard_lookback_seconds=3600)
+    topics = settings.topics
+    await ensure_topics(settings.kafka_bootstrap_servers, [topics.settlements, topics.dead_letters,
+                                                           topics.fraud_signals, topics.institutions], 1)
+    records = [dashboard_records.settlement(f"{uniq}-{i}") for i in range(12)]
+    faults = {records[i]["setl_id"]: error for i, error in zip((0, 2, 3, 7, 9, 11), FAULTS)}
+    monkeypatch.setattr(Board, "result", faulty(Board.result, faults, lambda self, kind, data, at: data["setl_id"]))
+    running_ = await start_dashboard(settings, port=0)
+    try:
+        await dashboard_records.send(settings, [("Settlement", r) for r in records])
+        await send_raw(settings, topics.settlements, b"\xc3\x01 junk", b"K", headers=[("gongji-type", b"settlement")])
+        await dashboard_records.send(settings, [("Settlement", dashboard_records.settlement(f"{uniq}-last"))])
+        board, unreadable = running_.dashboard.board, running_.dashboard.undecodable
+        await until(lambda: board.snapshot(time.time())["counts"]["settlements"] == len(records) - len(faults) + 1,
+                    "the readable settlements, the last one included")
+        assert unreadable.labels(topics.settlements)._value.get() == len(faults) + 1
+        async with ClientSession() as session:
+            async with session.get(running_.url + "healthz") as response:
+                assert response.status == 200, await response.text()
+    finally:
+        await running_.stop()

@@ -449,3 +449,25 @@ async def test_the_dashboard_counts_and_skips_what_it_cannot_fold_and_reads_on(s
                 assert response.status == 200, await response.text()
     finally:
         await running_.stop()
+
+
+async def test_one_bad_result_read_by_two_services_is_two_dead_letters_told_apart_by_service(ledger_settings):
+    from gongji.clearing.service import ClearingService
+    from gongji.common.redis import connect
+
+    settings = ledger_settings
+    await asyncio.to_thread(migrate, settings.database_url, settings.ledger_schema)
+    await send_raw(settings, settings.topics.settlements, b"\xc3\x01 not a result", b"K",
+                   headers=[("gongji-type", b"settlement"), ("gongji-id", b"junk")])
+    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
+    client = connect(settings.redis_url)
+    try:
+        async with running(LedgerService(settings, CATALOG, store), ClearingService(settings, CATALOG, client)):
+            letters = await collect(settings, settings.topics.dead_letters, lambda rs: len(rs) >= 2)
+    finally:
+        await store.close()
+        await client.aclose()
+    assert sorted(dict(message.headers)["gongji-service"] for _, _, message in letters) == [b"clearing", b"ledger"]
+    assert sorted(data["service"] for _, data, _ in letters) == ["clearing", "ledger"]
+    # The same message: the dedupe key is service + topic + partition + offset.
+    assert len({(data["topic"], data["partition"], data["offset"]) for _, data, _ in letters}) == 1

@@ -120,3 +120,13 @@ def test_backoff_is_exponential_and_capped():
 def test_a_reason_is_printable_and_bounded():
     assert describe(ValueError("bad \udcff byte")) == "ValueError: bad \\udcff byte"
     assert len(describe(ValueError("x" * 10_000))) <= 2001
+
+
+async def test_a_class_declared_an_outage_is_never_dead_lettered():
+    class Contention(Exception):
+        pass
+
+    dead = []
+    with pytest.raises(Outage):
+        await policy(dead, outages=(Contention,)).handle([1, 2, 3], Handler({2}, Contention("token changed")))
+    assert not dead

@@ -117,12 +117,12 @@ async def send_dead_letters(producer: AIOKafkaProducer, settings: Settings, cata
 
 def policy(settings: Settings, service: str, probe: Callable[[], Awaitable[None]],
            dead: Callable[[ConsumerRecord, str], Awaitable[None]],
-           extra_transient: tuple[type[BaseException], ...] = ()) -> poison.Policy[ConsumerRecord]:
+           outages: tuple[type[BaseException], ...] = ()) -> poison.Policy[ConsumerRecord]:
     """The poison-message policy of `service`, configured by `settings`."""
     return poison.Policy(service, probe, dead, retry_transient_attempts=settings.retry_transient_attempts,
                          probe_timeout=settings.probe_timeout_seconds,
                          backoff=poison.Backoff(settings.retry_initial_seconds, settings.retry_max_seconds),
-                         extra_transient=extra_transient, describe_item=where)
+                         outages=outages, describe_item=where)
 
 
 def where(message: ConsumerRecord) -> str:
@@ -147,7 +147,7 @@ async def consume_batches(
     polled: Callable[[AIOKafkaConsumer], None] | None = None,
     probe: Callable[[], Awaitable[None]] | None = None,
     catalog: SchemaCatalog | None = None,
-    extra_transient: tuple[type[BaseException], ...] = (),
+    outages: tuple[type[BaseException], ...] = (),
 ) -> None:
     """The loop every Gongji service runs until `stop`: poll a batch, `handle` it (which publishes
     what it produces), and only then commit the offsets.
@@ -174,7 +174,7 @@ async def consume_batches(
         await send_dead_letters(producer_, settings, catalog, [(message, reason)], service)
         metrics.dead_letters.inc()
 
-    rules = policy(settings, service, servers_answer, dead, extra_transient)
+    rules = policy(settings, service, servers_answer, dead, outages)
     outage = poison.Backoff(settings.retry_initial_seconds, settings.retry_max_seconds)
     await producer_.start()
     try:

@@ -9,7 +9,8 @@ is found and set aside (README, "Operations: when handling fails").
   split in two and each half handled in order, left then right, down to the one message that fails
   alone; that one goes to `dead-letters` with the exception and the service, and the partition
   moves on. A transient exception while the probe passes is first retried (the server may just
-  have come back), `retry_transient_attempts` times per batch, before it is treated as poison.
+  have come back), `retry_transient_attempts` times per batch, before it is treated as poison; an
+  exception a service declares never to follow a message (`outages`) is always an outage.
 
 Handlers are idempotent (Redis records, ON CONFLICT, remembered ids), so handling part of a batch
 again is harmless, and each part publishes what it produced before the next one starts: readers
@@ -45,12 +46,12 @@ def _transient_classes() -> tuple[type[BaseException], ...]:
 TRANSIENT = _transient_classes()
 
 
-def transient(error: BaseException, extra: tuple[type[BaseException], ...] = ()) -> bool:
+def transient(error: BaseException) -> bool:
     """Whether `error` says a server is away or slow rather than anything about the message."""
     if isinstance(error, KafkaError):
         return bool(getattr(error, "retriable", False)) or type(error).__name__ in (
             "KafkaConnectionError", "KafkaTimeoutError", "RequestTimedOutError", "NodeNotReadyError")
-    return isinstance(error, TRANSIENT + extra)
+    return isinstance(error, TRANSIENT)
 
 
 class Outage(Exception):
@@ -97,7 +98,9 @@ class Policy(Generic[T]):
     retry_transient_attempts: int = 3
     probe_timeout: float = 5.0
     backoff: Backoff = field(default_factory=lambda: Backoff(0.5, 30.0))
-    extra_transient: tuple[type[BaseException], ...] = ()
+    # Exceptions that are never a message's fault (e.g. settlement's StoreContention: another
+    # process writing the same persons during a rebalance): always an outage, never dead-lettered.
+    outages: tuple[type[BaseException], ...] = ()
     describe_item: Callable[[T], str] = repr
     isolated: int = 0  # messages dead-lettered by this policy, for tests and logs
 
@@ -130,9 +133,9 @@ class Policy(Generic[T]):
             if isinstance(failure, Outage):
                 raise failure
             down = await self.servers_down()
-            if down is not None:
+            if down is not None or isinstance(failure, self.outages):
                 raise Outage(failure, down) from failure
-            if transient(failure, self.extra_transient) and budget[0] > 0:
+            if transient(failure) and budget[0] > 0:
                 budget[0] -= 1
                 delay = self.backoff.next()
                 log.warning("%s: %s while the servers answer; trying %d message(s) again in %.1f s",

@@ -89,11 +89,11 @@ class SettlementService:
                 next_report = time.monotonic() + REPORT_EVERY
                 log.info("progress %s", self.stats.summary(consumer.assignment(), self.metrics.retries()))
 
-        # A store that kept finding states changed under it (a rebalance's zombie) is retried, as
-        # an outage is; anything else that fails while Redis and Kafka answer follows its message.
+        # A store that kept finding states changed under it (a rebalance's zombie) is retried as an
+        # outage is; anything else that fails while Redis and Kafka answer follows its message.
         await kafka.consume_batches(self.settings, self.settings.settlement_group, list(self.accepted), self.metrics,
                                     self.process, stop, started=self.schemas.publish, polled=report,
-                                    probe=self.probe, catalog=self.catalog, extra_transient=(StoreContention,))
+                                    probe=self.probe, catalog=self.catalog, outages=(StoreContention,))
 
     async def _decode(self, value: bytes) -> tuple[str, dict]:
         try:

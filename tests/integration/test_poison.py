@@ -471,3 +471,78 @@ async def test_one_bad_result_read_by_two_services_is_two_dead_letters_told_apar
     assert sorted(data["service"] for _, data, _ in letters) == ["clearing", "ledger"]
     # The same message: the dedupe key is service + topic + partition + offset.
     assert len({(data["topic"], data["partition"], data["offset"]) for _, data, _ in letters}) == 1
+
+
+class OwnPostgres:
+    """A PostgreSQL server this test starts, stops (fast shutdown) and starts again on the same port
+    and data directory, from the local stack's own binaries."""
+
+    def __init__(self, workdir):
+        from gongji.common.stack import LocalStack, postgres_bindir
+
+        self.local = LocalStack(workdir, postgres=True)
+        self.local.workdir.mkdir(parents=True, exist_ok=True)
+        bindir = postgres_bindir()
+        data, user = self.local._init_postgres(bindir)
+        self.local._start_server("postgres", str(bindir / "postgres"), LocalStack._postgres_ready, data=data, user=user)
+        self.server = self.local._servers["postgres"]
+        self.url = self.local.database_url
+
+    def stop(self) -> None:
+        import signal
+
+        from gongji.common.stack import _terminate
+
+        _terminate(self.server.pid, self.server.process, first=signal.SIGINT)
+
+    def start(self) -> None:
+        import time
+
+        from gongji.common.stack import LocalStack
+
+        self.server.process = self.local._spawn(self.server)
+        self.server.pid = self.server.process.pid
+        deadline = time.monotonic() + 30
+        while not LocalStack._postgres_ready(self.server.port):
+            assert self.server.process.poll() is None and time.monotonic() < deadline, self.server.log_tail()
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self.local.stop()
+
+
+async def test_an_outage_of_postgresql_is_retried_turns_health_503_and_the_ledger_books_everything(stack, uniq, tmp_path):
+    from gongji.common.stack import free_port
+
+    server = await asyncio.to_thread(OwnPostgres, tmp_path / "pg")
+    port = free_port()
+    settings = settings_for(stack, uniq, ledger_group=f"{uniq}-ledger", ledger_schema=uniq, metrics_port=port,
+                            stall_seconds=1.5, retry_initial_seconds=0.1, retry_max_seconds=0.5
+                            ).model_copy(update={"database_url": server.url})
+    try:
+        await asyncio.to_thread(migrate, settings.database_url, settings.ledger_schema)
+        before = [settlement(f"{uniq}-a{i}") for i in range(10)]
+        during = [settlement(f"{uniq}-b{i}") for i in range(10)]
+        store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
+        service = LedgerService(settings, CATALOG, store)
+        try:
+            async with running(service):
+                for record in before:
+                    await send_result(settings, record)
+                await until(lambda: {r["setl_id"] for r in before} <= booked_ids(settings), "the first results booked")
+                await asyncio.to_thread(server.stop)
+                for record in during:
+                    await send_result(settings, record)
+                status, facts = await until(lambda: (lambda h: h if h[0] == 503 else None)(health(port)),
+                                            "/healthz 503 while PostgreSQL is down")
+                assert facts["seconds_failing"] >= 1.5 and service.metrics.retries() > 0
+                await asyncio.to_thread(server.start)
+                everything = {r["setl_id"] for r in before + during}
+                await until(lambda: everything <= booked_ids(settings), "every result booked after the outage")
+                await until(lambda: health(port)[0] == 200, "/healthz 200 after the outage")
+        finally:
+            await store.close()
+        assert booked_ids(settings) == everything
+        assert service.metrics.dead_letters._value.get() == 0
+    finally:
+        await asyncio.to_thread(server.close)

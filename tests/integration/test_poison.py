@@ -53,6 +53,8 @@ def health(port: int) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+    except urllib.error.URLError:  # not serving yet
+        return 0, {}
 
 
 async def until(check, what: str, timeout: float = 60.0):
@@ -546,3 +548,33 @@ async def test_an_outage_of_postgresql_is_retried_turns_health_503_and_the_ledge
         assert service.metrics.dead_letters._value.get() == 0
     finally:
         await asyncio.to_thread(server.close)
+
+
+async def test_fraud_health_turns_503_when_its_agent_stalls_with_input_waiting(stack, uniq, monkeypatch):
+    """faust keeps its timers and its fetcher running when an agent hangs; /healthz must not."""
+    from test_fraud_service import at, running as fraud_running, send, settlement as visit
+
+    from gongji.common.stack import ensure_topics, free_port
+    from gongji.fraud.app import FraudService
+
+    settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud", stall_seconds=2.0)
+    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topics.settlements, settings.topics.claims],
+                        settings.partitions)
+    hung, release = asyncio.Event(), asyncio.Event()
+
+    async def hang(self, events):
+        hung.set()
+        await release.wait()  # a batch that does not end (a hung call, a deadlock) until the test is done
+
+    port = free_port()
+    service = FraudService(settings.model_copy(update={"metrics_port": port}), CATALOG)
+    async with fraud_running(service):
+        await until(lambda: health(port)[0] == 200, "/healthz 200 once started")
+        monkeypatch.setattr(FraudService, "_person_batch", hang)
+        await send(settings, [visit(f"{uniq}c{i}", f"{uniq}P{i}", f"{uniq}H1", at(6, 8, i)) for i in range(6)])
+        await until(hung.is_set, "the agent to take the batch")
+        status, facts = await until(
+            lambda: (lambda h: h if h[0] == 503 and h[1]["seconds_in_batch"] >= 2.0 else None)(health(port)),
+            "/healthz 503 while the batch hangs")
+        release.set()
+        assert not facts["healthy"]

@@ -62,3 +62,19 @@ def test_input_waiting_without_progress_is_a_stall_and_catching_up_is_not():
         assert health(port)[0] == 200
     finally:
         server.shutdown()
+
+
+def test_a_batch_in_hand_for_too_long_is_a_stall():
+    metrics, port = Metrics("fraud"), free_port()
+    server = serve(metrics, "127.0.0.1", port, stale_after=5)
+    try:
+        metrics.batch_started("persons")
+        metrics.batch_started("institutions")
+        metrics.busy["persons"] -= 6  # one agent's batch hangs; the other's goes through
+        metrics.batch_done("institutions")
+        status, body = health(port)
+        assert status == 503 and body["seconds_in_batch"] >= 6
+        metrics.batch_done("persons")
+        assert health(port)[0] == 200
+    finally:
+        server.shutdown()

@@ -195,6 +195,7 @@ async def consume_batches(
                 if not messages:
                     metrics.idle()
                     continue
+                metrics.batch_started()
                 try:
                     with metrics.batch_seconds.time():
                         await rules.handle(messages, lambda part: handle(list(part), producer_))

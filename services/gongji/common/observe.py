@@ -37,12 +37,18 @@ class Metrics:
         self.last_poll = time.monotonic()
         self.last_progress = time.monotonic()  # the last batch that went through (or start-up)
         self.failing_since: float | None = None  # first of the batches failing in a row, if they are
+        self.busy: dict[str, float] = {}  # per loop (fraud runs two agents), since when its batch is in hand
 
-    def batch_failed(self) -> None:
+    def batch_started(self, loop: str = "") -> None:
+        self.busy[loop] = time.monotonic()
+
+    def batch_failed(self, loop: str = "") -> None:
+        self.busy.pop(loop, None)
         if self.failing_since is None:
             self.failing_since = time.monotonic()
 
-    def batch_done(self) -> None:
+    def batch_done(self, loop: str = "") -> None:
+        self.busy.pop(loop, None)
         self.failing_since = None
         self.last_progress = time.monotonic()
 
@@ -58,12 +64,13 @@ class Metrics:
         """(healthy, the facts behind it): unhealthy once stalled for `stall_after` seconds."""
         now = time.monotonic()
         age, failing, idle = now - self.last_poll, self.failing_for(), now - self.last_progress
+        busy = now - min(self.busy.values(), default=now)
         behind = self.behind()
         stuck = behind > 0 and idle >= stall_after
-        healthy = age < stall_after and failing < stall_after and not stuck
+        healthy = age < stall_after and failing < stall_after and busy < stall_after and not stuck
         return healthy, {"service": self.service, "healthy": healthy, "seconds_since_poll": round(age, 1),
-                         "seconds_failing": round(failing, 1), "behind": behind,
-                         "seconds_since_progress": round(idle, 1)}
+                         "seconds_failing": round(failing, 1), "seconds_in_batch": round(busy, 1),
+                         "behind": behind, "seconds_since_progress": round(idle, 1)}
 
     def failing_for(self) -> float:
         """Seconds that every batch has failed (an outage of a server the service writes to)."""

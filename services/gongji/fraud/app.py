@@ -228,14 +228,16 @@ class FraudService:
     async def _guarded(self, events, handle) -> None:
         """`handle(events)` under the poison-message policy, until done: an outage is waited out
         with backoff (the events are not acked meanwhile), a failing event is dead-lettered."""
+        loop = handle.__name__
         while True:
+            self.metrics.batch_started(loop)
             try:
                 await self.policy.handle(list(events), handle)
-                self.metrics.batch_done()
+                self.metrics.batch_done(loop)
                 self.outage.reset()
                 return
             except poison.Outage as error:
-                self.metrics.batch_failed()
+                self.metrics.batch_failed(loop)
                 self.metrics.retried.inc()
                 delay = self.outage.next()
                 log.warning("fraud: batch of %d not done (%s); trying it again in %.1f s", len(events), error, delay)
@@ -387,9 +389,7 @@ class FraudService:
             self.metrics.lag.clear()
             for tp in consumer.assignment():
                 end = consumer.highwater(tp)
-                done = consumer._committed_offset.get(tp)
-                if done is None:
-                    done = await consumer.position(tp)
+                done = consumer._committed_offset.get(tp)  # None: the group never committed here
                 if end is not None and done is not None:
                     self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - done))
         except Exception:  # not assigned yet, or a rebalance under way

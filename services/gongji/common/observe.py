@@ -2,7 +2,8 @@
 
 `/metrics` in the Prometheus text format; `/healthz` answers 503 once the service has stalled for
 `stall_after` seconds (settings.stall_seconds): its loop stopped polling, or every batch has failed
-(an outage being retried), or input has been waiting (consumer lag) while no batch went through;
+(an outage being retried), or one batch has been in hand all that time, or input has been waiting
+(consumer lag) while no batch went through;
 200 otherwise. Served from a daemon thread on `metrics_host:metrics_port`; labels carry codes and
 reasons, never personal data.
 """

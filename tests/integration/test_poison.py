@@ -230,6 +230,21 @@ async def test_settlement_dead_letters_every_exception_class_and_settles_every_l
     assert len(forty_letters) == 1 and forty_letters[0]["service"] == "settlement"
     assert_letters([r for r in letters if r[1]["original"] != loose("Claim", forty)], "settlement", faults,
                    {c["claim_id"]: CATALOG.encode("Claim", c) for c in claims})
+    # As one at a time: every result what a one-by-one run without the refused claims gives, and
+    # each person's results in the order of their claims.
+    from gongji.settlement.codec import from_output, json_ready, to_event
+    from gongji.settlement.handler import Settler
+    from gongji.settlement.store import MemoryStore
+
+    reference, expected = Settler(MemoryStore(), load_policy_book()), {}
+    for kind, data in traffic.registry() + [("claim", c) for c in claims + [later] if c["claim_id"] not in faults]:
+        for output in await reference.handle([to_event(kind, data)]):
+            expected[from_output(output)[1].get("claim_id")] = json_ready(from_output(output)[1])
+    assert all(json_ready(copy) == expected[ident] for ident, copies in answered.items() for copy in copies)
+    order = {c["claim_id"]: n for n, c in enumerate(claims + [later])}
+    for person in {c["psn_no"] for c in claims}:
+        seen = [order[d["claim_id"]] for _, d, _ in results if d.get("psn_no") == person and d.get("claim_id") in order]
+        assert seen == sorted(seen), person
 
 
 # ---------------------------------------------------------------------- an outage

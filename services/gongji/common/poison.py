@@ -102,7 +102,6 @@ class Policy(Generic[T]):
     # process writing the same persons during a rebalance): always an outage, never dead-lettered.
     outages: tuple[type[BaseException], ...] = ()
     describe_item: Callable[[T], str] = repr
-    isolated: int = 0  # messages dead-lettered by this policy, for tests and logs
 
     async def servers_down(self) -> str | None:
         """None when every server answers the probe; otherwise what the probe met."""
@@ -119,6 +118,7 @@ class Policy(Generic[T]):
         isolated and dead-lettered. Raises Outage when a server is away (nothing dead-lettered by
         the failing attempt; parts handled before it stay handled)."""
         budget = [self.retry_transient_attempts]
+        self.backoff.reset()
         await self._part(list(items), handle, budget)
 
     async def _part(self, items: list[T], handle, budget: list[int]) -> None:
@@ -149,7 +149,6 @@ class Policy(Generic[T]):
             log.error("%s: dead-lettering %s: %s", self.service, self.describe_item(item), describe(failure),
                       exc_info=failure)
             await self.dead(item, reason)
-            self.isolated += 1
             return
         log.warning("%s: a batch of %d failed (%s) while the servers answer; splitting it to find the message",
                     self.service, len(items), describe(failure))

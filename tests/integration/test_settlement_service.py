@@ -209,7 +209,7 @@ async def test_an_event_that_trips_a_bug_is_dead_lettered_and_the_rest_settle(st
         settled = await collect(settings, settings.topics.settlements,
                                 lambda rs: {claims[0]["claim_id"], claims[2]["claim_id"]} <= set(by_claim(rs)))
     (letter,) = [data for _, data, _ in dead]
-    assert "internal error while settling: KeyError" in letter["reason"]
+    assert "refused by settlement: KeyError" in letter["reason"]
     assert letter["original"] == CATALOG.encode("Claim", claims[1])
     assert poisoned not in by_claim(settled)
 

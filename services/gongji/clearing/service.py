@@ -2,7 +2,8 @@
 close publishes one statement per pair of regions to `clearing.statements`.
 
 Exactly-once effect without transactions: each position remembers the settlement ids it has
-counted (`apply.lua`, one hash tag per position), so a redelivered or resent result adds nothing.
+counted (`apply.lua`, one hash tag per position), so a redelivered or resent result adds nothing,
+and a batch split to find a result that fails (gongji.common.poison) counts each result once.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import datetime, timezone
 from aiokafka.structs import ConsumerRecord
 
 from gongji.clearing.domain import FIELDS, Contribution, contribution, empty, statement
-from gongji.common import kafka
+from gongji.common import kafka, poison
 from gongji.common.avro import DecodeError, SchemaCatalog
 from gongji.common.config import Settings
 from gongji.common.observe import Metrics
@@ -76,6 +77,7 @@ class ClearingService:
         self.settings = settings
         self.catalog = catalog
         self.store = ClearingStore(client, settings.key_prefix)
+        self.probe = poison.redis_probe(client, settings.key_prefix)
         self.counted = Counter()
         self.metrics = Metrics(SERVICE)
 
@@ -83,7 +85,7 @@ class ClearingService:
         topics = self.settings.topics
         await ensure_service_topics(self.settings, [topics.settlements, topics.clearing_statements, topics.dead_letters])
         await kafka.consume_batches(self.settings, self.settings.clearing_group, [topics.settlements], self.metrics,
-                                    self.process, stop)
+                                    self.process, stop, probe=self.probe, catalog=self.catalog)
 
     async def process(self, messages: list[ConsumerRecord], producer) -> None:
         items, dead = [], []
@@ -94,11 +96,10 @@ class ClearingService:
                 _, result = self.catalog.decode(message.value)
                 item = contribution(result)
             except (DecodeError, KeyError, ValueError) as error:
-                dead.append((message, f"not a settlement result clearing can read: {error}"))
+                dead.append((message, f"not a settlement result clearing can read: {poison.describe(error)}"))
                 continue
             if item is not None:
                 items.append(item)
-        self.metrics.consumed.inc(len(messages))
         if items:
             new = await self.store.apply(items)
             self.counted["new"] += new
@@ -107,6 +108,7 @@ class ClearingService:
             self.metrics.outputs.labels("already counted").inc(len(items) - new)
         self.metrics.dead_letters.inc(len(dead))
         await kafka.send_dead_letters(producer, self.settings, self.catalog, dead, SERVICE)
+        self.metrics.consumed.inc(len(messages))
 
 
 async def close_month(settings: Settings, catalog: SchemaCatalog, client, ym: str) -> list[dict]:

@@ -85,6 +85,19 @@ class Settings(BaseSettings):
     max_opening_amount: Decimal = to_yuan(DEFAULT_BOUNDS.max_opening_amount)
     max_credit_base: Decimal = to_yuan(DEFAULT_BOUNDS.max_credit_base)
     setl_time_tolerance_seconds: float = DEFAULT_BOUNDS.setl_time_tolerance.total_seconds()
+    # When handling a batch fails (gongji.common.poison): an outage is retried after an exponential
+    # backoff from retry_initial_seconds up to retry_max_seconds; a timeout or lost connection while
+    # every server answers the probe is retried retry_transient_attempts times before the batch is
+    # split to find the message; the probe of each server waits probe_timeout_seconds.
+    retry_initial_seconds: float = 0.5
+    retry_max_seconds: float = 30.0
+    retry_transient_attempts: int = 3
+    probe_timeout_seconds: float = 5.0
+    # /healthz answers 503 once a service has not polled, or has failed every batch, or has had input
+    # waiting without handling any, for this long.
+    stall_seconds: float = 30.0
+    # `gongji ledger check`: seconds between its two readings of the ledger group's progress.
+    ledger_check_seconds: float = 2.0
 
     # The dashboard (gongji run dashboard): its page, /events, /healthz and /metrics on loopback.
     dashboard_host: str = "127.0.0.1"

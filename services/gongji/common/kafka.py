@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from gongji.common import poison
 from gongji.common.avro import SchemaCatalog
 from gongji.common.config import Settings
 from gongji.common.observe import Metrics, serve
@@ -80,25 +81,58 @@ async def publish(producer: AIOKafkaProducer, topic: str,
 
 
 def dead_letter(catalog: SchemaCatalog, message: ConsumerRecord, reason: str, service: str) -> bytes:
-    """The DeadLetter record for `message`: where it came from, why, and its original bytes."""
+    """The DeadLetter record for `message`: where it came from, why, who refused it, its original bytes."""
     return catalog.encode("DeadLetter", {
         "topic": message.topic,
         "partition": message.partition,
         "offset": message.offset,
         "key": message.key,
-        "reason": reason,
+        "reason": reason.encode("utf-8", "backslashreplace").decode("utf-8"),
         "original": message.value if message.value is not None else b"",
         "failed_at": datetime.now(timezone.utc).isoformat(),
         "service": service,
     })
 
 
+def dead_letter_headers(service: str) -> list[tuple[str, bytes]]:
+    """A dead letter's headers: which service refused it, so that one bad message read by two
+    services is two letters a reader tells apart (service + topic + partition + offset) without
+    decoding them."""
+    return [("gongji-type", b"dead-letter"), ("gongji-service", service.encode())]
+
+
+def dead_letter_record(catalog: SchemaCatalog, message: ConsumerRecord, reason: str,
+                       service: str) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    """(key, value, headers) of `message`'s dead letter, for `publish`."""
+    return message.key, dead_letter(catalog, message, reason, service), dead_letter_headers(service)
+
+
 async def send_dead_letters(producer: AIOKafkaProducer, settings: Settings, catalog: SchemaCatalog,
                             dead: list[tuple[ConsumerRecord, str]], service: str) -> None:
     """Each (message, reason) to `dead-letters` under the message's own key; returns once sent."""
     if dead:
-        letters = [(message.key, dead_letter(catalog, message, reason, service), []) for message, reason in dead]
+        letters = [dead_letter_record(catalog, message, reason, service) for message, reason in dead]
         await asyncio.gather(*await publish(producer, settings.topics.dead_letters, letters))
+
+
+def policy(settings: Settings, service: str, probe: Callable[[], Awaitable[None]],
+           dead: Callable[[ConsumerRecord, str], Awaitable[None]],
+           outages: tuple[type[BaseException], ...] = ()) -> poison.Policy[ConsumerRecord]:
+    """The poison-message policy of `service`, configured by `settings`."""
+    return poison.Policy(service, probe, dead, retry_transient_attempts=settings.retry_transient_attempts,
+                         probe_timeout=settings.probe_timeout_seconds,
+                         backoff=poison.Backoff(settings.retry_initial_seconds, settings.retry_max_seconds),
+                         outages=outages, describe_item=where)
+
+
+def where(message: ConsumerRecord) -> str:
+    """A message named by topic, partition and offset (never by its key: a person's id)."""
+    return f"{message.topic}[{message.partition}]@{message.offset}"
+
+
+async def kafka_answers(producer: AIOKafkaProducer) -> None:
+    """Raises unless the brokers answer a metadata request."""
+    await producer.client.fetch_all_metadata()
 
 
 async def consume_batches(
@@ -111,14 +145,37 @@ async def consume_batches(
     *,
     started: Callable[[AIOKafkaProducer], Awaitable[None]] | None = None,
     polled: Callable[[AIOKafkaConsumer], None] | None = None,
+    probe: Callable[[], Awaitable[None]] | None = None,
+    catalog: SchemaCatalog | None = None,
+    outages: tuple[type[BaseException], ...] = (),
 ) -> None:
     """The loop every Gongji service runs until `stop`: poll a batch, `handle` it (which publishes
-    what it produces), and only then commit the offsets. A batch whose handling fails is an outage,
-    never input (input errors are handled per message): it is sought back and consumed again.
-    Serves the service's metrics and health while it runs, when settings.metrics_port is set."""
-    server = serve(metrics, settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
+    what it produces), and only then commit the offsets.
+
+    When handling fails, gongji.common.poison decides: while `probe` (the service's own servers) and
+    the brokers answer, the message that fails is found by splitting the batch and goes to
+    `dead-letters` naming `metrics.service`; when a server is away, the batch is sought back and
+    consumed again after a capped exponential backoff, and /healthz turns 503 after
+    settings.stall_seconds. Serves the service's metrics and health while it runs, when
+    settings.metrics_port is set."""
+    server = serve(metrics, settings.metrics_host, settings.metrics_port, settings.stall_seconds) \
+        if settings.metrics_port else None
     producer_ = producer(settings)
     consumer_ = consumer(settings, group, *topics)
+    catalog = catalog or SchemaCatalog()
+    service = metrics.service
+
+    async def servers_answer() -> None:
+        await kafka_answers(producer_)
+        if probe is not None:
+            await probe()
+
+    async def dead(message: ConsumerRecord, reason: str) -> None:
+        await send_dead_letters(producer_, settings, catalog, [(message, reason)], service)
+        metrics.dead_letters.inc()
+
+    rules = policy(settings, service, servers_answer, dead, outages)
+    outage = poison.Backoff(settings.retry_initial_seconds, settings.retry_max_seconds)
     await producer_.start()
     try:
         if started is not None:
@@ -136,22 +193,32 @@ async def consume_batches(
                     await metrics.observe_lag(consumer_)
                 messages = [message for partition in sorted(batches) for message in batches[partition]]
                 if not messages:
+                    metrics.idle()
                     continue
+                metrics.batch_started()
                 try:
                     with metrics.batch_seconds.time():
-                        await handle(messages, producer_)
+                        await rules.handle(messages, lambda part: handle(list(part), producer_))
                         await consumer_.commit()
                     metrics.batch_done()
-                except Exception:
+                    outage.reset()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:  # an outage, or the commit refused (a rebalance)
                     metrics.batch_failed()
                     metrics.retried.inc()
-                    log.exception("%s: batch of %d failed; it will be consumed again", metrics.service, len(messages))
+                    delay = outage.next()
+                    log.warning("%s: batch of %d not done (%s); consuming it again in %.1f s", service,
+                                len(messages), poison.describe(error), delay)
                     assigned = consumer_.assignment()
                     for partition, records in batches.items():
                         # A partition lost to a rebalance meanwhile is its new owner's to redo.
                         if partition in assigned:
                             consumer_.seek(partition, records[0].offset)
-                    await asyncio.sleep(1)
+                    try:
+                        await asyncio.wait_for(stop.wait(), delay)
+                    except asyncio.TimeoutError:
+                        pass
         finally:
             await consumer_.stop()
     finally:

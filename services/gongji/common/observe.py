@@ -1,9 +1,11 @@
 """What an operator watches: Prometheus metrics and a health endpoint per service, and JSON logs.
 
-`/metrics` in the Prometheus text format; `/healthz` answers 200 while the service's loop is turning
-(it polled within the last `stale_after` seconds) and its batches are not all failing (for
-`stale_after` seconds or more), and 503 otherwise. Served from a daemon thread
-on `metrics_host:metrics_port`; labels carry codes and reasons, never personal data.
+`/metrics` in the Prometheus text format; `/healthz` answers 503 once the service has stalled for
+`stall_after` seconds (settings.stall_seconds): its loop stopped polling, or every batch has failed
+(an outage being retried), or one batch has been in hand all that time, or input has been waiting
+(consumer lag) while no batch went through;
+200 otherwise. Served from a daemon thread on `metrics_host:metrics_port`; labels carry codes and
+reasons, never personal data.
 """
 
 from __future__ import annotations
@@ -34,14 +36,42 @@ class Metrics:
         self.lag = Gauge("gongji_consumer_lag", "Messages behind the partition's end", ["topic", "partition"],
                          registry=self.registry)
         self.last_poll = time.monotonic()
+        self.last_progress = time.monotonic()  # the last batch that went through (or start-up)
         self.failing_since: float | None = None  # first of the batches failing in a row, if they are
+        self.busy: dict[str, float] = {}  # per loop (fraud runs two agents), since when its batch is in hand
 
-    def batch_failed(self) -> None:
+    def batch_started(self, loop: str = "") -> None:
+        self.busy[loop] = time.monotonic()
+
+    def batch_failed(self, loop: str = "") -> None:
+        self.busy.pop(loop, None)
         if self.failing_since is None:
             self.failing_since = time.monotonic()
 
-    def batch_done(self) -> None:
+    def batch_done(self, loop: str = "") -> None:
+        self.busy.pop(loop, None)
         self.failing_since = None
+        self.last_progress = time.monotonic()
+
+    def idle(self) -> None:
+        """Nothing came to handle: caught up, which is progress too."""
+        self.last_progress = time.monotonic()
+
+    def behind(self) -> int:
+        """Messages waiting on the assigned partitions, at the last lag reading."""
+        return int(sum(sample.value for metric in self.lag.collect() for sample in metric.samples))
+
+    def health(self, stall_after: float) -> tuple[bool, dict]:
+        """(healthy, the facts behind it): unhealthy once stalled for `stall_after` seconds."""
+        now = time.monotonic()
+        age, failing, idle = now - self.last_poll, self.failing_for(), now - self.last_progress
+        busy = now - min(self.busy.values(), default=now)
+        behind = self.behind()
+        stuck = behind > 0 and idle >= stall_after
+        healthy = age < stall_after and failing < stall_after and busy < stall_after and not stuck
+        return healthy, {"service": self.service, "healthy": healthy, "seconds_since_poll": round(age, 1),
+                         "seconds_failing": round(failing, 1), "seconds_in_batch": round(busy, 1),
+                         "behind": behind, "seconds_since_progress": round(idle, 1)}
 
     def failing_for(self) -> float:
         """Seconds that every batch has failed (an outage of a server the service writes to)."""
@@ -56,6 +86,7 @@ class Metrics:
     async def observe_lag(self, consumer) -> None:
         """Per assigned partition: its end (highwater, from fetches: right on Tansu too, unlike
         end_offsets) less this consumer's position."""
+        self.lag.clear()  # partitions revoked since are another consumer's to report
         for partition in consumer.assignment():
             end = consumer.highwater(partition)
             if end is not None:
@@ -69,12 +100,10 @@ def serve(metrics: Metrics, host: str, port: int, stale_after: float = 30.0):
 
     def app(environ, start_response):
         if environ.get("PATH_INFO") == "/healthz":
-            age, failing = time.monotonic() - metrics.last_poll, metrics.failing_for()
             # Turning is not enough: a loop whose every batch has failed for a while (its database
-            # or Redis is gone) is not healthy either, and an orchestrator should see it.
-            healthy = age < stale_after and failing < stale_after
-            body = json.dumps({"service": metrics.service, "healthy": healthy, "seconds_since_poll": round(age, 1),
-                               "seconds_failing": round(failing, 1)}).encode()
+            # or Redis is gone), or that leaves input waiting, is not healthy either.
+            healthy, facts = metrics.health(stale_after)
+            body = json.dumps(facts).encode()
             start_response("200 OK" if healthy else "503 Service Unavailable", [("Content-Type", "application/json")])
             return [body]
         return prometheus(environ, start_response)

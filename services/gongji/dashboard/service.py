@@ -14,6 +14,10 @@ Routes: `/` the page, `/events` server-sent events (a full snapshot of every fig
 then once a second: a new or reconnected page is right at once), `/snapshot.json` the same once,
 `/static/…` the page's script and the charting library (plotly.js from the `plotly` wheel: nothing
 is fetched from the network at run time), `/healthz` and `/metrics` (Prometheus).
+
+A record it cannot read or fold (undecodable, or anything its figures raise on) is counted
+(`gongji_dashboard_undecodable_total` by topic), logged by topic, partition and offset, and skipped:
+never a dead letter (README, "When handling fails"), and never a reason to stop reading.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
-from gongji.common import kafka
+from gongji.common import kafka, poison
 from gongji.common.avro import DecodeError, SchemaCatalog
 from gongji.common.config import Settings
 from gongji.common.observe import Metrics, serve
@@ -67,8 +71,8 @@ class Dashboard:
         self.board = Board(since=self.started_at - settings.dashboard_lookback_seconds, region_names=region_names)
         self.metrics = Metrics(SERVICE)
         self.pages = Gauge("gongji_dashboard_pages", "Pages connected to /events", registry=self.metrics.registry)
-        self.undecodable = Counter("gongji_dashboard_undecodable", "Records the dashboard could not read",
-                                   registry=self.metrics.registry)
+        self.undecodable = Counter("gongji_dashboard_undecodable", "Records the dashboard could not read or fold",
+                                   ["topic"], registry=self.metrics.registry)
         self.group_lag = Gauge("gongji_dashboard_group_lag", "Messages a service's consumer group is behind",
                                ["service"], registry=self.metrics.registry)
         self.latest = self._encode()
@@ -92,7 +96,8 @@ class Dashboard:
         await site.start()
         self.port = self._runner.addresses[0][1]  # the real one when dashboard_port is 0
         if self.settings.metrics_port:
-            self._metrics_server = serve(self.metrics, self.settings.metrics_host, self.settings.metrics_port)
+            self._metrics_server = serve(self.metrics, self.settings.metrics_host, self.settings.metrics_port,
+                                         self.settings.stall_seconds)
         self._tasks = [asyncio.create_task(self._guard(loop)) for loop in (self._read, self._measure_lag,
                                                                           self._broadcast)]
         return self.url
@@ -109,18 +114,22 @@ class Dashboard:
             self._metrics_server.shutdown()
 
     async def _guard(self, loop) -> None:
-        """Run one loop; an outage (the broker away) is logged and the loop started again."""
+        """Run one loop; an outage (the broker away) is logged and the loop started again after a
+        capped backoff. While the reader keeps failing, /healthz counts it as failing."""
+        backoff = poison.Backoff(self.settings.retry_initial_seconds, self.settings.retry_max_seconds)
         while not self._closing.is_set():
             try:
                 await loop()
                 return
             except asyncio.CancelledError:
                 raise
-            except KafkaError as error:  # the broker away: said once a try, without a traceback
-                log.warning("dashboard: %s: %s; trying again in 2 s", loop.__name__.strip("_"), error)
-            except Exception:
-                log.exception("dashboard: %s failed; starting it again in 2 s", loop.__name__.strip("_"))
-            await asyncio.sleep(2)
+            except Exception as error:  # the broker away, or a bug of ours: never the end of the loop
+                if loop == self._read:
+                    self.metrics.batch_failed()
+                delay = backoff.next()
+                log.warning("dashboard: %s: %s; starting it again in %.1f s", loop.__name__.strip("_"),
+                            poison.describe(error), delay, exc_info=not isinstance(error, KafkaError))
+            await asyncio.sleep(delay)
 
     # ------------------------------------------------------------------ reading the topics
     def _wanted(self) -> dict[str, bool]:
@@ -144,9 +153,10 @@ class Dashboard:
                     await asyncio.sleep(0.5)
                     continue
                 batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+                self.metrics.batch_done()
                 for messages in batches.values():
                     for message in messages:
-                        self._fold(message)
+                        self._fold_or_skip(message)
                     self.metrics.consumed.inc(len(messages))
         finally:
             await consumer.stop()
@@ -184,13 +194,23 @@ class Dashboard:
             start = hit.offset if hit is not None and hit.timestamp >= 0 else ends[tp]
             consumer.seek(tp, max(start, ends[tp] - self.settings.dashboard_lookback_records, 0))
 
+    def _fold_or_skip(self, message) -> None:
+        """Fold one record; one that raises anything is counted and skipped (a figure it had half
+        changed stays so: the dashboard is a view, the services' dead letters are the record)."""
+        try:
+            self._fold(message)
+        except Exception as error:
+            self.undecodable.labels(message.topic).inc()
+            log.warning("dashboard: skipped %s[%d]@%d: %s", message.topic, message.partition, message.offset,
+                        poison.describe(error))
+
     def _fold(self, message) -> None:
         topics = self.settings.topics
         try:
             name, data = self.catalog.decode(message.value)
         except DecodeError:
             if message.value is not None:  # a registry tombstone is no news
-                self.undecodable.inc()
+                self.undecodable.labels(message.topic).inc()
             return
         at = message.timestamp / 1000 if message.timestamp and message.timestamp > 0 else time.time()
         if at < self.board.since and message.topic != topics.institutions:
@@ -294,10 +314,9 @@ class Dashboard:
         return response
 
     async def _healthz(self, _request) -> web.Response:
-        age = time.monotonic() - self.metrics.last_poll
-        healthy = age < 30
-        return web.json_response({"service": SERVICE, "healthy": healthy, "seconds_since_poll": round(age, 1)},
-                                 status=200 if healthy else 503)
+        """503 once the reader has not polled, or has failed every try, for settings.stall_seconds."""
+        healthy, facts = self.metrics.health(self.settings.stall_seconds)
+        return web.json_response(facts, status=200 if healthy else 503)
 
     async def _metrics(self, _request) -> web.Response:
         return web.Response(body=generate_latest(self.metrics.registry),

@@ -20,8 +20,10 @@ partition faust would have chosen). Faust flushes the producer before it commits
 a batch's events only after it is processed. A crash before the buckets are saved replays the
 batch, which raises the same signals again under the same signal_ids (readers keep the first); a
 crash after finds the ids already counted. A rule failing on an event sends the batch through
-again one event at a time, so only that event is dropped (to dead-letters). Faust's exactly_once
-guarantee is not used: Tansu has no transactions.
+again one event at a time, so only that event is dropped (to dead-letters); anything else that
+fails in a batch goes through gongji.common.poison as in every service (an outage is retried with
+backoff, a failing event is isolated and dead-lettered), so no exception ends an agent. Faust's
+exactly_once guarantee is not used: Tansu has no transactions.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ from datetime import datetime, timezone
 import faust
 import orjson
 
-from gongji.common import kafka
-from gongji.common.avro import DecodeError, SchemaCatalog
+from gongji.common import kafka, poison
+from gongji.common.avro import SchemaCatalog
 from gongji.common.config import Settings
 from gongji.common.observe import Metrics, serve
 from gongji.common.topics import ensure_service_topics
@@ -114,7 +116,7 @@ class TableBuckets:
         return key if window is NO_WINDOW or window.scope == "none" else f"{key}|{window.start.date().isoformat()}"
 
 
-RULE_ERRORS = (KeyError, ValueError, TypeError, ArithmeticError)
+RULE_ERRORS = (Exception,)  # whatever a rule raises on an event drops that event alone
 
 
 class BatchStaged(Staged):
@@ -208,12 +210,12 @@ class FraudService:
         @app.agent(inputs, name="fraud-persons")
         async def persons(stream):
             async for events in stream.take_events(self.config.batch_events, within=self.config.batch_seconds):
-                await self._person_batch(events)
+                await self._guarded(events, self._person_batch)
 
         @app.agent(self.activity_topic, name="fraud-institutions")
         async def institutions(stream):
             async for events in stream.take_events(self.config.batch_events, within=self.config.batch_seconds):
-                await self._institution_batch(events)
+                await self._guarded(events, self._institution_batch)
 
         @app.timer(1.0)
         async def watch():
@@ -223,6 +225,30 @@ class FraudService:
         return app
 
     # ------------------------------------------------------------------ agents
+    async def _guarded(self, events, handle) -> None:
+        """`handle(events)` under the poison-message policy, until done: an outage is waited out
+        with backoff (the events are not acked meanwhile), a failing event is dead-lettered."""
+        loop = handle.__name__
+        while True:
+            self.metrics.batch_started(loop)
+            try:
+                await self.policy.handle(list(events), handle)
+                self.metrics.batch_done(loop)
+                self.outage.reset()
+                return
+            except poison.Outage as error:
+                self.metrics.batch_failed(loop)
+                self.metrics.retried.inc()
+                delay = self.outage.next()
+                log.warning("fraud: batch of %d not done (%s); trying it again in %.1f s", len(events), error, delay)
+                await asyncio.sleep(delay)
+
+    async def _dead_event(self, event, reason: str) -> None:
+        await (await self._dead_letter(event.message, reason))
+
+    async def _probe(self) -> None:
+        await kafka.kafka_answers(self.prober)
+
     async def _person_batch(self, events) -> None:
         """A batch of person events through the rules in order, on buckets staged for the whole
         batch; then its signals, passed-on activity and dead letters sent and acknowledged; only
@@ -232,8 +258,8 @@ class FraudService:
             message = event.message
             try:
                 found = self._decode(message)
-            except (DecodeError, KeyError, ValueError, TypeError, ArithmeticError) as error:
-                dead.append((message, f"not an input the fraud rules can read: {error}"))
+            except Exception as error:  # whatever reading it raises follows this message
+                dead.append((message, f"not an input the fraud rules can read: {poison.describe(error)}"))
                 continue
             if found is not None:
                 steps.append((message, found))
@@ -253,13 +279,15 @@ class FraudService:
                 try:
                     step = self._rules(own, found)
                 except RULE_ERRORS as error:
-                    dead.append((message, f"not an input the fraud rules can read: {error}"))
+                    dead.append((message, f"not an input the fraud rules can read: {poison.describe(error)}"))
                     continue
                 own.flush()
                 outcome.extend(step)
-        sends = [await self._dead_letter(message, reason) for message, reason in dead]
-        sends += await self._forward(outcome.forward)
+        # Dead letters last: a batch failing in what comes before (and split by the policy) sends
+        # them once, from the part that goes through.
+        sends = await self._forward(outcome.forward)
         sends += [await self._send_signal(signal) for signal in outcome.signals]
+        sends += [await self._dead_letter(message, reason) for message, reason in dead]
         await asyncio.gather(*sends)  # acknowledged before the buckets that raised them are saved
         staged.flush()
         await self._drain_changelog()
@@ -350,16 +378,20 @@ class FraudService:
         self.metrics.dead_letters.inc()
         log.warning("fraud: dead letter from %s[%s]@%s: %s", message.topic, message.partition, message.offset, reason)
         return await self.dead_topic.send(key=message.key,
-                                          value=kafka.dead_letter(self.catalog, message, reason, SERVICE))
+                                          value=kafka.dead_letter(self.catalog, message, reason, SERVICE),
+                                          headers=kafka.dead_letter_headers(SERVICE))
 
     async def _observe_lag(self, app: faust.App) -> None:
+        """Per assigned partition: its end less the offset faust last committed (what the agents
+        handled and acked, not what was fetched), so that /healthz sees input left waiting."""
         consumer = app.consumer
         try:
+            self.metrics.lag.clear()
             for tp in consumer.assignment():
                 end = consumer.highwater(tp)
-                position = await consumer.position(tp)
-                if end is not None and position is not None:
-                    self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
+                done = consumer._committed_offset.get(tp)  # None: the group never committed here
+                if end is not None and done is not None:
+                    self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - done))
         except Exception:  # not assigned yet, or a rebalance under way
             pass
 
@@ -368,15 +400,21 @@ class FraudService:
         topics = self.settings.topics
         await ensure_service_topics(self.settings, [topics.settlements, topics.claims, topics.fraud_signals,
                                                     topics.dead_letters, self.activity_name])
-        server = serve(self.metrics, self.settings.metrics_host, self.settings.metrics_port) \
-            if self.settings.metrics_port else None
+        server = serve(self.metrics, self.settings.metrics_host, self.settings.metrics_port,
+                       self.settings.stall_seconds) if self.settings.metrics_port else None
         app = self.app = self._build()
         app.finalize()
+        self.prober = kafka.producer(self.settings)  # asks the brokers for metadata when a batch fails
+        self.policy = kafka.policy(self.settings, SERVICE, self._probe, self._dead_event)
+        self.policy.describe_item = lambda event: kafka.where(event.message)
+        self.outage = poison.Backoff(self.settings.retry_initial_seconds, self.settings.retry_max_seconds)
         try:
+            await self.prober.start()
             await app.start()
             log.info("fraud: app %s on %s", self.app_id, self.settings.kafka_bootstrap_servers)
             await stop.wait()
         finally:
             await app.stop()
+            await self.prober.stop()
             if server is not None:
                 server.shutdown()

@@ -30,7 +30,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     balances.add_argument("--to", dest="end", type=date.fromisoformat, help="last book date, YYYY-MM-DD")
     balances.add_argument("--account", help="only accounts starting with this, e.g. inst:H15250100001")
     balances.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    actions.add_parser("check", help="trial balance: debits equal credits per entry and per day (exit 1 if not)")
+    actions.add_parser("check", help="trial balance: debits equal credits per entry and per day, and the ledger "
+                                     "is not stuck behind the settlements (exit 1 if not)")
     entry = actions.add_parser("entry", help="one journal entry and its postings")
     entry.add_argument("entry_id", help="setl_id or credit_id")
 
@@ -115,7 +116,9 @@ async def _query(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{report['entries']} entries on {len(report['days'])} day(s): "
                   + ("every entry and every day balances" if not bad_days and not report["unbalanced"]
                      else f"{len(report['unbalanced'])} entries and {len(bad_days)} days do not balance"))
-            return 1 if bad_days or report["unbalanced"] else 0
+            stuck = await ledger_stuck(settings)
+            print(stuck or "the ledger is keeping up with the settlements")
+            return 1 if bad_days or report["unbalanced"] or stuck else 0
         entry = await store.entry(args.entry_id)
         if entry is None:
             print(f"no journal entry {args.entry_id}", file=sys.stderr)
@@ -124,6 +127,30 @@ async def _query(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     finally:
         await store.close()
+
+
+async def ledger_stuck(settings: Settings) -> str | None:
+    """Why the ledger is stuck, or None: its group's committed offsets on `settlements` against the
+    topic's end, read twice `ledger_check_seconds` apart; behind both times and not moved is stuck
+    (a balanced journal that has stopped booking is not a healthy one)."""
+    from gongji.common.kafka import group_progress
+
+    group, topic = settings.ledger_group, settings.topics.settlements
+    if not settings.kafka_bootstrap_servers:
+        return None  # no broker configured: only the journal can be checked
+    try:
+        async with group_progress(settings, topic) as progress:
+            first, end = await progress(group)
+            if first >= end:
+                return None
+            await asyncio.sleep(settings.ledger_check_seconds)
+            done, end = await progress(group)
+    except Exception as error:  # the broker away: the check cannot say the ledger keeps up
+        return f"STUCK? the ledger's progress on {topic} could not be read: {type(error).__name__}: {error}"
+    if done >= end or done > first:
+        return None
+    return (f"STUCK: the ledger's group {group} is {end - done} results behind on {topic} and did not move in "
+            f"{settings.ledger_check_seconds:g} s (is `gongji run ledger` running? see its log and dead-letters)")
 
 
 def _print_balances(rows: list[dict[str, Any]], as_json: bool) -> None:

@@ -4,7 +4,9 @@ each settlement, reversal and account credit as a balanced journal entry in Post
 Exactly-once effect without transactions across Kafka and PostgreSQL: a batch is booked in one
 database transaction, and only then are its offsets committed. A crash in between redelivers the
 batch, whose entries are already there under their setl_id / credit_id primary keys and are left
-alone. Results the ledger cannot book (undecodable, or not balancing) go to `dead-letters`.
+alone. Results the ledger cannot book go to `dead-letters` with the reason: undecodable, not
+balancing, or refused by PostgreSQL as data (a NUL byte in a text, an amount past numeric(16,2)):
+the batch is split until the one result is found (gongji.common.poison), so the partition moves on.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections import Counter
 
 from aiokafka.structs import ConsumerRecord
 
-from gongji.common import kafka
+from gongji.common import kafka, poison
 from gongji.common.avro import DecodeError, SchemaCatalog
 from gongji.common.config import Settings
 from gongji.common.observe import Metrics
@@ -41,7 +43,7 @@ class LedgerService:
         topics = self.settings.topics
         await ensure_service_topics(self.settings, [topics.settlements, topics.dead_letters])
         await kafka.consume_batches(self.settings, self.settings.ledger_group, [topics.settlements], self.metrics,
-                                    self.process, stop)
+                                    self.process, stop, probe=self.store.ping, catalog=self.catalog)
 
     async def process(self, messages: list[ConsumerRecord], producer) -> None:
         entries, dead = [], []
@@ -57,10 +59,9 @@ class LedgerService:
                     continue
                 entries.append((entry_for(kind, result), (message.topic, message.partition, message.offset)))
             except (DecodeError, Unbookable) as error:
-                dead.append((message, f"not a result the ledger can book: {error}"))
-        self.metrics.consumed.inc(len(messages))
+                dead.append((message, f"not a result the ledger can book: {poison.describe(error)}"))
         if entries:
-            booked = await self.store.book(entries)  # an outage raises: the batch is consumed again
+            booked = await self.store.book(entries)  # raises: an outage, or a result PostgreSQL refuses
             self.booked["new"] += booked.entries
             self.booked["seen"] += len(entries)
             self.metrics.outputs.labels("booked").inc(booked.entries)
@@ -69,3 +70,4 @@ class LedgerService:
         for message, reason in dead:
             log.warning("ledger: %s (%s[%d]@%d)", reason, message.topic, message.partition, message.offset)
         await kafka.send_dead_letters(producer, self.settings, self.catalog, dead, SERVICE)
+        self.metrics.consumed.inc(len(messages))

@@ -111,6 +111,15 @@ class LedgerStore:
     async def close(self) -> None:
         await self.connection.close()
 
+    async def ping(self) -> None:
+        """Raises unless PostgreSQL answers `SELECT 1` (on a new connection if the last one broke)."""
+        connection = await self._connected()
+        try:
+            await connection.execute("SELECT 1")
+        finally:
+            if not connection.broken:
+                await connection.rollback()
+
     async def book(self, entries: list[tuple[Entry, tuple[str, int, int] | None]]) -> Booked:
         """Book entries (each with where it was read: topic, partition, offset) in one transaction;
         entries already booked are left as they are."""

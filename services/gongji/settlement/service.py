@@ -15,11 +15,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
-from redis.exceptions import RedisError
 
-from gongji.common import kafka
+from gongji.common import kafka, poison
 from gongji.common.avro import DecodeError, SchemaCatalog, UnknownSchemaError
 from gongji.common.observe import Metrics
 from gongji.common.schemas import SchemaDirectory
@@ -32,8 +30,6 @@ from gongji.settlement.policy import PolicyBook
 from gongji.settlement.redis_store import RedisStore
 
 log = logging.getLogger("gongji.settlement")
-# Failures of the servers, not of an event: the batch is retried, never dead-lettered.
-INFRASTRUCTURE = (RedisError, KafkaError, OSError, asyncio.TimeoutError, StoreContention)
 SERVICE = "settlement"
 REPORT_EVERY = 30.0  # seconds between progress lines in the log
 
@@ -66,6 +62,7 @@ class SettlementService:
         self.catalog = catalog
         self.settler = Settler(RedisStore(redis_client, settings.key_prefix), book)
         self.bounds = settings.settlement_bounds()
+        self.probe = poison.redis_probe(redis_client, settings.key_prefix)
         topics = settings.topics
         self.accepted = {
             topics.claims: {"Claim", "Reversal"},
@@ -93,8 +90,11 @@ class SettlementService:
                 next_report = time.monotonic() + REPORT_EVERY
                 log.info("progress %s", self.stats.summary(consumer.assignment(), self.metrics.retries()))
 
+        # A store that kept finding states changed under it (a rebalance's zombie) is retried as an
+        # outage is; anything else that fails while Redis and Kafka answer follows its message.
         await kafka.consume_batches(self.settings, self.settings.settlement_group, list(self.accepted), self.metrics,
-                                    self.process, stop, started=self.schemas.publish, polled=report)
+                                    self.process, stop, started=self.schemas.publish, polled=report,
+                                    probe=self.probe, catalog=self.catalog, outages=(StoreContention,))
 
     async def _decode(self, value: bytes) -> tuple[str, dict]:
         try:
@@ -106,29 +106,14 @@ class SettlementService:
             raise
 
     async def _settle(self, events: list, sources: list[ConsumerRecord], dead: list) -> list[Output]:
-        """Settle the batch; if an event trips an error of our own (never an outage), settle the
-        batch one event at a time and dead-letter the event that fails, so no input stalls a
-        partition."""
-        try:
-            return await self.settler.handle(events)
-        except INFRASTRUCTURE:
-            raise
-        except Exception:
-            log.exception("a batch of %d failed inside settlement; isolating the event", len(events))
-        outputs = []
-        for event, message in zip(events, sources):
-            try:
-                outputs += await self.settler.handle([event])
-            except INFRASTRUCTURE:
-                raise
-            except Exception as error:
-                log.exception("settling %s at %s[%d]@%d failed", type(event).__name__, message.topic,
-                              message.partition, message.offset)
-                dead.append((message, f"internal error while settling: {type(error).__name__}: {error}"))
-        return outputs
+        """Settle the batch. An event that raises anything (a bug of ours, a value the engine or
+        Redis refuses) fails the batch: gongji.common.poison splits it until that event is alone,
+        dead-letters it and settles the rest, in order."""
+        return await self.settler.handle(events)
 
     async def process(self, messages: list[ConsumerRecord], producer: AIOKafkaProducer) -> list[Output]:
-        """Settle one batch and publish its results; returns them. Raises only for infrastructure."""
+        """Settle one batch and publish its results; returns them. Raises when anything fails (an
+        outage or a poison message: consume_batches tells which)."""
         events, sources, refused, dead = [], [], [], []
         # Nothing orders a registry change against a claim on another topic; the registries go
         # first, so a person and their first claim polled together settle (each topic keeps its order).
@@ -161,8 +146,7 @@ class SettlementService:
             results.append((output.key.encode() or None, value,
                             [("gongji-type", kind.encode()), ("gongji-id", ident.encode())]))
         sends = await kafka.publish(producer, topics.settlements, results)
-        letters = [(message.key, kafka.dead_letter(self.catalog, message, reason, SERVICE), [])
-                   for message, reason in dead]
+        letters = [kafka.dead_letter_record(self.catalog, message, reason, SERVICE) for message, reason in dead]
         if letters:
             sends += await kafka.publish(producer, topics.dead_letters, letters)
         await asyncio.gather(*sends)

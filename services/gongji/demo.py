@@ -143,9 +143,9 @@ class Tally:
     def _dead_letter(self, data: dict) -> None:
         self.counts["dead letter"] += 1
         self.dead_letters[short_reason(data["reason"])] += 1
-        # The settlement service's dead letter is the only answer junk gets (a bad claim also gets
-        # a rejection); the fraud service, which reads claims too, dead-letters the same junk again.
-        if data["original"].startswith(JUNK) and data.get("service") == "settlement":
+        # Settlement answers each message once: a result, a rejection naming it, or else its dead
+        # letter. The fraud service, which reads claims too, dead-letters the same junk again.
+        if data.get("service") == "settlement" and data["topic"].endswith("claims"):
             self.answered += 1
 
     def _seen(self, kind: str, ident: str | None, keep: int = 100_000) -> bool:

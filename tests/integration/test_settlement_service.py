@@ -113,35 +113,43 @@ async def test_resends_and_redelivery_count_once(stack, uniq):
     assert after.balance == before.balance - int(copies[0]["acct_pay"] * 100)
 
 
-async def test_junk_and_invalid_input_go_to_dead_letters_and_the_consumer_keeps_going(stack, uniq):
+async def test_each_bad_input_is_answered_once_and_the_consumer_keeps_going(stack, uniq):
+    """Junk and records of another topic go to dead-letters; an invalid claim the sender can match
+    (by its claim_id) is answered by its INVALID_CLAIM rejection alone; one whose id is the problem,
+    so no rejection could name it, by its dead letter alone."""
     settings = settings_for(stack, uniq)
     traffic = Traffic(persons=3, seed=3, tag=uniq, family=0.0)
     _, good = traffic.claim()
     _, bad = traffic.claim()
     bad["fee_details"][0]["det_item_fee_sumamt"] = -bad["fee_details"][0]["det_item_fee_sumamt"]
+    _, nameless = traffic.claim()
+    nameless["claim_id"] = "C\x00" + nameless["claim_id"]
     async with running_service(settings) as service:
         await produce(settings, traffic.registry())
         await wait_registered(settings, traffic)
         await send_raw(settings, settings.topics.claims, b"\x00\x01 not avro at all", b"K1")
         await send_raw(settings, settings.topics.claims, b'{"claim_id": "json, not avro"}', b"K2")
         await send_raw(settings, settings.topics.claims, CATALOG.encode("Person", traffic.persons[0]), b"K3")
-        await produce(settings, [("claim", bad), ("claim", good)])
+        await produce(settings, [("claim", bad), ("claim", nameless), ("claim", good)])
         dead = await collect(settings, settings.topics.dead_letters, lambda rs: len(rs) >= 4)
         settled = await collect(settings, settings.topics.settlements,
                                 lambda rs: {good["claim_id"], bad["claim_id"]} <= set(by_claim(rs)))
     letters = {data["original"]: data for _, data, _ in dead}
     person_bytes = CATALOG.encode("Person", traffic.persons[0])
-    assert {b"\x00\x01 not avro at all", b'{"claim_id": "json, not avro"}', person_bytes} < set(letters)
+    nameless_bytes = CATALOG.encode("Claim", nameless)
+    assert set(letters) == {b"\x00\x01 not avro at all", b'{"claim_id": "json, not avro"}', person_bytes,
+                            nameless_bytes}
     assert "undecodable" in letters[b"\x00\x01 not avro at all"]["reason"]
     assert "JSON" in letters[b'{"claim_id": "json, not avro"}']["reason"]
     assert "does not belong on topic" in letters[person_bytes]["reason"]
-    (invalid,) = [letter for letter in letters.values() if letter["key"] == bad["psn_no"].encode()]
-    assert "det_item_fee_sumamt" in invalid["reason"] and invalid["original"] == CATALOG.encode("Claim", bad)
+    assert "claim_id" in letters[nameless_bytes]["reason"]
     assert all(letter["topic"] == settings.topics.claims and letter["service"] == "settlement"
                for letter in letters.values())
     results = by_claim(settled)
-    assert results[bad["claim_id"]][0]["err_code"] == "INVALID_CLAIM"
+    assert [r["err_code"] for r in results[bad["claim_id"]]] == ["INVALID_CLAIM"]
+    assert "det_item_fee_sumamt" in results[bad["claim_id"]][0]["err_msg"]
     assert "setl_id" in results[good["claim_id"]][0]
+    assert not any(r.get("claim_id") and "\x00" in r["claim_id"] for _, r, _ in settled)
     assert service.stats.dead_letters == 4
 
 

@@ -201,6 +201,10 @@ class Settler:
         """Settle `events` in order; returns their results in the same order (registry events
         that were accepted produce none). The results are those of handing the events over one at
         a time: a registry change applies between the events before it and those after it."""
+        return [output for outputs in await self.handle_each(events) for output in outputs]
+
+    async def handle_each(self, events: Sequence[Event]) -> list[list[Output]]:
+        """As `handle`, the results of each event apart (none for an accepted registry event)."""
         results: list[list[Output]] = [[] for _ in events]
         persons: list[Person] = []
         institutions: list[Institution] = []
@@ -227,7 +231,7 @@ class Settler:
             await self._put_registry(persons, institutions)
         if work:
             await self._settle_all(work, results)
-        return [output for outputs in results for output in outputs]
+        return results
 
     async def _put_registry(self, persons: list[Person], institutions: list[Institution]) -> None:
         if persons:

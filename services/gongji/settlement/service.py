@@ -56,6 +56,17 @@ class Stats:
             self.rejections[output.value.err_code] += 1
 
 
+def _named(rejection: Rejection) -> bool:
+    """Whether a refused input's rejection names it: a claim or reversal by claim_id, a credit by
+    credit_id, a person by psn_no. An institution's rejection could not, nor one whose id was the
+    problem (a rejection echoes only clean ids)."""
+    if rejection.input_type in ("claim", "reversal"):
+        return rejection.claim_id is not None
+    if rejection.input_type == "credit":
+        return rejection.credit_id is not None
+    return rejection.input_type == "person" and rejection.psn_no is not None
+
+
 class SettlementService:
     def __init__(self, settings: Settings, catalog: SchemaCatalog, book: PolicyBook, redis_client):
         self.settings = settings
@@ -105,16 +116,19 @@ class SettlementService:
                 return self.catalog.decode(value)
             raise
 
-    async def _settle(self, events: list, sources: list[ConsumerRecord], dead: list) -> list[Output]:
-        """Settle the batch. An event that raises anything (a bug of ours, a value the engine or
-        Redis refuses) fails the batch: gongji.common.poison splits it until that event is alone,
-        dead-letters it and settles the rest, in order."""
-        return await self.settler.handle(events)
+    async def _settle(self, events: list) -> list[list[Output]]:
+        """Settle the batch; each event's results apart. An event that raises anything (a bug of
+        ours, a value the engine or Redis refuses) fails the batch: gongji.common.poison splits it
+        until that event is alone, dead-letters it and settles the rest, in order."""
+        return await self.settler.handle_each(events)
 
     async def process(self, messages: list[ConsumerRecord], producer: AIOKafkaProducer) -> list[Output]:
         """Settle one batch and publish its results; returns them. Raises when anything fails (an
         outage or a poison message: consume_batches tells which)."""
-        events, sources, refused, dead = [], [], [], []
+        # Each message is answered once, in its place: a result, a rejection the sender can match
+        # to what they sent (by claim, credit or person id), or else a dead letter.
+        answers: list[Output | None] = []  # None: the Settler's results go there
+        events, dead = [], []
         # Nothing orders a registry change against a claim on another topic; the registries go
         # first, so a person and their first claim polled together settle (each topic keeps its order).
         registries = (self.settings.topics.persons, self.settings.topics.institutions)
@@ -129,12 +143,16 @@ class SettlementService:
                 continue
             event = to_event(RECORD_INPUTS[name], data, self.bounds)
             if isinstance(event, Rejection):
-                dead.append((message, event.err_msg))
-                refused.append(Output(event.psn_no or "", event))
+                if _named(event):
+                    answers.append(Output(event.psn_no or "", event))
+                else:  # the sender could not tell which of theirs it answers: the bytes go back
+                    dead.append((message, event.err_msg))
             else:
                 events.append(event)
-                sources.append(message)
-        outputs = refused + await self._settle(events, sources, dead)
+                answers.append(None)
+        settled = iter(await self._settle(events))
+        outputs = [output for answer in answers
+                   for output in ((answer,) if answer is not None else next(settled))]
 
         topics = self.settings.topics
         results = []

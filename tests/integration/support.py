@@ -3,18 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 import time
 from collections.abc import Callable, Iterable
 from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from gongji.common.avro import DecodeError, SchemaCatalog
+from gongji.common.avro import DecodeError, SchemaCatalog, decimal_bytes
 from gongji.common.config import Settings
 from gongji.launch import input_topic
 from gongji.settlement.codec import INPUT_RECORDS
 
 CATALOG = SchemaCatalog()
+
+
+def loose(name: str, record: dict) -> bytes:
+    """`record` encoded as a careless writer would: decimals past the schema's precision too (the
+    reader does not check it; fastavro's writer would refuse)."""
+    def walk(schema, value):
+        if isinstance(schema, list):  # a union: the branch the value fits
+            if value is None:
+                return None
+            return walk(next(branch for branch in schema if branch != "null"), value)
+        if isinstance(schema, dict):
+            if schema.get("logicalType") == "decimal":
+                return decimal_bytes(int(Decimal(value).scaleb(schema["scale"])))
+            if schema["type"] == "record":
+                return {field["name"]: walk(field["type"], value.get(field["name"])) for field in schema["fields"]}
+            if schema["type"] == "array":
+                return [walk(schema["items"], item) for item in value]
+            return walk(schema["type"], value)
+        return value
+    return CATALOG.encode_unscaled(name, walk(CATALOG.schema(name), record))
 
 
 def settings_for(stack, uniq: str, **changes) -> Settings:

@@ -86,6 +86,21 @@ def state_fields(state: PersonState, record: Record) -> list[str]:
     return fields
 
 
+def stored_person(raw: bytes) -> Person:
+    """A registry entry as it was accepted when written. Not validated again: a rule added since
+    (a tighter id pattern, a new bound) must not make a stored person unreadable, which would refuse
+    every later claim of theirs."""
+    data = orjson.loads(raw)
+    if data.get("chronic_diseases") is not None:
+        data["chronic_diseases"] = tuple(data["chronic_diseases"])
+    return Person.model_construct(**data)
+
+
+def stored_institution(raw: bytes) -> Institution:
+    """An institution as accepted when written (see stored_person)."""
+    return Institution.model_construct(**orjson.loads(raw))
+
+
 def dump_record(record: Record) -> bytes:
     if isinstance(record, CreditRecord):
         return orjson.dumps({"credit": dataclasses.asdict(record.result)})
@@ -154,10 +169,10 @@ class RedisStore:
         persons, states = {}, {}
         for psn, raw_state in zip(psn_list, replies):
             raw_person = raw_state.get(b"person")
-            persons[psn] = Person.model_validate_json(raw_person) if raw_person else None
+            persons[psn] = stored_person(raw_person) if raw_person else None
             states[psn] = parse_state(raw_state)
         offset = len(psn_list)
-        institutions = {code: Institution.model_validate_json(raw) if raw else None
+        institutions = {code: stored_institution(raw) if raw else None
                         for code, raw in zip(code_list, replies[offset:offset + len(code_list)])}
         offset += len(code_list)
         records = {key: load_record(raw) for key, raw in zip(key_list, replies[offset:offset + len(key_list)])}
@@ -178,7 +193,7 @@ class RedisStore:
         for index, want in enumerate(want_list):
             (token, balance, person), held = replies[2 * index], replies[2 * index + 1]
             views[want] = HolderView((token or b"").decode(), int(balance or 0), int(held or 0),
-                                     Person.model_validate_json(person) if person else None)
+                                     stored_person(person) if person else None)
         return views
 
     async def mark_pending(self, marks: list[tuple[str, str, str]]) -> None:

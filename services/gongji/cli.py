@@ -204,6 +204,17 @@ def _aware_time(text: str) -> datetime:
     return value
 
 
+def _at_least_one(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("--batch must be at least 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="gongji", description="Gongji (共济): streaming settlement of "
                                      "employee medical insurance outpatient mutual-aid claims")
@@ -229,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     add_ledger_commands(commands)
     rep = commands.add_parser("replay", help="settle a JSON Lines file offline (- for stdin)")
     rep.add_argument("file")
-    rep.add_argument("--batch", type=int, default=1, metavar="N",
+    rep.add_argument("--batch", type=_at_least_one, default=1, metavar="N",
                      help="settle N events at a time through the service's batching path (default 1); "
                           "the results are the same for any N")
     rep.add_argument("--now", type=_aware_time, default=None, metavar="TIME",
@@ -302,8 +313,6 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "clearing":
         asyncio.run(close_clearing(resolve_settings(), args.month))
     elif args.command == "replay":
-        if args.batch < 1:
-            parser.error("--batch must be at least 1")
         asyncio.run(replay(args.file, args.policies, args.batch, args.now))
     elif args.command == "demo":
         from gongji.demo import run_demo

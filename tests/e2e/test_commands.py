@@ -237,4 +237,6 @@ def test_replay_in_batches_gives_what_replay_one_at_a_time_gives(tmp_path):
     assert sum(1 for line in outputs["1"].splitlines() if '"acct_mulaid_pay": "0.00"' not in line
                and '"acct_mulaid_pay"' in line) > 20
     assert outputs["7"] == outputs["1"] and outputs["500"] == outputs["1"]
-    assert "--batch must be at least 1" in run("replay", "--batch", "0", str(path)).stderr
+    refused = run("replay", "--batch", "0", str(path))
+    assert refused.returncode == 2 and "--batch must be at least 1" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -15,6 +15,7 @@ import redis
 from gongji.common.stack import die_with_parent, redis_server_binary
 
 from gongji.common.redis import connect
+from support import settings_for
 from gongji.settlement.redis_store import RedisStore
 from gongji.settlement.store import MemoryStore
 
@@ -96,3 +97,12 @@ async def store(request, uniq, stack):
         client = connect(request.getfixturevalue("redis_cluster"), cluster=True)
     yield RedisStore(client, prefix=uniq)
     await client.aclose()
+
+
+@pytest.fixture
+def ledger_settings(stack, uniq):
+    """Settings isolated for this test with the stack's PostgreSQL: the ledger's group and schema."""
+    if not stack.database_url:
+        pytest.fail("the stack fixture has no PostgreSQL (set GONGJI_DATABASE_URL with the other servers)")
+    return settings_for(stack, uniq, database_url=stack.database_url, ledger_group=f"{uniq}-ledger",
+                        ledger_schema=uniq)

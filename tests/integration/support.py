@@ -167,13 +167,13 @@ async def open_accounts(settings: Settings, traffic, timeout: float = 60.0) -> s
 
 
 @asynccontextmanager
-async def running(*services):
+async def running(*services, grace: float = 30.0):
     """Services (anything with `run(stop)`) running in this event loop; stopped, and their batches
-    in flight finished, on leaving."""
+    in flight finished (within `grace` seconds), on leaving."""
     stop = asyncio.Event()
     tasks = [asyncio.create_task(service.run(stop)) for service in services]
     try:
         yield
     finally:
         stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        await asyncio.wait_for(asyncio.gather(*tasks), grace)

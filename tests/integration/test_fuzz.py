@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.error
-import urllib.request
 from collections import Counter
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from decimal import Decimal
 from types import SimpleNamespace
 
 import pytest
 from dashboard_records import settlement as result_record
+from health_probe import health
 from hostile import Hostile, HostileTraffic, encode
-from support import CATALOG, collect, produce, producer, settings_for, wait_registered
+from support import CATALOG, collect, produce, producer, running, settings_for, wait_registered
 
 from gongji.clearing.service import ClearingService
 from gongji.common import kafka
@@ -35,16 +34,6 @@ from gongji.settlement.store import MemoryStore
 
 BOOK = load_policy_book()
 JUNK_PER_TOPIC = 450  # × 5 topics, plus the records with bad values: over 2,300 messages
-
-
-def healthz(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except urllib.error.URLError:
-        return 0
 
 
 async def caught_up(settings, group: str, topic: str, timeout: float = 120.0) -> None:
@@ -64,17 +53,6 @@ async def read_all(settings, topic: str) -> list:
     async with kafka.group_progress(settings, topic) as progress:
         _, end = await progress("-")
     return await collect(settings, topic, lambda records: len(records) >= end)
-
-
-@asynccontextmanager
-async def serving(service, grace: float = 60.0):
-    stop = asyncio.Event()
-    task = asyncio.create_task(service.run(stop))
-    try:
-        yield service
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, grace)
 
 
 def population(tag: str) -> tuple[list, dict]:
@@ -140,12 +118,12 @@ async def test_thousands_of_hostile_messages_are_each_answered_once_and_stop_not
     redis_clients = [connect(base.redis_url) for _ in range(2)]
     try:
         async with AsyncExitStack() as services:
-            await services.enter_async_context(serving(
+            await services.enter_async_context(running(
                 SettlementService(settings["settlement"], CATALOG, BOOK, redis_clients[0])))
-            await services.enter_async_context(serving(LedgerService(settings["ledger"], CATALOG, db)))
-            await services.enter_async_context(serving(
+            await services.enter_async_context(running(LedgerService(settings["ledger"], CATALOG, db)))
+            await services.enter_async_context(running(
                 ClearingService(settings["clearing"], CATALOG, redis_clients[1])))
-            await services.enter_async_context(serving(FraudService(settings["fraud"], CATALOG), grace=90))
+            await services.enter_async_context(running(FraudService(settings["fraud"], CATALOG), grace=90))
             await produce(base, setup[:5])
             await wait_registered(base, SimpleNamespace(persons=[d for k, d in setup if k == "person"],
                                                         institutions=[hospital]))
@@ -170,7 +148,7 @@ async def test_thousands_of_hostile_messages_are_each_answered_once_and_stop_not
                     await caught_up(base, base.kafka_group(service), topic)
             results = await read_all(base, topics.settlements)
             letters = await read_all(base, topics.dead_letters)
-            statuses = {name: healthz(port) for name, port in ports.items()}
+            statuses = {name: health(port)[0] for name, port in ports.items()}
     finally:
         await db.close()
         for client in redis_clients:

@@ -16,7 +16,7 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from support import CATALOG, collect, open_accounts, produce, running, send_raw, settings_for
+from support import CATALOG, collect, open_accounts, produce, running, send_raw
 
 from gongji.common.money import to_fen
 from gongji.common.redis import connect
@@ -31,12 +31,6 @@ from gongji.synthetic import Traffic
 BOOKED = {"Settlement": "settlement", "ReversalResult": "reversal", "CreditResult": "credit"}
 
 
-@pytest.fixture
-def ledger_settings(stack, uniq):
-    if not stack.database_url:
-        pytest.fail("the stack fixture has no PostgreSQL (set GONGJI_DATABASE_URL with the other servers)")
-    return settings_for(stack, uniq, database_url=stack.database_url, ledger_group=f"{uniq}-ledger",
-                        ledger_schema=uniq)
 
 
 async def settle(settings, traffic, claims) -> list:

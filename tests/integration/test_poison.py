@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import decimal
-import json
-import urllib.error
-import urllib.request
 from decimal import Decimal
 
 import psycopg
-import pytest
 from dashboard_records import settlement
+from health_probe import health
 from support import CATALOG, collect, loose, running, send_raw, settings_for
 
 from gongji.ledger.service import LedgerService
@@ -24,16 +21,6 @@ from gongji.ledger.store import LedgerStore, migrate
 async def send_result(settings, record: dict, name: str = "Settlement", kind: bytes = b"settlement") -> None:
     await send_raw(settings, settings.topics.settlements, loose(name, record), record["psn_no"].encode(),
                    headers=[("gongji-type", kind), ("gongji-id", record["claim_id"].encode())])
-
-
-def health(port: int) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-    except urllib.error.URLError:  # not serving yet
-        return 0, {}
 
 
 async def until(check, what: str, timeout: float = 60.0):
@@ -50,12 +37,6 @@ async def until(check, what: str, timeout: float = 60.0):
 
 
 # ---------------------------------------------------------------------- the ledger
-@pytest.fixture
-def ledger_settings(stack, uniq):
-    if not stack.database_url:
-        pytest.fail("the stack fixture has no PostgreSQL (set GONGJI_DATABASE_URL with the other servers)")
-    return settings_for(stack, uniq, database_url=stack.database_url, ledger_group=f"{uniq}-ledger",
-                        ledger_schema=uniq)
 
 
 def booked_ids(settings) -> set[str]:

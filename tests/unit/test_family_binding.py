@@ -11,7 +11,7 @@ import pytest
 
 from gongji.settlement.handler import Settler
 from gongji.settlement.store import MemoryStore
-from builders import BOOK, ERENHOT, PROVINCE, claim, credit, institution, line, person, reversal
+from builders import BOOK, PROVINCE, claim, credit, institution, line, person, reversal
 
 
 def run(events):

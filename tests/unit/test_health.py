@@ -3,24 +3,14 @@ once every batch has been failing for as long (its database or Redis is gone).""
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 
 import pytest
+from health_probe import health
 
 from gongji.common.observe import Metrics, serve
 from gongji.common.stack import free_port
 
 pytestmark = pytest.mark.unit
-
-
-def health(port: int) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def test_health_follows_polls_and_failing_batches():

@@ -81,7 +81,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 async def run_settlement(settings: Settings, book) -> None:
     from gongji.common.avro import SchemaCatalog
     from gongji.common.observe import redacted
-    from gongji.common.redis import connect
+    from gongji.common.redis import DurabilityUnavailable, connect
     from gongji.settlement.service import SettlementService
 
     client = connect(settings.redis_url, settings.redis_cluster)
@@ -93,6 +93,8 @@ async def run_settlement(settings: Settings, book) -> None:
                                      settings.kafka_bootstrap_servers, redacted(settings.redis_url))
     try:
         await service.run(stop)
+    except DurabilityUnavailable as error:
+        sys.exit(f"gongji: Redis at {redacted(settings.redis_url)}: {error}")
     finally:
         await client.aclose()
 

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
@@ -111,6 +112,7 @@ async def consume_batches(
     *,
     started: Callable[[AIOKafkaProducer], Awaitable[None]] | None = None,
     polled: Callable[[AIOKafkaConsumer], None] | None = None,
+    listener: Callable[[AIOKafkaConsumer], ConsumerRebalanceListener] | None = None,
 ) -> None:
     """The loop every Gongji service runs until `stop`: poll a batch, `handle` it (which publishes
     what it produces), and only then commit the offsets. A batch whose handling fails is an outage,
@@ -118,7 +120,9 @@ async def consume_batches(
     Serves the service's metrics and health while it runs, when settings.metrics_port is set."""
     server = serve(metrics, settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
     producer_ = producer(settings)
-    consumer_ = consumer(settings, group, *topics)
+    consumer_ = consumer(settings, group, *([] if listener else topics))
+    if listener is not None:  # told of each assignment (the settlement service checks its Redis then)
+        consumer_.subscribe(topics, listener=listener(consumer_))
     await producer_.start()
     try:
         if started is not None:

@@ -33,6 +33,8 @@ class Metrics:
                                        registry=self.registry)
         self.lag = Gauge("gongji_consumer_lag", "Messages behind the partition's end", ["topic", "partition"],
                          registry=self.registry)
+        self.refused = Gauge("gongji_refused_partitions", "Input partitions refused: Redis lacks state they follow",
+                             registry=self.registry)
         self.last_poll = time.monotonic()
         self.failing_since: float | None = None  # first of the batches failing in a row, if they are
 
@@ -46,6 +48,13 @@ class Metrics:
     def failing_for(self) -> float:
         """Seconds that every batch has failed (an outage of a server the service writes to)."""
         return 0.0 if self.failing_since is None else time.monotonic() - self.failing_since
+
+    def refuse(self, partitions: int) -> None:
+        """How many partitions the service refuses to consume (settlement: Redis lost state); any is unhealthy."""
+        self.refused.set(partitions)
+
+    def refusing(self) -> int:
+        return int(self.registry.get_sample_value("gongji_refused_partitions") or 0)
 
     def retries(self) -> int:
         return int(self.registry.get_sample_value("gongji_retried_batches_total") or 0)
@@ -72,9 +81,10 @@ def serve(metrics: Metrics, host: str, port: int, stale_after: float = 30.0):
             age, failing = time.monotonic() - metrics.last_poll, metrics.failing_for()
             # Turning is not enough: a loop whose every batch has failed for a while (its database
             # or Redis is gone) is not healthy either, and an orchestrator should see it.
-            healthy = age < stale_after and failing < stale_after
+            refused = metrics.refusing()
+            healthy = age < stale_after and failing < stale_after and not refused
             body = json.dumps({"service": metrics.service, "healthy": healthy, "seconds_since_poll": round(age, 1),
-                               "seconds_failing": round(failing, 1)}).encode()
+                               "seconds_failing": round(failing, 1), "refused_partitions": refused}).encode()
             start_response("200 OK" if healthy else "503 Service Unavailable", [("Content-Type", "application/json")])
             return [body]
         return prometheus(environ, start_response)

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from gongji.common import kafka
 from gongji.common.avro import DecodeError, SchemaCatalog, UnknownSchemaError
 from gongji.common.observe import Metrics
+from gongji.common.redis import Durability
 from gongji.common.schemas import SchemaDirectory
 from gongji.common.config import Settings
 from gongji.common.topics import ensure_service_topics
@@ -29,11 +30,12 @@ from gongji.settlement.codec import OUTPUT_RECORDS, RECORD_INPUTS, from_output, 
 from gongji.settlement.domain import Rejection
 from gongji.settlement.handler import Output, Settler, StoreContention
 from gongji.settlement.policy import PolicyBook
-from gongji.settlement.redis_store import RedisStore
+from gongji.settlement.redis_store import RedisStore, SeenMarkers
+from gongji.settlement.seen import Gate, StateLost
 
 log = logging.getLogger("gongji.settlement")
 # Failures of the servers, not of an event: the batch is retried, never dead-lettered.
-INFRASTRUCTURE = (RedisError, KafkaError, OSError, asyncio.TimeoutError, StoreContention)
+INFRASTRUCTURE = (RedisError, KafkaError, OSError, asyncio.TimeoutError, StoreContention, StateLost)
 SERVICE = "settlement"
 REPORT_EVERY = 30.0  # seconds between progress lines in the log
 
@@ -75,6 +77,10 @@ class SettlementService:
         self.schemas = SchemaDirectory(settings, catalog)
         self.stats = Stats()
         self.metrics = Metrics(SERVICE)
+        # Results are published only once Redis has made their state durable, and only onto state
+        # Redis still holds (gongji.settlement.seen).
+        self.gate = Gate(SeenMarkers(redis_client, settings.key_prefix, settings.settlement_group,
+                                     Durability.from_settings(settings)), self.metrics)
 
     async def prepare_topics(self) -> None:
         topics = self.settings.topics
@@ -82,7 +88,9 @@ class SettlementService:
                                     [*self.accepted, topics.settlements, topics.dead_letters, topics.schemas])
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until `stop` is set; a batch in flight is finished and committed first."""
+        """Consume until `stop` is set; a batch in flight is finished and committed first. Raises
+        DurabilityUnavailable at once if Redis cannot give the configured durability."""
+        await self.gate.markers.durability.check(self.gate.markers.client)
         await self.prepare_topics()
         next_report = time.monotonic() + REPORT_EVERY
 
@@ -92,8 +100,14 @@ class SettlementService:
                 next_report = time.monotonic() + REPORT_EVERY
                 log.info("progress %s", self.stats.summary(consumer.assignment(), self.metrics.retries()))
 
-        await kafka.consume_batches(self.settings, self.settings.settlement_group, list(self.accepted), self.metrics,
-                                    self.process, stop, started=self.schemas.publish, polled=report)
+        watch = asyncio.create_task(self.gate.watch(stop))
+        try:
+            await kafka.consume_batches(self.settings, self.settings.settlement_group, list(self.accepted),
+                                        self.metrics, self.process, stop, started=self.schemas.publish,
+                                        polled=report, listener=self.gate.bind)
+        finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
 
     async def _decode(self, value: bytes) -> tuple[str, dict]:
         try:
@@ -128,6 +142,7 @@ class SettlementService:
 
     async def process(self, messages: list[ConsumerRecord], producer: AIOKafkaProducer) -> list[Output]:
         """Settle one batch and publish its results; returns them. Raises only for infrastructure."""
+        messages = await self.gate.admit(messages)
         events, sources, refused, dead = [], [], [], []
         # Nothing orders a registry change against a claim on another topic; the registries go
         # first, so a person and their first claim polled together settle (each topic keeps its order).
@@ -149,6 +164,7 @@ class SettlementService:
                 events.append(event)
                 sources.append(message)
         outputs = refused + await self._settle(events, sources, dead)
+        await self.gate.seal(messages)  # durable before visible
 
         topics = self.settings.topics
         results = []

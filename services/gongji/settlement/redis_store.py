@@ -128,6 +128,24 @@ class RedisStore:
     def _institution_key(self, code: str) -> str:
         return f"{self.prefix}:inst:{code}"
 
+    async def wipe(self) -> int:
+        """Delete every settlement key of this prefix (the rebuild starts from nothing); clearing's
+        positions (`<prefix>:{clr:…}`, `<prefix>:clr:…`) share the prefix and stay. Returns how many."""
+        deleted = 0
+        clearing = (f"{self.prefix}:{{clr:".encode(), f"{self.prefix}:clr:".encode())
+        for node in await primaries(self.client):
+            keys = [key async for key in node.scan_iter(match=f"{self.prefix}:*", count=1000)
+                    if not key.startswith(clearing)]
+            for start in range(0, len(keys), 1000):
+                async with deadline(self.timeout):
+                    async with node.pipeline(transaction=False) as pipe:
+                        for key in keys[start:start + 1000]:
+                            pipe.unlink(key)
+                        deleted += sum(await pipe.execute())
+            if node is not self.client:
+                await node.aclose()
+        return deleted
+
     async def put_persons(self, persons: list[Person]) -> None:
         def build(pipe):
             for person in persons:

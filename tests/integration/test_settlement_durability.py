@@ -1,0 +1,320 @@
+"""Durable before visible, and state that knows what it has seen: a Redis of the test's own (with
+AOF, as deployed) that is crashed, emptied and restarted under the settlement service, which must
+notice, refuse, be rebuilt by `gongji settlement rebuild`, resume, and end exactly where an
+uninterrupted replay of the same events ends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import redis
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from gongji.common.redis import connect
+from gongji.common.stack import REDIS_PERSISTENCE, die_with_parent, free_port, redis_server_binary
+from gongji.launch import service_env
+from gongji.settlement.codec import from_output, json_ready, to_event
+from gongji.settlement.domain import PersonState
+from gongji.settlement.handler import Settler
+from gongji.settlement.policy import load_policy_book
+from gongji.settlement.redis_store import RedisStore, SeenMarkers
+from gongji.settlement.service import SettlementService
+from gongji.settlement.store import MemoryStore
+from gongji.synthetic import Traffic
+
+from support import CATALOG, figures, open_accounts, produce, settings_for, wait_registered
+
+BOOK = load_policy_book()
+
+
+class OwnRedis:
+    """A Redis-protocol server for one test, so it can be killed, emptied and restarted."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, persistence: tuple[str, ...] = REDIS_PERSISTENCE) -> None:
+        self.process = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", *persistence,
+             "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent(os.getpid()))
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 20
+        while True:  # answering PING, and done loading its append-only file
+            try:
+                if client.ping() and not int(client.info("persistence").get("loading", 0)):
+                    break
+            except redis.RedisError:
+                pass
+            assert self.process.poll() is None and time.monotonic() < deadline, "redis did not start"
+            time.sleep(0.05)
+        client.close()
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.kill()
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def replay_results(events) -> tuple[dict[str, list[dict]], MemoryStore]:
+    """The reference, as `gongji replay` settles: the events in order, one at a time, on the
+    in-memory store; per id its results in order."""
+    store = MemoryStore()
+    settler = Settler(store, BOOK)
+    results: dict[str, list[dict]] = {}
+    for kind, data in events:
+        for output in await settler.handle([to_event(kind, data)]):
+            _, wire = from_output(output)
+            results.setdefault(wire.get("claim_id") or wire.get("credit_id"), []).append(json_ready(wire))
+    return results, store
+
+
+class Published:
+    """The settlements topic read incrementally: every result per id, in publish order."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.by_id: dict[str, list[dict]] = {}
+        self.count = 0
+
+    async def __aenter__(self):
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=None,
+                                         enable_auto_commit=False, auto_offset_reset="earliest")
+        await self.consumer.start()
+        topic = self.settings.topics.settlements
+        deadline = time.monotonic() + 30
+        while not self.consumer.partitions_for_topic(topic):
+            assert time.monotonic() < deadline, f"{topic} never appeared"
+            await self.consumer._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        self.consumer.assign([TopicPartition(topic, p) for p in sorted(self.consumer.partitions_for_topic(topic))])
+        await self.consumer.seek_to_beginning()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.consumer.stop()
+
+    async def poll(self) -> None:
+        for messages in (await self.consumer.getmany(timeout_ms=100)).values():
+            for message in messages:
+                _, data = CATALOG.decode(message.value)
+                self.by_id.setdefault(data.get("claim_id") or data.get("credit_id"), []).append(json_ready(data))
+                self.count += 1
+
+    async def until(self, done, timeout: float = 60.0, what: str = "results") -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, f"timed out waiting for {what} ({self.count} read)"
+            await self.poll()
+
+    async def all_of(self, ids, timeout: float = 60.0) -> None:
+        ids = set(ids)
+        await self.until(lambda: ids <= set(self.by_id), timeout, f"{len(ids - set(self.by_id))} missing results")
+
+
+async def committed_and_markers(settings, redis_url: str) -> tuple[dict, dict]:
+    """The settlement group's committed offset per input partition, then Redis's markers."""
+    topics = settings.topics
+    partitions = [TopicPartition(topic, p) for topic in (topics.claims, topics.credits, topics.persons,
+                                                         topics.institutions) for p in range(settings.partitions)]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(settings.settlement_group, partitions=partitions)
+    finally:
+        await admin.close()
+    committed = {f"{tp.topic}:{tp.partition}": meta.offset for tp, meta in offsets.items()
+                 if meta is not None and meta.offset >= 0}
+    client = connect(redis_url)
+    try:
+        marks = await SeenMarkers(client, settings.key_prefix, settings.settlement_group).read(list(committed))
+    finally:
+        await client.aclose()
+    return committed, marks
+
+
+async def wait_all_committed(settings, redis_url: str, ends: dict[str, int], timeout: float = 60.0) -> None:
+    """Until the group has committed every input partition up to `ends` (field → offset)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        committed, _ = await committed_and_markers(settings, redis_url)
+        if all(committed.get(name, 0) >= end for name, end in ends.items()):
+            return
+        assert time.monotonic() < deadline, f"not committed: {committed} < {ends}"
+        await asyncio.sleep(0.2)
+
+
+async def input_ends(settings) -> dict[str, int]:
+    topics = settings.topics
+    reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
+                              enable_auto_commit=False, auto_offset_reset="earliest")
+    await reader.start()
+    try:
+        partitions = [TopicPartition(topic, p) for topic in (topics.claims, topics.credits, topics.persons,
+                                                             topics.institutions) for p in range(settings.partitions)]
+        reader.assign(partitions)
+        await reader.seek_to_beginning()
+        await reader.getmany(timeout_ms=1000, max_records=1)
+        return {f"{tp.topic}:{tp.partition}": reader.highwater(tp) or 0 for tp in partitions}
+    finally:
+        await reader.stop()
+
+
+def health(port: int) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+    except OSError:
+        return 0, {}
+
+
+async def wait_health(ports, status: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while any(health(port)[0] != status for port in ports):
+        assert time.monotonic() < deadline, f"/healthz never {status}: {[health(p) for p in ports]}"
+        await asyncio.sleep(0.1)
+
+
+def run_rebuild(settings, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **service_env(settings), "GONGJI_REDIS_URL": settings.redis_url}
+    return subprocess.run([sys.executable, "-m", "gongji.cli", "settlement", "rebuild", *extra], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@asynccontextmanager
+async def running_service(settings):
+    client = connect(settings.redis_url)
+    service = SettlementService(settings, CATALOG, BOOK, client)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    try:
+        yield service
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await client.aclose()
+
+
+def first_differences(published: dict[str, list[dict]], expected: dict[str, list[dict]]) -> dict:
+    """Per id: missing, or the first published result not the reference's last, or a repeat unlike
+    the first. Empty when every result is right."""
+    wrong = {}
+    for ident, results in expected.items():
+        got = published.get(ident)
+        if not got:
+            wrong[ident] = "missing"
+        elif got[0] != results[-1] or any(copy != got[0] for copy in got[1:]):
+            wrong[ident] = {k: (got[0].get(k), results[-1].get(k)) for k in set(got[0]) | set(results[-1])
+                            if got[0].get(k) != results[-1].get(k)} or "a repeat differs"
+    return wrong
+
+
+async def test_a_redis_that_lost_its_data_is_refused_rebuilt_and_resumed(stack, uniq, own_redis, caplog):
+    """Redis restarted on an empty disk under a running service: the next batch is refused (one log
+    line, /healthz 503, the refused-partitions metric), nothing is settled on the empty state, the
+    rebuild restores it from Kafka (a claim refused UNKNOWN_PERSON before its person was registered
+    stays refused in the state) and the service resumes by itself."""
+    port = free_port()
+    settings = settings_for(stack, uniq, metrics_port=port).model_copy(update={"redis_url": own_redis.url})
+    traffic = Traffic(persons=20, seed=21, tag=uniq, family=0.0)
+    late = Traffic(persons=1, seed=22, tag=uniq + "L", family=0.0)
+    _, early_claim = late.claim()  # for a person not registered yet
+    before = list(traffic.stream(200))
+    after = list(traffic.stream(60))
+    expected, reference = await replay_results(
+        traffic.registry() + traffic.openings() + [("claim", early_claim)] + late.registry()
+        + [("claim", early_claim)] + before + after)
+    assert [r.get("err_code") for r in expected[early_claim["claim_id"]]] == ["UNKNOWN_PERSON", None]
+
+    async with running_service(settings) as service, Published(settings) as published:
+        await open_accounts(settings, traffic)
+        await produce(settings, [("claim", early_claim)])
+        await published.all_of([early_claim["claim_id"]])
+        await produce(settings, late.registry())
+        await wait_registered(settings, late)
+        await produce(settings, [("claim", early_claim)] + before)
+        await published.until(lambda: len(published.by_id.get(early_claim["claim_id"], [])) >= 2)
+        await published.all_of(d["claim_id"] for _, d in before)
+        await wait_all_committed(settings, own_redis.url, await input_ends(settings))
+        assert health(port)[0] == 200
+
+        own_redis.kill()  # and its disk with it: a failover to a replica that has nothing
+        shutil.rmtree(own_redis.workdir / "appendonlydir")
+        own_redis.start()
+        await produce(settings, after)
+        await wait_health([port], 503)
+        assert health(port)[1]["refused_partitions"] > 0
+        assert service.metrics.refusing() > 0
+        refusals = [r.getMessage() for r in caplog.records if "Redis is behind Kafka" in r.getMessage()]
+        assert len(refusals) == 1 and "gongji settlement rebuild" in refusals[0]
+        assert not {d["claim_id"] for _, d in after} & set(published.by_id)
+
+        done = await asyncio.to_thread(run_rebuild, settings)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "0 differ" in done.stdout and "markers written" in done.stdout
+        await published.all_of(d["claim_id"] for _, d in after)
+        await wait_health([port], 200)
+
+    assert published.by_id[early_claim["claim_id"]][0]["err_code"] == "UNKNOWN_PERSON"
+    published.by_id[early_claim["claim_id"]].pop(0)
+    assert first_differences(published.by_id, expected) == {}
+    client = connect(own_redis.url)
+    try:
+        persons = [p["psn_no"] for p in traffic.persons + late.persons]
+        states = (await RedisStore(client, settings.key_prefix).read(set(persons), set(), set())).states
+    finally:
+        await client.aclose()
+    assert figures(states) == figures({psn: reference.states.get(psn, PersonState()) for psn in states})
+
+
+async def test_a_redis_without_the_configured_durability_stops_start_up_in_one_line(stack, uniq, tmp_path):
+    server = OwnRedis(tmp_path)
+    server.start(("--save", "", "--appendonly", "no"))
+    try:
+        settings = settings_for(stack, uniq).model_copy(update={"redis_url": server.url})
+        env = {**os.environ, **service_env(settings)}
+        done = subprocess.run([sys.executable, "-m", "gongji.cli", "run", "settlement"], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1
+        assert "Traceback" not in done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("gongji: Redis at redis://127.0.0.1:") and "appendonly no" in last, done.stderr
+        env["GONGJI_REDIS_DURABILITY"] = "replicas"
+        done = subprocess.run([sys.executable, "-m", "gongji.cli", "run", "settlement"], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and "waits for 1 replica(s), and a primary has 0" in done.stderr
+    finally:
+        server.stop()

@@ -318,3 +318,129 @@ async def test_a_redis_without_the_configured_durability_stops_start_up_in_one_l
         assert done.returncode == 1 and "waits for 1 replica(s), and a primary has 0" in done.stderr
     finally:
         server.stop()
+
+
+async def test_chaos_workers_killed_redis_crashed_and_emptied_under_load(stack, uniq, own_redis, tmp_path):
+    """Two `gongji run settlement` workers under load, SIGKILLed again and again; Redis SIGKILLed and
+    restarted from its append-only file (nothing lost: its markers cover every committed offset);
+    Redis emptied (FLUSHALL) (every worker refuses, `gongji settlement rebuild` restores, they
+    resume). Then every result against an uninterrupted replay: the first per id right, every
+    repeat identical, none missing; and the persons' figures in Redis as the replay's."""
+    settings = settings_for(stack, uniq).model_copy(update={"redis_url": own_redis.url})
+    traffic = Traffic(persons=300, seed=31, tag=uniq, family=0.0)
+    setup = traffic.registry() + traffic.openings()
+    chunks = [list(traffic.stream(700)) for _ in range(6)]
+    claims = [event for chunk in chunks for event in chunk]
+    expected, reference = await replay_results(setup + claims)
+    rng = random.Random(31)
+    ports = [free_port(), free_port()]
+    env = {**os.environ, **service_env(settings), "GONGJI_BATCH_MAX_RECORDS": "200"}
+    log = open(tmp_path / "workers.log", "ab")
+
+    def start(index: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "gongji.cli", "run", "settlement"],
+                                env={**env, "GONGJI_METRICS_PORT": str(ports[index])},
+                                stdout=subprocess.DEVNULL, stderr=log)
+
+    workers = [start(0), start(1)]
+    kills = 0
+    started = time.monotonic()
+    try:
+        async with Published(settings) as published:
+            async def kill_workers(times: int, every: int) -> None:
+                nonlocal kills
+                for _ in range(times):
+                    target = published.count + every  # kill -9 while results flow, not at a quiet moment
+                    await published.until(lambda: published.count >= target, 60, "results between kills")
+                    index = rng.randrange(2)
+                    workers[index].send_signal(signal.SIGKILL)
+                    workers[index].wait(10)
+                    workers[index] = start(index)
+                    kills += 1
+
+            credit_ids = await open_accounts(settings, traffic, timeout=60)
+            await produce(settings, chunks[0] + chunks[1])
+            await kill_workers(3, 250)
+
+            # Redis crashes under load and comes back from its append-only file.
+            await produce(settings, chunks[2])
+            target = published.count + 200
+            await published.until(lambda: published.count >= target)
+            own_redis.kill()
+            own_redis.start()
+            committed, marks = await committed_and_markers(settings, own_redis.url)
+            assert committed and all(marks[name] is not None and marks[name] >= offset
+                                     for name, offset in committed.items()), (committed, marks)
+            await kill_workers(2, 250)
+
+            # Redis is emptied under load: every worker refuses, the rebuild restores, they resume.
+            await produce(settings, chunks[3])
+            target = published.count + 200
+            await published.until(lambda: published.count >= target)
+            redis.Redis(port=own_redis.port).flushall()
+            await produce(settings, chunks[4])
+            await wait_health(ports, 503)
+            said = [line for line in (tmp_path / "workers.log").read_text().splitlines()
+                    if "Redis is behind Kafka" in line]
+            assert len(said) >= 2 and not any(p["psn_no"] in line for line in said for p in traffic.persons)
+            done = await asyncio.to_thread(run_rebuild, settings)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "0 differ" in done.stdout, done.stdout
+            await wait_health(ports, 200)
+            await produce(settings, chunks[5])
+            await kill_workers(3, 300)
+            await published.all_of({d["claim_id"] for _, d in claims} | credit_ids, timeout=90)
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(30)
+        log.close()
+
+    wrong = first_differences(published.by_id, expected)
+    repeats = sum(len(copies) - 1 for copies in published.by_id.values())
+    print(f"chaos: {kills} worker kills, 1 Redis crash, 1 Redis emptied; {len(expected)} ids compared, "
+          f"{len(wrong)} wrong, {repeats} identical repeats; {time.monotonic() - started:.0f} s\n{done.stdout}")
+    assert wrong == {}
+    client = connect(own_redis.url)
+    try:
+        persons = [p["psn_no"] for p in traffic.persons]
+        states = (await RedisStore(client, settings.key_prefix).read(set(persons), set(), set())).states
+    finally:
+        await client.aclose()
+    assert figures(states) == figures({psn: reference.states.get(psn, PersonState()) for psn in states})
+
+
+@pytest.mark.parametrize("where", ["redis", "redis-cluster"])
+async def test_markers_move_forward_only_and_find_a_redis_that_lost_them(stack, uniq, request, where):
+    """SeenMarkers on one server and on a three-primary cluster (a copy per primary, AOF on, a
+    WAITAOF on each): fresh partitions need no marker, a batch must start at or below its marker,
+    markers never go back except for the rebuild, and a primary that lost its copy makes the
+    partition unknown."""
+    from gongji.common.redis import Durability
+
+    url = stack.redis_url if where == "redis" else request.getfixturevalue("redis_cluster")
+    client = connect(url, cluster=where != "redis")
+    markers = SeenMarkers(client, uniq, "group", Durability("aof"))
+    try:
+        assert await markers.seal({"claims:0": (-1, 10), "claims:1": (-1, 5)}) == []
+        assert await markers.read(["claims:0", "claims:1", "claims:2"]) == {"claims:0": 10, "claims:1": 5,
+                                                                            "claims:2": None}
+        assert await markers.seal({"claims:0": (7, 12)}) == []  # a redelivered batch, then further
+        assert await markers.seal({"claims:0": (3, 8)}) == []  # a zombie behind: the marker stays
+        assert (await markers.read(["claims:0"]))["claims:0"] == 12
+        # A batch starting past the marker, or with none: Redis lost what came before; nothing moves.
+        assert await markers.seal({"claims:0": (12, 20), "claims:1": (6, 9), "claims:2": (0, 4)}) == \
+            ["claims:1", "claims:2"]
+        assert await markers.read(["claims:0", "claims:1"]) == {"claims:0": 12, "claims:1": 5}
+        assert await markers.seal({"claims:0": (-2, 3)}) == []  # the rebuild sets what it restored
+        assert (await markers.read(["claims:0"]))["claims:0"] == 3
+        nodes = await markers.nodes()
+        assert len(nodes) == (1 if where == "redis" else 3)
+        last, key = nodes[-1]
+        await last.delete(key)  # one primary lost its data
+        assert (await markers.read(["claims:0"]))["claims:0"] is None
+        assert await markers.seal({"claims:0": (3, 4)}) == ["claims:0"]
+    finally:
+        await markers.forget_nodes()
+        await client.aclose()

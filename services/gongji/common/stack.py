@@ -155,8 +155,8 @@ class _Server:
             return [self.binary, "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
                     "-c", "unix_socket_directories=", "-c", "fsync=off", "-c", "synchronous_commit=off",
                     "-c", "full_page_writes=off", "-c", "max_connections=200"]
-        # As deployed: every write in the append-only file, flushed each second (and at once for a
-        # WAITAOF: the settlement service waits for it before publishing, GONGJI_REDIS_DURABILITY).
+        # As deployed: every write in the append-only file, flushed each second or when a WAITAOF
+        # asks (the settlement service waits for it before publishing, GONGJI_REDIS_DURABILITY).
         return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", *REDIS_PERSISTENCE,
                 "--dir", str(workdir), "--logfile", ""]
 

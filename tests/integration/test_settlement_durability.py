@@ -444,3 +444,83 @@ async def test_markers_move_forward_only_and_find_a_redis_that_lost_them(stack, 
     finally:
         await markers.forget_nodes()
         await client.aclose()
+
+
+async def test_a_redis_emptied_while_the_service_was_down_is_refused_on_assignment(stack, uniq, own_redis, caplog):
+    """No input waiting: the check on assignment alone finds the emptied Redis."""
+    port = free_port()
+    settings = settings_for(stack, uniq, metrics_port=port).model_copy(update={"redis_url": own_redis.url})
+    traffic = Traffic(persons=10, seed=23, tag=uniq, family=0.0)
+    claims = list(traffic.stream(40))
+    expected, _ = await replay_results(traffic.registry() + traffic.openings() + claims)
+    async with running_service(settings):
+        await open_accounts(settings, traffic)
+        await wait_all_committed(settings, own_redis.url, await input_ends(settings))
+    redis.Redis(port=own_redis.port).flushall()
+    async with running_service(settings), Published(settings) as published:
+        await wait_health([port], 503)
+        assert any("Redis is behind Kafka on assignment" in r.getMessage() for r in caplog.records)
+        done = await asyncio.to_thread(run_rebuild, settings)
+        assert done.returncode == 0 and "0 differ" in done.stdout, done.stdout + done.stderr
+        await wait_health([port], 200)
+        await produce(settings, claims)
+        await published.all_of(expected)
+    assert first_differences(published.by_id, expected) == {}
+
+
+class FakeConsumer:
+    """What the Gate asks of a consumer: committed offsets, assignment, pause, resume, seek."""
+
+    def __init__(self, committed: dict):
+        self._committed = committed
+        self.paused: set = set()
+        self.sought: dict = {}
+
+    async def committed(self, tp):
+        return self._committed.get(tp)
+
+    def assignment(self):
+        return set(self._committed)
+
+    def pause(self, *tps):
+        self.paused.update(tps)
+
+    def resume(self, *tps):
+        self.paused.difference_update(tps)
+
+    def seek(self, tp, offset):
+        self.sought[tp] = offset
+
+
+async def test_the_gate_on_assignment_tells_never_settled_from_lost(stack, uniq, redis_client):
+    """A partition the group committed at 0 (it was empty) with no marker was never settled; one
+    committed past 0 without a marker was, and Redis lost it: every partition is refused, and
+    resumed once the markers are back."""
+    from gongji.common.observe import Metrics
+    from gongji.settlement.seen import Gate
+
+    empty, settled = TopicPartition("claims", 0), TopicPartition("accounts.credits", 0)
+    client = connect(stack.redis_url)
+    try:
+        markers = SeenMarkers(client, uniq, "group")
+        gate = Gate(markers, Metrics("settlement"))
+        consumer = FakeConsumer({empty: 0, settled: None})
+        await gate.bind(consumer).on_partitions_assigned({empty, settled})
+        assert not gate.refusing and gate.fresh == {empty, settled}
+
+        consumer = FakeConsumer({empty: 0, settled: 7})
+        await gate.bind(consumer).on_partitions_assigned({empty, settled})
+        assert gate.needed == {settled: 7} and consumer.paused == {empty, settled}
+        assert gate.metrics.refusing() == 1
+        await markers.seal({"accounts.credits:0": (-2, 7)})
+        stop = asyncio.Event()
+        watching = asyncio.create_task(gate.watch(stop))
+        deadline = time.monotonic() + 10
+        while consumer.paused:
+            assert time.monotonic() < deadline, "the gate never resumed"
+            await asyncio.sleep(0.05)
+        stop.set()
+        await watching
+        assert gate.metrics.refusing() == 0
+    finally:
+        await client.aclose()

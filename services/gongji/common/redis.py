@@ -168,7 +168,7 @@ class Durability:
                 try:
                     await node.execute_command("WAITAOF", self.local, 0, 1)
                 except RedisError as error:
-                    raise DurabilityUnavailable(f"Redis refused WAITAOF ({error}); it needs Redis 7.2 or Valkey 8 "
+                    raise DurabilityUnavailable(f"Redis refused WAITAOF ({error}); it needs Redis 7.2 or Valkey 7.2 "
                                                 "or later, else GONGJI_REDIS_DURABILITY=replicas or none") from error
             if node is not client:
                 await node.aclose()

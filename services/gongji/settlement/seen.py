@@ -42,6 +42,7 @@ class Gate(ConsumerRebalanceListener):
         self.consumer = None
         self.fresh: set[TopicPartition] = set()  # assigned, never settled by anyone: no marker needed
         self.needed: dict[TopicPartition, int] = {}  # while refusing: the marker each partition must reach
+        self.unchecked: set[TopicPartition] = set()  # assigned, not compared with Redis yet
 
     def bind(self, consumer) -> "Gate":
         """The rebalance listener for `consumer` (kafka.consume_batches calls this)."""
@@ -56,9 +57,15 @@ class Gate(ConsumerRebalanceListener):
         pass
 
     async def on_partitions_assigned(self, assigned) -> None:
-        partitions = sorted(assigned)
-        self.fresh, self.needed = set(), {}
+        self.fresh, self.needed, self.unchecked = set(), {}, set(assigned)
         self._show()
+        try:
+            await self._check()
+        except Exception as error:  # Redis or Kafka unreachable: the next batch checks first
+            log.warning("checking Redis's markers on assignment failed (%r); checking before the next batch", error)
+
+    async def _check(self) -> None:
+        partitions = sorted(self.unchecked)
         if not partitions:
             return
         committed = {tp: await self.consumer.committed(tp) for tp in partitions}
@@ -66,23 +73,28 @@ class Gate(ConsumerRebalanceListener):
         behind = {}
         for tp in partitions:
             done, mark = committed[tp], marks[field(tp)]
-            if done is None and mark is None:
+            if not done and mark is None:  # never settled (a group commits 0 for a partition it found empty)
                 self.fresh.add(tp)
-            elif done is not None and (mark is None or mark < done):
+            elif done and (mark is None or mark < done):
                 behind[tp] = (done, mark)
+        self.unchecked = set()
         if behind:
             self._refuse(behind, "on assignment")
 
     async def admit(self, messages: list[ConsumerRecord]) -> list[ConsumerRecord]:
-        """The batch's messages if Redis holds the state they follow; else none, and refuse."""
+        """The batch's messages if Redis holds the state they follow; else none: the partitions are
+        refused and sought back, so the batch comes again once the state is back."""
+        if self.unchecked:
+            await self._check()
+        if not self.refusing:
+            spans = _spans(messages)
+            marks = await self.markers.read([field(tp) for tp in spans])
+            behind = {tp: (first, marks[field(tp)]) for tp, (first, _) in spans.items()
+                      if tp not in self.fresh and (marks[field(tp)] is None or marks[field(tp)] < first)}
+            if behind:
+                self._refuse(behind, "before a batch")
         if self.refusing:
-            return []
-        spans = _spans(messages)
-        marks = await self.markers.read([field(tp) for tp in spans])
-        behind = {tp: (first, marks[field(tp)]) for tp, (first, _) in spans.items()
-                  if tp not in self.fresh and (marks[field(tp)] is None or marks[field(tp)] < first)}
-        if behind:
-            self._refuse(behind, "before a batch", messages)
+            self._rewind(messages)
             return []
         return messages
 
@@ -100,7 +112,8 @@ class Gate(ConsumerRebalanceListener):
             raise
         if behind:
             lost = {tp: (spans[tp][0], None) for tp in spans if field(tp) in behind}
-            self._refuse(lost, "while a batch was settled", messages)
+            self._refuse(lost, "while a batch was settled")
+            self._rewind(messages)
             raise StateLost(f"Redis lost state under a batch of {len(messages)}; its results are not published")
         self.fresh -= set(spans)
 
@@ -126,14 +139,15 @@ class Gate(ConsumerRebalanceListener):
                 self.consumer.resume(*self.consumer.assignment())
                 self._show()
 
-    def _refuse(self, behind: dict[TopicPartition, tuple[int, int | None]], when: str,
-                messages: list[ConsumerRecord] = ()) -> None:
+    def _rewind(self, messages: list[ConsumerRecord]) -> None:
+        assignment = self.consumer.assignment()
+        for tp, (first, _) in _spans(messages).items():
+            if tp in assignment:
+                self.consumer.seek(tp, first)
+
+    def _refuse(self, behind: dict[TopicPartition, tuple[int, int | None]], when: str) -> None:
         assignment = self.consumer.assignment()
         self.consumer.pause(*assignment)
-        firsts = {tp: first for tp, (first, _) in _spans(messages).items()}
-        for tp, first in firsts.items():
-            if tp in assignment:
-                self.consumer.seek(tp, first)  # the batch comes again once the state is back
         for tp, (need, _) in behind.items():
             self.needed[tp] = max(need, self.needed.get(tp, 0))
         shown = ", ".join(f"{tp.topic}[{tp.partition}] has {'no marker' if mark is None else mark} < {need}"

@@ -142,6 +142,8 @@ async def rebuild(settings: Settings, catalog: SchemaCatalog, book: PolicyBook, 
     report = Report()
     topics = settings.topics
     inputs = [topics.claims, topics.credits, topics.persons, topics.institutions]
+    accepted = {topics.claims: {"Claim", "Reversal"}, topics.credits: {"Credit"}, topics.persons: {"Person"},
+                topics.institutions: {"Institution"}}  # as the service takes them
     markers = SeenMarkers(client, settings.key_prefix, settings.settlement_group, Durability.from_settings(settings))
     await markers.durability.check(client)
     reader = kafka.consumer(settings, None)
@@ -186,8 +188,8 @@ async def rebuild(settings: Settings, catalog: SchemaCatalog, book: PolicyBook, 
             except DecodeError:
                 report.unanswered += 1
                 continue
-            event = to_event(RECORD_INPUTS.get(name, name), data)
-            if isinstance(event, Rejection):
+            event = to_event(RECORD_INPUTS[name], data) if name in accepted[message.topic] else None
+            if event is None or isinstance(event, Rejection):  # dead-lettered when it was read
                 report.unanswered += 1
             elif isinstance(event, (Person, Institution)):
                 steps.append((message.timestamp, 0, message.partition, message.offset, len(steps), "registry", event))

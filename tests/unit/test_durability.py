@@ -39,3 +39,19 @@ def test_a_short_wait_is_an_outage(mode, reply, enough):
     else:
         with pytest.raises(NotDurable):
             durability.verify(reply)
+
+
+def test_the_local_stack_runs_redis_as_compose_does(tmp_path):
+    """Append-only file on, flushed every second, no snapshots: what docker-compose.yml runs."""
+    from pathlib import Path
+
+    import yaml
+
+    from gongji.common.stack import _Server
+
+    argv = _Server("redis", "valkey-server", 6379, tmp_path / "log").argv(tmp_path)
+    compose = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())
+    production = compose["services"]["redis"]["command"]
+    for flag in ("--appendonly", "--appendfsync"):
+        assert argv[argv.index(flag) + 1] == production[production.index(flag) + 1]
+    assert argv[argv.index("--appendonly") + 1] == "yes"

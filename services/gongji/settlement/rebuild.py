@@ -64,7 +64,8 @@ class Report:
                f"restored {self.registry} registry entries, {self.settled} event(s) that took effect, the ids of "
                f"{self.kept_ids} refused one(s); {self.unanswered} input(s) had no result (dead letters)",
                f"compared {self.settled} result(s) with the published ones: {len(self.differences)} differ"]
-        out += [f"  retention deleted the start of {where}: what it held cannot be restored" for where in self.truncated]
+        out += [f"  retention deleted the start of {where}: what it held cannot be restored"
+                for where in self.truncated]
         out += [f"  differs: {ident}: {', '.join(names)}" for ident, names in self.differences[:20]]
         if len(self.differences) > 20:
             out.append(f"  … and {len(self.differences) - 20} more")

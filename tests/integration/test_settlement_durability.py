@@ -27,6 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from gongji.common.redis import connect
 from gongji.common.stack import REDIS_PERSISTENCE, die_with_parent, free_port, redis_server_binary
 from gongji.launch import service_env
+from gongji.settlement import policy
 from gongji.settlement.codec import from_output, json_ready, to_event
 from gongji.settlement.domain import PersonState
 from gongji.settlement.handler import Settler
@@ -208,10 +209,10 @@ async def wait_health(ports, status: int, timeout: float = 60.0) -> None:
         await asyncio.sleep(0.1)
 
 
-def run_rebuild(settings, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **service_env(settings), "GONGJI_REDIS_URL": settings.redis_url}
-    return subprocess.run([sys.executable, "-m", "gongji.cli", "settlement", "rebuild", *extra], env=env,
-                          capture_output=True, text=True, timeout=120)
+def run_rebuild(settings, *options: str) -> subprocess.CompletedProcess:
+    """`gongji [OPTIONS] settlement rebuild` as an operator runs it, with the service's environment."""
+    return subprocess.run([sys.executable, "-m", "gongji.cli", *options, "settlement", "rebuild"],
+                          env={**os.environ, **service_env(settings)}, capture_output=True, text=True, timeout=120)
 
 
 @asynccontextmanager
@@ -465,6 +466,10 @@ async def test_a_redis_emptied_while_the_service_was_down_is_refused_on_assignme
         await wait_health([port], 200)
         await produce(settings, claims)
         await published.all_of(expected)
+        again = await asyncio.to_thread(run_rebuild, settings)  # Redis holds it all now: nothing to do
+        assert again.returncode == 1 and again.stderr.strip().splitlines()[-1] == (
+            "gongji: settlement rebuild: Redis holds the state up to every committed offset; nothing to rebuild "
+            "(--force rebuilds anyway)")
     assert first_differences(published.by_id, expected) == {}
 
 
@@ -524,3 +529,36 @@ async def test_the_gate_on_assignment_tells_never_settled_from_lost(stack, uniq,
         assert gate.metrics.refusing() == 0
     finally:
         await client.aclose()
+
+
+async def test_a_rebuild_that_does_not_reproduce_the_published_results_says_so_and_writes_no_marker(
+        stack, uniq, own_redis, tmp_path):
+    """Rebuilt under another policy (a deductible changed since): the differing claims are listed,
+    the exit status is 1 and the markers stay unwritten, so the service keeps refusing; rebuilt as
+    published, it resumes."""
+    settings = settings_for(stack, uniq).model_copy(update={"redis_url": own_redis.url})
+    traffic = Traffic(persons=10, seed=24, tag=uniq, family=0.0)
+    claims = [traffic.claim() for _ in range(30)]
+    policies = tmp_path / "policies"
+    shutil.copytree(Path(policy.__file__).parent / "policies", policies)
+    erenhot = policies / "152501.toml"
+    erenhot.write_text(erenhot.read_text().replace('annual_deductible = "1000.00"', 'annual_deductible = "10.00"', 1))
+    async with running_service(settings), Published(settings) as published:
+        await open_accounts(settings, traffic)
+        await produce(settings, claims)
+        await published.all_of(d["claim_id"] for _, d in claims)
+        await wait_all_committed(settings, own_redis.url, await input_ends(settings))
+    redis.Redis(port=own_redis.port).flushall()
+
+    changed = await asyncio.to_thread(run_rebuild, settings, "--policies", str(policies))
+    assert changed.returncode == 1, changed.stdout + changed.stderr
+    differing = [line for line in changed.stdout.splitlines() if line.startswith("  differs: ")]
+    assert differing and all(line.split()[1].rstrip(":") in {d["claim_id"] for _, d in claims} for line in differing)
+    assert "markers NOT written" in changed.stdout
+    _, marks = await committed_and_markers(settings, own_redis.url)
+    assert set(marks.values()) == {None}
+
+    done = await asyncio.to_thread(run_rebuild, settings)
+    assert done.returncode == 0 and "0 differ" in done.stdout, done.stdout + done.stderr
+    committed, marks = await committed_and_markers(settings, own_redis.url)
+    assert marks == committed

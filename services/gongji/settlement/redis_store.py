@@ -19,6 +19,7 @@ Reads are pipelined per batch; the writes are the Lua scripts in lua/, registere
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import importlib.resources
 
@@ -298,17 +299,17 @@ class SeenMarkers:
         (a partition never settled); -2: set it whatever it is (the rebuild). Raises NotDurable
         when the wait falls short."""
         args = [str(item) for field, (first, nxt) in spans.items() for item in (field, first, nxt)]
-        behind: set[str] = set()
-        for client, key in await self.nodes():
-            def build(pipe, key=key):
+
+        async def one(client, key: str) -> list[str]:  # on each primary at once
+            def build(pipe):
                 self._mark.queue(pipe, [key], args)
                 self.durability.queue(pipe)
             replies = await run_pipeline(client, build, (self._mark,), self.timeout)
-            if replies[0]:
-                behind.update(field.decode() for field in replies[0])
-            elif len(replies) > 1:
+            if not replies[0] and len(replies) > 1:
                 self.durability.verify(replies[1])
-        return sorted(behind)
+            return [field.decode() for field in replies[0]]
+        found = await asyncio.gather(*(one(client, key) for client, key in await self.nodes()))
+        return sorted({field for fields in found for field in fields})
 
     async def clear(self) -> None:
         for client, key in await self.nodes():

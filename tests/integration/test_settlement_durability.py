@@ -326,11 +326,13 @@ async def test_chaos_workers_killed_redis_crashed_and_emptied_under_load(stack, 
     restarted from its append-only file (nothing lost: its markers cover every committed offset);
     Redis emptied (FLUSHALL) (every worker refuses, `gongji settlement rebuild` restores, they
     resume). Then every result against an uninterrupted replay: the first per id right, every
-    repeat identical, none missing; and the persons' figures in Redis as the replay's."""
+    repeat identical, none missing; and the persons' figures in Redis as the replay's. Without
+    family mutual aid: two workers racing on one holder's account are ordered only to the
+    millisecond by the rebuild, which reports them as differences (settlement.rebuild)."""
     settings = settings_for(stack, uniq).model_copy(update={"redis_url": own_redis.url})
     traffic = Traffic(persons=300, seed=31, tag=uniq, family=0.0)
     setup = traffic.registry() + traffic.openings()
-    chunks = [list(traffic.stream(700)) for _ in range(6)]
+    chunks = [list(traffic.stream(300)) for _ in range(14)]
     claims = [event for chunk in chunks for event in chunk]
     expected, reference = await replay_results(setup + claims)
     rng = random.Random(31)
@@ -345,14 +347,20 @@ async def test_chaos_workers_killed_redis_crashed_and_emptied_under_load(stack, 
 
     workers = [start(0), start(1)]
     kills = 0
+    loads = iter(chunks)
     started = time.monotonic()
     try:
         async with Published(settings) as published:
-            async def kill_workers(times: int, every: int) -> None:
+            async def load(results: int = 100) -> None:
+                """The next chunk sent, and `results` of it read: the moment is mid-stream."""
+                target = published.count + results
+                await produce(settings, next(loads))
+                await published.until(lambda: published.count >= target, 60, "results of a chunk")
+
+            async def load_and_kill(times: int) -> None:
                 nonlocal kills
-                for _ in range(times):
-                    target = published.count + every  # kill -9 while results flow, not at a quiet moment
-                    await published.until(lambda: published.count >= target, 60, "results between kills")
+                for _ in range(times):  # kill -9 while results flow, not at a quiet moment
+                    await load()
                     index = rng.randrange(2)
                     workers[index].send_signal(signal.SIGKILL)
                     workers[index].wait(10)
@@ -360,26 +368,21 @@ async def test_chaos_workers_killed_redis_crashed_and_emptied_under_load(stack, 
                     kills += 1
 
             credit_ids = await open_accounts(settings, traffic, timeout=60)
-            await produce(settings, chunks[0] + chunks[1])
-            await kill_workers(3, 250)
+            await load_and_kill(4)
 
             # Redis crashes under load and comes back from its append-only file.
-            await produce(settings, chunks[2])
-            target = published.count + 200
-            await published.until(lambda: published.count >= target)
+            await load()
             own_redis.kill()
             own_redis.start()
             committed, marks = await committed_and_markers(settings, own_redis.url)
             assert committed and all(marks[name] is not None and marks[name] >= offset
                                      for name, offset in committed.items()), (committed, marks)
-            await kill_workers(2, 250)
+            await load_and_kill(2)
 
             # Redis is emptied under load: every worker refuses, the rebuild restores, they resume.
-            await produce(settings, chunks[3])
-            target = published.count + 200
-            await published.until(lambda: published.count >= target)
+            await load()
             redis.Redis(port=own_redis.port).flushall()
-            await produce(settings, chunks[4])
+            await produce(settings, next(loads))
             await wait_health(ports, 503)
             said = [line for line in (tmp_path / "workers.log").read_text().splitlines()
                     if "Redis is behind Kafka" in line]
@@ -388,8 +391,8 @@ async def test_chaos_workers_killed_redis_crashed_and_emptied_under_load(stack, 
             assert done.returncode == 0, done.stdout + done.stderr
             assert "0 differ" in done.stdout, done.stdout
             await wait_health(ports, 200)
-            await produce(settings, chunks[5])
-            await kill_workers(3, 300)
+            await load_and_kill(4)
+            await produce(settings, next(loads))
             await published.all_of({d["claim_id"] for _, d in claims} | credit_ids, timeout=90)
     finally:
         for worker in workers:

@@ -11,6 +11,10 @@ the rebuild computes is compared with the first one published for that id, and a
 reported; with a difference the markers are not written (unless accepted), so the service keeps
 refusing until an operator has looked.
 
+Order across persons is known only to the millisecond of publication (and, within one, by input
+partition and offset, as the service settles a poll): family mutual aid settled by two workers at
+once on one holder's account can come out in another order, and is then reported as a difference.
+
 What this needs of Kafka (README, "Durability and rebuild"): the registries compacted and kept,
 and claims, credits and settlements retained for as long as the state they made matters.
 """
@@ -164,7 +168,7 @@ async def rebuild(settings: Settings, catalog: SchemaCatalog, book: PolicyBook, 
 
         # What took effect, and in which order: the settlements topic.
         first_result: dict[tuple[str, str], tuple[str, dict]] = {}
-        effect_at: dict[tuple[str, str], tuple[int, int, int]] = {}  # id → (timestamp, partition, offset)
+        effect_at: dict[tuple[str, str], int] = {}  # id → when its first effect was published (ms)
         async for message in _read_to(reader, ends, report):
             report.results += 1
             try:
@@ -176,11 +180,11 @@ async def rebuild(settings: Settings, catalog: SchemaCatalog, book: PolicyBook, 
                 continue
             first_result.setdefault(ident, (name, data))
             if name in EFFECTS and ident not in effect_at:
-                effect_at[ident] = (message.timestamp, message.partition, message.offset)
+                effect_at[ident] = message.timestamp
                 first_result[ident] = (name, data)  # the result that took effect is the authority
 
         # The inputs up to the committed offsets.
-        steps = []  # (timestamp, rank, partition, offset, sequence, what, event); registry first at one instant
+        steps = []  # (ms, rank, topic, partition, offset, sequence, what, event); registry first at one instant
         occurrences: dict[tuple[str, str], list] = {}
         async for message in _read_to(reader, committed, report, kept={topics.persons, topics.institutions}):
             report.inputs += 1
@@ -193,7 +197,8 @@ async def rebuild(settings: Settings, catalog: SchemaCatalog, book: PolicyBook, 
             if event is None or isinstance(event, Rejection):  # dead-lettered when it was read
                 report.unanswered += 1
             elif isinstance(event, (Person, Institution)):
-                steps.append((message.timestamp, 0, message.partition, message.offset, len(steps), "registry", event))
+                steps.append((message.timestamp, 0, message.topic, message.partition, message.offset, len(steps),
+                              "registry", event))
             else:
                 occurrences.setdefault(_ident(data, name), []).append((message, event, data))
     finally:
@@ -204,10 +209,13 @@ async def rebuild(settings: Settings, catalog: SchemaCatalog, book: PolicyBook, 
             wanted = first_result[ident][1]
             distinct = {fingerprint(event) for _, event, _ in seen}
             taken = next((item for item in seen if len(distinct) == 1 or _matches(item[2], wanted)), seen[0])
-            steps.append((*effect_at[ident][:1], 1, *effect_at[ident][1:], len(steps), "settle", taken[1]))
+            # At one instant, the order the service settled a poll in: by input partition and offset.
+            steps.append((effect_at[ident], 1, taken[0].topic, taken[0].partition, taken[0].offset, len(steps),
+                          "settle", taken[1]))
         elif ident in first_result:
             message, event, _ = seen[0]
-            steps.append((message.timestamp, 1, message.partition, message.offset, len(steps), "keep", event))
+            steps.append((message.timestamp, 1, message.topic, message.partition, message.offset, len(steps),
+                          "keep", event))
         else:
             report.unanswered += 1
 

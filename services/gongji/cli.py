@@ -82,7 +82,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 async def run_settlement(settings: Settings, book) -> None:
     from gongji.common.avro import SchemaCatalog
     from gongji.common.observe import redacted
-    from gongji.common.redis import connect
+    from gongji.common.redis import DurabilityUnavailable, connect
     from gongji.settlement.service import SettlementService
 
     client = connect(settings.redis_url, settings.redis_cluster)
@@ -94,8 +94,28 @@ async def run_settlement(settings: Settings, book) -> None:
                                      settings.kafka_bootstrap_servers, redacted(settings.redis_url))
     try:
         await service.run(stop)
+    except DurabilityUnavailable as error:
+        sys.exit(f"gongji: Redis at {redacted(settings.redis_url)}: {error}")
     finally:
         await client.aclose()
+
+
+async def rebuild_settlement(settings: Settings, book, args: argparse.Namespace) -> int:
+    """`gongji settlement rebuild`: the state in Redis again from Kafka (gongji.settlement.rebuild)."""
+    from gongji.common.avro import SchemaCatalog
+    from gongji.common.redis import DurabilityUnavailable, connect
+    from gongji.settlement.rebuild import RebuildError, rebuild
+
+    client = connect(settings.redis_url, settings.redis_cluster)
+    try:
+        report = await rebuild(settings, SchemaCatalog(), book, client, force=args.force,
+                               accept_differences=args.accept_differences, batch=args.batch)
+    except (RebuildError, DurabilityUnavailable) as error:
+        sys.exit(f"gongji: settlement rebuild: {error}")
+    finally:
+        await client.aclose()
+    print("\n".join(report.lines()))
+    return 0 if report.markers_written else 1
 
 
 async def run_clearing(settings: Settings) -> None:
@@ -227,6 +247,12 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--persons", type=int, default=2000, help="synthetic insured persons (default 2000)")
     stack = commands.add_parser("stack", help="the local stack in the background")
     stack.add_argument("action", choices=["up", "down"])
+    settlement = commands.add_parser("settlement", help="settlement state: rebuild Redis from Kafka after it lost data")
+    settlement.add_argument("action", choices=["rebuild"])
+    settlement.add_argument("--force", action="store_true", help="rebuild even though Redis is not behind Kafka")
+    settlement.add_argument("--accept-differences", action="store_true",
+                            help="write the markers (the service resumes) even if results differ from the published")
+    settlement.add_argument("--batch", type=int, default=500, help="events settled per round of Redis writes")
     clearing = commands.add_parser("clearing", help="cross-region clearing: close a month")
     clearing.add_argument("action", choices=["close"])
     clearing.add_argument("month", help="the month to close, e.g. 2023-03")
@@ -310,6 +336,11 @@ def _dispatch(args: argparse.Namespace) -> None:
         asyncio.run(run_dashboard(resolve_settings(), args.policies))
     elif args.command == "run":
         asyncio.run(run_clearing(resolve_settings()))
+    elif args.command == "settlement":
+        from gongji.settlement.policy import load_policy_book
+
+        book = load_policy_book(args.policies)
+        sys.exit(asyncio.run(rebuild_settlement(resolve_settings(), book, args)))
     elif args.command == "clearing":
         asyncio.run(close_clearing(resolve_settings(), args.month))
     elif args.command == "replay":

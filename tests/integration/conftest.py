@@ -42,7 +42,8 @@ def _cluster_node(workdir, attempts: int = 3):
         log = workdir / f"node-{port}.log"
         process = subprocess.Popen(
             [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-             "--cluster-config-file", f"nodes-{port}.conf", "--save", "", "--appendonly", "no",
+             "--cluster-config-file", f"nodes-{port}.conf", "--save", "", "--appendonly", "yes",
+             "--appenddirname", f"aof-{port}",
              "--dir", str(workdir), "--logfile", str(log)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent(os.getpid()))
         node = redis.Redis(host="127.0.0.1", port=port)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from typing import Literal
 
 from pydantic import BaseModel, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,13 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     # The URL names one node of a Redis Cluster; the client finds the rest (keys carry {psn_no} tags).
     redis_cluster: bool = False
+    # What "durable" means before a batch's results are published and its offsets committed
+    # (gongji.common.redis.Durability): aof (the primary's append-only file is on disk), aof-replicas
+    # (that many replicas' files are), aof-all (both), replicas (that many replicas hold it in memory:
+    # for AOF off), none.
+    redis_durability: Literal["aof", "aof-replicas", "aof-all", "replicas", "none"] = "aof"
+    redis_durability_replicas: int = 1
+    redis_durability_timeout_ms: int = 5000
     database_url: str | None = None
     topics: Topics = Topics()
     # Prepended to every topic name, so several deployments (or tests) can share one cluster.

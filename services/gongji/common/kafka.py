@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
@@ -148,6 +149,8 @@ async def consume_batches(
     probe: Callable[[], Awaitable[None]] | None = None,
     catalog: SchemaCatalog | None = None,
     outages: tuple[type[BaseException], ...] = (),
+    listener: Callable[[AIOKafkaConsumer], ConsumerRebalanceListener] | None = None,
+    dead_lettered: Callable[[list[ConsumerRecord]], Awaitable[None]] | None = None,
 ) -> None:
     """The loop every Gongji service runs until `stop`: poll a batch, `handle` it (which publishes
     what it produces), and only then commit the offsets.
@@ -161,7 +164,9 @@ async def consume_batches(
     server = serve(metrics, settings.metrics_host, settings.metrics_port, settings.stall_seconds) \
         if settings.metrics_port else None
     producer_ = producer(settings)
-    consumer_ = consumer(settings, group, *topics)
+    consumer_ = consumer(settings, group, *([] if listener else topics))
+    if listener is not None:  # told of each assignment (the settlement service checks its Redis then)
+        consumer_.subscribe(topics, listener=listener(consumer_))
     catalog = catalog or SchemaCatalog()
     service = metrics.service
 
@@ -173,6 +178,8 @@ async def consume_batches(
     async def dead(message: ConsumerRecord, reason: str) -> None:
         await send_dead_letters(producer_, settings, catalog, [(message, reason)], service)
         metrics.dead_letters.inc()
+        if dead_lettered is not None:  # the service's own note that the message is answered
+            await dead_lettered([message])
 
     rules = policy(settings, service, servers_answer, dead, outages)
     outage = poison.Backoff(settings.retry_initial_seconds, settings.retry_max_seconds)

@@ -35,6 +35,8 @@ class Metrics:
                                        registry=self.registry)
         self.lag = Gauge("gongji_consumer_lag", "Messages behind the partition's end", ["topic", "partition"],
                          registry=self.registry)
+        self.refused = Gauge("gongji_refused_partitions", "Input partitions refused: Redis lacks state they follow",
+                             registry=self.registry)
         self.last_poll = time.monotonic()
         self.last_progress = time.monotonic()  # the last batch that went through (or start-up)
         self.failing_since: float | None = None  # first of the batches failing in a row, if they are
@@ -68,14 +70,23 @@ class Metrics:
         busy = now - min(self.busy.values(), default=now)
         behind = self.behind()
         stuck = behind > 0 and idle >= stall_after
-        healthy = age < stall_after and failing < stall_after and busy < stall_after and not stuck
+        refused = self.refusing()  # settlement: partitions it will not settle on state Redis lost
+        healthy = age < stall_after and failing < stall_after and busy < stall_after and not stuck and not refused
         return healthy, {"service": self.service, "healthy": healthy, "seconds_since_poll": round(age, 1),
                          "seconds_failing": round(failing, 1), "seconds_in_batch": round(busy, 1),
-                         "behind": behind, "seconds_since_progress": round(idle, 1)}
+                         "behind": behind, "seconds_since_progress": round(idle, 1),
+                         "refused_partitions": refused}
 
     def failing_for(self) -> float:
         """Seconds that every batch has failed (an outage of a server the service writes to)."""
         return 0.0 if self.failing_since is None else time.monotonic() - self.failing_since
+
+    def refuse(self, partitions: int) -> None:
+        """How many partitions the service refuses to consume (settlement: Redis lost state); any is unhealthy."""
+        self.refused.set(partitions)
+
+    def refusing(self) -> int:
+        return int(self.registry.get_sample_value("gongji_refused_partitions") or 0)
 
     def retries(self) -> int:
         return int(self.registry.get_sample_value("gongji_retried_batches_total") or 0)

@@ -17,7 +17,7 @@ import asyncio
 import hashlib
 
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 from redis.connection import HiredisRespSerializer
 
 _SERIALIZER = HiredisRespSerializer()
@@ -76,3 +76,99 @@ async def run_pipeline(client, build, scripts: tuple[LuaScript, ...] = (), timeo
 def deadline(seconds: float = 10.0):
     """One timeout for a whole round trip (a pipeline of thousands of commands)."""
     return asyncio.timeout(seconds)
+
+
+class DurabilityUnavailable(Exception):
+    """The Redis server cannot give the durability the settings ask for: a start-up error."""
+
+
+class NotDurable(RedisError):
+    """A wait for durability ended short of what was asked (a replica gone, a disk stalled): the
+    batch is not published, and is retried as for any outage."""
+
+
+async def primaries(client) -> list:
+    """One plain client per primary: `client` itself, or for a Redis Cluster one per primary node
+    (commands on one connection reach one node, which WAIT and WAITAOF need)."""
+    if not isinstance(client, RedisCluster):
+        return [client]
+    from redis.asyncio.connection import ConnectionPool
+
+    await client.initialize()
+    return [Redis(connection_pool=ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs))
+            for node in client.get_primaries()]
+
+
+class Durability:
+    """What a batch's writes must reach before its results are published (GONGJI_REDIS_DURABILITY).
+
+    WAIT and WAITAOF wait for the writes of *their own connection*; the replication stream and the
+    append-only file are both in write order, so one write queued just before the wait, on the same
+    connection (the batch's marker, `SeenMarkers.seal`), covers every write the batch made before it.
+    """
+
+    def __init__(self, mode: str = "aof", replicas: int = 1, timeout_ms: int = 5000):
+        self.mode = mode
+        self.replicas = replicas if mode in ("aof-replicas", "aof-all", "replicas") else 0
+        self.local = 1 if mode in ("aof", "aof-all") else 0
+        self.timeout_ms = timeout_ms
+
+    @classmethod
+    def from_settings(cls, settings) -> "Durability":
+        return cls(settings.redis_durability, settings.redis_durability_replicas, settings.redis_durability_timeout_ms)
+
+    def __str__(self) -> str:
+        return self.mode if self.mode in ("aof", "none") else f"{self.mode} ({self.replicas} replica(s))"
+
+    def queue(self, pipe) -> bool:
+        """Queue the wait on `pipe` after its writes; False when there is nothing to wait for."""
+        if self.mode == "none":
+            return False
+        if self.mode == "replicas":
+            pipe.execute_command("WAIT", self.replicas, self.timeout_ms)
+        else:
+            pipe.execute_command("WAITAOF", self.local, self.replicas, self.timeout_ms)
+        return True
+
+    def verify(self, reply) -> None:
+        """Raise NotDurable unless the wait's reply says enough copies are safe."""
+        if self.mode == "replicas":
+            if int(reply) < self.replicas:
+                raise NotDurable(f"WAIT: {int(reply)} of {self.replicas} replica(s) acknowledged "
+                                 f"within {self.timeout_ms} ms")
+        else:
+            local, remote = int(reply[0]), int(reply[1])
+            if local < self.local or remote < self.replicas:
+                raise NotDurable(f"WAITAOF: local {local} of {self.local}, replicas {remote} of {self.replicas} "
+                                 f"fsynced within {self.timeout_ms} ms")
+
+    async def check(self, client) -> None:
+        """At start-up: raise DurabilityUnavailable (one line, the fix named) unless every primary
+        can give this durability."""
+        if self.mode == "none":
+            return
+        for node in await primaries(client):
+            try:
+                persistence = await node.info("persistence")
+                replication = await node.info("replication")
+            except RedisError as error:
+                raise DurabilityUnavailable(f"cannot read INFO from Redis ({error}); set GONGJI_REDIS_DURABILITY=none "
+                                            "to run without waiting for durability") from error
+            if self.local and not int(persistence.get("aof_enabled", 0)):
+                raise DurabilityUnavailable(
+                    f"GONGJI_REDIS_DURABILITY={self.mode} needs the append-only file, and Redis has appendonly no; "
+                    "run it with --appendonly yes (or choose replicas or none)")
+            if self.replicas:
+                connected = int(replication.get("connected_slaves", 0))
+                if connected < self.replicas:
+                    raise DurabilityUnavailable(
+                        f"GONGJI_REDIS_DURABILITY={self.mode} waits for {self.replicas} replica(s), and a primary has "
+                        f"{connected}; add replicas or lower GONGJI_REDIS_DURABILITY_REPLICAS")
+            if self.mode != "replicas":
+                try:
+                    await node.execute_command("WAITAOF", self.local, 0, 1)
+                except RedisError as error:
+                    raise DurabilityUnavailable(f"Redis refused WAITAOF ({error}); it needs Redis 7.2 or Valkey 7.2 "
+                                                "or later, else GONGJI_REDIS_DURABILITY=replicas or none") from error
+            if node is not client:
+                await node.aclose()

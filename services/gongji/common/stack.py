@@ -60,6 +60,10 @@ KAFKA_GROUP_TIMEOUTS = {
     "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "rebalance_timeout_ms": 6000,
 }
 
+#: Redis as production runs it (docker-compose.yml, deploy/README.md): an append-only file flushed
+#: every second, no RDB snapshots.
+REDIS_PERSISTENCE = ("--save", "", "--appendonly", "yes", "--appendfsync", "everysec")
+
 
 class StackError(RuntimeError):
     """A local server is missing, did not come up, or could not be stopped."""
@@ -151,8 +155,10 @@ class _Server:
             return [self.binary, "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
                     "-c", "unix_socket_directories=", "-c", "fsync=off", "-c", "synchronous_commit=off",
                     "-c", "full_page_writes=off", "-c", "max_connections=200"]
-        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(workdir), "--logfile", ""]
+        # As deployed: every write in the append-only file, flushed each second or when a WAITAOF
+        # asks (the settlement service waits for it before publishing, GONGJI_REDIS_DURABILITY).
+        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", *REDIS_PERSISTENCE,
+                "--dir", str(workdir), "--logfile", ""]
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -203,6 +209,9 @@ class LocalStack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             self._start_server("kafka", tansu_binary(), self._kafka_ready)
+            # Tansu keeps its log in memory: an append-only file from an earlier run would hold
+            # state for offsets this broker never had.
+            shutil.rmtree(self.workdir / "appendonlydir", ignore_errors=True)
             self._start_server("redis", redis_server_binary(), self._redis_ready)
             if self.postgres:
                 bindir = postgres_bindir()

@@ -12,17 +12,20 @@ another part follows them, so no two different (person, claim) pairs share a key
 without those characters is written as it is.
     <prefix>:inst:<code>        registry entry (JSON)
     <prefix>:id:<event key>     the person an event id ("c:<claim id>", "k:<credit id>") belongs to
+    <prefix>:seen:{<n>}:<group> hash: "<topic>:<partition>" -> the next offset whose effects are here
+                                (SeenMarkers)
 Reads are pipelined per batch; the writes are the Lua scripts in lua/, registered once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import importlib.resources
 
 import orjson
 
-from gongji.common.redis import LuaScript, run_pipeline
+from gongji.common.redis import Durability, LuaScript, deadline, primaries, run_pipeline
 from gongji.settlement.domain import (
     ACCUMULATES,
     CHRONIC_ACCUMULATORS,
@@ -141,6 +144,24 @@ class RedisStore:
     def _institution_key(self, code: str) -> str:
         return f"{self.prefix}:inst:{code}"
 
+    async def wipe(self) -> int:
+        """Delete every settlement key of this prefix (the rebuild starts from nothing); clearing's
+        positions (`<prefix>:{clr:…}`, `<prefix>:clr:…`) share the prefix and stay. Returns how many."""
+        deleted = 0
+        clearing = (f"{self.prefix}:{{clr:".encode(), f"{self.prefix}:clr:".encode())
+        for node in await primaries(self.client):
+            keys = [key async for key in node.scan_iter(match=f"{self.prefix}:*", count=1000)
+                    if not key.startswith(clearing)]
+            for start in range(0, len(keys), 1000):
+                async with deadline(self.timeout):
+                    async with node.pipeline(transaction=False) as pipe:
+                        for key in keys[start:start + 1000]:
+                            pipe.unlink(key)
+                        deleted += sum(await pipe.execute())
+            if node is not self.client:
+                await node.aclose()
+        return deleted
+
     async def put_persons(self, persons: list[Person]) -> None:
         def build(pipe):
             for person in persons:
@@ -221,3 +242,91 @@ class RedisStore:
                                                 dump_record(commit.record), event_id,
                                                 *state_fields(commit.state, commit.record)])
         return [_STATUS[reply] for reply in await self._run(build)]
+
+
+class SeenMarkers:
+    """What Redis holds of the settlement group's inputs: per input partition ("<topic>:<partition>"),
+    the next offset whose effects are written, in the hash `<prefix>:seen:{<n>}:<group>`.
+
+    A batch's marker is written after its state (`seal`), in the same round trip as the wait for
+    durability, so a Redis that still has a marker has everything before it (the append-only file
+    and the replication stream keep write order). On a Redis Cluster every primary keeps its own
+    copy (n picks a hash tag in its slots), and a partition's marker is the lowest of them: a node
+    that lost its data has lost its copy too.
+    """
+
+    def __init__(self, client, prefix: str, group: str, durability: Durability | None = None, timeout: float = 10.0):
+        self.client = client
+        self.prefix = prefix
+        self.group = group
+        self.durability = durability or Durability("none")
+        self.timeout = timeout
+        self._mark = LuaScript(_script("mark.lua"))
+        self._nodes: list[tuple[object, str]] | None = None
+
+    def key(self, tag: int = 0) -> str:
+        return f"{self.prefix}:seen:{{{tag}}}:{self.group}"
+
+    async def nodes(self) -> list[tuple[object, str]]:
+        """(client, marker key) per primary."""
+        if self._nodes is None:
+            clients = await primaries(self.client)
+            if len(clients) == 1 and clients[0] is self.client:
+                self._nodes = [(self.client, self.key())]
+            else:
+                wanted = {node.name: node for node in self.client.get_primaries()}
+                keys: dict[str, str] = {}
+                tag = 0
+                while len(keys) < len(wanted):
+                    key = self.key(tag)
+                    keys.setdefault(self.client.get_node_from_key(key).name, key)
+                    tag += 1
+                by_address = {f"{c.connection_pool.connection_kwargs['host']}:"
+                              f"{c.connection_pool.connection_kwargs['port']}": c for c in clients}
+                self._nodes = [(by_address[name], keys[name]) for name in wanted]
+        return self._nodes
+
+    async def forget_nodes(self) -> None:
+        """After a failure: find the primaries again (a failover, a resharding)."""
+        nodes, self._nodes = self._nodes, None
+        for client, _ in nodes or ():
+            if client is not self.client:
+                await client.aclose()
+
+    async def read(self, fields: list[str]) -> dict[str, int | None]:
+        """Each field's marker: the lowest over the primaries; None where one lacks it."""
+        found: dict[str, int | None] = {}
+        for client, key in await self.nodes():
+            async with deadline(self.timeout):
+                values = await client.hmget(key, fields) if fields else []
+            for field, value in zip(fields, values):
+                mark = int(value) if value is not None else None
+                if field not in found:
+                    found[field] = mark
+                elif found[field] is not None:
+                    found[field] = None if mark is None else min(found[field], mark)
+        return found
+
+    async def seal(self, spans: dict[str, tuple[int, int]]) -> list[str]:
+        """Move each field's marker to its span's end (first, next) and wait until that is durable;
+        returns the fields whose marker was missing or below the span's first offset (state Redis
+        has lost), and then writes nothing and waits for nothing. first -1: no marker is needed
+        (a partition never settled); -2: set it whatever it is (the rebuild). Raises NotDurable
+        when the wait falls short."""
+        args = [str(item) for field, (first, nxt) in spans.items() for item in (field, first, nxt)]
+
+        async def one(client, key: str) -> list[str]:  # on each primary at once
+            def build(pipe):
+                self._mark.queue(pipe, [key], args)
+                self.durability.queue(pipe)
+            replies = await run_pipeline(client, build, (self._mark,), self.timeout)
+            if not replies[0] and len(replies) > 1:
+                self.durability.verify(replies[1])
+            return [field.decode() for field in replies[0]]
+        found = await asyncio.gather(*(one(client, key) for client, key in await self.nodes()))
+        return sorted({field for fields in found for field in fields})
+
+    async def clear(self) -> None:
+        for client, key in await self.nodes():
+            async with deadline(self.timeout):
+                await client.delete(key)

@@ -20,6 +20,7 @@ from aiokafka.structs import ConsumerRecord
 from gongji.common import kafka, poison
 from gongji.common.avro import DecodeError, SchemaCatalog, UnknownSchemaError
 from gongji.common.observe import Metrics
+from gongji.common.redis import Durability
 from gongji.common.schemas import SchemaDirectory
 from gongji.common.config import Settings
 from gongji.common.topics import ensure_service_topics
@@ -27,7 +28,8 @@ from gongji.settlement.codec import OUTPUT_RECORDS, RECORD_INPUTS, from_output, 
 from gongji.settlement.domain import Rejection
 from gongji.settlement.handler import Output, Settler, StoreContention
 from gongji.settlement.policy import PolicyBook
-from gongji.settlement.redis_store import RedisStore
+from gongji.settlement.redis_store import RedisStore, SeenMarkers
+from gongji.settlement.seen import Gate, StateLost
 
 log = logging.getLogger("gongji.settlement")
 SERVICE = "settlement"
@@ -84,6 +86,10 @@ class SettlementService:
         self.schemas = SchemaDirectory(settings, catalog)
         self.stats = Stats()
         self.metrics = Metrics(SERVICE)
+        # Results are published only once Redis has made their state durable, and only onto state
+        # Redis still holds (gongji.settlement.seen).
+        self.gate = Gate(SeenMarkers(redis_client, settings.key_prefix, settings.settlement_group,
+                                     Durability.from_settings(settings)), self.metrics)
 
     async def prepare_topics(self) -> None:
         topics = self.settings.topics
@@ -91,7 +97,9 @@ class SettlementService:
                                     [*self.accepted, topics.settlements, topics.dead_letters, topics.schemas])
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until `stop` is set; a batch in flight is finished and committed first."""
+        """Consume until `stop` is set; a batch in flight is finished and committed first. Raises
+        DurabilityUnavailable at once if Redis cannot give the configured durability."""
+        await self.gate.markers.durability.check(self.gate.markers.client)
         await self.prepare_topics()
         next_report = time.monotonic() + REPORT_EVERY
 
@@ -101,11 +109,19 @@ class SettlementService:
                 next_report = time.monotonic() + REPORT_EVERY
                 log.info("progress %s", self.stats.summary(consumer.assignment(), self.metrics.retries()))
 
-        # A store that kept finding states changed under it (a rebalance's zombie) is retried as an
-        # outage is; anything else that fails while Redis and Kafka answer follows its message.
-        await kafka.consume_batches(self.settings, self.settings.settlement_group, list(self.accepted), self.metrics,
-                                    self.process, stop, started=self.schemas.publish, polled=report,
-                                    probe=self.probe, catalog=self.catalog, outages=(StoreContention,))
+        # A store that kept finding states changed under it (a rebalance's zombie), or a Redis that
+        # lost state the partitions follow, is retried as an outage is; anything else that fails while
+        # Redis and Kafka answer follows its message.
+        watch = asyncio.create_task(self.gate.watch(stop))
+        try:
+            await kafka.consume_batches(self.settings, self.settings.settlement_group, list(self.accepted),
+                                        self.metrics, self.process, stop, started=self.schemas.publish,
+                                        polled=report, probe=self.probe, catalog=self.catalog,
+                                        outages=(StoreContention, StateLost), listener=self.gate.bind,
+                                        dead_lettered=self.gate.seal)
+        finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
 
     async def _decode(self, value: bytes) -> tuple[str, dict]:
         try:
@@ -125,6 +141,7 @@ class SettlementService:
     async def process(self, messages: list[ConsumerRecord], producer: AIOKafkaProducer) -> list[Output]:
         """Settle one batch and publish its results; returns them. Raises when anything fails (an
         outage or a poison message: consume_batches tells which)."""
+        messages = await self.gate.admit(messages)
         # Each message is answered once, in its place: a result, a rejection the sender can match
         # to what they sent (by claim, credit or person id), or else a dead letter.
         answers: list[Output | None] = []  # None: the Settler's results go there
@@ -153,6 +170,7 @@ class SettlementService:
         settled = iter(await self._settle(events))
         outputs = [output for answer in answers
                    for output in ((answer,) if answer is not None else next(settled))]
+        await self.gate.seal(messages)  # durable before visible
 
         topics = self.settings.topics
         results = []

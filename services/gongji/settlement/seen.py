@@ -1,0 +1,172 @@
+"""State that knows what it has seen: the settlement service's guard against a Redis that lost data.
+
+Redis keeps, per input partition, the next offset whose effects it holds (SeenMarkers). A Redis
+that lacks what Kafka's committed offsets say was settled (emptied, restarted without its
+append-only file, a failover to a lagging replica) would treat every person as new and pay
+deductibles and caps twice. So the service checks on every assignment and before every batch;
+when Redis is behind it settles nothing: it pauses every partition it holds (one person's claims,
+credits and registry entry are on three topics, so no partition's state stands alone), says so in
+one log line, turns /healthz 503, and resumes by itself once `gongji settlement rebuild` has
+restored the state and written the markers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from gongji.common.observe import Metrics
+from gongji.settlement.redis_store import SeenMarkers
+
+log = logging.getLogger("gongji.settlement")
+WATCH_EVERY = 1.0  # seconds between looks at the markers while refusing
+
+
+class StateLost(RuntimeError):
+    """Redis lost state under a batch in flight; its results are not published."""
+
+
+def field(partition: TopicPartition) -> str:
+    return f"{partition.topic}:{partition.partition}"
+
+
+class Gate(ConsumerRebalanceListener):
+    """Admits a batch only onto state Redis still holds, and seals it (markers, durability) after."""
+
+    def __init__(self, markers: SeenMarkers, metrics: Metrics):
+        self.markers = markers
+        self.metrics = metrics
+        self.consumer = None
+        self.fresh: set[TopicPartition] = set()  # assigned, never settled by anyone: no marker needed
+        self.needed: dict[TopicPartition, int] = {}  # while refusing: the marker each partition must reach
+        self.unchecked: set[TopicPartition] = set()  # assigned, not compared with Redis yet
+
+    def bind(self, consumer) -> "Gate":
+        """The rebalance listener for `consumer` (kafka.consume_batches calls this)."""
+        self.consumer = consumer
+        return self
+
+    @property
+    def refusing(self) -> bool:
+        return bool(self.needed)
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        self.fresh, self.needed, self.unchecked = set(), {}, set(assigned)
+        self._show()
+        try:
+            await self._check()
+        except Exception as error:  # Redis or Kafka unreachable: the next batch checks first
+            log.warning("checking Redis's markers on assignment failed (%r); checking before the next batch", error)
+
+    async def _check(self) -> None:
+        partitions = sorted(self.unchecked)
+        if not partitions:
+            return
+        committed = {tp: await self.consumer.committed(tp) for tp in partitions}
+        marks = await self.markers.read([field(tp) for tp in partitions])
+        behind = {}
+        for tp in partitions:
+            done, mark = committed[tp], marks[field(tp)]
+            if not done and mark is None:  # never settled (a group commits 0 for a partition it found empty)
+                self.fresh.add(tp)
+            elif done and (mark is None or mark < done):
+                behind[tp] = (done, mark)
+        self.unchecked = set()
+        if behind:
+            self._refuse(behind, "on assignment")
+
+    async def admit(self, messages: list[ConsumerRecord]) -> list[ConsumerRecord]:
+        """The batch's messages if Redis holds the state they follow; else none: the partitions are
+        refused and sought back, so the batch comes again once the state is back."""
+        if self.unchecked:
+            await self._check()
+        if not self.refusing:
+            spans = _spans(messages)
+            marks = await self.markers.read([field(tp) for tp in spans])
+            behind = {tp: (first, marks[field(tp)]) for tp, (first, _) in spans.items()
+                      if tp not in self.fresh and (marks[field(tp)] is None or marks[field(tp)] < first)}
+            if behind:
+                self._refuse(behind, "before a batch")
+        if self.refusing:
+            self._rewind(messages)
+            return []
+        return messages
+
+    async def seal(self, messages: list[ConsumerRecord]) -> None:
+        """After the batch's writes, before its results are published: move the markers and wait
+        until Redis has made all of it durable. Raises StateLost if Redis lost state meanwhile."""
+        spans = _spans(messages)
+        if not spans:
+            return
+        try:
+            behind = await self.markers.seal({field(tp): (-1 if tp in self.fresh else first, nxt)
+                                              for tp, (first, nxt) in spans.items()})
+        except Exception:
+            await self.markers.forget_nodes()
+            raise
+        if behind:
+            lost = {tp: (spans[tp][0], None) for tp in spans if field(tp) in behind}
+            self._refuse(lost, "while a batch was settled")
+            self._rewind(messages)
+            raise StateLost(f"Redis lost state under a batch of {len(messages)}; its results are not published")
+        self.fresh -= set(spans)
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """While refusing: resume once every refused partition's marker is where it must be."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), WATCH_EVERY)
+            except asyncio.TimeoutError:
+                pass
+            if not self.needed or self.consumer is None:
+                continue
+            try:
+                marks = await self.markers.read([field(tp) for tp in self.needed])
+            except Exception as error:  # an outage: the next look may find it back
+                log.warning("reading the settlement markers failed: %r", error)
+                await self.markers.forget_nodes()
+                continue
+            if all(marks[field(tp)] is not None and marks[field(tp)] >= need for tp, need in self.needed.items()):
+                log.info("Redis holds the settlement state again (markers up to the committed offsets); "
+                         "resuming %d partition(s)", len(self.consumer.assignment()))
+                self.needed = {}
+                self.consumer.resume(*self.consumer.assignment())
+                self._show()
+
+    def _rewind(self, messages: list[ConsumerRecord]) -> None:
+        assignment = self.consumer.assignment()
+        for tp, (first, _) in _spans(messages).items():
+            if tp in assignment:
+                self.consumer.seek(tp, first)
+
+    def _refuse(self, behind: dict[TopicPartition, tuple[int, int | None]], when: str) -> None:
+        assignment = self.consumer.assignment()
+        self.consumer.pause(*assignment)
+        for tp, (need, _) in behind.items():
+            self.needed[tp] = max(need, self.needed.get(tp, 0))
+        shown = ", ".join(f"{tp.topic}[{tp.partition}] has {'no marker' if mark is None else mark} < {need}"
+                          for tp, (need, mark) in sorted(behind.items())[:3])
+        more = f" and {len(behind) - 3} more" if len(behind) > 3 else ""
+        log.error("Redis is behind Kafka %s (%s%s): it lost settlement state, and settling on it would pay "
+                  "deductibles and caps twice; refusing all %d assigned partition(s) until `gongji settlement "
+                  "rebuild` restores it", when, shown, more, len(assignment))
+        self._show()
+
+    def _show(self) -> None:
+        self.metrics.refuse(len(self.needed))
+
+
+def _spans(messages) -> dict[TopicPartition, tuple[int, int]]:
+    """Per partition: (first offset, last offset + 1) of the messages."""
+    spans: dict[TopicPartition, tuple[int, int]] = {}
+    for message in messages:
+        tp = TopicPartition(message.topic, message.partition)
+        first, nxt = spans.get(tp, (message.offset, message.offset + 1))
+        spans[tp] = (min(first, message.offset), max(nxt, message.offset + 1))
+    return spans

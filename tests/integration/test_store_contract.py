@@ -135,6 +135,16 @@ async def test_reversal_marks_original_once(store):
     assert await store.commit([second]) == [Status.STALE]
 
 
+async def test_a_reversal_of_a_claim_not_on_record_is_stale(store):
+    """Validate first: a reversal whose original is missing writes nothing, not even a mark on it."""
+    undo = Commit("P1", "", state("c:R1", 20), claim_key("R1"), record("R1", orig_claim_id="C9"),
+                  reverses=claim_key("C9"))
+    assert await store.commit([undo]) == [Status.STALE]
+    snap = await store.read({"P1"}, set(), {("P1", claim_key("C9")), ("P1", claim_key("R1"))})
+    assert snap.records == {("P1", "c:C9"): None, ("P1", "c:R1"): None}
+    assert (snap.states["P1"].token, snap.states["P1"].balance) == ("", 0)
+
+
 async def test_credit_record_round_trips(store):
     credit = CreditRecord("fp-K1", CreditApplied("K1", "P1", "2023-01", 16000, 16000))
     assert await store.commit([Commit("P1", "", state("k:K1", 16000), credit_key("K1"), credit)]) == [Status.OK]
@@ -167,6 +177,20 @@ async def test_hold_moves_only_from_what_the_plan_read(store):
     assert await store.hold([Hold("H1", "P1", "C1", 0, expected=2000)]) == [Status.OK]  # refund
     assert await balance(store, "H1") == 10000
     assert (await store.read_holders({("H1", "P1", "C1")}))[("H1", "P1", "C1")].held == 0
+
+
+async def test_a_hold_to_the_amount_already_held_changes_nothing(store):
+    """A hold that moves nothing leaves the holder's balance and token as they were, so the
+    holder's own events computed on that token still commit."""
+    await credited(store, "H1", 10000)
+    assert await store.hold([Hold("H1", "P1", "C1", 3000, expected=0)]) == [Status.OK]
+    token = (await store.read({"H1"}, set(), set())).states["H1"].token
+    again = [Hold("H1", "P1", "C1", 3000, expected=3000, nonce="n2"), Hold("H1", "P1", "C2", 0, expected=0, nonce="n2")]
+    assert await store.hold(again) == [Status.OK, Status.OK]
+    after = (await store.read({"H1"}, set(), set())).states["H1"]
+    assert (after.token, after.balance) == (token, 7000)
+    views = await store.read_holders({("H1", "P1", "C1"), ("H1", "P1", "C2")})
+    assert (views[("H1", "P1", "C1")].held, views[("H1", "P1", "C2")].held) == (3000, 0)
 
 
 async def test_holds_of_two_patients_with_one_claim_id_do_not_collide(store):

@@ -42,6 +42,17 @@ def test_a_reversal_next_month_adjusts_the_original_month():
     assert (item.amounts["settlements"], item.amounts["adjustments"], item.amounts["fund_pay_sumamt"]) == (-1, 1, -15000)
 
 
+@pytest.mark.parametrize(("setl_time", "adjustments"), [
+    ("2023-03-31T23:59:59+08:00", 0),  # the original's month: a settlement taken back, no adjustment
+    ("2023-04-01T00:00:00+08:00", 1),  # a second later the month has turned: it adjusts March
+])
+def test_a_reversal_in_the_originals_month_is_no_adjustment(setl_time, adjustments):
+    item = contribution(result(setl_id="S2", orig_claim_id="C1", orig_setl_time="2023-03-31T23:30:00+08:00",
+                               setl_time=setl_time, medfee_sumamt=D("-500.00"), fund_pay_sumamt=D("-150.00"),
+                               acct_pay=D("-40.00"), acct_mulaid_pay=D("-10.00")))
+    assert (item.ym, item.amounts["settlements"], item.amounts["adjustments"]) == ("2023-03", -1, adjustments)
+
+
 def test_a_month_is_a_month_in_shanghai():
     assert contribution(result(setl_time="2023-03-31T16:30:00+00:00")).ym == "2023-04"  # 00:30 on 1 April in Beijing
 

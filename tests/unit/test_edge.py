@@ -315,6 +315,17 @@ def test_credit_months_are_real_and_not_to_come():
     refused("credit", credit(ym="2999-01", crdt_type="monthly", amount=None, crdt_base="5000.00"), "ym")
 
 
+def test_a_credit_month_begins_with_the_tolerance_in_asia_shanghai():
+    """A month still to come is judged in Asia/Shanghai, with setl_time's tolerance (sample 600 s)."""
+    def june_at(now: str):
+        return to_event("credit", credit(ym="2023-06"), DEFAULT_BOUNDS, datetime.fromisoformat(now))
+    assert isinstance(june_at("2023-05-31T23:50:00+08:00"), Credit)  # + 600 s = 1 June 00:00:00: June has begun
+    assert isinstance(june_at("2023-05-31T23:49:59+08:00"), Rejection)  # + 600 s = 31 May 23:59:59
+    # The same instants given in UTC: 15:50 on 31 May is 23:50 in Shanghai, still May in UTC
+    assert isinstance(june_at("2023-05-31T15:50:00+00:00"), Credit)
+    assert isinstance(june_at("2023-05-31T15:49:59+00:00"), Rejection)
+
+
 def test_opening_balances_and_credit_bases_have_ceilings():
     """Samples: GONGJI_MAX_OPENING_AMOUNT 1,000,000.00, GONGJI_MAX_CREDIT_BASE 200,000.00 yuan."""
     assert accepted("credit", credit(amount="1000000.00")).amount == fen("1000000.00")
@@ -325,6 +336,8 @@ def test_opening_balances_and_credit_bases_have_ceilings():
     out = refused("credit", credit(crdt_base="200000.01", **monthly), "crdt_base")
     assert "GONGJI_MAX_CREDIT_BASE" in out.err_msg
     refused("credit", credit(amount="-0.01"), "amount")
+    assert accepted("credit", credit(crdt_base="0.00", **monthly)).crdt_base == 0
+    refused("credit", credit(crdt_base="-0.01", **monthly), "crdt_base")
 
 
 @pytest.mark.parametrize(("kind", "data", "field"), [

@@ -98,11 +98,15 @@ A, B, C = (Detail("S1", 10000, 6000, 1000), Detail("S2", 5000, 2000, 0), Detail(
     (Totals(4, 18000, 8100, 1500), None, "institution has more", []),
     (Totals(3, 17000, 8000, 1400), None, "centre has more", []),  # less on one figure only: still a side
     (Totals(3, 17100, 7900, 1500), None, "mismatch", []),
+    (Totals(2, 15000, 8000, 1600), None, "mismatch", []),  # fewer, less, the same, but more account pay
     (Totals(2, 15000, 8000, 1000), [A, B], "centre has more", [("S3", "centre has more")]),
     (Totals(4, 18000, 8100, 1500), [A, B, C, Detail("S4", 1000, 100, 0)], "institution has more",
      [("S4", "institution has more")]),
     (Totals(3, 17000, 8000, 1500), [A, Detail("S2", 5000, 2100, 0), Detail("S4", 2000, -100, 500)], "mismatch",
      [("S2", "mismatch"), ("S3", "centre has more"), ("S4", "institution has more")]),
+    # S3 missing on their side and S4 on ours, with the same amounts: the totals agree, the sides do not
+    (Totals(3, 17000, 8000, 1500), [A, B, Detail("S4", 2000, 0, 500)], "mismatch",
+     [("S3", "centre has more"), ("S4", "institution has more")]),
     # A settlement the institution lists twice is one it counted twice.
     (Totals(4, 27000, 14000, 2500), [A, B, C, A], "institution has more", [("S1", "institution has more")]),
 ])
@@ -111,6 +115,14 @@ def test_reconciliation_verdicts(theirs, details, verdict, differing):
     assert report.verdict == verdict
     assert [(d.setl_id, d.kind) for d in report.differences] == differing
     assert report.centre == Totals(3, 17000, 8000, 1500)
+
+
+def test_a_refund_period_is_compared_by_magnitude():
+    """3201 over a period of reversals only: the sums are negative, and the side with the refund the
+    other lacks has more (−150.00 against −100.00), not less."""
+    refunds = [Detail("R1", -10000, -6000, -1000), Detail("R2", -5000, -2000, 0)]
+    assert reconcile(refunds, Totals(1, -10000, -6000, -1000)).verdict == "centre has more"
+    assert reconcile(refunds[:1], Totals(2, -15000, -8000, -1000)).verdict == "institution has more"
 
 
 def test_totals_that_agree_hide_no_differing_line():

@@ -6,7 +6,18 @@ from decimal import Decimal
 
 import pytest
 
-from gongji.common.money import MoneyError, mul_round, shown, to_fen, to_price, to_ratio, to_yuan, yuan_to_fen
+from gongji.common.money import (
+    MoneyError,
+    div_round,
+    mul_round,
+    shown,
+    to_fen,
+    to_price,
+    to_ratio,
+    to_yuan,
+    yuan_text,
+    yuan_to_fen,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -181,3 +192,31 @@ def test_messages_quote_a_short_piece_of_the_input():
     with pytest.raises(MoneyError) as error:
         to_fen("9" * 50)
     assert len(str(error.value)) < 120
+
+
+@pytest.mark.parametrize(
+    ("fen", "divisor", "expected"),
+    [
+        # 0.10 ÷ 0.8 = 0.125 yuan = 12.5 fen → 13 (half-even would give 12)
+        pytest.param(10, "0.8", 13, id="12.5 -> 13 not half-even"),
+        # 0.09 ÷ 0.8 = 11.25 fen → 11 (rounding up would give 12)
+        pytest.param(9, "0.8", 11, id="11.25 -> 11 not up"),
+        # 0.07 ÷ 0.8 = 8.75 fen → 9 (rounding down would give 8)
+        pytest.param(7, "0.8", 9, id="8.75 -> 9 not down"),
+        # 11000.11 ÷ 0.88 = 12500.125 → 12500.13: an Erenhot level-2 inpatient base at the fund cap
+        pytest.param(1100011, "0.88", 1250013, id="12500.125 -> 12500.13"),
+        pytest.param(12345, "1", 12345, id="divisor one"),
+    ],
+)
+def test_div_round_half_up(fen, divisor, expected):
+    """POLICY §1: the base a capped payment covered (payment ÷ ratio) is rounded half up as well."""
+    assert div_round(fen, Decimal(divisor)) == expected
+
+
+@pytest.mark.parametrize(
+    ("fen", "expected"),
+    [(0, "0.00"), (1, "0.01"), (5, "0.05"), (-1, "-0.01"), (-100, "-1.00"), (123456, "1234.56"), (-250, "-2.50")],
+)
+def test_yuan_text_for_messages(fen, expected):
+    """The notes and messages show fen as yuan with two places; zero has no sign."""
+    assert yuan_text(fen) == expected

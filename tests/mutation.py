@@ -1,0 +1,459 @@
+"""Hand-picked mutation testing of the money code: can the tests fail on a small plausible bug?
+
+Each mutant replaces one exact piece of source text (it must occur once in its file) with a wrong
+one: a comparison off by one, a cap or a min/max dropped, the rounding mode changed, a sign
+flipped, a term dropped from a sum, a ratio on the wrong base, a check removed from a Lua script.
+The mutant is written over the file, the tests that cover the file run with `-x`, and the file is
+put back whatever happens. A mutant the tests pass is a survivor: either a gap in the tests or an
+equivalent mutant (listed in EQUIVALENT with the reason).
+
+    .venv/bin/python tests/mutation.py                # all mutants (about 12 minutes on 2 cores)
+    .venv/bin/python tests/mutation.py engine hold    # only mutants whose file or label has a word
+    .venv/bin/python tests/mutation.py --full ...     # judge by the whole unit tier (the Lua by the
+                                                      # contract and exactly-once suites on every store)
+
+Heavy: run it under `flock /tmp/gongji-heavy.lock`. It rewrites files in services/ while it runs,
+so run it in a worktree nobody else is testing in. Nothing is written but the mutated file, and that
+is restored.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PKG = "services/gongji/"
+MONEY, ENGINE, HANDLER = PKG + "common/money.py", PKG + "settlement/engine.py", PKG + "settlement/handler.py"
+DOMAIN, LEDGER, CLEARING = PKG + "settlement/domain.py", PKG + "ledger/domain.py", PKG + "clearing/domain.py"
+COMMIT_LUA, HOLD_LUA = PKG + "settlement/lua/commit.lua", PKG + "settlement/lua/hold.lua"
+
+U = "tests/unit/"
+SETTLEMENT_TESTS = [U + "test_engine_rules.py", U + "test_cap_edges.py", U + "test_benefit_layers.py",
+                    U + "test_family_binding.py", U + "test_engine_properties.py", U + "test_batch_invariance.py"]
+# The Lua scripts, and the Settler's holds across crashes and retries, are exercised against a store:
+# the contract suite and the exactly-once suite, on the memory store and on the real Redis server.
+CONTRACT_ON_REDIS = ["tests/integration/test_store_contract.py", "-k", "redis and not cluster"]
+EXACTLY_ONCE = ["tests/integration/test_settler_exactly_once.py", "-k", "memory or redis and not cluster"]
+# Per file, the test runs that judge its mutants (each a pytest argument list; the first to fail kills).
+TESTS = {
+    MONEY: [[U + "test_money.py", *SETTLEMENT_TESTS, U + "test_edge.py", U + "test_avro.py", U + "test_ledger.py"]],
+    ENGINE: [SETTLEMENT_TESTS],
+    HANDLER: [[U + "test_handler_holds.py", U + "test_family_binding.py", U + "test_batch_invariance.py",
+               U + "test_engine_rules.py"], EXACTLY_ONCE],
+    DOMAIN: [[U + "test_edge.py", *SETTLEMENT_TESTS]],
+    LEDGER: [[U + "test_ledger.py"]],
+    CLEARING: [[U + "test_clearing.py"]],
+    COMMIT_LUA: [CONTRACT_ON_REDIS],
+    HOLD_LUA: [CONTRACT_ON_REDIS],
+}
+FULL = {path: [["tests/unit"]] + (runs[1:] if path == HANDLER else [])
+        for path, runs in TESTS.items() if not path.endswith(".lua")}
+FULL[COMMIT_LUA] = FULL[HOLD_LUA] = [["tests/integration/test_store_contract.py",
+                                     "tests/integration/test_settler_exactly_once.py"]]
+
+# (file, original text, mutated text, what the mutant does)
+MUTANTS: list[tuple[str, str, str, str]] = [
+    # ---------------------------------------------------------------- money
+    (MONEY, "quantize(_ONE, rounding=ROUND_HALF_UP))\n\n\ndef yuan_to_fen",
+     "quantize(_ONE, rounding='ROUND_HALF_EVEN'))\n\n\ndef yuan_to_fen", "mul_round: half-even"),
+    (MONEY, "quantize(_ONE, rounding=ROUND_HALF_UP))\n\n\ndef yuan_to_fen",
+     "quantize(_ONE, rounding='ROUND_DOWN'))\n\n\ndef yuan_to_fen", "mul_round: round down"),
+    (MONEY, "quantize(_ONE, rounding=ROUND_HALF_UP))\n\n\ndef yuan_to_fen",
+     "quantize(_ONE, rounding='ROUND_HALF_DOWN'))\n\n\ndef yuan_to_fen", "mul_round: half-down"),
+    (MONEY, "(Decimal(fen) / divisor).quantize(_ONE, rounding=ROUND_HALF_UP)",
+     "(Decimal(fen) / divisor).quantize(_ONE, rounding='ROUND_HALF_EVEN')", "div_round: half-even"),
+    (MONEY, "(Decimal(fen) / divisor).quantize(_ONE, rounding=ROUND_HALF_UP)",
+     "(Decimal(fen) / divisor).quantize(_ONE, rounding='ROUND_DOWN')", "div_round: round down"),
+    (MONEY, "(Decimal(fen) / divisor).quantize(_ONE, rounding=ROUND_HALF_UP)",
+     "(Decimal(fen) / divisor).quantize(_ONE, rounding='ROUND_UP')", "div_round: round up"),
+    (MONEY, "    if number != number.quantize(CENT):\n        raise MoneyError(f\"more than two",
+     "    if False:\n        raise MoneyError(f\"more than two", "to_fen: sub-fen accepted"),
+    (MONEY, "return int(to_decimal(value)) * 100", "return int(to_decimal(value)) * 10", "to_fen(int): ×10"),
+    (MONEY, "return (Decimal(fen) / _FEN_PER_YUAN).quantize(CENT)", "return Decimal(fen) / _FEN_PER_YUAN",
+     "to_yuan: no quantize"),
+    (MONEY, "(\"-\", -fen) if fen < 0 else", "(\"-\", -fen) if fen <= 0 else", "yuan_text: -0.00"),
+    (MONEY, "{fen % 100:02d}", "{fen % 100:d}", "yuan_text: 0.5 for 0.05"),
+    (MONEY, "if ratio < 0 or ratio > 1:", "if ratio < 0 or ratio >= 1:", "to_ratio: 1 refused"),
+    (MONEY, "if ratio < 0 or ratio > 1:", "if ratio <= 0 or ratio > 1:", "to_ratio: 0 refused"),
+    (MONEY, "if ratio < 0 or ratio > 1:", "if ratio < 0:", "to_ratio: above 1 accepted"),
+    (MONEY, "if abs(value) >= _LIMIT:", "if abs(value) > _LIMIT:", "to_decimal(int): 10^18 accepted"),
+    (MONEY, "if number and number.adjusted() >= 18:", "if number and number.adjusted() > 18:",
+     "to_decimal: 10^18 accepted"),
+    (MONEY, "_places(to_decimal(value, \"price\"), _MICRO,", "_places(to_decimal(value, \"price\"), CENT,",
+     "to_price: 2 places"),
+    (MONEY, "if len(text) > 60 or", "if len(text) > 600 or", "to_decimal: long text accepted"),
+    # ---------------------------------------------------------------- engine: §2 line split
+    (ENGINE, "line.pric > line.pric_uplmt_amt:", "line.pric >= line.pric_uplmt_amt:", "overlmt: >= (equivalent?)"),
+    (ENGINE, "overlmt = min(amount, yuan_to_fen(", "overlmt = (yuan_to_fen(", "overlmt: not capped at the line"),
+    (ENGINE, "yuan_to_fen((line.pric - line.pric_uplmt_amt) * line.cnt)", "yuan_to_fen(line.pric * line.cnt)",
+     "overlmt: whole price"),
+    (ENGINE, "preselfpay = mul_round(base, line.selfpay_prop)", "preselfpay = mul_round(amount, line.selfpay_prop)",
+     "preselfpay: on the amount, not the base"),
+    (ENGINE, "if line.chrgitm_lv == \"02\" and line.selfpay_prop", "if line.selfpay_prop",
+     "preselfpay: for 甲类 too"),
+    (ENGINE, "return LineSplit(medfee=amount, fulamt_ownpay=amount, non_medical=amount)",
+     "return LineSplit(medfee=amount, fulamt_ownpay=amount)", "non-medical: not marked"),
+    (ENGINE, "        non_medical += part.non_medical\n", "", "split_lines: non_medical dropped"),
+    (ENGINE, "        overlmt += part.overlmt\n", "", "split_lines: overlmt dropped"),
+    (ENGINE, "        preselfpay += part.preselfpay\n", "", "split_lines: preselfpay dropped"),
+    # ---------------------------------------------------------------- engine: §3 general outpatient
+    (ENGINE, "left = max(0, rules.annual_deductible - totals.deductible_used)",
+     "left = rules.annual_deductible - totals.deductible_used", "general: deductible left may go negative"),
+    (ENGINE, "deductible = min(split.inscp, left)\n        notes.append(f\"annual",
+     "deductible = left\n        notes.append(f\"annual", "general: deductible above the in-scope amount"),
+    (ENGINE, "elif institution.grassroots and rules.grassroots_deductible_exempt:",
+     "elif institution.grassroots or rules.grassroots_deductible_exempt:", "general: grassroots or"),
+    (ENGINE, "deductible = min(split.inscp, rules.per_visit_deductible[band])",
+     "deductible = rules.per_visit_deductible[band]", "general: per-visit deductible not capped"),
+    (ENGINE, "ratio = min(Decimal(1), ratio + rules.family_doctor_bonus)", "ratio = ratio + rules.family_doctor_bonus",
+     "general: family-doctor ratio above 1"),
+    (ENGINE, "if rules.family_doctor_bonus and person.fd_fixmedins_code == institution.fixmedins_code:",
+     "if rules.family_doctor_bonus:", "general: bonus anywhere"),
+    (ENGINE, "by_ratio = mul_round(split.inscp - deductible, ratio)\n    outpatient_cap",
+     "by_ratio = mul_round(split.inscp, ratio)\n    outpatient_cap", "general: ratio on the base before deductible"),
+    (ENGINE, "outpatient_cap = rules.annual_cap.for_person(retired)",
+     "outpatient_cap = rules.annual_cap.for_person(not retired)", "general: cap of the other class"),
+    (ENGINE, "limit_left = max(0, outpatient_cap - totals.outpatient_pool_paid)",
+     "limit_left = outpatient_cap - totals.outpatient_pool_paid", "general: cap left may go negative"),
+    (ENGINE, "fund_left = max(0, version.annual_fund_cap - totals.fund_cap_used)\n        if fund_left < limit_left:\n"
+     "            limit_left = fund_left\n            limit_note",
+     "fund_left = version.annual_fund_cap - totals.fund_cap_used\n        if fund_left < limit_left:\n"
+     "            limit_left = fund_left\n            limit_note", "general: fund cap left may go negative"),
+    (ENGINE, "        if fund_left < limit_left:\n            limit_left = fund_left\n            limit_note",
+     "        if fund_left <= limit_left:\n            limit_left = fund_left\n            limit_note",
+     "general: fund cap note at equality"),
+    (ENGINE, "        if fund_left < limit_left:\n            limit_left = fund_left\n            limit_note",
+     "        if fund_left > limit_left:\n            limit_left = fund_left\n            limit_note",
+     "general: fund cap raises the limit"),
+    (ENGINE, "    if rules.counts_in_fund_cap:\n", "    if False:\n", "general: fund cap ignored"),
+    (ENGINE, "\"fund_cap\": pooling if rules.counts_in_fund_cap else 0", "\"fund_cap\": pooling",
+     "general: counted in the fund cap always"),
+    (ENGINE, "\"outpatient_pool\": pooling,", "\"outpatient_pool\": by_ratio,", "general: accumulates by ratio"),
+    (ENGINE, "pooling = min(by_ratio, limit_left)\n    notes.append(limit_note)",
+     "pooling = by_ratio\n    notes.append(limit_note)", "general: cap not applied"),
+    # ---------------------------------------------------------------- engine: chronic
+    (ENGINE, "left = max(0, group.annual_deductible - totals.chronic_deductible_used.get(group.name, 0))",
+     "left = group.annual_deductible - totals.chronic_deductible_used.get(group.name, 0)",
+     "chronic: deductible left may go negative"),
+    (ENGINE, "    deductible = min(split.inscp, left)\n    ratio = group", "    deductible = left\n    ratio = group",
+     "chronic: deductible above the in-scope amount"),
+    (ENGINE, "limit_left = max(0, group.annual_limit - totals.chronic_paid.get(group.name, 0))",
+     "limit_left = group.annual_limit - totals.chronic_paid.get(group.name, 0)", "chronic: limit left may go negative"),
+    (ENGINE, "ratio = group.ratio.for_person(person.retired)", "ratio = group.ratio.for_person(not person.retired)",
+     "chronic: ratio of the other class"),
+    (ENGINE, "if group.counts_in_fund_cap and version.annual_fund_cap is not None:", "if False:",
+     "chronic: fund cap ignored"),
+    (ENGINE, "        fund_left = max(0, version.annual_fund_cap - totals.fund_cap_used)\n        if fund_left < limit_left:\n"
+     "            limit_left = fund_left\n            notes.append",
+     "        fund_left = version.annual_fund_cap - totals.fund_cap_used\n        if fund_left < limit_left:\n"
+     "            limit_left = fund_left\n            notes.append", "chronic: fund cap left may go negative"),
+    (ENGINE, "        if fund_left < limit_left:\n            limit_left = fund_left\n            notes.append",
+     "        if fund_left <= limit_left:\n            limit_left = fund_left\n            notes.append",
+     "chronic: fund cap note at equality"),
+    (ENGINE, "\"fund_cap\": pooling if group.counts_in_fund_cap else 0", "\"fund_cap\": pooling",
+     "chronic: counted in the fund cap always"),
+    (ENGINE, "\"chronic_deductible\": deductible,", "\"chronic_deductible\": 0,", "chronic: deductible not accumulated"),
+    # ---------------------------------------------------------------- engine: inpatient, 门诊大病
+    (ENGINE, "left = max(0, rules.major_outpatient_annual_deductible - totals.major_deductible_used)",
+     "left = rules.major_outpatient_annual_deductible - totals.major_deductible_used",
+     "major: deductible left may go negative"),
+    (ENGINE, "deductible = min(split.inscp, rules.deductible[band])", "deductible = rules.deductible[band]",
+     "inpatient: deductible not capped"),
+    (ENGINE, "ratio = rules.ratio[band].for_person(person.retired)",
+     "ratio = rules.ratio[band].for_person(not person.retired)", "inpatient: ratio of the other class"),
+    (ENGINE, "limit_left = max(0, version.annual_fund_cap - totals.fund_cap_used)\n    notes +=",
+     "limit_left = version.annual_fund_cap - totals.fund_cap_used\n    notes +=", "inpatient: cap left may go negative"),
+    (ENGINE, "over_cap = max(0, base - div_round(pooling, ratio))", "over_cap = base - div_round(pooling, ratio)",
+     "inpatient: over_cap may go negative"),
+    (ENGINE, "over_cap = max(0, base - div_round(pooling, ratio))", "over_cap = max(0, base - pooling)",
+     "inpatient: over_cap on the payment, not its base"),
+    (ENGINE, "over_cap = max(0, base - div_round(pooling, ratio))", "over_cap = max(0, split.inscp - div_round(pooling, ratio))",
+     "inpatient: over_cap on the base before deductible"),
+    (ENGINE, "    over_cap = 0\n    if pooling < by_ratio:", "    over_cap = 0\n    if pooling <= by_ratio:",
+     "inpatient: over_cap when not capped"),
+    (ENGINE, "        effects[\"major_deductible\"] = deductible\n", "", "major: deductible not accumulated"),
+    # ---------------------------------------------------------------- engine: layers, account, family aid
+    (ENGINE, "deductible = min(base, max(0, deductible_total - deductible_used))",
+     "deductible = max(0, deductible_total - deductible_used)", "layer: deductible above the base"),
+    (ENGINE, "deductible = min(base, max(0, deductible_total - deductible_used))",
+     "deductible = min(base, deductible_total - deductible_used)", "layer: deductible left may go negative"),
+    (ENGINE, "cap_left = max(0, cap - paid)", "cap_left = cap - paid", "layer: cap left may go negative"),
+    (ENGINE, "return min(mul_round(base - deductible, ratio), cap_left)", "return min(mul_round(base, ratio), cap_left)",
+     "layer: ratio on the base before deductible"),
+    (ENGINE, "return min(mul_round(base - deductible, ratio), cap_left)", "return mul_round(base - deductible, ratio)",
+     "layer: cap not applied"),
+    (ENGINE, "base = split.inscp - pooling - hifob\n", "base = split.inscp - pooling\n",
+     "civil servant: hifob not taken off"),
+    (ENGINE, "base = split.inscp - pooling - hifob - cvlserv", "base = split.inscp - pooling - hifob",
+     "assistance: cvlserv not taken off"),
+    (ENGINE, "base = split.inscp - pooling - hifob - cvlserv", "base = split.inscp - pooling - cvlserv",
+     "assistance: hifob not taken off"),
+    (ENGINE, "if category is not None and basic.kind != \"general\" and", "if category is not None and",
+     "assistance: on general outpatient too"),
+    (ENGINE, "and person.cvlserv_flag == \"1\":", ":", "civil servant: for everyone"),
+    (ENGINE, "fund_total = pooling + hifob + cvlserv + maf", "fund_total = pooling + hifob + cvlserv",
+     "fund total: maf dropped"),
+    (ENGINE, "fund_total = pooling + hifob + cvlserv + maf", "fund_total = pooling + hifob + maf",
+     "fund total: cvlserv dropped"),
+    (ENGINE, "eligible = max(0, personal - split.non_medical)", "eligible = personal - split.non_medical",
+     "account: eligible may go negative"),
+    (ENGINE, "eligible = max(0, personal - split.non_medical)", "eligible = max(0, personal)",
+     "account: pays non-medical lines"),
+    (ENGINE, "acct_pay = min(eligible, state.balance)", "acct_pay = min(personal, state.balance)",
+     "account: on the whole burden"),
+    (ENGINE, "acct_pay = min(eligible, state.balance)", "acct_pay = min(eligible, max(0, state.balance - 1))",
+     "account: one fen short of the balance"),
+    (ENGINE, "mulaid = min(eligible - acct_pay, max(0, holder_available))", "mulaid = min(eligible, max(0, holder_available))",
+     "family aid: own account not taken off"),
+    (ENGINE, "mulaid = min(eligible - acct_pay, max(0, holder_available))", "mulaid = min(eligible - acct_pay, holder_available)",
+     "family aid: negative availability"),
+    (ENGINE, "if holder_available is not None and person.mulaid_holder_psn_no:", "if holder_available is not None:",
+     "family aid: without a holder"),
+    (ENGINE, "if claim.acct_used_flag == \"1\":", "if True:", "account: used without the flag"),
+    # ---------------------------------------------------------------- engine: reversal, credit, bindings
+    (ENGINE, "balance = state.balance + effects.acct_pay", "balance = state.balance - effects.acct_pay",
+     "reversal: balance sign"),
+    (ENGINE, "plus(effects, sign=-1)", "plus(effects, sign=1)", "reversal: accumulators added"),
+    (ENGINE, "    if original.reversed_by is not None:\n", "    if False:\n", "reversal: twice"),
+    (ENGINE, " or original.settlement.psn_no != reversal.psn_no:", ":", "reversal: another person's claim"),
+    (ENGINE, "original is None or original.settlement.is_reversal or", "original is None or",
+     "reversal: of a reversal"),
+    (ENGINE, "fund_payamt=-row.fund_payamt,", "fund_payamt=row.fund_payamt,", "reversal: detail rows not negated"),
+    (ENGINE, "rate = version.crediting.retired_rate if person.retired else version.crediting.in_service_rate",
+     "rate = version.crediting.in_service_rate if person.retired else version.crediting.retired_rate",
+     "credit: rates swapped"),
+    (ENGINE, "    elif holder.insu_admdvs != person.insu_admdvs:\n", "    elif False:\n",
+     "binding: holder in another region"),
+    (ENGINE, "    elif not holder.active:\n", "    elif False:\n", "binding: inactive holder"),
+    (ENGINE, "    elif holder.mulaid_holder_psn_no is not None:\n", "    elif False:\n", "binding: chains"),
+    (ENGINE, "    if person.mulaid_holder_psn_no == person.psn_no:\n", "    if False:\n", "person: own holder"),
+    (ENGINE, "or person.mulaid_relation not in MULAID_RELATIONS:", ":", "person: any relation"),
+    # ---------------------------------------------------------------- handler: family aid, passes
+    (HANDLER, "return self.account(key)[1] + self.held[key]", "return self.account(key)[1]",
+     "holds: available without what is held"),
+    (HANDLER, "balance = self.account(key)[1] - (amount - hold.expected)", "balance = self.account(key)[1] - amount",
+     "holds: view debits the whole amount"),
+    (HANDLER, "if hold.amount > hold.expected]", "if hold.amount >= hold.expected]", "marks: also for no increase"),
+    (HANDLER, "if hold.amount > hold.expected]", "if hold.amount < hold.expected]", "marks: for refunds instead"),
+    (HANDLER, "return marked if marked is not None and marked != holder else None",
+     "return marked if marked is not None else None", "stray: the current holder too"),
+    (HANDLER, "return person.mulaid_holder_psn_no if person is not None and claim.acct_used_flag == \"1\" else None",
+     "return person.mulaid_holder_psn_no if person is not None else None", "holder: without acct_used_flag"),
+    (HANDLER, "if stray is not None and holds.known(stray_account) and holds.held[stray_account] else ()",
+     "if stray is not None and holds.known(stray_account) else ()", "stray: move of nothing"),
+    (HANDLER, "release = (holds.move(account, 0, nonce),) if family and holds.held[account] else ()",
+     "release = ()", "rejection: hold not released"),
+    (HANDLER, "if family and outcome.effects.mulaid_pay != holds.held[account]:", "if family:",
+     "hold: moved when unchanged"),
+    (HANDLER, "if family and outcome.effects.mulaid_pay != holds.held[account]:",
+     "if family and outcome.effects.mulaid_pay > holds.held[account]:", "hold: never shrunk"),
+    (HANDLER, "if family and person.active else None", "if family else None", "binding: checked for inactive persons"),
+    (HANDLER, "if family and person.active else None", "if False else None", "binding: never checked"),
+    (HANDLER, "refunds = (holds.move(account, 0, nonce),)", "refunds = ()", "reversal: holder not refunded"),
+    (HANDLER, "for hold in plan.holds if position < first_failure.get(event.psn_no, len(planned))]",
+     "for hold in plan.holds if position <= first_failure.get(event.psn_no, len(planned))]",
+     "holds: written at a failed position"),
+    (HANDLER, "if plan.commit is not None and position < first_failure.get(event.psn_no, len(planned))]",
+     "if plan.commit is not None and position <= first_failure.get(event.psn_no, len(planned))]",
+     "commits: written at a failed position"),
+    (HANDLER, "            if position >= first_failure.get(event.psn_no, len(planned)):",
+     "            if position > first_failure.get(event.psn_no, len(planned)):", "retry: failed position answered"),
+    (HANDLER, "                if status is not Status.OK:\n                    fail(position, event.psn_no)\n"
+     "        commits =", "                pass\n        commits =", "holds: failure ignored"),
+    # ---------------------------------------------------------------- domain: bounds at the edge
+    (DOMAIN, "if fen > WIRE_MAX_FEN:", "if fen >= WIRE_MAX_FEN:", "wire max fen refused"),
+    (DOMAIN, "if fen > WIRE_MAX_FEN:", "if fen > WIRE_MAX_FEN + 1:", "wire max + 1 fen accepted"),
+    (DOMAIN, "    if fen > ceiling:", "    if fen >= ceiling:", "ceiling refused"),
+    (DOMAIN, "    if fen > ceiling:", "    if fen > ceiling + 1:", "ceiling + 1 fen accepted"),
+    (DOMAIN, "if price > WIRE_MAX_PRICE:", "if price >= WIRE_MAX_PRICE:", "wire max price refused"),
+    (DOMAIN, "if count > WIRE_MAX_COUNT:", "if count >= WIRE_MAX_COUNT:", "wire max count refused"),
+    (DOMAIN, "if count != count.quantize(Decimal(\"0.0001\")):", "if count != count.quantize(Decimal(\"0.001\")):",
+     "count: 3 places"),
+    (DOMAIN, "if ratio != ratio.quantize(Decimal(\"0.0001\")):", "if ratio != ratio.quantize(Decimal(\"0.001\")):",
+     "selfpay_prop: 3 places"),
+    (DOMAIN, "if value > now + tolerance:", "if value >= now + tolerance:", "setl_time: tolerance edge refused"),
+    (DOMAIN, "if value > now + tolerance:", "if value > now:", "setl_time: no tolerance"),
+    (DOMAIN, "if abs(expected - self.det_item_fee_sumamt) > 1:", "if abs(expected - self.det_item_fee_sumamt) > 2:",
+     "line: 2 fen of slack"),
+    (DOMAIN, "if abs(expected - self.det_item_fee_sumamt) > 1:", "if abs(expected - self.det_item_fee_sumamt) > 0:",
+     "line: no slack"),
+    (DOMAIN, "if abs(expected - self.det_item_fee_sumamt) > 1:", "if expected - self.det_item_fee_sumamt > 1:",
+     "line: slack one way only"),
+    (DOMAIN, "LineAmount = Annotated[Fen, Field(ge=0)", "LineAmount = Annotated[Fen, Field(gt=0)", "line: 0.00 refused"),
+    (DOMAIN, "LineAmount = Annotated[Fen, Field(ge=0)", "LineAmount = Annotated[Fen, Field(ge=-1)",
+     "line: -0.01 accepted"),
+    (DOMAIN, "pric: Annotated[WirePrice, Field(gt=0)]", "pric: Annotated[WirePrice, Field(ge=0)]", "price: 0 accepted"),
+    (DOMAIN, "pric_uplmt_amt: Annotated[WirePrice, Field(ge=0)]", "pric_uplmt_amt: Annotated[WirePrice, Field(gt=0)]",
+     "price limit: 0 refused"),
+    (DOMAIN, "Count = Annotated[Decimal, BeforeValidator(_guarded(_count)), Field(gt=0)]",
+     "Count = Annotated[Decimal, BeforeValidator(_guarded(_count)), Field(ge=0)]", "count: 0 accepted"),
+    (DOMAIN, "crdt_base: Annotated[Fen, Field(ge=0)", "crdt_base: Annotated[Fen, Field(ge=-1)",
+     "credit base: negative accepted"),
+    (DOMAIN, "amount: Annotated[Fen, Field(ge=0), AfterValidator(_opening_amount)]",
+     "amount: Annotated[Fen, Field(ge=-1), AfterValidator(_opening_amount)]", "opening: negative accepted"),
+    (DOMAIN, "if ym > f\"{present.year:04d}-{present.month:02d}\":", "if ym >= f\"{present.year:04d}-{present.month:02d}\":",
+     "credit: this month refused"),
+    (DOMAIN, "present = (now + _bounds(info).setl_time_tolerance).astimezone(SHANGHAI)",
+     "present = now.astimezone(SHANGHAI)", "credit: no tolerance at the month's turn"),
+    (DOMAIN, "present = (now + _bounds(info).setl_time_tolerance).astimezone(SHANGHAI)",
+     "present = (now + _bounds(info).setl_time_tolerance)", "credit: month judged in UTC"),
+    (DOMAIN, "group: deductibles.get(group, 0) + sign * effects.chronic_deductible}",
+     "group: deductibles.get(group, 0) + effects.chronic_deductible}", "totals: chronic deductible not undone"),
+    (DOMAIN, "group: paid.get(group, 0) + sign * effects.chronic_pool}", "group: paid.get(group, 0) + effects.chronic_pool}",
+     "totals: chronic pool not undone"),
+    (DOMAIN, "    if len(value) > limit:\n", "    if len(value) > limit + 1:\n", "text: one character too long"),
+    # ---------------------------------------------------------------- Lua: validate first, write last
+    (COMMIT_LUA, "if redis.call('EXISTS', KEYS[2]) == 1 then", "if false then", "commit: duplicate not checked"),
+    (COMMIT_LUA, "if token ~= ARGV[1] then", "if false then", "commit: token not checked"),
+    (COMMIT_LUA, "if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('HEXISTS', KEYS[3], 'reversed_by') == 1 then",
+     "if redis.call('EXISTS', KEYS[3]) == 0 then", "commit: reversed twice"),
+    (COMMIT_LUA, "if redis.call('EXISTS', KEYS[3]) == 0 or redis.call('HEXISTS', KEYS[3], 'reversed_by') == 1 then",
+     "if redis.call('HEXISTS', KEYS[3], 'reversed_by') == 1 then", "commit: original need not exist"),
+    (COMMIT_LUA, "redis.call('HDEL', KEYS[1], 'pending:' .. ARGV[5])", "", "commit: pending mark kept"),
+    (COMMIT_LUA, "  redis.call('HSET', KEYS[3], 'reversed_by', ARGV[5])\n", "", "commit: original not marked"),
+    (COMMIT_LUA, "'ver', ARGV[2], unpack(ARGV, 6))", "'ver', ARGV[2], unpack(ARGV, 7))", "commit: first field lost"),
+    (HOLD_LUA, "if held ~= ARGV[3] then", "if false then", "hold: expected not checked"),
+    (HOLD_LUA, "if ARGV[6] and (redis.call('HGET', KEYS[1], 'ver') or '') ~= ARGV[6] then", "if false then",
+     "hold: holder token not checked"),
+    (HOLD_LUA, "if balance + tonumber(ARGV[4]) < 0 then", "if balance + tonumber(ARGV[4]) <= 0 then",
+     "hold: the whole balance refused"),
+    (HOLD_LUA, "if balance + tonumber(ARGV[4]) < 0 then", "if balance + tonumber(ARGV[4]) < -1 then",
+     "hold: one fen overdraft"),
+    (HOLD_LUA, "if balance + tonumber(ARGV[4]) < 0 then", "if false then", "hold: overdraft"),
+    (HOLD_LUA, "if ARGV[2] == '0' then", "if false then", "hold: zero kept as a field"),
+    (HOLD_LUA, "redis.call('HSET', KEYS[1], 'ver', ARGV[5])", "", "hold: token unchanged"),
+    (HOLD_LUA, "if ARGV[2] == ARGV[3] then\n  return 'ok'\nend", "", "hold: no short cut for no move"),
+    # ---------------------------------------------------------------- ledger
+    (LEDGER, "if fen[\"acct_mulaid_pay\"] and not s.get(\"mulaid_holder_psn_no\"):", "if False:",
+     "settlement: family aid without a holder"),
+    (LEDGER, "    if sum(fen[name] for name in FUNDS) != fen[\"fund_pay_sumamt\"]:\n", "    if False:\n",
+     "settlement: funds need not add up"),
+    (LEDGER, "payable = fen[\"fund_pay_sumamt\"] + fen[\"acct_pay\"] + fen[\"acct_mulaid_pay\"]",
+     "payable = fen[\"fund_pay_sumamt\"] + fen[\"acct_pay\"]", "payable: family aid dropped"),
+    (LEDGER, "    if payable + fen[\"psn_cash_pay\"] != fen[\"medfee_sumamt\"]:\n", "    if False:\n",
+     "settlement: need not balance"),
+    (LEDGER, "Posting(account, amount, 0) if amount > 0 else", "Posting(account, amount, 0) if amount >= 0 else",
+     "lines: zero a debit (equivalent?)"),
+    (LEDGER, "(f\"inst:{institution}:cash\", -fen[\"psn_cash_pay\"]),", "",
+     "postings: institution's cash dropped"),
+    (LEDGER, "acct_pay=fen[\"acct_pay\"] + fen[\"acct_mulaid_pay\"],", "acct_pay=fen[\"acct_pay\"],",
+     "entry: acct_pay without family aid"),
+    (LEDGER, "book_date=setl_time.astimezone(SHANGHAI).date()", "book_date=setl_time.date()",
+     "book date: in the sender's offset"),
+    (LEDGER, "return (self.count >= other.count and", "return (self.count > other.count and",
+     "dominates: strict on count"),
+    (LEDGER, "and abs(self.medfee_sumamt) >= abs(other.medfee_sumamt)", "and self.medfee_sumamt >= other.medfee_sumamt",
+     "dominates: signed medfee"),
+    (LEDGER, "and abs(self.fund_pay_sumamt) >= abs(other.fund_pay_sumamt)", "",
+     "dominates: fund pay ignored"),
+    (LEDGER, "and abs(self.acct_pay) >= abs(other.acct_pay))", ")", "dominates: acct_pay ignored"),
+    (LEDGER, "self.fund_pay_sumamt + other.fund_pay_sumamt, self.acct_pay + other.acct_pay)",
+     "self.fund_pay_sumamt + other.fund_pay_sumamt, self.acct_pay)", "totals: acct_pay not added"),
+    (LEDGER, "if centre_totals == institution_totals and not differences:", "if centre_totals == institution_totals:",
+     "reconcile: balanced with differing lines"),
+    (LEDGER, "verdict = kinds.pop() if len(kinds) == 1 else \"mismatch\"", "verdict = kinds.pop()",
+     "reconcile: mixed differences not mismatch"),
+    (LEDGER, "            if detail.setl_id in theirs:", "            if False:",
+     "reconcile: a line sent twice"),
+    (LEDGER, "elif mine.totals() != other.totals():", "elif mine.medfee_sumamt != other.medfee_sumamt:",
+     "reconcile: only medfee compared per line"),
+    # ---------------------------------------------------------------- clearing
+    (CLEARING, "amounts[\"acct_pay\"] = to_fen(result[\"acct_pay\"]) + to_fen(result[\"acct_mulaid_pay\"])",
+     "amounts[\"acct_pay\"] = to_fen(result[\"acct_pay\"])", "family aid not owed"),
+    (CLEARING, "amounts[\"settlements\"] = -1 if reversal else 1", "amounts[\"settlements\"] = 1",
+     "reversal counted as a settlement"),
+    (CLEARING, "1 if reversal and month_of(result[\"setl_time\"]) != ym else 0", "1 if reversal else 0",
+     "every reversal an adjustment"),
+    (CLEARING, "ym = month_of(result[\"orig_setl_time\"] if reversal else result[\"setl_time\"])",
+     "ym = month_of(result[\"setl_time\"])", "reversal in its own month"),
+    (CLEARING, "        if item.setl_id in seen:\n            continue\n", "", "fold: counted twice"),
+    (CLEARING, "return flow[\"fund_pay_sumamt\"] + flow[\"acct_pay\"]", "return flow[\"fund_pay_sumamt\"]",
+     "owed: accounts dropped"),
+    (CLEARING, "\"net_to_a\": to_yuan(owed(a_to_b) - owed(b_to_a))", "\"net_to_a\": to_yuan(owed(b_to_a) - owed(a_to_b))",
+     "net: sign flipped"),
+    (CLEARING, "    if insured == treatment:\n        return None\n", "", "local settlements cleared"),
+    (CLEARING, "astimezone(SHANGHAI).strftime", "strftime", "month in the sender's offset"),
+]
+
+# Survivors judged equivalent (no input tells them apart), with the reason.
+EQUIVALENT = {
+    "overlmt: >= (equivalent?)": "pric == pric_uplmt_amt gives (pric - limit) × cnt = 0: overlmt 0 either way",
+    "lines: zero a debit (equivalent?)": "zero amounts are dropped by `if amount` before the comparison is made",
+    "general: fund cap note at equality": "the same money; when both caps leave the same amount the note names "
+                                          "the outpatient cap, the mutant the fund cap as well: both true",
+    "chronic: fund cap note at equality": "as for general outpatient: a note, not a figure",
+    "inpatient: over_cap may go negative": "pooling < by_ratio means pooling <= base × ratio − 0.5, so "
+                                           "pooling ÷ ratio rounds to at most base (ratio <= 1): never below 0",
+    "account: eligible may go negative": "the funds pay at most the in-scope amount (each layer on what the one "
+                                         "before left, ratios <= 1), and non-medical lines are outside it",
+    "family aid: negative availability": "available = the holder's balance + what is held, neither ever below 0 "
+                                         "(a hold never overdraws: SHORT; an account pays at most its balance)",
+    "marks: also for no increase": "planned holds move (amount != expected) but for a retried reversal's refund "
+                                   "of a hold already refunded: a pending mark that settles nothing",
+    "stray: the current holder too": "the hold goes to 0 and then to the new amount in the same pass: the same "
+                                     "end state in two writes",
+    "stray: move of nothing": "a hold from 0 to 0 changes nothing (store contract: "
+                              "test_a_hold_to_the_amount_already_held_changes_nothing)",
+    "hold: moved when unchanged": "a hold to the amount held changes nothing in the store; the holder's own later "
+                                  "events in the batch go to the next pass: the same results",
+    "holds: written at a failed position": "before the holds a position fails only for a plan that cannot be "
+                                           "decided yet (no holds) or a refusal in the optimistic pass, which "
+                                           "defers every family claim: a failed position has no hold to write",
+    "hold: zero kept as a field": "a field holding \"0\" reads as nothing held, exactly as a deleted one: the "
+                                  "stores agree through the interface (only the hash keeps a field)",
+}
+
+
+def run(runs: list[list[str]]) -> int:
+    """The first non-zero pytest exit code of `runs`, or 0 when every run passes."""
+    for tests in runs:
+        command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header",
+                   "--timeout=120", *tests]
+        code = subprocess.run(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+        if code == 5:  # pytest collected nothing: a selection that went stale, not a kill
+            raise SystemExit(f"no tests ran: {' '.join(tests)}")
+        if code != 0:
+            return code
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    full = "--full" in argv
+    words = [word for word in argv if not word.startswith("--")]
+    chosen = [m for m in MUTANTS if not words or any(w in m[0] or w in m[3] for w in words)]
+    for path, old, _, label in chosen:  # every mutant must apply, once: check before touching anything
+        count = (ROOT / path).read_text().count(old)
+        if count != 1:
+            raise SystemExit(f"{path}: {label!r}: the original text occurs {count} times")
+    tally: dict[str, list[int]] = {}
+    survivors = []
+    for path, old, new, label in chosen:
+        file = ROOT / path
+        source = file.read_text()
+        started = time.monotonic()
+        try:
+            file.write_text(source.replace(old, new))
+            code = run((FULL if full else TESTS)[path])
+        finally:
+            file.write_text(source)
+        killed = code != 0  # 1: a test failed; 2–4: the mutant broke collection, also a kill
+        tally.setdefault(path, [0, 0])[0 if killed else 1] += 1
+        verdict = "killed" if killed else "EQUIVALENT" if label in EQUIVALENT else "SURVIVED"
+        print(f"{verdict:10} {time.monotonic() - started:5.1f}s  {path.removeprefix(PKG)}: {label}", flush=True)
+        if not killed:
+            survivors.append((path, label))
+    print()
+    for path, (killed, survived) in tally.items():
+        print(f"{path.removeprefix(PKG):28} {killed + survived:3} mutants, {killed:3} killed, {survived:2} survived")
+    real = [(path, label) for path, label in survivors if label not in EQUIVALENT]
+    for path, label in survivors:
+        if label in EQUIVALENT:
+            print(f"equivalent: {label}: {EQUIVALENT[label]}")
+    return 1 if real else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,5 +1,5 @@
 """One contract suite for every SettlementStore: the in-memory store (replay) and the Redis store
-(the service, against the real Redis-protocol server from the fixtures). STYLE.md §7."""
+(the service, against the real Redis-protocol server from the fixtures)."""
 
 from __future__ import annotations
 

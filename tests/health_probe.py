@@ -14,5 +14,5 @@ def health(port: int) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
-    except urllib.error.URLError:  # not serving yet
+    except OSError:  # not serving yet, or gone (URLError, a reset connection)
         return 0, {}

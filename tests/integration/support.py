@@ -177,3 +177,20 @@ async def running(*services, grace: float = 30.0):
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), grace)
+
+
+@asynccontextmanager
+async def running_service(settings, book=None):
+    """The settlement service (under `book`, default the shipped policies) on its own Redis client,
+    in this event loop; yields it; stopped, its batch in flight finished, on leaving."""
+    from gongji.common.redis import connect
+    from gongji.settlement.policy import load_policy_book
+    from gongji.settlement.service import SettlementService
+
+    client = connect(settings.redis_url)
+    service = SettlementService(settings, CATALOG, book or load_policy_book(), client)
+    try:
+        async with running(service):
+            yield service
+    finally:
+        await client.aclose()

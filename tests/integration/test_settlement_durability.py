@@ -6,7 +6,6 @@ uninterrupted replay of the same events ends."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import shutil
@@ -14,9 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -33,11 +29,11 @@ from gongji.settlement.domain import PersonState
 from gongji.settlement.handler import Settler
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.redis_store import RedisStore, SeenMarkers
-from gongji.settlement.service import SettlementService
 from gongji.settlement.store import MemoryStore
 from gongji.synthetic import Traffic
 
-from support import CATALOG, figures, open_accounts, produce, settings_for, wait_registered
+from health_probe import health
+from support import CATALOG, figures, running_service, open_accounts, produce, settings_for, wait_registered
 
 BOOK = load_policy_book()
 
@@ -192,16 +188,6 @@ async def input_ends(settings) -> dict[str, int]:
         await reader.stop()
 
 
-def health(port: int) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-    except OSError:
-        return 0, {}
-
-
 async def wait_health(ports, status: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while any(health(port)[0] != status for port in ports):
@@ -213,20 +199,6 @@ def run_rebuild(settings, *options: str) -> subprocess.CompletedProcess:
     """`gongji [OPTIONS] settlement rebuild` as an operator runs it, with the service's environment."""
     return subprocess.run([sys.executable, "-m", "gongji.cli", *options, "settlement", "rebuild"],
                           env={**os.environ, **service_env(settings)}, capture_output=True, text=True, timeout=120)
-
-
-@asynccontextmanager
-async def running_service(settings):
-    client = connect(settings.redis_url)
-    service = SettlementService(settings, CATALOG, BOOK, client)
-    stop = asyncio.Event()
-    task = asyncio.create_task(service.run(stop))
-    try:
-        yield service
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-        await client.aclose()
 
 
 def first_differences(published: dict[str, list[dict]], expected: dict[str, list[dict]]) -> dict:

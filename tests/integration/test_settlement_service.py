@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from contextlib import asynccontextmanager
 
 from gongji.common.redis import connect
 
@@ -17,27 +16,12 @@ from gongji.settlement.domain import PersonState
 from gongji.settlement.handler import Settler
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.redis_store import RedisStore
-from gongji.settlement.service import SettlementService
 from gongji.settlement.store import MemoryStore
 from gongji.synthetic import Traffic
 
-from support import CATALOG, by_claim, collect, open_accounts, produce, send_raw, settings_for, wait_registered, figures
+from support import CATALOG, running_service, by_claim, collect, open_accounts, produce, send_raw, settings_for, wait_registered, figures
 
 BOOK = load_policy_book()
-
-
-@asynccontextmanager
-async def running_service(settings):
-    client = connect(settings.redis_url)
-    service = SettlementService(settings, CATALOG, BOOK, client)
-    stop = asyncio.Event()
-    task = asyncio.create_task(service.run(stop))
-    try:
-        yield service
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-        await client.aclose()
 
 
 async def replayed(events):

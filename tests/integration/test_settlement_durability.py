@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import redis
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
+from gongji.common import kafka
 from gongji.common.redis import connect
 from gongji.common.stack import REDIS_PERSISTENCE, die_with_parent, free_port, redis_server_binary
 from gongji.launch import service_env
@@ -145,14 +145,9 @@ async def committed_and_markers(settings, redis_url: str) -> tuple[dict, dict]:
     topics = settings.topics
     partitions = [TopicPartition(topic, p) for topic in (topics.claims, topics.credits, topics.persons,
                                                          topics.institutions) for p in range(settings.partitions)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(settings.settlement_group, partitions=partitions)
-    finally:
-        await admin.close()
-    committed = {f"{tp.topic}:{tp.partition}": meta.offset for tp, meta in offsets.items()
-                 if meta is not None and meta.offset >= 0}
+    committed = {f"{tp.topic}:{tp.partition}": offset
+                 for tp, offset in (await kafka.committed_offsets(settings, settings.settlement_group,
+                                                                  partitions)).items()}
     client = connect(redis_url)
     try:
         marks = await SeenMarkers(client, settings.key_prefix, settings.settlement_group).read(list(committed))

@@ -26,7 +26,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from gongji.common import kafka
@@ -105,13 +104,7 @@ async def _read_to(reader, targets: dict[TopicPartition, int], report: Report, k
 async def _offsets(settings: Settings, reader, topics: list[str]) -> tuple[dict, dict]:
     """(the group's committed offset per input partition, the end of `settlements` per partition)."""
     inputs = [TopicPartition(topic, p) for topic in topics for p in sorted(reader.partitions_for_topic(topic) or ())]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(settings.settlement_group, partitions=inputs)
-    finally:
-        await admin.close()
-    done = {tp: meta.offset for tp, meta in committed.items() if meta is not None and meta.offset >= 0}
+    done = await kafka.committed_offsets(settings, settings.settlement_group, inputs)
     outputs = [TopicPartition(settings.topics.settlements, p)
                for p in sorted(reader.partitions_for_topic(settings.topics.settlements) or ())]
     reader.assign(outputs)

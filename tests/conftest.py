@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from gongji.common.stack import Endpoints, LocalStack
+from gongji.local.stack import Endpoints, LocalStack
 
 TIERS = ("unit", "integration", "e2e")
 

@@ -11,7 +11,7 @@ from decimal import Decimal
 from aiokafka import AIOKafkaProducer
 
 from gongji.common.avro import SchemaCatalog
-from gongji.common.config import Settings
+from gongji.settings import Settings
 
 CATALOG = SchemaCatalog()
 _ids = itertools.count(1)

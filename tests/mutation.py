@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = "services/gongji/"
-MONEY, ENGINE, HANDLER = PKG + "common/money.py", PKG + "settlement/engine.py", PKG + "settlement/handler.py"
+MONEY, ENGINE, HANDLER = PKG + "common/money.py", PKG + "settlement/rules.py", PKG + "settlement/settler.py"
 DOMAIN, LEDGER, CLEARING = PKG + "settlement/domain.py", PKG + "ledger/domain.py", PKG + "clearing/domain.py"
 COMMIT_LUA, HOLD_LUA = PKG + "settlement/lua/commit.lua", PKG + "settlement/lua/hold.lua"
 
@@ -329,7 +329,7 @@ MUTANTS: list[tuple[str, str, str, str]] = [
     # ---------------------------------------------------------------- ledger
     (LEDGER, "if fen[\"acct_mulaid_pay\"] and not s.get(\"mulaid_holder_psn_no\"):", "if False:",
      "settlement: family aid without a holder"),
-    (LEDGER, "    if sum(fen[name] for name in FUNDS) != fen[\"fund_pay_sumamt\"]:\n", "    if False:\n",
+    (LEDGER, "    if sum(fen[f.field] for f in FUNDS) != fen[\"fund_pay_sumamt\"]:\n", "    if False:\n",
      "settlement: funds need not add up"),
     (LEDGER, "payable = fen[\"fund_pay_sumamt\"] + fen[\"acct_pay\"] + fen[\"acct_mulaid_pay\"]",
      "payable = fen[\"fund_pay_sumamt\"] + fen[\"acct_pay\"]", "payable: family aid dropped"),

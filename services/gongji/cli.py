@@ -13,7 +13,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from gongji.common.config import Settings
+from gongji.settings import Settings
 from gongji.settlement.policy import PolicyError
 
 # What `gongji run` starts; docker-compose.yml runs each (a test checks).
@@ -36,7 +36,7 @@ def resolve_settings(settings: Settings | None = None) -> Settings:
 
 def local_stack_settings(settings: Settings) -> Settings:
     """`settings` on the servers of the running `gongji stack up`, all of them."""
-    from gongji.common.stack import STATE_FILE, stack_settings
+    from gongji.local.stack import STATE_FILE, stack_settings
 
     state_file = STATE_DIR / STATE_FILE
     if not state_file.exists():
@@ -58,8 +58,8 @@ def tune_gc() -> None:
 def start_stack_services(policy_dir: Path | None) -> str:
     """Every service of SERVICES in the background on the local stack, recorded in its state file;
     returns the dashboard's address."""
-    from gongji.common.stack import record_processes
-    from gongji.launch import dashboard_url, start_service, with_dashboard_port
+    from gongji.local.stack import record_processes
+    from gongji.local.launch import dashboard_url, start_service, with_dashboard_port
 
     # The stack's own servers, whatever the shell's GONGJI_* say: its services must not write elsewhere.
     settings = with_dashboard_port(local_stack_settings(Settings()))
@@ -134,7 +134,7 @@ async def run_clearing(settings: Settings) -> None:
 
 async def run_fraud(settings: Settings) -> None:
     from gongji.common.avro import SchemaCatalog
-    from gongji.fraud.app import FraudService
+    from gongji.fraud.service import FraudService
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
@@ -163,7 +163,8 @@ async def topics_command(settings: Settings, action: str) -> int:
     """`gongji topics create|describe`: every topic of CONTRACT.md on the configured cluster, then a
     table of what the cluster holds; refused configs and differences from the settings on stderr.
     The exit status is 1 when `describe` finds a topic missing."""
-    from gongji.common.topics import REPORTED_CONFIGS, create_topics, describe_topics, differences, topic_specs
+    from gongji.common.topic_admin import REPORTED_CONFIGS, create_topics, describe_topics, differences
+    from gongji.contract.topics import topic_specs
 
     specs = topic_specs(settings)
     bootstrap = settings.kafka_bootstrap_servers
@@ -295,7 +296,7 @@ def _dispatch(args: argparse.Namespace) -> None:
 
     configure_logging()
     if args.command == "stack":
-        from gongji.common.stack import stack_down, stack_up
+        from gongji.local.stack import stack_down, stack_up
 
         if args.action == "up":
             state = stack_up(STATE_DIR)
@@ -310,7 +311,7 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "topics":
         from aiokafka.errors import KafkaError
 
-        from gongji.common.topics import TopicError
+        from gongji.common.topic_admin import TopicError
 
         settings = resolve_settings()
         try:
@@ -346,11 +347,11 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "replay":
         asyncio.run(replay(args.file, args.policies, args.batch, args.now))
     elif args.command == "demo":
-        from gongji.demo import run_demo
+        from gongji.local.demo import run_demo
 
         asyncio.run(run_demo(rate=args.rate, seconds=args.seconds, persons=args.persons, policy_dir=args.policies))
     elif args.command == "bench":
-        from gongji.bench import run_bench
+        from gongji.local.bench import run_bench
 
         asyncio.run(run_bench(claims=args.claims, persons=args.persons, policy_dir=args.policies, rate=args.rate,
                               workers=args.workers, downstream=args.downstream))

@@ -223,7 +223,7 @@ def test_bench_prints_throughput_latency_and_cpu(tmp_path):
 def test_replay_in_batches_gives_what_replay_one_at_a_time_gives(tmp_path):
     """`gongji replay --batch N` settles through the service's batching path: a synthetic stream
     with family aid, reversals and resends gives the same lines for N = 1, 7 and 500."""
-    from gongji.synthetic import Traffic
+    from gongji.local.synthetic import Traffic
 
     traffic = Traffic(persons=120, seed=4, family=0.5)
     events = traffic.registry() + traffic.openings() + list(traffic.stream(1500, reversals=0.05, resends=0.05))

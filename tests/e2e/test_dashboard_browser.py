@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from dashboard_records import dead_letter, fraud_signal, institution, rejection, send, settlement
 
-from gongji.common.stack import ensure_topics, free_port
-from gongji.launch import service_env
+from gongji.common.topic_admin import ensure_topics
+from gongji.local.stack import free_port
+from gongji.local.launch import service_env
 
 playwright = pytest.importorskip("playwright.async_api")
 
@@ -31,7 +32,7 @@ REJECTIONS = ["UNKNOWN_PERSON", "NOT_INSURED", "INVALID_CLAIM", "UNSUPPORTED_MED
 
 
 def settings_for(stack, uniq: str, port: int):
-    from gongji.common.config import Settings
+    from gongji.settings import Settings
 
     timeouts = stack.group_timeouts
     return Settings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers, redis_url=stack.redis_url,

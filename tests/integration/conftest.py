@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 
-from gongji.common.stack import die_with_parent, redis_server_binary
+from gongji.local.stack import die_with_parent, redis_server_binary
 
 from gongji.common.redis import connect
 from support import settings_for

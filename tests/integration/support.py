@@ -11,9 +11,9 @@ from contextlib import asynccontextmanager
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from gongji.common.avro import DecodeError, SchemaCatalog, decimal_bytes
-from gongji.common.config import Settings
-from gongji.launch import input_topic
-from gongji.settlement.codec import INPUT_RECORDS
+from gongji.settings import Settings
+from gongji.local.launch import input_topic
+from gongji.contract.wire import INPUT_RECORDS
 
 CATALOG = SchemaCatalog()
 

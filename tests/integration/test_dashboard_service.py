@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from dashboard_records import dead_letter, fraud_signal, institution, rejection, send, settlement
 from support import settings_for
 
-from gongji.common.stack import ensure_topics
+from gongji.common.topic_admin import ensure_topics
 from gongji.dashboard.service import start_dashboard
 
 

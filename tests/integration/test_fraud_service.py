@@ -18,11 +18,12 @@ from decimal import Decimal
 
 from support import CATALOG, collect, producer, send_raw, settings_for
 
-from gongji.common.stack import ensure_topics, free_port
-from gongji.launch import service_env
+from gongji.common.topic_admin import ensure_topics
+from gongji.local.stack import free_port
+from gongji.local.launch import service_env
 from gongji.fraud import domain
-from gongji.fraud.app import FraudService
-from gongji.fraud.config import FraudConfig
+from gongji.fraud.service import FraudService
+from gongji.settings import FraudSettings
 
 CST = "+08:00"
 Y = Decimal("0.01")
@@ -137,7 +138,7 @@ def script(tag: str) -> tuple[list, dict, int]:
     return events, expected, cut
 
 
-CONFIG = FraudConfig(visits_per_day=4, visits_per_week=6, shopping_institutions=2, split_claims=3,
+CONFIG = FraudSettings(visits_per_day=4, visits_per_week=6, shopping_institutions=2, split_claims=3,
                      spike_min_volume=5, spike_factor=Decimal(3), high_expense_amount=Decimal("20000.00"))
 
 

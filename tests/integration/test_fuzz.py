@@ -22,12 +22,12 @@ from support import CATALOG, collect, produce, producer, running, settings_for, 
 from gongji.clearing.service import ClearingService
 from gongji.common import kafka
 from gongji.common.redis import connect
-from gongji.common.stack import free_port
-from gongji.fraud.app import FraudService
+from gongji.local.stack import free_port
+from gongji.fraud.service import FraudService
 from gongji.ledger.service import LedgerService
 from gongji.ledger.store import LedgerStore, migrate
 from gongji.settlement.codec import from_output, json_ready, to_event
-from gongji.settlement.handler import Settler
+from gongji.settlement.settler import Settler
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.service import SettlementService
 from gongji.settlement.store import MemoryStore

@@ -20,13 +20,13 @@ from support import CATALOG, collect, open_accounts, produce, running, send_raw
 
 from gongji.common.money import to_fen
 from gongji.common.redis import connect
-from gongji.launch import service_env
+from gongji.local.launch import service_env
 from gongji.ledger.store import LedgerStore, migrate
 from gongji.ledger.service import LedgerService
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.redis_store import RedisStore
 from gongji.settlement.service import SettlementService
-from gongji.synthetic import Traffic
+from gongji.local.synthetic import Traffic
 
 BOOKED = {"Settlement": "settlement", "ReversalResult": "reversal", "CreditResult": "credit"}
 

@@ -12,7 +12,8 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from gongji.common.stack import ensure_topics, stack_down, stack_up
+from gongji.common.topic_admin import ensure_topics
+from gongji.local.stack import stack_down, stack_up
 
 
 def producer(stack) -> AIOKafkaProducer:

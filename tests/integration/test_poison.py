@@ -159,7 +159,7 @@ async def test_settlement_dead_letters_every_exception_class_and_settles_every_l
     from gongji.common.redis import connect
     from gongji.settlement import service as settlement_service
     from gongji.settlement.policy import load_policy_book
-    from gongji.synthetic import Traffic
+    from gongji.local.synthetic import Traffic
     from support import by_claim, produce, wait_registered
 
     settings = settings_for(stack, uniq, batch_max_records=100)
@@ -195,7 +195,7 @@ async def test_settlement_dead_letters_every_exception_class_and_settles_every_l
     # As one at a time: every result what a one-by-one run without the refused claims gives, and
     # each person's results in the order of their claims.
     from gongji.settlement.codec import from_output, json_ready, to_event
-    from gongji.settlement.handler import Settler
+    from gongji.settlement.settler import Settler
     from gongji.settlement.store import MemoryStore
 
     reference, expected = Settler(MemoryStore(), load_policy_book()), {}
@@ -216,7 +216,7 @@ class OwnRedis:
     (AOF fsync always: a stop loses nothing)."""
 
     def __init__(self, workdir):
-        from gongji.common.stack import free_port
+        from gongji.local.stack import free_port
 
         self.workdir = workdir
         self.port = free_port()
@@ -233,7 +233,7 @@ class OwnRedis:
 
         import redis
 
-        from gongji.common.stack import die_with_parent, redis_server_binary
+        from gongji.local.stack import die_with_parent, redis_server_binary
 
         self.process = subprocess.Popen(
             [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
@@ -257,13 +257,13 @@ class OwnRedis:
 
 async def test_an_outage_of_redis_is_retried_turns_health_503_and_loses_nothing(stack, uniq, tmp_path):
     from gongji.common.redis import connect
-    from gongji.common.stack import free_port
+    from gongji.local.stack import free_port
     from gongji.settlement.codec import from_output, json_ready, to_event
-    from gongji.settlement.handler import Settler
+    from gongji.settlement.settler import Settler
     from gongji.settlement.policy import load_policy_book
     from gongji.settlement.service import SettlementService
     from gongji.settlement.store import MemoryStore
-    from gongji.synthetic import Traffic
+    from gongji.local.synthetic import Traffic
     from support import by_claim, produce, wait_registered
 
     book = load_policy_book()
@@ -320,7 +320,7 @@ async def test_ledger_check_fails_while_the_ledger_is_behind_and_not_moving(ledg
     import subprocess
     import sys
 
-    from gongji.launch import service_env
+    from gongji.local.launch import service_env
 
     settings = ledger_settings
     await asyncio.to_thread(migrate, settings.database_url, settings.ledger_schema)
@@ -355,9 +355,10 @@ async def test_fraud_agents_dead_letter_every_exception_class_and_keep_their_gro
     from test_fraud_service import at, consumed, running as fraud_running, send, settlement as visit
 
     from gongji.common.kafka import group_progress
-    from gongji.common.stack import ensure_topics, free_port
+    from gongji.common.topic_admin import ensure_topics
+    from gongji.local.stack import free_port
     from gongji.fraud import domain
-    from gongji.fraud.app import FraudService
+    from gongji.fraud.service import FraudService
 
     settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud")
     await ensure_topics(settings.kafka_bootstrap_servers, [settings.topics.settlements, settings.topics.claims],
@@ -404,7 +405,7 @@ async def test_the_dashboard_counts_and_skips_what_it_cannot_fold_and_reads_on(s
     import dashboard_records
     from aiohttp import ClientSession
 
-    from gongji.common.stack import ensure_topics
+    from gongji.local.stack import ensure_topics
     from gongji.dashboard.domain import Board
     from gongji.dashboard.service import start_dashboard
 
@@ -458,7 +459,7 @@ class OwnPostgres:
     and data directory, from the local stack's own binaries."""
 
     def __init__(self, workdir):
-        from gongji.common.stack import LocalStack, postgres_bindir
+        from gongji.local.stack import LocalStack, postgres_bindir
 
         self.local = LocalStack(workdir, postgres=True)
         self.local.workdir.mkdir(parents=True, exist_ok=True)
@@ -471,14 +472,14 @@ class OwnPostgres:
     def stop(self) -> None:
         import signal
 
-        from gongji.common.stack import _terminate
+        from gongji.local.stack import _terminate
 
         _terminate(self.server.pid, self.server.process, first=signal.SIGINT)
 
     def start(self) -> None:
         import time
 
-        from gongji.common.stack import LocalStack
+        from gongji.local.stack import LocalStack
 
         self.server.process = self.local._spawn(self.server)
         self.server.pid = self.server.process.pid
@@ -492,7 +493,7 @@ class OwnPostgres:
 
 
 async def test_an_outage_of_postgresql_is_retried_turns_health_503_and_the_ledger_books_everything(stack, uniq, tmp_path):
-    from gongji.common.stack import free_port
+    from gongji.local.stack import free_port
 
     server = await asyncio.to_thread(OwnPostgres, tmp_path / "pg")
     port = free_port()
@@ -532,8 +533,9 @@ async def test_fraud_health_turns_503_when_its_agent_stalls_with_input_waiting(s
     """faust keeps its timers and its fetcher running when an agent hangs; /healthz must not."""
     from test_fraud_service import at, running as fraud_running, send, settlement as visit
 
-    from gongji.common.stack import ensure_topics, free_port
-    from gongji.fraud.app import FraudService
+    from gongji.common.topic_admin import ensure_topics
+    from gongji.local.stack import free_port
+    from gongji.fraud.service import FraudService
 
     settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud", stall_seconds=2.0)
     await ensure_topics(settings.kafka_bootstrap_servers, [settings.topics.settlements, settings.topics.claims],

@@ -14,7 +14,7 @@ from gongji.common.redis import connect
 from gongji.common.schemas import SchemaDirectory
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.service import SettlementService
-from gongji.synthetic import Traffic
+from gongji.local.synthetic import Traffic
 from support import produce
 
 

@@ -21,16 +21,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gongji.common import kafka
 from gongji.common.redis import connect
-from gongji.common.stack import REDIS_PERSISTENCE, die_with_parent, free_port, redis_server_binary
-from gongji.launch import service_env
+from gongji.local.stack import REDIS_PERSISTENCE, die_with_parent, free_port, redis_server_binary
+from gongji.local.launch import service_env
 from gongji.settlement import policy
 from gongji.settlement.codec import from_output, json_ready, to_event
 from gongji.settlement.domain import PersonState
-from gongji.settlement.handler import Settler
+from gongji.settlement.settler import Settler
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.redis_store import RedisStore, SeenMarkers
 from gongji.settlement.store import MemoryStore
-from gongji.synthetic import Traffic
+from gongji.local.synthetic import Traffic
 
 from health_probe import health
 from support import CATALOG, figures, running_service, open_accounts, produce, settings_for, wait_registered

@@ -10,14 +10,14 @@ import sys
 
 from gongji.common.redis import connect
 
-from gongji.launch import service_env
+from gongji.local.launch import service_env
 from gongji.settlement.codec import from_output, json_ready, to_event
 from gongji.settlement.domain import PersonState
-from gongji.settlement.handler import Settler
+from gongji.settlement.settler import Settler
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.redis_store import RedisStore
 from gongji.settlement.store import MemoryStore
-from gongji.synthetic import Traffic
+from gongji.local.synthetic import Traffic
 
 from support import CATALOG, running_service, by_claim, collect, open_accounts, produce, send_raw, settings_for, wait_registered, figures
 
@@ -179,20 +179,20 @@ async def test_killed_and_restarted_mid_stream_ends_as_an_uninterrupted_run(stac
 
 async def test_an_event_that_trips_a_bug_is_dead_lettered_and_the_rest_settle(stack, uniq, monkeypatch):
     """No input may stall a partition, not even one that meets a bug of ours."""
-    from gongji.settlement import engine
+    from gongji.settlement import rules
 
     settings = settings_for(stack, uniq)
     traffic = Traffic(persons=4, seed=8, tag=uniq, family=0.0)
     claims = [traffic.claim()[1] for _ in range(3)]
     poisoned = claims[1]["claim_id"]
-    real = engine.settle_claim
+    real = rules.settle_claim
 
     def buggy(claim, *args, **kwargs):
         if claim.claim_id == poisoned:
             raise KeyError("a bug this claim happens to trip")
         return real(claim, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "settle_claim", buggy)
+    monkeypatch.setattr(rules, "settle_claim", buggy)
     async with running_service(settings):
         await produce(settings, traffic.registry())
         await wait_registered(settings, traffic)
@@ -211,7 +211,7 @@ async def test_metrics_and_health_for_the_operator(stack, uniq):
     /healthz is 200 while the loop turns. Read over real HTTP from the service's own endpoint."""
     import urllib.request
 
-    from gongji.common.stack import free_port
+    from gongji.local.stack import free_port
 
     port = free_port()
     settings = settings_for(stack, uniq, metrics_port=port)

@@ -10,10 +10,10 @@ import random
 import pytest
 
 from gongji.settlement.codec import from_output, json_ready, to_event
-from gongji.settlement.handler import Settler
+from gongji.settlement.settler import Settler
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.store import MemoryStore
-from gongji.synthetic import Traffic
+from gongji.local.synthetic import Traffic
 from support import figures
 
 BOOK = load_policy_book()

@@ -7,9 +7,10 @@ import os
 import subprocess
 import sys
 
-from gongji.common.config import Settings
-from gongji.common.stack import ensure_topics
-from gongji.common.topics import describe_topics, topic_configs, topic_specs
+from gongji.settings import Settings
+from gongji.common.topic_admin import ensure_topics
+from gongji.common.topic_admin import describe_topics
+from gongji.contract.topics import topic_configs, topic_specs
 
 
 def gongji(stack, prefix: str, *args: str, **env: str) -> subprocess.CompletedProcess:

@@ -20,7 +20,7 @@ from gongji.settlement.domain import (
     Reversal,
     YearTotals,
 )
-from gongji.settlement.engine import ClaimSettled
+from gongji.settlement.rules import ClaimSettled
 from gongji.settlement.policy import PolicyBook, load_policy_book
 
 ERENHOT = "152501"  # 二连浩特: annual deductible 1000, caps 4000/5000, counted in the fund cap

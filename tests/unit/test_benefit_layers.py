@@ -12,7 +12,7 @@ import pytest
 from builders import BOOK, ERENHOT, PROVINCE, claim, fen, institution, line, person, record, reversal, state
 
 from gongji.settlement.domain import Rejection, YearTotals
-from gongji.settlement.engine import reverse_claim, settle_claim
+from gongji.settlement.rules import reverse_claim, settle_claim
 
 pytestmark = pytest.mark.unit
 H3 = institution("H3", level="3")

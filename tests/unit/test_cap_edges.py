@@ -12,7 +12,7 @@ import pytest
 from builders import BOOK, ERENHOT, claim, fen, institution, line, person, state
 
 from gongji.settlement.domain import Rejection, YearTotals
-from gongji.settlement.engine import settle_claim
+from gongji.settlement.rules import settle_claim
 from gongji.settlement.policy import PolicyBook, parse_policy
 
 pytestmark = pytest.mark.unit

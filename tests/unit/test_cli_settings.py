@@ -8,7 +8,7 @@ import json
 import pytest
 
 from gongji import cli
-from gongji.common.config import Settings
+from gongji.settings import Settings
 
 pytestmark = pytest.mark.unit
 

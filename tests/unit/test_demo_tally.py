@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gongji.demo import JUNK, Tally
+from gongji.local.demo import JUNK, Tally
 
 pytestmark = pytest.mark.unit
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from gongji import cli
-from gongji.common.config import Settings
+from gongji.settings import Settings
 
 ROOT = Path(__file__).parents[2]
 #: Services issue 5 is adding beside this change: `gongji run` knows them once they are merged.

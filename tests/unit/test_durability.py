@@ -47,7 +47,7 @@ def test_the_local_stack_runs_redis_as_compose_does(tmp_path):
 
     import yaml
 
-    from gongji.common.stack import _Server
+    from gongji.local.stack import _Server
 
     argv = _Server("redis", "valkey-server", 6379, tmp_path / "log").argv(tmp_path)
     compose = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())

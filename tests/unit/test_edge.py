@@ -17,10 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gongji.common.avro import SchemaCatalog
-from gongji.common.config import Settings
-from gongji.fraud.config import FraudConfig
+from gongji.settings import Settings
+from gongji.settings import FraudSettings
 from gongji.fraud.domain import ClaimFiled, ClaimRefused, MemoryBuckets, detect
-from gongji.settlement.codec import OUTPUT_RECORDS, from_output, to_event
+from gongji.contract.wire import OUTPUT_RECORDS
+from gongji.settlement.codec import from_output, to_event
 from gongji.settlement.domain import (
     DEFAULT_BOUNDS,
     WIRE_MAX_FEN,
@@ -34,8 +35,8 @@ from gongji.settlement.domain import (
     Reversal,
     text_problem,
 )
-from gongji.settlement.engine import ClaimSettled, settle_claim
-from gongji.settlement.handler import Output
+from gongji.settlement.rules import ClaimSettled, settle_claim
+from gongji.settlement.settler import Output
 
 pytestmark = pytest.mark.unit
 
@@ -443,7 +444,7 @@ def test_no_policy_is_its_own_code_and_never_a_suspension_signal():
         assert isinstance(out, Rejection)
         events = [ClaimFiled(visit.claim_id, "P1", "H1", visit.setl_time, ()),
                   ClaimRefused(visit.claim_id, "P1", out.err_code)]
-        signals = detect(FraudConfig(), MemoryBuckets(), events).signals
+        signals = detect(FraudSettings(), MemoryBuckets(), events).signals
         results[name] = (out.err_code, [s.rule_id for s in signals])
     assert results == {"no policy": ("NO_POLICY", []), "suspended": ("NOT_INSURED", ["SUSPENDED_BENEFITS"])}
 

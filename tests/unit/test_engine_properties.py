@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from gongji.common.money import mul_round, to_yuan, yuan_to_fen
+from gongji.contract.wire import MONEY_FIELDS
 from gongji.settlement.domain import (
-    MONEY_FIELDS,
     ZERO_YEAR,
     Claim,
     ClaimRecord,
@@ -35,7 +35,7 @@ from gongji.settlement.domain import (
     Settlement,
     YearTotals,
 )
-from gongji.settlement.engine import (
+from gongji.settlement.rules import (
     AccountCredited,
     ClaimReversed,
     ClaimSettled,

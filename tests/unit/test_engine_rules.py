@@ -23,7 +23,7 @@ from builders import (
 from pydantic import ValidationError
 
 from gongji.settlement.domain import Claim, ClaimRecord, FeeLine, PersonState, Rejection, Settlement, YearTotals
-from gongji.settlement.engine import (
+from gongji.settlement.rules import (
     ACCOUNT,
     POOLING,
     AccountCredited,

@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from gongji.settlement.handler import Settler
+from gongji.settlement.settler import Settler
 from gongji.settlement.store import MemoryStore
 from builders import BOOK, PROVINCE, claim, credit, institution, line, person, reversal
 

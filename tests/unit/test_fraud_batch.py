@@ -1,4 +1,4 @@
-"""The fraud service's batching (gongji.fraud.app): a batch of events staged together gives the same
+"""The fraud service's batching (gongji.fraud.service): a batch of events staged together gives the same
 signals and the same saved windows as the events one by one; each saved window goes to the
 changelog partition of the event that last changed it; windows sit at the keys faust's window
 wrapper gives them."""
@@ -11,13 +11,13 @@ from datetime import datetime, timedelta
 import faust
 
 from gongji.fraud import domain
-from gongji.fraud.app import BatchStaged, PinnedTable, TableBuckets
-from gongji.fraud.config import FraudConfig
+from gongji.fraud.service import BatchStaged, PinnedTable, TableBuckets
+from gongji.settings import FraudSettings
 from gongji.fraud.domain import (ClaimFiled, ClaimRefused, MemoryBuckets, Outcome, Staged, VisitReversed,
                                  VisitSettled, day_of, week_of)
 
 BASE = datetime.fromisoformat("2023-03-06T00:00:00+08:00")  # a Monday
-CONFIG = FraudConfig(visits_per_day=2, visits_per_week=4, shopping_institutions=1, split_claims=1,
+CONFIG = FraudSettings(visits_per_day=2, visits_per_week=4, shopping_institutions=1, split_claims=1,
                      spike_min_volume=3, spike_min_reversals=1, high_expense_amount=500, suspended_claims=0)
 
 

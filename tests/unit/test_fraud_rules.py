@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from gongji.common.config import Settings
-from gongji.fraud.config import FraudConfig
+from gongji.settings import Settings
+from gongji.settings import FraudSettings
 from gongji.fraud.domain import (ClaimFiled, ClaimRefused, InstitutionActivity, MemoryBuckets, VisitReversed,
                                  VisitSettled, day_of, detect, on_visit, signal_id, week_of, year_of)
 
@@ -25,7 +25,7 @@ def visit(cid, psn="P", inst="H1", when=None, fen=12000, part=4000, region="1525
 
 
 def run(events, **config):
-    return detect(FraudConfig(**config), MemoryBuckets(), events).signals
+    return detect(FraudSettings(**config), MemoryBuckets(), events).signals
 
 
 def rules(signals):
@@ -132,7 +132,7 @@ def interleavings(claims: list, settlements: list):
 
 def refill_signals(events, buckets=None, **config):
     return sorted((s.rule_id, s.window.start, s.signal_id, s.claim_ids) for s in
-                  detect(FraudConfig(**config), buckets if buckets is not None else MemoryBuckets(), events).signals
+                  detect(FraudSettings(**config), buckets if buckets is not None else MemoryBuckets(), events).signals
                   if s.rule_id == "EARLY_REFILL")
 
 
@@ -177,7 +177,7 @@ def activity(cid, day, kind="settlement"):
 def spike(events, **config):
     from gongji.fraud.domain import on_activity
 
-    cfg, buckets = FraudConfig(**config), MemoryBuckets()
+    cfg, buckets = FraudSettings(**config), MemoryBuckets()
     return [s for event in events for s in on_activity(cfg, buckets, event)]
 
 
@@ -209,7 +209,7 @@ def test_once_per_rule_subject_and_window():
 
 
 def test_redelivery_counts_nothing_twice_and_raises_nothing_again():
-    cfg, buckets = FraudConfig(), MemoryBuckets()
+    cfg, buckets = FraudSettings(), MemoryBuckets()
     three = [visit(f"c{i}", when=t(0, 8 + i)) for i in range(3)]
     assert detect(cfg, buckets, three + three + three).signals == []  # 3 distinct ids, not 9 visits
     first = detect(cfg, buckets, [visit("c3", when=t(0, 12))]).signals
@@ -259,7 +259,7 @@ def test_signal_encodes_with_the_fraud_signal_schema():
 def test_a_resent_visit_forgotten_by_the_travel_window_raises_nothing():
     """`recent` keeps 3 h before the newest visit; a visit read late (K, older than N) is judged
     against what is left. Resending A, which N pushed out, must not pair it with K now."""
-    cfg, buckets = FraudConfig(), MemoryBuckets()
+    cfg, buckets = FraudSettings(), MemoryBuckets()
     a, n, k = visit("a", when=t(0, 9), region="990100"), visit("n", when=t(0, 13)), visit("k", when=t(0, 10.5))
     assert detect(cfg, buckets, [a, n, k]).signals == []
     assert detect(cfg, buckets, [a, n, k]).signals == []

@@ -16,7 +16,7 @@ import pytest
 from builders import BOOK, claim, credit, fen, institution, line, person
 
 from gongji.settlement.domain import Rejection
-from gongji.settlement.handler import Settler
+from gongji.settlement.settler import Settler
 from gongji.settlement.store import MemoryStore
 
 pytestmark = pytest.mark.unit

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from gongji import cli
-from gongji.common.config import Settings
+from gongji.settings import Settings
 
 from test_deploy import COMING, compose, gongji_services, unknown_settings
 

@@ -128,11 +128,11 @@ def test_text_lines_still_replay():
 
 def test_an_error_inside_settlement_is_one_line_on_stderr(monkeypatch):
     """A bug of ours (here a KeyError from the engine) skips the event, as the service dead-letters it."""
-    from gongji.settlement import engine
+    from gongji.settlement import rules
 
     def broken(*args, **kwargs):
         raise KeyError("surprise")
-    monkeypatch.setattr(engine, "settle_claim", broken)
+    monkeypatch.setattr(rules, "settle_claim", broken)
     outputs, errors = replay([json.dumps(event) for event in VALID])
     assert outputs == []
     assert errors == ["line 3: internal error while settling: KeyError: \"'surprise'\"; skipped"]
@@ -142,15 +142,15 @@ def test_an_error_inside_settlement_is_one_line_on_stderr(monkeypatch):
 def test_in_a_batch_the_event_that_fails_inside_settlement_is_isolated(monkeypatch, batch):
     """With --batch N a failing batch is settled again one event at a time (as the service isolates
     a message for dead-letters): the other claims settle, the failing one is one line on stderr."""
-    from gongji.settlement import engine
+    from gongji.settlement import rules
 
-    settle_claim = engine.settle_claim
+    settle_claim = rules.settle_claim
 
     def fails_for_c2(claim, *args, **kwargs):
         if claim.claim_id == "C-2":
             raise KeyError("surprise")
         return settle_claim(claim, *args, **kwargs)
-    monkeypatch.setattr(engine, "settle_claim", fails_for_c2)
+    monkeypatch.setattr(rules, "settle_claim", fails_for_c2)
     claims = [claim_text(claim_id=f"C-{n}", mdtrt_id=f"M-{n}") for n in (1, 2, 3)]
     errors = io.StringIO()
 

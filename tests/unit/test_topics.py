@@ -7,11 +7,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from gongji.common.config import Settings
-from gongji.common.topics import (
-    INVALID_CONFIG, INVALID_REPLICATION_FACTOR, Described, TopicError, TopicSpec, create_topics_with, differences,
-    topic_specs,
+from gongji.settings import Settings
+from gongji.common.topic_admin import (
+    INVALID_CONFIG, INVALID_REPLICATION_FACTOR, Described, TopicError, create_topics_with, differences,
 )
+from gongji.contract.topics import TopicSpec, topic_specs
 
 DAY = 24 * 3600 * 1000
 

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from gongji.common.money import to_fen, to_yuan
-from gongji.settlement.domain import SHANGHAI
+from gongji.contract.wire import SHANGHAI
 
 # What a position adds up, per (month, treatment region, insured region).
 COUNTS = ("settlements", "adjustments")

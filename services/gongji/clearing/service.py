@@ -19,10 +19,11 @@ from aiokafka.structs import ConsumerRecord
 from gongji.clearing.domain import FIELDS, Contribution, contribution, empty, statement
 from gongji.common import kafka, poison
 from gongji.common.avro import DecodeError, SchemaCatalog
-from gongji.common.config import Settings
+from gongji.settings import Settings
 from gongji.common.observe import Metrics
 from gongji.common.redis import LuaScript, run_pipeline
-from gongji.common.topics import ensure_service_topics
+from gongji.common.topic_admin import ensure_service_topics
+from gongji.contract.topics import service_topics
 
 log = logging.getLogger("gongji.clearing")
 SERVICE = "clearing"
@@ -83,7 +84,7 @@ class ClearingService:
 
     async def run(self, stop: asyncio.Event) -> None:
         topics = self.settings.topics
-        await ensure_service_topics(self.settings, [topics.settlements, topics.clearing_statements, topics.dead_letters])
+        await ensure_service_topics(self.settings, service_topics(topics, "clearing"))
         await kafka.consume_batches(self.settings, self.settings.clearing_group, [topics.settlements], self.metrics,
                                     self.process, stop, probe=self.probe, catalog=self.catalog)
 

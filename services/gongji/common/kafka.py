@@ -20,7 +20,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from gongji.common import poison
 from gongji.common.avro import SchemaCatalog
-from gongji.common.config import Settings
+from gongji.settings import Settings
 from gongji.common.observe import Metrics, serve
 
 log = logging.getLogger("gongji.kafka")

@@ -14,7 +14,7 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from gongji.common.avro import SchemaCatalog, SchemaError
-from gongji.common.config import Settings
+from gongji.settings import Settings
 
 log = logging.getLogger("gongji.schemas")
 

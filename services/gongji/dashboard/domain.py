@@ -24,16 +24,12 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from gongji.contract.wire import FUNDS, POOLING
+
 ZERO = Decimal("0.00")
 
-#: Fund payment types shown, with the settlement field that carries each (CONTRACT.md).
-FUNDS = (
-    ("310100", "hifp_pay", "Basic pooling"),
-    ("330100", "hifob_pay", "Large-amount subsidy"),
-    ("320100", "cvlserv_pay", "Civil-servant subsidy"),
-    ("610100", "maf_pay", "Medical assistance"),
-)
-POOLING = "310100"
+#: The funds shown (oth_pay, "other", no rule here ever pays).
+SHOWN_FUNDS = tuple(fund for fund in FUNDS if fund.field != "oth_pay")
 GENERAL_OUTPATIENT = "11"
 #: Money totals kept, wire field → what it is.
 TOTALS = ("medfee_sumamt", "fund_pay_sumamt", "acct_pay", "acct_mulaid_pay", "psn_cash_pay")
@@ -60,7 +56,7 @@ class _Tally:
 
     settlements: int = 0
     reversals: int = 0
-    fund: dict[str, Decimal] = field(default_factory=lambda: {code: ZERO for code, _, _ in FUNDS})
+    fund: dict[str, Decimal] = field(default_factory=lambda: {fund.code: ZERO for fund in SHOWN_FUNDS})
     fund_paid: Decimal = ZERO
 
     def add(self, kind: str, data: dict) -> None:
@@ -68,8 +64,8 @@ class _Tally:
             self.settlements += 1
         else:
             self.reversals += 1
-        for code, wire, _ in FUNDS:
-            self.fund[code] += data.get(wire) or ZERO
+        for fund in SHOWN_FUNDS:
+            self.fund[fund.code] += data.get(fund.field) or ZERO
         self.fund_paid += data.get("fund_pay_sumamt") or ZERO
 
     def merge(self, other: _Tally) -> None:
@@ -250,7 +246,7 @@ class Board:
             "money": {name: _f(value) for name, value in self.money.items()},
             "rate": {"now": self.rate(now),
                      "series": [[s, self.per_second.get(s, 0)] for s in range(first, int(now))]},
-            "funds": [{"code": code, "name": name, "amount": _f(self.funds.fund[code])} for code, _, name in FUNDS],
+            "funds": [{"code": f.code, "name": f.label, "amount": _f(self.funds.fund[f.code])} for f in SHOWN_FUNDS],
             "regions": [{"code": code, "label": self.region(code), **tally.to_json()}
                         for code, tally in sorted(self.regions.items())],
             "levels": [{"level": label, **levels[label].to_json()}

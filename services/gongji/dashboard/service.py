@@ -38,8 +38,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_late
 
 from gongji.common import kafka, poison
 from gongji.common.avro import DecodeError, SchemaCatalog
-from gongji.common.config import Settings
+from gongji.settings import Settings
 from gongji.common.observe import Metrics, serve
+from gongji.contract.topics import service_topics
 from gongji.dashboard.domain import Board
 
 log = logging.getLogger("gongji.dashboard")
@@ -135,8 +136,7 @@ class Dashboard:
     def _wanted(self) -> dict[str, bool]:
         """Topics read, and whether each is read whole (True) or from the lookback."""
         topics = self.settings.topics
-        return {topics.settlements: False, topics.dead_letters: False, topics.fraud_signals: False,
-                topics.clearing_statements: False, topics.institutions: True}
+        return {name: name == topics.institutions for name in service_topics(topics, "dashboard")}
 
     async def _read(self) -> None:
         consumer = kafka.consumer(self.settings, None)

@@ -20,11 +20,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gongji.common.money import to_fen, to_yuan
-from gongji.fraud.config import FraudConfig
-from gongji.settlement.domain import SHANGHAI
+from gongji.contract.wire import SHANGHAI
+
+if TYPE_CHECKING:  # a type hint only: the domain takes its thresholds, it does not read settings
+    from gongji.settings import FraudSettings
 
 MAX_EVIDENCE = 50  # claim ids per signal (schema: at most 50)
 MAX_WAITING = 500  # a person's claims waiting for their outcome, or outcomes for their claim
@@ -161,7 +163,7 @@ def reversal_from_wire(result: dict) -> VisitReversed:
                          parse_time(result["orig_setl_time"]), to_fen(result["psn_part_amt"]))
 
 
-def claim_from_wire(claim: dict, config: FraudConfig) -> ClaimFiled:
+def claim_from_wire(claim: dict, config: FraudSettings) -> ClaimFiled:
     drugs = tuple((line["med_list_codg"], Decimal(line["cnt"])) for line in claim["fee_details"]
                   if line["list_type"] in config.drug_list_types)
     return ClaimFiled(claim["claim_id"], claim["psn_no"], claim["fixmedins_code"], parse_time(claim["setl_time"]),
@@ -283,7 +285,7 @@ def _hours(seconds: float) -> str:
 
 
 # ---------------------------------------------------------------- person rules
-def on_visit(config: FraudConfig, buckets: Buckets, visit: VisitSettled) -> Outcome:
+def on_visit(config: FraudSettings, buckets: Buckets, visit: VisitSettled) -> Outcome:
     out = Outcome()
     psn = visit.psn_no
 
@@ -336,7 +338,7 @@ def on_visit(config: FraudConfig, buckets: Buckets, visit: VisitSettled) -> Outc
     return out
 
 
-def on_reversal(config: FraudConfig, buckets: Buckets, reversal: VisitReversed) -> Outcome:
+def on_reversal(config: FraudSettings, buckets: Buckets, reversal: VisitReversed) -> Outcome:
     """A reversal counts against the original's year (its burden is negative) and ends the supply of
     the drugs its original dispensed. Visits stay counted: a visit settled then reversed is still a
     visit the supervisor wants to see. The institution's reversal count goes by the reversal's own day."""
@@ -351,7 +353,7 @@ def on_reversal(config: FraudConfig, buckets: Buckets, reversal: VisitReversed) 
     return out
 
 
-def on_claim(config: FraudConfig, buckets: Buckets, claim: ClaimFiled) -> Outcome:
+def on_claim(config: FraudSettings, buckets: Buckets, claim: ClaimFiled) -> Outcome:
     """A claim as filed: its time and drug lines wait for its outcome on `settlements`, or meet an
     outcome that came first."""
     profile = buckets.get("person", claim.psn_no, NO_WINDOW)
@@ -374,13 +376,13 @@ def on_claim(config: FraudConfig, buckets: Buckets, claim: ClaimFiled) -> Outcom
     return Outcome(signals)
 
 
-def on_refusal(config: FraudConfig, buckets: Buckets, refusal: ClaimRefused) -> Outcome:
+def on_refusal(config: FraudSettings, buckets: Buckets, refusal: ClaimRefused) -> Outcome:
     if refusal.err_code not in config.suspended_codes or not refusal.claim_id or not refusal.psn_no:
         return Outcome()
     return Outcome(_outcome(config, buckets, refusal.psn_no, refusal.claim_id, {"o": refusal.err_code}))
 
 
-def _outcome(config: FraudConfig, buckets: Buckets, psn: str, claim_id: str, outcome: dict) -> list[Signal]:
+def _outcome(config: FraudSettings, buckets: Buckets, psn: str, claim_id: str, outcome: dict) -> list[Signal]:
     """The outcome of a claim: joined now with its claim lines if they came first, else waits for them."""
     profile = buckets.get("person", psn, NO_WINDOW)
     claim = profile.get("claims", {}).get(claim_id)
@@ -396,7 +398,7 @@ def _outcome(config: FraudConfig, buckets: Buckets, psn: str, claim_id: str, out
     return _joined(config, buckets, psn, claim_id, outcome)
 
 
-def _joined(config: FraudConfig, buckets: Buckets, psn: str, claim_id: str, outcome: dict) -> list[Signal]:
+def _joined(config: FraudSettings, buckets: Buckets, psn: str, claim_id: str, outcome: dict) -> list[Signal]:
     profile = buckets.get("person", psn, NO_WINDOW)
     claim = profile["claims"][claim_id]
     if claim.get("done"):
@@ -422,7 +424,7 @@ def _joined(config: FraudConfig, buckets: Buckets, psn: str, claim_id: str, outc
     return signals
 
 
-def supply_days(config: FraudConfig, code: str, cnt: Decimal) -> Decimal:
+def supply_days(config: FraudSettings, code: str, cnt: Decimal) -> Decimal:
     """Days a dispensing lasts: cnt units × the configured days per unit (the assumption: one unit,
     e.g. a tablet or a dose, is one day unless the code has its own figure)."""
     return cnt * config.refill_days_per_unit_by_code.get(code, config.refill_days_per_unit)
@@ -447,7 +449,7 @@ def _end_supply(profile: dict, claim_id: str, at: datetime) -> bool:
     return True
 
 
-def _judge(config: FraudConfig, entries: list, first: int) -> list[tuple[int, str, datetime]]:
+def _judge(config: FraudSettings, entries: list, first: int) -> list[tuple[int, str, datetime]]:
     """The early dispensings among entries[first:] (sorted by time, then claim id), each with the
     claim whose supply it came during and when that supply (with what was stocked before) runs out.
     A dispensing is judged only against the ones before it in event time, never by arrival order:
@@ -474,7 +476,7 @@ def _judge(config: FraudConfig, entries: list, first: int) -> list[tuple[int, st
     return early
 
 
-def _refill(config: FraudConfig, profile: dict, psn: str, claim_id: str, t: datetime, admdvs: str | None,
+def _refill(config: FraudSettings, profile: dict, psn: str, claim_id: str, t: datetime, admdvs: str | None,
             drugs: list, buckets: Buckets) -> list[Signal]:
     """EARLY_REFILL over each drug's dispensings (code → [[setl_time, days, claim_id, reversed at,
     insu_admdvs]], by time): distinct by claim id, judged in event time, so a redelivered or resent
@@ -524,7 +526,7 @@ def _refill(config: FraudConfig, profile: dict, psn: str, claim_id: str, t: date
     return signals
 
 
-def _count_burden(config: FraudConfig, buckets: Buckets, psn: str, admdvs: str | None, t: datetime, claim_id: str,
+def _count_burden(config: FraudSettings, buckets: Buckets, psn: str, admdvs: str | None, t: datetime, claim_id: str,
                   fen: int) -> list[Signal]:
     """HIGH_EXPENSE (seed 003, 高额医疗费用预警): the year's personal burden net of reversals."""
     year = year_of(t)
@@ -546,7 +548,7 @@ def _count_burden(config: FraudConfig, buckets: Buckets, psn: str, admdvs: str |
     return signals
 
 
-def _travel(config: FraudConfig, buckets: Buckets, visit: VisitSettled) -> list[Signal]:
+def _travel(config: FraudSettings, buckets: Buckets, visit: VisitSettled) -> list[Signal]:
     """IMPOSSIBLE_TRAVEL (冒名就医 indicator): two treatment regions closer in time than travel allows.
     The window is the day of the later of the two settlements."""
     profile = buckets.get("person", visit.psn_no, NO_WINDOW)
@@ -586,7 +588,7 @@ def _travel(config: FraudConfig, buckets: Buckets, visit: VisitSettled) -> list[
 
 
 # ---------------------------------------------------------------- institution rules
-def on_activity(config: FraudConfig, buckets: Buckets, activity: InstitutionActivity) -> list[Signal]:
+def on_activity(config: FraudSettings, buckets: Buckets, activity: InstitutionActivity) -> list[Signal]:
     """INSTITUTION_SPIKE: the day's settlements (or reversals) against the institution's own trailing
     daily average. Each day remembers its last `institution_dedupe_ids` ids: the person side passes
     an activity on only the first time it sees its claim id, so only a crash replay (recent by
@@ -620,7 +622,7 @@ def on_activity(config: FraudConfig, buckets: Buckets, activity: InstitutionActi
     return signals
 
 
-def detect(config: FraudConfig, buckets: Buckets, events: Iterable) -> Outcome:
+def detect(config: FraudSettings, buckets: Buckets, events: Iterable) -> Outcome:
     """Run person events (and the institution activity they pass on) through the rules in order: the
     reference the service must agree with."""
     out = Outcome()

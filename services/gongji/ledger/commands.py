@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from gongji.common.config import Settings
+from gongji.settings import Settings
 from gongji.common.money import to_fen, to_yuan
 
 PREFIXES = {"fund": "fund:", "institution": "inst:", "account": "acct:", "cash": "cash:", "all": None}

@@ -23,17 +23,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Iterable, Literal
 
 from gongji.common.money import to_fen
+from gongji.contract.wire import ACCOUNT, FUNDS, SHANGHAI
 
-FUNDS = {  # settlement field → fund_pay_type
-    "hifp_pay": "310100", "hifob_pay": "330100", "cvlserv_pay": "320100", "maf_pay": "610100", "oth_pay": "999900",
-}
-ACCOUNT_FUND = "310200"
-SHANGHAI = timezone(timedelta(hours=8), "Asia/Shanghai")  # book dates are local dates (China has no DST)
 UNKNOWN_REGION = "000000"  # a credit result from a writer before insu_admdvs was on it
 
 
@@ -109,18 +105,18 @@ def entry_for(event_type: str, result: dict[str, Any]) -> Entry:
 
 
 def _settlement_entry(event_type: str, s: dict[str, Any]) -> Entry:
-    fen = {name: to_fen(s[name]) for name in (*FUNDS, "medfee_sumamt", "fund_pay_sumamt", "acct_pay",
+    fen = {name: to_fen(s[name]) for name in (*(f.field for f in FUNDS), "medfee_sumamt", "fund_pay_sumamt", "acct_pay",
                                              "acct_mulaid_pay", "psn_cash_pay")}
     region, institution = s["insu_admdvs"], s["fixmedins_code"]
     if fen["acct_mulaid_pay"] and not s.get("mulaid_holder_psn_no"):
         raise Unbookable(f"{s['claim_id']}: family mutual aid paid {s['acct_mulaid_pay']} but no holder is named")
-    if sum(fen[name] for name in FUNDS) != fen["fund_pay_sumamt"]:
+    if sum(fen[f.field] for f in FUNDS) != fen["fund_pay_sumamt"]:
         raise Unbookable(f"{s['claim_id']}: the funds' payments do not add up to fund_pay_sumamt")
     payable = fen["fund_pay_sumamt"] + fen["acct_pay"] + fen["acct_mulaid_pay"]
     if payable + fen["psn_cash_pay"] != fen["medfee_sumamt"]:
         raise Unbookable(f"{s['claim_id']}: fund + account + cash does not equal medfee_sumamt")
     postings = _lines([
-        *((f"fund:{FUNDS[name]}:{region}", fen[name]) for name in FUNDS),
+        *((f"fund:{f.code}:{region}", fen[f.field]) for f in FUNDS),
         (f"acct:{s['psn_no']}", fen["acct_pay"]),
         (f"acct:{s.get('mulaid_holder_psn_no')}", fen["acct_mulaid_pay"]),
         (f"cash:{region}", fen["psn_cash_pay"]),
@@ -145,7 +141,7 @@ def _credit_entry(c: dict[str, Any]) -> Entry:
     return Entry(
         entry_id=c["credit_id"], event_type="credit", source_id=c["credit_id"], psn_no=c["psn_no"],
         book_date=date(year, month, 1), insu_admdvs=region,
-        postings=_lines([(f"fund:{ACCOUNT_FUND}:{region}", amount), (f"acct:{c['psn_no']}", -amount)]),
+        postings=_lines([(f"fund:{ACCOUNT}:{region}", amount), (f"acct:{c['psn_no']}", -amount)]),
     )
 
 

@@ -19,9 +19,10 @@ from aiokafka.structs import ConsumerRecord
 
 from gongji.common import kafka, poison
 from gongji.common.avro import DecodeError, SchemaCatalog
-from gongji.common.config import Settings
+from gongji.settings import Settings
 from gongji.common.observe import Metrics
-from gongji.common.topics import ensure_service_topics
+from gongji.common.topic_admin import ensure_service_topics
+from gongji.contract.topics import service_topics
 from gongji.ledger.domain import Unbookable, entry_for
 from gongji.ledger.store import LedgerStore
 
@@ -41,7 +42,7 @@ class LedgerService:
 
     async def run(self, stop: asyncio.Event) -> None:
         topics = self.settings.topics
-        await ensure_service_topics(self.settings, [topics.settlements, topics.dead_letters])
+        await ensure_service_topics(self.settings, service_topics(topics, "ledger"))
         await kafka.consume_batches(self.settings, self.settings.ledger_group, [topics.settlements], self.metrics,
                                     self.process, stop, probe=self.store.ping, catalog=self.catalog)
 

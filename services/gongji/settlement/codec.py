@@ -15,16 +15,18 @@ from pydantic import ValidationError
 
 from gongji.common.avro import decimal_bytes
 from gongji.common.money import shown, to_yuan
+from gongji.contract.wire import MONEY_FIELDS
 from gongji.settlement.domain import (
     DEFAULT_BOUNDS,
-    MONEY_FIELDS,
     NAME_MAX_LENGTH,
     NAME_PATTERN,
+    Output,
     TEXT_PATTERN,
     Bounds,
     Claim,
     Credit,
     CreditApplied,
+    Event,
     Institution,
     Person,
     Rejection,
@@ -33,17 +35,10 @@ from gongji.settlement.domain import (
     text_problem,
     validation_context,
 )
-from gongji.settlement.handler import Event, Output
 
 INPUT_TYPES: dict[str, type] = {
     "institution": Institution, "person": Person, "claim": Claim, "reversal": Reversal, "credit": Credit,
 }
-# Avro record name of each event type, inputs and outputs.
-INPUT_RECORDS = {"institution": "Institution", "person": "Person", "claim": "Claim", "reversal": "Reversal",
-                 "credit": "Credit"}
-RECORD_INPUTS = {record: kind for kind, record in INPUT_RECORDS.items()}
-OUTPUT_RECORDS = {"settlement": "Settlement", "reversal": "ReversalResult", "rejection": "Rejection",
-                  "credit": "CreditResult"}
 
 _SETTLEMENT_FIELDS = (
     "claim_id", "setl_id", "psn_no", "mdtrt_id", "med_type", "psn_type", "insu_admdvs", "mdtrtarea_admvs",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -24,15 +24,15 @@ from pydantic import (
     model_validator,
 )
 
+from gongji.contract.wire import (
+    DEFAULT_BOUNDS, ID_MAX_LENGTH, NAME_MAX_LENGTH, SHANGHAI, WIRE_MAX_COUNT, WIRE_MAX_FEN,
+    WIRE_MAX_PRICE, Bounds,
+)
 from gongji.common.money import shown, to_decimal, to_fen, to_price, to_ratio, yuan_text, yuan_to_fen
-
-# Asia/Shanghai has been UTC+8 without daylight saving since 1991; a fixed offset needs no tz database.
-SHANGHAI = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 Fen = Annotated[int, BeforeValidator(to_fen)]
 Ratio = Annotated[Decimal, BeforeValidator(to_ratio)]
 Price = Annotated[Decimal, BeforeValidator(to_price)]
-MULAID_RELATIONS = ("spouse", "parent", "child")  # 配偶、父母、子女
 
 
 class SettlementError(Exception):
@@ -40,31 +40,6 @@ class SettlementError(Exception):
 
 
 # ---------------------------------------------------------------- bounds at the edge
-
-# What the wire schemas hold (schemas/*.avsc): money decimal(16,2), prices decimal(20,6), counts
-# decimal(12,4), ratios decimal(6,4). Nothing larger can be published, so nothing larger is settled.
-WIRE_MAX_FEN = 10**16 - 1  # 99,999,999,999,999.99 yuan
-WIRE_MAX_PRICE = Decimal(10) ** 14 - Decimal("0.000001")
-WIRE_MAX_COUNT = Decimal(10) ** 8 - Decimal("0.0001")
-ID_MAX_LENGTH = 64  # ids and codes; the national platform's are at most 50 characters
-NAME_MAX_LENGTH = 200
-
-
-@dataclass(frozen=True, slots=True)
-class Bounds:
-    """Plausibility ceilings and the clock tolerance at the edge of settlement, in fen.
-
-    The defaults are **sample** values (the GONGJI_MAX_* settings); a fund sets its own.
-    """
-
-    max_line_amount: int = 2_000_000_00  # one fee line: above a CAR-T dose (about 1.2 million yuan)
-    max_claim_amount: int = 10_000_000_00  # one claim's lines together
-    max_opening_amount: int = 1_000_000_00  # an opening balance migrated into a personal account
-    max_credit_base: int = 200_000_00  # a monthly credit's contribution base or average pension
-    setl_time_tolerance: timedelta = timedelta(minutes=10)  # how far past the present a setl_time may be
-
-
-DEFAULT_BOUNDS = Bounds()
 
 
 def validation_context(bounds: Bounds = DEFAULT_BOUNDS, now: datetime | None = None) -> dict[str, Any]:
@@ -469,11 +444,6 @@ class SetlDetail:
     setl_proc_info: str
 
 
-MONEY_FIELDS = (
-    "medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "preselfpay_amt", "inscp_scp_amt",
-    "act_pay_dedc", "hifp_pay", "hifob_pay", "cvlserv_pay", "maf_pay", "oth_pay", "fund_pay_sumamt",
-    "psn_part_amt", "acct_pay", "acct_mulaid_pay", "psn_cash_pay",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -581,3 +551,21 @@ class ClaimRecord:
 class CreditRecord:
     fingerprint: str
     result: CreditApplied
+
+
+Event = Person | Institution | Claim | Reversal | Credit
+Result = Settlement | Rejection | CreditApplied
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One result to publish, keyed by the person."""
+
+    key: str
+    value: Result
+
+    @property
+    def kind(self) -> str:
+        if isinstance(self.value, Settlement):
+            return "reversal" if self.value.is_reversal else "settlement"
+        return "rejection" if isinstance(self.value, Rejection) else "credit"

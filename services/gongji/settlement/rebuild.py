@@ -30,11 +30,12 @@ from aiokafka.structs import TopicPartition
 
 from gongji.common import kafka
 from gongji.common.avro import DecodeError, SchemaCatalog
-from gongji.common.config import Settings
+from gongji.settings import Settings
 from gongji.common.redis import Durability
-from gongji.settlement.codec import OUTPUT_RECORDS, RECORD_INPUTS, from_output, json_ready, to_event
+from gongji.contract.wire import OUTPUT_RECORDS, RECORD_INPUTS
+from gongji.settlement.codec import from_output, json_ready, to_event
 from gongji.settlement.domain import Claim, Credit, Institution, Person, Rejection, Reversal
-from gongji.settlement.handler import Settler, fingerprint
+from gongji.settlement.settler import Settler, fingerprint
 from gongji.settlement.policy import PolicyBook
 from gongji.settlement.redis_store import RedisStore, SeenMarkers
 from gongji.settlement.seen import field as marker_field

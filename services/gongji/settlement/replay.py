@@ -18,8 +18,9 @@ from typing import IO
 
 from gongji.common.money import shown
 from gongji.settlement.codec import from_output, json_ready, to_event
-from gongji.settlement.domain import DEFAULT_BOUNDS, Bounds, Rejection
-from gongji.settlement.handler import Event, Output, Settler
+from gongji.contract.wire import DEFAULT_BOUNDS, Bounds
+from gongji.settlement.domain import Rejection
+from gongji.settlement.settler import Event, Output, Settler
 from gongji.settlement.policy import PolicyBook
 from gongji.settlement.store import MemoryStore
 

@@ -22,11 +22,13 @@ from gongji.common.avro import DecodeError, SchemaCatalog, UnknownSchemaError
 from gongji.common.observe import Metrics
 from gongji.common.redis import Durability
 from gongji.common.schemas import SchemaDirectory
-from gongji.common.config import Settings
-from gongji.common.topics import ensure_service_topics
-from gongji.settlement.codec import OUTPUT_RECORDS, RECORD_INPUTS, from_output, to_event
+from gongji.settings import Settings
+from gongji.common.topic_admin import ensure_service_topics
+from gongji.contract.topics import service_topics, settlement_inputs
+from gongji.contract.wire import OUTPUT_RECORDS, RECORD_INPUTS
+from gongji.settlement.codec import from_output, to_event
 from gongji.settlement.domain import Rejection
-from gongji.settlement.handler import Output, Settler, StoreContention
+from gongji.settlement.settler import Output, Settler, StoreContention
 from gongji.settlement.policy import PolicyBook
 from gongji.settlement.redis_store import RedisStore, SeenMarkers
 from gongji.settlement.seen import Gate, StateLost
@@ -76,13 +78,7 @@ class SettlementService:
         self.settler = Settler(RedisStore(redis_client, settings.key_prefix), book)
         self.bounds = settings.settlement_bounds()
         self.probe = poison.redis_probe(redis_client, settings.key_prefix)
-        topics = settings.topics
-        self.accepted = {
-            topics.claims: {"Claim", "Reversal"},
-            topics.credits: {"Credit"},
-            topics.persons: {"Person"},
-            topics.institutions: {"Institution"},
-        }
+        self.accepted = settlement_inputs(settings.topics)
         self.schemas = SchemaDirectory(settings, catalog)
         self.stats = Stats()
         self.metrics = Metrics(SERVICE)
@@ -92,9 +88,7 @@ class SettlementService:
                                      Durability.from_settings(settings)), self.metrics)
 
     async def prepare_topics(self) -> None:
-        topics = self.settings.topics
-        await ensure_service_topics(self.settings,
-                                    [*self.accepted, topics.settlements, topics.dead_letters, topics.schemas])
+        await ensure_service_topics(self.settings, service_topics(self.settings.topics, SERVICE))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; a batch in flight is finished and committed first. Raises

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from gongji.common.money import div_round, mul_round, yuan_text, yuan_to_fen
+from gongji.contract.wire import ACCOUNT, MULAID_RELATIONS, POOLING, SHANGHAI
 from gongji.settlement.domain import (
-    MULAID_RELATIONS,
-    SHANGHAI,
     Claim,
     ClaimRecord,
     Credit,
@@ -32,7 +31,6 @@ from gongji.settlement.domain import (
 from gongji.settlement.policy import PolicyBook, PolicyVersion
 
 COVERED_INSUTYPES = ("310",)  # 职工基本医疗保险
-POOLING, ACCOUNT = "310100", "310200"
 LARGE_AMOUNT, CIVIL_SERVANT, ASSISTANCE = "330100", "320100", "610100"
 
 

@@ -39,9 +39,10 @@ import orjson
 
 from gongji.common import kafka, poison
 from gongji.common.avro import SchemaCatalog
-from gongji.common.config import Settings
+from gongji.settings import Settings
 from gongji.common.observe import Metrics, serve
-from gongji.common.topics import ensure_service_topics
+from gongji.common.topic_admin import ensure_service_topics
+from gongji.contract.topics import service_topics
 from gongji.fraud import domain
 from gongji.fraud.domain import NO_WINDOW, InstitutionActivity, Outcome, Signal, Staged, Window
 
@@ -397,9 +398,7 @@ class FraudService:
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self, stop: asyncio.Event) -> None:
-        topics = self.settings.topics
-        await ensure_service_topics(self.settings, [topics.settlements, topics.claims, topics.fraud_signals,
-                                                    topics.dead_letters, self.activity_name])
+        await ensure_service_topics(self.settings, [*service_topics(self.settings.topics, "fraud"), self.activity_name])
         server = serve(self.metrics, self.settings.metrics_host, self.settings.metrics_port,
                        self.settings.stall_seconds) if self.settings.metrics_port else None
         app = self.app = self._build()

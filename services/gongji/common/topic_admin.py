@@ -1,8 +1,8 @@
 """Gongji's topics on any Kafka cluster: what each one is (partitions, replication, cleanup policy,
 retention), creating the missing ones, and reading back what the cluster holds.
 
-`topic_specs(settings)` is the one list of topics and their configs (CONTRACT.md, "Topics");
-`create_topics` creates what is missing and says which configs a broker refused instead of
+The topics themselves (names, configs, which service reads and writes which) are
+`gongji.contract.topics`; here is what talks to a cluster about them: `create_topics` creates what is missing and says which configs a broker refused instead of
 failing; `describe_topics` reads partitions, replicas and configs back from the cluster.
 
 What Tansu 0.6 (the local broker) does with topic configs, as probed: CreateTopics accepts and
@@ -20,14 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
-from gongji.common.config import Settings
+from gongji.contract.topics import TopicSpec, topic_configs
+
+if TYPE_CHECKING:
+    from gongji.settings import Settings
 
 # Kafka protocol error codes (org.apache.kafka.common.protocol.Errors).
 TOPIC_ALREADY_EXISTS = 36
@@ -43,16 +47,6 @@ REPORTED_CONFIGS = ("cleanup.policy", "retention.ms", "min.insync.replicas")
 
 class TopicError(RuntimeError):
     """A topic could not be created or read; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class TopicSpec:
-    """One topic as Gongji wants it."""
-
-    name: str
-    partitions: int
-    replication_factor: int
-    configs: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -79,32 +73,6 @@ class Described:
     @property
     def exists(self) -> bool:
         return self.partitions > 0
-
-
-def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """Every topic of CONTRACT.md with its configs: the registries and `schemas` compacted (the
-    latest value per key is the state, kept for ever); `dead-letters` and `clearing.statements`
-    kept `topic_long_retention_ms`; every other topic `topic_retention_ms`."""
-    topics = settings.topics
-    compacted = {topics.persons, topics.institutions, topics.schemas}
-    long_kept = {topics.dead_letters, topics.clearing_statements}
-    specs = []
-    for name in dict.fromkeys(getattr(topics, f) for f in type(topics).model_fields):
-        if name in compacted:
-            configs = {"cleanup.policy": "compact"}
-        else:
-            retention = settings.topic_long_retention_ms if name in long_kept else settings.topic_retention_ms
-            configs = {"cleanup.policy": "delete", "retention.ms": str(retention)}
-        if settings.topic_min_insync_replicas:
-            configs["min.insync.replicas"] = str(settings.topic_min_insync_replicas)
-        specs.append(TopicSpec(name, settings.partitions, settings.replication_factor, configs))
-    return specs
-
-
-def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
-    """Each topic's configs by name, for `ensure_topics(..., configs=...)` in a service that creates
-    its own topics on start-up."""
-    return {spec.name: dict(spec.configs) for spec in topic_specs(settings)}
 
 
 async def create_topics(bootstrap: str, specs: Iterable[TopicSpec], wait: float = 30.0) -> list[Created]:
@@ -250,12 +218,36 @@ async def _wait_for_partitions(admin: AIOKafkaAdminClient, specs: list[TopicSpec
         await asyncio.sleep(0.2)
 
 
+async def ensure_topics(
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int,
+    compacted: Collection[str] = frozenset(),
+    replication_factor: int = 1,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[str]:
+    """Create the topics among `names` that do not exist yet; return the ones created.
+
+    Topics in `compacted` get cleanup.policy=compact, and each topic the configs `configs` names
+    for it (retention.ms, say: `gongji.contract.topics.topic_specs` has them all); a broker that
+    rejects a topic's configs gets the topic without them (Tansu 0.6 accepts and reports configs
+    but enforces none; readers must not rely on compaction having run, on Kafka neither). Raises
+    TopicError for any other refusal. Existing topics are left as they are.
+    """
+    configs = configs or {}
+    specs = []
+    for name in dict.fromkeys(names):
+        wanted = dict(configs.get(name, {}))
+        if name in compacted:
+            wanted["cleanup.policy"] = "compact"
+        specs.append(TopicSpec(name, partitions, replication_factor, wanted))
+    return [result.name for result in await create_topics(bootstrap, specs) if result.created]
+
+
 async def ensure_service_topics(settings: Settings, names: Iterable[str]) -> list[str]:
     """What a service calls on start-up for the topics it reads and writes: those missing are
     created as `topic_specs` says (partitions, replication, compaction, retention), so a service
     started before `gongji topics create` leaves no topic a broker would default."""
-    from gongji.common.stack import ensure_topics
-
     configs = topic_configs(settings)
     compacted = {name for name, config in configs.items() if config.get("cleanup.policy") == "compact"}
     return await ensure_topics(settings.kafka_bootstrap_servers, names, settings.partitions, compacted=compacted,

@@ -1,7 +1,7 @@
 """Typed settings for every Gongji process, read from the environment (prefix GONGJI_).
 
 Built once in the composition root (the CLI) and passed down; nothing connects at import time.
-Unset server addresses mean "use the local stack" (see gongji.common.stack).
+Unset server addresses mean "use the local stack" (see gongji.local.stack).
 """
 
 from __future__ import annotations
@@ -10,29 +10,60 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gongji.common.money import to_fen, to_yuan
-from gongji.fraud.config import FraudConfig
-from gongji.settlement.domain import DEFAULT_BOUNDS, WIRE_MAX_FEN, Bounds
+from gongji.contract.topics import Topics
+from gongji.contract.wire import DEFAULT_BOUNDS, WIRE_MAX_FEN, Bounds
 
 
-class Topics(BaseModel):
-    """Topic names (CONTRACT.md, "Topics"). A prefix lets several runs share one cluster."""
+class FraudSettings(BaseModel):
+    """Thresholds of the fraud rules (env `GONGJI_FRAUD__VISITS_PER_DAY=3`). The seeds name the
+    indicators (冒名就医, 分解收费, 超量开药, 高额医疗费用预警) but give no numbers: every value here is a
+    **sample** for a supervisor to tune."""
 
-    claims: str = "claims"
-    persons: str = "registry.persons"
-    institutions: str = "registry.institutions"
-    credits: str = "accounts.credits"
-    settlements: str = "settlements"
-    fraud_signals: str = "fraud.signals"
-    clearing_statements: str = "clearing.statements"
-    dead_letters: str = "dead-letters"
-    schemas: str = "schemas"  # compacted: writer schemas by fingerprint (gongji.common.schemas)
-
-    def prefixed(self, prefix: str) -> "Topics":
-        return Topics(**{name: prefix + value for name, value in self.model_dump().items()})
+    # VISITS_PER_DAY / VISITS_PER_WEEK: more settled visits than this in a Shanghai calendar day / ISO week.
+    visits_per_day: int = Field(3, ge=1)
+    visits_per_week: int = Field(10, ge=1)
+    # SHOPPING: more distinct institutions than this for one person in a day.
+    shopping_institutions: int = Field(3, ge=1)
+    # IMPOSSIBLE_TRAVEL (冒名就医 indicator): two settlements in different treatment regions
+    # (mdtrtarea_admvs) less than this many hours apart.
+    travel_min_hours: float = Field(3.0, gt=0)
+    # EARLY_REFILL (超量开药/重复开药): the assumption is that one unit of a drug line (cnt) is one day's
+    # supply, `refill_days_per_unit` (per-code overrides below); a new dispensing of the same drug
+    # (med_list_codg) before `1 - refill_tolerance` of the last supply has run out is early.
+    drug_list_types: tuple[str, ...] = ("101", "102", "103")  # 西药中成药, 中药饮片, 医疗机构制剂
+    refill_days_per_unit: Decimal = Field(Decimal("1"), gt=0)
+    refill_days_per_unit_by_code: dict[str, Decimal] = {}
+    refill_tolerance: Decimal = Field(Decimal("0.2"), ge=0, lt=1)
+    # SPLIT_BILLING (分解收费): more claims of at most `split_max_amount` yuan (medfee_sumamt) than
+    # `split_claims` for one person at one institution in a day.
+    split_claims: int = Field(3, ge=1)
+    split_max_amount: Decimal = Field(Decimal("50.00"), gt=0)
+    # SUSPENDED_BENEFITS: more refusals with these codes than this in a day for one person.
+    suspended_codes: tuple[str, ...] = ("NOT_INSURED",)
+    suspended_claims: int = Field(0, ge=0)
+    # INSTITUTION_SPIKE: a day's settlements (or reversals) above `spike_factor` times the
+    # institution's own average over the previous `spike_baseline_days` days, and at least the minimum.
+    # No signal without a baseline: at least `spike_min_baseline_days` of those days had settlements.
+    spike_factor: Decimal = Field(Decimal("3"), gt=0)
+    spike_baseline_days: int = Field(7, ge=1)
+    spike_min_baseline_days: int = Field(1, ge=1)
+    spike_min_volume: int = Field(20, ge=1)
+    spike_min_reversals: int = Field(5, ge=1)
+    # Crash replays reach an institution's day at most this many events back (see domain.on_activity).
+    institution_dedupe_ids: int = Field(2000, ge=1)
+    # HIGH_EXPENSE (高额医疗费用预警, seed 003): a person's personal burden (psn_part_amt, net of
+    # reversals) in a calendar year above this many yuan: a relief review, not a suspicion.
+    high_expense_amount: Decimal = Field(Decimal("20000.00"), gt=0)
+    # How long a person's claim lines wait for their settlement (and refusals for their claim).
+    join_days: int = Field(3, ge=1)
+    # Not a rule: the service reads up to this many events (or what came within this many seconds)
+    # and saves each window they changed once, after the batch's signals are acknowledged.
+    batch_events: int = Field(1000, ge=1)
+    batch_seconds: float = Field(0.05, gt=0)
 
 
 class Settings(BaseSettings):
@@ -63,7 +94,7 @@ class Settings(BaseSettings):
     # Fraud signals (gongji.fraud): its consumer group, also the faust app id after the topic prefix
     # (so its changelog topics carry the prefix), and the rules' thresholds (GONGJI_FRAUD__...).
     fraud_group: str = "gongji-fraud"
-    fraud: FraudConfig = FraudConfig()
+    fraud: FraudSettings = FraudSettings()
     # Partitions for topics this project creates; the same key always lands on one partition.
     partitions: int = 6
     replication_factor: int = 1
@@ -77,7 +108,7 @@ class Settings(BaseSettings):
     # min.insync.replicas set on each topic; 0 leaves the broker's default (set 2 with replication 3).
     topic_min_insync_replicas: int = 0
     # Consumer-group timeouts: the shortest a stock Kafka accepts. The local Tansu stack uses
-    # shorter ones (gongji.common.stack.TANSU_GROUP_TIMEOUTS).
+    # shorter ones (gongji.local.stack.TANSU_GROUP_TIMEOUTS).
     kafka_session_timeout_ms: int = 6000
     kafka_heartbeat_interval_ms: int = 1000
     kafka_rebalance_timeout_ms: int = 6000

@@ -36,7 +36,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +45,6 @@ import redis
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from gongji.common.topics import TopicError, TopicSpec, create_topics
 
 STATE_FILE = "stack.json"
 
@@ -400,37 +398,6 @@ def stack_down(state_dir: str | Path = ".gongji") -> bool:
             shutil.rmtree(scratch, ignore_errors=True)  # only ever a directory _init_postgres made
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return stopped
-
-
-async def ensure_topics(
-    bootstrap: str,
-    names: Iterable[str],
-    partitions: int,
-    compacted: Collection[str] = frozenset(),
-    replication_factor: int = 1,
-    configs: Mapping[str, Mapping[str, str]] | None = None,
-) -> list[str]:
-    """Create the topics among `names` that do not exist yet; return the ones created.
-
-    Topics in `compacted` get cleanup.policy=compact, and each topic the configs `configs` names
-    for it (retention.ms, say: `gongji.common.topics.topic_specs` has them all); a broker that
-    rejects a topic's configs gets the topic without them (Tansu 0.6 accepts and reports configs
-    but enforces none; readers must not rely on compaction having run, on Kafka neither). Waits
-    until the new topics show all their partitions in metadata, which Kafka fills in
-    asynchronously. Existing topics are left as they are.
-    """
-    configs = configs or {}
-    specs = []
-    for name in dict.fromkeys(names):
-        topic_configs = dict(configs.get(name, {}))
-        if name in compacted:
-            topic_configs["cleanup.policy"] = "compact"
-        specs.append(TopicSpec(name, partitions, replication_factor, topic_configs))
-    try:
-        results = await create_topics(bootstrap, specs)
-    except TopicError as error:
-        raise StackError(str(error)) from error
-    return [result.name for result in results if result.created]
 
 
 async def _kafka_answers(bootstrap: str) -> bool:

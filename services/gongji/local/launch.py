@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import IO
 
 from gongji.common.avro import SchemaCatalog
-from gongji.common.config import Settings
-from gongji.common.stack import LocalStack, die_with_parent, stack_settings
-from gongji.common.topics import ensure_service_topics
-from gongji.settlement.codec import INPUT_RECORDS
+from gongji.settings import Settings
+from gongji.local.stack import LocalStack, die_with_parent, stack_settings
+from gongji.common.topic_admin import ensure_service_topics
+from gongji.contract.topics import service_topics
+from gongji.contract.wire import INPUT_RECORDS
 
 #: A topic message ready to send: (topic, key, value, id of the event: claim_id, credit_id or key).
 Row = tuple[str, bytes, bytes, str]
@@ -56,7 +57,7 @@ def with_dashboard_port(settings: Settings) -> Settings:
             return settings
         except OSError:
             pass
-    from gongji.common.stack import free_port
+    from gongji.local.stack import free_port
 
     return settings.model_copy(update={"dashboard_port": free_port()})
 
@@ -125,9 +126,7 @@ def input_topic(settings: Settings, kind: str) -> str:
 async def prepare_topics(settings: Settings) -> None:
     """The settlement service's inputs and outputs, created before it starts so that nothing is
     produced to, or read from, a topic the broker would auto-create with its own partition count."""
-    topics = settings.topics
-    await ensure_service_topics(settings, [topics.claims, topics.credits, topics.persons, topics.institutions,
-                                           topics.settlements, topics.dead_letters])
+    await ensure_service_topics(settings, service_topics(settings.topics, "settlement"))
 
 
 def encode(catalog: SchemaCatalog, settings: Settings, events: Iterable[tuple[str, dict]]) -> list[Row]:

@@ -35,12 +35,12 @@ from rich.text import Text
 
 from gongji.common import kafka
 from gongji.common.avro import SchemaCatalog
-from gongji.common.config import Settings
+from gongji.settings import Settings
 from gongji.common.observe import redacted
 from gongji.common.redis import connect
-from gongji.common.stack import StackError
-from gongji.common.topics import ensure_service_topics
-from gongji.launch import (
+from gongji.local.stack import StackError
+from gongji.common.topic_admin import ensure_service_topics
+from gongji.local.launch import (
     dashboard_url,
     encode,
     isolated,
@@ -50,10 +50,10 @@ from gongji.launch import (
     stop_processes,
     with_dashboard_port,
 )
-from gongji.settlement.codec import OUTPUT_RECORDS
+from gongji.contract.wire import OUTPUT_RECORDS
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.redis_store import RedisStore
-from gongji.synthetic import Traffic
+from gongji.local.synthetic import Traffic
 
 BAD_EVERY = 500  # one deliberately bad message per 500 on `claims`, the first as the 250th
 JUNK = b"GONGJI-DEMO-JUNK "  # starts every junk message, so its dead letter is recognised

@@ -23,9 +23,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from gongji.common import kafka
 from gongji.common.avro import SchemaCatalog
-from gongji.common.config import Settings
-from gongji.launch import encode, isolated, prepare_topics, servers, start_service, stop_processes
-from gongji.synthetic import Traffic
+from gongji.settings import Settings
+from gongji.local.launch import encode, isolated, prepare_topics, servers, start_service, stop_processes
+from gongji.local.synthetic import Traffic
 
 
 class Results:

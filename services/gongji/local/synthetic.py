@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from gongji.settlement.domain import MULAID_RELATIONS
+from gongji.contract.wire import MULAID_RELATIONS
 
 REGIONS = ("152501", "990100")
 CST = timezone(timedelta(hours=8))

@@ -21,23 +21,22 @@ from decimal import Decimal
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Union
 
 import orjson
 
-from gongji.settlement import engine
+from gongji.settlement import rules
 from gongji.settlement.domain import (
     Claim,
     ClaimRecord,
     Credit,
-    CreditApplied,
     CreditRecord,
+    Event,
     Institution,
     Person,
     PersonState,
     Rejection,
     Reversal,
-    Settlement,
+    Output,
     SettlementError,
 )
 from gongji.settlement.policy import PolicyBook
@@ -51,27 +50,11 @@ from gongji.settlement.store import (
     credit_key,
 )
 
-Event = Union[Person, Institution, Claim, Reversal, Credit]
-Result = Union[Settlement, Rejection, CreditApplied]
 MAX_ATTEMPTS = 20
 
 
 class StoreContention(SettlementError):
     """An event kept finding its person's state changed under it; the batch must be retried."""
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    """One result to publish, keyed by the person."""
-
-    key: str
-    value: Result
-
-    @property
-    def kind(self) -> str:
-        if isinstance(self.value, Settlement):
-            return "reversal" if self.value.is_reversal else "settlement"
-        return "rejection" if isinstance(self.value, Rejection) else "credit"
 
 
 def _canonical(value):
@@ -215,7 +198,7 @@ class Settler:
                     await self._settle_all(work, results)
                     work = []
                 if isinstance(event, Person):
-                    refused = engine.check_person(event)
+                    refused = rules.check_person(event)
                     if refused:
                         results[index].append(Output(event.psn_no, refused))
                     else:
@@ -400,9 +383,9 @@ class Settler:
         stray_account = (stray, claim.psn_no, claim.claim_id)
         returned = (holds.move(stray_account, 0, nonce),) \
             if stray is not None and holds.known(stray_account) and holds.held[stray_account] else ()
-        refused = engine.check_binding(person, holds.views[account].person, claim.claim_id) \
+        refused = rules.check_binding(person, holds.views[account].person, claim.claim_id) \
             if family and person.active else None
-        outcome = refused or engine.settle_claim(claim, person, snap.institutions.get(claim.fixmedins_code),
+        outcome = refused or rules.settle_claim(claim, person, snap.institutions.get(claim.fixmedins_code),
                                                  self.book, state, holds.available(account) if family else None)
         if isinstance(outcome, Rejection):
             # A hold left by an earlier attempt at this claim goes back to the holder.
@@ -424,7 +407,7 @@ class Settler:
         original_key = claim_key(reversal.orig_claim_id)
         original = records.get((reversal.psn_no, original_key))
         state = states[reversal.psn_no]
-        outcome = engine.reverse_claim(reversal, original, state)
+        outcome = rules.reverse_claim(reversal, original, state)
         if isinstance(outcome, Rejection):
             return _Planned(Output(reversal.psn_no, outcome))
         refunds = ()
@@ -444,7 +427,7 @@ class Settler:
         if existing is not None:
             return self._replay(credit, existing, "credit")
         state: PersonState = states[credit.psn_no]
-        outcome = engine.apply_credit(credit, snap.persons.get(credit.psn_no), self.book, state)
+        outcome = rules.apply_credit(credit, snap.persons.get(credit.psn_no), self.book, state)
         if isinstance(outcome, Rejection):
             return _Planned(Output(credit.psn_no, outcome))
         record = CreditRecord(fingerprint(credit), outcome.result)

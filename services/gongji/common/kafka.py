@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
@@ -22,6 +23,7 @@ from gongji.common import poison
 from gongji.common.avro import SchemaCatalog
 from gongji.settings import Settings
 from gongji.common.observe import Metrics, serve
+from gongji.contract import wire
 
 log = logging.getLogger("gongji.kafka")
 LAG_EVERY = 5.0  # seconds between consumer-lag readings
@@ -53,6 +55,67 @@ def consumer(settings: Settings, group_id: str | None, *topics: str, **options) 
         **(settings.group_timeouts() if group_id else {}),
         **options,
     )
+
+
+def admin(settings: Settings, **options) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **options)
+
+
+class PartitionEnds:
+    """Where partitions end, read by a group-less consumer of its own: the one way Gongji finds a
+    partition's end outside a consuming loop (the dashboard's lag, `group_progress`, the rebuild).
+
+    `end_offsets` (ListOffsets) is a lower bound on Tansu after batched sends (the last batch's base
+    offset + 1); a fetch's highwater is right. So: seek to the listed end, fetch once (the little
+    between the two is read and dropped), take the larger of the two. A consuming loop knows its own
+    partitions' ends from its fetches (`record_lag`)."""
+
+    def __init__(self, settings: Settings):
+        self.consumer = consumer(settings, None)
+
+    async def __aenter__(self) -> "PartitionEnds":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    async def partitions(self, topics: Iterable[str]) -> list[TopicPartition]:
+        await self.consumer._client.force_metadata_update()
+        return [TopicPartition(topic, p) for topic in topics
+                for p in sorted(self.consumer.partitions_for_topic(topic) or ())]
+
+    async def ends(self, partitions: list[TopicPartition], wait: float = 1.5) -> dict[TopicPartition, int]:
+        if not partitions:
+            return {}
+        if set(partitions) != self.consumer.assignment():
+            self.consumer.assign(partitions)
+        listed = await self.consumer.end_offsets(partitions)
+        for tp in partitions:
+            self.consumer.seek(tp, listed[tp])
+        asked = int(time.time() * 1000)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            await self.consumer.getmany(timeout_ms=100, max_records=10_000)
+            if all((self.consumer.last_poll_timestamp(tp) or 0) >= asked for tp in partitions):
+                break
+        return {tp: max(listed[tp], self.consumer.highwater(tp) or 0) for tp in partitions}
+
+
+def record_lag(metrics: Metrics, consumer_, done: Callable[[TopicPartition], int | None]) -> None:
+    """Per partition assigned to a consuming loop: its end (the highwater its fetches saw: right on
+    Tansu too, unlike end_offsets) less `done(partition)` (None: nothing to report yet)."""
+    metrics.lag.clear()  # partitions revoked since are another consumer's to report
+    for partition in consumer_.assignment():
+        end, position = consumer_.highwater(partition), done(partition)
+        if end is not None and position is not None:
+            metrics.lag.labels(partition.topic, str(partition.partition)).set(max(0, end - position))
 
 
 async def publish(producer: AIOKafkaProducer, topic: str,
@@ -99,7 +162,7 @@ def dead_letter_headers(service: str) -> list[tuple[str, bytes]]:
     """A dead letter's headers: which service refused it, so that one bad message read by two
     services is two letters a reader tells apart (service + topic + partition + offset) without
     decoding them."""
-    return [("gongji-type", b"dead-letter"), ("gongji-service", service.encode())]
+    return [(wire.TYPE_HEADER, wire.DEAD_LETTER.encode()), (wire.SERVICE_HEADER, service.encode())]
 
 
 def dead_letter_record(catalog: SchemaCatalog, message: ConsumerRecord, reason: str,
@@ -197,7 +260,8 @@ async def consume_batches(
                     polled(consumer_)
                 if time.monotonic() >= next_lag:
                     next_lag = time.monotonic() + LAG_EVERY
-                    await metrics.observe_lag(consumer_)
+                    positions = {tp: await consumer_.position(tp) for tp in consumer_.assignment()}
+                    record_lag(metrics, consumer_, positions.get)
                 messages = [message for partition in sorted(batches) for message in batches[partition]]
                 if not messages:
                     metrics.idle()
@@ -236,46 +300,37 @@ async def consume_batches(
 
 async def committed_offsets(settings: Settings, group: str,
                             partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-    """The offsets `group` has committed on `partitions` (those it never committed left out). The
-    partitions are named to the admin call: Tansu's answer to a whole-group OffsetFetch breaks
-    aiokafka's decoder."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
+    """The offsets `group` has committed on `partitions` (those it never committed left out)."""
+    client = admin(settings)
+    await client.start()
     try:
-        committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+        return await committed_with(client, group, partitions)
     finally:
-        await admin.close()
+        await client.close()
+
+
+async def committed_with(client: AIOKafkaAdminClient, group: str,
+                         partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """`committed_offsets` on an admin client already started. The partitions are named to the
+    admin call: Tansu's answer to a whole-group OffsetFetch breaks aiokafka's decoder."""
+    committed = await client.list_consumer_group_offsets(group, partitions=partitions) if partitions else {}
     return {tp: meta.offset for tp, meta in committed.items() if meta is not None and meta.offset >= 0}
 
 
 @asynccontextmanager
 async def group_progress(settings: Settings, topic: str):
     """`progress(group)` → (offsets `group` has committed on `topic`, the topic's end), each summed
-    over its partitions. The end is a group-less consumer's fetch highwater, refreshed by each call:
-    right on Tansu too, whose ListOffsets falls short after batched sends. The partitions are named
-    to the admin call: Tansu's answer to a whole-group OffsetFetch breaks aiokafka's decoder."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    over its partitions; the ends (PartitionEnds) are read again by each call."""
+    client = admin(settings)
+    async with PartitionEnds(settings) as reader:
+        await client.start()
+        try:
+            partitions = await reader.partitions([topic])
 
-    reader = consumer(settings, None)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await reader.start()
-    await admin.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
-        reader.assign(partitions)
-        for partition in partitions:
-            reader.seek(partition, 0)
-        await reader.getmany(timeout_ms=1000, max_records=1)  # a fetch tells each partition's end
+            async def progress(group: str) -> tuple[int, int]:
+                done = await committed_with(client, group, partitions)
+                return sum(done.values()), sum((await reader.ends(partitions)).values())
 
-        async def progress(group: str) -> tuple[int, int]:
-            await reader.getmany(timeout_ms=10, max_records=1)  # keeps the ends fresh
-            committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
-            done = sum(max(0, meta.offset) for meta in committed.values() if meta is not None)
-            return done, sum(reader.highwater(tp) or 0 for tp in partitions)
-
-        yield progress
-    finally:
-        await admin.close()
-        await reader.stop()
+            yield progress
+        finally:
+            await client.close()

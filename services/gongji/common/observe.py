@@ -94,16 +94,6 @@ class Metrics:
     def polled(self) -> None:
         self.last_poll = time.monotonic()
 
-    async def observe_lag(self, consumer) -> None:
-        """Per assigned partition: its end (highwater, from fetches: right on Tansu too, unlike
-        end_offsets) less this consumer's position."""
-        self.lag.clear()  # partitions revoked since are another consumer's to report
-        for partition in consumer.assignment():
-            end = consumer.highwater(partition)
-            if end is not None:
-                position = await consumer.position(partition)
-                self.lag.labels(partition.topic, str(partition.partition)).set(max(0, end - position))
-
 
 def serve(metrics: Metrics, host: str, port: int, stale_after: float = 30.0):
     """Serve /metrics and /healthz in a daemon thread; returns the server (its port: server.server_port)."""

@@ -41,6 +41,7 @@ from gongji.common.avro import DecodeError, SchemaCatalog
 from gongji.settings import Settings
 from gongji.common.observe import Metrics, serve
 from gongji.contract.topics import service_topics
+from gongji.contract.wire import RECORD_OUTPUTS, header
 from gongji.dashboard.domain import Board
 
 log = logging.getLogger("gongji.dashboard")
@@ -48,8 +49,6 @@ SERVICE = "dashboard"
 TICK = 1.0  # seconds between snapshots pushed to pages
 LAG_EVERY = 2.0
 TOPICS_EVERY = 5.0  # seconds between looks for topics that appeared since
-RESULT_KINDS = {"Settlement": "settlement", "ReversalResult": "reversal", "Rejection": "rejection",
-                "CreditResult": "credit"}
 STATIC = {"app.js": "application/javascript", "app.css": "text/css"}
 
 
@@ -216,8 +215,8 @@ class Dashboard:
         if at < self.board.since and message.topic != topics.institutions:
             return  # before the lookback window (see _seek_recent)
         if message.topic == topics.settlements:
-            header = dict(message.headers or ()).get("gongji-type")
-            kind = header.decode() if header else RESULT_KINDS.get(name)
+            label = header(message.headers)
+            kind = label.decode() if label else RECORD_OUTPUTS.get(name)
             if kind:
                 self.board.result(kind, data, at)
         elif name == "DeadLetter":
@@ -232,8 +231,8 @@ class Dashboard:
 
     # ------------------------------------------------------------------ consumer lag
     async def _measure_lag(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers)
-        ends = EndReader(self.settings)
+        admin = kafka.admin(self.settings)
+        ends = kafka.PartitionEnds(self.settings)
         try:
             await admin.start()
             await ends.start()
@@ -340,43 +339,7 @@ def plotly_js() -> bytes:
 
 
 # ---------------------------------------------------------------------- consumer lag
-class EndReader:
-    """Where partitions end. `end_offsets` (ListOffsets) is a lower bound on Tansu after batched
-    sends (the last batch's base offset + 1); a fetch's highwater is right. So: seek to the listed
-    end, fetch once (the little between the two is read and dropped), take the larger of the two."""
-
-    def __init__(self, settings: Settings):
-        self.consumer = kafka.consumer(settings, None)
-
-    async def start(self) -> None:
-        await self.consumer.start()
-
-    async def stop(self) -> None:
-        await self.consumer.stop()
-
-    async def partitions(self, topics: list[str]) -> list[TopicPartition]:
-        await self.consumer._client.force_metadata_update()
-        return [TopicPartition(topic, p) for topic in topics
-                for p in sorted(self.consumer.partitions_for_topic(topic) or ())]
-
-    async def ends(self, partitions: list[TopicPartition], wait: float = 1.5) -> dict[TopicPartition, int]:
-        if not partitions:
-            return {}
-        if set(partitions) != self.consumer.assignment():
-            self.consumer.assign(partitions)
-        listed = await self.consumer.end_offsets(partitions)
-        for tp in partitions:
-            self.consumer.seek(tp, listed[tp])
-        asked = int(time.time() * 1000)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            await self.consumer.getmany(timeout_ms=100, max_records=10_000)
-            if all((self.consumer.last_poll_timestamp(tp) or 0) >= asked for tp in partitions):
-                break
-        return {tp: max(listed[tp], self.consumer.highwater(tp) or 0) for tp in partitions}
-
-
-async def measure_lag(admin: AIOKafkaAdminClient, ends: EndReader, groups: dict[str, str],
+async def measure_lag(admin: AIOKafkaAdminClient, ends: kafka.PartitionEnds, groups: dict[str, str],
                       topics: list[str]) -> dict[str, dict]:
     """Per service: its group's committed offsets against the partitions' ends, summed. Offsets
     are asked for every Gongji topic by name (Tansu cannot list a group's offsets without them); a
@@ -385,11 +348,10 @@ async def measure_lag(admin: AIOKafkaAdminClient, ends: EndReader, groups: dict[
     committed: dict[str, dict[TopicPartition, int]] = {}
     for service, group in groups.items():
         try:
-            offsets = await admin.list_consumer_group_offsets(group, partitions=partitions) if partitions else {}
+            committed[service] = await kafka.committed_with(admin, group, partitions)
         except KafkaError as error:
             log.warning("dashboard: offsets of group %s: %s", group, error)
-            offsets = {}
-        committed[service] = {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+            committed[service] = {}
     needed = sorted({tp for offsets in committed.values() for tp in offsets}, key=lambda tp: (tp.topic, tp.partition))
     end = await ends.ends(needed)
     figures = {}

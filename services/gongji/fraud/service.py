@@ -386,13 +386,8 @@ class FraudService:
         """Per assigned partition: its end less the offset faust last committed (what the agents
         handled and acked, not what was fetched), so that /healthz sees input left waiting."""
         consumer = app.consumer
-        try:
-            self.metrics.lag.clear()
-            for tp in consumer.assignment():
-                end = consumer.highwater(tp)
-                done = consumer._committed_offset.get(tp)  # None: the group never committed here
-                if end is not None and done is not None:
-                    self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, end - done))
+        try:  # _committed_offset: None where the group never committed
+            kafka.record_lag(self.metrics, consumer, consumer._committed_offset.get)
         except Exception:  # not assigned yet, or a rebalance under way
             pass
 

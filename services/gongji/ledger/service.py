@@ -23,13 +23,13 @@ from gongji.settings import Settings
 from gongji.common.observe import Metrics
 from gongji.common.topic_admin import ensure_service_topics
 from gongji.contract.topics import service_topics
+from gongji.contract.wire import RECORD_OUTPUTS, header
 from gongji.ledger.domain import Unbookable, entry_for
 from gongji.ledger.store import LedgerStore
 
 log = logging.getLogger("gongji.ledger")
 SERVICE = "ledger"
-BOOKED = {b"settlement": "settlement", b"reversal": "reversal", b"credit": "credit"}  # gongji-type headers
-RECORDS = {"Settlement": "settlement", "ReversalResult": "reversal", "CreditResult": "credit"}
+BOOKED = {kind.encode(): kind for kind in ("settlement", "reversal", "credit")}  # TYPE_HEADER values that move money
 
 
 class LedgerService:
@@ -49,14 +49,14 @@ class LedgerService:
     async def process(self, messages: list[ConsumerRecord], producer) -> None:
         entries, dead = [], []
         for message in messages:
-            label = dict(message.headers or ()).get("gongji-type")
+            label = header(message.headers)
             if label is not None and label not in BOOKED:
                 continue  # rejections: nothing moved, nothing to book
             try:
                 name, result = self.catalog.decode(message.value)
                 # The header saves decoding rejections; without one (another writer), the record says.
-                kind = BOOKED[label] if label is not None else RECORDS.get(name)
-                if kind is None:
+                kind = BOOKED[label] if label is not None else RECORD_OUTPUTS.get(name)
+                if kind not in BOOKED.values():
                     continue
                 entries.append((entry_for(kind, result), (message.topic, message.partition, message.offset)))
             except (DecodeError, Unbookable) as error:

@@ -32,6 +32,7 @@ from gongji.common import kafka
 from gongji.common.avro import DecodeError, SchemaCatalog
 from gongji.settings import Settings
 from gongji.common.redis import Durability
+from gongji.contract.topics import settlement_inputs
 from gongji.contract.wire import OUTPUT_RECORDS, RECORD_INPUTS
 from gongji.settlement.codec import from_output, json_ready, to_event
 from gongji.settlement.domain import Claim, Credit, Institution, Person, Rejection, Reversal
@@ -106,12 +107,8 @@ async def _offsets(settings: Settings, reader, topics: list[str]) -> tuple[dict,
     """(the group's committed offset per input partition, the end of `settlements` per partition)."""
     inputs = [TopicPartition(topic, p) for topic in topics for p in sorted(reader.partitions_for_topic(topic) or ())]
     done = await kafka.committed_offsets(settings, settings.settlement_group, inputs)
-    outputs = [TopicPartition(settings.topics.settlements, p)
-               for p in sorted(reader.partitions_for_topic(settings.topics.settlements) or ())]
-    reader.assign(outputs)
-    await reader.seek_to_beginning(*outputs)
-    await reader.getmany(timeout_ms=1000, max_records=1)  # a fetch tells each partition's end (Tansu too)
-    ends = {tp: reader.highwater(tp) or 0 for tp in outputs}
+    async with kafka.PartitionEnds(settings) as outputs:
+        ends = await outputs.ends(await outputs.partitions([settings.topics.settlements]))
     return done, ends
 
 
@@ -141,8 +138,7 @@ async def rebuild(settings: Settings, catalog: SchemaCatalog, book: PolicyBook, 
     report = Report()
     topics = settings.topics
     inputs = [topics.claims, topics.credits, topics.persons, topics.institutions]
-    accepted = {topics.claims: {"Claim", "Reversal"}, topics.credits: {"Credit"}, topics.persons: {"Person"},
-                topics.institutions: {"Institution"}}  # as the service takes them
+    accepted = settlement_inputs(topics)  # as the service takes them
     markers = SeenMarkers(client, settings.key_prefix, settings.settlement_group, Durability.from_settings(settings))
     await markers.durability.check(client)
     reader = kafka.consumer(settings, None)

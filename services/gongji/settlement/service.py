@@ -26,6 +26,7 @@ from gongji.settings import Settings
 from gongji.common.topic_admin import ensure_service_topics
 from gongji.contract.topics import service_topics, settlement_inputs
 from gongji.contract.wire import OUTPUT_RECORDS, RECORD_INPUTS
+from gongji.contract.wire import headers as wire_headers
 from gongji.settlement.codec import from_output, to_event
 from gongji.settlement.domain import Rejection
 from gongji.settlement.settler import Output, Settler, StoreContention
@@ -173,8 +174,7 @@ class SettlementService:
             value = self.catalog.encode_unscaled(OUTPUT_RECORDS[kind], wire)
             # Headers let a consumer route or count without decoding the record.
             ident = wire.get("claim_id") or wire.get("credit_id") or ""
-            results.append((output.key.encode() or None, value,
-                            [("gongji-type", kind.encode()), ("gongji-id", ident.encode())]))
+            results.append((output.key.encode() or None, value, wire_headers(kind, ident)))
         sends = await kafka.publish(producer, topics.settlements, results)
         letters = [kafka.dead_letter_record(self.catalog, message, reason, SERVICE) for message, reason in dead]
         if letters:

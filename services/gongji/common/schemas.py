@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
+from gongji.common import kafka
 from gongji.common.avro import SchemaCatalog, SchemaError
 from gongji.settings import Settings
 
@@ -44,8 +45,7 @@ class SchemaDirectory:
             return fingerprint in self.catalog.known_fingerprints()
         self._looked_for[fingerprint] = self._last_read = now
         topic = self.settings.topics.schemas
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=50)
+        consumer = kafka.consumer(self.settings, None)
         await consumer.start()
         learned = 0
         try:

@@ -11,7 +11,7 @@ from support import CATALOG, collect, produce, running, settings_for, wait_regis
 from gongji.clearing.domain import FIELDS, contribution, fold
 from gongji.clearing.service import ClearingService, ClearingStore, close_month
 from gongji.common.redis import connect
-from gongji.local.stack import free_port
+from gongji.local.processes import free_port
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.service import SettlementService
 from gongji.local.synthetic import Traffic

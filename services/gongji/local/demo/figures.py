@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 from gongji.contract.wire import RECORD_OUTPUTS
-from gongji.dashboard.domain import Board
+from gongji.dashboard.domain import ZERO, Board
 from gongji.settings import Settings
 
 LATEST = 8  # settlements shown
@@ -87,6 +88,11 @@ class Run:
     def regions(self) -> list[str]:
         """The insured regions to show: the policy's and any a result named."""
         return sorted(set(self.region_names) | set(self.board.regions))
+
+    def insured(self, code: str) -> tuple[int, Decimal]:
+        """Settlements of insured region `code`, and the fund they paid (before reversals)."""
+        tally = self.board.regions.get(code)
+        return (tally.settlements, tally.settled_fund) if tally else (0, ZERO)
 
     def signals(self) -> int:
         return self.board.counts["fraud signal"]

@@ -15,7 +15,7 @@ from gongji.common.redis import connect
 from gongji.contract.wire import ACCOUNT, FUNDS
 from gongji.ledger.store import LedgerStore
 from gongji.local.demo.figures import MONEY, Run
-from gongji.local.demo.view import region_figures, yuan
+from gongji.local.demo.view import yuan
 from gongji.settings import Settings
 
 #: How the ledger summary names each fund (by the result field carrying its payment; the
@@ -57,7 +57,7 @@ def summary(run: Run) -> str:
 
 
 def _region(run: Run, code: str) -> str:
-    settled, fund = region_figures(run, code)
+    settled, fund = run.insured(code)
     return f"{run.board.region(code)}: {settled:,} settlements, fund paid {yuan(fund)}"
 
 

@@ -15,7 +15,6 @@ from rich.table import Table
 from rich.text import Text
 
 from gongji.common.observe import redacted
-from gongji.dashboard.domain import ZERO
 from gongji.local.demo.figures import LATEST, MONEY, Run
 from gongji.local.launch import dashboard_url
 
@@ -31,12 +30,6 @@ def header(run: Run) -> str:
     return (f"Kafka {settings.kafka_bootstrap_servers}  Redis {redacted(settings.redis_url)}  "
             f"topics {settings.topic_prefix}*\n"
             f"dashboard {dashboard_url(settings)}  service log {run.log}")
-
-
-def region_figures(run: Run, code: str) -> tuple[int, Decimal]:
-    """Settlements of an insured region, and the fund paid by them (before reversals)."""
-    tally = run.board.regions.get(code)
-    return (tally.settlements, tally.settled_fund) if tally else (0, ZERO)
 
 
 def _table(title: str, *columns: str, caption: str | None = None) -> Table:
@@ -75,7 +68,7 @@ def _money_table(run: Run) -> Table:
 def _regions_table(run: Run) -> Table:
     table = _table("By insured region", "", "settled", "fund paid")
     for code in run.regions():
-        settled, fund = region_figures(run, code)
+        settled, fund = run.insured(code)
         table.add_row(run.board.region(code), f"{settled:,}", yuan(fund))
     table.add_row("treated elsewhere", f"{run.board.cross_region():,}", "")
     return table

@@ -18,7 +18,7 @@ import pytest
 from dashboard_records import dead_letter, fraud_signal, institution, rejection, send, settlement
 
 from gongji.common.topic_admin import ensure_topics
-from gongji.local.stack import free_port
+from gongji.local.processes import free_port
 from gongji.local.launch import service_env
 
 playwright = pytest.importorskip("playwright.async_api")

@@ -12,7 +12,8 @@ import time
 import pytest
 import redis
 
-from gongji.local.stack import die_with_parent, redis_server_binary
+from gongji.local.processes import die_with_parent
+from gongji.local.servers import redis_server_binary
 
 from gongji.common.redis import connect
 from support import settings_for

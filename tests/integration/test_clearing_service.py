@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import urllib.request
 
+import pytest
 from support import CATALOG, collect, produce, running, settings_for, wait_registered
 
-from gongji.clearing.domain import FIELDS, contribution, fold
+from gongji.clearing.domain import FIELDS, Contribution, contribution, fold
 from gongji.clearing.service import ClearingService, ClearingStore, close_month
 from gongji.common.redis import connect
-from gongji.local.stack import free_port
+from gongji.local.processes import free_port
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.service import SettlementService
 from gongji.local.synthetic import Traffic
@@ -71,3 +72,22 @@ async def test_statements_reconcile_with_the_settlements_and_redelivery_changes_
         assert s["net_to_a"] == s["a_to_b"]["owed"] - s["b_to_a"]["owed"]
     published = await collect(settings, settings.topics.clearing_statements, lambda rs: len(rs) >= len(statements))
     assert {d["statement_id"] for _, d, _ in published} == {s["statement_id"] for s in statements}
+
+
+@pytest.mark.parametrize("server", ["redis", "redis-cluster"])
+async def test_the_store_names_the_months_with_a_position_under_its_own_prefix(request, stack, uniq, server):
+    """What `gongji demo` closes at its end: every month counted, on one server or spread over a
+    cluster's nodes, and none of another prefix's."""
+    url, cluster = (stack.redis_url, False) if server == "redis" else (request.getfixturevalue("redis_cluster"), True)
+    client = connect(url, cluster)
+    try:
+        mine, other = ClearingStore(client, uniq), ClearingStore(client, f"{uniq}x")
+        assert await mine.months() == []
+        items = [Contribution(f"S{n}", ym, "152501", "990100", {"settlements": 1, "fund_pay_sumamt": 100})
+                 for n, ym in enumerate(["2023-03", "2023-01", "2024-12", "2023-03"])]
+        assert await mine.apply(items) == 4
+        await other.apply([Contribution("S9", "2022-07", "152501", "990100", {"settlements": 1})])
+        assert await mine.months() == ["2023-01", "2023-03", "2024-12"]
+        assert await other.months() == ["2022-07"]
+    finally:
+        await client.aclose()

@@ -19,7 +19,7 @@ from decimal import Decimal
 from support import CATALOG, collect, producer, send_raw, settings_for
 
 from gongji.common.topic_admin import ensure_topics
-from gongji.local.stack import free_port
+from gongji.local.processes import free_port
 from gongji.local.launch import service_env
 from gongji.fraud import domain
 from gongji.fraud.service import FraudService

@@ -22,7 +22,7 @@ from support import CATALOG, collect, produce, producer, running, settings_for, 
 from gongji.clearing.service import ClearingService
 from gongji.common import kafka
 from gongji.common.redis import connect
-from gongji.local.stack import free_port
+from gongji.local.processes import free_port
 from gongji.fraud.service import FraudService
 from gongji.ledger.service import LedgerService
 from gongji.ledger.store import LedgerStore, migrate

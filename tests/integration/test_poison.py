@@ -216,7 +216,7 @@ class OwnRedis:
     (AOF fsync always: a stop loses nothing)."""
 
     def __init__(self, workdir):
-        from gongji.local.stack import free_port
+        from gongji.local.processes import free_port
 
         self.workdir = workdir
         self.port = free_port()
@@ -233,7 +233,8 @@ class OwnRedis:
 
         import redis
 
-        from gongji.local.stack import die_with_parent, redis_server_binary
+        from gongji.local.processes import die_with_parent
+        from gongji.local.servers import redis_server_binary
 
         self.process = subprocess.Popen(
             [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
@@ -257,7 +258,7 @@ class OwnRedis:
 
 async def test_an_outage_of_redis_is_retried_turns_health_503_and_loses_nothing(stack, uniq, tmp_path):
     from gongji.common.redis import connect
-    from gongji.local.stack import free_port
+    from gongji.local.processes import free_port
     from gongji.settlement.codec import from_output, json_ready, to_event
     from gongji.settlement.settler import Settler
     from gongji.settlement.policy import load_policy_book
@@ -356,7 +357,7 @@ async def test_fraud_agents_dead_letter_every_exception_class_and_keep_their_gro
 
     from gongji.common.kafka import group_progress
     from gongji.common.topic_admin import ensure_topics
-    from gongji.local.stack import free_port
+    from gongji.local.processes import free_port
     from gongji.fraud import domain
     from gongji.fraud.service import FraudService
 
@@ -405,7 +406,7 @@ async def test_the_dashboard_counts_and_skips_what_it_cannot_fold_and_reads_on(s
     import dashboard_records
     from aiohttp import ClientSession
 
-    from gongji.local.stack import ensure_topics
+    from gongji.common.topic_admin import ensure_topics
     from gongji.dashboard.domain import Board
     from gongji.dashboard.service import start_dashboard
 
@@ -459,32 +460,33 @@ class OwnPostgres:
     and data directory, from the local stack's own binaries."""
 
     def __init__(self, workdir):
-        from gongji.local.stack import LocalStack, postgres_bindir
+        from gongji.local.servers import init_postgres, postgres_bindir, postgres_ready
+        from gongji.local.stack import LocalStack
 
         self.local = LocalStack(workdir, postgres=True)
         self.local.workdir.mkdir(parents=True, exist_ok=True)
         bindir = postgres_bindir()
-        data, user = self.local._init_postgres(bindir)
-        self.local._start_server("postgres", str(bindir / "postgres"), LocalStack._postgres_ready, data=data, user=user)
+        data, user = init_postgres(self.local.workdir, bindir)
+        self.local._start_server("postgres", str(bindir / "postgres"), postgres_ready, data=data, user=user)
         self.server = self.local._servers["postgres"]
         self.url = self.local.database_url
 
     def stop(self) -> None:
         import signal
 
-        from gongji.local.stack import _terminate
+        from gongji.local.processes import terminate
 
-        _terminate(self.server.pid, self.server.process, first=signal.SIGINT)
+        terminate(self.server.pid, self.server.process, first=signal.SIGINT)
 
     def start(self) -> None:
         import time
 
-        from gongji.local.stack import LocalStack
+        from gongji.local.servers import postgres_ready
 
         self.server.process = self.local._spawn(self.server)
         self.server.pid = self.server.process.pid
         deadline = time.monotonic() + 30
-        while not LocalStack._postgres_ready(self.server.port):
+        while not postgres_ready(self.server.port):
             assert self.server.process.poll() is None and time.monotonic() < deadline, self.server.log_tail()
             time.sleep(0.1)
 
@@ -493,7 +495,7 @@ class OwnPostgres:
 
 
 async def test_an_outage_of_postgresql_is_retried_turns_health_503_and_the_ledger_books_everything(stack, uniq, tmp_path):
-    from gongji.local.stack import free_port
+    from gongji.local.processes import free_port
 
     server = await asyncio.to_thread(OwnPostgres, tmp_path / "pg")
     port = free_port()
@@ -534,7 +536,7 @@ async def test_fraud_health_turns_503_when_its_agent_stalls_with_input_waiting(s
     from test_fraud_service import at, running as fraud_running, send, settlement as visit
 
     from gongji.common.topic_admin import ensure_topics
-    from gongji.local.stack import free_port
+    from gongji.local.processes import free_port
     from gongji.fraud.service import FraudService
 
     settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud", stall_seconds=2.0)

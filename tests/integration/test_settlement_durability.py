@@ -21,7 +21,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gongji.common import kafka
 from gongji.common.redis import connect
-from gongji.local.stack import REDIS_PERSISTENCE, die_with_parent, free_port, redis_server_binary
+from gongji.local.processes import die_with_parent, free_port
+from gongji.local.servers import REDIS_PERSISTENCE, redis_server_binary
 from gongji.local.launch import service_env
 from gongji.settlement import policy
 from gongji.settlement.codec import from_output, json_ready, to_event

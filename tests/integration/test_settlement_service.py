@@ -211,7 +211,7 @@ async def test_metrics_and_health_for_the_operator(stack, uniq):
     /healthz is 200 while the loop turns. Read over real HTTP from the service's own endpoint."""
     import urllib.request
 
-    from gongji.local.stack import free_port
+    from gongji.local.processes import free_port
 
     port = free_port()
     settings = settings_for(stack, uniq, metrics_port=port)

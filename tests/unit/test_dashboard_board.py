@@ -171,3 +171,26 @@ def test_the_fraud_services_group_is_its_faust_app_id_with_the_topic_prefix():
 
     groups = service_groups(Settings(topic_prefix="d1a2b3.", fraud_group="d1a2b3-fraud", ledger_group="d1a2b3-ledger"))
     assert groups["fraud"] == "d1a2b3.d1a2b3-fraud" and groups["ledger"] == "d1a2b3-ledger"
+
+
+def test_settled_and_reversed_kept_apart_the_latest_settlements_and_the_answers_to_claims():
+    """What the demo shows beside the dashboard's figures (gongji.local.demo folds with a Board)."""
+    board = Board(since=T0, latest_settlements=2)
+    a = settlement("c1", "p1", hifp="100.00", cash="10.00")
+    b = settlement("c2", "p2", insured="990100", hifp="40.00", acct="5.00")
+    c = settlement("c3", "p3", hifp="7.00")
+    for data in (a, b, c, a):
+        board.result("settlement", data, T0)
+    board.result("reversal", negated(settlement("c1", "p1", hifp="100.00", cash="10.00", reversal=True)), T0)
+    board.result("rejection", {"credit_id": "k1", "psn_no": "p", "input_type": "credit", "err_code": "X"}, T0)
+    board.result("credit", {"credit_id": "k2", "psn_no": "p"}, T0)
+    board.dead_letter({"topic": "x.claims", "reason": "undecodable", "service": "settlement"})
+    board.dead_letter({"topic": "x.claims", "reason": "undecodable", "service": "fraud"})
+    assert board.paid["settlement"]["hifp_pay"] == D("147.00") and board.paid["reversal"]["hifp_pay"] == D("-100.00")
+    assert board.net("medfee_sumamt") == D("52.00") and board.net("psn_cash_pay") == D("0.00")
+    assert board.regions["152501"].settled_fund == D("107.00") and board.regions["152501"].fund_paid == D("7.00")
+    assert [data["claim_id"] for data in board.latest] == ["c2", "c3"]
+    assert board.cross_region() == 1
+    # Three settlements, the resend answered again, the reversal and settlement's dead letter; not
+    # the credit, nor its refusal, nor fraud's second letter for the same junk.
+    assert board.answered == 6

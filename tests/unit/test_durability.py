@@ -47,9 +47,9 @@ def test_the_local_stack_runs_redis_as_compose_does(tmp_path):
 
     import yaml
 
-    from gongji.local.stack import _Server
+    from gongji.local.servers import Server
 
-    argv = _Server("redis", "valkey-server", 6379, tmp_path / "log").argv(tmp_path)
+    argv = Server("redis", "valkey-server", 6379, tmp_path / "log").argv(tmp_path)
     compose = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())
     production = compose["services"]["redis"]["command"]
     for flag in ("--appendonly", "--appendfsync"):

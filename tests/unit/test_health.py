@@ -8,7 +8,7 @@ import pytest
 from health_probe import health
 
 from gongji.common.observe import Metrics, serve
-from gongji.local.stack import free_port
+from gongji.local.processes import free_port
 
 pytestmark = pytest.mark.unit
 

@@ -59,6 +59,11 @@ class ClearingStore:
         replies = await run_pipeline(self.client, build, (self._apply,), self.timeout)
         return sum(reply == b"ok" for reply in replies[len(items):])
 
+    async def months(self) -> list[str]:
+        """The months with a position, in order (a scan: for closing and summing up, not the hot path)."""
+        prefix = f"{self.prefix}:clr:pairs:"
+        return sorted([key.decode()[len(prefix):] async for key in self.client.scan_iter(match=prefix + "*")])
+
     async def positions(self, ym: str) -> dict[tuple[str, str], dict[str, int]]:
         pairs = sorted(member.decode() for member in await self.client.smembers(f"{self.prefix}:clr:pairs:{ym}"))
         def build(pipe):

@@ -9,7 +9,8 @@ page that connects late is right at once. Figures count from where the adapter s
 Reading the figures:
 - Money is net of reversals: a reversal result carries the original's amounts negated.
 - A result repeated for an id already counted (a resend answered again, a redelivery) counts
-  once, under `repeats`.
+  once, under `repeats`; `answered` counts every answer to a message on `claims`, repeats included
+  (what a sender waits for before it takes stock).
 - Annual cap: a general-outpatient settlement (med_type 11) reached the cap when its pooling line
   (setldetail 310100) paid all of `crt_payb_lmt_amt`, the limit left before the claim (0 left
   included: the person was already there). The share is of the persons with a general-outpatient
@@ -20,7 +21,7 @@ Reading the figures:
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -33,6 +34,8 @@ SHOWN_FUNDS = tuple(fund for fund in FUNDS if fund.field != "oth_pay")
 GENERAL_OUTPATIENT = "11"
 #: Money totals kept, wire field → what it is.
 TOTALS = ("medfee_sumamt", "fund_pay_sumamt", "acct_pay", "acct_mulaid_pay", "psn_cash_pay")
+#: Money kept apart for settlements and for reversals (the demo shows both), wire fields.
+PAID = (*TOTALS, *(fund.field for fund in SHOWN_FUNDS))
 LEVELS = {"3": "Level 3 hospitals", "2": "Level 2 hospitals", "1": "Level 1 & grassroots"}
 PHARMACY = "Retail pharmacies"
 UNKNOWN = "Unknown (not in registry yet)"
@@ -46,10 +49,6 @@ def short_reason(reason: str, parts: int = 2, width: int = 60) -> str:
     return short if len(short) <= width else short[:width - 1] + "…"
 
 
-def _money() -> dict[str, Decimal]:
-    return dict.fromkeys(TOTALS, ZERO)
-
-
 @dataclass
 class _Tally:
     """Counts and money of one slice (a region, an institution, a pair of regions)."""
@@ -58,15 +57,18 @@ class _Tally:
     reversals: int = 0
     fund: dict[str, Decimal] = field(default_factory=lambda: {fund.code: ZERO for fund in SHOWN_FUNDS})
     fund_paid: Decimal = ZERO
+    settled_fund: Decimal = ZERO  # fund paid by the settlements alone, before reversals
 
     def add(self, kind: str, data: dict) -> None:
+        paid = data.get("fund_pay_sumamt") or ZERO
         if kind == "settlement":
             self.settlements += 1
+            self.settled_fund += paid
         else:
             self.reversals += 1
         for fund in SHOWN_FUNDS:
             self.fund[fund.code] += data.get(fund.field) or ZERO
-        self.fund_paid += data.get("fund_pay_sumamt") or ZERO
+        self.fund_paid += paid
 
     def merge(self, other: _Tally) -> None:
         self.settlements += other.settlements
@@ -74,6 +76,7 @@ class _Tally:
         for code in self.fund:
             self.fund[code] += other.fund[code]
         self.fund_paid += other.fund_paid
+        self.settled_fund += other.settled_fund
 
     def to_json(self) -> dict:
         return {"settlements": self.settlements, "reversals": self.reversals, "fund_paid": _f(self.fund_paid),
@@ -100,12 +103,14 @@ class Board:
     for the per-second series, so records read back on start land in the seconds they happened)."""
 
     def __init__(self, since: float, region_names: dict[str, str] | None = None, *, latest_signals: int = 12,
-                 latest_statements: int = 8, remember: int = 200_000):
+                 latest_statements: int = 8, latest_settlements: int = 8, remember: int = 200_000):
         self.since = since
         self.region_names = dict(region_names or {})
         self.counts: Counter = Counter()  # settlement, reversal, rejection, credit, dead letter, fraud signal
         self.repeats = 0
-        self.money = _money()
+        self.answered = 0  # messages on `claims` answered, repeats included
+        self.paid = {"settlement": dict.fromkeys(PAID, ZERO), "reversal": dict.fromkeys(PAID, ZERO)}
+        self.latest: deque[dict] = deque(maxlen=latest_settlements)
         self.funds = _Tally()
         self.regions: dict[str, _Tally] = {}
         self.institutions: dict[str, _Tally] = {}  # fixmedins_code → figures; levels joined at snapshot
@@ -131,6 +136,8 @@ class Board:
     def result(self, kind: str, data: dict, at: float) -> None:
         """One record from `settlements`: kind is its gongji-type header (settlement, reversal,
         rejection, credit)."""
+        if kind != "credit" and (kind != "rejection" or data.get("input_type") in ("claim", "reversal")):
+            self.answered += 1
         ident = (data.get("setl_id") if kind == "settlement" else None) or data.get("claim_id") \
             or data.get("credit_id") or data.get("psn_no")
         if self._repeat(kind, ident):
@@ -143,8 +150,9 @@ class Board:
             self._money_result(kind, data, at)
 
     def _money_result(self, kind: str, data: dict, at: float) -> None:
-        for name in TOTALS:
-            self.money[name] += data.get(name) or ZERO
+        paid = self.paid[kind]
+        for name in PAID:
+            paid[name] += data.get(name) or ZERO
         self.funds.add(kind, data)
         insured, treated = data.get("insu_admdvs") or "?", data.get("mdtrtarea_admvs") or "?"
         self.regions.setdefault(insured, _Tally()).add(kind, data)
@@ -153,6 +161,7 @@ class Board:
             self.flows.setdefault((insured, treated), _Tally()).add(kind, data)
         if kind != "settlement":
             return
+        self.latest.append(data)
         self.per_second[int(at)] += 1
         self._forget_old_seconds(int(at))
         if (data.get("acct_mulaid_pay") or ZERO) > 0:
@@ -171,6 +180,10 @@ class Board:
     def dead_letter(self, data: dict) -> None:
         self.counts["dead letter"] += 1
         self.dead_letters[short_reason(data.get("reason") or "?")] += 1
+        # Settlement answers each message once: a result, a rejection naming it, or else its dead
+        # letter. The fraud service, which reads claims too, dead-letters the same junk again.
+        if data.get("service") == "settlement" and (data.get("topic") or "").endswith("claims"):
+            self.answered += 1
 
     def fraud_signal(self, data: dict) -> None:
         """A FraudSignal; one raised again (same signal_id) is kept as first seen."""
@@ -210,6 +223,14 @@ class Board:
         return False
 
     # ------------------------------------------------------------------ reading figures
+    def net(self, name: str) -> Decimal:
+        """A money field of PAID, net of reversals."""
+        return self.paid["settlement"][name] + self.paid["reversal"][name]
+
+    def cross_region(self) -> int:
+        """Settlements treated outside the insured region."""
+        return sum(flow.settlements for flow in self.flows.values())
+
     def level_of(self, code: str) -> str:
         kind, level = self.registry.get(code, ("", ""))
         if not kind and not level:
@@ -243,7 +264,7 @@ class Board:
                 "dead_letters": self.counts["dead letter"], "fraud_signals": self.counts["fraud signal"],
                 "repeats": self.repeats, "mulaid_claims": self.mulaid_claims,
             },
-            "money": {name: _f(value) for name, value in self.money.items()},
+            "money": {name: _f(self.net(name)) for name in TOTALS},
             "rate": {"now": self.rate(now),
                      "series": [[s, self.per_second.get(s, 0)] for s in range(first, int(now))]},
             "funds": [{"code": f.code, "name": f.label, "amount": _f(self.funds.fund[f.code])} for f in SHOWN_FUNDS],

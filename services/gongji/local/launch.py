@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import IO
 
 from gongji.common.avro import SchemaCatalog
-from gongji.settings import Settings
-from gongji.local.stack import LocalStack, die_with_parent, stack_settings
 from gongji.common.topic_admin import ensure_service_topics
 from gongji.contract.topics import service_topics
 from gongji.contract.wire import INPUT_RECORDS
+from gongji.local.processes import die_with_parent, free_port
+from gongji.local.stack import LocalStack, stack_settings
+from gongji.settings import Settings
 
 #: A topic message ready to send: (topic, key, value, id of the event: claim_id, credit_id or key).
 Row = tuple[str, bytes, bytes, str]
@@ -57,8 +58,6 @@ def with_dashboard_port(settings: Settings) -> Settings:
             return settings
         except OSError:
             pass
-    from gongji.local.stack import free_port
-
     return settings.model_copy(update={"dashboard_port": free_port()})
 
 

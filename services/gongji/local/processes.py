@@ -1,0 +1,95 @@
+"""Processes and ports on this machine: a free loopback port, children that die with their
+parent, and stopping a process group for good."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gongji.local.errors import StackError
+
+
+def free_port() -> int:
+    """A loopback TCP port that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def stop_signal(name: str) -> signal.Signals:
+    """The signal that stops server `name` quickly and cleanly."""
+    # PostgreSQL's SIGTERM is a smart shutdown, which waits for every client to leave; SIGINT is
+    # the fast one (roll back, disconnect, stop).
+    return signal.SIGINT if name == "postgres" else signal.SIGTERM
+
+
+def die_with_parent(parent_pid: int, sig: signal.Signals = signal.SIGTERM):
+    """preexec_fn: have the kernel send `sig` to the child when its parent exits (Linux only).
+
+    PR_SET_PDEATHSIG follows the thread that forked, so start the stack from a long-lived thread.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded before fork, not in the child
+
+    def preexec() -> None:
+        prctl(1, sig)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent_pid:  # parent already gone before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def terminate(pid: int, process: subprocess.Popen[bytes] | None = None, grace: float = 5.0,
+              first: signal.Signals = signal.SIGTERM) -> None:
+    """`first` (SIGTERM), wait up to `grace` seconds, then SIGKILL; the whole process group (own session)."""
+    for sig, wait in ((first, grace), (signal.SIGKILL, 2.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not alive(pid, process):
+                return
+            time.sleep(0.05)
+    if alive(pid, process):
+        raise StackError(f"process {pid} survived SIGKILL")
+
+
+def alive(pid: int, process: subprocess.Popen[bytes] | None = None) -> bool:
+    if process is not None:
+        return process.poll() is None
+    try:  # our own child (stack_up and stack_down in one process): reap it
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

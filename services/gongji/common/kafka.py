@@ -43,8 +43,8 @@ def producer(settings: Settings) -> AIOKafkaProducer:
 
 
 def consumer(settings: Settings, group_id: str | None, *topics: str, **options) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        *topics,
+    """A consumer as every Gongji reader builds it; `options` override the defaults."""
+    defaults = dict(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=group_id,
         enable_auto_commit=False,
@@ -53,8 +53,8 @@ def consumer(settings: Settings, group_id: str | None, *topics: str, **options) 
         # Tansu holds a fetch for fetch_max_wait_ms even when data is there; keep latency low.
         fetch_max_wait_ms=50,
         **(settings.group_timeouts() if group_id else {}),
-        **options,
     )
+    return AIOKafkaConsumer(*topics, **{**defaults, **options})
 
 
 def admin(settings: Settings, **options) -> AIOKafkaAdminClient:

@@ -654,7 +654,7 @@ async def fraud_summary(run: Run, quiet: float = 2.0, limit: float = 10.0) -> st
 def downstream_services(settings) -> list[str]:
     """The services the demo runs beside settlement: every one `gongji run` knows; the ledger only
     with a PostgreSQL to write to."""
-    from gongji.cli import SERVICES
+    from gongji.services import SERVICES
 
     return [name for name in SERVICES if name != "settlement" and (name != "ledger" or settings.database_url)]
 

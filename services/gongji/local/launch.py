@@ -75,13 +75,32 @@ def start_service(service: str, settings: Settings, policy_dir: Path | None, log
     `detach`: each in a session of its own, so a terminal's Ctrl-C reaches only the caller, which
     stops them when it chooses; and SIGTERMed by the kernel should the caller die first (Linux).
     """
-    command = [sys.executable, "-m", "gongji.cli"] + (["--policies", str(policy_dir)] if policy_dir else [])
+    command = [sys.executable, "-m", "gongji"] + (["--policies", str(policy_dir)] if policy_dir else [])
     env = {**os.environ, **settings.to_env()}
     return [subprocess.Popen(command + ["run", service], env=env, stdout=log, stderr=log, cwd=cwd,
                              stdin=subprocess.DEVNULL if detach or outlive else None,
                              start_new_session=detach or outlive,
                              preexec_fn=die_with_parent(os.getpid()) if detach and not outlive else None)
             for _ in range(count)]
+
+
+def start_stack_services(policy_dir: Path | None) -> str:
+    """Every service of SERVICES in the background on the local stack (`gongji stack up`), recorded
+    in its state file; returns the dashboard's address."""
+    from gongji.local.stack import record_processes
+    from gongji.local.state import STATE_DIR, local_stack_settings
+    from gongji.services import SERVICES
+
+    # The stack's own servers, whatever the shell's GONGJI_* say: its services must not write elsewhere.
+    settings = with_dashboard_port(local_stack_settings(Settings()))
+    processes = {}
+    for service in SERVICES:
+        log_path = STATE_DIR / f"{service}.log"
+        with open(log_path, "ab") as log:
+            (process,) = start_service(service, settings, policy_dir, log, outlive=True, cwd=STATE_DIR)
+        processes[service] = {"pid": process.pid, "binary": sys.executable, "log": str(log_path.resolve())}
+    record_processes(STATE_DIR, processes, dashboard_url=dashboard_url(settings))
+    return dashboard_url(settings)
 
 
 def stop_processes(processes: Iterable[subprocess.Popen], timeout: float = 30) -> None:

@@ -9,8 +9,12 @@ import sys
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gongji.services import SERVICES, handler
+
+if TYPE_CHECKING:
+    from gongji.settings import Settings
 
 # `gongji ledger balances --by`: gongji.ledger.commands.PREFIXES (a test holds them equal).
 BALANCES_BY = ("fund", "institution", "account", "cash", "all")
@@ -144,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(status)
 
 
-def _resolve():
+def _resolve() -> Settings:
     """The settings on the configured servers, else the local stack's (gongji.local.state)."""
     from gongji.local.state import resolve_settings
 

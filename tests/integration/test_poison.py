@@ -403,7 +403,7 @@ async def test_the_dashboard_counts_and_skips_what_it_cannot_fold_and_reads_on(s
     import dashboard_records
     from aiohttp import ClientSession
 
-    from gongji.local.stack import ensure_topics
+    from gongji.common.topic_admin import ensure_topics
     from gongji.dashboard.domain import Board
     from gongji.dashboard.service import start_dashboard
 

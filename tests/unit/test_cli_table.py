@@ -44,3 +44,8 @@ def test_building_the_parser_imports_no_handler_and_no_settings():
              "print(' '.join(m for m in sys.modules if m.startswith(('gongji.', 'pydantic', 'aiokafka', 'redis'))))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
     assert sorted(loaded) == ["gongji.cli", "gongji.services"], loaded
+
+
+def test_python_dash_m_gongji_is_the_command():
+    result = subprocess.run([sys.executable, "-m", "gongji", "run", "nope"], capture_output=True, text=True)
+    assert result.returncode == 2 and "gongji run: error: argument service: invalid choice" in result.stderr

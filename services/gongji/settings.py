@@ -6,6 +6,7 @@ Unset server addresses mean "use the local stack" (see gongji.local.stack).
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from decimal import Decimal
 from typing import Literal
@@ -150,6 +151,11 @@ class Settings(BaseSettings):
     dashboard_lookback_seconds: float = 900.0
     dashboard_lookback_records: int = 100_000
 
+    @field_validator("kafka_bootstrap_servers", "redis_url", "database_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        return value or None  # GONGJI_DATABASE_URL= names no database (to_env writes None so)
+
     @field_validator("max_line_amount", "max_claim_amount", "max_opening_amount", "max_credit_base")
     @classmethod
     def _a_ceiling_the_wire_holds(cls, value: Decimal) -> Decimal:
@@ -184,6 +190,18 @@ class Settings(BaseSettings):
             self.topics = self.topics.prefixed(self.topic_prefix)
         return self
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as the environment variables that give them back: `Settings()` in a
+        process with them equals `self`. Every field, defaults included, nested models with the
+        `__` delimiter (GONGJI_FRAUD__VISITS_PER_DAY), None as the empty string, lists and dicts as
+        JSON: a child started with `{**os.environ, **settings.to_env()}` runs on these settings
+        whatever the caller's shell says, and a setting added to the model reaches it unasked.
+
+        Secrets in the settings (a password in GONGJI_DATABASE_URL or GONGJI_REDIS_URL, and any
+        credential added later) reach the child this way too: through its environment, which only
+        its user (and root) can read in /proc/PID/environ; never put them on a command line."""
+        return _as_env(self, self.model_config["env_prefix"])
+
     def kafka_group(self, service: str) -> str:
         """The consumer group `service` joins on Kafka: its `<service>_group` setting, except that
         the fraud service's group is its faust app id, which carries the topic prefix as well."""
@@ -196,3 +214,16 @@ class Settings(BaseSettings):
             "heartbeat_interval_ms": self.kafka_heartbeat_interval_ms,
             "rebalance_timeout_ms": self.kafka_rebalance_timeout_ms,
         }
+
+
+def _as_env(model: BaseModel, prefix: str) -> dict[str, str]:
+    env, values = {}, model.model_dump(mode="json")  # Decimal as its text, tuples as lists
+    for name in type(model).model_fields:
+        key, value = f"{prefix}{name}".upper(), getattr(model, name)
+        if isinstance(value, BaseModel):
+            env.update(_as_env(value, f"{key}__"))
+        elif values[name] is None or isinstance(values[name], str):
+            env[key] = values[name] or ""
+        else:
+            env[key] = json.dumps(values[name])
+    return env

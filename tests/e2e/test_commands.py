@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from gongji.cli import SERVICES
+from gongji.services import SERVICES
 
 DATA = Path(__file__).parent / "data"
 GONGJI = [sys.executable, "-m", "gongji.cli"]

@@ -19,7 +19,6 @@ from dashboard_records import dead_letter, fraud_signal, institution, rejection,
 
 from gongji.common.topic_admin import ensure_topics
 from gongji.local.processes import free_port
-from gongji.local.launch import service_env
 
 playwright = pytest.importorskip("playwright.async_api")
 
@@ -45,7 +44,7 @@ def settings_for(stack, uniq: str, port: int):
 
 def start(settings, log_path: Path) -> subprocess.Popen:
     """`gongji run dashboard` as a child process, as `gongji stack up` and the demo run it."""
-    env = {**os.environ, **service_env(settings), "GONGJI_DASHBOARD_PORT": str(settings.dashboard_port)}
+    env = {**os.environ, **settings.to_env(), "GONGJI_DASHBOARD_PORT": str(settings.dashboard_port)}
     with open(log_path, "ab") as log:
         return subprocess.Popen([sys.executable, "-m", "gongji.cli", "run", "dashboard"], env=env, stdout=log,
                                 stderr=log, stdin=subprocess.DEVNULL)

@@ -10,7 +10,8 @@ import pytest
 from support import CATALOG, collect, produce, running, settings_for, wait_registered
 
 from gongji.clearing.domain import FIELDS, Contribution, contribution, fold
-from gongji.clearing.service import ClearingService, ClearingStore, close_month
+from gongji.clearing.service import ClearingService, close_month
+from gongji.clearing.store import ClearingStore
 from gongji.common.redis import connect
 from gongji.local.processes import free_port
 from gongji.settlement.policy import load_policy_book

@@ -20,7 +20,6 @@ from support import CATALOG, collect, producer, send_raw, settings_for
 
 from gongji.common.topic_admin import ensure_topics
 from gongji.local.processes import free_port
-from gongji.local.launch import service_env
 from gongji.fraud import domain
 from gongji.fraud.service import FraudService
 from gongji.settings import FraudSettings
@@ -273,7 +272,7 @@ async def test_kill_9_mid_stream_then_resend_raises_each_expected_signal_id_and_
     await ensure_topics(settings.kafka_bootstrap_servers, [settings.topics.settlements, settings.topics.claims],
                         settings.partitions)
     port = free_port()
-    env = {**os.environ, **service_env(settings), **ENV_CONFIG, "GONGJI_METRICS_PORT": str(port),
+    env = {**os.environ, **settings.to_env(), **ENV_CONFIG, "GONGJI_METRICS_PORT": str(port),
            "GONGJI_FRAUD__BATCH_EVENTS": "50"}
     command = [sys.executable, "-m", "gongji.cli", "run", "fraud"]
     log_path = tmp_path / "fraud.log"

@@ -20,7 +20,6 @@ from support import CATALOG, collect, open_accounts, produce, running, send_raw
 
 from gongji.common.money import to_fen
 from gongji.common.redis import connect
-from gongji.local.launch import service_env
 from gongji.ledger.store import LedgerStore, migrate
 from gongji.ledger.service import LedgerService
 from gongji.settlement.policy import load_policy_book
@@ -126,7 +125,7 @@ async def test_redelivery_resends_junk_and_a_kill_book_nothing_twice_and_lose_no
     await send_raw(settings, settings.topics.settlements, b"\x00junk", b"P-junk",
                    headers=[("gongji-type", b"settlement"), ("gongji-id", b"junk")])
 
-    env = {**os.environ, **service_env(settings), "GONGJI_BATCH_MAX_RECORDS": "40"}
+    env = {**os.environ, **settings.to_env(), "GONGJI_BATCH_MAX_RECORDS": "40"}
     command = [sys.executable, "-m", "gongji.cli", "run", "ledger"]
     log = open(tmp_path / "ledger.log", "wb")
     first = subprocess.Popen(command, env=env, stdout=log, stderr=log)
@@ -203,7 +202,7 @@ async def test_reconcile_reports_balanced_and_lists_what_differs(ledger_settings
     totals = {"--medfee-sumamt": sum(d["medfee_sumamt"] for d in mine),
               "--fund-pay-sumamt": sum(d["fund_pay_sumamt"] for d in mine),
               "--acct-pay": sum(d["acct_pay"] + d["acct_mulaid_pay"] for d in mine), "--count": len(mine)}
-    env = {**os.environ, **service_env(settings)}
+    env = {**os.environ, **settings.to_env()}
 
     def reconcile(*extra, **changes):
         args = [sys.executable, "-m", "gongji.cli", "reconcile", "--fixmedins", code, "--from", days[0],

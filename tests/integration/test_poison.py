@@ -321,14 +321,12 @@ async def test_ledger_check_fails_while_the_ledger_is_behind_and_not_moving(ledg
     import subprocess
     import sys
 
-    from gongji.local.launch import service_env
-
     settings = ledger_settings
     await asyncio.to_thread(migrate, settings.database_url, settings.ledger_schema)
     records = [settlement(f"{uniq}-{i}") for i in range(5)]
     for record in records:
         await send_result(settings, record)
-    env = {**os.environ, **service_env(settings), "GONGJI_LEDGER_CHECK_SECONDS": "0.5"}
+    env = {**os.environ, **settings.to_env(), "GONGJI_LEDGER_CHECK_SECONDS": "0.5"}
 
     def check() -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "gongji.cli", "ledger", "check"], env=env,

@@ -23,7 +23,6 @@ from gongji.common import kafka
 from gongji.common.redis import connect
 from gongji.local.processes import die_with_parent, free_port
 from gongji.local.servers import REDIS_PERSISTENCE, redis_server_binary
-from gongji.local.launch import service_env
 from gongji.settlement import policy
 from gongji.settlement.codec import from_output, json_ready, to_event
 from gongji.settlement.domain import PersonState
@@ -194,7 +193,7 @@ async def wait_health(ports, status: int, timeout: float = 60.0) -> None:
 def run_rebuild(settings, *options: str) -> subprocess.CompletedProcess:
     """`gongji [OPTIONS] settlement rebuild` as an operator runs it, with the service's environment."""
     return subprocess.run([sys.executable, "-m", "gongji.cli", *options, "settlement", "rebuild"],
-                          env={**os.environ, **service_env(settings)}, capture_output=True, text=True, timeout=120)
+                          env={**os.environ, **settings.to_env()}, capture_output=True, text=True, timeout=120)
 
 
 def first_differences(published: dict[str, list[dict]], expected: dict[str, list[dict]]) -> dict:
@@ -274,7 +273,7 @@ async def test_a_redis_without_the_configured_durability_stops_start_up_in_one_l
     server.start(("--save", "", "--appendonly", "no"))
     try:
         settings = settings_for(stack, uniq).model_copy(update={"redis_url": server.url})
-        env = {**os.environ, **service_env(settings)}
+        env = {**os.environ, **settings.to_env()}
         done = subprocess.run([sys.executable, "-m", "gongji.cli", "run", "settlement"], env=env,
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 1
@@ -305,7 +304,7 @@ async def test_chaos_workers_killed_redis_crashed_and_emptied_under_load(stack, 
     expected, reference = await replay_results(setup + claims)
     rng = random.Random(31)
     ports = [free_port(), free_port()]
-    env = {**os.environ, **service_env(settings), "GONGJI_BATCH_MAX_RECORDS": "200"}
+    env = {**os.environ, **settings.to_env(), "GONGJI_BATCH_MAX_RECORDS": "200"}
     log = open(tmp_path / "workers.log", "ab")
 
     def start(index: int) -> subprocess.Popen:

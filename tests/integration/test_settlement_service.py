@@ -10,7 +10,6 @@ import sys
 
 from gongji.common.redis import connect
 
-from gongji.local.launch import service_env
 from gongji.settlement.codec import from_output, json_ready, to_event
 from gongji.settlement.domain import PersonState
 from gongji.settlement.settler import Settler
@@ -143,7 +142,7 @@ async def test_killed_and_restarted_mid_stream_ends_as_an_uninterrupted_run(stac
     setup = traffic.registry() + traffic.openings()
     claims = list(traffic.stream(6000))
     expected, reference = await replayed(setup + claims)
-    env = {**os.environ, **service_env(settings), "GONGJI_BATCH_MAX_RECORDS": "200"}
+    env = {**os.environ, **settings.to_env(), "GONGJI_BATCH_MAX_RECORDS": "200"}
 
     def start():
         return subprocess.Popen([sys.executable, "-m", "gongji.cli", "run", "settlement"], env=env,

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from gongji import cli
+from gongji.local import state
 from gongji.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -19,25 +19,25 @@ STATE = {"kafka_bootstrap_servers": "127.0.0.1:1", "redis_url": "redis://127.0.0
 @pytest.fixture
 def stack_state(tmp_path, monkeypatch):
     (tmp_path / "stack.json").write_text(json.dumps(STATE))
-    monkeypatch.setattr(cli, "STATE_DIR", tmp_path)
+    monkeypatch.setattr(state, "STATE_DIR", tmp_path)
 
 
 def test_no_servers_configured_means_the_whole_local_stack(stack_state):
-    settings = cli.resolve_settings(Settings())
+    settings = state.resolve_settings(Settings())
     assert (settings.kafka_bootstrap_servers, settings.redis_url, settings.database_url) == (
         STATE["kafka_bootstrap_servers"], STATE["redis_url"], STATE["database_url"])
 
 
 def test_configured_servers_never_borrow_the_stacks_database(stack_state):
-    settings = cli.resolve_settings(Settings(kafka_bootstrap_servers="kafka.prod:9092", redis_url="redis://redis.prod/0"))
+    settings = state.resolve_settings(Settings(kafka_bootstrap_servers="kafka.prod:9092", redis_url="redis://redis.prod/0"))
     assert settings.kafka_bootstrap_servers == "kafka.prod:9092" and settings.database_url is None
 
 
 def test_half_configured_servers_stop_with_a_message(stack_state):
     with pytest.raises(SystemExit, match="set both GONGJI_KAFKA_BOOTSTRAP_SERVERS and GONGJI_REDIS_URL"):
-        cli.resolve_settings(Settings(database_url="postgresql://prod/gongji"))
+        state.resolve_settings(Settings(database_url="postgresql://prod/gongji"))
 
 
 def test_the_stacks_services_use_the_stacks_servers_whatever_the_shell_says(stack_state):
-    settings = cli.local_stack_settings(Settings(database_url="postgresql://prod/gongji"))
+    settings = state.local_stack_settings(Settings(database_url="postgresql://prod/gongji"))
     assert settings.database_url == STATE["database_url"]

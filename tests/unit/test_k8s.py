@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from gongji import cli
+from gongji.services import SERVICES
 from gongji.settings import Settings
 
 from test_deploy import COMING, compose, gongji_services, unknown_settings
@@ -61,7 +61,7 @@ def test_every_service_has_a_deployment_with_probes_on_healthz():
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         assert container["args"][0] == "run", name
         runs[container["args"][1]] = container
-    assert set(cli.SERVICES) <= set(runs) <= set(cli.SERVICES) | COMING
+    assert set(SERVICES) <= set(runs) <= set(SERVICES) | COMING
     compose_runs = {tuple(s["command"]) for s in gongji_services(compose()).values()}
     assert {("run", name) for name in runs} | {("topics", "create")} == compose_runs, "compose and k8s differ"
     config = by_kind("ConfigMap")["gongji-config"]["data"]

@@ -19,6 +19,10 @@ MONEY = ("medfee_sumamt", "hifp_pay", "hifob_pay", "cvlserv_pay", "maf_pay", "fu
 FIELDS = COUNTS + MONEY
 
 
+class ClearingError(Exception):
+    """The root of clearing's own exceptions."""
+
+
 @dataclass(frozen=True, slots=True)
 class Contribution:
     """What one cross-region settlement (or reversal) adds to its position."""

@@ -395,21 +395,3 @@ async def start_dashboard(settings: Settings, policy_dir=None, catalog: SchemaCa
         settings = settings.model_copy(update={"dashboard_port": port})
     dashboard = Dashboard(settings, catalog, region_names(policy_dir))
     return Running(dashboard, await dashboard.start())
-
-
-async def run_dashboard(settings: Settings, policy_dir=None) -> None:
-    """`gongji run dashboard`: until SIGINT or SIGTERM."""
-    import signal
-
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    running = await start_dashboard(settings, policy_dir)
-    log.info("dashboard: %s (Kafka %s, topics %s*)", running.url, settings.kafka_bootstrap_servers,
-             settings.topic_prefix or "")
-    try:
-        await stop.wait()
-    finally:
-        await running.stop()

@@ -1,4 +1,5 @@
-"""`gongji run ledger`, `gongji ledger …` and `gongji reconcile …`: the ledger's entry points."""
+"""`gongji run ledger`, `gongji ledger …` and `gongji reconcile …`: the ledger's entry points
+(handlers of gongji.cli's table)."""
 
 from __future__ import annotations
 
@@ -8,74 +9,47 @@ import csv
 import json
 import logging
 import sys
-from datetime import date
-from decimal import Decimal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gongji.settings import Settings
 from gongji.common.money import to_fen, to_yuan
 
+# `gongji ledger balances --by`: the accounts each choice shows (gongji.cli offers these and "day").
 PREFIXES = {"fund": "fund:", "institution": "inst:", "account": "acct:", "cash": "cash:", "all": None}
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
-    ledger = commands.add_parser("ledger", help="the fund ledger: migrate, balances, check, entry")
-    actions = ledger.add_subparsers(dest="action", required=True)
-    actions.add_parser("migrate", help="create or upgrade the journal's tables")
-    balances = actions.add_parser("balances", help="debits, credits and balance per account")
-    balances.add_argument("--by", choices=[*PREFIXES, "day"], default="fund",
-                          help="fund (default), institution, account, cash, all; or day: every account per day")
-    balances.add_argument("--from", dest="start", type=date.fromisoformat, help="first book date, YYYY-MM-DD")
-    balances.add_argument("--to", dest="end", type=date.fromisoformat, help="last book date, YYYY-MM-DD")
-    balances.add_argument("--account", help="only accounts starting with this, e.g. inst:H15250100001")
-    balances.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    actions.add_parser("check", help="trial balance: debits equal credits per entry and per day, and the ledger "
-                                     "is not stuck behind the settlements (exit 1 if not)")
-    entry = actions.add_parser("entry", help="one journal entry and its postings")
-    entry.add_argument("entry_id", help="setl_id or credit_id")
-
-    rec = commands.add_parser(
-        "reconcile", help="reconcile an institution's totals for a period (对账, 3201; with --details, 3202)",
-        description="Compare an institution's totals for a period with the centre's journal. Prints the verdict "
-                    "(balanced, centre has more, institution has more, mismatch) and, with --details, every "
-                    "settlement that differs. Exit status 0 when balanced, 1 when not.")
-    rec.add_argument("--fixmedins", required=True, help="fixmedins_code of the institution")
-    rec.add_argument("--from", dest="start", required=True, type=date.fromisoformat, help="stmt_begndate, YYYY-MM-DD")
-    rec.add_argument("--to", dest="end", required=True, type=date.fromisoformat, help="stmt_enddate, YYYY-MM-DD")
-    rec.add_argument("--medfee-sumamt", required=True, type=Decimal)
-    rec.add_argument("--fund-pay-sumamt", required=True, type=Decimal)
-    rec.add_argument("--acct-pay", required=True, type=Decimal, help="personal accounts paid, family aid included")
-    rec.add_argument("--count", required=True, type=int, help="fixmedins_setl_cnt: settlements counted")
-    rec.add_argument("--refunds", action="store_true",
-                     help="reconcile reversals (refd_setl_flag 1) instead of settlements; their amounts are negative")
-    rec.add_argument("--details", type=Path,
-                     help="the institution's detail lines (3202): CSV with a header, or JSON Lines; fields setl_id, "
-                          "medfee_sumamt, fund_pay_sumamt, acct_pay")
-    rec.add_argument("--json", action="store_true", help="the report as one JSON object")
+def run(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
+    asyncio.run(run_ledger(_with_database(resolve())))
 
 
-def dispatch(args: argparse.Namespace, settings: Settings) -> None:
-    if not settings.database_url:
-        sys.exit("gongji: the ledger needs PostgreSQL: set GONGJI_DATABASE_URL, or start the local stack "
-                 "with `gongji stack up`.")
-    if args.command == "run":
-        asyncio.run(run_ledger(settings))
-    elif args.command == "reconcile":
-        sys.exit(asyncio.run(reconcile_command(settings, args)))
-    elif args.action == "migrate":
+def ledger(args: argparse.Namespace, resolve: Callable[[], Settings]) -> int:
+    """`gongji ledger migrate|balances|check|entry`."""
+    settings = _with_database(resolve())
+    if args.action == "migrate":
         from gongji.ledger.store import migrate
 
         applied = migrate(settings.database_url, settings.ledger_schema)
         print(f"ledger schema {settings.ledger_schema}: " + (f"applied {', '.join(applied)}" if applied else "up to date"))
-    else:
-        sys.exit(asyncio.run(_query(settings, args)))
+        return 0
+    return asyncio.run(_query(settings, args))
+
+
+def reconcile(args: argparse.Namespace, resolve: Callable[[], Settings]) -> int:
+    return asyncio.run(reconcile_command(_with_database(resolve()), args))
+
+
+def _with_database(settings: Settings) -> Settings:
+    if not settings.database_url:
+        sys.exit("gongji: the ledger needs PostgreSQL: set GONGJI_DATABASE_URL, or start the local stack "
+                 "with `gongji stack up`.")
+    return settings
 
 
 async def run_ledger(settings: Settings) -> None:
-    import signal
-
     from gongji.common.avro import SchemaCatalog
+    from gongji.common.process import stop_on_signals
     from gongji.ledger.service import LedgerService
     from gongji.ledger.store import LedgerStore, migrate, wait_for_database
 
@@ -85,9 +59,7 @@ async def run_ledger(settings: Settings) -> None:
                                             f" (applied {', '.join(applied)})" if applied else "")
     store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    stop_on_signals(stop)
     try:
         await LedgerService(settings, SchemaCatalog(), store).run(stop)
     finally:

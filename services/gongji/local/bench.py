@@ -203,7 +203,7 @@ DOWNSTREAM = ("ledger", "clearing", "fraud")
 
 async def _bench_downstream(settings: Settings, policy_dir: Path | None, workdir: Path) -> dict:
     """Each downstream consumer alone on the settlements topic as it stands: results/s and CPU."""
-    from gongji.cli import SERVICES  # TODO(issue 9): from gongji.services once it exists (cli imports this)
+    from gongji.services import SERVICES
 
     figures = {}
     async with kafka.group_progress(settings, settings.topics.settlements) as progress:

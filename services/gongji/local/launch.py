@@ -65,29 +65,6 @@ def dashboard_url(settings: Settings) -> str:
     return f"http://{settings.dashboard_host}:{settings.dashboard_port}/"
 
 
-def service_env(settings: Settings) -> dict[str, str]:
-    """The settings a `gongji run` child needs, as environment variables."""
-    return {
-        "GONGJI_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "GONGJI_REDIS_URL": settings.redis_url,
-        "GONGJI_TOPIC_PREFIX": settings.topic_prefix,
-        "GONGJI_KEY_PREFIX": settings.key_prefix,
-        "GONGJI_SETTLEMENT_GROUP": settings.settlement_group,
-        "GONGJI_CLEARING_GROUP": settings.clearing_group,
-        "GONGJI_LEDGER_GROUP": settings.ledger_group,
-        "GONGJI_LEDGER_SCHEMA": settings.ledger_schema,
-        # Always set, empty for none: a child must not pick up a database from the caller's shell.
-        "GONGJI_DATABASE_URL": settings.database_url or "",
-        "GONGJI_FRAUD_GROUP": settings.fraud_group,
-        "GONGJI_DASHBOARD_HOST": settings.dashboard_host,
-        "GONGJI_DASHBOARD_PORT": str(settings.dashboard_port),
-        "GONGJI_PARTITIONS": str(settings.partitions),
-        "GONGJI_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
-        "GONGJI_KAFKA_HEARTBEAT_INTERVAL_MS": str(settings.kafka_heartbeat_interval_ms),
-        "GONGJI_KAFKA_REBALANCE_TIMEOUT_MS": str(settings.kafka_rebalance_timeout_ms),
-    }
-
-
 def start_service(service: str, settings: Settings, policy_dir: Path | None, log: IO[bytes], count: int = 1, *,
                   detach: bool = False, cwd: Path | None = None, outlive: bool = False) -> list[subprocess.Popen]:
     """`count` processes of `gongji run SERVICE` in one consumer group, logging to `log`.
@@ -97,13 +74,32 @@ def start_service(service: str, settings: Settings, policy_dir: Path | None, log
     `detach`: each in a session of its own, so a terminal's Ctrl-C reaches only the caller, which
     stops them when it chooses; and SIGTERMed by the kernel should the caller die first (Linux).
     """
-    command = [sys.executable, "-m", "gongji.cli"] + (["--policies", str(policy_dir)] if policy_dir else [])
-    env = {**os.environ, **service_env(settings)}
+    command = [sys.executable, "-m", "gongji"] + (["--policies", str(policy_dir)] if policy_dir else [])
+    env = {**os.environ, **settings.to_env()}
     return [subprocess.Popen(command + ["run", service], env=env, stdout=log, stderr=log, cwd=cwd,
                              stdin=subprocess.DEVNULL if detach or outlive else None,
                              start_new_session=detach or outlive,
                              preexec_fn=die_with_parent(os.getpid()) if detach and not outlive else None)
             for _ in range(count)]
+
+
+def start_stack_services(policy_dir: Path | None) -> str:
+    """Every service of SERVICES in the background on the local stack (`gongji stack up`), recorded
+    in its state file; returns the dashboard's address."""
+    from gongji.local.stack import record_processes
+    from gongji.local.state import STATE_DIR, local_stack_settings
+    from gongji.services import SERVICES
+
+    # The stack's own servers, whatever the shell's GONGJI_* say: its services must not write elsewhere.
+    settings = with_dashboard_port(local_stack_settings(Settings()))
+    processes = {}
+    for service in SERVICES:
+        log_path = STATE_DIR / f"{service}.log"
+        with open(log_path, "ab") as log:
+            (process,) = start_service(service, settings, policy_dir, log, outlive=True, cwd=STATE_DIR)
+        processes[service] = {"pid": process.pid, "binary": sys.executable, "log": str(log_path.resolve())}
+    record_processes(STATE_DIR, processes, dashboard_url=dashboard_url(settings))
+    return dashboard_url(settings)
 
 
 def stop_processes(processes: Iterable[subprocess.Popen], timeout: float = 30) -> None:

@@ -137,7 +137,7 @@ async def _run(run: Run, persons: int, policy_dir: Path | None, stop: asyncio.Ev
 def downstream_services(settings) -> list[str]:
     """The services the demo runs beside settlement: every one `gongji run` knows; the ledger only
     with a PostgreSQL to write to."""
-    from gongji.cli import SERVICES  # TODO(issue 9): from gongji.services once it exists (cli imports this)
+    from gongji.services import SERVICES
 
     return [name for name in SERVICES if name != "settlement" and (name != "ledger" or settings.database_url)]
 

@@ -8,7 +8,8 @@ import asyncio
 import time
 from decimal import Decimal
 
-from gongji.clearing.service import ClearingStore, close_month
+from gongji.clearing.service import close_month
+from gongji.clearing.store import ClearingStore
 from gongji.common import kafka
 from gongji.common.avro import SchemaCatalog
 from gongji.common.redis import connect

@@ -1,0 +1,5 @@
+"""`python -m gongji`: the `gongji` command."""
+
+from gongji.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""`gongji run clearing` and `gongji clearing close MONTH`: clearing's entry points (handlers of
+gongji.cli's table)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gongji.settings import Settings
+
+
+def run(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
+    asyncio.run(serve(resolve()))
+
+
+async def serve(settings: Settings) -> None:
+    from gongji.clearing.service import ClearingService
+    from gongji.common.avro import SchemaCatalog
+    from gongji.common.process import stop_on_signals
+    from gongji.common.redis import connect
+
+    client = connect(settings.redis_url, settings.redis_cluster)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    try:
+        await ClearingService(settings, SchemaCatalog(), client).run(stop)
+    finally:
+        await client.aclose()
+
+
+def close(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
+    """`gongji clearing close MONTH`: the month's statements published, and printed."""
+    asyncio.run(close_and_print(resolve(), args.month))
+
+
+async def close_and_print(settings: Settings, month: str) -> None:
+    from gongji.clearing import service
+    from gongji.common.avro import SchemaCatalog
+    from gongji.common.redis import connect
+
+    client = connect(settings.redis_url, settings.redis_cluster)
+    try:
+        statements = await service.close_month(settings, SchemaCatalog(), client, month)
+    finally:
+        await client.aclose()
+    print(f"{month}: {len(statements)} statement(s) on {settings.topics.clearing_statements}")
+    for s in statements:
+        a, b = s["a_to_b"], s["b_to_a"]
+        print(f"  {s['region_a']} ⇄ {s['region_b']}: {s['region_a']} advanced {a['owed']} for {a['settlements']} "
+              f"settlement(s), {s['region_b']} advanced {b['owed']} for {b['settlements']}; "
+              f"net {s['net_to_a']} to {s['region_a']}")

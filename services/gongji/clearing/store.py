@@ -1,0 +1,61 @@
+"""Clearing's positions in Redis.
+
+Exactly-once effect without transactions: each position remembers the settlement ids it has
+counted (`lua/apply.lua`, one hash tag per position), so a redelivered or resent result adds
+nothing, and a batch split to find a result that fails (gongji.common.poison) counts each result once.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+
+from gongji.clearing.domain import FIELDS, Contribution, empty
+from gongji.common.redis import LuaScript, run_pipeline
+
+
+class ClearingStore:
+    """Positions on Redis: `<prefix>:{clr:<month>:<treatment>><insured>}:flow|seen`, and per month the
+    set of pairs with a position, `<prefix>:clr:pairs:<month>`."""
+
+    def __init__(self, client, prefix: str, timeout: float = 10.0):
+        self.client = client
+        self.prefix = prefix
+        self.timeout = timeout
+        self._apply = LuaScript(
+            importlib.resources.files("gongji.clearing").joinpath("lua", "apply.lua").read_text("utf-8"))
+
+    def _key(self, ym: str, treatment: str, insured: str, suffix: str) -> str:
+        return f"{self.prefix}:{{clr:{ym}:{treatment}>{insured}}}:{suffix}"
+
+    async def apply(self, items: list[Contribution]) -> int:
+        """Count each item once; returns how many were new."""
+        def build(pipe):
+            for item in items:  # the month's index first: a position is never missed at close
+                pipe.sadd(f"{self.prefix}:clr:pairs:{item.ym}", f"{item.treatment}>{item.insured}")
+            for item in items:
+                args = [item.setl_id]
+                for name, value in item.amounts.items():
+                    if value:
+                        args += [name, str(value)]
+                self._apply.queue(pipe, [self._key(item.ym, item.treatment, item.insured, "seen"),
+                                         self._key(item.ym, item.treatment, item.insured, "flow")], args)
+        replies = await run_pipeline(self.client, build, (self._apply,), self.timeout)
+        return sum(reply == b"ok" for reply in replies[len(items):])
+
+    async def months(self) -> list[str]:
+        """The months with a position, in order (a scan: for closing and summing up, not the hot path)."""
+        prefix = f"{self.prefix}:clr:pairs:"
+        return sorted([key.decode()[len(prefix):] async for key in self.client.scan_iter(match=prefix + "*")])
+
+    async def positions(self, ym: str) -> dict[tuple[str, str], dict[str, int]]:
+        pairs = sorted(member.decode() for member in await self.client.smembers(f"{self.prefix}:clr:pairs:{ym}"))
+        def build(pipe):
+            for pair in pairs:
+                pipe.hgetall(self._key(ym, *pair.split(">"), "flow"))
+        replies = await run_pipeline(self.client, build, timeout=self.timeout)
+        positions = {}
+        for pair, raw in zip(pairs, replies):
+            position = empty()
+            position.update({field.decode(): int(value) for field, value in raw.items() if field.decode() in FIELDS})
+            positions[tuple(pair.split(">"))] = position
+        return positions

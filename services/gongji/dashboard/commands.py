@@ -1,0 +1,36 @@
+"""`gongji run dashboard`: the dashboard's entry point (a handler of gongji.cli's table)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gongji.settings import Settings
+
+log = logging.getLogger("gongji.dashboard")
+
+
+def run(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
+    asyncio.run(serve(resolve(), args.policies))
+
+
+async def serve(settings: Settings, policy_dir: Path | None = None) -> None:
+    """Until SIGINT or SIGTERM."""
+    from gongji.common.process import stop_on_signals
+    from gongji.dashboard.service import start_dashboard
+
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    running = await start_dashboard(settings, policy_dir)
+    log.info("dashboard: %s (Kafka %s, topics %s*)", running.url, settings.kafka_bootstrap_servers,
+             settings.topic_prefix or "")
+    try:
+        await stop.wait()
+    finally:
+        await running.stop()

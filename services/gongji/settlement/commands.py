@@ -1,0 +1,94 @@
+"""`gongji run settlement`, `gongji settlement rebuild` and `gongji replay`: settlement's entry
+points (handlers of gongji.cli's table)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gongji.settings import Settings
+    from gongji.settlement.policy import PolicyBook
+
+
+def run(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
+    from gongji.settlement.policy import load_policy_book
+
+    book = load_policy_book(args.policies)  # a bad policy file stops start-up before anything runs
+    asyncio.run(serve(resolve(), book))
+
+
+async def serve(settings: Settings, book: PolicyBook) -> None:
+    from gongji.common.avro import SchemaCatalog
+    from gongji.common.observe import redacted
+    from gongji.common.process import stop_on_signals, tune_gc
+    from gongji.common.redis import DurabilityUnavailable, connect
+    from gongji.settlement.service import SettlementService
+
+    client = connect(settings.redis_url, settings.redis_cluster)
+    service = SettlementService(settings, SchemaCatalog(), book, client)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    tune_gc()
+    logging.getLogger("gongji").info("settlement: regions %s, Kafka %s, Redis %s", ", ".join(book.regions),
+                                     settings.kafka_bootstrap_servers, redacted(settings.redis_url))
+    try:
+        await service.run(stop)
+    except DurabilityUnavailable as error:
+        sys.exit(f"gongji: Redis at {redacted(settings.redis_url)}: {error}")
+    finally:
+        await client.aclose()
+
+
+def rebuild(args: argparse.Namespace, resolve: Callable[[], Settings]) -> int:
+    """`gongji settlement rebuild`: the state in Redis again from Kafka (gongji.settlement.rebuild);
+    1 when it wrote no markers."""
+    from gongji.settlement.policy import load_policy_book
+
+    book = load_policy_book(args.policies)
+    return asyncio.run(_rebuild(resolve(), book, args))
+
+
+async def _rebuild(settings: Settings, book: PolicyBook, args: argparse.Namespace) -> int:
+    from gongji.common.avro import SchemaCatalog
+    from gongji.common.redis import DurabilityUnavailable, connect
+    from gongji.settlement.rebuild import RebuildError, rebuild
+
+    client = connect(settings.redis_url, settings.redis_cluster)
+    try:
+        report = await rebuild(settings, SchemaCatalog(), book, client, force=args.force,
+                               accept_differences=args.accept_differences, batch=args.batch)
+    except (RebuildError, DurabilityUnavailable) as error:
+        sys.exit(f"gongji: settlement rebuild: {error}")
+    finally:
+        await client.aclose()
+    print("\n".join(report.lines()))
+    return 0 if report.markers_written else 1
+
+
+def replay(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
+    """`gongji replay FILE`: offline, on no server; only the bounds are read from the environment."""
+    asyncio.run(replay_file(args.file, args.policies, args.batch, args.now))
+
+
+async def replay_file(path: str, policy_dir: Path | None, batch: int = 1, now: datetime | None = None) -> None:
+    from gongji.settings import Settings
+    from gongji.settlement.policy import load_policy_book
+    from gongji.settlement.replay import replay_lines
+
+    book = load_policy_book(policy_dir)
+    bounds = Settings().settlement_bounds()
+    try:  # bytes: a line that is not UTF-8 is one skipped line, not the end of the file
+        source = sys.stdin.buffer if path == "-" else open(path, "rb")
+    except OSError as error:
+        sys.exit(f"gongji: {path}: {error.strerror}")
+    with source:
+        async for output in replay_lines(source, book, batch=batch, bounds=bounds, now=now):
+            sys.stdout.write(json.dumps(output, ensure_ascii=False) + "\n")

@@ -137,7 +137,7 @@ class Settings(BaseSettings):
     # waiting without handling any, for this long.
     stall_seconds: float = 30.0
     # A service asked to stop (SIGTERM) finishes its batch in flight; whatever it is still doing this
-    # long after is cancelled (gongji.common.lifecycle), inside an orchestrator's kill deadline.
+    # long after is cancelled (gongji.common.process), inside an orchestrator's kill deadline.
     stop_grace_seconds: float = 20.0
     # `gongji ledger check`: seconds between its two readings of the ledger group's progress.
     ledger_check_seconds: float = 2.0

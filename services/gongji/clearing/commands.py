@@ -19,14 +19,13 @@ def run(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
 async def serve(settings: Settings) -> None:
     from gongji.clearing.service import ClearingService
     from gongji.common.avro import SchemaCatalog
-    from gongji.common.process import stop_on_signals
+    from gongji.common.process import until_stopped
     from gongji.common.redis import connect
 
     client = connect(settings.redis_url, settings.redis_cluster)
-    stop = asyncio.Event()
-    stop_on_signals(stop)
     try:
-        await ClearingService(settings, SchemaCatalog(), client).run(stop)
+        await until_stopped(ClearingService(settings, SchemaCatalog(), client).run, grace=settings.stop_grace_seconds,
+                            name="clearing")
     finally:
         await client.aclose()
 

@@ -21,16 +21,18 @@ def run(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
 
 async def serve(settings: Settings, policy_dir: Path | None = None) -> None:
     """Until SIGINT or SIGTERM."""
-    from gongji.common.process import stop_on_signals
+    from gongji.common.process import until_stopped
     from gongji.dashboard.service import start_dashboard
 
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    stop = asyncio.Event()
-    stop_on_signals(stop)
-    running = await start_dashboard(settings, policy_dir)
-    log.info("dashboard: %s (Kafka %s, topics %s*)", running.url, settings.kafka_bootstrap_servers,
-             settings.topic_prefix or "")
-    try:
-        await stop.wait()
-    finally:
-        await running.stop()
+
+    async def main(stop: asyncio.Event) -> None:
+        running = await start_dashboard(settings, policy_dir)
+        log.info("dashboard: %s (Kafka %s, topics %s*)", running.url, settings.kafka_bootstrap_servers,
+                 settings.topic_prefix or "")
+        try:
+            await stop.wait()
+        finally:
+            await running.stop()
+
+    await until_stopped(main, grace=settings.stop_grace_seconds, name="dashboard")

@@ -17,9 +17,7 @@ def run(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
 
 async def serve(settings: Settings) -> None:
     from gongji.common.avro import SchemaCatalog
-    from gongji.common.process import stop_on_signals
+    from gongji.common.process import until_stopped
     from gongji.fraud.service import FraudService
 
-    stop = asyncio.Event()
-    stop_on_signals(stop)
-    await FraudService(settings, SchemaCatalog()).run(stop)
+    await until_stopped(FraudService(settings, SchemaCatalog()).run, grace=settings.stop_grace_seconds, name="fraud")

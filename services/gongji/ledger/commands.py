@@ -49,7 +49,7 @@ def _with_database(settings: Settings) -> Settings:
 
 async def run_ledger(settings: Settings) -> None:
     from gongji.common.avro import SchemaCatalog
-    from gongji.common.process import stop_on_signals
+    from gongji.common.process import until_stopped
     from gongji.ledger.service import LedgerService
     from gongji.ledger.store import LedgerStore, migrate, wait_for_database
 
@@ -58,10 +58,9 @@ async def run_ledger(settings: Settings) -> None:
     logging.getLogger("gongji.ledger").info("ledger: schema %s ready%s", settings.ledger_schema,
                                             f" (applied {', '.join(applied)})" if applied else "")
     store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
-    stop = asyncio.Event()
-    stop_on_signals(stop)
     try:
-        await LedgerService(settings, SchemaCatalog(), store).run(stop)
+        await until_stopped(LedgerService(settings, SchemaCatalog(), store).run, grace=settings.stop_grace_seconds,
+                            name="ledger")
     finally:
         await store.close()
 

@@ -28,19 +28,17 @@ def run(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
 async def serve(settings: Settings, book: PolicyBook) -> None:
     from gongji.common.avro import SchemaCatalog
     from gongji.common.observe import redacted
-    from gongji.common.process import stop_on_signals, tune_gc
+    from gongji.common.process import tune_gc, until_stopped
     from gongji.common.redis import DurabilityUnavailable, connect
     from gongji.settlement.service import SettlementService
 
     client = connect(settings.redis_url, settings.redis_cluster)
     service = SettlementService(settings, SchemaCatalog(), book, client)
-    stop = asyncio.Event()
-    stop_on_signals(stop)
     tune_gc()
     logging.getLogger("gongji").info("settlement: regions %s, Kafka %s, Redis %s", ", ".join(book.regions),
                                      settings.kafka_bootstrap_servers, redacted(settings.redis_url))
     try:
-        await service.run(stop)
+        await until_stopped(service.run, grace=settings.stop_grace_seconds, name="settlement")
     except DurabilityUnavailable as error:
         sys.exit(f"gongji: Redis at {redacted(settings.redis_url)}: {error}")
     finally:

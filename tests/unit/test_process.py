@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from gongji.common.lifecycle import until_stopped
+from gongji.common.process import until_stopped
 
 pytestmark = pytest.mark.unit
 

@@ -342,8 +342,11 @@ async def test_chaos_workers_killed_redis_crashed_and_emptied_under_load(stack, 
             own_redis.kill()
             own_redis.start()
             committed, marks = await committed_and_markers(settings, own_redis.url)
-            assert committed and all(marks[name] is not None and marks[name] >= offset
-                                     for name, offset in committed.items()), (committed, marks)
+            # (A group commits offset 0 for a partition it was assigned but never consumed from, as
+            # under repeated kills: nothing settled there, so no marker is due; the service agrees.)
+            short = {name: (offset, marks[name]) for name, offset in committed.items()
+                     if offset > 0 and (marks[name] is None or marks[name] < offset)}
+            assert committed and not short, short
             await load_and_kill(2)
 
             # Redis is emptied under load: every worker refuses, the rebuild restores, they resume.

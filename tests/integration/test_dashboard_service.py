@@ -13,6 +13,7 @@ from dashboard_records import dead_letter, fraud_signal, institution, rejection,
 from support import settings_for
 
 from gongji.common.topic_admin import ensure_topics
+from gongji.dashboard.commands import region_names
 from gongji.dashboard.service import start_dashboard
 
 
@@ -66,7 +67,7 @@ async def test_snapshot_on_connect_then_live_figures_lookback_and_lag(stack, uni
     await group.commit({TopicPartition(topics.claims, 0): 2})
     await group.stop()
 
-    running = await start_dashboard(settings)
+    running = await start_dashboard(settings, region_names())  # labels from the shipped policy files
     try:
         async with aiohttp.ClientSession() as session:
             stream = snapshots(session, running.url)

@@ -27,7 +27,7 @@ async def serve(settings: Settings, policy_dir: Path | None = None) -> None:
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
     async def main(stop: asyncio.Event) -> None:
-        running = await start_dashboard(settings, policy_dir)
+        running = await start_dashboard(settings, region_names(policy_dir))
         log.info("dashboard: %s (Kafka %s, topics %s*)", running.url, settings.kafka_bootstrap_servers,
                  settings.topic_prefix or "")
         try:
@@ -36,3 +36,15 @@ async def serve(settings: Settings, policy_dir: Path | None = None) -> None:
             await running.stop()
 
     await until_stopped(main, grace=settings.stop_grace_seconds, name="dashboard")
+
+
+def region_names(policy_dir=None) -> dict[str, str]:
+    """Region code → name, from settlement's policy files (labels only; none if they cannot be
+    read). Read here, where the process is composed: the dashboard itself knows only codes."""
+    try:
+        from gongji.settlement.policy import load_policy_book
+
+        book = load_policy_book(policy_dir)
+        return {code: book.region(code).name for code in book.regions}
+    except Exception:  # a dashboard shows codes rather than not start
+        return {}

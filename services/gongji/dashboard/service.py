@@ -376,22 +376,12 @@ class Running:
         await self.dashboard.stop()
 
 
-def region_names(policy_dir=None) -> dict[str, str]:
-    """Region code → name, from the policy files (labels only; none if they cannot be read)."""
-    try:
-        from gongji.settlement.policy import load_policy_book
-
-        book = load_policy_book(policy_dir)
-        return {code: book.region(code).name for code in book.regions}
-    except Exception:  # a dashboard shows codes rather than not start
-        return {}
-
-
-async def start_dashboard(settings: Settings, policy_dir=None, catalog: SchemaCatalog | None = None,
+async def start_dashboard(settings: Settings, region_names: dict[str, str] | None = None,
+                          catalog: SchemaCatalog | None = None,
                           port: int | None = None) -> Running:
     """Start a dashboard in the running event loop (for `gongji demo`); `await running.stop()` ends it.
     `port` overrides settings.dashboard_port (0: any free port; `running.url` says which)."""
     if port is not None:
         settings = settings.model_copy(update={"dashboard_port": port})
-    dashboard = Dashboard(settings, catalog, region_names(policy_dir))
+    dashboard = Dashboard(settings, catalog, region_names)
     return Running(dashboard, await dashboard.start())

@@ -16,7 +16,7 @@ from gongji.settlement.domain import PersonState
 from gongji.settlement.settler import Settler
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.redis_store import RedisStore
-from gongji.settlement.store import MemoryStore
+from gongji.settlement.memory_store import MemoryStore
 from gongji.local.synthetic import Traffic
 
 from support import CATALOG, running_service, by_claim, collect, open_accounts, produce, send_raw, settings_for, wait_registered, figures

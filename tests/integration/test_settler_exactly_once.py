@@ -12,7 +12,7 @@ import pytest
 from gongji.settlement.codec import from_output, json_ready, to_event
 from gongji.settlement.settler import Settler
 from gongji.settlement.policy import load_policy_book
-from gongji.settlement.store import MemoryStore
+from gongji.settlement.memory_store import MemoryStore
 from gongji.local.synthetic import Traffic
 from support import figures
 

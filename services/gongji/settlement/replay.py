@@ -22,7 +22,7 @@ from gongji.contract.wire import DEFAULT_BOUNDS, Bounds
 from gongji.settlement.domain import Rejection
 from gongji.settlement.settler import Event, Output, Settler
 from gongji.settlement.policy import PolicyBook
-from gongji.settlement.store import MemoryStore
+from gongji.settlement.memory_store import MemoryStore
 
 
 async def replay_lines(lines: Iterable[str | bytes], book: PolicyBook, errors: IO[str] = sys.stderr,

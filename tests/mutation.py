@@ -26,7 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = "services/gongji/"
-MONEY, ENGINE, HANDLER = PKG + "common/money.py", PKG + "settlement/rules.py", PKG + "settlement/settler.py"
+MONEY, ENGINE = PKG + "common/money.py", PKG + "settlement/rules.py"
+PLANNING, SETTLER = PKG + "settlement/planning.py", PKG + "settlement/settler.py"
 DOMAIN, LEDGER, CLEARING = PKG + "settlement/domain.py", PKG + "ledger/domain.py", PKG + "clearing/domain.py"
 COMMIT_LUA, HOLD_LUA = PKG + "settlement/lua/commit.lua", PKG + "settlement/lua/hold.lua"
 
@@ -37,19 +38,21 @@ SETTLEMENT_TESTS = [U + "test_engine_rules.py", U + "test_cap_edges.py", U + "te
 # the contract suite and the exactly-once suite, on the memory store and on the real Redis server.
 CONTRACT_ON_REDIS = ["tests/integration/test_store_contract.py", "-k", "redis and not cluster"]
 EXACTLY_ONCE = ["tests/integration/test_settler_exactly_once.py", "-k", "memory or redis and not cluster"]
+PASSES = [U + "test_handler_holds.py", U + "test_family_binding.py", U + "test_batch_invariance.py",
+          U + "test_engine_rules.py"]
 # Per file, the test runs that judge its mutants (each a pytest argument list; the first to fail kills).
 TESTS = {
     MONEY: [[U + "test_money.py", *SETTLEMENT_TESTS, U + "test_edge.py", U + "test_avro.py", U + "test_ledger.py"]],
     ENGINE: [SETTLEMENT_TESTS],
-    HANDLER: [[U + "test_handler_holds.py", U + "test_family_binding.py", U + "test_batch_invariance.py",
-               U + "test_engine_rules.py"], EXACTLY_ONCE],
+    PLANNING: [PASSES, EXACTLY_ONCE],
+    SETTLER: [PASSES, EXACTLY_ONCE],
     DOMAIN: [[U + "test_edge.py", *SETTLEMENT_TESTS]],
     LEDGER: [[U + "test_ledger.py"]],
     CLEARING: [[U + "test_clearing.py"]],
     COMMIT_LUA: [CONTRACT_ON_REDIS],
     HOLD_LUA: [CONTRACT_ON_REDIS],
 }
-FULL = {path: [["tests/unit"]] + (runs[1:] if path == HANDLER else [])
+FULL = {path: [["tests/unit"]] + (runs[1:] if path in (PLANNING, SETTLER) else [])
         for path, runs in TESTS.items() if not path.endswith(".lua")}
 FULL[COMMIT_LUA] = FULL[HOLD_LUA] = [["tests/integration/test_store_contract.py",
                                      "tests/integration/test_settler_exactly_once.py"]]
@@ -231,38 +234,38 @@ MUTANTS: list[tuple[str, str, str, str]] = [
     (ENGINE, "    elif holder.mulaid_holder_psn_no is not None:\n", "    elif False:\n", "binding: chains"),
     (ENGINE, "    if person.mulaid_holder_psn_no == person.psn_no:\n", "    if False:\n", "person: own holder"),
     (ENGINE, "or person.mulaid_relation not in MULAID_RELATIONS:", ":", "person: any relation"),
-    # ---------------------------------------------------------------- handler: family aid, passes
-    (HANDLER, "return self.account(key)[1] + self.held[key]", "return self.account(key)[1]",
+    # ---------------------------------------------------------------- planning and settler: family aid, passes
+    (PLANNING, "return self.account(key)[1] + self.held[key]", "return self.account(key)[1]",
      "holds: available without what is held"),
-    (HANDLER, "balance = self.account(key)[1] - (amount - hold.expected)", "balance = self.account(key)[1] - amount",
+    (PLANNING, "balance = self.account(key)[1] - (amount - hold.expected)", "balance = self.account(key)[1] - amount",
      "holds: view debits the whole amount"),
-    (HANDLER, "if hold.amount > hold.expected]", "if hold.amount >= hold.expected]", "marks: also for no increase"),
-    (HANDLER, "if hold.amount > hold.expected]", "if hold.amount < hold.expected]", "marks: for refunds instead"),
-    (HANDLER, "return marked if marked is not None and marked != holder else None",
+    (PLANNING, "if hold.amount > hold.expected]", "if hold.amount >= hold.expected]", "marks: also for no increase"),
+    (PLANNING, "if hold.amount > hold.expected]", "if hold.amount < hold.expected]", "marks: for refunds instead"),
+    (PLANNING, "return marked if marked is not None and marked != holder else None",
      "return marked if marked is not None else None", "stray: the current holder too"),
-    (HANDLER, "return person.mulaid_holder_psn_no if person is not None and claim.acct_used_flag == \"1\" else None",
+    (PLANNING, "return person.mulaid_holder_psn_no if person is not None and claim.acct_used_flag == \"1\" else None",
      "return person.mulaid_holder_psn_no if person is not None else None", "holder: without acct_used_flag"),
-    (HANDLER, "if stray is not None and holds.known(stray_account) and holds.held[stray_account] else ()",
+    (PLANNING, "if stray is not None and holds.known(stray_account) and holds.held[stray_account] else ()",
      "if stray is not None and holds.known(stray_account) else ()", "stray: move of nothing"),
-    (HANDLER, "release = (holds.move(account, 0, nonce),) if family and holds.held[account] else ()",
+    (PLANNING, "release = (holds.move(account, 0, nonce),) if family and holds.held[account] else ()",
      "release = ()", "rejection: hold not released"),
-    (HANDLER, "if family and outcome.effects.mulaid_pay != holds.held[account]:", "if family:",
+    (PLANNING, "if family and outcome.effects.mulaid_pay != holds.held[account]:", "if family:",
      "hold: moved when unchanged"),
-    (HANDLER, "if family and outcome.effects.mulaid_pay != holds.held[account]:",
+    (PLANNING, "if family and outcome.effects.mulaid_pay != holds.held[account]:",
      "if family and outcome.effects.mulaid_pay > holds.held[account]:", "hold: never shrunk"),
-    (HANDLER, "if family and person.active else None", "if family else None", "binding: checked for inactive persons"),
-    (HANDLER, "if family and person.active else None", "if False else None", "binding: never checked"),
-    (HANDLER, "refunds = (holds.move(account, 0, nonce),)", "refunds = ()", "reversal: holder not refunded"),
-    (HANDLER, "for hold in plan.holds if position < first_failure.get(event.psn_no, len(planned))]",
-     "for hold in plan.holds if position <= first_failure.get(event.psn_no, len(planned))]",
+    (PLANNING, "if family and person.active else None", "if family else None", "binding: checked for inactive persons"),
+    (PLANNING, "if family and person.active else None", "if False else None", "binding: never checked"),
+    (PLANNING, "refunds = (pass_.holds.move(account, 0, pass_.nonce),)", "refunds = ()", "reversal: holder not refunded"),
+    (PLANNING, "for hold in plan.holds if position < self.first_failure.get(event.psn_no, len(planned))]",
+     "for hold in plan.holds if position <= self.first_failure.get(event.psn_no, len(planned))]",
      "holds: written at a failed position"),
-    (HANDLER, "if plan.commit is not None and position < first_failure.get(event.psn_no, len(planned))]",
-     "if plan.commit is not None and position <= first_failure.get(event.psn_no, len(planned))]",
+    (PLANNING, "if plan.commit is not None and position < self.first_failure.get(event.psn_no, len(planned))]",
+     "if plan.commit is not None and position <= self.first_failure.get(event.psn_no, len(planned))]",
      "commits: written at a failed position"),
-    (HANDLER, "            if position >= first_failure.get(event.psn_no, len(planned)):",
-     "            if position > first_failure.get(event.psn_no, len(planned)):", "retry: failed position answered"),
-    (HANDLER, "                if status is not Status.OK:\n                    fail(position, event.psn_no)\n"
-     "        commits =", "                pass\n        commits =", "holds: failure ignored"),
+    (PLANNING, "            if position >= self.first_failure.get(event.psn_no, len(planned)):",
+     "            if position > self.first_failure.get(event.psn_no, len(planned)):", "retry: failed position answered"),
+    (SETTLER, "plan.answered(holds, await self.store.hold([hold for _, hold in holds]))",
+     "await self.store.hold([hold for _, hold in holds])", "holds: failure ignored"),
     # ---------------------------------------------------------------- domain: bounds at the edge
     (DOMAIN, "if fen > WIRE_MAX_FEN:", "if fen >= WIRE_MAX_FEN:", "wire max fen refused"),
     (DOMAIN, "if fen > WIRE_MAX_FEN:", "if fen > WIRE_MAX_FEN + 1:", "wire max + 1 fen accepted"),

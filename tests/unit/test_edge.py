@@ -29,6 +29,7 @@ from gongji.settlement.domain import (
     Claim,
     Credit,
     Institution,
+    Output,
     Person,
     PersonState,
     Rejection,
@@ -36,7 +37,6 @@ from gongji.settlement.domain import (
     text_problem,
 )
 from gongji.settlement.rules import ClaimSettled, settle_claim
-from gongji.settlement.settler import Output
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gongji.settlement.domain import Claim
-from gongji.settlement.planning import fingerprint
+from gongji.settlement.idempotency import fingerprint
 
 pytestmark = pytest.mark.unit
 

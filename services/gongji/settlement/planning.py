@@ -14,13 +14,8 @@ all their events in the pass go again.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from decimal import Decimal
 from typing import TYPE_CHECKING, NamedTuple, Protocol
-
-import orjson
 
 from gongji.settlement.domain import (
     Claim,
@@ -35,6 +30,7 @@ from gongji.settlement.domain import (
     Rejection,
     Reversal,
 )
+from gongji.settlement.idempotency import fingerprint, replayed, taken
 from gongji.settlement.store import Commit, Hold, HolderView, Snapshot, Status, claim_key, credit_key
 
 if TYPE_CHECKING:
@@ -61,25 +57,6 @@ class Rules(Protocol):
 
     def apply_credit(self, credit: Credit, person: Person | None, book: PolicyBook,
                      state: PersonState) -> AccountCredited | Rejection: ...
-
-
-def _canonical(value):
-    if isinstance(value, dict):  # absent and null are the same: a field added later changes nothing
-        return {key: _canonical(item) for key, item in value.items() if item is not None}
-    if isinstance(value, (list, tuple)):
-        return [_canonical(item) for item in value]
-    if isinstance(value, Decimal):  # 3 and 3.0000 are one count
-        return format(value.normalize(), "f")
-    if isinstance(value, datetime):  # one instant, whatever the offset it was written with
-        return value.astimezone(timezone.utc).isoformat()
-    return value
-
-
-def fingerprint(event: Claim | Reversal | Credit) -> str:
-    """Content hash: the same id with other content is a DUPLICATE_CONFLICT. Canonical, so a resend
-    written differently (decimal places, UTC offset, a newer schema's empty field) is the same."""
-    canonical = orjson.dumps(_canonical(event.model_dump()), option=orjson.OPT_SORT_KEYS)
-    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
 # ---------------------------------------------------------------- the batch in steps
@@ -214,23 +191,6 @@ def family_accounts(work: Work, snap: Snapshot, optimistic: bool) -> Family:
 # ---------------------------------------------------------------- planning each event
 
 
-def _taken(event: Claim | Reversal | Credit, owner: str) -> Rejection:
-    """CONTRACT Idempotency: an id is one request of one person; another person's use of it conflicts."""
-    kind = "credit" if isinstance(event, Credit) else "reversal" if isinstance(event, Reversal) else "claim"
-    ident = {"credit_id": event.credit_id} if isinstance(event, Credit) else {"claim_id": event.claim_id}
-    return Rejection(err_code="DUPLICATE_CONFLICT", psn_no=event.psn_no, input_type=kind,
-                     err_msg=f"{kind} id {next(iter(ident.values()))} already belongs to a {kind} of another "
-                             f"person; the original stands. Send this one with a new id", **ident)
-
-
-def _conflict(event: Claim | Reversal | Credit, kind: str) -> Rejection:
-    ident = {"credit_id": event.credit_id} if isinstance(event, Credit) else {"claim_id": event.claim_id}
-    name = next(iter(ident.values()))
-    return Rejection(err_code="DUPLICATE_CONFLICT", psn_no=event.psn_no, input_type=kind,
-                     err_msg=f"{kind} {name} was already processed with different content; the original stands. "
-                             "Send a reversal and a new claim id to change it", **ident)
-
-
 @dataclass(slots=True)
 class _Planned:
     """What computing one event decided: its result, and the writes that make it true."""
@@ -295,21 +255,12 @@ class _Overlay:
     holds: _Holds
 
 
-def _replay(event, record, kind: str) -> _Planned:
-    """The event was processed before: the identical result again, or a conflict."""
-    if record.fingerprint != fingerprint(event):
-        return _Planned(Output(event.psn_no, _conflict(event, kind)))
-    if isinstance(record, CreditRecord):
-        return _Planned(Output(event.psn_no, record.result))
-    return _Planned(Output(event.psn_no, record.settlement))
-
-
 def _plan_claim(claim: Claim, links: tuple[str | None, str | None], pass_: _Overlay) -> _Planned:
     snap, holds, nonce = pass_.snap, pass_.holds, pass_.nonce
     key = claim_key(claim.claim_id)
     existing = pass_.records.get((claim.psn_no, key))
     if existing is not None:
-        return _replay(claim, existing, "claim")
+        return _Planned(replayed(claim, existing, "claim"))
     person = snap.persons.get(claim.psn_no)
     state = pass_.states[claim.psn_no]
     holder, stray = links
@@ -341,7 +292,7 @@ def _plan_reversal(reversal: Reversal, pass_: _Overlay) -> _Planned:
     key = claim_key(reversal.claim_id)
     existing = pass_.records.get((reversal.psn_no, key))
     if existing is not None:
-        return _replay(reversal, existing, "reversal")
+        return _Planned(replayed(reversal, existing, "reversal"))
     original_key = claim_key(reversal.orig_claim_id)
     original = pass_.records.get((reversal.psn_no, original_key))
     state = pass_.states[reversal.psn_no]
@@ -364,7 +315,7 @@ def _plan_credit(credit: Credit, pass_: _Overlay) -> _Planned:
     key = credit_key(credit.credit_id)
     existing = pass_.records.get((credit.psn_no, key))
     if existing is not None:
-        return _replay(credit, existing, "credit")
+        return _Planned(replayed(credit, existing, "credit"))
     state = pass_.states[credit.psn_no]
     outcome = pass_.rules.apply_credit(credit, pass_.snap.persons.get(credit.psn_no), pass_.book, state)
     if isinstance(outcome, Rejection):
@@ -459,7 +410,7 @@ def plan_pass(work: Work, snap: Snapshot, found: Family, views: dict[HoldKey, Ho
     for index, event in work:
         touches = _touches(index, event, found, records)
         if snap.owners.get(_event_key(event), event.psn_no) != event.psn_no:
-            plan = _Planned(Output(event.psn_no, _taken(event, snap.owners[_event_key(event)])))
+            plan = _Planned(Output(event.psn_no, taken(event, snap.owners[_event_key(event)])))
         elif (event.psn_no in blocked or event.psn_no in holds.touched
               or not touches.isdisjoint(blocked) or not touches.isdisjoint(committing)):
             plan = _Planned(None, again=True)

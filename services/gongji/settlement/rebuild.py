@@ -36,7 +36,7 @@ from gongji.contract.topics import settlement_inputs
 from gongji.contract.wire import OUTPUT_RECORDS, RECORD_INPUTS
 from gongji.settlement.codec import from_output, json_ready, to_event
 from gongji.settlement.domain import Claim, Credit, Institution, Person, Rejection, Reversal
-from gongji.settlement.planning import fingerprint
+from gongji.settlement.idempotency import fingerprint
 from gongji.settlement.settler import Settler
 from gongji.settlement.policy import PolicyBook
 from gongji.settlement.redis_store import RedisStore, SeenMarkers

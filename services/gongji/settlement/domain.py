@@ -28,10 +28,8 @@ from gongji.contract.wire import (
     DEFAULT_BOUNDS, ID_MAX_LENGTH, NAME_MAX_LENGTH, SHANGHAI, WIRE_MAX_COUNT, WIRE_MAX_FEN,
     WIRE_MAX_PRICE, Bounds,
 )
-from gongji.common.money import shown, to_decimal, to_fen, to_price, to_ratio, yuan_text, yuan_to_fen
+from gongji.common.money import Fen, Ratio, shown, to_decimal, to_price, yuan_text, yuan_to_fen
 
-Fen = Annotated[int, BeforeValidator(to_fen)]
-Ratio = Annotated[Decimal, BeforeValidator(to_ratio)]
 Price = Annotated[Decimal, BeforeValidator(to_price)]
 
 

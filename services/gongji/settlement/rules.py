@@ -34,8 +34,6 @@ COVERED_INSUTYPES = ("310",)  # 职工基本医疗保险
 LARGE_AMOUNT, CIVIL_SERVANT, ASSISTANCE = "330100", "320100", "610100"
 
 
-_y = yuan_text
-
 
 def setl_id_for(claim_id: str) -> str:
     """Deterministic settlement id, so a resend maps to the same setl_id."""
@@ -165,14 +163,15 @@ def _general_outpatient(person, institution, version, split, totals, notes) -> _
     if rules.deductible_mode == "annual":
         left = max(0, rules.annual_deductible - totals.deductible_used)
         deductible = min(split.inscp, left)
-        notes.append(f"annual deductible {_y(rules.annual_deductible)}, {_y(left)} left, {_y(deductible)} now")
+        notes.append(f"annual deductible {yuan_text(rules.annual_deductible)}, {yuan_text(left)} left, "
+                     f"{yuan_text(deductible)} now")
     elif institution.grassroots and rules.grassroots_deductible_exempt:
         deductible = 0
         notes.append("no deductible at a grassroots institution")
     else:
         deductible = min(split.inscp, rules.per_visit_deductible[band])
-        notes.append(f"per-visit deductible {_y(rules.per_visit_deductible[band])} (band {band}), "
-                     f"{_y(deductible)} now")
+        notes.append(f"per-visit deductible {yuan_text(rules.per_visit_deductible[band])} (band {band}), "
+                     f"{yuan_text(deductible)} now")
     # §3.2 ratio: band × person class, + family-doctor bonus at the contracted institution
     ratio = rules.ratio[band].for_person(retired)
     ratio_note = f"ratio {ratio} (band {band}, {'retired' if retired else 'in-service'})"
@@ -184,17 +183,17 @@ def _general_outpatient(person, institution, version, split, totals, notes) -> _
     by_ratio = mul_round(split.inscp - deductible, ratio)
     outpatient_cap = rules.annual_cap.for_person(retired)
     limit_left = max(0, outpatient_cap - totals.outpatient_pool_paid)
-    limit_note = f"annual outpatient cap {_y(outpatient_cap)}, {_y(limit_left)} left"
+    limit_note = f"annual outpatient cap {yuan_text(outpatient_cap)}, {yuan_text(limit_left)} left"
     if rules.counts_in_fund_cap:
         # 国办发〔2021〕14号: the outpatient cap counts inside the annual fund cap where the region says so
         fund_left = max(0, version.annual_fund_cap - totals.fund_cap_used)
         if fund_left < limit_left:
             limit_left = fund_left
-            limit_note += f"; annual fund cap {_y(version.annual_fund_cap)}, {_y(fund_left)} left"
+            limit_note += f"; annual fund cap {yuan_text(version.annual_fund_cap)}, {yuan_text(fund_left)} left"
     pooling = min(by_ratio, limit_left)
     notes.append(limit_note)
     if pooling < by_ratio:
-        notes.append(f"capped: {_y(by_ratio)} by ratio, {_y(pooling)} paid")
+        notes.append(f"capped: {yuan_text(by_ratio)} by ratio, {yuan_text(pooling)} paid")
     return _Basic("general", pooling, deductible, ratio, limit_left, 0, tuple(notes),
                   {"deductible": deductible, "outpatient_pool": pooling,
                    "fund_cap": pooling if rules.counts_in_fund_cap else 0})
@@ -207,17 +206,17 @@ def _chronic(person, group, version, split, totals, notes) -> _Basic:
     ratio = group.ratio.for_person(person.retired)
     by_ratio = mul_round(split.inscp - deductible, ratio)
     limit_left = max(0, group.annual_limit - totals.chronic_paid.get(group.name, 0))
-    notes += [f"门诊慢特病 {group.name}: deductible {_y(group.annual_deductible)}, {_y(left)} left, "
-              f"{_y(deductible)} now", f"ratio {ratio}",
-              f"annual limit {_y(group.annual_limit)}, {_y(limit_left)} left"]
+    notes += [f"门诊慢特病 {group.name}: deductible {yuan_text(group.annual_deductible)}, {yuan_text(left)} left, "
+              f"{yuan_text(deductible)} now", f"ratio {ratio}",
+              f"annual limit {yuan_text(group.annual_limit)}, {yuan_text(limit_left)} left"]
     if group.counts_in_fund_cap and version.annual_fund_cap is not None:
         fund_left = max(0, version.annual_fund_cap - totals.fund_cap_used)
         if fund_left < limit_left:
             limit_left = fund_left
-            notes.append(f"annual fund cap {_y(version.annual_fund_cap)}, {_y(fund_left)} left")
+            notes.append(f"annual fund cap {yuan_text(version.annual_fund_cap)}, {yuan_text(fund_left)} left")
     pooling = min(by_ratio, limit_left)
     if pooling < by_ratio:
-        notes.append(f"capped: {_y(by_ratio)} by ratio, {_y(pooling)} paid")
+        notes.append(f"capped: {yuan_text(by_ratio)} by ratio, {yuan_text(pooling)} paid")
     return _Basic("chronic", pooling, deductible, ratio, limit_left, 0, tuple(notes),
                   {"chronic_group": group.name, "chronic_deductible": deductible, "chronic_pool": pooling,
                    "fund_cap": pooling if group.counts_in_fund_cap else 0})
@@ -231,22 +230,25 @@ def _inpatient(person, institution, version, split, totals, notes, major: bool) 
         left = max(0, rules.major_outpatient_annual_deductible - totals.major_deductible_used)
         deductible = min(split.inscp, left)
         notes.append(f"门诊大病, paid like inpatient care: annual deductible "
-                     f"{_y(rules.major_outpatient_annual_deductible)}, {_y(left)} left, {_y(deductible)} now")
+                     f"{yuan_text(rules.major_outpatient_annual_deductible)}, {yuan_text(left)} left, "
+                     f"{yuan_text(deductible)} now")
     else:
         deductible = min(split.inscp, rules.deductible[band])
-        notes.append(f"inpatient deductible {_y(rules.deductible[band])} per admission (level {band}), "
-                     f"{_y(deductible)} now")
+        notes.append(f"inpatient deductible {yuan_text(rules.deductible[band])} per admission (level {band}), "
+                     f"{yuan_text(deductible)} now")
     ratio = rules.ratio[band].for_person(person.retired)
     base = split.inscp - deductible
     by_ratio = mul_round(base, ratio)
     limit_left = max(0, version.annual_fund_cap - totals.fund_cap_used)
-    notes += [f"ratio {ratio} (level {band})", f"annual fund cap {_y(version.annual_fund_cap)}, {_y(limit_left)} left"]
+    notes += [f"ratio {ratio} (level {band})",
+              f"annual fund cap {yuan_text(version.annual_fund_cap)}, {yuan_text(limit_left)} left"]
     pooling = min(by_ratio, limit_left)
     over_cap = 0
     if pooling < by_ratio:
         # The in-scope base the fund did not reach: what it paid, divided back by the ratio.
         over_cap = max(0, base - div_round(pooling, ratio))
-        notes.append(f"capped: {_y(by_ratio)} by ratio, {_y(pooling)} paid, {_y(over_cap)} in scope above the cap")
+        notes.append(f"capped: {yuan_text(by_ratio)} by ratio, {yuan_text(pooling)} paid, "
+                     f"{yuan_text(over_cap)} in scope above the cap")
     effects = {"fund_cap": pooling}
     if major:
         effects["major_deductible"] = deductible
@@ -255,7 +257,7 @@ def _inpatient(person, institution, version, split, totals, notes, major: bool) 
 
 
 def _basic(claim, person, institution, version, split, totals) -> _Basic | Rejection:
-    notes = [f"policy {person.insu_admdvs} from {version.effective_from}; 政策范围内 {_y(split.inscp)}"]
+    notes = [f"policy {person.insu_admdvs} from {version.effective_from}; 政策范围内 {yuan_text(split.inscp)}"]
     if claim.med_type == "11":
         return _general_outpatient(person, institution, version, split, totals, notes)
     if claim.med_type == "21":
@@ -343,9 +345,9 @@ def settle_claim(
                                              rules.ratio, rules.annual_cap, totals.hifob_paid)
         layers.update(hifob=hifob, hifob_deductible=deductible)
         details.append(SetlDetail(LARGE_AMOUNT, hifob, cap_left,
-                                  f"职工大额医疗费用补助: {_y(basic.over_cap)} in scope above the basic cap; "
-                                  f"deductible {_y(deductible)} now; ratio {rules.ratio}; "
-                                  f"annual cap {_y(rules.annual_cap)}, {_y(cap_left)} left"))
+                                  f"职工大额医疗费用补助: {yuan_text(basic.over_cap)} in scope above the basic cap; "
+                                  f"deductible {yuan_text(deductible)} now; ratio {rules.ratio}; "
+                                  f"annual cap {yuan_text(rules.annual_cap)}, {yuan_text(cap_left)} left"))
     # §6 公务员医疗补助 on the in-scope burden left, for persons entitled to it
     cvlserv = 0
     if inpatient_like and version.civil_servant is not None and person.cvlserv_flag == "1":
@@ -355,9 +357,9 @@ def settle_claim(
                                                rules.ratio, rules.annual_cap, totals.cvlserv_paid)
         layers.update(cvlserv=cvlserv, cvlserv_deductible=deductible)
         details.append(SetlDetail(CIVIL_SERVANT, cvlserv, cap_left,
-                                  f"公务员医疗补助: {_y(base)} in scope left after insurance; deductible "
-                                  f"{_y(deductible)} now; ratio {rules.ratio}; annual cap {_y(rules.annual_cap)}, "
-                                  f"{_y(cap_left)} left"))
+                                  f"公务员医疗补助: {yuan_text(base)} in scope left after insurance; deductible "
+                                  f"{yuan_text(deductible)} now; ratio {rules.ratio}; "
+                                  f"annual cap {yuan_text(rules.annual_cap)}, {yuan_text(cap_left)} left"))
     # §6 医疗救助, after insurance: the in-scope burden left, including what fell under deductibles
     maf = 0
     assistance = version.assistance
@@ -369,10 +371,10 @@ def settle_claim(
                                            assistance.annual_limit, totals.maf_paid)
         layers.update(maf=maf, maf_deductible=deductible)
         details.append(SetlDetail(ASSISTANCE, maf, cap_left,
-                                  f"医疗救助 ({category.name}): {_y(base)} in scope left after insurance; "
-                                  f"deductible {_y(deductible_total)} a year, {_y(deductible)} now; ratio "
-                                  f"{category.ratio}; annual relief limit {_y(assistance.annual_limit)}, "
-                                  f"{_y(cap_left)} left"))
+                                  f"医疗救助 ({category.name}): {yuan_text(base)} in scope left after insurance; "
+                                  f"deductible {yuan_text(deductible_total)} a year, {yuan_text(deductible)} now; ratio "
+                                  f"{category.ratio}; annual relief limit {yuan_text(assistance.annual_limit)}, "
+                                  f"{yuan_text(cap_left)} left"))
 
     fund_total = pooling + hifob + cvlserv + maf
     personal = split.medfee - fund_total
@@ -388,11 +390,11 @@ def settle_claim(
     balance_after = state.balance - acct_pay
     if acct_pay:
         details.append(SetlDetail(ACCOUNT, acct_pay, state.balance,
-                                  f"个人账户: own account, balance {_y(state.balance)} before"))
+                                  f"个人账户: own account, balance {yuan_text(state.balance)} before"))
     if mulaid:
         details.append(SetlDetail(ACCOUNT, mulaid, holder_available,
                                   f"家庭共济: account of {person.mulaid_relation} {person.mulaid_holder_psn_no}, "
-                                  f"{_y(holder_available)} available"))
+                                  f"{yuan_text(holder_available)} available"))
 
     settlement = Settlement(
         claim_id=claim.claim_id, setl_id=setl_id_for(claim.claim_id), psn_no=claim.psn_no,

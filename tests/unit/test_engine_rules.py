@@ -22,7 +22,8 @@ from builders import (
 )
 from pydantic import ValidationError
 
-from gongji.settlement.domain import Claim, ClaimRecord, FeeLine, PersonState, Rejection, Settlement, YearTotals
+from gongji.settlement.domain import ClaimRecord, PersonState, Rejection, Settlement, YearTotals
+from gongji.settlement.events import Claim, FeeLine
 from gongji.settlement.rules import (
     ACCOUNT,
     POOLING,

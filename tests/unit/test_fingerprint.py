@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gongji.settlement.domain import Claim
+from gongji.settlement.events import Claim
 from gongji.settlement.idempotency import fingerprint
 
 pytestmark = pytest.mark.unit

@@ -13,7 +13,8 @@ from decimal import Decimal
 
 import orjson
 
-from gongji.settlement.domain import Claim, Credit, CreditRecord, Output, Rejection, Reversal
+from gongji.settlement.domain import CreditRecord, Output, Rejection
+from gongji.settlement.events import Claim, Credit, Reversal
 from gongji.settlement.store import Record
 
 

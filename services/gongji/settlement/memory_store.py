@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from gongji.settlement.domain import Institution, Person, PersonState
+from gongji.settlement.domain import PersonState
+from gongji.settlement.events import Institution, Person
 from gongji.settlement.store import Commit, Hold, HolderView, Record, Snapshot, Status
 
 

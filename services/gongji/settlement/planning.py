@@ -17,19 +17,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from gongji.settlement.domain import (
-    Claim,
-    ClaimRecord,
-    Credit,
-    CreditRecord,
-    Event,
-    Institution,
-    Output,
-    Person,
-    PersonState,
-    Rejection,
-    Reversal,
-)
+from gongji.settlement.domain import ClaimRecord, CreditRecord, Output, PersonState, Rejection
+from gongji.settlement.events import Claim, Credit, Event, Institution, Person, Reversal
 from gongji.settlement.idempotency import fingerprint, replayed, taken
 from gongji.settlement.store import Commit, Hold, HolderView, Snapshot, Status, claim_key, credit_key
 

@@ -35,7 +35,8 @@ from gongji.common.redis import Durability
 from gongji.contract.topics import settlement_inputs
 from gongji.contract.wire import OUTPUT_RECORDS, RECORD_INPUTS
 from gongji.settlement.codec import from_output, json_ready, to_event
-from gongji.settlement.domain import Claim, Credit, Institution, Person, Rejection, Reversal, SettlementError
+from gongji.settlement.domain import Rejection, SettlementError
+from gongji.settlement.events import Claim, Credit, Institution, Person, Reversal
 from gongji.settlement.idempotency import fingerprint
 from gongji.settlement.settler import Settler
 from gongji.settlement.policy import PolicyBook

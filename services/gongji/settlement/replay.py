@@ -19,7 +19,8 @@ from typing import IO
 from gongji.common.money import shown
 from gongji.settlement.codec import from_output, json_ready, to_event
 from gongji.contract.wire import DEFAULT_BOUNDS, Bounds
-from gongji.settlement.domain import Event, Output, Rejection
+from gongji.settlement.domain import Output, Rejection
+from gongji.settlement.events import Event
 from gongji.settlement import rules as settlement_rules
 from gongji.settlement.planning import Rules
 from gongji.settlement.settler import Settler

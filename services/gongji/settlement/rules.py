@@ -13,21 +13,8 @@ from decimal import Decimal
 
 from gongji.common.money import div_round, mul_round, yuan_text, yuan_to_fen
 from gongji.contract.wire import ACCOUNT, MULAID_RELATIONS, POOLING, SHANGHAI
-from gongji.settlement.domain import (
-    Claim,
-    ClaimRecord,
-    Credit,
-    CreditApplied,
-    Effects,
-    FeeLine,
-    Institution,
-    Person,
-    PersonState,
-    Rejection,
-    Reversal,
-    SetlDetail,
-    Settlement,
-)
+from gongji.settlement.domain import ClaimRecord, CreditApplied, Effects, PersonState, Rejection, SetlDetail, Settlement
+from gongji.settlement.events import Claim, Credit, FeeLine, Institution, Person, Reversal
 from gongji.settlement.policy import PolicyBook, PolicyVersion
 
 COVERED_INSUTYPES = ("310",)  # 职工基本医疗保险

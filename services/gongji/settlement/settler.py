@@ -14,7 +14,8 @@ import secrets
 from collections.abc import Sequence
 
 from gongji.settlement import planning, rules as settlement_rules
-from gongji.settlement.domain import Event, Output, SettlementError
+from gongji.settlement.domain import Output, SettlementError
+from gongji.settlement.events import Event
 from gongji.settlement.policy import PolicyBook
 from gongji.settlement.store import SettlementStore
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from gongji.settlement.domain import ClaimRecord, CreditRecord, Institution, Person, PersonState
+from gongji.settlement.domain import ClaimRecord, CreditRecord, PersonState
+from gongji.settlement.events import Institution, Person
 
 Record = ClaimRecord | CreditRecord
 

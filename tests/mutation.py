@@ -8,7 +8,7 @@ put back whatever happens. A mutant the tests pass is a survivor: either a gap i
 equivalent mutant (listed in EQUIVALENT with the reason).
 
     .venv/bin/python tests/mutation.py                # all mutants (about 12 minutes on 2 cores)
-    .venv/bin/python tests/mutation.py engine hold    # only mutants whose file or label has a word
+    .venv/bin/python tests/mutation.py rules hold     # only mutants whose file or label has a word
     .venv/bin/python tests/mutation.py --full ...     # judge by the whole unit tier (the Lua by the
                                                       # contract and exactly-once suites on every store)
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = "services/gongji/"
-MONEY, ENGINE = PKG + "common/money.py", PKG + "settlement/rules.py"
+MONEY, ENGINE, POOLING = PKG + "common/money.py", PKG + "settlement/rules.py", PKG + "settlement/pooling.py"
 PLANNING, SETTLER = PKG + "settlement/planning.py", PKG + "settlement/settler.py"
 DOMAIN, EVENTS = PKG + "settlement/domain.py", PKG + "settlement/events.py"
 LEDGER, CLEARING = PKG + "ledger/domain.py", PKG + "clearing/domain.py"
@@ -45,6 +45,7 @@ PASSES = [U + "test_handler_holds.py", U + "test_family_binding.py", U + "test_b
 TESTS = {
     MONEY: [[U + "test_money.py", *SETTLEMENT_TESTS, U + "test_edge.py", U + "test_avro.py", U + "test_ledger.py"]],
     ENGINE: [SETTLEMENT_TESTS],
+    POOLING: [SETTLEMENT_TESTS],
     PLANNING: [PASSES, EXACTLY_ONCE],
     SETTLER: [PASSES, EXACTLY_ONCE],
     DOMAIN: [[U + "test_edge.py", *SETTLEMENT_TESTS]],
@@ -90,97 +91,97 @@ MUTANTS: list[tuple[str, str, str, str]] = [
     (MONEY, "_places(to_decimal(value, \"price\"), _MICRO,", "_places(to_decimal(value, \"price\"), CENT,",
      "to_price: 2 places"),
     (MONEY, "if len(text) > 60 or", "if len(text) > 600 or", "to_decimal: long text accepted"),
-    # ---------------------------------------------------------------- engine: §2 line split
-    (ENGINE, "line.pric > line.pric_uplmt_amt:", "line.pric >= line.pric_uplmt_amt:", "overlmt: >= (equivalent?)"),
-    (ENGINE, "overlmt = min(amount, yuan_to_fen(", "overlmt = (yuan_to_fen(", "overlmt: not capped at the line"),
-    (ENGINE, "yuan_to_fen((line.pric - line.pric_uplmt_amt) * line.cnt)", "yuan_to_fen(line.pric * line.cnt)",
+    # ---------------------------------------------------------------- pooling: §2 line split
+    (POOLING, "line.pric > line.pric_uplmt_amt:", "line.pric >= line.pric_uplmt_amt:", "overlmt: >= (equivalent?)"),
+    (POOLING, "overlmt = min(amount, yuan_to_fen(", "overlmt = (yuan_to_fen(", "overlmt: not capped at the line"),
+    (POOLING, "yuan_to_fen((line.pric - line.pric_uplmt_amt) * line.cnt)", "yuan_to_fen(line.pric * line.cnt)",
      "overlmt: whole price"),
-    (ENGINE, "preselfpay = mul_round(base, line.selfpay_prop)", "preselfpay = mul_round(amount, line.selfpay_prop)",
+    (POOLING, "preselfpay = mul_round(base, line.selfpay_prop)", "preselfpay = mul_round(amount, line.selfpay_prop)",
      "preselfpay: on the amount, not the base"),
-    (ENGINE, "if line.chrgitm_lv == \"02\" and line.selfpay_prop", "if line.selfpay_prop",
+    (POOLING, "if line.chrgitm_lv == \"02\" and line.selfpay_prop", "if line.selfpay_prop",
      "preselfpay: for 甲类 too"),
-    (ENGINE, "return LineSplit(medfee=amount, fulamt_ownpay=amount, non_medical=amount)",
+    (POOLING, "return LineSplit(medfee=amount, fulamt_ownpay=amount, non_medical=amount)",
      "return LineSplit(medfee=amount, fulamt_ownpay=amount)", "non-medical: not marked"),
-    (ENGINE, "        non_medical += part.non_medical\n", "", "split_lines: non_medical dropped"),
-    (ENGINE, "        overlmt += part.overlmt\n", "", "split_lines: overlmt dropped"),
-    (ENGINE, "        preselfpay += part.preselfpay\n", "", "split_lines: preselfpay dropped"),
-    # ---------------------------------------------------------------- engine: §3 general outpatient
-    (ENGINE, "left = max(0, rules.annual_deductible - totals.deductible_used)",
+    (POOLING, "        non_medical += part.non_medical\n", "", "split_lines: non_medical dropped"),
+    (POOLING, "        overlmt += part.overlmt\n", "", "split_lines: overlmt dropped"),
+    (POOLING, "        preselfpay += part.preselfpay\n", "", "split_lines: preselfpay dropped"),
+    # ---------------------------------------------------------------- pooling: §3 general outpatient
+    (POOLING, "left = max(0, rules.annual_deductible - totals.deductible_used)",
      "left = rules.annual_deductible - totals.deductible_used", "general: deductible left may go negative"),
-    (ENGINE, "deductible = min(split.inscp, left)\n        notes.append(f\"annual",
+    (POOLING, "deductible = min(split.inscp, left)\n        notes.append(f\"annual",
      "deductible = left\n        notes.append(f\"annual", "general: deductible above the in-scope amount"),
-    (ENGINE, "elif institution.grassroots and rules.grassroots_deductible_exempt:",
+    (POOLING, "elif institution.grassroots and rules.grassroots_deductible_exempt:",
      "elif institution.grassroots or rules.grassroots_deductible_exempt:", "general: grassroots or"),
-    (ENGINE, "deductible = min(split.inscp, rules.per_visit_deductible[band])",
+    (POOLING, "deductible = min(split.inscp, rules.per_visit_deductible[band])",
      "deductible = rules.per_visit_deductible[band]", "general: per-visit deductible not capped"),
-    (ENGINE, "ratio = min(Decimal(1), ratio + rules.family_doctor_bonus)", "ratio = ratio + rules.family_doctor_bonus",
+    (POOLING, "ratio = min(Decimal(1), ratio + rules.family_doctor_bonus)", "ratio = ratio + rules.family_doctor_bonus",
      "general: family-doctor ratio above 1"),
-    (ENGINE, "if rules.family_doctor_bonus and person.fd_fixmedins_code == institution.fixmedins_code:",
+    (POOLING, "if rules.family_doctor_bonus and person.fd_fixmedins_code == institution.fixmedins_code:",
      "if rules.family_doctor_bonus:", "general: bonus anywhere"),
-    (ENGINE, "by_ratio = mul_round(split.inscp - deductible, ratio)\n    outpatient_cap",
+    (POOLING, "by_ratio = mul_round(split.inscp - deductible, ratio)\n    outpatient_cap",
      "by_ratio = mul_round(split.inscp, ratio)\n    outpatient_cap", "general: ratio on the base before deductible"),
-    (ENGINE, "outpatient_cap = rules.annual_cap.for_person(retired)",
+    (POOLING, "outpatient_cap = rules.annual_cap.for_person(retired)",
      "outpatient_cap = rules.annual_cap.for_person(not retired)", "general: cap of the other class"),
-    (ENGINE, "limit_left = max(0, outpatient_cap - totals.outpatient_pool_paid)",
+    (POOLING, "limit_left = max(0, outpatient_cap - totals.outpatient_pool_paid)",
      "limit_left = outpatient_cap - totals.outpatient_pool_paid", "general: cap left may go negative"),
-    (ENGINE, "fund_left = max(0, version.annual_fund_cap - totals.fund_cap_used)\n        if fund_left < limit_left:\n"
+    (POOLING, "fund_left = max(0, version.annual_fund_cap - totals.fund_cap_used)\n        if fund_left < limit_left:\n"
      "            limit_left = fund_left\n            limit_note",
      "fund_left = version.annual_fund_cap - totals.fund_cap_used\n        if fund_left < limit_left:\n"
      "            limit_left = fund_left\n            limit_note", "general: fund cap left may go negative"),
-    (ENGINE, "        if fund_left < limit_left:\n            limit_left = fund_left\n            limit_note",
+    (POOLING, "        if fund_left < limit_left:\n            limit_left = fund_left\n            limit_note",
      "        if fund_left <= limit_left:\n            limit_left = fund_left\n            limit_note",
      "general: fund cap note at equality"),
-    (ENGINE, "        if fund_left < limit_left:\n            limit_left = fund_left\n            limit_note",
+    (POOLING, "        if fund_left < limit_left:\n            limit_left = fund_left\n            limit_note",
      "        if fund_left > limit_left:\n            limit_left = fund_left\n            limit_note",
      "general: fund cap raises the limit"),
-    (ENGINE, "    if rules.counts_in_fund_cap:\n", "    if False:\n", "general: fund cap ignored"),
-    (ENGINE, "\"fund_cap\": pooling if rules.counts_in_fund_cap else 0", "\"fund_cap\": pooling",
+    (POOLING, "    if rules.counts_in_fund_cap:\n", "    if False:\n", "general: fund cap ignored"),
+    (POOLING, "\"fund_cap\": pooling if rules.counts_in_fund_cap else 0", "\"fund_cap\": pooling",
      "general: counted in the fund cap always"),
-    (ENGINE, "\"outpatient_pool\": pooling,", "\"outpatient_pool\": by_ratio,", "general: accumulates by ratio"),
-    (ENGINE, "pooling = min(by_ratio, limit_left)\n    notes.append(limit_note)",
+    (POOLING, "\"outpatient_pool\": pooling,", "\"outpatient_pool\": by_ratio,", "general: accumulates by ratio"),
+    (POOLING, "pooling = min(by_ratio, limit_left)\n    notes.append(limit_note)",
      "pooling = by_ratio\n    notes.append(limit_note)", "general: cap not applied"),
-    # ---------------------------------------------------------------- engine: chronic
-    (ENGINE, "left = max(0, group.annual_deductible - totals.chronic_deductible_used.get(group.name, 0))",
+    # ---------------------------------------------------------------- pooling: chronic
+    (POOLING, "left = max(0, group.annual_deductible - totals.chronic_deductible_used.get(group.name, 0))",
      "left = group.annual_deductible - totals.chronic_deductible_used.get(group.name, 0)",
      "chronic: deductible left may go negative"),
-    (ENGINE, "    deductible = min(split.inscp, left)\n    ratio = group", "    deductible = left\n    ratio = group",
+    (POOLING, "    deductible = min(split.inscp, left)\n    ratio = group", "    deductible = left\n    ratio = group",
      "chronic: deductible above the in-scope amount"),
-    (ENGINE, "limit_left = max(0, group.annual_limit - totals.chronic_paid.get(group.name, 0))",
+    (POOLING, "limit_left = max(0, group.annual_limit - totals.chronic_paid.get(group.name, 0))",
      "limit_left = group.annual_limit - totals.chronic_paid.get(group.name, 0)", "chronic: limit left may go negative"),
-    (ENGINE, "ratio = group.ratio.for_person(person.retired)", "ratio = group.ratio.for_person(not person.retired)",
+    (POOLING, "ratio = group.ratio.for_person(person.retired)", "ratio = group.ratio.for_person(not person.retired)",
      "chronic: ratio of the other class"),
-    (ENGINE, "if group.counts_in_fund_cap and version.annual_fund_cap is not None:", "if False:",
+    (POOLING, "if group.counts_in_fund_cap and version.annual_fund_cap is not None:", "if False:",
      "chronic: fund cap ignored"),
-    (ENGINE, "        fund_left = max(0, version.annual_fund_cap - totals.fund_cap_used)\n        if fund_left < limit_left:\n"
+    (POOLING, "        fund_left = max(0, version.annual_fund_cap - totals.fund_cap_used)\n        if fund_left < limit_left:\n"
      "            limit_left = fund_left\n            notes.append",
      "        fund_left = version.annual_fund_cap - totals.fund_cap_used\n        if fund_left < limit_left:\n"
      "            limit_left = fund_left\n            notes.append", "chronic: fund cap left may go negative"),
-    (ENGINE, "        if fund_left < limit_left:\n            limit_left = fund_left\n            notes.append",
+    (POOLING, "        if fund_left < limit_left:\n            limit_left = fund_left\n            notes.append",
      "        if fund_left <= limit_left:\n            limit_left = fund_left\n            notes.append",
      "chronic: fund cap note at equality"),
-    (ENGINE, "\"fund_cap\": pooling if group.counts_in_fund_cap else 0", "\"fund_cap\": pooling",
+    (POOLING, "\"fund_cap\": pooling if group.counts_in_fund_cap else 0", "\"fund_cap\": pooling",
      "chronic: counted in the fund cap always"),
-    (ENGINE, "\"chronic_deductible\": deductible,", "\"chronic_deductible\": 0,", "chronic: deductible not accumulated"),
-    # ---------------------------------------------------------------- engine: inpatient, 门诊大病
-    (ENGINE, "left = max(0, rules.major_outpatient_annual_deductible - totals.major_deductible_used)",
+    (POOLING, "\"chronic_deductible\": deductible,", "\"chronic_deductible\": 0,", "chronic: deductible not accumulated"),
+    # ---------------------------------------------------------------- pooling: inpatient, 门诊大病
+    (POOLING, "left = max(0, rules.major_outpatient_annual_deductible - totals.major_deductible_used)",
      "left = rules.major_outpatient_annual_deductible - totals.major_deductible_used",
      "major: deductible left may go negative"),
-    (ENGINE, "deductible = min(split.inscp, rules.deductible[band])", "deductible = rules.deductible[band]",
+    (POOLING, "deductible = min(split.inscp, rules.deductible[band])", "deductible = rules.deductible[band]",
      "inpatient: deductible not capped"),
-    (ENGINE, "ratio = rules.ratio[band].for_person(person.retired)",
+    (POOLING, "ratio = rules.ratio[band].for_person(person.retired)",
      "ratio = rules.ratio[band].for_person(not person.retired)", "inpatient: ratio of the other class"),
-    (ENGINE, "limit_left = max(0, version.annual_fund_cap - totals.fund_cap_used)\n    notes +=",
+    (POOLING, "limit_left = max(0, version.annual_fund_cap - totals.fund_cap_used)\n    notes +=",
      "limit_left = version.annual_fund_cap - totals.fund_cap_used\n    notes +=", "inpatient: cap left may go negative"),
-    (ENGINE, "over_cap = max(0, base - div_round(pooling, ratio))", "over_cap = base - div_round(pooling, ratio)",
+    (POOLING, "over_cap = max(0, base - div_round(pooling, ratio))", "over_cap = base - div_round(pooling, ratio)",
      "inpatient: over_cap may go negative"),
-    (ENGINE, "over_cap = max(0, base - div_round(pooling, ratio))", "over_cap = max(0, base - pooling)",
+    (POOLING, "over_cap = max(0, base - div_round(pooling, ratio))", "over_cap = max(0, base - pooling)",
      "inpatient: over_cap on the payment, not its base"),
-    (ENGINE, "over_cap = max(0, base - div_round(pooling, ratio))", "over_cap = max(0, split.inscp - div_round(pooling, ratio))",
+    (POOLING, "over_cap = max(0, base - div_round(pooling, ratio))", "over_cap = max(0, split.inscp - div_round(pooling, ratio))",
      "inpatient: over_cap on the base before deductible"),
-    (ENGINE, "    over_cap = 0\n    if pooling < by_ratio:", "    over_cap = 0\n    if pooling <= by_ratio:",
+    (POOLING, "    over_cap = 0\n    if pooling < by_ratio:", "    over_cap = 0\n    if pooling <= by_ratio:",
      "inpatient: over_cap when not capped"),
-    (ENGINE, "        effects[\"major_deductible\"] = deductible\n", "", "major: deductible not accumulated"),
-    # ---------------------------------------------------------------- engine: layers, account, family aid
+    (POOLING, "        effects[\"major_deductible\"] = deductible\n", "", "major: deductible not accumulated"),
+    # ---------------------------------------------------------------- rules: layers, account, family aid
     (ENGINE, "deductible = min(base, max(0, deductible_total - deductible_used))",
      "deductible = max(0, deductible_total - deductible_used)", "layer: deductible above the base"),
     (ENGINE, "deductible = min(base, max(0, deductible_total - deductible_used))",
@@ -218,7 +219,7 @@ MUTANTS: list[tuple[str, str, str, str]] = [
     (ENGINE, "if holder_available is not None and person.mulaid_holder_psn_no:", "if holder_available is not None:",
      "family aid: without a holder"),
     (ENGINE, "if claim.acct_used_flag == \"1\":", "if True:", "account: used without the flag"),
-    # ---------------------------------------------------------------- engine: reversal, credit, bindings
+    # ---------------------------------------------------------------- rules: reversal, credit, bindings
     (ENGINE, "balance = state.balance + effects.acct_pay", "balance = state.balance - effects.acct_pay",
      "reversal: balance sign"),
     (ENGINE, "plus(effects, sign=-1)", "plus(effects, sign=1)", "reversal: accumulators added"),

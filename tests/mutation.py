@@ -39,8 +39,8 @@ SETTLEMENT_TESTS = [U + "test_engine_rules.py", U + "test_cap_edges.py", U + "te
 # the contract suite and the exactly-once suite, on the memory store and on the real Redis server.
 CONTRACT_ON_REDIS = ["tests/integration/test_store_contract.py", "-k", "redis and not cluster"]
 EXACTLY_ONCE = ["tests/integration/test_settler_exactly_once.py", "-k", "memory or redis and not cluster"]
-PASSES = [U + "test_handler_holds.py", U + "test_family_binding.py", U + "test_batch_invariance.py",
-          U + "test_engine_rules.py"]
+PASSES = [U + "test_planning.py", U + "test_handler_holds.py", U + "test_family_binding.py",
+          U + "test_batch_invariance.py", U + "test_engine_rules.py"]
 # Per file, the test runs that judge its mutants (each a pytest argument list; the first to fail kills).
 TESTS = {
     MONEY: [[U + "test_money.py", *SETTLEMENT_TESTS, U + "test_edge.py", U + "test_avro.py", U + "test_ledger.py"]],

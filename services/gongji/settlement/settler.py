@@ -28,7 +28,7 @@ class StoreContention(SettlementError):
 
 class Settler:
     """Settles batches of events against a store under a policy book, by `rules` (a test may pass a
-    stand-in for gongji.settlement.rules)."""
+    stand-in)."""
 
     def __init__(self, store: SettlementStore, book: PolicyBook, rules: planning.Rules = settlement_rules):
         self.store = store
@@ -36,8 +36,7 @@ class Settler:
         self.rules = rules
 
     async def handle(self, events: Sequence[Event]) -> list[Output]:
-        """Settle `events` in order; returns their results in the same order (accepted registry events
-        produce none): those of handing the events over one at a time."""
+        """Settle `events` in order: the results of handing them over one at a time, in order."""
         return [output for outputs in await self.handle_each(events) for output in outputs]
 
     async def handle_each(self, events: Sequence[Event]) -> list[list[Output]]:

@@ -18,7 +18,7 @@ from gongji.local.servers import redis_server_binary
 from gongji.common.redis import connect
 from support import settings_for
 from gongji.settlement.redis_store import RedisStore
-from gongji.settlement.store import MemoryStore
+from gongji.settlement.memory_store import MemoryStore
 
 
 def _cluster_port() -> int:

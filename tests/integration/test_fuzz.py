@@ -30,7 +30,7 @@ from gongji.settlement.codec import from_output, json_ready, to_event
 from gongji.settlement.settler import Settler
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.service import SettlementService
-from gongji.settlement.store import MemoryStore
+from gongji.settlement.memory_store import MemoryStore
 
 BOOK = load_policy_book()
 JUNK_PER_TOPIC = 450  # × 5 topics, plus the records with bad values: over 2,300 messages

@@ -196,7 +196,7 @@ async def test_settlement_dead_letters_every_exception_class_and_settles_every_l
     # each person's results in the order of their claims.
     from gongji.settlement.codec import from_output, json_ready, to_event
     from gongji.settlement.settler import Settler
-    from gongji.settlement.store import MemoryStore
+    from gongji.settlement.memory_store import MemoryStore
 
     reference, expected = Settler(MemoryStore(), load_policy_book()), {}
     for kind, data in traffic.registry() + [("claim", c) for c in claims + [later] if c["claim_id"] not in faults]:
@@ -263,7 +263,7 @@ async def test_an_outage_of_redis_is_retried_turns_health_503_and_loses_nothing(
     from gongji.settlement.settler import Settler
     from gongji.settlement.policy import load_policy_book
     from gongji.settlement.service import SettlementService
-    from gongji.settlement.store import MemoryStore
+    from gongji.settlement.memory_store import MemoryStore
     from gongji.local.synthetic import Traffic
     from support import by_claim, produce, wait_registered
 

@@ -29,7 +29,7 @@ from gongji.settlement.domain import PersonState
 from gongji.settlement.settler import Settler
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.redis_store import RedisStore, SeenMarkers
-from gongji.settlement.store import MemoryStore
+from gongji.settlement.memory_store import MemoryStore
 from gongji.local.synthetic import Traffic
 
 from health_probe import health

@@ -15,7 +15,7 @@ from gongji.settlement.domain import PersonState
 from gongji.settlement.settler import Settler
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.redis_store import RedisStore
-from gongji.settlement.store import MemoryStore
+from gongji.settlement.memory_store import MemoryStore
 from gongji.local.synthetic import Traffic
 
 from support import CATALOG, running_service, by_claim, collect, open_accounts, produce, send_raw, settings_for, wait_registered, figures
@@ -176,7 +176,7 @@ async def test_killed_and_restarted_mid_stream_ends_as_an_uninterrupted_run(stac
     print(f"redelivered results after kill -9: {redelivered}")
 
 
-async def test_an_event_that_trips_a_bug_is_dead_lettered_and_the_rest_settle(stack, uniq, monkeypatch):
+async def test_an_event_that_trips_a_bug_is_dead_lettered_and_the_rest_settle(stack, uniq):
     """No input may stall a partition, not even one that meets a bug of ours."""
     from gongji.settlement import rules
 
@@ -184,15 +184,20 @@ async def test_an_event_that_trips_a_bug_is_dead_lettered_and_the_rest_settle(st
     traffic = Traffic(persons=4, seed=8, tag=uniq, family=0.0)
     claims = [traffic.claim()[1] for _ in range(3)]
     poisoned = claims[1]["claim_id"]
-    real = rules.settle_claim
 
-    def buggy(claim, *args, **kwargs):
-        if claim.claim_id == poisoned:
-            raise KeyError("a bug this claim happens to trip")
-        return real(claim, *args, **kwargs)
+    class Buggy:
+        """The real rules, but settling the poisoned claim trips a bug."""
 
-    monkeypatch.setattr(rules, "settle_claim", buggy)
-    async with running_service(settings):
+        def __getattr__(self, name):
+            return getattr(rules, name)
+
+        def settle_claim(self, claim, *args, **kwargs):
+            if claim.claim_id == poisoned:
+                raise KeyError("a bug this claim happens to trip")
+            return rules.settle_claim(claim, *args, **kwargs)
+
+    async with running_service(settings) as service:
+        service.settler = Settler(service.settler.store, BOOK, rules=Buggy())
         await produce(settings, traffic.registry())
         await wait_registered(settings, traffic)
         await produce(settings, [("claim", claim) for claim in claims])

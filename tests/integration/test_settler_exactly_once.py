@@ -12,7 +12,7 @@ import pytest
 from gongji.settlement.codec import from_output, json_ready, to_event
 from gongji.settlement.settler import Settler
 from gongji.settlement.policy import load_policy_book
-from gongji.settlement.store import MemoryStore
+from gongji.settlement.memory_store import MemoryStore
 from gongji.local.synthetic import Traffic
 from support import figures
 
@@ -165,7 +165,7 @@ async def test_a_hold_stranded_by_a_change_of_holder_goes_back(store, rebound):
     """Review finding: the hold is written, the process dies before the commit, and the patient's
     binding changes (removed, or another holder) before the claim comes again. The first holder
     gets the hold back; the claim settles on the binding it finds."""
-    from gongji.settlement.domain import Claim, Credit, Institution, Person
+    from gongji.settlement.events import Claim, Credit, Institution, Person
 
     hospital = Institution(fixmedins_code="H3", fixmedins_name="h", fixmedins_type="1", medins_lv="3",
                            grassroots=False, admdvs="152501")

@@ -12,13 +12,12 @@ from gongji.settlement.domain import (
     CreditApplied,
     CreditRecord,
     Effects,
-    Institution,
-    Person,
     PersonState,
     SetlDetail,
     Settlement,
     YearTotals,
 )
+from gongji.settlement.events import Institution, Person
 from gongji.settlement.store import Commit, Hold, Status, claim_key, credit_key
 
 

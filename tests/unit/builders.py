@@ -9,17 +9,8 @@ from decimal import Decimal
 from itertools import count
 
 from gongji.common.money import to_fen, yuan_to_fen
-from gongji.settlement.domain import (
-    Claim,
-    ClaimRecord,
-    Credit,
-    FeeLine,
-    Institution,
-    Person,
-    PersonState,
-    Reversal,
-    YearTotals,
-)
+from gongji.settlement.domain import ClaimRecord, PersonState, YearTotals
+from gongji.settlement.events import Claim, Credit, FeeLine, Institution, Person, Reversal
 from gongji.settlement.rules import ClaimSettled
 from gongji.settlement.policy import PolicyBook, load_policy_book
 

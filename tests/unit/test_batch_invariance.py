@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gongji.settlement.codec import from_output
-from gongji.settlement.domain import Claim, Credit, FeeLine, Institution, Person, Reversal
+from gongji.settlement.events import Claim, Credit, FeeLine, Institution, Person, Reversal
 from gongji.settlement.settler import Settler
-from gongji.settlement.store import MemoryStore
+from gongji.settlement.memory_store import MemoryStore
 from gongji.local.synthetic import Traffic
 from gongji.settlement.codec import to_event
 from builders import BOOK, ERENHOT, PROVINCE

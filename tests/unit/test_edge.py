@@ -22,21 +22,10 @@ from gongji.settings import FraudSettings
 from gongji.fraud.domain import ClaimFiled, ClaimRefused, MemoryBuckets, detect
 from gongji.contract.wire import OUTPUT_RECORDS
 from gongji.settlement.codec import from_output, to_event
-from gongji.settlement.domain import (
-    DEFAULT_BOUNDS,
-    WIRE_MAX_FEN,
-    Bounds,
-    Claim,
-    Credit,
-    Institution,
-    Person,
-    PersonState,
-    Rejection,
-    Reversal,
-    text_problem,
-)
+from gongji.contract.wire import DEFAULT_BOUNDS, WIRE_MAX_FEN, Bounds
+from gongji.settlement.domain import Output, PersonState, Rejection
+from gongji.settlement.events import Claim, Credit, Institution, Person, Reversal, text_problem
 from gongji.settlement.rules import ClaimSettled, settle_claim
-from gongji.settlement.settler import Output
 
 pytestmark = pytest.mark.unit
 

@@ -21,20 +21,9 @@ from hypothesis import strategies as st
 
 from gongji.common.money import mul_round, to_yuan, yuan_to_fen
 from gongji.contract.wire import MONEY_FIELDS
-from gongji.settlement.domain import (
-    ZERO_YEAR,
-    Claim,
-    ClaimRecord,
-    Credit,
-    FeeLine,
-    Institution,
-    Person,
-    PersonState,
-    Rejection,
-    Reversal,
-    Settlement,
-    YearTotals,
-)
+from gongji.settlement.domain import ZERO_YEAR, ClaimRecord, PersonState, Rejection, Settlement, YearTotals
+from gongji.settlement.events import Claim, Credit, FeeLine, Institution, Person, Reversal
+from gongji.settlement.pooling import split_line, split_lines
 from gongji.settlement.rules import (
     AccountCredited,
     ClaimReversed,
@@ -42,8 +31,6 @@ from gongji.settlement.rules import (
     apply_credit,
     reverse_claim,
     settle_claim,
-    split_line,
-    split_lines,
 )
 
 pytestmark = pytest.mark.unit

@@ -22,10 +22,11 @@ from builders import (
 )
 from pydantic import ValidationError
 
-from gongji.settlement.domain import Claim, ClaimRecord, FeeLine, PersonState, Rejection, Settlement, YearTotals
+from gongji.contract.wire import ACCOUNT, POOLING
+from gongji.settlement.domain import ClaimRecord, PersonState, Rejection, Settlement, YearTotals
+from gongji.settlement.events import Claim, FeeLine
+from gongji.settlement.pooling import split_line, split_lines
 from gongji.settlement.rules import (
-    ACCOUNT,
-    POOLING,
     AccountCredited,
     ClaimReversed,
     ClaimSettled,
@@ -34,8 +35,6 @@ from gongji.settlement.rules import (
     reverse_claim,
     setl_id_for,
     settle_claim,
-    split_line,
-    split_lines,
 )
 
 pytestmark = pytest.mark.unit

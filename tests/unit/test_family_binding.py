@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from gongji.settlement.settler import Settler
-from gongji.settlement.store import MemoryStore
+from gongji.settlement.memory_store import MemoryStore
 from builders import BOOK, PROVINCE, claim, credit, institution, line, person, reversal
 
 

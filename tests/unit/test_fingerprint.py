@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gongji.settlement.domain import Claim
-from gongji.settlement.settler import fingerprint
+from gongji.settlement.events import Claim
+from gongji.settlement.idempotency import fingerprint
 
 pytestmark = pytest.mark.unit
 

@@ -17,7 +17,7 @@ from builders import BOOK, claim, credit, fen, institution, line, person
 
 from gongji.settlement.domain import Rejection
 from gongji.settlement.settler import Settler
-from gongji.settlement.store import MemoryStore
+from gongji.settlement.memory_store import MemoryStore
 
 pytestmark = pytest.mark.unit
 

@@ -20,8 +20,8 @@ from gongji.ledger.domain import (
     reconcile,
 )
 from gongji.settlement.codec import from_output
+from gongji.settlement.domain import Output
 from gongji.settlement.rules import ClaimReversed, ClaimSettled
-from gongji.settlement.settler import Output
 
 pytestmark = pytest.mark.unit
 

@@ -11,6 +11,7 @@ from datetime import datetime
 import pytest
 from builders import BOOK
 
+from gongji.settlement import rules
 from gongji.settlement.replay import replay_lines
 
 pytestmark = pytest.mark.unit
@@ -83,11 +84,11 @@ HOSTILE = [
 ]
 
 
-def replay(lines: list[bytes | str]) -> tuple[list[dict], list[str]]:
+def replay(lines: list[bytes | str], rules=rules) -> tuple[list[dict], list[str]]:
     errors = io.StringIO()
 
     async def collect():
-        return [out async for out in replay_lines(lines, BOOK, errors, now=NOW)]
+        return [out async for out in replay_lines(lines, BOOK, errors, now=NOW, rules=rules)]
 
     outputs = asyncio.run(collect())
     # What the command writes: UTF-8 JSON, one line each.
@@ -126,37 +127,38 @@ def test_text_lines_still_replay():
     assert [out["event_type"] for out in outputs] == ["settlement"] and errors == []
 
 
-def test_an_error_inside_settlement_is_one_line_on_stderr(monkeypatch):
-    """A bug of ours (here a KeyError from the engine) skips the event, as the service dead-letters it."""
-    from gongji.settlement import rules
+class Planted:
+    """The real rules, but settling the claims named fails as a bug of ours would (a KeyError)."""
 
-    def broken(*args, **kwargs):
-        raise KeyError("surprise")
-    monkeypatch.setattr(rules, "settle_claim", broken)
-    outputs, errors = replay([json.dumps(event) for event in VALID])
+    def __init__(self, *claim_ids: str):
+        self.claim_ids = claim_ids
+
+    def __getattr__(self, name):
+        return getattr(rules, name)
+
+    def settle_claim(self, claim, *args, **kwargs):
+        if claim.claim_id in self.claim_ids:
+            raise KeyError("surprise")
+        return rules.settle_claim(claim, *args, **kwargs)
+
+
+def test_an_error_inside_settlement_is_one_line_on_stderr():
+    """A bug of ours (here a KeyError from the rules) skips the event, as the service dead-letters it."""
+    outputs, errors = replay([json.dumps(event) for event in VALID], rules=Planted("C-1"))
     assert outputs == []
     assert errors == ["line 3: internal error while settling: KeyError: \"'surprise'\"; skipped"]
 
 
 @pytest.mark.parametrize("batch", [1, 2, 500])
-def test_in_a_batch_the_event_that_fails_inside_settlement_is_isolated(monkeypatch, batch):
+def test_in_a_batch_the_event_that_fails_inside_settlement_is_isolated(batch):
     """With --batch N a failing batch is settled again one event at a time (as the service isolates
     a message for dead-letters): the other claims settle, the failing one is one line on stderr."""
-    from gongji.settlement import rules
-
-    settle_claim = rules.settle_claim
-
-    def fails_for_c2(claim, *args, **kwargs):
-        if claim.claim_id == "C-2":
-            raise KeyError("surprise")
-        return settle_claim(claim, *args, **kwargs)
-    monkeypatch.setattr(rules, "settle_claim", fails_for_c2)
     claims = [claim_text(claim_id=f"C-{n}", mdtrt_id=f"M-{n}") for n in (1, 2, 3)]
     errors = io.StringIO()
 
     async def collect():
         lines = [json.dumps(event) for event in VALID[:2]] + claims
-        return [out async for out in replay_lines(lines, BOOK, errors, batch=batch, now=NOW)]
+        return [out async for out in replay_lines(lines, BOOK, errors, batch=batch, now=NOW, rules=Planted("C-2"))]
 
     outputs = asyncio.run(collect())
     assert [(out["event_type"], out["claim_id"]) for out in outputs] == [("settlement", "C-1"), ("settlement", "C-3")]

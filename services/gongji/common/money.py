@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import re
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated
+
+from pydantic import BeforeValidator
 
 CENT = Decimal("0.01")
 _FEN_PER_YUAN = Decimal(100)
@@ -116,3 +119,9 @@ def to_ratio(value: object) -> Decimal:
     if ratio < 0 or ratio > 1:
         raise MoneyError(f"ratio outside 0–1: {shown(value)}")
     return ratio
+
+
+# Field types of the models read at the edges (events, policy files): yuan in, integer fen kept;
+# ratios as exact Decimals in [0, 1]. Floats are refused by both.
+Fen = Annotated[int, BeforeValidator(to_fen)]
+Ratio = Annotated[Decimal, BeforeValidator(to_ratio)]

@@ -15,23 +15,17 @@ from pydantic import ValidationError
 
 from gongji.common.avro import decimal_bytes
 from gongji.common.money import shown, to_yuan
-from gongji.contract.wire import MONEY_FIELDS
-from gongji.settlement.domain import (
-    DEFAULT_BOUNDS,
-    NAME_MAX_LENGTH,
+from gongji.contract.wire import DEFAULT_BOUNDS, MONEY_FIELDS, NAME_MAX_LENGTH, Bounds
+from gongji.settlement.domain import CreditApplied, Output, Rejection, Settlement
+from gongji.settlement.events import (
     NAME_PATTERN,
-    Output,
     TEXT_PATTERN,
-    Bounds,
     Claim,
     Credit,
-    CreditApplied,
     Event,
     Institution,
     Person,
-    Rejection,
     Reversal,
-    Settlement,
     text_problem,
     validation_context,
 )

@@ -19,20 +19,19 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gongji.common.money import to_fen, to_ratio
+from gongji.common.money import Fen, Ratio
+from gongji.settlement.domain import SettlementError
 
-Fen = Annotated[int, BeforeValidator(to_fen)]
-Ratio = Annotated[Decimal, BeforeValidator(to_ratio)]
 # Ratio band of an institution: its level, or "pharmacy" for a retail pharmacy (fixmedins_type 2).
 Band = Literal["1", "2", "3", "pharmacy"]
 BANDS: tuple[str, ...] = ("1", "2", "3", "pharmacy")
 
 
-class PolicyError(ValueError):
+class PolicyError(SettlementError, ValueError):
     """A policy file that cannot be used; the message names the file and the field."""
 
 

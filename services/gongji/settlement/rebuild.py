@@ -35,8 +35,10 @@ from gongji.common.redis import Durability
 from gongji.contract.topics import settlement_inputs
 from gongji.contract.wire import OUTPUT_RECORDS, RECORD_INPUTS
 from gongji.settlement.codec import from_output, json_ready, to_event
-from gongji.settlement.domain import Claim, Credit, Institution, Person, Rejection, Reversal
-from gongji.settlement.settler import Settler, fingerprint
+from gongji.settlement.domain import Rejection, SettlementError
+from gongji.settlement.events import Claim, Credit, Institution, Person, Reversal
+from gongji.settlement.idempotency import fingerprint
+from gongji.settlement.settler import Settler
 from gongji.settlement.policy import PolicyBook
 from gongji.settlement.redis_store import RedisStore, SeenMarkers
 from gongji.settlement.seen import field as marker_field
@@ -46,7 +48,7 @@ log = logging.getLogger("gongji.settlement")
 EFFECTS = {"Settlement", "ReversalResult", "CreditResult"}
 
 
-class RebuildError(RuntimeError):
+class RebuildError(SettlementError):
     """The rebuild cannot start (no committed offsets, Redis not behind without --force)."""
 
 

@@ -33,12 +33,11 @@ from gongji.settlement.domain import (
     CreditApplied,
     CreditRecord,
     Effects,
-    Institution,
-    Person,
     PersonState,
     Settlement,
     YearTotals,
 )
+from gongji.settlement.events import Institution, Person
 from gongji.settlement.store import Commit, Hold, HolderView, Record, Snapshot, Status, escape, hold_field
 
 _STATUS = {b"ok": Status.OK, b"stale": Status.STALE, b"duplicate": Status.DUPLICATE, b"short": Status.SHORT}

@@ -19,21 +19,25 @@ from typing import IO
 from gongji.common.money import shown
 from gongji.settlement.codec import from_output, json_ready, to_event
 from gongji.contract.wire import DEFAULT_BOUNDS, Bounds
-from gongji.settlement.domain import Rejection
-from gongji.settlement.settler import Event, Output, Settler
+from gongji.settlement.domain import Output, Rejection
+from gongji.settlement.events import Event
+from gongji.settlement import rules as settlement_rules
+from gongji.settlement.planning import Rules
+from gongji.settlement.settler import Settler
 from gongji.settlement.policy import PolicyBook
-from gongji.settlement.store import MemoryStore
+from gongji.settlement.memory_store import MemoryStore
 
 
 async def replay_lines(lines: Iterable[str | bytes], book: PolicyBook, errors: IO[str] = sys.stderr,
                        batch: int = 1, bounds: Bounds = DEFAULT_BOUNDS,
-                       now: datetime | None = None) -> AsyncIterator[dict]:
+                       now: datetime | None = None, rules: Rules = settlement_rules) -> AsyncIterator[dict]:
     """Settle each line in order; yields the output events as JSON-ready dicts. `batch` events are
     handed to the Settler at a time, as the service's polls do: the results are the same for any
     size (`gongji replay --batch N` lets anyone check it). `now` is the present that setl_time is
-    judged against (the wall clock at the start if None)."""
+    judged against (the wall clock at the start if None); `rules` are gongji.settlement.rules but in
+    a test that plants a bug."""
     now = now or datetime.now(timezone.utc)
-    settler = Settler(MemoryStore(), book)
+    settler = Settler(MemoryStore(), book, rules)
     pending: list[tuple[int, Event]] = []
 
     async def flush() -> list[Output]:

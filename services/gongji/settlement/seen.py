@@ -19,13 +19,14 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from gongji.common.observe import Metrics
+from gongji.settlement.domain import SettlementError
 from gongji.settlement.redis_store import SeenMarkers
 
 log = logging.getLogger("gongji.settlement")
 WATCH_EVERY = 1.0  # seconds between looks at the markers while refusing
 
 
-class StateLost(RuntimeError):
+class StateLost(SettlementError):
     """Redis lost state under a batch in flight; its results are not published."""
 
 

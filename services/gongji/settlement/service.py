@@ -28,8 +28,8 @@ from gongji.contract.topics import service_topics, settlement_inputs
 from gongji.contract.wire import OUTPUT_RECORDS, RECORD_INPUTS
 from gongji.contract.wire import headers as wire_headers
 from gongji.settlement.codec import from_output, to_event
-from gongji.settlement.domain import Rejection
-from gongji.settlement.settler import Output, Settler, StoreContention
+from gongji.settlement.domain import Output, Rejection
+from gongji.settlement.settler import Settler, StoreContention
 from gongji.settlement.policy import PolicyBook
 from gongji.settlement.redis_store import RedisStore, SeenMarkers
 from gongji.settlement.seen import Gate, StateLost

@@ -1,4 +1,4 @@
-"""The settlement state store: its interface, and the in-memory implementation replay uses.
+"""The settlement state store: its interface (SettlementStore), what passes through it, and its keys.
 
 State per person is versioned by an opaque token. A commit names the token it was computed from;
 the store applies it only if the person's token is still that one, and only if the event's record
@@ -14,12 +14,12 @@ refunds the holder.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from gongji.settlement.domain import ClaimRecord, CreditRecord, Institution, Person, PersonState
+from gongji.settlement.domain import ClaimRecord, CreditRecord, PersonState
+from gongji.settlement.events import Institution, Person
 
 Record = ClaimRecord | CreditRecord
 
@@ -144,95 +144,3 @@ class SettlementStore(Protocol):
     async def hold(self, holds: list[Hold]) -> list[Status]: ...
 
     async def commit(self, commits: list[Commit]) -> list[Status]: ...
-
-
-class MemoryStore:
-    """Dictionaries; for `gongji replay` and unit tests. Passes the same contract suite as Redis."""
-
-    def __init__(self) -> None:
-        self.persons: dict[str, Person] = {}
-        self.institutions: dict[str, Institution] = {}
-        self.states: dict[str, PersonState] = {}
-        self.records: dict[tuple[str, str], Record] = {}
-        self.holds: dict[tuple[str, str, str], int] = {}  # (holder, patient, claim id) → fen held
-        self.owners: dict[str, str] = {}  # event key → person
-
-    async def put_persons(self, persons: list[Person]) -> None:
-        for person in persons:
-            self.persons[person.psn_no] = person
-
-    async def put_institutions(self, institutions: list[Institution]) -> None:
-        for institution in institutions:
-            self.institutions[institution.fixmedins_code] = institution
-
-    async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset()) -> Snapshot:
-        return Snapshot(
-            persons={psn: self.persons.get(psn) for psn in psn_nos},
-            institutions={code: self.institutions.get(code) for code in institution_codes},
-            states={psn: self.states.get(psn, PersonState()) for psn in psn_nos},
-            records={key: self.records.get(key) for key in record_keys},
-            owners={key: self.owners.setdefault(key, psn) for key, psn in claims},
-        )
-
-    async def read_holders(self, wants):
-        views = {}
-        for holder, patient, claim_id in wants:
-            state = self.states.get(holder, PersonState())
-            held = self.holds.get((holder, patient, claim_id), 0)
-            views[(holder, patient, claim_id)] = HolderView(state.token, state.balance, held, self.persons.get(holder))
-        return views
-
-    async def mark_pending(self, marks: list[tuple[str, str, str]]) -> None:
-        for patient, claim_id, holder in marks:
-            state = self.states.get(patient, PersonState())
-            self.states[patient] = dataclasses.replace(state, pending={**state.pending, claim_id: holder})
-
-    async def hold(self, holds: list[Hold]) -> list[Status]:
-        statuses = []
-        for hold in holds:
-            state = self.states.get(hold.holder, PersonState())
-            key = (hold.holder, hold.patient, hold.claim_id)
-            if self.holds.get(key, 0) != hold.expected or (
-                    hold.holder_token is not None and state.token != hold.holder_token):
-                statuses.append(Status.STALE)
-                continue
-            delta = hold.amount - hold.expected
-            if delta > state.balance:
-                statuses.append(Status.SHORT)
-                continue
-            if delta:
-                if hold.amount:
-                    self.holds[key] = hold.amount
-                else:
-                    del self.holds[key]
-                self.states[hold.holder] = dataclasses.replace(state, balance=state.balance - delta, token=hold.token)
-            statuses.append(Status.OK)
-        return statuses
-
-    async def commit(self, commits: list[Commit]) -> list[Status]:
-        statuses = []
-        for commit in commits:
-            if (commit.psn_no, commit.record_key) in self.records:
-                statuses.append(Status.DUPLICATE)
-                continue
-            if self.states.get(commit.psn_no, PersonState()).token != commit.expected:
-                statuses.append(Status.STALE)
-                continue
-            if commit.reverses is not None:
-                original = self.records.get((commit.psn_no, commit.reverses))
-                if original is None or original.reversed_by is not None:
-                    statuses.append(Status.STALE)
-                    continue
-            # Redis writes only the fields the event moved: the pending marks stay as stored, less
-            # the one of this event.
-            stored = self.states.get(commit.psn_no, PersonState()).pending
-            event_id = commit.record_key.split(":", 1)[1]
-            pending = {claim: holder for claim, holder in stored.items() if claim != event_id}
-            self.states[commit.psn_no] = dataclasses.replace(commit.state, pending=pending)
-            self.records[(commit.psn_no, commit.record_key)] = commit.record
-            if commit.reverses is not None:
-                original = self.records[(commit.psn_no, commit.reverses)]
-                self.records[(commit.psn_no, commit.reverses)] = dataclasses.replace(
-                    original, reversed_by=commit.record.settlement.claim_id)
-            statuses.append(Status.OK)
-        return statuses

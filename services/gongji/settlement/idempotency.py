@@ -1,0 +1,63 @@
+"""Idempotency (CONTRACT.md): an event's content hash, and what a resend or a reused id is answered.
+
+A claim, reversal or credit id is one request of one person: the same id with the same content (however
+it was written) gets the identical result again, with other content a DUPLICATE_CONFLICT, and from
+another person a DUPLICATE_CONFLICT too. Pure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import orjson
+
+from gongji.settlement.domain import CreditRecord, Output, Rejection
+from gongji.settlement.events import Claim, Credit, Reversal
+from gongji.settlement.store import Record
+
+
+def _canonical(value):
+    if isinstance(value, dict):  # absent and null are the same: a field added later changes nothing
+        return {key: _canonical(item) for key, item in value.items() if item is not None}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(item) for item in value]
+    if isinstance(value, Decimal):  # 3 and 3.0000 are one count
+        return format(value.normalize(), "f")
+    if isinstance(value, datetime):  # one instant, whatever the offset it was written with
+        return value.astimezone(timezone.utc).isoformat()
+    return value
+
+
+def fingerprint(event: Claim | Reversal | Credit) -> str:
+    """Content hash: the same id with other content is a DUPLICATE_CONFLICT. Canonical, so a resend
+    written differently (decimal places, UTC offset, a newer schema's empty field) is the same."""
+    canonical = orjson.dumps(_canonical(event.model_dump()), option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+
+
+def taken(event: Claim | Reversal | Credit, owner: str) -> Rejection:
+    """CONTRACT Idempotency: an id is one request of one person; another person's use of it conflicts."""
+    kind = "credit" if isinstance(event, Credit) else "reversal" if isinstance(event, Reversal) else "claim"
+    ident = {"credit_id": event.credit_id} if isinstance(event, Credit) else {"claim_id": event.claim_id}
+    return Rejection(err_code="DUPLICATE_CONFLICT", psn_no=event.psn_no, input_type=kind,
+                     err_msg=f"{kind} id {next(iter(ident.values()))} already belongs to a {kind} of another "
+                             f"person; the original stands. Send this one with a new id", **ident)
+
+
+def _conflict(event: Claim | Reversal | Credit, kind: str) -> Rejection:
+    ident = {"credit_id": event.credit_id} if isinstance(event, Credit) else {"claim_id": event.claim_id}
+    name = next(iter(ident.values()))
+    return Rejection(err_code="DUPLICATE_CONFLICT", psn_no=event.psn_no, input_type=kind,
+                     err_msg=f"{kind} {name} was already processed with different content; the original stands. "
+                             "Send a reversal and a new claim id to change it", **ident)
+
+
+def replayed(event: Claim | Reversal | Credit, record: Record, kind: str) -> Output:
+    """The event was processed before: the identical result again, or a conflict."""
+    if record.fingerprint != fingerprint(event):
+        return Output(event.psn_no, _conflict(event, kind))
+    if isinstance(record, CreditRecord):
+        return Output(event.psn_no, record.result)
+    return Output(event.psn_no, record.settlement)

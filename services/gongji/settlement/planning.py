@@ -1,0 +1,431 @@
+"""Planning a settlement pass, pure: given the batch and what the store returned, decide which events
+commit, which move holds, which wait for the next pass, and the writes that make each true.
+
+No store call and no await here: gongji.settlement.settler reads, hands the reads to these
+functions, writes what they planned and tells them what the store answered.
+
+The rules of a pass. Writes go holds first, commits second, so a pass may only contain writes whose
+order on each person's state cannot change: for every person, either commits of their own events
+or holds on their account, never both. An event that waits for the next pass blocks every later
+event touching a person it touches, so nothing overtakes it. From a person's first failed write on,
+all their events in the pass go again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+from gongji.settlement.domain import ClaimRecord, CreditRecord, Output, PersonState, Rejection
+from gongji.settlement.events import Claim, Credit, Event, Institution, Person, Reversal
+from gongji.settlement.idempotency import fingerprint, replayed, taken
+from gongji.settlement.store import Commit, Hold, HolderView, Snapshot, Status, claim_key, credit_key
+
+if TYPE_CHECKING:
+    from gongji.settlement.policy import PolicyBook
+    from gongji.settlement.rules import AccountCredited, ClaimReversed, ClaimSettled
+
+Work = list[tuple[int, Event]]  # events of the batch with their position in it
+HoldKey = tuple[str, str, str]  # (holder, patient, claim id)
+
+
+class Rules(Protocol):
+    """What planning asks of the rules: gongji.settlement.rules, or a stand-in a test passes."""
+
+    def check_person(self, person: Person) -> Rejection | None: ...
+
+    def check_binding(self, person: Person, holder: Person | None, claim_id: str) -> Rejection | None: ...
+
+    def settle_claim(self, claim: Claim, person: Person | None, institution: Institution | None,
+                     book: PolicyBook, state: PersonState,
+                     holder_available: int | None = None) -> ClaimSettled | Rejection: ...
+
+    def reverse_claim(self, reversal: Reversal, original: ClaimRecord | None,
+                      state: PersonState) -> ClaimReversed | Rejection: ...
+
+    def apply_credit(self, credit: Credit, person: Person | None, book: PolicyBook,
+                     state: PersonState) -> AccountCredited | Rejection: ...
+
+
+# ---------------------------------------------------------------- the batch in steps
+
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    """Registry entries to store between the events before them and those after them."""
+
+    persons: list[Person]
+    institutions: list[Institution]
+
+
+def steps(events: list[Event], rules: Rules) -> tuple[list[Registry | Work], dict[int, Output]]:
+    """The batch as the steps that keep its order (a registry change applies between the events
+    before it and those after it), and the answers to person events refused outright."""
+    done: list[Registry | Work] = []
+    refused: dict[int, Output] = {}
+    persons: list[Person] = []
+    institutions: list[Institution] = []
+    work: Work = []
+    for index, event in enumerate(events):
+        if isinstance(event, (Person, Institution)):
+            if work:  # the events before it see the registry as it was
+                done.append(work)
+                work = []
+            if isinstance(event, Person):
+                rejection = rules.check_person(event)
+                if rejection:
+                    refused[index] = Output(event.psn_no, rejection)
+                else:
+                    persons.append(event)
+            else:
+                institutions.append(event)
+        else:
+            if persons or institutions:
+                done.append(Registry(persons, institutions))
+                persons, institutions = [], []
+            work.append((index, event))
+    if persons or institutions:
+        done.append(Registry(persons, institutions))
+    if work:
+        done.append(work)
+    return done, refused
+
+
+# ---------------------------------------------------------------- what a pass reads
+
+
+def _event_key(event: Claim | Reversal | Credit) -> str:
+    return credit_key(event.credit_id) if isinstance(event, Credit) else claim_key(event.claim_id)
+
+
+class Reads(NamedTuple):
+    """SettlementStore.read's arguments for a pass."""
+
+    psn_nos: set[str]
+    codes: set[str]
+    keys: set[tuple[str, str]]
+    claims: set[tuple[str, str]]
+
+
+def reads(work: Work, optimistic: bool) -> Reads:
+    """What a pass reads. The optimistic pass does not read each event's own record, since almost
+    every event is new; a commit finds a duplicate anyway and refuses it."""
+    wanted = Reads(set(), set(), set(), set())
+    for _, event in work:
+        wanted.psn_nos.add(event.psn_no)
+        wanted.claims.add((_event_key(event), event.psn_no))
+        if isinstance(event, Claim):
+            wanted.codes.add(event.fixmedins_code)
+            if not optimistic:
+                wanted.keys.add((event.psn_no, claim_key(event.claim_id)))
+        elif isinstance(event, Reversal):
+            if not optimistic:
+                wanted.keys.add((event.psn_no, claim_key(event.claim_id)))
+            wanted.keys.add((event.psn_no, claim_key(event.orig_claim_id)))
+        elif not optimistic:
+            wanted.keys.add((event.psn_no, credit_key(event.credit_id)))
+    return wanted
+
+
+def _holder(person: Person | None, claim: Claim) -> str | None:
+    """The family account holder this claim may draw on (家庭共济), if any."""
+    return person.mulaid_holder_psn_no if person is not None and claim.acct_used_flag == "1" else None
+
+
+def _stray(state: PersonState, claim: Claim, holder: str | None) -> str | None:
+    """A holder an earlier, uncommitted attempt at this claim put a hold with, other than `holder`."""
+    marked = state.pending.get(claim.claim_id)
+    return marked if marked is not None and marked != holder else None
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """The family accounts of a pass, found once from its snapshot: each claim's holder and stray
+    holder (by position in the batch), the holds to read, and the persons whose events wait for the
+    next pass (the optimistic pass defers family claims, and the holder's own events with them:
+    they keep their order against the hold, which is written before the commit that would catch a
+    duplicate)."""
+
+    links: dict[int, tuple[str | None, str | None]]  # claim's position → (holder, stray)
+    wants: set[HoldKey]
+    deferred: set[str]
+
+
+def family_accounts(work: Work, snap: Snapshot, optimistic: bool) -> Family:
+    links: dict[int, tuple[str | None, str | None]] = {}
+    wants: set[HoldKey] = set()
+    deferred: set[str] = set()
+    for index, event in work:
+        if isinstance(event, Claim):
+            holder = _holder(snap.persons.get(event.psn_no), event)
+            stray = _stray(snap.states[event.psn_no], event, holder)
+            links[index] = (holder, stray)
+            if holder is not None or stray is not None:
+                if optimistic:
+                    deferred.update(psn for psn in (event.psn_no, holder) if psn is not None)
+                    continue
+                if holder is not None:
+                    wants.add((holder, event.psn_no, event.claim_id))
+                if stray is not None:
+                    wants.add((stray, event.psn_no, event.claim_id))
+        elif isinstance(event, Reversal):
+            # As read: an original settled earlier in this very pass has no hold to read yet.
+            original = snap.records.get((event.psn_no, claim_key(event.orig_claim_id)))
+            if original is not None and original.effects.mulaid_holder:
+                wants.add((original.effects.mulaid_holder, event.psn_no, event.orig_claim_id))
+    return Family(links, wants, deferred)
+
+
+# ---------------------------------------------------------------- planning each event
+
+
+@dataclass(slots=True)
+class _Planned:
+    """What computing one event decided: its result, and the writes that make it true."""
+
+    output: Output | None
+    commit: Commit | None = None
+    holds: tuple[Hold, ...] = ()
+    again: bool = False  # cannot be decided in this pass: go to the next
+
+
+class _Holds:
+    """This pass's view of family accounts: each holder's balance and token, and the amount held
+    per (holder, patient, claim), as this batch's holds so far leave them."""
+
+    def __init__(self, views: dict[HoldKey, HolderView], states: dict[str, PersonState]):
+        self.views = views
+        self.states = states
+        self.held = {key: view.held for key, view in views.items()}
+        self.accounts: dict[str, tuple[str, int]] = {}  # holder → (token, balance)
+        # Holders whose account a hold of this pass moves. Holds are written before commits, so a
+        # holder's own later events cannot chain on the hold's token here: they go to the next pass.
+        self.touched: set[str] = set()
+
+    def known(self, key: HoldKey) -> bool:
+        return key in self.held
+
+    def account(self, key: HoldKey) -> tuple[str, int]:
+        holder = key[0]
+        if holder in self.accounts:
+            return self.accounts[holder]
+        if holder in self.states:  # the holder settles in this batch too: their overlay state
+            return self.states[holder].token, self.states[holder].balance
+        view = self.views[key]
+        return view.token, view.balance
+
+    def available(self, key: HoldKey) -> int:
+        return self.account(key)[1] + self.held[key]
+
+    def move(self, key: HoldKey, amount: int, nonce: str) -> Hold:
+        """Plan the hold for `key` to become `amount`, and apply it to this view."""
+        holder, patient, claim_id = key
+        hold = Hold(holder, patient, claim_id, amount, self.held[key], nonce, holder_token=self.account(key)[0])
+        balance = self.account(key)[1] - (amount - hold.expected)
+        self.accounts[holder] = (hold.token, balance)
+        self.held[key] = amount
+        self.touched.add(holder)
+        if holder in self.states:
+            self.states[holder] = dataclasses.replace(self.states[holder], token=hold.token, balance=balance)
+        return hold
+
+
+@dataclass(slots=True)
+class _Overlay:
+    """The pass as planned so far: the states and records the events before have left, the holds."""
+
+    snap: Snapshot
+    book: PolicyBook
+    rules: Rules
+    nonce: str
+    states: dict[str, PersonState]
+    records: dict
+    holds: _Holds
+
+
+def _plan_claim(claim: Claim, links: tuple[str | None, str | None], pass_: _Overlay) -> _Planned:
+    snap, holds, nonce = pass_.snap, pass_.holds, pass_.nonce
+    key = claim_key(claim.claim_id)
+    existing = pass_.records.get((claim.psn_no, key))
+    if existing is not None:
+        return _Planned(replayed(claim, existing, "claim"))
+    person = snap.persons.get(claim.psn_no)
+    state = pass_.states[claim.psn_no]
+    holder, stray = links
+    account = (holder, claim.psn_no, claim.claim_id)
+    family = holder is not None and holds.known(account)
+    # A hold an earlier attempt left with a holder this claim no longer uses goes back to them.
+    stray_account = (stray, claim.psn_no, claim.claim_id)
+    returned = (holds.move(stray_account, 0, nonce),) \
+        if stray is not None and holds.known(stray_account) and holds.held[stray_account] else ()
+    refused = pass_.rules.check_binding(person, holds.views[account].person, claim.claim_id) \
+        if family and person.active else None
+    outcome = refused or pass_.rules.settle_claim(
+        claim, person, snap.institutions.get(claim.fixmedins_code), pass_.book, state,
+        holds.available(account) if family else None)
+    if isinstance(outcome, Rejection):
+        # A hold left by an earlier attempt at this claim goes back to the holder.
+        release = (holds.move(account, 0, nonce),) if family and holds.held[account] else ()
+        return _Planned(Output(claim.psn_no, outcome), holds=returned + release)
+    moves = returned
+    if family and outcome.effects.mulaid_pay != holds.held[account]:
+        moves += (holds.move(account, outcome.effects.mulaid_pay, nonce),)
+    record = ClaimRecord(fingerprint(claim), outcome.settlement, outcome.effects)
+    new_state = dataclasses.replace(outcome.state, token=f"c:{claim.claim_id}@{nonce}")
+    return _Planned(Output(claim.psn_no, outcome.settlement),
+                    Commit(claim.psn_no, state.token, new_state, key, record), moves)
+
+
+def _plan_reversal(reversal: Reversal, pass_: _Overlay) -> _Planned:
+    key = claim_key(reversal.claim_id)
+    existing = pass_.records.get((reversal.psn_no, key))
+    if existing is not None:
+        return _Planned(replayed(reversal, existing, "reversal"))
+    original_key = claim_key(reversal.orig_claim_id)
+    original = pass_.records.get((reversal.psn_no, original_key))
+    state = pass_.states[reversal.psn_no]
+    outcome = pass_.rules.reverse_claim(reversal, original, state)
+    if isinstance(outcome, Rejection):
+        return _Planned(Output(reversal.psn_no, outcome))
+    refunds = ()
+    if outcome.refund_holder:
+        account = (outcome.refund_holder, reversal.psn_no, reversal.orig_claim_id)
+        if not pass_.holds.known(account):  # the original settled in this very batch: decide next pass
+            return _Planned(None, again=True)
+        refunds = (pass_.holds.move(account, 0, pass_.nonce),)
+    record = ClaimRecord(fingerprint(reversal), outcome.settlement, original.effects)
+    new_state = dataclasses.replace(outcome.state, token=f"c:{reversal.claim_id}@{pass_.nonce}")
+    return _Planned(Output(reversal.psn_no, outcome.settlement),
+                    Commit(reversal.psn_no, state.token, new_state, key, record, reverses=original_key), refunds)
+
+
+def _plan_credit(credit: Credit, pass_: _Overlay) -> _Planned:
+    key = credit_key(credit.credit_id)
+    existing = pass_.records.get((credit.psn_no, key))
+    if existing is not None:
+        return _Planned(replayed(credit, existing, "credit"))
+    state = pass_.states[credit.psn_no]
+    outcome = pass_.rules.apply_credit(credit, pass_.snap.persons.get(credit.psn_no), pass_.book, state)
+    if isinstance(outcome, Rejection):
+        return _Planned(Output(credit.psn_no, outcome))
+    record = CreditRecord(fingerprint(credit), outcome.result)
+    new_state = dataclasses.replace(outcome.state, token=f"k:{credit.credit_id}@{pass_.nonce}")
+    return _Planned(Output(credit.psn_no, outcome.result), Commit(credit.psn_no, state.token, new_state, key, record))
+
+
+def _touches(index: int, event: Event, found: Family, records: dict) -> set[str]:
+    """The family account holders whose account this event may move: a claim's holder (and the one
+    an earlier attempt left a hold with), the holder a reversal refunds. A reversal asks the overlay,
+    not the snapshot: its original may have settled earlier in this pass."""
+    if isinstance(event, Claim):
+        return {psn for psn in found.links[index] if psn is not None}
+    if isinstance(event, Reversal):
+        original = records.get((event.psn_no, claim_key(event.orig_claim_id)))
+        if original is not None and original.effects.mulaid_holder:
+            return {original.effects.mulaid_holder}
+    return set()
+
+
+# ---------------------------------------------------------------- the pass
+
+
+@dataclass(slots=True)
+class Pass:
+    """A planned pass: every event's plan in order, and, as the writes are answered, each person's
+    first position whose write failed. From there on, that person's events go to the next pass."""
+
+    planned: list[tuple[int, Event, _Planned]]
+    waiting: Work  # deferred events: straight to the next pass
+    first_failure: dict[str, int] = field(default_factory=dict)  # person → position
+
+    def fail(self, position: int) -> None:
+        psn_no = self.planned[position][1].psn_no
+        self.first_failure[psn_no] = min(position, self.first_failure.get(psn_no, position))
+
+    def holds(self) -> list[tuple[int, Hold]]:
+        """The holds to write, first (the holder's side must exist before the patient's record does)."""
+        planned = self.planned
+        return [(position, hold) for position, (_, event, plan) in enumerate(planned)
+                for hold in plan.holds if position < self.first_failure.get(event.psn_no, len(planned))]
+
+    def commits(self) -> list[tuple[int, Commit]]:
+        """The commits to write, after the holds' answers."""
+        planned = self.planned
+        return [(position, plan.commit) for position, (_, event, plan) in enumerate(planned)
+                if plan.commit is not None and position < self.first_failure.get(event.psn_no, len(planned))]
+
+    def answered(self, writes: list[tuple[int, Hold | Commit]], statuses: list[Status]) -> None:
+        """The store's answers to `writes`: a write that did not apply fails its position."""
+        for (position, _), status in zip(writes, statuses):
+            if status is not Status.OK:
+                self.fail(position)
+
+    def outcome(self) -> tuple[dict[int, Output], Work]:
+        """The answers that stand (by position in the batch), and the events that must go again,
+        in event order (for the slow path)."""
+        answers: dict[int, Output] = {}
+        retry = list(self.waiting)
+        planned = self.planned
+        for position, (index, event, plan) in enumerate(planned):
+            if position >= self.first_failure.get(event.psn_no, len(planned)):
+                retry.append((index, event))
+            else:
+                answers[index] = plan.output
+        return answers, sorted(retry, key=lambda item: item[0])
+
+
+def pending_marks(holds: list[tuple[int, Hold]]) -> list[tuple[str, str, str]]:
+    """(patient, claim id, holder) for each hold that takes from the holder: the patient's side
+    learns the holder before the holder's side is debited."""
+    return [(hold.patient, hold.claim_id, hold.holder) for _, hold in holds if hold.amount > hold.expected]
+
+
+def plan_pass(work: Work, snap: Snapshot, found: Family, views: dict[HoldKey, HolderView], book: PolicyBook,
+              rules: Rules, nonce: str, optimistic: bool) -> Pass:
+    """Compute every event of the pass in order on an overlay, so later events see earlier ones.
+    Every write carries `nonce` in its token, so a commit computed on top of one that failed can
+    never match a token some earlier, real commit wrote."""
+    waiting = [item for item in work if item[1].psn_no in found.deferred]
+    if waiting:
+        work = [item for item in work if item[1].psn_no not in found.deferred]
+    states = dict(snap.states)
+    records = dict(snap.records)
+    pass_ = _Overlay(snap, book, rules, nonce, states, records, _Holds(views, states))
+    holds = pass_.holds
+    blocked = set(found.deferred)  # persons with an event waiting for the next pass
+    committing: set[str] = set()  # persons with a commit planned in this pass
+    planned: list[tuple[int, Event, _Planned]] = []
+    for index, event in work:
+        touches = _touches(index, event, found, records)
+        if snap.owners.get(_event_key(event), event.psn_no) != event.psn_no:
+            plan = _Planned(Output(event.psn_no, taken(event, snap.owners[_event_key(event)])))
+        elif (event.psn_no in blocked or event.psn_no in holds.touched
+              or not touches.isdisjoint(blocked) or not touches.isdisjoint(committing)):
+            plan = _Planned(None, again=True)
+        elif isinstance(event, Claim):
+            plan = _plan_claim(event, found.links[index], pass_)
+        elif isinstance(event, Reversal):
+            plan = _plan_reversal(event, pass_)
+        else:
+            plan = _plan_credit(event, pass_)
+        if plan.again:
+            blocked.add(event.psn_no)
+            blocked.update(touches)
+        if plan.commit is not None:
+            committing.add(event.psn_no)
+            states[event.psn_no] = plan.commit.state
+            records[(event.psn_no, plan.commit.record_key)] = plan.commit.record
+            if plan.commit.reverses:
+                key = (event.psn_no, plan.commit.reverses)
+                records[key] = dataclasses.replace(records[key], reversed_by=event.claim_id)
+        planned.append((index, event, plan))
+    decided = Pass(planned, waiting)
+    for position, (_, event, plan) in enumerate(planned):
+        if plan.again:
+            decided.fail(position)
+        elif optimistic and plan.commit is None and isinstance(plan.output.value, Rejection):
+            # Without its own record read, a refusal may be wrong: a redelivered reversal finds
+            # its original reversed (by itself). Refusals are rare; the full pass decides them.
+            decided.fail(position)
+    return decided

@@ -1,0 +1,212 @@
+"""What basic insurance pays for a claim, POLICY.md §2–3 and §6 as pure functions: the fee lines
+split by the catalogue (§2), then the basic pooling fund by kind of care: general outpatient (§3),
+outpatient chronic and special diseases, inpatient care and the major outpatient diseases paid like
+it (§6). The layers above it, the accounts and the result are gongji.settlement.rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from gongji.common.money import div_round, mul_round, yuan_text, yuan_to_fen
+from gongji.settlement.domain import Rejection
+from gongji.settlement.events import Claim, FeeLine
+
+
+# ---------------------------------------------------------------- §2 line split
+
+
+@dataclass(frozen=True, slots=True)
+class LineSplit:
+    medfee: int = 0  # medfee_sumamt
+    fulamt_ownpay: int = 0  # 全自费: 丙类 and non-medical lines
+    overlmt: int = 0  # 超限价自付
+    preselfpay: int = 0  # 先行自付 of 乙类
+    inscp: int = 0  # 符合政策范围金额
+    non_medical: int = 0  # public health, fitness, wellness: never payable by fund or account
+
+
+def split_line(line: FeeLine) -> LineSplit:
+    amount = line.det_item_fee_sumamt
+    if line.non_med_flag == "1":
+        return LineSplit(medfee=amount, fulamt_ownpay=amount, non_medical=amount)
+    if line.chrgitm_lv == "03":
+        return LineSplit(medfee=amount, fulamt_ownpay=amount)
+    overlmt = 0
+    if line.pric_uplmt_amt is not None and line.pric > line.pric_uplmt_amt:
+        overlmt = min(amount, yuan_to_fen((line.pric - line.pric_uplmt_amt) * line.cnt))
+    base = amount - overlmt
+    preselfpay = mul_round(base, line.selfpay_prop) if line.chrgitm_lv == "02" and line.selfpay_prop else 0
+    return LineSplit(medfee=amount, overlmt=overlmt, preselfpay=preselfpay, inscp=base - preselfpay)
+
+
+def split_lines(lines: tuple[FeeLine, ...]) -> LineSplit:
+    medfee = ownpay = overlmt = preselfpay = inscp = non_medical = 0
+    for line in lines:
+        part = split_line(line)
+        medfee += part.medfee
+        ownpay += part.fulamt_ownpay
+        overlmt += part.overlmt
+        preselfpay += part.preselfpay
+        inscp += part.inscp
+        non_medical += part.non_medical
+    return LineSplit(medfee, ownpay, overlmt, preselfpay, inscp, non_medical)
+
+
+# ---------------------------------------------------------------- §3, §6 the basic pooling fund
+
+
+@dataclass(frozen=True, slots=True)
+class Basic:
+    """What the basic pooling fund pays for one claim, and what it consumed."""
+
+    kind: str  # "general", "chronic", "inpatient", "major" (门诊大病, 参照住院)
+    pooling: int
+    deductible: int
+    ratio: Decimal
+    limit_left: int  # what the binding cap still allowed before this claim
+    over_cap: int  # in-scope base above the basic fund's annual cap: the large-amount subsidy's base
+    notes: tuple[str, ...]
+    effects: dict
+
+
+def _invalid(claim: Claim, message: str) -> Rejection:
+    return Rejection(err_code="INVALID_CLAIM", err_msg=message, psn_no=claim.psn_no, input_type="claim",
+                     claim_id=claim.claim_id)
+
+
+def _general_outpatient(person, institution, version, split, totals, notes) -> Basic:
+    """POLICY §3: 普通门诊统筹."""
+    notes.insert(0, "普通门诊统筹")
+    rules = version.general_outpatient
+    retired = person.retired
+    band = institution.band
+    # §3.1 起付线
+    if rules.deductible_mode == "annual":
+        left = max(0, rules.annual_deductible - totals.deductible_used)
+        deductible = min(split.inscp, left)
+        notes.append(f"annual deductible {yuan_text(rules.annual_deductible)}, {yuan_text(left)} left, "
+                     f"{yuan_text(deductible)} now")
+    elif institution.grassroots and rules.grassroots_deductible_exempt:
+        deductible = 0
+        notes.append("no deductible at a grassroots institution")
+    else:
+        deductible = min(split.inscp, rules.per_visit_deductible[band])
+        notes.append(f"per-visit deductible {yuan_text(rules.per_visit_deductible[band])} (band {band}), "
+                     f"{yuan_text(deductible)} now")
+    # §3.2 ratio: band × person class, + family-doctor bonus at the contracted institution
+    ratio = rules.ratio[band].for_person(retired)
+    ratio_note = f"ratio {ratio} (band {band}, {'retired' if retired else 'in-service'})"
+    if rules.family_doctor_bonus and person.fd_fixmedins_code == institution.fixmedins_code:
+        ratio = min(Decimal(1), ratio + rules.family_doctor_bonus)
+        ratio_note += f" + family doctor {rules.family_doctor_bonus}"
+    notes.append(ratio_note)
+    # §3.3 caps
+    by_ratio = mul_round(split.inscp - deductible, ratio)
+    outpatient_cap = rules.annual_cap.for_person(retired)
+    limit_left = max(0, outpatient_cap - totals.outpatient_pool_paid)
+    limit_note = f"annual outpatient cap {yuan_text(outpatient_cap)}, {yuan_text(limit_left)} left"
+    if rules.counts_in_fund_cap:
+        # 国办发〔2021〕14号: the outpatient cap counts inside the annual fund cap where the region says so
+        fund_left = max(0, version.annual_fund_cap - totals.fund_cap_used)
+        if fund_left < limit_left:
+            limit_left = fund_left
+            limit_note += f"; annual fund cap {yuan_text(version.annual_fund_cap)}, {yuan_text(fund_left)} left"
+    pooling = min(by_ratio, limit_left)
+    notes.append(limit_note)
+    if pooling < by_ratio:
+        notes.append(f"capped: {yuan_text(by_ratio)} by ratio, {yuan_text(pooling)} paid")
+    return Basic("general", pooling, deductible, ratio, limit_left, 0, tuple(notes),
+                  {"deductible": deductible, "outpatient_pool": pooling,
+                   "fund_cap": pooling if rules.counts_in_fund_cap else 0})
+
+
+def _chronic(person, group, version, split, totals, notes) -> Basic:
+    """POLICY §3 (last paragraph), §6: 门诊慢特病, the group's own deductible, ratio and limit."""
+    left = max(0, group.annual_deductible - totals.chronic_deductible_used.get(group.name, 0))
+    deductible = min(split.inscp, left)
+    ratio = group.ratio.for_person(person.retired)
+    by_ratio = mul_round(split.inscp - deductible, ratio)
+    limit_left = max(0, group.annual_limit - totals.chronic_paid.get(group.name, 0))
+    notes += [f"门诊慢特病 {group.name}: deductible {yuan_text(group.annual_deductible)}, {yuan_text(left)} left, "
+              f"{yuan_text(deductible)} now", f"ratio {ratio}",
+              f"annual limit {yuan_text(group.annual_limit)}, {yuan_text(limit_left)} left"]
+    if group.counts_in_fund_cap and version.annual_fund_cap is not None:
+        fund_left = max(0, version.annual_fund_cap - totals.fund_cap_used)
+        if fund_left < limit_left:
+            limit_left = fund_left
+            notes.append(f"annual fund cap {yuan_text(version.annual_fund_cap)}, {yuan_text(fund_left)} left")
+    pooling = min(by_ratio, limit_left)
+    if pooling < by_ratio:
+        notes.append(f"capped: {yuan_text(by_ratio)} by ratio, {yuan_text(pooling)} paid")
+    return Basic("chronic", pooling, deductible, ratio, limit_left, 0, tuple(notes),
+                  {"chronic_group": group.name, "chronic_deductible": deductible, "chronic_pool": pooling,
+                   "fund_cap": pooling if group.counts_in_fund_cap else 0})
+
+
+def _inpatient(person, institution, version, split, totals, notes, major: bool) -> Basic:
+    """POLICY §6: inpatient care (med_type 21), and 门诊大病 paid like it (参照住院待遇)."""
+    rules = version.inpatient
+    band = institution.medins_lv
+    if major:  # 门诊大病: the deductible once a year, not per admission
+        left = max(0, rules.major_outpatient_annual_deductible - totals.major_deductible_used)
+        deductible = min(split.inscp, left)
+        notes.append(f"门诊大病, paid like inpatient care: annual deductible "
+                     f"{yuan_text(rules.major_outpatient_annual_deductible)}, {yuan_text(left)} left, "
+                     f"{yuan_text(deductible)} now")
+    else:
+        deductible = min(split.inscp, rules.deductible[band])
+        notes.append(f"inpatient deductible {yuan_text(rules.deductible[band])} per admission (level {band}), "
+                     f"{yuan_text(deductible)} now")
+    ratio = rules.ratio[band].for_person(person.retired)
+    base = split.inscp - deductible
+    by_ratio = mul_round(base, ratio)
+    limit_left = max(0, version.annual_fund_cap - totals.fund_cap_used)
+    notes += [f"ratio {ratio} (level {band})",
+              f"annual fund cap {yuan_text(version.annual_fund_cap)}, {yuan_text(limit_left)} left"]
+    pooling = min(by_ratio, limit_left)
+    over_cap = 0
+    if pooling < by_ratio:
+        # The in-scope base the fund did not reach: what it paid, divided back by the ratio.
+        over_cap = max(0, base - div_round(pooling, ratio))
+        notes.append(f"capped: {yuan_text(by_ratio)} by ratio, {yuan_text(pooling)} paid, "
+                     f"{yuan_text(over_cap)} in scope above the cap")
+    effects = {"fund_cap": pooling}
+    if major:
+        effects["major_deductible"] = deductible
+    return Basic("major" if major else "inpatient", pooling, deductible, ratio, limit_left, over_cap,
+                  tuple(notes), effects)
+
+
+def basic_pooling(claim, person, institution, version, split, totals) -> Basic | Rejection:
+    """What the basic pooling fund pays for `claim` by kind of care (med_type 11, 21, 14), or why
+    the claim cannot be settled."""
+    notes = [f"policy {person.insu_admdvs} from {version.effective_from}; 政策范围内 {yuan_text(split.inscp)}"]
+    if claim.med_type == "11":
+        return _general_outpatient(person, institution, version, split, totals, notes)
+    if claim.med_type == "21":
+        if institution.fixmedins_type == "2":
+            return _invalid(claim, f"inpatient care (med_type 21) at retail pharmacy {institution.fixmedins_code}")
+        return _inpatient(person, institution, version, split, totals, notes, major=False)
+    # med_type 14: 门诊慢特病, or 门诊大病 paid like inpatient care, for a recognised (备案) diagnosis
+    disease = claim.dise_codg
+    if not disease:
+        return _invalid(claim, "a med_type 14 claim needs dise_codg, the diagnosis it is for")
+    recognised = disease in (person.chronic_diseases or ())
+    inpatient, chronic = version.inpatient, version.chronic
+    if recognised and inpatient is not None and disease in inpatient.major_outpatient_diseases:
+        if institution.fixmedins_type == "2":
+            return _invalid(claim, f"门诊大病 treatment at retail pharmacy {institution.fixmedins_code}")
+        return _inpatient(person, institution, version, split, totals, notes, major=True)
+    group = next((g for g in (chronic.groups if chronic else ()) if disease in g.diseases), None)
+    if recognised and group is not None:
+        return _chronic(person, group, version, split, totals, notes)
+    if chronic is not None and chronic.unrecognised == "reject":
+        return Rejection(
+            err_code="UNSUPPORTED_MED_TYPE", psn_no=claim.psn_no, input_type="claim", claim_id=claim.claim_id,
+            err_msg=f"diagnosis {disease} is not a recognised (备案) 门诊慢特病 of person {person.psn_no}, and region "
+                    f"{person.insu_admdvs} settles such claims only for recognised diseases; register the disease, "
+                    "or send the visit as general outpatient (med_type 11)")
+    notes.append(f"diagnosis {disease} is not a recognised 门诊慢特病 of this person: settled as general outpatient")
+    return _general_outpatient(person, institution, version, split, totals, notes)

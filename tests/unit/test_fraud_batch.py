@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 import faust
 
-from gongji.fraud import domain
+from gongji.fraud import domain, rules
 from gongji.fraud.service import BatchStaged, PinnedTable, TableBuckets
 from gongji.settings import FraudSettings
 from gongji.fraud.domain import (ClaimFiled, ClaimRefused, MemoryBuckets, Outcome, Staged, VisitReversed,
@@ -67,12 +67,12 @@ def stream(seed: int, count: int = 600):
 
 def step(buckets, event) -> Outcome:
     if isinstance(event, VisitSettled):
-        return domain.on_visit(CONFIG, buckets, event)
+        return rules.on_visit(CONFIG, buckets, event)
     if isinstance(event, ClaimFiled):
-        return domain.on_claim(CONFIG, buckets, event)
+        return rules.on_claim(CONFIG, buckets, event)
     if isinstance(event, VisitReversed):
-        return domain.on_reversal(CONFIG, buckets, event)
-    return domain.on_refusal(CONFIG, buckets, event)
+        return rules.on_reversal(CONFIG, buckets, event)
+    return rules.on_refusal(CONFIG, buckets, event)
 
 
 def run_one_by_one(events):
@@ -84,7 +84,7 @@ def run_one_by_one(events):
         signals += out.signals
         forward += out.forward
     for activity in forward:
-        signals += domain.on_activity(CONFIG, base, activity)
+        signals += rules.on_activity(CONFIG, base, activity)
     return signals, base
 
 
@@ -103,7 +103,7 @@ def run_batched(events, size):
         staged = BatchStaged(base)
         for activity in forward[start:start + size]:
             staged.partition = 7
-            signals += domain.on_activity(CONFIG, staged, activity)
+            signals += rules.on_activity(CONFIG, staged, activity)
         staged.flush()
     return signals, base
 

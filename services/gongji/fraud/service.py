@@ -1,5 +1,5 @@
 """The fraud service (`gongji run fraud`): faust agents over `settlements` and `claims`, rules from
-gongji.fraud.domain, state in changelog-backed faust tables, signals to `fraud.signals`.
+gongji.fraud.rules, state in changelog-backed faust tables, signals to `fraud.signals`.
 
 Two agents, each in the consumer group `<topic_prefix><fraud_group>` (the faust app id, which also
 prefixes the changelog topics):
@@ -43,7 +43,7 @@ from gongji.settings import Settings
 from gongji.common.observe import Metrics, serve
 from gongji.common.topic_admin import ensure_service_topics
 from gongji.contract.topics import service_topics
-from gongji.fraud import domain
+from gongji.fraud import domain, rules
 from gongji.fraud.domain import NO_WINDOW, InstitutionActivity, Outcome, Signal, Staged, Window
 
 log = logging.getLogger("gongji.fraud")
@@ -332,12 +332,12 @@ class FraudService:
     def _rules(self, staged, event) -> Outcome:
         config = self.config
         if isinstance(event, domain.VisitSettled):
-            return domain.on_visit(config, staged, event)
+            return rules.on_visit(config, staged, event)
         if isinstance(event, domain.ClaimFiled):
-            return domain.on_claim(config, staged, event)
+            return rules.on_claim(config, staged, event)
         if isinstance(event, domain.VisitReversed):
-            return domain.on_reversal(config, staged, event)
-        return domain.on_refusal(config, staged, event)
+            return rules.on_reversal(config, staged, event)
+        return rules.on_refusal(config, staged, event)
 
     async def _forward(self, activities: list[InstitutionActivity]) -> list:
         """Activity passed on to the institution side: one message per institution and batch (a list,
@@ -360,7 +360,7 @@ class FraudService:
                 log.error("fraud: unreadable institution activity skipped: %s", error)
                 continue
             for activity in activities:
-                signals += domain.on_activity(self.config, staged, activity)
+                signals += rules.on_activity(self.config, staged, activity)
         await asyncio.gather(*[await self._send_signal(signal) for signal in signals])
         staged.flush()
         await self._drain_changelog()

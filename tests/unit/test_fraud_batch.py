@@ -9,6 +9,7 @@ import random
 from datetime import datetime, timedelta
 
 import faust
+import pytest
 
 from gongji.fraud import domain, rules
 from gongji.fraud.service import BatchStaged, PinnedTable, TableBuckets
@@ -146,3 +147,31 @@ def test_windows_sit_where_faust_s_window_wrapper_puts_them():
             assert [(key, r) for r in table.window.ranges(clock)] == [("K", (start, end))]
             assert wrapper.table.window.current(clock) == (start, end)
         assert isinstance(table, PinnedTable)
+
+
+
+def test_a_record_under_another_kind_s_header_is_an_unreadable_event():
+    """A FraudSignal record under `gongji-type: reversal` is fraud's own refusal to read (a FraudError,
+    still a ValueError, dead-lettered as anything else unreadable); the right record under the
+    right header reads."""
+    from types import SimpleNamespace
+
+    from gongji.common.avro import SchemaCatalog
+    from gongji.contract.wire import headers
+    from gongji.fraud.domain import FraudError, Signal
+    from gongji.fraud.service import FraudService
+    from gongji.settings import Settings
+
+    settings, catalog = Settings(), SchemaCatalog()
+    service = FraudService(settings, catalog)
+    rejection = {"claim_id": "C1", "credit_id": None, "psn_no": "P1", "err_code": "NOT_INSURED",
+                 "err_msg": "Benefits suspended.", "input_type": "claim"}
+    read = SimpleNamespace(topic=settings.topics.settlements, headers=headers("rejection", "C1"),
+                           value=catalog.encode("Rejection", rejection))
+    assert service._decode(read) == domain.ClaimRefused("C1", "P1", "NOT_INSURED")
+    signal = Signal("VISITS_PER_DAY", "person", "P1", None, day_of(BASE), ("C1",), 4, "> 3 visits", "4 visits.")
+    stray = SimpleNamespace(topic=settings.topics.settlements, headers=headers("reversal", signal.signal_id),
+                            value=catalog.encode("FraudSignal", signal.to_wire(BASE.isoformat())))
+    with pytest.raises(FraudError, match="a FraudSignal record under gongji-type reversal") as raised:
+        service._decode(stray)
+    assert isinstance(raised.value, ValueError)

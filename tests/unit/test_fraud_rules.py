@@ -309,3 +309,14 @@ def test_importing_the_fraud_rules_loads_no_client_and_no_settings():
                                 text=True).stdout.split())
     assert loaded == {"gongji.common", "gongji.common.money", "gongji.contract", "gongji.contract.wire",
                       "gongji.fraud", "gongji.fraud.domain", "gongji.fraud.rules"}, loaded
+
+
+def test_fraud_s_own_failures_share_one_root_and_keep_their_builtin_kind():
+    from gongji.fraud.domain import FraudError, NotAFraudEvent, UnreadableEvent, parse_time
+
+    with pytest.raises(UnreadableEvent, match="without an offset") as unread:
+        parse_time("2023-03-06T09:00:00")
+    with pytest.raises(NotAFraudEvent) as stranger:
+        detect(FraudSettings(), MemoryBuckets(), [object()])
+    assert isinstance(unread.value, FraudError) and isinstance(unread.value, ValueError)
+    assert isinstance(stranger.value, FraudError) and isinstance(stranger.value, TypeError)

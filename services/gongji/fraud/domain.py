@@ -42,6 +42,19 @@ RULES = {
 }
 
 
+class FraudError(Exception):
+    """The root of the fraud context's own exceptions."""
+
+
+class UnreadableEvent(FraudError, ValueError):
+    """An input the rules cannot read (a setl_time without an offset, a record under another type's
+    header): it goes to dead-letters, as whatever else reading an input raises."""
+
+
+class NotAFraudEvent(FraudError, TypeError):
+    """`detect` was given something that is not one of the events below."""
+
+
 # ---------------------------------------------------------------- windows
 @dataclass(frozen=True, slots=True)
 class Window:
@@ -72,7 +85,7 @@ NO_WINDOW = Window("none", datetime(1970, 1, 1, tzinfo=SHANGHAI), datetime(1970,
 def parse_time(text: str) -> datetime:
     t = datetime.fromisoformat(text)
     if t.tzinfo is None:
-        raise ValueError(f"setl_time without an offset: {text!r}")
+        raise UnreadableEvent(f"setl_time without an offset: {text!r}")
     return t
 
 

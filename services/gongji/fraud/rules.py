@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 from gongji.common.money import to_fen, to_yuan
 from gongji.fraud.domain import (DAY, MAX_EVIDENCE, NO_WINDOW, Buckets, ClaimFiled, ClaimRefused,
-                                 InstitutionActivity, Outcome, Signal, VisitReversed, VisitSettled, Window, day_of,
-                                 parse_time, week_of, year_of)
+                                 InstitutionActivity, NotAFraudEvent, Outcome, Signal, VisitReversed, VisitSettled,
+                                 Window, day_of, parse_time, week_of, year_of)
 
 if TYPE_CHECKING:  # a type hint only: the rules take their thresholds, they do not read settings
     from gongji.settings import FraudSettings
@@ -396,7 +396,7 @@ def detect(config: FraudSettings, buckets: Buckets, events: Iterable) -> Outcome
         elif isinstance(event, ClaimRefused):
             step = on_refusal(config, buckets, event)
         else:
-            raise TypeError(f"not a fraud event: {event!r}")
+            raise NotAFraudEvent(f"not a fraud event: {event!r}")
         out.signals += step.signals
         for activity in step.forward:
             out.signals += on_activity(config, buckets, activity)

@@ -324,7 +324,7 @@ class FraudService:
             if name == "Rejection":
                 return domain.ClaimRefused(record.get("claim_id") or "", record.get("psn_no") or "",
                                            record["err_code"])
-            raise ValueError(f"a {name} record under gongji-type {kind.decode()}")
+            raise domain.UnreadableEvent(f"a {name} record under gongji-type {kind.decode()}")
         if kind is None:
             self.catalog.decode(message.value)  # a result without headers: undecodable goes to dead-letters
         return None  # credit results: nothing for the rules

@@ -19,6 +19,7 @@ from decimal import Decimal
 from support import CATALOG, collect, producer, send_raw, settings_for
 
 from gongji.common.topic_admin import ensure_topics
+from gongji.contract import wire
 from gongji.local.processes import free_port
 from gongji.local.launch import service_env
 from gongji.fraud import domain
@@ -81,8 +82,7 @@ async def send(settings, events) -> None:
         sends = []
         for kind, data in events:
             topic = settings.topics.claims if kind == "claim" else settings.topics.settlements
-            headers = [] if kind == "claim" else [("gongji-type", kind.encode()),
-                                                  ("gongji-id", data["claim_id"].encode())]
+            headers = [] if kind == "claim" else wire.headers(kind, data["claim_id"])
             sends.append(await sender.send(topic, CATALOG.encode(RECORD[kind], data), key=data["psn_no"].encode(),
                                            headers=headers))
         await asyncio.gather(*sends)
@@ -188,6 +188,9 @@ async def test_each_signal_once_and_resend_across_a_restart_changes_nothing(stac
             assert response.status == 200
     signals = signals_of(records)
     assert {(s["rule_id"], s["subject_id"]): s["window_start"] for s in signals} == expected
+    for name, data, message in records:  # routed without decoding, deduplicated by id downstream
+        assert wire.header(message.headers) == wire.FRAUD_SIGNAL.encode()
+        assert wire.header(message.headers, wire.ID_HEADER) == data["signal_id"].encode()
     assert len({s["signal_id"] for s in signals}) == len(signals) == len(expected)
     by_rule = {s["rule_id"]: s for s in signals}
     by_subject = {(s["rule_id"], s["subject_id"]): s for s in signals}

@@ -43,6 +43,7 @@ from gongji.settings import Settings
 from gongji.common.observe import Metrics, serve
 from gongji.common.topic_admin import ensure_service_topics
 from gongji.contract.topics import service_topics
+from gongji.contract.wire import FRAUD_SIGNAL, INPUT_RECORDS, OUTPUT_RECORDS, TYPE_HEADER, header, headers
 from gongji.fraud import domain, rules
 from gongji.fraud.domain import NO_WINDOW, InstitutionActivity, Outcome, Signal, Staged, Window
 
@@ -50,6 +51,8 @@ log = logging.getLogger("gongji.fraud")
 SERVICE = "fraud"
 EIGHT_HOURS = 8 * 3600
 MONDAY_SHIFT = 4 * 86400  # 1970-01-01 was a Thursday: the first Monday is four days later
+# The results on `settlements` the rules read (by their type header); credit results are not theirs.
+RESULT_KINDS = tuple(kind.encode() for kind in ("settlement", "reversal", "rejection"))
 
 
 class PinnedTable(faust.Table):
@@ -149,7 +152,7 @@ class BatchStaged(Staged):
         self.partitions.clear()
 
 
-class Snapshot:
+class CopyingBuckets:
     """Buckets read as copies of another Buckets' (a batch's staged ones), so that an event's own
     staging can be dropped without touching what the batch holds."""
 
@@ -276,7 +279,7 @@ class FraudService:
             staged, outcome = BatchStaged(self.buckets), Outcome()
             for message, found in steps:
                 staged.partition = message.partition
-                own = Staged(Snapshot(staged))
+                own = Staged(CopyingBuckets(staged))
                 try:
                     step = self._rules(own, found)
                 except RULE_ERRORS as error:
@@ -307,24 +310,23 @@ class FraudService:
 
     def _decode(self, message):
         """The domain event a message carries (None: nothing for the rules); raises on bad input."""
-        headers = {name: value for name, value in (message.headers or ())}
-        kind = headers.get("gongji-type")
+        kind = header(message.headers, TYPE_HEADER)
         topics = self.settings.topics
         if message.topic == topics.claims:
             name, record = self.catalog.decode(message.value)
-            if name != "Claim":
+            if name != INPUT_RECORDS["claim"]:
                 return None  # reversals (2208) reach the rules as their results on settlements
             return domain.claim_from_wire(record, self.config)
-        if kind in (b"settlement", b"reversal", b"rejection"):
+        if kind in RESULT_KINDS:
             name, record = self.catalog.decode(message.value)
-            if name == "Settlement":
+            if name == OUTPUT_RECORDS["settlement"]:
                 return domain.visit_from_wire(record)
-            if name == "ReversalResult":
+            if name == OUTPUT_RECORDS["reversal"]:
                 return domain.reversal_from_wire(record)
-            if name == "Rejection":
+            if name == OUTPUT_RECORDS["rejection"]:
                 return domain.ClaimRefused(record.get("claim_id") or "", record.get("psn_no") or "",
                                            record["err_code"])
-            raise domain.UnreadableEvent(f"a {name} record under gongji-type {kind.decode()}")
+            raise domain.UnreadableEvent(f"a {name} record under {TYPE_HEADER} {kind.decode()}")
         if kind is None:
             self.catalog.decode(message.value)  # a result without headers: undecodable goes to dead-letters
         return None  # credit results: nothing for the rules
@@ -373,7 +375,7 @@ class FraudService:
         log.info("fraud: %s %s", signal.rule_id, signal.signal_id)
         return await self.signal_topic.send(
             key=signal.subject_id.encode(), value=self.catalog.encode("FraudSignal", record),
-            headers=[("gongji-type", b"fraud-signal"), ("gongji-id", signal.signal_id.encode())])
+            headers=headers(FRAUD_SIGNAL, signal.signal_id))
 
     async def _dead_letter(self, message, reason: str):
         self.metrics.dead_letters.inc()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -95,6 +96,10 @@ class Settings(BaseSettings):
     # (so its changelog topics carry the prefix), and the rules' thresholds (GONGJI_FRAUD__...).
     fraud_group: str = "gongji-fraud"
     fraud: FraudSettings = FraudSettings()
+    # Where the fraud service's faust app keeps its data directory (`<app id>-data`, for its tables'
+    # local stores; they are in memory and rebuilt from their changelog topics on start). Unset: a
+    # temporary directory of the process's own, removed when it stops; never the working directory.
+    fraud_data_dir: Path | None = None
     # Partitions for topics this project creates; the same key always lands on one partition.
     partitions: int = 6
     replication_factor: int = 1

@@ -29,10 +29,14 @@ exactly_once guarantee is not used: Tansu has no transactions.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 import copy
 import logging
+import tempfile
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 
 import faust
 import orjson
@@ -180,10 +184,11 @@ class FraudService:
         self.app_id = settings.kafka_group("fraud")  # faust's group id, and its changelog topics' prefix
         self.activity_name = f"{self.app_id}-institution-activity"
 
-    def _build(self) -> faust.App:
+    def _build(self, datadir: Path) -> faust.App:
         settings, topics = self.settings, self.settings.topics
         app = faust.App(
             self.app_id,
+            datadir=datadir,
             broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
             store="memory://",
             autodiscover=False,
@@ -396,9 +401,13 @@ class FraudService:
     # ------------------------------------------------------------------ lifecycle
     async def run(self, stop: asyncio.Event) -> None:
         await ensure_service_topics(self.settings, [*service_topics(self.settings.topics, "fraud"), self.activity_name])
+        with data_dir(self.settings.fraud_data_dir, self.app_id) as datadir:
+            await self._run(stop, datadir)
+
+    async def _run(self, stop: asyncio.Event, datadir: Path) -> None:
         server = serve(self.metrics, self.settings.metrics_host, self.settings.metrics_port,
                        self.settings.stall_seconds) if self.settings.metrics_port else None
-        app = self.app = self._build()
+        app = self.app = self._build(datadir)
         app.finalize()
         self.prober = kafka.producer(self.settings)  # asks the brokers for metadata when a batch fails
         self.policy = kafka.policy(self.settings, SERVICE, self._probe, self._dead_event)
@@ -414,3 +423,17 @@ class FraudService:
             await self.prober.stop()
             if server is not None:
                 server.shutdown()
+
+
+@contextmanager
+def data_dir(configured: Path | None, app_id: str) -> Iterator[Path]:
+    """Faust's data directory for `app_id`, `<app id>-data` as faust names it, but under
+    `configured` (GONGJI_FRAUD_DATA_DIR, made if missing), or else under a temporary directory
+    removed on leaving; never the working directory. The tables are in memory and rebuilt from
+    their changelog topics on start, so nothing in it outlives the process."""
+    if configured is not None:
+        configured.mkdir(parents=True, exist_ok=True)
+        yield configured / f"{app_id}-data"
+        return
+    with tempfile.TemporaryDirectory(prefix="gongji-fraud-") as scratch:
+        yield Path(scratch) / f"{app_id}-data"

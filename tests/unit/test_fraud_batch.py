@@ -1,7 +1,7 @@
-"""The fraud service's batching (gongji.fraud.service): a batch of events staged together gives the same
-signals and the same saved windows as the events one by one; each saved window goes to the
-changelog partition of the event that last changed it; windows sit at the keys faust's window
-wrapper gives them."""
+"""The fraud service's batching (gongji.fraud.store, gongji.fraud.service): a batch of events
+staged together gives the same signals and the same saved windows as the events one by one; each
+saved window goes to the changelog partition of the event that last changed it; windows sit at the
+keys faust's window wrapper gives them."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import faust
 import pytest
 
 from gongji.fraud import domain, rules
-from gongji.fraud.service import BatchStaged, PinnedTable, TableBuckets
+from gongji.fraud.store import BatchStaged, PinnedTable, TableBuckets
 from gongji.settings import FraudSettings
 from gongji.fraud.domain import (ClaimFiled, ClaimRefused, MemoryBuckets, Outcome, Staged, VisitReversed,
                                  VisitSettled, day_of, week_of)

@@ -54,7 +54,7 @@ class FraudSettings(BaseModel):
     spike_min_baseline_days: int = Field(1, ge=1)
     spike_min_volume: int = Field(20, ge=1)
     spike_min_reversals: int = Field(5, ge=1)
-    # Crash replays reach an institution's day at most this many events back (see domain.on_activity).
+    # Crash replays reach an institution's day at most this many events back (see fraud.rules.on_activity).
     institution_dedupe_ids: int = Field(2000, ge=1)
     # HIGH_EXPENSE (高额医疗费用预警, seed 003): a person's personal burden (psn_part_amt, net of
     # reversals) in a calendar year above this many yuan: a relief review, not a suspicion.

@@ -1,5 +1,6 @@
-"""The fraud rules (gongji.fraud.rules over gongji.fraud.domain), table-driven and worked by hand: each rule fires at its
-configured threshold and not below, once per subject and window, and counts distinct ids."""
+"""The fraud rules (gongji.fraud.rules over gongji.fraud.domain), table-driven and worked by hand:
+each rule fires at its configured threshold and not below, once per subject and window, and counts
+distinct ids; both modules are pure."""
 
 from __future__ import annotations
 

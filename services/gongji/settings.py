@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -54,7 +55,7 @@ class FraudSettings(BaseModel):
     spike_min_baseline_days: int = Field(1, ge=1)
     spike_min_volume: int = Field(20, ge=1)
     spike_min_reversals: int = Field(5, ge=1)
-    # Crash replays reach an institution's day at most this many events back (see domain.on_activity).
+    # Crash replays reach an institution's day at most this many events back (see fraud.rules.on_activity).
     institution_dedupe_ids: int = Field(2000, ge=1)
     # HIGH_EXPENSE (高额医疗费用预警, seed 003): a person's personal burden (psn_part_amt, net of
     # reversals) in a calendar year above this many yuan: a relief review, not a suspicion.
@@ -96,6 +97,10 @@ class Settings(BaseSettings):
     # (so its changelog topics carry the prefix), and the rules' thresholds (GONGJI_FRAUD__...).
     fraud_group: str = "gongji-fraud"
     fraud: FraudSettings = FraudSettings()
+    # Where the fraud service's faust app keeps its data directory (`<app id>-data`, for its tables'
+    # local stores; they are in memory and rebuilt from their changelog topics on start). Unset: a
+    # temporary directory of the process's own, removed when it stops; never the working directory.
+    fraud_data_dir: Path | None = None
     # Partitions for topics this project creates; the same key always lands on one partition.
     partitions: int = 6
     replication_factor: int = 1
@@ -151,7 +156,7 @@ class Settings(BaseSettings):
     dashboard_lookback_seconds: float = 900.0
     dashboard_lookback_records: int = 100_000
 
-    @field_validator("kafka_bootstrap_servers", "redis_url", "database_url", mode="before")
+    @field_validator("kafka_bootstrap_servers", "redis_url", "database_url", "fraud_data_dir", mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         return value or None  # GONGJI_DATABASE_URL= names no database (to_env writes None so)

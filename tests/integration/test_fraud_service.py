@@ -19,6 +19,7 @@ from decimal import Decimal
 from support import CATALOG, collect, producer, send_raw, settings_for
 
 from gongji.common.topic_admin import ensure_topics
+from gongji.contract import wire
 from gongji.local.processes import free_port
 from gongji.fraud import domain
 from gongji.fraud.service import FraudService
@@ -80,8 +81,7 @@ async def send(settings, events) -> None:
         sends = []
         for kind, data in events:
             topic = settings.topics.claims if kind == "claim" else settings.topics.settlements
-            headers = [] if kind == "claim" else [("gongji-type", kind.encode()),
-                                                  ("gongji-id", data["claim_id"].encode())]
+            headers = [] if kind == "claim" else wire.headers(kind, data["claim_id"])
             sends.append(await sender.send(topic, CATALOG.encode(RECORD[kind], data), key=data["psn_no"].encode(),
                                            headers=headers))
         await asyncio.gather(*sends)
@@ -187,6 +187,9 @@ async def test_each_signal_once_and_resend_across_a_restart_changes_nothing(stac
             assert response.status == 200
     signals = signals_of(records)
     assert {(s["rule_id"], s["subject_id"]): s["window_start"] for s in signals} == expected
+    for name, data, message in records:  # routed without decoding, deduplicated by id downstream
+        assert wire.header(message.headers) == wire.FRAUD_SIGNAL.encode()
+        assert wire.header(message.headers, wire.ID_HEADER) == data["signal_id"].encode()
     assert len({s["signal_id"] for s in signals}) == len(signals) == len(expected)
     by_rule = {s["rule_id"]: s for s in signals}
     by_subject = {(s["rule_id"], s["subject_id"]): s for s in signals}
@@ -227,6 +230,34 @@ async def test_each_signal_once_and_resend_across_a_restart_changes_nothing(stac
     again = signals_of(await collect(settings, settings.topics.fraud_signals, lambda rs: len(rs) >= len(expected)))
     assert sorted((s["signal_id"], s["count"], s["claim_ids"]) for s in again) == \
         sorted((s["signal_id"], s["count"], s["claim_ids"]) for s in signals)
+
+
+async def test_the_service_keeps_faust_s_data_directory_out_of_the_working_directory(stack, uniq, tmp_path,
+                                                                                     monkeypatch):
+    """Faust's default data directory is `<app id>-data` in the working directory: each test and
+    bench run left one in the repository. Unset, GONGJI_FRAUD_DATA_DIR means a temporary directory
+    removed when the service stops; set, the directory under it."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud")
+    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topics.settlements, settings.topics.claims],
+                        settings.partitions)
+    first = FraudService(settings, CATALOG)
+    async with running(first):
+        await send(settings, [settlement(f"{uniq}c1", f"{uniq}P1", f"{uniq}H1", at(6, 8))])
+        await consumed(first, 1)
+        scratch = first.app.conf.datadir.absolute()
+        assert scratch.is_dir() and not scratch.is_relative_to(work), scratch
+    assert not scratch.exists()
+    state = tmp_path / "state" / "fraud"
+    second = FraudService(settings.model_copy(update={"fraud_data_dir": state}), CATALOG)
+    async with running(second):
+        await send(settings, [settlement(f"{uniq}c2", f"{uniq}P2", f"{uniq}H1", at(6, 9))])
+        await consumed(second, 1)
+        assert second.app.conf.datadir == state / f"{second.app_id}-data"
+    assert (state / f"{second.app_id}-data").is_dir()
+    assert list(work.iterdir()) == []
 
 
 # ---------------------------------------------------------------------------- kill -9
@@ -273,7 +304,7 @@ async def test_kill_9_mid_stream_then_resend_raises_each_expected_signal_id_and_
                         settings.partitions)
     port = free_port()
     env = {**os.environ, **settings.to_env(), **ENV_CONFIG, "GONGJI_METRICS_PORT": str(port),
-           "GONGJI_FRAUD__BATCH_EVENTS": "50"}
+           "GONGJI_FRAUD__BATCH_EVENTS": "50", "GONGJI_FRAUD_DATA_DIR": str(tmp_path / "fraud-data")}
     command = [sys.executable, "-m", "gongji.cli", "run", "fraud"]
     log_path = tmp_path / "fraud.log"
     log = open(log_path, "wb")

@@ -356,7 +356,7 @@ async def test_fraud_agents_dead_letter_every_exception_class_and_keep_their_gro
     from gongji.common.kafka import group_progress
     from gongji.common.topic_admin import ensure_topics
     from gongji.local.processes import free_port
-    from gongji.fraud import domain
+    from gongji.fraud import domain, rules
     from gongji.fraud.service import FraudService
 
     settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud")
@@ -369,7 +369,7 @@ async def test_fraud_agents_dead_letter_every_exception_class_and_keep_their_gro
     after = {ids[20]: FAULTS[5]}
     monkeypatch.setattr(domain, "visit_from_wire",
                         faulty(domain.visit_from_wire, reading, lambda record: record["claim_id"]))
-    monkeypatch.setattr(domain, "on_visit", faulty(domain.on_visit, ruling, lambda config, staged, e: e.claim_id))
+    monkeypatch.setattr(rules, "on_visit", faulty(rules.on_visit, ruling, lambda config, staged, e: e.claim_id))
     real_forward = FraudService._forward
 
     async def forward(self, activities):

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from gongji.common.avro import SchemaCatalog
 from gongji.settings import Settings
 from gongji.settings import FraudSettings
-from gongji.fraud.domain import ClaimFiled, ClaimRefused, MemoryBuckets, detect
+from gongji.fraud.domain import ClaimFiled, ClaimRefused, MemoryBuckets
+from gongji.fraud.rules import detect
 from gongji.contract.wire import OUTPUT_RECORDS
 from gongji.settlement.codec import from_output, to_event
 from gongji.contract.wire import DEFAULT_BOUNDS, WIRE_MAX_FEN, Bounds

@@ -1,7 +1,7 @@
-"""The fraud service's batching (gongji.fraud.service): a batch of events staged together gives the same
-signals and the same saved windows as the events one by one; each saved window goes to the
-changelog partition of the event that last changed it; windows sit at the keys faust's window
-wrapper gives them."""
+"""The fraud service's batching (gongji.fraud.store, gongji.fraud.service): a batch of events
+staged together gives the same signals and the same saved windows as the events one by one; each
+saved window goes to the changelog partition of the event that last changed it; windows sit at the
+keys faust's window wrapper gives them."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import random
 from datetime import datetime, timedelta
 
 import faust
+import pytest
 
-from gongji.fraud import domain
-from gongji.fraud.service import BatchStaged, PinnedTable, TableBuckets
+from gongji.fraud import domain, rules
+from gongji.fraud.store import BatchStaged, PinnedTable, TableBuckets
 from gongji.settings import FraudSettings
 from gongji.fraud.domain import (ClaimFiled, ClaimRefused, MemoryBuckets, Outcome, Staged, VisitReversed,
                                  VisitSettled, day_of, week_of)
@@ -67,12 +68,12 @@ def stream(seed: int, count: int = 600):
 
 def step(buckets, event) -> Outcome:
     if isinstance(event, VisitSettled):
-        return domain.on_visit(CONFIG, buckets, event)
+        return rules.on_visit(CONFIG, buckets, event)
     if isinstance(event, ClaimFiled):
-        return domain.on_claim(CONFIG, buckets, event)
+        return rules.on_claim(CONFIG, buckets, event)
     if isinstance(event, VisitReversed):
-        return domain.on_reversal(CONFIG, buckets, event)
-    return domain.on_refusal(CONFIG, buckets, event)
+        return rules.on_reversal(CONFIG, buckets, event)
+    return rules.on_refusal(CONFIG, buckets, event)
 
 
 def run_one_by_one(events):
@@ -84,7 +85,7 @@ def run_one_by_one(events):
         signals += out.signals
         forward += out.forward
     for activity in forward:
-        signals += domain.on_activity(CONFIG, base, activity)
+        signals += rules.on_activity(CONFIG, base, activity)
     return signals, base
 
 
@@ -103,7 +104,7 @@ def run_batched(events, size):
         staged = BatchStaged(base)
         for activity in forward[start:start + size]:
             staged.partition = 7
-            signals += domain.on_activity(CONFIG, staged, activity)
+            signals += rules.on_activity(CONFIG, staged, activity)
         staged.flush()
     return signals, base
 
@@ -146,3 +147,31 @@ def test_windows_sit_where_faust_s_window_wrapper_puts_them():
             assert [(key, r) for r in table.window.ranges(clock)] == [("K", (start, end))]
             assert wrapper.table.window.current(clock) == (start, end)
         assert isinstance(table, PinnedTable)
+
+
+
+def test_a_record_under_another_kind_s_header_is_an_unreadable_event():
+    """A FraudSignal record under `gongji-type: reversal` is fraud's own refusal to read (a FraudError,
+    still a ValueError, dead-lettered as anything else unreadable); the right record under the
+    right header reads."""
+    from types import SimpleNamespace
+
+    from gongji.common.avro import SchemaCatalog
+    from gongji.contract.wire import headers
+    from gongji.fraud.domain import FraudError, Signal
+    from gongji.fraud.service import FraudService
+    from gongji.settings import Settings
+
+    settings, catalog = Settings(), SchemaCatalog()
+    service = FraudService(settings, catalog)
+    rejection = {"claim_id": "C1", "credit_id": None, "psn_no": "P1", "err_code": "NOT_INSURED",
+                 "err_msg": "Benefits suspended.", "input_type": "claim"}
+    read = SimpleNamespace(topic=settings.topics.settlements, headers=headers("rejection", "C1"),
+                           value=catalog.encode("Rejection", rejection))
+    assert service._decode(read) == domain.ClaimRefused("C1", "P1", "NOT_INSURED")
+    signal = Signal("VISITS_PER_DAY", "person", "P1", None, day_of(BASE), ("C1",), 4, "> 3 visits", "4 visits.")
+    stray = SimpleNamespace(topic=settings.topics.settlements, headers=headers("reversal", signal.signal_id),
+                            value=catalog.encode("FraudSignal", signal.to_wire(BASE.isoformat())))
+    with pytest.raises(FraudError, match="a FraudSignal record under gongji-type reversal") as raised:
+        service._decode(stray)
+    assert isinstance(raised.value, ValueError)

@@ -1,5 +1,6 @@
-"""The fraud rules (gongji.fraud.domain), table-driven and worked by hand: each rule fires at its
-configured threshold and not below, once per subject and window, and counts distinct ids."""
+"""The fraud rules (gongji.fraud.rules over gongji.fraud.domain), table-driven and worked by hand:
+each rule fires at its configured threshold and not below, once per subject and window, and counts
+distinct ids; both modules are pure."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 from gongji.settings import Settings
 from gongji.settings import FraudSettings
 from gongji.fraud.domain import (ClaimFiled, ClaimRefused, InstitutionActivity, MemoryBuckets, VisitReversed,
-                                 VisitSettled, day_of, detect, on_visit, signal_id, week_of, year_of)
+                                 VisitSettled, day_of, signal_id, week_of, year_of)
+from gongji.fraud.rules import detect, on_visit
 
 BASE = datetime.fromisoformat("2023-03-06T00:00:00+08:00")  # a Monday
 
@@ -175,7 +177,7 @@ def activity(cid, day, kind="settlement"):
 
 
 def spike(events, **config):
-    from gongji.fraud.domain import on_activity
+    from gongji.fraud.rules import on_activity
 
     cfg, buckets = FraudSettings(**config), MemoryBuckets()
     return [s for event in events for s in on_activity(cfg, buckets, event)]
@@ -263,3 +265,59 @@ def test_a_resent_visit_forgotten_by_the_travel_window_raises_nothing():
     a, n, k = visit("a", when=t(0, 9), region="990100"), visit("n", when=t(0, 13)), visit("k", when=t(0, 10.5))
     assert detect(cfg, buckets, [a, n, k]).signals == []
     assert detect(cfg, buckets, [a, n, k]).signals == []
+
+
+def _runtime_imports(path) -> set[str]:
+    """The modules a file imports when it runs (`if TYPE_CHECKING:` blocks left out)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    hints = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If)
+             and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
+             for inner in block.body for node in ast.walk(inner)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in hints:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("module", ["domain", "rules"])
+def test_the_fraud_domain_and_rules_do_no_io(module):
+    """Pure: no faust, no client, no settings (the thresholds come in as an argument, hinted only)."""
+    from pathlib import Path
+
+    import gongji.fraud
+
+    imported = _runtime_imports(Path(gongji.fraud.__file__).parent / f"{module}.py")
+    allowed = {"__future__", "copy", "hashlib", "collections.abc", "dataclasses", "datetime", "decimal", "typing",
+               "gongji.common.money", "gongji.contract.wire", "gongji.fraud.domain"}
+    assert imported <= allowed, imported - allowed
+
+
+def test_importing_the_fraud_rules_loads_no_client_and_no_settings():
+    import subprocess
+    import sys
+
+    probe = ("import sys, gongji.fraud.rules; print(' '.join(sorted(m for m in sys.modules "
+             "if m.split('.')[0] in {'faust', 'mode', 'aiokafka', 'redis', 'psycopg', 'pydantic'} "
+             "or m.startswith('gongji.'))))")
+    loaded = set(subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
+                                text=True).stdout.split())
+    assert loaded == {"gongji.common", "gongji.common.money", "gongji.contract", "gongji.contract.wire",
+                      "gongji.fraud", "gongji.fraud.domain", "gongji.fraud.rules"}, loaded
+
+
+def test_fraud_s_own_failures_share_one_root_and_keep_their_builtin_kind():
+    from gongji.fraud.domain import FraudError, NotAFraudEvent, UnreadableEvent, parse_time
+
+    with pytest.raises(UnreadableEvent, match="without an offset") as unread:
+        parse_time("2023-03-06T09:00:00")
+    with pytest.raises(NotAFraudEvent) as stranger:
+        detect(FraudSettings(), MemoryBuckets(), [object()])
+    assert isinstance(unread.value, FraudError) and isinstance(unread.value, ValueError)
+    assert isinstance(stranger.value, FraudError) and isinstance(stranger.value, TypeError)

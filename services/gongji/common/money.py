@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import re
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Annotated
-
-from pydantic import BeforeValidator
 
 CENT = Decimal("0.01")
 _FEN_PER_YUAN = Decimal(100)
@@ -120,8 +117,3 @@ def to_ratio(value: object) -> Decimal:
         raise MoneyError(f"ratio outside 0–1: {shown(value)}")
     return ratio
 
-
-# Field types of the models read at the edges (events, policy files): yuan in, integer fen kept;
-# ratios as exact Decimals in [0, 1]. Floats are refused by both.
-Fen = Annotated[int, BeforeValidator(to_fen)]
-Ratio = Annotated[Decimal, BeforeValidator(to_ratio)]

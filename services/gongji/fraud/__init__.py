@@ -1,3 +1,4 @@
-"""Fraud and supervision signals (基金监管): pure rules (domain), their thresholds (config), and the
-faust agents that run them over `settlements` and `claims` (app). Importing this package imports
-neither faust nor a client."""
+"""Fraud and supervision signals (基金监管): the events, windows, buckets and signals (domain) and
+the rules over them (rules), both pure, their thresholds in gongji.settings.FraudSettings, the
+buckets on faust tables (store), and the faust agents that run them over `settlements` and
+`claims` (service). Importing this package imports neither faust nor a client."""

@@ -1,5 +1,5 @@
 """The fraud service (`gongji run fraud`): faust agents over `settlements` and `claims`, rules from
-gongji.fraud.domain, state in changelog-backed faust tables, signals to `fraud.signals`.
+gongji.fraud.rules, state in changelog-backed faust tables, signals to `fraud.signals`.
 
 Two agents, each in the consumer group `<topic_prefix><fraud_group>` (the faust app id, which also
 prefixes the changelog topics):
@@ -29,13 +29,15 @@ exactly_once guarantee is not used: Tansu has no transactions.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-import copy
 import logging
+import tempfile
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 
 import faust
-import orjson
 
 from gongji.common import kafka, poison
 from gongji.common.avro import SchemaCatalog
@@ -43,124 +45,16 @@ from gongji.settings import Settings
 from gongji.common.observe import Metrics, serve
 from gongji.common.topic_admin import ensure_service_topics
 from gongji.contract.topics import service_topics
-from gongji.fraud import domain
-from gongji.fraud.domain import NO_WINDOW, InstitutionActivity, Outcome, Signal, Staged, Window
+from gongji.contract.wire import FRAUD_SIGNAL, INPUT_RECORDS, OUTPUT_RECORDS, TYPE_HEADER, header, headers
+from gongji.fraud import domain, rules
+from gongji.fraud.domain import InstitutionActivity, Outcome, Signal, Staged
+from gongji.fraud.store import BatchStaged, CopyingBuckets, PinnedTable, TableBuckets
 
 log = logging.getLogger("gongji.fraud")
 SERVICE = "fraud"
-EIGHT_HOURS = 8 * 3600
-MONDAY_SHIFT = 4 * 86400  # 1970-01-01 was a Thursday: the first Monday is four days later
-
-
-class PinnedTable(faust.Table):
-    """A faust table whose changelog partition can be pinned. Faust sends a changelog record to the
-    partition of the event being iterated (a contextvar); a batch from `take_events` has no such
-    event, so the batch's writes are made per source partition with that partition pinned."""
-
-    pinned: int | None = None
-
-    def partition_for_key(self, key):
-        if self.pinned is not None:
-            return self.pinned
-        return super().partition_for_key(key)
-
-
-class TableBuckets:
-    """domain.Buckets on faust tables. Windowed tables (day, week) are tumbling windows in a
-    time frame shifted so that faust's epoch-aligned windows fall on Shanghai midnights (and
-    Mondays); a window is read and written at its key in the table, (key, faust's window range at
-    the window's shifted start), as faust's window wrapper would at that relative time.
-    Faust's own expiry is not used: it compares window ends with the wall clock, not event time.
-
-    Values are JSON-able dicts; `get` returns a copy of its own (an orjson round trip) to change,
-    as the table holds the one it saved."""
-
-    def __init__(self, app: faust.App, partitions: int):
-        def windowed(name: str, size: int) -> PinnedTable:
-            return app.Table(name, default=dict, partitions=partitions).tumbling(size, expires=None).table
-
-        self._shift = {"person_day": EIGHT_HOURS, "person_week": EIGHT_HOURS - MONDAY_SHIFT,
-                       "institution_day": EIGHT_HOURS}
-        self.windowed = {
-            "person_day": windowed("person-day", 86400),
-            "person_week": windowed("person-week", 7 * 86400),
-            "institution_day": windowed("institution-day", 86400),
-        }
-        self.plain = {"person_year": app.Table("person-year", default=dict, partitions=partitions),
-                      "person": app.Table("person", default=dict, partitions=partitions)}
-        self.tables = list(self.windowed.values()) + list(self.plain.values())
-
-    def pin(self, partition: int | None) -> None:
-        """Changelog records of the writes that follow go to `partition` (None: faust's own choice)."""
-        for table in self.tables:
-            table.pinned = partition
-
-    def window_key(self, scope: str, key: str, window: Window) -> tuple:
-        """The key of a window in its faust windowed table."""
-        return key, self.windowed[scope].window.current(window.start.timestamp() + self._shift[scope] + 1)
-
-    def get(self, scope: str, key: str, window: Window) -> dict:
-        if scope in self.windowed:
-            value = self.windowed[scope][self.window_key(scope, key, window)]
-        else:
-            value = self.plain[scope][self._plain_key(key, window)]
-        return orjson.loads(orjson.dumps(value)) if value else {}
-
-    def put(self, scope: str, key: str, window: Window, value: dict) -> None:
-        if scope in self.windowed:
-            self.windowed[scope][self.window_key(scope, key, window)] = value
-        else:
-            self.plain[scope][self._plain_key(key, window)] = value
-
-    @staticmethod
-    def _plain_key(key: str, window: Window) -> str:
-        return key if window is NO_WINDOW or window.scope == "none" else f"{key}|{window.start.date().isoformat()}"
-
-
+# The results on `settlements` the rules read (by their type header); credit results are not theirs.
+RESULT_KINDS = tuple(kind.encode() for kind in ("settlement", "reversal", "rejection"))
 RULE_ERRORS = (Exception,)  # whatever a rule raises on an event drops that event alone
-
-
-class BatchStaged(Staged):
-    """Staged buckets for a batch of events: remembers the partition of the event that last put each
-    bucket (`partition`, set before each event), and saves each partition's buckets with the
-    changelog pinned to it, as faust would for that event."""
-
-    def __init__(self, base: TableBuckets):
-        super().__init__(base)
-        self.partition: int | None = None
-        self.partitions: dict[tuple, int | None] = {}
-
-    def put(self, scope: str, key: str, window: Window, value: dict) -> None:
-        super().put(scope, key, window, value)
-        self.partitions[(scope, key, window)] = self.partition
-
-    def flush(self) -> None:
-        by_partition: dict[int | None, list] = {}
-        for place, value in self.pending.items():
-            by_partition.setdefault(self.partitions[place], []).append((place, value))
-        try:
-            for partition, writes in by_partition.items():
-                self.base.pin(partition)
-                for (scope, key, window), value in writes:
-                    self.base.put(scope, key, window, value)
-        finally:
-            self.base.pin(None)
-        self.pending.clear()
-        self.partitions.clear()
-
-
-class Snapshot:
-    """Buckets read as copies of another Buckets' (a batch's staged ones), so that an event's own
-    staging can be dropped without touching what the batch holds."""
-
-    def __init__(self, base):
-        self.base = base
-
-    def get(self, scope: str, key: str, window: Window) -> dict:
-        return copy.deepcopy(self.base.get(scope, key, window))
-
-    def put(self, scope: str, key: str, window: Window, value: dict) -> None:
-        self.base.put(scope, key, window, value)
 
 
 class FraudService:
@@ -177,10 +71,11 @@ class FraudService:
         self.app_id = settings.kafka_group("fraud")  # faust's group id, and its changelog topics' prefix
         self.activity_name = f"{self.app_id}-institution-activity"
 
-    def _build(self) -> faust.App:
+    def _build(self, datadir: Path) -> faust.App:
         settings, topics = self.settings, self.settings.topics
         app = faust.App(
             self.app_id,
+            datadir=datadir,
             broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
             store="memory://",
             autodiscover=False,
@@ -276,7 +171,7 @@ class FraudService:
             staged, outcome = BatchStaged(self.buckets), Outcome()
             for message, found in steps:
                 staged.partition = message.partition
-                own = Staged(Snapshot(staged))
+                own = Staged(CopyingBuckets(staged))
                 try:
                     step = self._rules(own, found)
                 except RULE_ERRORS as error:
@@ -307,24 +202,23 @@ class FraudService:
 
     def _decode(self, message):
         """The domain event a message carries (None: nothing for the rules); raises on bad input."""
-        headers = {name: value for name, value in (message.headers or ())}
-        kind = headers.get("gongji-type")
+        kind = header(message.headers, TYPE_HEADER)
         topics = self.settings.topics
         if message.topic == topics.claims:
             name, record = self.catalog.decode(message.value)
-            if name != "Claim":
+            if name != INPUT_RECORDS["claim"]:
                 return None  # reversals (2208) reach the rules as their results on settlements
             return domain.claim_from_wire(record, self.config)
-        if kind in (b"settlement", b"reversal", b"rejection"):
+        if kind in RESULT_KINDS:
             name, record = self.catalog.decode(message.value)
-            if name == "Settlement":
+            if name == OUTPUT_RECORDS["settlement"]:
                 return domain.visit_from_wire(record)
-            if name == "ReversalResult":
+            if name == OUTPUT_RECORDS["reversal"]:
                 return domain.reversal_from_wire(record)
-            if name == "Rejection":
+            if name == OUTPUT_RECORDS["rejection"]:
                 return domain.ClaimRefused(record.get("claim_id") or "", record.get("psn_no") or "",
                                            record["err_code"])
-            raise ValueError(f"a {name} record under gongji-type {kind.decode()}")
+            raise domain.UnreadableEvent(f"a {name} record under {TYPE_HEADER} {kind.decode()}")
         if kind is None:
             self.catalog.decode(message.value)  # a result without headers: undecodable goes to dead-letters
         return None  # credit results: nothing for the rules
@@ -332,12 +226,12 @@ class FraudService:
     def _rules(self, staged, event) -> Outcome:
         config = self.config
         if isinstance(event, domain.VisitSettled):
-            return domain.on_visit(config, staged, event)
+            return rules.on_visit(config, staged, event)
         if isinstance(event, domain.ClaimFiled):
-            return domain.on_claim(config, staged, event)
+            return rules.on_claim(config, staged, event)
         if isinstance(event, domain.VisitReversed):
-            return domain.on_reversal(config, staged, event)
-        return domain.on_refusal(config, staged, event)
+            return rules.on_reversal(config, staged, event)
+        return rules.on_refusal(config, staged, event)
 
     async def _forward(self, activities: list[InstitutionActivity]) -> list:
         """Activity passed on to the institution side: one message per institution and batch (a list,
@@ -360,7 +254,7 @@ class FraudService:
                 log.error("fraud: unreadable institution activity skipped: %s", error)
                 continue
             for activity in activities:
-                signals += domain.on_activity(self.config, staged, activity)
+                signals += rules.on_activity(self.config, staged, activity)
         await asyncio.gather(*[await self._send_signal(signal) for signal in signals])
         staged.flush()
         await self._drain_changelog()
@@ -373,7 +267,7 @@ class FraudService:
         log.info("fraud: %s %s", signal.rule_id, signal.signal_id)
         return await self.signal_topic.send(
             key=signal.subject_id.encode(), value=self.catalog.encode("FraudSignal", record),
-            headers=[("gongji-type", b"fraud-signal"), ("gongji-id", signal.signal_id.encode())])
+            headers=headers(FRAUD_SIGNAL, signal.signal_id))
 
     async def _dead_letter(self, message, reason: str):
         self.metrics.dead_letters.inc()
@@ -394,9 +288,13 @@ class FraudService:
     # ------------------------------------------------------------------ lifecycle
     async def run(self, stop: asyncio.Event) -> None:
         await ensure_service_topics(self.settings, [*service_topics(self.settings.topics, "fraud"), self.activity_name])
+        with data_dir(self.settings.fraud_data_dir, self.app_id) as datadir:
+            await self._run(stop, datadir)
+
+    async def _run(self, stop: asyncio.Event, datadir: Path) -> None:
         server = serve(self.metrics, self.settings.metrics_host, self.settings.metrics_port,
                        self.settings.stall_seconds) if self.settings.metrics_port else None
-        app = self.app = self._build()
+        app = self.app = self._build(datadir)
         app.finalize()
         self.prober = kafka.producer(self.settings)  # asks the brokers for metadata when a batch fails
         self.policy = kafka.policy(self.settings, SERVICE, self._probe, self._dead_event)
@@ -412,3 +310,17 @@ class FraudService:
             await self.prober.stop()
             if server is not None:
                 server.shutdown()
+
+
+@contextmanager
+def data_dir(configured: Path | None, app_id: str) -> Iterator[Path]:
+    """Faust's data directory for `app_id`, `<app id>-data` as faust names it, but under
+    `configured` (GONGJI_FRAUD_DATA_DIR, made if missing), or else under a temporary directory
+    removed on leaving; never the working directory. The tables are in memory and rebuilt from
+    their changelog topics on start, so nothing in it outlives the process."""
+    if configured is not None:
+        configured.mkdir(parents=True, exist_ok=True)
+        yield configured / f"{app_id}-data"
+        return
+    with tempfile.TemporaryDirectory(prefix="gongji-fraud-") as scratch:
+        yield Path(scratch) / f"{app_id}-data"

@@ -28,7 +28,8 @@ from gongji.contract.wire import (
     DEFAULT_BOUNDS, ID_MAX_LENGTH, NAME_MAX_LENGTH, SHANGHAI, WIRE_MAX_COUNT, WIRE_MAX_FEN,
     WIRE_MAX_PRICE, Bounds,
 )
-from gongji.common.money import Fen, Ratio, shown, to_decimal, to_price, yuan_text, yuan_to_fen
+from gongji.common.fields import Fen, Ratio
+from gongji.common.money import shown, to_decimal, to_price, yuan_text, yuan_to_fen
 
 Price = Annotated[Decimal, BeforeValidator(to_price)]
 

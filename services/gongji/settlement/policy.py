@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gongji.common.money import Fen, Ratio
+from gongji.common.fields import Fen, Ratio
 from gongji.settlement.domain import SettlementError
 
 # Ratio band of an institution: its level, or "pharmacy" for a retail pharmacy (fixmedins_type 2).

@@ -102,7 +102,7 @@ async def test_dashboard_in_chromium_live_fraud_signal_and_reconnect(stack, uniq
     assert Path(CHROMIUM).exists(), "chromium is missing: `make test` installs it (apt-get install chromium)"
     settings = settings_for(stack, uniq, free_port())
     topics = settings.topics
-    await ensure_topics(settings.kafka_bootstrap_servers,
+    await ensure_topics(settings,
                         [topics.settlements, topics.dead_letters, topics.fraud_signals, topics.institutions,
                          topics.clearing_statements, topics.claims], settings.partitions,
                         compacted={topics.institutions})

@@ -46,7 +46,7 @@ async def until(stream, check, timeout: float = 30.0) -> dict:
 async def test_snapshot_on_connect_then_live_figures_lookback_and_lag(stack, uniq):
     settings = settings_for(stack, uniq, dashboard_port=0, dashboard_lookback_seconds=600)
     topics = settings.topics
-    await ensure_topics(settings.kafka_bootstrap_servers,
+    await ensure_topics(settings,
                         [topics.settlements, topics.dead_letters, topics.fraud_signals, topics.institutions,
                          topics.claims], settings.partitions, compacted={topics.institutions})
     # Before the dashboard starts: one settlement an hour old (outside the lookback), one recent.

@@ -168,7 +168,7 @@ async def test_each_signal_once_and_resend_across_a_restart_changes_nothing(stac
     settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud", fraud=CONFIG)
     events, expected, cut = script(uniq)
     # Made before anything is produced: the broker would auto-create them with its own partition count.
-    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topics.settlements, settings.topics.claims],
+    await ensure_topics(settings, [settings.topics.settlements, settings.topics.claims],
                         settings.partitions)
     port = free_port()
     first = FraudService(settings.model_copy(update={"metrics_port": port}), CATALOG)
@@ -241,7 +241,7 @@ async def test_the_service_keeps_faust_s_data_directory_out_of_the_working_direc
     work.mkdir()
     monkeypatch.chdir(work)
     settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud")
-    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topics.settlements, settings.topics.claims],
+    await ensure_topics(settings, [settings.topics.settlements, settings.topics.claims],
                         settings.partitions)
     first = FraudService(settings, CATALOG)
     async with running(first):
@@ -300,7 +300,7 @@ async def test_kill_9_mid_stream_then_resend_raises_each_expected_signal_id_and_
     rest = events[cut:] + filler
     wanted = {domain.signal_id(rule, subject, datetime.fromisoformat(start))
               for (rule, subject), start in expected.items()}
-    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topics.settlements, settings.topics.claims],
+    await ensure_topics(settings, [settings.topics.settlements, settings.topics.claims],
                         settings.partitions)
     port = free_port()
     env = {**os.environ, **settings.to_env(), **ENV_CONFIG, "GONGJI_METRICS_PORT": str(port),

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from gongji.common.topic_admin import ensure_topics
+from gongji.settings import Settings
 from gongji.local.stack import stack_down, stack_up
 
 
@@ -58,8 +59,8 @@ async def produce(stack, topic: str, items: list[tuple[bytes, bytes]]) -> list:
 
 async def test_keyed_messages_round_trip_through_a_group(stack, uniq):
     topic = f"{uniq}.claims"
-    assert await ensure_topics(stack.kafka_bootstrap_servers, [topic], partitions=3) == [topic]
-    assert await ensure_topics(stack.kafka_bootstrap_servers, [topic], partitions=3) == []
+    assert await ensure_topics(Settings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers), [topic], partitions=3) == [topic]
+    assert await ensure_topics(Settings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers), [topic], partitions=3) == []
 
     sent = [(f"psn{i % 12}".encode(), f"claim{i}".encode()) for i in range(60)]
     metadata = await produce(stack, topic, sent)
@@ -84,7 +85,7 @@ async def test_keyed_messages_round_trip_through_a_group(stack, uniq):
 
 async def test_a_new_group_member_resumes_after_the_committed_offset(stack, uniq):
     topic, group = f"{uniq}.claims", f"{uniq}.group"
-    await ensure_topics(stack.kafka_bootstrap_servers, [topic], partitions=3)
+    await ensure_topics(Settings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers), [topic], partitions=3)
     await produce(stack, topic, [(f"psn{i % 5}".encode(), f"first{i}".encode()) for i in range(30)])
 
     first = group_consumer(stack, topic, group)
@@ -117,7 +118,7 @@ async def test_a_new_group_member_resumes_after_the_committed_offset(stack, uniq
 
 async def test_a_consumer_without_group_reads_assigned_partitions_from_the_start(stack, uniq):
     topic = f"{uniq}.registry"
-    await ensure_topics(stack.kafka_bootstrap_servers, [topic], partitions=3, compacted={topic})
+    await ensure_topics(Settings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers), [topic], partitions=3, compacted={topic})
     sent = [(f"psn{i}".encode(), b"v") for i in range(9)]
     await produce(stack, topic, sent)
 

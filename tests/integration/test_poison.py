@@ -360,7 +360,7 @@ async def test_fraud_agents_dead_letter_every_exception_class_and_keep_their_gro
     from gongji.fraud.service import FraudService
 
     settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud")
-    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topics.settlements, settings.topics.claims],
+    await ensure_topics(settings, [settings.topics.settlements, settings.topics.claims],
                         settings.partitions)
     events = [visit(f"{uniq}c{i}", f"{uniq}P{i}", f"{uniq}H1", at(6, 8, i)) for i in range(26)]
     ids = [data["claim_id"] for _, data in events]
@@ -410,7 +410,7 @@ async def test_the_dashboard_counts_and_skips_what_it_cannot_fold_and_reads_on(s
 
     settings = settings_for(stack, uniq, dashboard_lookback_seconds=3600)
     topics = settings.topics
-    await ensure_topics(settings.kafka_bootstrap_servers, [topics.settlements, topics.dead_letters,
+    await ensure_topics(settings, [topics.settlements, topics.dead_letters,
                                                            topics.fraud_signals, topics.institutions], 1)
     records = [dashboard_records.settlement(f"{uniq}-{i}") for i in range(12)]
     faults = {records[i]["setl_id"]: error for i, error in zip((0, 2, 3, 7, 9, 11), FAULTS)}
@@ -538,7 +538,7 @@ async def test_fraud_health_turns_503_when_its_agent_stalls_with_input_waiting(s
     from gongji.fraud.service import FraudService
 
     settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud", stall_seconds=2.0)
-    await ensure_topics(settings.kafka_bootstrap_servers, [settings.topics.settlements, settings.topics.claims],
+    await ensure_topics(settings, [settings.topics.settlements, settings.topics.claims],
                         settings.partitions)
     hung, release = asyncio.Event(), asyncio.Event()
 

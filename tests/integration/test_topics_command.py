@@ -46,7 +46,7 @@ async def test_topics_create_makes_every_topic_as_configured_and_describe_report
     assert "warning" not in created.stderr, created.stderr
 
     # The cluster holds what the settings say, read back without the command.
-    for found in await describe_topics(stack.kafka_bootstrap_servers, specs):
+    for found in await describe_topics(Settings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers), specs):
         spec = specs[found.name]
         assert (found.partitions, found.replication_factor) == (3, 1), found
         for key, value in spec.configs.items():
@@ -75,8 +75,8 @@ def test_topics_describe_of_a_cluster_without_them_says_missing_and_fails(stack,
 async def test_ensure_topics_applies_the_configured_retention(stack, uniq):
     settings = Settings(topic_prefix=f"{uniq}.", topic_retention_ms=3600000)
     claims = settings.topics.claims
-    created = await ensure_topics(stack.kafka_bootstrap_servers, [claims], partitions=2,
+    created = await ensure_topics(Settings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers), [claims], partitions=2,
                                   configs=topic_configs(settings))
     assert created == [claims]
-    (found,) = await describe_topics(stack.kafka_bootstrap_servers, [claims])
+    (found,) = await describe_topics(Settings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers), [claims])
     assert found.partitions == 2 and found.configs.get("retention.ms") == "3600000"

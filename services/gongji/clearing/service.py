@@ -18,11 +18,12 @@ from gongji.common.avro import DecodeError, SchemaCatalog
 from gongji.settings import Settings
 from gongji.common.observe import Metrics
 from gongji.common.topic_admin import ensure_service_topics
+from gongji.contract import wire
 from gongji.contract.topics import service_topics
 
 log = logging.getLogger("gongji.clearing")
 SERVICE = "clearing"
-RESULTS = {b"settlement", b"reversal"}  # gongji-type headers this service counts
+RESULTS = {b"settlement", b"reversal"}  # TYPE_HEADER values this service counts
 
 
 class ClearingService:
@@ -43,7 +44,7 @@ class ClearingService:
     async def process(self, messages: list[ConsumerRecord], producer) -> None:
         items, dead = [], []
         for message in messages:
-            if dict(message.headers or ()).get("gongji-type") not in RESULTS:
+            if wire.header(message.headers) not in RESULTS:
                 continue  # rejections and credit results: nothing to clear
             try:
                 _, result = self.catalog.decode(message.value)
@@ -76,7 +77,7 @@ async def close_month(settings: Settings, catalog: SchemaCatalog, client, ym: st
     await producer.start()
     try:
         records = [(f"{s['region_a']}-{s['region_b']}".encode(), catalog.encode("ClearingStatement", s),
-                    [("gongji-type", b"clearing-statement"), ("gongji-id", s["statement_id"].encode())])
+                    wire.headers(wire.CLEARING_STATEMENT, s["statement_id"]))
                    for s in statements]
         await asyncio.gather(*await kafka.publish(producer, settings.topics.clearing_statements, records))
     finally:

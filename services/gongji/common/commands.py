@@ -35,16 +35,15 @@ async def topics_command(settings: Settings, action: str) -> int:
     from gongji.contract.topics import topic_specs
 
     specs = topic_specs(settings)
-    bootstrap = settings.kafka_bootstrap_servers
     status = {spec.name: "missing" for spec in specs}
     if action == "create":
-        for result in await create_topics(bootstrap, specs):
+        for result in await create_topics(settings, specs):
             status[result.name] = "created" if result.created else "exists"
             if result.refused_configs:
                 refused = ", ".join(f"{k}={v}" for k, v in result.refused_configs.items())
                 print(f"gongji: warning: the broker refused {refused} for {result.name} ({result.refusal}); "
                       "created it without them", file=sys.stderr)
-    found = {d.name: d for d in await describe_topics(bootstrap, status)}
+    found = {d.name: d for d in await describe_topics(settings, status)}
     rows = [("topic", "status", "partitions", "replicas", "in-sync", *REPORTED_CONFIGS)]
     for spec in specs:
         d = found[spec.name]

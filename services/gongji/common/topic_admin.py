@@ -30,6 +30,8 @@ from aiokafka.errors import KafkaError
 
 from gongji.contract.topics import TopicSpec, topic_configs
 
+from gongji.common import kafka
+
 if TYPE_CHECKING:
     from gongji.settings import Settings
 
@@ -75,7 +77,7 @@ class Described:
         return self.partitions > 0
 
 
-async def create_topics(bootstrap: str, specs: Iterable[TopicSpec], wait: float = 30.0) -> list[Created]:
+async def create_topics(settings: Settings, specs: Iterable[TopicSpec], wait: float = 30.0) -> list[Created]:
     """Create the topics among `specs` that do not exist yet, with their configs.
 
     A topic whose configs the broker refuses (INVALID_CONFIG, POLICY_VIOLATION) is created without
@@ -84,7 +86,7 @@ async def create_topics(bootstrap: str, specs: Iterable[TopicSpec], wait: float 
     Waits until new topics show all their partitions in metadata, which Kafka fills in
     asynchronously.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = kafka.admin(settings)
     await admin.start()
     try:
         return await create_topics_with(admin, specs, wait)
@@ -123,10 +125,10 @@ async def create_topics_with(
     return [results[name] for name in specs]
 
 
-async def describe_topics(bootstrap: str, names: Iterable[str]) -> list[Described]:
+async def describe_topics(settings: Settings, names: Iterable[str]) -> list[Described]:
     """Partitions, replication and configs of each named topic as the cluster holds them."""
     names = list(dict.fromkeys(names))
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = kafka.admin(settings)
     await admin.start()
     try:
         # Only topics the cluster lists: asking for a missing one by name has Tansu create it.
@@ -219,7 +221,7 @@ async def _wait_for_partitions(admin: AIOKafkaAdminClient, specs: list[TopicSpec
 
 
 async def ensure_topics(
-    bootstrap: str,
+    settings: Settings,
     names: Iterable[str],
     partitions: int,
     compacted: Collection[str] = frozenset(),
@@ -241,7 +243,7 @@ async def ensure_topics(
         if name in compacted:
             wanted["cleanup.policy"] = "compact"
         specs.append(TopicSpec(name, partitions, replication_factor, wanted))
-    return [result.name for result in await create_topics(bootstrap, specs) if result.created]
+    return [result.name for result in await create_topics(settings, specs) if result.created]
 
 
 async def ensure_service_topics(settings: Settings, names: Iterable[str]) -> list[str]:
@@ -250,5 +252,5 @@ async def ensure_service_topics(settings: Settings, names: Iterable[str]) -> lis
     started before `gongji topics create` leaves no topic a broker would default."""
     configs = topic_configs(settings)
     compacted = {name for name, config in configs.items() if config.get("cleanup.policy") == "compact"}
-    return await ensure_topics(settings.kafka_bootstrap_servers, names, settings.partitions, compacted=compacted,
+    return await ensure_topics(settings, names, settings.partitions, compacted=compacted,
                                replication_factor=settings.replication_factor, configs=configs)

@@ -15,7 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from dashboard_records import dead_letter, fraud_signal, institution, rejection, send, settlement
+from tests.dashboard_records import dead_letter, fraud_signal, institution, rejection, send, settlement
 
 from gongji.common.topic_admin import ensure_topics
 from gongji.local.processes import free_port

@@ -16,7 +16,7 @@ from gongji.local.processes import die_with_parent
 from gongji.local.servers import redis_server_binary
 
 from gongji.common.redis import connect
-from support import settings_for
+from tests.integration.support import settings_for
 from gongji.settlement.redis_store import RedisStore
 from gongji.settlement.memory_store import MemoryStore
 

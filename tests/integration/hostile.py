@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 from decimal import Decimal
 
-from support import loose
+from tests.integration.support import loose
 
 MAGIC = b"\xc3\x01"
 RECORDS = {"claim": "Claim", "reversal": "Reversal", "credit": "Credit", "person": "Person",

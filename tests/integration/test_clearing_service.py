@@ -7,7 +7,7 @@ import asyncio
 import urllib.request
 
 import pytest
-from support import CATALOG, collect, produce, running, settings_for, wait_registered
+from tests.integration.support import CATALOG, collect, produce, running, settings_for, wait_registered
 
 from gongji.clearing.domain import FIELDS, Contribution, contribution, fold
 from gongji.clearing.service import ClearingService, close_month

@@ -9,8 +9,8 @@ import time
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from dashboard_records import dead_letter, fraud_signal, institution, rejection, send, settlement
-from support import settings_for
+from tests.dashboard_records import dead_letter, fraud_signal, institution, rejection, send, settlement
+from tests.integration.support import settings_for
 
 from gongji.common.topic_admin import ensure_topics
 from gongji.dashboard.commands import region_names

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from support import CATALOG, collect, producer, send_raw, settings_for
+from tests.integration.support import CATALOG, collect, producer, send_raw, settings_for
 
 from gongji.common.topic_admin import ensure_topics
 from gongji.contract import wire

@@ -14,10 +14,10 @@ from decimal import Decimal
 from types import SimpleNamespace
 
 import pytest
-from dashboard_records import settlement as result_record
-from health_probe import health
-from hostile import Hostile, HostileTraffic, encode
-from support import CATALOG, collect, produce, producer, running, settings_for, wait_registered
+from tests.dashboard_records import settlement as result_record
+from tests.health_probe import health
+from tests.integration.hostile import Hostile, HostileTraffic, encode
+from tests.integration.support import CATALOG, collect, produce, producer, running, settings_for, wait_registered
 
 from gongji.clearing.service import ClearingService
 from gongji.common import kafka

@@ -16,7 +16,7 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from support import CATALOG, collect, open_accounts, produce, running, send_raw
+from tests.integration.support import CATALOG, collect, open_accounts, produce, running, send_raw
 
 from gongji.common.money import to_fen
 from gongji.common.redis import connect

@@ -10,9 +10,9 @@ import decimal
 from decimal import Decimal
 
 import psycopg
-from dashboard_records import settlement
-from health_probe import health
-from support import CATALOG, collect, loose, running, send_raw, settings_for
+from tests.dashboard_records import settlement
+from tests.health_probe import health
+from tests.integration.support import CATALOG, collect, loose, running, send_raw, settings_for
 
 from gongji.ledger.service import LedgerService
 from gongji.ledger.store import LedgerStore, migrate
@@ -160,7 +160,7 @@ async def test_settlement_dead_letters_every_exception_class_and_settles_every_l
     from gongji.settlement import service as settlement_service
     from gongji.settlement.policy import load_policy_book
     from gongji.local.synthetic import Traffic
-    from support import by_claim, produce, wait_registered
+    from tests.integration.support import by_claim, produce, wait_registered
 
     settings = settings_for(stack, uniq, batch_max_records=100)
     traffic = Traffic(persons=6, seed=81, tag=uniq, family=0.0)
@@ -265,7 +265,7 @@ async def test_an_outage_of_redis_is_retried_turns_health_503_and_loses_nothing(
     from gongji.settlement.service import SettlementService
     from gongji.settlement.memory_store import MemoryStore
     from gongji.local.synthetic import Traffic
-    from support import by_claim, produce, wait_registered
+    from tests.integration.support import by_claim, produce, wait_registered
 
     book = load_policy_book()
     server = OwnRedis(tmp_path)
@@ -351,7 +351,7 @@ async def test_fraud_agents_dead_letter_every_exception_class_and_keep_their_gro
     """A faust agent that raises dies (faust restarts it, but the batch's events are never acked
     and the group's offsets stop). Faults while reading, in a rule, and in what the batch does
     after its rules, each end as the event's dead letter; the group commits to the end."""
-    from test_fraud_service import at, consumed, running as fraud_running, send, settlement as visit
+    from tests.integration.test_fraud_service import at, consumed, running as fraud_running, send, settlement as visit
 
     from gongji.common.kafka import group_progress
     from gongji.common.topic_admin import ensure_topics
@@ -401,7 +401,7 @@ async def test_the_dashboard_counts_and_skips_what_it_cannot_fold_and_reads_on(s
     counted and skipped (no dead letter), and the records after it still show."""
     import time
 
-    import dashboard_records
+    import tests.dashboard_records as dashboard_records
     from aiohttp import ClientSession
 
     from gongji.common.topic_admin import ensure_topics
@@ -531,7 +531,7 @@ async def test_an_outage_of_postgresql_is_retried_turns_health_503_and_the_ledge
 
 async def test_fraud_health_turns_503_when_its_agent_stalls_with_input_waiting(stack, uniq, monkeypatch):
     """faust keeps its timers and its fetcher running when an agent hangs; /healthz must not."""
-    from test_fraud_service import at, running as fraud_running, send, settlement as visit
+    from tests.integration.test_fraud_service import at, running as fraud_running, send, settlement as visit
 
     from gongji.common.topic_admin import ensure_topics
     from gongji.local.processes import free_port

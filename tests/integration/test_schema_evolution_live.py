@@ -7,7 +7,7 @@ import asyncio
 import importlib.resources
 
 from aiokafka import AIOKafkaProducer
-from support import CATALOG, by_claim, collect, settings_for, wait_registered
+from tests.integration.support import CATALOG, by_claim, collect, settings_for, wait_registered
 
 from gongji.common.avro import SchemaCatalog, load_packaged_schema
 from gongji.common.redis import connect
@@ -15,7 +15,7 @@ from gongji.common.schemas import SchemaDirectory
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.service import SettlementService
 from gongji.local.synthetic import Traffic
-from support import produce
+from tests.integration.support import produce
 
 
 def newer_catalog() -> SchemaCatalog:

@@ -32,8 +32,8 @@ from gongji.settlement.redis_store import RedisStore, SeenMarkers
 from gongji.settlement.memory_store import MemoryStore
 from gongji.local.synthetic import Traffic
 
-from health_probe import health
-from support import CATALOG, figures, running_service, open_accounts, produce, settings_for, wait_registered
+from tests.health_probe import health
+from tests.integration.support import CATALOG, figures, running_service, open_accounts, produce, settings_for, wait_registered
 
 BOOK = load_policy_book()
 

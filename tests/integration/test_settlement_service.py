@@ -18,7 +18,7 @@ from gongji.settlement.redis_store import RedisStore
 from gongji.settlement.memory_store import MemoryStore
 from gongji.local.synthetic import Traffic
 
-from support import CATALOG, running_service, by_claim, collect, open_accounts, produce, send_raw, settings_for, wait_registered, figures
+from tests.integration.support import CATALOG, running_service, by_claim, collect, open_accounts, produce, send_raw, settings_for, wait_registered, figures
 
 BOOK = load_policy_book()
 

@@ -14,7 +14,7 @@ from gongji.settlement.settler import Settler
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.memory_store import MemoryStore
 from gongji.local.synthetic import Traffic
-from support import figures
+from tests.integration.support import figures
 
 BOOK = load_policy_book()
 

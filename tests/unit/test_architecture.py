@@ -224,3 +224,17 @@ def test_the_readme_layout_names_every_folder_and_module():
         if folder not in entries or not re.search(rf"(?<![\w./]){re.escape(word)}(?![\w])", entries[folder]):
             missing.append("/".join(parts))
     assert not missing, f"README.md's layout section does not name {missing}"
+
+
+def test_tests_import_their_helpers_as_a_package():
+    """tests/ is a package: a helper is imported as tests.unit.builders, never by a bare name that
+    works only because pytest put its folder on sys.path."""
+    tests = ROOT.parents[1] / "tests"
+    helpers = {path.stem for path in tests.rglob("*.py")} - {"__init__", "conftest"}
+    bare = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else \
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            bare += [f"{path.relative_to(tests)}: {name}" for name in names if name.split(".")[0] in helpers]
+    assert not bare, bare

@@ -18,7 +18,7 @@ from gongji.settlement.settler import Settler
 from gongji.settlement.memory_store import MemoryStore
 from gongji.local.synthetic import Traffic
 from gongji.settlement.codec import to_event
-from builders import BOOK, ERENHOT, PROVINCE
+from tests.unit.builders import BOOK, ERENHOT, PROVINCE
 
 # Reproducible: the same examples on every run and every machine.
 SETTINGS = settings(max_examples=250, deadline=None, derandomize=True,

@@ -9,7 +9,7 @@ from datetime import date
 
 
 import pytest
-from builders import BOOK, ERENHOT, PROVINCE, claim, fen, institution, line, person, record, reversal, state
+from tests.unit.builders import BOOK, ERENHOT, PROVINCE, claim, fen, institution, line, person, record, reversal, state
 
 from gongji.settlement.domain import Rejection, YearTotals
 from gongji.settlement.rules import reverse_claim, settle_claim

@@ -9,7 +9,7 @@ import importlib.resources
 from decimal import Decimal
 
 import pytest
-from builders import BOOK, ERENHOT, claim, fen, institution, line, person, state
+from tests.unit.builders import BOOK, ERENHOT, claim, fen, institution, line, person, state
 
 from gongji.settlement.domain import Rejection, YearTotals
 from gongji.settlement.rules import settle_claim

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from builders import BOOK, ERENHOT, fen, person
+from tests.unit.builders import BOOK, ERENHOT, fen, person
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from builders import BOOK, ERENHOT, PROVINCE, institution
+from tests.unit.builders import BOOK, ERENHOT, PROVINCE, institution
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from builders import (
+from tests.unit.builders import (
     BOOK,
     ERENHOT,
     PROVINCE,

@@ -11,7 +11,7 @@ import pytest
 
 from gongji.settlement.settler import Settler
 from gongji.settlement.memory_store import MemoryStore
-from builders import BOOK, PROVINCE, claim, credit, institution, line, person, reversal
+from tests.unit.builders import BOOK, PROVINCE, claim, credit, institution, line, person, reversal
 
 
 def run(events):

@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 
 import pytest
-from builders import BOOK, claim, credit, fen, institution, line, person
+from tests.unit.builders import BOOK, claim, credit, fen, institution, line, person
 
 from gongji.settlement.domain import Rejection
 from gongji.settlement.settler import Settler

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 import pytest
-from health_probe import health
+from tests.health_probe import health
 
 from gongji.common.observe import Metrics, serve
 from gongji.local.processes import free_port

@@ -15,7 +15,7 @@ import yaml
 from gongji.services import SERVICES
 from gongji.settings import Settings
 
-from test_deploy import COMING, compose, gongji_services, unknown_settings
+from tests.unit.test_deploy import COMING, compose, gongji_services, unknown_settings
 
 K8S = Path(__file__).parents[2] / "deploy" / "k8s"
 #: The oldest Kubernetes the manifests target (autoscaling/v2, policy/v1) and the newest schemas known.

@@ -8,7 +8,7 @@ from decimal import Decimal as D
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from test_engine_properties import cases, fold
+from tests.unit.test_engine_properties import cases, fold
 
 from gongji.ledger.domain import (
     Detail,

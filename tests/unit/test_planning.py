@@ -8,7 +8,7 @@ B holds the family account (100.00); A, B's spouse, has no money of their own; A
 from __future__ import annotations
 
 import pytest
-from builders import BOOK, claim, credit, fen, institution, line, person
+from tests.unit.builders import BOOK, claim, credit, fen, institution, line, person
 
 from gongji.settlement import planning, rules
 from gongji.settlement.domain import Output, PersonState, Rejection

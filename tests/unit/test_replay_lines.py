@@ -9,7 +9,7 @@ import json
 from datetime import datetime
 
 import pytest
-from builders import BOOK
+from tests.unit.builders import BOOK
 
 from gongji.settlement import rules
 from gongji.settlement.replay import replay_lines

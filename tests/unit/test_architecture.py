@@ -238,3 +238,15 @@ def test_tests_import_their_helpers_as_a_package():
                 [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
             bare += [f"{path.relative_to(tests)}: {name}" for name in names if name.split(".")[0] in helpers]
     assert not bare, bare
+
+
+def test_the_published_names_are_written_once():
+    """Fund codes, header names and record names live in gongji.contract.wire; a module writing one
+    as a literal again would drift from it unnoticed."""
+    from gongji.contract import wire
+
+    literals = {*(f'"{fund.code}"' for fund in wire.FUNDS), f'"{wire.ACCOUNT}"',
+                *(f'"{name}"' for name in (wire.TYPE_HEADER, wire.ID_HEADER, wire.SERVICE_HEADER))}
+    found = [f"{MODULES[m].relative_to(ROOT)}: {literal}" for m in MODULES if layer(m) != "contract"
+             for literal in literals if literal in MODULES[m].read_text(encoding="utf-8")]
+    assert not found, found

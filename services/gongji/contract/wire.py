@@ -69,14 +69,18 @@ class Fund:
 
 
 POOLING = "310100"  # 职工基本医疗保险统筹基金
+LARGE_AMOUNT = "330100"  # 职工大额医疗费用补助
+CIVIL_SERVANT = "320100"  # 公务员医疗补助
+ASSISTANCE = "610100"  # 医疗救助
+OTHER = "999900"
 ACCOUNT = "310200"  # 职工基本医疗保险个人账户
 #: The funds of a settlement's fund_pay_sumamt, in the order results list them.
 FUNDS = (
     Fund(POOLING, "hifp_pay", "Basic pooling"),
-    Fund("330100", "hifob_pay", "Large-amount subsidy"),
-    Fund("320100", "cvlserv_pay", "Civil-servant subsidy"),
-    Fund("610100", "maf_pay", "Medical assistance"),
-    Fund("999900", "oth_pay", "Other"),
+    Fund(LARGE_AMOUNT, "hifob_pay", "Large-amount subsidy"),
+    Fund(CIVIL_SERVANT, "cvlserv_pay", "Civil-servant subsidy"),
+    Fund(ASSISTANCE, "maf_pay", "Medical assistance"),
+    Fund(OTHER, "oth_pay", "Other"),
 )
 FUND_LABELS: Mapping[str, str] = {fund.code: fund.label for fund in FUNDS} | {ACCOUNT: "Personal account"}
 

@@ -12,14 +12,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from gongji.common.money import mul_round, yuan_text
-from gongji.contract.wire import ACCOUNT, MULAID_RELATIONS, POOLING, SHANGHAI
+from gongji.contract.wire import ACCOUNT, ASSISTANCE, CIVIL_SERVANT, LARGE_AMOUNT, MULAID_RELATIONS, POOLING, SHANGHAI
 from gongji.settlement.domain import ClaimRecord, CreditApplied, Effects, PersonState, Rejection, SetlDetail, Settlement
 from gongji.settlement.events import Claim, Credit, Institution, Person, Reversal
 from gongji.settlement.policy import PolicyBook, PolicyVersion
 from gongji.settlement.pooling import basic_pooling, split_lines
 
 COVERED_INSUTYPES = ("310",)  # 职工基本医疗保险
-LARGE_AMOUNT, CIVIL_SERVANT, ASSISTANCE = "330100", "320100", "610100"
 
 
 def setl_id_for(claim_id: str) -> str:

@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gongji.common.money import to_fen, to_yuan
@@ -72,6 +72,19 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GONGJI_", env_nested_delimiter="__")
 
     kafka_bootstrap_servers: str | None = None
+    # How every Kafka client (gongji.common.kafka.client_options, the fraud service's faust app)
+    # authenticates and encrypts. SASL_*: a username and a password, or a file holding it (a mounted
+    # secret, read when a client is built, so a rotated one is taken up on restart). SSL: the
+    # broker's certificate checked against the CA file (the system's CAs when unset), hostname
+    # included; a client certificate and key for mTLS.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: Path | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
     redis_url: str | None = None
     # The URL names one node of a Redis Cluster; the client finds the rest (keys carry {psn_no} tags).
     redis_cluster: bool = False
@@ -156,7 +169,9 @@ class Settings(BaseSettings):
     dashboard_lookback_seconds: float = 900.0
     dashboard_lookback_records: int = 100_000
 
-    @field_validator("kafka_bootstrap_servers", "redis_url", "database_url", "fraud_data_dir", mode="before")
+    @field_validator("kafka_bootstrap_servers", "redis_url", "database_url", "fraud_data_dir", "kafka_sasl_username",
+                     "kafka_sasl_password", "kafka_sasl_password_file", "kafka_ssl_cafile", "kafka_ssl_certfile",
+                     "kafka_ssl_keyfile", mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         return value or None  # GONGJI_DATABASE_URL= names no database (to_env writes None so)
@@ -188,6 +203,34 @@ class Settings(BaseSettings):
             raise ValueError(f"topic_min_insync_replicas ({self.topic_min_insync_replicas}) is above "
                              f"replication_factor ({self.replication_factor})")
         return self
+
+    @model_validator(mode="after")
+    def _kafka_security_consistent(self) -> "Settings":
+        """Credentials the protocol would not use are a mistake (someone believes they are in force)."""
+        sasl, tls = self.kafka_security_protocol.startswith("SASL_"), self.kafka_security_protocol.endswith("SSL")
+        secrets = (self.kafka_sasl_password is not None) + (self.kafka_sasl_password_file is not None)
+        if sasl and (not self.kafka_sasl_username or secrets != 1):
+            raise ValueError(f"kafka_security_protocol {self.kafka_security_protocol} needs kafka_sasl_username "
+                             "and one of kafka_sasl_password, kafka_sasl_password_file")
+        if not sasl and (self.kafka_sasl_username or secrets):
+            raise ValueError(f"SASL credentials are set but kafka_security_protocol is {self.kafka_security_protocol}")
+        files = [self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile]
+        if not tls and any(files):
+            raise ValueError(f"SSL files are set but kafka_security_protocol is {self.kafka_security_protocol}")
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ValueError("kafka_ssl_keyfile without kafka_ssl_certfile")
+        return self
+
+    def kafka_sasl_secret(self) -> str:
+        """The SASL password: given, or read from its file now (a trailing newline dropped)."""
+        if self.kafka_sasl_password is not None:
+            return self.kafka_sasl_password.get_secret_value()
+        if self.kafka_sasl_password_file is None:
+            raise ValueError("no SASL password configured")
+        try:
+            return self.kafka_sasl_password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as error:
+            raise ValueError(f"kafka_sasl_password_file {self.kafka_sasl_password_file}: {error.strerror}") from None
 
     @model_validator(mode="after")
     def _prefix_topics(self) -> "Settings":
@@ -225,7 +268,9 @@ def _as_env(model: BaseModel, prefix: str) -> dict[str, str]:
     env, values = {}, model.model_dump(mode="json")  # Decimal as its text, tuples as lists
     for name in type(model).model_fields:
         key, value = f"{prefix}{name}".upper(), getattr(model, name)
-        if isinstance(value, BaseModel):
+        if isinstance(value, SecretStr):  # model_dump masks it; the child needs the secret itself
+            env[key] = value.get_secret_value()
+        elif isinstance(value, BaseModel):
             env.update(_as_env(value, f"{key}__"))
         elif values[name] is None or isinstance(values[name], str):
             env[key] = values[name] or ""

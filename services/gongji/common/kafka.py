@@ -1,5 +1,9 @@
 """Kafka clients as every Gongji service builds them, and the dead-letter record.
 
+Every producer, consumer and admin client comes from `producer`, `consumer` and `admin` here, and
+the fraud service's faust app takes `faust_credentials`: the one place the security settings
+(GONGJI_KAFKA_SECURITY_PROTOCOL, SASL, TLS) are applied (tests/unit/test_kafka_clients.py holds it).
+
 Never the idempotent producer or transactions: Tansu does not support them, and correctness comes
 from idempotent, conditional writes in Redis instead (README, "Exactly-once effect").
 """
@@ -8,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -32,9 +37,49 @@ LAG_EVERY = 5.0  # seconds between consumer-lag readings
 _PARTITIONER = DefaultPartitioner()
 
 
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of a client under `settings` (None for PLAINTEXT and SASL_PLAINTEXT): the
+    broker's certificate verified against the CA file (the system's CAs when unset) with its
+    hostname checked, and the client's certificate for mTLS."""
+    if not settings.kafka_security_protocol.endswith("SSL"):
+        return None
+    context = ssl.create_default_context(
+        cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+    context.check_hostname, context.verify_mode = True, ssl.CERT_REQUIRED  # the defaults, said outright
+    if settings.kafka_ssl_certfile:
+        context.load_cert_chain(str(settings.kafka_ssl_certfile),
+                                str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None)
+    return context
+
+
+def client_options(settings: Settings) -> dict:
+    """Where the brokers are and how to authenticate to them: what every aiokafka client is given."""
+    options: dict = {"bootstrap_servers": settings.kafka_bootstrap_servers,
+                     "security_protocol": settings.kafka_security_protocol}
+    context = ssl_context(settings)
+    if context is not None:
+        options["ssl_context"] = context
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        options.update(sasl_mechanism=settings.kafka_sasl_mechanism,
+                       sasl_plain_username=settings.kafka_sasl_username,
+                       sasl_plain_password=settings.kafka_sasl_secret())
+    return options
+
+
+def faust_credentials(settings: Settings):
+    """`client_options` as faust takes them (its app's `broker_credentials`); None for PLAINTEXT."""
+    import faust
+
+    context = ssl_context(settings)
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        return faust.SASLCredentials(username=settings.kafka_sasl_username, password=settings.kafka_sasl_secret(),
+                                     mechanism=settings.kafka_sasl_mechanism, ssl_context=context)
+    return faust.SSLCredentials(context) if context is not None else None
+
+
 def producer(settings: Settings) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_options(settings),
         acks="all",
         enable_idempotence=False,
         linger_ms=5,
@@ -45,7 +90,7 @@ def producer(settings: Settings) -> AIOKafkaProducer:
 def consumer(settings: Settings, group_id: str | None, *topics: str, **options) -> AIOKafkaConsumer:
     """A consumer as every Gongji reader builds it; `options` override the defaults."""
     defaults = dict(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_options(settings),
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -58,7 +103,7 @@ def consumer(settings: Settings, group_id: str | None, *topics: str, **options) 
 
 
 def admin(settings: Settings, **options) -> AIOKafkaAdminClient:
-    return AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **options)
+    return AIOKafkaAdminClient(**{**client_options(settings), **options})
 
 
 class PartitionEnds:

@@ -77,6 +77,7 @@ class FraudService:
             self.app_id,
             datadir=datadir,
             broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
+            broker_credentials=kafka.faust_credentials(settings),
             store="memory://",
             autodiscover=False,
             web_enabled=False,

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from gongji.common import kafka
 from gongji.local.errors import StackError
 from gongji.local.processes import alive, port_open
+from gongji.settings import Settings
 
 #: Redis as production runs it (docker-compose.yml, deploy/README.md): an append-only file flushed
 #: every second, no RDB snapshots.
@@ -113,7 +114,9 @@ class Server:
 
 # ------------------------------------------------------------------ does it answer?
 def kafka_ready(port: int) -> bool:
-    return port_open(port) and _run_coroutine(_kafka_answers(f"127.0.0.1:{port}"))
+    # The local broker, as the stack's services reach it: through the one client factory.
+    settings = Settings.model_construct(kafka_bootstrap_servers=f"127.0.0.1:{port}")
+    return port_open(port) and _run_coroutine(_kafka_answers(settings))
 
 
 def postgres_ready(port: int) -> bool:
@@ -140,8 +143,8 @@ def redis_ready(port: int) -> bool:
         client.close()
 
 
-async def _kafka_answers(bootstrap: str) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+async def _kafka_answers(settings: Settings) -> bool:
+    admin = kafka.admin(settings, request_timeout_ms=2000)
     try:
         await asyncio.wait_for(admin.start(), 3)
         await asyncio.wait_for(admin.describe_cluster(), 3)

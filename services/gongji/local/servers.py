@@ -88,12 +88,15 @@ class Server:
     pid: int | None = None
     data: Path | None = None  # PostgreSQL's data directory
     user: str | None = None  # run as this user (PostgreSQL started by root)
+    # Tansu with SASL required (--authentication). Off in the stack: Tansu 0.6 with memory://
+    # storage cannot hold a credential a client could authenticate with (README, "Kafka security").
+    authenticate: bool = False
 
     def argv(self, workdir: Path) -> list[str]:
         if self.name == "kafka":
             url = f"tcp://127.0.0.1:{self.port}"
             return [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                    "--storage-engine", "memory://tansu/"]
+                    "--storage-engine", "memory://tansu/", *(["--authentication"] if self.authenticate else [])]
         if self.name == "postgres":
             # A scratch database for development and tests: durability is traded for speed.
             # TCP only: a Unix socket's path may not exceed 107 bytes, and a deep working directory would.

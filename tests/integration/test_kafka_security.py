@@ -94,10 +94,11 @@ def tansu_user_create(port: int, user: str, password: str) -> subprocess.Complet
 
 
 def test_tansu_limit_no_credential_can_be_made_on_an_authenticating_memory_broker(stack, authenticating):
-    """SCRAM credentials live in Tansu's storage and are made by AlterUserScramCredentials
-    (`tansu user create`); an authenticating broker answers that only after SASL, which needs a
-    credential. memory:// storage is the process's own (the binary has no sqlite/postgres engine),
-    so the credential cannot be made before the restart with --authentication either."""
+    """SCRAM credentials are made by AlterUserScramCredentials (`tansu user create`), which an
+    authenticating broker answers only after SASL, which needs a credential. Nor can one be made
+    beforehand: the binary's storage engines are memory:// and s3:// (no sqlite, no postgres), whose
+    DynoStore answers the upsert with success and stores nothing (tansu-storage/src/dynostore.rs):
+    the open broker's "yes" below is empty."""
     assert tansu_user_create(int(stack.kafka_bootstrap_servers.rsplit(":", 1)[1]), "probe", "pw").returncode == 0
     refused = tansu_user_create(authenticating.port, "settlement", "pw")
     assert refused.returncode != 0 and "early eof" in refused.stdout + refused.stderr

@@ -152,6 +152,18 @@ async def test_a_service_given_another_services_user_is_refused_its_keys(redis_s
         await clearing.aclose()
 
 
+def test_a_service_whose_redis_password_is_wrong_stops_with_one_line(redis_server):
+    url = redis_server.url("settlement", password="wrong-password")
+    env = {**os.environ, "GONGJI_REDIS_URL": url, "GONGJI_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+           "GONGJI_KEY_PREFIX": PREFIX}
+    for service in ("settlement", "clearing"):
+        done = subprocess.run([sys.executable, "-m", "gongji", "run", service], env=env, capture_output=True,
+                              text=True, timeout=60)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1, done.stderr
+        assert "refused the credentials" in lines[0] and "wrong-password" not in done.stderr
+
+
 def test_the_deploy_acl_file_loads_into_valkey(tmp_path):
     """deploy/redis/users.acl.example, hashes filled in, is a file valkey-server accepts (a comment
     line would abort its start: an ACL file has user lines only)."""
@@ -216,8 +228,8 @@ async def test_the_writer_books_and_reads_and_can_change_nothing(postgres_server
     ]
     with psycopg.connect(writer_url, password=password, autocommit=True,
                          options=f"-c search_path={ledger_schema}") as connection:
-        for statement in refused:
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        for statement in refused:  # by the grants, before any append-only trigger could refuse it
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied|must be owner"):
                 connection.execute(statement)
         assert connection.execute("SELECT count(*) FROM journal_entry").fetchone()[0] == 1
     # The owner may do what the writer may not (the schema is its own): the separation is the roles'.

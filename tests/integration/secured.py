@@ -11,8 +11,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
-
 from gongji.local.processes import die_with_parent, free_port, stop_signal, terminate
 from gongji.local.servers import (
     Server,
@@ -22,7 +20,9 @@ from gongji.local.servers import (
     redis_ready,
     redis_server_binary,
 )
-from gongji.local.store_users import ADMIN, StoreCredentials, postgres_roles_sql, redis_acl, redis_user
+from gongji.local.store_users import ADMIN, StoreCredentials, redis_acl, redis_user
+
+ROLES_SQL = Path(__file__).resolve().parents[2] / "deploy/postgres/roles.sql"
 
 
 def _start(server: Server, workdir: Path, ready, timeout: float = 30.0) -> Server:
@@ -84,23 +84,27 @@ class SecuredPostgres:
     data: Path
 
     def url(self, role: str, password: str | None = None) -> str:
-        return f"postgresql://{role}:{password}@127.0.0.1:{self.port}/postgres" if password else \
-            f"postgresql://{role}@127.0.0.1:{self.port}/postgres"
+        """The ledger's database (roles.sql's `gongji`) as `role`, with `password` in the URL if given."""
+        return f"postgresql://{role}:{password}@127.0.0.1:{self.port}/gongji" if password else \
+            f"postgresql://{role}@127.0.0.1:{self.port}/gongji"
 
 
 def secured_postgres(workdir: Path):
     """Generator for a fixture: PostgreSQL with scram-sha-256 for every connection, and the
-    ledger's owner and writer roles (store_users.postgres_roles_sql)."""
+    ledger's owner and writer roles and database (deploy/postgres/roles.sql)."""
     credentials = StoreCredentials()
     bindir = postgres_bindir()
     data, user = init_postgres(workdir, bindir, credentials.postgres_superuser)
     server = Server("postgres", str(bindir / "postgres"), free_port(), workdir / "postgres.log", data=data, user=user)
     _start(server, workdir, lambda: postgres_ready(server.port, credentials.postgres_superuser))
     try:
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{server.port}/postgres",
-                             password=credentials.postgres_superuser, autocommit=True) as connection:
-            for statement in postgres_roles_sql(credentials.ledger_owner, credentials.ledger_writer):
-                connection.execute(statement)
+        # The roles as deployed: deploy/postgres/roles.sql, through psql.
+        done = subprocess.run(
+            [str(bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(server.port),
+             "-U", "postgres", "-d", "postgres", "-v", f"owner_password={credentials.ledger_owner}",
+             "-v", f"writer_password={credentials.ledger_writer}", "-f", str(ROLES_SQL)],
+            env={**os.environ, "PGPASSWORD": credentials.postgres_superuser}, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
         yield SecuredPostgres(server.port, credentials, data)
     finally:
         _stop(server)

@@ -4,7 +4,8 @@ runs the migrations, a writer that may only insert into the journal and read it)
 
 `redis_acl` writes the ACL file the local stack's valkey-server loads (`--aclfile`);
 `deploy/redis/users.acl.example` is its output for the default prefix (a unit test holds them
-equal). The writer's grants are `gongji/ledger/grants.sql`, applied by `gongji ledger migrate`.
+equal). The ledger's roles are `deploy/postgres/roles.sql` (run with psql, as the tests do); the
+writer's grants are `gongji/ledger/grants.sql`, applied by `gongji ledger migrate`.
 
 Key patterns follow the stores' keys (settlement/redis_store.py, clearing/store.py). Settlement
 and clearing share the key prefix, so settlement's patterns name its suffixes (`:state`, `:rec:*`,
@@ -100,14 +101,3 @@ class StoreCredentials:
 
 def _password() -> str:
     return secrets.token_urlsafe(18)
-
-
-def postgres_roles_sql(owner_password: str, writer_password: str, database: str = "postgres") -> list[str]:
-    """As the superuser: the ledger's two login roles; the owner may create schemas in `database`.
-    The writer gets nothing here: `gongji ledger migrate` grants what it needs (ledger/grants.sql)."""
-    def quote(text: str) -> str:
-        return "'" + text.replace("'", "''") + "'"
-    return [f"CREATE ROLE {LEDGER_OWNER} LOGIN PASSWORD {quote(owner_password)}",
-            f"CREATE ROLE {LEDGER_WRITER} LOGIN PASSWORD {quote(writer_password)}",
-            f"GRANT CREATE, CONNECT ON DATABASE {database} TO {LEDGER_OWNER}",
-            f"GRANT CONNECT ON DATABASE {database} TO {LEDGER_WRITER}"]

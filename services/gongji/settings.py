@@ -96,6 +96,18 @@ class Settings(BaseSettings):
     redis_durability_replicas: int = 1
     redis_durability_timeout_ms: int = 5000
     database_url: str | None = None
+    # Credentials for the stores, beside (or instead of) a user:password in the URL; a `_file` names
+    # a mounted secret, read at start-up (trailing newline dropped). Secrets never appear in a repr.
+    redis_username: str | None = None
+    redis_password: SecretStr | None = None
+    redis_password_file: Path | None = None
+    database_password: SecretStr | None = None
+    database_password_file: Path | None = None
+    # `gongji ledger migrate` connects with this URL (the owner role) when set, else database_url,
+    # and grants ledger_writer_role (the service's role: INSERT and SELECT only) what it needs.
+    ledger_migration_url: str | None = None
+    ledger_migration_password_file: Path | None = None
+    ledger_writer_role: str | None = None
     topics: Topics = Topics()
     # Prepended to every topic name, so several deployments (or tests) can share one cluster.
     topic_prefix: str = ""
@@ -171,7 +183,9 @@ class Settings(BaseSettings):
 
     @field_validator("kafka_bootstrap_servers", "redis_url", "database_url", "fraud_data_dir", "kafka_sasl_username",
                      "kafka_sasl_password", "kafka_sasl_password_file", "kafka_ssl_cafile", "kafka_ssl_certfile",
-                     "kafka_ssl_keyfile", mode="before")
+                     "kafka_ssl_keyfile", "redis_username", "redis_password", "redis_password_file",
+                     "database_password", "database_password_file", "ledger_migration_url",
+                     "ledger_migration_password_file", "ledger_writer_role", mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         return value or None  # GONGJI_DATABASE_URL= names no database (to_env writes None so)
@@ -189,6 +203,17 @@ class Settings(BaseSettings):
         if not 0 <= value <= 7 * 86400:
             raise ValueError(f"{value} is not between 0 and a week")
         return value
+
+    def redis_credentials(self) -> dict[str, str | None]:
+        """username and password for redis-py (None: whatever the URL says)."""
+        return {"username": self.redis_username,
+                "password": _secret(self.redis_password, self.redis_password_file, "GONGJI_REDIS_PASSWORD_FILE")}
+
+    def database_password_value(self) -> str | None:
+        return _secret(self.database_password, self.database_password_file, "GONGJI_DATABASE_PASSWORD_FILE")
+
+    def migration_password_value(self) -> str | None:
+        return _secret(None, self.ledger_migration_password_file, "GONGJI_LEDGER_MIGRATION_PASSWORD_FILE")
 
     def settlement_bounds(self) -> Bounds:
         return Bounds(max_line_amount=to_fen(self.max_line_amount), max_claim_amount=to_fen(self.max_claim_amount),
@@ -262,6 +287,17 @@ class Settings(BaseSettings):
             "heartbeat_interval_ms": self.kafka_heartbeat_interval_ms,
             "rebalance_timeout_ms": self.kafka_rebalance_timeout_ms,
         }
+
+
+def _secret(value: SecretStr | None, path: Path | None, variable: str) -> str | None:
+    if value is not None:
+        return value.get_secret_value()
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as error:
+        raise ValueError(f"{variable}: cannot read {path}: {error.strerror}") from None
 
 
 def _as_env(model: BaseModel, prefix: str) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -20,9 +21,14 @@ async def serve(settings: Settings) -> None:
     from gongji.clearing.service import ClearingService
     from gongji.common.avro import SchemaCatalog
     from gongji.common.process import until_stopped
-    from gongji.common.redis import connect
+    from gongji.common.redis import CredentialsRefused, check_credentials, client_for
 
-    client = connect(settings.redis_url, settings.redis_cluster)
+    client = client_for(settings)
+    try:
+        await check_credentials(client, settings.redis_url)
+    except CredentialsRefused as error:
+        await client.aclose()
+        sys.exit(f"gongji: clearing: {error}")
     try:
         await until_stopped(ClearingService(settings, SchemaCatalog(), client).run, grace=settings.stop_grace_seconds,
                             name="clearing")
@@ -38,9 +44,9 @@ def close(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
 async def close_and_print(settings: Settings, month: str) -> None:
     from gongji.clearing import service
     from gongji.common.avro import SchemaCatalog
-    from gongji.common.redis import connect
+    from gongji.common.redis import client_for
 
-    client = connect(settings.redis_url, settings.redis_cluster)
+    client = client_for(settings)
     try:
         statements = await service.close_month(settings, SchemaCatalog(), client, month)
     finally:

@@ -17,7 +17,7 @@ import asyncio
 import hashlib
 
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import AuthenticationError, NoScriptError, RedisError
 from redis.connection import HiredisRespSerializer
 
 _SERIALIZER = HiredisRespSerializer()
@@ -28,16 +28,44 @@ class _HiredisPacking:
         return _SERIALIZER.pack(*args)
 
 
-def connect(url: str, cluster: bool = False):
-    """A redis.asyncio client for `url` (redis://, rediss://, unix://), replies as bytes; with
-    `cluster`, a Redis Cluster client that finds the other nodes from this one. Reads have no
+def connect(url: str, cluster: bool = False, username: str | None = None, password: str | None = None):
+    """A redis.asyncio client for `url` (redis://, rediss://, unix://; a user:password in it is
+    used), replies as bytes; with `cluster`, a Redis Cluster client that finds the other nodes from
+    this one. `username` and `password` serve where the URL has none (the URL's win). Reads have no
     per-reply timeout: wrap round trips in `deadline`."""
+    credentials = {name: value for name, value in (("username", username), ("password", password)) if value is not None}
     if cluster:
-        return RedisCluster.from_url(url, socket_timeout=None, socket_connect_timeout=5)
-    client = Redis.from_url(url, socket_timeout=None, socket_connect_timeout=5)
+        return RedisCluster.from_url(url, socket_timeout=None, socket_connect_timeout=5, **credentials)
+    client = Redis.from_url(url, socket_timeout=None, socket_connect_timeout=5, **credentials)
     base = client.connection_pool.connection_class
     client.connection_pool.connection_class = type(f"Hiredis{base.__name__}", (_HiredisPacking, base), {})
     return client
+
+
+def client_for(settings):
+    """The client a service's settings name: GONGJI_REDIS_URL, GONGJI_REDIS_CLUSTER, and the
+    credentials (GONGJI_REDIS_USERNAME, GONGJI_REDIS_PASSWORD or its _FILE)."""
+    return connect(settings.redis_url, settings.redis_cluster, **settings.redis_credentials())
+
+
+class CredentialsRefused(Exception):
+    """Redis refused the user and password (or their absence): a start-up error, in one line."""
+
+
+async def check_credentials(client, url: str | None) -> None:
+    """PING once: a server that refuses the credentials stops start-up (CredentialsRefused) instead
+    of looking like an outage retried for ever. Any other failure is left to the service's own
+    handling (a server still starting, say)."""
+    from gongji.common.observe import redacted
+
+    try:
+        await client.ping()
+    except AuthenticationError as error:
+        raise CredentialsRefused(f"Redis at {redacted(url)} refused the credentials ({error}); check the user and "
+                                 "password in GONGJI_REDIS_URL or GONGJI_REDIS_USERNAME and GONGJI_REDIS_PASSWORD(_FILE)"
+                                 ) from None
+    except RedisError:
+        pass
 
 
 class LuaScript:

@@ -21,19 +21,32 @@ PREFIXES = {"fund": "fund:", "institution": "inst:", "account": "acct:", "cash":
 
 
 def run(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
-    asyncio.run(run_ledger(_with_database(resolve())))
+    from gongji.ledger.store import LedgerStoreError
+
+    try:
+        asyncio.run(run_ledger(_with_database(resolve())))
+    except LedgerStoreError as error:  # credentials refused, a schema the role may not migrate: one line
+        sys.exit(f"gongji: ledger: {error}")
 
 
 def ledger(args: argparse.Namespace, resolve: Callable[[], Settings]) -> int:
     """`gongji ledger migrate|balances|check|entry`."""
+    from gongji.ledger.store import LedgerStoreError, migrate
+
     settings = _with_database(resolve())
     if args.action == "migrate":
-        from gongji.ledger.store import migrate
-
-        applied = migrate(settings.database_url, settings.ledger_schema)
+        owner = settings.ledger_migration_url
+        try:
+            applied = migrate(owner or settings.database_url, settings.ledger_schema, settings.ledger_writer_role,
+                              settings.migration_password_value() if owner else settings.database_password_value())
+        except LedgerStoreError as error:
+            sys.exit(f"gongji: ledger migrate: {error}")
         print(f"ledger schema {settings.ledger_schema}: " + (f"applied {', '.join(applied)}" if applied else "up to date"))
         return 0
-    return asyncio.run(_query(settings, args))
+    try:
+        return asyncio.run(_query(settings, args))
+    except LedgerStoreError as error:
+        sys.exit(f"gongji: ledger: {error}")
 
 
 def reconcile(args: argparse.Namespace, resolve: Callable[[], Settings]) -> int:
@@ -53,11 +66,12 @@ async def run_ledger(settings: Settings) -> None:
     from gongji.ledger.service import LedgerService
     from gongji.ledger.store import LedgerStore, migrate, wait_for_database
 
-    await wait_for_database(settings.database_url)
-    applied = await asyncio.to_thread(migrate, settings.database_url, settings.ledger_schema)
+    password = settings.database_password_value()
+    await wait_for_database(settings.database_url, password=password)
+    applied = await asyncio.to_thread(migrate, settings.database_url, settings.ledger_schema, None, password)
     logging.getLogger("gongji.ledger").info("ledger: schema %s ready%s", settings.ledger_schema,
                                             f" (applied {', '.join(applied)})" if applied else "")
-    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
+    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema, settings.database_password_value())
     try:
         await until_stopped(LedgerService(settings, SchemaCatalog(), store).run, grace=settings.stop_grace_seconds,
                             name="ledger")
@@ -68,7 +82,7 @@ async def run_ledger(settings: Settings) -> None:
 async def _query(settings: Settings, args: argparse.Namespace) -> int:
     from gongji.ledger.store import LedgerStore
 
-    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
+    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema, settings.database_password_value())
     try:
         if args.action == "balances":
             prefix = args.account or (None if args.by == "day" else PREFIXES[args.by])
@@ -161,7 +175,7 @@ async def reconcile_command(settings: Settings, args: argparse.Namespace) -> int
     except (Unbookable, ValueError, OSError) as error:
         print(f"gongji reconcile: {error}", file=sys.stderr)
         return 2
-    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
+    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema, settings.database_password_value())
     try:
         ours = await store.centre_details(args.fixmedins, args.start, args.end, args.refunds)
     finally:

@@ -16,6 +16,8 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from urllib.parse import quote, urlsplit, urlunsplit
+
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
@@ -36,22 +38,95 @@ def _check_schema(schema: str) -> None:
         raise LedgerStoreError(f"ledger schema name {schema!r}: lower-case letters, digits and _ only")
 
 
-def migrate(database_url: str, schema: str) -> list[str]:
+def migrate(database_url: str, schema: str, writer: str | None = None, password: str | None = None) -> list[str]:
     """Create `schema` if need be and apply the migrations it lacks (yoyo, under its lock, so
-    several ledger workers starting at once apply each migration once). Returns the ids applied."""
+    several ledger workers starting at once apply each migration once); then, with `writer`, grant
+    that role what the service needs and nothing more (grants.sql). Returns the ids applied.
+
+    A schema already up to date is only read (no lock, no DDL), so the service may start as the
+    writer role once the owner has migrated; a writer that finds migrations to apply is told to
+    run `gongji ledger migrate` as the owner."""
     from yoyo import get_backend, read_migrations
 
     _check_schema(schema)
-    with psycopg.connect(database_url, autocommit=True) as connection:
-        connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-    url = database_url.replace("postgresql://", "postgresql+psycopg://", 1).replace("postgres://", "postgresql+psycopg://", 1)
-    backend = get_backend(f"{url}{'&' if '?' in url else '?'}schema={schema}")
+    if writer is not None and not _SCHEMA_NAME.fullmatch(writer):
+        raise LedgerStoreError(f"ledger writer role {writer!r}: lower-case letters, digits and _ only")
     with importlib.resources.as_file(importlib.resources.files("gongji.ledger").joinpath("migrations")) as folder:
         migrations = read_migrations(str(folder))
+        with _connect_sync(database_url, password) as connection:
+            missing = [m.id for m in migrations if m.id not in _applied(connection, schema)]
+            if not missing and writer is None:
+                return []
+            try:
+                connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            except psycopg.errors.InsufficientPrivilege as error:
+                raise LedgerStoreError(
+                    f"ledger schema {schema} lacks migrations {', '.join(missing)}, and this role may not apply them "
+                    f"({error.diag.message_primary}): run `gongji ledger migrate` as the owner "
+                    "(GONGJI_LEDGER_MIGRATION_URL)") from None
+        url = database_url.replace("postgresql://", "postgresql+psycopg://", 1).replace("postgres://", "postgresql+psycopg://", 1)
+        url = _with_password(url, password)
+        backend = get_backend(f"{url}{'&' if '?' in url else '?'}schema={schema}")
         with backend.lock():
             pending = backend.to_apply(migrations)
             backend.apply_migrations(pending)
+    if writer is not None:
+        grant(database_url, schema, writer, password)
     return [migration.id for migration in pending]
+
+
+def grant(database_url: str, schema: str, writer: str, password: str | None = None) -> None:
+    """grants.sql for `writer` on `schema`: what it held before is revoked first, so the grants are
+    exactly these however often they run."""
+    text = importlib.resources.files("gongji.ledger").joinpath("grants.sql").read_text(encoding="utf-8")
+    statements = [part.strip() for part in re.sub(r"--[^\n]*", "", text).split(";") if part.strip()]
+    with _connect_sync(database_url, password) as connection:
+        if connection.info.user == writer:
+            raise LedgerStoreError(f"the writer role {writer} is the role that owns the schema: give the service "
+                                   "a role of its own (GONGJI_LEDGER_WRITER_ROLE)")
+        with connection.transaction():
+            for statement in statements:
+                connection.execute(sql.SQL(statement).format(schema=sql.Identifier(schema), writer=sql.Identifier(writer)))
+
+
+def _applied(connection: psycopg.Connection, schema: str) -> set[str]:
+    table = f"{schema}._yoyo_migration"
+    if connection.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:
+        return set()
+    query = sql.SQL("SELECT migration_id FROM {}._yoyo_migration").format(sql.Identifier(schema))
+    return {row[0] for row in connection.execute(query)}
+
+
+def _connect_sync(database_url: str, password: str | None) -> psycopg.Connection:
+    try:
+        return psycopg.connect(database_url, autocommit=True, **_password(password))
+    except psycopg.OperationalError as error:
+        raise LedgerStoreError(refusal(database_url, error)) from None
+
+
+def _with_password(url: str, password: str | None) -> str:
+    """`url` with `password` in its user-info, unless it has one (yoyo takes a URL only)."""
+    parts = urlsplit(url)
+    if password is None or parts.password is not None:
+        return url
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{parts.netloc.rsplit('@', 1)[-1]}"))
+
+
+def _password(password: str | None) -> dict[str, str]:
+    return {} if password is None else {"password": password}
+
+
+def refusal(database_url: str, error: Exception) -> str:
+    """One line for a connection PostgreSQL refused: the server, and its reason (libpq's first line)."""
+    reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    reason = re.sub(r'^connection to server at "[^"]*" \([^)]*\), port \d+ failed: ', "", reason)
+    return f"PostgreSQL at {redacted(database_url)} refused the connection: {reason}"
+
+
+def authentication_failed(error: Exception) -> bool:
+    text = str(error)
+    return "password authentication failed" in text or "no password supplied" in text or "role" in text and "does not exist" in text
 
 
 _BOOK = """
@@ -87,25 +162,33 @@ class LedgerStore:
     connection the server dropped (a restart, a failover, an idle timeout) is replaced on the next
     call: the call that met the loss raises, and the service consumes that batch again."""
 
-    def __init__(self, connection: psycopg.AsyncConnection, database_url: str, schema: str):
+    def __init__(self, connection: psycopg.AsyncConnection, database_url: str, schema: str, password: str | None = None):
         self.connection = connection
         self.database_url = database_url
         self.schema = schema
+        self._secret = password
 
     @staticmethod
-    async def _open(database_url: str, schema: str) -> psycopg.AsyncConnection:
+    async def _open(database_url: str, schema: str, password: str | None = None) -> psycopg.AsyncConnection:
         return await psycopg.AsyncConnection.connect(database_url, options=f"-c search_path={schema}",
-                                                     application_name="gongji-ledger")
+                                                     application_name="gongji-ledger", **_password(password))
 
     @classmethod
-    async def connect(cls, database_url: str, schema: str) -> LedgerStore:
+    async def connect(cls, database_url: str, schema: str, password: str | None = None) -> LedgerStore:
+        """Connect (GONGJI_DATABASE_URL; `password` where the URL has none); credentials the server
+        refuses are a LedgerStoreError of one line."""
         _check_schema(schema)
-        return cls(await cls._open(database_url, schema), database_url, schema)
+        try:
+            return cls(await cls._open(database_url, schema, password), database_url, schema, password)
+        except psycopg.OperationalError as error:
+            if authentication_failed(error):
+                raise LedgerStoreError(refusal(database_url, error)) from None
+            raise
 
     async def _connected(self) -> psycopg.AsyncConnection:
         if self.connection.closed or self.connection.broken:
             await self.connection.close()
-            self.connection = await self._open(self.database_url, self.schema)
+            self.connection = await self._open(self.database_url, self.schema, self._secret)
         return self.connection
 
     async def close(self) -> None:
@@ -218,15 +301,18 @@ def decimal_text(value: Decimal | int) -> str:
     return f"{Decimal(value):,.2f}"
 
 
-async def wait_for_database(database_url: str, timeout: float = 30.0) -> None:
-    """Until PostgreSQL accepts a connection (a container starting beside us), or LedgerStoreError."""
+async def wait_for_database(database_url: str, timeout: float = 30.0, password: str | None = None) -> None:
+    """Until PostgreSQL accepts a connection (a container starting beside us), or LedgerStoreError;
+    at once when it refuses the credentials (waiting would not change them)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         try:
-            connection = await psycopg.AsyncConnection.connect(database_url, connect_timeout=3)
+            connection = await psycopg.AsyncConnection.connect(database_url, connect_timeout=3, **_password(password))
             await connection.close()
             return
         except psycopg.OperationalError as error:
+            if authentication_failed(error):
+                raise LedgerStoreError(refusal(database_url, error)) from None
             if asyncio.get_running_loop().time() > deadline:
                 raise LedgerStoreError(f"PostgreSQL at {redacted(database_url)} did not answer: {error}") from error
             await asyncio.sleep(0.5)

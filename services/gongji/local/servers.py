@@ -91,6 +91,7 @@ class Server:
     # Tansu with SASL required (--authentication). Off in the stack: Tansu 0.6 with memory://
     # storage cannot hold a credential a client could authenticate with (README, "Kafka security").
     authenticate: bool = False
+    acl_file: Path | None = None  # Valkey's users (gongji.local.store_users.redis_acl); None: no ACL
 
     def argv(self, workdir: Path) -> list[str]:
         if self.name == "kafka":
@@ -105,8 +106,9 @@ class Server:
                     "-c", "full_page_writes=off", "-c", "max_connections=200"]
         # As deployed: every write in the append-only file, flushed each second or when a WAITAOF
         # asks (the settlement service waits for it before publishing, GONGJI_REDIS_DURABILITY).
+        acl = ("--aclfile", str(self.acl_file)) if self.acl_file else ()
         return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", *REDIS_PERSISTENCE,
-                "--dir", str(workdir), "--logfile", ""]
+                "--dir", str(workdir), "--logfile", "", *acl]
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -122,22 +124,22 @@ def kafka_ready(port: int) -> bool:
     return port_open(port) and _run_coroutine(_kafka_answers(settings))
 
 
-def postgres_ready(port: int) -> bool:
+def postgres_ready(port: int, password: str | None = None) -> bool:
     if not port_open(port):
         return False
     import psycopg
 
     try:
-        psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", connect_timeout=2).close()
+        psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", connect_timeout=2, password=password).close()
         return True
     except psycopg.OperationalError:  # "the database system is starting up"
         return False
 
 
-def redis_ready(port: int) -> bool:
+def redis_ready(port: int, username: str | None = None, password: str | None = None) -> bool:
     if not port_open(port):
         return False
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, username=username, password=password)
     try:
         return bool(client.ping())
     except redis.RedisError:
@@ -169,9 +171,10 @@ def _run_coroutine(coro) -> Any:
 
 
 # ------------------------------------------------------------------ PostgreSQL's data directory
-def init_postgres(workdir: Path, bindir: Path) -> tuple[Path, str | None]:
-    """initdb a fresh data directory (trust authentication, loopback only); as root, one owned
-    by POSTGRES_SYSTEM_USER under /tmp. Returns it and the user to run the server as."""
+def init_postgres(workdir: Path, bindir: Path, superuser_password: str | None = None) -> tuple[Path, str | None]:
+    """initdb a fresh data directory (loopback only); as root, one owned by POSTGRES_SYSTEM_USER
+    under /tmp. Returns it and the user to run the server as. Trust authentication, or with
+    `superuser_password` scram-sha-256 for every connection (no `trust` line in pg_hba.conf)."""
     user = None
     if os.geteuid() == 0:
         import tempfile
@@ -186,10 +189,20 @@ def init_postgres(workdir: Path, bindir: Path) -> tuple[Path, str | None]:
     else:
         data = workdir / "pgdata"
         shutil.rmtree(data, ignore_errors=True)
+    auth = ["--auth=trust"]
+    if superuser_password is not None:
+        password_file = data.parent / "initdb-password"
+        password_file.write_text(superuser_password)
+        if user:
+            shutil.chown(password_file, user)
+        password_file.chmod(0o600)
+        auth = ["--auth=scram-sha-256", f"--pwfile={password_file}"]
     with open(workdir / "postgres-initdb.log", "wb") as log:
-        done = subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+        done = subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", *auth,
                                "--encoding=UTF8", "--locale=C", "--no-sync"],
                               stdout=log, stderr=subprocess.STDOUT, user=user, cwd="/")
+    if superuser_password is not None:
+        password_file.unlink()
     if done.returncode != 0:
         raise StackError(f"initdb failed (status {done.returncode}); see {workdir / 'postgres-initdb.log'}")
     return data, user

@@ -29,10 +29,15 @@ async def serve(settings: Settings, book: PolicyBook) -> None:
     from gongji.common.avro import SchemaCatalog
     from gongji.common.observe import redacted
     from gongji.common.process import tune_gc, until_stopped
-    from gongji.common.redis import DurabilityUnavailable, connect
+    from gongji.common.redis import CredentialsRefused, DurabilityUnavailable, check_credentials, client_for
     from gongji.settlement.service import SettlementService
 
-    client = connect(settings.redis_url, settings.redis_cluster)
+    client = client_for(settings)
+    try:
+        await check_credentials(client, settings.redis_url)
+    except CredentialsRefused as error:
+        await client.aclose()
+        sys.exit(f"gongji: settlement: {error}")
     service = SettlementService(settings, SchemaCatalog(), book, client)
     tune_gc()
     logging.getLogger("gongji").info("settlement: regions %s, Kafka %s, Redis %s", ", ".join(book.regions),
@@ -56,10 +61,10 @@ def rebuild(args: argparse.Namespace, resolve: Callable[[], Settings]) -> int:
 
 async def _rebuild(settings: Settings, book: PolicyBook, args: argparse.Namespace) -> int:
     from gongji.common.avro import SchemaCatalog
-    from gongji.common.redis import DurabilityUnavailable, connect
+    from gongji.common.redis import DurabilityUnavailable, client_for
     from gongji.settlement.rebuild import RebuildError, rebuild
 
-    client = connect(settings.redis_url, settings.redis_cluster)
+    client = client_for(settings)
     try:
         report = await rebuild(settings, SchemaCatalog(), book, client, force=args.force,
                                accept_differences=args.accept_differences, batch=args.batch)

@@ -12,7 +12,7 @@ from gongji.clearing.service import close_month
 from gongji.clearing.store import ClearingStore
 from gongji.common import kafka
 from gongji.common.avro import SchemaCatalog
-from gongji.common.redis import connect
+from gongji.common.redis import client_for
 from gongji.contract.wire import ACCOUNT, FUNDS
 from gongji.ledger.store import LedgerStore
 from gongji.local.demo.figures import MONEY, Run
@@ -114,7 +114,8 @@ async def ledger_summary(run: Run, quiet: float = 1.5, limit: float = 15.0) -> s
     """Once the ledger has booked what it will (its journal stops growing), its trial balance and
     what each kind of fund paid."""
     try:
-        store = await LedgerStore.connect(run.settings.database_url, run.settings.ledger_schema)
+        store = await LedgerStore.connect(run.settings.database_url, run.settings.ledger_schema,
+                                          run.settings.database_password_value())
     except Exception as error:  # the summary is a courtesy: never let it hide the demo's own
         return f"fund ledger: not readable ({error})"
     try:
@@ -147,7 +148,7 @@ async def ledger_summary(run: Run, quiet: float = 1.5, limit: float = 15.0) -> s
 async def clearing_summary(run: Run, catalog: SchemaCatalog, quiet: float = 1.5, limit: float = 15.0) -> str:
     """Once the clearing service has counted what it will (its positions stop moving), close the
     months it touched and describe the statements it publishes to clearing.statements."""
-    client = connect(run.settings.redis_url, run.settings.redis_cluster)
+    client = client_for(run.settings)
     try:
         store = ClearingStore(client, run.settings.key_prefix)
 

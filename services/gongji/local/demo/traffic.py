@@ -13,7 +13,7 @@ from aiokafka import TopicPartition
 
 from gongji.common import kafka
 from gongji.common.avro import SchemaCatalog
-from gongji.common.redis import connect
+from gongji.common.redis import client_for
 from gongji.local.demo.figures import Run
 from gongji.local.errors import DemoError
 from gongji.local.launch import encode
@@ -59,7 +59,7 @@ async def _send(producer, row) -> asyncio.Future:
 async def wait_registered(settings: Settings, traffic: Traffic, stop: asyncio.Event) -> None:
     """Wait until the service has stored every person and institution (the registry topics are
     topics of their own, so nothing orders them before the claims): settlement's own read."""
-    client = connect(settings.redis_url, settings.redis_cluster)
+    client = client_for(settings)
     store = RedisStore(client, settings.key_prefix)
     persons = [row["psn_no"] for row in traffic.persons]
     institutions = [row["fixmedins_code"] for row in traffic.institutions]

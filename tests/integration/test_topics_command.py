@@ -8,9 +8,8 @@ import subprocess
 import sys
 
 from gongji.settings import Settings
-from gongji.common.topic_admin import ensure_topics
-from gongji.common.topic_admin import describe_topics
-from gongji.contract.topics import topic_configs, topic_specs
+from gongji.common.topic_admin import describe_topics, ensure_service_topics
+from gongji.contract.topics import topic_specs
 
 
 def gongji(stack, prefix: str, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -72,11 +71,11 @@ def test_topics_describe_of_a_cluster_without_them_says_missing_and_fails(stack,
     assert {r["status"] for r in table(result.stdout).values()} == {"missing"}
 
 
-async def test_ensure_topics_applies_the_configured_retention(stack, uniq):
-    settings = Settings(topic_prefix=f"{uniq}.", topic_retention_ms=3600000)
+async def test_a_service_creates_its_topics_with_the_configured_retention(stack, uniq):
+    settings = Settings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers, topic_prefix=f"{uniq}.",
+                        topic_retention_ms=3600000, partitions=2)
     claims = settings.topics.claims
-    created = await ensure_topics(Settings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers), [claims], partitions=2,
-                                  configs=topic_configs(settings))
+    created = await ensure_service_topics(settings, [claims])
     assert created == [claims]
-    (found,) = await describe_topics(Settings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers), [claims])
+    (found,) = await describe_topics(settings, [claims])
     assert found.partitions == 2 and found.configs.get("retention.ms") == "3600000"

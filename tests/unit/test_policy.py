@@ -237,3 +237,10 @@ def test_bad_file_in_a_directory_names_its_path(tmp_path):
         load_policy_book(tmp_path)
     assert str(bad) in str(caught.value)
     assert "ratio.3.in_service" in str(caught.value)
+
+
+def test_region_names_label_every_region_by_its_file():
+    book = load_policy_book()
+    names = book.region_names()
+    assert list(names) == book.regions
+    assert names["152501"] == book.region("152501").name and "二连浩特" in names["152501"]

@@ -28,7 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
-from gongji.contract.topics import TopicSpec, topic_configs
+from gongji.contract.topics import TopicSpec, topic_specs
 
 from gongji.common import kafka
 
@@ -226,23 +226,16 @@ async def ensure_topics(
     partitions: int,
     compacted: Collection[str] = frozenset(),
     replication_factor: int = 1,
-    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[str]:
-    """Create the topics among `names` that do not exist yet; return the ones created.
-
-    Topics in `compacted` get cleanup.policy=compact, and each topic the configs `configs` names
-    for it (retention.ms, say: `gongji.contract.topics.topic_specs` has them all); a broker that
-    rejects a topic's configs gets the topic without them (Tansu 0.6 accepts and reports configs
-    but enforces none; readers must not rely on compaction having run, on Kafka neither). Raises
-    TopicError for any other refusal. Existing topics are left as they are.
-    """
-    configs = configs or {}
-    specs = []
-    for name in dict.fromkeys(names):
-        wanted = dict(configs.get(name, {}))
-        if name in compacted:
-            wanted["cleanup.policy"] = "compact"
-        specs.append(TopicSpec(name, partitions, replication_factor, wanted))
+    """Create the topics among `names` that do not exist yet, with `partitions` each (those in
+    `compacted` with cleanup.policy=compact); return the ones created. Services create theirs by
+    `ensure_service_topics`, with the configs `topic_specs` gives; this is for topics of other
+    shapes (tests, tools). Tansu 0.6 accepts and reports configs but enforces none: readers must
+    not rely on compaction having run (on Kafka neither). Raises TopicError for a refusal other than
+    of the configs. Existing topics are left as they are."""
+    specs = [TopicSpec(name, partitions, replication_factor,
+                       {"cleanup.policy": "compact"} if name in compacted else {})
+             for name in dict.fromkeys(names)]
     return [result.name for result in await create_topics(settings, specs) if result.created]
 
 
@@ -250,7 +243,7 @@ async def ensure_service_topics(settings: Settings, names: Iterable[str]) -> lis
     """What a service calls on start-up for the topics it reads and writes: those missing are
     created as `topic_specs` says (partitions, replication, compaction, retention), so a service
     started before `gongji topics create` leaves no topic a broker would default."""
-    configs = topic_configs(settings)
-    compacted = {name for name, config in configs.items() if config.get("cleanup.policy") == "compact"}
-    return await ensure_topics(settings, names, settings.partitions, compacted=compacted,
-                               replication_factor=settings.replication_factor, configs=configs)
+    specs = {spec.name: spec for spec in topic_specs(settings)}
+    wanted = [specs.get(name) or TopicSpec(name, settings.partitions, settings.replication_factor)
+              for name in dict.fromkeys(names)]  # a name of the service's own (fraud's activity topic)
+    return [result.name for result in await create_topics(settings, wanted) if result.created]

@@ -63,12 +63,6 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return specs
 
 
-def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
-    """Each topic's configs by name, for `ensure_topics(..., configs=...)` in a service that creates
-    its own topics on start-up."""
-    return {spec.name: dict(spec.configs) for spec in topic_specs(settings)}
-
-
 #: Which topics each service reads or writes (Topics field names): it creates any missing on
 #: start-up, so none is left to a broker's auto-creation defaults.
 SERVICE_TOPICS: Mapping[str, tuple[str, ...]] = {

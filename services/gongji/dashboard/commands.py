@@ -44,7 +44,6 @@ def region_names(policy_dir=None) -> dict[str, str]:
     try:
         from gongji.settlement.policy import load_policy_book
 
-        book = load_policy_book(policy_dir)
-        return {code: book.region(code).name for code in book.regions}
+        return load_policy_book(policy_dir).region_names()
     except Exception:  # a dashboard shows codes rather than not start
         return {}

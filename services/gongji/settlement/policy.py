@@ -300,6 +300,10 @@ class PolicyBook:
     def region(self, admdvs: str) -> RegionPolicy | None:
         return self._by_region.get(admdvs)
 
+    def region_names(self) -> dict[str, str]:
+        """Region code → its name, for labels."""
+        return {code: self._by_region[code].name for code in self.regions}
+
     def in_force(self, admdvs: str, day: date) -> PolicyVersion | None:
         policy = self._by_region.get(admdvs)
         return policy.in_force(day) if policy else None

@@ -139,8 +139,8 @@ async def rebuild(settings: Settings, catalog: SchemaCatalog, book: PolicyBook, 
     started = time.monotonic()
     report = Report()
     topics = settings.topics
-    inputs = [topics.claims, topics.credits, topics.persons, topics.institutions]
     accepted = settlement_inputs(topics)  # as the service takes them
+    inputs = list(accepted)
     markers = SeenMarkers(client, settings.key_prefix, settings.settlement_group, Durability.from_settings(settings))
     await markers.durability.check(client)
     reader = kafka.consumer(settings, None)

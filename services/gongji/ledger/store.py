@@ -118,15 +118,28 @@ def _password(password: str | None) -> dict[str, str]:
 
 
 def refusal(database_url: str, error: Exception) -> str:
-    """One line for a connection PostgreSQL refused: the server, and its reason (libpq's first line)."""
-    reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-    reason = re.sub(r'^connection to server at "[^"]*" \([^)]*\), port \d+ failed: ', "", reason)
+    """One line for a connection PostgreSQL (or libpq, checking its certificate) refused: the server,
+    and the reason without the address libpq repeats; a reason over several lines (libpq's hint, one
+    line per address tried) joined with "; "."""
+    lines = [_LIBPQ_PREFIX.sub("", line).strip() for line in str(error).strip().splitlines()]
+    reason = "; ".join(line for line in lines if line) or type(error).__name__
     return f"PostgreSQL at {redacted(database_url)} refused the connection: {reason}"
 
 
-def authentication_failed(error: Exception) -> bool:
-    text = str(error)
-    return "password authentication failed" in text or "no password supplied" in text or "role" in text and "does not exist" in text
+_LIBPQ_PREFIX = re.compile(r'connection failed: |connection to server at "[^"]*"(?: \([^)]*\))?, port \d+ failed: |FATAL:  ')
+
+# Refusals that trying again does not change: the credentials; pg_hba.conf allowing no such connection
+# (one without TLS, say); the server's certificate failing sslmode=verify-ca/verify-full (another CA,
+# another name) or the server refusing the client's; TLS asked for with no CA or key file to do it with.
+_LASTING = re.compile(
+    r'password authentication failed|no password supplied|role "[^"]*" does not exist|no pg_hba\.conf entry'
+    r"|certificate verify failed|does not match host name|server does not support SSL|SSL error: .*alert"
+    r"|certificate file|private key")
+
+
+def lasting_refusal(error: Exception) -> bool:
+    """The server or libpq refused the connection for a reason waiting does not change."""
+    return bool(_LASTING.search(str(error)))
 
 
 _BOOK = """
@@ -175,13 +188,13 @@ class LedgerStore:
 
     @classmethod
     async def connect(cls, database_url: str, schema: str, password: str | None = None) -> LedgerStore:
-        """Connect (GONGJI_DATABASE_URL; `password` where the URL has none); credentials the server
-        refuses are a LedgerStoreError of one line."""
+        """Connect (GONGJI_DATABASE_URL, libpq's sslmode, sslrootcert … in its query; `password` where
+        the URL has none); credentials or a certificate refused are a LedgerStoreError of one line."""
         _check_schema(schema)
         try:
             return cls(await cls._open(database_url, schema, password), database_url, schema, password)
         except psycopg.OperationalError as error:
-            if authentication_failed(error):
+            if lasting_refusal(error):
                 raise LedgerStoreError(refusal(database_url, error)) from None
             raise
 
@@ -303,7 +316,7 @@ def decimal_text(value: Decimal | int) -> str:
 
 async def wait_for_database(database_url: str, timeout: float = 30.0, password: str | None = None) -> None:
     """Until PostgreSQL accepts a connection (a container starting beside us), or LedgerStoreError;
-    at once when it refuses the credentials (waiting would not change them)."""
+    at once when it refuses the credentials or TLS (waiting would not change them: lasting_refusal)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         try:
@@ -311,7 +324,7 @@ async def wait_for_database(database_url: str, timeout: float = 30.0, password: 
             await connection.close()
             return
         except psycopg.OperationalError as error:
-            if authentication_failed(error):
+            if lasting_refusal(error):
                 raise LedgerStoreError(refusal(database_url, error)) from None
             if asyncio.get_running_loop().time() > deadline:
                 raise LedgerStoreError(f"PostgreSQL at {redacted(database_url)} did not answer: {error}") from error

@@ -17,8 +17,9 @@ from gongji.settings import Settings
 ROOT = Path(__file__).parents[2]
 #: Services issue 5 is adding beside this change: `gongji run` knows them once they are merged.
 COMING = {"ledger", "fraud", "dashboard"}
-#: Settings fields those services add (GONGJI_DASHBOARD_HOST, …), allowed until Settings has them.
-COMING_FIELDS = {"dashboard_host", "dashboard_port"}
+#: Settings fields other parts of issue 10 add (signed input's keys, the dashboard's token and
+#: pseudonym key, each a mounted secret), allowed in compose and k8s until Settings has them.
+COMING_FIELDS = {"dashboard_host", "dashboard_port", "input_keys_file", "dashboard_token_file", "pseudonym_key_file"}
 
 
 def compose() -> dict:
@@ -149,3 +150,85 @@ def test_redis_persists_postgres_serves_the_ledger_and_the_dashboard_is_publishe
 def test_every_gongji_variable_in_compose_is_a_setting():
     for name, service in gongji_services(compose()).items():
         assert unknown_settings(service["environment"]) == [], name
+
+
+# --- the image: hash-locked dependencies, a base pinned by digest, a non-root user -----------------
+
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+
+
+def locked(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """{canonical name: (version, hashes)} of a `--generate-hashes` lock file."""
+    from packaging.utils import canonicalize_name
+
+    entries, current = {}, None
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip() if not line.lstrip().startswith("--hash") else line.strip()
+        if not line:
+            continue
+        if line.startswith("--hash="):
+            assert current is not None, f"{path.name}: a hash before any requirement"
+            entries[current][1].append(line.removeprefix("--hash=").rstrip(" \\"))
+            continue
+        requirement = line.rstrip(" \\")
+        name, _, version = requirement.partition("==")
+        assert version and ";" not in version, f"{path.name}: {requirement} is not pinned with =="
+        current = canonicalize_name(name.split("[")[0])
+        entries[current] = (version, [])
+    return entries
+
+
+def dockerfile_images() -> list[str]:
+    """The image of every FROM line, with ARG defaults filled in."""
+    args, images = {}, []
+    for line in DOCKERFILE.read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["ARG"] and "=" in words[1]:
+            name, _, value = words[1].partition("=")
+            args[name] = value
+        elif words[:1] == ["FROM"]:
+            image = words[1]
+            for name, value in args.items():
+                image = image.replace("${" + name + "}", value).replace("$" + name, value)
+            images.append(image)
+    return images
+
+
+def test_the_locks_pin_every_dependency_of_pyproject_with_hashes():
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    for lock_name, requirements in (("requirements.lock", project["project"]["dependencies"]),
+                                    ("build-requirements.lock", project["build-system"]["requires"])):
+        lock = locked(ROOT / "deploy" / lock_name)
+        for text in requirements:
+            requirement = Requirement(text)
+            name = canonicalize_name(requirement.name)
+            assert name in lock, f"deploy/{lock_name} has no {name}: run deploy/lock.sh"
+            assert requirement.specifier.contains(lock[name][0], prereleases=True), \
+                f"deploy/{lock_name} pins {name}=={lock[name][0]}, pyproject asks {text}: run deploy/lock.sh"
+            for extra in requirement.extras:  # psycopg[binary] → psycopg-binary, at the same version
+                assert lock.get(canonicalize_name(f"{name}-{extra}"), ("",))[0] == lock[name][0], (name, extra)
+        for name, (version, hashes) in lock.items():
+            assert hashes and all(h.startswith("sha256:") and len(h) == 71 for h in hashes), (lock_name, name)
+
+
+def test_the_image_installs_only_from_the_locks_on_a_base_pinned_by_digest_as_a_non_root_user():
+    import re
+
+    images = dockerfile_images()
+    assert images, "no FROM line"
+    for image in images:
+        assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", image), f"{image} is not pinned by digest"
+    text = DOCKERFILE.read_text()
+    installs = [line for line in text.replace("\\\n", " ").splitlines() if "pip install" in line]
+    for command in (part for line in installs for part in line.split("&&") if "pip install" in part):
+        if "--no-deps" in command and "/wheels/" in command:
+            continue  # Gongji's own wheel, built in the image from the copied sources
+        assert "--require-hashes" in command and " -r deploy/" in command and ".lock" in command, command
+    assert "--no-build-isolation" in text, "building Gongji must not fetch setuptools unlocked"
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and re.fullmatch(r"[1-9]\d*:[1-9]\d*", users[-1]), "the image runs as a numeric non-root user"

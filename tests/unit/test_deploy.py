@@ -288,12 +288,11 @@ def test_each_compose_service_reads_only_its_own_credentials_as_files():
     spec = compose()
     for name, service in gongji_services(spec).items():
         env, mounted = service["environment"], mounted_secrets(service)
-        principal = f"gongji-{name.removeprefix('run-')}"
-        for source in mounted.values():
-            assert source in SHARED_SECRETS or name.split("-")[0] in source or \
-                (name == "settlement" and source.startswith("input-")) or \
-                (name == "dashboard" and source in ("dashboard-token", "pseudonym-key")) or \
-                (name == "ledger-migrate" and source == "postgres-owner-password"), f"{name} mounts {source}"
+        principal = f"gongji-{name}"
+        own = {"settlement": {"input-keys", "input-compose-key"}, "dashboard": {"dashboard-token", "pseudonym-key"},
+               "ledger-migrate": {"postgres-owner-password"}}.get(name, set())
+        for source in mounted.values():  # the shared CA, its own passwords (named after it), its own keys
+            assert source in SHARED_SECRETS | own or f"-{name}-" in f"-{source}-", f"{name} mounts {source}"
         for key, value in env.items():
             if key.endswith("_FILE") and value:
                 path = Path(value)

@@ -130,3 +130,39 @@ async def test_without_the_requirement_unsigned_input_settles_and_a_forged_signa
     assert [letter["reason"] for _, letter, _ in dead] == [
         "signature by key 'hub' (hmac-sha256) does not verify: not made over this topic, key, type and value"]
     assert "setl_id" in by_claim(settled)[unsigned["claim_id"]][0]
+
+
+async def test_a_rebuild_takes_no_registry_entry_the_service_refused(stack, uniq, tmp_path):
+    """`gongji settlement rebuild` reads the input topics again: a person move dead-lettered for its
+    signature or its key's regions must not come back into the state from there."""
+    from gongji.common.redis import connect
+    from gongji.settlement.policy import load_policy_book
+    from gongji.settlement.rebuild import rebuild
+    from gongji.settlement.redis_store import RedisStore
+
+    settings = settings_for(stack, uniq, input_keys_file=keys_file(tmp_path), require_signed_input=True)
+    ring = load_keys(settings.input_keys_file)
+    hub, erenhot = ring.keys["hub"], ring.keys["erenhot"]
+    traffic = Traffic(persons=2, seed=7, tag=uniq, family=0.0)
+    other = next(p for p in traffic.persons if p["insu_admdvs"] == PROVINCE)
+    institution = next(i for i in traffic.institutions if i["admdvs"] == PROVINCE and i["fixmedins_type"] == "1")
+    claim = a_claim(traffic, other, institution, "after-the-moves")
+    moved = {**other, "insu_admdvs": ERENHOT}
+    async with running_service(settings):
+        await send(settings, encode(CATALOG, settings, traffic.registry(), hub))
+        await wait_registered(settings, traffic)
+        await send(settings, encode(CATALOG, settings, [("person", moved)], erenhot)
+                   + encode(CATALOG, settings, [("person", moved)]))
+        await collect(settings, settings.topics.dead_letters, lambda rs: len(rs) >= 2)
+        await send(settings, encode(CATALOG, settings, [("claim", claim)], hub))
+        await collect(settings, settings.topics.settlements, lambda rs: claim["claim_id"] in by_claim(rs))
+
+    client = connect(settings.redis_url)
+    try:
+        report = await rebuild(settings, CATALOG, load_policy_book(), client, force=True)
+        person = (await RedisStore(client, settings.key_prefix).read({other["psn_no"]}, set(), set())).persons
+    finally:
+        await client.aclose()
+    assert report.markers_written and not report.differences
+    assert report.unanswered == 2
+    assert person[other["psn_no"]].insu_admdvs == PROVINCE

@@ -74,11 +74,15 @@ async def test_required_signatures_dead_letter_unsigned_forged_and_out_of_region
         # A hub-signed claim replayed onto accounts.credits: the signature binds the topic.
         topic, key, value, ident, headers = rows[0]
         rows.append((settings.topics.credits, key, value, ident, headers))
+        # A person record signed as a claim: the MAC holds (it covers the type it was given), the type does not.
+        person_value = CATALOG.encode("Person", local)
+        rows.append((settings.topics.persons, local["psn_no"].encode(), person_value, "typed",
+                     hub.headers(settings.topics.persons, local["psn_no"].encode(), "claim", person_value)))
         await send(settings, rows)
-        dead = await collect(settings, settings.topics.dead_letters, lambda rs: len(rs) >= 7)
+        dead = await collect(settings, settings.topics.dead_letters, lambda rs: len(rs) >= 8)
         settled = await collect(settings, settings.topics.settlements,
                                 lambda rs: {claims["hub"]["claim_id"], claims["erenhot"]["claim_id"]} <= set(by_claim(rs)))
-        assert service.stats.dead_letters == 7
+        assert service.stats.dead_letters == 8
 
     reasons = {}
     for _, letter, _ in dead:
@@ -96,6 +100,7 @@ async def test_required_signatures_dead_letter_unsigned_forged_and_out_of_region
             "key 'erenhot' may speak only for 152501, not 990100 (the person's insured region)",
         (settings.topics.persons, other["psn_no"]):
             "key 'erenhot' may speak only for 152501, not 990100 (the person's insured region before this change)",
+        (settings.topics.persons, local["psn_no"]): "signed as type b'claim' but a Person record",
         (credits_topic, claims["hub"]["claim_id"]):
             "signature by key 'hub' (hmac-sha256) does not verify: not made over this topic, key, type and value",
     }

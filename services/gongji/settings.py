@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     ledger_migration_url: str | None = None
     ledger_migration_password_file: Path | None = None
     ledger_writer_role: str | None = None
+    # Signed input (gongji.common.signing, README "Signed input"): the keys file (TOML: per key id its
+    # algorithm, secret file and regions); settlement verifies every signed input record against it
+    # and, with require_signed_input, dead-letters unsigned ones too. Gongji's own producers (demo,
+    # bench) sign with the key input_signing_key names in the file.
+    input_keys_file: Path | None = None
+    require_signed_input: bool = False
+    input_signing_key: str | None = None
     topics: Topics = Topics()
     # Prepended to every topic name, so several deployments (or tests) can share one cluster.
     topic_prefix: str = ""
@@ -185,7 +192,8 @@ class Settings(BaseSettings):
                      "kafka_sasl_password", "kafka_sasl_password_file", "kafka_ssl_cafile", "kafka_ssl_certfile",
                      "kafka_ssl_keyfile", "redis_username", "redis_password", "redis_password_file",
                      "database_password", "database_password_file", "ledger_migration_url",
-                     "ledger_migration_password_file", "ledger_writer_role", mode="before")
+                     "ledger_migration_password_file", "ledger_writer_role", "input_keys_file",
+                     "input_signing_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         return value or None  # GONGJI_DATABASE_URL= names no database (to_env writes None so)
@@ -256,6 +264,12 @@ class Settings(BaseSettings):
             return self.kafka_sasl_password_file.read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as error:
             raise ValueError(f"kafka_sasl_password_file {self.kafka_sasl_password_file}: {error.strerror}") from None
+
+    @model_validator(mode="after")
+    def _signing_has_keys(self) -> "Settings":
+        if (self.require_signed_input or self.input_signing_key) and self.input_keys_file is None:
+            raise ValueError("require_signed_input and input_signing_key need input_keys_file (GONGJI_INPUT_KEYS_FILE)")
+        return self
 
     @model_validator(mode="after")
     def _prefix_topics(self) -> "Settings":

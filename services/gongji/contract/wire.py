@@ -34,6 +34,9 @@ TYPE_HEADER = "gongji-type"
 ID_HEADER = "gongji-id"
 #: On a dead letter: the service that dead-lettered it (the reason is in the record).
 SERVICE_HEADER = "gongji-service"
+#: On an input record: who vouches for it, "kid=<key id>;alg=<hmac-sha256|hmac-sm3>;mac=<hex>", the
+#: MAC over its topic, key, type header and value (gongji.common.signing; README "Signed input").
+SIGNATURE_HEADER = "gongji-signature"
 DEAD_LETTER = "dead-letter"
 FRAUD_SIGNAL = "fraud-signal"
 CLEARING_STATEMENT = "clearing-statement"

@@ -25,6 +25,7 @@ from gongji.common import kafka
 from gongji.common.avro import SchemaCatalog
 from gongji.contract.wire import ID_HEADER, TYPE_HEADER, header
 from gongji.local.errors import LocalError
+from gongji.common.signing import signer
 from gongji.local.launch import encode, isolated, prepare_topics, servers, start_service, stop_processes
 from gongji.local.synthetic import Traffic
 from gongji.settings import Settings
@@ -76,14 +77,14 @@ class Results:
 async def _send(producer, messages, sent: dict[str, float], rate: float | None) -> None:
     start = time.perf_counter()
     futures = []
-    for number, (topic, key, value, ident) in enumerate(messages):
+    for number, (topic, key, value, ident, headers) in enumerate(messages):
         if rate:
             due = start + number / rate
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
         sent.setdefault(ident, time.perf_counter())
-        futures.append(await producer.send(topic, value, key=key))
+        futures.append(await producer.send(topic, value, key=key, headers=headers))
     await asyncio.gather(*futures)
 
 
@@ -125,11 +126,12 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
     await prepare_topics(settings)
     traffic = Traffic(persons=persons, seed=11, tag=settings.key_prefix)
 
+    key = signer(settings)  # the configured input key signs every message (the local stack's: always)
     print(f"bench: {workers} settlement process(es); encoding {persons} persons, {claims} + {paced_claims} claims ...", flush=True)
-    registry = encode(catalog, settings, traffic.registry())
-    openings = encode(catalog, settings, traffic.openings())
-    burst = encode(catalog, settings, traffic.stream(claims))
-    paced = encode(catalog, settings, traffic.stream(paced_claims))
+    registry = encode(catalog, settings, traffic.registry(), key)
+    openings = encode(catalog, settings, traffic.openings(), key)
+    burst = encode(catalog, settings, traffic.stream(claims), key)
+    paced = encode(catalog, settings, traffic.stream(paced_claims), key)
 
     log = open(workdir / "settlement.log", "ab")
 

@@ -25,6 +25,9 @@ def stack(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
         print(("already running: " if state["already_running"] else "started: ")
               + f"GONGJI_KAFKA_BOOTSTRAP_SERVERS={state['kafka_bootstrap_servers']} "
               f"GONGJI_REDIS_URL={state['redis_url']} GONGJI_DATABASE_URL={state.get('database_url')}"
+              # Its settlement requires signed input: a producer of yours signs with this key.
+              + (f" GONGJI_INPUT_KEYS_FILE={state['input_keys_file']} GONGJI_INPUT_SIGNING_KEY=local"
+                 if state.get("input_keys_file") else "")
               + (f"\ndashboard: {state['dashboard_url']}" if state.get("dashboard_url") else ""))
     else:
         print("stopped" if stack_down(STATE_DIR) else "no local stack was running")

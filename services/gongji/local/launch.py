@@ -19,13 +19,15 @@ from typing import IO
 from gongji.common.avro import SchemaCatalog
 from gongji.common.topic_admin import ensure_service_topics
 from gongji.contract.topics import service_topics
-from gongji.contract.wire import INPUT_RECORDS
+from gongji.common.signing import Key
+from gongji.contract.wire import INPUT_RECORDS, TYPE_HEADER
 from gongji.local.processes import die_with_parent, free_port
 from gongji.local.stack import LocalStack, stack_settings
 from gongji.settings import Settings
 
-#: A topic message ready to send: (topic, key, value, id of the event: claim_id, credit_id or key).
-Row = tuple[str, bytes, bytes, str]
+#: A topic message ready to send: (topic, key, value, id of the event: claim_id, credit_id or key,
+#: headers: its type, and its signature when a key is configured).
+Row = tuple[str, bytes, bytes, str, list[tuple[str, bytes]]]
 
 
 def servers(workdir: Path) -> tuple[LocalStack | None, Settings]:
@@ -124,11 +126,20 @@ async def prepare_topics(settings: Settings) -> None:
     await ensure_service_topics(settings, service_topics(settings.topics, "settlement"))
 
 
-def encode(catalog: SchemaCatalog, settings: Settings, events: Iterable[tuple[str, dict]]) -> list[Row]:
-    """Input events as topic messages, keyed by psn_no (institutions by fixmedins_code)."""
+def encode(catalog: SchemaCatalog, settings: Settings, events: Iterable[tuple[str, dict]],
+           signer: Key | None = None) -> list[Row]:
+    """Input events as topic messages, keyed by psn_no (institutions by fixmedins_code), signed by
+    `signer` when given (gongji.common.signing.signer(settings): the configured key)."""
     rows = []
     for kind, data in events:
         key = data["fixmedins_code"] if kind == "institution" else data["psn_no"]
         ident = data.get("claim_id") or data.get("credit_id") or key
-        rows.append((input_topic(settings, kind), key.encode(), catalog.encode(INPUT_RECORDS[kind], data), ident))
+        rows.append(row(settings, kind, key.encode(), catalog.encode(INPUT_RECORDS[kind], data), ident, signer))
     return rows
+
+
+def row(settings: Settings, kind: str, key: bytes, value: bytes, ident: str, signer: Key | None = None) -> Row:
+    """One input message of type `kind`, with its type header and, given a signer, its signature."""
+    topic = input_topic(settings, kind)
+    headers = signer.headers(topic, key, kind, value) if signer else [(TYPE_HEADER, kind.encode())]
+    return topic, key, value, ident, headers

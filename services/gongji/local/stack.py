@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gongji.local import input_keys
 from gongji.local.errors import StackError
 from gongji.local.processes import alive, die_with_parent, free_port, stop_signal, terminate
 from gongji.local.servers import (
@@ -86,6 +87,7 @@ class LocalStack:
         self.start_timeout = start_timeout
         self.postgres = postgres
         self._servers: dict[str, Server] = {}
+        self.input_keys_file: Path | None = None  # the input signing key (gongji.local.input_keys)
 
     @property
     def kafka_bootstrap_servers(self) -> str:
@@ -110,6 +112,7 @@ class LocalStack:
     def start(self) -> LocalStack:
         """Start the servers and wait until they answer; raise StackError with the log tail if not."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.input_keys_file = input_keys.generate(self.workdir)
         try:
             self._start_server("kafka", tansu_binary(), kafka_ready)
             # Tansu keeps its log in memory: an append-only file from an earlier run would hold
@@ -147,6 +150,7 @@ class LocalStack:
             "kafka_bootstrap_servers": self.kafka_bootstrap_servers,
             "redis_url": self.redis_url,
             "database_url": self.database_url,
+            "input_keys_file": str(self.input_keys_file) if self.input_keys_file else None,
             "workdir": str(self.workdir),
             "servers": {
                 s.name: {"pid": s.pid, "port": s.port, "binary": s.binary, "log": str(s.log),
@@ -199,7 +203,7 @@ def stack_settings(state: dict[str, Any]) -> dict[str, Any]:
     """The Settings fields that put a process on a local stack (`LocalStack.state()`, or its state
     file): all three of its addresses, and the short group timeouts Tansu needs."""
     return {"kafka_bootstrap_servers": state["kafka_bootstrap_servers"], "redis_url": state["redis_url"],
-            "database_url": state.get("database_url"),
+            "database_url": state.get("database_url"), **input_keys.settings(state),
             **{f"kafka_{name}": value for name, value in TANSU_GROUP_TIMEOUTS.items()}}
 
 

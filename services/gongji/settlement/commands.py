@@ -38,7 +38,13 @@ async def serve(settings: Settings, book: PolicyBook) -> None:
     except CredentialsRefused as error:
         await client.aclose()
         sys.exit(f"gongji: settlement: {error}")
-    service = SettlementService(settings, SchemaCatalog(), book, client)
+    from gongji.common.signing import KeyFileError
+
+    try:
+        service = SettlementService(settings, SchemaCatalog(), book, client)
+    except KeyFileError as error:  # a keys file that cannot be used stops start-up with one line
+        await client.aclose()
+        sys.exit(f"gongji: settlement: {error}")
     tune_gc()
     logging.getLogger("gongji").info("settlement: regions %s, Kafka %s, Redis %s", ", ".join(book.regions),
                                      settings.kafka_bootstrap_servers, redacted(settings.redis_url))

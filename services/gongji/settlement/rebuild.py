@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 
 from aiokafka.structs import TopicPartition
 
-from gongji.common import kafka
+from gongji.common import kafka, signing
 from gongji.common.avro import DecodeError, SchemaCatalog
 from gongji.settings import Settings
 from gongji.common.redis import Durability
 from gongji.contract.topics import settlement_inputs
-from gongji.contract.wire import OUTPUT_RECORDS, RECORD_INPUTS
+from gongji.contract.wire import OUTPUT_RECORDS, RECORD_INPUTS, TYPE_HEADER, header
+from gongji.settlement import regions
 from gongji.settlement.codec import from_output, json_ready, to_event
 from gongji.settlement.domain import Rejection, SettlementError
 from gongji.settlement.events import Claim, Credit, Institution, Person, Reversal
@@ -142,6 +143,7 @@ async def rebuild(settings: Settings, catalog: SchemaCatalog, book: PolicyBook, 
     accepted = settlement_inputs(topics)  # as the service takes them
     inputs = list(accepted)
     markers = SeenMarkers(client, settings.key_prefix, settings.settlement_group, Durability.from_settings(settings))
+    ring = signing.key_ring(settings)  # input the service dead-lettered for its signature has no effect here either
     await markers.durability.check(client)
     reader = kafka.consumer(settings, None)
     await reader.start()
@@ -180,17 +182,24 @@ async def rebuild(settings: Settings, catalog: SchemaCatalog, book: PolicyBook, 
         occurrences: dict[tuple[str, str], list] = {}
         async for message in _read_to(reader, committed, report, kept={topics.persons, topics.institutions}):
             report.inputs += 1
+            verdict = ring.verify(message.topic, message.key, message.headers, message.value) if ring else None
+            if verdict is not None and verdict.refused:
+                report.unanswered += 1
+                continue
             try:
                 name, data = catalog.decode(message.value)
             except DecodeError:
                 report.unanswered += 1
                 continue
             event = to_event(RECORD_INPUTS[name], data) if name in accepted[message.topic] else None
+            signer = verdict.key if verdict else None
+            if signer is not None and header(message.headers, TYPE_HEADER) != RECORD_INPUTS[name].encode():
+                event = None
             if event is None or isinstance(event, Rejection):  # dead-lettered when it was read
                 report.unanswered += 1
             elif isinstance(event, (Person, Institution)):
                 steps.append((message.timestamp, 0, message.topic, message.partition, message.offset, len(steps),
-                              "registry", event))
+                              "registry", (event, signer and signer.key_id, signer and signer.regions)))
             else:
                 occurrences.setdefault(_ident(data, name), []).append((message, event, data))
     finally:
@@ -223,6 +232,9 @@ async def rebuild(settings: Settings, catalog: SchemaCatalog, book: PolicyBook, 
             return
         events = [event for _, event in run]
         if run[0][0] == "registry":
+            taken = await _within_regions(store, events)
+            report.unanswered += len(events) - len(taken)  # dead-lettered for their key's regions
+            events = taken
             await settler.handle(events)
             report.registry += len(events)
         elif run[0][0] == "keep":
@@ -253,6 +265,18 @@ async def rebuild(settings: Settings, catalog: SchemaCatalog, book: PolicyBook, 
         report.markers_written = True
     report.seconds = time.monotonic() - started
     return report
+
+
+async def _within_regions(store: RedisStore, checks: list) -> list:
+    """The registry entries whose key may speak for their regions, judged against the registry
+    rebuilt so far, as the service judged them against the one it had (gongji.settlement.regions)."""
+    events = [event for event, _key_id, _regions in checks]
+    if all(key_regions is None for _event, _key_id, key_regions in checks):
+        return events
+    psn_nos, codes = regions.needed(events)
+    snapshot = await store.read(psn_nos, codes, set())
+    verdicts = regions.check(checks, snapshot.persons, snapshot.institutions)
+    return [event for event, reason in zip(events, verdicts) if reason is None]
 
 
 def _key(event) -> str:

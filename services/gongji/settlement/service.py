@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from gongji.common import kafka, poison
+from gongji.common import kafka, poison, signing
 from gongji.common.avro import DecodeError, SchemaCatalog, UnknownSchemaError
 from gongji.common.observe import Metrics
 from gongji.common.redis import Durability
@@ -25,13 +25,14 @@ from gongji.common.schemas import SchemaDirectory
 from gongji.settings import Settings
 from gongji.common.topic_admin import ensure_service_topics
 from gongji.contract.topics import service_topics, settlement_inputs
-from gongji.contract.wire import OUTPUT_RECORDS, RECORD_INPUTS
+from gongji.contract.wire import OUTPUT_RECORDS, RECORD_INPUTS, TYPE_HEADER, header
 from gongji.contract.wire import headers as wire_headers
 from gongji.settlement.codec import from_output, to_event
 from gongji.settlement.domain import Output, Rejection
 from gongji.settlement.settler import Settler, StoreContention
 from gongji.settlement.policy import PolicyBook
 from gongji.settlement.redis_store import RedisStore, SeenMarkers
+from gongji.settlement import regions
 from gongji.settlement.seen import Gate, StateLost
 
 log = logging.getLogger("gongji.settlement")
@@ -81,6 +82,8 @@ class SettlementService:
         self.probe = poison.redis_probe(redis_client, settings.key_prefix)
         self.accepted = settlement_inputs(settings.topics)
         self.schemas = SchemaDirectory(settings, catalog)
+        # Signed input: None without a keys file (nothing verified); KeyFileError stops start-up.
+        self.ring = signing.key_ring(settings)
         self.stats = Stats()
         self.metrics = Metrics(SERVICE)
         # Results are published only once Redis has made their state durable, and only onto state
@@ -133,6 +136,28 @@ class SettlementService:
         until that event is alone, dead-letters it and settles the rest, in order."""
         return await self.settler.handle_each(events)
 
+    async def _within_regions(self, events: list, signers: list, answers: list, dead: list) -> list:
+        """The events whose signing key may speak for their regions (gongji.settlement.regions); the
+        others go to `dead` and leave their place in `answers`. One Redis read of the registry
+        entries concerned, only when a key limited to regions signed something in the batch."""
+        if not any(signer is not None and signer.regions is not None for signer in signers):
+            return [event for _message, event in events]
+        psn_nos, codes = regions.needed(event for _message, event in events)
+        snapshot = await self.settler.store.read(psn_nos, codes, set())
+        verdicts = regions.check([(event, signer and signer.key_id, signer and signer.regions)
+                                  for (_message, event), signer in zip(events, signers)],
+                                 snapshot.persons, snapshot.institutions)
+        slots = [index for index, answer in enumerate(answers) if answer is None]
+        kept, refused = [], set()
+        for (message, event), reason, slot in zip(events, verdicts, slots):
+            if reason is None:
+                kept.append(event)
+            else:
+                dead.append((message, reason))
+                refused.add(slot)
+        answers[:] = [answer for index, answer in enumerate(answers) if index not in refused]
+        return kept
+
     async def process(self, messages: list[ConsumerRecord], producer: AIOKafkaProducer) -> list[Output]:
         """Settle one batch and publish its results; returns them. Raises when anything fails (an
         outage or a poison message: consume_batches tells which)."""
@@ -144,7 +169,15 @@ class SettlementService:
         # Nothing orders a registry change against a claim on another topic; the registries go
         # first, so a person and their first claim polled together settle (each topic keeps its order).
         registries = (self.settings.topics.persons, self.settings.topics.institutions)
+        signers: list[signing.Key | None] = []  # per event: the key that signed it
         for message in sorted(messages, key=lambda message: message.topic not in registries):
+            signer = None
+            if self.ring is not None:
+                verdict = self.ring.verify(message.topic, message.key, message.headers, message.value)
+                if verdict.refused:
+                    dead.append((message, verdict.refused))
+                    continue
+                signer = verdict.key
             try:
                 name, data = await self._decode(message.value)
             except DecodeError as error:
@@ -153,15 +186,21 @@ class SettlementService:
             if name not in self.accepted.get(message.topic, ()):
                 dead.append((message, f"a {name} record does not belong on topic {message.topic}"))
                 continue
-            event = to_event(RECORD_INPUTS[name], data, self.bounds)
+            kind = RECORD_INPUTS[name]
+            if signer is not None and header(message.headers, TYPE_HEADER) != kind.encode():
+                dead.append((message, f"signed as type {header(message.headers, TYPE_HEADER)!r} but a {name} record"))
+                continue
+            event = to_event(kind, data, self.bounds)
             if isinstance(event, Rejection):
                 if _named(event):
                     answers.append(Output(event.psn_no or "", event))
                 else:  # the sender could not tell which of theirs it answers: the bytes go back
                     dead.append((message, event.err_msg))
             else:
-                events.append(event)
+                events.append((message, event))
+                signers.append(signer)
                 answers.append(None)
+        events = await self._within_regions(events, signers, answers, dead)
         settled = iter(await self._settle(events))
         outputs = [output for answer in answers
                    for output in ((answer,) if answer is not None else next(settled))]

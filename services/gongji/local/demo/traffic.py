@@ -16,7 +16,8 @@ from gongji.common.avro import SchemaCatalog
 from gongji.common.redis import client_for
 from gongji.local.demo.figures import Run
 from gongji.local.errors import DemoError
-from gongji.local.launch import encode
+from gongji.common.signing import Key, signer
+from gongji.local.launch import Row, encode, row as input_row
 from gongji.local.synthetic import Traffic
 from gongji.settings import Settings
 from gongji.settlement.redis_store import RedisStore
@@ -29,18 +30,19 @@ REGISTRY_TIMEOUT = 120.0
 async def feed(run: Run, catalog: SchemaCatalog, traffic: Traffic, stop: asyncio.Event) -> None:
     """Registry, then opening credits once the service has the registry, then claims at the rate."""
     settings = run.settings
+    key = signer(settings)  # the configured input key (the local stack's: always one)
     producer = kafka.producer(settings)
     await producer.start()
     try:
         run.phase = "sending the registry"
-        run.sent.registry = await _send_rows(producer, encode(catalog, settings, traffic.registry()))
+        run.sent.registry = await _send_rows(producer, encode(catalog, settings, traffic.registry(), key))
         await wait_registered(settings, traffic, stop)
         if stop.is_set():
             return
         run.phase = "sending opening credits"
-        run.sent.credits = await _send_rows(producer, encode(catalog, settings, traffic.openings()))
+        run.sent.credits = await _send_rows(producer, encode(catalog, settings, traffic.openings(), key))
         run.phase = "settling"
-        await _stream_claims(run, producer, catalog, traffic, stop)
+        await _stream_claims(run, producer, catalog, traffic, stop, key)
     finally:
         await producer.stop()
 
@@ -52,8 +54,8 @@ async def _send_rows(producer, rows) -> int:
 
 
 async def _send(producer, row) -> asyncio.Future:
-    topic, key, value, _ident = row
-    return await producer.send(topic, value, key=key)
+    topic, key, value, _ident, headers = row
+    return await producer.send(topic, value, key=key, headers=headers)
 
 
 async def wait_registered(settings: Settings, traffic: Traffic, stop: asyncio.Event) -> None:
@@ -76,7 +78,8 @@ async def wait_registered(settings: Settings, traffic: Traffic, stop: asyncio.Ev
         await client.aclose()
 
 
-async def _stream_claims(run: Run, producer, catalog: SchemaCatalog, traffic: Traffic, stop: asyncio.Event) -> None:
+async def _stream_claims(run: Run, producer, catalog: SchemaCatalog, traffic: Traffic, stop: asyncio.Event,
+                         key: Key | None) -> None:
     """Traffic.stream at `run.rate` messages a second, paced by the clock, until `stop`."""
     settings, sent = run.settings, run.sent
     events = traffic.stream(sys.maxsize)
@@ -88,30 +91,31 @@ async def _stream_claims(run: Run, producer, catalog: SchemaCatalog, traffic: Tr
         while sent.claims < due:
             kind, data = next(events)
             last_claim = data if kind == "claim" else last_claim
-            deliveries.append(await _send(producer, encode(catalog, settings, [(kind, data)])[0]))
+            deliveries.append(await _send(producer, encode(catalog, settings, [(kind, data)], key)[0]))
             sent.claims += 1
             if sent.claims % BAD_EVERY == BAD_EVERY // 2 and last_claim:
-                deliveries.append(await _send(producer, bad_input(run, catalog, last_claim)))
+                deliveries.append(await _send(producer, bad_input(run, catalog, last_claim, key)))
         await asyncio.gather(*deliveries)
         await wait_set(stop, 0.02)
     sent.claims_until = time.monotonic()
 
 
-def bad_input(run: Run, catalog: SchemaCatalog, claim: dict):
+def bad_input(run: Run, catalog: SchemaCatalog, claim: dict, key: Key | None = None) -> Row:
     """A deliberately bad message for `claims`, junk bytes and a negative amount in turn. Both end
     as dead letters; the claim with a negative amount also gets an INVALID_CLAIM rejection."""
     sent, settings = run.sent, run.settings
     if sent.junk <= sent.negative:
         sent.junk += 1
         sent.claims += 1
-        return settings.topics.claims, b"demo-junk", JUNK + uuid.uuid4().bytes, "junk"
+        # Signed like the rest: it is dead-lettered for what it holds, not for want of a signature.
+        return input_row(settings, "claim", b"demo-junk", JUNK + uuid.uuid4().bytes, "junk", key)
     sent.negative += 1
     sent.claims += 1
     bad = copy.deepcopy(claim)
     bad["claim_id"] = f"{settings.key_prefix}NEG{sent.negative:06d}"
     line = bad["fee_details"][0]
     line["det_item_fee_sumamt"] = -line["det_item_fee_sumamt"]
-    return encode(catalog, settings, [("claim", bad)])[0]
+    return encode(catalog, settings, [("claim", bad)], key)[0]
 
 
 async def wait_set(event: asyncio.Event, seconds: float) -> bool:

@@ -17,9 +17,9 @@ from gongji.settings import Settings
 ROOT = Path(__file__).parents[2]
 #: Services issue 5 is adding beside this change: `gongji run` knows them once they are merged.
 COMING = {"ledger", "fraud", "dashboard"}
-#: Settings fields other parts of issue 10 add (signed input's keys, the dashboard's token and
-#: pseudonym key, each a mounted secret), allowed in compose and k8s until Settings has them.
-COMING_FIELDS = {"dashboard_host", "dashboard_port", "input_keys_file", "dashboard_token_file", "pseudonym_key_file"}
+#: Settings fields other parts of issue 10 add (the dashboard's token and pseudonym key, each a
+#: mounted secret), allowed in compose and k8s until Settings has them.
+COMING_FIELDS = {"dashboard_host", "dashboard_port", "dashboard_token_file", "pseudonym_key_file"}
 
 
 def compose() -> dict:

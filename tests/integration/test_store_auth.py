@@ -329,3 +329,44 @@ def test_a_password_file_that_cannot_be_read_is_one_line(tmp_path):
             assert done.returncode == 1 and len(lines) == 1, (argv, done.stderr)
             assert lines[0] == f"gongji: {variable}: cannot read {path}: {reason}" + (
                 " or directory" if reason == "No such file" else ""), lines
+
+
+async def test_a_redis_cluster_gives_every_node_the_same_users(redis_cluster, stack, uniq):
+    """The tests' cluster loads the stack's ACL file on each node: the cluster client works as a
+    service's user (CLUSTER SLOTS, COMMAND and its own keys on every node) and is refused without
+    a password and on the other service's keys, wherever their slot lives."""
+    from tests.integration.support import service_credentials
+
+    if not stack.credentials:
+        pytest.skip("servers named by the environment: their credentials are their own")
+    from redis.exceptions import RedisClusterException
+
+    with pytest.raises(RedisClusterException, match="must be called with the client already authenticated"):
+        await connect(redis_cluster, cluster=True).ping()  # the cluster client words NOAUTH so
+    settlement = connect(redis_cluster, cluster=True, **service_credentials(stack, "settlement"))
+    clearing = connect(redis_cluster, cluster=True, **service_credentials(stack, "clearing"))
+    try:
+        persons = [f"{uniq}-p{n}" for n in range(12)]  # spread over the three primaries' slots
+        for psn in persons:
+            await settlement.hset(f"{uniq}:{{{psn}}}:state", "balc", "0")
+        assert len({settlement.keyslot(f"{uniq}:{{{psn}}}:state") // 5461 for psn in persons}) == 3
+        for psn in persons:
+            with pytest.raises(NoPermissionError):
+                await clearing.hget(f"{uniq}:{{{psn}}}:state", "balc")
+        item = Contribution("2023-03", "152501", "990100", f"{uniq}-s", {"medfee_sumamt": 100})
+        assert await ClearingStore(clearing, uniq).apply([item]) == 1
+        with pytest.raises(NoPermissionError):
+            await ClearingStore(settlement, uniq).apply([item])
+    finally:
+        await settlement.aclose()
+        await clearing.aclose()
+    # A wrong password on a cluster stops a service with one line too.
+    env = {**os.environ, "GONGJI_REDIS_URL": redis_cluster, "GONGJI_REDIS_CLUSTER": "true",
+           "GONGJI_REDIS_USERNAME": redis_user("clearing"), "GONGJI_REDIS_PASSWORD": "wrong-password",
+           "GONGJI_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "GONGJI_KEY_PREFIX": uniq}
+    for service in ("settlement", "clearing"):
+        done = subprocess.run([sys.executable, "-m", "gongji", "run", service], env=env, capture_output=True,
+                              text=True, timeout=60)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1, done.stderr
+        assert "refused the credentials" in lines[0] and "wrong-password" not in done.stderr

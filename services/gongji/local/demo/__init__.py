@@ -57,6 +57,7 @@ async def run_demo(rate: int, seconds: float | None, persons: int, policy_dir) -
         sys.exit("gongji demo: --rate must be at least 1 and --persons at least 2")
     started = time.monotonic()
     logging.getLogger("aiokafka").setLevel(logging.WARNING)  # its INFO lines would scroll through the view
+    logging.getLogger("yoyo").setLevel(logging.WARNING)  # the ledger's migration, run here as the owner
     book = load_policy_book(policy_dir)  # a bad policy file stops the demo before anything starts
     policy_dir = Path(policy_dir).resolve() if policy_dir else None  # the service runs in the workdir
     stop, hurry = asyncio.Event(), asyncio.Event()

@@ -52,7 +52,9 @@ def uniq() -> str:
 
 @pytest.fixture
 async def redis_client(stack):
-    """A redis.asyncio client on the stack's server (bytes in, bytes out)."""
-    client = aioredis.Redis.from_url(stack.redis_url, decode_responses=False)
+    """A redis.asyncio client on the stack's server as its admin (bytes in, bytes out)."""
+    from tests.integration.support import admin_credentials
+
+    client = aioredis.Redis.from_url(stack.redis_url, decode_responses=False, **admin_credentials(stack))
     yield client
     await client.aclose()

@@ -152,7 +152,12 @@ def _resolve() -> Settings:
     """The settings on the configured servers, else the local stack's (gongji.local.state)."""
     from gongji.local.state import resolve_settings
 
-    return resolve_settings()
+    settings = resolve_settings()
+    try:
+        settings.check_secret_files()
+    except ValueError as error:  # a password file missing or unreadable: one line, not a traceback
+        sys.exit(f"gongji: {error}")
+    return settings
 
 
 if __name__ == "__main__":

@@ -223,6 +223,15 @@ class Settings(BaseSettings):
     def migration_password_value(self) -> str | None:
         return _secret(None, self.ledger_migration_password_file, "GONGJI_LEDGER_MIGRATION_PASSWORD_FILE")
 
+    def check_secret_files(self) -> None:
+        """Read every configured password file once: a missing or unreadable one raises ValueError
+        naming its variable (the CLI prints that one line) instead of failing in a client later."""
+        self.redis_credentials()
+        self.database_password_value()
+        self.migration_password_value()
+        if self.kafka_sasl_password_file is not None:
+            self.kafka_sasl_secret()
+
     def settlement_bounds(self) -> Bounds:
         return Bounds(max_line_amount=to_fen(self.max_line_amount), max_claim_amount=to_fen(self.max_claim_amount),
                       max_opening_amount=to_fen(self.max_opening_amount),

@@ -179,6 +179,22 @@ def test_stack_up_serves_and_down_stops(tmp_path):
         for service in SERVICES:
             cmdline = Path(f"/proc/{servers[service]['pid']}/cmdline").read_bytes().split(b"\0")
             assert [b"run", service.encode()] == cmdline[-3:-1], cmdline
+        # Secured by default: the printout names the password files, never a password; each service
+        # process has its own credentials in its environment (a password file) and no other's.
+        secrets = tmp_path / "state" / "secrets"
+        passwords = [path.read_text() for path in secrets.iterdir()]
+        assert fields["GONGJI_REDIS_PASSWORD_FILE"] == str(secrets / "redis-admin")
+        assert fields["GONGJI_DATABASE_PASSWORD_FILE"] == str(secrets / "gongji_ledger_owner")
+        recorded = up.stdout + again.stdout + (tmp_path / "state" / "stack.json").read_text()
+        assert passwords and not [password for password in passwords if password in recorded]
+        own = {"settlement": {"redis-settlement"}, "clearing": {"redis-clearing"}, "ledger": {"gongji_ledger"}}
+        for service in SERVICES:
+            environ = dict(item.decode().split("=", 1) for item in
+                           Path(f"/proc/{servers[service]['pid']}/environ").read_bytes().split(b"\0") if b"=" in item)
+            assert not [password for password in passwords if any(password in v for v in environ.values())]
+            files = {Path(value).name for name, value in environ.items()
+                     if name.startswith("GONGJI_") and name.endswith("_FILE") and value}
+            assert files == own.get(service, set()), (service, files)
         # The ledger's database is the stack's PostgreSQL; once the ledger has migrated it, the
         # ledger commands find it on their own.
         assert fields["GONGJI_DATABASE_URL"].startswith("postgresql://")

@@ -16,7 +16,7 @@ from gongji.local.processes import die_with_parent
 from gongji.local.servers import redis_server_binary
 
 from gongji.common.redis import connect
-from tests.integration.support import settings_for
+from tests.integration.support import acl_args, admin_credentials, service_credentials, settings_for
 from gongji.settlement.redis_store import RedisStore
 from gongji.settlement.memory_store import MemoryStore
 
@@ -36,8 +36,9 @@ def _cluster_port() -> int:
             continue
 
 
-def _cluster_node(workdir, attempts: int = 3):
-    """One cluster-enabled server on a free port; a port taken meanwhile is retried on another."""
+def _cluster_node(workdir, acl: list[str], credentials: dict, attempts: int = 3):
+    """One cluster-enabled server on a free port (`acl`: its --aclfile, `credentials` the admin's);
+    a port taken meanwhile is retried on another."""
     for _ in range(attempts):
         port = _cluster_port()
         log = workdir / f"node-{port}.log"
@@ -45,9 +46,9 @@ def _cluster_node(workdir, attempts: int = 3):
             [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
              "--cluster-config-file", f"nodes-{port}.conf", "--save", "", "--appendonly", "yes",
              "--appenddirname", f"aof-{port}",
-             "--dir", str(workdir), "--logfile", str(log)],
+             "--dir", str(workdir), "--logfile", str(log), *acl],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent(os.getpid()))
-        node = redis.Redis(host="127.0.0.1", port=port)
+        node = redis.Redis(host="127.0.0.1", port=port, **credentials)
         deadline = time.monotonic() + 20
         while process.poll() is None and time.monotonic() < deadline:
             try:
@@ -61,13 +62,15 @@ def _cluster_node(workdir, attempts: int = 3):
 
 
 @pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory):
-    """A Redis Cluster of three primaries on loopback, slots split evenly; yields one node's URL."""
+def redis_cluster(tmp_path_factory, stack):
+    """A Redis Cluster of three primaries on loopback, slots split evenly, every node with the local
+    stack's ACL file (its users and passwords); yields one node's URL."""
     workdir = tmp_path_factory.mktemp("cluster")
+    acl, credentials = acl_args(stack, workdir / "users.acl"), admin_credentials(stack)
     started = []
     try:
         for _ in range(3):
-            started.append(_cluster_node(workdir))
+            started.append(_cluster_node(workdir, acl, credentials))
         processes, ports, nodes = zip(*started)
         ranges = [(0, 5460), (5461, 10922), (10923, 16383)]
         for node, (first, last) in zip(nodes, ranges):
@@ -89,14 +92,16 @@ def redis_cluster(tmp_path_factory):
 @pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def store(request, uniq, stack):
     """Each SettlementStore in turn: the in-memory one replay uses, and the Redis one the service
-    uses, on one server and on a Redis Cluster (the scripts' keys share a {psn_no} slot)."""
+    uses, on one server and on a Redis Cluster (the scripts' keys share a {psn_no} slot), as the
+    settlement service's Redis user."""
     if request.param == "memory":
         yield MemoryStore()
         return
+    user = service_credentials(stack, "settlement")
     if request.param == "redis":
-        client = connect(stack.redis_url)
+        client = connect(stack.redis_url, **user)
     else:
-        client = connect(request.getfixturevalue("redis_cluster"), cluster=True)
+        client = connect(request.getfixturevalue("redis_cluster"), cluster=True, **user)
     yield RedisStore(client, prefix=uniq)
     await client.aclose()
 

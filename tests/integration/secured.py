@@ -1,6 +1,7 @@
-"""A valkey-server with ACL users and a PostgreSQL with scram-sha-256 passwords, started for the
-store-authentication tests (the local stack itself still runs them open: issue 10 switches it when
-every client can authenticate)."""
+"""The secured stores as the store-authentication tests see them: the local stack's own Valkey and
+PostgreSQL (`stack_redis`, `stack_postgres`: its users, roles and password files), and a valkey-server
+whose users are limited to one key prefix, as deploy/redis/users.acl.example is (`secured_redis`:
+the local stack's users take any prefix, since each test has its own)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,16 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from gongji.local.processes import die_with_parent, free_port, stop_signal, terminate
 from gongji.local.servers import (
     Server,
-    init_postgres,
-    postgres_bindir,
-    postgres_ready,
     redis_ready,
     redis_server_binary,
 )
-from gongji.local.store_users import ADMIN, StoreCredentials, redis_acl, redis_user
-
-ROLES_SQL = Path(__file__).resolve().parents[2] / "deploy/postgres/roles.sql"
-
+from gongji.local.credentials import OPERATOR, read_secret
+from gongji.local.store_users import ADMIN, LEDGER_OWNER, LEDGER_WRITER, REDIS_RULES, StoreCredentials, redis_acl, redis_user
 
 def _start(server: Server, workdir: Path, ready, timeout: float = 30.0) -> Server:
     with open(server.log, "wb") as log:
@@ -44,6 +41,24 @@ def _stop(server: Server) -> None:
     terminate(server.pid, server.process, first=stop_signal(server.name))
     if server.data is not None and server.user is not None:
         shutil.rmtree(server.data.parent, ignore_errors=True)
+
+
+def stack_secrets(stack) -> StoreCredentials:
+    """The local stack's passwords, read from its files."""
+    folder = Path(stack.credentials[OPERATOR]["redis_password_file"]).parent
+    return StoreCredentials(redis={service: read_secret(folder / f"redis-{service}") for service in REDIS_RULES},
+                            redis_admin=read_secret(folder / "redis-admin"),
+                            postgres_superuser=read_secret(folder / "postgres"),
+                            ledger_owner=read_secret(folder / LEDGER_OWNER),
+                            ledger_writer=read_secret(folder / LEDGER_WRITER))
+
+
+def stack_redis(stack, prefix: str) -> "SecuredRedis":
+    return SecuredRedis(urlsplit(stack.redis_url).port, prefix, stack_secrets(stack))
+
+
+def stack_postgres(stack) -> "SecuredPostgres":
+    return SecuredPostgres(urlsplit(stack.database_url).port, stack_secrets(stack), None)
 
 
 @dataclass
@@ -81,30 +96,9 @@ def secured_redis(workdir: Path, prefix: str):
 class SecuredPostgres:
     port: int
     credentials: StoreCredentials
-    data: Path
+    data: Path | None
 
     def url(self, role: str, password: str | None = None) -> str:
         """The ledger's database (roles.sql's `gongji`) as `role`, with `password` in the URL if given."""
         return f"postgresql://{role}:{password}@127.0.0.1:{self.port}/gongji" if password else \
             f"postgresql://{role}@127.0.0.1:{self.port}/gongji"
-
-
-def secured_postgres(workdir: Path):
-    """Generator for a fixture: PostgreSQL with scram-sha-256 for every connection, and the
-    ledger's owner and writer roles and database (deploy/postgres/roles.sql)."""
-    credentials = StoreCredentials()
-    bindir = postgres_bindir()
-    data, user = init_postgres(workdir, bindir, credentials.postgres_superuser)
-    server = Server("postgres", str(bindir / "postgres"), free_port(), workdir / "postgres.log", data=data, user=user)
-    _start(server, workdir, lambda: postgres_ready(server.port, credentials.postgres_superuser))
-    try:
-        # The roles as deployed: deploy/postgres/roles.sql, through psql.
-        done = subprocess.run(
-            [str(bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(server.port),
-             "-U", "postgres", "-d", "postgres", "-v", f"owner_password={credentials.ledger_owner}",
-             "-v", f"writer_password={credentials.ledger_writer}", "-f", str(ROLES_SQL)],
-            env={**os.environ, "PGPASSWORD": credentials.postgres_superuser}, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-        yield SecuredPostgres(server.port, credentials, data)
-    finally:
-        _stop(server)

@@ -7,12 +7,17 @@ from decimal import Decimal
 import time
 from collections.abc import Callable, Iterable
 from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from gongji.common.avro import DecodeError, SchemaCatalog, decimal_bytes
+from gongji.common.redis import client_for
 from gongji.settings import Settings
+from gongji.local.credentials import FIELDS, OPERATOR, credentials, for_role, read_secret, secret_names
 from gongji.local.launch import input_topic
+from gongji.local.store_users import ADMIN
 from gongji.contract.wire import INPUT_RECORDS
 
 CATALOG = SchemaCatalog()
@@ -39,13 +44,68 @@ def loose(name: str, record: dict) -> bytes:
 
 
 def settings_for(stack, uniq: str, **changes) -> Settings:
+    """Settings isolated for one test, with the stack's operator credentials (the Redis admin, the
+    ledger's owner): what test helpers use. A service gets its own through `as_service`."""
     timeouts = stack.group_timeouts
-    return Settings(
+    settings = Settings(
         kafka_bootstrap_servers=stack.kafka_bootstrap_servers, redis_url=stack.redis_url,
         topic_prefix=f"{uniq}.", key_prefix=uniq, settlement_group=f"{uniq}-settlement", partitions=3,
         kafka_session_timeout_ms=timeouts["session_timeout_ms"],
         kafka_heartbeat_interval_ms=timeouts["heartbeat_interval_ms"],
         kafka_rebalance_timeout_ms=timeouts["rebalance_timeout_ms"], **changes)
+    return for_role(settings, stack.credentials, OPERATOR).model_copy(
+        update={name: value for name, value in changes.items() if name in FIELDS})
+
+
+def as_service(settings: Settings, service: str) -> Settings:
+    """The operator's `settings` (settings_for) with `service`'s own credentials and no other's, as
+    the local stack gives its child processes; unchanged on servers the environment names."""
+    if settings.redis_username != ADMIN or settings.redis_password_file is None:
+        return settings
+    folder = settings.redis_password_file.parent  # the stack's secrets: one file per password
+    port = urlsplit(settings.database_url).port if settings.database_url else None
+    return for_role(settings, credentials({name: folder / name for name in secret_names()}, port), service)
+
+
+def acl_args(stack, path) -> list[str]:
+    """`--aclfile` for a Redis server a test starts itself: the local stack's users and passwords
+    (none on servers the environment names)."""
+    from gongji.local.credentials import write_acl
+
+    if not stack.credentials:
+        return []
+    folder = Path(stack.credentials[OPERATOR]["redis_password_file"]).parent
+    return ["--aclfile", str(write_acl(Path(path), {name: folder / name for name in secret_names()}, None))]
+
+
+def admin_credentials(stack) -> dict[str, str | None]:
+    """username and password of the stack's Redis admin, for redis-py (empty on configured servers)."""
+    return service_credentials(stack, OPERATOR)
+
+
+def service_credentials(stack, role: str) -> dict[str, str | None]:
+    """username and password of `role`'s Redis user on the local stack (empty on configured servers)."""
+    if not stack.credentials:
+        return {}
+    own = stack.credentials[role]
+    return {"username": own["redis_username"], "password": read_secret(own["redis_password_file"])}
+
+
+def migrated(settings: Settings) -> Settings:
+    """`gongji ledger migrate` for the operator's `settings` (the owner, granting the writer); returns
+    the ledger service's settings (the writer role)."""
+    from gongji.local.launch import migrate_ledger
+
+    migrate_ledger(settings)
+    return as_service(settings, "ledger")
+
+
+async def ledger_store(settings: Settings):
+    """The ledger's schema migrated by the owner, and a LedgerStore on it as the writer role."""
+    from gongji.ledger.store import LedgerStore
+
+    ledger = migrated(settings)
+    return await LedgerStore.connect(ledger.database_url, ledger.ledger_schema, ledger.database_password_value())
 
 
 @asynccontextmanager
@@ -122,9 +182,7 @@ def by_claim(records: list) -> dict[str, list[dict]]:
 async def wait_registered(settings: Settings, traffic, timeout: float = 60.0) -> None:
     """Wait until the service has stored the traffic's persons and institutions from the registry
     topics (topics of their own, so nothing orders them before the claims that follow)."""
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = client_for(settings)
     persons = [f"{settings.key_prefix}:{{{row['psn_no']}}}:state" for row in traffic.persons]
     institutions = [f"{settings.key_prefix}:inst:{row['fixmedins_code']}" for row in traffic.institutions]
 
@@ -183,11 +241,11 @@ async def running(*services, grace: float = 30.0):
 async def running_service(settings, book=None):
     """The settlement service (under `book`, default the shipped policies) on its own Redis client,
     in this event loop; yields it; stopped, its batch in flight finished, on leaving."""
-    from gongji.common.redis import connect
     from gongji.settlement.policy import load_policy_book
     from gongji.settlement.service import SettlementService
 
-    client = connect(settings.redis_url)
+    settings = as_service(settings, "settlement")
+    client = client_for(settings)
     service = SettlementService(settings, CATALOG, book or load_policy_book(), client)
     try:
         async with running(service):

@@ -7,12 +7,14 @@ import asyncio
 import urllib.request
 
 import pytest
-from tests.integration.support import CATALOG, collect, produce, running, settings_for, wait_registered
+from tests.integration.support import (
+    CATALOG, as_service, collect, produce, running, service_credentials, settings_for, wait_registered,
+)
 
 from gongji.clearing.domain import FIELDS, Contribution, contribution, fold
 from gongji.clearing.service import ClearingService, close_month
 from gongji.clearing.store import ClearingStore
-from gongji.common.redis import connect
+from gongji.common.redis import client_for, connect
 from gongji.local.processes import free_port
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.service import SettlementService
@@ -23,10 +25,12 @@ async def test_statements_reconcile_with_the_settlements_and_redelivery_changes_
     settings = settings_for(stack, uniq)
     traffic = Traffic(persons=60, seed=31, tag=uniq, family=0.1)
     claims = list(traffic.stream(800, reversals=0.05))
-    client = connect(settings.redis_url)
+    # Each service on its own Redis user, as the stack runs them.
+    settlement_settings, clearing_settings = as_service(settings, "settlement"), as_service(settings, "clearing")
+    settlement_client, client = client_for(settlement_settings), client_for(clearing_settings)
     try:
-        settlement = SettlementService(settings, CATALOG, load_policy_book(), client)
-        clearing = ClearingService(settings, CATALOG, client)
+        settlement = SettlementService(settlement_settings, CATALOG, load_policy_book(), settlement_client)
+        clearing = ClearingService(clearing_settings, CATALOG, client)
         async with running(settlement, clearing):
             await produce(settings, traffic.registry())
             await wait_registered(settings, traffic)
@@ -49,7 +53,8 @@ async def test_statements_reconcile_with_the_settlements_and_redelivery_changes_
 
         # Redelivery of everything (a new consumer group reads the topic from the start): no change.
         port = free_port()
-        again = ClearingService(settings.model_copy(update={"clearing_group": f"{uniq}-again", "metrics_port": port}),
+        again = ClearingService(clearing_settings.model_copy(update={"clearing_group": f"{uniq}-again",
+                                                                     "metrics_port": port}),
                                 CATALOG, client)
         async with running(again):
             while again.counted["seen"] < len(items):
@@ -63,6 +68,7 @@ async def test_statements_reconcile_with_the_settlements_and_redelivery_changes_
         statements = [s for ym in months for s in await close_month(settings, CATALOG, client, ym)]
     finally:
         await client.aclose()
+        await settlement_client.aclose()
     # Statements reconcile exactly with the settlements they came from.
     for s in statements:
         for flow in (s["a_to_b"], s["b_to_a"]):
@@ -80,7 +86,7 @@ async def test_the_store_names_the_months_with_a_position_under_its_own_prefix(r
     """What `gongji demo` closes at its end: every month counted, on one server or spread over a
     cluster's nodes, and none of another prefix's."""
     url, cluster = (stack.redis_url, False) if server == "redis" else (request.getfixturevalue("redis_cluster"), True)
-    client = connect(url, cluster)
+    client = connect(url, cluster, **service_credentials(stack, "clearing"))
     try:
         mine, other = ClearingStore(client, uniq), ClearingStore(client, f"{uniq}x")
         assert await mine.months() == []

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from tests.integration.support import CATALOG, collect, producer, send_raw, settings_for
+from tests.integration.support import CATALOG, as_service, collect, producer, send_raw, settings_for
 
 from gongji.common.topic_admin import ensure_topics
 from gongji.contract import wire
@@ -303,7 +303,7 @@ async def test_kill_9_mid_stream_then_resend_raises_each_expected_signal_id_and_
     await ensure_topics(settings, [settings.topics.settlements, settings.topics.claims],
                         settings.partitions)
     port = free_port()
-    env = {**os.environ, **settings.to_env(), **ENV_CONFIG, "GONGJI_METRICS_PORT": str(port),
+    env = {**os.environ, **as_service(settings, "fraud").to_env(), **ENV_CONFIG, "GONGJI_METRICS_PORT": str(port),
            "GONGJI_FRAUD__BATCH_EVENTS": "50", "GONGJI_FRAUD_DATA_DIR": str(tmp_path / "fraud-data")}
     command = [sys.executable, "-m", "gongji.cli", "run", "fraud"]
     log_path = tmp_path / "fraud.log"

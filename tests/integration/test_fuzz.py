@@ -17,15 +17,16 @@ import pytest
 from tests.dashboard_records import settlement as result_record
 from tests.health_probe import health
 from tests.integration.hostile import Hostile, HostileTraffic, encode
-from tests.integration.support import CATALOG, collect, produce, producer, running, settings_for, wait_registered
+from tests.integration.support import (
+    CATALOG, as_service, collect, ledger_store, produce, producer, running, settings_for, wait_registered,
+)
 
 from gongji.clearing.service import ClearingService
 from gongji.common import kafka
-from gongji.common.redis import connect
+from gongji.common.redis import client_for
 from gongji.local.processes import free_port
 from gongji.fraud.service import FraudService
 from gongji.ledger.service import LedgerService
-from gongji.ledger.store import LedgerStore, migrate
 from gongji.settlement.codec import from_output, json_ready, to_event
 from gongji.settlement.settler import Settler
 from gongji.settlement.policy import load_policy_book
@@ -77,8 +78,8 @@ async def test_thousands_of_hostile_messages_are_each_answered_once_and_stop_not
     ports = {name: free_port() for name in ("settlement", "ledger", "clearing", "fraud")}
     base = settings_for(stack, uniq, database_url=stack.database_url, ledger_group=f"{uniq}-ledger",
                         ledger_schema=uniq, fraud_group=f"{uniq}-fraud", clearing_group=f"{uniq}-clearing")
-    settings = {name: base.model_copy(update={"metrics_port": port}) for name, port in ports.items()}
-    await asyncio.to_thread(migrate, base.database_url, base.ledger_schema)
+    # Each service on its own credentials (Redis user, the ledger's writer role), as the stack runs them.
+    settings = {name: as_service(base, name).model_copy(update={"metrics_port": port}) for name, port in ports.items()}
     setup, hospital = population(uniq)
     fuzz = HostileTraffic(uniq)
     p1, p2, inst = uniq + "P1", uniq + "P2", hospital["fixmedins_code"]
@@ -114,8 +115,8 @@ async def test_thousands_of_hostile_messages_are_each_answered_once_and_stop_not
     topics = base.topics
     topic_of = {"claim": topics.claims, "credit": topics.credits, "person": topics.persons,
                 "institution": topics.institutions, "result": topics.settlements}
-    db = await LedgerStore.connect(base.database_url, base.ledger_schema)
-    redis_clients = [connect(base.redis_url) for _ in range(2)]
+    db = await ledger_store(base)
+    redis_clients = [client_for(settings[name]) for name in ("settlement", "clearing")]
     try:
         async with AsyncExitStack() as services:
             await services.enter_async_context(running(

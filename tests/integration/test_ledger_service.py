@@ -16,11 +16,13 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from tests.integration.support import CATALOG, collect, open_accounts, produce, running, send_raw
+from tests.integration.support import (
+    CATALOG, as_service, collect, ledger_store, migrated, open_accounts, produce, running, send_raw,
+)
 
 from gongji.common.money import to_fen
-from gongji.common.redis import connect
-from gongji.ledger.store import LedgerStore, migrate
+from gongji.common.redis import client_for
+from gongji.ledger.store import LedgerStore
 from gongji.ledger.service import LedgerService
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.redis_store import RedisStore
@@ -34,9 +36,10 @@ BOOKED = {"Settlement": "settlement", "ReversalResult": "reversal", "CreditResul
 
 async def settle(settings, traffic, claims) -> list:
     """Run settlement over the traffic; returns every result record published (name, data, message)."""
-    client = connect(settings.redis_url)
+    own = as_service(settings, "settlement")
+    client = client_for(own)
     try:
-        async with running(SettlementService(settings, CATALOG, load_policy_book(), client)):
+        async with running(SettlementService(own, CATALOG, load_policy_book(), client)):
             credit_ids = await open_accounts(settings, traffic)
             await produce(settings, claims)
             ids = {d["claim_id"] for _, d in claims} | credit_ids
@@ -63,7 +66,8 @@ async def wait_booked(service: LedgerService, count: int, timeout: float = 60) -
 
 
 def journal(settings) -> dict:
-    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.ledger_schema}") as db:
+    with psycopg.connect(settings.database_url, password=settings.database_password_value(),
+                         options=f"-c search_path={settings.ledger_schema}") as db:
         entries = db.execute("SELECT count(*) FROM journal_entry").fetchone()[0]
         postings = db.execute("SELECT count(*), sum(debit), sum(credit) FROM posting").fetchone()
         accounts = dict(db.execute("SELECT account, sum(debit) - sum(credit) FROM posting GROUP BY account").fetchall())
@@ -78,10 +82,9 @@ async def test_the_journal_balances_and_agrees_with_the_settlements_and_accounts
     results = first_results(records)
     assert {name for name, _ in results.values()} == set(BOOKED), "traffic too thin: a kind of result is missing"
 
-    migrate(settings.database_url, settings.ledger_schema)
-    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
+    store = await ledger_store(settings)
     try:
-        service = LedgerService(settings, CATALOG, store)
+        service = LedgerService(as_service(settings, "ledger"), CATALOG, store)
         booked_results = sum(1 for name, _, _ in records if name in BOOKED)
         async with running(service):
             await wait_booked(service, booked_results)
@@ -105,7 +108,7 @@ async def test_the_journal_balances_and_agrees_with_the_settlements_and_accounts
         assert to_fen(book["accounts"].get(account, Decimal(0))) == fen, account
     # Every personal account in the ledger holds what the settlement service's state says it holds.
     persons = {data["psn_no"] for _, data in results.values()}
-    client = connect(settings.redis_url)
+    client = client_for(settings)
     try:
         snapshot = await RedisStore(client, settings.key_prefix).read(persons, set(), set())
     finally:
@@ -125,7 +128,7 @@ async def test_redelivery_resends_junk_and_a_kill_book_nothing_twice_and_lose_no
     await send_raw(settings, settings.topics.settlements, b"\x00junk", b"P-junk",
                    headers=[("gongji-type", b"settlement"), ("gongji-id", b"junk")])
 
-    env = {**os.environ, **settings.to_env(), "GONGJI_BATCH_MAX_RECORDS": "40"}
+    env = {**os.environ, **migrated(settings).to_env(), "GONGJI_BATCH_MAX_RECORDS": "40"}
     command = [sys.executable, "-m", "gongji.cli", "run", "ledger"]
     log = open(tmp_path / "ledger.log", "wb")
     first = subprocess.Popen(command, env=env, stdout=log, stderr=log)
@@ -163,9 +166,10 @@ async def test_redelivery_resends_junk_and_a_kill_book_nothing_twice_and_lose_no
     assert book["postings"][0] >= 2 * len(results) and book["postings"][1] == book["postings"][2]
 
     # A whole redelivery (a new group from the start) books nothing.
-    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
+    store = await ledger_store(settings)
     try:
-        again = LedgerService(settings.model_copy(update={"ledger_group": f"{uniq}-again"}), CATALOG, store)
+        again = LedgerService(as_service(settings, "ledger").model_copy(update={"ledger_group": f"{uniq}-again"}),
+                              CATALOG, store)
         async with running(again):
             await wait_booked(again, sum(1 for name, _, _ in records if name in BOOKED))
         assert again.booked["new"] == 0
@@ -183,10 +187,9 @@ async def test_reconcile_reports_balanced_and_lists_what_differs(ledger_settings
     settings = ledger_settings
     traffic = Traffic(persons=40, seed=47, tag=uniq)
     records = await settle(settings, traffic, list(traffic.stream(300, reversals=0.0)))
-    migrate(settings.database_url, settings.ledger_schema)
-    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
+    store = await ledger_store(settings)
     try:
-        service = LedgerService(settings, CATALOG, store)
+        service = LedgerService(as_service(settings, "ledger"), CATALOG, store)
         async with running(service):
             await wait_booked(service, sum(1 for name, _, _ in records if name in BOOKED))
     finally:
@@ -239,7 +242,7 @@ async def test_the_database_guards_the_journal_and_the_store_survives_a_lost_con
     from gongji.ledger.domain import entry_for
 
     settings = ledger_settings
-    migrate(settings.database_url, settings.ledger_schema)
+    ledger = migrated(settings)
     settled = entry_for("settlement", {
         "claim_id": "C1", "setl_id": "S1", "psn_no": "P1", "insu_admdvs": "990100", "mdtrtarea_admvs": "990100",
         "fixmedins_code": "H1", "setl_time": "2023-03-01T09:00:00+08:00", "medfee_sumamt": Decimal("100.00"),
@@ -248,10 +251,11 @@ async def test_the_database_guards_the_journal_and_the_store_survives_a_lost_con
         "acct_mulaid_pay": Decimal("0"), "psn_cash_pay": Decimal("30.00")})
     empty = entry_for("credit", {"credit_id": "K0", "psn_no": "P1", "ym": "2023-01", "amount": Decimal("0.00"),
                                  "balc": Decimal("0.00"), "insu_admdvs": "990100"})
-    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
+    store = await LedgerStore.connect(ledger.database_url, ledger.ledger_schema, ledger.database_password_value())
     try:
         assert (await store.book([(settled, None), (empty, None)])).entries == 2
-        with psycopg.connect(settings.database_url, options=f"-c search_path={settings.ledger_schema}") as db:
+        with psycopg.connect(settings.database_url, password=settings.database_password_value(),
+                         options=f"-c search_path={settings.ledger_schema}") as db:
             for statement, refusal in [
                 ("INSERT INTO posting VALUES ('S1', 9, 'acct:P1', 5, 0, '2023-03-01')", "never added later"),
                 ("UPDATE posting SET debit = 61 WHERE entry_id = 'S1' AND line_no = 1", "append-only"),
@@ -265,7 +269,7 @@ async def test_the_database_guards_the_journal_and_the_store_survives_a_lost_con
 
         # The server drops the store's connection (a restart, a failover): the call that meets the
         # loss fails (its batch is consumed again), the next one works on a new connection.
-        with psycopg.connect(settings.database_url, autocommit=True) as admin:
+        with psycopg.connect(ledger.database_url, password=ledger.database_password_value(), autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (store.connection.info.backend_pid,))
         with pytest.raises(psycopg.OperationalError):
             await store.counts()

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections import defaultdict
 from pathlib import Path
 
 import psycopg
+import pytest
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from gongji.common.topic_admin import ensure_topics
 from gongji.settings import Settings
-from gongji.local.stack import stack_down, stack_up
+from gongji.local.credentials import FIELDS, for_role
+from gongji.local.stack import LocalStack, stack_down, stack_settings, stack_up
+from gongji.local.store_users import LEDGER_OWNER, LEDGER_WRITER
 
 
 def producer(stack) -> AIOKafkaProducer:
@@ -143,14 +147,15 @@ async def test_redis_answers_ping_and_runs_lua(redis_client, uniq):
 
 async def test_stack_up_serves_until_stack_down(tmp_path: Path):
     state_dir = tmp_path / ".gongji"
-    state = stack_up(state_dir)
+    state = stack_up(state_dir, key_prefix="gj")
     pids = [s["pid"] for s in state["servers"].values()]
     try:
         assert not state["already_running"]
         assert (state_dir / "stack.json").exists()
-        assert redis.Redis.from_url(state["redis_url"]).ping()
-        with psycopg.connect(state["database_url"]) as connection:  # the ledger's PostgreSQL
-            assert connection.execute("SELECT 1 + 1").fetchone() == (2,)
+        operator = Settings(**stack_settings(state))
+        assert redis.Redis.from_url(state["redis_url"], **operator.redis_credentials()).ping()
+        with psycopg.connect(state["database_url"], password=operator.database_password_value()) as connection:
+            assert connection.execute("SELECT 1 + 1").fetchone() == (2,)  # the ledger's PostgreSQL, as its owner
         scratch = state["servers"]["postgres"].get("scratch")  # its data directory, when root runs it
         admin = AIOKafkaAdminClient(bootstrap_servers=state["kafka_bootstrap_servers"])
         await admin.start()
@@ -167,7 +172,50 @@ async def test_stack_up_serves_until_stack_down(tmp_path: Path):
     assert not any(running(pid) for pid in pids)
     assert not (state_dir / "stack.json").exists()
     assert scratch is None or not Path(scratch).exists()
+    assert not (state_dir / "secrets").exists() and not (state_dir / "users.acl").exists()
     assert not stack_down(state_dir)
+
+
+def test_the_stack_is_secured_by_default_and_records_no_password(tmp_path: Path):
+    """Valkey and PostgreSQL refuse a client without the right password; the passwords are files of
+    mode 0600 in a folder of mode 0700, and neither the state file nor the ACL file holds one."""
+    import stat
+
+    from gongji.local.store_users import redis_user
+
+    with LocalStack(tmp_path / "stack", key_prefix="gj") as local:
+        state = local.state()
+        secrets = tmp_path / "stack" / "secrets"
+        assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
+        passwords = {path.name: path.read_text() for path in secrets.iterdir()}
+        assert len(passwords) == 6 and len(set(passwords.values())) == 6
+        assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in secrets.iterdir())
+        acl = tmp_path / "stack" / "users.acl"
+        assert stat.S_IMODE(acl.stat().st_mode) == 0o600
+        recorded = json.dumps(state) + acl.read_text()
+        assert not [name for name, password in passwords.items() if password in recorded]
+
+        for credentials in ({}, {"username": redis_user("settlement"), "password": "wrong"},
+                            {"username": "default", "password": ""}):
+            with pytest.raises(redis.AuthenticationError):
+                redis.Redis.from_url(state["redis_url"], **credentials).ping()
+        for role in ("postgres", LEDGER_OWNER, LEDGER_WRITER):
+            port = local.credentials()["ledger"]["database_url"].rsplit(":", 1)[1].split("/")[0]
+            for password in (None, "wrong"):
+                with pytest.raises(psycopg.OperationalError, match="no password supplied|password authentication failed"):
+                    psycopg.connect(f"postgresql://{role}@127.0.0.1:{port}/postgres", password=password,
+                                    connect_timeout=5).close()
+        # Each role's settings open what it may and name only its own files.
+        ledger = for_role(Settings(**stack_settings(state)), state["credentials"], "ledger")
+        with psycopg.connect(ledger.database_url, password=ledger.database_password_value()) as connection:
+            assert connection.execute("SELECT current_user").fetchone() == (LEDGER_WRITER,)
+        assert ledger.redis_username is None and ledger.redis_password_file is None
+        settlement = for_role(Settings(**stack_settings(state)), state["credentials"], "settlement")
+        assert redis.Redis.from_url(state["redis_url"], **settlement.redis_credentials()).ping()
+        assert settlement.database_url is None and settlement.database_password_file is None
+        for service in ("fraud", "dashboard"):
+            own = for_role(Settings(**stack_settings(state)), state["credentials"], service)
+            assert not any(getattr(own, name) for name in FIELDS), service
 
 
 def running(pid: int) -> bool:

@@ -12,10 +12,13 @@ from decimal import Decimal
 import psycopg
 from tests.dashboard_records import settlement
 from tests.health_probe import health
-from tests.integration.support import CATALOG, collect, loose, running, send_raw, settings_for
+from tests.integration.support import (
+    CATALOG, acl_args, admin_credentials, as_service, collect, ledger_store, loose, running, send_raw, settings_for,
+)
 
+from gongji.common.redis import client_for
 from gongji.ledger.service import LedgerService
-from gongji.ledger.store import LedgerStore, migrate
+from gongji.ledger.store import LedgerStore
 
 
 async def send_result(settings, record: dict, name: str = "Settlement", kind: bytes = b"settlement") -> None:
@@ -40,7 +43,8 @@ async def until(check, what: str, timeout: float = 60.0):
 
 
 def booked_ids(settings) -> set[str]:
-    with psycopg.connect(settings.database_url, options=f"-c search_path={settings.ledger_schema}") as db:
+    with psycopg.connect(settings.database_url, password=settings.database_password_value(),
+                         options=f"-c search_path={settings.ledger_schema}") as db:
         return {row[0] for row in db.execute("SELECT entry_id FROM journal_entry")}
 
 
@@ -49,7 +53,7 @@ async def test_the_ledger_dead_letters_a_nul_byte_and_an_amount_past_numeric_16_
     """Reproduces issue 8 §3: PostgreSQL refuses text with NUL and numeric(16,2) above 10^14 yuan;
     the ledger used to retry that batch for ever."""
     settings = ledger_settings
-    await asyncio.to_thread(migrate, settings.database_url, settings.ledger_schema)
+    store = await ledger_store(settings)
     before = settlement(f"{uniq}-A")
     nul_psn = settlement(f"{uniq}-\x00B")
     nul_inst = settlement(f"{uniq}-C", inst="H\x001")
@@ -57,9 +61,8 @@ async def test_the_ledger_dead_letters_a_nul_byte_and_an_amount_past_numeric_16_
     after = settlement(f"{uniq}-E")
     for record in (before, nul_psn, nul_inst, huge, after):
         await send_result(settings, record)
-    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
     try:
-        async with running(LedgerService(settings, CATALOG, store)):
+        async with running(LedgerService(as_service(settings, "ledger"), CATALOG, store)):
             letters = await collect(settings, settings.topics.dead_letters, lambda rs: len(rs) >= 3)
             await until(lambda: {before["setl_id"], after["setl_id"]} <= booked_ids(settings), "the good ones booked")
     finally:
@@ -107,16 +110,15 @@ async def test_the_ledger_dead_letters_every_exception_class_and_books_the_rest(
     from gongji.ledger import service as ledger_service
 
     settings = ledger_settings.model_copy(update={"batch_max_records": 50})
-    await asyncio.to_thread(migrate, settings.database_url, settings.ledger_schema)
+    store = await ledger_store(settings)
     records = [settlement(f"{uniq}-{i}") for i in range(40)]
     faults = {records[i]["setl_id"]: error for i, error in zip((0, 5, 6, 20, 33, 39), FAULTS)}
     monkeypatch.setattr(ledger_service, "entry_for",
                         faulty(ledger_service.entry_for, faults, lambda kind, result: result["setl_id"]))
     for record in records:
         await send_result(settings, record)
-    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
     try:
-        async with running(LedgerService(settings, CATALOG, store)):
+        async with running(LedgerService(as_service(settings, "ledger"), CATALOG, store)):
             letters = await collect(settings, settings.topics.dead_letters, lambda rs: len(rs) >= len(faults))
             good = {r["setl_id"] for r in records} - set(faults)
             await until(lambda: good <= booked_ids(settings), "the good results booked")
@@ -129,7 +131,6 @@ async def test_the_ledger_dead_letters_every_exception_class_and_books_the_rest(
 async def test_clearing_dead_letters_every_exception_class_and_counts_the_rest(stack, uniq, monkeypatch):
     from gongji.clearing import service as clearing_service
     from gongji.clearing.service import ClearingService
-    from gongji.common.redis import connect
 
     settings = settings_for(stack, uniq)
     records = [settlement(f"{uniq}-{i}", treated="150102") for i in range(30)]
@@ -138,9 +139,10 @@ async def test_clearing_dead_letters_every_exception_class_and_counts_the_rest(s
                         faulty(clearing_service.contribution, faults, lambda result: result["setl_id"]))
     for record in records:
         await send_result(settings, record)
-    client = connect(settings.redis_url)
+    own = as_service(settings, "clearing")
+    client = client_for(own)
     try:
-        service = ClearingService(settings, CATALOG, client)
+        service = ClearingService(own, CATALOG, client)
         async with running(service):
             letters = await collect(settings, settings.topics.dead_letters, lambda rs: len(rs) >= len(faults))
             await until(lambda: service.counted["seen"] >= len(records) - len(faults), "the good results counted")
@@ -156,7 +158,6 @@ async def test_settlement_dead_letters_every_exception_class_and_settles_every_l
     """Issue 8 §2: a claim whose fee line has 40 digits raised InvalidOperation while decoding, and
     settlement retried that batch for ever. Now that one, and one of each class injected, is
     answered by its dead letter (or a rejection), and every other claim settles."""
-    from gongji.common.redis import connect
     from gongji.settlement import service as settlement_service
     from gongji.settlement.policy import load_policy_book
     from gongji.local.synthetic import Traffic
@@ -171,9 +172,10 @@ async def test_settlement_dead_letters_every_exception_class_and_settles_every_l
     _, forty = traffic.claim()
     forty["fee_details"][0]["pric"] = Decimal(10 ** 39)  # 40 digits
     _, later = traffic.claim()
-    client = connect(settings.redis_url)
+    own = as_service(settings, "settlement")
+    client = client_for(own)
     try:
-        async with running(settlement_service.SettlementService(settings, CATALOG, load_policy_book(), client)):
+        async with running(settlement_service.SettlementService(own, CATALOG, load_policy_book(), client)):
             await produce(settings, traffic.registry())
             await wait_registered(settings, traffic)
             await send_raw(settings, settings.topics.claims, loose("Claim", forty), forty["psn_no"].encode())
@@ -215,10 +217,11 @@ class OwnRedis:
     """A Redis-protocol server this test starts, stops and starts again on the same port and data
     (AOF fsync always: a stop loses nothing)."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, stack):
         from gongji.local.processes import free_port
 
         self.workdir = workdir
+        self.stack = stack  # its users and passwords (tests.integration.support.acl_args)
         self.port = free_port()
         self.process = None
 
@@ -239,9 +242,9 @@ class OwnRedis:
         self.process = subprocess.Popen(
             [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir),
-             "--logfile", str(self.workdir / "redis.log")],
+             "--logfile", str(self.workdir / "redis.log"), *acl_args(self.stack, self.workdir / "users.acl")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent(os.getpid()))
-        node = redis.Redis(host="127.0.0.1", port=self.port)
+        node = redis.Redis(host="127.0.0.1", port=self.port, **admin_credentials(self.stack))
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -257,7 +260,6 @@ class OwnRedis:
 
 
 async def test_an_outage_of_redis_is_retried_turns_health_503_and_loses_nothing(stack, uniq, tmp_path):
-    from gongji.common.redis import connect
     from gongji.local.processes import free_port
     from gongji.settlement.codec import from_output, json_ready, to_event
     from gongji.settlement.settler import Settler
@@ -268,16 +270,17 @@ async def test_an_outage_of_redis_is_retried_turns_health_503_and_loses_nothing(
     from tests.integration.support import by_claim, produce, wait_registered
 
     book = load_policy_book()
-    server = OwnRedis(tmp_path)
+    server = OwnRedis(tmp_path, stack)
     server.start()
     port = free_port()
     settings = settings_for(stack, uniq, metrics_port=port, stall_seconds=1.5, retry_initial_seconds=0.1,
                             retry_max_seconds=0.5).model_copy(update={"redis_url": server.url})
     traffic = Traffic(persons=30, seed=82, tag=uniq, family=0.0)  # family aid across batches: issue 8 §1
     before, during = list(traffic.stream(150)), list(traffic.stream(150))
-    client = connect(settings.redis_url)
+    own = as_service(settings, "settlement")
+    client = client_for(own)
     try:
-        service = SettlementService(settings, CATALOG, book, client)
+        service = SettlementService(own, CATALOG, book, client)
         async with running(service):
             await produce(settings, traffic.registry())
             await wait_registered(settings, traffic)
@@ -322,7 +325,7 @@ async def test_ledger_check_fails_while_the_ledger_is_behind_and_not_moving(ledg
     import sys
 
     settings = ledger_settings
-    await asyncio.to_thread(migrate, settings.database_url, settings.ledger_schema)
+    store = await ledger_store(settings)
     records = [settlement(f"{uniq}-{i}") for i in range(5)]
     for record in records:
         await send_result(settings, record)
@@ -336,9 +339,8 @@ async def test_ledger_check_fails_while_the_ledger_is_behind_and_not_moving(ledg
     assert stuck.returncode == 1, stuck.stdout + stuck.stderr
     assert f"STUCK: the ledger's group {settings.ledger_group} is 5 results behind" in stuck.stdout
     assert "every entry and every day balances" in stuck.stdout  # the journal itself is fine
-    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
     try:
-        async with running(LedgerService(settings, CATALOG, store)):
+        async with running(LedgerService(as_service(settings, "ledger"), CATALOG, store)):
             await until(lambda: {r["setl_id"] for r in records} <= booked_ids(settings), "the results booked")
             fine = await asyncio.to_thread(check)
     finally:
@@ -433,16 +435,16 @@ async def test_the_dashboard_counts_and_skips_what_it_cannot_fold_and_reads_on(s
 
 async def test_one_bad_result_read_by_two_services_is_two_dead_letters_told_apart_by_service(ledger_settings):
     from gongji.clearing.service import ClearingService
-    from gongji.common.redis import connect
 
     settings = ledger_settings
-    await asyncio.to_thread(migrate, settings.database_url, settings.ledger_schema)
+    store = await ledger_store(settings)
     await send_raw(settings, settings.topics.settlements, b"\xc3\x01 not a result", b"K",
                    headers=[("gongji-type", b"settlement"), ("gongji-id", b"junk")])
-    store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
-    client = connect(settings.redis_url)
+    clearing = as_service(settings, "clearing")
+    client = client_for(clearing)
     try:
-        async with running(LedgerService(settings, CATALOG, store), ClearingService(settings, CATALOG, client)):
+        async with running(LedgerService(as_service(settings, "ledger"), CATALOG, store),
+                           ClearingService(clearing, CATALOG, client)):
             letters = await collect(settings, settings.topics.dead_letters, lambda rs: len(rs) >= 2)
     finally:
         await store.close()
@@ -458,16 +460,22 @@ class OwnPostgres:
     and data directory, from the local stack's own binaries."""
 
     def __init__(self, workdir):
-        from gongji.local.servers import init_postgres, postgres_bindir, postgres_ready
+        from gongji.local.credentials import write_secrets
         from gongji.local.stack import LocalStack
 
         self.local = LocalStack(workdir, postgres=True)
         self.local.workdir.mkdir(parents=True, exist_ok=True)
-        bindir = postgres_bindir()
-        data, user = init_postgres(self.local.workdir, bindir)
-        self.local._start_server("postgres", str(bindir / "postgres"), postgres_ready, data=data, user=user)
+        self.local._secrets = write_secrets(self.local.workdir / "secrets")
+        self.local._start_postgres()  # secured as the stack's: scram, the owner and writer roles
         self.server = self.local._servers["postgres"]
-        self.url = self.local.database_url
+
+    def role(self, settings, role: str):
+        """`settings` on this server as `role` (gongji.local.credentials: operator, ledger)."""
+        from pathlib import Path
+
+        own = self.local.credentials()[role]
+        return settings.model_copy(update={"database_url": own["database_url"],
+                                           "database_password_file": Path(own["database_password_file"])})
 
     def stop(self) -> None:
         import signal
@@ -484,7 +492,9 @@ class OwnPostgres:
         self.server.process = self.local._spawn(self.server)
         self.server.pid = self.server.process.pid
         deadline = time.monotonic() + 30
-        while not postgres_ready(self.server.port):
+        from gongji.local.credentials import read_secret
+
+        while not postgres_ready(self.server.port, read_secret(self.local._secrets["postgres"])):
             assert self.server.process.poll() is None and time.monotonic() < deadline, self.server.log_tail()
             time.sleep(0.1)
 
@@ -497,15 +507,18 @@ async def test_an_outage_of_postgresql_is_retried_turns_health_503_and_the_ledge
 
     server = await asyncio.to_thread(OwnPostgres, tmp_path / "pg")
     port = free_port()
-    settings = settings_for(stack, uniq, ledger_group=f"{uniq}-ledger", ledger_schema=uniq, metrics_port=port,
-                            stall_seconds=1.5, retry_initial_seconds=0.1, retry_max_seconds=0.5
-                            ).model_copy(update={"database_url": server.url})
+    settings = server.role(settings_for(stack, uniq, ledger_group=f"{uniq}-ledger", ledger_schema=uniq,
+                                        metrics_port=port, stall_seconds=1.5, retry_initial_seconds=0.1,
+                                        retry_max_seconds=0.5), "operator")
     try:
-        await asyncio.to_thread(migrate, settings.database_url, settings.ledger_schema)
+        from gongji.local.launch import migrate_ledger
+
+        await asyncio.to_thread(migrate_ledger, settings)
         before = [settlement(f"{uniq}-a{i}") for i in range(10)]
         during = [settlement(f"{uniq}-b{i}") for i in range(10)]
-        store = await LedgerStore.connect(settings.database_url, settings.ledger_schema)
-        service = LedgerService(settings, CATALOG, store)
+        ledger = server.role(settings, "ledger")
+        store = await LedgerStore.connect(ledger.database_url, ledger.ledger_schema, ledger.database_password_value())
+        service = LedgerService(ledger, CATALOG, store)
         try:
             async with running(service):
                 for record in before:

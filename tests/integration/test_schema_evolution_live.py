@@ -7,10 +7,10 @@ import asyncio
 import importlib.resources
 
 from aiokafka import AIOKafkaProducer
-from tests.integration.support import CATALOG, by_claim, collect, settings_for, wait_registered
+from tests.integration.support import CATALOG, as_service, by_claim, collect, settings_for, wait_registered
 
 from gongji.common.avro import SchemaCatalog, load_packaged_schema
-from gongji.common.redis import connect
+from gongji.common.redis import client_for
 from gongji.common.schemas import SchemaDirectory
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.service import SettlementService
@@ -36,8 +36,9 @@ async def test_service_learns_a_newer_writer_schema_from_the_schemas_topic(stack
     _, claim = traffic.claim()
     newer = newer_catalog()
     assert newer.fingerprint("Claim") != CATALOG.fingerprint("Claim")
-    client = connect(settings.redis_url)
-    service = SettlementService(settings, SchemaCatalog(), load_policy_book(), client)
+    own = as_service(settings, "settlement")
+    client = client_for(own)
+    service = SettlementService(own, SchemaCatalog(), load_policy_book(), client)
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))
     try:

@@ -33,7 +33,7 @@ from gongji.settlement.memory_store import MemoryStore
 from gongji.local.synthetic import Traffic
 
 from tests.health_probe import health
-from tests.integration.support import CATALOG, figures, running_service, open_accounts, produce, settings_for, wait_registered
+from tests.integration.support import CATALOG, acl_args, admin_credentials, as_service, service_credentials, figures, running_service, open_accounts, produce, settings_for, wait_registered
 
 BOOK = load_policy_book()
 
@@ -41,8 +41,9 @@ BOOK = load_policy_book()
 class OwnRedis:
     """A Redis-protocol server for one test, so it can be killed, emptied and restarted."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, stack):
         self.workdir = workdir
+        self.stack = stack  # its users and passwords (tests.integration.support.acl_args)
         self.port = free_port()
         self.process: subprocess.Popen | None = None
 
@@ -53,9 +54,10 @@ class OwnRedis:
     def start(self, persistence: tuple[str, ...] = REDIS_PERSISTENCE) -> None:
         self.process = subprocess.Popen(
             [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", *persistence,
-             "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log")],
+             "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log"),
+             *acl_args(self.stack, self.workdir / "users.acl")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent(os.getpid()))
-        client = redis.Redis(port=self.port)
+        client = redis.Redis(port=self.port, **admin_credentials(self.stack))
         deadline = time.monotonic() + 20
         while True:  # answering PING, and done loading its append-only file
             try:
@@ -77,8 +79,8 @@ class OwnRedis:
 
 
 @pytest.fixture
-def own_redis(tmp_path):
-    server = OwnRedis(tmp_path)
+def own_redis(tmp_path, stack):
+    server = OwnRedis(tmp_path, stack)
     server.start()
     yield server
     server.stop()
@@ -148,7 +150,7 @@ async def committed_and_markers(settings, redis_url: str) -> tuple[dict, dict]:
     committed = {f"{tp.topic}:{tp.partition}": offset
                  for tp, offset in (await kafka.committed_offsets(settings, settings.settlement_group,
                                                                   partitions)).items()}
-    client = connect(redis_url)
+    client = connect(redis_url, **settings.redis_credentials())
     try:
         marks = await SeenMarkers(client, settings.key_prefix, settings.settlement_group).read(list(committed))
     finally:
@@ -193,7 +195,8 @@ async def wait_health(ports, status: int, timeout: float = 60.0) -> None:
 def run_rebuild(settings, *options: str) -> subprocess.CompletedProcess:
     """`gongji [OPTIONS] settlement rebuild` as an operator runs it, with the service's environment."""
     return subprocess.run([sys.executable, "-m", "gongji.cli", *options, "settlement", "rebuild"],
-                          env={**os.environ, **settings.to_env()}, capture_output=True, text=True, timeout=120)
+                          env={**os.environ, **as_service(settings, "settlement").to_env()}, capture_output=True,
+                          text=True, timeout=120)
 
 
 def first_differences(published: dict[str, list[dict]], expected: dict[str, list[dict]]) -> dict:
@@ -259,7 +262,7 @@ async def test_a_redis_that_lost_its_data_is_refused_rebuilt_and_resumed(stack, 
     assert published.by_id[early_claim["claim_id"]][0]["err_code"] == "UNKNOWN_PERSON"
     published.by_id[early_claim["claim_id"]].pop(0)
     assert first_differences(published.by_id, expected) == {}
-    client = connect(own_redis.url)
+    client = connect(own_redis.url, **settings.redis_credentials())
     try:
         persons = [p["psn_no"] for p in traffic.persons + late.persons]
         states = (await RedisStore(client, settings.key_prefix).read(set(persons), set(), set())).states
@@ -269,11 +272,11 @@ async def test_a_redis_that_lost_its_data_is_refused_rebuilt_and_resumed(stack, 
 
 
 async def test_a_redis_without_the_configured_durability_stops_start_up_in_one_line(stack, uniq, tmp_path):
-    server = OwnRedis(tmp_path)
+    server = OwnRedis(tmp_path, stack)
     server.start(("--save", "", "--appendonly", "no"))
     try:
         settings = settings_for(stack, uniq).model_copy(update={"redis_url": server.url})
-        env = {**os.environ, **settings.to_env()}
+        env = {**os.environ, **as_service(settings, "settlement").to_env()}
         done = subprocess.run([sys.executable, "-m", "gongji.cli", "run", "settlement"], env=env,
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 1
@@ -304,7 +307,7 @@ async def test_chaos_workers_killed_redis_crashed_and_emptied_under_load(stack, 
     expected, reference = await replay_results(setup + claims)
     rng = random.Random(31)
     ports = [free_port(), free_port()]
-    env = {**os.environ, **settings.to_env(), "GONGJI_BATCH_MAX_RECORDS": "200"}
+    env = {**os.environ, **as_service(settings, "settlement").to_env(), "GONGJI_BATCH_MAX_RECORDS": "200"}
     log = open(tmp_path / "workers.log", "ab")
 
     def start(index: int) -> subprocess.Popen:
@@ -351,7 +354,7 @@ async def test_chaos_workers_killed_redis_crashed_and_emptied_under_load(stack, 
 
             # Redis is emptied under load: every worker refuses, the rebuild restores, they resume.
             await load()
-            redis.Redis(port=own_redis.port).flushall()
+            redis.Redis(port=own_redis.port, **admin_credentials(stack)).flushall()
             await produce(settings, next(loads))
             await wait_health(ports, 503)
             said = [line for line in (tmp_path / "workers.log").read_text().splitlines()
@@ -376,7 +379,7 @@ async def test_chaos_workers_killed_redis_crashed_and_emptied_under_load(stack, 
     print(f"chaos: {kills} worker kills, 1 Redis crash, 1 Redis emptied; {len(expected)} ids compared, "
           f"{len(wrong)} wrong, {repeats} identical repeats; {time.monotonic() - started:.0f} s\n{done.stdout}")
     assert wrong == {}
-    client = connect(own_redis.url)
+    client = connect(own_redis.url, **settings.redis_credentials())
     try:
         persons = [p["psn_no"] for p in traffic.persons]
         states = (await RedisStore(client, settings.key_prefix).read(set(persons), set(), set())).states
@@ -394,7 +397,7 @@ async def test_markers_move_forward_only_and_find_a_redis_that_lost_them(stack, 
     from gongji.common.redis import Durability
 
     url = stack.redis_url if where == "redis" else request.getfixturevalue("redis_cluster")
-    client = connect(url, cluster=where != "redis")
+    client = connect(url, cluster=where != "redis", **service_credentials(stack, "settlement"))
     markers = SeenMarkers(client, uniq, "group", Durability("aof"))
     try:
         assert await markers.seal({"claims:0": (-1, 10), "claims:1": (-1, 5)}) == []
@@ -430,7 +433,7 @@ async def test_a_redis_emptied_while_the_service_was_down_is_refused_on_assignme
     async with running_service(settings):
         await open_accounts(settings, traffic)
         await wait_all_committed(settings, own_redis.url, await input_ends(settings))
-    redis.Redis(port=own_redis.port).flushall()
+    redis.Redis(port=own_redis.port, **admin_credentials(stack)).flushall()
     async with running_service(settings), Published(settings) as published:
         await wait_health([port], 503)
         assert any("Redis is behind Kafka on assignment" in r.getMessage() for r in caplog.records)
@@ -478,7 +481,7 @@ async def test_the_gate_on_assignment_tells_never_settled_from_lost(stack, uniq,
     from gongji.settlement.seen import Gate
 
     empty, settled = TopicPartition("claims", 0), TopicPartition("accounts.credits", 0)
-    client = connect(stack.redis_url)
+    client = connect(stack.redis_url, **service_credentials(stack, "settlement"))
     try:
         markers = SeenMarkers(client, uniq, "group")
         gate = Gate(markers, Metrics("settlement"))
@@ -521,7 +524,7 @@ async def test_a_rebuild_that_does_not_reproduce_the_published_results_says_so_a
         await produce(settings, claims)
         await published.all_of(d["claim_id"] for _, d in claims)
         await wait_all_committed(settings, own_redis.url, await input_ends(settings))
-    redis.Redis(port=own_redis.port).flushall()
+    redis.Redis(port=own_redis.port, **admin_credentials(stack)).flushall()
 
     changed = await asyncio.to_thread(run_rebuild, settings, "--policies", str(policies))
     assert changed.returncode == 1, changed.stdout + changed.stderr

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 
-from gongji.common.redis import connect
+from gongji.common.redis import client_for
 
 from gongji.settlement.codec import from_output, json_ready, to_event
 from gongji.settlement.domain import PersonState
@@ -18,7 +18,7 @@ from gongji.settlement.redis_store import RedisStore
 from gongji.settlement.memory_store import MemoryStore
 from gongji.local.synthetic import Traffic
 
-from tests.integration.support import CATALOG, running_service, by_claim, collect, open_accounts, produce, send_raw, settings_for, wait_registered, figures
+from tests.integration.support import CATALOG, as_service, running_service, by_claim, collect, open_accounts, produce, send_raw, settings_for, wait_registered, figures
 
 BOOK = load_policy_book()
 
@@ -36,7 +36,7 @@ async def replayed(events):
 
 
 async def redis_states(settings, psn_nos):
-    client = connect(settings.redis_url)
+    client = client_for(settings)
     try:
         snap = await RedisStore(client, settings.key_prefix).read(set(psn_nos), set(), set())
         return snap.states
@@ -142,7 +142,7 @@ async def test_killed_and_restarted_mid_stream_ends_as_an_uninterrupted_run(stac
     setup = traffic.registry() + traffic.openings()
     claims = list(traffic.stream(6000))
     expected, reference = await replayed(setup + claims)
-    env = {**os.environ, **settings.to_env(), "GONGJI_BATCH_MAX_RECORDS": "200"}
+    env = {**os.environ, **as_service(settings, "settlement").to_env(), "GONGJI_BATCH_MAX_RECORDS": "200"}
 
     def start():
         return subprocess.Popen([sys.executable, "-m", "gongji.cli", "run", "settlement"], env=env,

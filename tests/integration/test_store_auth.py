@@ -1,7 +1,9 @@
 """Redis and PostgreSQL with credentials (issue 10): every client authenticated, each service its own
 user or role with what it needs and nothing more, refusals in one line.
 
-The servers are started secured here (tests.integration.secured); Kafka is the session's stack."""
+Against the local stack as it runs (its Valkey users, its PostgreSQL roles: tests.integration.secured
+reads their passwords from the stack's files), and a valkey-server whose users are limited to one
+key prefix, as in production (deploy/redis/users.acl.example)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import pytest
 from pydantic import SecretStr
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
-from tests.integration.secured import secured_postgres, secured_redis
+from tests.integration.secured import secured_redis, stack_postgres, stack_redis
 from tests.integration.support import CATALOG, collect, produce, running, settings_for, wait_registered
 
 from gongji.clearing.domain import Contribution
@@ -37,13 +39,25 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
+def redis_server(stack):
+    """The local stack's Valkey, its users' passwords at hand."""
+    if not stack.credentials:
+        pytest.skip("servers named by the environment: their credentials are their own")
+    return stack_redis(stack, PREFIX)
+
+
+@pytest.fixture(scope="module")
+def tight_redis(tmp_path_factory):
+    """A valkey-server whose service users may only touch keys under PREFIX, as deployed."""
     yield from secured_redis(tmp_path_factory.mktemp("redis-acl"), PREFIX)
 
 
 @pytest.fixture(scope="module")
-def postgres_server(tmp_path_factory):
-    yield from secured_postgres(tmp_path_factory.mktemp("pg-scram"))
+def postgres_server(stack):
+    """The local stack's PostgreSQL: scram-sha-256, and deploy/postgres/roles.sql's roles."""
+    if not stack.credentials:
+        pytest.skip("servers named by the environment: their credentials are their own")
+    return stack_postgres(stack)
 
 
 # ------------------------------------------------------------------ Redis
@@ -82,9 +96,11 @@ async def test_settings_carry_the_credentials_beside_the_url_or_in_a_file(redis_
     assert env["GONGJI_REDIS_PASSWORD"] == redis_server.credentials.redis["clearing"]
 
 
-async def test_each_service_works_with_its_own_redis_user(stack, uniq, redis_server):
-    """The settlement and clearing services, each on its own ACL user, settle and count real
-    traffic (the Lua scripts, the durability check and wait, the probe, the markers)."""
+async def test_each_service_works_with_its_own_redis_user(stack, uniq, tight_redis):
+    """The settlement and clearing services, each on its own ACL user limited to one key prefix,
+    settle and count real traffic (the Lua scripts, the durability check and wait, the probe, the
+    markers). On the local stack, every service test runs its services so."""
+    redis_server = tight_redis
     settings = settings_for(stack, uniq, clearing_group=f"{uniq}-clearing").model_copy(
         update={"key_prefix": PREFIX, "redis_url": redis_server.bare_url})
     traffic = Traffic(persons=30, seed=7, tag=uniq, family=0.2)
@@ -132,9 +148,7 @@ async def test_a_service_given_another_services_user_is_refused_its_keys(redis_s
             await ClearingStore(settlement, PREFIX).apply([item])
         with pytest.raises(NoPermissionError):
             await settlement.hincrby(f"{PREFIX}:{{clr:2023-03:152501>990100}}:flow", "medfee_sumamt", 1)
-        # Neither may use another prefix, or a command outside its list.
-        with pytest.raises(NoPermissionError):
-            await settlement.set(f"other:{{{uniq}}}:state", b"x")
+        # Neither may use a command outside its list.
         for client in (settlement, clearing):
             with pytest.raises(NoPermissionError):
                 await client.flushall()
@@ -150,6 +164,18 @@ async def test_a_service_given_another_services_user_is_refused_its_keys(redis_s
     finally:
         await settlement.aclose()
         await clearing.aclose()
+
+
+async def test_users_limited_to_a_prefix_are_refused_another(tight_redis, uniq):
+    """Production's ACL (one deployment's prefix in every pattern) refuses a key of another prefix,
+    even with the service's own suffix; the local stack's users take any prefix."""
+    settlement = connect(tight_redis.url("settlement"))
+    try:
+        await settlement.set(f"{PREFIX}:{{{uniq}}}:state", b"x")
+        with pytest.raises(NoPermissionError):
+            await settlement.set(f"other:{{{uniq}}}:state", b"x")
+    finally:
+        await settlement.aclose()
 
 
 def test_a_service_whose_redis_password_is_wrong_stops_with_one_line(redis_server):
@@ -261,9 +287,10 @@ def test_the_writer_cannot_migrate_and_says_who_must(postgres_server):
 
 
 def test_postgres_asks_every_connection_for_a_password(postgres_server):
-    hba = (postgres_server.data / "pg_hba.conf").read_text()
-    rules = [line.split() for line in hba.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    assert rules and all(rule[-1] == "scram-sha-256" for rule in rules), rules
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{postgres_server.port}/postgres",
+                         password=postgres_server.credentials.postgres_superuser) as connection:
+        rules = connection.execute("SELECT type, auth_method FROM pg_hba_file_rules").fetchall()
+    assert rules and all(method == "scram-sha-256" for _, method in rules), rules
     for role in ("postgres", LEDGER_OWNER, LEDGER_WRITER):
         with pytest.raises(psycopg.OperationalError, match="no password supplied|password authentication failed"):
             psycopg.connect(postgres_server.url(role), connect_timeout=5).close()
@@ -286,3 +313,60 @@ async def test_a_wrong_password_is_one_clear_line(postgres_server, ledger_schema
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and "password authentication failed" in lines[0], done.stderr
         assert "wrong-password" not in done.stderr
+
+
+def test_a_password_file_that_cannot_be_read_is_one_line(tmp_path):
+    """A missing file, or one that cannot be read as a file (a directory: root reads any file),
+    stops a command with one line naming the variable; it was a traceback from deep in a client."""
+    base = {**os.environ, "GONGJI_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "GONGJI_REDIS_URL": "redis://127.0.0.1:1/0",
+            "GONGJI_DATABASE_URL": "postgresql://gongji_ledger@127.0.0.1:1/gongji"}
+    for variable, path, reason in (("GONGJI_REDIS_PASSWORD_FILE", tmp_path / "missing", "No such file"),
+                                   ("GONGJI_DATABASE_PASSWORD_FILE", tmp_path, "Is a directory")):
+        for argv in (["run", "settlement"], ["run", "ledger"], ["ledger", "balances"]):
+            done = subprocess.run([sys.executable, "-m", "gongji", *argv], env={**base, variable: str(path)},
+                                  capture_output=True, text=True, timeout=60)
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode == 1 and len(lines) == 1, (argv, done.stderr)
+            assert lines[0] == f"gongji: {variable}: cannot read {path}: {reason}" + (
+                " or directory" if reason == "No such file" else ""), lines
+
+
+async def test_a_redis_cluster_gives_every_node_the_same_users(redis_cluster, stack, uniq):
+    """The tests' cluster loads the stack's ACL file on each node: the cluster client works as a
+    service's user (CLUSTER SLOTS, COMMAND and its own keys on every node) and is refused without
+    a password and on the other service's keys, wherever their slot lives."""
+    from tests.integration.support import service_credentials
+
+    if not stack.credentials:
+        pytest.skip("servers named by the environment: their credentials are their own")
+    from redis.exceptions import RedisClusterException
+
+    with pytest.raises(RedisClusterException, match="must be called with the client already authenticated"):
+        await connect(redis_cluster, cluster=True).ping()  # the cluster client words NOAUTH so
+    settlement = connect(redis_cluster, cluster=True, **service_credentials(stack, "settlement"))
+    clearing = connect(redis_cluster, cluster=True, **service_credentials(stack, "clearing"))
+    try:
+        persons = [f"{uniq}-p{n}" for n in range(12)]  # spread over the three primaries' slots
+        for psn in persons:
+            await settlement.hset(f"{uniq}:{{{psn}}}:state", "balc", "0")
+        assert len({settlement.keyslot(f"{uniq}:{{{psn}}}:state") // 5461 for psn in persons}) == 3
+        for psn in persons:
+            with pytest.raises(NoPermissionError):
+                await clearing.hget(f"{uniq}:{{{psn}}}:state", "balc")
+        item = Contribution("2023-03", "152501", "990100", f"{uniq}-s", {"medfee_sumamt": 100})
+        assert await ClearingStore(clearing, uniq).apply([item]) == 1
+        with pytest.raises(NoPermissionError):
+            await ClearingStore(settlement, uniq).apply([item])
+    finally:
+        await settlement.aclose()
+        await clearing.aclose()
+    # A wrong password on a cluster stops a service with one line too.
+    env = {**os.environ, "GONGJI_REDIS_URL": redis_cluster, "GONGJI_REDIS_CLUSTER": "true",
+           "GONGJI_REDIS_USERNAME": redis_user("clearing"), "GONGJI_REDIS_PASSWORD": "wrong-password",
+           "GONGJI_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "GONGJI_KEY_PREFIX": uniq}
+    for service in ("settlement", "clearing"):
+        done = subprocess.run([sys.executable, "-m", "gongji", "run", service], env=env, capture_output=True,
+                              text=True, timeout=60)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1, done.stderr
+        assert "refused the credentials" in lines[0] and "wrong-password" not in done.stderr

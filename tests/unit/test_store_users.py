@@ -87,3 +87,19 @@ def test_an_empty_password_variable_is_unset():
     assert Settings(redis_password="", database_password_file="").redis_password is None
     with pytest.raises(ValidationError):
         Settings(redis_password=["not", "text"])
+
+
+def test_the_local_stacks_any_prefix_users_still_keep_settlement_and_clearing_apart():
+    """The local stack's users take any key prefix (each test and demo run has its own); the
+    services stay apart by their keys' suffixes, which the prefix cannot fake."""
+    import fnmatch
+
+    lines = redis_acl({"settlement": "a", "clearing": "b"}, prefix=None).splitlines()
+    patterns = {line.split()[1]: [w[1:] for w in line.split() if w.startswith("~")] for line in lines[1:]}
+    assert all(p.startswith("*:") for ps in patterns.values() for p in ps)
+    clearing_keys = ["t1:{clr:2023-03:152501>990100}:flow", "t2:{clr:2023-03:152501>990100}:seen", "t3:clr:pairs:2023-03"]
+    settlement_keys = ["t1:{p1}:state", "t2:{p1}:rec:c:1", "x:{p1}:holds", "t:inst:H1", "t:id:c:1", "t:seen:{0}:g"]
+    for user, mine, theirs in (("gongji-settlement", settlement_keys, clearing_keys),
+                               ("gongji-clearing", clearing_keys, settlement_keys)):
+        assert all(any(fnmatch.fnmatchcase(key, p) for p in patterns[user]) for key in mine), user
+        assert not [key for key in theirs if any(fnmatch.fnmatchcase(key, p) for p in patterns[user])], user

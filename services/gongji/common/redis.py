@@ -17,7 +17,7 @@ import asyncio
 import hashlib
 
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import AuthenticationError, NoScriptError, RedisError
+from redis.exceptions import AuthenticationError, NoScriptError, RedisClusterException, RedisError
 from redis.connection import HiredisRespSerializer
 
 _SERIALIZER = HiredisRespSerializer()
@@ -60,12 +60,14 @@ async def check_credentials(client, url: str | None) -> None:
 
     try:
         await client.ping()
-    except AuthenticationError as error:
-        raise CredentialsRefused(f"Redis at {redacted(url)} refused the credentials ({error}); check the user and "
+    except (RedisError, RedisClusterException) as error:
+        # A cluster client wraps the refusal of its first node in "cannot be connected".
+        refusal = error if isinstance(error, AuthenticationError) else error.__cause__
+        if not isinstance(refusal, AuthenticationError):
+            return
+        raise CredentialsRefused(f"Redis at {redacted(url)} refused the credentials ({refusal}); check the user and "
                                  "password in GONGJI_REDIS_URL or GONGJI_REDIS_USERNAME and GONGJI_REDIS_PASSWORD(_FILE)"
                                  ) from None
-    except RedisError:
-        pass
 
 
 class LuaScript:

@@ -95,14 +95,16 @@ def _percentile(values: list[float], q: float) -> float:
 async def run_bench(claims: int, persons: int, policy_dir: Path | None = None, rate: int = 2000,
                     paced_claims: int | None = None, workers: int = 1, downstream: bool = True) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="gongji-bench-"))
-    stack, base = servers(workdir)
+    tag = "b" + uuid.uuid4().hex[:6]
+    stack, base = servers(workdir, key_prefix=tag)
+    credentials = stack.credentials() if stack else None
     try:
-        settings = isolated(base, "b" + uuid.uuid4().hex[:6])
+        settings = isolated(base, tag)
         local = {name: server["pid"] for name, server in stack.state()["servers"].items()} if stack else {}
         figures = await _bench(settings, claims, persons, policy_dir, rate, paced_claims or min(claims, rate * 10),
-                               workdir, workers, local)
+                               workdir, workers, local, credentials)
         if downstream:
-            figures["downstream"] = await _bench_downstream(settings, policy_dir, workdir)
+            figures["downstream"] = await _bench_downstream(settings, policy_dir, workdir, credentials)
         return figures
     finally:
         if stack:
@@ -121,7 +123,8 @@ def _cpu_snapshot(components: dict[str, list[int]]) -> dict[str, float]:
     return snapshot
 
 
-async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, workdir, workers, local) -> dict:
+async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, workdir, workers, local,
+                 credentials=None) -> dict:
     catalog = SchemaCatalog()
     await prepare_topics(settings)
     traffic = Traffic(persons=persons, seed=11, tag=settings.key_prefix)
@@ -136,7 +139,7 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
     log = open(workdir / "settlement.log", "ab")
 
     def start_workers():
-        return start_service("settlement", settings, policy_dir, log, workers)
+        return start_service("settlement", settings, policy_dir, log, workers, credentials=credentials)
 
     service = start_workers()
     producer = kafka.producer(settings)
@@ -203,7 +206,8 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
 DOWNSTREAM = ("ledger", "clearing", "fraud")
 
 
-async def _bench_downstream(settings: Settings, policy_dir: Path | None, workdir: Path) -> dict:
+async def _bench_downstream(settings: Settings, policy_dir: Path | None, workdir: Path,
+                            credentials: dict | None = None) -> dict:
     """Each downstream consumer alone on the settlements topic as it stands: results/s and CPU."""
     from gongji.services import SERVICES
 
@@ -215,7 +219,7 @@ async def _bench_downstream(settings: Settings, policy_dir: Path | None, workdir
                                                "ledger_schema": f"{settings.ledger_schema}_bench"})
             group = mine.kafka_group(name)
             with open(workdir / f"{name}.log", "ab") as log:
-                (process,) = start_service(name, mine, policy_dir, log)
+                (process,) = start_service(name, mine, policy_dir, log, credentials=credentials)
             try:
                 first = last = None
                 start_cpu = 0.0

@@ -17,20 +17,32 @@ def stack(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
     from gongji.local.state import STATE_DIR
 
     if args.action == "up":
-        state = stack_up(STATE_DIR)
+        from gongji.settings import Settings
+
+        state = stack_up(STATE_DIR, key_prefix=Settings().key_prefix)
         if not state["already_running"]:
             from gongji.local.launch import start_stack_services
 
             state["dashboard_url"] = start_stack_services(args.policies)
-        print(("already running: " if state["already_running"] else "started: ")
-              + f"GONGJI_KAFKA_BOOTSTRAP_SERVERS={state['kafka_bootstrap_servers']} "
-              f"GONGJI_REDIS_URL={state['redis_url']} GONGJI_DATABASE_URL={state.get('database_url')}"
-              # Its settlement requires signed input: a producer of yours signs with this key.
-              + (f" GONGJI_INPUT_KEYS_FILE={state['input_keys_file']} GONGJI_INPUT_SIGNING_KEY=local"
-                 if state.get("input_keys_file") else "")
+        print(("already running: " if state["already_running"] else "started: ") + stack_variables(state)
               + (f"\ndashboard: {state['dashboard_url']}" if state.get("dashboard_url") else ""))
     else:
         print("stopped" if stack_down(STATE_DIR) else "no local stack was running")
+
+
+def stack_variables(state: dict) -> str:
+    """The environment that puts a shell on the stack as its operator: addresses, user names and
+    the files holding the passwords (never a password)."""
+    from gongji.local import input_keys
+    from gongji.local.credentials import OPERATOR
+
+    operator = state.get("credentials", {}).get(OPERATOR, {})
+    variables = {"kafka_bootstrap_servers": state["kafka_bootstrap_servers"], "redis_url": state["redis_url"],
+                 **{name: operator.get(name) for name in ("redis_username", "redis_password_file", "database_url",
+                                                          "database_password_file")}}
+    if state.get("input_keys_file"):  # its settlement requires signed input: a producer of yours signs with this key
+        variables |= {"input_keys_file": state["input_keys_file"], "input_signing_key": input_keys.KEY_ID}
+    return " ".join(f"GONGJI_{name.upper()}={value}" for name, value in variables.items() if value)
 
 
 def demo(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:

@@ -21,6 +21,7 @@ from gongji.common.topic_admin import ensure_service_topics
 from gongji.contract.topics import service_topics
 from gongji.common.signing import Key
 from gongji.contract.wire import INPUT_RECORDS, TYPE_HEADER
+from gongji.local.credentials import for_role
 from gongji.local.processes import die_with_parent, free_port
 from gongji.local.stack import LocalStack, stack_settings
 from gongji.settings import Settings
@@ -30,12 +31,13 @@ from gongji.settings import Settings
 Row = tuple[str, bytes, bytes, str, list[tuple[str, bytes]]]
 
 
-def servers(workdir: Path) -> tuple[LocalStack | None, Settings]:
+def servers(workdir: Path, key_prefix: str | None = None) -> tuple[LocalStack | None, Settings]:
     """Settings on the configured servers when both are set, else on a LocalStack started in
-    `workdir`; the stack (None for configured servers) is the caller's to stop."""
+    `workdir` (its services' Redis users limited to `key_prefix`), as its operator; the stack (None
+    for configured servers) is the caller's to stop, its `credentials()` what start_service takes."""
     if os.environ.get("GONGJI_KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("GONGJI_REDIS_URL"):
         return None, Settings()
-    stack = LocalStack(workdir).start()
+    stack = LocalStack(workdir, key_prefix=key_prefix).start()
     # The stack's own database too: never a configured one beside a scratch broker.
     return stack, Settings(**stack_settings(stack.state()))
 
@@ -68,8 +70,13 @@ def dashboard_url(settings: Settings) -> str:
 
 
 def start_service(service: str, settings: Settings, policy_dir: Path | None, log: IO[bytes], count: int = 1, *,
-                  detach: bool = False, cwd: Path | None = None, outlive: bool = False) -> list[subprocess.Popen]:
+                  detach: bool = False, cwd: Path | None = None, outlive: bool = False,
+                  credentials: dict | None = None) -> list[subprocess.Popen]:
     """`count` processes of `gongji run SERVICE` in one consumer group, logging to `log`.
+
+    `credentials`: a local stack's (LocalStack.credentials()); the processes then get only the
+    service's own, `settings` being the operator's. The ledger's schema is migrated first, as the
+    owner: the service's writer role may not create it.
 
     `outlive`: in a session of their own and left running when the caller exits (`gongji stack up`).
 
@@ -77,7 +84,9 @@ def start_service(service: str, settings: Settings, policy_dir: Path | None, log
     stops them when it chooses; and SIGTERMed by the kernel should the caller die first (Linux).
     """
     command = [sys.executable, "-m", "gongji"] + (["--policies", str(policy_dir)] if policy_dir else [])
-    env = {**os.environ, **settings.to_env()}
+    if credentials and service == "ledger":
+        migrate_ledger(settings)
+    env = {**os.environ, **for_role(settings, credentials, service).to_env()}
     return [subprocess.Popen(command + ["run", service], env=env, stdout=log, stderr=log, cwd=cwd,
                              stdin=subprocess.DEVNULL if detach or outlive else None,
                              start_new_session=detach or outlive,
@@ -85,20 +94,30 @@ def start_service(service: str, settings: Settings, policy_dir: Path | None, log
             for _ in range(count)]
 
 
+def migrate_ledger(settings: Settings) -> list[str]:
+    """`gongji ledger migrate` for `settings` (the owner's), granting the writer role."""
+    from gongji.ledger.store import migrate
+
+    return migrate(settings.database_url, settings.ledger_schema, settings.ledger_writer_role,
+                   settings.database_password_value())
+
+
 def start_stack_services(policy_dir: Path | None) -> str:
     """Every service of SERVICES in the background on the local stack (`gongji stack up`), recorded
     in its state file; returns the dashboard's address."""
     from gongji.local.stack import record_processes
-    from gongji.local.state import STATE_DIR, local_stack_settings
+    from gongji.local.state import STATE_DIR, local_stack_settings, read_state
     from gongji.services import SERVICES
 
     # The stack's own servers, whatever the shell's GONGJI_* say: its services must not write elsewhere.
     settings = with_dashboard_port(local_stack_settings(Settings()))
+    credentials = read_state()["credentials"]
     processes = {}
     for service in SERVICES:
         log_path = STATE_DIR / f"{service}.log"
         with open(log_path, "ab") as log:
-            (process,) = start_service(service, settings, policy_dir, log, outlive=True, cwd=STATE_DIR)
+            (process,) = start_service(service, settings, policy_dir, log, outlive=True, cwd=STATE_DIR,
+                                       credentials=credentials)
         processes[service] = {"pid": process.pid, "binary": sys.executable, "log": str(log_path.resolve())}
     record_processes(STATE_DIR, processes, dashboard_url=dashboard_url(settings))
     return dashboard_url(settings)

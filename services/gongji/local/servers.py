@@ -208,6 +208,32 @@ def init_postgres(workdir: Path, bindir: Path, superuser_password: str | None = 
     return data, user
 
 
+def roles_sql() -> Path:
+    """deploy/postgres/roles.sql, the ledger's roles as deployed (the repository's: `make setup`
+    installs Gongji editable)."""
+    import gongji
+
+    path = Path(gongji.__file__).resolve().parents[2] / "deploy" / "postgres" / "roles.sql"
+    if not path.exists():
+        raise StackError(f"the local PostgreSQL needs the repository's deploy/postgres/roles.sql ({path} is missing)")
+    return path
+
+
+def create_ledger_roles(bindir: Path, port: int, superuser_password: str, owner_password: str,
+                        writer_password: str) -> None:
+    """Run roles.sql through psql, as an operator does; the passwords go in on psql's standard input
+    (`\\set`), never on a command line another user could read in /proc."""
+    if "'" in owner_password + writer_password or "\n" in owner_password + writer_password:
+        raise StackError("a generated password holds a quote or a newline")  # token_urlsafe never does
+    script = (f"\\set owner_password '{owner_password}'\n\\set writer_password '{writer_password}'\n"
+              f"\\i '{roles_sql()}'\n")
+    done = subprocess.run([str(bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+                           "-p", str(port), "-U", "postgres", "-d", "postgres"], input=script, text=True,
+                          capture_output=True, env={**os.environ, "PGPASSWORD": superuser_password})
+    if done.returncode != 0:
+        raise StackError(f"deploy/postgres/roles.sql failed: {done.stderr.strip()}")
+
+
 def _remove_stale_scratch(older_than: float = 300.0) -> None:
     """Data directories of local PostgreSQL servers whose owner was killed before it could remove
     them: no live postmaster, and untouched for a while."""

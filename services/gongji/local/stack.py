@@ -34,11 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gongji.local import credentials as stack_credentials
 from gongji.local import input_keys
 from gongji.local.errors import StackError
 from gongji.local.processes import alive, die_with_parent, free_port, stop_signal, terminate
 from gongji.local.servers import (
     Server,
+    create_ledger_roles,
     init_postgres,
     kafka_ready,
     postgres_bindir,
@@ -47,6 +49,7 @@ from gongji.local.servers import (
     redis_server_binary,
     tansu_binary,
 )
+from gongji.local.store_users import ADMIN
 
 STATE_FILE = "stack.json"
 
@@ -69,6 +72,9 @@ class Endpoints:
     redis_url: str
     group_timeouts: dict[str, int] = field(default_factory=lambda: dict(KAFKA_GROUP_TIMEOUTS))
     database_url: str | None = None
+    #: Per role (`operator`, each service), the credential settings: user names and password files
+    #: (gongji.local.credentials). Empty for servers the environment names: they bring their own.
+    credentials: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class LocalStack:
@@ -78,16 +84,23 @@ class LocalStack:
     `start()` returns once all answer (a Kafka metadata round trip, a Redis PING, a PostgreSQL
     connection). Unless `detached`, the servers die with this Python process (Linux:
     PR_SET_PDEATHSIG).
+
+    Redis and PostgreSQL are secured as deployed: fresh passwords in `workdir/secrets/` (files of
+    mode 0600), Valkey with an ACL file (`default` off, an admin, one user per service whose key
+    patterns take `key_prefix`, or any prefix when None), PostgreSQL with scram-sha-256 for every
+    connection and the ledger's owner and writer roles (deploy/postgres/roles.sql).
     """
 
     def __init__(self, workdir: str | Path, *, detached: bool = False, start_timeout: float = 20.0,
-                 postgres: bool = True):
+                 postgres: bool = True, key_prefix: str | None = None):
         self.workdir = Path(workdir).resolve()
         self.detached = detached
         self.start_timeout = start_timeout
         self.postgres = postgres
+        self.key_prefix = key_prefix
         self._servers: dict[str, Server] = {}
         self.input_keys_file: Path | None = None  # the input signing key (gongji.local.input_keys)
+        self._secrets: dict[str, Path] = {}
 
     @property
     def kafka_bootstrap_servers(self) -> str:
@@ -99,15 +112,21 @@ class LocalStack:
 
     @property
     def database_url(self) -> str | None:
+        """The ledger's database as its owner (the operator's); the password is in a file."""
+        return self.credentials()[stack_credentials.OPERATOR]["database_url"]
+
+    def credentials(self) -> dict[str, dict[str, Any]]:
+        """Per role, user names and password files (gongji.local.credentials.credentials)."""
         server = self._servers.get("postgres")
-        return f"postgresql://postgres@127.0.0.1:{server.port}/postgres" if server else None
+        return stack_credentials.credentials(self._secrets, server.port if server else None)
 
     @property
     def group_timeouts(self) -> dict[str, int]:
         return dict(TANSU_GROUP_TIMEOUTS)
 
     def endpoints(self) -> Endpoints:
-        return Endpoints(self.kafka_bootstrap_servers, self.redis_url, self.group_timeouts, self.database_url)
+        return Endpoints(self.kafka_bootstrap_servers, self.redis_url, self.group_timeouts, self.database_url,
+                         self.credentials())
 
     def start(self) -> LocalStack:
         """Start the servers and wait until they answer; raise StackError with the log tail if not."""
@@ -118,15 +137,34 @@ class LocalStack:
             # Tansu keeps its log in memory: an append-only file from an earlier run would hold
             # state for offsets this broker never had.
             shutil.rmtree(self.workdir / "appendonlydir", ignore_errors=True)
-            self._start_server("redis", redis_server_binary(), redis_ready)
+            self._secrets = stack_credentials.write_secrets(self.workdir / "secrets")
+            self._start_redis()
             if self.postgres:
-                bindir = postgres_bindir()
-                data, user = init_postgres(self.workdir, bindir)
-                self._start_server("postgres", str(bindir / "postgres"), postgres_ready, data=data, user=user)
+                self._start_postgres()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_redis(self) -> None:
+        """valkey-server with the stack's ACL file; ready when the admin's PING is answered."""
+        acl = stack_credentials.write_acl(self.workdir / "users.acl", self._secrets, self.key_prefix)
+        password = stack_credentials.read_secret(self._secrets["redis-admin"])
+        self._start_server("redis", redis_server_binary(), lambda port: redis_ready(port, ADMIN, password),
+                           acl_file=acl)
+
+    def _start_postgres(self) -> None:
+        """PostgreSQL with scram-sha-256 for every connection, then the ledger's roles and database."""
+        from gongji.local.store_users import LEDGER_OWNER, LEDGER_WRITER
+
+        bindir = postgres_bindir()
+        superuser = stack_credentials.read_secret(self._secrets["postgres"])
+        data, user = init_postgres(self.workdir, bindir, superuser)
+        self._start_server("postgres", str(bindir / "postgres"), lambda port: postgres_ready(port, superuser),
+                           data=data, user=user)
+        create_ledger_roles(bindir, self._servers["postgres"].port, superuser,
+                            stack_credentials.read_secret(self._secrets[LEDGER_OWNER]),
+                            stack_credentials.read_secret(self._secrets[LEDGER_WRITER]))
 
     def stop(self) -> None:
         """Stop the servers (SIGKILL what is left after a few seconds). Safe to call twice."""
@@ -137,6 +175,8 @@ class LocalStack:
             if server.data is not None and server.user is not None:
                 shutil.rmtree(server.data.parent, ignore_errors=True)
                 server.data = None
+        if self._servers:
+            forget_secrets(self.workdir)
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -145,12 +185,14 @@ class LocalStack:
         self.stop()
 
     def state(self) -> dict[str, Any]:
-        """What the state file records: addresses, and per server its pid, port, binary and log."""
+        """What the state file records: addresses, per server its pid, port, binary and log, and the
+        credentials per role (user names and password files: no password)."""
         return {
             "kafka_bootstrap_servers": self.kafka_bootstrap_servers,
             "redis_url": self.redis_url,
             "database_url": self.database_url,
             "input_keys_file": str(self.input_keys_file) if self.input_keys_file else None,
+            "credentials": self.credentials(),
             "workdir": str(self.workdir),
             "servers": {
                 s.name: {"pid": s.pid, "port": s.port, "binary": s.binary, "log": str(s.log),
@@ -159,10 +201,12 @@ class LocalStack:
             },
         }
 
-    def _start_server(self, name: str, binary: str, ready, data: Path | None = None, user: str | None = None) -> None:
+    def _start_server(self, name: str, binary: str, ready, data: Path | None = None, user: str | None = None,
+                      acl_file: Path | None = None) -> None:
         # A free port can be taken between free_port() and the server's bind: retry on a new one.
         for attempt in range(3):
-            server = Server(name, binary, free_port(), self.workdir / f"{name}.log", data=data, user=user)
+            server = Server(name, binary, free_port(), self.workdir / f"{name}.log", data=data, user=user,
+                            acl_file=acl_file)
             self._servers[name] = server
             server.process = self._spawn(server)
             server.pid = server.process.pid
@@ -201,13 +245,16 @@ class LocalStack:
 
 def stack_settings(state: dict[str, Any]) -> dict[str, Any]:
     """The Settings fields that put a process on a local stack (`LocalStack.state()`, or its state
-    file): all three of its addresses, and the short group timeouts Tansu needs."""
+    file): all three of its addresses, the short group timeouts Tansu needs, and the operator's
+    credentials (narrow them to a service's with gongji.local.credentials.for_role)."""
+    operator = state.get("credentials", {}).get(stack_credentials.OPERATOR, {})
+    files = {name: Path(value) if name.endswith("_file") and value else value for name, value in operator.items()}
     return {"kafka_bootstrap_servers": state["kafka_bootstrap_servers"], "redis_url": state["redis_url"],
-            "database_url": state.get("database_url"), **input_keys.settings(state),
+            "database_url": state.get("database_url"), **files, **input_keys.settings(state),
             **{f"kafka_{name}": value for name, value in TANSU_GROUP_TIMEOUTS.items()}}
 
 
-def stack_up(state_dir: str | Path = ".gongji") -> dict[str, Any]:
+def stack_up(state_dir: str | Path = ".gongji", key_prefix: str | None = None) -> dict[str, Any]:
     """Start the stack in the background unless it already runs; return the state file's content.
 
     The state lives in `state_dir/stack.json`, logs next to it. The result has
@@ -220,7 +267,7 @@ def stack_up(state_dir: str | Path = ".gongji") -> dict[str, Any]:
         if len(alive) == len(state["servers"]):
             return {**state, "already_running": True}
         stack_down(state_dir)  # stale or half dead: clear it and start afresh
-    stack = LocalStack(state_dir, detached=True).start()
+    stack = LocalStack(state_dir, detached=True, key_prefix=key_prefix).start()
     state = stack.state()
     (state_dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
     return {**state, "already_running": False}
@@ -252,7 +299,14 @@ def stack_down(state_dir: str | Path = ".gongji") -> bool:
         if scratch and Path(scratch).name.startswith("gongji-pg-") and Path(scratch).parent == Path("/tmp"):
             shutil.rmtree(scratch, ignore_errors=True)  # only ever a directory _init_postgres made
     (state_dir / STATE_FILE).unlink(missing_ok=True)
+    forget_secrets(state_dir)
     return stopped
+
+
+def forget_secrets(workdir: Path) -> None:
+    """The passwords and the ACL file of a stack whose servers are gone: nothing they could open."""
+    shutil.rmtree(workdir / "secrets", ignore_errors=True)
+    (workdir / "users.acl").unlink(missing_ok=True)
 
 
 def _is_our_server(server: dict[str, Any]) -> bool:

@@ -28,10 +28,17 @@ def resolve_settings(settings: Settings | None = None) -> Settings:
 
 def local_stack_settings(settings: Settings) -> Settings:
     """`settings` on the servers of the running `gongji stack up`, all of them."""
-    from gongji.local.stack import STATE_FILE, stack_settings
+    from gongji.local.stack import stack_settings
+
+    return settings.model_copy(update=stack_settings(read_state()))
+
+
+def read_state() -> dict:
+    """The running `gongji stack up`'s state file; exit with one line when there is none."""
+    from gongji.local.stack import STATE_FILE
 
     state_file = STATE_DIR / STATE_FILE
     if not state_file.exists():
         sys.exit("gongji: no servers configured. Set GONGJI_KAFKA_BOOTSTRAP_SERVERS and GONGJI_REDIS_URL, "
                  "or start the local stack with `gongji stack up`.")
-    return settings.model_copy(update=stack_settings(json.loads(state_file.read_text())))
+    return json.loads(state_file.read_text())

@@ -56,14 +56,16 @@ def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
-def acl_line(service: str, password_sha256: str, prefix: str = "gj") -> str:
+def acl_line(service: str, password_sha256: str, prefix: str | None = "gj") -> str:
+    """`prefix` None: any key prefix (the local stack, where each test and demo run has its own)."""
     commands, keys = REDIS_RULES[service]
-    patterns = " ".join(f"~{glob_escape(prefix)}{key}" for key in keys)
+    start = "*" if prefix is None else glob_escape(prefix)
+    patterns = " ".join(f"~{start}{key}" for key in keys)
     allowed = " ".join(f"+{command}" for command in _CLIENT + commands)
     return f"user {redis_user(service)} on #{password_sha256} resetchannels {patterns} -@all {allowed}"
 
 
-def redis_acl(passwords: dict[str, str], prefix: str = "gj", admin_password: str | None = None) -> str:
+def redis_acl(passwords: dict[str, str], prefix: str | None = "gj", admin_password: str | None = None) -> str:
     """The ACL file: `default` off, one user per service in `passwords` (and the admin with one)."""
     lines = ["user default off resetkeys resetchannels -@all"]
     lines += [acl_line(service, sha256(passwords[service]), prefix) for service in REDIS_RULES if service in passwords]

@@ -57,6 +57,7 @@ async def run_demo(rate: int, seconds: float | None, persons: int, policy_dir) -
         sys.exit("gongji demo: --rate must be at least 1 and --persons at least 2")
     started = time.monotonic()
     logging.getLogger("aiokafka").setLevel(logging.WARNING)  # its INFO lines would scroll through the view
+    logging.getLogger("yoyo").setLevel(logging.WARNING)  # the ledger's migration, run here as the owner
     book = load_policy_book(policy_dir)  # a bad policy file stops the demo before anything starts
     policy_dir = Path(policy_dir).resolve() if policy_dir else None  # the service runs in the workdir
     stop, hurry = asyncio.Event(), asyncio.Event()
@@ -65,11 +66,13 @@ async def run_demo(rate: int, seconds: float | None, persons: int, policy_dir) -
     print(f"gongji demo: starting in {workdir} ...", flush=True)
     stack = None
     try:
-        stack, base = servers(workdir)
-        run = Run(with_dashboard_port(isolated(base, "d" + uuid.uuid4().hex[:6])), rate, workdir / "settlement.log",
+        tag = "d" + uuid.uuid4().hex[:6]
+        stack, base = servers(workdir, key_prefix=tag)
+        run = Run(with_dashboard_port(isolated(base, tag)), rate, workdir / "settlement.log",
                   book.region_names(), started=started)
         if not stop.is_set():
-            await _run(run, persons, policy_dir, stop, hurry, started + seconds if seconds else None)
+            await _run(run, persons, policy_dir, stop, hurry, started + seconds if seconds else None,
+                       stack.credentials() if stack else None)
     except LocalError as error:
         sys.exit(f"gongji demo: {error}\nlogs in {workdir}")
     finally:
@@ -93,17 +96,21 @@ def _on_signals(stop: asyncio.Event, hurry: asyncio.Event):
 
 
 async def _run(run: Run, persons: int, policy_dir: Path | None, stop: asyncio.Event, hurry: asyncio.Event,
-               deadline: float | None) -> None:
-    """Service, reader and traffic on the stack; the view while they run; the summary at the end."""
+               deadline: float | None, credentials: dict | None) -> None:
+    """Service, reader and traffic on the stack; the view while they run; the summary at the end.
+    `run.settings` are the operator's (the traffic, the summaries); each service gets its own
+    `credentials` (a local stack's; None: the configured servers')."""
     catalog = SchemaCatalog()
     await prepare_topics(run.settings)
     await ensure_service_topics(run.settings, [run.settings.topics.fraud_signals])  # read below from the start
     with open(run.log, "ab") as log:
-        service = start_service("settlement", run.settings, policy_dir, log, detach=True, cwd=run.log.parent)[0]
+        service = start_service("settlement", run.settings, policy_dir, log, detach=True, cwd=run.log.parent,
+                                credentials=credentials)[0]
     downstream = {}
     for name in downstream_services(run.settings):
         with open(run.log.with_name(f"{name}.log"), "ab") as log:
-            downstream[name] = start_service(name, run.settings, policy_dir, log, detach=True, cwd=run.log.parent)[0]
+            downstream[name] = start_service(name, run.settings, policy_dir, log, detach=True, cwd=run.log.parent,
+                                             credentials=credentials)[0]
     if "dashboard" in downstream:
         print(f"gongji demo: live dashboard at {dashboard_url(run.settings)} (open it in a browser)", flush=True)
     done = asyncio.Event()

@@ -188,7 +188,8 @@ def test_the_stack_is_secured_by_default_and_records_no_password(tmp_path: Path)
         secrets = tmp_path / "stack" / "secrets"
         assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
         passwords = {path.name: path.read_text() for path in secrets.iterdir()}
-        assert len(passwords) == 6 and len(set(passwords.values())) == 6
+        # six passwords, and the input signing key with its keys file (gongji.local.input_keys)
+        assert len(passwords) == 8 and len(set(passwords.values())) == 8
         assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in secrets.iterdir())
         acl = tmp_path / "stack" / "users.acl"
         assert stat.S_IMODE(acl.stat().st_mode) == 0o600

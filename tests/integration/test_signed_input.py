@@ -13,7 +13,7 @@ from gongji.contract.wire import SIGNATURE_HEADER, TYPE_HEADER
 from gongji.local.launch import encode
 from gongji.local.synthetic import Traffic
 from tests.integration.support import (
-    CATALOG, by_claim, collect, producer, running_service, settings_for, wait_registered,
+    CATALOG, as_service, by_claim, collect, producer, running_service, settings_for, wait_registered,
 )
 
 ERENHOT, PROVINCE = "152501", "990100"
@@ -140,7 +140,7 @@ async def test_without_the_requirement_unsigned_input_settles_and_a_forged_signa
 async def test_a_rebuild_takes_no_registry_entry_the_service_refused(stack, uniq, tmp_path):
     """`gongji settlement rebuild` reads the input topics again: a person move dead-lettered for its
     signature or its key's regions must not come back into the state from there."""
-    from gongji.common.redis import connect
+    from gongji.common.redis import client_for
     from gongji.settlement.policy import load_policy_book
     from gongji.settlement.rebuild import rebuild
     from gongji.settlement.redis_store import RedisStore
@@ -162,7 +162,8 @@ async def test_a_rebuild_takes_no_registry_entry_the_service_refused(stack, uniq
         await send(settings, encode(CATALOG, settings, [("claim", claim)], hub))
         await collect(settings, settings.topics.settlements, lambda rs: claim["claim_id"] in by_claim(rs))
 
-    client = connect(settings.redis_url)
+    settings = as_service(settings, "settlement")  # a rebuild runs as the service whose state it is
+    client = client_for(settings)
     try:
         report = await rebuild(settings, CATALOG, load_policy_book(), client, force=True)
         person = (await RedisStore(client, settings.key_prefix).read({other["psn_no"]}, set(), set())).persons

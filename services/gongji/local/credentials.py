@@ -25,6 +25,9 @@ OPERATOR = "operator"
 FIELDS = ("redis_username", "redis_password", "redis_password_file", "database_url", "database_password",
           "database_password_file", "ledger_migration_url", "ledger_migration_password_file", "ledger_writer_role")
 
+#: What a service that reads no input is given of the stack's input keys: nothing.
+UNSIGNED = {"input_keys_file": None, "input_signing_key": None, "require_signed_input": False}
+
 
 def secret_names() -> list[str]:
     """One file per password: Redis's admin and service users, PostgreSQL's superuser and the
@@ -81,8 +84,11 @@ def credentials(files: dict[str, Path], postgres_port: int | None) -> dict[str, 
 
     table = {OPERATOR: role("admin", LEDGER_OWNER, ledger_writer_role=LEDGER_WRITER if postgres_port else None)}
     for service in SERVICES:
+        # The input keys (gongji.local.input_keys) are settlement's, which verifies with them, and
+        # the operator's, who signs: no other service is given them.
+        signing = {} if service == "settlement" else UNSIGNED
         table[service] = role(service if service in REDIS_RULES else None,
-                              LEDGER_WRITER if service == "ledger" else None)
+                              LEDGER_WRITER if service == "ledger" else None, **signing)
     return table
 
 

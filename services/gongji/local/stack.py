@@ -131,13 +131,13 @@ class LocalStack:
     def start(self) -> LocalStack:
         """Start the servers and wait until they answer; raise StackError with the log tail if not."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.input_keys_file = input_keys.generate(self.workdir)
         try:
             self._start_server("kafka", tansu_binary(), kafka_ready)
             # Tansu keeps its log in memory: an append-only file from an earlier run would hold
             # state for offsets this broker never had.
             shutil.rmtree(self.workdir / "appendonlydir", ignore_errors=True)
             self._secrets = stack_credentials.write_secrets(self.workdir / "secrets")
+            self.input_keys_file = input_keys.generate(self.workdir / "secrets")
             self._start_redis()
             if self.postgres:
                 self._start_postgres()

@@ -22,6 +22,7 @@ from gongji.contract.topics import service_topics
 from gongji.contract.wire import INPUT_RECORDS
 from gongji.local.processes import die_with_parent, free_port
 from gongji.local.stack import LocalStack, stack_settings
+from gongji.local.tls import as_principal, principal
 from gongji.settings import Settings
 
 #: A topic message ready to send: (topic, key, value, id of the event: claim_id, credit_id or key).
@@ -33,7 +34,7 @@ def servers(workdir: Path) -> tuple[LocalStack | None, Settings]:
     `workdir`; the stack (None for configured servers) is the caller's to stop."""
     if os.environ.get("GONGJI_KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("GONGJI_REDIS_URL"):
         return None, Settings()
-    stack = LocalStack(workdir).start()
+    stack = LocalStack(workdir, kafka_tls=Settings().local_kafka_tls).start()
     # The stack's own database too: never a configured one beside a scratch broker.
     return stack, Settings(**stack_settings(stack.state()))
 
@@ -75,7 +76,7 @@ def start_service(service: str, settings: Settings, policy_dir: Path | None, log
     stops them when it chooses; and SIGTERMed by the kernel should the caller die first (Linux).
     """
     command = [sys.executable, "-m", "gongji"] + (["--policies", str(policy_dir)] if policy_dir else [])
-    env = {**os.environ, **settings.to_env()}
+    env = {**os.environ, **as_principal(settings, principal(service)).to_env()}  # its own certificate
     return [subprocess.Popen(command + ["run", service], env=env, stdout=log, stderr=log, cwd=cwd,
                              stdin=subprocess.DEVNULL if detach or outlive else None,
                              start_new_session=detach or outlive,

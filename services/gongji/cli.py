@@ -144,8 +144,22 @@ def main(argv: list[str] | None = None) -> None:
         return
     except KeyboardInterrupt:  # Ctrl-C before a command's own handling is in place (imports take a moment)
         sys.exit(130)
+    except Exception as error:  # Kafka refused us: one line naming the setting (a wrong password, CA, certificate)
+        from gongji.common.kafka_failures import explain, is_kafka_failure
+
+        if not is_kafka_failure(error):
+            raise
+        sys.exit(f"gongji: {explain(error, _resolved_quietly())}")
     if status:
         sys.exit(status)
+
+
+def _resolved_quietly() -> Settings | None:
+    """The settings a failed command ran on, for its error line (None if there are none)."""
+    try:
+        return _resolve()
+    except (SystemExit, ValueError):
+        return None
 
 
 def _resolve() -> Settings:

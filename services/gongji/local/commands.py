@@ -22,9 +22,13 @@ def stack(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
             from gongji.local.launch import start_stack_services
 
             state["dashboard_url"] = start_stack_services(args.policies)
+        from gongji.local.stack import stack_settings
+
+        kafka = {name: value for name, value in stack_settings(state).items() if name.startswith("kafka_")
+                 and not name.endswith("_ms")}  # where, and TLS with the tools' certificate
         print(("already running: " if state["already_running"] else "started: ")
-              + f"GONGJI_KAFKA_BOOTSTRAP_SERVERS={state['kafka_bootstrap_servers']} "
-              f"GONGJI_REDIS_URL={state['redis_url']} GONGJI_DATABASE_URL={state.get('database_url')}"
+              + "".join(f"GONGJI_{name.upper()}={value} " for name, value in kafka.items())
+              + f"GONGJI_REDIS_URL={state['redis_url']} GONGJI_DATABASE_URL={state.get('database_url')}"
               + (f"\ndashboard: {state['dashboard_url']}" if state.get("dashboard_url") else ""))
     else:
         print("stopped" if stack_down(STATE_DIR) else "no local stack was running")

@@ -136,7 +136,9 @@ def main(argv: list[str] | None = None) -> None:
         from gongji.common.observe import configure_logging
 
         configure_logging()
-        status = handler(COMMANDS[args.command])(args, _resolve)
+        # `gongji run SERVICE` on the local stack connects with the service's own certificate.
+        service = args.service if args.command == "run" else None
+        status = handler(COMMANDS[args.command])(args, lambda: _resolve(service))
     except PolicyError as error:  # a bad policy file stops start-up, naming the file and the field
         sys.exit(f"gongji: policy not loaded: {error}")
     except BrokenPipeError:  # `gongji replay file | head`
@@ -162,11 +164,13 @@ def _resolved_quietly() -> Settings | None:
         return None
 
 
-def _resolve() -> Settings:
-    """The settings on the configured servers, else the local stack's (gongji.local.state)."""
+def _resolve(service: str | None = None) -> Settings:
+    """The settings on the configured servers, else the local stack's (gongji.local.state), as
+    `service`'s principal there when one is named."""
     from gongji.local.state import resolve_settings
+    from gongji.local.tls import principal
 
-    return resolve_settings()
+    return resolve_settings(principal=principal(service) if service else None)
 
 
 if __name__ == "__main__":

@@ -13,25 +13,28 @@ from gongji.settings import Settings
 STATE_DIR = Path(os.environ.get("GONGJI_STATE_DIR", ".gongji"))
 
 
-def resolve_settings(settings: Settings | None = None) -> Settings:
+def resolve_settings(settings: Settings | None = None, principal: str | None = None) -> Settings:
     """Settings from the environment when it names any server; else every server from a running
-    `gongji stack up`. Never a mix: production Kafka with the local stack's scratch database (or the
-    reverse) would book real results where nobody audits them."""
+    `gongji stack up`, with `principal`'s client certificate (default: the tools'). Never a mix:
+    production Kafka with the local stack's scratch database (or the reverse) would book real
+    results where nobody audits them."""
     settings = settings or Settings()
     if settings.kafka_bootstrap_servers or settings.redis_url or settings.database_url:
         if not (settings.kafka_bootstrap_servers and settings.redis_url):
             sys.exit("gongji: set both GONGJI_KAFKA_BOOTSTRAP_SERVERS and GONGJI_REDIS_URL (and GONGJI_DATABASE_URL "
                      "for the ledger), or none of them to use the local stack.")
         return settings  # without a database only the ledger cannot run, and says so
-    return local_stack_settings(settings)
+    return local_stack_settings(settings, principal)
 
 
-def local_stack_settings(settings: Settings) -> Settings:
-    """`settings` on the servers of the running `gongji stack up`, all of them."""
+def local_stack_settings(settings: Settings, principal: str | None = None) -> Settings:
+    """`settings` on the servers of the running `gongji stack up`, all of them; Kafka with
+    `principal`'s certificate (gongji.local.tls; default: the tools')."""
     from gongji.local.stack import STATE_FILE, stack_settings
+    from gongji.local.tls import TOOLS
 
     state_file = STATE_DIR / STATE_FILE
     if not state_file.exists():
         sys.exit("gongji: no servers configured. Set GONGJI_KAFKA_BOOTSTRAP_SERVERS and GONGJI_REDIS_URL, "
                  "or start the local stack with `gongji stack up`.")
-    return settings.model_copy(update=stack_settings(json.loads(state_file.read_text())))
+    return settings.model_copy(update=stack_settings(json.loads(state_file.read_text()), principal or TOOLS))

@@ -61,6 +61,20 @@ async def refused(settings: Settings) -> None:
         await answers(settings)
 
 
+def terminator_says(pki: Pki, reason: str, before: int) -> None:
+    """The terminator logged a refusal for `reason` past offset `before` of its log (it writes the
+    line as it closes the connection, so a client may see the close first: wait for it)."""
+    log = pki.folder.parent / "kafka-tls.log"
+    deadline = time.monotonic() + 10
+    while f": {reason}" not in log.read_text()[before:]:
+        assert time.monotonic() < deadline, log.read_text()[before:]
+        time.sleep(0.05)
+
+
+def log_size(pki: Pki) -> int:
+    return len((pki.folder.parent / "kafka-tls.log").read_text())
+
+
 async def test_every_principal_gets_through_with_its_own_certificate_and_is_named(stack, pki):
     for principal in PRINCIPALS:
         assert isinstance(await answers(at(stack, **pki.client_settings(principal))), list), principal
@@ -82,13 +96,17 @@ async def test_a_plaintext_client_at_the_tls_port_is_refused(stack, pki):
 
 async def test_a_tls_client_without_a_certificate_is_refused(stack, pki):
     anonymous = at(stack, **ssl_with(pki.cafile))
+    before = log_size(pki)
     await refused(anonymous)
+    terminator_says(pki, "PEER_DID_NOT_RETURN_A_CERTIFICATE", before)
     assert "does it want a client certificate (GONGJI_KAFKA_SSL_CERTFILE)" in diagnose(anonymous)
 
 
 async def test_a_certificate_from_another_ca_is_refused(stack, pki, stranger):
     forged = at(stack, **ssl_with(pki.cafile, stranger.cert(TOOLS), stranger.key(TOOLS)))
+    before = log_size(pki)
     await refused(forged)
+    terminator_says(pki, "CERTIFICATE_VERIFY_FAILED", before)
     assert f"GONGJI_KAFKA_SSL_CERTFILE={stranger.cert(TOOLS)}: is it signed by a CA" in diagnose(forged)
     assert diagnose(at(stack, **pki.client_settings(TOOLS))) is None
 

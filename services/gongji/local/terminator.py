@@ -22,6 +22,7 @@ from gongji.local.tls import BROKER, Pki
 
 log = logging.getLogger("gongji.terminator")
 CHUNK = 256 * 1024
+HANDSHAKE_SECONDS = 10
 
 
 def server_context(pki: Pki) -> ssl.SSLContext:
@@ -55,8 +56,16 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
-async def _relay(upstream_port: int, client_reader: asyncio.StreamReader,
+async def _relay(upstream_port: int, context: ssl.SSLContext, client_reader: asyncio.StreamReader,
                  client_writer: asyncio.StreamWriter) -> None:
+    # The handshake here rather than in the server: asyncio would drop a refusal without a word.
+    peer = "%s:%d" % client_writer.get_extra_info("peername")[:2]
+    try:
+        await client_writer.start_tls(context, ssl_handshake_timeout=HANDSHAKE_SECONDS)
+    except (OSError, asyncio.TimeoutError) as error:  # ssl.SSLError is an OSError
+        log.warning("refused %s: %s", peer, getattr(error, "reason", None) or error or type(error).__name__)
+        client_writer.close()
+        return
     log.info("connection from %s", peer_name(client_writer))
     try:
         broker_reader, broker_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
@@ -76,23 +85,13 @@ async def _relay(upstream_port: int, client_reader: asyncio.StreamReader,
     await asyncio.gather(*pending, return_exceptions=True)
 
 
-def _quiet_handshake_failures(loop: asyncio.AbstractEventLoop, context: dict) -> None:
-    """A refused client (no certificate, another CA, plaintext) is one line, not a traceback."""
-    error = context.get("exception")
-    if isinstance(error, (ssl.SSLError, ConnectionError)):
-        log.warning("refused a client: %s", error)
-        return
-    loop.default_exception_handler(context)
-
-
 async def serve(listening: socket.socket, upstream_port: int, pki: Pki) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.set_exception_handler(_quiet_handshake_failures)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = await asyncio.start_server(lambda r, w: _relay(upstream_port, r, w), sock=listening,
-                                        ssl=server_context(pki), ssl_handshake_timeout=10)
+    context = server_context(pki)
+    server = await asyncio.start_server(lambda r, w: _relay(upstream_port, context, r, w), sock=listening)
     async with server:
         log.info("TLS on 127.0.0.1:%d (client certificates of %s) to 127.0.0.1:%d",
                  listening.getsockname()[1], pki.cafile, upstream_port)

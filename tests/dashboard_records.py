@@ -8,8 +8,7 @@ import asyncio
 import itertools
 from decimal import Decimal
 
-from aiokafka import AIOKafkaProducer
-
+from gongji.common import kafka
 from gongji.common.avro import SchemaCatalog
 from gongji.settings import Settings
 
@@ -98,8 +97,7 @@ def rows(settings: Settings, named: list[tuple[str, dict]]) -> list[tuple[str, b
 
 
 async def send(settings: Settings, named: list[tuple[str, dict]], timestamp_ms: int | None = None) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False,
-                                linger_ms=5)
+    producer = kafka.producer(settings)
     await producer.start()
     try:
         futures = [await producer.send(topic, value, key=key, headers=headers, timestamp_ms=timestamp_ms)

@@ -136,7 +136,9 @@ def main(argv: list[str] | None = None) -> None:
         from gongji.common.observe import configure_logging
 
         configure_logging()
-        status = handler(COMMANDS[args.command])(args, _resolve)
+        # `gongji run SERVICE` on the local stack connects with the service's own certificate.
+        service = args.service if args.command == "run" else None
+        status = handler(COMMANDS[args.command])(args, lambda: _resolve(service))
     except PolicyError as error:  # a bad policy file stops start-up, naming the file and the field
         sys.exit(f"gongji: policy not loaded: {error}")
     except BrokenPipeError:  # `gongji replay file | head`
@@ -144,15 +146,30 @@ def main(argv: list[str] | None = None) -> None:
         return
     except KeyboardInterrupt:  # Ctrl-C before a command's own handling is in place (imports take a moment)
         sys.exit(130)
+    except Exception as error:  # Kafka refused us: one line naming the setting (a wrong password, CA, certificate)
+        from gongji.common.kafka_failures import explain, is_kafka_failure
+
+        if not is_kafka_failure(error):
+            raise
+        sys.exit(f"gongji: {explain(error, _resolved_quietly())}")
     if status:
         sys.exit(status)
 
 
-def _resolve() -> Settings:
-    """The settings on the configured servers, else the local stack's (gongji.local.state)."""
+def _resolved_quietly() -> Settings | None:
+    """The settings a failed command ran on, for its error line (None if there are none)."""
+    try:
+        return _resolve()
+    except (SystemExit, ValueError):
+        return None
+
+
+def _resolve(service: str | None = None) -> Settings:
+    """The settings on the configured servers, else the local stack's (gongji.local.state), as
+    `service`'s principal there when one is named."""
     from gongji.local.state import resolve_settings
 
-    settings = resolve_settings()
+    settings = resolve_settings(service=service)
     try:
         settings.check_secret_files()
     except ValueError as error:  # a password file missing or unreadable: one line, not a traceback

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
+    # The local stack (gongji stack up, demo, bench): Tansu only behind a TLS terminator that wants
+    # a client certificate of the stack's own CA (gongji.local.tls); false: Tansu's plaintext port.
+    local_kafka_tls: bool = True
     redis_url: str | None = None
     # The URL names one node of a Redis Cluster; the client finds the rest (keys carry {psn_no} tags).
     redis_cluster: bool = False

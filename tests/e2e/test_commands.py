@@ -204,6 +204,13 @@ def test_stack_up_serves_and_down_stops(tmp_path):
                 break
             time.sleep(0.2)
         assert check.returncode == 0 and "every entry and every day balances" in check.stdout, check.stderr
+        # Kafka only over TLS, and every service through the terminator with a certificate of its own.
+        assert fields["GONGJI_KAFKA_SECURITY_PROTOCOL"] == "SSL", up.stdout
+        terminator = tmp_path / "state" / "kafka-tls.log"
+        deadline = time.monotonic() + 60
+        while not all(f"connection from gongji-{service}\n" in terminator.read_text() for service in SERVICES):
+            assert time.monotonic() < deadline, terminator.read_text()[-3000:]
+            time.sleep(0.2)
         # `gongji topics create` finds the running stack on its own.
         topics = run("topics", "create", env=env)
         assert topics.returncode == 0, topics.stderr

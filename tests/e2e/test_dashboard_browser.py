@@ -34,7 +34,7 @@ def settings_for(stack, uniq: str, port: int):
     from gongji.settings import Settings
 
     timeouts = stack.group_timeouts
-    return Settings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers, redis_url=stack.redis_url,
+    return Settings(**stack.kafka_settings(), redis_url=stack.redis_url,
                     topic_prefix=f"{uniq}.", key_prefix=uniq, settlement_group=f"{uniq}-settlement",
                     clearing_group=f"{uniq}-clearing", partitions=3, dashboard_port=port,
                     kafka_session_timeout_ms=timeouts["session_timeout_ms"],

@@ -10,8 +10,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
+from gongji.common import kafka
 from gongji.common.avro import DecodeError, SchemaCatalog, decimal_bytes
 from gongji.common.redis import client_for
 from gongji.settings import Settings
@@ -48,7 +49,7 @@ def settings_for(stack, uniq: str, **changes) -> Settings:
     ledger's owner): what test helpers use. A service gets its own through `as_service`."""
     timeouts = stack.group_timeouts
     settings = Settings(
-        kafka_bootstrap_servers=stack.kafka_bootstrap_servers, redis_url=stack.redis_url,
+        **stack.kafka_settings(), redis_url=stack.redis_url,
         topic_prefix=f"{uniq}.", key_prefix=uniq, settlement_group=f"{uniq}-settlement", partitions=3,
         kafka_session_timeout_ms=timeouts["session_timeout_ms"],
         kafka_heartbeat_interval_ms=timeouts["heartbeat_interval_ms"],
@@ -111,8 +112,7 @@ async def ledger_store(settings: Settings):
 @asynccontextmanager
 async def producer(settings: Settings):
     """A started producer as the services' are set up on Tansu (no idempotence), stopped on leaving."""
-    started = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
-                               enable_idempotence=False, linger_ms=5)
+    started = kafka.producer(settings)
     await started.start()
     try:
         yield started
@@ -140,8 +140,7 @@ async def send_raw(settings: Settings, topic: str, value: bytes, key: bytes | No
 
 async def collect(settings: Settings, topic: str, done: Callable[[list], bool], timeout: float = 60.0) -> list:
     """Read `topic` from the beginning until `done(records)`; records are (name, dict, message)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = kafka.consumer(settings, None)
     await consumer.start()
     records: list = []
     try:

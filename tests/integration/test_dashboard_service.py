@@ -8,10 +8,11 @@ import json
 import time
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from tests.dashboard_records import dead_letter, fraud_signal, institution, rejection, send, settlement
 from tests.integration.support import settings_for
 
+from gongji.common import kafka
 from gongji.common.topic_admin import ensure_topics
 from gongji.dashboard.commands import region_names
 from gongji.dashboard.service import start_dashboard
@@ -55,13 +56,11 @@ async def test_snapshot_on_connect_then_live_figures_lookback_and_lag(stack, uni
     await send(settings, [("Settlement", settlement("P1", hifp="100.00", acct="20.00")),
                           ("Institution", institution("H1", "3"))])
     # The settlement service's group: 7 claims sent in one batch, offsets committed after the first 2.
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False,
-                                linger_ms=50)
+    producer = kafka.producer(settings, linger_ms=50)
     await producer.start()
     await asyncio.gather(*[await producer.send(topics.claims, b"x", partition=0) for _ in range(7)])
     await producer.stop()
-    group = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.settlement_group,
-                             enable_auto_commit=False)
+    group = kafka.consumer(settings, settings.settlement_group)
     await group.start()
     group.assign([TopicPartition(topics.claims, 0)])
     await group.commit({TopicPartition(topics.claims, 0): 2})

@@ -7,8 +7,10 @@ local stack can go further (a right SCRAM credential accepted, TLS on the listen
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -45,6 +47,14 @@ def authenticating(tmp_path_factory):
     terminate(process.pid, process)
 
 
+@pytest.fixture(scope="module")
+def open_broker(tmp_path_factory):
+    """Tansu as the stack runs it behind its TLS terminator: no SASL, plaintext on its own port."""
+    server, process = start_tansu(tmp_path_factory.mktemp("tansu-open"))
+    yield server
+    terminate(process.pid, process)
+
+
 def on(port: int, **security) -> Settings:
     return Settings(kafka_bootstrap_servers=f"127.0.0.1:{port}", **security)
 
@@ -65,7 +75,7 @@ async def answers(settings: Settings) -> list[str]:
 
 
 async def test_the_same_client_without_credentials_works_on_an_open_broker_and_is_refused_here(stack, authenticating):
-    assert isinstance(await answers(Settings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers)), list)
+    assert isinstance(await answers(Settings(**stack.kafka_settings())), list)
     with pytest.raises(KafkaConnectionError):
         await answers(on(authenticating.port))
 
@@ -88,18 +98,33 @@ async def test_plain_is_refused_whatever_the_password(authenticating):
         await answers(settings)
 
 
+def test_a_wrong_password_is_one_line_from_the_cli_naming_the_settings(authenticating):
+    """Not aiokafka's KeyError('v') and its traceback: what failed, and where to look."""
+    env = {**os.environ, "GONGJI_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{authenticating.port}",
+           "GONGJI_REDIS_URL": "redis://127.0.0.1:1/0", "GONGJI_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+           "GONGJI_KAFKA_SASL_USERNAME": "settlement", "GONGJI_KAFKA_SASL_PASSWORD": "not-the-password"}
+    result = subprocess.run([sys.executable, "-m", "gongji.cli", "topics", "describe"], env=env, capture_output=True,
+                            text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"gongji: Kafka at 127.0.0.1:{authenticating.port} refused the SASL login of GONGJI_KAFKA_SASL_USERNAME="
+        "settlement (SCRAM-SHA-512): wrong password (GONGJI_KAFKA_SASL_PASSWORD or GONGJI_KAFKA_SASL_PASSWORD_FILE), "
+        "or no such user"]
+    assert "not-the-password" not in result.stderr
+
+
 def tansu_user_create(port: int, user: str, password: str) -> subprocess.CompletedProcess:
     return subprocess.run([tansu_binary(), "user", "create", "--broker", f"tcp://127.0.0.1:{port}", user, password],
                           capture_output=True, text=True, timeout=30)
 
 
-def test_tansu_limit_no_credential_can_be_made_on_an_authenticating_memory_broker(stack, authenticating):
+def test_tansu_limit_no_credential_can_be_made_on_an_authenticating_memory_broker(open_broker, authenticating):
     """SCRAM credentials are made by AlterUserScramCredentials (`tansu user create`), which an
     authenticating broker answers only after SASL, which needs a credential. Nor can one be made
     beforehand: the binary's storage engines are memory:// and s3:// (no sqlite, no postgres), whose
     DynoStore answers the upsert with success and stores nothing (tansu-storage/src/dynostore.rs):
     the open broker's "yes" below is empty."""
-    assert tansu_user_create(int(stack.kafka_bootstrap_servers.rsplit(":", 1)[1]), "probe", "pw").returncode == 0
+    assert tansu_user_create(open_broker.port, "probe", "pw").returncode == 0
     refused = tansu_user_create(authenticating.port, "settlement", "pw")
     assert refused.returncode != 0 and "early eof" in refused.stdout + refused.stderr
 

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
+from gongji.common import kafka
 from gongji.common.topic_admin import ensure_topics
 from gongji.settings import Settings
 from gongji.local.credentials import FIELDS, for_role
@@ -22,21 +22,12 @@ from gongji.local.store_users import LEDGER_OWNER, LEDGER_WRITER
 
 
 def producer(stack) -> AIOKafkaProducer:
-    # Tansu cannot serve the idempotent producer (InitProducerId fails).
-    return AIOKafkaProducer(
-        bootstrap_servers=stack.kafka_bootstrap_servers, enable_idempotence=False, acks="all", linger_ms=5
-    )
+    # The factory's: Tansu cannot serve the idempotent producer (InitProducerId fails).
+    return kafka.producer(Settings(**stack.kafka_settings()))
 
 
 def group_consumer(stack, topic: str, group: str) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=stack.kafka_bootstrap_servers,
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        **stack.group_timeouts,
-    )
+    return kafka.consumer(Settings(**stack.kafka_settings()), group, topic, **stack.group_timeouts)
 
 
 async def take(consumer: AIOKafkaConsumer, count: int, timeout: float = 20.0) -> list:
@@ -63,8 +54,8 @@ async def produce(stack, topic: str, items: list[tuple[bytes, bytes]]) -> list:
 
 async def test_keyed_messages_round_trip_through_a_group(stack, uniq):
     topic = f"{uniq}.claims"
-    assert await ensure_topics(Settings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers), [topic], partitions=3) == [topic]
-    assert await ensure_topics(Settings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers), [topic], partitions=3) == []
+    assert await ensure_topics(Settings(**stack.kafka_settings()), [topic], partitions=3) == [topic]
+    assert await ensure_topics(Settings(**stack.kafka_settings()), [topic], partitions=3) == []
 
     sent = [(f"psn{i % 12}".encode(), f"claim{i}".encode()) for i in range(60)]
     metadata = await produce(stack, topic, sent)
@@ -89,7 +80,7 @@ async def test_keyed_messages_round_trip_through_a_group(stack, uniq):
 
 async def test_a_new_group_member_resumes_after_the_committed_offset(stack, uniq):
     topic, group = f"{uniq}.claims", f"{uniq}.group"
-    await ensure_topics(Settings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers), [topic], partitions=3)
+    await ensure_topics(Settings(**stack.kafka_settings()), [topic], partitions=3)
     await produce(stack, topic, [(f"psn{i % 5}".encode(), f"first{i}".encode()) for i in range(30)])
 
     first = group_consumer(stack, topic, group)
@@ -122,11 +113,11 @@ async def test_a_new_group_member_resumes_after_the_committed_offset(stack, uniq
 
 async def test_a_consumer_without_group_reads_assigned_partitions_from_the_start(stack, uniq):
     topic = f"{uniq}.registry"
-    await ensure_topics(Settings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers), [topic], partitions=3, compacted={topic})
+    await ensure_topics(Settings(**stack.kafka_settings()), [topic], partitions=3, compacted={topic})
     sent = [(f"psn{i}".encode(), b"v") for i in range(9)]
     await produce(stack, topic, sent)
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap_servers, group_id=None)
+    consumer = kafka.consumer(Settings(**stack.kafka_settings()), None)
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in range(3)]
@@ -157,7 +148,7 @@ async def test_stack_up_serves_until_stack_down(tmp_path: Path):
         with psycopg.connect(state["database_url"], password=operator.database_password_value()) as connection:
             assert connection.execute("SELECT 1 + 1").fetchone() == (2,)  # the ledger's PostgreSQL, as its owner
         scratch = state["servers"]["postgres"].get("scratch")  # its data directory, when root runs it
-        admin = AIOKafkaAdminClient(bootstrap_servers=state["kafka_bootstrap_servers"])
+        admin = kafka.admin(Settings(**stack_settings(state)))  # TLS, the tools' certificate
         await admin.start()
         try:
             await admin.describe_cluster()

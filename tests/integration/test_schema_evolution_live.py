@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 
-from aiokafka import AIOKafkaProducer
 from tests.integration.support import CATALOG, as_service, by_claim, collect, settings_for, wait_registered
 
+from gongji.common import kafka
 from gongji.common.avro import SchemaCatalog, load_packaged_schema
 from gongji.common.redis import client_for
 from gongji.common.schemas import SchemaDirectory
@@ -44,7 +44,7 @@ async def test_service_learns_a_newer_writer_schema_from_the_schemas_topic(stack
     try:
         await produce(settings, traffic.registry())
         await wait_registered(settings, traffic)
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=False)
+        producer = kafka.producer(settings)
         await producer.start()
         try:
             await SchemaDirectory(settings, newer).publish(producer)  # what the newer service does on start

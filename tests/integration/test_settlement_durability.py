@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from gongji.common import kafka
 from gongji.common.redis import connect
@@ -108,8 +108,7 @@ class Published:
         self.count = 0
 
     async def __aenter__(self):
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=None,
-                                         enable_auto_commit=False, auto_offset_reset="earliest")
+        self.consumer = kafka.consumer(self.settings, None)
         await self.consumer.start()
         topic = self.settings.topics.settlements
         deadline = time.monotonic() + 30
@@ -171,8 +170,7 @@ async def wait_all_committed(settings, redis_url: str, ends: dict[str, int], tim
 
 async def input_ends(settings) -> dict[str, int]:
     topics = settings.topics
-    reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None,
-                              enable_auto_commit=False, auto_offset_reset="earliest")
+    reader = kafka.consumer(settings, None)
     await reader.start()
     try:
         partitions = [TopicPartition(topic, p) for topic in (topics.claims, topics.credits, topics.persons,

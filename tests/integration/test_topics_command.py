@@ -13,7 +13,7 @@ from gongji.contract.topics import topic_specs
 
 
 def gongji(stack, prefix: str, *args: str, **env: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GONGJI_KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap_servers,
+    env = {**os.environ, **stack.kafka_env(),
            "GONGJI_REDIS_URL": stack.redis_url, "GONGJI_TOPIC_PREFIX": prefix, **env}
     return subprocess.run([sys.executable, "-m", "gongji.cli", *args], env=env, capture_output=True, text=True,
                           timeout=120)
@@ -45,7 +45,7 @@ async def test_topics_create_makes_every_topic_as_configured_and_describe_report
     assert "warning" not in created.stderr, created.stderr
 
     # The cluster holds what the settings say, read back without the command.
-    for found in await describe_topics(Settings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers), specs):
+    for found in await describe_topics(Settings(**stack.kafka_settings()), specs):
         spec = specs[found.name]
         assert (found.partitions, found.replication_factor) == (3, 1), found
         for key, value in spec.configs.items():
@@ -72,7 +72,7 @@ def test_topics_describe_of_a_cluster_without_them_says_missing_and_fails(stack,
 
 
 async def test_a_service_creates_its_topics_with_the_configured_retention(stack, uniq):
-    settings = Settings(kafka_bootstrap_servers=stack.kafka_bootstrap_servers, topic_prefix=f"{uniq}.",
+    settings = Settings(**stack.kafka_settings(), topic_prefix=f"{uniq}.",
                         topic_retention_ms=3600000, partitions=2)
     claims = settings.topics.claims
     created = await ensure_service_topics(settings, [claims])

@@ -4,6 +4,7 @@ stack's state file; never a mix (production Kafka with the stack's scratch datab
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -41,3 +42,35 @@ def test_half_configured_servers_stop_with_a_message(stack_state):
 def test_the_stacks_services_use_the_stacks_servers_whatever_the_shell_says(stack_state):
     settings = state.local_stack_settings(Settings(database_url="postgresql://prod/gongji"))
     assert settings.database_url == STATE["database_url"]
+
+
+
+SEEN: dict = {}
+
+
+def _remember(args, resolve) -> None:
+    """A command handler that keeps the settings it was given."""
+    SEEN[args.command] = resolve()
+
+
+def test_a_service_run_on_the_stack_connects_with_its_own_certificate(tmp_path, monkeypatch):
+    """`gongji run ledger` on a `gongji stack up` with TLS: the ledger's certificate; any other
+    command: the tools'."""
+    from gongji import cli
+
+    (tmp_path / "stack.json").write_text(json.dumps({**STATE, "kafka_tls": str(tmp_path / "tls")}))
+    monkeypatch.setattr(state, "STATE_DIR", tmp_path)
+    for name in [name for name in os.environ if name.startswith("GONGJI_")]:
+        monkeypatch.delenv(name)
+    SEEN.clear()
+    monkeypatch.setitem(cli.COMMANDS, "run", f"{__name__}:_remember")
+    monkeypatch.setitem(cli.COMMANDS, "topics", f"{__name__}:_remember")
+    cli.main(["run", "ledger"])
+    cli.main(["topics", "describe"])
+    assert seen_settings("run") == ("SSL", str(tmp_path / "tls" / "ca.pem"), str(tmp_path / "tls" / "gongji-ledger.pem"))
+    assert seen_settings("topics")[2] == str(tmp_path / "tls" / "gongji-tools.pem")
+
+
+def seen_settings(command: str) -> tuple[str, str, str]:
+    settings = SEEN[command]
+    return settings.kafka_security_protocol, str(settings.kafka_ssl_cafile), str(settings.kafka_ssl_certfile)

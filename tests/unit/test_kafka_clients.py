@@ -21,6 +21,7 @@ from gongji.settings import Settings
 pytestmark = pytest.mark.unit
 
 SERVICES = Path(__file__).resolve().parents[2] / "services" / "gongji"
+TESTS = Path(__file__).resolve().parents[1]
 FACTORY = SERVICES / "common" / "kafka.py"
 CLIENTS = {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient"}
 SECRET = "s3cret-Ω"
@@ -49,17 +50,33 @@ def test_the_walk_finds_a_construction_however_it_is_written():
 
 
 def test_no_kafka_client_is_built_outside_the_factory():
-    """Every aiokafka client in services/ comes from gongji.common.kafka (so it gets the security
-    settings); a client built elsewhere would connect without them."""
-    outside = [f"{path.relative_to(SERVICES)}:{line} {name}" for path in sorted(SERVICES.rglob("*.py"))
+    """Every aiokafka client in services/ and tests/ comes from gongji.common.kafka (so it gets the
+    security settings: the local stack's TLS and client certificate too); a client built elsewhere
+    would connect without them."""
+    outside = [f"{path}:{line} {name}" for path in sorted([*SERVICES.rglob("*.py"), *TESTS.rglob("*.py")])
                if path != FACTORY for name, line in kafka_constructions(ast.parse(path.read_text()))]
     assert outside == []
     assert len(kafka_constructions(ast.parse(FACTORY.read_text()))) == 3  # producer, consumer, admin
 
 
+def faust_apps(tree: ast.AST) -> list[ast.Call]:
+    """Every call of faust's App: `faust.App(...)`, or `App(...)` / an alias imported from faust."""
+    names = {alias.asname or alias.name for node in ast.walk(tree)
+             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("faust")
+             for alias in node.names if alias.name == "App"}
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call) and (
+        (isinstance(node.func, ast.Attribute) and node.func.attr == "App")
+        or (isinstance(node.func, ast.Name) and node.func.id in names))]
+
+
+def test_the_faust_walk_finds_an_app_however_it_is_written():
+    tree = ast.parse("import faust\nfrom faust import App as A\nfrom faust import App\n"
+                     "a = faust.App('x')\nb = A('y')\nc = App('z')\nd = Other('w')\n")
+    assert sorted(call.lineno for call in faust_apps(tree)) == [4, 5, 6]
+
+
 def test_every_faust_app_takes_its_credentials_from_the_factory():
-    apps = [(path, node) for path in sorted(SERVICES.rglob("*.py")) for node in ast.walk(ast.parse(path.read_text()))
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "App"]
+    apps = [(path, call) for path in sorted(SERVICES.rglob("*.py")) for call in faust_apps(ast.parse(path.read_text()))]
     assert apps, "the fraud service's faust.App is gone: this test must follow it"
     for path, call in apps:
         given = {keyword.arg: ast.unparse(keyword.value) for keyword in call.keywords}
@@ -167,8 +184,10 @@ def test_mtls_loads_the_client_certificate_and_refuses_a_key_that_does_not_match
     assert options["security_protocol"] == "SASL_SSL" and options["sasl_plain_password"] == SECRET
     assert isinstance(options["ssl_context"], ssl.SSLContext)
     wrong = settings.model_copy(update={"kafka_ssl_keyfile": pki / "ca.key"})
-    with pytest.raises(ssl.SSLError):
+    with pytest.raises(kafka.KafkaSettingsError, match="GONGJI_KAFKA_SSL_CERTFILE=.*client.pem.*ca.key"):
         kafka.client_options(wrong)
+    with pytest.raises(kafka.KafkaSettingsError, match="GONGJI_KAFKA_SSL_CAFILE=.*nowhere.pem"):
+        kafka.client_options(settings.model_copy(update={"kafka_ssl_cafile": pki / "nowhere.pem"}))
 
 
 @pytest.mark.parametrize("protocol", ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"])
@@ -218,3 +237,15 @@ def test_the_password_reaches_a_child_and_no_printout(monkeypatch, tmp_path):
     assert child == settings and child.kafka_sasl_secret() == SECRET
     for printout in (repr(settings), str(settings), settings.model_dump_json(), str(settings.model_dump())):
         assert SECRET not in printout
+
+
+def test_only_aiokafkas_scram_key_error_is_taken_for_a_refused_password():
+    """The CLI turns Kafka refusals into one line; any other KeyError('v') stays a bug with its traceback."""
+    from gongji.common.kafka_failures import explain, is_kafka_failure
+
+    try:
+        {}["v"]
+    except KeyError as error:
+        assert not is_kafka_failure(error)
+    assert is_kafka_failure(kafka.KafkaSettingsError("GONGJI_KAFKA_SSL_CAFILE=/x: no such file"))
+    assert explain(kafka.KafkaSettingsError("GONGJI_KAFKA_SSL_CAFILE=/x: gone"), None) == "GONGJI_KAFKA_SSL_CAFILE=/x: gone"

@@ -24,7 +24,9 @@ def topics(args: argparse.Namespace, resolve: Callable[[], Settings]) -> int:
     except TopicError as error:
         sys.exit(f"gongji: {error}")
     except KafkaError as error:
-        sys.exit(f"gongji: Kafka at {settings.kafka_bootstrap_servers}: {error!r}")
+        from gongji.common.kafka_failures import explain
+
+        sys.exit(f"gongji: {explain(error, settings)}")
 
 
 async def topics_command(settings: Settings, action: str) -> int:

@@ -37,18 +37,29 @@ LAG_EVERY = 5.0  # seconds between consumer-lag readings
 _PARTITIONER = DefaultPartitioner()
 
 
+class KafkaSettingsError(ValueError):
+    """A CA, certificate or key file the settings name cannot be read or used."""
+
+
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     """The TLS context of a client under `settings` (None for PLAINTEXT and SASL_PLAINTEXT): the
     broker's certificate verified against the CA file (the system's CAs when unset) with its
     hostname checked, and the client's certificate for mTLS."""
     if not settings.kafka_security_protocol.endswith("SSL"):
         return None
-    context = ssl.create_default_context(
-        cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+    try:
+        context = ssl.create_default_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+    except (OSError, ssl.SSLError) as error:
+        raise KafkaSettingsError(f"GONGJI_KAFKA_SSL_CAFILE={settings.kafka_ssl_cafile}: {error}") from None
     context.check_hostname, context.verify_mode = True, ssl.CERT_REQUIRED  # the defaults, said outright
     if settings.kafka_ssl_certfile:
-        context.load_cert_chain(str(settings.kafka_ssl_certfile),
-                                str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None)
+        try:
+            context.load_cert_chain(str(settings.kafka_ssl_certfile),
+                                    str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None)
+        except (OSError, ssl.SSLError) as error:
+            raise KafkaSettingsError(f"GONGJI_KAFKA_SSL_CERTFILE={settings.kafka_ssl_certfile}, GONGJI_KAFKA_SSL_"
+                                     f"KEYFILE={settings.kafka_ssl_keyfile}: {error}") from None
     return context
 
 
@@ -77,14 +88,11 @@ def faust_credentials(settings: Settings):
     return faust.SSLCredentials(context) if context is not None else None
 
 
-def producer(settings: Settings) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        **client_options(settings),
-        acks="all",
-        enable_idempotence=False,
-        linger_ms=5,
-        max_batch_size=256 * 1024,
-    )
+def producer(settings: Settings, **options) -> AIOKafkaProducer:
+    """A producer as every Gongji writer builds it; `options` override the defaults."""
+    defaults = dict(**client_options(settings), acks="all", enable_idempotence=False, linger_ms=5,
+                    max_batch_size=256 * 1024)
+    return AIOKafkaProducer(**{**defaults, **options})
 
 
 def consumer(settings: Settings, group_id: str | None, *topics: str, **options) -> AIOKafkaConsumer:

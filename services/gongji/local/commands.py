@@ -35,9 +35,12 @@ def stack_variables(state: dict) -> str:
     the files holding the passwords (never a password)."""
     from gongji.local import input_keys
     from gongji.local.credentials import OPERATOR
+    from gongji.local.stack import stack_settings
 
     operator = state.get("credentials", {}).get(OPERATOR, {})
-    variables = {"kafka_bootstrap_servers": state["kafka_bootstrap_servers"], "redis_url": state["redis_url"],
+    kafka = {name: value for name, value in stack_settings(state).items() if name.startswith("kafka_")
+             and not name.endswith("_ms")}  # where, and TLS with the tools' certificate
+    variables = {**kafka, "redis_url": state["redis_url"],
                  **{name: operator.get(name) for name in ("redis_username", "redis_password_file", "database_url",
                                                           "database_password_file")}}
     if state.get("input_keys_file"):  # its settlement requires signed input: a producer of yours signs with this key

@@ -24,6 +24,7 @@ from gongji.contract.wire import INPUT_RECORDS, TYPE_HEADER
 from gongji.local.credentials import for_role
 from gongji.local.processes import die_with_parent, free_port
 from gongji.local.stack import LocalStack, stack_settings
+from gongji.local.tls import as_principal, principal
 from gongji.settings import Settings
 
 #: A topic message ready to send: (topic, key, value, id of the event: claim_id, credit_id or key,
@@ -37,7 +38,7 @@ def servers(workdir: Path, key_prefix: str | None = None) -> tuple[LocalStack | 
     for configured servers) is the caller's to stop, its `credentials()` what start_service takes."""
     if os.environ.get("GONGJI_KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("GONGJI_REDIS_URL"):
         return None, Settings()
-    stack = LocalStack(workdir, key_prefix=key_prefix).start()
+    stack = LocalStack(workdir, key_prefix=key_prefix, kafka_tls=Settings().local_kafka_tls).start()
     # The stack's own database too: never a configured one beside a scratch broker.
     return stack, Settings(**stack_settings(stack.state()))
 
@@ -86,7 +87,8 @@ def start_service(service: str, settings: Settings, policy_dir: Path | None, log
     command = [sys.executable, "-m", "gongji"] + (["--policies", str(policy_dir)] if policy_dir else [])
     if credentials and service == "ledger":
         migrate_ledger(settings)
-    env = {**os.environ, **for_role(settings, credentials, service).to_env()}
+    # its own certificate, and its own credentials in the stores
+    env = {**os.environ, **for_role(as_principal(settings, principal(service)), credentials, service).to_env()}
     return [subprocess.Popen(command + ["run", service], env=env, stdout=log, stderr=log, cwd=cwd,
                              stdin=subprocess.DEVNULL if detach or outlive else None,
                              start_new_session=detach or outlive,

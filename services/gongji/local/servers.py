@@ -92,12 +92,23 @@ class Server:
     # storage cannot hold a credential a client could authenticate with (README, "Kafka security").
     authenticate: bool = False
     acl_file: Path | None = None  # Valkey's users (gongji.local.store_users.redis_acl); None: no ACL
+    # Tansu behind the TLS terminator: the terminator's port, which Tansu's metadata names.
+    advertised_port: int | None = None
+    # The TLS terminator ("kafka-tls", gongji.local.terminator): the listening socket it inherits,
+    # Tansu's own port it relays to, and the folder of the stack's certificates.
+    listen_fd: int | None = None
+    upstream_port: int | None = None
+    pki: Path | None = None
 
     def argv(self, workdir: Path) -> list[str]:
         if self.name == "kafka":
             url = f"tcp://127.0.0.1:{self.port}"
-            return [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+            advertised = f"tcp://127.0.0.1:{self.advertised_port}" if self.advertised_port else url
+            return [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised,
                     "--storage-engine", "memory://tansu/", *(["--authentication"] if self.authenticate else [])]
+        if self.name == "kafka-tls":
+            return [self.binary, "-m", "gongji.local.terminator", "--listen-fd", str(self.listen_fd),
+                    "--upstream", str(self.upstream_port), "--pki", str(self.pki)]
         if self.name == "postgres":
             # A scratch database for development and tests: durability is traded for speed.
             # TCP only: a Unix socket's path may not exceed 107 bytes, and a deep working directory would.
@@ -118,9 +129,10 @@ class Server:
 
 
 # ------------------------------------------------------------------ does it answer?
-def kafka_ready(port: int) -> bool:
-    # The local broker, as the stack's services reach it: through the one client factory.
-    settings = Settings.model_construct(kafka_bootstrap_servers=f"127.0.0.1:{port}")
+def kafka_ready(port: int, security: dict[str, str] | None = None) -> bool:
+    # The local broker, as the stack's services reach it: through the one client factory (with
+    # `security`, the Settings fields of TLS and a client certificate: gongji.local.tls).
+    settings = Settings.model_construct(kafka_bootstrap_servers=f"127.0.0.1:{port}", **(security or {}))
     return port_open(port) and _run_coroutine(_kafka_answers(settings))
 
 

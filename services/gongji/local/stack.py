@@ -28,7 +28,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +39,7 @@ from typing import Any
 from gongji.local import credentials as stack_credentials
 from gongji.local import input_keys
 from gongji.local.errors import StackError
-from gongji.local.processes import alive, die_with_parent, free_port, stop_signal, terminate
+from gongji.local.processes import alive, die_with_parent, free_port, port_open, stop_signal, terminate
 from gongji.local.servers import (
     Server,
     create_ledger_roles,
@@ -50,6 +52,7 @@ from gongji.local.servers import (
     tansu_binary,
 )
 from gongji.local.store_users import ADMIN
+from gongji.local.tls import TOOLS, Pki, make_pki
 
 STATE_FILE = "stack.json"
 
@@ -75,6 +78,17 @@ class Endpoints:
     #: Per role (`operator`, each service), the credential settings: user names and password files
     #: (gongji.local.credentials). Empty for servers the environment names: they bring their own.
     credentials: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Settings fields of how a client authenticates to Kafka (the local stack's: SSL and the
+    # tools' certificate, gongji.local.tls); empty: whatever the environment says.
+    kafka_security: dict[str, str] = field(default_factory=dict)
+
+    def kafka_settings(self) -> dict[str, str]:
+        """The Settings fields that put a client on this Kafka: where, and how it authenticates."""
+        return {"kafka_bootstrap_servers": self.kafka_bootstrap_servers, **self.kafka_security}
+
+    def kafka_env(self) -> dict[str, str]:
+        """The same as GONGJI_ environment variables, for a `gongji` child process."""
+        return {f"GONGJI_{name.upper()}": value for name, value in self.kafka_settings().items()}
 
 
 class LocalStack:
@@ -92,8 +106,11 @@ class LocalStack:
     """
 
     def __init__(self, workdir: str | Path, *, detached: bool = False, start_timeout: float = 20.0,
-                 postgres: bool = True, key_prefix: str | None = None):
+                 postgres: bool = True, key_prefix: str | None = None, kafka_tls: bool = True):
         self.workdir = Path(workdir).resolve()
+        # Clients reach Tansu only through the TLS terminator, with a certificate of the stack's CA.
+        self.kafka_tls = kafka_tls
+        self.pki: Pki | None = None
         self.detached = detached
         self.start_timeout = start_timeout
         self.postgres = postgres
@@ -104,7 +121,11 @@ class LocalStack:
 
     @property
     def kafka_bootstrap_servers(self) -> str:
-        return f"127.0.0.1:{self._servers['kafka'].port}"
+        return f"127.0.0.1:{self._servers['kafka-tls' if self.pki else 'kafka'].port}"
+
+    @property
+    def kafka_security(self) -> dict[str, str]:
+        return self.pki.client_settings(TOOLS) if self.pki else {}
 
     @property
     def redis_url(self) -> str:
@@ -126,13 +147,13 @@ class LocalStack:
 
     def endpoints(self) -> Endpoints:
         return Endpoints(self.kafka_bootstrap_servers, self.redis_url, self.group_timeouts, self.database_url,
-                         self.credentials())
+                         credentials=self.credentials(), kafka_security=self.kafka_security)
 
     def start(self) -> LocalStack:
         """Start the servers and wait until they answer; raise StackError with the log tail if not."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
-            self._start_server("kafka", tansu_binary(), kafka_ready)
+            self._start_kafka()
             # Tansu keeps its log in memory: an append-only file from an earlier run would hold
             # state for offsets this broker never had.
             shutil.rmtree(self.workdir / "appendonlydir", ignore_errors=True)
@@ -193,6 +214,7 @@ class LocalStack:
             "database_url": self.database_url,
             "input_keys_file": str(self.input_keys_file) if self.input_keys_file else None,
             "credentials": self.credentials(),
+            "kafka_tls": str(self.pki.folder) if self.pki else None,
             "workdir": str(self.workdir),
             "servers": {
                 s.name: {"pid": s.pid, "port": s.port, "binary": s.binary, "log": str(s.log),
@@ -202,11 +224,10 @@ class LocalStack:
         }
 
     def _start_server(self, name: str, binary: str, ready, data: Path | None = None, user: str | None = None,
-                      acl_file: Path | None = None) -> None:
+                      **fields: Any) -> None:
         # A free port can be taken between free_port() and the server's bind: retry on a new one.
         for attempt in range(3):
-            server = Server(name, binary, free_port(), self.workdir / f"{name}.log", data=data, user=user,
-                            acl_file=acl_file)
+            server = Server(name, binary, free_port(), self.workdir / f"{name}.log", data=data, user=user, **fields)
             self._servers[name] = server
             server.process = self._spawn(server)
             server.pid = server.process.pid
@@ -228,7 +249,35 @@ class LocalStack:
                     f"last lines of {server.log}:\n{server.log_tail()}"
                 )
 
-    def _spawn(self, server: Server) -> subprocess.Popen[bytes]:
+    def _start_kafka(self) -> None:
+        """Tansu; with kafka_tls, on a loopback port of its own behind the TLS terminator, whose
+        port it advertises. Ready once a client with the tools' certificate gets metadata through."""
+        if not self.kafka_tls:
+            self._start_server("kafka", tansu_binary(), kafka_ready)
+            return
+        self.pki = make_pki(self.workdir / "tls")
+        listening = socket.create_server(("127.0.0.1", 0))  # bound now: its port is Tansu's to advertise
+        try:
+            port = listening.getsockname()[1]
+            self._start_server("kafka", tansu_binary(), port_open, advertised_port=port)
+            server = Server("kafka-tls", sys.executable, port, self.workdir / "kafka-tls.log",
+                            listen_fd=listening.fileno(), upstream_port=self._servers["kafka"].port,
+                            pki=self.pki.folder)
+            self._servers[server.name] = server
+            server.process = self._spawn(server, pass_fds=(listening.fileno(),))
+            server.pid = server.process.pid
+        finally:
+            listening.close()  # the terminator has its own copy
+        deadline = time.monotonic() + self.start_timeout
+        while server.process.poll() is None and time.monotonic() < deadline:
+            if kafka_ready(port, self.kafka_security):
+                return
+            time.sleep(0.1)
+        raise StackError(f"the TLS terminator on 127.0.0.1:{port} (before Tansu on 127.0.0.1:"
+                         f"{server.upstream_port}) did not answer within {self.start_timeout:.0f}s; last lines of "
+                         f"{server.log}:\n{server.log_tail()}")
+
+    def _spawn(self, server: Server, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
         with open(server.log, "wb") as log:
             return subprocess.Popen(
                 server.argv(self.workdir),
@@ -240,17 +289,20 @@ class LocalStack:
                 # Own session: a terminal's Ctrl-C reaches only us, and we stop the servers last.
                 start_new_session=True,
                 user=server.user,
+                pass_fds=pass_fds,
                 preexec_fn=None if self.detached else die_with_parent(os.getpid(), stop_signal(server.name)),
             )
 
-def stack_settings(state: dict[str, Any]) -> dict[str, Any]:
+def stack_settings(state: dict[str, Any], principal: str = TOOLS) -> dict[str, Any]:
     """The Settings fields that put a process on a local stack (`LocalStack.state()`, or its state
-    file): all three of its addresses, the short group timeouts Tansu needs, and the operator's
-    credentials (narrow them to a service's with gongji.local.credentials.for_role)."""
+    file): all three of its addresses, TLS with `principal`'s certificate when the stack has it, the
+    short group timeouts Tansu needs, and the operator's store credentials (narrow them to a
+    service's with gongji.local.credentials.for_role)."""
+    tls = Pki(Path(state["kafka_tls"])).client_settings(principal) if state.get("kafka_tls") else {}
     operator = state.get("credentials", {}).get(stack_credentials.OPERATOR, {})
     files = {name: Path(value) if name.endswith("_file") and value else value for name, value in operator.items()}
     return {"kafka_bootstrap_servers": state["kafka_bootstrap_servers"], "redis_url": state["redis_url"],
-            "database_url": state.get("database_url"), **files, **input_keys.settings(state),
+            "database_url": state.get("database_url"), **files, **input_keys.settings(state), **tls,
             **{f"kafka_{name}": value for name, value in TANSU_GROUP_TIMEOUTS.items()}}
 
 
@@ -267,7 +319,9 @@ def stack_up(state_dir: str | Path = ".gongji", key_prefix: str | None = None) -
         if len(alive) == len(state["servers"]):
             return {**state, "already_running": True}
         stack_down(state_dir)  # stale or half dead: clear it and start afresh
-    stack = LocalStack(state_dir, detached=True, key_prefix=key_prefix).start()
+    from gongji.settings import Settings
+
+    stack = LocalStack(state_dir, detached=True, key_prefix=key_prefix, kafka_tls=Settings().local_kafka_tls).start()
     state = stack.state()
     (state_dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
     return {**state, "already_running": False}

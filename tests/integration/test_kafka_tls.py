@@ -182,8 +182,10 @@ def test_the_cli_says_in_one_line_which_setting_kafka_refused(stack, pki, strang
 
 def test_a_service_refused_by_kafka_stops_with_one_line(stack, pki, stranger, uniq):
     """`gongji run clearing`: the refusal comes out of the service's consuming loop, through the CLI."""
+    own = (stack.credentials or {}).get("clearing", {})  # its Redis user, so that Kafka is what refuses
+    redis = {f"GONGJI_{name.upper()}": own[name] for name in ("redis_username", "redis_password_file") if own.get(name)}
     started = time.monotonic()
     line = one_line(gongji(stack, "run", "clearing", GONGJI_KAFKA_SECURITY_PROTOCOL="SSL",
                            GONGJI_KAFKA_SSL_CAFILE=str(stranger.cafile), GONGJI_CLEARING_GROUP=f"{uniq}-clearing",
-                           GONGJI_KEY_PREFIX=uniq, GONGJI_TOPIC_PREFIX=f"{uniq}."))
+                           GONGJI_KEY_PREFIX=uniq, GONGJI_TOPIC_PREFIX=f"{uniq}.", **redis))
     assert f"not trusted by GONGJI_KAFKA_SSL_CAFILE={stranger.cafile}" in line and time.monotonic() - started < 60

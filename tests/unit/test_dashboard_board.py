@@ -149,7 +149,8 @@ def test_the_figures_module_does_no_io():
                 for alias in node.names}
     imported |= {node.module if node.module.startswith("gongji.") else node.module.split(".")[0]
                  for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported <= {"__future__", "collections", "dataclasses", "decimal", "gongji.contract.wire"}, imported
+    assert imported <= {"__future__", "collections", "dataclasses", "decimal", "gongji.contract.wire",
+                        "gongji.common.pseudonym"}, imported
 
 
 def test_lag_is_measured_for_every_group_setting_services_add():

@@ -25,7 +25,8 @@ def stack(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
         print(("already running: " if state["already_running"] else "started: ")
               + f"GONGJI_KAFKA_BOOTSTRAP_SERVERS={state['kafka_bootstrap_servers']} "
               f"GONGJI_REDIS_URL={state['redis_url']} GONGJI_DATABASE_URL={state.get('database_url')}"
-              + (f"\ndashboard: {state['dashboard_url']}" if state.get("dashboard_url") else ""))
+              + (f"\ndashboard: {state['dashboard_url']}" if state.get("dashboard_url") else "")
+              + (f" ({state['dashboard_login']})" if state.get("dashboard_login") else ""))
     else:
         print("stopped" if stack_down(STATE_DIR) else "no local stack was running")
 

@@ -88,3 +88,12 @@ def test_the_demos_fraud_lines_name_the_pseudonym(tmp_path, monkeypatch):
     monkeypatch.setattr(summaries, "until_steady", no_wait)
     text = asyncio.run(summaries.fraud_summary(run))
     assert Pseudonym(b"demo-key")("152501000042") in text and "152501000042" not in text
+
+
+def test_a_dead_letters_reason_naming_its_key_shows_the_pseudonym():
+    pseudonym = Pseudonym(b"dashboard-key")
+    board = Board(since=0.0, pseudonym=pseudonym)
+    board.dead_letter({"key": b"152501000042", "reason": "KeyError: 152501000042", "service": "ledger"})
+    board.dead_letter({"key": None, "reason": "undecodable: not Avro", "service": "settlement"})
+    reasons = {row["reason"] for row in board.snapshot(1.0)["dead_letters"]}
+    assert reasons == {f"KeyError: {pseudonym('152501000042')}", "undecodable: not Avro"}

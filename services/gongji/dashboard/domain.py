@@ -185,7 +185,11 @@ class Board:
 
     def dead_letter(self, data: dict) -> None:
         self.counts["dead letter"] += 1
-        self.dead_letters[short_reason(data.get("reason") or "?")] += 1
+        reason, key = data.get("reason") or "?", data.get("key")
+        if key and len(key) >= 4:  # the message's key (a psn_no on claims) named in its reason: the pseudonym
+            raw = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+            reason = reason.replace(raw, self.pseudonym(raw))
+        self.dead_letters[short_reason(reason)] += 1
         # Settlement answers each message once: a result, a rejection naming it, or else its dead
         # letter. The fraud service, which reads claims too, dead-letters the same junk again.
         if data.get("service") == "settlement" and (data.get("topic") or "").endswith("claims"):

@@ -126,7 +126,8 @@ def test_settlement_is_scaled_out_and_every_container_is_health_checked():
         if name == "topics":
             continue
         env = service["environment"]
-        assert env["GONGJI_METRICS_HOST"] == "0.0.0.0", name
+        # The health check runs inside the container: metrics stay on its loopback, open without a token.
+        assert env.get("GONGJI_METRICS_HOST", "127.0.0.1") == "127.0.0.1", name
         assert f"127.0.0.1:{env['GONGJI_METRICS_PORT']}/healthz" in " ".join(service["healthcheck"]["test"]), name
         assert "curl" not in " ".join(service["healthcheck"]["test"]), "the slim image has no curl"
 
@@ -144,6 +145,10 @@ def test_redis_persists_postgres_serves_the_ledger_and_the_dashboard_is_publishe
     port = services["dashboard"]["environment"]["GONGJI_DASHBOARD_PORT"]
     assert services["dashboard"]["environment"]["GONGJI_DASHBOARD_HOST"] == "0.0.0.0"
     assert f"127.0.0.1:{port}:{port}" in services["dashboard"]["ports"]  # published on the host's loopback only
+    dashboard = services["dashboard"]["environment"]  # a credential and a pseudonym key, from secret files
+    assert dashboard["GONGJI_DASHBOARD_TOKEN_FILE"] == "/run/secrets/dashboard_token"
+    assert dashboard["GONGJI_PSEUDONYM_KEY_FILE"] == "/run/secrets/pseudonym_key"
+    assert set(services["dashboard"]["secrets"]) <= set(spec["secrets"])
 
 
 def test_every_gongji_variable_in_compose_is_a_setting():

@@ -108,7 +108,8 @@ def test_services_select_their_pods_and_the_dashboard_is_served():
 def test_the_database_url_comes_from_the_secret_and_every_variable_is_a_setting():
     secret = by_kind("Secret")["gongji-secrets"]
     config = by_kind("ConfigMap")["gongji-config"]["data"]
-    assert set(secret["stringData"]) == {"GONGJI_DATABASE_URL"}
+    assert set(secret["stringData"]) == {"GONGJI_DATABASE_URL", "GONGJI_METRICS_TOKEN", "GONGJI_DASHBOARD_TOKEN",
+                                         "GONGJI_PSEUDONYM_KEY"}
     names = set(config) | set(secret["stringData"])
     for container in containers():
         for ref in container.get("envFrom", ()):
@@ -119,6 +120,14 @@ def test_the_database_url_comes_from_the_secret_and_every_variable_is_a_setting(
                 assert variable["valueFrom"]["secretKeyRef"] == {"name": "gongji-secrets", "key": variable["name"]}
     (ledger,) = by_kind("Deployment")["gongji-ledger"]["spec"]["template"]["spec"]["containers"]
     assert "GONGJI_DATABASE_URL" in {v["name"] for v in ledger["env"]}
+    # Metrics off loopback (GONGJI_METRICS_HOST 0.0.0.0, for the kubelet's probes and Prometheus) need
+    # a token: every service has it, the dashboard its own credential and pseudonym key too.
+    assert config["GONGJI_METRICS_HOST"] == "0.0.0.0"
+    for container in containers():
+        if container["args"][:1] == ["run"]:
+            assert "GONGJI_METRICS_TOKEN" in {v["name"] for v in container.get("env", ())}, container["name"]
+    (dashboard,) = by_kind("Deployment")["gongji-dashboard"]["spec"]["template"]["spec"]["containers"]
+    assert {"GONGJI_DASHBOARD_TOKEN", "GONGJI_PSEUDONYM_KEY"} <= {v["name"] for v in dashboard["env"]}
     assert unknown_settings(names) == []
     settings = Settings(**{k.removeprefix("GONGJI_").lower(): v for k, v in config.items()})
     assert settings.redis_cluster and settings.replication_factor == 3 and settings.topic_min_insync_replicas == 2

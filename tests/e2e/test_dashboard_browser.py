@@ -144,8 +144,9 @@ async def test_dashboard_in_chromium_live_fraud_signal_and_reconnect(stack, uniq
                 assert await page.locator("#chart-rate .main-svg").count() > 0  # plotly drew
 
                 signal = fraud_signal("P42", rule="SHOPPING")
+                shown_id = Pseudonym(KEY.encode()).signal(signal["signal_id"])
                 await send(settings, [("FraudSignal", signal)])
-                await page.wait_for_selector(f".signal[data-id='{signal['signal_id']}']", timeout=30_000)
+                await page.wait_for_selector(f".signal[data-id='{shown_id}']", timeout=30_000)
                 shown = await page.text_content("#signals")
                 assert Pseudonym(KEY.encode())("P42") in shown and "P42" not in shown
                 await page.wait_for_timeout(1500)  # a tick more of traffic on the charts
@@ -164,7 +165,7 @@ async def test_dashboard_in_chromium_live_fraud_signal_and_reconnect(stack, uniq
                 await page.wait_for_selector("#status[data-state=live]", timeout=30_000)
                 again = await settlements_shown(page)
                 await wait_for(lambda: _above(page, again), what="the count to move after the restart")
-                assert await page.locator(f".signal[data-id='{signal['signal_id']}']").count() == 1
+                assert await page.locator(f".signal[data-id='{shown_id}']").count() == 1
                 assert not errors, errors
             finally:
                 await browser.close()

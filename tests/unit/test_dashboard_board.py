@@ -125,7 +125,8 @@ def test_rejections_dead_letters_signals_statements_and_lag():
     assert snap["rejections"] == [{"code": "UNKNOWN_PERSON", "count": 2}, {"code": "INVALID_CLAIM", "count": 1}]
     assert snap["counts"]["credits"] == 1 and snap["counts"]["repeats"] == 1
     assert snap["dead_letters"] == [{"reason": "undecodable: not Avro single-object encoding", "count": 2}]
-    assert [s["signal_id"] for s in snap["signals"]] == ["s2", "s1"]  # newest first, two kept
+    # Newest first, two kept; a person's signal under its keyed reference (Pseudonym.signal).
+    assert [s["signal_id"] for s in snap["signals"]] == [board.pseudonym.signal("s2"), board.pseudonym.signal("s1")]
     assert snap["signals"][0]["amount"] == 12.5 and snap["signals"][0]["evidence"] == 2
     assert snap["counts"]["fraud_signals"] == 3 and snap["signal_rules"] == [{"rule": "VISITS_PER_DAY", "count": 3}]
     assert snap["statements"][0]["net_to_a"] == 6.0

@@ -62,8 +62,13 @@ def test_the_board_shows_persons_by_pseudonym_and_institutions_by_code():
     board.fraud_signal(signal("s3", "cardholder", "152501000043"))  # a kind to come: pseudonymous too
     board.fraud_signal({**signal("s4", "person", "152501000044"), "reason": "152501000044 seen twice."})
     shown = {s["signal_id"]: s["subject_id"] for s in board.snapshot(1.0)["signals"]}
-    assert shown == {"s1": pseudonym("152501000042"), "s2": "H15250100001", "s3": pseudonym("152501000043"),
-                     "s4": pseudonym("152501000044")}
+    # A person's signal_id (an unkeyed hash of rule, psn_no and window, all but the psn_no on the
+    # page) is shown as its keyed reference too; an institution's as it is.
+    assert shown == {pseudonym.signal("s1"): pseudonym("152501000042"), "s2": "H15250100001",
+                     pseudonym.signal("s3"): pseudonym("152501000043"),
+                     pseudonym.signal("s4"): pseudonym("152501000044")}
+    assert re.fullmatch(r"S-[0-9a-f]{16}", pseudonym.signal("s1")) and pseudonym.signal("s1") != pseudonym("s1")
+    assert Pseudonym(b"another-key").signal("s1") != pseudonym.signal("s1")
     text = orjson.dumps(board.snapshot(1.0)).decode() + repr(list(board.signals.values()))
     assert not {"152501000042", "152501000043", "152501000044"} & set(re.findall(r"\d{12}", text))
     assert f"{pseudonym('152501000044')} seen twice." in text  # a reason naming the person names the pseudonym

@@ -204,7 +204,8 @@ class Board:
         self.signal_rules[data.get("rule_id") or "?"] += 1
         if data.get("subject_type") != "institution" and data.get("subject_id"):  # persons, and any kind to come
             raw, shown = data["subject_id"], self.pseudonym(data["subject_id"])
-            data = {**data, "subject_id": shown, "reason": (data.get("reason") or "").replace(raw, shown)}
+            data = {**data, "signal_id": self.pseudonym.signal(ident), "subject_id": shown,
+                    "reason": (data.get("reason") or "").replace(raw, shown)}
         self.signals[ident] = data
         while len(self.signals) > self._latest_signals:
             self.signals.popitem(last=False)

@@ -167,7 +167,8 @@ def test_a_bad_policy_file_stops_start_up_naming_file_and_field(tmp_path):
 
 def dashboard_status(url: str, token: str | None = None, timeout: float = 30.0) -> int:
     """The status of the dashboard's snapshot, once it answers (it starts in the background)."""
-    request = urllib.request.Request(url + "snapshot.json", headers={"Authorization": f"Bearer {token}"} if token else {})
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url + "snapshot.json", headers=headers)
     deadline = time.monotonic() + timeout
     while True:
         try:

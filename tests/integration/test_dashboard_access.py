@@ -117,7 +117,8 @@ async def test_no_raw_psn_no_in_anything_the_dashboard_answers(dashboard):
     settings, url = dashboard
     persons = [f"152501{n:08d}" for n in (4201, 4202, 4203)]
     await send(settings, [("Settlement", settlement(psn)) for psn in persons])
-    signals = [fraud_signal(psn, rule) for psn, rule in zip(persons, ("SHOPPING", "VISITS_PER_DAY", "IMPOSSIBLE_TRAVEL"))]
+    rules = ("SHOPPING", "VISITS_PER_DAY", "IMPOSSIBLE_TRAVEL")
+    signals = [fraud_signal(psn, rule) for psn, rule in zip(persons, rules)]
     await send(settings, [("FraudSignal", signal) for signal in signals])
     auth = {"Authorization": f"Bearer {TOKEN}"}
     async with aiohttp.ClientSession(headers=auth) as session:

@@ -75,6 +75,10 @@ def test_sessions_are_signed_survive_a_restart_and_die_with_the_credential_or_a_
     assert not Access(TOKEN + "-rotated", None, None, secure=False).session_ok(one)
     access.close_session(one)
     assert not access.session_ok(one) and access.session_ok(two)
+    # A user alone: the hash is no signing key (whoever read it could forge sessions); this process's own.
+    by_user = Access(None, "ops", HASH, secure=False)
+    assert by_user.session_ok(by_user.open_session())
+    assert not Access(None, "ops", HASH, secure=False).session_ok(by_user.open_session())
     monkeypatch.setattr("time.time", lambda: int(expires) + 1)  # 12 hours on
     assert not access.session_ok(two)
 

@@ -6,10 +6,10 @@ carries one of
   GONGJI_DASHBOARD_PASSWORD_HASH (a browser asks for them itself);
 - the session cookie the login form (`/login`, the one open route) sets for the token or the
   user's password: HttpOnly, SameSite=Strict, Secure under TLS, valid SESSION_SECONDS. It is its
-  expiry and a random nonce, signed with a key derived from the configured credentials: it holds
-  through a restart of the dashboard (an open page reconnects by itself), works on every replica
-  with the same credentials, and dies with them when they are changed. Logging out revokes it in
-  this process.
+  expiry and a random nonce, signed with a key derived from the token: it holds through a restart
+  of the dashboard (an open page reconnects by itself), works on every replica with the same
+  token, and dies when the token is changed. With a user and no token the key is this process's
+  own (the browser's Basic credentials carry it through a restart). Logging out revokes it here.
 
 Secrets are compared in constant time (digests of equal length through `hmac.compare_digest`;
 argon2's own verification). A browser that is refused gets the login form as the 401's body.
@@ -62,9 +62,10 @@ class Access:
         self._hash = password_hash
         self.secure = secure  # TLS: the cookie is Secure
         self._hasher = PasswordHasher()
-        self._session_key = hmac.new(b"gongji-dashboard-session", (self._token or b"") + b"\0"
-                                     + (password_hash or "").encode() + b"\0" + (user or "").encode(),
-                                     hashlib.sha256).digest()
+        # Sessions signed under the token survive a restart; with a user alone, under a key of this
+        # process (an argon2 hash is not a secret to sign with: whoever read it could forge one).
+        self._session_key = hmac.new(b"gongji-dashboard-session", self._token, hashlib.sha256).digest() \
+            if self._token else secrets.token_bytes(32)
         self._revoked: dict[str, float] = {}  # nonce → when its session would have expired (Unix time)
         self._pepper = secrets.token_bytes(32)  # keys the memory of verified Basic credentials
         self._verified: dict[bytes, float] = {}
@@ -90,7 +91,8 @@ class Access:
             raise AccessError(f"GONGJI_DASHBOARD_TOKEN is shorter than {MIN_TOKEN} characters")
         if password_hash is not None and not password_hash.startswith("$argon2"):
             raise AccessError("GONGJI_DASHBOARD_PASSWORD_HASH is not an argon2 hash ($argon2id$…): make one with "
-                              "python -c 'import argon2, getpass; print(argon2.PasswordHasher().hash(getpass.getpass()))'")
+                              "python -c 'import argon2, getpass; "
+                              "print(argon2.PasswordHasher().hash(getpass.getpass()))'")
         return cls(token, settings.dashboard_user, password_hash, secure=bool(settings.dashboard_tls_certfile))
 
     # ------------------------------------------------------------------ checking credentials

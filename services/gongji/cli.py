@@ -130,6 +130,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    from gongji.common.observe import MetricsExposed
     from gongji.settlement.policy import PolicyError
 
     try:
@@ -141,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
         status = handler(COMMANDS[args.command])(args, lambda: _resolve(service))
     except PolicyError as error:  # a bad policy file stops start-up, naming the file and the field
         sys.exit(f"gongji: policy not loaded: {error}")
+    except MetricsExposed as error:  # /metrics off loopback without a token
+        sys.exit(f"gongji: {error}")
     except BrokenPipeError:  # `gongji replay file | head`
         sys.stderr.close()
         return

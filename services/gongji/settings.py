@@ -68,6 +68,12 @@ class FraudSettings(BaseModel):
     batch_seconds: float = Field(0.05, gt=0)
 
 
+#: The dashboard's optional secrets and files: an empty variable is unset.
+DASHBOARD_SECRETS = ("dashboard_token", "dashboard_token_file", "dashboard_user", "dashboard_password_hash",
+                     "dashboard_password_hash_file", "dashboard_tls_certfile", "dashboard_tls_keyfile",
+                     "pseudonym_key", "pseudonym_key_file", "metrics_token", "metrics_token_file")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GONGJI_", env_nested_delimiter="__")
 
@@ -190,13 +196,29 @@ class Settings(BaseSettings):
     # registry is read whole.
     dashboard_lookback_seconds: float = 900.0
     dashboard_lookback_records: int = 100_000
+    # Who may see it (gongji.dashboard.access): a bearer token, or a user and the argon2 hash of its
+    # password; `off` only behind a reverse proxy that authenticates (the dashboard refuses to start
+    # with neither). TLS when both files are set. Subject ids on screens are keyed pseudonyms under
+    # pseudonym_key (gongji.common.pseudonym). /metrics and /healthz off loopback need metrics_token.
+    dashboard_auth: Literal["on", "off"] = "on"
+    dashboard_token: SecretStr | None = None
+    dashboard_token_file: Path | None = None
+    dashboard_user: str | None = None
+    dashboard_password_hash: SecretStr | None = None
+    dashboard_password_hash_file: Path | None = None
+    dashboard_tls_certfile: Path | None = None
+    dashboard_tls_keyfile: Path | None = None
+    pseudonym_key: SecretStr | None = None
+    pseudonym_key_file: Path | None = None
+    metrics_token: SecretStr | None = None
+    metrics_token_file: Path | None = None
 
     @field_validator("kafka_bootstrap_servers", "redis_url", "database_url", "fraud_data_dir", "kafka_sasl_username",
                      "kafka_sasl_password", "kafka_sasl_password_file", "kafka_ssl_cafile", "kafka_ssl_certfile",
                      "kafka_ssl_keyfile", "redis_username", "redis_password", "redis_password_file",
                      "database_password", "database_password_file", "ledger_migration_url",
                      "ledger_migration_password_file", "ledger_writer_role", "input_keys_file",
-                     "input_signing_key", mode="before")
+                     "input_signing_key", *DASHBOARD_SECRETS, mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         return value or None  # GONGJI_DATABASE_URL= names no database (to_env writes None so)
@@ -234,6 +256,32 @@ class Settings(BaseSettings):
         self.migration_password_value()
         if self.kafka_sasl_password_file is not None:
             self.kafka_sasl_secret()
+        self.dashboard_token_value()
+        self.dashboard_password_hash_value()
+        self.pseudonym_key_value()
+        self.metrics_token_value()
+
+    def dashboard_token_value(self) -> str | None:
+        return _secret(self.dashboard_token, self.dashboard_token_file, "GONGJI_DASHBOARD_TOKEN_FILE")
+
+    def dashboard_password_hash_value(self) -> str | None:
+        return _secret(self.dashboard_password_hash, self.dashboard_password_hash_file,
+                       "GONGJI_DASHBOARD_PASSWORD_HASH_FILE")
+
+    def pseudonym_key_value(self) -> bytes | None:
+        key = _secret(self.pseudonym_key, self.pseudonym_key_file, "GONGJI_PSEUDONYM_KEY_FILE")
+        return key.encode("utf-8") if key else None
+
+    def metrics_token_value(self) -> str | None:
+        return _secret(self.metrics_token, self.metrics_token_file, "GONGJI_METRICS_TOKEN_FILE")
+
+    @model_validator(mode="after")
+    def _dashboard_pairs(self) -> "Settings":
+        if bool(self.dashboard_user) != bool(self.dashboard_password_hash or self.dashboard_password_hash_file):
+            raise ValueError("dashboard_user and dashboard_password_hash (or its file) go together")
+        if bool(self.dashboard_tls_certfile) != bool(self.dashboard_tls_keyfile):
+            raise ValueError("dashboard_tls_certfile and dashboard_tls_keyfile go together")
+        return self
 
     def settlement_bounds(self) -> Bounds:
         return Bounds(max_line_amount=to_fen(self.max_line_amount), max_claim_amount=to_fen(self.max_claim_amount),

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from gongji.services import SERVICES
@@ -162,6 +165,22 @@ def test_a_bad_policy_file_stops_start_up_naming_file_and_field(tmp_path):
     assert result.stdout == ""
 
 
+def dashboard_status(url: str, token: str | None = None, timeout: float = 30.0) -> int:
+    """The status of the dashboard's snapshot, once it answers (it starts in the background)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url + "snapshot.json", headers=headers)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+        except OSError:  # not listening yet
+            assert time.monotonic() < deadline, f"the dashboard at {url} never answered"
+            time.sleep(0.2)
+
+
 def test_stack_up_serves_and_down_stops(tmp_path):
     env = {"GONGJI_STATE_DIR": str(tmp_path / "state")}
     up = run("stack", "up", env=env)
@@ -174,6 +193,14 @@ def test_stack_up_serves_and_down_stops(tmp_path):
             socket.create_connection(("127.0.0.1", port), timeout=5).close()
         again = run("stack", "up", env=env)
         assert "already running" in again.stdout
+        # The dashboard runs with the token the stack generated (0600), printed as where it is, not what.
+        url, token_file = re.search(r"^dashboard: (http://127\.0\.0\.1:\d+/) \(access token in (\S+)\)$",
+                                    up.stdout, re.MULTILINE).groups()
+        assert Path(token_file) == (tmp_path / "state" / "dashboard-token").resolve()
+        assert Path(token_file).stat().st_mode & 0o777 == 0o600
+        token = Path(token_file).read_text().strip()
+        assert token not in up.stdout + up.stderr + again.stdout and token_file in again.stdout
+        assert dashboard_status(url) == 401 and dashboard_status(url, token) == 200
         # The services run on the stack too, in the background.
         servers = json.loads((tmp_path / "state" / "stack.json").read_text())["servers"]
         for service in SERVICES:

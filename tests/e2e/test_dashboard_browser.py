@@ -1,6 +1,7 @@
 """`gongji run dashboard` in a real browser (Debian's chromium, driven by playwright): the page
-loads, its figures move while results flow, a fraud signal appears, and after the service is
-restarted under the open page the page reconnects by itself and moves again. The screenshot is
+answers with its login form, the access token signs in, its figures move while results flow, a
+fraud signal appears with the person's pseudonym, and after the service is restarted under the
+open page the page reconnects by itself (the session holds) and moves again. The screenshot is
 kept in tests/artifacts/dashboard.png."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 from tests.dashboard_records import dead_letter, fraud_signal, institution, rejection, send, settlement
 
+from gongji.common.pseudonym import Pseudonym
 from gongji.common.topic_admin import ensure_topics
 from gongji.local.processes import free_port
 
@@ -28,6 +30,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 ARTIFACTS = Path(__file__).parents[1] / "artifacts"
 INSTITUTIONS = [("H3A", "3", "1"), ("H3B", "3", "1"), ("H2A", "2", "1"), ("H1A", "1", "1"), ("PH1", "1", "2")]
 REJECTIONS = ["UNKNOWN_PERSON", "NOT_INSURED", "INVALID_CLAIM", "UNSUPPORTED_MED_TYPE", "DUPLICATE_CONFLICT"]
+TOKEN = "browser-test-token-0123456789abcdef"
+KEY = "browser-test-pseudonym-key"
 
 
 def settings_for(stack, uniq: str, port: int):
@@ -36,7 +40,8 @@ def settings_for(stack, uniq: str, port: int):
     timeouts = stack.group_timeouts
     return Settings(**stack.kafka_settings(), redis_url=stack.redis_url,
                     topic_prefix=f"{uniq}.", key_prefix=uniq, settlement_group=f"{uniq}-settlement",
-                    clearing_group=f"{uniq}-clearing", partitions=3, dashboard_port=port,
+                    clearing_group=f"{uniq}-clearing", partitions=3, dashboard_port=port, dashboard_token=TOKEN,
+                    pseudonym_key=KEY,
                     kafka_session_timeout_ms=timeouts["session_timeout_ms"],
                     kafka_heartbeat_interval_ms=timeouts["heartbeat_interval_ms"],
                     kafka_rebalance_timeout_ms=timeouts["rebalance_timeout_ms"])
@@ -126,6 +131,12 @@ async def test_dashboard_in_chromium_live_fraud_signal_and_reconnect(stack, uniq
                     except playwright.Error:
                         return False
                 await wait_for(loaded, what=f"the dashboard at {url}; log:\n{log_path.read_text()}")
+                # Not signed in: the login form, in place of the page. The token signs in.
+                await page.fill("#login input[name=token]", TOKEN[:-1] + "x")
+                await page.click("#login button")
+                await page.wait_for_selector("#login-error")
+                await page.fill("#login input[name=token]", TOKEN)
+                await page.click("#login button")
                 await page.wait_for_selector("#status[data-state=live]", timeout=30_000)
                 await wait_for(lambda: _above(page, 0), what="a first settlement on the page")
                 first = await settlements_shown(page)
@@ -133,9 +144,11 @@ async def test_dashboard_in_chromium_live_fraud_signal_and_reconnect(stack, uniq
                 assert await page.locator("#chart-rate .main-svg").count() > 0  # plotly drew
 
                 signal = fraud_signal("P42", rule="SHOPPING")
+                shown_id = Pseudonym(KEY.encode()).signal(signal["signal_id"])
                 await send(settings, [("FraudSignal", signal)])
-                await page.wait_for_selector(f".signal[data-id='{signal['signal_id']}']", timeout=30_000)
-                assert "P42" in await page.text_content("#signals")
+                await page.wait_for_selector(f".signal[data-id='{shown_id}']", timeout=30_000)
+                shown = await page.text_content("#signals")
+                assert Pseudonym(KEY.encode())("P42") in shown and "P42" not in shown
                 await page.wait_for_timeout(1500)  # a tick more of traffic on the charts
                 ARTIFACTS.mkdir(exist_ok=True)
                 shot = ARTIFACTS / "dashboard.png"
@@ -152,7 +165,7 @@ async def test_dashboard_in_chromium_live_fraud_signal_and_reconnect(stack, uniq
                 await page.wait_for_selector("#status[data-state=live]", timeout=30_000)
                 again = await settlements_shown(page)
                 await wait_for(lambda: _above(page, again), what="the count to move after the restart")
-                assert await page.locator(f".signal[data-id='{signal['signal_id']}']").count() == 1
+                assert await page.locator(f".signal[data-id='{shown_id}']").count() == 1
                 assert not errors, errors
             finally:
                 await browser.close()

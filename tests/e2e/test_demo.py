@@ -78,11 +78,23 @@ def test_demo_settles_refuses_dead_letters_and_cleans_up(tmp_path: Path) -> None
     # The fraud service watched the same stream; the suspended persons' refused claims are signalled.
     assert figure(r"^fraud and supervision signals: ([\d,]+) on ", out) > 0
     assert re.search(r"^fraud and supervision signals: .*SUSPENDED_BENEFITS \d", out, re.MULTILINE), out
-    # The dashboard ran beside them and said where.
-    url = re.search(r"^gongji demo: live dashboard at (http://127\.0\.0\.1:\d+/)", out, re.MULTILINE).group(1)
+    # The dashboard ran beside them and said where, and where its access token is (never the token).
+    url, token_file = re.search(r"^gongji demo: live dashboard at (http://127\.0\.0\.1:\d+/) \(open it in a "
+                                r"browser; access token in (\S+)\)$", out, re.MULTILINE).groups()
 
     workdir = Path(re.search(r"^gongji demo: starting in (\S+) \.\.\.$", out, re.MULTILINE).group(1))
     assert workdir.is_relative_to(tmp_path)
+    assert Path(token_file) == workdir / "dashboard-token" and (Path(token_file).stat().st_mode & 0o777) == 0o600
+    token = Path(token_file).read_text().strip()
+    assert token not in out and token not in result.stderr
+    # Persons in the fraud signals are pseudonyms; no psn_no (the run's tag, a region, 8 digits) anywhere.
+    persons = re.findall(r"^  \w+ \w+ person (\S+):", out, re.MULTILINE)
+    assert persons and all(re.fullmatch(r"P-[0-9a-f]{16}", p) for p in persons), persons
+    psn_no = re.compile(r"d[0-9a-f]{6}(152501|990100)\d{8}")
+    assert not psn_no.search(out + result.stderr), out
+    for service in ("settlement", "clearing", "ledger", "fraud", "dashboard"):  # nor in the services' logs
+        log = (workdir / f"{service}.log").read_text()
+        assert not psn_no.search(log), (service, psn_no.search(log).group())
     served = [json.loads(line) for line in (workdir / "dashboard.log").read_text().splitlines()]
     assert any(line["msg"].startswith(f"dashboard: {url}") for line in served), served
     if not os.environ.get("GONGJI_KAFKA_BOOTSTRAP_SERVERS"):  # it ran a local stack of its own

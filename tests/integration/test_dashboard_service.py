@@ -1,5 +1,6 @@
 """The dashboard against the real broker: its /events stream (a full snapshot on connect, then as
-records arrive), the lookback on start, consumer lag from committed offsets, /healthz and /metrics."""
+records arrive), the lookback on start, consumer lag from committed offsets, /healthz and /metrics
+on their own port."""
 
 from __future__ import annotations
 
@@ -13,9 +14,14 @@ from tests.dashboard_records import dead_letter, fraud_signal, institution, reje
 from tests.integration.support import settings_for
 
 from gongji.common import kafka
+from gongji.common.pseudonym import Pseudonym
 from gongji.common.topic_admin import ensure_topics
 from gongji.dashboard.commands import region_names
 from gongji.dashboard.service import start_dashboard
+from gongji.local.processes import free_port
+
+TOKEN = "integration-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 async def snapshots(session: aiohttp.ClientSession, url: str):
@@ -45,7 +51,8 @@ async def until(stream, check, timeout: float = 30.0) -> dict:
 
 
 async def test_snapshot_on_connect_then_live_figures_lookback_and_lag(stack, uniq):
-    settings = settings_for(stack, uniq, dashboard_port=0, dashboard_lookback_seconds=600)
+    settings = settings_for(stack, uniq, dashboard_port=0, dashboard_lookback_seconds=600, dashboard_token=TOKEN,
+                            pseudonym_key="integration-key", metrics_port=free_port())
     topics = settings.topics
     await ensure_topics(settings,
                         [topics.settlements, topics.dead_letters, topics.fraud_signals, topics.institutions,
@@ -68,7 +75,7 @@ async def test_snapshot_on_connect_then_live_figures_lookback_and_lag(stack, uni
 
     running = await start_dashboard(settings, region_names())  # labels from the shipped policy files
     try:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=AUTH) as session:
             stream = snapshots(session, running.url)
             first = await anext(stream)  # at once on connect, whatever it has read so far
             assert first["instance"] and "counts" in first and "lag" in first
@@ -90,7 +97,7 @@ async def test_snapshot_on_connect_then_live_figures_lookback_and_lag(stack, uni
             assert {f["code"]: f["amount"] for f in snap["funds"]}["610100"] == 10.0
             assert snap["money"]["acct_mulaid_pay"] == 7.0
             assert snap["rejections"] == [{"code": "NOT_INSURED", "count": 1}]
-            assert snap["signals"][0]["subject_id"] == "P2"
+            assert snap["signals"][0]["subject_id"] == Pseudonym(b"integration-key")("P2")
             assert [(f["insured"], f["treated"], f["settlements"], f["fund_paid"]) for f in snap["flows"]] == [
                 ("990100 Seed-000 province", "152501 二连浩特市", 1, 60.0)]
             assert [row["level"] for row in snap["levels"]] == ["Level 3 hospitals"]
@@ -100,11 +107,16 @@ async def test_snapshot_on_connect_then_live_figures_lookback_and_lag(stack, uni
             late = await anext(snapshots(session, running.url))
             assert late["counts"]["settlements"] == 2
 
-            async with session.get(running.url + "healthz") as health:
-                assert health.status == 200 and (await health.json())["healthy"]
-            async with session.get(running.url + "metrics") as metrics:
-                text = await metrics.text()
-                assert "gongji_dashboard_pages" in text and "gongji_consumed_total" in text
+            own = f"http://127.0.0.1:{settings.metrics_port}/"  # their own port, loopback: no credential
+            async with aiohttp.ClientSession() as anyone:
+                async with anyone.get(own + "healthz") as health:
+                    assert health.status == 200 and (await health.json())["healthy"]
+                async with anyone.get(own + "metrics") as metrics:
+                    text = await metrics.text()
+                    assert "gongji_dashboard_pages" in text and "gongji_consumed_total" in text
+            for path in ("healthz", "metrics"):  # not on the page's port
+                async with session.get(running.url + path) as response:
+                    assert response.status == 404
             async with session.get(running.url) as page:
                 assert "plotly.min.js" in await page.text()
             async with session.get(running.url + "static/plotly.min.js") as script:

@@ -410,7 +410,10 @@ async def test_the_dashboard_counts_and_skips_what_it_cannot_fold_and_reads_on(s
     from gongji.dashboard.domain import Board
     from gongji.dashboard.service import start_dashboard
 
-    settings = settings_for(stack, uniq, dashboard_lookback_seconds=3600)
+    from gongji.local.processes import free_port
+
+    settings = settings_for(stack, uniq, dashboard_lookback_seconds=3600, dashboard_auth="off",
+                            metrics_port=free_port())
     topics = settings.topics
     await ensure_topics(settings, [topics.settlements, topics.dead_letters,
                                                            topics.fraud_signals, topics.institutions], 1)
@@ -427,7 +430,7 @@ async def test_the_dashboard_counts_and_skips_what_it_cannot_fold_and_reads_on(s
                     "the readable settlements, the last one included")
         assert unreadable.labels(topics.settlements)._value.get() == len(faults) + 1
         async with ClientSession() as session:
-            async with session.get(running_.url + "healthz") as response:
+            async with session.get(f"http://127.0.0.1:{settings.metrics_port}/healthz") as response:
                 assert response.status == 200, await response.text()
     finally:
         await running_.stop()

@@ -24,8 +24,8 @@ SHARED = ("common", "contract")
 ROOTS = ("gongji.cli", "gongji.services", "gongji.__main__", "gongji.local")
 #: Pure modules: rules, state, figures and the published language. No client of any server, no
 #: serialisation format, no clock-driven I/O.
-PURE = ("gongji.contract", "gongji.settings", "gongji.common.money", "gongji.settlement.domain",
-        "gongji.settlement.events", "gongji.settlement.rules", "gongji.settlement.benefits",
+PURE = ("gongji.contract", "gongji.settings", "gongji.common.money", "gongji.common.pseudonym",
+        "gongji.settlement.domain", "gongji.settlement.events", "gongji.settlement.rules", "gongji.settlement.benefits",
         "gongji.settlement.policy", "gongji.settlement.planning", "gongji.settlement.regions", "gongji.ledger.domain",
         "gongji.clearing.domain", "gongji.fraud.domain", "gongji.fraud.rules", "gongji.dashboard.domain")
 IO_LIBRARIES = {"aiokafka", "kafka", "redis", "psycopg", "faust", "aiohttp", "fastavro", "socket", "subprocess",

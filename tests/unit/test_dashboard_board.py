@@ -125,7 +125,8 @@ def test_rejections_dead_letters_signals_statements_and_lag():
     assert snap["rejections"] == [{"code": "UNKNOWN_PERSON", "count": 2}, {"code": "INVALID_CLAIM", "count": 1}]
     assert snap["counts"]["credits"] == 1 and snap["counts"]["repeats"] == 1
     assert snap["dead_letters"] == [{"reason": "undecodable: not Avro single-object encoding", "count": 2}]
-    assert [s["signal_id"] for s in snap["signals"]] == ["s2", "s1"]  # newest first, two kept
+    # Newest first, two kept; a person's signal under its keyed reference (Pseudonym.signal).
+    assert [s["signal_id"] for s in snap["signals"]] == [board.pseudonym.signal("s2"), board.pseudonym.signal("s1")]
     assert snap["signals"][0]["amount"] == 12.5 and snap["signals"][0]["evidence"] == 2
     assert snap["counts"]["fraud_signals"] == 3 and snap["signal_rules"] == [{"rule": "VISITS_PER_DAY", "count": 3}]
     assert snap["statements"][0]["net_to_a"] == 6.0
@@ -149,7 +150,8 @@ def test_the_figures_module_does_no_io():
                 for alias in node.names}
     imported |= {node.module if node.module.startswith("gongji.") else node.module.split(".")[0]
                  for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported <= {"__future__", "collections", "dataclasses", "decimal", "gongji.contract.wire"}, imported
+    assert imported <= {"__future__", "collections", "dataclasses", "decimal", "gongji.contract.wire",
+                        "gongji.common.pseudonym"}, imported
 
 
 def test_lag_is_measured_for_every_group_setting_services_add():

@@ -17,9 +17,6 @@ from gongji.settings import Settings
 ROOT = Path(__file__).parents[2]
 #: Services issue 5 is adding beside this change: `gongji run` knows them once they are merged.
 COMING = {"ledger", "fraud", "dashboard"}
-#: Settings fields other parts of issue 10 add (the dashboard's token and pseudonym key, each a
-#: mounted secret), allowed in compose and k8s until Settings has them.
-COMING_FIELDS = {"dashboard_host", "dashboard_port", "dashboard_token_file", "pseudonym_key_file"}
 
 
 def compose() -> dict:
@@ -51,7 +48,7 @@ def unknown_settings(variables) -> list[str]:
         model = Settings
         for part in path:
             fields = getattr(model, "model_fields", {})
-            if part not in fields and not (model is Settings and part in COMING_FIELDS):
+            if part not in fields:
                 unknown.append(variable)
                 break
             model = fields[part].annotation if part in fields else None
@@ -138,7 +135,8 @@ def test_settlement_is_scaled_out_and_every_container_is_health_checked():
         if one_shot(service):
             continue
         env = service["environment"]
-        assert env["GONGJI_METRICS_HOST"] == "0.0.0.0", name
+        # The health check runs inside the container: metrics stay on its loopback, open without a token.
+        assert env.get("GONGJI_METRICS_HOST", "127.0.0.1") == "127.0.0.1", name
         assert f"127.0.0.1:{env['GONGJI_METRICS_PORT']}/healthz" in " ".join(service["healthcheck"]["test"]), name
         assert "curl" not in " ".join(service["healthcheck"]["test"]), "the slim image has no curl"
 
@@ -156,6 +154,10 @@ def test_redis_persists_postgres_serves_the_ledger_and_the_dashboard_is_publishe
     port = services["dashboard"]["environment"]["GONGJI_DASHBOARD_PORT"]
     assert services["dashboard"]["environment"]["GONGJI_DASHBOARD_HOST"] == "0.0.0.0"
     assert f"127.0.0.1:{port}:{port}" in services["dashboard"]["ports"]  # published on the host's loopback only
+    dashboard = services["dashboard"]["environment"]  # a credential and a pseudonym key, from secret files
+    assert dashboard["GONGJI_DASHBOARD_TOKEN_FILE"] == "/run/secrets/dashboard-token"
+    assert dashboard["GONGJI_PSEUDONYM_KEY_FILE"] == "/run/secrets/pseudonym-key"
+    assert {s if isinstance(s, str) else s["source"] for s in services["dashboard"]["secrets"]} <= set(spec["secrets"])
 
 
 def test_every_gongji_variable_in_compose_is_a_setting():
@@ -308,8 +310,7 @@ def test_each_compose_service_reads_only_its_own_credentials_as_files():
         else:
             assert "GONGJI_REDIS_USERNAME" not in env and "redis-password" not in mounted, name
         assert env["GONGJI_REDIS_URL"].startswith("rediss://"), name
-        fields = {k.removeprefix("GONGJI_").lower(): v for k, v in env.items()
-                  if k.removeprefix("GONGJI_").lower() not in COMING_FIELDS}
+        fields = {k.removeprefix("GONGJI_").lower(): v for k, v in env.items()}
         Settings(**fields)  # valid as it stands: the service would start on these
     services = spec["services"]
     assert services["ledger"]["environment"]["GONGJI_DATABASE_URL"].startswith("postgresql://gongji_ledger@")

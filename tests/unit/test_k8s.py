@@ -16,7 +16,7 @@ import yaml
 from gongji.services import SERVICES
 from gongji.settings import Settings
 
-from tests.unit.test_deploy import COMING, COMING_FIELDS, compose, gongji_services, unknown_settings
+from tests.unit.test_deploy import COMING, compose, gongji_services, unknown_settings
 
 K8S = Path(__file__).parents[2] / "deploy" / "k8s"
 #: The oldest Kubernetes the manifests target (autoscaling/v2, policy/v1) and the newest schemas known.
@@ -218,8 +218,7 @@ def test_each_workload_has_its_own_principals_and_its_settings_are_valid():
         if "GONGJI_REDIS_USERNAME" in env:
             assert env["GONGJI_REDIS_USERNAME"] == name and env["GONGJI_REDIS_PASSWORD_FILE"], name
             redis_users.add(name.removeprefix("gongji-"))
-        fields = {k.removeprefix("GONGJI_").lower(): v for k, v in env.items()
-                  if k.removeprefix("GONGJI_").lower() not in COMING_FIELDS}
+        fields = {k.removeprefix("GONGJI_").lower(): v for k, v in env.items()}
         settings = Settings(**fields)
         assert settings.redis_url.startswith("rediss://") and settings.redis_cluster, name
     assert redis_users == set(REDIS_RULES), "the Redis users of deploy/redis/users.acl.example"
@@ -232,6 +231,15 @@ def test_each_workload_has_its_own_principals_and_its_settings_are_valid():
     assert migrate["args"] == ["ledger", "migrate"]
     for url in (environment(ledger)["GONGJI_DATABASE_URL"], environment(migrate)["GONGJI_LEDGER_MIGRATION_URL"]):
         assert "sslmode=verify-full" in url, url
+    # Metrics off loopback (GONGJI_METRICS_HOST 0.0.0.0, for the kubelet's probes and Prometheus) need
+    # a token: every service has one, the dashboard its own credential and pseudonym key too.
+    assert by_kind("ConfigMap")["gongji-config"]["data"]["GONGJI_METRICS_HOST"] == "0.0.0.0"
+    for name, pod in pod_specs().items():
+        (container,) = pod["containers"]
+        if container["args"][:1] == ["run"]:
+            assert environment(container).get("GONGJI_METRICS_TOKEN_FILE"), f"{name}: /metrics without a token"
+    (dashboard,) = pod_specs()["gongji-dashboard"]["containers"]
+    assert environment(dashboard)["GONGJI_DASHBOARD_TOKEN_FILE"] and environment(dashboard)["GONGJI_PSEUDONYM_KEY_FILE"]
     roles = (K8S.parent / "postgres" / "roles.sql").read_text()
     assert "CREATE ROLE gongji_ledger_owner" in roles and "CREATE ROLE gongji_ledger " in roles
 

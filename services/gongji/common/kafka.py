@@ -277,8 +277,8 @@ async def consume_batches(
     consumed again after a capped exponential backoff, and /healthz turns 503 after
     settings.stall_seconds. Serves the service's metrics and health while it runs, when
     settings.metrics_port is set."""
-    server = serve(metrics, settings.metrics_host, settings.metrics_port, settings.stall_seconds) \
-        if settings.metrics_port else None
+    server = serve(metrics, settings.metrics_host, settings.metrics_port, settings.stall_seconds,
+                   settings.metrics_token_value()) if settings.metrics_port else None
     producer_ = producer(settings)
     consumer_ = consumer(settings, group, *([] if listener else topics))
     if listener is not None:  # told of each assignment (the settlement service checks its Redis then)

@@ -4,12 +4,20 @@
 `stall_after` seconds (settings.stall_seconds): its loop stopped polling, or every batch has failed
 (an outage being retried), or one batch has been in hand all that time, or input has been waiting
 (consumer lag) while no batch went through;
-200 otherwise. Served from a daemon thread on `metrics_host:metrics_port`; labels carry codes and
-reasons, never personal data.
+200 otherwise. Served from a daemon thread on `metrics_host:metrics_port`, a port of their own
+(never a service's other port); labels carry codes and reasons, never personal data.
+
+On loopback (the default host) both answer without credentials. On any other address every request
+needs `Authorization: Bearer <metrics_token>` (Prometheus: `authorization: {credentials_file: …}`),
+except that `/healthz` answers anyone its status code and `{"healthy": …}` alone (an orchestrator's
+probe carries no secret); a non-loopback host without a token is refused at start.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
 import json
 import logging
 import re
@@ -95,18 +103,48 @@ class Metrics:
         self.last_poll = time.monotonic()
 
 
-def serve(metrics: Metrics, host: str, port: int, stale_after: float = 30.0):
-    """Serve /metrics and /healthz in a daemon thread; returns the server (its port: server.server_port)."""
+class MetricsExposed(ValueError):
+    """/metrics and /healthz asked for off loopback without a token."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(metrics: Metrics, host: str, port: int, stale_after: float = 30.0, token: str | None = None):
+    """Serve /metrics and /healthz in a daemon thread; returns the server (its port: server.server_port).
+    `token`: required off loopback (see the module's docstring)."""
+    if not is_loopback(host) and not token:
+        raise MetricsExposed(f"GONGJI_METRICS_HOST={host} is not loopback: set GONGJI_METRICS_TOKEN or "
+                             "GONGJI_METRICS_TOKEN_FILE (the bearer token Prometheus sends), or 127.0.0.1")
     prometheus = make_wsgi_app(metrics.registry)
+    expected = hashlib.sha256(token.encode()).digest() if token else None
+
+    def authorized(environ) -> bool:
+        if expected is None:
+            return True
+        scheme, _, given = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(hashlib.sha256(given.strip().encode()).digest(),
+                                                                  expected)
 
     def app(environ, start_response):
+        allowed = authorized(environ)
         if environ.get("PATH_INFO") == "/healthz":
             # Turning is not enough: a loop whose every batch has failed for a while (its database
             # or Redis is gone), or that leaves input waiting, is not healthy either.
             healthy, facts = metrics.health(stale_after)
-            body = json.dumps(facts).encode()
+            body = json.dumps(facts if allowed else {"healthy": healthy}).encode()
             start_response("200 OK" if healthy else "503 Service Unavailable", [("Content-Type", "application/json")])
             return [body]
+        if not allowed:
+            start_response("401 Unauthorized", [("WWW-Authenticate", 'Bearer realm="gongji-metrics"'),
+                                                ("Content-Type", "text/plain")])
+            return [b"authentication required\n"]
         return prometheus(environ, start_response)
 
     class Quiet(WSGIRequestHandler):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ def run(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
 async def serve(settings: Settings, policy_dir: Path | None = None) -> None:
     """Until SIGINT or SIGTERM."""
     from gongji.common.process import until_stopped
+    from gongji.dashboard.access import AccessError
     from gongji.dashboard.service import start_dashboard
 
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
@@ -35,7 +37,10 @@ async def serve(settings: Settings, policy_dir: Path | None = None) -> None:
         finally:
             await running.stop()
 
-    await until_stopped(main, grace=settings.stop_grace_seconds, name="dashboard")
+    try:
+        await until_stopped(main, grace=settings.stop_grace_seconds, name="dashboard")
+    except AccessError as error:  # no credential, auth off beyond loopback, a TLS file unreadable
+        sys.exit(f"gongji: dashboard: {error}")
 
 
 def region_names(policy_dir=None) -> dict[str, str]:

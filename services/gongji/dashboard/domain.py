@@ -15,6 +15,9 @@ Reading the figures:
   (setldetail 310100) paid all of `crt_payb_lmt_amt`, the limit left before the claim (0 left
   included: the person was already there). The share is of the persons with a general-outpatient
   settlement since `since`; a later reversal does not take a person back off the list.
+- Persons are shown as keyed pseudonyms (`pseudonym`, gongji.common.pseudonym): a fraud signal
+  about a person is kept with its subject_id already replaced, so no raw psn_no reaches a page, its
+  JSON or the demo's summary.
 - Institution level comes from `registry.institutions` (`medins_lv`; retail pharmacies apart); a
   result for an institution not seen there yet is counted under "unknown" until it is, then moves.
 """
@@ -25,6 +28,7 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from gongji.common.pseudonym import Pseudonym
 from gongji.contract.wire import FUNDS, POOLING
 
 ZERO = Decimal("0.00")
@@ -103,8 +107,10 @@ class Board:
     for the per-second series, so records read back on start land in the seconds they happened)."""
 
     def __init__(self, since: float, region_names: dict[str, str] | None = None, *, latest_signals: int = 12,
-                 latest_statements: int = 8, latest_settlements: int = 8, remember: int = 200_000):
+                 latest_statements: int = 8, latest_settlements: int = 8, remember: int = 200_000,
+                 pseudonym: Pseudonym | None = None):
         self.since = since
+        self.pseudonym = pseudonym or Pseudonym(None)
         self.region_names = dict(region_names or {})
         self.counts: Counter = Counter()  # settlement, reversal, rejection, credit, dead letter, fraud signal
         self.repeats = 0
@@ -179,7 +185,11 @@ class Board:
 
     def dead_letter(self, data: dict) -> None:
         self.counts["dead letter"] += 1
-        self.dead_letters[short_reason(data.get("reason") or "?")] += 1
+        reason, key = data.get("reason") or "?", data.get("key")
+        if key and len(key) >= 4:  # the message's key (a psn_no on claims) named in its reason: the pseudonym
+            raw = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+            reason = reason.replace(raw, self.pseudonym(raw))
+        self.dead_letters[short_reason(reason)] += 1
         # Settlement answers each message once: a result, a rejection naming it, or else its dead
         # letter. The fraud service, which reads claims too, dead-letters the same junk again.
         if data.get("service") == "settlement" and (data.get("topic") or "").endswith("claims"):
@@ -192,6 +202,10 @@ class Board:
             return
         self.counts["fraud signal"] += 1
         self.signal_rules[data.get("rule_id") or "?"] += 1
+        if data.get("subject_type") != "institution" and data.get("subject_id"):  # persons, and any kind to come
+            raw, shown = data["subject_id"], self.pseudonym(data["subject_id"])
+            data = {**data, "signal_id": self.pseudonym.signal(ident), "subject_id": shown,
+                    "reason": (data.get("reason") or "").replace(raw, shown)}
         self.signals[ident] = data
         while len(self.signals) > self._latest_signals:
             self.signals.popitem(last=False)
@@ -287,7 +301,7 @@ class Board:
 
 
 def _signal(s: dict) -> dict:
-    """A FraudSignal for the page: pseudonymous ids only, as the record carries."""
+    """A FraudSignal for the page: persons already pseudonymous (Board.fraud_signal), claim ids counted."""
     keep = ("signal_id", "rule_id", "category", "severity", "subject_type", "subject_id", "admdvs", "window_start",
             "window_end", "count", "threshold", "reason", "detected_at")
     shown = {name: s.get(name) for name in keep}

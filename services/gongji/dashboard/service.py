@@ -13,7 +13,10 @@ started after the dashboard) is picked up within seconds.
 Routes: `/` the page, `/events` server-sent events (a full snapshot of every figure on connect and
 then once a second: a new or reconnected page is right at once), `/snapshot.json` the same once,
 `/static/…` the page's script and the charting library (plotly.js from the `plotly` wheel: nothing
-is fetched from the network at run time), `/healthz` and `/metrics` (Prometheus).
+is fetched from the network at run time), `/login` and `/logout`. Every route but `/login` needs a
+credential (gongji.dashboard.access); TLS when the settings name a certificate and key. `/healthz`
+and `/metrics` are not on this port: they are on the metrics port (gongji.common.observe), as for
+every service. Persons appear only as keyed pseudonyms (gongji.common.pseudonym).
 
 A record it cannot read or fold (undecodable, or anything its figures raise on) is counted
 (`gongji_dashboard_undecodable_total` by topic), logged by topic, partition and offset, and skipped:
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import logging
+import ssl
 import time
 import uuid
 from dataclasses import dataclass
@@ -34,14 +38,16 @@ from aiohttp import web
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+from prometheus_client import Counter, Gauge
 
 from gongji.common import kafka, poison
 from gongji.common.avro import DecodeError, SchemaCatalog
 from gongji.settings import Settings
-from gongji.common.observe import Metrics, serve
+from gongji.common.observe import Metrics, is_loopback, serve
+from gongji.common.pseudonym import Pseudonym
 from gongji.contract.topics import service_topics
 from gongji.contract.wire import RECORD_OUTPUTS, header
+from gongji.dashboard.access import Access, AccessError
 from gongji.dashboard.domain import Board
 
 log = logging.getLogger("gongji.dashboard")
@@ -68,7 +74,13 @@ class Dashboard:
         self.catalog = catalog or SchemaCatalog()
         self.started_at = time.time()
         self.instance = uuid.uuid4().hex[:8]
-        self.board = Board(since=self.started_at - settings.dashboard_lookback_seconds, region_names=region_names)
+        self.access = Access.from_settings(settings)  # AccessError: refused before anything starts
+        try:
+            self.pseudonym = Pseudonym(settings.pseudonym_key_value())
+        except ValueError as error:
+            raise AccessError(str(error)) from None
+        self.board = Board(since=self.started_at - settings.dashboard_lookback_seconds, region_names=region_names,
+                           pseudonym=self.pseudonym)
         self.metrics = Metrics(SERVICE)
         self.pages = Gauge("gongji_dashboard_pages", "Pages connected to /events", registry=self.metrics.registry)
         self.undecodable = Counter("gongji_dashboard_undecodable", "Records the dashboard could not read or fold",
@@ -85,19 +97,26 @@ class Dashboard:
 
     @property
     def url(self) -> str:
-        return f"http://{self.settings.dashboard_host}:{self.port}/"
+        scheme = "https" if self.settings.dashboard_tls_certfile else "http"
+        return f"{scheme}://{self.settings.dashboard_host}:{self.port}/"
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> str:
         """Serve the page and start reading; returns the page's address."""
+        tls = tls_context(self.settings)  # AccessError before anything listens
         self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.dashboard_host, self.settings.dashboard_port)
+        site = web.TCPSite(self._runner, self.settings.dashboard_host, self.settings.dashboard_port, ssl_context=tls)
         await site.start()
         self.port = self._runner.addresses[0][1]  # the real one when dashboard_port is 0
+        if not is_loopback(self.settings.dashboard_host) and not self.settings.dashboard_tls_certfile:
+            log.warning("dashboard: on %s without TLS: credentials and figures cross the network in clear unless "
+                        "a proxy in front encrypts them", self.settings.dashboard_host)
+        if not self.pseudonym.stable:
+            log.warning("dashboard: no GONGJI_PSEUDONYM_KEY: persons' pseudonyms change when it restarts")
         if self.settings.metrics_port:
             self._metrics_server = serve(self.metrics, self.settings.metrics_host, self.settings.metrics_port,
-                                         self.settings.stall_seconds)
+                                         self.settings.stall_seconds, self.settings.metrics_token_value())
         self._tasks = [asyncio.create_task(self._guard(loop)) for loop in (self._read, self._measure_lag,
                                                                           self._broadcast)]
         return self.url
@@ -262,14 +281,16 @@ class Dashboard:
             await asyncio.sleep(TICK)
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self.access.middleware] if self.access else [])
+        app.on_response_prepare.append(Access.on_prepare)
+        if self.access:
+            app.router.add_route("*", "/login", self.access.login)
+            app.router.add_post("/logout", self.access.logout)
         app.router.add_get("/", self._page)
         app.router.add_get("/events", self._events)
         app.router.add_get("/snapshot.json", self._snapshot)
         app.router.add_get("/static/plotly.min.js", self._plotly)
         app.router.add_get("/static/{name}", self._static)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/metrics", self._metrics)
         app.on_shutdown.append(self._on_shutdown)
         return app
 
@@ -312,14 +333,20 @@ class Dashboard:
             self.pages.dec()
         return response
 
-    async def _healthz(self, _request) -> web.Response:
-        """503 once the reader has not polled, or has failed every try, for settings.stall_seconds."""
-        healthy, facts = self.metrics.health(self.settings.stall_seconds)
-        return web.json_response(facts, status=200 if healthy else 503)
 
-    async def _metrics(self, _request) -> web.Response:
-        return web.Response(body=generate_latest(self.metrics.registry),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The page's TLS (TLS 1.2 at least) when a certificate and key are set; None: plain HTTP."""
+    if not settings.dashboard_tls_certfile:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(settings.dashboard_tls_certfile, settings.dashboard_tls_keyfile)
+    except (OSError, ssl.SSLError) as error:
+        raise AccessError(f"dashboard TLS: {settings.dashboard_tls_certfile}, {settings.dashboard_tls_keyfile}: "
+                          f"{error}") from None
+    return context
 
 
 def _resource(name: str) -> bytes:

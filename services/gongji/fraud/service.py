@@ -294,7 +294,8 @@ class FraudService:
 
     async def _run(self, stop: asyncio.Event, datadir: Path) -> None:
         server = serve(self.metrics, self.settings.metrics_host, self.settings.metrics_port,
-                       self.settings.stall_seconds) if self.settings.metrics_port else None
+                       self.settings.stall_seconds, self.settings.metrics_token_value()) \
+            if self.settings.metrics_port else None
         app = self.app = self._build(datadir)
         app.finalize()
         self.prober = kafka.producer(self.settings)  # asks the brokers for metadata when a batch fails

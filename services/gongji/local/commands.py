@@ -25,7 +25,8 @@ def stack(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
 
             state["dashboard_url"] = start_stack_services(args.policies)
         print(("already running: " if state["already_running"] else "started: ") + stack_variables(state)
-              + (f"\ndashboard: {state['dashboard_url']}" if state.get("dashboard_url") else ""))
+              + (f"\ndashboard: {state['dashboard_url']}" if state.get("dashboard_url") else "")
+              + (f" ({state['dashboard_login']})" if state.get("dashboard_login") else ""))
     else:
         print("stopped" if stack_down(STATE_DIR) else "no local stack was running")
 

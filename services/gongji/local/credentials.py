@@ -27,6 +27,9 @@ FIELDS = ("redis_username", "redis_password", "redis_password_file", "database_u
 
 #: What a service that reads no input is given of the stack's input keys: nothing.
 UNSIGNED = {"input_keys_file": None, "input_signing_key": None, "require_signed_input": False}
+#: What a service other than the dashboard is given of its secrets: nothing.
+NO_DASHBOARD = {"dashboard_token": None, "dashboard_token_file": None, "pseudonym_key": None,
+                "pseudonym_key_file": None}
 
 
 def secret_names() -> list[str]:
@@ -87,8 +90,10 @@ def credentials(files: dict[str, Path], postgres_port: int | None) -> dict[str, 
         # The input keys (gongji.local.input_keys) are settlement's, which verifies with them, and
         # the operator's, who signs: no other service is given them.
         signing = {} if service == "settlement" else UNSIGNED
+        # Likewise the dashboard's token and pseudonym key (gongji.local.dashboard_login).
+        screen = {} if service == "dashboard" else NO_DASHBOARD
         table[service] = role(service if service in REDIS_RULES else None,
-                              LEDGER_WRITER if service == "ledger" else None, **signing)
+                              LEDGER_WRITER if service == "ledger" else None, **signing, **screen)
     return table
 
 

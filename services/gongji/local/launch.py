@@ -67,7 +67,8 @@ def with_dashboard_port(settings: Settings) -> Settings:
 
 
 def dashboard_url(settings: Settings) -> str:
-    return f"http://{settings.dashboard_host}:{settings.dashboard_port}/"
+    scheme = "https" if settings.dashboard_tls_certfile else "http"
+    return f"{scheme}://{settings.dashboard_host}:{settings.dashboard_port}/"
 
 
 def start_service(service: str, settings: Settings, policy_dir: Path | None, log: IO[bytes], count: int = 1, *,
@@ -109,10 +110,11 @@ def start_stack_services(policy_dir: Path | None) -> str:
     in its state file; returns the dashboard's address."""
     from gongji.local.stack import record_processes
     from gongji.local.state import STATE_DIR, local_stack_settings, read_state
+    from gongji.local.dashboard_login import login_hint, with_dashboard_access
     from gongji.services import SERVICES
 
     # The stack's own servers, whatever the shell's GONGJI_* say: its services must not write elsewhere.
-    settings = with_dashboard_port(local_stack_settings(Settings()))
+    settings = with_dashboard_access(with_dashboard_port(local_stack_settings(Settings())), STATE_DIR)
     credentials = read_state()["credentials"]
     processes = {}
     for service in SERVICES:
@@ -121,8 +123,8 @@ def start_stack_services(policy_dir: Path | None) -> str:
             (process,) = start_service(service, settings, policy_dir, log, outlive=True, cwd=STATE_DIR,
                                        credentials=credentials)
         processes[service] = {"pid": process.pid, "binary": sys.executable, "log": str(log_path.resolve())}
-    record_processes(STATE_DIR, processes, dashboard_url=dashboard_url(settings))
-    return dashboard_url(settings)
+    record_processes(STATE_DIR, processes, dashboard_url=dashboard_url(settings), dashboard_login=login_hint(settings))
+    return f"{dashboard_url(settings)} ({login_hint(settings)})"
 
 
 def stop_processes(processes: Iterable[subprocess.Popen], timeout: float = 30) -> None:

@@ -180,14 +180,19 @@ function status(state, text) {
 }
 
 // EventSource reconnects by itself (the server asks for 1 s); should the browser give up (an
-// answer that is not an event stream, e.g. while the service restarts), open a new one.
+// answer that is not an event stream, e.g. while the service restarts), open a new one, unless the
+// dashboard no longer takes our session (expired, logged out, credentials changed): then the page
+// is loaded again, which shows the login form.
 function connect() {
   const source = new EventSource("/events");
   source.addEventListener("snapshot", ev => { status("live", "live"); render(JSON.parse(ev.data)); });
   source.onopen = () => status("live", "live");
   source.onerror = () => {
     status("reconnecting", "reconnecting…");
-    if (source.readyState === EventSource.CLOSED) setTimeout(connect, 1000);
+    if (source.readyState !== EventSource.CLOSED) return;
+    fetch("/snapshot.json", { method: "HEAD", cache: "no-store" })
+      .then(r => { if (r.status === 401) location.reload(); else setTimeout(connect, 1000); })
+      .catch(() => setTimeout(connect, 1000));
   };
 }
 connect();

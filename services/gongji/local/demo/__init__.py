@@ -29,6 +29,7 @@ from rich.console import Console
 
 from gongji.common.avro import SchemaCatalog
 from gongji.common.topic_admin import ensure_service_topics
+from gongji.local.dashboard_login import login_hint, with_dashboard_access
 from gongji.local.demo.figures import Run
 from gongji.local.demo.summaries import clearing_summary, fraud_summary, ledger_summary, summary
 from gongji.local.demo.traffic import feed, read_results, wait_set
@@ -68,8 +69,8 @@ async def run_demo(rate: int, seconds: float | None, persons: int, policy_dir) -
     try:
         tag = "d" + uuid.uuid4().hex[:6]
         stack, base = servers(workdir, key_prefix=tag)
-        run = Run(with_dashboard_port(isolated(base, tag)), rate, workdir / "settlement.log",
-                  book.region_names(), started=started)
+        tagged = with_dashboard_access(with_dashboard_port(isolated(base, tag)), workdir)
+        run = Run(tagged, rate, workdir / "settlement.log", book.region_names(), started=started)
         if not stop.is_set():
             await _run(run, persons, policy_dir, stop, hurry, started + seconds if seconds else None,
                        stack.credentials() if stack else None)
@@ -112,7 +113,8 @@ async def _run(run: Run, persons: int, policy_dir: Path | None, stop: asyncio.Ev
             downstream[name] = start_service(name, run.settings, policy_dir, log, detach=True, cwd=run.log.parent,
                                              credentials=credentials)[0]
     if "dashboard" in downstream:
-        print(f"gongji demo: live dashboard at {dashboard_url(run.settings)} (open it in a browser)", flush=True)
+        print(f"gongji demo: live dashboard at {dashboard_url(run.settings)} (open it in a browser; "
+              f"{login_hint(run.settings)})", flush=True)
     done = asyncio.Event()
     traffic = Traffic(persons=persons, tag=run.settings.key_prefix, window=TRAFFIC_WINDOW)
     reader = asyncio.create_task(read_results(run, catalog, done))

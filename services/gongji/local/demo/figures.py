@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+from gongji.common.pseudonym import Pseudonym
 from gongji.contract.wire import RECORD_OUTPUTS
 from gongji.dashboard.domain import ZERO, Board
 from gongji.settings import Settings
@@ -54,8 +55,9 @@ class Run:
     phase: str = "starting"
 
     def __post_init__(self) -> None:
+        # The dashboard's key: the summary names a person by the pseudonym the dashboard shows.
         self.board = Board(since=time.time(), region_names=self.region_names, latest_signals=LATEST_SIGNALS,
-                           latest_settlements=LATEST)
+                           latest_settlements=LATEST, pseudonym=Pseudonym(self.settings.pseudonym_key_value()))
 
     def fold(self, name: str, data: dict, at: float) -> None:
         """One decoded record read back; `at` its timestamp (Unix seconds)."""

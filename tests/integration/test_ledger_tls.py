@@ -16,10 +16,11 @@ from datetime import date
 
 import psycopg
 import pytest
+from pydantic import SecretStr
 from tests.integration.support import CATALOG, collect, open_accounts, produce, running, settings_for
 from tests.integration.tls_postgres import Authority, tls_postgres
 
-from gongji.common.redis import connect
+from gongji.common.redis import client_for
 from gongji.ledger.domain import Entry, Posting
 from gongji.ledger.service import LedgerService
 from gongji.ledger.store import LedgerStore, LedgerStoreError, migrate, wait_for_database
@@ -171,11 +172,12 @@ async def test_the_ledger_service_books_the_settlements_over_verify_full(stack, 
     schema migrated by the owner beforehand."""
     migrate(postgres.verified(LEDGER_OWNER), uniq, LEDGER_WRITER, postgres.credentials.ledger_owner)
     settings = settings_for(stack, uniq, database_url=postgres.verified(LEDGER_WRITER),
-                            database_password=postgres.credentials.ledger_writer, ledger_group=f"{uniq}-ledger",
+                            database_password=SecretStr(postgres.credentials.ledger_writer), database_password_file=None,
+                            ledger_group=f"{uniq}-ledger",
                             ledger_schema=uniq)
     traffic = Traffic(persons=12, seed=5, tag=uniq)
     claims = list(traffic.stream(60, reversals=0.05, resends=0))
-    client = connect(settings.redis_url)
+    client = client_for(settings)  # the stack's Redis, as its operator
     store = await LedgerStore.connect(settings.database_url, uniq, settings.database_password_value())
     try:
         ledger = LedgerService(settings, CATALOG, store)

@@ -18,10 +18,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from tests.integration.secured import ROLES_SQL, _start, _stop
+from tests.integration.secured import _start, _stop
 
 from gongji.local.processes import free_port
-from gongji.local.servers import Server, init_postgres, postgres_ready
+from gongji.local.servers import Server, init_postgres, postgres_ready, roles_sql
 from gongji.local.store_users import StoreCredentials
 
 SERVER_NAMES = ("localhost", "127.0.0.1")  # the server certificate's subjectAltName
@@ -134,7 +134,7 @@ def tls_postgres(workdir: Path):
             [str(bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d",
              f"host=127.0.0.1 port={server.port} user=postgres dbname=postgres sslmode=verify-full sslrootcert={ca_file}",
              "-v", f"owner_password={credentials.ledger_owner}", "-v", f"writer_password={credentials.ledger_writer}",
-             "-f", str(ROLES_SQL)],
+             "-f", str(roles_sql())],
             env={**os.environ, "PGPASSWORD": credentials.postgres_superuser}, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         yield TlsPostgres(server.port, credentials, ca_file, data)

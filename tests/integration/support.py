@@ -109,6 +109,16 @@ async def ledger_store(settings: Settings):
     return await LedgerStore.connect(ledger.database_url, ledger.ledger_schema, ledger.database_password_value())
 
 
+async def answers(settings: Settings) -> list[str]:
+    """The topics the broker lists to an admin client built by the factory; raises if refused."""
+    client = kafka.admin(settings, request_timeout_ms=3000)
+    try:
+        await client.start()
+        return await client.list_topics()
+    finally:
+        await client.close()
+
+
 @asynccontextmanager
 async def producer(settings: Settings):
     """A started producer as the services' are set up on Tansu (no idempotence), stopped on leaving."""

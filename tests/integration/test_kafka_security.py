@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.integration.support import answers
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from gongji.common import kafka
 from gongji.local.processes import free_port, port_open, terminate
 from gongji.local.servers import Server, tansu_binary
 from gongji.settings import Settings
@@ -62,16 +62,6 @@ def on(port: int, **security) -> Settings:
 def scram(port: int, mechanism: str, user: str, password: str) -> Settings:
     return on(port, kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism=mechanism,
               kafka_sasl_username=user, kafka_sasl_password=password)
-
-
-async def answers(settings: Settings) -> list[str]:
-    """The topics the broker lists to an admin client built by the factory; raises if refused."""
-    client = kafka.admin(settings, request_timeout_ms=3000)
-    try:
-        await client.start()
-        return await client.list_topics()
-    finally:
-        await client.close()
 
 
 async def test_the_same_client_without_credentials_works_on_an_open_broker_and_is_refused_here(stack, authenticating):

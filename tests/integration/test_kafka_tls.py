@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.integration.support import answers
 from aiokafka.errors import KafkaConnectionError
 
 from gongji.common import kafka
@@ -45,15 +46,6 @@ def at(stack, **security) -> Settings:
 def ssl_with(cafile: Path, certfile: Path | None = None, keyfile: Path | None = None) -> dict:
     return {"kafka_security_protocol": "SSL", "kafka_ssl_cafile": cafile, "kafka_ssl_certfile": certfile,
             "kafka_ssl_keyfile": keyfile}
-
-
-async def answers(settings: Settings) -> list[str]:
-    client = kafka.admin(settings, request_timeout_ms=3000)
-    try:
-        await client.start()
-        return await client.list_topics()
-    finally:
-        await client.close()
 
 
 async def refused(settings: Settings) -> None:

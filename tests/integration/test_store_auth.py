@@ -178,16 +178,22 @@ async def test_users_limited_to_a_prefix_are_refused_another(tight_redis, uniq):
         await settlement.aclose()
 
 
-def test_a_service_whose_redis_password_is_wrong_stops_with_one_line(redis_server):
-    url = redis_server.url("settlement", password="wrong-password")
-    env = {**os.environ, "GONGJI_REDIS_URL": url, "GONGJI_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
-           "GONGJI_KEY_PREFIX": PREFIX}
+def assert_both_services_refused(env: dict[str, str]) -> None:
+    """settlement and clearing, given a wrong password ("wrong-password"), each stop with one line
+    that names the refusal and not the password."""
     for service in ("settlement", "clearing"):
         done = subprocess.run([sys.executable, "-m", "gongji", "run", service], env=env, capture_output=True,
                               text=True, timeout=60)
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 1 and len(lines) == 1, done.stderr
         assert "refused the credentials" in lines[0] and "wrong-password" not in done.stderr
+
+
+def test_a_service_whose_redis_password_is_wrong_stops_with_one_line(redis_server):
+    url = redis_server.url("settlement", password="wrong-password")
+    env = {**os.environ, "GONGJI_REDIS_URL": url, "GONGJI_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+           "GONGJI_KEY_PREFIX": PREFIX}
+    assert_both_services_refused(env)
 
 
 def test_the_deploy_acl_file_loads_into_valkey(tmp_path):
@@ -364,9 +370,4 @@ async def test_a_redis_cluster_gives_every_node_the_same_users(redis_cluster, st
     env = {**os.environ, "GONGJI_REDIS_URL": redis_cluster, "GONGJI_REDIS_CLUSTER": "true",
            "GONGJI_REDIS_USERNAME": redis_user("clearing"), "GONGJI_REDIS_PASSWORD": "wrong-password",
            "GONGJI_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "GONGJI_KEY_PREFIX": uniq}
-    for service in ("settlement", "clearing"):
-        done = subprocess.run([sys.executable, "-m", "gongji", "run", service], env=env, capture_output=True,
-                              text=True, timeout=60)
-        lines = done.stderr.strip().splitlines()
-        assert done.returncode == 1 and len(lines) == 1, done.stderr
-        assert "refused the credentials" in lines[0] and "wrong-password" not in done.stderr
+    assert_both_services_refused(env)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -21,14 +20,9 @@ async def serve(settings: Settings) -> None:
     from gongji.clearing.service import ClearingService
     from gongji.common.avro import SchemaCatalog
     from gongji.common.process import until_stopped
-    from gongji.common.redis import CredentialsRefused, check_credentials, client_for
+    from gongji.common.redis import service_client
 
-    client = client_for(settings)
-    try:
-        await check_credentials(client, settings.redis_url)
-    except CredentialsRefused as error:
-        await client.aclose()
-        sys.exit(f"gongji: clearing: {error}")
+    client = await service_client(settings, "clearing")
     try:
         await until_stopped(ClearingService(settings, SchemaCatalog(), client).run, grace=settings.stop_grace_seconds,
                             name="clearing")

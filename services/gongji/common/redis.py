@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 
 import hashlib
+import sys
 
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import AuthenticationError, NoScriptError, RedisClusterException, RedisError
@@ -68,6 +69,18 @@ async def check_credentials(client, url: str | None) -> None:
         raise CredentialsRefused(f"Redis at {redacted(url)} refused the credentials ({refusal}); check the user and "
                                  "password in GONGJI_REDIS_URL or GONGJI_REDIS_USERNAME and GONGJI_REDIS_PASSWORD(_FILE)"
                                  ) from None
+
+
+async def service_client(settings, service: str):
+    """The client of `service`'s settings (client_for), its credentials checked once: a refusal
+    stops the command with one line naming the service and the settings."""
+    client = client_for(settings)
+    try:
+        await check_credentials(client, settings.redis_url)
+    except CredentialsRefused as error:
+        await client.aclose()
+        sys.exit(f"gongji: {service}: {error}")
+    return client
 
 
 class LuaScript:

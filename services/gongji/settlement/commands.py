@@ -29,15 +29,10 @@ async def serve(settings: Settings, book: PolicyBook) -> None:
     from gongji.common.avro import SchemaCatalog
     from gongji.common.observe import redacted
     from gongji.common.process import tune_gc, until_stopped
-    from gongji.common.redis import CredentialsRefused, DurabilityUnavailable, check_credentials, client_for
+    from gongji.common.redis import DurabilityUnavailable, service_client
     from gongji.settlement.service import SettlementService
 
-    client = client_for(settings)
-    try:
-        await check_credentials(client, settings.redis_url)
-    except CredentialsRefused as error:
-        await client.aclose()
-        sys.exit(f"gongji: settlement: {error}")
+    client = await service_client(settings, "settlement")
     from gongji.common.signing import KeyFileError
 
     try:

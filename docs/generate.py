@@ -113,7 +113,8 @@ def _policy_codes() -> list[str]:
                       f"is not recognised for: `{version.chronic.unrecognised}`):", ""]
             lines += ["  | group | diagnosis codes | annual deductible | annual limit |", "  |---|---|---|---|"]
             lines += [f"  | {group.name} | {', '.join(f'`{code}`' for code in group.diseases)} | "
-                      f"{_yuan(group.annual_deductible)} | {_yuan(group.annual_limit)} |" for group in version.chronic.groups]
+                      f"{_yuan(group.annual_deductible)} | {_yuan(group.annual_limit)} |"
+                      for group in version.chronic.groups]
             lines.append("")
         if version.inpatient is not None and version.inpatient.major_outpatient_diseases:
             codes = ", ".join(f"`{code}`" for code in version.inpatient.major_outpatient_diseases)

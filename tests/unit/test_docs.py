@@ -204,3 +204,20 @@ def test_headings_slug_as_a_renderer_makes_them():
     assert slug("The `gongji` command") == "the-gongji-command"
     assert slug("Fraud signals (基金监管)") == "fraud-signals-基金监管"
     assert slug("Exactly-once effect, without Kafka transactions") == "exactly-once-effect-without-kafka-transactions"
+
+
+def test_the_readme_command_table_names_every_command_and_service():
+    """The README stays the entry point: its command table names each command of the parser and
+    each service `gongji run` starts (their options are in docs/COMMANDS.md)."""
+    import argparse
+
+    from gongji.cli import parser
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("\n## The `gongji` command\n", 1)[1].split("\n## ")[0]
+    commands = next(action for action in parser()._actions if isinstance(action, argparse._SubParsersAction))
+    wanted = [f"gongji {name}" for name in commands.choices]
+    services = next(action for action in commands.choices["run"]._actions if action.dest == "service").choices
+    wanted += [f"gongji run {service}" for service in services]
+    missing = [name for name in wanted if f"`{name}" not in table]
+    assert not missing, f"README.md's command table does not name {missing}"

@@ -84,7 +84,7 @@ def _rows(record: dict, prefix: str = "") -> list[str]:
 def _schema_section(stem: str) -> list[str]:
     schema = json.loads((SCHEMAS / f"{stem}.avsc").read_text(encoding="utf-8"))
     return [f"### {schema['name']} (`schemas/{stem}.avsc`)", "", _cell(schema.get("doc", "")), "",
-            "| field | type | | meaning |", "|---|---|---|---|", *_rows(schema), ""]
+            "| field | type | presence | meaning |", "|---|---|---|---|", *_rows(schema), ""]
 
 
 def _yuan(fen: int) -> str:

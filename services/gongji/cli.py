@@ -72,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
                             help="write the markers (the service resumes) even if results differ from the published")
     settlement.add_argument("--batch", type=int, default=500, help="events settled per round of Redis writes")
     clearing = commands.add_parser("clearing", help="cross-region clearing: close a month")
-    clearing.add_argument("action", choices=["close"], help="close: publish the month's statements")
+    clearing.add_argument("action", choices=["close"])
     clearing.add_argument("month", help="the month to close, e.g. 2023-03")
     topics = commands.add_parser("topics", help="create every Gongji topic on the configured cluster, or describe "
                                  "them: partitions, replication, cleanup.policy, retention")

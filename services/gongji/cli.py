@@ -64,9 +64,9 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
     demo.add_argument("--persons", type=int, default=2000, help="synthetic insured persons (default 2000)")
     stack = commands.add_parser("stack", help="the local stack in the background")
-    stack.add_argument("action", choices=["up", "down"])
+    stack.add_argument("action", choices=["up", "down"], help="up: start it and print its addresses; down: stop it")
     settlement = commands.add_parser("settlement", help="settlement state: rebuild Redis from Kafka after it lost data")
-    settlement.add_argument("action", choices=["rebuild"])
+    settlement.add_argument("action", choices=["rebuild"], help="rebuild: restore the state from the topics")
     settlement.add_argument("--force", action="store_true", help="rebuild even though Redis is not behind Kafka")
     settlement.add_argument("--accept-differences", action="store_true",
                             help="write the markers (the service resumes) even if results differ from the published")
@@ -76,9 +76,10 @@ def parser() -> argparse.ArgumentParser:
     clearing.add_argument("month", help="the month to close, e.g. 2023-03")
     topics = commands.add_parser("topics", help="create every Gongji topic on the configured cluster, or describe "
                                  "them: partitions, replication, cleanup.policy, retention")
-    topics.add_argument("action", choices=["create", "describe"])
+    topics.add_argument("action", choices=["create", "describe"],
+                        help="create: make every topic, then show them; describe: only show them")
     run = commands.add_parser("run", help="one service in the foreground")
-    run.add_argument("service", choices=SERVICES)
+    run.add_argument("service", choices=SERVICES, help="the service to run")
     ledger = commands.add_parser("ledger", help="the fund ledger: migrate, balances, check, entry")
     actions = ledger.add_subparsers(dest="action", required=True)
     actions.add_parser("migrate", help="create or upgrade the journal's tables")
@@ -101,8 +102,9 @@ def parser() -> argparse.ArgumentParser:
     rec.add_argument("--fixmedins", required=True, help="fixmedins_code of the institution")
     rec.add_argument("--from", dest="start", required=True, type=date.fromisoformat, help="stmt_begndate, YYYY-MM-DD")
     rec.add_argument("--to", dest="end", required=True, type=date.fromisoformat, help="stmt_enddate, YYYY-MM-DD")
-    rec.add_argument("--medfee-sumamt", required=True, type=Decimal)
-    rec.add_argument("--fund-pay-sumamt", required=True, type=Decimal)
+    rec.add_argument("--medfee-sumamt", required=True, type=Decimal, help="the institution's medical fees total, yuan")
+    rec.add_argument("--fund-pay-sumamt", required=True, type=Decimal,
+                     help="the institution's fund payments total, yuan")
     rec.add_argument("--acct-pay", required=True, type=Decimal, help="personal accounts paid, family aid included")
     rec.add_argument("--count", required=True, type=int, help="fixmedins_setl_cnt: settlements counted")
     rec.add_argument("--refunds", action="store_true",
@@ -112,15 +114,15 @@ def parser() -> argparse.ArgumentParser:
                           "medfee_sumamt, fund_pay_sumamt, acct_pay")
     rec.add_argument("--json", action="store_true", help="the report as one JSON object")
     rep = commands.add_parser("replay", help="settle a JSON Lines file offline (- for stdin)")
-    rep.add_argument("file")
+    rep.add_argument("file", help="a JSON Lines file of input events, or - for stdin")
     rep.add_argument("--batch", type=_at_least_one, default=1, metavar="N",
                      help="settle N events at a time through the service's batching path (default 1); "
                           "the results are the same for any N")
     rep.add_argument("--now", type=_aware_time, default=None, metavar="TIME",
                      help="the present that setl_time is judged against, ISO 8601 with offset (default: the clock)")
     bench = commands.add_parser("bench", help="claims/s and latency through the local stack")
-    bench.add_argument("--claims", type=int, default=100_000)
-    bench.add_argument("--persons", type=int, default=20_000)
+    bench.add_argument("--claims", type=int, default=100_000, help="claims queued for the throughput phase")
+    bench.add_argument("--persons", type=int, default=20_000, help="synthetic insured persons")
     bench.add_argument("--rate", type=int, default=2000, help="claims/s of the paced (latency) phase")
     bench.add_argument("--workers", type=int, default=2, help="settlement processes in the consumer group")
     bench.add_argument("--no-downstream", dest="downstream", action="store_false",

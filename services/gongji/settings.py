@@ -164,7 +164,7 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     # Largest batch one poll hands to settlement; one batch costs four Redis round trips.
     batch_max_records: int = 2000
-    # Bounds at the edge of settlement (README "Bounds at the edge"): plausibility ceilings in yuan,
+    # Bounds at the edge of settlement (docs/BOUNDS.md): plausibility ceilings in yuan,
     # **sample** values, and how far past the present a setl_time may be (clocks differ a little).
     max_line_amount: Decimal = to_yuan(DEFAULT_BOUNDS.max_line_amount)
     max_claim_amount: Decimal = to_yuan(DEFAULT_BOUNDS.max_claim_amount)

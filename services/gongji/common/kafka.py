@@ -5,7 +5,7 @@ the fraud service's faust app takes `faust_credentials`: the one place the secur
 (GONGJI_KAFKA_SECURITY_PROTOCOL, SASL, TLS) are applied (tests/unit/test_kafka_clients.py holds it).
 
 Never the idempotent producer or transactions: Tansu does not support them, and correctness comes
-from idempotent, conditional writes in Redis instead (README, "Exactly-once effect").
+from idempotent, conditional writes in Redis instead (docs/DURABILITY.md, "Exactly-once effect").
 """
 
 from __future__ import annotations

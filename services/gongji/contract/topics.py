@@ -1,5 +1,5 @@
 """Gongji's topics: their names, what each one is (partitions, replication, cleanup policy,
-retention), and which topics each service reads and writes (schemas/CONTRACT.md, "Topics").
+retention), and which topics each service reads and writes (docs/CONTRACT.md, "Topics").
 
 Pure data; `gongji.common.topic_admin` creates them on a cluster and reads them back.
 """

@@ -1,4 +1,4 @@
-"""The published language: what travels on Gongji's topics, named once (schemas/CONTRACT.md).
+"""The published language: what travels on Gongji's topics, named once (docs/CONTRACT.md).
 
 Record names, the headers every message carries, the funds and the money fields of a result, the
 limits of what the wire can hold and the edge accepts, and the clock dates are read in. Pure data:

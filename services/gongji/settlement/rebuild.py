@@ -15,7 +15,7 @@ Order across persons is known only to the millisecond of publication (and, withi
 partition and offset, as the service settles a poll): family mutual aid settled by two workers at
 once on one holder's account can come out in another order, and is then reported as a difference.
 
-What this needs of Kafka (README, "Durability and rebuild"): the registries compacted and kept,
+What this needs of Kafka (docs/DURABILITY.md, "Durability and rebuild"): the registries compacted and kept,
 and claims, credits and settlements retained for as long as the state they made matters.
 """
 

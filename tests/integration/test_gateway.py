@@ -97,9 +97,10 @@ async def test_2207_settles_and_a_retried_msgid_gets_the_same_answer_and_one_set
             request = world.request("MSG0001")
             status, first = await post(url, request, his)
             again_status, again = await post(url, request, his)
+            settled = counted(running, "settled")
     assert status == again_status == 200
     assert first["infcode"] == 0, first
-    assert again == first
+    assert again == first and settled == 2
     setlinfo = first["output"]["setlinfo"]
     assert setlinfo["psn_no"] == world.person["psn_no"] and setlinfo["fixmedins_code"] == world.institution["fixmedins_code"]
     assert setlinfo["setl_time"] == request["input"]["data"]["setl_time"]  # local time, as sent
@@ -156,6 +157,7 @@ async def test_callers_are_authenticated_and_act_only_for_their_own_institution(
         async with aiohttp.ClientSession() as session:
             async with session.get(url + "openapi.json") as response:
                 document = await response.json()
+    assert (counted(running, "unauthenticated"), counted(running, "refused")) == (3, 1)
     assert [status for status, _ in refused] == [401, 403, 401, 401]
     assert all(answer["infcode"] == -1 for _, answer in refused)
     assert "may not act for fixmedins_code" in refused[1][1]["err_msg"]
@@ -163,6 +165,11 @@ async def test_callers_are_authenticated_and_act_only_for_their_own_institution(
     # Nothing reached claims: every refusal came before the claim was published.
     redis_keys = [key async for key in world_client_keys(world)]
     assert redis_keys == []
+
+
+def counted(running, kind: str) -> float:
+    """The gateway's answers of `kind` on /metrics (gongji_outputs)."""
+    return running.gateway.replies.metrics.registry.get_sample_value("gongji_outputs_total", {"kind": kind}) or 0
 
 
 async def world_client_keys(world):

@@ -23,6 +23,7 @@ from aiokafka import TopicPartition
 
 from gongji.common import kafka
 from gongji.common.avro import EncodeError, SchemaCatalog
+from gongji.common.observe import Metrics, serve
 from gongji.common.redis import client_for
 from gongji.common.signing import Key, signer
 from gongji.contract.wire import ID_HEADER, TYPE_HEADER, header
@@ -39,8 +40,8 @@ class Replies:
     """The one consumer of `settlements` a gateway process has: from the end of every partition as
     it starts, each result whose id someone waits for resolves their futures."""
 
-    def __init__(self, settings: Settings, catalog: SchemaCatalog):
-        self.settings, self.catalog = settings, catalog
+    def __init__(self, settings: Settings, catalog: SchemaCatalog, metrics: Metrics):
+        self.settings, self.catalog, self.metrics = settings, catalog, metrics
         self.waiting: dict[str, list[asyncio.Future]] = {}
         self._consumer = None
         self._task: asyncio.Task | None = None
@@ -87,6 +88,8 @@ class Replies:
     async def _read(self) -> None:
         while True:
             batches = await self._consumer.getmany(timeout_ms=500, max_records=5000)
+            self.metrics.polled()  # /healthz: the reply consumer turns
+            self.metrics.idle()
             for messages in batches.values():
                 for message in messages:
                     ident = header(message.headers, ID_HEADER)
@@ -114,6 +117,11 @@ class Gateway:
         return f"{self.settings.key_prefix}:gw:{fixmedins_code}:{msgid}"
 
     async def handle(self, request: web.Request) -> web.Response:
+        response = await self._answer(request)
+        self.replies.metrics.outputs.labels(_outcome(response)).inc()
+        return response
+
+    async def _answer(self, request: web.Request) -> web.Response:
         body = await request.read()
         try:
             caller = self.callers.authenticate(request.headers, body, time.time())
@@ -175,6 +183,16 @@ class Gateway:
         return app
 
 
+def _outcome(response: web.Response) -> str:
+    """The answers counted on /metrics (gongji_outputs by kind): settled, pending, refused, unauthenticated."""
+    if response.status == 401:
+        return "unauthenticated"
+    document = json.loads(response.text)
+    if document["infcode"] == 0:
+        return "settled"
+    return "pending" if document["err_msg"] == national.PENDING else "refused"
+
+
 def _json(document: dict, status: int = 200) -> web.Response:
     return web.Response(text=json.dumps(document, ensure_ascii=False), status=status,
                         content_type="application/json", charset="utf-8")
@@ -185,8 +203,11 @@ class Running:
     url: str
     gateway: Gateway
     runner: web.AppRunner
+    metrics_server: object = None
 
     async def stop(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
         await self.runner.cleanup()
         await self.gateway.replies.stop()
         await self.gateway.producer.stop()
@@ -200,7 +221,8 @@ async def start_gateway(settings: Settings, catalog: SchemaCatalog | None = None
         raise ValueError("GONGJI_GATEWAY_CALLERS_FILE: the callers' keys file is required (README, \"Gateway\")")
     callers = load_callers(settings.gateway_callers_file, settings.gateway_clock_skew_seconds)
     catalog = catalog or SchemaCatalog()
-    replies = Replies(settings, catalog)
+    metrics = Metrics("gateway")
+    replies = Replies(settings, catalog, metrics)
     await replies.start()
     producer = kafka.producer(settings, linger_ms=0)
     await producer.start()
@@ -210,7 +232,11 @@ async def start_gateway(settings: Settings, catalog: SchemaCatalog | None = None
     site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)
     await site.start()
     host, port = runner.addresses[0][:2]
-    return Running(f"http://{host}:{port}/", gateway, runner)
+    metrics_server = None
+    if settings.metrics_port:  # /metrics and /healthz (200 while the reply consumer turns)
+        metrics_server = serve(metrics, settings.metrics_host, settings.metrics_port, settings.stall_seconds,
+                               settings.metrics_token_value())
+    return Running(f"http://{host}:{port}/", gateway, runner, metrics_server)
 
 
 OPENAPI = {

@@ -113,6 +113,30 @@ async def test_2207_settles_and_a_retried_msgid_gets_the_same_answer_and_one_set
     assert len(results[ident]) == 1 and results[ident][0]["setl_id"] == setlinfo["setl_id"]
 
 
+async def test_2208_reverses_by_setl_id_once(stack, uniq, tmp_path):
+    world = World(stack, uniq, tmp_path)
+    his = world.callers.by_id["his"]
+    async with running_service(world.settings):
+        await world.register()
+        async with gateway(world.settings) as running:
+            _, settled = await post(running.url, world.request("MSG0010"), his)
+            setl_id = settled["output"]["setlinfo"]["setl_id"]
+            reversal = {"infno": "2208", "msgid": "MSG0011", "fixmedins_code": world.institution["fixmedins_code"],
+                        "inf_time": settled["output"]["setlinfo"]["setl_time"],
+                        "input": {"data": {"psn_no": world.person["psn_no"], "setl_id": setl_id}}}
+            _, reversed_ = await post(running.url, reversal, his)
+            _, twice = await post(running.url, {**reversal, "msgid": "MSG0012"}, his)
+            _, unknown = await post(running.url, {**reversal, "msgid": "MSG0013",
+                                                  "input": {"data": {"psn_no": world.person["psn_no"], "setl_id": "nope"}}}, his)
+    assert reversed_["infcode"] == 0, reversed_
+    info, original = reversed_["output"]["setlinfo"], settled["output"]["setlinfo"]
+    assert info["orig_setl_id"] == setl_id and info["setl_id"] != setl_id
+    assert Decimal(info["medfee_sumamt"]) == -Decimal(original["medfee_sumamt"])
+    assert Decimal(info["fund_pay_sumamt"]) == -Decimal(original["fund_pay_sumamt"])
+    assert twice["infcode"] == -1 and twice["err_msg"].startswith("ALREADY_REVERSED"), twice
+    assert unknown["infcode"] == -1 and "setl_id: nope is not a settlement" in unknown["err_msg"]
+
+
 async def test_no_result_in_time_answers_pending_and_asking_again_settles_once(stack, uniq, tmp_path):
     world = World(stack, uniq, tmp_path, gateway_wait_seconds=0.5)
     his = world.callers.by_id["his"]

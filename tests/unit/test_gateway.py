@@ -122,3 +122,17 @@ def test_the_callers_file_names_what_is_wrong(tmp_path: Path):
         path.write_text(text)
         with pytest.raises(CallersFileError, match=message):
             load_callers(path)
+
+
+def test_a_2208_names_its_original_once_and_only_its_own_institutions():
+    assert national.original_2208("H1", {"setl_id": "S1"}) == ("S1", None)
+    assert national.original_2208("H1", {"orig_claim_id": "gw-H1-MSG1"}) == (None, "gw-H1-MSG1")
+    assert national.original_2208("H1", {"orig_claim_id": "legacy-7"}) == (None, "legacy-7")
+    for data, message in [({}, "one of them"), ({"setl_id": "S1", "orig_claim_id": "c"}, "one of them"),
+                          ({"orig_claim_id": "gw-H2-MSG1"}, "not settled for H1")]:
+        with pytest.raises(Refused, match=message):
+            national.original_2208("H1", data)
+    reversal = national.reversal_2208("MSG2", "H1", {"psn_no": "P1"}, "2026-03-02 08:00:00", "gw-H1-MSG1")
+    assert reversal == {"claim_id": "gw-H1-MSG2", "orig_claim_id": "gw-H1-MSG1", "psn_no": "P1",
+                        "setl_time": "2026-03-02T08:00:00+08:00"}
+    assert SchemaCatalog().decode(SchemaCatalog().encode("Reversal", reversal))[0].endswith("Reversal")

@@ -20,7 +20,7 @@ LOCAL_TIME = "%Y-%m-%d %H:%M:%S"
 #: time, serial); with the institution's code it names the claim, so a retry names the same one.
 MSGID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 CODE = re.compile(r"^[A-Za-z0-9_-]{1,30}$")
-SUPPORTED = ("2207",)
+SUPPORTED = ("2207", "2208")
 PENDING = "accepted, result pending; query again with the same msgid"
 CENT = Decimal("0.01")
 
@@ -163,6 +163,28 @@ def claim_2207(msgid: str, fixmedins_code: str, data: dict, inf_time: Any = None
     }
 
 
+def reversal_2208(msgid: str, fixmedins_code: str, data: dict, inf_time: Any, orig_claim_id: str) -> dict:
+    """The `Reversal` record (schemas/reversal.avsc) of a 2208 request whose original the gateway
+    has found (`orig_claim_id`: by the data's setl_id, or given). data: psn_no, setl_id or
+    orig_claim_id, setl_time (default the envelope's inf_time)."""
+    where = "input.data."
+    when = data.get("setl_time") if data.get("setl_time") not in (None, "") else inf_time
+    return {"claim_id": claim_id(fixmedins_code, msgid), "orig_claim_id": orig_claim_id,
+            "psn_no": _text(data, "psn_no", where), "setl_time": local_time(when, f"{where}setl_time").isoformat()}
+
+
+def original_2208(fixmedins_code: str, data: dict) -> tuple[str | None, str | None]:
+    """(setl_id, orig_claim_id) a 2208 names: one of the two. An orig_claim_id the gateway made for
+    another institution is refused (a caller acts for its own)."""
+    setl_id = _text(data, "setl_id", "input.data.", required=False)
+    orig = _text(data, "orig_claim_id", "input.data.", required=False)
+    if (setl_id is None) == (orig is None):
+        raise Refused("input.data: setl_id (or orig_claim_id), one of them, is required")
+    if orig and orig.startswith("gw-") and not orig.startswith(f"gw-{fixmedins_code}-"):
+        raise Refused(f"input.data.orig_claim_id: {orig} was not settled for {fixmedins_code}")
+    return setl_id, orig
+
+
 def _optional(line: dict, field: str, places: str, at: str) -> Decimal | None:
     value = _number(line, field, at, required=False)
     return None if value is None else _quantized(value, places, f"{at}{field}")
@@ -190,6 +212,8 @@ def settled(kind: str, record: dict) -> dict:
     setlinfo.update({name: _money(record[name]) for name in MONEY_FIELDS})
     setlinfo.update(setl_time=shown_time(record["setl_time"]), balc=_money(record["balc"]),
                     pool_prop_selfpay=str(record["pool_prop_selfpay"]), claim_id=record["claim_id"])
+    if kind == "reversal":  # 2208: the reversal's own setl_id, and the settlement it takes back
+        setlinfo.update(orig_setl_id=record["orig_setl_id"], orig_claim_id=record["orig_claim_id"])
     setldetail = [{"fund_pay_type": line["fund_pay_type"], "fund_payamt": _money(line["fund_payamt"]),
                    "crt_payb_lmt_amt": _money(line.get("crt_payb_lmt_amt")),
                    "setl_proc_info": line.get("setl_proc_info")} for line in record["setldetail"]]

@@ -8,6 +8,8 @@ per process reads for every request (matched by the `gongji-id` header, decoded 
 No answer within `gateway_wait_seconds`: "accepted, result pending", and the same msgid asked
 again sends the identical claim again, which settlement answers with the identical result without
 settling twice (CONTRACT.md, "Idempotency"); the answer, once known, is kept in Redis and given back.
+A 2208 reverses by setl_id (the gateway keeps each setl_id it answered with its claim) or by
+orig_claim_id, the same way, as a `Reversal`.
 """
 
 from __future__ import annotations
@@ -136,15 +138,34 @@ class Gateway:
             if fixmedins_code not in caller.fixmedins_codes:
                 return _json(national.refusal(f"caller {caller.key_id} may not act for fixmedins_code "
                                               f"{fixmedins_code}"), 403)
-            record = national.claim_2207(msgid, fixmedins_code, data, parsed.get("inf_time"))
-            value = self.catalog.encode("Claim", record)
+            if infno == "2207":
+                kind, record = "claim", national.claim_2207(msgid, fixmedins_code, data, parsed.get("inf_time"))
+            else:
+                kind, record = "reversal", await self._reversal(msgid, fixmedins_code, data, parsed.get("inf_time"))
+            value = self.catalog.encode("Claim" if kind == "claim" else "Reversal", record)
         except Refused as error:
             return _json(national.refusal(str(error)))
         except EncodeError as error:
             return _json(national.refusal(f"input.data: {error}"))
-        return _json(await self.settle(fixmedins_code, msgid, record, value))
+        return _json(await self.settle(fixmedins_code, msgid, kind, record, value))
 
-    async def settle(self, fixmedins_code: str, msgid: str, record: dict, value: bytes) -> dict:
+    def _setl_key(self, setl_id: str) -> str:
+        return f"{self.settings.key_prefix}:gw:setl:{setl_id}"
+
+    async def _reversal(self, msgid: str, fixmedins_code: str, data: dict, inf_time) -> dict:
+        """2208 by setl_id (a settlement the gateway answered, found in Redis) or by orig_claim_id."""
+        setl_id, orig = national.original_2208(fixmedins_code, data)
+        if setl_id is not None:
+            known = json.loads(await self.redis.get(self._setl_key(setl_id)) or "null")
+            if known is None:
+                raise Refused(f"input.data.setl_id: {setl_id} is not a settlement this gateway answered "
+                              "(give orig_claim_id)")
+            if known["fixmedins_code"] != fixmedins_code:
+                raise Refused(f"input.data.setl_id: {setl_id} was not settled for {fixmedins_code}")
+            orig = known["claim_id"]
+        return national.reversal_2208(msgid, fixmedins_code, data, inf_time, orig)
+
+    async def settle(self, fixmedins_code: str, msgid: str, kind: str, record: dict, value: bytes) -> dict:
         key, digest, ident = self._msg_key(fixmedins_code, msgid), national.digest(record), record["claim_id"]
         ttl = int(self.settings.gateway_answer_ttl_seconds)
         first = await self.redis.set(key, json.dumps({"digest": digest}), nx=True, ex=ttl)
@@ -158,19 +179,22 @@ class Gateway:
         # resend with the identical result and settles nothing twice.
         future = self.replies.expect(ident)
         try:
-            await self._publish(record["psn_no"].encode(), value)
-            kind, result = await asyncio.wait_for(asyncio.shield(future), self.settings.gateway_wait_seconds)
+            await self._publish(record["psn_no"].encode(), value, kind)
+            result_kind, result = await asyncio.wait_for(asyncio.shield(future), self.settings.gateway_wait_seconds)
         except asyncio.TimeoutError:
             return national.pending(ident)
         finally:
             self.replies.forget(ident, future)
-        answer = national.settled(kind, result)
+        answer = national.settled(result_kind, result)
+        if result_kind == "settlement":  # a 2208 names it by setl_id
+            found = {"claim_id": ident, "psn_no": record["psn_no"], "fixmedins_code": fixmedins_code}
+            await self.redis.set(self._setl_key(result["setl_id"]), json.dumps(found), ex=ttl)
         await self.redis.set(key, json.dumps({"digest": digest, "answer": answer}), ex=ttl)
         return answer
 
-    async def _publish(self, key: bytes, value: bytes) -> None:
+    async def _publish(self, key: bytes, value: bytes, kind: str) -> None:
         topic = self.settings.topics.claims
-        headers = self.key.headers(topic, key, "claim", value) if self.key else [(TYPE_HEADER, b"claim")]
+        headers = self.key.headers(topic, key, kind, value) if self.key else [(TYPE_HEADER, kind.encode())]
         await self.producer.send_and_wait(topic, value, key=key, headers=headers)
 
     async def openapi(self, _request: web.Request) -> web.Response:
@@ -242,7 +266,7 @@ async def start_gateway(settings: Settings, catalog: SchemaCatalog | None = None
 OPENAPI = {
     "openapi": "3.1.0",
     "info": {"title": "Gongji gateway", "version": "1",
-             "description": "The national interface's envelope at one address; infno inside. Served: 2207."},
+             "description": "The national interface's envelope at one address; infno inside. Served: 2207 (settlement), 2208 (reversal by setl_id or orig_claim_id)."},
     "paths": {"/": {"post": {
         "summary": "One national-interface request {infno, msgid, fixmedins_code, inf_time, input: {data}}",
         "parameters": [{"name": name, "in": "header", "required": True, "schema": {"type": "string"}}

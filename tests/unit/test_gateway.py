@@ -136,3 +136,24 @@ def test_a_2208_names_its_original_once_and_only_its_own_institutions():
     assert reversal == {"claim_id": "gw-H1-MSG2", "orig_claim_id": "gw-H1-MSG1", "psn_no": "P1",
                         "setl_time": "2026-03-02T08:00:00+08:00"}
     assert SchemaCatalog().decode(SchemaCatalog().encode("Reversal", reversal))[0].endswith("Reversal")
+
+
+async def test_a_result_the_reply_consumer_cannot_decode_fails_its_waiters_not_the_loop():
+    from types import SimpleNamespace
+
+    from gongji.common.observe import Metrics
+    from gongji.gateway.service import Replies
+    from gongji.settings import Settings
+
+    catalog = SchemaCatalog()
+    replies = Replies(Settings(), catalog, Metrics("gateway"))
+    broken, fine = replies.expect("c1"), replies.expect("c2")
+    rejection = {"claim_id": "c2", "psn_no": "P1", "err_code": "UNKNOWN_PERSON", "err_msg": "not in the registry"}
+    replies.take(SimpleNamespace(headers=[("gongji-id", b"c1"), ("gongji-type", b"settlement")], value=b"\xc3\x01junk"))
+    replies.take(SimpleNamespace(headers=[("gongji-id", b"c2"), ("gongji-type", b"rejection")],
+                                 value=catalog.encode("Rejection", rejection)))
+    with pytest.raises(ValueError, match="cannot be read"):
+        broken.result()
+    kind, record = fine.result()
+    assert kind == "rejection" and rejection.items() <= record.items()
+    assert not replies.waiting

@@ -24,7 +24,7 @@ from aiohttp import web
 from aiokafka import TopicPartition
 
 from gongji.common import kafka
-from gongji.common.avro import EncodeError, SchemaCatalog
+from gongji.common.avro import DecodeError, EncodeError, SchemaCatalog
 from gongji.common.observe import Metrics, serve
 from gongji.common.redis import client_for
 from gongji.common.signing import Key, signer
@@ -94,15 +94,24 @@ class Replies:
             self.metrics.idle()
             for messages in batches.values():
                 for message in messages:
-                    ident = header(message.headers, ID_HEADER)
-                    futures = self.waiting.pop(ident.decode(), None) if ident else None
-                    if not futures:
-                        continue
-                    kind = (header(message.headers, TYPE_HEADER) or b"").decode()
-                    _name, record = self.catalog.decode(message.value)
-                    for future in futures:
-                        if not future.done():
-                            future.set_result((kind, record))
+                    self.take(message)
+
+    def take(self, message) -> None:
+        """Resolve whoever waits for this result; one that cannot be decoded fails its waiters
+        (they answer that they could not read it), never the loop every request depends on."""
+        ident = header(message.headers, ID_HEADER)
+        futures = self.waiting.pop(ident.decode(), None) if ident else None
+        if not futures:
+            return
+        kind = (header(message.headers, TYPE_HEADER) or b"").decode()
+        try:
+            outcome, failure = (kind, self.catalog.decode(message.value)[1]), None
+        except DecodeError as error:
+            log.warning("gateway: the result for %s on settlements cannot be read: %s", ident.decode(), error)
+            outcome, failure = None, ValueError(f"the result for {ident.decode()} cannot be read: {error}")
+        for future in futures:
+            if not future.done():
+                future.set_result(outcome) if failure is None else future.set_exception(failure)
 
 
 @dataclass
@@ -183,6 +192,8 @@ class Gateway:
             result_kind, result = await asyncio.wait_for(asyncio.shield(future), self.settings.gateway_wait_seconds)
         except asyncio.TimeoutError:
             return national.pending(ident)
+        except ValueError as error:  # a result this gateway cannot decode (a newer schema, say)
+            return national.refusal(f"{error}; ask again with the same msgid")
         finally:
             self.replies.forget(ident, future)
         answer = national.settled(result_kind, result)

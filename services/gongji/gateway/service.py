@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from gongji.common import kafka
 from gongji.common.avro import DecodeError, EncodeError, SchemaCatalog
@@ -187,11 +188,16 @@ class Gateway:
         # First time, or asked again while pending: the identical claim (again). Settlement answers a
         # resend with the identical result and settles nothing twice.
         future = self.replies.expect(ident)
-        try:
-            await self._publish(record["psn_no"].encode(), value, kind)
-            result_kind, result = await asyncio.wait_for(asyncio.shield(future), self.settings.gateway_wait_seconds)
+        try:  # sending and the result within one wait: a broker that does not answer is "pending" too
+            result_kind, result = await asyncio.wait_for(self._publish_and_wait(record["psn_no"].encode(), value, kind,
+                                                                                future),
+                                                         self.settings.gateway_wait_seconds)
         except asyncio.TimeoutError:
             return national.pending(ident)
+        except KafkaError as error:  # refused at once (no broker, not authorised): say so, retry is safe
+            log.warning("gateway: could not publish %s: %s", ident, error)
+            return national.refusal(f"Kafka did not take the request ({type(error).__name__}); ask again with the "
+                                    "same msgid")
         except ValueError as error:  # a result this gateway cannot decode (a newer schema, say)
             return national.refusal(f"{error}; ask again with the same msgid")
         finally:
@@ -202,6 +208,10 @@ class Gateway:
             await self.redis.set(self._setl_key(result["setl_id"]), json.dumps(found), ex=ttl)
         await self.redis.set(key, json.dumps({"digest": digest, "answer": answer}), ex=ttl)
         return answer
+
+    async def _publish_and_wait(self, key: bytes, value: bytes, kind: str, future: asyncio.Future):
+        await self._publish(key, value, kind)
+        return await asyncio.shield(future)
 
     async def _publish(self, key: bytes, value: bytes, kind: str) -> None:
         topic = self.settings.topics.claims

@@ -22,7 +22,7 @@ from gongji.gateway.service import start_gateway
 from gongji.local.launch import encode, prepare_topics
 from gongji.common.signing import load_keys
 from gongji.local.synthetic import Traffic
-from tests.integration.support import CATALOG, by_claim, collect, running_service, settings_for, wait_registered
+from tests.integration.support import CATALOG, as_service, by_claim, collect, running_service, settings_for, wait_registered
 from tests.integration.test_signed_input import keys_file, send
 
 
@@ -80,7 +80,8 @@ async def post(url: str, body: dict, caller=None, stamp: float | None = None) ->
 
 @asynccontextmanager
 async def gateway(settings):
-    running = await start_gateway(settings)
+    """The gateway on its own credentials (Redis user gongji-gateway: GET and SET on gw:* only)."""
+    running = await start_gateway(as_service(settings, "gateway"))
     try:
         yield running
     finally:
@@ -148,7 +149,7 @@ async def test_no_result_in_time_answers_pending_and_asking_again_settles_once(s
         status, pending = await post(running.url, request, his)  # the settlement service is down
         assert (status, pending["infcode"], pending["err_msg"]) == (200, -1, PENDING)
         assert pending["output"]["claim_id"] == ident
-        running.gateway.settings = world.settings.model_copy(update={"gateway_wait_seconds": 30.0})
+        running.gateway.settings = running.gateway.settings.model_copy(update={"gateway_wait_seconds": 30.0})
         async with running_service(world.settings):
             await collect(world.settings, world.settings.topics.settlements, lambda rs: ident in by_claim(rs))
             _, answer = await post(running.url, request, his)

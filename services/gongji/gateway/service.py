@@ -29,6 +29,8 @@ from gongji.common.avro import DecodeError, EncodeError, SchemaCatalog
 from gongji.common.observe import Metrics, serve
 from gongji.common.redis import client_for
 from gongji.common.signing import Key, signer
+from gongji.common.topic_admin import ensure_service_topics
+from gongji.contract.topics import service_topics
 from gongji.contract.wire import ID_HEADER, TYPE_HEADER, header
 from gongji.gateway import national
 from gongji.gateway.callers import Callers, Unauthenticated, load_callers
@@ -266,6 +268,8 @@ async def start_gateway(settings: Settings, catalog: SchemaCatalog | None = None
         raise ValueError("GONGJI_GATEWAY_CALLERS_FILE: the callers' keys file is required (README, \"Gateway\")")
     callers = load_callers(settings.gateway_callers_file, settings.gateway_clock_skew_seconds)
     catalog = catalog or SchemaCatalog()
+    # claims and settlements with their partitions, before any client could have them auto-created
+    await ensure_service_topics(settings, service_topics(settings.topics, "gateway"))
     metrics = Metrics("gateway")
     replies = Replies(settings, catalog, metrics)
     await replies.start()

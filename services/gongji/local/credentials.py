@@ -90,8 +90,8 @@ def credentials(files: dict[str, Path], postgres_port: int | None) -> dict[str, 
     table = {OPERATOR: role("admin", LEDGER_OWNER, ledger_writer_role=LEDGER_WRITER if postgres_port else None)}
     for service in SERVICES:
         # The input keys (gongji.local.input_keys) are settlement's, which verifies with them, and
-        # the operator's and the gateway's, who sign: no other service is given them.
-        # The gateway signs the claims it sends for its callers with the same key, as the operator does.
+        # the operator's and the gateway's, who sign (the gateway the claims of its callers): no
+        # other service is given them.
         signing = {} if service in ("settlement", "gateway") else UNSIGNED
         # Likewise the dashboard's token and pseudonym key (gongji.local.dashboard_login), the gateway's callers.
         screen = {} if service == "dashboard" else NO_DASHBOARD

@@ -157,3 +157,12 @@ async def test_a_result_the_reply_consumer_cannot_decode_fails_its_waiters_not_t
     kind, record = fine.result()
     assert kind == "rejection" and rejection.items() <= record.items()
     assert not replies.waiting
+
+
+def test_the_longest_code_and_msgid_accepted_still_make_a_claim_id_the_wire_takes():
+    code, msgid = "H" * 20, "M" * 40
+    assert national.envelope({**BODY, "fixmedins_code": code, "msgid": msgid})[1:3] == (msgid, code)
+    claim = national.claim_2207(msgid, code, DATA)
+    assert len(claim["claim_id"]) <= 64
+    with pytest.raises(Refused, match="fixmedins_code: 1 to 20"):
+        national.envelope({**BODY, "fixmedins_code": "H" * 21})

@@ -19,7 +19,7 @@ LOCAL_TIME = "%Y-%m-%d %H:%M:%S"
 #: msgid: the caller's message id (the national platform's is 30 characters: institution code,
 #: time, serial); with the institution's code it names the claim, so a retry names the same one.
 MSGID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
-CODE = re.compile(r"^[A-Za-z0-9_-]{1,30}$")
+CODE = re.compile(r"^[A-Za-z0-9_-]{1,20}$")  # the national code is 12; with a msgid, a claim_id of at most 64
 SUPPORTED = ("2207", "2208")
 PENDING = "accepted, result pending; query again with the same msgid"
 CENT = Decimal("0.01")
@@ -110,7 +110,7 @@ def envelope(body: Any) -> tuple[str, str, str, dict]:
         raise Refused("msgid: 1 to 40 of A-Z a-z 0-9 _ -")
     fixmedins_code = _text(body, "fixmedins_code", "")
     if not CODE.match(fixmedins_code):
-        raise Refused("fixmedins_code: 1 to 30 of A-Z a-z 0-9 _ -")
+        raise Refused("fixmedins_code: 1 to 20 of A-Z a-z 0-9 _ -")
     given = body.get("input")
     data = given.get("data") if isinstance(given, dict) else None
     if not isinstance(data, dict):

@@ -72,6 +72,11 @@ for group in gongji-settlement gongji-ledger gongji-clearing "${P}gongji-fraud";
   acl gongji-dashboard Describe group "$group"
 done
 
+# Gateway: an input producer for the institutions calling it (signed claims), reading their results
+# on settlements without a group (one reply consumer per process).
+acl gongji-gateway Write topic "${P}claims"
+acl gongji-gateway Read topic "${P}settlements"
+
 # `gongji topics create` / `describe`: creates the topics and reads their configs; nothing else.
 for topic in claims registry.persons registry.institutions accounts.credits settlements fraud.signals \
     clearing.statements dead-letters schemas; do

@@ -13,7 +13,7 @@ ssl.keystore.location=$secrets/gongji-admin.pem
 ssl.truststore.type=PEM
 ssl.truststore.location=$secrets/ca.pem
 PROPERTIES
-for principal in settlement clearing ledger fraud dashboard topics; do
+for principal in settlement clearing ledger fraud dashboard gateway topics; do
   file="$secrets/kafka-$principal-password"
   [ -s "$file" ] || { echo "kafka-setup: $file is missing or empty" >&2; exit 1; }
   # The password is on this one-shot container's command line for the moment the tool runs:

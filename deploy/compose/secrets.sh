@@ -12,13 +12,19 @@ mkdir -p "$dir"
 cd "$dir"
 
 random() { [ -e "$1" ] || openssl rand -hex 32 | tr -d '\n' >"$1"; }
-for principal in settlement clearing ledger fraud dashboard topics; do random "kafka-$principal-password"; done
-for service in settlement clearing; do random "redis-$service-password"; done
+for principal in settlement clearing ledger fraud dashboard gateway topics; do random "kafka-$principal-password"; done
+for service in settlement clearing gateway; do random "redis-$service-password"; done
 for role in superuser owner ledger; do random "postgres-$role-password"; done
 random dashboard-token
 random pseudonym-key
 random input-compose.key
-[ -e input-keys.toml ] || printf '[keys.compose]\nalgorithm = "hmac-sha256"\nsecret_file = "input-compose.key"\n' >input-keys.toml
+random input-gateway.key
+random gateway-caller-demo.key
+# One caller of the gateway, acting for a sample institution: add your institutions' keys here.
+[ -e gateway-callers.toml ] || printf '[callers.demo]\nsecret_file = "gateway-caller-demo.key"\nfixmedins_codes = ["H15250100001"]\n' >gateway-callers.toml
+[ -e input-keys.toml ] || printf '[keys.compose]\nalgorithm = "hmac-sha256"\nsecret_file = "input-compose.key"\n\n[keys.gateway]\nsecret_file = "input-gateway.key"\n' >input-keys.toml
+# The gateway's own keys file: its key only (it signs with it; settlement's file above verifies it).
+[ -e gateway-input-keys.toml ] || printf '[keys.gateway]\nsecret_file = "input-gateway.key"\n' >gateway-input-keys.toml
 
 [ -e ca.pem ] || openssl req -x509 -new -newkey rsa:3072 -nodes -keyout ca.key -out ca.pem -days 825 \
   -subj "/CN=Gongji compose CA" -addext "basicConstraints=critical,CA:true" \

@@ -26,6 +26,7 @@ SERVICES: dict[str, str] = {
     "ledger": "gongji.ledger.commands:run",
     "fraud": "gongji.fraud.commands:run",
     "dashboard": "gongji.dashboard.commands:run",
+    "gateway": "gongji.gateway.commands:run",
 }
 
 

@@ -213,12 +213,23 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
     metrics_token_file: Path | None = None
 
+    # The gateway (gongji run gateway, gongji.gateway): the national envelope at POST / on loopback.
+    # Callers: a TOML file of key ids, secret files and the institutions each acts for. A 2207
+    # request waits this long for its result, then answers "pending"; an answer is kept (per
+    # institution and msgid) this long; a request's timestamp may be this far from the clock.
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8351
+    gateway_callers_file: Path | None = None
+    gateway_wait_seconds: float = Field(3.0, gt=0)
+    gateway_answer_ttl_seconds: int = Field(7 * 86400, ge=60)
+    gateway_clock_skew_seconds: float = Field(300.0, gt=0)
+
     @field_validator("kafka_bootstrap_servers", "redis_url", "database_url", "fraud_data_dir", "kafka_sasl_username",
                      "kafka_sasl_password", "kafka_sasl_password_file", "kafka_ssl_cafile", "kafka_ssl_certfile",
                      "kafka_ssl_keyfile", "redis_username", "redis_password", "redis_password_file",
                      "database_password", "database_password_file", "ledger_migration_url",
                      "ledger_migration_password_file", "ledger_writer_role", "input_keys_file",
-                     "input_signing_key", *DASHBOARD_SECRETS, mode="before")
+                     "input_signing_key", "gateway_callers_file", *DASHBOARD_SECRETS, mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         return value or None  # GONGJI_DATABASE_URL= names no database (to_env writes None so)

@@ -181,6 +181,28 @@ def dashboard_status(url: str, token: str | None = None, timeout: float = 30.0) 
             time.sleep(0.2)
 
 
+def gateway_2207(url: str, secret: Path) -> dict:
+    """A 2207 for a person nobody registered, signed by the stack's caller (curl would do the same)."""
+    import urllib.request
+
+    from gongji.gateway.callers import Caller
+
+    body = json.dumps({"infno": "2207", "msgid": "E2E0001", "fixmedins_code": "H152501000",
+                       "inf_time": "2023-03-01 10:15:00", "input": {"data": {
+                           "psn_no": "nobody", "mdtrt_id": "M1", "med_type": "11", "feedetail": [
+                               {"feedetl_sn": "1", "med_list_codg": "XA01", "list_type": "101", "chrgitm_lv": "01",
+                                "det_item_fee_sumamt": "7.00", "cnt": 20, "pric": "0.35"}]}}}).encode()
+    caller = Caller("local-his", secret.read_bytes().rstrip(b"\r\n"))
+    headers = {**caller.headers(int(time.time()), body), "Content-Type": "application/json"}
+    # settlement may still be joining its group: the gateway answers "pending" until it settles
+    for _ in range(60):
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=30) as response:
+            answer = json.loads(response.read())
+        if "pending" not in answer["err_msg"]:
+            return answer
+    return answer
+
+
 def test_stack_up_serves_and_down_stops(tmp_path):
     env = {"GONGJI_STATE_DIR": str(tmp_path / "state")}
     up = run("stack", "up", env=env)
@@ -201,6 +223,12 @@ def test_stack_up_serves_and_down_stops(tmp_path):
         token = Path(token_file).read_text().strip()
         assert token not in up.stdout + up.stderr + again.stdout and token_file in again.stdout
         assert dashboard_status(url) == 401 and dashboard_status(url, token) == 200
+        # The gateway answers a request its caller signs, through settlement (the person is not
+        # registered on a bare stack: a rejection in the national shape is the whole round trip).
+        gateway, secret = re.search(r"^gateway: (http://127\.0\.0\.1:\d+/) \(caller local-his, secret in (\S+)\)$",
+                                    up.stdout, re.MULTILINE).groups()
+        answer = gateway_2207(gateway, Path(secret))
+        assert answer["infcode"] == -1 and answer["err_msg"].startswith("UNKNOWN_PERSON"), answer
         # The services run on the stack too, in the background.
         servers = json.loads((tmp_path / "state" / "stack.json").read_text())["servers"]
         for service in SERVICES:
@@ -215,7 +243,8 @@ def test_stack_up_serves_and_down_stops(tmp_path):
         recorded = up.stdout + again.stdout + (tmp_path / "state" / "stack.json").read_text()
         assert passwords and not [password for password in passwords if password in recorded]
         own = {"settlement": {"redis-settlement", "input-keys.toml"}, "clearing": {"redis-clearing"},
-               "ledger": {"gongji_ledger"}, "dashboard": {"dashboard-token", "pseudonym-key"}}
+               "ledger": {"gongji_ledger"}, "dashboard": {"dashboard-token", "pseudonym-key"},
+               "gateway": {"redis-gateway", "input-keys.toml", "gateway-callers.toml"}}
         for service in SERVICES:
             environ = dict(item.decode().split("=", 1) for item in
                            Path(f"/proc/{servers[service]['pid']}/environ").read_bytes().split(b"\0") if b"=" in item)

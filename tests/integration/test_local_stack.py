@@ -179,8 +179,9 @@ def test_the_stack_is_secured_by_default_and_records_no_password(tmp_path: Path)
         secrets = tmp_path / "stack" / "secrets"
         assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
         passwords = {path.name: path.read_text() for path in secrets.iterdir()}
-        # six passwords, and the input signing key with its keys file (gongji.local.input_keys)
-        assert len(passwords) == 8 and len(set(passwords.values())) == 8
+        # seven passwords, the input signing key with its keys file (gongji.local.input_keys), and
+        # the gateway caller's key with its callers file (gongji.local.gateway_callers)
+        assert len(passwords) == 11 and len(set(passwords.values())) == 11
         assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in secrets.iterdir())
         acl = tmp_path / "stack" / "users.acl"
         assert stat.S_IMODE(acl.stat().st_mode) == 0o600

@@ -28,7 +28,7 @@ from gongji.clearing.store import ClearingStore
 from gongji.common.redis import Durability, client_for, connect
 from gongji.ledger.domain import Entry, Posting
 from gongji.ledger.store import LedgerStore, LedgerStoreError, migrate
-from gongji.local.store_users import LEDGER_OWNER, LEDGER_WRITER, redis_user, sha256
+from gongji.local.store_users import LEDGER_OWNER, LEDGER_WRITER, REDIS_RULES, redis_user, sha256
 from gongji.local.synthetic import Traffic
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.redis_store import RedisStore, SeenMarkers
@@ -204,7 +204,7 @@ def test_the_deploy_acl_file_loads_into_valkey(tmp_path):
     from gongji.local.servers import Server, redis_ready, redis_server_binary
 
     text = (REPO / "deploy/redis/users.acl.example").read_text()
-    for service in ("settlement", "clearing"):
+    for service in REDIS_RULES:
         text = text.replace(f"<sha256 of {redis_user(service)}'s password>", sha256(f"{service}-pw"))
     assert "<" not in text
     (tmp_path / "users.acl").write_text(text)

@@ -18,7 +18,7 @@ import gongji
 pytestmark = pytest.mark.unit
 
 ROOT = Path(gongji.__file__).parent
-CONTEXTS = ("settlement", "ledger", "clearing", "fraud", "dashboard")
+CONTEXTS = ("settlement", "ledger", "clearing", "fraud", "dashboard", "gateway")
 SHARED = ("common", "contract")
 #: The composition roots and the one-machine tools: they may import anything.
 ROOTS = ("gongji.cli", "gongji.services", "gongji.__main__", "gongji.local")
@@ -27,7 +27,8 @@ ROOTS = ("gongji.cli", "gongji.services", "gongji.__main__", "gongji.local")
 PURE = ("gongji.contract", "gongji.settings", "gongji.common.money", "gongji.common.pseudonym",
         "gongji.settlement.domain", "gongji.settlement.events", "gongji.settlement.rules", "gongji.settlement.benefits",
         "gongji.settlement.policy", "gongji.settlement.planning", "gongji.settlement.regions", "gongji.ledger.domain",
-        "gongji.clearing.domain", "gongji.fraud.domain", "gongji.fraud.rules", "gongji.dashboard.domain")
+        "gongji.clearing.domain", "gongji.fraud.domain", "gongji.fraud.rules", "gongji.dashboard.domain",
+        "gongji.gateway.national")
 IO_LIBRARIES = {"aiokafka", "kafka", "redis", "psycopg", "faust", "aiohttp", "fastavro", "socket", "subprocess",
                 "asyncio", "rich"}
 MAX_LINES = 450

@@ -291,7 +291,7 @@ def test_each_compose_service_reads_only_its_own_credentials_as_files():
     for name, service in gongji_services(spec).items():
         env, mounted = service["environment"], mounted_secrets(service)
         principal = f"gongji-{name}"
-        own = {"settlement": {"input-keys", "input-compose-key"}, "dashboard": {"dashboard-token", "pseudonym-key"},
+        own = {"settlement": {"input-keys", "input-compose-key", "input-gateway-key"}, "dashboard": {"dashboard-token", "pseudonym-key"},
                "ledger-migrate": {"postgres-owner-password"}}.get(name, set())
         for source in mounted.values():  # the shared CA, its own passwords (named after it), its own keys
             assert source in SHARED_SECRETS | own or f"-{name}-" in f"-{source}-", f"{name} mounts {source}"

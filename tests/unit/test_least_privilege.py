@@ -75,6 +75,8 @@ def test_each_service_may_read_and_write_exactly_its_topics_and_join_only_its_gr
         assert rights["Read"] | rights["Write"] == set(service_topics(topics, service)), service
         if service == "dashboard":  # read-only: it counts what it cannot read, and writes nothing
             assert not rights["Write"]
+        elif service == "gateway":  # an input producer: it writes claims, consumes nothing in a group
+            assert rights["Write"] == {topics.claims}
         else:  # every other consumer dead-letters what it cannot handle (common/poison)
             assert topics.dead_letters in rights["Write"], f"{service} cannot dead-letter"
         group = settings.kafka_group(service) if f"{service}_group" in Settings.model_fields else None
@@ -85,7 +87,9 @@ def test_each_service_may_read_and_write_exactly_its_topics_and_join_only_its_gr
     writers = {t: {p for p, rights in table.items() if t in rights["Write"]} for t in everything}
     assert writers[topics.settlements] == {"gongji-settlement"}
     for topic in inputs:
-        assert writers[topic] == {INPUT}, f"{topic} is written by {writers[topic]}"
+        # The gateway sends claims for its callers, as an input producer does.
+        assert writers[topic] == {INPUT} | ({"gongji-gateway"} if topic == topics.claims else set()), \
+            f"{topic} is written by {writers[topic]}"
     assert table["gongji-topics"]["Create"] == everything == table["gongji-topics"]["DescribeConfigs"]
     dashboard = table["gongji-dashboard"]
     assert dashboard["Read"] | dashboard["Describe"] == everything, "the dashboard's lag reads every topic's ends"

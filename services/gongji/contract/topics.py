@@ -71,6 +71,8 @@ SERVICE_TOPICS: Mapping[str, tuple[str, ...]] = {
     "clearing": ("settlements", "clearing_statements", "dead_letters"),
     "fraud": ("settlements", "claims", "fraud_signals", "dead_letters"),
     "dashboard": ("settlements", "institutions", "fraud_signals", "clearing_statements", "dead_letters"),
+    # An input producer for its callers (2207 claims), reading their results without a group.
+    "gateway": ("claims", "settlements"),
 }
 #: The records settlement accepts on each of its input topics (Topics field → Avro record names).
 SETTLEMENT_INPUTS: Mapping[str, frozenset[str]] = {

@@ -26,9 +26,19 @@ def stack(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
             state["dashboard_url"] = start_stack_services(args.policies)
         print(("already running: " if state["already_running"] else "started: ") + stack_variables(state)
               + (f"\ndashboard: {state['dashboard_url']}" if state.get("dashboard_url") else "")
-              + (f" ({state['dashboard_login']})" if state.get("dashboard_login") else ""))
+              + (f" ({state['dashboard_login']})" if state.get("dashboard_login") else "")
+              + gateway_line(state))
     else:
         print("stopped" if stack_down(STATE_DIR) else "no local stack was running")
+
+
+def gateway_line(state: dict) -> str:
+    """Where the stack's gateway listens and who may call it (README, "Gateway")."""
+    from gongji.local.gateway_callers import hint
+    from gongji.local.state import read_state
+
+    url = state.get("gateway_url") or read_state().get("gateway_url")  # recorded when the services started
+    return f"\ngateway: {url} ({hint(state)})" if url else ""
 
 
 def stack_variables(state: dict) -> str:

@@ -30,6 +30,8 @@ UNSIGNED = {"input_keys_file": None, "input_signing_key": None, "require_signed_
 #: What a service other than the dashboard is given of its secrets: nothing.
 NO_DASHBOARD = {"dashboard_token": None, "dashboard_token_file": None, "pseudonym_key": None,
                 "pseudonym_key_file": None}
+#: What a service other than the gateway is given of its callers file: nothing.
+NO_GATEWAY = {"gateway_callers_file": None}
 
 
 def secret_names() -> list[str]:
@@ -88,12 +90,14 @@ def credentials(files: dict[str, Path], postgres_port: int | None) -> dict[str, 
     table = {OPERATOR: role("admin", LEDGER_OWNER, ledger_writer_role=LEDGER_WRITER if postgres_port else None)}
     for service in SERVICES:
         # The input keys (gongji.local.input_keys) are settlement's, which verifies with them, and
-        # the operator's, who signs: no other service is given them.
-        signing = {} if service == "settlement" else UNSIGNED
-        # Likewise the dashboard's token and pseudonym key (gongji.local.dashboard_login).
+        # the operator's and the gateway's, who sign (the gateway the claims of its callers): no
+        # other service is given them.
+        signing = {} if service in ("settlement", "gateway") else UNSIGNED
+        # Likewise the dashboard's token and pseudonym key (gongji.local.dashboard_login), the gateway's callers.
         screen = {} if service == "dashboard" else NO_DASHBOARD
+        callers = {} if service == "gateway" else NO_GATEWAY
         table[service] = role(service if service in REDIS_RULES else None,
-                              LEDGER_WRITER if service == "ledger" else None, **signing, **screen)
+                              LEDGER_WRITER if service == "ledger" else None, **signing, **screen, **callers)
     return table
 
 

@@ -66,6 +66,23 @@ def with_dashboard_port(settings: Settings) -> Settings:
     return settings.model_copy(update={"dashboard_port": free_port()})
 
 
+def with_gateway_port(settings: Settings) -> Settings:
+    """The configured gateway port if nothing listens on it, else a free one (as for the dashboard)."""
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind((settings.gateway_host, settings.gateway_port))
+            return settings
+        except OSError:
+            pass
+    return settings.model_copy(update={"gateway_port": free_port()})
+
+
+def gateway_url(settings: Settings) -> str:
+    return f"http://{settings.gateway_host}:{settings.gateway_port}/"
+
+
 def dashboard_url(settings: Settings) -> str:
     scheme = "https" if settings.dashboard_tls_certfile else "http"
     return f"{scheme}://{settings.dashboard_host}:{settings.dashboard_port}/"
@@ -114,7 +131,7 @@ def start_stack_services(policy_dir: Path | None) -> str:
     from gongji.services import SERVICES
 
     # The stack's own servers, whatever the shell's GONGJI_* say: its services must not write elsewhere.
-    settings = with_dashboard_access(with_dashboard_port(local_stack_settings(Settings())), STATE_DIR)
+    settings = with_gateway_port(with_dashboard_access(with_dashboard_port(local_stack_settings(Settings())), STATE_DIR))
     credentials = read_state()["credentials"]
     processes = {}
     for service in SERVICES:
@@ -123,7 +140,8 @@ def start_stack_services(policy_dir: Path | None) -> str:
             (process,) = start_service(service, settings, policy_dir, log, outlive=True, cwd=STATE_DIR,
                                        credentials=credentials)
         processes[service] = {"pid": process.pid, "binary": sys.executable, "log": str(log_path.resolve())}
-    record_processes(STATE_DIR, processes, dashboard_url=dashboard_url(settings), dashboard_login=login_hint(settings))
+    record_processes(STATE_DIR, processes, dashboard_url=dashboard_url(settings), dashboard_login=login_hint(settings),
+                     gateway_url=gateway_url(settings))
     return f"{dashboard_url(settings)} ({login_hint(settings)})"
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from gongji.local import credentials as stack_credentials
-from gongji.local import input_keys
+from gongji.local import gateway_callers, input_keys
 from gongji.local.errors import StackError
 from gongji.local.processes import alive, die_with_parent, free_port, port_open, stop_signal, terminate
 from gongji.local.servers import (
@@ -117,6 +117,7 @@ class LocalStack:
         self.key_prefix = key_prefix
         self._servers: dict[str, Server] = {}
         self.input_keys_file: Path | None = None  # the input signing key (gongji.local.input_keys)
+        self.gateway_callers_file: Path | None = None  # the gateway's caller (gongji.local.gateway_callers)
         self._secrets: dict[str, Path] = {}
 
     @property
@@ -159,6 +160,7 @@ class LocalStack:
             shutil.rmtree(self.workdir / "appendonlydir", ignore_errors=True)
             self._secrets = stack_credentials.write_secrets(self.workdir / "secrets")
             self.input_keys_file = input_keys.generate(self.workdir / "secrets")
+            self.gateway_callers_file = gateway_callers.generate(self.workdir / "secrets")
             self._start_redis()
             if self.postgres:
                 self._start_postgres()
@@ -213,6 +215,7 @@ class LocalStack:
             "redis_url": self.redis_url,
             "database_url": self.database_url,
             "input_keys_file": str(self.input_keys_file) if self.input_keys_file else None,
+            "gateway_callers_file": str(self.gateway_callers_file) if self.gateway_callers_file else None,
             "credentials": self.credentials(),
             "kafka_tls": str(self.pki.folder) if self.pki else None,
             "workdir": str(self.workdir),
@@ -303,6 +306,7 @@ def stack_settings(state: dict[str, Any], principal: str = TOOLS) -> dict[str, A
     files = {name: Path(value) if name.endswith("_file") and value else value for name, value in operator.items()}
     return {"kafka_bootstrap_servers": state["kafka_bootstrap_servers"], "redis_url": state["redis_url"],
             "database_url": state.get("database_url"), **files, **input_keys.settings(state), **tls,
+            **gateway_callers.settings(state),
             **{f"kafka_{name}": value for name, value in TANSU_GROUP_TIMEOUTS.items()}}
 
 

@@ -40,6 +40,11 @@ REDIS_RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("sadd", "smembers", "hgetall", "hincrby", "scan", "evalsha", "script|load", "set"),
         (":{clr:*}:flow", ":{clr:*}:seen", ":clr:pairs:*", ":probe"),
     ),
+    "gateway": (
+        # gateway/service.py: a msgid claimed with SET NX, its answer stored with SET, read with GET
+        ("get", "set"),
+        (":gw:*",),
+    ),
 }
 
 #: The local stack's operator (readiness checks, tests, `gongji demo`'s summaries): every key and

@@ -43,6 +43,7 @@ from gongji.local.launch import (
     start_service,
     stop_processes,
     with_dashboard_port,
+    with_gateway_port,
 )
 from gongji.local.synthetic import Traffic
 from gongji.settlement.policy import load_policy_book
@@ -69,7 +70,7 @@ async def run_demo(rate: int, seconds: float | None, persons: int, policy_dir) -
     try:
         tag = "d" + uuid.uuid4().hex[:6]
         stack, base = servers(workdir, key_prefix=tag)
-        tagged = with_dashboard_access(with_dashboard_port(isolated(base, tag)), workdir)
+        tagged = with_gateway_port(with_dashboard_access(with_dashboard_port(isolated(base, tag)), workdir))
         run = Run(tagged, rate, workdir / "settlement.log", book.region_names(), started=started)
         if not stop.is_set():
             await _run(run, persons, policy_dir, stop, hurry, started + seconds if seconds else None,

@@ -1,0 +1,1 @@
+"""The gateway: the national interface's synchronous front door (gongji run gateway)."""

@@ -1,0 +1,312 @@
+"""`gongji run gateway`: the national interface's synchronous front door, over aiohttp.
+
+Every envelope comes to `POST /` (infno inside, as at the national platform's single service
+address). A 2207 request is authenticated (gateway.callers), mapped to a `Claim` (gateway.national),
+claimed once in Redis under its institution and msgid (SET NX), signed with the configured input
+key, published to `claims`, and answered from its result on `settlements`, which ONE reply consumer
+per process reads for every request (matched by the `gongji-id` header, decoded only on a match).
+No answer within `gateway_wait_seconds`: "accepted, result pending", and the same msgid asked
+again sends the identical claim again, which settlement answers with the identical result without
+settling twice (CONTRACT.md, "Idempotency"); the answer, once known, is kept in Redis and given back.
+A 2208 reverses by setl_id (the gateway keeps each setl_id it answered with its claim) or by
+orig_claim_id, the same way, as a `Reversal`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+
+from gongji.common import kafka
+from gongji.common.avro import DecodeError, EncodeError, SchemaCatalog
+from gongji.common.observe import Metrics, serve
+from gongji.common.redis import client_for
+from gongji.common.signing import Key, signer
+from gongji.common.topic_admin import ensure_service_topics
+from gongji.contract.topics import service_topics
+from gongji.contract.wire import ID_HEADER, TYPE_HEADER, header
+from gongji.gateway import national
+from gongji.gateway.callers import Callers, Unauthenticated, load_callers
+from gongji.gateway.national import Refused
+from gongji.settings import Settings
+
+log = logging.getLogger("gongji.gateway")
+MAX_BODY = 1024 * 1024
+
+
+class Replies:
+    """The one consumer of `settlements` a gateway process has: from the end of every partition as
+    it starts, each result whose id someone waits for resolves their futures."""
+
+    def __init__(self, settings: Settings, catalog: SchemaCatalog, metrics: Metrics):
+        self.settings, self.catalog, self.metrics = settings, catalog, metrics
+        self.waiting: dict[str, list[asyncio.Future]] = {}
+        self._consumer = None
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        topic = self.settings.topics.settlements
+        self._consumer = kafka.consumer(self.settings, None)
+        await self._consumer.start()
+        partitions = await self._partitions(topic)
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_end(*partitions)
+        for partition in partitions:  # resolved now: nothing published after start is missed
+            await self._consumer.position(partition)
+        self._task = asyncio.create_task(self._read(), name="gateway-replies")
+
+    async def _partitions(self, topic: str) -> list[TopicPartition]:
+        deadline = time.monotonic() + 30
+        while not (found := self._consumer.partitions_for_topic(topic)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topic {topic} has no partitions (run `gongji topics create`)")
+            await self._consumer._client.force_metadata_update()  # as kafka.PartitionEnds does
+            await asyncio.sleep(0.2)
+        return [TopicPartition(topic, p) for p in sorted(found)]
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer:
+            await self._consumer.stop()
+
+    def expect(self, ident: str) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.setdefault(ident, []).append(future)
+        return future
+
+    def forget(self, ident: str, future: asyncio.Future) -> None:
+        futures = self.waiting.get(ident, [])
+        if future in futures:
+            futures.remove(future)
+        if not futures:
+            self.waiting.pop(ident, None)
+
+    async def _read(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=500, max_records=5000)
+            self.metrics.polled()  # /healthz: the reply consumer turns
+            self.metrics.idle()
+            for messages in batches.values():
+                for message in messages:
+                    self.take(message)
+
+    def take(self, message) -> None:
+        """Resolve whoever waits for this result; one that cannot be decoded fails its waiters
+        (they answer that they could not read it), never the loop every request depends on."""
+        ident = header(message.headers, ID_HEADER)
+        futures = self.waiting.pop(ident.decode(), None) if ident else None
+        if not futures:
+            return
+        kind = (header(message.headers, TYPE_HEADER) or b"").decode()
+        try:
+            outcome, failure = (kind, self.catalog.decode(message.value)[1]), None
+        except DecodeError as error:
+            log.warning("gateway: the result for %s on settlements cannot be read: %s", ident.decode(), error)
+            outcome, failure = None, ValueError(f"the result for {ident.decode()} cannot be read: {error}")
+        for future in futures:
+            if not future.done():
+                future.set_result(outcome) if failure is None else future.set_exception(failure)
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    callers: Callers
+    catalog: SchemaCatalog
+    replies: Replies
+    producer: object
+    redis: object
+    key: Key | None
+
+    def _msg_key(self, fixmedins_code: str, msgid: str) -> str:
+        return f"{self.settings.key_prefix}:gw:{fixmedins_code}:{msgid}"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        response = await self._answer(request)
+        self.replies.metrics.outputs.labels(_outcome(response)).inc()
+        return response
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            caller = self.callers.authenticate(request.headers, body, time.time())
+        except Unauthenticated as error:
+            return _json(national.refusal(str(error)), 401)
+        try:
+            parsed = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return _json(national.refusal("the body is not JSON"), 400)
+        try:
+            infno, msgid, fixmedins_code, data = national.envelope(parsed)
+            if fixmedins_code not in caller.fixmedins_codes:
+                return _json(national.refusal(f"caller {caller.key_id} may not act for fixmedins_code "
+                                              f"{fixmedins_code}"), 403)
+            if infno == "2207":
+                kind, record = "claim", national.claim_2207(msgid, fixmedins_code, data, parsed.get("inf_time"))
+            else:
+                kind, record = "reversal", await self._reversal(msgid, fixmedins_code, data, parsed.get("inf_time"))
+            value = self.catalog.encode("Claim" if kind == "claim" else "Reversal", record)
+        except Refused as error:
+            return _json(national.refusal(str(error)))
+        except EncodeError as error:
+            return _json(national.refusal(f"input.data: {error}"))
+        return _json(await self.settle(fixmedins_code, msgid, kind, record, value))
+
+    def _setl_key(self, setl_id: str) -> str:
+        return f"{self.settings.key_prefix}:gw:setl:{setl_id}"
+
+    async def _reversal(self, msgid: str, fixmedins_code: str, data: dict, inf_time) -> dict:
+        """2208 by setl_id (a settlement the gateway answered, found in Redis) or by orig_claim_id."""
+        setl_id, orig = national.original_2208(fixmedins_code, data)
+        if setl_id is not None:
+            known = json.loads(await self.redis.get(self._setl_key(setl_id)) or "null")
+            if known is None:
+                raise Refused(f"input.data.setl_id: {setl_id} is not a settlement this gateway answered "
+                              "(give orig_claim_id)")
+            if known["fixmedins_code"] != fixmedins_code:
+                raise Refused(f"input.data.setl_id: {setl_id} was not settled for {fixmedins_code}")
+            orig = known["claim_id"]
+        return national.reversal_2208(msgid, fixmedins_code, data, inf_time, orig)
+
+    async def settle(self, fixmedins_code: str, msgid: str, kind: str, record: dict, value: bytes) -> dict:
+        key, digest, ident = self._msg_key(fixmedins_code, msgid), national.digest(record), record["claim_id"]
+        ttl = int(self.settings.gateway_answer_ttl_seconds)
+        first = await self.redis.set(key, json.dumps({"digest": digest}), nx=True, ex=ttl)
+        if not first:
+            stored = json.loads(await self.redis.get(key) or "{}")
+            if stored.get("digest", digest) != digest:
+                return national.refusal(f"msgid {msgid} was used before for another request")
+            if "answer" in stored:
+                return stored["answer"]
+        # First time, or asked again while pending: the identical claim (again). Settlement answers a
+        # resend with the identical result and settles nothing twice.
+        future = self.replies.expect(ident)
+        try:  # sending and the result within one wait: a broker that does not answer is "pending" too
+            result_kind, result = await asyncio.wait_for(self._publish_and_wait(record["psn_no"].encode(), value, kind,
+                                                                                future),
+                                                         self.settings.gateway_wait_seconds)
+        except asyncio.TimeoutError:
+            return national.pending(ident)
+        except KafkaError as error:  # refused at once (no broker, not authorised): say so, retry is safe
+            log.warning("gateway: could not publish %s: %s", ident, error)
+            return national.refusal(f"Kafka did not take the request ({type(error).__name__}); ask again with the "
+                                    "same msgid")
+        except ValueError as error:  # a result this gateway cannot decode (a newer schema, say)
+            return national.refusal(f"{error}; ask again with the same msgid")
+        finally:
+            self.replies.forget(ident, future)
+        answer = national.settled(result_kind, result)
+        if result_kind == "settlement":  # a 2208 names it by setl_id
+            found = {"claim_id": ident, "psn_no": record["psn_no"], "fixmedins_code": fixmedins_code}
+            await self.redis.set(self._setl_key(result["setl_id"]), json.dumps(found), ex=ttl)
+        await self.redis.set(key, json.dumps({"digest": digest, "answer": answer}), ex=ttl)
+        return answer
+
+    async def _publish_and_wait(self, key: bytes, value: bytes, kind: str, future: asyncio.Future):
+        await self._publish(key, value, kind)
+        return await asyncio.shield(future)
+
+    async def _publish(self, key: bytes, value: bytes, kind: str) -> None:
+        topic = self.settings.topics.claims
+        headers = self.key.headers(topic, key, kind, value) if self.key else [(TYPE_HEADER, kind.encode())]
+        await self.producer.send_and_wait(topic, value, key=key, headers=headers)
+
+    async def openapi(self, _request: web.Request) -> web.Response:
+        return _json(OPENAPI)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_post("/", self.handle)
+        app.router.add_get("/openapi.json", self.openapi)
+        return app
+
+
+def _outcome(response: web.Response) -> str:
+    """The answers counted on /metrics (gongji_outputs by kind): settled, pending, refused, unauthenticated."""
+    if response.status == 401:
+        return "unauthenticated"
+    document = json.loads(response.text)
+    if document["infcode"] == 0:
+        return "settled"
+    return "pending" if document["err_msg"] == national.PENDING else "refused"
+
+
+def _json(document: dict, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(document, ensure_ascii=False), status=status,
+                        content_type="application/json", charset="utf-8")
+
+
+@dataclass
+class Running:
+    url: str
+    gateway: Gateway
+    runner: web.AppRunner
+    metrics_server: object = None
+
+    async def stop(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+        await self.runner.cleanup()
+        await self.gateway.replies.stop()
+        await self.gateway.producer.stop()
+        await self.gateway.redis.aclose()
+
+
+async def start_gateway(settings: Settings, catalog: SchemaCatalog | None = None) -> Running:
+    """The gateway listening on gateway_host:gateway_port (0: a free port), its reply consumer
+    positioned first."""
+    if settings.gateway_callers_file is None:
+        raise ValueError("GONGJI_GATEWAY_CALLERS_FILE: the callers' keys file is required (README, \"Gateway\")")
+    callers = load_callers(settings.gateway_callers_file, settings.gateway_clock_skew_seconds)
+    catalog = catalog or SchemaCatalog()
+    # claims and settlements with their partitions, before any client could have them auto-created
+    await ensure_service_topics(settings, service_topics(settings.topics, "gateway"))
+    metrics = Metrics("gateway")
+    replies = Replies(settings, catalog, metrics)
+    await replies.start()
+    producer = kafka.producer(settings, linger_ms=0)
+    await producer.start()
+    gateway = Gateway(settings, callers, catalog, replies, producer, client_for(settings), signer(settings))
+    runner = web.AppRunner(gateway.app(), access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    metrics_server = None
+    if settings.metrics_port:  # /metrics and /healthz (200 while the reply consumer turns)
+        metrics_server = serve(metrics, settings.metrics_host, settings.metrics_port, settings.stall_seconds,
+                               settings.metrics_token_value())
+    return Running(f"http://{host}:{port}/", gateway, runner, metrics_server)
+
+
+OPENAPI = {
+    "openapi": "3.1.0",
+    "info": {"title": "Gongji gateway", "version": "1",
+             "description": "The national interface's envelope at one address; infno inside. Served: 2207 (settlement), 2208 (reversal by setl_id or orig_claim_id)."},
+    "paths": {"/": {"post": {
+        "summary": "One national-interface request {infno, msgid, fixmedins_code, inf_time, input: {data}}",
+        "parameters": [{"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
+                       for name in ("X-Gongji-Caller", "X-Gongji-Timestamp", "X-Gongji-Signature")],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["infno", "msgid", "fixmedins_code", "input"],
+            "properties": {"infno": {"type": "string", "enum": list(national.SUPPORTED)},
+                           "msgid": {"type": "string", "pattern": national.MSGID.pattern},
+                           "fixmedins_code": {"type": "string"},
+                           "inf_time": {"type": "string", "description": "yyyy-MM-dd HH:mm:ss, Asia/Shanghai"},
+                           "input": {"type": "object", "properties": {"data": {"type": "object"}}}}}}}},
+        "responses": {code: {"description": text, "content": {"application/json": {"schema": {
+            "type": "object", "properties": {"infcode": {"type": "integer", "enum": [0, -1]},
+                                             "err_msg": {"type": "string"}, "output": {"type": "object"}}}}}}
+                      for code, text in (("200", "settled (infcode 0), refused or pending (infcode -1)"),
+                                         ("401", "unauthenticated"), ("403", "not this caller's institution"))},
+    }}},
+}

@@ -1,0 +1,42 @@
+"""The local stack's gateway caller: one institution system's key, generated into the stack's folder
+on start, acting for every institution of the synthetic traffic, so `gongji run gateway` on the
+stack has a caller to authenticate and `gongji stack up` can name it (README, "Gateway"). A fresh
+secret per stack; the files are the owner's only (0600)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gongji.local.input_keys import _private
+
+KEY_ID = "local-his"
+CALLERS_FILE = "gateway-callers.toml"
+
+
+def generate(folder: Path) -> Path:
+    """Write a callers file naming one caller for the synthetic institutions, with a new secret."""
+    import secrets
+
+    from gongji.local.synthetic import Traffic
+
+    secret = folder / f"gateway-{KEY_ID}.key"
+    _private(secret, secrets.token_urlsafe(48) + "\n")
+    codes = ", ".join(f'"{row["fixmedins_code"]}"' for row in Traffic(persons=1).institutions)
+    callers = folder / CALLERS_FILE
+    _private(callers, f'[callers.{KEY_ID}]\nsecret_file = "{secret.name}"\nfixmedins_codes = [{codes}]\n')
+    return callers
+
+
+def settings(state: dict[str, Any]) -> dict[str, Any]:
+    """The Settings field that gives a gateway on the stack its callers."""
+    callers = state.get("gateway_callers_file")
+    return {"gateway_callers_file": callers} if callers else {}
+
+
+def hint(state: dict[str, Any]) -> str:
+    """Who may call the stack's gateway: the caller's key id and the file holding its secret."""
+    callers = state.get("gateway_callers_file")
+    if not callers:
+        return ""
+    return f"caller {KEY_ID}, secret in {Path(callers).parent / f'gateway-{KEY_ID}.key'}"

@@ -1,0 +1,221 @@
+"""The gateway over HTTP against the real broker, Redis and the settlement service, with signed input
+required: a 2207 request settles and is answered in the national shape; a retried msgid gets the
+same answer and settles nothing twice; no result in time answers "pending" and asking again gets it;
+another institution's caller, an unauthenticated request and a reused msgid are refused."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from contextlib import asynccontextmanager
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+import aiohttp
+
+from gongji.contract.wire import SHANGHAI
+from gongji.gateway.callers import load_callers
+from gongji.gateway.national import LOCAL_TIME, PENDING, claim_id
+from gongji.gateway.service import start_gateway
+from gongji.local.launch import encode, prepare_topics
+from gongji.common.signing import load_keys
+from gongji.local.synthetic import Traffic
+from tests.integration.support import CATALOG, as_service, by_claim, collect, running_service, settings_for, wait_registered
+from tests.integration.test_signed_input import keys_file, send
+
+
+def callers_file(folder: Path, institution: str) -> Path:
+    (folder / "his.key").write_text("his-secret-" + "s" * 40 + "\n")
+    (folder / "other.key").write_text("other-secret-" + "o" * 40 + "\n")
+    path = folder / "callers.toml"
+    path.write_text(f'[callers.his]\nsecret_file = "his.key"\nfixmedins_codes = ["{institution}"]\n\n'
+                    '[callers.other]\nsecret_file = "other.key"\nfixmedins_codes = ["H99999999999"]\n')
+    return path
+
+
+class World:
+    """A population registered with a settlement service that requires signed input, and a caller
+    for one of its institutions."""
+
+    def __init__(self, stack, uniq: str, folder: Path, **changes):
+        self.traffic = Traffic(persons=2, seed=11, tag=uniq, family=0.0)
+        self.person = next(p for p in self.traffic.persons if p["psn_insu_stas"] == "1")
+        self.institution = next(i for i in self.traffic.institutions
+                                if i["admdvs"] == self.person["insu_admdvs"] and i["fixmedins_type"] == "1")
+        code = self.institution["fixmedins_code"]
+        self.settings = settings_for(stack, uniq, input_keys_file=keys_file(folder), require_signed_input=True,
+                                     input_signing_key="hub", gateway_port=0,
+                                     gateway_callers_file=callers_file(folder, code), **changes)
+        self.callers = load_callers(self.settings.gateway_callers_file)
+        self.hub = load_keys(self.settings.input_keys_file).keys["hub"]
+
+    def request(self, msgid: str, psn_no: str | None = None, fixmedins_code: str | None = None) -> dict:
+        """A 2207 envelope for a claim of the synthetic traffic: money as strings, one as a number."""
+        _, claim = self.traffic.claim()
+        claim = copy.deepcopy(claim)
+        lines = [line for line in claim["fee_details"] if line["med_list_codg"] != "XT13"]
+        feedetail = [{name: (str(value) if isinstance(value, Decimal) else value) for name, value in line.items()
+                      if value is not None} for line in lines]
+        feedetail[0]["cnt"] = float(lines[0]["cnt"])  # a JSON number
+        when = datetime.fromisoformat(claim["setl_time"]).astimezone(SHANGHAI).strftime(LOCAL_TIME)
+        return {"infno": "2207", "msgid": msgid, "fixmedins_code": fixmedins_code or self.institution["fixmedins_code"],
+                "inf_time": when, "input": {"data": {
+                    "psn_no": psn_no or self.person["psn_no"], "mdtrt_id": claim["mdtrt_id"], "med_type": "11",
+                    "insutype": "310", "acct_used_flag": "0", "setl_time": when, "feedetail": feedetail}}}
+
+    async def register(self) -> None:
+        await send(self.settings, encode(CATALOG, self.settings, self.traffic.registry(), self.hub))
+        await wait_registered(self.settings, self.traffic)
+
+
+async def post(url: str, body: dict, caller=None, stamp: float | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode()
+    headers = caller.headers(int(stamp if stamp is not None else time.time()), data) if caller else {}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, data=data, headers={"Content-Type": "application/json", **headers}) as response:
+            return response.status, await response.json()
+
+
+@asynccontextmanager
+async def gateway(settings):
+    """The gateway on its own credentials (Redis user gongji-gateway: GET and SET on gw:* only)."""
+    running = await start_gateway(as_service(settings, "gateway"))
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+async def test_2207_settles_and_a_retried_msgid_gets_the_same_answer_and_one_settlement(stack, uniq, tmp_path):
+    world = World(stack, uniq, tmp_path)
+    his = world.callers.by_id["his"]
+    async with running_service(world.settings):
+        await world.register()
+        async with gateway(world.settings) as running:
+            url = running.url
+            request = world.request("MSG0001")
+            status, first = await post(url, request, his)
+            again_status, again = await post(url, request, his)
+            settled = counted(running, "settled")
+    assert status == again_status == 200
+    assert first["infcode"] == 0, first
+    assert again == first and settled == 2
+    setlinfo = first["output"]["setlinfo"]
+    assert setlinfo["psn_no"] == world.person["psn_no"] and setlinfo["fixmedins_code"] == world.institution["fixmedins_code"]
+    assert setlinfo["setl_time"] == request["input"]["data"]["setl_time"]  # local time, as sent
+    assert Decimal(setlinfo["medfee_sumamt"]) == sum(Decimal(line["det_item_fee_sumamt"])
+                                                     for line in request["input"]["data"]["feedetail"])
+    assert Decimal(setlinfo["medfee_sumamt"]) == Decimal(setlinfo["fund_pay_sumamt"]) + Decimal(setlinfo["psn_part_amt"])
+    assert {line["fund_pay_type"] for line in first["output"]["setldetail"]} >= {"310100"}
+    ident = claim_id(world.institution["fixmedins_code"], "MSG0001")
+    results = by_claim(await collect(world.settings, world.settings.topics.settlements, lambda rs: ident in by_claim(rs)))
+    assert len(results[ident]) == 1 and results[ident][0]["setl_id"] == setlinfo["setl_id"]
+
+
+async def test_2208_reverses_by_setl_id_once(stack, uniq, tmp_path):
+    world = World(stack, uniq, tmp_path)
+    his = world.callers.by_id["his"]
+    async with running_service(world.settings):
+        await world.register()
+        async with gateway(world.settings) as running:
+            _, settled = await post(running.url, world.request("MSG0010"), his)
+            setl_id = settled["output"]["setlinfo"]["setl_id"]
+            reversal = {"infno": "2208", "msgid": "MSG0011", "fixmedins_code": world.institution["fixmedins_code"],
+                        "inf_time": settled["output"]["setlinfo"]["setl_time"],
+                        "input": {"data": {"psn_no": world.person["psn_no"], "setl_id": setl_id}}}
+            _, reversed_ = await post(running.url, reversal, his)
+            _, twice = await post(running.url, {**reversal, "msgid": "MSG0012"}, his)
+            _, unknown = await post(running.url, {**reversal, "msgid": "MSG0013",
+                                                  "input": {"data": {"psn_no": world.person["psn_no"], "setl_id": "nope"}}}, his)
+    assert reversed_["infcode"] == 0, reversed_
+    info, original = reversed_["output"]["setlinfo"], settled["output"]["setlinfo"]
+    assert info["orig_setl_id"] == setl_id and info["setl_id"] != setl_id
+    assert Decimal(info["medfee_sumamt"]) == -Decimal(original["medfee_sumamt"])
+    assert Decimal(info["fund_pay_sumamt"]) == -Decimal(original["fund_pay_sumamt"])
+    assert twice["infcode"] == -1 and twice["err_msg"].startswith("ALREADY_REVERSED"), twice
+    assert unknown["infcode"] == -1 and "setl_id: nope is not a settlement" in unknown["err_msg"]
+
+
+async def test_no_result_in_time_answers_pending_and_asking_again_settles_once(stack, uniq, tmp_path):
+    world = World(stack, uniq, tmp_path, gateway_wait_seconds=0.5)
+    his = world.callers.by_id["his"]
+    async with running_service(world.settings):
+        await world.register()
+    ident = claim_id(world.institution["fixmedins_code"], "MSG0002")
+    async with gateway(world.settings) as running:
+        request = world.request("MSG0002")
+        status, pending = await post(running.url, request, his)  # the settlement service is down
+        assert (status, pending["infcode"], pending["err_msg"]) == (200, -1, PENDING)
+        assert pending["output"]["claim_id"] == ident
+        running.gateway.settings = running.gateway.settings.model_copy(update={"gateway_wait_seconds": 30.0})
+        async with running_service(world.settings):
+            await collect(world.settings, world.settings.topics.settlements, lambda rs: ident in by_claim(rs))
+            _, answer = await post(running.url, request, his)
+            _, stored = await post(running.url, request, his)
+    assert answer["infcode"] == 0, answer
+    assert stored == answer
+    results = by_claim(await collect(world.settings, world.settings.topics.settlements,
+                                     lambda rs: len(by_claim(rs).get(ident, [])) >= 2))
+    # The claim went twice (the first request, then the retry); settlement answered the same result
+    # twice and settled once; the third request was answered from Redis.
+    assert len(results[ident]) == 2 and results[ident][0] == results[ident][1]
+    assert results[ident][0]["setl_id"] == answer["output"]["setlinfo"]["setl_id"]
+
+
+async def test_callers_are_authenticated_and_act_only_for_their_own_institution(stack, uniq, tmp_path):
+    world = World(stack, uniq, tmp_path, gateway_wait_seconds=0.5)
+    his, other = world.callers.by_id["his"], world.callers.by_id["other"]
+    await prepare_topics(world.settings)
+    async with gateway(world.settings) as running:
+        url = running.url
+        request = world.request("MSG0003")
+        refused = [await post(url, request),  # no credentials
+                   await post(url, request, other),  # another institution's caller
+                   await post(url, request, his, stamp=time.time() - 3600)]  # a stale (replayed) request
+        forged = json.dumps(request).encode()
+        headers = {**his.headers(int(time.time()), b"something else"), "Content-Type": "application/json"}
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url, data=forged, headers=headers) as response:
+                refused.append((response.status, await response.json()))
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url + "openapi.json") as response:
+                document = await response.json()
+    assert (counted(running, "unauthenticated"), counted(running, "refused")) == (3, 1)
+    assert [status for status, _ in refused] == [401, 403, 401, 401]
+    assert all(answer["infcode"] == -1 for _, answer in refused)
+    assert "may not act for fixmedins_code" in refused[1][1]["err_msg"]
+    assert document["paths"]["/"]["post"]
+    # Nothing reached claims: every refusal came before the claim was published.
+    redis_keys = [key async for key in world_client_keys(world)]
+    assert redis_keys == []
+
+
+def counted(running, kind: str) -> float:
+    """The gateway's answers of `kind` on /metrics (gongji_outputs)."""
+    return running.gateway.replies.metrics.registry.get_sample_value("gongji_outputs_total", {"kind": kind}) or 0
+
+
+async def world_client_keys(world):
+    from gongji.common.redis import client_for
+
+    client = client_for(world.settings)
+    try:
+        async for key in client.scan_iter(match=f"{world.settings.key_prefix}:gw:*"):
+            yield key
+    finally:
+        await client.aclose()
+
+
+async def test_a_rejection_is_infcode_minus_one_and_a_reused_msgid_with_other_content_is_refused(stack, uniq, tmp_path):
+    world = World(stack, uniq, tmp_path)
+    his = world.callers.by_id["his"]
+    async with running_service(world.settings):
+        await world.register()
+        async with gateway(world.settings) as running:
+            url = running.url
+            _, unknown = await post(url, world.request("MSG0004", psn_no=f"{uniq}-nobody"), his)
+            _, reused = await post(url, world.request("MSG0004"), his)  # other content, same msgid
+    assert unknown["infcode"] == -1 and unknown["err_msg"].startswith("UNKNOWN_PERSON"), unknown
+    assert (reused["infcode"], reused["err_msg"]) == (-1, "msgid MSG0004 was used before for another request")

@@ -12,6 +12,7 @@ from decimal import Decimal
 import aiohttp
 import psycopg
 import pytest
+from pydantic import SecretStr
 from tests.dashboard_records import settlement
 from tests.integration.support import as_service, ledger_store
 
@@ -51,7 +52,7 @@ async def test_today_and_this_month_from_the_ledger_as_its_read_only_role(ledger
     finally:
         await store.close()
 
-    dashboard = as_service(ledger_settings.model_copy(update={"dashboard_port": 0, "dashboard_token": TOKEN}),
+    dashboard = as_service(ledger_settings.model_copy(update={"dashboard_port": 0, "dashboard_token": SecretStr(TOKEN)}),
                            "dashboard")
     assert dashboard.database_url and "gongji_ledger_reader@" in dashboard.database_url
     running = await start_dashboard(dashboard, region_names={"152501": "Erenhot"})
@@ -90,7 +91,7 @@ async def test_today_and_this_month_from_the_ledger_as_its_read_only_role(ledger
 
 
 async def test_without_a_ledger_the_period_view_says_why_and_the_live_view_goes_on(ledger_settings):
-    settings = ledger_settings.model_copy(update={"dashboard_port": 0, "dashboard_token": TOKEN, "database_url": None})
+    settings = ledger_settings.model_copy(update={"dashboard_port": 0, "dashboard_token": SecretStr(TOKEN), "database_url": None})
     running = await start_dashboard(settings)
     try:
         async with aiohttp.ClientSession(headers=AUTH) as session:

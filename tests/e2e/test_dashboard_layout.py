@@ -114,6 +114,13 @@ async def test_dashboard_fits_1366_in_chinese_and_english_and_remembers_the_lang
                 assert " → " in cells[0] and int(cells[1].replace(",", "")) > 0, cells
                 assert cells[2].startswith("¥") and cells[3].startswith("¥"), cells
                 await check_fits(page, "zh")
+                # The period buttons: this dashboard has no ledger, and the panel says so (with the setting).
+                await page.click(".period[data-period=today]")
+                await page.wait_for_function(
+                    "document.getElementById('period-note').textContent.includes('GONGJI_DATABASE_URL')")
+                assert await page.get_attribute("#period-figures", "data-ready") == "false"
+                await page.click(".period[data-period=live]")
+                await page.wait_for_selector("#period-figures[data-ready=true] tr[data-figure=f_claims]")
 
                 await page.click("#lang")
                 assert await page.get_attribute("html", "lang") == "en"

@@ -243,7 +243,7 @@ def test_stack_up_serves_and_down_stops(tmp_path):
         recorded = up.stdout + again.stdout + (tmp_path / "state" / "stack.json").read_text()
         assert passwords and not [password for password in passwords if password in recorded]
         own = {"settlement": {"redis-settlement", "input-keys.toml"}, "clearing": {"redis-clearing"},
-               "ledger": {"gongji_ledger"}, "dashboard": {"dashboard-token", "pseudonym-key"},
+               "ledger": {"gongji_ledger"}, "dashboard": {"dashboard-token", "pseudonym-key", "gongji_ledger_reader"},
                "gateway": {"redis-gateway", "input-keys.toml", "gateway-callers.toml"}}
         for service in SERVICES:
             environ = dict(item.decode().split("=", 1) for item in

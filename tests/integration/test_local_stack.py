@@ -18,7 +18,7 @@ from gongji.common.topic_admin import ensure_topics
 from gongji.settings import Settings
 from gongji.local.credentials import FIELDS, for_role
 from gongji.local.stack import LocalStack, stack_down, stack_settings, stack_up
-from gongji.local.store_users import LEDGER_OWNER, LEDGER_WRITER
+from gongji.local.store_users import LEDGER_OWNER, LEDGER_READER, LEDGER_WRITER
 
 
 def producer(stack) -> AIOKafkaProducer:
@@ -179,9 +179,10 @@ def test_the_stack_is_secured_by_default_and_records_no_password(tmp_path: Path)
         secrets = tmp_path / "stack" / "secrets"
         assert stat.S_IMODE(secrets.stat().st_mode) == 0o700
         passwords = {path.name: path.read_text() for path in secrets.iterdir()}
-        # seven passwords, the input signing key with its keys file (gongji.local.input_keys), and
-        # the gateway caller's key with its callers file (gongji.local.gateway_callers)
-        assert len(passwords) == 11 and len(set(passwords.values())) == 11
+        # eight passwords (the ledger's reader among them), the input signing key with its keys file
+        # (gongji.local.input_keys), and the gateway caller's key with its callers file
+        # (gongji.local.gateway_callers)
+        assert len(passwords) == 12 and len(set(passwords.values())) == 12
         assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in secrets.iterdir())
         acl = tmp_path / "stack" / "users.acl"
         assert stat.S_IMODE(acl.stat().st_mode) == 0o600
@@ -192,7 +193,7 @@ def test_the_stack_is_secured_by_default_and_records_no_password(tmp_path: Path)
                             {"username": "default", "password": ""}):
             with pytest.raises(redis.AuthenticationError):
                 redis.Redis.from_url(state["redis_url"], **credentials).ping()
-        for role in ("postgres", LEDGER_OWNER, LEDGER_WRITER):
+        for role in ("postgres", LEDGER_OWNER, LEDGER_WRITER, LEDGER_READER):
             port = local.credentials()["ledger"]["database_url"].rsplit(":", 1)[1].split("/")[0]
             for password in (None, "wrong"):
                 with pytest.raises(psycopg.OperationalError, match="no password supplied|password authentication failed"):
@@ -206,9 +207,13 @@ def test_the_stack_is_secured_by_default_and_records_no_password(tmp_path: Path)
         settlement = for_role(Settings(**stack_settings(state)), state["credentials"], "settlement")
         assert redis.Redis.from_url(state["redis_url"], **settlement.redis_credentials()).ping()
         assert settlement.database_url is None and settlement.database_password_file is None
-        for service in ("fraud", "dashboard"):
-            own = for_role(Settings(**stack_settings(state)), state["credentials"], service)
-            assert not any(getattr(own, name) for name in FIELDS), service
+        fraud = for_role(Settings(**stack_settings(state)), state["credentials"], "fraud")
+        assert not any(getattr(fraud, name) for name in FIELDS)
+        # The dashboard: the ledger's reader (its period view) and nothing else.
+        dashboard = for_role(Settings(**stack_settings(state)), state["credentials"], "dashboard")
+        with psycopg.connect(dashboard.database_url, password=dashboard.database_password_value()) as connection:
+            assert connection.execute("SELECT current_user").fetchone() == (LEDGER_READER,)
+        assert {name for name in FIELDS if getattr(dashboard, name)} == {"database_url", "database_password_file"}
 
 
 def running(pid: int) -> bool:

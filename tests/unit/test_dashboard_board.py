@@ -196,3 +196,50 @@ def test_settled_and_reversed_kept_apart_the_latest_settlements_and_the_answers_
     # Three settlements, the resend answered again, the reversal and settlement's dead letter; not
     # the credit, nor its refusal, nor fraud's second letter for the same junk.
     assert board.answered == 6
+
+
+def test_a_reversal_takes_its_claim_out_of_the_counts_of_every_slice_it_was_counted_in():
+    board = Board(since=T0, region_names={"152501": "Erenhot"})
+    board.institution({"fixmedins_code": "H1", "fixmedins_type": "1", "medins_lv": "3"})
+    away = settlement("c1", "p1", insured="990100", treated="152501", hifp="80.00", acct="20.00")
+    home = settlement("c2", "p2", hifp="10.00")
+    for data in (away, home, settlement("c3", "p3", insured="990100", treated="152501", hifp="5.00")):
+        board.result("settlement", data, T0)
+    board.result("reversal", negated(settlement("c1", "p1", insured="990100", treated="152501", hifp="80.00",
+                                                acct="20.00", reversal=True)), T0 + 1)
+    snap = json.loads(json.dumps(board.snapshot(T0 + 2)))
+    assert snap["counts"]["settlements"] == 3 and snap["counts"]["reversals"] == 1
+    assert snap["counts"]["net_settlements"] == 2
+    assert {r["code"]: r["claims"] for r in snap["regions"]} == {"152501": 1, "990100": 1}
+    assert [(row["level"], row["claims"]) for row in snap["levels"]] == [("Level 3 hospitals", 3 - 1)]
+    [flow] = snap["flows"]
+    assert (flow["settlements"], flow["reversals"], flow["claims"]) == (2, 1, 1)
+    assert board.cross_region() == 1
+    # The same reversal again (a redelivery) takes nothing more out.
+    board.result("reversal", negated(settlement("c1", "p1", insured="990100", treated="152501", hifp="80.00",
+                                                acct="20.00", reversal=True)), T0 + 1)
+    assert board.snapshot(T0 + 2)["counts"]["net_settlements"] == 2 and board.cross_region() == 1
+
+
+def test_cross_region_flows_carry_amounts_net_of_reversals_per_pair_of_regions():
+    board = Board(since=T0, region_names={"152501": "Erenhot", "990100": "Demo City"})
+    rows = [settlement("a1", "p1", insured="990100", treated="152501", hifp="120.00", maf="30.00", acct="12.34",
+                       cash="0.66"),
+            settlement("a2", "p2", insured="990100", treated="152501", hifp="0.10", cash="0.20"),
+            settlement("b1", "p3", insured="152501", treated="990100", hifp="50.00", cvlserv="7.00", cash="3.00"),
+            settlement("h1", "p4", hifp="999.00")]  # at home: no flow
+    for data in rows:
+        board.result("settlement", data, T0)
+    board.result("reversal", negated(settlement("a2", "p2", insured="990100", treated="152501", hifp="0.10",
+                                                cash="0.20", reversal=True)), T0)
+    flows = {(f["insured"], f["treated"]): f for f in board.snapshot(T0)["flows"]}
+    assert set(flows) == {("990100 Demo City", "152501 Erenhot"), ("152501 Erenhot", "990100 Demo City")}
+    there = flows[("990100 Demo City", "152501 Erenhot")]
+    assert (there["claims"], there["fund_paid"], there["medfee"]) == (1, 150.0, 163.0)
+    assert there["by_fund"] == {"310100": 120.0, "330100": 0.0, "320100": 0.0, "610100": 30.0}
+    back = flows[("152501 Erenhot", "990100 Demo City")]
+    assert (back["claims"], back["fund_paid"], back["medfee"]) == (1, 57.0, 60.0)
+    # Kept exact inside, rounded only for the page: a thousand 0.10 claims are 100.00, not 99.99….
+    for n in range(1000):
+        board.result("settlement", settlement(f"m{n}", "p5", insured="990100", treated="152501", hifp="0.10"), T0)
+    assert board.flows[("990100", "152501")].fund_paid == D("250.00")

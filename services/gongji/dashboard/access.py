@@ -185,14 +185,14 @@ class Access:
     def login_page(self, message: str = "") -> str:
         fields = []
         if self._token is not None:
-            fields.append('<label>Access token <input name="token" type="password" autocomplete="off" autofocus>'
+            fields.append('<label>访问令牌 Access token <input name="token" type="password" autocomplete="off" autofocus>'
                           "</label>")
         if self.user is not None:
-            fields.append('<label>User <input name="user" autocomplete="username"></label>'
-                          '<label>Password <input name="password" type="password" autocomplete="current-password">'
+            fields.append('<label>用户 User <input name="user" autocomplete="username"></label>'
+                          '<label>密码 Password <input name="password" type="password" autocomplete="current-password">'
                           "</label>")
         note = f'<p class="error" id="login-error">{html.escape(message)}</p>' if message else ""
-        return (LOGIN_PAGE.replace("{note}", note).replace("{fields}", "<p>or</p>".join(fields)))
+        return (LOGIN_PAGE.replace("{note}", note).replace("{fields}", "<p>或 or</p>".join(fields)))
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         """GET: the form. POST: a token, or user and password; right: a session cookie and back to the page."""
@@ -210,7 +210,7 @@ class Access:
             response.set_cookie(COOKIE, self.open_session(), max_age=SESSION_SECONDS, path="/", httponly=True,
                                 samesite="Strict", secure=self.secure)
             return response
-        return self.challenge(request, "Wrong credentials.")
+        return self.challenge(request, "凭据错误 Wrong credentials.")
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
         self.close_session(request.cookies.get(COOKIE))
@@ -224,13 +224,13 @@ def _see_other(location: str) -> web.Response:
 
 
 LOGIN_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Gongji 共济 · sign in</title>
+<html lang="zh-CN"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>共济 Gongji · 登录 sign in</title>
 <style>body{font-family:system-ui,sans-serif;background:#f5f7fb;color:#1d2939;display:grid;place-items:center;
 min-height:90vh}form{background:#fff;padding:28px 32px;border-radius:10px;box-shadow:0 1px 3px #0002;display:grid;
 gap:12px;min-width:320px}label{display:grid;gap:4px;font-size:13px;color:#475467}input{padding:8px;font-size:14px}
 button{padding:9px;font-size:14px;background:#0f766e;color:#fff;border:0;border-radius:6px}
 .error{color:#b42318;margin:0}p{margin:0;text-align:center;color:#98a2b3}</style></head>
-<body><form method="post" action="/login" id="login"><strong>Gongji 共济 dashboard</strong>{note}{fields}
-<button type="submit">Sign in</button></form></body></html>
+<body><form method="post" action="/login" id="login"><strong>共济 Gongji 看板 dashboard</strong>{note}{fields}
+<button type="submit">登录 Sign in</button></form></body></html>
 """

@@ -7,7 +7,10 @@ page that connects late is right at once. Figures count from where the adapter s
 (`since`), not from the beginning of time.
 
 Reading the figures:
-- Money is net of reversals: a reversal result carries the original's amounts negated.
+- Money is net of reversals: a reversal result carries the original's amounts negated. Counts of
+  claims are net too (`claims`, `counts.net_settlements`): a reversal takes its claim back out of
+  the slice it was counted in (a reversal of a settlement from before `since` takes one out as
+  well, as its money does); `settlements` and `reversals` stay the gross counts of each kind.
 - A result repeated for an id already counted (a resend answered again, a redelivery) counts
   once, under `repeats`; `answered` counts every answer to a message on `claims`, repeats included
   (what a sender waits for before it takes stock).
@@ -61,7 +64,13 @@ class _Tally:
     reversals: int = 0
     fund: dict[str, Decimal] = field(default_factory=lambda: {fund.code: ZERO for fund in SHOWN_FUNDS})
     fund_paid: Decimal = ZERO
+    medfee: Decimal = ZERO  # medical fees (medfee_sumamt), net of reversals
     settled_fund: Decimal = ZERO  # fund paid by the settlements alone, before reversals
+
+    @property
+    def claims(self) -> int:
+        """Claims settled and not reversed: a reversal takes its claim out."""
+        return self.settlements - self.reversals
 
     def add(self, kind: str, data: dict) -> None:
         paid = data.get("fund_pay_sumamt") or ZERO
@@ -73,6 +82,7 @@ class _Tally:
         for fund in SHOWN_FUNDS:
             self.fund[fund.code] += data.get(fund.field) or ZERO
         self.fund_paid += paid
+        self.medfee += data.get("medfee_sumamt") or ZERO
 
     def merge(self, other: _Tally) -> None:
         self.settlements += other.settlements
@@ -80,10 +90,12 @@ class _Tally:
         for code in self.fund:
             self.fund[code] += other.fund[code]
         self.fund_paid += other.fund_paid
+        self.medfee += other.medfee
         self.settled_fund += other.settled_fund
 
     def to_json(self) -> dict:
-        return {"settlements": self.settlements, "reversals": self.reversals, "fund_paid": _f(self.fund_paid),
+        return {"settlements": self.settlements, "reversals": self.reversals, "claims": self.claims,
+                "fund_paid": _f(self.fund_paid), "medfee": _f(self.medfee),
                 "by_fund": {code: _f(amount) for code, amount in self.fund.items()}}
 
 
@@ -242,8 +254,8 @@ class Board:
         return self.paid["settlement"][name] + self.paid["reversal"][name]
 
     def cross_region(self) -> int:
-        """Settlements treated outside the insured region."""
-        return sum(flow.settlements for flow in self.flows.values())
+        """Claims treated outside the insured region, net of reversals."""
+        return sum(flow.claims for flow in self.flows.values())
 
     def level_of(self, code: str) -> str:
         kind, level = self.registry.get(code, ("", ""))
@@ -274,6 +286,7 @@ class Board:
             "since": self.since,
             "counts": {
                 "settlements": self.counts["settlement"], "reversals": self.counts["reversal"],
+                "net_settlements": self.counts["settlement"] - self.counts["reversal"],
                 "rejections": self.counts["rejection"], "credits": self.counts["credit"],
                 "dead_letters": self.counts["dead letter"], "fraud_signals": self.counts["fraud signal"],
                 "repeats": self.repeats, "mulaid_claims": self.mulaid_claims,

@@ -13,7 +13,9 @@ started after the dashboard) is picked up within seconds.
 Routes: `/` the page, `/events` server-sent events (a full snapshot of every figure on connect and
 then once a second: a new or reconnected page is right at once), `/snapshot.json` the same once,
 `/static/…` the page's script and the charting library (plotly.js from the `plotly` wheel: nothing
-is fetched from the network at run time), `/login` and `/logout`. Every route but `/login` needs a
+is fetched from the network at run time), `/period.json?period=today|month` the ledger's figures
+for the period (gongji.dashboard.period; 503 naming the reason without a ledger), `/login` and
+`/logout`. Every route but `/login` needs a
 credential (gongji.dashboard.access); TLS when the settings name a certificate and key. `/healthz`
 and `/metrics` are not on this port: they are on the metrics port (gongji.common.observe), as for
 every service. Persons appear only as keyed pseudonyms (gongji.common.pseudonym).
@@ -49,6 +51,7 @@ from gongji.contract.topics import service_topics
 from gongji.contract.wire import RECORD_OUTPUTS, header
 from gongji.dashboard.access import Access, AccessError
 from gongji.dashboard.domain import Board
+from gongji.dashboard.period import LedgerReader
 
 log = logging.getLogger("gongji.dashboard")
 SERVICE = "dashboard"
@@ -81,6 +84,7 @@ class Dashboard:
             raise AccessError(str(error)) from None
         self.board = Board(since=self.started_at - settings.dashboard_lookback_seconds, region_names=region_names,
                            pseudonym=self.pseudonym)
+        self.ledger = LedgerReader.from_settings(settings)  # None: no ledger, the live view only
         self.metrics = Metrics(SERVICE)
         self.pages = Gauge("gongji_dashboard_pages", "Pages connected to /events", registry=self.metrics.registry)
         self.undecodable = Counter("gongji_dashboard_undecodable", "Records the dashboard could not read or fold",
@@ -131,6 +135,8 @@ class Dashboard:
             await self._runner.cleanup()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+        if self.ledger is not None:
+            await self.ledger.close()
 
     async def _guard(self, loop) -> None:
         """Run one loop; an outage (the broker away) is logged and the loop started again after a
@@ -289,6 +295,7 @@ class Dashboard:
         app.router.add_get("/", self._page)
         app.router.add_get("/events", self._events)
         app.router.add_get("/snapshot.json", self._snapshot)
+        app.router.add_get("/period.json", self._period)
         app.router.add_get("/static/plotly.min.js", self._plotly)
         app.router.add_get("/static/{name}", self._static)
         app.on_shutdown.append(self._on_shutdown)
@@ -313,6 +320,14 @@ class Dashboard:
 
     async def _snapshot(self, _request) -> web.Response:
         return web.Response(body=self._encode(), content_type="application/json")
+
+    async def _period(self, request) -> web.Response:
+        if self.ledger is None:
+            status, body = 503, {"error": "no ledger configured (GONGJI_DATABASE_URL)"}
+        else:
+            status, body = await self.ledger.answer(request.query.get("period", ""), self.board.region)
+        return web.Response(status=status, body=orjson.dumps(body), content_type="application/json",
+                            headers={"Cache-Control": "no-store"})
 
     async def _events(self, request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",

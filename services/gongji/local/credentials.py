@@ -7,7 +7,8 @@ read by `Settings` when a client is built (GONGJI_REDIS_PASSWORD_FILE, GONGJI_DA
 
 Roles: `operator` (the Redis admin and the ledger's owner, for `gongji ledger migrate`, the demo's
 summaries, the tests' helpers) and one per service, each with only what it uses: settlement and
-clearing their own Redis user, the ledger its writer role, fraud and the dashboard neither.
+clearing their own Redis user, the ledger its writer role, the dashboard the ledger's read-only
+role (its period view), fraud none.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from gongji.local.store_users import ADMIN, LEDGER_OWNER, LEDGER_WRITER, REDIS_RULES, redis_acl, redis_user
+from gongji.local.store_users import (ADMIN, LEDGER_OWNER, LEDGER_READER, LEDGER_WRITER, REDIS_RULES, redis_acl,
+                                      redis_user)
 
 OPERATOR = "operator"
 
@@ -36,8 +38,9 @@ NO_GATEWAY = {"gateway_callers_file": None}
 
 def secret_names() -> list[str]:
     """One file per password: Redis's admin and service users, PostgreSQL's superuser and the
-    ledger's two roles."""
-    return ["redis-admin", *(f"redis-{service}" for service in REDIS_RULES), "postgres", LEDGER_OWNER, LEDGER_WRITER]
+    ledger's three roles."""
+    return ["redis-admin", *(f"redis-{service}" for service in REDIS_RULES), "postgres", LEDGER_OWNER, LEDGER_WRITER,
+            LEDGER_READER]
 
 
 def write_secrets(folder: Path) -> dict[str, Path]:
@@ -96,8 +99,8 @@ def credentials(files: dict[str, Path], postgres_port: int | None) -> dict[str, 
         # Likewise the dashboard's token and pseudonym key (gongji.local.dashboard_login), the gateway's callers.
         screen = {} if service == "dashboard" else NO_DASHBOARD
         callers = {} if service == "gateway" else NO_GATEWAY
-        table[service] = role(service if service in REDIS_RULES else None,
-                              LEDGER_WRITER if service == "ledger" else None, **signing, **screen, **callers)
+        ledger = {"ledger": LEDGER_WRITER, "dashboard": LEDGER_READER}.get(service)
+        table[service] = role(service if service in REDIS_RULES else None, ledger, **signing, **screen, **callers)
     return table
 
 

@@ -232,13 +232,14 @@ def roles_sql() -> Path:
 
 
 def create_ledger_roles(bindir: Path, port: int, superuser_password: str, owner_password: str,
-                        writer_password: str) -> None:
+                        writer_password: str, reader_password: str) -> None:
     """Run roles.sql through psql, as an operator does; the passwords go in on psql's standard input
     (`\\set`), never on a command line another user could read in /proc."""
-    if "'" in owner_password + writer_password or "\n" in owner_password + writer_password:
+    passwords = owner_password + writer_password + reader_password
+    if "'" in passwords or "\n" in passwords:
         raise StackError("a generated password holds a quote or a newline")  # token_urlsafe never does
     script = (f"\\set owner_password '{owner_password}'\n\\set writer_password '{writer_password}'\n"
-              f"\\i '{roles_sql()}'\n")
+              f"\\set reader_password '{reader_password}'\n\\i '{roles_sql()}'\n")
     done = subprocess.run([str(bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
                            "-p", str(port), "-U", "postgres", "-d", "postgres"], input=script, text=True,
                           capture_output=True, env={**os.environ, "PGPASSWORD": superuser_password})

@@ -178,7 +178,7 @@ class LocalStack:
 
     def _start_postgres(self) -> None:
         """PostgreSQL with scram-sha-256 for every connection, then the ledger's roles and database."""
-        from gongji.local.store_users import LEDGER_OWNER, LEDGER_WRITER
+        from gongji.local.store_users import LEDGER_OWNER, LEDGER_READER, LEDGER_WRITER
 
         bindir = postgres_bindir()
         superuser = stack_credentials.read_secret(self._secrets["postgres"])
@@ -187,7 +187,8 @@ class LocalStack:
                            data=data, user=user)
         create_ledger_roles(bindir, self._servers["postgres"].port, superuser,
                             stack_credentials.read_secret(self._secrets[LEDGER_OWNER]),
-                            stack_credentials.read_secret(self._secrets[LEDGER_WRITER]))
+                            stack_credentials.read_secret(self._secrets[LEDGER_WRITER]),
+                            stack_credentials.read_secret(self._secrets[LEDGER_READER]))
 
     def stop(self) -> None:
         """Stop the servers (SIGKILL what is left after a few seconds). Safe to call twice."""

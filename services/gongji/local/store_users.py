@@ -93,6 +93,7 @@ def example_acl() -> str:
 # ------------------------------------------------------------------ PostgreSQL
 LEDGER_OWNER = "gongji_ledger_owner"
 LEDGER_WRITER = "gongji_ledger"
+LEDGER_READER = "gongji_ledger_reader"  # the dashboard's period view: SELECT only
 
 
 @dataclass

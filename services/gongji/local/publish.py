@@ -9,7 +9,8 @@ traffic is (gongji.local.launch.encode) and sent to its topic.
 Kafka keeps the order of one person's events (one key, one partition), not across topics or keys.
 With `ordered`, before a line goes to another topic or key than the line before it, publish waits
 until the settlement service's group has committed every record sent so far, so the file is settled
-in its order, as replay settles it (one round of the service per switch: for files, not floods).
+in its order, as replay settles it (one round of the service per switch: for files, not floods),
+and returns once the service has taken the last line.
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ async def publish(lines: Iterable[str | bytes], settings: Settings, *, rate: flo
             if progress:
                 progress(number)
         await _delivered(pending, sent)
+        if admin is not None and sent:  # ordered: done once the service has taken the last line too
+            await _settled(admin, settings.settlement_group, sent)
     finally:
         await producer.stop()
         if admin is not None:

@@ -97,7 +97,7 @@ async def tail(settings: Settings, topic: str, out: IO[str], *, from_beginning: 
         stop_at_end = not follow and until_idle is None
         last = time.monotonic()
         while True:
-            if stop_at_end and all(await consumer.position(p) >= ends[p] for p in assigned):
+            if stop_at_end and all([await consumer.position(p) >= ends[p] for p in assigned]):
                 return printed
             if until_idle is not None and time.monotonic() - last >= until_idle:
                 return printed

@@ -32,6 +32,8 @@ COMMANDS = {
     "reconcile": "gongji.ledger.commands:reconcile",
     "replay": "gongji.settlement.commands:replay",
     "bench": "gongji.local.commands:bench",
+    "publish": "gongji.local.publish:command",
+    "tail": "gongji.local.tail:command",
 }
 
 
@@ -50,6 +52,17 @@ def _at_least_one(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError("--batch must be at least 1")
+    return value
+
+
+def _positive(text: str) -> float:
+    """An argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be above 0")
     return value
 
 
@@ -120,6 +133,22 @@ def parser() -> argparse.ArgumentParser:
                           "the results are the same for any N")
     rep.add_argument("--now", type=_aware_time, default=None, metavar="TIME",
                      help="the present that setl_time is judged against, ISO 8601 with offset (default: the clock)")
+    pub = commands.add_parser("publish", help="validate the JSON lines replay reads and send them to their topics "
+                              "(- for stdin)")
+    pub.add_argument("file")
+    pub.add_argument("--rate", type=_positive, default=None, metavar="N", help="at most N lines a second")
+    pub.add_argument("--ordered", action="store_true",
+                     help="settled in file order across topics and persons: wait for the settlement group at each "
+                          "switch of topic or key (slow; what replay would give)")
+    tail = commands.add_parser("tail", help="a Gongji topic decoded to JSON lines")
+    tail.add_argument("topic", help="settlements, claims, registry.persons, dead-letters, …")
+    tail.add_argument("--from-beginning", action="store_true",
+                      help="what the topic holds, then stop at its end (default: new records as they come)")
+    tail.add_argument("--follow", action="store_true", help="with --from-beginning: go on at the end")
+    tail.add_argument("--until-idle", type=_positive, default=None, metavar="S",
+                      help="stop once nothing came for S seconds")
+    tail.add_argument("--id", default=None, metavar="CLAIM_OR_CREDIT",
+                      help="only the records about this claim_id, credit_id or setl_id")
     bench = commands.add_parser("bench", help="claims/s and latency through the local stack")
     bench.add_argument("--claims", type=int, default=100_000, help="claims queued for the throughput phase")
     bench.add_argument("--persons", type=int, default=20_000, help="synthetic insured persons")

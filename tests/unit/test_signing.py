@@ -216,3 +216,12 @@ def test_the_producer_signs_with_the_configured_key_only(tmp_path):
     ring = signing.key_ring(Settings(input_keys_file=path, require_signed_input=True))
     assert ring.require and set(ring.keys) == {"hub", "erenhot"}
     assert signing.key_ring(Settings()) is None
+
+
+def test_the_signer_takes_the_keys_file_as_the_local_stack_gives_it(tmp_path):
+    # gongji.local.state puts the stack's files into settings with model_copy (no validation): a str,
+    # on which `gongji publish` failed with AttributeError: 'str' object has no attribute 'read_text'
+    path = keys_file(tmp_path, {"local": {}})
+    settings = Settings().model_copy(update={"input_keys_file": str(path), "input_signing_key": "local"})
+    assert signing.signer(settings).key_id == "local"
+    assert set(signing.key_ring(settings).keys) == {"local"}

@@ -140,6 +140,7 @@ def load_keys(path: Path, require: bool = False) -> KeyRing:
         secret_file = "erenhot-2026a.key"  # relative to this file; at least 32 bytes
         regions = ["152501"]               # left out: every region
     """
+    path = Path(path)  # settings copied without validation hold a str
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as error:

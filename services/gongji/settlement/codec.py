@@ -1,7 +1,7 @@
 """The one mapper between the wire (Avro records or replay's JSON objects) and the domain.
 
 Inputs: a wire dict and its event type → a validated domain event, or a Rejection naming what is
-wrong. Outputs: a domain result → (event type, wire dict) in the national field names, money as
+wrong; and back (`to_wire`), for the tools that publish what they validated. Outputs: a domain result → (event type, wire dict) in the national field names, money as
 yuan Decimals. What is listed here is exactly what goes on the wire.
 """
 
@@ -88,6 +88,24 @@ def _ids(kind: str, data: Any) -> dict[str, str | None]:
 
 def _code(value: Any) -> str | None:
     return value if isinstance(value, str) and value and text_problem(value) is None else None
+
+
+def to_wire(event: Event) -> dict[str, Any]:
+    """A validated input event → its wire dict (what `to_event` reads back to the same event): money
+    as yuan Decimals with two places, times as ISO 8601 with their offset."""
+    data = event.model_dump()
+    if isinstance(event, (Claim, Reversal)):
+        data["setl_time"] = event.setl_time.isoformat()
+    if isinstance(event, Claim):
+        data["fee_details"] = [{**line, "det_item_fee_sumamt": to_yuan(line["det_item_fee_sumamt"])}
+                               for line in data["fee_details"]]
+    elif isinstance(event, Credit):
+        data.update({name: None if data[name] is None else to_yuan(data[name]) for name in ("crdt_base", "amount")})
+    elif isinstance(event, Institution):
+        data["medins_lv"] = data["medins_lv"] or ""  # a pharmacy's: the wire's field is a plain string
+    elif isinstance(event, Person) and data["chronic_diseases"] is not None:
+        data["chronic_diseases"] = list(data["chronic_diseases"])
+    return data
 
 
 def from_output(output: Output, unscaled: bool = False) -> tuple[str, dict[str, Any]]:

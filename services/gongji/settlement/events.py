@@ -9,6 +9,7 @@ the wire (codec.py) stays thin.
 from __future__ import annotations
 
 import functools
+import re
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -135,20 +136,32 @@ def _four_places(ratio: Decimal) -> Decimal:
     return ratio
 
 
+# The national platform's local time, "yyyy-MM-dd HH:mm:ss", read in Asia/Shanghai.
+NATIONAL_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}", re.ASCII)
+
+
 def _time_text(value: object) -> object:
-    # ISO 8601 text (or a datetime already), never a number of seconds.
+    # ISO 8601 text with an offset, the national "yyyy-MM-dd HH:mm:ss" (Asia/Shanghai), or a
+    # datetime already; never a number of seconds.
     if isinstance(value, str):
         if len(value) > ID_MAX_LENGTH:
             raise ValueError(f"longer than {ID_MAX_LENGTH} characters")
+        if NATIONAL_TIME.fullmatch(value):
+            try:
+                return datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=SHANGHAI)
+            except ValueError:
+                raise ValueError(f"{shown(value)} is no date and time") from None
         return value
     if isinstance(value, datetime):
         return value
-    raise ValueError(f"must be ISO 8601 text with an offset, not {type(value).__name__}")
+    raise ValueError(f"must be ISO 8601 text with an offset or \"yyyy-MM-dd HH:mm:ss\" (Asia/Shanghai), "
+                     f"not {type(value).__name__}")
 
 
 def _setl_time(value: datetime, info: ValidationInfo) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("setl_time needs a UTC offset, e.g. 2023-05-01T09:30:00+08:00")
+        raise ValueError("setl_time needs a UTC offset, e.g. 2023-05-01T09:30:00+08:00, or the national "
+                         "form 2023-05-01 09:30:00 (Asia/Shanghai)")
     try:
         value.astimezone(SHANGHAI)
     except OverflowError:

@@ -46,7 +46,7 @@ async def replay_lines(lines: Iterable[str | bytes], book: PolicyBook, errors: I
         return outputs
 
     for number, line in enumerate(lines, start=1):
-        data = _parse(number, line, errors)
+        data = parse_line(number, line, errors)
         if data is None:
             continue
         kind = data.get("event_type")
@@ -84,7 +84,7 @@ def _wire(output: Output) -> dict:
     return {"event_type": kind, **json_ready(wire)}
 
 
-def _parse(number: int, line: str | bytes, errors: IO[str]) -> dict | None:
+def parse_line(number: int, line: str | bytes, errors: IO[str]) -> dict | None:
     """One line as a JSON object, or None after saying on `errors` why it is skipped."""
     if isinstance(line, bytes):
         try:

@@ -74,6 +74,9 @@ def parser() -> argparse.ArgumentParser:
     clearing = commands.add_parser("clearing", help="cross-region clearing: close a month")
     clearing.add_argument("action", choices=["close"])
     clearing.add_argument("month", help="the month to close, e.g. 2023-03")
+    shape = clearing.add_mutually_exclusive_group()
+    shape.add_argument("--csv", action="store_true", help="the statements as CSV, a row per direction of each pair")
+    shape.add_argument("--json", action="store_true", help="the statements as JSON lines, a line per direction")
     topics = commands.add_parser("topics", help="create every Gongji topic on the configured cluster, or describe "
                                  "them: partitions, replication, cleanup.policy, retention")
     topics.add_argument("action", choices=["create", "describe"])
@@ -88,7 +91,9 @@ def parser() -> argparse.ArgumentParser:
     balances.add_argument("--from", dest="start", type=date.fromisoformat, help="first book date, YYYY-MM-DD")
     balances.add_argument("--to", dest="end", type=date.fromisoformat, help="last book date, YYYY-MM-DD")
     balances.add_argument("--account", help="only accounts starting with this, e.g. inst:H15250100001")
-    balances.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    shape = balances.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    shape.add_argument("--csv", action="store_true", help="CSV (a header row; money as yuan with two decimals)")
     actions.add_parser("check", help="trial balance: debits equal credits per entry and per day, and the ledger "
                                      "is not stuck behind the settlements (exit 1 if not)")
     entry = actions.add_parser("entry", help="one journal entry and its postings")
@@ -110,7 +115,10 @@ def parser() -> argparse.ArgumentParser:
     rec.add_argument("--details", type=Path,
                      help="the institution's detail lines (3202): CSV with a header, or JSON Lines; fields setl_id, "
                           "medfee_sumamt, fund_pay_sumamt, acct_pay")
-    rec.add_argument("--json", action="store_true", help="the report as one JSON object")
+    shape = rec.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="the report as one JSON object")
+    shape.add_argument("--csv", action="store_true", help="the report as CSV: a row per side's totals, then a row "
+                       "per side of each settlement that differs")
     rep = commands.add_parser("replay", help="settle a JSON Lines file offline (- for stdin)")
     rep.add_argument("file")
     rep.add_argument("--batch", type=_at_least_one, default=1, metavar="N",

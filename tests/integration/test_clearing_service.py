@@ -4,7 +4,9 @@ full redelivery changing nothing (issue 4 §3)."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import urllib.request
+from decimal import Decimal
 
 import pytest
 from tests.integration.support import (
@@ -12,6 +14,7 @@ from tests.integration.support import (
 )
 
 from gongji.clearing.domain import FIELDS, Contribution, contribution, fold
+from gongji.clearing.commands import close_and_print
 from gongji.clearing.service import ClearingService, close_month
 from gongji.clearing.store import ClearingStore
 from gongji.common.redis import client_for, connect
@@ -21,7 +24,7 @@ from gongji.settlement.service import SettlementService
 from gongji.local.synthetic import Traffic
 
 
-async def test_statements_reconcile_with_the_settlements_and_redelivery_changes_nothing(stack, uniq):
+async def test_statements_reconcile_with_the_settlements_and_redelivery_changes_nothing(stack, uniq, capsys):
     settings = settings_for(stack, uniq)
     traffic = Traffic(persons=60, seed=31, tag=uniq, family=0.1)
     claims = list(traffic.stream(800, reversals=0.05))
@@ -77,6 +80,20 @@ async def test_statements_reconcile_with_the_settlements_and_redelivery_changes_
             assert int(flow["fund_pay_sumamt"] * 100) == position["fund_pay_sumamt"]
             assert int(flow["owed"] * 100) == position["fund_pay_sumamt"] + position["acct_pay"]
         assert s["net_to_a"] == s["a_to_b"]["owed"] - s["b_to_a"]["owed"]
+
+    # `gongji clearing close MONTH --csv`: the same statements, a row per direction, money to the fen.
+    capsys.readouterr()
+    await close_and_print(settings, months[0], "csv")
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    flows = {(s["statement_id"], flow["treatment_admdvs"]): (s, flow) for s in statements if s["ym"] == months[0]
+             for flow in (s["a_to_b"], s["b_to_a"])}
+    assert len(rows) == len(flows) > 0
+    for row in rows:
+        s, flow = flows[row["statement_id"], row["treatment_admdvs"]]
+        assert row["insured_admdvs"] == flow["insured_admdvs"] and int(row["settlements"]) == flow["settlements"]
+        for name in ("medfee_sumamt", "fund_pay_sumamt", "acct_pay", "owed"):
+            assert row[name] == f"{flow[name]:.2f}" and Decimal(row[name]) == flow[name], name
+        assert Decimal(row["net_to_a"]) == s["net_to_a"]
     published = await collect(settings, settings.topics.clearing_statements, lambda rs: len(rs) >= len(statements))
     assert {d["statement_id"] for _, d, _ in published} == {s["statement_id"] for s in statements}
 

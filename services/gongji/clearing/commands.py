@@ -38,10 +38,10 @@ async def serve(settings: Settings) -> None:
 
 def close(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
     """`gongji clearing close MONTH`: the month's statements published, and printed."""
-    asyncio.run(close_and_print(resolve(), args.month))
+    asyncio.run(close_and_print(resolve(), args.month, "csv" if args.csv else "json" if args.json else "text"))
 
 
-async def close_and_print(settings: Settings, month: str) -> None:
+async def close_and_print(settings: Settings, month: str, shape: str = "text") -> None:
     from gongji.clearing import service
     from gongji.common.avro import SchemaCatalog
     from gongji.common.redis import client_for
@@ -51,7 +51,19 @@ async def close_and_print(settings: Settings, month: str) -> None:
         statements = await service.close_month(settings, SchemaCatalog(), client, month)
     finally:
         await client.aclose()
-    print(f"{month}: {len(statements)} statement(s) on {settings.topics.clearing_statements}")
+    summary = f"{month}: {len(statements)} statement(s) on {settings.topics.clearing_statements}"
+    if shape != "text":
+        from gongji.clearing.domain import STATEMENT_COLUMNS, STATEMENT_MONEY, statement_rows
+        from gongji.common.reports import json_line, write_csv
+
+        print(summary, file=sys.stderr)
+        rows = statement_rows(statements)
+        if shape == "csv":
+            write_csv(sys.stdout, STATEMENT_COLUMNS, rows, STATEMENT_MONEY)
+        for row in rows if shape == "json" else ():
+            print(json_line(row, STATEMENT_MONEY))
+        return
+    print(summary)
     for s in statements:
         a, b = s["a_to_b"], s["b_to_a"]
         print(f"  {s['region_a']} ⇄ {s['region_b']}: {s['region_a']} advanced {a['owed']} for {a['settlements']} "

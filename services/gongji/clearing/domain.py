@@ -90,3 +90,15 @@ def statement(ym: str, region_a: str, region_b: str, a_to_b: dict[str, int], b_t
 
 def empty() -> dict[str, int]:
     return dict.fromkeys(FIELDS, 0)
+
+
+#: A statement as report rows: one per direction of the pair (who advanced, for whom).
+STATEMENT_COLUMNS = ("statement_id", "ym", "region_a", "region_b", "treatment_admdvs", "insured_admdvs",
+                     *COUNTS, *MONEY, "owed", "net_to_a", "closed_at")
+STATEMENT_MONEY = (*MONEY, "owed", "net_to_a")
+
+
+def statement_rows(statements: list[dict]) -> list[dict]:
+    """Each statement's two flows as flat rows (yuan Decimals), the pair's net_to_a on both."""
+    return [{name: s[name] for name in ("statement_id", "ym", "region_a", "region_b", "net_to_a", "closed_at")}
+            | s[direction] for s in statements for direction in ("a_to_b", "b_to_a")]

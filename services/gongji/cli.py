@@ -25,7 +25,7 @@ COMMANDS = {
     "demo": "gongji.local.commands:demo",
     "stack": "gongji.local.commands:stack",
     "settlement": "gongji.settlement.commands:rebuild",
-    "clearing": "gongji.clearing.commands:close",
+    "clearing": "gongji.clearing.commands:clearing",
     "topics": "gongji.common.commands:topics",
     "run": "gongji.services:run",
     "ledger": "gongji.ledger.commands:ledger",
@@ -71,12 +71,15 @@ def parser() -> argparse.ArgumentParser:
     settlement.add_argument("--accept-differences", action="store_true",
                             help="write the markers (the service resumes) even if results differ from the published")
     settlement.add_argument("--batch", type=int, default=500, help="events settled per round of Redis writes")
-    clearing = commands.add_parser("clearing", help="cross-region clearing: close a month")
-    clearing.add_argument("action", choices=["close"])
-    clearing.add_argument("month", help="the month to close, e.g. 2023-03")
+    clearing = commands.add_parser("clearing", help="cross-region clearing: close a month, or report on one")
+    clearing.add_argument("action", choices=["close", "report"],
+                          help="close: publish the month's statements; report: the month as it stands, nothing published")
+    clearing.add_argument("month", help="the month, e.g. 2023-03")
+    clearing.add_argument("--by", choices=["pair", "institution"], default="pair",
+                          help="report: per pair of regions (default) or per treating institution")
     shape = clearing.add_mutually_exclusive_group()
-    shape.add_argument("--csv", action="store_true", help="the statements as CSV, a row per direction of each pair")
-    shape.add_argument("--json", action="store_true", help="the statements as JSON lines, a line per direction")
+    shape.add_argument("--csv", action="store_true", help="CSV: a row per direction of each pair, or per institution")
+    shape.add_argument("--json", action="store_true", help="JSON lines, a line per row of the CSV")
     topics = commands.add_parser("topics", help="create every Gongji topic on the configured cluster, or describe "
                                  "them: partitions, replication, cleanup.policy, retention")
     topics.add_argument("action", choices=["create", "describe"])

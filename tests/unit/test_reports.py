@@ -76,3 +76,19 @@ def test_a_reconciliation_as_rows_totals_then_each_side_of_each_difference():
     assert (rows[0]["count"], rows[0]["medfee_sumamt"], rows[0]["acct_pay"]) == ("2", "150.00", "10.00")
     assert rows[4]["fund_pay_sumamt"] == "31.00" and rows[3]["fund_pay_sumamt"] == "30.00"
     assert {r["verdict"] for r in rows} == {report.verdict} and rows[0]["stmt_begndate"] == "2023-03-01"
+
+
+def test_clearing_per_institution_counts_each_settlement_once_under_its_institution():
+    from gongji.clearing.domain import INSTITUTION_COLUMNS, INSTITUTION_MONEY, Contribution, fold_by_institution
+    from gongji.clearing.domain import institution_rows
+
+    items = [Contribution("S1", "2023-03", "152501", "990100", {"settlements": 1, "fund_pay_sumamt": 10_00,
+                                                                "acct_pay": 5}, "H2"),
+             Contribution("S1", "2023-03", "152501", "990100", {"settlements": 1, "fund_pay_sumamt": 10_00}, "H2"),
+             Contribution("S2", "2023-03", "152501", "990100", {"settlements": 1, "fund_pay_sumamt": 1}, "H1"),
+             Contribution("S3", "2023-03", "152501", "990100", {"settlements": -1, "fund_pay_sumamt": -10_00}, "H2")]
+    shares = fold_by_institution(items)
+    rows = institution_rows("2023-03", {key[1:]: share for key, share in shares.items()})
+    parsed = list(csv.DictReader(csv_text(INSTITUTION_COLUMNS, rows, INSTITUTION_MONEY).splitlines()))
+    assert [(r["fixmedins_code"], r["settlements"], r["fund_pay_sumamt"], r["owed"]) for r in parsed] == [
+        ("H1", "1", "0.01", "0.01"), ("H2", "0", "0.00", "0.05")]

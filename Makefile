@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean compose-validator browser postgres-ssl
+.PHONY: setup demo test bench clean compose-validator browser postgres-ssl promtool
 
 setup: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/gongji demo
 
-test: $(STAMP) compose-validator browser postgres-ssl
+test: $(STAMP) compose-validator browser postgres-ssl promtool
 	$(VENV)/bin/pytest -q
 
 # tests/unit/test_deploy.py validates docker-compose.yml with Debian's docker-compose (`config -q`).
@@ -50,6 +50,16 @@ postgres-ssl:
 	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; } \
 	    || echo "make: Debian's PostgreSQL could not be installed"; \
 	  else echo "make: Debian's PostgreSQL is not installed: the ledger's TLS tests will fail"; fi; }
+
+# deploy/monitoring's alert rules are checked and unit-tested with promtool (tests/unit/test_monitoring.py),
+# from Debian's prometheus package; installed when missing (root, as on CI) and never started.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make: installing Debian's prometheus (apt-get) for promtool"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      prometheus >/dev/null; } || echo "make: prometheus could not be installed"; \
+	  else echo "make: promtool not installed: the alert rules' checks are skipped"; fi; }
 
 bench: $(STAMP)
 	$(VENV)/bin/gongji bench

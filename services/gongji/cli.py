@@ -25,7 +25,7 @@ COMMANDS = {
     "demo": "gongji.local.commands:demo",
     "stack": "gongji.local.commands:stack",
     "settlement": "gongji.settlement.commands:rebuild",
-    "clearing": "gongji.clearing.commands:close",
+    "clearing": "gongji.clearing.commands:clearing",
     "topics": "gongji.common.commands:topics",
     "run": "gongji.services:run",
     "ledger": "gongji.ledger.commands:ledger",
@@ -84,9 +84,15 @@ def parser() -> argparse.ArgumentParser:
     settlement.add_argument("--accept-differences", action="store_true",
                             help="write the markers (the service resumes) even if results differ from the published")
     settlement.add_argument("--batch", type=int, default=500, help="events settled per round of Redis writes")
-    clearing = commands.add_parser("clearing", help="cross-region clearing: close a month")
-    clearing.add_argument("action", choices=["close"])
-    clearing.add_argument("month", help="the month to close, e.g. 2023-03")
+    clearing = commands.add_parser("clearing", help="cross-region clearing: close a month, or report on one")
+    clearing.add_argument("action", choices=["close", "report"],
+                          help="close: publish the month's statements; report: the month as it stands, nothing published")
+    clearing.add_argument("month", help="the month, e.g. 2023-03")
+    clearing.add_argument("--by", choices=["pair", "institution"], default="pair",
+                          help="report: per pair of regions (default) or per treating institution")
+    shape = clearing.add_mutually_exclusive_group()
+    shape.add_argument("--csv", action="store_true", help="CSV: a row per direction of each pair, or per institution")
+    shape.add_argument("--json", action="store_true", help="JSON lines, a line per row of the CSV")
     topics = commands.add_parser("topics", help="create every Gongji topic on the configured cluster, or describe "
                                  "them: partitions, replication, cleanup.policy, retention")
     topics.add_argument("action", choices=["create", "describe"],
@@ -102,7 +108,9 @@ def parser() -> argparse.ArgumentParser:
     balances.add_argument("--from", dest="start", type=date.fromisoformat, help="first book date, YYYY-MM-DD")
     balances.add_argument("--to", dest="end", type=date.fromisoformat, help="last book date, YYYY-MM-DD")
     balances.add_argument("--account", help="only accounts starting with this, e.g. inst:H15250100001")
-    balances.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    shape = balances.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    shape.add_argument("--csv", action="store_true", help="CSV (a header row; money as yuan with two decimals)")
     actions.add_parser("check", help="trial balance: debits equal credits per entry and per day, and the ledger "
                                      "is not stuck behind the settlements (exit 1 if not)")
     entry = actions.add_parser("entry", help="one journal entry and its postings")
@@ -125,7 +133,10 @@ def parser() -> argparse.ArgumentParser:
     rec.add_argument("--details", type=Path,
                      help="the institution's detail lines (3202): CSV with a header, or JSON Lines; fields setl_id, "
                           "medfee_sumamt, fund_pay_sumamt, acct_pay")
-    rec.add_argument("--json", action="store_true", help="the report as one JSON object")
+    shape = rec.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="the report as one JSON object")
+    shape.add_argument("--csv", action="store_true", help="the report as CSV: a row per side's totals, then a row "
+                       "per side of each settlement that differs")
     rep = commands.add_parser("replay", help="settle a JSON Lines file offline (- for stdin)")
     rep.add_argument("file", help="a JSON Lines file of input events, or - for stdin")
     rep.add_argument("--batch", type=_at_least_one, default=1, metavar="N",

@@ -4,14 +4,17 @@ full redelivery changing nothing (issue 4 §3)."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import urllib.request
+from decimal import Decimal
 
 import pytest
 from tests.integration.support import (
     CATALOG, as_service, collect, produce, running, service_credentials, settings_for, wait_registered,
 )
 
-from gongji.clearing.domain import FIELDS, Contribution, contribution, fold
+from gongji.clearing.domain import FIELDS, Contribution, contribution, fold, fold_by_institution, owed
+from gongji.clearing.commands import close_and_print, report
 from gongji.clearing.service import ClearingService, close_month
 from gongji.clearing.store import ClearingStore
 from gongji.common.redis import client_for, connect
@@ -21,7 +24,7 @@ from gongji.settlement.service import SettlementService
 from gongji.local.synthetic import Traffic
 
 
-async def test_statements_reconcile_with_the_settlements_and_redelivery_changes_nothing(stack, uniq):
+async def test_statements_reconcile_with_the_settlements_and_redelivery_changes_nothing(stack, uniq, capsys):
     settings = settings_for(stack, uniq)
     traffic = Traffic(persons=60, seed=31, tag=uniq, family=0.1)
     claims = list(traffic.stream(800, reversals=0.05))
@@ -50,6 +53,12 @@ async def test_statements_reconcile_with_the_settlements_and_redelivery_changes_
         months = sorted({ym for ym, _, _ in expected})
         counted = {(ym, *pair): position for ym in months for pair, position in (await store.positions(ym)).items()}
         assert counted == expected
+        # Per institution, counted in the same step: the reference's shares, adding up to each position.
+        shares = {(ym, *key): share for ym in months for key, share in (await store.institutions(ym)).items()}
+        assert shares == fold_by_institution(items) and len({key[3] for key in shares}) > 1
+        for (ym, treatment, insured), position in expected.items():
+            assert {name: sum(share[name] for key, share in shares.items() if key[:3] == (ym, treatment, insured))
+                    for name in FIELDS} == position
 
         # Redelivery of everything (a new consumer group reads the topic from the start): no change.
         port = free_port()
@@ -77,6 +86,31 @@ async def test_statements_reconcile_with_the_settlements_and_redelivery_changes_
             assert int(flow["fund_pay_sumamt"] * 100) == position["fund_pay_sumamt"]
             assert int(flow["owed"] * 100) == position["fund_pay_sumamt"] + position["acct_pay"]
         assert s["net_to_a"] == s["a_to_b"]["owed"] - s["b_to_a"]["owed"]
+
+    # `gongji clearing close MONTH --csv`: the same statements, a row per direction, money to the fen.
+    capsys.readouterr()
+    await close_and_print(settings, months[0], "csv")
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    flows = {(s["statement_id"], flow["treatment_admdvs"]): (s, flow) for s in statements if s["ym"] == months[0]
+             for flow in (s["a_to_b"], s["b_to_a"])}
+    assert len(rows) == len(flows) > 0
+    for row in rows:
+        s, flow = flows[row["statement_id"], row["treatment_admdvs"]]
+        assert row["insured_admdvs"] == flow["insured_admdvs"] and int(row["settlements"]) == flow["settlements"]
+        for name in ("medfee_sumamt", "fund_pay_sumamt", "acct_pay", "owed"):
+            assert row[name] == f"{flow[name]:.2f}" and Decimal(row[name]) == flow[name], name
+        assert Decimal(row["net_to_a"]) == s["net_to_a"]
+
+    # `gongji clearing report MONTH --by institution --csv`: a row per institution and insured region.
+    await report(settings, months[0], "institution", "csv")
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    mine = {key[1:]: share for key, share in shares.items() if key[0] == months[0]}
+    assert len(rows) == len(mine) > 0
+    for row in rows:
+        share = mine[row["treatment_admdvs"], row["insured_admdvs"], row["fixmedins_code"]]
+        assert int(row["settlements"]) == share["settlements"] and row["ym"] == months[0]
+        assert int(Decimal(row["fund_pay_sumamt"]) * 100) == share["fund_pay_sumamt"]
+        assert int(Decimal(row["owed"]) * 100) == owed(share) and len(row["owed"].rpartition(".")[2]) == 2
     published = await collect(settings, settings.topics.clearing_statements, lambda rs: len(rs) >= len(statements))
     assert {d["statement_id"] for _, d, _ in published} == {s["statement_id"] for s in statements}
 

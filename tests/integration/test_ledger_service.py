@@ -6,6 +6,7 @@ reconciliation command on the journal it wrote."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import os
 import signal
@@ -90,10 +91,14 @@ async def test_the_journal_balances_and_agrees_with_the_settlements_and_accounts
             await wait_booked(service, booked_results)
         assert service.booked["new"] == len(results)
         trial = await store.trial_balance()
+        posted = {side: service.metrics.registry.get_sample_value("gongji_ledger_posted_fen_total", {"side": side})
+                  for side in ("debit", "credit")}
     finally:
         await store.close()
     assert trial["entries"] == len(results) and not trial["unbalanced"]
     assert all(day["debit"] == day["credit"] for day in trial["days"])
+    # What the imbalance alert reads: equal, and at least the journal's (results sent twice count twice).
+    assert posted["debit"] == posted["credit"] >= to_fen(sum(day["debit"] for day in trial["days"])) > 0
 
     book = journal(settings)
     # Each fund's net debit is what the settlements say it paid, net of reversals.
@@ -234,6 +239,35 @@ async def test_reconcile_reports_balanced_and_lists_what_differs(ledger_settings
     assert status == 1 and report["verdict"] == "mismatch"
     assert sorted((d["setl_id"], d["kind"]) for d in report["differences"]) == sorted(
         [(lost["setl_id"], "centre has more"), (wrong["setl_id"], "mismatch")])
+
+    # --csv: the same report flat, a row per side's totals and per side of each difference, to the fen.
+    done = subprocess.run([sys.executable, "-m", "gongji.cli", "reconcile", "--fixmedins", code, "--from", days[0],
+                           "--to", days[-1], "--details", str(details), "--csv", "--count", str(len(mine) - 1),
+                           "--medfee-sumamt", "0", "--fund-pay-sumamt", "0", "--acct-pay", "0"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    rows = list(csv.DictReader(done.stdout.splitlines()))
+    assert done.returncode == 1 and {row["verdict"] for row in rows} == {"mismatch"}, done.stderr
+    assert [(r["line"], r["side"]) for r in rows[:2]] == [("total", "centre"), ("total", "institution")]
+    assert rows[0]["medfee_sumamt"] == f"{totals['--medfee-sumamt']:.2f}" and rows[1]["medfee_sumamt"] == "0.00"
+    assert sorted((r["setl_id"], r["line"], r["side"]) for r in rows[2:]) == sorted(
+        [(lost["setl_id"], "centre has more", "centre"), (wrong["setl_id"], "mismatch", "centre"),
+         (wrong["setl_id"], "mismatch", "institution")])
+    wrong_row = next(r for r in rows if r["setl_id"] == wrong["setl_id"] and r["side"] == "institution")
+    assert wrong_row["fund_pay_sumamt"] == f"{wrong['fund_pay_sumamt'] + Decimal('1.00'):.2f}"
+
+    # gongji ledger balances --csv: what --json says, as CSV with yuan to two places.
+    def balances(*shape):
+        done = subprocess.run([sys.executable, "-m", "gongji.cli", "ledger", "balances", "--by", "institution",
+                               *shape], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+    as_json = [json.loads(line) for line in balances("--json").splitlines()]
+    as_csv = list(csv.DictReader(balances("--csv").splitlines()))
+    assert list(as_csv[0]) == ["account", "debit", "credit", "balance", "postings"]
+    assert as_csv == [{name: str(row[name]) for name in as_csv[0]} for row in as_json] and len(as_csv) > 1
+    assert all(len(row["debit"].rpartition(".")[2]) == 2 for row in as_csv)
+    payable = next(row for row in as_csv if row["account"] == f"inst:{code}:payable")
+    assert Decimal(payable["balance"]) == -(totals["--fund-pay-sumamt"] + totals["--acct-pay"])
 
 
 async def test_the_database_guards_the_journal_and_the_store_survives_a_lost_connection(ledger_settings):

@@ -26,8 +26,10 @@ def test_health_follows_polls_and_failing_batches():
         assert status == 503 and body["seconds_failing"] >= 35 and not body["healthy"]
         metrics.batch_done()
         assert health(port)[0] == 200
+        assert metrics.registry.get_sample_value("gongji_healthy") == 1
         metrics.last_poll -= 31  # the loop stopped turning
         assert health(port)[0] == 503
+        assert metrics.registry.get_sample_value("gongji_healthy") == 0  # what the stalled alert reads
     finally:
         server.shutdown()
 

@@ -32,6 +32,7 @@ class Contribution:
     treatment: str  # 就医地: advanced the payment
     insured: str  # 参保地: owes it
     amounts: dict[str, int]  # FIELDS → fen (money) or a count
+    institution: str = ""  # fixmedins_code of the treating institution (it is in the treatment region)
 
 
 def month_of(iso_time: str) -> str:
@@ -51,7 +52,7 @@ def contribution(result: dict) -> Contribution | None:
     amounts["acct_pay"] = to_fen(result["acct_pay"]) + to_fen(result["acct_mulaid_pay"])
     amounts["settlements"] = -1 if reversal else 1
     amounts["adjustments"] = 1 if reversal and month_of(result["setl_time"]) != ym else 0
-    return Contribution(result["setl_id"], ym, treatment, insured, amounts)
+    return Contribution(result["setl_id"], ym, treatment, insured, amounts, result.get("fixmedins_code") or "")
 
 
 def fold(contributions) -> dict[tuple[str, str, str], dict[str, int]]:
@@ -66,6 +67,21 @@ def fold(contributions) -> dict[tuple[str, str, str], dict[str, int]]:
         for name, value in item.amounts.items():
             position[name] += value
     return positions
+
+
+def fold_by_institution(contributions) -> dict[tuple[str, str, str, str], dict[str, int]]:
+    """Per (month, treatment region, insured region, institution), each setl_id once: the reference
+    for the store's institution shares."""
+    seen: set[str] = set()
+    shares: dict[tuple[str, str, str, str], dict[str, int]] = {}
+    for item in contributions:
+        if item.setl_id in seen or not item.institution:
+            continue
+        seen.add(item.setl_id)
+        share = shares.setdefault((item.ym, item.treatment, item.insured, item.institution), dict.fromkeys(FIELDS, 0))
+        for name, value in item.amounts.items():
+            share[name] += value
+    return shares
 
 
 def owed(flow: dict[str, int]) -> int:
@@ -90,3 +106,27 @@ def statement(ym: str, region_a: str, region_b: str, a_to_b: dict[str, int], b_t
 
 def empty() -> dict[str, int]:
     return dict.fromkeys(FIELDS, 0)
+
+
+#: A statement as report rows: one per direction of the pair (who advanced, for whom).
+STATEMENT_COLUMNS = ("statement_id", "ym", "region_a", "region_b", "treatment_admdvs", "insured_admdvs",
+                     *COUNTS, *MONEY, "owed", "net_to_a", "closed_at")
+STATEMENT_MONEY = (*MONEY, "owed", "net_to_a")
+
+
+def statement_rows(statements: list[dict]) -> list[dict]:
+    """Each statement's two flows as flat rows (yuan Decimals), the pair's net_to_a on both."""
+    return [{name: s[name] for name in ("statement_id", "ym", "region_a", "region_b", "net_to_a", "closed_at")}
+            | s[direction] for s in statements for direction in ("a_to_b", "b_to_a")]
+
+
+INSTITUTION_COLUMNS = ("ym", "fixmedins_code", "treatment_admdvs", "insured_admdvs", *COUNTS, *MONEY, "owed")
+INSTITUTION_MONEY = (*MONEY, "owed")
+
+
+def institution_rows(ym: str, shares: dict[tuple[str, str, str], dict[str, int]]) -> list[dict]:
+    """A month's clearing per institution: what each treating institution was advanced for each
+    insured region's persons, and what that region owes for it (fen)."""
+    return [{"ym": ym, "fixmedins_code": code, "treatment_admdvs": treatment, "insured_admdvs": insured,
+             **share, "owed": owed(share)}
+            for (treatment, insured, code), share in sorted(shares.items(), key=lambda item: (item[0][2], item[0]))]

@@ -65,14 +65,19 @@ class ClearingService:
         self.metrics.consumed.inc(len(messages))
 
 
-async def close_month(settings: Settings, catalog: SchemaCatalog, client, ym: str) -> list[dict]:
-    """Cut the month: one statement per pair of regions, published to clearing.statements. Closing
-    again publishes the month as it stands then, under the same statement ids."""
+async def month_statements(settings: Settings, client, ym: str) -> list[dict]:
+    """The month's statements as they stand, one per pair of regions; nothing published."""
     positions = await ClearingStore(client, settings.key_prefix).positions(ym)
     pairs = sorted({tuple(sorted(pair)) for pair in positions})
     closed_at = datetime.now(timezone.utc).isoformat()
-    statements = [statement(ym, a, b, positions.get((a, b), empty()), positions.get((b, a), empty()), closed_at)
-                  for a, b in pairs]
+    return [statement(ym, a, b, positions.get((a, b), empty()), positions.get((b, a), empty()), closed_at)
+            for a, b in pairs]
+
+
+async def close_month(settings: Settings, catalog: SchemaCatalog, client, ym: str) -> list[dict]:
+    """Cut the month: one statement per pair of regions, published to clearing.statements. Closing
+    again publishes the month as it stands then, under the same statement ids."""
+    statements = await month_statements(settings, client, ym)
     producer = kafka.producer(settings)
     await producer.start()
     try:

@@ -33,7 +33,7 @@ class ClearingStore:
             for item in items:  # the month's index first: a position is never missed at close
                 pipe.sadd(f"{self.prefix}:clr:pairs:{item.ym}", f"{item.treatment}>{item.insured}")
             for item in items:
-                args = [item.setl_id]
+                args = [item.setl_id, item.institution]
                 for name, value in item.amounts.items():
                     if value:
                         args += [name, str(value)]
@@ -47,15 +47,31 @@ class ClearingStore:
         prefix = f"{self.prefix}:clr:pairs:"
         return sorted([key.decode()[len(prefix):] async for key in self.client.scan_iter(match=prefix + "*")])
 
-    async def positions(self, ym: str) -> dict[tuple[str, str], dict[str, int]]:
+    async def _flows(self, ym: str) -> list[tuple[tuple[str, str], dict[str, int]]]:
         pairs = sorted(member.decode() for member in await self.client.smembers(f"{self.prefix}:clr:pairs:{ym}"))
         def build(pipe):
             for pair in pairs:
                 pipe.hgetall(self._key(ym, *pair.split(">"), "flow"))
         replies = await run_pipeline(self.client, build, timeout=self.timeout)
+        return [(tuple(pair.split(">")), {field.decode(): int(value) for field, value in raw.items()})
+                for pair, raw in zip(pairs, replies)]
+
+    async def positions(self, ym: str) -> dict[tuple[str, str], dict[str, int]]:
         positions = {}
-        for pair, raw in zip(pairs, replies):
+        for pair, flow in await self._flows(ym):
             position = empty()
-            position.update({field.decode(): int(value) for field, value in raw.items() if field.decode() in FIELDS})
-            positions[tuple(pair.split(">"))] = position
+            position.update({field: value for field, value in flow.items() if field in FIELDS})
+            positions[pair] = position
         return positions
+
+    async def institutions(self, ym: str) -> dict[tuple[str, str, str], dict[str, int]]:
+        """Per (treatment region, insured region, fixmedins_code): the institution's share of the
+        position (results counted before shares were kept have none)."""
+        shares: dict[tuple[str, str, str], dict[str, int]] = {}
+        for (treatment, insured), flow in await self._flows(ym):
+            for field, value in flow.items():
+                if field.startswith("inst:"):
+                    code, _, name = field.removeprefix("inst:").rpartition(":")
+                    if name in FIELDS:
+                        shares.setdefault((treatment, insured, code), empty())[name] = value
+        return shares

@@ -45,6 +45,9 @@ class Metrics:
                          registry=self.registry)
         self.refused = Gauge("gongji_refused_partitions", "Input partitions refused: Redis lacks state they follow",
                              registry=self.registry)
+        self.stall_after = 30.0  # serve() sets the service's GONGJI_STALL_SECONDS
+        Gauge("gongji_healthy", "1 while /healthz answers 200, 0 once the service has stalled",
+              registry=self.registry).set_function(lambda: float(self.health(self.stall_after)[0]))
         self.last_poll = time.monotonic()
         self.last_progress = time.monotonic()  # the last batch that went through (or start-up)
         self.failing_since: float | None = None  # first of the batches failing in a row, if they are
@@ -94,7 +97,7 @@ class Metrics:
         self.refused.set(partitions)
 
     def refusing(self) -> int:
-        return int(self.registry.get_sample_value("gongji_refused_partitions") or 0)
+        return int(sum(sample.value for metric in self.refused.collect() for sample in metric.samples))
 
     def retries(self) -> int:
         return int(self.registry.get_sample_value("gongji_retried_batches_total") or 0)
@@ -122,6 +125,7 @@ def serve(metrics: Metrics, host: str, port: int, stale_after: float = 30.0, tok
     if not is_loopback(host) and not token:
         raise MetricsExposed(f"GONGJI_METRICS_HOST={host} is not loopback: set GONGJI_METRICS_TOKEN or "
                              "GONGJI_METRICS_TOKEN_FILE (the bearer token Prometheus sends), or 127.0.0.1")
+    metrics.stall_after = stale_after
     prometheus = make_wsgi_app(metrics.registry)
     expected = hashlib.sha256(token.encode()).digest() if token else None
 

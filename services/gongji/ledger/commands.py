@@ -87,7 +87,7 @@ async def _query(settings: Settings, args: argparse.Namespace) -> int:
         if args.action == "balances":
             prefix = args.account or (None if args.by == "day" else PREFIXES[args.by])
             rows = await store.balances("day" if args.by == "day" else "account", args.start, args.end, prefix)
-            _print_balances(rows, args.json)
+            _print_balances(rows, "csv" if args.csv else "json" if args.json else "table", args.by == "day")
             return 0
         if args.action == "check":
             report = await store.trial_balance()
@@ -138,10 +138,19 @@ async def ledger_stuck(settings: Settings) -> str | None:
             f"{settings.ledger_check_seconds:g} s (is `gongji run ledger` running? see its log and dead-letters)")
 
 
-def _print_balances(rows: list[dict[str, Any]], as_json: bool) -> None:
-    if as_json:
+BALANCE_COLUMNS = ("account", "debit", "credit", "balance", "postings")
+BALANCE_MONEY = ("debit", "credit", "balance")
+
+
+def _print_balances(rows: list[dict[str, Any]], shape: str, by_day: bool) -> None:
+    from gongji.common.reports import json_line, write_csv
+
+    if shape == "json":
         for row in rows:
-            print(json.dumps(row, default=str, ensure_ascii=False))
+            print(json_line(row, BALANCE_MONEY))
+        return
+    if shape == "csv":
+        write_csv(sys.stdout, ("book_date",) * by_day + BALANCE_COLUMNS, rows, BALANCE_MONEY)
         return
     if not rows:
         print("no postings")
@@ -183,6 +192,10 @@ async def reconcile_command(settings: Settings, args: argparse.Namespace) -> int
     report = reconcile(ours, theirs, details)
     if args.json:
         print(json.dumps(report_json(report, args), ensure_ascii=False, default=str))
+    elif args.csv:
+        from gongji.common.reports import write_csv
+
+        write_csv(sys.stdout, REPORT_COLUMNS, report_rows(report, args), REPORT_MONEY)
     else:
         print_report(report, args)
     return 0 if report.verdict == "balanced" else 1
@@ -207,6 +220,28 @@ def report_json(report, args) -> dict[str, Any]:
             "centre": _totals_json(report.centre), "institution": _totals_json(report.institution),
             "differences": [{"setl_id": d.setl_id, "kind": d.kind, "centre": _detail_json(d.centre),
                              "institution": _detail_json(d.institution)} for d in report.differences]}
+
+
+REPORT_MONEY = ("medfee_sumamt", "fund_pay_sumamt", "acct_pay")
+REPORT_COLUMNS = ("fixmedins_code", "stmt_begndate", "stmt_enddate", "refd_setl_flag", "verdict", "stmt_rslt",
+                  "line", "setl_id", "side", "count", *REPORT_MONEY, "setl_time")
+
+
+def report_rows(report, args) -> list[dict[str, Any]]:
+    """The reconciliation as flat rows: `line` total (one per side), then per settlement that differs
+    one row per side that has it (`line` its kind: centre has more, institution has more, mismatch)."""
+    head = {"fixmedins_code": args.fixmedins, "stmt_begndate": args.start, "stmt_enddate": args.end,
+            "refd_setl_flag": "1" if args.refunds else "0", "verdict": report.verdict, "stmt_rslt": report.code}
+    rows = [{**head, "line": "total", "side": side, "count": totals.count, "medfee_sumamt": totals.medfee_sumamt,
+             "fund_pay_sumamt": totals.fund_pay_sumamt, "acct_pay": totals.acct_pay}
+            for side, totals in (("centre", report.centre), ("institution", report.institution))]
+    for d in report.differences:
+        for side, detail in (("centre", d.centre), ("institution", d.institution)):
+            if detail is not None:
+                rows.append({**head, "line": d.kind, "setl_id": d.setl_id, "side": side, "count": 1,
+                             "medfee_sumamt": detail.medfee_sumamt, "fund_pay_sumamt": detail.fund_pay_sumamt,
+                             "acct_pay": detail.acct_pay, "setl_time": detail.setl_time})
+    return rows
 
 
 def print_report(report, args) -> None:

@@ -16,6 +16,7 @@ import logging
 from collections import Counter
 
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import Counter as PrometheusCounter
 
 from gongji.common import kafka, poison
 from gongji.common.avro import DecodeError, SchemaCatalog
@@ -39,6 +40,8 @@ class LedgerService:
         self.store = store
         self.booked = Counter()
         self.metrics = Metrics(SERVICE)
+        self.posted = PrometheusCounter("gongji_ledger_posted_fen", "Debits and credits (fen) of the entries booked, "
+                                        "new or found booked", ["side"], registry=self.metrics.registry)
 
     async def run(self, stop: asyncio.Event) -> None:
         topics = self.settings.topics
@@ -67,6 +70,8 @@ class LedgerService:
             self.booked["seen"] += len(entries)
             self.metrics.outputs.labels("booked").inc(booked.entries)
             self.metrics.outputs.labels("already booked").inc(len(entries) - booked.entries)
+            self.posted.labels("debit").inc(sum(entry.debits for entry, _ in entries))
+            self.posted.labels("credit").inc(sum(entry.credits for entry, _ in entries))
         self.metrics.dead_letters.inc(len(dead))
         for message, reason in dead:
             log.warning("ledger: %s (%s[%d]@%d)", reason, message.topic, message.partition, message.offset)

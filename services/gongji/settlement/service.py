@@ -33,6 +33,7 @@ from gongji.settlement.settler import Settler, StoreContention
 from gongji.settlement.policy import PolicyBook
 from gongji.settlement.redis_store import RedisStore, SeenMarkers
 from gongji.settlement import regions
+from gongji.settlement.business import BusinessMetrics
 from gongji.settlement.seen import Gate, StateLost
 
 log = logging.getLogger("gongji.settlement")
@@ -86,6 +87,7 @@ class SettlementService:
         self.ring = signing.key_ring(settings)
         self.stats = Stats()
         self.metrics = Metrics(SERVICE)
+        self.business = BusinessMetrics(self.metrics.registry, book.regions)
         # Results are published only once Redis has made their state durable, and only onto state
         # Redis still holds (gongji.settlement.seen).
         self.gate = Gate(SeenMarkers(redis_client, settings.key_prefix, settings.settlement_group,
@@ -230,4 +232,5 @@ class SettlementService:
             self.metrics.outputs.labels(output.kind).inc()
             if isinstance(output.value, Rejection):
                 self.metrics.rejected.labels(output.value.err_code).inc()
+        self.business.count(outputs)
         return outputs

@@ -194,6 +194,14 @@ def gateway_2207(url: str, secret: Path) -> dict:
                                 "det_item_fee_sumamt": "7.00", "cnt": 20, "pric": "0.35"}]}}}).encode()
     caller = Caller("local-his", secret.read_bytes().rstrip(b"\r\n"))
     headers = {**caller.headers(int(time.time()), body), "Content-Type": "application/json"}
+    # `stack up` returns once the servers answer; the gateway may still be binding its port
+    from gongji.local.processes import port_open
+
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    deadline = time.monotonic() + 60
+    while not port_open(port):
+        assert time.monotonic() < deadline, f"the gateway at {url} never listened"
+        time.sleep(0.1)  # polling for the positive marker: the port accepts connections
     # settlement may still be joining its group: the gateway answers "pending" until it settles
     for _ in range(60):
         with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=30) as response:

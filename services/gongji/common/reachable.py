@@ -63,7 +63,7 @@ def postgresql(url: str) -> Server:
     ports = str(given.get("port") or "5432").split(",")
     ports = ports * len(hosts) if len(ports) == 1 else ports
     return Server("PostgreSQL", redacted(url), "GONGJI_DATABASE_URL",
-                  tuple((host, int(port)) for host, port in zip(hosts, ports) if not host.startswith("/")))
+                  tuple((host, int(port or 5432)) for host, port in zip(hosts, ports) if not host.startswith("/")))
 
 
 def backoff(initial: float, maximum: float):

@@ -171,3 +171,32 @@ def outage_line(error: BaseException, settings) -> str | None:
         return None
     said = (str(error).strip().splitlines() or [type(error).__name__])[0]
     return f"{server.named()}: {said}; is it running, and is {server.setting} right?"
+
+
+class OutageLog:
+    """What one loop says while its batches fail for want of a server: the first failure in full,
+    naming the servers that do not answer with their settings (else the error), then a summary
+    after 4, 8, 16, … failures in a row, and a line when a batch goes through again."""
+
+    def __init__(self, service: str, servers: list[Server], maximum: float, timeout: float = 5.0):
+        self.service, self.servers, self.maximum, self.timeout = service, servers, maximum, timeout
+        self.failures, self.since = 0, 0.0
+
+    async def failed(self, what: str, delay: float) -> None:
+        self.failures += 1
+        if self.failures == 1:
+            self.since = time.monotonic()
+            found = await asyncio.gather(*(answers(server, self.timeout) for server in self.servers))
+            down = [unreachable_line(self.service, server, why).removeprefix(f"{self.service}: ")
+                    for server, why in zip(self.servers, found) if why is not None]
+            log.warning("%s: %s; trying again with backoff up to %g s (next in %.1f s)", self.service,
+                        "; ".join(down) or what, self.maximum, delay)
+        elif self.failures & (self.failures - 1) == 0:
+            log.warning("%s: still failing (%d tries in %.0f s; last: %s)", self.service, self.failures,
+                        time.monotonic() - self.since, what)
+
+    def done(self) -> None:
+        if self.failures:
+            log.warning("%s: working again after %d failed tries in %.0f s", self.service, self.failures,
+                        time.monotonic() - self.since)
+        self.failures = 0

@@ -59,7 +59,7 @@ def test_each_service_waits_for_the_servers_it_needs_and_no_other():
     settings = Settings(kafka_bootstrap_servers="k:9092", redis_url="redis://r:6379/0", database_url="postgresql://d/g")
     kinds = {service: [server.kind for server in reachable.needed(settings, service)]
              for service in ("settlement", "clearing", "ledger", "fraud", "dashboard")}
-    assert kinds == {"settlement": ["Kafka", "Redis"], "clearing": ["Kafka", "Redis"], "ledger": ["Kafka", "PostgreSQL"],
+    assert kinds == {"settlement": ["Kafka", "Redis"], "clearing": ["Kafka", "Redis"], "ledger": ["PostgreSQL"],
                      "fraud": ["Kafka"], "dashboard": ["Kafka"]}
 
 

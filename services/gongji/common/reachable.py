@@ -146,8 +146,10 @@ async def wait_until_reachable(service: str, servers: list[Server], *, initial: 
 
 
 def needed(settings, service: str) -> list[Server]:
-    """The servers `service` cannot start without."""
-    servers = [kafka(settings.kafka_bootstrap_servers)] if settings.kafka_bootstrap_servers else []
+    """The servers `service` waits for before it starts. Not Kafka for the ledger: it checks its
+    database's credentials and TLS first and stops at once on a refusal (test_ledger_tls), which a
+    wait for an absent broker would hide; an absent broker then stops it in one line (kafka_failures)."""
+    servers = [kafka(settings.kafka_bootstrap_servers)] if settings.kafka_bootstrap_servers and service != "ledger" else []
     if service in ("settlement", "clearing") and settings.redis_url:
         servers.append(redis(settings.redis_url))
     if service == "ledger" and settings.database_url:

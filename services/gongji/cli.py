@@ -37,6 +37,10 @@ COMMANDS = {
 }
 
 
+# Commands that read the ledger's journal and nothing else: GONGJI_DATABASE_URL alone will do.
+DATABASE_ONLY = ("ledger", "reconcile")
+
+
 def _aware_time(text: str) -> datetime:
     value = datetime.fromisoformat(text)
     if value.utcoffset() is None:
@@ -172,33 +176,56 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    from gongji.common.observe import MetricsExposed
+    from gongji.common.observe import MetricsExposed, PortInUse
     from gongji.settlement.policy import PolicyError
 
+    _configure_logging()
+    resolved: list[Settings] = []  # the settings the command ran on, for an error line
     try:
-        from gongji.common.observe import configure_logging
-
-        configure_logging()
         # `gongji run SERVICE` on the local stack connects with the service's own certificate.
         service = args.service if args.command == "run" else None
-        status = handler(COMMANDS[args.command])(args, lambda: _resolve(service))
+
+        def resolve() -> Settings:
+            resolved.append(_resolve(service, args.command in DATABASE_ONLY))
+            return resolved[-1]
+
+        status = handler(COMMANDS[args.command])(args, resolve)
     except PolicyError as error:  # a bad policy file stops start-up, naming the file and the field
         sys.exit(f"gongji: policy not loaded: {error}")
-    except MetricsExposed as error:  # /metrics off loopback without a token
+    except (MetricsExposed, PortInUse) as error:  # /metrics off loopback without a token; a port taken
         sys.exit(f"gongji: {error}")
     except BrokenPipeError:  # `gongji replay file | head`
         sys.stderr.close()
         return
     except KeyboardInterrupt:  # Ctrl-C before a command's own handling is in place (imports take a moment)
         sys.exit(130)
-    except Exception as error:  # Kafka refused us: one line naming the setting (a wrong password, CA, certificate)
+    except Exception as error:  # a server refused us or is away: one line naming the setting, not a traceback
         from gongji.common.kafka_failures import explain, is_kafka_failure
+        from gongji.common.reachable import outage_line
 
-        if not is_kafka_failure(error):
+        if is_kafka_failure(error):
+            sys.exit(f"gongji: {explain(error, resolved[-1] if resolved else _resolved_quietly())}")
+        line = outage_line(error, resolved[-1] if resolved else None)
+        if line is None:
             raise
-        sys.exit(f"gongji: {explain(error, _resolved_quietly())}")
+        sys.exit(f"gongji: {line}")
     if status:
         sys.exit(status)
+
+
+def _configure_logging() -> None:
+    """GONGJI_LOG_FORMAT and GONGJI_LOG_LEVEL (settings.LogSettings), read before anything logs."""
+    from pydantic import ValidationError
+
+    from gongji.common.observe import configure_logging
+    from gongji.settings import LogSettings
+
+    try:
+        chosen = LogSettings()
+    except ValidationError as error:
+        problem = error.errors()[0]
+        sys.exit(f"gongji: GONGJI_{str(problem['loc'][0]).upper()}={problem.get('input')!r}: {problem['msg']}")
+    configure_logging(chosen.log_format, chosen.log_level)
 
 
 def _resolved_quietly() -> Settings | None:
@@ -209,12 +236,12 @@ def _resolved_quietly() -> Settings | None:
         return None
 
 
-def _resolve(service: str | None = None) -> Settings:
+def _resolve(service: str | None = None, database_only: bool = False) -> Settings:
     """The settings on the configured servers, else the local stack's (gongji.local.state), as
     `service`'s principal there when one is named."""
     from gongji.local.state import resolve_settings
 
-    settings = resolve_settings(service=service)
+    settings = resolve_settings(service=service, database_only=database_only)
     try:
         settings.check_secret_files()
     except ValueError as error:  # a password file missing or unreadable: one line, not a traceback

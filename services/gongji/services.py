@@ -9,6 +9,7 @@ only when their command runs: `gongji --help` loads none of them.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -37,5 +38,15 @@ def handler(path: str) -> Handler:
 
 
 def run(args: argparse.Namespace, resolve: Callable[[], Settings]) -> int | None:
-    """`gongji run SERVICE`: the service in the foreground until SIGINT or SIGTERM."""
-    return handler(SERVICES[args.service])(args, resolve)
+    """`gongji run SERVICE`: the service in the foreground until SIGINT or SIGTERM, once the servers
+    it needs answer (gongji.common.reachable: one line for each that does not, then backoff)."""
+    def reachable() -> Settings:
+        from gongji.common.reachable import needed, wait_until_reachable
+
+        settings = resolve()
+        asyncio.run(wait_until_reachable(args.service, needed(settings, args.service),
+                                         initial=settings.retry_initial_seconds, maximum=settings.retry_max_seconds,
+                                         timeout=settings.probe_timeout_seconds))
+        return settings
+
+    return handler(SERVICES[args.service])(args, reachable)

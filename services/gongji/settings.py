@@ -74,7 +74,26 @@ DASHBOARD_SECRETS = ("dashboard_token", "dashboard_token_file", "dashboard_user"
                      "pseudonym_key", "pseudonym_key_file", "metrics_token", "metrics_token_file")
 
 
-class Settings(BaseSettings):
+class LogSettings(BaseSettings):
+    """How every gongji process logs on stderr (gongji.common.observe.configure_logging); read on
+    its own, before the rest, so that a setting the rest refuses is logged in the chosen format."""
+
+    model_config = SettingsConfigDict(env_prefix="GONGJI_", extra="ignore")
+
+    # text: a line a person reads; json: one object per line for a log shipper. Unset: text when
+    # stderr is a terminal, json otherwise (a service under an orchestrator, the stack's log files).
+    log_format: Literal["text", "json"] | None = None
+    # DEBUG, INFO, WARNING, ERROR. At INFO the libraries' own chatter (faust, mode, aiokafka's
+    # reconnection errors) is held back to warnings; DEBUG lets it all through.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value):
+        return (value.lower() if value and value.lower() in ("text", "json") else value.upper()) if value else None
+
+
+class Settings(LogSettings):
     model_config = SettingsConfigDict(env_prefix="GONGJI_", env_nested_delimiter="__")
 
     kafka_bootstrap_servers: str | None = None

@@ -16,6 +16,7 @@ from tests.integration.support import (
     CATALOG, acl_args, admin_credentials, as_service, collect, ledger_store, loose, running, send_raw, settings_for,
 )
 
+from gongji.common.observe import redacted
 from gongji.common.redis import client_for
 from gongji.ledger.service import LedgerService
 from gongji.ledger.store import LedgerStore
@@ -259,7 +260,7 @@ class OwnRedis:
         self.process.wait(10)
 
 
-async def test_an_outage_of_redis_is_retried_turns_health_503_and_loses_nothing(stack, uniq, tmp_path):
+async def test_an_outage_of_redis_is_retried_turns_health_503_and_loses_nothing(stack, uniq, tmp_path, caplog):
     from gongji.local.processes import free_port
     from gongji.settlement.codec import from_output, json_ready, to_event
     from gongji.settlement.settler import Settler
@@ -302,6 +303,12 @@ async def test_an_outage_of_redis_is_retried_turns_health_503_and_loses_nothing(
         await client.aclose()
         server.stop()
     assert service.stats.dead_letters == 0 and service.metrics.dead_letters._value.get() == 0
+    # The operator is told once which server is away, where, and the setting; then summaries, no tracebacks.
+    said = [r.getMessage() for r in caplog.records if r.name == "gongji.reachable"]
+    told = [line for line in said if "does not answer" in line]
+    assert len(told) == 1 and told[0].startswith(f"settlement: Redis at {redacted(server.url)} does not answer ("), said
+    assert "is GONGJI_REDIS_URL right?" in told[0] and said[-1].startswith("settlement: working again after "), said
+    assert not [r for r in caplog.records if r.exc_info and r.name.startswith("gongji")]
     # Every result as one uninterrupted run computes it, none lost, copies identical.
     reference = Settler(MemoryStore(), book)
     expected = {}

@@ -4,6 +4,7 @@ order, what it dead-letters and when it calls a failure an outage."""
 from __future__ import annotations
 
 import decimal
+import random
 
 import psycopg
 import pytest
@@ -110,11 +111,15 @@ async def test_an_outage_in_the_dead_letter_itself_is_an_outage():
         await Policy("clearing", probe, letter, backoff=Backoff(0, 0)).handle([1], Handler({1}))
 
 
-def test_backoff_is_exponential_and_capped():
+def test_backoff_is_exponential_capped_and_jittered():
+    random.seed(3)  # tenacity's jitter comes from the random module
     backoff = Backoff(0.5, 4.0)
-    assert [backoff.next() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    delays = [backoff.next() for _ in range(8)]
+    for waited, step in zip(delays, [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0]):
+        assert step / 2 <= waited <= step
+    assert len(set(delays[3:])) == 5  # at the cap too
     backoff.reset()
-    assert backoff.next() == 0.5
+    assert 0.25 <= backoff.next() <= 0.5
 
 
 def test_a_reason_is_printable_and_bounded():

@@ -24,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from gongji.common import poison
+from gongji.common import poison, reachable
 from gongji.common.avro import SchemaCatalog
 from gongji.settings import Settings
 from gongji.common.observe import Metrics, serve
@@ -299,6 +299,8 @@ async def consume_batches(
 
     rules = policy(settings, service, servers_answer, dead, outages)
     outage = poison.Backoff(settings.retry_initial_seconds, settings.retry_max_seconds)
+    said = reachable.OutageLog(service, reachable.needed(settings, service), settings.retry_max_seconds,
+                               settings.probe_timeout_seconds)
     await producer_.start()
     try:
         if started is not None:
@@ -326,14 +328,14 @@ async def consume_batches(
                         await consumer_.commit()
                     metrics.batch_done()
                     outage.reset()
+                    said.done()
                 except asyncio.CancelledError:
                     raise
                 except Exception as error:  # an outage, or the commit refused (a rebalance)
                     metrics.batch_failed()
                     metrics.retried.inc()
                     delay = outage.next()
-                    log.warning("%s: batch of %d not done (%s); consuming it again in %.1f s", service,
-                                len(messages), poison.describe(error), delay)
+                    await said.failed(f"batch of {len(messages)} not done ({poison.describe(error)})", delay)
                     assigned = consumer_.assignment()
                     for partition, records in batches.items():
                         # A partition lost to a rebalance meanwhile is its new owner's to redo.

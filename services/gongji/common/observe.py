@@ -110,6 +110,21 @@ class MetricsExposed(ValueError):
     """/metrics and /healthz asked for off loopback without a token."""
 
 
+class PortInUse(ValueError):
+    """A port a service listens on is taken: which address, and the setting that names it."""
+
+    def __init__(self, what: str, host: str, port: int, setting: str, error: OSError):
+        super().__init__(f"{what}: cannot listen on {host}:{port} ({error.strerror or error}): another process "
+                         f"has it (a second copy of this service?); stop it or set {setting} to a free port")
+
+
+def bind_error(error: OSError) -> bool:
+    """Whether `error` is a listening socket refused its address (in use, or not ours to take)."""
+    import errno
+
+    return error.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL)
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -155,24 +170,58 @@ def serve(metrics: Metrics, host: str, port: int, stale_after: float = 30.0, tok
         def log_message(self, *args):  # scrapes every few seconds are not news
             pass
 
-    server = make_server(host, port, app, handler_class=Quiet)
+    try:
+        server = make_server(host, port, app, handler_class=Quiet)
+    except OSError as error:
+        if bind_error(error):
+            raise PortInUse(f"{metrics.service} metrics", host, port, "GONGJI_METRICS_PORT", error) from None
+        raise
     threading.Thread(target=server.serve_forever, name=f"{metrics.service}-metrics", daemon=True).start()
     return server
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """One JSON object per log line on stderr (time, level, logger, msg, and exc_info with a
-    traceback), for a log shipper to parse. Messages name events by their ids, topics and offsets,
-    never by a person's particulars; server URLs go through `redacted`."""
+# Libraries that say at INFO what only their developers need (faust's and mode's start-up and
+# rebalance chatter): held to their warnings at INFO. aiokafka logs every failed reconnection as an
+# ERROR, several a second while a broker is away; those lines are dropped below DEBUG (the services
+# say an outage once, with the setting to look at, and then sum it up: gongji.common.reachable).
+QUIET_AT_INFO = {"faust": logging.WARNING, "mode": logging.WARNING, "aiokafka": logging.WARNING}
+RECONNECTING = ("Unable connect to", "Unable to update metadata")
+
+
+def _not_reconnecting(record: logging.LogRecord) -> bool:
+    return not (isinstance(record.msg, str) and record.msg.startswith(RECONNECTING))
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(log_format: str | None = None, level: str = "INFO", stream=None) -> None:
+    """Log lines on stderr, as GONGJI_LOG_FORMAT says (settings.LogSettings): `text`, a line a
+    person reads, or `json`, one object per line (time, level, logger, msg, and exc_info with a
+    traceback) for a log shipper; unset: text on a terminal, json otherwise. GONGJI_LOG_LEVEL sets
+    the level; at INFO and above the libraries in QUIET_AT_INFO say only their warnings. Messages
+    name events by their ids, topics and offsets, never by a person's particulars; server URLs go
+    through `redacted`."""
     from pythonjsonlogger.json import JsonFormatter
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter("{asctime}{levelname}{name}{message}", style="{", json_ensure_ascii=False,
-                                       rename_fields={"asctime": "time", "levelname": "level", "name": "logger",
-                                                      "message": "msg"}))
+    stream = stream or sys.stderr
+    if log_format is None:
+        log_format = "text" if getattr(stream, "isatty", lambda: False)() else "json"
+    handler = logging.StreamHandler(stream)
+    if log_format == "text":
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    else:
+        handler.setFormatter(JsonFormatter("{asctime}{levelname}{name}{message}", style="{", json_ensure_ascii=False,
+                                           rename_fields={"asctime": "time", "levelname": "level",
+                                                          "name": "logger", "message": "msg"}))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    verbose = root.getEffectiveLevel() < logging.INFO
+    for name, quiet in QUIET_AT_INFO.items():
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else quiet)
+    for name in ("aiokafka", "aiokafka.client"):  # a logger's filter sees only its own records
+        logging.getLogger(name).removeFilter(_not_reconnecting)
+        if not verbose:
+            logging.getLogger(name).addFilter(_not_reconnecting)
 
 
 def redacted(url: str | None) -> str:

@@ -71,17 +71,22 @@ def describe(error: BaseException) -> str:
 
 
 class Backoff:
-    """Exponential, capped: initial, 2×initial, 4×… up to maximum; `reset` after a success."""
+    """Exponential, capped and jittered (gongji.common.reachable.backoff, tenacity's waits): the
+    n-th wait between half and all of min(maximum, initial × 2ⁿ⁻¹); `reset` after a success."""
 
     def __init__(self, initial: float, maximum: float):
+        from gongji.common.reachable import backoff
+
         self.initial = initial
         self.maximum = maximum
         self.failures = 0
+        self._wait = backoff(initial, maximum)
 
     def next(self) -> float:
-        delay = min(self.maximum, self.initial * (2 ** min(self.failures, 30)))
+        from gongji.common.reachable import delay
+
         self.failures += 1
-        return delay
+        return delay(self._wait, min(self.failures, 64))
 
     def reset(self) -> None:
         self.failures = 0

@@ -45,7 +45,7 @@ from prometheus_client import Counter, Gauge
 from gongji.common import kafka, poison
 from gongji.common.avro import DecodeError, SchemaCatalog
 from gongji.settings import Settings
-from gongji.common.observe import Metrics, is_loopback, serve
+from gongji.common.observe import Metrics, PortInUse, bind_error, is_loopback, serve
 from gongji.common.pseudonym import Pseudonym
 from gongji.contract.topics import service_topics
 from gongji.contract.wire import RECORD_OUTPUTS, header
@@ -111,7 +111,13 @@ class Dashboard:
         self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.dashboard_host, self.settings.dashboard_port, ssl_context=tls)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as error:
+            if bind_error(error):
+                raise PortInUse("dashboard", self.settings.dashboard_host, self.settings.dashboard_port,
+                                "GONGJI_DASHBOARD_PORT", error) from None
+            raise
         self.port = self._runner.addresses[0][1]  # the real one when dashboard_port is 0
         if not is_loopback(self.settings.dashboard_host) and not self.settings.dashboard_tls_certfile:
             log.warning("dashboard: on %s without TLS: credentials and figures cross the network in clear unless "

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import faust
 
-from gongji.common import kafka, poison
+from gongji.common import kafka, poison, reachable
 from gongji.common.avro import SchemaCatalog
 from gongji.settings import Settings
 from gongji.common.observe import Metrics, serve
@@ -132,12 +132,13 @@ class FraudService:
                 await self.policy.handle(list(events), handle)
                 self.metrics.batch_done(loop)
                 self.outage.reset()
+                self.said.done()
                 return
             except poison.Outage as error:
                 self.metrics.batch_failed(loop)
                 self.metrics.retried.inc()
                 delay = self.outage.next()
-                log.warning("fraud: batch of %d not done (%s); trying it again in %.1f s", len(events), error, delay)
+                await self.said.failed(f"batch of {len(events)} not done ({error})", delay)
                 await asyncio.sleep(delay)
 
     async def _dead_event(self, event, reason: str) -> None:
@@ -302,6 +303,8 @@ class FraudService:
         self.policy = kafka.policy(self.settings, SERVICE, self._probe, self._dead_event)
         self.policy.describe_item = lambda event: kafka.where(event.message)
         self.outage = poison.Backoff(self.settings.retry_initial_seconds, self.settings.retry_max_seconds)
+        self.said = reachable.OutageLog(SERVICE, reachable.needed(self.settings, SERVICE),
+                                        self.settings.retry_max_seconds, self.settings.probe_timeout_seconds)
         try:
             await self.prober.start()
             await app.start()

@@ -284,8 +284,7 @@ class Settings(LogSettings):
         self.redis_credentials()
         self.database_password_value()
         self.migration_password_value()
-        if self.kafka_sasl_password_file is not None:
-            self.kafka_sasl_secret()
+        _secret(None, self.kafka_sasl_password_file, "GONGJI_KAFKA_SASL_PASSWORD_FILE")
         self.dashboard_token_value()
         self.dashboard_password_hash_value()
         self.pseudonym_key_value()
@@ -346,14 +345,10 @@ class Settings(LogSettings):
 
     def kafka_sasl_secret(self) -> str:
         """The SASL password: given, or read from its file now (a trailing newline dropped)."""
-        if self.kafka_sasl_password is not None:
-            return self.kafka_sasl_password.get_secret_value()
-        if self.kafka_sasl_password_file is None:
+        secret = _secret(self.kafka_sasl_password, self.kafka_sasl_password_file, "GONGJI_KAFKA_SASL_PASSWORD_FILE")
+        if secret is None:
             raise ValueError("no SASL password configured")
-        try:
-            return self.kafka_sasl_password_file.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as error:
-            raise ValueError(f"kafka_sasl_password_file {self.kafka_sasl_password_file}: {error.strerror}") from None
+        return secret
 
     @model_validator(mode="after")
     def _signing_has_keys(self) -> "Settings":

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 from tests.integration.support import CATALOG, collect, open_accounts, produce, running, settings_for
-from tests.integration.tls_postgres import Authority, tls_postgres
+from tests.integration.tls_postgres import tls_postgres
 
 from gongji.common.redis import client_for
 from gongji.ledger.domain import Entry, Posting
@@ -26,6 +26,7 @@ from gongji.ledger.service import LedgerService
 from gongji.ledger.store import LedgerStore, LedgerStoreError, migrate, wait_for_database
 from gongji.local.store_users import LEDGER_OWNER, LEDGER_WRITER
 from gongji.local.synthetic import Traffic
+from gongji.local.tls import make_pki
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.service import SettlementService
 
@@ -40,7 +41,7 @@ def postgres(tmp_path_factory):
 @pytest.fixture(scope="module")
 def other_ca(tmp_path_factory):
     """A CA that did not sign the server's certificate."""
-    return Authority.make("Another CA").write(tmp_path_factory.mktemp("other-ca") / "other.crt")
+    return make_pki(tmp_path_factory.mktemp("other-ca"), principals=(), ca_name="Another CA").cafile
 
 
 @pytest.fixture(scope="module")

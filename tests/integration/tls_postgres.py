@@ -5,8 +5,6 @@ localhost and 127.0.0.1 made with `cryptography`, `ssl = on`, scram-sha-256, and
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import shutil
 import subprocess
@@ -14,15 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from tests.integration.secured import _start, _stop
 
 from gongji.local.processes import free_port
 from gongji.local.servers import Server, init_postgres, postgres_ready, roles_sql
 from gongji.local.store_users import StoreCredentials
+from gongji.local.tls import BROKER, make_pki
 
 SERVER_NAMES = ("localhost", "127.0.0.1")  # the server certificate's subjectAltName
 # Every connection over TLS with a password; nothing for a client that does not encrypt.
@@ -33,60 +28,6 @@ def debian_postgres_bindir() -> Path | None:
     """Debian's newest PostgreSQL server (built with SSL), or None."""
     found = [bindir for bindir in Path("/usr/lib/postgresql").glob("*/bin") if (bindir / "postgres").exists()]
     return max(found, key=lambda bindir: int(bindir.parent.name), default=None)
-
-
-@dataclass(frozen=True)
-class Authority:
-    """A CA: its key and self-signed certificate."""
-
-    key: ec.EllipticCurvePrivateKey
-    certificate: x509.Certificate
-
-    @classmethod
-    def make(cls, name: str) -> Authority:
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.timezone.utc)
-        certificate = (
-            x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256()))
-        return cls(key, certificate)
-
-    def issue(self, names: tuple[str, ...]) -> tuple[bytes, bytes]:
-        """A server certificate for `names` (host names and IP addresses) signed by this CA: (certificate
-        PEM, key PEM)."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        alt = []
-        for name in names:
-            try:
-                alt.append(x509.IPAddress(ipaddress.ip_address(name)))
-            except ValueError:
-                alt.append(x509.DNSName(name))
-        now = datetime.datetime.now(datetime.timezone.utc)
-        certificate = (
-            x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(self.certificate.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
-            .sign(self.key, hashes.SHA256()))
-        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
-        return certificate.public_bytes(serialization.Encoding.PEM), key_pem
-
-    def write(self, path: Path) -> Path:
-        path.write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
-        return path
 
 
 @dataclass
@@ -114,12 +55,12 @@ def tls_postgres(workdir: Path):
     assert bindir is not None, ("Debian's PostgreSQL server (with SSL) is missing: `make test` installs it "
                                 "(apt-get install postgresql)")
     credentials = StoreCredentials()
-    authority = Authority.make("Gongji test CA")
-    ca_file = authority.write(workdir / "ca.crt")
+    # The local stack's certificate maker: a CA, and a server certificate for SERVER_NAMES.
+    pki = make_pki(workdir / "pki", principals=(), hosts=SERVER_NAMES, ca_name="Gongji test CA")
+    ca_file = pki.cafile
     data, user = init_postgres(workdir, bindir, credentials.postgres_superuser)
-    certificate, key = authority.issue(SERVER_NAMES)
-    for name, content in (("server.crt", certificate), ("server.key", key)):
-        (data / name).write_bytes(content)
+    for name, source in (("server.crt", pki.cert(BROKER)), ("server.key", pki.key(BROKER))):
+        (data / name).write_bytes(source.read_bytes())
         (data / name).chmod(0o600)  # PostgreSQL refuses a key others may read
         if user:
             shutil.chown(data / name, user)

@@ -115,7 +115,7 @@ def test_a_password_file_is_read_when_a_client_is_built(tmp_path):
     secret.write_text("rotated", encoding="utf-8")
     assert kafka.client_options(settings)["sasl_plain_password"] == "rotated"
     secret.unlink()
-    with pytest.raises(ValueError, match="kafka_sasl_password_file .*password"):
+    with pytest.raises(ValueError, match="GONGJI_KAFKA_SASL_PASSWORD_FILE: cannot read .*password"):
         kafka.client_options(settings)
 
 

@@ -49,13 +49,17 @@ def write_secrets(folder: Path) -> dict[str, Path]:
     folder.chmod(0o700)
     files = {}
     for name in secret_names():
-        path = folder / name
-        path.unlink(missing_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(secrets.token_urlsafe(24))
-        files[name] = path
+        files[name] = write_private(folder / name, secrets.token_urlsafe(24))
     return files
+
+
+def write_private(path: Path, content: str | bytes) -> Path:
+    """`path` made afresh with `content`, readable by its owner only (0600) from the moment it
+    exists: an earlier file is removed first, never followed or reused with its old mode."""
+    path.unlink(missing_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
+        file.write(content.encode("utf-8") if isinstance(content, str) else content)
+    return path
 
 
 def read_secret(path: Path | str) -> str:
@@ -67,11 +71,7 @@ def write_acl(path: Path, files: dict[str, Path], key_prefix: str | None) -> Pat
     `key_prefix` None: the services' key patterns take any prefix (see `store_users.redis_acl`)."""
     text = redis_acl({service: read_secret(files[f"redis-{service}"]) for service in REDIS_RULES}, key_prefix,
                      read_secret(files["redis-admin"]))
-    path.unlink(missing_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text)
-    return path
+    return write_private(path, text)
 
 
 def credentials(files: dict[str, Path], postgres_port: int | None) -> dict[str, dict[str, Any]]:

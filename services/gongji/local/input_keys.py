@@ -4,10 +4,11 @@ on (README, "Signed input"). A fresh secret per stack; the files are the owner's
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 from typing import Any
+
+from gongji.local.credentials import write_private
 
 KEY_ID = "local"
 KEYS_FILE = "input-keys.toml"
@@ -16,9 +17,9 @@ KEYS_FILE = "input-keys.toml"
 def generate(folder: Path) -> Path:
     """Write a keys file naming one key, every region, with a new secret; returns its path."""
     secret = folder / f"input-{KEY_ID}.key"
-    _private(secret, secrets.token_urlsafe(48) + "\n")
+    write_private(secret, secrets.token_urlsafe(48) + "\n")
     keys = folder / KEYS_FILE
-    _private(keys, f'[keys.{KEY_ID}]\nalgorithm = "hmac-sha256"\nsecret_file = "{secret.name}"\n')
+    write_private(keys, f'[keys.{KEY_ID}]\nalgorithm = "hmac-sha256"\nsecret_file = "{secret.name}"\n')
     return keys
 
 
@@ -29,9 +30,3 @@ def settings(state: dict[str, Any]) -> dict[str, Any]:
         return {}
     return {"input_keys_file": keys, "require_signed_input": True, "input_signing_key": KEY_ID}
 
-
-def _private(path: Path, text: str) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        file.write(text)
-    os.chmod(path, 0o600)  # an earlier file of another mode

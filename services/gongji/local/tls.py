@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gongji.local.credentials import write_private
 from gongji.services import SERVICES
 from gongji.settings import Settings
 
@@ -97,10 +97,7 @@ def make_pki(folder: str | Path, principals: tuple[str, ...] = PRINCIPALS,
 
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-        path = pki.key(stem)
-        path.unlink(missing_ok=True)
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
-            out.write(pem)
+        write_private(pki.key(stem), pem)
         pki.cert(stem).write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
 
     ca_key = ec.generate_private_key(ec.SECP256R1())

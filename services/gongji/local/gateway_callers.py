@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gongji.local.input_keys import _private
+from gongji.local.credentials import write_private
 
 KEY_ID = "local-his"
 CALLERS_FILE = "gateway-callers.toml"
@@ -21,10 +21,10 @@ def generate(folder: Path) -> Path:
     from gongji.local.synthetic import Traffic
 
     secret = folder / f"gateway-{KEY_ID}.key"
-    _private(secret, secrets.token_urlsafe(48) + "\n")
+    write_private(secret, secrets.token_urlsafe(48) + "\n")
     codes = ", ".join(f'"{row["fixmedins_code"]}"' for row in Traffic(persons=1).institutions)
     callers = folder / CALLERS_FILE
-    _private(callers, f'[callers.{KEY_ID}]\nsecret_file = "{secret.name}"\nfixmedins_codes = [{codes}]\n')
+    write_private(callers, f'[callers.{KEY_ID}]\nsecret_file = "{secret.name}"\nfixmedins_codes = [{codes}]\n')
     return callers
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gongji.contract.topics import SERVICE_TOPICS, SETTLEMENT_INPUTS, Topics, service_topics, topic_specs
+from gongji.contract.topics import SETTLEMENT_INPUTS, Topics, service_topics, topic_specs
 from gongji.dashboard.service import service_groups
 from gongji.local.store_users import REDIS_RULES, redis_user
 from gongji.services import SERVICES

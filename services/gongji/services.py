@@ -40,28 +40,21 @@ def handler(path: str) -> Handler:
 def run(args: argparse.Namespace, resolve: Callable[[], Settings]) -> int | None:
     """`gongji run SERVICE`: the service in the foreground until SIGINT or SIGTERM, once the servers
     it needs answer (gongji.common.reachable: one line for each that does not, then backoff).
-    Redis is waited for, and its credentials checked, before Kafka: a refused password stops the
-    service at once in one line, where waiting for an absent broker first would hide it."""
+    Redis's credentials are checked as soon as it answers, while Kafka may still be away: a refused
+    password stops the service at once in one line, where waiting for the broker first would hide it."""
     def reachable() -> Settings:
         from gongji.common.reachable import needed, wait_until_reachable
 
         settings = resolve()
-        servers = needed(settings, args.service)
 
-        async def wait(kinds: set[str]) -> None:
-            await wait_until_reachable(args.service, [server for server in servers if server.kind in kinds],
-                                       initial=settings.retry_initial_seconds, maximum=settings.retry_max_seconds,
-                                       timeout=settings.probe_timeout_seconds)
+        async def redis_credentials() -> None:
+            from gongji.common.redis import service_client
 
-        async def in_order() -> None:
-            await wait({"Redis", "PostgreSQL"})
-            if any(server.kind == "Redis" for server in servers):
-                from gongji.common.redis import service_client
+            await (await service_client(settings, args.service)).aclose()
 
-                await (await service_client(settings, args.service)).aclose()
-            await wait({"Kafka"})
-
-        asyncio.run(in_order())
+        asyncio.run(wait_until_reachable(args.service, needed(settings, args.service),
+                                         initial=settings.retry_initial_seconds, maximum=settings.retry_max_seconds,
+                                         timeout=settings.probe_timeout_seconds, checks={"Redis": redis_credentials}))
         return settings
 
     return handler(SERVICES[args.service])(args, reachable)

@@ -102,6 +102,54 @@ async def test_a_server_that_is_away_is_told_once_then_waited_for_until_it_answe
     assert all("Traceback" not in line for line in said.lines)
 
 
+async def test_a_check_runs_once_as_soon_as_its_server_answers_though_another_is_still_away():
+    """A wrong Redis password must stop a service while Kafka is away, not after Kafka answers."""
+    away = _closed_port()
+    redis = await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", 0)
+    calls = []
+
+    async def refuse() -> None:
+        calls.append(1)
+        raise PermissionError("Redis refused the credentials")  # the real check exits (service_client)
+
+    try:
+        port = redis.sockets[0].getsockname()[1]
+        with pytest.raises(PermissionError, match="refused the credentials"):
+            await asyncio.wait_for(reachable.wait_until_reachable(
+                "clearing", [reachable.kafka(f"127.0.0.1:{away}"), reachable.redis(f"redis://127.0.0.1:{port}/0")],
+                initial=0.02, maximum=0.1, timeout=1, checks={"Redis": refuse}), 10)
+    finally:
+        redis.close()
+    assert calls == [1]
+
+
+async def test_a_passing_check_runs_once_however_long_the_wait():
+    away, calls = _closed_port(), []
+    redis = await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", 0)
+
+    async def fine() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            kafka_opened.set()
+
+    kafka_opened, kafka = asyncio.Event(), None
+    try:
+        port = redis.sockets[0].getsockname()[1]
+        waiting = asyncio.ensure_future(reachable.wait_until_reachable(
+            "clearing", [reachable.kafka(f"127.0.0.1:{away}"), reachable.redis(f"redis://127.0.0.1:{port}/0")],
+            initial=0.02, maximum=0.05, timeout=1, checks={"Redis": fine}))
+        await asyncio.wait_for(kafka_opened.wait(), 10)
+        await asyncio.sleep(0)  # the wait is still going: Kafka is away
+        assert not waiting.done()
+        kafka = await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", away)
+        await asyncio.wait_for(waiting, 10)
+    finally:
+        redis.close()
+        if kafka is not None:
+            kafka.close()
+    assert calls == [1]
+
+
 def test_a_metrics_port_in_use_is_one_line_naming_the_address_and_the_setting():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -111,10 +112,13 @@ def unreachable_line(service: str, server: Server, why: str) -> str:
 
 
 async def wait_until_reachable(service: str, servers: list[Server], *, initial: float = 0.5, maximum: float = 30.0,
-                               timeout: float = 5.0) -> None:
+                               timeout: float = 5.0, checks: dict[str, Callable[[], Awaitable[None]]] | None = None
+                               ) -> None:
     """Return once every server in `servers` answers; meanwhile one line per server that does not,
-    tries again with `backoff`, a summary after 4, 8, 16, … tries, and a line when it answers."""
-    started, said = time.monotonic(), set()
+    tries again with `backoff`, a summary after 4, 8, 16, … tries, and a line when it answers.
+    `checks` by server kind: run once as soon as a server of that kind answers, the others perhaps
+    still away, so a refusal that waiting would not change (a wrong password) stops us at once."""
+    started, said, checked = time.monotonic(), set(), set()
 
     def tell(state: RetryCallState) -> None:
         down = state.outcome.exception().down
@@ -137,6 +141,10 @@ async def wait_until_reachable(service: str, servers: list[Server], *, initial: 
             tries += 1
             found = await asyncio.gather(*(answers(server, timeout) for server in servers))
             down = {server: why for server, why in zip(servers, found) if why is not None}
+            for server in servers:
+                if server not in down and server not in checked and server.kind in (checks or {}):
+                    await checks[server.kind]()
+                    checked.add(server)
             if down:
                 raise Unreachable(down)
     if said:

@@ -14,7 +14,7 @@ cd "$dir"
 random() { [ -e "$1" ] || openssl rand -hex 32 | tr -d '\n' >"$1"; }
 for principal in settlement clearing ledger fraud dashboard gateway topics; do random "kafka-$principal-password"; done
 for service in settlement clearing gateway; do random "redis-$service-password"; done
-for role in superuser owner ledger; do random "postgres-$role-password"; done
+for role in superuser owner ledger reader; do random "postgres-$role-password"; done
 random dashboard-token
 random pseudonym-key
 random input-compose.key

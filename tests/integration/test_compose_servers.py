@@ -165,6 +165,17 @@ def test_postgres_makes_the_ledgers_roles_from_the_secrets_and_takes_them_over_v
             == ("gongji_ledger_owner",)
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         connect(port, "gongji_ledger", owner, sslmode="verify-full", sslrootcert=ca)
+    # The dashboard's reader: SELECT on what the owner creates afterwards (as `gongji ledger
+    # migrate` does), nothing more.
+    with connect(port, "gongji_ledger_owner", owner, sslmode="verify-full", sslrootcert=ca) as connection:
+        connection.execute("CREATE SCHEMA ledger")
+        connection.execute("CREATE TABLE ledger.journal_entry (amount bigint)")
+        connection.execute("INSERT INTO ledger.journal_entry VALUES (1234)")
+    reader = (secrets / "postgres-reader-password").read_text()
+    with connect(port, "gongji_ledger_reader", reader, sslmode="verify-full", sslrootcert=ca) as connection:
+        assert connection.execute("SELECT sum(amount) FROM ledger.journal_entry").fetchone() == (1234,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            connection.execute("INSERT INTO ledger.journal_entry VALUES (1)")
     with pytest.raises(psycopg.OperationalError, match="no encryption"):
         connect(port, "gongji_ledger", writer, sslmode="disable")
     with pytest.raises(psycopg.OperationalError, match="pg_hba.conf"):  # the superuser: not over the network

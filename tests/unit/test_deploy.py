@@ -291,7 +291,7 @@ def test_each_compose_service_reads_only_its_own_credentials_as_files():
     for name, service in gongji_services(spec).items():
         env, mounted = service["environment"], mounted_secrets(service)
         principal = f"gongji-{name}"
-        own = {"settlement": {"input-keys", "input-compose-key", "input-gateway-key"}, "dashboard": {"dashboard-token", "pseudonym-key"},
+        own = {"settlement": {"input-keys", "input-compose-key", "input-gateway-key"}, "dashboard": {"dashboard-token", "pseudonym-key", "postgres-reader-password"},
                "ledger-migrate": {"postgres-owner-password"}}.get(name, set())
         for source in mounted.values():  # the shared CA, its own passwords (named after it), its own keys
             assert source in SHARED_SECRETS | own or f"-{name}-" in f"-{source}-", f"{name} mounts {source}"
@@ -321,6 +321,12 @@ def test_each_compose_service_reads_only_its_own_credentials_as_files():
     for url in (services["ledger"]["environment"]["GONGJI_DATABASE_URL"], migrate["GONGJI_LEDGER_MIGRATION_URL"]):
         assert "sslmode=verify-full" in url and "sslrootcert=/run/secrets/ca.pem" in url
     assert services["ledger"]["depends_on"]["ledger-migrate"] == {"condition": "service_completed_successfully"}
+    # The dashboard's period view: the reader role, over verified TLS, once the tables exist.
+    dashboard = services["dashboard"]
+    assert dashboard["environment"]["GONGJI_DATABASE_URL"].startswith("postgresql://gongji_ledger_reader@")
+    assert "sslmode=verify-full" in dashboard["environment"]["GONGJI_DATABASE_URL"]
+    assert mounted_secrets(dashboard)["database-password"] == "postgres-reader-password"
+    assert dashboard["depends_on"]["ledger-migrate"] == {"condition": "service_completed_successfully"}
 
 
 def test_every_secret_file_a_container_names_is_mounted_in_it():

@@ -296,7 +296,7 @@ def test_network_policies_let_each_workload_reach_exactly_what_it_needs():
             expected.add(("kafka/kafka", "TCP", kafka_port))
         if "GONGJI_REDIS_USERNAME" in container_env_names(container):
             expected.add(("redis/redis", "TCP", redis_port))
-        if name in ("gongji-ledger", "gongji-ledger-migrate"):
+        if name in ("gongji-ledger", "gongji-ledger-migrate", "gongji-dashboard"):
             url = env.get("GONGJI_LEDGER_MIGRATION_URL") or env["GONGJI_DATABASE_URL"]
             expected.add(("postgres/postgres", "TCP", int(re.search(r":(\d+)/", url)[1])))
         assert reachable(labels, "Egress") == expected, name

@@ -103,3 +103,41 @@ def test_the_dashboards_queries_are_promql(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     path.write_text(yaml.safe_dump({"groups": [{"name": "panels", "rules": [{"record": "x", "expr": "sum(("}]}]}))
     assert subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True).returncode != 0
+
+
+SCRAPE = MONITORING / "prometheus.yml"
+
+
+def test_the_scrape_config_has_a_job_per_service_on_its_headless_metrics_service():
+    """Each service is scraped as gongji-<service> (the rules' `job`), through the SRV record of a
+    headless Service of that name in deploy/k8s with a port named `metrics`."""
+    from gongji.services import SERVICES
+    from tests.unit.test_k8s import by_kind
+
+    config = yaml.safe_load(SCRAPE.read_text())
+    assert config["rule_files"] == [RULES.name]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {f"gongji-{service}" for service in SERVICES}
+    services = by_kind("Service")
+    for name, job in jobs.items():
+        (sd,) = job["dns_sd_configs"]
+        assert sd["type"] == "SRV" and sd["names"] == [f"_metrics._tcp.{name}.gongji.svc"], name
+        service = services[name]["spec"]
+        assert service["clusterIP"] == "None", f"{name}: a virtual IP would scrape one replica at random"
+        assert "metrics" in {port["name"] for port in service["ports"]}, name
+        assert job["authorization"]["credentials_file"].endswith("gongji-metrics-token"), name
+
+
+@promtool
+def test_promtool_checks_the_scrape_config(tmp_path):
+    """`promtool check config` as an operator runs it: the token file present, rules.yml beside."""
+    token = tmp_path / "token"
+    token.write_text("t" * 43)
+    (tmp_path / RULES.name).write_text(RULES.read_text())
+    config = tmp_path / SCRAPE.name
+    config.write_text(SCRAPE.read_text().replace("/etc/prometheus/secrets/gongji-metrics-token", str(token)))
+    done = subprocess.run(["promtool", "check", "config", config.name], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    config.write_text(config.read_text().replace("type: SRV", "type: SRVX"))
+    assert subprocess.run(["promtool", "check", "config", config.name], cwd=tmp_path, capture_output=True).returncode != 0

@@ -34,6 +34,7 @@ COMMANDS = {
     "bench": "gongji.local.commands:bench",
     "publish": "gongji.local.publish:command",
     "tail": "gongji.local.tail:command",
+    "call": "gongji.gateway.client:command",
 }
 
 
@@ -164,6 +165,10 @@ def parser() -> argparse.ArgumentParser:
                       help="stop once nothing came for S seconds")
     tail.add_argument("--id", default=None, metavar="CLAIM_OR_CREDIT",
                       help="only the records about this claim_id, credit_id or setl_id")
+    call = commands.add_parser("call", help="send one request in the national envelope (2207, 2208, …) to the "
+                               "gateway, signed as GONGJI_GATEWAY_CALLER, and print the answer (- for stdin)")
+    call.add_argument("file", help="a JSON file of one envelope: infno, fixmedins_code, input (msgid and inf_time "
+                      "are filled when missing)")
     bench = commands.add_parser("bench", help="claims/s and latency through the local stack")
     bench.add_argument("--claims", type=int, default=100_000, help="claims queued for the throughput phase")
     bench.add_argument("--persons", type=int, default=20_000, help="synthetic insured persons")

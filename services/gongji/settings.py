@@ -242,13 +242,18 @@ class Settings(LogSettings):
     gateway_wait_seconds: float = Field(3.0, gt=0)
     gateway_answer_ttl_seconds: int = Field(7 * 86400, ge=60)
     gateway_clock_skew_seconds: float = Field(300.0, gt=0)
+    # `gongji call` (gongji.gateway.client): the gateway it sends to and the caller it signs as.
+    gateway_url: str | None = None
+    gateway_caller: str | None = None
+    gateway_caller_secret_file: Path | None = None
 
     @field_validator("kafka_bootstrap_servers", "redis_url", "database_url", "fraud_data_dir", "kafka_sasl_username",
                      "kafka_sasl_password", "kafka_sasl_password_file", "kafka_ssl_cafile", "kafka_ssl_certfile",
                      "kafka_ssl_keyfile", "redis_username", "redis_password", "redis_password_file",
                      "database_password", "database_password_file", "ledger_migration_url",
                      "ledger_migration_password_file", "ledger_writer_role", "input_keys_file",
-                     "input_signing_key", "gateway_callers_file", *DASHBOARD_SECRETS, mode="before")
+                     "input_signing_key", "gateway_callers_file", "gateway_url", "gateway_caller",
+                     "gateway_caller_secret_file", *DASHBOARD_SECRETS, mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         return value or None  # GONGJI_DATABASE_URL= names no database (to_env writes None so)

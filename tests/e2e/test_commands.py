@@ -233,10 +233,20 @@ def test_stack_up_serves_and_down_stops(tmp_path):
         assert dashboard_status(url) == 401 and dashboard_status(url, token) == 200
         # The gateway answers a request its caller signs, through settlement (the person is not
         # registered on a bare stack: a rejection in the national shape is the whole round trip).
-        gateway, secret = re.search(r"^gateway: (http://127\.0\.0\.1:\d+/) \(caller local-his, secret in (\S+)\)$",
-                                    up.stdout, re.MULTILINE).groups()
-        answer = gateway_2207(gateway, Path(secret))
+        assert re.search(r"^gateway: GONGJI_GATEWAY_URL=http://127\.0\.0\.1:\d+/ GONGJI_GATEWAY_CALLER=local-his "
+                         r"GONGJI_GATEWAY_CALLER_SECRET_FILE=\S+$", up.stdout, re.MULTILINE), up.stdout
+        gateway, secret = fields["GONGJI_GATEWAY_URL"], Path(fields["GONGJI_GATEWAY_CALLER_SECRET_FILE"])
+        assert secret.stat().st_mode & 0o777 == 0o600 and secret.read_text().strip() not in up.stdout
+        answer = gateway_2207(gateway, secret)
         assert answer["infcode"] == -1 and answer["err_msg"].startswith("UNKNOWN_PERSON"), answer
+        # `gongji call` beside the stack: its gateway and caller found on their own, msgid made.
+        request = {"infno": "2207", "fixmedins_code": "H152501000", "input": {"data": {
+            "psn_no": "nobody", "mdtrt_id": "M2", "med_type": "11", "setl_time": "2023-03-01 10:20:00",
+            "feedetail": [{"feedetl_sn": "1", "med_list_codg": "XA01", "list_type": "101", "chrgitm_lv": "01",
+                           "det_item_fee_sumamt": "7.00", "cnt": 20, "pric": "0.35"}]}}}
+        called = run("call", "-", env=env, stdin=json.dumps(request))
+        assert called.returncode == 1 and json.loads(called.stdout)["err_msg"].startswith("UNKNOWN_PERSON"), called
+        assert re.fullmatch(r"msgid \d{14}[0-9a-f]{16} \(send the same to ask again\)\n", called.stderr), called.stderr
         # The services run on the stack too, in the background.
         servers = json.loads((tmp_path / "state" / "stack.json").read_text())["servers"]
         for service in SERVICES:

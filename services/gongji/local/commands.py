@@ -33,12 +33,13 @@ def stack(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
 
 
 def gateway_line(state: dict) -> str:
-    """Where the stack's gateway listens and who may call it (README, "Gateway")."""
-    from gongji.local.gateway_callers import hint
+    """Where the stack's gateway listens and who may call it, as environment lines for `gongji
+    call` or a HIS of one's own (README, "Gateway")."""
+    from gongji.local.gateway_callers import variables
     from gongji.local.state import read_state
 
-    url = state.get("gateway_url") or read_state().get("gateway_url")  # recorded when the services started
-    return f"\ngateway: {url} ({hint(state)})" if url else ""
+    state = {**read_state(), **state} if not state.get("gateway_url") else state  # the URL: recorded when the services started
+    return f"\ngateway: {variables(state)}" if state.get("gateway_url") else ""
 
 
 def stack_variables(state: dict) -> str:

@@ -34,6 +34,8 @@ NO_DASHBOARD = {"dashboard_token": None, "dashboard_token_file": None, "pseudony
                 "pseudonym_key_file": None}
 #: What a service other than the gateway is given of its callers file: nothing.
 NO_GATEWAY = {"gateway_callers_file": None}
+#: What every service is given of the stack's gateway caller (`gongji call`'s, the tools'): nothing.
+NO_CALLER = {"gateway_url": None, "gateway_caller": None, "gateway_caller_secret_file": None}
 
 
 def secret_names() -> list[str]:
@@ -100,7 +102,8 @@ def credentials(files: dict[str, Path], postgres_port: int | None) -> dict[str, 
         screen = {} if service == "dashboard" else NO_DASHBOARD
         callers = {} if service == "gateway" else NO_GATEWAY
         ledger = {"ledger": LEDGER_WRITER, "dashboard": LEDGER_READER}.get(service)
-        table[service] = role(service if service in REDIS_RULES else None, ledger, **signing, **screen, **callers)
+        table[service] = role(service if service in REDIS_RULES else None, ledger, **signing, **screen, **callers,
+                              **NO_CALLER)
     return table
 
 

@@ -29,14 +29,19 @@ def generate(folder: Path) -> Path:
 
 
 def settings(state: dict[str, Any]) -> dict[str, Any]:
-    """The Settings field that gives a gateway on the stack its callers."""
-    callers = state.get("gateway_callers_file")
-    return {"gateway_callers_file": callers} if callers else {}
-
-
-def hint(state: dict[str, Any]) -> str:
-    """Who may call the stack's gateway: the caller's key id and the file holding its secret."""
+    """The Settings fields that give a gateway on the stack its callers, and `gongji call` the
+    stack's gateway (once the services have recorded where it listens) and its caller."""
     callers = state.get("gateway_callers_file")
     if not callers:
-        return ""
-    return f"caller {KEY_ID}, secret in {Path(callers).parent / f'gateway-{KEY_ID}.key'}"
+        return {}
+    return {"gateway_callers_file": callers, "gateway_caller": KEY_ID,
+            "gateway_caller_secret_file": Path(callers).parent / f"gateway-{KEY_ID}.key",
+            **({"gateway_url": state["gateway_url"]} if state.get("gateway_url") else {})}
+
+
+def variables(state: dict[str, Any]) -> str:
+    """Where the stack's gateway listens and who may call it, as environment assignments (the
+    file holding the caller's secret, never the secret)."""
+    found = settings(state)
+    return " ".join(f"GONGJI_{name.upper()}={found[name]}" for name in
+                    ("gateway_url", "gateway_caller", "gateway_caller_secret_file") if name in found)

@@ -392,7 +392,7 @@ def test_compose_redis_and_postgres_take_users_from_the_secrets_and_speak_tls():
              if line.strip() and not line.startswith("#")]
     assert lines and all(line == ["local", "all", "postgres", "peer"] or (line[0] == "hostssl" and line[-1] == "scram-sha-256")
                          for line in lines), lines
-    assert {line[2] for line in lines if line[0] == "hostssl"} == {"gongji_ledger_owner", "gongji_ledger"}
+    assert {line[2] for line in lines if line[0] == "hostssl"} == {"gongji_ledger_owner", "gongji_ledger", "gongji_ledger_reader"}
 
 
 def test_the_secrets_script_makes_every_file_compose_names(tmp_path):

@@ -17,7 +17,7 @@ import aiohttp
 
 from gongji.contract.wire import SHANGHAI
 from gongji.gateway.callers import load_callers
-from gongji.gateway.national import LOCAL_TIME, PENDING, claim_id
+from gongji.gateway.national import LOCAL_TIME, PENDING, UNANSWERED, claim_id
 from gongji.gateway.service import start_gateway
 from gongji.local.launch import encode, prepare_topics
 from gongji.common.signing import load_keys
@@ -267,7 +267,9 @@ async def test_2206_answers_what_the_2207_after_it_settles_and_changes_nothing(s
             traces = await question_traces(world)
             _, settled = await post(url, visit(world, "2207", "MSG0033", "600.00"), his)
             _, after = await post(url, accumulators_5206(world, "MSG0034"), his)
+            answered = counted(running, "answered")
     assert asked["infcode"] == 0 and again == asked, asked
+    assert answered == 5  # 2206 twice, 5206 three times
     assert settled["infcode"] == 0, settled
     info = settled["output"]["setlinfo"]
     assert asked["output"]["setlinfo"] == {k: v for k, v in info.items() if k not in ("setl_id", "claim_id")}
@@ -312,3 +314,18 @@ async def test_5206_after_two_2207s_and_for_a_person_never_seen(stack, uniq, tmp
     assert figures["medfee"] == ("1500.00", None, None)
     assert other_year["infcode"] == 0 and rows(other_year)["deductible"] == ("0.00", "1000.00", "1000.00")
     assert nobody["infcode"] == -1 and nobody["err_msg"].startswith("UNKNOWN_PERSON"), nobody
+
+
+async def test_an_unsigned_question_is_dead_lettered_and_answers_nothing(stack, uniq, tmp_path):
+    """Settlement requires signed input on inquiries too: a gateway without the input key gets no
+    answer, and its question is on dead-letters naming why."""
+    world = World(stack, uniq, tmp_path, gateway_wait_seconds=1.0)
+    his = world.callers.by_id["his"]
+    async with running_service(world.settings):
+        await world.register()
+        async with gateway(world.settings.model_copy(update={"input_signing_key": None})) as running:
+            _, unanswered = await post(running.url, accumulators_5206(world, "MSG0050"), his)
+        dead = await collect(world.settings, world.settings.topics.dead_letters, lambda rs: len(rs) >= 1)
+    assert (unanswered["infcode"], unanswered["err_msg"]) == (-1, UNANSWERED)
+    (letter,) = [data for _name, data, _message in dead]
+    assert letter["topic"] == world.settings.topics.inquiries and "unsigned" in letter["reason"], letter

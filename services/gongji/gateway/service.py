@@ -43,6 +43,7 @@ from gongji.settings import Settings
 
 log = logging.getLogger("gongji.gateway")
 MAX_BODY = 1024 * 1024
+OUTCOME = web.ResponseKey("outcome", str)  # what /metrics counts a 2206 or 5206 answer as
 
 
 class Replies:
@@ -155,7 +156,9 @@ class Gateway:
                 return _json(national.refusal(f"caller {caller.key_id} may not act for fixmedins_code "
                                               f"{fixmedins_code}"), 403)
             if infno in ("2206", "5206"):
-                return _json(await self.ask(infno, fixmedins_code, data, parsed.get("inf_time")))
+                response = _json(answered := await self.ask(infno, fixmedins_code, data, parsed.get("inf_time")))
+                response[OUTCOME] = "answered" if answered["infcode"] == 0 else "refused"
+                return response
             if infno == "2207":
                 kind, record = "claim", national.claim_2207(msgid, fixmedins_code, data, parsed.get("inf_time"))
             else:
@@ -266,9 +269,12 @@ class Gateway:
 
 
 def _outcome(response: web.Response) -> str:
-    """The answers counted on /metrics (gongji_outputs by kind): settled, pending, refused, unauthenticated."""
+    """The answers counted on /metrics (gongji_outputs by kind): settled, pending, refused, unauthenticated,
+    answered (a 2206 or 5206)."""
     if response.status == 401:
         return "unauthenticated"
+    if OUTCOME in response:
+        return response[OUTCOME]
     document = json.loads(response.text)
     if document["infcode"] == 0:
         return "settled"

@@ -24,14 +24,17 @@ acl() {
 }
 
 # Settlement: reads its inputs and the schemas, writes results, dead letters and its schemas; reads
-# settlements too (`gongji settlement rebuild` compares the state it rebuilds with them).
+# settlements too (`gongji settlement rebuild` compares the state it rebuilds with them); answers the
+# gateway's inquiries (2206, 5206) on inquiry-results, which only the gateway reads.
 acl gongji-settlement Read topic "${P}claims"
 acl gongji-settlement Read topic "${P}accounts.credits"
 acl gongji-settlement Read topic "${P}registry.persons"
 acl gongji-settlement Read topic "${P}registry.institutions"
 acl gongji-settlement Read topic "${P}schemas"
 acl gongji-settlement Read topic "${P}settlements"
+acl gongji-settlement Read topic "${P}inquiries"
 acl gongji-settlement Write topic "${P}settlements"
+acl gongji-settlement Write topic "${P}inquiry-results"
 acl gongji-settlement Write topic "${P}schemas"
 acl gongji-settlement Write topic "${P}dead-letters"
 acl gongji-settlement Read group gongji-settlement
@@ -65,21 +68,23 @@ acl gongji-dashboard Read topic "${P}registry.institutions"
 acl gongji-dashboard Read topic "${P}fraud.signals"
 acl gongji-dashboard Read topic "${P}clearing.statements"
 acl gongji-dashboard Read topic "${P}dead-letters"
-for topic in claims accounts.credits registry.persons schemas; do
+for topic in claims accounts.credits registry.persons schemas inquiries inquiry-results; do
   acl gongji-dashboard Describe topic "${P}$topic"
 done
 for group in gongji-settlement gongji-ledger gongji-clearing "${P}gongji-fraud"; do
   acl gongji-dashboard Describe group "$group"
 done
 
-# Gateway: an input producer for the institutions calling it (signed claims), reading their results
-# on settlements without a group (one reply consumer per process).
+# Gateway: an input producer for the institutions calling it (signed claims and inquiries), reading
+# their results on settlements and inquiry-results without a group (one reply consumer per process).
 acl gongji-gateway Write topic "${P}claims"
+acl gongji-gateway Write topic "${P}inquiries"
 acl gongji-gateway Read topic "${P}settlements"
+acl gongji-gateway Read topic "${P}inquiry-results"
 
 # `gongji topics create` / `describe`: creates the topics and reads their configs; nothing else.
 for topic in claims registry.persons registry.institutions accounts.credits settlements fraud.signals \
-    clearing.statements dead-letters schemas; do
+    clearing.statements dead-letters schemas inquiries inquiry-results; do
   acl gongji-topics Create topic "${P}$topic"
   acl gongji-topics Describe topic "${P}$topic"
   acl gongji-topics DescribeConfigs topic "${P}$topic"

@@ -17,7 +17,7 @@ import aiohttp
 
 from gongji.contract.wire import SHANGHAI
 from gongji.gateway.callers import load_callers
-from gongji.gateway.national import LOCAL_TIME, PENDING, claim_id
+from gongji.gateway.national import LOCAL_TIME, PENDING, UNANSWERED, claim_id
 from gongji.gateway.service import start_gateway
 from gongji.local.launch import encode, prepare_topics
 from gongji.common.signing import load_keys
@@ -219,3 +219,113 @@ async def test_a_rejection_is_infcode_minus_one_and_a_reused_msgid_with_other_co
             _, reused = await post(url, world.request("MSG0004"), his)  # other content, same msgid
     assert unknown["infcode"] == -1 and unknown["err_msg"].startswith("UNKNOWN_PERSON"), unknown
     assert (reused["infcode"], reused["err_msg"]) == (-1, "msgid MSG0004 was used before for another request")
+
+
+def visit(world, infno: str, msgid: str, amount: str, when: str = "2023-03-01 10:15:00", mdtrt_id: str = "M1") -> dict:
+    """An envelope for one in-scope (甲类) line of `amount` yuan at the world's hospital (level 3)."""
+    return {"infno": infno, "msgid": msgid, "fixmedins_code": world.institution["fixmedins_code"], "inf_time": when,
+            "input": {"data": {"psn_no": world.person["psn_no"], "mdtrt_id": mdtrt_id, "med_type": "11",
+                               "insutype": "310", "acct_used_flag": "0", "setl_time": when,
+                               "feedetail": [{"feedetl_sn": "1", "med_list_codg": "XA01", "list_type": "101",
+                                              "chrgitm_lv": "01", "det_item_fee_sumamt": amount, "cnt": 1,
+                                              "pric": amount}]}}}
+
+
+def accumulators_5206(world, msgid: str, psn_no: str | None = None, year: str = "2023") -> dict:
+    return {"infno": "5206", "msgid": msgid, "fixmedins_code": world.institution["fixmedins_code"],
+            "inf_time": "2023-12-01 09:00:00", "input": {"data": {"psn_no": psn_no or world.person["psn_no"],
+                                                                 "year": year}}}
+
+
+def rows(answer: dict) -> dict[str, tuple]:
+    return {row["cum_type_code"]: (row["cum"], row["payb_lmt_amt"], row["crt_payb_lmt_amt"])
+            for row in answer["output"]["cuminfo"]}
+
+
+async def question_traces(world) -> list:
+    """Whatever a question would leave in Redis had it been settled: a claimed id, a record."""
+    from gongji.common.redis import client_for
+
+    client = client_for(world.settings)
+    try:
+        return [key async for key in client.scan_iter(match=f"{world.settings.key_prefix}:*q-*")]
+    finally:
+        await client.aclose()
+
+
+async def test_2206_answers_what_the_2207_after_it_settles_and_changes_nothing(stack, uniq, tmp_path):
+    world = World(stack, uniq, tmp_path)
+    his = world.callers.by_id["his"]
+    async with running_service(world.settings):
+        await world.register()
+        async with gateway(world.settings) as running:
+            url = running.url
+            _, before = await post(url, accumulators_5206(world, "MSG0030"), his)
+            _, asked = await post(url, visit(world, "2206", "MSG0031", "600.00"), his)
+            _, again = await post(url, visit(world, "2206", "MSG0031", "600.00"), his)  # same msgid: asked again
+            _, between = await post(url, accumulators_5206(world, "MSG0032"), his)
+            traces = await question_traces(world)
+            _, settled = await post(url, visit(world, "2207", "MSG0033", "600.00"), his)
+            _, after = await post(url, accumulators_5206(world, "MSG0034"), his)
+            answered = counted(running, "answered")
+    assert asked["infcode"] == 0 and again == asked, asked
+    assert answered == 5  # 2206 twice, 5206 three times
+    assert settled["infcode"] == 0, settled
+    info = settled["output"]["setlinfo"]
+    assert asked["output"]["setlinfo"] == {k: v for k, v in info.items() if k not in ("setl_id", "claim_id")}
+    assert asked["output"]["setldetail"] == settled["output"]["setldetail"]
+    assert (info["act_pay_dedc"], info["hifp_pay"]) == ("600.00", "0.00")  # the deductible, not used before
+    # Nothing changed: the accumulators before and after two pre-settlements are the same, no id or
+    # record of a question is in Redis, and no question reached settlements (the ledger's input).
+    assert before["infcode"] == 0 and between == before, (before, between)
+    assert rows(before)["deductible"] == ("0.00", "1000.00", "1000.00")
+    assert traces == []
+    assert rows(after)["deductible"] == ("600.00", "1000.00", "400.00") and after["output"]["visits"] == 1
+    ident = claim_id(world.institution["fixmedins_code"], "MSG0033")
+    results = by_claim(await collect(world.settings, world.settings.topics.settlements, lambda rs: ident in by_claim(rs)))
+    assert not [claim for claim in results if claim.startswith("q-")]
+
+
+async def test_5206_after_two_2207s_and_for_a_person_never_seen(stack, uniq, tmp_path):
+    world = World(stack, uniq, tmp_path)
+    his = world.callers.by_id["his"]
+    async with running_service(world.settings):
+        await world.register()
+        async with gateway(world.settings) as running:
+            url = running.url
+            _, first = await post(url, visit(world, "2207", "MSG0040", "600.00"), his)
+            _, second = await post(url, visit(world, "2207", "MSG0041", "900.00", "2023-04-01 09:00:00"), his)
+            _, year = await post(url, accumulators_5206(world, "MSG0042"), his)
+            _, other_year = await post(url, accumulators_5206(world, "MSG0043", year="2024"), his)
+            _, nobody = await post(url, accumulators_5206(world, "MSG0044", psn_no=f"{uniq}-nobody"), his)
+    assert first["infcode"] == second["infcode"] == 0, (first, second)
+    # 二连浩特 (152501), in service, a level-3 hospital: annual deductible 1,000, ratio 0.60, outpatient
+    # cap 4,000 counted in the annual fund cap of 150,000. 600 all deductible; of 900, 400 deductible
+    # and 500 × 0.60 = 300 pooling.
+    assert second["output"]["setlinfo"]["hifp_pay"] == "300.00"
+    output = year["output"]
+    assert year["infcode"] == 0, year
+    assert (output["psn_no"], output["year"], output["insu_admdvs"], output["balc"], output["visits"]) == (
+        world.person["psn_no"], "2023", "152501", "0.00", 2)
+    figures = rows(year)
+    assert figures["deductible"] == ("1000.00", "1000.00", "0.00")
+    assert figures["outpatient_pool"] == ("300.00", "4000.00", "3700.00")
+    assert figures["fund_cap"] == ("300.00", "150000.00", "149700.00")
+    assert figures["medfee"] == ("1500.00", None, None)
+    assert other_year["infcode"] == 0 and rows(other_year)["deductible"] == ("0.00", "1000.00", "1000.00")
+    assert nobody["infcode"] == -1 and nobody["err_msg"].startswith("UNKNOWN_PERSON"), nobody
+
+
+async def test_an_unsigned_question_is_dead_lettered_and_answers_nothing(stack, uniq, tmp_path):
+    """Settlement requires signed input on inquiries too: a gateway without the input key gets no
+    answer, and its question is on dead-letters naming why."""
+    world = World(stack, uniq, tmp_path, gateway_wait_seconds=1.0)
+    his = world.callers.by_id["his"]
+    async with running_service(world.settings):
+        await world.register()
+        async with gateway(world.settings.model_copy(update={"input_signing_key": None})) as running:
+            _, unanswered = await post(running.url, accumulators_5206(world, "MSG0050"), his)
+        dead = await collect(world.settings, world.settings.topics.dead_letters, lambda rs: len(rs) >= 1)
+    assert (unanswered["infcode"], unanswered["err_msg"]) == (-1, UNANSWERED)
+    (letter,) = [data for _name, data, _message in dead]
+    assert letter["topic"] == world.settings.topics.inquiries and "unsigned" in letter["reason"], letter

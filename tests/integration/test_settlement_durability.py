@@ -505,6 +505,36 @@ async def test_the_gate_on_assignment_tells_never_settled_from_lost(stack, uniq,
         await client.aclose()
 
 
+async def test_the_gateways_questions_need_no_marker_and_are_sought_back_with_a_refused_batch(stack, uniq):
+    """Questions (topic inquiries) change no state, so a rebuild writes no marker for them: a committed
+    offset there without a marker is not a loss; a batch of them moves no marker; and a batch refused
+    because Redis lost the claims' state seeks its questions back too."""
+    from types import SimpleNamespace
+
+    from gongji.common.observe import Metrics
+    from gongji.settlement.seen import Gate
+
+    claims, asked = TopicPartition("claims", 0), TopicPartition("inquiries", 0)
+    client = connect(stack.redis_url, **service_credentials(stack, "settlement"))
+    try:
+        markers = SeenMarkers(client, uniq, "group")
+        gate = Gate(markers, Metrics("settlement"), unmarked=frozenset({"inquiries"}))
+        consumer = FakeConsumer({claims: 0, asked: 9})
+        await gate.bind(consumer).on_partitions_assigned({claims, asked})
+        assert not gate.refusing and not consumer.paused
+        questions = [SimpleNamespace(topic="inquiries", partition=0, offset=offset) for offset in (9, 10)]
+        assert await gate.admit(questions) == questions
+        await gate.seal(questions)
+        assert (await markers.read(["inquiries:0"]))["inquiries:0"] is None
+        consumer = FakeConsumer({claims: 4, asked: 11})  # claims settled up to 4, and Redis has no marker
+        await gate.bind(consumer).on_partitions_assigned({claims, asked})
+        batch = [SimpleNamespace(topic="claims", partition=0, offset=4), *questions]
+        assert await gate.admit(batch) == [] and consumer.paused == {claims, asked}
+        assert consumer.sought == {claims: 4, asked: 9} and gate.needed == {claims: 4}
+    finally:
+        await client.aclose()
+
+
 async def test_a_rebuild_that_does_not_reproduce_the_published_results_says_so_and_writes_no_marker(
         stack, uniq, own_redis, tmp_path):
     """Rebuilt under another policy (a deductible changed since): the differing claims are listed,

@@ -140,6 +140,14 @@ RECORDS: dict[str, dict[str, Any]] = {
         "claim_ids": ["C-152501-0001", "C-990100-0007"], "count": 2, "threshold": "< 4 h between regions",
         "amount": None, "reason": "Settled in 152501 at 09:12 and in 990100 at 10:40, 88 minutes apart.",
         "detected_at": "2026-11-23T15:00:00+00:00"},
+    "AccumulatorQuery": {"query_id": "q-5f0c2a9e1b7d", "psn_no": "15250100000000000042", "year": "2023"},
+    "Accumulators": {
+        "query_id": "q-5f0c2a9e1b7d", "psn_no": "15250100000000000042", "year": "2023", "insutype": "310",
+        "insu_admdvs": "152501", "balc": D("1277.35"), "visits": 2,
+        "cuminfo": [{"cum_type_code": "deductible", "cum_type_name": "普通门诊统筹起付线", "cum": D("200.00"),
+                     "payb_lmt_amt": D("200.00"), "crt_payb_lmt_amt": D("0.00")},
+                    {"cum_type_code": "medfee", "cum_type_name": "医疗费总额", "cum": D("900.00"),
+                     "payb_lmt_amt": None, "crt_payb_lmt_amt": None}]},
 }
 
 # Field names exactly as CONTRACT.md (and the brief) spell them; order as in the schema.
@@ -179,6 +187,9 @@ FIELD_NAMES = {
     "FraudSignal": ["signal_id", "rule_id", "category", "severity", "subject_type", "subject_id", "admdvs",
                     "window_start", "window_end", "claim_ids", "count", "threshold", "amount", "reason",
                     "detected_at"],
+    "AccumulatorQuery": ["query_id", "psn_no", "year"],
+    "Accumulators": ["query_id", "psn_no", "year", "insutype", "insu_admdvs", "balc", "visits", "cuminfo"],
+    "Cumulative": ["cum_type_code", "cum_type_name", "cum", "payb_lmt_amt", "crt_payb_lmt_amt"],
 }
 OPTIONAL = {
     ("FeeDetail", "pric_uplmt_amt"), ("FeeDetail", "selfpay_prop"), ("FeeDetail", "non_med_flag"),
@@ -190,6 +201,7 @@ OPTIONAL = {
     ("ReversalResult", "orig_setl_time"), ("DeadLetter", "key"),
     ("SetlDetail", "crt_payb_lmt_amt"), ("FraudSignal", "admdvs"), ("FraudSignal", "amount"),
     ("Settlement", "mulaid_holder_psn_no"), ("ReversalResult", "mulaid_holder_psn_no"), ("CreditResult", "insu_admdvs"),
+    ("Cumulative", "payb_lmt_amt"), ("Cumulative", "crt_payb_lmt_amt"),
 }
 MONEY = (16, 2)
 DECIMALS = {
@@ -197,6 +209,7 @@ DECIMALS = {
     "det_item_fee_sumamt": MONEY, "pric": (20, 6), "pric_uplmt_amt": (20, 6), "cnt": (12, 4),
     "selfpay_prop": (6, 4), "pool_prop_selfpay": (6, 4), "amount": MONEY, "crdt_base": MONEY,
     "balc": MONEY, "fund_payamt": MONEY, "crt_payb_lmt_amt": MONEY, "owed": MONEY, "net_to_a": MONEY,
+    "cum": MONEY, "payb_lmt_amt": MONEY,
     **{name: MONEY for name in SETTLEMENT_NAMES[10:28] if name != "pool_prop_selfpay"},
 }
 
@@ -277,7 +290,7 @@ def test_types_optionality_and_decimals() -> None:
                     assert ftype == "boolean"
                 elif name in ("partition", "offset", "key", "original", "fee_details",
                               "setldetail", "chronic_diseases", "settlements", "adjustments", "a_to_b", "b_to_a",
-                              "claim_ids", "count"):
+                              "claim_ids", "count", "visits", "cuminfo"):
                     continue
                 else:  # codes, ids, times: strings, never ints
                     assert ftype == "string", where
@@ -383,7 +396,7 @@ def test_header_is_marker_and_little_endian_fingerprint(catalog: SchemaCatalog, 
     assert data[2:10] == catalog.fingerprint(name) == fingerprint_of(load_packaged_schema(
         {"ReversalResult": "reversal_result", "CreditResult": "credit_result",
          "DeadLetter": "dead_letter", "ClearingStatement": "clearing_statement",
-         "FraudSignal": "fraud_signal"}.get(name, name.lower()) + ".avsc"))
+         "FraudSignal": "fraud_signal", "AccumulatorQuery": "accumulator_query"}.get(name, name.lower()) + ".avsc"))
     body = io.BytesIO()
     fastavro.schemaless_writer(body, catalog.schema(name), RECORDS[name])
     assert data[10:] == body.getvalue()

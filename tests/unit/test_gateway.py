@@ -166,3 +166,69 @@ def test_the_longest_code_and_msgid_accepted_still_make_a_claim_id_the_wire_take
     assert len(claim["claim_id"]) <= 64
     with pytest.raises(Refused, match="fixmedins_code: 1 to 20"):
         national.envelope({**BODY, "fixmedins_code": "H" * 21})
+
+
+def test_a_2206_is_the_2207_claim_under_the_questions_own_id_and_its_answer_names_no_settlement():
+    infno, msgid, code, data = national.envelope({**BODY, "infno": "2206"})
+    asked = national.claim_record("q-1", code, data)
+    assert infno == "2206" and asked == {**national.claim_2207(msgid, code, data), "claim_id": "q-1"}
+    record = {"claim_id": "q-1", "setl_id": "SETL1", "psn_no": "P1", "mdtrt_id": "M1", "med_type": "11",
+              "psn_type": "1101", "insu_admdvs": "152501", "mdtrtarea_admvs": "152501", "fixmedins_code": "H1",
+              "setl_time": "2026-03-01T02:15:00+00:00", "clr_type": "11", "clr_optins": "152501",
+              "mulaid_holder_psn_no": None, "balc": Decimal("3"), "pool_prop_selfpay": Decimal("0.7000"),
+              **{name: Decimal("1.5") for name in national.MONEY_FIELDS},
+              "setldetail": [{"fund_pay_type": "310100", "fund_payamt": Decimal("1.5"), "crt_payb_lmt_amt": None,
+                              "setl_proc_info": "x"}]}
+    answer = national.presettled("settlement", record)
+    settled = national.settled("settlement", record)
+    assert answer["infcode"] == 0 and "setl_id" not in answer["output"]["setlinfo"]
+    assert answer["output"]["setlinfo"] == {k: v for k, v in settled["output"]["setlinfo"].items()
+                                            if k not in ("setl_id", "claim_id")}
+    assert answer["output"]["setlinfo"]["setl_time"] == "2026-03-01 10:15:00"
+    assert answer["output"]["setldetail"] == settled["output"]["setldetail"]
+    refused = national.presettled("rejection", {"claim_id": "q-1", "err_code": "UNKNOWN_PERSON", "err_msg": "no"})
+    assert refused == {"infcode": -1, "err_msg": "UNKNOWN_PERSON: no", "output": {}}
+
+
+@pytest.mark.parametrize("data, inf_time, year", [
+    ({"psn_no": "P1", "year": "2023"}, None, "2023"),
+    ({"psn_no": "P1", "cum_ym": "202305"}, None, "2023"),
+    ({"psn_no": "P1", "cum_ym": "2024-01"}, "2023-12-31 23:00:00", "2024"),
+    ({"psn_no": "P1"}, "2022-12-31 23:30:00", "2022"),  # local time: still 2022 in Asia/Shanghai
+    ({"psn_no": "P1"}, "2022-12-31T16:30:00+00:00", "2023"),  # 2023-01-01 00:30 in Asia/Shanghai
+])
+def test_a_5206_asks_for_a_year_given_or_the_envelopes(data, inf_time, year):
+    query = national.query_5206("q-2", data, inf_time)
+    assert query == {"query_id": "q-2", "psn_no": "P1", "year": year}
+    assert SchemaCatalog().decode(SchemaCatalog().encode("AccumulatorQuery", query))[1] == query
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"year": "2023"}, r"input\.data\.psn_no: required"),
+    ({"psn_no": "P1"}, r"input\.data\.year: required"),
+    ({"psn_no": "P1", "year": "23"}, r"input\.data\.year: '23' is not a year"),
+    ({"psn_no": "P1", "cum_ym": "202313"}, r"input\.data\.cum_ym"),
+])
+def test_a_bad_5206_names_the_field(data, field):
+    with pytest.raises(Refused, match=field):
+        national.query_5206("q", data)
+
+
+def test_a_5206_answer_has_the_rows_in_national_names_and_money_as_text():
+    record = {"query_id": "q", "psn_no": "P1", "year": "2023", "insutype": "310", "insu_admdvs": "152501",
+              "balc": Decimal("12.5"), "visits": 2,
+              "cuminfo": [{"cum_type_code": "deductible", "cum_type_name": "普通门诊统筹起付线", "cum": Decimal("400"),
+                           "payb_lmt_amt": Decimal("1000"), "crt_payb_lmt_amt": Decimal("600")},
+                          {"cum_type_code": "medfee", "cum_type_name": "医疗费总额", "cum": Decimal("900.1"),
+                           "payb_lmt_amt": None, "crt_payb_lmt_amt": None}]}
+    answer = national.accumulated("accumulators", record)
+    assert answer["infcode"] == 0 and answer["err_msg"] == ""
+    output = answer["output"]
+    assert (output["psn_no"], output["year"], output["balc"], output["visits"]) == ("P1", "2023", "12.50", 2)
+    assert output["cuminfo"] == [
+        {"cum_type_code": "deductible", "cum_type_name": "普通门诊统筹起付线", "cum": "400.00", "payb_lmt_amt": "1000.00",
+         "crt_payb_lmt_amt": "600.00"},
+        {"cum_type_code": "medfee", "cum_type_name": "医疗费总额", "cum": "900.10", "payb_lmt_amt": None,
+         "crt_payb_lmt_amt": None}]
+    refused = national.accumulated("rejection", {"claim_id": "q", "err_code": "UNKNOWN_PERSON", "err_msg": "not in"})
+    assert refused == {"infcode": -1, "err_msg": "UNKNOWN_PERSON: not in", "output": {}}

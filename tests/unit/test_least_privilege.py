@@ -75,8 +75,8 @@ def test_each_service_may_read_and_write_exactly_its_topics_and_join_only_its_gr
         assert rights["Read"] | rights["Write"] == set(service_topics(topics, service)), service
         if service == "dashboard":  # read-only: it counts what it cannot read, and writes nothing
             assert not rights["Write"]
-        elif service == "gateway":  # an input producer: it writes claims, consumes nothing in a group
-            assert rights["Write"] == {topics.claims}
+        elif service == "gateway":  # an input producer: it writes claims and inquiries, no group
+            assert rights["Write"] == {topics.claims, topics.inquiries}
         else:  # every other consumer dead-letters what it cannot handle (common/poison)
             assert topics.dead_letters in rights["Write"], f"{service} cannot dead-letter"
         group = settings.kafka_group(service) if f"{service}_group" in Settings.model_fields else None
@@ -86,6 +86,12 @@ def test_each_service_may_read_and_write_exactly_its_topics_and_join_only_its_gr
     assert table[INPUT]["Write"] == inputs and not table[INPUT]["Read"], "the input producers write input only"
     writers = {t: {p for p, rights in table.items() if t in rights["Write"]} for t in everything}
     assert writers[topics.settlements] == {"gongji-settlement"}
+    # The gateway's questions: only it asks, only settlement answers, and only the gateway reads the
+    # answers (a pre-settlement never reaches the ledger, clearing, fraud or the dashboard).
+    readers = {t: {p for p, rights in table.items() if t in rights["Read"]} for t in everything}
+    assert writers[topics.inquiries] == {"gongji-gateway"} and readers[topics.inquiries] == {"gongji-settlement"}
+    assert writers[topics.inquiry_results] == {"gongji-settlement"}
+    assert readers[topics.inquiry_results] == {"gongji-gateway"}
     for topic in inputs:
         # The gateway sends claims for its callers, as an input producer does.
         assert writers[topic] == {INPUT} | ({"gongji-gateway"} if topic == topics.claims else set()), \

@@ -21,11 +21,12 @@ def test_every_contract_topic_with_registries_compacted_and_the_rest_retained():
                         topic_retention_ms=7 * DAY, topic_long_retention_ms=90 * DAY)
     specs = {spec.name: spec for spec in topic_specs(settings)}
     assert set(specs) == {"claims", "registry.persons", "registry.institutions", "accounts.credits", "settlements",
-                          "fraud.signals", "clearing.statements", "dead-letters", "schemas"}
+                          "fraud.signals", "clearing.statements", "dead-letters", "schemas", "inquiries",
+                          "inquiry-results"}
     assert {(s.partitions, s.replication_factor) for s in specs.values()} == {(12, 3)}
     for name in ("registry.persons", "registry.institutions", "schemas"):
         assert specs[name].configs == {"cleanup.policy": "compact", "min.insync.replicas": "2"}
-    for name in ("claims", "accounts.credits", "settlements", "fraud.signals"):
+    for name in ("claims", "accounts.credits", "settlements", "fraud.signals", "inquiries", "inquiry-results"):
         assert specs[name].configs == {"cleanup.policy": "delete", "retention.ms": str(7 * DAY),
                                        "min.insync.replicas": "2"}
     for name in ("dead-letters", "clearing.statements"):

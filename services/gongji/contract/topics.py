@@ -28,6 +28,10 @@ class Topics(BaseModel):
     clearing_statements: str = "clearing.statements"
     dead_letters: str = "dead-letters"
     schemas: str = "schemas"  # compacted: writer schemas by fingerprint (gongji.common.schemas)
+    # The gateway's read-only questions (2206 pre-settlement, 5206 accumulators) and their answers,
+    # which nothing but the gateway reads: no ledger, clearing, fraud or dashboard ever sees them.
+    inquiries: str = "inquiries"
+    inquiry_results: str = "inquiry-results"
 
     def prefixed(self, prefix: str) -> "Topics":
         return Topics(**{name: prefix + value for name, value in self.model_dump().items()})
@@ -66,13 +70,15 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 #: Which topics each service reads or writes (Topics field names): it creates any missing on
 #: start-up, so none is left to a broker's auto-creation defaults.
 SERVICE_TOPICS: Mapping[str, tuple[str, ...]] = {
-    "settlement": ("claims", "credits", "persons", "institutions", "settlements", "dead_letters", "schemas"),
+    "settlement": ("claims", "credits", "persons", "institutions", "settlements", "dead_letters", "schemas",
+                   "inquiries", "inquiry_results"),
     "ledger": ("settlements", "dead_letters"),
     "clearing": ("settlements", "clearing_statements", "dead_letters"),
     "fraud": ("settlements", "claims", "fraud_signals", "dead_letters"),
     "dashboard": ("settlements", "institutions", "fraud_signals", "clearing_statements", "dead_letters"),
-    # An input producer for its callers (2207 claims), reading their results without a group.
-    "gateway": ("claims", "settlements"),
+    # An input producer for its callers (2207 claims, 2206/5206 inquiries), reading their results
+    # without a group.
+    "gateway": ("claims", "settlements", "inquiries", "inquiry_results"),
 }
 #: The records settlement accepts on each of its input topics (Topics field → Avro record names).
 SETTLEMENT_INPUTS: Mapping[str, frozenset[str]] = {
@@ -82,12 +88,18 @@ SETTLEMENT_INPUTS: Mapping[str, frozenset[str]] = {
     "institutions": frozenset({"Institution"}),
 }
 
+#: The gateway's questions settlement answers on `inquiry_results` without changing any state: a
+#: Claim there is a pre-settlement (2206), an AccumulatorQuery asks for a person's year (5206).
+SETTLEMENT_INQUIRIES: Mapping[str, frozenset[str]] = {"inquiries": frozenset({"Claim", "AccumulatorQuery"})}
+
 
 def service_topics(topics: Topics, service: str) -> list[str]:
     """The names of the topics `service` reads or writes."""
     return [getattr(topics, name) for name in SERVICE_TOPICS[service]]
 
 
-def settlement_inputs(topics: Topics) -> dict[str, frozenset[str]]:
-    """Settlement's input topics by name, each with the records it accepts there."""
-    return {getattr(topics, name): records for name, records in SETTLEMENT_INPUTS.items()}
+def settlement_inputs(topics: Topics, inquiries: bool = False) -> dict[str, frozenset[str]]:
+    """Settlement's input topics by name, each with the records it accepts there; with `inquiries`,
+    the gateway's questions too (the service answers them; a rebuild has nothing to learn there)."""
+    named = {**SETTLEMENT_INPUTS, **SETTLEMENT_INQUIRIES} if inquiries else SETTLEMENT_INPUTS
+    return {getattr(topics, name): records for name, records in named.items()}

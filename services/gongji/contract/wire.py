@@ -27,6 +27,12 @@ OUTPUT_RECORDS = {"settlement": "Settlement", "reversal": "ReversalResult", "rej
                   "credit": "CreditResult"}
 RECORD_OUTPUTS = {record: kind for kind, record in OUTPUT_RECORDS.items()}
 
+#: The gateway's questions on `inquiries` (a Claim there is priced, never settled) and the answer to
+#: an AccumulatorQuery on `inquiry-results`, by kind (the gongji-type header).
+INQUIRY_RECORDS = {"presettlement": "Claim", "accumulator-query": "AccumulatorQuery"}
+ACCUMULATORS = "accumulators"
+ACCUMULATORS_RECORD = "Accumulators"
+
 #: What a message is (settlement, reversal, rejection, credit, fraud-signal, clearing-statement,
 #: dead-letter): consumers route on it without decoding.
 TYPE_HEADER = "gongji-type"

@@ -20,7 +20,9 @@ LOCAL_TIME = "%Y-%m-%d %H:%M:%S"
 #: time, serial); with the institution's code it names the claim, so a retry names the same one.
 MSGID = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 CODE = re.compile(r"^[A-Za-z0-9_-]{1,20}$")  # the national code is 12; with a msgid, a claim_id of at most 64
-SUPPORTED = ("2207", "2208")
+SUPPORTED = ("2206", "2207", "2208", "5206")
+#: What a read-only question (2206, 5206) is answered with when settlement did not answer in time.
+UNANSWERED = "no answer in time; nothing was changed, ask again"
 PENDING = "accepted, result pending; query again with the same msgid"
 CENT = Decimal("0.01")
 
@@ -126,7 +128,14 @@ def _quantized(value: Decimal, places: str, where: str) -> Decimal:
 
 
 def claim_2207(msgid: str, fixmedins_code: str, data: dict, inf_time: Any = None) -> dict:
-    """The `Claim` record (schemas/claim.avsc) a 2207 request's input.data asks to settle.
+    """The `Claim` record (schemas/claim.avsc) a 2207 request's input.data asks to settle: see
+    `claim_record`, its id `gw-<fixmedins_code>-<msgid>`."""
+    return claim_record(claim_id(fixmedins_code, msgid), fixmedins_code, data, inf_time)
+
+
+def claim_record(ident: str, fixmedins_code: str, data: dict, inf_time: Any = None) -> dict:
+    """The `Claim` record of a 2207 or 2206 request's input.data (a 2206 is the same claim, priced and
+    not settled, under the question's own id).
 
     data: psn_no, mdtrt_id, med_type, insutype (default "310"), acct_used_flag (default "0"),
     setl_time (default the envelope's inf_time), optional dise_codg, and `feedetail`: the visit's
@@ -154,7 +163,7 @@ def claim_2207(msgid: str, fixmedins_code: str, data: dict, inf_time: Any = None
             "non_med_flag": _text(line, "non_med_flag", at, required=False),
         })
     return {
-        "claim_id": claim_id(fixmedins_code, msgid), "mdtrt_id": _text(data, "mdtrt_id", where),
+        "claim_id": ident, "mdtrt_id": _text(data, "mdtrt_id", where),
         "psn_no": _text(data, "psn_no", where), "fixmedins_code": fixmedins_code,
         "med_type": _text(data, "med_type", where), "insutype": _text(data, "insutype", where, False) or "310",
         "setl_time": local_time(when, f"{where}setl_time").isoformat(),
@@ -218,6 +227,52 @@ def settled(kind: str, record: dict) -> dict:
                    "crt_payb_lmt_amt": _money(line.get("crt_payb_lmt_amt")),
                    "setl_proc_info": line.get("setl_proc_info")} for line in record["setldetail"]]
     return answer(0, "", {"setlinfo": setlinfo, "setldetail": setldetail})
+
+
+def query_5206(ident: str, data: dict, inf_time: Any = None) -> dict:
+    """The `AccumulatorQuery` record (schemas/accumulator_query.avsc) of a 5206 request. data: psn_no,
+    and the year as `year` ("yyyy") or `cum_ym` ("yyyyMM" or "yyyy-MM"); without either, the year
+    of the envelope's inf_time."""
+    where = "input.data."
+    psn_no = _text(data, "psn_no", where)
+    year = _text(data, "year", where, required=False)
+    month = _text(data, "cum_ym", where, required=False)
+    if year is None and month is not None:
+        if not re.fullmatch(r"[0-9]{4}-?(0[1-9]|1[0-2])", month):
+            raise Refused(f"{where}cum_ym: {month!r} is not yyyyMM")
+        year = month[:4]
+    if year is None:
+        if inf_time in (None, ""):
+            raise Refused(f"{where}year: required (or cum_ym, or the envelope's inf_time)")
+        year = f"{local_time(inf_time, 'inf_time').astimezone(SHANGHAI).year:04d}"
+    if not re.fullmatch(r"[0-9]{4}", year) or year == "0000":
+        raise Refused(f"{where}year: {year!r} is not a year yyyy")
+    return {"query_id": ident, "psn_no": psn_no, "year": year}
+
+
+def presettled(kind: str, record: dict) -> dict:
+    """The 2206 answer: the 2207 answer's `setlinfo` and `setldetail`, without a settlement's ids (a
+    pre-settlement settled nothing), or the refusal."""
+    answered = settled(kind, record)
+    if kind == "rejection":
+        answered["output"] = {}
+    else:
+        for name in ("setl_id", "claim_id"):
+            answered["output"]["setlinfo"].pop(name, None)
+    return answered
+
+
+def accumulated(kind: str, record: dict) -> dict:
+    """The 5206 answer for an `Accumulators` record (or a rejection): the person's year, the account
+    balance, and `cuminfo`, one row per accumulator (docs/CONTRACT.md, "Inquiries"), money as text."""
+    if kind == "rejection":
+        return answer(-1, f"{record['err_code']}: {record['err_msg']}")
+    rows = [{"cum_type_code": row["cum_type_code"], "cum_type_name": row["cum_type_name"], "cum": _money(row["cum"]),
+             "payb_lmt_amt": _money(row["payb_lmt_amt"]), "crt_payb_lmt_amt": _money(row["crt_payb_lmt_amt"])}
+            for row in record["cuminfo"]]
+    return answer(0, "", {"psn_no": record["psn_no"], "insutype": record["insutype"],
+                          "insu_admdvs": record["insu_admdvs"], "year": record["year"], "balc": _money(record["balc"]),
+                          "visits": record["visits"], "cuminfo": rows})
 
 
 def pending(ident: str) -> dict:

@@ -9,7 +9,10 @@ No answer within `gateway_wait_seconds`: "accepted, result pending", and the sam
 again sends the identical claim again, which settlement answers with the identical result without
 settling twice (CONTRACT.md, "Idempotency"); the answer, once known, is kept in Redis and given back.
 A 2208 reverses by setl_id (the gateway keeps each setl_id it answered with its claim) or by
-orig_claim_id, the same way, as a `Reversal`.
+orig_claim_id, the same way, as a `Reversal`. A 2206 (pre-settlement) and a 5206 (accumulators)
+change nothing: each is a question under an id of its own on `inquiries`, which settlement answers
+on `inquiry-results` (read by the same reply consumer) from the person's state, writing nothing; no
+msgid is claimed, and asking again asks again.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -39,11 +43,12 @@ from gongji.settings import Settings
 
 log = logging.getLogger("gongji.gateway")
 MAX_BODY = 1024 * 1024
+OUTCOME = web.ResponseKey("outcome", str)  # what /metrics counts a 2206 or 5206 answer as
 
 
 class Replies:
-    """The one consumer of `settlements` a gateway process has: from the end of every partition as
-    it starts, each result whose id someone waits for resolves their futures."""
+    """The one consumer of `settlements` and `inquiry-results` a gateway process has: from the end
+    of every partition as it starts, each result whose id someone waits for resolves their futures."""
 
     def __init__(self, settings: Settings, catalog: SchemaCatalog, metrics: Metrics):
         self.settings, self.catalog, self.metrics = settings, catalog, metrics
@@ -52,10 +57,10 @@ class Replies:
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        topic = self.settings.topics.settlements
+        topics = self.settings.topics
         self._consumer = kafka.consumer(self.settings, None)
         await self._consumer.start()
-        partitions = await self._partitions(topic)
+        partitions = [*await self._partitions(topics.settlements), *await self._partitions(topics.inquiry_results)]
         self._consumer.assign(partitions)
         await self._consumer.seek_to_end(*partitions)
         for partition in partitions:  # resolved now: nothing published after start is missed
@@ -110,7 +115,7 @@ class Replies:
         try:
             outcome, failure = (kind, self.catalog.decode(message.value)[1]), None
         except DecodeError as error:
-            log.warning("gateway: the result for %s on settlements cannot be read: %s", ident.decode(), error)
+            log.warning("gateway: the result for %s cannot be read: %s", ident.decode(), error)
             outcome, failure = None, ValueError(f"the result for {ident.decode()} cannot be read: {error}")
         for future in futures:
             if not future.done():
@@ -150,6 +155,10 @@ class Gateway:
             if fixmedins_code not in caller.fixmedins_codes:
                 return _json(national.refusal(f"caller {caller.key_id} may not act for fixmedins_code "
                                               f"{fixmedins_code}"), 403)
+            if infno in ("2206", "5206"):
+                response = _json(answered := await self.ask(infno, fixmedins_code, data, parsed.get("inf_time")))
+                response[OUTCOME] = "answered" if answered["infcode"] == 0 else "refused"
+                return response
             if infno == "2207":
                 kind, record = "claim", national.claim_2207(msgid, fixmedins_code, data, parsed.get("inf_time"))
             else:
@@ -160,6 +169,35 @@ class Gateway:
         except EncodeError as error:
             return _json(national.refusal(f"input.data: {error}"))
         return _json(await self.settle(fixmedins_code, msgid, kind, record, value))
+
+    async def ask(self, infno: str, fixmedins_code: str, data: dict, inf_time) -> dict:
+        """2206 or 5206: a question on `inquiries` under a fresh id, answered from settlement's state
+        with nothing written; no answer in time is said so (asking again is harmless)."""
+        ident = "q-" + secrets.token_hex(16)
+        if infno == "2206":
+            kind, name, record = "presettlement", "Claim", national.claim_record(ident, fixmedins_code, data, inf_time)
+        else:
+            kind, name, record = "accumulator-query", "AccumulatorQuery", national.query_5206(ident, data, inf_time)
+        try:
+            value = self.catalog.encode(name, record)
+        except EncodeError as error:
+            return national.refusal(f"input.data: {error}")
+        future = self.replies.expect(ident)
+        topic = self.settings.topics.inquiries
+        try:
+            result_kind, result = await asyncio.wait_for(
+                self._publish_and_wait(record["psn_no"].encode(), value, kind, future, topic),
+                self.settings.gateway_wait_seconds)
+        except asyncio.TimeoutError:
+            return national.refusal(national.UNANSWERED)
+        except KafkaError as error:
+            log.warning("gateway: could not publish %s: %s", ident, error)
+            return national.refusal(f"Kafka did not take the request ({type(error).__name__}); ask again")
+        except ValueError as error:
+            return national.refusal(f"{error}; ask again")
+        finally:
+            self.replies.forget(ident, future)
+        return national.presettled(result_kind, result) if infno == "2206" else national.accumulated(result_kind, result)
 
     def _setl_key(self, setl_id: str) -> str:
         return f"{self.settings.key_prefix}:gw:setl:{setl_id}"
@@ -211,12 +249,12 @@ class Gateway:
         await self.redis.set(key, json.dumps({"digest": digest, "answer": answer}), ex=ttl)
         return answer
 
-    async def _publish_and_wait(self, key: bytes, value: bytes, kind: str, future: asyncio.Future):
-        await self._publish(key, value, kind)
+    async def _publish_and_wait(self, key: bytes, value: bytes, kind: str, future: asyncio.Future,
+                                topic: str | None = None):
+        await self._publish(key, value, kind, topic or self.settings.topics.claims)
         return await asyncio.shield(future)
 
-    async def _publish(self, key: bytes, value: bytes, kind: str) -> None:
-        topic = self.settings.topics.claims
+    async def _publish(self, key: bytes, value: bytes, kind: str, topic: str) -> None:
         headers = self.key.headers(topic, key, kind, value) if self.key else [(TYPE_HEADER, kind.encode())]
         await self.producer.send_and_wait(topic, value, key=key, headers=headers)
 
@@ -231,9 +269,12 @@ class Gateway:
 
 
 def _outcome(response: web.Response) -> str:
-    """The answers counted on /metrics (gongji_outputs by kind): settled, pending, refused, unauthenticated."""
+    """The answers counted on /metrics (gongji_outputs by kind): settled, pending, refused, unauthenticated,
+    answered (a 2206 or 5206)."""
     if response.status == 401:
         return "unauthenticated"
+    if OUTCOME in response:
+        return response[OUTCOME]
     document = json.loads(response.text)
     if document["infcode"] == 0:
         return "settled"
@@ -291,7 +332,9 @@ async def start_gateway(settings: Settings, catalog: SchemaCatalog | None = None
 OPENAPI = {
     "openapi": "3.1.0",
     "info": {"title": "Gongji gateway", "version": "1",
-             "description": "The national interface's envelope at one address; infno inside. Served: 2207 (settlement), 2208 (reversal by setl_id or orig_claim_id)."},
+             "description": "The national interface's envelope at one address; infno inside. Served: 2206 (pre-settlement, "
+                            "nothing changed), 2207 (settlement), 2208 (reversal by setl_id or orig_claim_id), 5206 "
+                            "(a person's accumulators for a year)."},
     "paths": {"/": {"post": {
         "summary": "One national-interface request {infno, msgid, fixmedins_code, inf_time, input: {data}}",
         "parameters": [{"name": name, "in": "header", "required": True, "schema": {"type": "string"}}

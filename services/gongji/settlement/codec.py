@@ -16,15 +16,17 @@ from pydantic import ValidationError
 from gongji.common.avro import decimal_bytes
 from gongji.common.money import shown, to_yuan
 from gongji.contract.wire import DEFAULT_BOUNDS, MONEY_FIELDS, NAME_MAX_LENGTH, Bounds
-from gongji.settlement.domain import CreditApplied, Output, Rejection, Settlement
+from gongji.settlement.domain import Accumulators, CreditApplied, Output, Rejection, Settlement
 from gongji.settlement.events import (
     NAME_PATTERN,
     TEXT_PATTERN,
+    AccumulatorQuery,
     Claim,
     Credit,
     Event,
     Institution,
     Person,
+    PreSettlement,
     Reversal,
     text_problem,
     validation_context,
@@ -33,6 +35,8 @@ from gongji.settlement.events import (
 INPUT_TYPES: dict[str, type] = {
     "institution": Institution, "person": Person, "claim": Claim, "reversal": Reversal, "credit": Credit,
 }
+#: The gateway's questions on `inquiries` (contract.wire.INQUIRY_RECORDS), answered without effect.
+INQUIRY_TYPES: dict[str, type] = {"presettlement": PreSettlement, "accumulator-query": AccumulatorQuery}
 
 _SETTLEMENT_FIELDS = (
     "claim_id", "setl_id", "psn_no", "mdtrt_id", "med_type", "psn_type", "insu_admdvs", "mdtrtarea_admvs",
@@ -63,7 +67,7 @@ def to_event(kind: str, data: dict[str, Any], bounds: Bounds = DEFAULT_BOUNDS,
              now: datetime | None = None) -> Event | Rejection:
     """Validate one input against the bounds, at `now` (the wall clock if None). Never raises:
     anything wrong, whatever exception it raises, becomes an INVALID_CLAIM rejection saying what."""
-    model = INPUT_TYPES.get(kind)
+    model = INPUT_TYPES.get(kind) or INQUIRY_TYPES.get(kind)
     if model is None:
         return Rejection(err_code="INVALID_CLAIM", input_type=_code(kind), **_ids(kind, data),
                          err_msg=f"unknown event_type {shown(kind)}; expected one of {', '.join(INPUT_TYPES)}")
@@ -82,7 +86,8 @@ def to_event(kind: str, data: dict[str, Any], bounds: Bounds = DEFAULT_BOUNDS,
 def _ids(kind: str, data: Any) -> dict[str, str | None]:
     """The ids a rejection echoes: only those that are clean ids themselves."""
     get = data.get if isinstance(data, dict) else (lambda name: None)
-    ids = {"credit_id": _code(get("credit_id"))} if kind == "credit" else {"claim_id": _code(get("claim_id"))}
+    ids = {"credit_id": _code(get("credit_id"))} if kind == "credit" else {
+        "claim_id": _code(get("query_id" if kind == "accumulator-query" else "claim_id"))}
     return {"psn_no": _code(get("psn_no")), **ids}
 
 
@@ -135,6 +140,14 @@ def from_output(output: Output, unscaled: bool = False) -> tuple[str, dict[str, 
         return "credit", {"credit_id": value.credit_id, "psn_no": value.psn_no, "ym": value.ym,
                           "amount": money(value.amount), "balc": money(value.balc),
                           "insu_admdvs": value.insu_admdvs}
+    if isinstance(value, Accumulators):
+        return "accumulators", {
+            "query_id": value.query_id, "psn_no": value.psn_no, "year": f"{value.year:04d}", "insutype": value.insutype,
+            "insu_admdvs": value.insu_admdvs, "balc": money(value.balc), "visits": value.visits,
+            "cuminfo": [{"cum_type_code": row.cum_type_code, "cum_type_name": row.cum_type_name, "cum": money(row.cum),
+                         "payb_lmt_amt": None if row.payb_lmt_amt is None else money(row.payb_lmt_amt),
+                         "crt_payb_lmt_amt": None if row.crt_payb_lmt_amt is None else money(row.crt_payb_lmt_amt)}
+                        for row in value.cuminfo]}
     raise TypeError(f"not a settlement result: {value!r}")
 
 

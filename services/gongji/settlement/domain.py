@@ -233,7 +233,33 @@ class CreditRecord:
     result: CreditApplied
 
 
-Result = Settlement | Rejection | CreditApplied
+@dataclass(frozen=True, slots=True)
+class Cumulative:
+    """One accumulator of a year (5206 cuminfo): what is used, and the policy's limit and what is
+    left of it (None: no limit)."""
+
+    cum_type_code: str
+    cum_type_name: str
+    cum: int
+    payb_lmt_amt: int | None = None
+    crt_payb_lmt_amt: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Accumulators:
+    """A person's year as settlement holds it: the answer to an AccumulatorQuery."""
+
+    query_id: str
+    psn_no: str
+    year: int
+    insutype: str
+    insu_admdvs: str
+    balc: int
+    visits: int
+    cuminfo: tuple[Cumulative, ...]
+
+
+Result = Settlement | Rejection | CreditApplied | Accumulators
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,4 +273,6 @@ class Output:
     def kind(self) -> str:
         if isinstance(self.value, Settlement):
             return "reversal" if self.value.is_reversal else "settlement"
+        if isinstance(self.value, Accumulators):
+            return "accumulators"
         return "rejection" if isinstance(self.value, Rejection) else "credit"

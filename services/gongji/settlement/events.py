@@ -299,6 +299,19 @@ class Claim(_Event):
         return self
 
 
+class PreSettlement(Claim):
+    """A pre-settlement (2206): a claim priced against the person's state as it stands, never settled.
+    `claim_id` is the question's own id: no record, accumulator, balance or id is touched."""
+
+
+class AccumulatorQuery(_Event):
+    """A question (5206): a person's accumulators for a calendar year, changing nothing."""
+
+    query_id: Code = Field(min_length=1)
+    psn_no: Code = Field(min_length=1)
+    year: int = Field(ge=1, le=9999)  # "yyyy" on the wire
+
+
 class Reversal(_Event):
     """A settlement reversal (2208) of an earlier claim."""
 
@@ -344,4 +357,6 @@ class Credit(_Event):
         return date(int(year), int(month), 1)
 
 
-Event = Person | Institution | Claim | Reversal | Credit
+Event = Person | Institution | Claim | Reversal | Credit | AccumulatorQuery
+#: The questions settlement answers from the state without writing anything.
+INQUIRIES = (PreSettlement, AccumulatorQuery)

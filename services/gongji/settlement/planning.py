@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from gongji.settlement.domain import ClaimRecord, CreditRecord, Output, PersonState, Rejection
-from gongji.settlement.events import Claim, Credit, Event, Institution, Person, Reversal
+from gongji.settlement import inquiry
+from gongji.settlement.events import INQUIRIES, Claim, Credit, Event, Institution, Person, PreSettlement, Reversal
 from gongji.settlement.idempotency import fingerprint, replayed, taken
 from gongji.settlement.store import Commit, Hold, HolderView, Snapshot, Status, claim_key, credit_key
 
@@ -114,6 +115,10 @@ def reads(work: Work, optimistic: bool) -> Reads:
     wanted = Reads(set(), set(), set(), set())
     for _, event in work:
         wanted.psn_nos.add(event.psn_no)
+        if isinstance(event, INQUIRIES):  # a question claims no id and reads no record
+            if isinstance(event, PreSettlement):
+                wanted.codes.add(event.fixmedins_code)
+            continue
         wanted.claims.add((_event_key(event), event.psn_no))
         if isinstance(event, Claim):
             wanted.codes.add(event.fixmedins_code)
@@ -398,10 +403,13 @@ def plan_pass(work: Work, snap: Snapshot, found: Family, views: dict[HoldKey, Ho
     planned: list[tuple[int, Event, _Planned]] = []
     for index, event in work:
         touches = _touches(index, event, found, records)
-        if snap.owners.get(_event_key(event), event.psn_no) != event.psn_no:
+        waits = (event.psn_no in blocked or event.psn_no in holds.touched
+                 or not touches.isdisjoint(blocked) or not touches.isdisjoint(committing))
+        if isinstance(event, INQUIRIES):  # an answer, and nothing written: the overlay stays as it is
+            plan = _Planned(None, again=True) if waits else _Planned(inquiry.answer(event, found.links.get(index), pass_))
+        elif snap.owners.get(_event_key(event), event.psn_no) != event.psn_no:
             plan = _Planned(Output(event.psn_no, taken(event, snap.owners[_event_key(event)])))
-        elif (event.psn_no in blocked or event.psn_no in holds.touched
-              or not touches.isdisjoint(blocked) or not touches.isdisjoint(committing)):
+        elif waits:
             plan = _Planned(None, again=True)
         elif isinstance(event, Claim):
             plan = _plan_claim(event, found.links[index], pass_)

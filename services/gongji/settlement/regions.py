@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Optional
 
-from gongji.settlement.events import Claim, Credit, Event, Institution, Person, Reversal
+from gongji.settlement.events import AccumulatorQuery, Claim, Credit, Event, Institution, Person, Reversal
 
 #: (region, what it is) pairs an event speaks for; region None: not registered, so unknown.
 Claims = list[tuple[Optional[str], str]]
@@ -41,7 +41,7 @@ def spoken_for(event: Event, persons: Mapping[str, Person | None],
     if isinstance(event, Claim):
         institution = institutions.get(event.fixmedins_code)
         return [insured, (institution.admdvs if institution else None, "the institution's region")]
-    if isinstance(event, (Reversal, Credit)):
+    if isinstance(event, (Reversal, Credit, AccumulatorQuery)):
         return [insured]
     raise TypeError(f"not an input event: {type(event).__name__}")
 

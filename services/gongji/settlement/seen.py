@@ -37,8 +37,9 @@ def field(partition: TopicPartition) -> str:
 class Gate(ConsumerRebalanceListener):
     """Admits a batch only onto state Redis still holds, and seals it (markers, durability) after."""
 
-    def __init__(self, markers: SeenMarkers, metrics: Metrics):
+    def __init__(self, markers: SeenMarkers, metrics: Metrics, unmarked: frozenset[str] = frozenset()):
         self.markers = markers
+        self.unmarked = unmarked  # topics whose messages change no state (the gateway's questions): no marker
         self.metrics = metrics
         self.consumer = None
         self.fresh: set[TopicPartition] = set()  # assigned, never settled by anyone: no marker needed
@@ -66,8 +67,9 @@ class Gate(ConsumerRebalanceListener):
             log.warning("checking Redis's markers on assignment failed (%r); checking before the next batch", error)
 
     async def _check(self) -> None:
-        partitions = sorted(self.unchecked)
+        partitions = sorted(tp for tp in self.unchecked if tp.topic not in self.unmarked)
         if not partitions:
+            self.unchecked = set()
             return
         committed = {tp: await self.consumer.committed(tp) for tp in partitions}
         marks = await self.markers.read([field(tp) for tp in partitions])
@@ -88,7 +90,7 @@ class Gate(ConsumerRebalanceListener):
         if self.unchecked:
             await self._check()
         if not self.refusing:
-            spans = _spans(messages)
+            spans = _spans(messages, self.unmarked)
             marks = await self.markers.read([field(tp) for tp in spans])
             behind = {tp: (first, marks[field(tp)]) for tp, (first, _) in spans.items()
                       if tp not in self.fresh and (marks[field(tp)] is None or marks[field(tp)] < first)}
@@ -102,7 +104,7 @@ class Gate(ConsumerRebalanceListener):
     async def seal(self, messages: list[ConsumerRecord]) -> None:
         """After the batch's writes, before its results are published: move the markers and wait
         until Redis has made all of it durable. Raises StateLost if Redis lost state meanwhile."""
-        spans = _spans(messages)
+        spans = _spans(messages, self.unmarked)
         if not spans:
             return
         try:
@@ -163,10 +165,12 @@ class Gate(ConsumerRebalanceListener):
         self.metrics.refuse(len(self.needed))
 
 
-def _spans(messages) -> dict[TopicPartition, tuple[int, int]]:
-    """Per partition: (first offset, last offset + 1) of the messages."""
+def _spans(messages, unmarked: frozenset[str] = frozenset()) -> dict[TopicPartition, tuple[int, int]]:
+    """Per partition: (first offset, last offset + 1) of the messages, but those of `unmarked` topics."""
     spans: dict[TopicPartition, tuple[int, int]] = {}
     for message in messages:
+        if message.topic in unmarked:
+            continue
         tp = TopicPartition(message.topic, message.partition)
         first, nxt = spans.get(tp, (message.offset, message.offset + 1))
         spans[tp] = (min(first, message.offset), max(nxt, message.offset + 1))

@@ -25,7 +25,8 @@ from gongji.common.schemas import SchemaDirectory
 from gongji.settings import Settings
 from gongji.common.topic_admin import ensure_service_topics
 from gongji.contract.topics import service_topics, settlement_inputs
-from gongji.contract.wire import OUTPUT_RECORDS, RECORD_INPUTS, TYPE_HEADER, header
+from gongji.contract.wire import ACCUMULATORS, ACCUMULATORS_RECORD, INQUIRY_RECORDS, OUTPUT_RECORDS, RECORD_INPUTS, \
+    TYPE_HEADER, header
 from gongji.contract.wire import headers as wire_headers
 from gongji.settlement.codec import from_output, to_event
 from gongji.settlement.domain import Output, Rejection
@@ -67,7 +68,7 @@ def _named(rejection: Rejection) -> bool:
     """Whether a refused input's rejection names it: a claim or reversal by claim_id, a credit by
     credit_id, a person by psn_no. An institution's rejection could not, nor one whose id was the
     problem (a rejection echoes only clean ids)."""
-    if rejection.input_type in ("claim", "reversal"):
+    if rejection.input_type in ("claim", "reversal", *INQUIRY_RECORDS):
         return rejection.claim_id is not None
     if rejection.input_type == "credit":
         return rejection.credit_id is not None
@@ -81,7 +82,8 @@ class SettlementService:
         self.settler = Settler(RedisStore(redis_client, settings.key_prefix), book)
         self.bounds = settings.settlement_bounds()
         self.probe = poison.redis_probe(redis_client, settings.key_prefix)
-        self.accepted = settlement_inputs(settings.topics)
+        self.accepted = settlement_inputs(settings.topics, inquiries=True)
+        self.asked = {record: kind for kind, record in INQUIRY_RECORDS.items()}  # on `inquiries`
         self.schemas = SchemaDirectory(settings, catalog)
         # Signed input: None without a keys file (nothing verified); KeyFileError stops start-up.
         self.ring = signing.key_ring(settings)
@@ -90,8 +92,10 @@ class SettlementService:
         self.business = BusinessMetrics(self.metrics.registry, book.regions)
         # Results are published only once Redis has made their state durable, and only onto state
         # Redis still holds (gongji.settlement.seen).
+        # The gateway's questions change no state: their partitions need no marker.
         self.gate = Gate(SeenMarkers(redis_client, settings.key_prefix, settings.settlement_group,
-                                     Durability.from_settings(settings)), self.metrics)
+                                     Durability.from_settings(settings)), self.metrics,
+                         unmarked=frozenset({settings.topics.inquiries}))
 
     async def prepare_topics(self) -> None:
         await ensure_service_topics(self.settings, service_topics(self.settings.topics, SERVICE))
@@ -138,7 +142,8 @@ class SettlementService:
         until that event is alone, dead-letters it and settles the rest, in order."""
         return await self.settler.handle_each(events)
 
-    async def _within_regions(self, events: list, signers: list, answers: list, dead: list) -> list:
+    async def _within_regions(self, events: list, signers: list, answers: list[tuple[Output | None, bool]],
+                              dead: list) -> list:
         """The events whose signing key may speak for their regions (gongji.settlement.regions); the
         others go to `dead` and leave their place in `answers`. One Redis read of the registry
         entries concerned, only when a key limited to regions signed something in the batch."""
@@ -149,7 +154,7 @@ class SettlementService:
         verdicts = regions.check([(event, signer and signer.key_id, signer and signer.regions)
                                   for (_message, event), signer in zip(events, signers)],
                                  snapshot.persons, snapshot.institutions)
-        slots = [index for index, answer in enumerate(answers) if answer is None]
+        slots = [index for index, (answer, _) in enumerate(answers) if answer is None]
         kept, refused = [], set()
         for (message, event), reason, slot in zip(events, verdicts, slots):
             if reason is None:
@@ -165,8 +170,9 @@ class SettlementService:
         outage or a poison message: consume_batches tells which)."""
         messages = await self.gate.admit(messages)
         # Each message is answered once, in its place: a result, a rejection the sender can match
-        # to what they sent (by claim, credit or person id), or else a dead letter.
-        answers: list[Output | None] = []  # None: the Settler's results go there
+        # to what they sent (by claim, credit or person id), or else a dead letter. A question from
+        # the gateway (topic inquiries) is answered on inquiry-results, never on settlements.
+        answers: list[tuple[Output | None, bool]] = []  # (None: the Settler's results go there, asked)
         events, dead = [], []
         # Nothing orders a registry change against a claim on another topic; the registries go
         # first, so a person and their first claim polled together settle (each topic keeps its order).
@@ -188,35 +194,39 @@ class SettlementService:
             if name not in self.accepted.get(message.topic, ()):
                 dead.append((message, f"a {name} record does not belong on topic {message.topic}"))
                 continue
-            kind = RECORD_INPUTS[name]
+            asked = message.topic == self.settings.topics.inquiries
+            kind = self.asked[name] if asked else RECORD_INPUTS[name]
             if signer is not None and header(message.headers, TYPE_HEADER) != kind.encode():
                 dead.append((message, f"signed as type {header(message.headers, TYPE_HEADER)!r} but a {name} record"))
                 continue
             event = to_event(kind, data, self.bounds)
             if isinstance(event, Rejection):
                 if _named(event):
-                    answers.append(Output(event.psn_no or "", event))
+                    answers.append((Output(event.psn_no or "", event), asked))
                 else:  # the sender could not tell which of theirs it answers: the bytes go back
                     dead.append((message, event.err_msg))
             else:
                 events.append((message, event))
                 signers.append(signer)
-                answers.append(None)
+                answers.append((None, asked))
         events = await self._within_regions(events, signers, answers, dead)
         settled = iter(await self._settle(events))
-        outputs = [output for answer in answers
-                   for output in ((answer,) if answer is not None else next(settled))]
+        everything = [(output, asked) for answer, asked in answers
+                      for output in ((answer,) if answer is not None else next(settled))]
+        outputs = [output for output, asked in everything if not asked]
         await self.gate.seal(messages)  # durable before visible
 
         topics = self.settings.topics
-        results = []
-        for output in outputs:
+        results, replies = [], []
+        for output, asked in everything:
             kind, wire = from_output(output, unscaled=True)
-            value = self.catalog.encode_unscaled(OUTPUT_RECORDS[kind], wire)
+            value = self.catalog.encode_unscaled(ACCUMULATORS_RECORD if kind == ACCUMULATORS else OUTPUT_RECORDS[kind], wire)
             # Headers let a consumer route or count without decoding the record.
-            ident = wire.get("claim_id") or wire.get("credit_id") or ""
-            results.append((output.key.encode() or None, value, wire_headers(kind, ident)))
+            ident = wire.get("claim_id") or wire.get("credit_id") or wire.get("query_id") or ""
+            (replies if asked else results).append((output.key.encode() or None, value, wire_headers(kind, ident)))
         sends = await kafka.publish(producer, topics.settlements, results)
+        if replies:
+            sends += await kafka.publish(producer, topics.inquiry_results, replies)
         letters = [kafka.dead_letter_record(self.catalog, message, reason, SERVICE) for message, reason in dead]
         if letters:
             sends += await kafka.publish(producer, topics.dead_letters, letters)
@@ -225,6 +235,7 @@ class SettlementService:
         self.stats.batches += 1
         self.stats.consumed += len(messages)
         self.stats.dead_letters += len(dead)
+        self.stats.outputs["inquiry"] += len(replies)
         self.metrics.consumed.inc(len(messages))
         self.metrics.dead_letters.inc(len(dead))
         for output in outputs:

@@ -1,0 +1,72 @@
+"""`gongji publish`'s order (issue 11): the subjects each line's result depends on, so that a line
+waits for an earlier one exactly when replay's result could differ without it (a family member's
+claim and the holder's credit; a registry entry and the claims that need it) and never for an
+unrelated person's line."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime
+
+import pytest
+
+from gongji.common.avro import SchemaCatalog
+from gongji.local.publish import Tally, rows_for
+from gongji.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime.fromisoformat("2024-12-31T12:00:00+08:00")
+LINE = {"feedetl_sn": "1", "med_list_codg": "XF06", "list_type": "201", "chrgitm_lv": "01",
+        "det_item_fee_sumamt": "30.00", "cnt": "3", "pric": "10.00"}
+
+
+def person(psn_no: str, **fields) -> dict:
+    return {"event_type": "person", "psn_no": psn_no, "insutype": "310", "psn_type": "1101",
+            "insu_admdvs": "152501", "psn_insu_stas": "1", **fields}
+
+
+def claim(claim_id: str, psn_no: str, acct_used_flag: str = "1", fixmedins_code: str = "H1") -> dict:
+    return {"event_type": "claim", "claim_id": claim_id, "mdtrt_id": "M-" + claim_id, "psn_no": psn_no,
+            "fixmedins_code": fixmedins_code, "med_type": "11", "insutype": "310",
+            "setl_time": "2023-06-01 10:00:00", "acct_used_flag": acct_used_flag, "fee_details": [LINE]}
+
+
+def subjects(*lines: dict) -> list[set[str]]:
+    encoded = [json.dumps(line).encode() for line in lines]
+    errors = io.StringIO()
+    found = [subjects for _, _, subjects in rows_for(encoded, Settings(), SchemaCatalog(), errors, Tally(), NOW)]
+    assert errors.getvalue() == ""
+    return found
+
+
+def test_a_family_members_claim_on_the_holders_account_shares_the_holders_subject():
+    holder, member, other = "H0001", "M0001", "X0001"
+    found = subjects(
+        person(holder), person(member, mulaid_holder_psn_no=holder, mulaid_relation="parent"), person(other),
+        {"event_type": "credit", "credit_id": "K-1", "psn_no": holder, "ym": "2023-01", "crdt_type": "monthly",
+         "crdt_base": "8000.00"},
+        claim("C-1", member), claim("C-2", member, acct_used_flag="0"), claim("C-3", other),
+        {"event_type": "reversal", "claim_id": "R-1", "orig_claim_id": "C-1", "psn_no": member,
+         "setl_time": "2023-06-02 10:00:00"},
+        {"event_type": "reversal", "claim_id": "R-2", "orig_claim_id": "C-2", "psn_no": member,
+         "setl_time": "2023-06-02 10:00:00"},
+        {"event_type": "institution", "fixmedins_code": "H1", "fixmedins_name": "H", "fixmedins_type": "1",
+         "medins_lv": "3", "grassroots": False, "admdvs": "152501"})
+    assert found == [
+        {"person:H0001"}, {"person:M0001"}, {"person:X0001"}, {"person:H0001"},
+        {"person:M0001", "person:H0001", "institution:H1"},  # draws on the holder's account
+        {"person:M0001", "institution:H1"},  # acct_used_flag 0: the holder's account is not touched
+        {"person:X0001", "institution:H1"},
+        {"person:M0001", "person:H0001"},  # gives back to the account its claim drew on
+        {"person:M0001"},
+        {"institution:H1"}]
+
+
+def test_a_binding_counts_from_its_person_line_on_and_ends_with_a_person_line_without_it():
+    found = subjects(claim("C-1", "M1"), person("M1", mulaid_holder_psn_no="H1", mulaid_relation="child"),
+                     claim("C-2", "M1"), person("M1"), claim("C-3", "M1"))
+    assert [sorted(s) for s in found] == [
+        ["institution:H1", "person:M1"], ["person:M1"], ["institution:H1", "person:H1", "person:M1"],
+        ["person:M1"], ["institution:H1", "person:M1"]]

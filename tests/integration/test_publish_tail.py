@@ -11,6 +11,9 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
+from gongji.contract.topics import Topics
 from gongji.local.publish import publish
 from gongji.local.tail import tail
 from gongji.settlement.policy import load_policy_book
@@ -89,3 +92,21 @@ async def test_publishing_erenhot_then_tailing_settlements_gives_what_replay_giv
     about = [json.loads(line) for line in one.getvalue().splitlines()]
     assert sorted((r["event_type"], r["claim_id"]) for r in about) == [
         ("reversal", "R-0001"), ("settlement", "C-0001"), ("settlement", "C-0001")]  # the resend answered again
+
+
+async def test_without_settlement_running_publish_stops_with_a_message_unless_told_not_to_wait(
+        stack, uniq, tmp_path, monkeypatch):
+    from gongji.local import publish as module
+
+    settings = signed(stack, uniq, tmp_path)
+    monkeypatch.setattr(module, "WAIT_TIMEOUT", 1.0)
+    with open(SAMPLE, "rb") as lines:
+        with pytest.raises(module.PublishError, match=f"settlement group '{settings.settlement_group}' did not take"):
+            await publish(lines, settings, errors=io.StringIO())
+    with open(SAMPLE, "rb") as lines:
+        tally = await publish(lines, as_other_run(settings), wait=False, errors=io.StringIO())
+    assert (tally.sent, tally.refused, tally.waits) == (17, 1, 0)
+
+
+def as_other_run(settings):
+    return settings.updated(topic_prefix=settings.topic_prefix + "nowait.", topics=Topics())

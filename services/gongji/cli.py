@@ -153,9 +153,10 @@ def parser() -> argparse.ArgumentParser:
                               "(- for stdin)")
     pub.add_argument("file")
     pub.add_argument("--rate", type=_positive, default=None, metavar="N", help="at most N lines a second")
-    pub.add_argument("--ordered", action="store_true",
-                     help="settled in file order across topics and persons: wait for the settlement group at each "
-                          "switch of topic or key (slow; what replay would give)")
+    pub.add_argument("--no-wait", action="store_true",
+                     help="send without waiting for the settlement group (by default a line that depends on an "
+                          "earlier one on another topic or key waits until settlement has taken it, so results are "
+                          "replay's); Kafka then keeps only each topic and key's order")
     tail = commands.add_parser("tail", help="a Gongji topic decoded to JSON lines")
     tail.add_argument("topic", help="settlements, claims, registry.persons, dead-letters, …")
     tail.add_argument("--from-beginning", action="store_true",

@@ -10,7 +10,7 @@ import json
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -366,6 +366,11 @@ class Settings(LogSettings):
         if self.topic_prefix and not self.topics.claims.startswith(self.topic_prefix):
             self.topics = self.topics.prefixed(self.topic_prefix)
         return self
+
+    def updated(self, **changes: Any) -> "Settings":
+        """A copy with `changes`, validated as configured values are (`model_copy(update=…)` is not:
+        a path given as text would stay text) and without reading the environment again."""
+        return type(self).model_validate({**self.model_dump(), **changes})
 
     def to_env(self) -> dict[str, str]:
         """These settings as the environment variables that give them back: `Settings()` in a

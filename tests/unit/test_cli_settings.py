@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +43,22 @@ def test_half_configured_servers_stop_with_a_message(stack_state):
 def test_the_stacks_services_use_the_stacks_servers_whatever_the_shell_says(stack_state):
     settings = state.local_stack_settings(Settings(database_url="postgresql://prod/gongji"))
     assert settings.database_url == STATE["database_url"]
+
+
+def test_path_settings_read_from_the_state_file_are_paths(tmp_path, monkeypatch):
+    """stack.json holds paths as text; the settings built from it are validated, so a path setting
+    is a Path (a str there crashed `signing.load_keys` on `gongji stack up`, issue 11)."""
+    files = {"input_keys_file": str(tmp_path / "input-keys.toml"), "gateway_callers_file": str(tmp_path / "callers.toml")}
+    (tmp_path / "stack.json").write_text(json.dumps({**STATE, **files}))
+    monkeypatch.setattr(state, "STATE_DIR", tmp_path)
+    settings = state.local_stack_settings(Settings())
+    assert settings.input_keys_file == Path(files["input_keys_file"])
+    assert isinstance(settings.input_keys_file, Path) and isinstance(settings.gateway_callers_file, Path)
+    assert settings.require_signed_input and settings.input_signing_key == "local"
+    # validated as configured values are: a wrong value in the state file is refused, not carried
+    (tmp_path / "stack.json").write_text(json.dumps({**STATE, **files, "redis_url": 5}))
+    with pytest.raises(ValueError, match="redis_url"):
+        state.local_stack_settings(Settings())
 
 
 

@@ -168,9 +168,9 @@ def test_publish_says_which_line_and_field_is_wrong_and_sends_the_others():
     errors, tally = io.StringIO(), Tally()
     settings = Settings(topic_prefix="t.")
     rows = list(rows_for(lines, settings, CATALOG, errors, tally, NOW))
-    assert [number for number, _ in rows] == [1, 4, 6]
-    assert {row[0] for _, row in rows} == {"t.claims"} and {row[1] for _, row in rows} == {b"P1"}
-    assert [row[3] for _, row in rows] == ["C-1", "C-2", "C-4"]
+    assert [number for number, _, _ in rows] == [1, 4, 6]
+    assert {row[0] for _, row, _ in rows} == {"t.claims"} and {row[1] for _, row, _ in rows} == {b"P1"}
+    assert [row[3] for _, row, _ in rows] == ["C-1", "C-2", "C-4"]
     said = errors.getvalue().splitlines()
     assert said[0].startswith("line 2: not JSON")
     assert said[1] == ("line 5: invalid claim: fee_details.0.det_item_fee_sumamt: Input should be greater than or "

@@ -70,7 +70,7 @@ def local_stack_settings(settings: Settings, service: str | None = None) -> Sett
     from gongji.local.tls import TOOLS, principal
 
     state = read_state()
-    on_stack = settings.model_copy(update=stack_settings(state, principal(service) if service else TOOLS))
+    on_stack = settings.updated(**stack_settings(state, principal(service) if service else TOOLS))
     return for_role(on_stack, state.get("credentials"), service) if service else on_stack
 
 

@@ -243,3 +243,56 @@ def refusal_world(draw) -> list:
 @given(st.data(), refusal_world())
 def test_suspended_benefits_is_the_same_in_any_read_order(data, events):
     check(data, events, "SUSPENDED_BENEFITS", suspended_claims=1)
+
+
+# ------------------------------------------------------------------ watermarks, lateness, the replay
+def test_the_watermark_is_the_oldest_partition_not_idle():
+    from gongji.fraud.spike import watermark
+
+    marks = {"0": at(3), "1": at(1)}
+    assert watermark(marks, ["0", "1", "2"], set()) is None  # partition 2 has sent nothing yet
+    assert watermark(marks, ["0", "1", "2"], {"2"}) == at(1)  # the slowest of the others
+    assert watermark(marks, ["0", "1", "2"], {"1", "2"}) == at(3)
+    assert watermark(marks, ["0", "1", "2"], {"0", "1", "2"}) == at(3)  # all idle: nothing more is coming
+
+
+def test_a_day_is_judged_once_closed_and_an_event_read_after_revises_it():
+    from gongji.fraud.domain import InstitutionActivity
+    from gongji.fraud.domain import NO_WINDOW
+    from gongji.fraud.spike import close, is_late, on_activity
+
+    config = FraudSettings(spike_min_volume=5, spike_baseline_days=2, allowed_lateness_seconds=3600)
+    buckets = MemoryBuckets()
+
+    def act(cid, day, hour=9.0):
+        return InstitutionActivity("H1", "152501", cid, "settlement", at(day, hour))
+
+    for event in [act("b0", 0), act("b1", 1)] + [act(f"k{n}", 2) for n in range(5)]:
+        assert on_activity(config, buckets, event, "0") == []  # nothing judged on arrival
+    assert close(config, buckets, "0", at(3, 0.5)) == []  # day 2 ends at 3 00:00, + 1 h of lateness
+    assert not is_late(config, buckets.get("clock", "0", NO_WINDOW), act("k9", 2))
+    (raised,) = close(config, buckets, "0", at(3, 1))
+    assert (raised.rule_id, raised.count, raised.status, raised.window) == ("INSTITUTION_SPIKE", 5, "raised",
+                                                                            day_of(at(2)))
+    # Six more on day 1, read late: by the third, day 2's baseline is (1 + 4) / 2 and 5 is not above
+    # 3 × 2.5: withdrawn; at the fifth, day 1 itself (5 against 0.5) is raised late.
+    late = [act(f"b1-{n}", 1, 10 + n) for n in range(6)]
+    assert is_late(config, buckets.get("clock", "0", NO_WINDOW), late[0])
+    out = [signal for event in late for signal in on_activity(config, buckets, event, "0")]
+    assert [(s.window, s.status) for s in out] == [(day_of(at(2)), "withdrawn"), (day_of(at(1)), "raised")]
+    assert out[0].signal_id == raised.signal_id and out[1].count == 5
+    assert close(config, buckets, "0", at(9)) == []  # judged already: nothing again
+
+
+def test_the_replay_gives_the_signals_of_time_order():
+    """tests/fraud_replay.py on a shorter stream: a skewed replay, read as the service reads it
+    (partitions, watermarks), gives the set of signal_ids time order gives."""
+    from tests.fraud_replay import final, service_model, skewed, stream
+
+    ordered = stream(600, 3)
+    replay = skewed(ordered, 3)
+    config = FraudSettings()
+    counts, expected, _ = final(detect(config, MemoryBuckets(), ordered).signals)
+    assert {"IMPOSSIBLE_TRAVEL", "EARLY_REFILL", "INSTITUTION_SPIKE", "HIGH_EXPENSE"} <= set(counts)
+    assert final(service_model(config, replay))[1] == expected
+    assert final(detect(config, MemoryBuckets(), replay).signals)[1] == expected

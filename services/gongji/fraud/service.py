@@ -356,6 +356,8 @@ class FraudService:
     async def _close_days(self) -> None:
         """Every second: the days a partition going idle has closed, on the partitions of the
         activity topic this worker holds and has read from."""
+        if not self.heard:  # nothing read from the activity topic yet
+            return
         async with self.institution_lock:
             held = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.activity_name}
             staged, signals = BatchStaged(self.buckets), []

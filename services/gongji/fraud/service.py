@@ -47,6 +47,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import faust
+from prometheus_client import Counter
 
 from gongji.common import kafka, poison, reachable
 from gongji.common.avro import SchemaCatalog
@@ -55,8 +56,6 @@ from gongji.common.observe import Metrics, serve
 from gongji.common.topic_admin import ensure_service_topics
 from gongji.contract.topics import service_topics
 from gongji.contract.wire import FRAUD_SIGNAL, INPUT_RECORDS, OUTPUT_RECORDS, TYPE_HEADER, header, headers
-from prometheus_client import Counter
-
 from gongji.fraud import domain, rules, spike
 from gongji.fraud.domain import NO_WINDOW, WITHDRAWN, InstitutionActivity, Outcome, Signal, Staged
 from gongji.fraud.store import BatchStaged, CopyingBuckets, PinnedTable, TableBuckets

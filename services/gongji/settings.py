@@ -62,6 +62,13 @@ class FraudSettings(BaseModel):
     high_expense_amount: Decimal = Field(Decimal("20000.00"), gt=0)
     # How long a person's claim lines wait for their settlement (and refusals for their claim).
     join_days: int = Field(3, ge=1)
+    # Event time (issue 14): an institution's day is judged once the settlement-time watermark of
+    # every person partition that feeds it has passed the day's end plus this lateness; an event
+    # read after that (or this far behind its partition's newest) is counted and logged as late, and
+    # revises what was judged (a withdrawal, or a signal raised late). A partition that sent nothing
+    # for `idle_seconds` (wall clock) is left out of the watermark until it sends again.
+    allowed_lateness_seconds: float = Field(3600.0, ge=0)
+    idle_seconds: float = Field(30.0, gt=0)
     # Not a rule: the service reads up to this many events (or what came within this many seconds)
     # and saves each window they changed once, after the batch's signals are acknowledged.
     batch_events: int = Field(1000, ge=1)

@@ -123,12 +123,15 @@ def script(tag: str) -> tuple[list, dict, int]:
     # A claim refused NOT_INSURED: benefits suspended.
     events += [claim(p("n1"), p("SUSP"), h3, at(9, 15)), rejection(p("n1"), p("SUSP"))]
     expected[("SUSPENDED_BENEFITS", p("SUSP"))] = at(9, 0)
-    # 12 000 + 9 000 + 500 yuan of personal burden, a reversal of 9 000: past 20 000 once, back below after.
-    big = settlement(p("h2"), p("HIGH"), hh, at(3, 10), medfee="20000.00", part="9000.00")
-    events += [settlement(p("h1"), p("HIGH"), hh, at(2, 10), medfee="30000.00", part="12000.00"), big,
-               settlement(p("h3"), p("HIGH"), hh, at(4, 10), medfee="1000.00", part="500.00"),
-               reversal(p("h4"), big, at(5, 10))]
+    # 12 000 + 9 000 + 500 yuan of personal burden, a reversal of the 500: past 20 000, and still.
+    small = settlement(p("h3"), p("HIGH"), hh, at(4, 10), medfee="1000.00", part="500.00")
+    events += [settlement(p("h1"), p("HIGH"), hh, at(2, 10), medfee="30000.00", part="12000.00"),
+               settlement(p("h2"), p("HIGH"), hh, at(3, 10), medfee="20000.00", part="9000.00"), small,
+               reversal(p("h4"), small, at(5, 10))]
     expected[("HIGH_EXPENSE", p("HIGH"))] = "2023-01-01T00:00:00+08:00"
+    # 25 000 yuan in one visit, reversed: raised, then withdrawn under the same signal_id (issue 14).
+    gone = settlement(p("w1"), p("UNDONE"), hh, at(2, 11), medfee="30000.00", part="25000.00")
+    events += [gone, reversal(p("w2"), gone, at(3, 11))]
     # An institution with one settlement a day for 7 days, then 6 on 8 March (> 3 × 1, ≥ 5).
     spike = p("HSPIKE")
     events += [settlement(p(f"b{d}"), p(f"BASE{d}"), spike, at(d, 11)) for d in range(1, 8)]
@@ -137,8 +140,16 @@ def script(tag: str) -> tuple[list, dict, int]:
     return events, expected, cut
 
 
+def withdrawn_id(tag: str) -> str:
+    """The signal the script raises and then withdraws."""
+    return domain.signal_id("HIGH_EXPENSE", f"{tag}UNDONE", datetime.fromisoformat("2023-01-01T00:00:00+08:00"))
+
+
+# The last settlement of the script is on 10 March: the spike on 8 March is judged once the
+# partitions with nothing later have been idle for `idle_seconds`.
 CONFIG = FraudSettings(visits_per_day=4, visits_per_week=6, shopping_institutions=2, split_claims=3,
-                     spike_min_volume=5, spike_factor=Decimal(3), high_expense_amount=Decimal("20000.00"))
+                       spike_min_volume=5, spike_factor=Decimal(3), high_expense_amount=Decimal("20000.00"),
+                       idle_seconds=2.0)
 
 
 @asynccontextmanager
@@ -178,14 +189,21 @@ async def test_each_signal_once_and_resend_across_a_restart_changes_nothing(stac
         await send(settings, events[cut:])
         await send_raw(settings, settings.topics.settlements, b"not avro", key=b"whoever")
         records = await collect(settings, settings.topics.fraud_signals,
-                                lambda rs: len(rs) >= len(expected), timeout=60)
+                                lambda rs: len(rs) >= len(expected) + 2, timeout=60)
         await consumed(first, len(events) + 1)
         letters = await collect(settings, settings.topics.dead_letters, lambda rs: len(rs) >= 1)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             metrics = response.read().decode()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
             assert response.status == 200
+    records = [record for record in records if record[1]["status"] == "raised"] + \
+        [record for record in records if record[1]["status"] == "withdrawn"]
     signals = signals_of(records)
+    (withdrawal,) = [s for s in signals if s["status"] == "withdrawn"]
+    signals = [s for s in signals if s["status"] == "raised"]
+    assert withdrawal["signal_id"] == withdrawn_id(uniq) and withdrawal["rule_id"] == "HIGH_EXPENSE"
+    assert withdrawal["signal_id"] in {s["signal_id"] for s in signals}  # raised first, then withdrawn
+    signals = [s for s in signals if s["signal_id"] != withdrawal["signal_id"]]
     assert {(s["rule_id"], s["subject_id"]): s["window_start"] for s in signals} == expected
     for name, data, message in records:  # routed without decoding, deduplicated by id downstream
         assert wire.header(message.headers) == wire.FRAUD_SIGNAL.encode()
@@ -203,7 +221,10 @@ async def test_each_signal_once_and_resend_across_a_restart_changes_nothing(stac
     for raised in signals:
         assert raised["subject_id"].startswith(uniq)
     assert [d["reason"] for n, d, _ in letters if n == "DeadLetter"][0].startswith("not an input")
-    assert 'gongji_outputs_total{kind="HIGH_EXPENSE"} 1.0' in metrics
+    assert 'gongji_outputs_total{kind="HIGH_EXPENSE"} 2.0' in metrics
+    assert 'gongji_fraud_withdrawals_total{rule="HIGH_EXPENSE"} 1.0' in metrics
+    # The script is grouped by rule, not in time order: events behind their partition are counted late.
+    assert 'gongji_fraud_late_events_total{side="person"}' in metrics
     # The log names each signal by rule and id, never by its subject (a psn_no is personal).
     logged = [record.getMessage() for record in caplog.records if record.name == "gongji.fraud"]
     for raised in signals:
@@ -227,9 +248,10 @@ async def test_each_signal_once_and_resend_across_a_restart_changes_nothing(stac
         await consumed(third, len(events) - half + 1)
         await asyncio.sleep(1.0)  # anything a wrong state would raise has been sent by now
     assert list(second.raised) == [] and list(third.raised) == []
-    again = signals_of(await collect(settings, settings.topics.fraud_signals, lambda rs: len(rs) >= len(expected)))
-    assert sorted((s["signal_id"], s["count"], s["claim_ids"]) for s in again) == \
-        sorted((s["signal_id"], s["count"], s["claim_ids"]) for s in signals)
+    again = signals_of(await collect(settings, settings.topics.fraud_signals,
+                                     lambda rs: len(rs) >= len(expected) + 2))
+    assert sorted((s["signal_id"], s["count"], s["claim_ids"], s["status"]) for s in again) == \
+        sorted((s["signal_id"], s["count"], s["claim_ids"], s["status"]) for s in signals_of(records))
 
 
 async def test_the_service_keeps_faust_s_data_directory_out_of_the_working_directory(stack, uniq, tmp_path,
@@ -299,7 +321,7 @@ async def test_kill_9_mid_stream_then_resend_raises_each_expected_signal_id_and_
     # before the kill lands somewhere in the filler.
     rest = events[cut:] + filler
     wanted = {domain.signal_id(rule, subject, datetime.fromisoformat(start))
-              for (rule, subject), start in expected.items()}
+              for (rule, subject), start in expected.items()} | {withdrawn_id(uniq)}
     await ensure_topics(settings, [settings.topics.settlements, settings.topics.claims],
                         settings.partitions)
     port = free_port()

@@ -139,7 +139,7 @@ RECORDS: dict[str, dict[str, Any]] = {
         "admdvs": "152501", "window_start": "2023-03-01T09:00:00+08:00", "window_end": "2023-03-01T11:00:00+08:00",
         "claim_ids": ["C-152501-0001", "C-990100-0007"], "count": 2, "threshold": "< 4 h between regions",
         "amount": None, "reason": "Settled in 152501 at 09:12 and in 990100 at 10:40, 88 minutes apart.",
-        "detected_at": "2026-11-23T15:00:00+00:00"},
+        "detected_at": "2026-11-23T15:00:00+00:00", "status": "raised"},
     "AccumulatorQuery": {"query_id": "q-5f0c2a9e1b7d", "psn_no": "15250100000000000042", "year": "2023"},
     "Accumulators": {
         "query_id": "q-5f0c2a9e1b7d", "psn_no": "15250100000000000042", "year": "2023", "insutype": "310",
@@ -186,7 +186,7 @@ FIELD_NAMES = {
                    "service"],
     "FraudSignal": ["signal_id", "rule_id", "category", "severity", "subject_type", "subject_id", "admdvs",
                     "window_start", "window_end", "claim_ids", "count", "threshold", "amount", "reason",
-                    "detected_at"],
+                    "detected_at", "status"],
     "AccumulatorQuery": ["query_id", "psn_no", "year"],
     "Accumulators": ["query_id", "psn_no", "year", "insutype", "insu_admdvs", "balc", "visits", "cuminfo"],
     "Cumulative": ["cum_type_code", "cum_type_name", "cum", "payb_lmt_amt", "crt_payb_lmt_amt"],
@@ -479,6 +479,27 @@ def test_new_reader_fills_the_default_for_old_claims(catalog: SchemaCatalog) -> 
         bare.decode(old_bytes)
     bare.register(load_packaged_schema("history/claim.v1.avsc"))
     assert bare.decode(old_bytes) == (name, claim)
+
+
+def test_fraud_signal_adds_only_status_with_its_default_to_v1(catalog: SchemaCatalog) -> None:
+    """Issue 14's withdrawals: `status` added with a default, so a v1 signal reads as "raised"; a v1
+    reader that registered the writer still reads a withdrawal, but without its status (it cannot tell
+    it from a raise: readers of fraud.signals must read the current schema to net withdrawals)."""
+    old_schema, new_schema = (schema_records(load_packaged_schema(name))["FraudSignal"]
+                              for name in ("history/fraud_signal.v1.avsc", "fraud_signal.avsc"))
+    old_fields = {f["name"]: f for f in old_schema["fields"]}
+    new_fields = {f["name"]: f for f in new_schema["fields"]}
+    assert [name for name in new_fields if name not in old_fields] == ["status"]
+    assert all(new_fields[name]["type"] == field["type"] and new_fields[name].get("default") == field.get("default")
+               for name, field in old_fields.items())
+    assert (new_fields["status"]["type"], new_fields["status"]["default"]) == ("string", "raised")
+    v1_signal = {k: v for k, v in RECORDS["FraudSignal"].items() if k != "status"}
+    v1 = SchemaCatalog(current=[load_packaged_schema("history/fraud_signal.v1.avsc")], history=[])
+    assert catalog.decode(v1.encode("FraudSignal", v1_signal)) == ("FraudSignal", {**v1_signal, "status": "raised"})
+    withdrawal = {**RECORDS["FraudSignal"], "status": "withdrawn"}
+    v1.register(json.dumps(load_packaged_schema("fraud_signal.avsc"), ensure_ascii=False))
+    assert v1.decode(catalog.encode("FraudSignal", withdrawal)) == ("FraudSignal", v1_signal)
+    assert catalog.decode(catalog.encode("FraudSignal", withdrawal)) == ("FraudSignal", withdrawal)
 
 
 def test_register_is_idempotent_and_guards_decimal_scale() -> None:

@@ -134,6 +134,32 @@ def test_rejections_dead_letters_signals_statements_and_lag():
                             "topics": {"claims": 12}}]
 
 
+def test_signal_counts_are_net_of_withdrawals_and_a_resend_counts_once():
+    """Issue 14: a withdrawal (same signal_id, status "withdrawn") takes its signal out of the counts
+    and the list; a withdrawal of one never seen, or seen twice, changes nothing; it may be raised
+    again. A resend counts once even after the list let it go."""
+    board = Board(since=T0, latest_signals=2)
+
+    def signal(ident, rule="EARLY_REFILL", status=None):
+        board.fraud_signal({"signal_id": ident, "rule_id": rule, "subject_type": "institution", "subject_id": "H1",
+                            **({"status": status} if status else {})})
+
+    for ident in ("a", "b", "c"):
+        signal(ident)
+    signal("x", "INSTITUTION_SPIKE")
+    signal("a")  # a resend of one the list of two let go
+    signal("b", status="withdrawn")
+    signal("b", status="withdrawn")
+    signal("nobody", status="withdrawn")
+    signal("x", "INSTITUTION_SPIKE", status="withdrawn")
+    snap = board.snapshot(T0)
+    assert snap["counts"]["fraud_signals"] == 2
+    assert snap["signal_rules"] == [{"rule": "EARLY_REFILL", "count": 2}]
+    assert [s["signal_id"] for s in snap["signals"]] == ["c"]
+    signal("b", status="raised")  # raised again by later evidence
+    assert board.snapshot(T0)["counts"]["fraud_signals"] == 3
+
+
 def test_short_reason_keeps_the_kind_of_failure():
     assert short_reason("a: b: c: d") == "a: b"
     assert len(short_reason("x" * 100)) == 60

@@ -179,8 +179,12 @@ def activity(cid, day, kind="settlement"):
 def spike(events, **config):
     from gongji.fraud.rules import on_activity
 
+    from gongji.fraud.rules import close
+
     cfg, buckets = FraudSettings(**config), MemoryBuckets()
-    return [s for event in events for s in on_activity(cfg, buckets, event)]
+    signals = [s for event in events for s in on_activity(cfg, buckets, event)]
+    assert signals == []  # a day is judged only once closed
+    return close(cfg, buckets, "all", datetime.fromisoformat("2099-01-01T00:00:00+08:00"))
 
 
 def test_institution_spike_against_its_own_trailing_average():
@@ -189,7 +193,7 @@ def test_institution_spike_against_its_own_trailing_average():
     assert spike(baseline + [activity(f"k{i}", 7) for i in range(30)]) == []
     signals = spike(baseline + [activity(f"k{i}", 7) for i in range(40)])
     assert [(s.rule_id, s.subject_type, s.subject_id, s.count, s.window) for s in signals] == \
-        [("INSTITUTION_SPIKE", "institution", "H1", 31, day_of(t(7)))]
+        [("INSTITUTION_SPIKE", "institution", "H1", 40, day_of(t(7)))]  # the whole day, judged once complete
     # No baseline, no signal; and the minimum volume holds however small the baseline.
     assert spike([activity(f"k{i}", 7) for i in range(100)]) == []
     assert spike([activity("b", 0)] + [activity(f"k{i}", 7) for i in range(19)]) == []
@@ -258,12 +262,13 @@ def test_signal_encodes_with_the_fraud_signal_schema():
         assert catalog.decode(catalog.encode("FraudSignal", record)) == ("FraudSignal", record)
 
 
-def test_a_resent_visit_forgotten_by_the_travel_window_raises_nothing():
-    """`recent` keeps 3 h before the newest visit; a visit read late (K, older than N) is judged
-    against what is left. Resending A, which N pushed out, must not pair it with K now."""
+def test_a_visit_read_late_meets_the_visits_around_it_and_a_resend_raises_nothing():
+    """Visits are kept by event time, not relative to the newest read: K (10:30), read after N
+    (13:00), still meets A (09:00 in another region); resending all three raises nothing."""
     cfg, buckets = FraudSettings(), MemoryBuckets()
     a, n, k = visit("a", when=t(0, 9), region="990100"), visit("n", when=t(0, 13)), visit("k", when=t(0, 10.5))
-    assert detect(cfg, buckets, [a, n, k]).signals == []
+    (signal,) = detect(cfg, buckets, [a, n, k]).signals
+    assert (signal.rule_id, signal.claim_ids) == ("IMPOSSIBLE_TRAVEL", ("a", "k"))
     assert detect(cfg, buckets, [a, n, k]).signals == []
 
 
@@ -286,7 +291,7 @@ def _runtime_imports(path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("module", ["domain", "rules"])
+@pytest.mark.parametrize("module", ["domain", "rules", "spike"])
 def test_the_fraud_domain_and_rules_do_no_io(module):
     """Pure: no faust, no client, no settings (the thresholds come in as an argument, hinted only)."""
     from pathlib import Path
@@ -295,7 +300,7 @@ def test_the_fraud_domain_and_rules_do_no_io(module):
 
     imported = _runtime_imports(Path(gongji.fraud.__file__).parent / f"{module}.py")
     allowed = {"__future__", "copy", "hashlib", "collections.abc", "dataclasses", "datetime", "decimal", "typing",
-               "gongji.common.money", "gongji.contract.wire", "gongji.fraud.domain"}
+               "gongji.common.money", "gongji.contract.wire", "gongji.fraud.domain", "gongji.fraud.spike"}
     assert imported <= allowed, imported - allowed
 
 
@@ -309,7 +314,7 @@ def test_importing_the_fraud_rules_loads_no_client_and_no_settings():
     loaded = set(subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
                                 text=True).stdout.split())
     assert loaded == {"gongji.common", "gongji.common.money", "gongji.contract", "gongji.contract.wire",
-                      "gongji.fraud", "gongji.fraud.domain", "gongji.fraud.rules"}, loaded
+                      "gongji.fraud", "gongji.fraud.domain", "gongji.fraud.rules", "gongji.fraud.spike"}, loaded
 
 
 def test_fraud_s_own_failures_share_one_root_and_keep_their_builtin_kind():

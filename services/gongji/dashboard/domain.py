@@ -141,6 +141,7 @@ class Board:
         self.dead_letters: Counter = Counter()
         self.signals: OrderedDict[str, dict] = OrderedDict()
         self.signal_rules: Counter = Counter()
+        self.standing: dict[str, str] = {}  # signal_id → rule_id of every signal counted and not withdrawn
         self.statements: OrderedDict[str, dict] = OrderedDict()
         self.per_second: Counter = Counter()  # whole second → settlements
         self.lag: dict[str, dict] = {}
@@ -208,10 +209,21 @@ class Board:
             self.answered += 1
 
     def fraud_signal(self, data: dict) -> None:
-        """A FraudSignal; one raised again (same signal_id) is kept as first seen."""
+        """A FraudSignal; one raised again (same signal_id) is kept as first seen. A withdrawal
+        (status "withdrawn", the same signal_id) takes it out of the list and the counts; it may be
+        raised again."""
         ident = data["signal_id"]
-        if ident in self.signals:
+        if data.get("status") == "withdrawn":
+            rule = self.standing.pop(ident, None)
+            if rule is not None:
+                self.counts["fraud signal"] -= 1
+                self.signal_rules[rule] -= 1
+                self.signal_rules += Counter()  # a rule with none standing drops out
+                self.signals.pop(ident, None)
             return
+        if ident in self.standing:
+            return
+        self.standing[ident] = data.get("rule_id") or "?"
         self.counts["fraud signal"] += 1
         self.signal_rules[data.get("rule_id") or "?"] += 1
         if data.get("subject_type") != "institution" and data.get("subject_id"):  # persons, and any kind to come

@@ -6,14 +6,16 @@ State is kept in *buckets*: JSON-able dicts per (scope, subject, window), behind
 interface (in memory for tests; faust windowed tables in the service). Windows are by settlement
 time (`setl_time`, event time) in Asia/Shanghai: calendar day, ISO week (from Monday), calendar year.
 A signal's id is derived from (rule, subject, window start), so a signal raised again (after a
-crash, before its bucket was saved) carries the same id: readers keep the first.
+crash, before its bucket was saved) carries the same id. A signal that later evidence takes back (a
+reversal, an event read late) is followed by a withdrawal under the same id: a reader keeps the
+latest record per id, and its view converges on what the events give in time order.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol
@@ -25,6 +27,7 @@ if TYPE_CHECKING:  # a type hint only: the domain takes its thresholds, it does 
     from gongji.settings import FraudSettings
 
 MAX_EVIDENCE = 50  # claim ids per signal (schema: at most 50)
+RAISED, WITHDRAWN = "raised", "withdrawn"  # a signal's status on the wire
 DAY = timedelta(days=1)
 
 FRAUD, SUPERVISION, RELIEF = "fraud", "supervision", "relief_review"
@@ -193,6 +196,11 @@ class Signal:
     threshold: str
     reason: str
     amount_fen: int | None = None
+    status: str = RAISED  # or WITHDRAWN: later evidence took it back
+
+    def withdrawn(self, reason: str) -> "Signal":
+        """The withdrawal of this signal: same rule, subject and window (so the same signal_id)."""
+        return replace(self, status=WITHDRAWN, reason=reason)
 
     @property
     def signal_id(self) -> str:
@@ -214,7 +222,7 @@ class Signal:
                 "window_end": self.window.end.isoformat(), "claim_ids": list(self.claim_ids[:MAX_EVIDENCE]),
                 "count": self.count, "threshold": self.threshold,
                 "amount": None if self.amount_fen is None else to_yuan(self.amount_fen),
-                "reason": self.reason, "detected_at": detected_at}
+                "reason": self.reason, "detected_at": detected_at, "status": self.status}
 
 
 # ---------------------------------------------------------------- state
@@ -226,6 +234,24 @@ class Buckets(Protocol):
     def get(self, scope: str, key: str, window: Window) -> dict: ...
 
     def put(self, scope: str, key: str, window: Window, value: dict) -> None: ...
+
+
+def raise_once(bucket: dict, rule_id: str) -> bool:
+    """True the first time `rule_id` fires in this bucket's window (or again after a withdrawal)."""
+    raised = bucket.setdefault("raised", [])
+    if rule_id in raised:
+        return False
+    raised.append(rule_id)
+    return True
+
+
+def withdraw(bucket: dict, rule_id: str) -> bool:
+    """True when `rule_id` stood raised in this bucket's window; it may be raised again."""
+    raised = bucket.get("raised", [])
+    if rule_id not in raised:
+        return False
+    raised.remove(rule_id)
+    return True
 
 
 class MemoryBuckets:
@@ -264,7 +290,7 @@ class Staged:
 
 @dataclass
 class Outcome:
-    signals: list[Signal] = field(default_factory=list)
+    signals: list[Signal] = field(default_factory=list)  # raised and withdrawn, in the order decided
     forward: list[InstitutionActivity] = field(default_factory=list)
 
     def extend(self, other: "Outcome") -> None:

@@ -7,7 +7,12 @@ Two promises every rule keeps:
   resent result changes nothing;
 - a signal is raised once per rule, subject and window: the bucket remembers the rules it raised,
   and the signal id is derived from (rule, subject, window start), so a signal raised again after a
-  crash (sent, but its bucket not yet saved) carries the same id: readers keep the first.
+  crash (sent, but its bucket not yet saved) carries the same id;
+- the answer does not depend on arrival order (issue 14): each rule is a function of the set of
+  events, judged in event time. Counting rules only grow; where later evidence can take a signal back
+  (a reversal for EARLY_REFILL and HIGH_EXPENSE, a fuller day or baseline for INSTITUTION_SPIKE) the
+  rule follows with a withdrawal under the same id, and INSTITUTION_SPIKE waits for complete days
+  (`close`, driven by the event-time watermark).
 """
 
 from __future__ import annotations
@@ -18,9 +23,12 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from gongji.common.money import to_fen, to_yuan
-from gongji.fraud.domain import (DAY, MAX_EVIDENCE, NO_WINDOW, Buckets, ClaimFiled, ClaimRefused,
+from gongji.fraud.domain import (MAX_EVIDENCE, NO_WINDOW, SHANGHAI, Buckets, ClaimFiled, ClaimRefused,
                                  InstitutionActivity, NotAFraudEvent, Outcome, Signal, VisitReversed, VisitSettled,
-                                 Window, day_of, parse_time, week_of, year_of)
+                                 day_of, parse_time, raise_once, week_of, withdraw, year_of)
+from gongji.fraud.spike import close, on_activity
+
+__all__ = ["close", "detect", "on_activity", "on_claim", "on_refusal", "on_reversal", "on_visit"]
 
 if TYPE_CHECKING:  # a type hint only: the rules take their thresholds, they do not read settings
     from gongji.settings import FraudSettings
@@ -29,15 +37,9 @@ MAX_WAITING = 500  # a person's claims waiting for their outcome, or outcomes fo
 MAX_DISPENSINGS = 50  # a person's dispensings of one drug kept for EARLY_REFILL, the newest
 DISPENSING_MEMORY = timedelta(days=400)  # and none older than this before the newest
 MAX_TRAVEL_SEEN = 200  # a person's last visit ids judged for IMPOSSIBLE_TRAVEL (a resend of one is not judged again)
-
-
-def _raise_once(bucket: dict, rule_id: str) -> bool:
-    """True the first time `rule_id` fires in this bucket's window; remembers it."""
-    raised = bucket.setdefault("raised", [])
-    if rule_id in raised:
-        return False
-    raised.append(rule_id)
-    return True
+TRAVEL_MEMORY = timedelta(days=7)  # visits kept for IMPOSSIBLE_TRAVEL before the newest (by event time)
+MAX_TRAVEL_VISITS = 200
+END_OF_STREAM = datetime.max.replace(tzinfo=SHANGHAI)  # a watermark past every window
 
 
 def _hours(seconds: float) -> str:
@@ -58,19 +60,19 @@ def on_visit(config: FraudSettings, buckets: Buckets, visit: VisitSettled) -> Ou
         out.forward.append(InstitutionActivity(visit.fixmedins_code, visit.mdtrtarea_admvs, visit.claim_id,
                                                "settlement", visit.setl_time))
         ids = tuple(visits)
-        if len(visits) > config.visits_per_day and _raise_once(bucket, "VISITS_PER_DAY"):
+        if len(visits) > config.visits_per_day and raise_once(bucket, "VISITS_PER_DAY"):
             out.signals.append(Signal("VISITS_PER_DAY", "person", psn, visit.insu_admdvs, day, ids, len(ids),
                                       f"> {config.visits_per_day} visits",
                                       f"{len(ids)} settled visits in one day (more than {config.visits_per_day})."))
         institutions = sorted({code for code, _ in visits.values()})
-        if len(institutions) > config.shopping_institutions and _raise_once(bucket, "SHOPPING"):
+        if len(institutions) > config.shopping_institutions and raise_once(bucket, "SHOPPING"):
             out.signals.append(Signal("SHOPPING", "person", psn, visit.insu_admdvs, day, ids, len(institutions),
                                       f"> {config.shopping_institutions} institutions",
                                       f"Settled at {len(institutions)} institutions in one day "
                                       f"({', '.join(institutions)})."))
         limit = to_fen(config.split_max_amount)
         small = [cid for cid, (code, fen) in visits.items() if code == visit.fixmedins_code and fen <= limit]
-        if len(small) > config.split_claims and _raise_once(bucket, "SPLIT_BILLING"):
+        if len(small) > config.split_claims and raise_once(bucket, "SPLIT_BILLING"):
             out.signals.append(Signal("SPLIT_BILLING", "person", psn, visit.insu_admdvs, day, tuple(small),
                                       len(small), f"> {config.split_claims} claims of at most "
                                       f"{to_yuan(limit)} yuan at one institution",
@@ -84,7 +86,7 @@ def on_visit(config: FraudSettings, buckets: Buckets, visit: VisitSettled) -> Ou
     ids = bucket.setdefault("visits", [])
     if visit.claim_id not in ids:
         ids.append(visit.claim_id)
-        if len(ids) > config.visits_per_week and _raise_once(bucket, "VISITS_PER_WEEK"):
+        if len(ids) > config.visits_per_week and raise_once(bucket, "VISITS_PER_WEEK"):
             out.signals.append(Signal("VISITS_PER_WEEK", "person", psn, visit.insu_admdvs, week, tuple(ids),
                                       len(ids), f"> {config.visits_per_week} visits",
                                       f"{len(ids)} settled visits in one week (more than "
@@ -106,7 +108,10 @@ def on_reversal(config: FraudSettings, buckets: Buckets, reversal: VisitReversed
     out.signals += _count_burden(config, buckets, reversal.psn_no, None, reversal.orig_setl_time, reversal.claim_id,
                                  reversal.psn_part_fen)
     profile = buckets.get("person", reversal.psn_no, NO_WINDOW)
-    if _end_supply(profile, reversal.orig_claim_id, reversal.setl_time):
+    changed = _end_supply(profile, reversal.orig_claim_id, reversal.setl_time)
+    if changed is not None:
+        # Read after the refill it cancels: the drugs it dispensed are judged again (a withdrawal).
+        out.signals += _judge_refills(config, buckets, profile, reversal.psn_no, changed)
         buckets.put("person", reversal.psn_no, NO_WINDOW, profile)
     out.forward.append(InstitutionActivity(reversal.fixmedins_code, reversal.mdtrtarea_admvs, reversal.claim_id,
                                            "reversal", reversal.setl_time))
@@ -174,7 +179,7 @@ def _joined(config: FraudSettings, buckets: Buckets, psn: str, claim_id: str, ou
         refused = bucket.setdefault("refused", [])
         if claim_id not in refused:
             refused.append(claim_id)
-            if len(refused) > config.suspended_claims and _raise_once(bucket, "SUSPENDED_BENEFITS"):
+            if len(refused) > config.suspended_claims and raise_once(bucket, "SUSPENDED_BENEFITS"):
                 signals.append(Signal("SUSPENDED_BENEFITS", "person", psn, None, day, tuple(refused), len(refused),
                                       f"> {config.suspended_claims} refused claims",
                                       f"{len(refused)} claim(s) in one day for a person whose benefits are "
@@ -190,23 +195,25 @@ def supply_days(config: FraudSettings, code: str, cnt: Decimal) -> Decimal:
     return cnt * config.refill_days_per_unit_by_code.get(code, config.refill_days_per_unit)
 
 
-def _end_supply(profile: dict, claim_id: str, at: datetime) -> bool:
+def _end_supply(profile: dict, claim_id: str, at: datetime) -> list[str] | None:
     """A reversal of `claim_id` at `at`: its dispensings stop counting for dispensings from `at` on
     (event time, so the result is the same whether the claim joins before or after the reversal).
-    Not dispensed yet: remembered until it is. True when the profile changed."""
-    mine = [entry for entries in profile.get("dispensed", {}).values() for entry in entries if entry[2] == claim_id]
+    Not dispensed yet: remembered until it is. The drug codes to judge again ([] when there are none
+    yet), or None when the profile did not change."""
+    dispensed = profile.get("dispensed", {})
+    mine = [(code, entry) for code, entries in dispensed.items() for entry in entries if entry[2] == claim_id]
     if mine:
-        unmarked = [entry for entry in mine if entry[3] is None]
-        for entry in unmarked:
+        unmarked = [(code, entry) for code, entry in mine if entry[3] is None]
+        for _code, entry in unmarked:
             entry[3] = at.isoformat()
-        return bool(unmarked)
+        return sorted({code for code, _entry in unmarked}) if unmarked else None
     pending = profile.setdefault("reversed", {})
     if claim_id in pending:
-        return False
+        return None
     pending[claim_id] = at.isoformat()
     while len(pending) > MAX_WAITING:
         del pending[next(iter(pending))]
-    return True
+    return []
 
 
 def _judge(config: FraudSettings, entries: list, first: int) -> list[tuple[int, str, datetime]]:
@@ -240,13 +247,11 @@ def _refill(config: FraudSettings, profile: dict, psn: str, claim_id: str, t: da
             drugs: list, buckets: Buckets) -> list[Signal]:
     """EARLY_REFILL over each drug's dispensings (code → [[setl_time, days, claim_id, reversed at,
     insu_admdvs]], by time): distinct by claim id, judged in event time, so a redelivered or resent
-    claim or result adds nothing and the claims may meet their results in any order. The signal's
-    window is the day of the early dispensing; dispensings that a new one makes early (it came late
-    but is older) are raised in their own day."""
+    claim or result adds nothing and the claims may meet their results in any order."""
     profile.pop("supply", None)  # the single last supply per drug this history replaces
     dispensed = profile.setdefault("dispensed", {})
     reversed_at = profile.get("reversed", {}).pop(claim_id, None)
-    early: dict[Window, list] = {}
+    changed = []
     for code, cnt in drugs:
         entries = dispensed.setdefault(code, [])
         if any(entry[2] == claim_id for entry in entries):
@@ -257,30 +262,51 @@ def _refill(config: FraudSettings, profile: dict, psn: str, claim_id: str, t: da
         # still the oldest or too old), so a resend of one can never count it again.
         newest = parse_time(entries[-1][0])
         entries[:] = [e for e in entries if newest - parse_time(e[0]) <= DISPENSING_MEMORY][-MAX_DISPENSINGS:]
-        position = next((i for i, entry in enumerate(entries) if entry[2] == claim_id), None)
-        if position is None:
-            continue
-        for index, previous, until in _judge(config, entries, position):
+        changed.append(code)
+    return _judge_refills(config, buckets, profile, psn, changed)
+
+
+def _judge_refills(config: FraudSettings, buckets: Buckets, profile: dict, psn: str, codes: list[str]) -> list[Signal]:
+    """Judge the dispensings of `codes` again, all of them in event time, and raise or withdraw
+    EARLY_REFILL per day (the early dispensing's day) where the answer changed: a dispensing read
+    late can make later ones early, a reversal read late can make them on time again. Days before a
+    drug's oldest kept dispensing keep their answer (what they were judged on is forgotten)."""
+    early = profile.setdefault("early", {})  # code → {day start iso → [[previous, claim_id, until iso, admdvs]]}
+    before = {day for found in early.values() for day in found}
+    for code in codes:
+        entries = profile.get("dispensed", {}).get(code, [])
+        kept_from = day_of(parse_time(entries[0][0])).start.isoformat() if entries else ""
+        found: dict[str, list] = {day: items for day, items in early.get(code, {}).items() if day < kept_from}
+        for index, previous, until in _judge(config, entries, 0):
             entry = entries[index]
-            early.setdefault(day_of(parse_time(entry[0])), []).append((code, previous, entry[2], until, entry[4]))
+            found.setdefault(day_of(parse_time(entry[0])).start.isoformat(), []).append(
+                [previous, entry[2], until.isoformat(), entry[4]])
+        if found:
+            early[code] = found
+        else:
+            early.pop(code, None)
+    after = {day: [(code, *item) for code, found in sorted(early.items()) for item in found.get(day, [])]
+             for day in {day for found in early.values() for day in found}}
     signals = []
-    for day in sorted(early, key=lambda window: window.start):
-        found = early[day]
+    for day_start in sorted(before | set(after)):
+        day = day_of(parse_time(day_start))
         bucket = buckets.get("person_day", psn, day)
-        refills = bucket.setdefault("refills", [])
-        before = list(refills)
-        for _code, previous, cid, _until, _admdvs in found:
-            for evidence in (previous, cid):
-                if evidence not in refills:
-                    refills.append(evidence)
-        if _raise_once(bucket, "EARLY_REFILL"):
-            described = "; ".join(f"{code} again ({cid}) while the supply of {previous} lasts until {until.date()}"
-                                  for code, previous, cid, until, _ in found)
-            signals.append(Signal("EARLY_REFILL", "person", psn, found[0][4], day, tuple(refills), len(found),
-                                  f"refill before {1 - config.refill_tolerance:.0%} of the supply is used "
-                                  f"({config.refill_days_per_unit} day(s) per unit)",
-                                  f"Drug dispensed again before the last supply ran out (超量开药): {described}."))
-        elif refills == before:
+        was = list(bucket.get("refills", []))
+        found = after.get(day_start, [])
+        bucket["refills"] = list(dict.fromkeys(cid for _code, previous, cid, _until, _adm in found
+                                               for cid in (previous, cid)))
+        described = "; ".join(f"{code} again ({cid}) while the supply of {previous} lasts until {until[:10]}"
+                              for code, previous, cid, until, _adm in found)
+        signal = Signal("EARLY_REFILL", "person", psn, found[0][4] if found else None, day,
+                        tuple(bucket["refills"][:MAX_EVIDENCE]), len(found),
+                        f"refill before {1 - config.refill_tolerance:.0%} of the stocked supply is used "
+                        f"({config.refill_days_per_unit} day(s) per unit)",
+                        f"Drug dispensed again before the supply on hand ran out (超量开药): {described}.")
+        if found and raise_once(bucket, "EARLY_REFILL"):
+            signals.append(signal)
+        elif not found and withdraw(bucket, "EARLY_REFILL"):
+            signals.append(signal.withdrawn("No longer early: a supply it was measured against was reversed."))
+        elif bucket["refills"] == was:
             continue
         buckets.put("person_day", psn, day, bucket)
     return signals
@@ -298,31 +324,39 @@ def _count_burden(config: FraudSettings, buckets: Buckets, psn: str, admdvs: str
     total = sum(amounts.values())
     threshold = to_fen(config.high_expense_amount)
     signals = []
-    if total > threshold and _raise_once(bucket, "HIGH_EXPENSE"):
-        ids = tuple(cid for cid, value in amounts.items() if value > 0)
-        signals.append(Signal("HIGH_EXPENSE", "person", psn, admdvs, year, ids[-MAX_EVIDENCE:], len(amounts),
-                              f"> {to_yuan(threshold)} yuan", f"Personal burden of {to_yuan(total)} yuan in "
-                              f"{year.start.year}: consider for medical assistance (relief review, not a suspicion).",
-                              amount_fen=total))
+    ids = tuple(cid for cid, value in amounts.items() if value > 0)
+    found = Signal("HIGH_EXPENSE", "person", psn, admdvs, year, ids[-MAX_EVIDENCE:], len(amounts),
+                   f"> {to_yuan(threshold)} yuan", f"Personal burden of {to_yuan(total)} yuan in "
+                   f"{year.start.year}: consider for medical assistance (relief review, not a suspicion).",
+                   amount_fen=total)
+    # The year's burden net of every reversal seen: a reversal that brings it back under (read
+    # before or after the visits) withdraws the signal, so the answer is the net, in any order.
+    if total > threshold and raise_once(bucket, "HIGH_EXPENSE"):
+        signals.append(found)
+    elif total <= threshold and withdraw(bucket, "HIGH_EXPENSE"):
+        signals.append(found.withdrawn(f"Personal burden back to {to_yuan(total)} yuan in {year.start.year} "
+                                       f"after a reversal: withdrawn."))
     buckets.put("person_year", psn, year, bucket)
     return signals
 
 
 def _travel(config: FraudSettings, buckets: Buckets, visit: VisitSettled) -> list[Signal]:
     """IMPOSSIBLE_TRAVEL (冒名就医 indicator): two treatment regions closer in time than travel allows.
-    The window is the day of the later of the two settlements."""
+    The window is the day of the later of the two settlements. The person's visits are kept by event
+    time (the last TRAVEL_MEMORY before the newest, at most MAX_TRAVEL_VISITS), not relative to the
+    newest read, so a visit read after later-dated ones still meets the ones around it."""
     profile = buckets.get("person", visit.psn_no, NO_WINDOW)
-    recent = profile.setdefault("recent", [])  # [claim_id, setl_time iso, mdtrtarea_admvs]
-    # `recent` keeps only TRAVEL_MIN_HOURS before the newest visit; the ids judged are kept longer,
-    # so a resent visit that `recent` let go is not judged again against visits read after it.
+    visits = profile.setdefault("travel", profile.pop("recent", []))  # [claim_id, setl_time iso, mdtrtarea_admvs]
+    # The ids judged are kept longer than the visits, so a resent visit that `visits` let go is not
+    # judged again against the ones kept.
     judged = profile.setdefault("travel_seen", [])
-    if visit.claim_id in judged or any(entry[0] == visit.claim_id for entry in recent):
+    if visit.claim_id in judged or any(entry[0] == visit.claim_id for entry in visits):
         return []
     judged.append(visit.claim_id)
     del judged[:-MAX_TRAVEL_SEEN]
     gap = timedelta(hours=config.travel_min_hours)
     signals = []
-    for other_id, other_time, region in recent:
+    for other_id, other_time, region in visits:
         other = parse_time(other_time)
         if region == visit.mdtrtarea_admvs or abs(other - visit.setl_time) >= gap:
             continue
@@ -333,59 +367,29 @@ def _travel(config: FraudSettings, buckets: Buckets, visit: VisitSettled) -> lis
         for cid in (other_id, visit.claim_id):
             if cid not in pairs:
                 pairs.append(cid)
-        if _raise_once(bucket, "IMPOSSIBLE_TRAVEL"):
+        if raise_once(bucket, "IMPOSSIBLE_TRAVEL"):
+            first, second = sorted(((other, other_id, region), (visit.setl_time, visit.claim_id,
+                                                                  visit.mdtrtarea_admvs)))
             signals.append(Signal("IMPOSSIBLE_TRAVEL", "person", visit.psn_no, visit.insu_admdvs, day,
-                                  (other_id, visit.claim_id), 2, f"< {config.travel_min_hours} h between regions",
-                                  f"Settled in {region} and {visit.mdtrtarea_admvs} "
+                                  (first[1], second[1]), 2, f"< {config.travel_min_hours} h between regions",
+                                  f"Settled in {first[2]} and {second[2]} "
                                   f"{_hours(abs((other - visit.setl_time).total_seconds()))} apart: "
                                   f"possible use of another person's identity (冒名就医)."))
         buckets.put("person_day", visit.psn_no, day, bucket)
-    recent.append([visit.claim_id, visit.setl_time.isoformat(), visit.mdtrtarea_admvs])
-    newest = max(parse_time(entry[1]) for entry in recent)
-    recent[:] = [entry for entry in recent if newest - parse_time(entry[1]) < gap][-50:]
+    visits.append([visit.claim_id, visit.setl_time.isoformat(), visit.mdtrtarea_admvs])
+    visits.sort(key=lambda entry: (parse_time(entry[1]), entry[0]))
+    newest = parse_time(visits[-1][1])
+    visits[:] = [entry for entry in visits if newest - parse_time(entry[1]) <= TRAVEL_MEMORY][-MAX_TRAVEL_VISITS:]
     buckets.put("person", visit.psn_no, NO_WINDOW, profile)
     return signals
 
 
-# ---------------------------------------------------------------- institution rules
-def on_activity(config: FraudSettings, buckets: Buckets, activity: InstitutionActivity) -> list[Signal]:
-    """INSTITUTION_SPIKE: the day's settlements (or reversals) against the institution's own trailing
-    daily average. Each day remembers its last `institution_dedupe_ids` ids: the person side passes
-    an activity on only the first time it sees its claim id, so only a crash replay (recent by
-    nature) can bring one here twice."""
-    code = activity.fixmedins_code
-    day = day_of(activity.setl_time)
-    bucket = buckets.get("institution_day", code, day)
-    ids = bucket.setdefault("ids", [])
-    if activity.claim_id in ids:
-        return []
-    ids.append(activity.claim_id)
-    del ids[:-config.institution_dedupe_ids]
-    counter = "n" if activity.kind == "settlement" else "r"
-    bucket[counter] = bucket.get(counter, 0) + 1
-    signals = []
-    history = [buckets.get("institution_day", code, Window("day", day.start - DAY * back, day.end - DAY * back))
-               for back in range(1, config.spike_baseline_days + 1)]
-    active = sum(1 for past in history if past.get("n", 0) > 0)
-    if active >= config.spike_min_baseline_days:
-        for counter, minimum, what in (("n", config.spike_min_volume, "settlements"),
-                                       ("r", config.spike_min_reversals, "reversals")):
-            count = bucket.get(counter, 0)
-            baseline = Decimal(sum(past.get(counter, 0) for past in history)) / config.spike_baseline_days
-            if count >= minimum and count > config.spike_factor * baseline and _raise_once(bucket, "INSTITUTION_SPIKE"):
-                signals.append(Signal(
-                    "INSTITUTION_SPIKE", "institution", code, activity.admdvs, day, tuple(ids[-MAX_EVIDENCE:]), count,
-                    f"> {config.spike_factor} × trailing {config.spike_baseline_days}-day average and ≥ {minimum}",
-                    f"{count} {what} in one day against a trailing daily average of {baseline:.1f} "
-                    f"over {config.spike_baseline_days} days."))
-    buckets.put("institution_day", code, day, bucket)
-    return signals
-
-
-def detect(config: FraudSettings, buckets: Buckets, events: Iterable) -> Outcome:
+def detect(config: FraudSettings, buckets: Buckets, events: Iterable, end_of_stream: bool = True) -> Outcome:
     """Run person events (and the institution activity they pass on) through the rules in order: the
-    reference the service must agree with."""
+    reference the service must agree with. One partition: the watermark is the newest settlement
+    time read; at the end of the stream every day is closed (unless `end_of_stream` is False)."""
     out = Outcome()
+    watermark = None
     for event in events:
         if isinstance(event, VisitSettled):
             step = on_visit(config, buckets, event)
@@ -400,4 +404,10 @@ def detect(config: FraudSettings, buckets: Buckets, events: Iterable) -> Outcome
         out.signals += step.signals
         for activity in step.forward:
             out.signals += on_activity(config, buckets, activity)
+            watermark = activity.setl_time if watermark is None else max(watermark, activity.setl_time)
+        if watermark is not None:
+            out.signals += close(config, buckets, "all", watermark)
+    if end_of_stream:
+        out.signals += close(config, buckets, "all", END_OF_STREAM)
     return out
+

@@ -9,6 +9,14 @@ prefixes the changelog topics):
   it passes on, keyed by fixmedins_code, to an internal topic.
 - `institutions` reads that topic and keeps each institution's days (a windowed table).
 
+Event time (issue 14): the person side notes the newest settlement time read on each `settlements`
+partition (its watermark) once the batch's activity is acknowledged, and every second sends the
+watermarks that moved to every partition of the activity topic. The institution side keeps them
+per partition (the `clock` table) and judges a day once the oldest watermark of the partitions not
+idle (silent for `idle_seconds`) has passed the day's end plus `allowed_lateness_seconds`; it
+does so after each batch and every second (a partition going idle moves it too), under one lock
+with the batches. An event later than that is counted (`gongji_fraud_late_events`) and logged.
+
 Both agents take their streams in batches (`take_events`, up to `fraud.batch_events` events or
 what came within `fraud.batch_seconds`). Order of effects per batch, so that a crash loses nothing
 and doubles nothing beyond an identical re-send: the batch's events run through the rules in order
@@ -31,13 +39,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import faust
+from prometheus_client import Counter
 
 from gongji.common import kafka, poison, reachable
 from gongji.common.avro import SchemaCatalog
@@ -46,8 +56,8 @@ from gongji.common.observe import Metrics, serve
 from gongji.common.topic_admin import ensure_service_topics
 from gongji.contract.topics import service_topics
 from gongji.contract.wire import FRAUD_SIGNAL, INPUT_RECORDS, OUTPUT_RECORDS, TYPE_HEADER, header, headers
-from gongji.fraud import domain, rules
-from gongji.fraud.domain import InstitutionActivity, Outcome, Signal, Staged
+from gongji.fraud import domain, rules, spike
+from gongji.fraud.domain import NO_WINDOW, WITHDRAWN, InstitutionActivity, Outcome, Signal, Staged
 from gongji.fraud.store import BatchStaged, CopyingBuckets, PinnedTable, TableBuckets
 
 log = logging.getLogger("gongji.fraud")
@@ -70,6 +80,17 @@ class FraudService:
         self.raised: deque[dict] = deque(maxlen=1000)
         self.app_id = settings.kafka_group("fraud")  # faust's group id, and its changelog topics' prefix
         self.activity_name = f"{self.app_id}-institution-activity"
+        self.late = Counter("gongji_fraud_late_events", "Events read after their window was judged, or more than "
+                            "the allowed lateness behind their partition", ["side"], registry=self.metrics.registry)
+        self.withdrawals = Counter("gongji_fraud_withdrawals", "Signals withdrawn, by rule", ["rule"],
+                                   registry=self.metrics.registry)
+        # Event time: the person side's watermark per `settlements` partition (sent every second when
+        # it moved); the institution side's wall-clock time it last heard from each (ledger, source).
+        self.marks: dict[int, datetime] = {}
+        self.marks_sent: dict[int, datetime] = {}
+        self.heard: dict[tuple[str, str], float] = {}
+        self.started = time.monotonic()
+        self.institution_lock = asyncio.Lock()
 
     def _build(self, datadir: Path) -> faust.App:
         settings, topics = self.settings, self.settings.topics
@@ -118,6 +139,11 @@ class FraudService:
         async def watch():
             self.metrics.polled()  # the agents' loop is alive while the app runs its timers
             await self._observe_lag(app)
+            try:
+                await self._send_watermarks()
+                await self._close_days()
+            except Exception as error:  # an outage: nothing saved, tried again in a second
+                log.warning("fraud: watermarks not sent or days not closed: %s", poison.describe(error))
 
         return app
 
@@ -161,6 +187,7 @@ class FraudService:
                 continue
             if found is not None:
                 steps.append((message, found))
+        marks = self._late_persons(steps)
         staged = BatchStaged(self.buckets)
         try:
             outcome = Outcome()
@@ -189,7 +216,37 @@ class FraudService:
         await asyncio.gather(*sends)  # acknowledged before the buckets that raised them are saved
         staged.flush()
         await self._drain_changelog()
+        self.marks.update(marks)  # the activity up to these times is on the activity topic
         self.metrics.consumed.inc(len(events))
+
+    def _late_persons(self, steps) -> dict[int, datetime]:
+        """The watermarks the batch moves (newest settlement time per `settlements` partition); an
+        event more than the allowed lateness behind its partition's is counted and logged as late
+        (it is still applied: the rules revise what it changes)."""
+        marks = dict(self.marks)
+        lateness = timedelta(seconds=self.config.allowed_lateness_seconds)
+        for message, found in steps:
+            if not isinstance(found, (domain.VisitSettled, domain.VisitReversed)):
+                continue
+            mark = marks.get(message.partition)
+            if mark is not None and found.setl_time + lateness < mark:
+                self.late.labels("person").inc()
+                log.info("fraud: late event %s on %s[%s]: %s behind its partition", found.claim_id, message.topic,
+                         message.partition, mark - found.setl_time)
+            marks[message.partition] = found.setl_time if mark is None else max(mark, found.setl_time)
+        return {partition: mark for partition, mark in marks.items() if self.marks.get(partition) != mark}
+
+    async def _send_watermarks(self) -> None:
+        """The watermarks that moved, to every partition of the activity topic (after the activity
+        they cover, which was acknowledged before they were noted)."""
+        moved = {str(p): t.isoformat() for p, t in self.marks.items() if self.marks_sent.get(p) != t}
+        if not moved:
+            return
+        sent = dict(self.marks)
+        await asyncio.gather(*[await self.activity_topic.send(key=b"watermark", value={"watermarks": moved},
+                                                              partition=partition)
+                               for partition in range(self.settings.partitions)])
+        self.marks_sent.update(sent)
 
     async def _drain_changelog(self) -> None:
         """Hand the batch's changelog records (queued by the table writes in faust's producer buffer)
@@ -245,28 +302,82 @@ class FraudService:
                 for code, batch in by_code.items()]
 
     async def _institution_batch(self, events) -> None:
-        staged, signals = BatchStaged(self.buckets), []
-        for event in events:
-            staged.partition = event.message.partition
-            value = event.value
-            try:
-                activities = [InstitutionActivity.from_json(item) for item in
-                              (value["activities"] if isinstance(value, dict) and "activities" in value else [value])]
-            except (KeyError, ValueError, TypeError) as error:
-                log.error("fraud: unreadable institution activity skipped: %s", error)
-                continue
-            for activity in activities:
-                signals += rules.on_activity(self.config, staged, activity)
-        await asyncio.gather(*[await self._send_signal(signal) for signal in signals])
-        staged.flush()
-        await self._drain_changelog()
+        async with self.institution_lock:
+            staged, signals, ledgers = BatchStaged(self.buckets), [], set()
+            for event in events:
+                staged.partition = event.message.partition
+                ledger = str(event.message.partition)  # the days waiting, per partition of this input
+                ledgers.add(ledger)
+                value = event.value
+                if isinstance(value, dict) and "watermarks" in value:
+                    self._note_watermarks(staged, ledger, value["watermarks"])
+                    continue
+                try:
+                    activities = [InstitutionActivity.from_json(item) for item in
+                                  (value["activities"] if isinstance(value, dict) and "activities" in value
+                                   else [value])]
+                except (KeyError, ValueError, TypeError) as error:
+                    log.error("fraud: unreadable institution activity skipped: %s", error)
+                    continue
+                for activity in activities:
+                    if spike.is_late(self.config, staged.get("clock", ledger, NO_WINDOW), activity):
+                        self.late.labels("institution").inc()
+                        log.info("fraud: late activity %s at %s: its day %s was judged", activity.claim_id,
+                                 activity.fixmedins_code, activity.setl_time.date())
+                    signals += rules.on_activity(self.config, staged, activity, ledger)
+            for ledger in sorted(ledgers):
+                staged.partition = int(ledger)
+                signals += self._close(staged, ledger)
+            await asyncio.gather(*[await self._send_signal(signal) for signal in signals])
+            staged.flush()
+            await self._drain_changelog()
+
+    def _note_watermarks(self, staged: BatchStaged, ledger: str, marks: dict) -> None:
+        clock = staged.get("clock", ledger, NO_WINDOW)
+        known = clock.setdefault("marks", {})
+        for source, text in marks.items():
+            self.heard[(ledger, source)] = time.monotonic()
+            if source not in known or domain.parse_time(text) > domain.parse_time(known[source]):
+                known[source] = text
+        staged.put("clock", ledger, NO_WINDOW, clock)
+
+    def _close(self, staged, ledger: str) -> list[Signal]:
+        """Judge the days of `ledger` its watermark has closed: the oldest of the `settlements`
+        partitions' watermarks, leaving out those not heard from for `idle_seconds`."""
+        now, expected = time.monotonic(), [str(p) for p in range(self.settings.partitions)]
+        idle = {source for source in expected
+                if now - self.heard.get((ledger, source), self.started) > self.config.idle_seconds}
+        marks = {source: domain.parse_time(text)
+                 for source, text in staged.get("clock", ledger, NO_WINDOW).get("marks", {}).items()}
+        watermark = spike.watermark(marks, expected, idle)
+        return [] if watermark is None else rules.close(self.config, staged, ledger, watermark)
+
+    async def _close_days(self) -> None:
+        """Every second: the days a partition going idle has closed, on the partitions of the
+        activity topic this worker holds and has read from."""
+        if not self.heard:  # nothing read from the activity topic yet
+            return
+        async with self.institution_lock:
+            held = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.activity_name}
+            staged, signals = BatchStaged(self.buckets), []
+            for ledger in sorted({ledger for ledger, _source in self.heard if int(ledger) in held}):
+                staged.partition = int(ledger)
+                signals += self._close(staged, ledger)
+            if not staged.pending:
+                return
+            await asyncio.gather(*[await self._send_signal(signal) for signal in signals])
+            staged.flush()
+            await self._drain_changelog()
 
     async def _send_signal(self, signal: Signal):
         record = signal.to_wire(datetime.now(timezone.utc).isoformat())
         self.raised.append(record)
-        self.metrics.outputs.labels(signal.rule_id).inc()
+        if signal.status == WITHDRAWN:
+            self.withdrawals.labels(signal.rule_id).inc()
+        else:
+            self.metrics.outputs.labels(signal.rule_id).inc()
         # Rule and id only: the subject (a psn_no for a person) is personal, and is on the topic.
-        log.info("fraud: %s %s", signal.rule_id, signal.signal_id)
+        log.info("fraud: %s %s %s", signal.rule_id, signal.signal_id, signal.status)
         return await self.signal_topic.send(
             key=signal.subject_id.encode(), value=self.catalog.encode("FraudSignal", record),
             headers=headers(FRAUD_SIGNAL, signal.signal_id))

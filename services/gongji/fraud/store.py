@@ -50,7 +50,9 @@ class TableBuckets:
             "institution_day": windowed("institution-day", 86400),
         }
         self.plain = {"person_year": app.Table("person-year", default=dict, partitions=partitions),
-                      "person": app.Table("person", default=dict, partitions=partitions)}
+                      "person": app.Table("person", default=dict, partitions=partitions),
+                      # per partition of the institution side: watermarks and the days waiting for them
+                      "clock": app.Table("clock", default=dict, partitions=partitions)}
         self.tables = list(self.windowed.values()) + list(self.plain.values())
 
     def pin(self, partition: int | None) -> None:

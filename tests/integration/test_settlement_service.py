@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import datetime, timedelta
 
 from gongji.common.redis import client_for
 
@@ -246,3 +247,39 @@ async def test_metrics_and_health_for_the_operator(stack, uniq):
     assert any(name.startswith("gongji_rejected_total{code=") for name in values)  # suspended persons
     assert values["gongji_batch_seconds_count"] >= 1
     assert any(name.startswith("gongji_consumer_lag{") for name in values)
+
+
+async def test_a_reversal_dated_before_its_original_is_refused_on_settlements(stack, uniq):
+    """Issue 14: a 2208 cannot precede its 2207. The misdated reversal (and its resend) is answered
+    REVERSAL_BEFORE_ORIGINAL on `settlements` and moves nothing; a reversal dated after still reverses."""
+    settings = settings_for(stack, uniq)
+    traffic = Traffic(persons=3, seed=14, tag=uniq, family=0.0)
+    kind, claim = traffic.claim()
+    person, original_time = claim["psn_no"], datetime.fromisoformat(claim["setl_time"])
+
+    def reversal(ident: str, when: datetime) -> tuple[str, dict]:
+        return "reversal", {"claim_id": f"{uniq}{ident}", "orig_claim_id": claim["claim_id"], "psn_no": person,
+                            "setl_time": when.isoformat()}
+
+    early = reversal("R-EARLY", original_time - timedelta(minutes=5))
+    late = reversal("R-LATE", original_time + timedelta(days=1))
+    async with running_service(settings):
+        await open_accounts(settings, traffic)
+        before = (await redis_states(settings, [person]))[person]
+        await produce(settings, [(kind, claim), early])
+        settled = await collect(settings, settings.topics.settlements,
+                                lambda rs: early[1]["claim_id"] in by_claim(rs))
+        during = (await redis_states(settings, [person]))[person]
+        await produce(settings, [early, late])
+        records = await collect(settings, settings.topics.settlements,
+                                lambda rs: late[1]["claim_id"] in by_claim(rs))
+        after = (await redis_states(settings, [person]))[person]
+    results = by_claim(records)
+    refused = results[early[1]["claim_id"]]
+    assert [r["err_code"] for r in refused] == ["REVERSAL_BEFORE_ORIGINAL"] * 2 and refused[0] == refused[1]
+    assert claim["claim_id"] in refused[0]["err_msg"] and refused[0]["input_type"] == "reversal"
+    paid = by_claim(settled)[claim["claim_id"]][0]
+    assert during.balance == before.balance - int(paid["acct_pay"] * 100)  # the claim stood
+    (undone,) = results[late[1]["claim_id"]]
+    assert undone["orig_claim_id"] == claim["claim_id"] and undone["medfee_sumamt"] == -paid["medfee_sumamt"]
+    assert figures({person: after}) == figures({person: before})

@@ -1,12 +1,13 @@
 """Batch invariance: settling a stream in batches of any size gives exactly the results, and leaves
 exactly the state, of settling it one event at a time. Generated streams mix family mutual aid
 (valid bindings, unknown and inactive holders, holders in another region, chains and cycles),
-rebindings mid-stream, reversals (of settled, unknown and other persons' claims), identical and
-conflicting resends, and credits; ids carry the separators the store's keys use."""
+rebindings mid-stream, reversals (of settled, unknown and other persons' claims, some dated before
+their original), identical and conflicting resends, and credits; ids carry the separators the store's keys use."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from decimal import Decimal
 
 from hypothesis import HealthCheck, given, settings
@@ -72,8 +73,11 @@ def streams(draw) -> list:
             original = draw(st.sampled_from(claims))
             psn = draw(st.sampled_from((original.psn_no,) * 4 + PSNS))  # now and then another person's
             orig_id = draw(st.sampled_from((original.claim_id,) * 4 + ("c:none",)))
-            events.append(Reversal(claim_id=f"r:{serial}", orig_claim_id=orig_id, psn_no=psn,
-                                   setl_time="2023-12-20T10:00:00+08:00"))
+            # Now and then dated at its original's instant, or before it (REVERSAL_BEFORE_ORIGINAL).
+            when = draw(st.sampled_from(("late",) * 4 + ("same", "early")))
+            setl_time = {"late": "2023-12-20T10:00:00+08:00", "same": original.setl_time,
+                         "early": original.setl_time - timedelta(seconds=1)}[when]
+            events.append(Reversal(claim_id=f"r:{serial}", orig_claim_id=orig_id, psn_no=psn, setl_time=setl_time))
         elif kind == "resend":
             events.append(draw(st.sampled_from(claims)))
         elif kind == "conflict":

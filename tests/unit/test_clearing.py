@@ -53,6 +53,24 @@ def test_a_reversal_in_the_originals_month_is_no_adjustment(setl_time, adjustmen
     assert (item.ym, item.amounts["settlements"], item.amounts["adjustments"]) == ("2023-03", -1, adjustments)
 
 
+@pytest.mark.parametrize(("orig_setl_time", "setl_time", "adjustments"), [
+    ("2023-03-31T23:30:00+08:00", "2023-02-27T09:00:00+08:00", 0),  # an earlier month: received before, no adjustment
+    ("2023-03-31T23:30:00+08:00", "2023-03-31T15:29:00+00:00", 0),  # 23:29 in Beijing, the same month, before it
+    ("2022-12-31T23:30:00+08:00", "2023-01-01T00:10:00+08:00", 1),  # a later month across the year
+    ("2023-01-01T00:10:00+08:00", "2022-12-31T23:30:00+08:00", 0),  # an earlier month across the year
+])
+def test_only_a_reversal_received_in_a_later_month_is_an_adjustment(orig_setl_time, setl_time, adjustments):
+    """The schema: "reversals received in a later month than their original". Settlement refuses a
+    reversal dated before its original (REVERSAL_BEFORE_ORIGINAL), but `settlements` may still carry
+    ones accepted before that rule (an independent reference found 75 of 179), and clearing holds to
+    the schema for them."""
+    item = contribution(result(setl_id="S2", orig_claim_id="C1", orig_setl_time=orig_setl_time,
+                               setl_time=setl_time, medfee_sumamt=D("-500.00"), fund_pay_sumamt=D("-150.00"),
+                               acct_pay=D("-40.00"), acct_mulaid_pay=D("-10.00")))
+    assert (item.ym, item.amounts["settlements"], item.amounts["adjustments"]) == (
+        orig_setl_time[:7], -1, adjustments)
+
+
 def test_a_month_is_a_month_in_shanghai():
     assert contribution(result(setl_time="2023-03-31T16:30:00+00:00")).ym == "2023-04"  # 00:30 on 1 April in Beijing
 

@@ -357,6 +357,10 @@ def reverse(run: Run, case: Case, target: str, reversal_id: str, setl_time: str)
         assert isinstance(out, Rejection) and out.err_code == "UNKNOWN_ORIGINAL", out
         assert out.claim_id == reversal_id
         return
+    if datetime.fromisoformat(setl_time) < datetime.fromisoformat(original.settlement.setl_time):
+        # A 2208 cannot precede its 2207, whether or not the claim is reversed already.
+        assert isinstance(out, Rejection) and out.err_code == "REVERSAL_BEFORE_ORIGINAL", out
+        return
     if original.reversed_by is not None:
         assert isinstance(out, Rejection) and out.err_code == "ALREADY_REVERSED", out
         return

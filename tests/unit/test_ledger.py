@@ -63,6 +63,22 @@ def test_a_reversal_swaps_every_side():
     assert (entry.orig_entry_id, entry.medfee_sumamt, entry.book_date) == ("S1", -50000, date(2023, 4, 2))
 
 
+def test_the_funds_are_booked_from_the_pay_fields_not_from_setldetail():
+    """The README: the `*_pay` fields (which must add up to fund_pay_sumamt) are what is booked;
+    setldetail, how each fund's amount came about, is not read, even where it says otherwise."""
+    detail = [{"fund_pay_type": "310100", "inscp_scp_amt": D("500.00"), "crt_payb_lmt_amt": D("0.00"),
+               "fund_payamt": D("999.00"), "setl_proc_info": "says otherwise"}]
+    assert entry_for("settlement", settlement(setldetail=detail)).postings == \
+        entry_for("settlement", settlement()).postings
+
+
+def test_balances_by_account_are_the_persons_accounts_and_by_all_every_account():
+    from gongji.ledger.commands import PREFIXES
+
+    assert (PREFIXES["account"], PREFIXES["fund"], PREFIXES["institution"], PREFIXES["cash"], PREFIXES["all"]) == (
+        "acct:", "fund:", "inst:", "cash:", None)
+
+
 def test_a_credit_moves_money_from_the_account_fund_to_the_person():
     entry = entry_for("credit", {"credit_id": "CR1", "psn_no": "P1", "ym": "2023-01", "amount": D("77.00"),
                                  "balc": D("77.00"), "insu_admdvs": "152501"})

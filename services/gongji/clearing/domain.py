@@ -2,7 +2,8 @@
 
 The treatment region's agency advances the payment to its institution; the insured region owes it.
 Positions are kept per month and per (treatment region, insured region); a reversal adjusts the
-month of its original settlement, even when it comes later, and is counted as an adjustment there.
+month of its original settlement, even when it comes later, and is counted as an adjustment there
+when it was received in a later month than its original.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def contribution(result: dict) -> Contribution | None:
     # Personal accounts, the person's own and the family's (家庭共济), are kept by the insured region.
     amounts["acct_pay"] = to_fen(result["acct_pay"]) + to_fen(result["acct_mulaid_pay"])
     amounts["settlements"] = -1 if reversal else 1
-    amounts["adjustments"] = 1 if reversal and month_of(result["setl_time"]) != ym else 0
+    # The schema's adjustment: a reversal received in a later month than its original ("YYYY-MM" sorts).
+    amounts["adjustments"] = 1 if reversal and month_of(result["setl_time"]) > ym else 0
     return Contribution(result["setl_id"], ym, treatment, insured, amounts, result.get("fixmedins_code") or "")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -21,9 +22,13 @@ def stack(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
 
         state = stack_up(STATE_DIR, key_prefix=Settings().key_prefix)
         if not state["already_running"]:
+            from gongji.local.errors import StackError
             from gongji.local.launch import start_stack_services
 
-            state["dashboard_url"] = start_stack_services(args.policies)
+            try:
+                state["dashboard_url"] = start_stack_services(args.policies)
+            except StackError as error:  # a service died on start: the stack is stopped, one line says why
+                sys.exit(f"gongji: stack up: {error}; the stack is stopped")
         print(("already running: " if state["already_running"] else "started: ") + stack_variables(state)
               + (f"\ndashboard: {state['dashboard_url']}" if state.get("dashboard_url") else "")
               + (f" ({state['dashboard_login']})" if state.get("dashboard_login") else "")

@@ -10,6 +10,7 @@ encoded and keyed for their topics as CONTRACT.md says.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -22,7 +23,8 @@ from gongji.contract.topics import service_topics
 from gongji.common.signing import Key
 from gongji.contract.wire import INPUT_RECORDS, TYPE_HEADER
 from gongji.local.credentials import for_role
-from gongji.local.processes import die_with_parent, free_port
+from gongji.local.errors import StackError
+from gongji.local.processes import Started, die_with_parent, free_port, wait_started
 from gongji.local.stack import LocalStack, stack_settings
 from gongji.local.tls import as_principal, principal
 from gongji.settings import Settings
@@ -122,10 +124,17 @@ def migrate_ledger(settings: Settings) -> list[str]:
                    settings.database_password_value())
 
 
+#: What the services with an address log once they listen (their commands.py), in their own log.
+SERVING = {service: re.compile(rb"%s: (https?://[^\s\"]+/) \(Kafka" % service.encode())
+           for service in ("dashboard", "gateway")}
+START_TIMEOUT = 120.0  # seconds for the dashboard and the gateway to listen once started
+
+
 def start_stack_services(policy_dir: Path | None) -> str:
     """Every service of SERVICES in the background on the local stack (`gongji stack up`), recorded
-    in its state file; returns the dashboard's address."""
-    from gongji.local.stack import record_processes
+    in its state file; returns the dashboard's address, once it and the gateway listen. A service
+    that dies meanwhile (a port taken) stops the stack: StackError naming it and why."""
+    from gongji.local.stack import record_processes, stack_down
     from gongji.local.state import STATE_DIR, local_stack_settings, read_state
     from gongji.local.dashboard_login import login_hint, with_dashboard_access
     from gongji.services import SERVICES
@@ -133,16 +142,24 @@ def start_stack_services(policy_dir: Path | None) -> str:
     # The stack's own servers, whatever the shell's GONGJI_* say: its services must not write elsewhere.
     settings = with_gateway_port(with_dashboard_access(with_dashboard_port(local_stack_settings(Settings())), STATE_DIR))
     credentials = read_state()["credentials"]
-    processes = {}
+    processes, started = {}, []
     for service in SERVICES:
         log_path = STATE_DIR / f"{service}.log"
         with open(log_path, "ab") as log:
+            offset = log.tell()
             (process,) = start_service(service, settings, policy_dir, log, outlive=True, cwd=STATE_DIR,
                                        credentials=credentials)
         processes[service] = {"pid": process.pid, "binary": sys.executable, "log": str(log_path.resolve())}
+        started.append(Started(service, process, log_path, offset, SERVING.get(service)))
     record_processes(STATE_DIR, processes, dashboard_url=dashboard_url(settings), dashboard_login=login_hint(settings),
                      gateway_url=gateway_url(settings))
-    return f"{dashboard_url(settings)} ({login_hint(settings)})"
+    try:  # every service up, or the stack stopped: a dashboard that lost its port is no stack
+        urls = wait_started(started, START_TIMEOUT)
+    except StackError:
+        stack_down(STATE_DIR)
+        raise
+    record_processes(STATE_DIR, {}, dashboard_url=urls["dashboard"], gateway_url=urls["gateway"])
+    return f"{urls['dashboard']} ({login_hint(settings)})"
 
 
 def stop_processes(processes: Iterable[subprocess.Popen], timeout: float = 30) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from gongji.local.errors import StackError
@@ -93,3 +95,53 @@ def alive(pid: int, process: subprocess.Popen[bytes] | None = None) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A service process just started, writing to `log` from `offset` on; `ready`: the line it writes
+    once it serves (its first group is returned: the address), None for a service with no address."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    offset: int
+    ready: re.Pattern[bytes] | None = None
+
+
+def _last_line(started: Started) -> str:
+    with open(started.log, "rb") as log:
+        log.seek(started.offset)
+        lines = [line.strip() for line in log.read().decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _why(started: Started) -> str:
+    """One line: the service and why it stopped (its last line, which names it or is given its name)."""
+    line = _last_line(started).removeprefix("gongji: ")
+    if not line:
+        return f"{started.name}: exited with status {started.process.returncode} (its log: {started.log})"
+    return line if line.startswith(started.name) else f"{started.name}: {line}"
+
+
+def wait_started(services: list[Started], timeout: float) -> dict[str, str]:
+    """Until every service with a `ready` line has written it (name → its address); StackError
+    naming the first service that died meanwhile, and why, or one that did not serve in time."""
+    found: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        for started in services:
+            if started.process.poll() is not None:
+                raise StackError(_why(started))
+            if started.ready is not None and started.name not in found:
+                with open(started.log, "rb") as log:
+                    log.seek(started.offset)
+                    match = started.ready.search(log.read())
+                if match:
+                    found[started.name] = match.group(1).decode()
+        if all(started.ready is None or started.name in found for started in services):
+            return found
+        if time.monotonic() > deadline:
+            late = next(started for started in services if started.ready is not None and started.name not in found)
+            raise StackError(f"{late.name}: not serving {timeout:.0f} s after it started (its log: {late.log})")
+        time.sleep(0.1)  # polling the processes and their logs for the positive marker

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from gongji.common.money import mul_round, yuan_text
@@ -231,6 +232,12 @@ def reverse_claim(reversal: Reversal, original: ClaimRecord | None, state: Perso
     if original is None or original.settlement.is_reversal or original.settlement.psn_no != reversal.psn_no:
         return _reject("UNKNOWN_ORIGINAL", f"no settled claim {reversal.orig_claim_id} for person "
                        f"{reversal.psn_no} to reverse", reversal.psn_no, input_type="reversal", **ids)
+    # A 2208 cannot precede its 2207 (CONTRACT.md): judged before ALREADY_REVERSED, so the answer
+    # does not depend on which of two reversals arrived first.
+    if reversal.setl_time < datetime.fromisoformat(original.settlement.setl_time):
+        return _reject("REVERSAL_BEFORE_ORIGINAL", f"reversal dated {reversal.setl_time.isoformat()} precedes the "
+                       f"claim it reverses, {reversal.orig_claim_id}, settled {original.settlement.setl_time}; "
+                       "send it with the time it was made", reversal.psn_no, input_type="reversal", **ids)
     if original.reversed_by is not None:
         return _reject("ALREADY_REVERSED", f"claim {reversal.orig_claim_id} was already reversed by "
                        f"{original.reversed_by}", reversal.psn_no, input_type="reversal", **ids)

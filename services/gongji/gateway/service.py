@@ -58,7 +58,8 @@ class Replies:
 
     async def start(self) -> None:
         topic = self.settings.topics.settlements
-        self._consumer = kafka.consumer(self.settings, None)
+        # Tansu holds each fetch for fetch_max_wait even with data there: every request waits for it.
+        self._consumer = kafka.consumer(self.settings, None, fetch_max_wait_ms=20)
         await self._consumer.start()
         partitions = await self._partitions(topic)
         self._consumer.assign(partitions)
@@ -238,11 +239,12 @@ class Gateway:
         """The answer to a msgid kept for asking again, and a settlement's setl_id for a 2208."""
         ident, ttl = record["claim_id"], int(self.settings.gateway_answer_ttl_seconds)
         answer = national.settled(result_kind, result)
+        pipe = self.redis.pipeline(transaction=False)  # one round trip
         if result_kind == "settlement":  # a 2208 names it by setl_id
             found = {"claim_id": ident, "psn_no": record["psn_no"], "fixmedins_code": fixmedins_code}
-            await self.redis.set(self._setl_key(result["setl_id"]), json.dumps(found), ex=ttl)
-        await self.redis.set(self._msg_key(fixmedins_code, msgid), json.dumps({"digest": digest, "answer": answer}),
-                             ex=ttl)
+            pipe.set(self._setl_key(result["setl_id"]), json.dumps(found), ex=ttl)
+        pipe.set(self._msg_key(fixmedins_code, msgid), json.dumps({"digest": digest, "answer": answer}), ex=ttl)
+        await pipe.execute()
         return answer
 
     async def _keep(self, fixmedins_code: str, msgid: str, digest: str, record: dict, outcome: tuple) -> None:

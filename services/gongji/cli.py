@@ -177,6 +177,11 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--workers", type=int, default=2, help="settlement processes in the consumer group")
     bench.add_argument("--no-downstream", dest="downstream", action="store_false",
                        help="skip timing the ledger, clearing and fraud consumers")
+    bench.add_argument("--gateway", action="store_true",
+                       help="instead: signed 2207 requests over HTTP to the gateway (requests/s, p50/p90/p99/max)")
+    bench.add_argument("--gateway-rate", type=int, default=500, help="requests/s sent to the gateway")
+    bench.add_argument("--gateway-requests", type=int, default=5000, help="2207 requests sent to the gateway")
+    bench.add_argument("--gateway-concurrency", type=int, default=100, help="requests in flight at most")
     return parser
 
 

@@ -120,6 +120,9 @@ class Settings(LogSettings):
     # The local stack (gongji stack up, demo, bench): Tansu only behind a TLS terminator that wants
     # a client certificate of the stack's own CA (gongji.local.tls); false: Tansu's plaintext port.
     local_kafka_tls: bool = True
+    # The local stack's Redis: its append-only file fsynced every second (as deployed), or on every
+    # event-loop turn ("always": a WAITAOF then returns at once instead of waiting for the next flush).
+    local_redis_appendfsync: Literal["everysec", "always"] = "everysec"
     redis_url: str | None = None
     # The URL names one node of a Redis Cluster; the client finds the rest (keys carry {psn_no} tags).
     redis_cluster: bool = False

@@ -319,6 +319,28 @@ def test_bench_prints_throughput_latency_and_cpu(tmp_path):
     assert "latency at 500 claims/s" in result.stdout and "p99" in result.stdout
 
 
+def test_bench_gateway_prints_its_figures_and_every_answer_is_counted(tmp_path):
+    """`gongji bench --gateway` at a tiny size: signed 2207 requests over HTTP to the gateway it
+    starts; the rate, the latency percentiles and the answers come out, and the answers counted add
+    up to the requests sent (their speed is the benchmark's to measure, not a test's)."""
+    import re
+
+    result = run("bench", "--gateway", "--persons", "60", "--workers", "1", "--gateway-requests", "40",
+                 "--gateway-rate", "40", "--gateway-concurrency", "8", env={"TMPDIR": str(tmp_path)}, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    sent = re.search(r"bench: gateway: 40 signed 2207 requests at 40 requests/s, at most 8 in flight, (\d+) persons "
+                     r"over (\d+) of (\d+) partitions", out)
+    assert sent and int(sent[1]) > 1 and int(sent[2]) > 1, out
+    done = re.search(r"bench: gateway: (\d+) requests in [\d.]+ s = [\d,]+ requests/s", out)
+    assert done and int(done[1]) == 40, out
+    assert re.search(r"latency \(send to answer\): p50 [\d.]+ ms, p90 [\d.]+ ms, p99 [\d.]+ ms, max [\d.]+ ms", out), out
+    answers = re.search(r"bench: gateway answers: (.*)", out)[1]
+    counts = {kind: int(count) for kind, count in re.findall(r"([^,:]+): (\d+)", answers)}
+    assert sum(counts.values()) == 40 and counts.get("infcode 0", 0) > 0, answers
+    assert "gateway time by stage" in out and "CPU during the requests: gateway" in out
+
+
 def test_replay_in_batches_gives_what_replay_one_at_a_time_gives(tmp_path):
     """`gongji replay --batch N` settles through the service's batching path: a synthetic stream
     with family aid, reversals and resends gives the same lines for N = 1, 7 and 500."""

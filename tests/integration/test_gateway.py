@@ -23,6 +23,7 @@ from gongji.local.launch import encode, prepare_topics
 from gongji.common.signing import load_keys
 from gongji.local.synthetic import Traffic
 from tests.integration.support import CATALOG, as_service, by_claim, collect, running_service, settings_for, wait_registered
+from tests.integration.test_poison import until
 from tests.integration.test_signed_input import keys_file, send
 
 
@@ -138,30 +139,50 @@ async def test_2208_reverses_by_setl_id_once(stack, uniq, tmp_path):
     assert unknown["infcode"] == -1 and "setl_id: nope is not a settlement" in unknown["err_msg"]
 
 
-async def test_no_result_in_time_answers_pending_and_asking_again_settles_once(stack, uniq, tmp_path):
+async def test_no_result_in_time_answers_pending_and_the_result_is_kept_when_it_comes(stack, uniq, tmp_path):
+    """Asked while settlement is down: "pending", twice (the identical claim sent twice). Nobody waits
+    when the result comes; the reply loop keeps it all the same, so the msgid asked again is answered
+    from Redis (nothing sent a third time) and a 2208 finds the settlement by its setl_id."""
     world = World(stack, uniq, tmp_path, gateway_wait_seconds=0.5)
     his = world.callers.by_id["his"]
     async with running_service(world.settings):
         await world.register()
-    ident = claim_id(world.institution["fixmedins_code"], "MSG0002")
+    code = world.institution["fixmedins_code"]
+    ident = claim_id(code, "MSG0002")
     async with gateway(world.settings) as running:
         request = world.request("MSG0002")
         status, pending = await post(running.url, request, his)  # the settlement service is down
         assert (status, pending["infcode"], pending["err_msg"]) == (200, -1, PENDING)
         assert pending["output"]["claim_id"] == ident
-        running.gateway.settings = running.gateway.settings.model_copy(update={"gateway_wait_seconds": 30.0})
+        _, still = await post(running.url, request, his)
+        assert still["err_msg"] == PENDING
         async with running_service(world.settings):
-            await collect(world.settings, world.settings.topics.settlements, lambda rs: ident in by_claim(rs))
+            await until(lambda: stored_answer(world, code, "MSG0002"), "the late result kept in Redis")
             _, answer = await post(running.url, request, his)
-            _, stored = await post(running.url, request, his)
+            setl_id = answer["output"]["setlinfo"]["setl_id"]
+            reversal = {"infno": "2208", "msgid": "MSG0003", "fixmedins_code": code,
+                        "inf_time": answer["output"]["setlinfo"]["setl_time"],
+                        "input": {"data": {"psn_no": world.person["psn_no"], "setl_id": setl_id}}}
+            running.gateway.settings = running.gateway.settings.model_copy(update={"gateway_wait_seconds": 30.0})
+            _, reversed_ = await post(running.url, reversal, his)
     assert answer["infcode"] == 0, answer
-    assert stored == answer
+    assert reversed_["infcode"] == 0 and reversed_["output"]["setlinfo"]["orig_setl_id"] == setl_id, reversed_
     results = by_claim(await collect(world.settings, world.settings.topics.settlements,
                                      lambda rs: len(by_claim(rs).get(ident, [])) >= 2))
-    # The claim went twice (the first request, then the retry); settlement answered the same result
-    # twice and settled once; the third request was answered from Redis.
+    # The claim went twice (two asks while pending); settlement answered the same result twice and
+    # settled once; the third ask was answered from Redis, sending nothing.
     assert len(results[ident]) == 2 and results[ident][0] == results[ident][1]
-    assert results[ident][0]["setl_id"] == answer["output"]["setlinfo"]["setl_id"]
+    assert results[ident][0]["setl_id"] == setl_id
+
+
+async def stored_answer(world, code: str, msgid: str) -> bool:
+    from gongji.common.redis import client_for
+
+    client = client_for(world.settings)
+    try:
+        return b'"answer"' in (await client.get(f"{world.settings.key_prefix}:gw:{code}:{msgid}") or b"")
+    finally:
+        await client.aclose()
 
 
 async def test_callers_are_authenticated_and_act_only_for_their_own_institution(stack, uniq, tmp_path):

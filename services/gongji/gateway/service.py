@@ -22,7 +22,9 @@ import json
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from aiokafka import TopicPartition
@@ -36,7 +38,7 @@ from gongji.common.signing import Key, signer
 from gongji.common.topic_admin import ensure_service_topics
 from gongji.contract.topics import service_topics
 from gongji.contract.wire import ID_HEADER, TYPE_HEADER, header
-from gongji.gateway import national
+from gongji.gateway import failures, national
 from gongji.gateway.callers import Callers, Unauthenticated, load_callers
 from gongji.gateway.national import Refused
 from gongji.settings import Settings
@@ -44,6 +46,7 @@ from gongji.settings import Settings
 log = logging.getLogger("gongji.gateway")
 MAX_BODY = 1024 * 1024
 OUTCOME = web.ResponseKey("outcome", str)  # what /metrics counts a 2206 or 5206 answer as
+LATE = 100_000  # claims answered "pending" whose results the reply loop still keeps (the oldest forgotten first)
 
 
 class Replies:
@@ -53,12 +56,15 @@ class Replies:
     def __init__(self, settings: Settings, catalog: SchemaCatalog, metrics: Metrics):
         self.settings, self.catalog, self.metrics = settings, catalog, metrics
         self.waiting: dict[str, list[asyncio.Future]] = {}
+        self.late: OrderedDict[str, Callable[[tuple], Awaitable[None]]] = OrderedDict()
+        self._keeping: set[asyncio.Task] = set()
         self._consumer = None
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
         topics = self.settings.topics
-        self._consumer = kafka.consumer(self.settings, None)
+        # Tansu holds each fetch for fetch_max_wait even with data there: every request waits for it.
+        self._consumer = kafka.consumer(self.settings, None, fetch_max_wait_ms=20)
         await self._consumer.start()
         partitions = [*await self._partitions(topics.settlements), *await self._partitions(topics.inquiry_results)]
         self._consumer.assign(partitions)
@@ -88,6 +94,14 @@ class Replies:
         self.waiting.setdefault(ident, []).append(future)
         return future
 
+    def keep_late(self, ident: str, keep: Callable[[tuple], Awaitable[None]]) -> None:
+        """A claim nobody waits for any more (answered "pending"): `keep` its result when it comes, so
+        the same msgid asked again, or a 2208 by its setl_id, is answered from Redis."""
+        self.late[ident] = keep
+        self.late.move_to_end(ident)
+        while len(self.late) > LATE:
+            self.late.popitem(last=False)
+
     def forget(self, ident: str, future: asyncio.Future) -> None:
         futures = self.waiting.get(ident, [])
         if future in futures:
@@ -109,7 +123,8 @@ class Replies:
         (they answer that they could not read it), never the loop every request depends on."""
         ident = header(message.headers, ID_HEADER)
         futures = self.waiting.pop(ident.decode(), None) if ident else None
-        if not futures:
+        keep = self.late.pop(ident.decode(), None) if ident else None
+        if not futures and keep is None:
             return
         kind = (header(message.headers, TYPE_HEADER) or b"").decode()
         try:
@@ -117,9 +132,13 @@ class Replies:
         except DecodeError as error:
             log.warning("gateway: the result for %s cannot be read: %s", ident.decode(), error)
             outcome, failure = None, ValueError(f"the result for {ident.decode()} cannot be read: {error}")
-        for future in futures:
+        for future in futures or ():
             if not future.done():
                 future.set_result(outcome) if failure is None else future.set_exception(failure)
+        if keep is not None and not futures and failure is None:  # a waiter, if any, keeps it itself
+            task = asyncio.create_task(keep(outcome))
+            self._keeping.add(task)
+            task.add_done_callback(self._keeping.discard)
 
 
 @dataclass
@@ -131,12 +150,20 @@ class Gateway:
     producer: object
     redis: object
     key: Key | None
+    watch: failures.RedisWatch = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.watch = failures.RedisWatch(self.settings, self.redis, self.replies.metrics)
 
     def _msg_key(self, fixmedins_code: str, msgid: str) -> str:
         return f"{self.settings.key_prefix}:gw:{fixmedins_code}:{msgid}"
 
     async def handle(self, request: web.Request) -> web.Response:
-        response = await self._answer(request)
+        try:  # one deadline over everything: a Redis that hangs does not hold the request for ever
+            async with asyncio.timeout(self.settings.gateway_wait_seconds + self.settings.probe_timeout_seconds):
+                response = await self._answer(request)
+        except Exception as error:  # Redis away, or anything unforeseen: in the national shape, told once
+            response = _json(*failures.answer(error, self.watch))
         self.replies.metrics.outputs.labels(_outcome(response)).inc()
         return response
 
@@ -232,7 +259,8 @@ class Gateway:
             result_kind, result = await asyncio.wait_for(self._publish_and_wait(record["psn_no"].encode(), value, kind,
                                                                                 future),
                                                          self.settings.gateway_wait_seconds)
-        except asyncio.TimeoutError:
+        except asyncio.TimeoutError:  # its result, when it comes, is kept all the same
+            self.replies.keep_late(ident, lambda outcome: self._keep(fixmedins_code, msgid, digest, record, outcome))
             return national.pending(ident)
         except KafkaError as error:  # refused at once (no broker, not authorised): say so, retry is safe
             log.warning("gateway: could not publish %s: %s", ident, error)
@@ -242,12 +270,28 @@ class Gateway:
             return national.refusal(f"{error}; ask again with the same msgid")
         finally:
             self.replies.forget(ident, future)
+        return await self._store(fixmedins_code, msgid, digest, record, result_kind, result)
+
+    async def _store(self, fixmedins_code: str, msgid: str, digest: str, record: dict, result_kind: str,
+                     result: dict) -> dict:
+        """The answer to a msgid kept for asking again, and a settlement's setl_id for a 2208."""
+        ident, ttl = record["claim_id"], int(self.settings.gateway_answer_ttl_seconds)
         answer = national.settled(result_kind, result)
+        pipe = self.redis.pipeline(transaction=False)  # one round trip
         if result_kind == "settlement":  # a 2208 names it by setl_id
             found = {"claim_id": ident, "psn_no": record["psn_no"], "fixmedins_code": fixmedins_code}
-            await self.redis.set(self._setl_key(result["setl_id"]), json.dumps(found), ex=ttl)
-        await self.redis.set(key, json.dumps({"digest": digest, "answer": answer}), ex=ttl)
+            pipe.set(self._setl_key(result["setl_id"]), json.dumps(found), ex=ttl)
+        pipe.set(self._msg_key(fixmedins_code, msgid), json.dumps({"digest": digest, "answer": answer}), ex=ttl)
+        await pipe.execute()
         return answer
+
+    async def _keep(self, fixmedins_code: str, msgid: str, digest: str, record: dict, outcome: tuple) -> None:
+        """A late result kept (the reply loop's task): Redis away loses only this keeping, not the
+        claim (asked again, it is sent again and answered)."""
+        try:
+            await self._store(fixmedins_code, msgid, digest, record, *outcome)
+        except Exception as error:  # told (and Redis watched) as a request's failure is; nobody to answer
+            failures.answer(error, self.watch)
 
     async def _publish_and_wait(self, key: bytes, value: bytes, kind: str, future: asyncio.Future,
                                 topic: str | None = None):
@@ -270,9 +314,11 @@ class Gateway:
 
 def _outcome(response: web.Response) -> str:
     """The answers counted on /metrics (gongji_outputs by kind): settled, pending, refused, unauthenticated,
-    answered (a 2206 or 5206)."""
+    answered (a 2206 or 5206), failed (gateway.failures)."""
     if response.status == 401:
         return "unauthenticated"
+    if response.status >= 500:  # gateway.failures: Redis away, a deadline, a bug
+        return "failed"
     if OUTCOME in response:
         return response[OUTCOME]
     document = json.loads(response.text)
@@ -297,6 +343,7 @@ class Running:
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
         await self.runner.cleanup()
+        await self.gateway.watch.stop()
         await self.gateway.replies.stop()
         await self.gateway.producer.stop()
         await self.gateway.redis.aclose()

@@ -72,6 +72,13 @@ def demo(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
 
 
 def bench(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
+    if args.gateway:
+        from gongji.local.gateway_bench import run_gateway_bench
+
+        asyncio.run(run_gateway_bench(requests=args.gateway_requests, persons=args.persons, rate=args.gateway_rate,
+                                      concurrency=args.gateway_concurrency, policy_dir=args.policies,
+                                      workers=args.workers))
+        return
     from gongji.local.bench import run_bench
 
     asyncio.run(run_bench(claims=args.claims, persons=args.persons, policy_dir=args.policies, rate=args.rate,

@@ -118,7 +118,8 @@ class Server:
         # As deployed: every write in the append-only file, flushed each second or when a WAITAOF
         # asks (the settlement service waits for it before publishing, GONGJI_REDIS_DURABILITY).
         acl = ("--aclfile", str(self.acl_file)) if self.acl_file else ()
-        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", *REDIS_PERSISTENCE,
+        fsync = ("--appendfsync", Settings().local_redis_appendfsync)  # GONGJI_LOCAL_REDIS_APPENDFSYNC
+        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", *REDIS_PERSISTENCE, *fsync,
                 "--dir", str(workdir), "--logfile", "", *acl]
 
     def log_tail(self, lines: int = 20) -> str:

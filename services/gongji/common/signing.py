@@ -140,42 +140,59 @@ def load_keys(path: Path, require: bool = False) -> KeyRing:
         secret_file = "erenhot-2026a.key"  # relative to this file; at least 32 bytes
         regions = ["152501"]               # left out: every region
     """
-    path = Path(path)  # settings copied without validation hold a str
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise KeyFileError(f"GONGJI_INPUT_KEYS_FILE {path}: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise KeyFileError(f"GONGJI_INPUT_KEYS_FILE {path}: not TOML: {error}") from None
-    entries = document.get("keys")
-    if not isinstance(entries, dict) or not entries:
-        raise KeyFileError(f"{path}: no [keys.<key id>] table")
+    path = Path(path)
+    entries = key_table(path, "keys", "GONGJI_INPUT_KEYS_FILE", {"algorithm", "secret_file", "regions"}, KeyFileError)
     return KeyRing({key_id: _key(path, key_id, entry) for key_id, entry in entries.items()}, require)
 
 
-def _key(path: Path, key_id: str, entry: object) -> Key:
-    where = f"{path}: keys.{key_id}"
-    if not KEY_ID.match(key_id):
-        raise KeyFileError(f"{where}: a key id is 1 to 64 of A-Z a-z 0-9 . _ -")
-    if not isinstance(entry, dict):
-        raise KeyFileError(f"{where}: not a table")
-    unknown = set(entry) - {"algorithm", "secret_file", "regions"}
-    if unknown:
-        raise KeyFileError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-    algorithm = entry.get("algorithm", DEFAULT_ALGORITHM)
-    if algorithm not in ALGORITHMS:
-        raise KeyFileError(f"{where}.algorithm: {algorithm!r} is not one of {', '.join(ALGORITHMS)}")
+def key_table(path: Path, table: str, setting: str, fields: set[str], error: type[Exception]) -> dict[str, dict]:
+    """The `[table.<key id>]` entries of a TOML keys file (the input keys, the gateway's callers),
+    each a table of no field but `fields` under a well-formed key id; `error` names the file and
+    the field otherwise."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as failure:
+        raise error(f"{setting} {path}: {failure.strerror}") from None
+    except tomllib.TOMLDecodeError as failure:
+        raise error(f"{setting} {path}: not TOML: {failure}") from None
+    entries = document.get(table)
+    if not isinstance(entries, dict) or not entries:
+        raise error(f"{path}: no [{table}.<key id>] table")
+    for key_id, entry in entries.items():
+        where = f"{path}: {table}.{key_id}"
+        if not KEY_ID.match(key_id):
+            raise error(f"{where}: a key id is 1 to 64 of A-Z a-z 0-9 . _ -")
+        if not isinstance(entry, dict):
+            raise error(f"{where}: not a table")
+        unknown = set(entry) - fields
+        if unknown:
+            raise error(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    return entries
+
+
+def secret_of(path: Path, where: str, entry: dict, whose: str, error: type[Exception]) -> bytes:
+    """The secret an entry's `secret_file` holds (relative to the keys file, one trailing newline
+    dropped), at least MIN_SECRET_BYTES long."""
     secret_file = entry.get("secret_file")
     if not isinstance(secret_file, str) or not secret_file:
-        raise KeyFileError(f"{where}.secret_file: the file holding the key's secret is required")
+        raise error(f"{where}.secret_file: the file holding the {whose} secret is required")
     secret_path = path.parent / secret_file
     try:
         secret = secret_path.read_bytes().rstrip(b"\r\n")
-    except OSError as error:
-        raise KeyFileError(f"{where}.secret_file: cannot read {secret_path}: {error.strerror}") from None
+    except OSError as failure:
+        raise error(f"{where}.secret_file: cannot read {secret_path}: {failure.strerror}") from None
     if len(secret) < MIN_SECRET_BYTES:
-        raise KeyFileError(f"{where}.secret_file: {secret_path} holds {len(secret)} bytes; a secret needs "
-                           f"at least {MIN_SECRET_BYTES}")
+        raise error(f"{where}.secret_file: {secret_path} holds {len(secret)} bytes; a secret needs "
+                    f"at least {MIN_SECRET_BYTES}")
+    return secret
+
+
+def _key(path: Path, key_id: str, entry: dict) -> Key:
+    where = f"{path}: keys.{key_id}"
+    algorithm = entry.get("algorithm", DEFAULT_ALGORITHM)
+    if algorithm not in ALGORITHMS:
+        raise KeyFileError(f"{where}.algorithm: {algorithm!r} is not one of {', '.join(ALGORITHMS)}")
+    secret = secret_of(path, where, entry, "key's", KeyFileError)
     regions = entry.get("regions")
     if regions is not None:
         if not isinstance(regions, list) or not regions or not all(isinstance(r, str) and REGION.match(r)

@@ -15,12 +15,11 @@ like the input keys (GONGJI_GATEWAY_CALLERS_FILE):
 from __future__ import annotations
 
 import hmac
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gongji.common.signing import KEY_ID, MIN_SECRET_BYTES
+from gongji.common.signing import key_table, secret_of
 
 VERSION = b"gongji-gateway/1"
 CALLER_HEADER, TIME_HEADER, SIGNATURE_HEADER = "X-Gongji-Caller", "X-Gongji-Timestamp", "X-Gongji-Signature"
@@ -72,38 +71,16 @@ class Callers:
 
 
 def load_callers(path: Path, skew: float = 300.0) -> Callers:
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise CallersFileError(f"GONGJI_GATEWAY_CALLERS_FILE {path}: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise CallersFileError(f"GONGJI_GATEWAY_CALLERS_FILE {path}: not TOML: {error}") from None
-    entries = document.get("callers")
-    if not isinstance(entries, dict) or not entries:
-        raise CallersFileError(f"{path}: no [callers.<key id>] table")
+    path = Path(path)
+    entries = key_table(path, "callers", "GONGJI_GATEWAY_CALLERS_FILE", {"secret_file", "fixmedins_codes"},
+                        CallersFileError)
     return Callers({key_id: _caller(path, key_id, entry) for key_id, entry in entries.items()}, skew)
 
 
-def _caller(path: Path, key_id: str, entry: object) -> Caller:
+def _caller(path: Path, key_id: str, entry: dict) -> Caller:
     where = f"{path}: callers.{key_id}"
-    if not KEY_ID.match(key_id):
-        raise CallersFileError(f"{where}: a key id is 1 to 64 of A-Z a-z 0-9 . _ -")
-    if not isinstance(entry, dict):
-        raise CallersFileError(f"{where}: not a table")
-    unknown = set(entry) - {"secret_file", "fixmedins_codes"}
-    if unknown:
-        raise CallersFileError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-    secret_file, codes = entry.get("secret_file"), entry.get("fixmedins_codes")
-    if not isinstance(secret_file, str) or not secret_file:
-        raise CallersFileError(f"{where}.secret_file: the file holding the caller's secret is required")
+    codes = entry.get("fixmedins_codes")
+    secret = secret_of(path, where, entry, "caller's", CallersFileError)
     if not isinstance(codes, list) or not codes or not all(isinstance(code, str) and code for code in codes):
         raise CallersFileError(f"{where}.fixmedins_codes: a list of the institutions it acts for is required")
-    secret_path = path.parent / secret_file
-    try:
-        secret = secret_path.read_bytes().rstrip(b"\r\n")
-    except OSError as error:
-        raise CallersFileError(f"{where}.secret_file: cannot read {secret_path}: {error.strerror}") from None
-    if len(secret) < MIN_SECRET_BYTES:
-        raise CallersFileError(f"{where}.secret_file: {secret_path} holds {len(secret)} bytes; a secret needs "
-                               f"at least {MIN_SECRET_BYTES}")
     return Caller(key_id, secret, frozenset(codes))

@@ -119,6 +119,14 @@ def _policy_codes() -> list[str]:
         if version.inpatient is not None and version.inpatient.major_outpatient_diseases:
             codes = ", ".join(f"`{code}`" for code in version.inpatient.major_outpatient_diseases)
             lines.append(f"- 门诊大病 diagnoses paid like inpatient care (med_type 14, `dise_codg`): {codes}.")
+        if version.inpatient is not None and version.inpatient.day_surgery_procedures:
+            codes = ", ".join(f"`{code}`" for code in version.inpatient.day_surgery_procedures)
+            lines.append(f"- 日间手术 procedures paid like a 门诊大病 (med_type 14, `oprn_oprt_code`): {codes}.")
+        recognition = version.recognition
+        if recognition.age_below or recognition.closed_to_new:
+            limits = [f"`{code}` below age {age}" for code, age in recognition.age_below.items()]
+            closed = [f"`{code}` no new persons from {day}" for code, day in recognition.closed_to_new.items()]
+            lines.append(f"- Recognised with conditions (`brdy`, `chronic_since`): {'; '.join(limits + closed)}.")
         if version.assistance is not None:
             lines += ["- `psn_idet_type`, medical-assistance categories (医疗救助, `maf_pay`):", "",
                       "  | code | category | ratio | deductible (share of last year's per-capita disposable "

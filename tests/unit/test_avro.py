@@ -164,9 +164,9 @@ FIELD_NAMES = {
                     "grassroots", "admdvs"],
     "Person": ["psn_no", "insutype", "psn_type", "insu_admdvs", "psn_insu_stas",
                "fd_fixmedins_code", "mulaid_holder_psn_no", "mulaid_relation", "psn_idet_type",
-               "chronic_diseases", "cvlserv_flag"],
+               "chronic_diseases", "cvlserv_flag", "chronic_since", "brdy"],
     "Claim": ["claim_id", "mdtrt_id", "psn_no", "fixmedins_code", "med_type", "insutype",
-              "setl_time", "acct_used_flag", "fee_details", "dise_codg", "rx_fixmedins_code"],
+              "setl_time", "acct_used_flag", "fee_details", "dise_codg", "rx_fixmedins_code", "oprn_oprt_code"],
     "FeeDetail": ["feedetl_sn", "med_list_codg", "list_type", "chrgitm_lv",
                   "det_item_fee_sumamt", "cnt", "pric", "pric_uplmt_amt", "selfpay_prop",
                   "non_med_flag"],
@@ -195,7 +195,8 @@ OPTIONAL = {
     ("FeeDetail", "pric_uplmt_amt"), ("FeeDetail", "selfpay_prop"), ("FeeDetail", "non_med_flag"),
     ("Person", "fd_fixmedins_code"), ("Person", "mulaid_holder_psn_no"),
     ("Person", "mulaid_relation"), ("Person", "psn_idet_type"), ("Person", "chronic_diseases"),
-    ("Person", "cvlserv_flag"), ("Claim", "dise_codg"), ("Claim", "rx_fixmedins_code"),
+    ("Person", "cvlserv_flag"), ("Person", "chronic_since"), ("Person", "brdy"), ("Claim", "dise_codg"),
+    ("Claim", "rx_fixmedins_code"), ("Claim", "oprn_oprt_code"),
     ("Credit", "amount"), ("Credit", "crdt_base"), ("Rejection", "claim_id"),
     ("Rejection", "credit_id"), ("Rejection", "input_type"), ("Rejection", "psn_no"),
     ("ReversalResult", "orig_setl_time"), ("DeadLetter", "key"),
@@ -289,7 +290,7 @@ def test_types_optionality_and_decimals() -> None:
                 elif name == "grassroots":
                     assert ftype == "boolean"
                 elif name in ("partition", "offset", "key", "original", "fee_details",
-                              "setldetail", "chronic_diseases", "settlements", "adjustments", "a_to_b", "b_to_a",
+                              "setldetail", "chronic_diseases", "chronic_since", "settlements", "adjustments", "a_to_b", "b_to_a",
                               "claim_ids", "count", "visits", "cuminfo"):
                     continue
                 else:  # codes, ids, times: strings, never ints
@@ -434,7 +435,7 @@ def test_current_claim_only_adds_optional_fields_to_v1() -> None:
             else:
                 assert field["type"][0] == "null" and field["default"] is None, name
                 added.append(f"{rec_name}.{name}")
-    assert added == ["Claim.dise_codg", "Claim.rx_fixmedins_code", "FeeDetail.non_med_flag"]
+    assert added == ["Claim.dise_codg", "Claim.rx_fixmedins_code", "Claim.oprn_oprt_code", "FeeDetail.non_med_flag"]
     assert fingerprint_of(load_packaged_schema("history/claim.v1.avsc")) != fingerprint_of(
         load_packaged_schema("claim.avsc"))
 
@@ -672,3 +673,29 @@ def test_claims_written_before_rx_fixmedins_code_decode_without_it(catalog: Sche
     name, claim = catalog.decode(old_bytes)
     assert name == "Claim" and claim.get("rx_fixmedins_code") is None
     assert claim["dise_codg"] == sent.get("dise_codg")
+
+
+def test_claims_written_before_oprn_oprt_code_decode_without_it(catalog: SchemaCatalog) -> None:
+    """日间手术 added Claim.oprn_oprt_code (null by default, version 4); claims already on the topic,
+    written with version 3 (history/claim.v3.avsc), still decode, with the field absent."""
+    v3 = SchemaCatalog(current=[load_packaged_schema("history/claim.v3.avsc")], history=[])
+    sent = {k: v for k, v in CLAIM.items() if k != "oprn_oprt_code"}
+    old_bytes = v3.encode("Claim", sent)
+    assert old_bytes[2:10] != catalog.fingerprint("Claim")
+    name, claim = catalog.decode(old_bytes)
+    assert name == "Claim" and claim.get("oprn_oprt_code") is None
+    assert claim["rx_fixmedins_code"] == sent.get("rx_fixmedins_code")
+
+
+def test_persons_written_before_their_enrolment_dates_decode_without_them(catalog: SchemaCatalog) -> None:
+    """Version 2 of Person added chronic_since and brdy (null by default); the compacted
+    registry.persons keeps persons written with version 1 (history/person.v1.avsc): they decode."""
+    v1 = SchemaCatalog(current=[load_packaged_schema("history/person.v1.avsc")], history=[])
+    sent = {k: v for k, v in RECORDS["Person"].items() if k not in ("chronic_since", "brdy")}
+    old_bytes = v1.encode("Person", sent)
+    assert old_bytes[2:10] != catalog.fingerprint("Person")
+    name, person = catalog.decode(old_bytes)
+    assert name == "Person" and person.get("chronic_since") is None and person.get("brdy") is None
+    assert person["chronic_diseases"] == sent["chronic_diseases"]
+    dated = {**RECORDS["Person"], "chronic_since": {"M03900": "2021-05-01"}, "brdy": "1961-03-08"}
+    assert catalog.decode(catalog.encode("Person", dated))[1]["chronic_since"] == {"M03900": "2021-05-01"}

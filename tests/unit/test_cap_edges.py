@@ -65,6 +65,14 @@ diseases = ["I10"]
 annual_deductible = "200.00"
 ratio = { in_service = "0.70", retired = "0.75" }
 annual_limit = "1500.00"
+
+# The groups list is restated whole: 糖尿病 stays (a version may not drop a recognised disease).
+[[versions.chronic.groups]]
+name = "糖尿病"
+diseases = ["E11"]
+ratio = { in_service = "0.70", retired = "0.75" }
+annual_limit = "3000.00"
+counts_in_fund_cap = false
 """
 LOWERED = PolicyBook([parse_policy(_LOWERED, "tests: Erenhot lowered mid-year")])
 JUNE, JULY = "2023-06-10T10:00:00+08:00", "2023-07-10T10:00:00+08:00"

@@ -182,6 +182,15 @@ SetlTime = Annotated[datetime, BeforeValidator(_time_text), AfterValidator(_setl
 RegionCode = Annotated[str, Field(pattern=r"^[0-9]{6}$")]
 
 
+def _real_day(value: str) -> str:
+    date.fromisoformat(value)  # a ValueError names the field
+    return value
+
+
+# A calendar day as the registry sends it, "yyyy-MM-dd"; kept as text (it orders as the dates do).
+Day = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"), AfterValidator(_real_day)]
+
+
 class _Event(BaseModel):
     # No str_strip_whitespace: ids and codes with surrounding spaces are refused, not repaired.
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -230,6 +239,17 @@ class Person(_Event):
     psn_idet_type: Code | None = None  # medical-assistance category (医疗救助对象类别)
     chronic_diseases: tuple[Code, ...] | None = None  # recognised (备案) 门诊慢特病 / 门诊大病 diagnoses
     cvlserv_flag: Literal["0", "1"] | None = None  # entitled to the civil-servant subsidy (公务员医疗补助)
+    # When each recognised disease was enrolled (备案, 2503 begndate): continuity of a closed disease
+    chronic_since: dict[Code, Day] | None = None
+    brdy: Day | None = None  # birth date (出生日期), for a disease the policy limits by age (儿童脑瘫)
+
+    @model_validator(mode="after")
+    def _dates_of_recognised_diseases(self) -> "Person":
+        stray = sorted(set(self.chronic_since or ()) - set(self.chronic_diseases or ()))
+        if stray:
+            raise ValueError(f"chronic_since: {', '.join(stray)} not in chronic_diseases; an enrolment date is for a "
+                             "recognised disease")
+        return self
 
     @property
     def retired(self) -> bool:
@@ -283,6 +303,7 @@ class Claim(_Event):
     dise_codg: Code | None = None  # diagnosis (ICD-10), for med_type 14
     # 双通道: the designated medical institution whose prescription a retail pharmacy fills (外配处方)
     rx_fixmedins_code: Code | None = None
+    oprn_oprt_code: Code | None = None  # 日间手术: the operation's code (手术操作代码)
 
     @field_validator("fee_details")
     @classmethod

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -122,6 +122,9 @@ class Inpatient(_Model):
     # deductible below once per year instead of per admission.
     major_outpatient_diseases: list[str] = []
     major_outpatient_annual_deductible: Fen = 0
+    # 日间手术 (seed 001, 门诊大病): recognised by the procedure, not a 备案: the operation codes
+    # (oprn_oprt_code) that make a med_type 14 claim day surgery.
+    day_surgery_procedures: list[str] = []
 
     @model_validator(mode="after")
     def _complete(self) -> "Inpatient":
@@ -130,6 +133,23 @@ class Inpatient(_Model):
             if missing:
                 raise ValueError(f"inpatient {table} missing for level(s) {', '.join(missing)}")
         return self
+
+
+class Recognition(_Model):
+    """Who is recognised for a 备案 disease beyond the registry's list (seed 001).
+
+    `closed_to_new`: diagnosis → the day from which it takes no new persons: "不属于自治区规定范围内的
+    门诊慢特病病种,不再新增人员,已纳入人员可按照规定继续享受待遇". From that day a claim for it is
+    recognised only for a person whose enrolment (Person.chronic_since) is dated before it; they keep
+    the terms of the version in force, as everyone does. A closed disease stays in its group or in
+    the 门诊大病 list: a version may not drop a disease an earlier one recognised (RegionPolicy).
+    `age_below`: diagnosis → age in full years (周岁) at the claim's date from which it is no longer
+    recognised (儿童脑瘫), when the registry gives the birth date (Person.brdy); without it the
+    备案 alone decides.
+    """
+
+    closed_to_new: dict[str, date] = {}
+    age_below: dict[str, Annotated[int, Field(gt=0, le=150)]] = {}
 
 
 class Supplement(_Model):
@@ -238,6 +258,13 @@ class PolicyVersion(_Model):
     civil_servant: Supplement | None = None  # 公务员医疗补助, 320100
     assistance: Assistance | None = None  # 医疗救助, 610100
     crediting: Crediting
+    recognition: Recognition = Recognition()
+
+    @property
+    def recognised_diseases(self) -> frozenset[str]:
+        """Every diagnosis a 备案 can be for: the chronic groups' and the 门诊大病 list's."""
+        chronic = [d for g in (self.chronic.groups if self.chronic else ()) for d in g.diseases]
+        return frozenset(chronic + (self.inpatient.major_outpatient_diseases if self.inpatient else []))
 
     @field_validator("med_types")
     @classmethod
@@ -251,9 +278,15 @@ class PolicyVersion(_Model):
     def _consistent(self) -> "PolicyVersion":
         if self.general_outpatient.counts_in_fund_cap and self.annual_fund_cap is None:
             raise ValueError("general_outpatient.counts_in_fund_cap needs annual_fund_cap")
-        if "14" in self.med_types and self.chronic is None and (self.inpatient is None
-                                                                 or not self.inpatient.major_outpatient_diseases):
-            raise ValueError("med_type 14 needs a [chronic] table or inpatient.major_outpatient_diseases")
+        if "14" in self.med_types and self.chronic is None and (self.inpatient is None or not (
+                self.inpatient.major_outpatient_diseases or self.inpatient.day_surgery_procedures)):
+            raise ValueError("med_type 14 needs a [chronic] table, inpatient.major_outpatient_diseases or "
+                             "inpatient.day_surgery_procedures")
+        for table in ("closed_to_new", "age_below"):
+            unknown = sorted(set(getattr(self.recognition, table)) - self.recognised_diseases)
+            if unknown:
+                raise ValueError(f"recognition.{table}: {', '.join(unknown)} is in no chronic group and not in "
+                                 "inpatient.major_outpatient_diseases")
         if "21" in self.med_types and self.inpatient is None:
             raise ValueError("med_type 21 needs an [inpatient] table")
         if self.inpatient is not None and self.annual_fund_cap is None:
@@ -273,6 +306,20 @@ class RegionPolicy(_Model):
         if len(value) != 6 or not value.isdigit():
             raise ValueError("admdvs must be a 6-digit region code")
         return value
+
+    @model_validator(mode="after")
+    def _enrolled_keep_their_diseases(self) -> "RegionPolicy":
+        """Seed 001: "不属于自治区规定范围内的门诊慢特病病种,不再新增人员,已纳入人员可按照规定继续享受
+        待遇". A version that drops a disease an earlier one recognised would end the benefit of the
+        persons enrolled for it; it is refused: keep it and close it (recognition.closed_to_new)."""
+        for index in range(1, len(self.versions)):
+            dropped = sorted(self.versions[index - 1].recognised_diseases - self.versions[index].recognised_diseases)
+            if dropped:
+                raise ValueError(
+                    f"versions.{index}: drops {', '.join(dropped)}, recognised by the version before; persons "
+                    "enrolled for it keep the benefit (seed 001: 已纳入人员可按照规定继续享受待遇): keep it in its "
+                    "group or the 门诊大病 list and close it to new persons in recognition.closed_to_new")
+        return self
 
     @functools.cached_property
     def _starts(self) -> list[date]:

@@ -7,8 +7,10 @@ it (§6). The layers above it, the accounts and the result are gongji.settlement
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 
+from gongji.contract.wire import SHANGHAI
 from gongji.common.money import div_round, mul_round, yuan_text, yuan_to_fen
 from gongji.settlement.domain import Rejection
 from gongji.settlement.events import Claim, FeeLine
@@ -199,10 +201,60 @@ def _dual_channel(claim, institution, prescriber) -> Rejection | None:
     return None
 
 
+def _age(brdy: str, day: date) -> int:
+    """Full years (周岁) on `day` of a person born on `brdy` ("yyyy-MM-dd")."""
+    born = date.fromisoformat(brdy)
+    return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+
+
+def recognition(claim, person, version) -> str | None:
+    """Why the person is not recognised (备案) for the claim's diagnosis on the claim's day, or None
+    when they are: on their registry list, and past the policy's rules (policy.Recognition):
+    - continuity (seed 001): "不属于自治区规定范围内的门诊慢特病病种,不再新增人员,已纳入人员可按照规定
+      继续享受待遇": from a disease's closing day, only a person enrolled before it;
+    - 儿童脑瘫 (seed 001, 门诊大病): below the policy's age on the claim's day, when the registry
+      gives the birth date."""
+    disease = claim.dise_codg
+    if disease not in (person.chronic_diseases or ()):
+        return f"diagnosis {disease} is not a recognised (备案) 门诊慢特病 of this person"
+    rules, day = version.recognition, claim.setl_time.astimezone(SHANGHAI).date()
+    closed = rules.closed_to_new.get(disease)
+    if closed is not None and day >= closed:
+        since = (person.chronic_since or {}).get(disease)
+        if since is None or since >= closed.isoformat():
+            return (f"diagnosis {disease} takes no new persons from {closed} (不再新增人员) and this person's "
+                    f"enrolment is dated {since or 'nowhere (chronic_since)'}, not before it")
+    limit = rules.age_below.get(disease)
+    if limit is not None and person.brdy is not None and _age(person.brdy, day) >= limit:
+        return f"diagnosis {disease} is recognised below age {limit}; this person is {_age(person.brdy, day)}"
+    return None
+
+
+def _day_surgery(claim, institution, version) -> bool | Rejection:
+    """日间手术 (seed 001, 实施方案 二、(一) 2, 门诊大病 "参照住院待遇进行管理"), recognised by the
+    procedure: a med_type 14 claim whose oprn_oprt_code the policy lists. The seed keeps it out of
+    general outpatient pooling ("日间手术、特殊慢性病、门诊特殊用药不纳入职工医保门诊共济统筹范围"), so a
+    med_type 11 claim naming a listed procedure is refused, as is one at a retail pharmacy."""
+    code, inpatient = claim.oprn_oprt_code, version.inpatient
+    if not code or inpatient is None or code not in inpatient.day_surgery_procedures:
+        return False
+    if claim.med_type == "11":
+        return _invalid(claim, f"oprn_oprt_code {code} is day surgery (日间手术), outside general outpatient pooling; send the claim as med_type 14")
+    if institution.fixmedins_type == "2":
+        return _invalid(claim, f"day surgery (oprn_oprt_code {code}) at retail pharmacy {institution.fixmedins_code}")
+    return claim.med_type == "14"
+
+
 def basic_pooling(claim, person, institution, version, split, totals, prescriber=None) -> Basic | Rejection:
     """What the basic pooling fund pays for `claim` by kind of care (med_type 11, 21, 14), or why
     the claim cannot be settled. `prescriber`: the institution `rx_fixmedins_code` names, if any."""
     notes = [f"policy {person.insu_admdvs} from {version.effective_from}; 政策范围内 {yuan_text(split.inscp)}"]
+    day_surgery = _day_surgery(claim, institution, version)
+    if isinstance(day_surgery, Rejection):
+        return day_surgery
+    if day_surgery:
+        notes.append(f"日间手术 {claim.oprn_oprt_code}: 门诊大病")
+        return _inpatient(person, institution, version, split, totals, notes, major=True)
     if claim.med_type == "11":
         return _general_outpatient(person, institution, version, split, totals, notes)
     if claim.med_type == "21":
@@ -212,8 +264,10 @@ def basic_pooling(claim, person, institution, version, split, totals, prescriber
     # med_type 14: 门诊慢特病, or 门诊大病 paid like inpatient care, for a recognised (备案) diagnosis
     disease = claim.dise_codg
     if not disease:
-        return _invalid(claim, "a med_type 14 claim needs dise_codg, the diagnosis it is for")
-    recognised = disease in (person.chronic_diseases or ())
+        return _invalid(claim, "a med_type 14 claim needs dise_codg, the diagnosis it is for "
+                               "(or oprn_oprt_code, a day surgery)")
+    refused = recognition(claim, person, version)
+    recognised = refused is None
     inpatient, chronic = version.inpatient, version.chronic
     if recognised and inpatient is not None and disease in inpatient.major_outpatient_diseases:
         if institution.fixmedins_type == "2":
@@ -227,11 +281,12 @@ def basic_pooling(claim, person, institution, version, split, totals, prescriber
     group = next((g for g in (chronic.groups if chronic else ()) if disease in g.diseases), None)
     if recognised and group is not None:
         return _chronic(person, group, version, split, totals, notes)
+    if refused is None:
+        refused = f"diagnosis {disease} is in no 门诊慢特病 group of region {person.insu_admdvs}"
     if chronic is not None and chronic.unrecognised == "reject":
         return Rejection(
             err_code="UNSUPPORTED_MED_TYPE", psn_no=claim.psn_no, input_type="claim", claim_id=claim.claim_id,
-            err_msg=f"diagnosis {disease} is not a recognised (备案) 门诊慢特病 of person {person.psn_no}, and region "
-                    f"{person.insu_admdvs} settles such claims only for recognised diseases; register the disease, "
-                    "or send the visit as general outpatient (med_type 11)")
-    notes.append(f"diagnosis {disease} is not a recognised 门诊慢特病 of this person: settled as general outpatient")
+            err_msg=f"{refused}, and region {person.insu_admdvs} settles such claims only for recognised diseases; "
+                    "register the disease, or send the visit as general outpatient (med_type 11)")
+    notes.append(f"{refused}: settled as general outpatient")
     return _general_outpatient(person, institution, version, split, totals, notes)

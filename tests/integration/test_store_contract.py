@@ -68,6 +68,11 @@ async def test_registry_entries_round_trip(store):
     changed = PERSON.model_copy(update={"psn_insu_stas": "2"})
     await store.put_persons([changed])
     assert (await store.read({"P1"}, set(), set())).persons["P1"] == changed
+    # Person schema version 2: enrolment dates (continuity) and the birth date (儿童脑瘫) come back.
+    dated = PERSON.model_copy(update={"chronic_diseases": ("I10", "G80.1"), "brdy": "2015-03-10",
+                                      "chronic_since": {"I10": "2023-12-31", "G80.1": "2020-01-01"}})
+    await store.put_persons([dated])
+    assert (await store.read({"P1"}, set(), set())).persons["P1"] == dated
 
 
 async def test_commit_writes_state_and_record_exactly(store):

@@ -32,6 +32,13 @@ def test_a_2207_becomes_a_claim_the_wire_takes_with_local_time_and_exact_money()
     assert SchemaCatalog().decode(SchemaCatalog().encode("Claim", claim))[1]["claim_id"] == "gw-H1-MSG1"
 
 
+def test_the_day_surgery_procedure_reaches_the_claim():
+    """日间手术 (seed 001) is recognised by input.data.oprn_oprt_code; absent, the field is null."""
+    claim = national.claim_2207("M", "H1", {**DATA, "med_type": "14", "oprn_oprt_code": "13.41"})
+    assert SchemaCatalog().decode(SchemaCatalog().encode("Claim", claim))[1]["oprn_oprt_code"] == "13.41"
+    assert national.claim_2207("M", "H1", DATA)["oprn_oprt_code"] is None
+
+
 def test_setl_time_falls_back_to_inf_time_and_takes_iso_with_an_offset():
     data = {**DATA, "setl_time": None}
     assert national.claim_2207("M", "H1", data, "2026-03-01 00:30:00")["setl_time"] == "2026-03-01T00:30:00+08:00"

@@ -138,9 +138,10 @@ def claim_record(ident: str, fixmedins_code: str, data: dict, inf_time: Any = No
     not settled, under the question's own id).
 
     data: psn_no, mdtrt_id, med_type, insutype (default "310"), acct_used_flag (default "0"),
-    setl_time (default the envelope's inf_time), optional dise_codg, and `feedetail`: the visit's
-    2204 fee lines (feedetl_sn, med_list_codg, list_type, chrgitm_lv, det_item_fee_sumamt, cnt, pric,
-    optional pric_uplmt_amt, selfpay_prop, non_med_flag). Settlement judges the rest (bounds, sums)."""
+    setl_time (default the envelope's inf_time), optional dise_codg and oprn_oprt_code (日间手术), and
+    `feedetail`: the visit's 2204 fee lines (feedetl_sn, med_list_codg, list_type, chrgitm_lv,
+    det_item_fee_sumamt, cnt, pric, optional pric_uplmt_amt, selfpay_prop, non_med_flag). Settlement
+    judges the rest (bounds, sums)."""
     where = "input.data."
     when = data.get("setl_time") if data.get("setl_time") not in (None, "") else inf_time
     lines = data.get("feedetail")
@@ -169,6 +170,7 @@ def claim_record(ident: str, fixmedins_code: str, data: dict, inf_time: Any = No
         "setl_time": local_time(when, f"{where}setl_time").isoformat(),
         "acct_used_flag": _text(data, "acct_used_flag", where, False) or "0",
         "fee_details": fee_details, "dise_codg": _text(data, "dise_codg", where, required=False),
+        "oprn_oprt_code": _text(data, "oprn_oprt_code", where, required=False),
     }
 
 

@@ -2,7 +2,8 @@
 exactly the state, of settling it one event at a time. Generated streams mix family mutual aid
 (valid bindings, unknown and inactive holders, holders in another region, chains and cycles),
 rebindings mid-stream, reversals (of settled, unknown and other persons' claims, some dated before
-their original), identical and conflicting resends, and credits; ids carry the separators the store's keys use."""
+their original), identical and conflicting resends, credits, and 门诊大病 claims (a child's
+cerebral palsy, day surgery by its procedure); ids carry the separators the store's keys use."""
 
 from __future__ import annotations
 
@@ -40,7 +41,9 @@ def persons(draw, psn_no: str) -> Person:
     return Person(psn_no=psn_no, insutype="310", psn_type=draw(st.sampled_from(("1101", "1201"))),
                   insu_admdvs=draw(st.sampled_from((ERENHOT, ERENHOT, PROVINCE))),
                   psn_insu_stas=draw(st.sampled_from(("1", "1", "1", "2"))),
-                  mulaid_holder_psn_no=holder, mulaid_relation="spouse" if holder else None)
+                  mulaid_holder_psn_no=holder, mulaid_relation="spouse" if holder else None,
+                  chronic_diseases=draw(st.sampled_from((None, ("G80.1",), ("I10", "N18.5")))),
+                  brdy=draw(st.sampled_from((None, "2015-03-10", "2005-06-01"))))
 
 
 def fee_lines(amounts: list[int]) -> list[FeeLine]:
@@ -63,8 +66,11 @@ def streams(draw) -> list:
             psn = draw(st.sampled_from(PSNS))
             lines = draw(st.lists(st.tuples(st.integers(100, 400_000), st.sampled_from(("01", "02", "03"))),
                                   min_size=1, max_size=3))
+            med_type = draw(st.sampled_from(("11",) * 4 + ("14",)))
             claim = Claim(claim_id=f"c:{serial}", mdtrt_id=f"m{serial}", psn_no=psn,
-                          fixmedins_code=draw(st.sampled_from(("H-E", "H-P"))), med_type="11", insutype="310",
+                          fixmedins_code=draw(st.sampled_from(("H-E", "H-P"))), med_type=med_type, insutype="310",
+                          dise_codg=draw(st.sampled_from(("G80.1", "I10", "N18.5"))) if med_type == "14" else None,
+                          oprn_oprt_code=draw(st.sampled_from((None, None, "13.41"))),
                           setl_time=f"2023-{draw(st.integers(1, 12)):02d}-10T10:00:00+08:00",
                           acct_used_flag=draw(st.sampled_from(("0", "1", "1"))), fee_details=fee_lines(lines))
             claims.append(claim)

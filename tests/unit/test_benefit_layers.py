@@ -159,13 +159,15 @@ from hypothesis import strategies as st  # noqa: E402
 from gongji.settlement.domain import PersonState  # noqa: E402
 
 CATEGORIES = [None, "tekun", "dibao", "dibao_edge", "illness_poverty"]
-DISEASES = ["I10", "E11", "I25", "N18.5", "Z51.1", "J45"]  # chronic groups, 门诊大病, one in no list
+DISEASES = ["I10", "E11", "I25", "N18.5", "Z51.1", "G80.1", "J45"]  # chronic groups, 门诊大病, one in no list
+PROCEDURES = [None, None, "13.41", "99.99"]  # none, a day surgery on Erenhot's list, one on no list
 
 
 @st.composite
 def sequences(draw):
     region = draw(st.sampled_from([ERENHOT, PROVINCE]))
     p = person(region=region, retired=draw(st.booleans()), psn_idet_type=draw(st.sampled_from(CATEGORIES)),
+               brdy=draw(st.sampled_from([None, "2015-03-10", "1980-01-01"])),
                cvlserv_flag=draw(st.sampled_from([None, "1"])),
                chronic_diseases=tuple(draw(st.lists(st.sampled_from(DISEASES), max_size=3, unique=True))))
     cap = BOOK.in_force(region, date(2023, 6, 1)).annual_fund_cap
@@ -180,7 +182,8 @@ def sequences(draw):
         lines = [line(f"{a // 100}.{a % 100:02d}", draw(st.sampled_from(["01", "02", "03"])),
                       selfpay=draw(st.sampled_from([None, "0.10"]))) for a in amounts]
         level = draw(st.sampled_from(["1", "2", "3"]))
-        ops.append(("claim", med_type, lines, level, draw(st.sampled_from(DISEASES))))
+        ops.append(("claim", med_type, lines, level, draw(st.sampled_from(DISEASES)),
+                    draw(st.sampled_from(PROCEDURES))))
     return region, p, start, ops
 
 
@@ -202,10 +205,11 @@ def test_layers_never_overpay_and_reversals_restore(case):
             st_ = undone.state
             settled[op[1]] = (target[0], True)
             continue
-        _, med_type, lines, level, disease = op
+        _, med_type, lines, level, disease, procedure = op
         inst = institution(f"H{level}", level=level, admdvs=region)
-        outcome = settle_claim(claim(*lines, fixmedins_code=inst.fixmedins_code, med_type=med_type,
-                                     dise_codg=disease if med_type == "14" else None), p, inst, BOOK, st_)
+        c = claim(*lines, fixmedins_code=inst.fixmedins_code, med_type=med_type,
+                  dise_codg=disease if med_type == "14" else None).model_copy(update={"oprn_oprt_code": procedure})
+        outcome = settle_claim(c, p, inst, BOOK, st_)
         if isinstance(outcome, Rejection):
             settled.append(None)
             continue

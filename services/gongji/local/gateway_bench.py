@@ -50,8 +50,9 @@ def request_2207(claim: dict, msgid: str) -> dict:
     data = {"psn_no": claim["psn_no"], "mdtrt_id": claim["mdtrt_id"], "med_type": claim["med_type"],
             "insutype": claim["insutype"], "acct_used_flag": claim["acct_used_flag"], "setl_time": when,
             "feedetail": feedetail}
-    if claim.get("dise_codg"):
-        data["dise_codg"] = claim["dise_codg"]
+    for optional in ("dise_codg", "oprn_oprt_code"):
+        if claim.get(optional):
+            data[optional] = claim[optional]
     return {"infno": "2207", "msgid": msgid, "fixmedins_code": claim["fixmedins_code"], "inf_time": when,
             "input": {"data": data}}
 

@@ -1,7 +1,7 @@
 """Synthetic but realistic traffic for both seed regions: institutions of every level, in-service
 and retired persons with family bindings and family-doctor contracts, opening balances and monthly
 credits, claims with 甲/乙/丙 lines, limit prices and non-medical goods, cross-region visits,
-reversals and resends. Deterministic for a seed. Events are (event_type, wire dict) pairs.
+day surgery (日间手术, Erenhot's insured), reversals and resends. Deterministic for a seed. Events are (event_type, wire dict) pairs.
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ CATALOGUE = [
 ]
 
 
+# Day surgery (日间手术) procedures on Erenhot's sample list: its insured only (990100 lists none).
+DAY_SURGERY = {"152501": ("13.41", "51.23", "53.02")}
+
+
 def yuan(value: Decimal | str) -> Decimal:
     return Decimal(value).quantize(CENT)
 
@@ -44,6 +48,8 @@ class Traffic:
     def __init__(self, persons: int = 2000, seed: int = 7, year: int = 2023, tag: str = "", family: float = 0.15,
                  window: int | None = None):
         self.rng = random.Random(seed)
+        # Enrolment dates and day surgery draw from their own generator: the main stream stays as it was.
+        self._diseases = random.Random(f"{seed}-diseases")
         self.seed = seed
         self.family = family  # share of persons bound to a family account holder (家庭共济)
         self.year = year
@@ -84,6 +90,10 @@ class Traffic:
                 row["chronic_diseases"] = [rng.choice(("N18.5", "Z51.1"))]
             elif roll < 0.14:  # 门诊慢特病: hypertension, diabetes, coronary disease
                 row["chronic_diseases"] = rng.choice((["I10"], ["E11"], ["I10", "E11"], ["I25"]))
+            if row["chronic_diseases"]:  # 备案 dates, before the year (continuity: chronic_since)
+                row["chronic_since"] = {code: f"{self.year - 1 - self._diseases.randrange(0, 8)}-"
+                                              f"{self._diseases.randrange(1, 13):02d}-01"
+                                        for code in row["chronic_diseases"]}
             if rng.random() < 0.03:  # 医疗救助 categories (三条线)
                 row["psn_idet_type"] = rng.choice(("tekun", "dibao", "dibao_edge", "illness_poverty"))
             if rng.random() < 0.05:
@@ -159,11 +169,19 @@ class Traffic:
             hospitals = [row for row in self.institutions if row["admdvs"] == region and row["fixmedins_type"] == "1"]
             institution = rng.choice(hospitals)["fixmedins_code"]
             lines.append(self._treatment(len(lines) + 1, 2_000 if med_type == "14" else 6_000))
+        surgery = None
+        if (med_type == "11" and institution.startswith("H") and person["insu_admdvs"] in DAY_SURGERY
+                and self._diseases.random() < 0.005):
+            med_type, surgery = "14", self._diseases.choice(DAY_SURGERY[person["insu_admdvs"]])
+            price = yuan(self._diseases.uniform(3_000, 12_000))
+            lines.append({"feedetl_sn": str(len(lines) + 1), "med_list_codg": "XS14", "list_type": "201",
+                          "chrgitm_lv": "01", "det_item_fee_sumamt": price, "cnt": Decimal(1), "pric": price,
+                          "pric_uplmt_amt": None, "selfpay_prop": None, "non_med_flag": None})
         claim = {"claim_id": f"{self.tag}C{self._serial:09d}", "mdtrt_id": f"{self.tag}M{self._serial:09d}",
                  "psn_no": person["psn_no"], "fixmedins_code": institution, "med_type": med_type,
                  "insutype": "310", "setl_time": when.isoformat(),
                  "acct_used_flag": "1" if rng.random() < 0.7 else "0", "fee_details": lines,
-                 "dise_codg": diagnosis}
+                 "dise_codg": diagnosis, "oprn_oprt_code": surgery}
         self._claims.append(claim)
         if self.window and len(self._claims) > 2 * self.window:
             del self._claims[:-self.window]

@@ -72,7 +72,8 @@ def _rows(person: Person, version: PolicyVersion | None, totals) -> list[Cumulat
         _row("medfee", "医疗费总额", totals.medfee, None),
     ]
     inpatient = version.inpatient if version else None
-    if (inpatient and inpatient.major_outpatient_diseases) or totals.major_deductible_used:
+    if (inpatient and (inpatient.major_outpatient_diseases or inpatient.day_surgery_procedures)
+            or totals.major_deductible_used):
         rows.append(_row("major_deductible", "门诊大病起付线", totals.major_deductible_used,
                          inpatient.major_outpatient_annual_deductible if inpatient else None))
     layers = (("hifob", "职工大额医疗费用补助", version.large_amount if version else None, True),

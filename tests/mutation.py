@@ -33,7 +33,8 @@ LEDGER, CLEARING = PKG + "ledger/domain.py", PKG + "clearing/domain.py"
 COMMIT_LUA, HOLD_LUA = PKG + "settlement/lua/commit.lua", PKG + "settlement/lua/hold.lua"
 
 U = "tests/unit/"
-SETTLEMENT_TESTS = [U + "test_engine_rules.py", U + "test_cap_edges.py", U + "test_benefit_layers.py",
+SETTLEMENT_TESTS = [U + "test_engine_rules.py", U + "test_cap_edges.py", U + "test_major_list.py",
+                    U + "test_continuity.py", U + "test_benefit_layers.py",
                     U + "test_family_binding.py", U + "test_engine_properties.py", U + "test_batch_invariance.py"]
 # The Lua scripts, and the Settler's holds across crashes and retries, are exercised against a store:
 # the contract suite and the exactly-once suite, on the memory store and on the real Redis server.
@@ -181,6 +182,19 @@ MUTANTS: list[tuple[str, str, str, str]] = [
     (POOLING, "    over_cap = 0\n    if pooling < by_ratio:", "    over_cap = 0\n    if pooling <= by_ratio:",
      "inpatient: over_cap when not capped"),
     (POOLING, "        effects[\"major_deductible\"] = deductible\n", "", "major: deductible not accumulated"),
+    # ---------------------------------------------------------------- pooling: recognition, 日间手术 (seed 001)
+    (POOLING, "if since is None or since >= closed.isoformat():", "if since is None or since > closed.isoformat():",
+     "recognition: an enrolment on the closing day continued"),
+    (POOLING, "if since is None or since >= closed.isoformat():", "if since is not None and since >= closed.isoformat():",
+     "recognition: an undated enrolment continued"),
+    (POOLING, "if closed is not None and day >= closed:", "if closed is not None and day > closed:",
+     "recognition: closed a day late"),
+    (POOLING, "_age(person.brdy, day) >= limit:", "_age(person.brdy, day) > limit:", "recognition: age limit off by a year"),
+    (POOLING, "((day.month, day.day) < (born.month, born.day))", "((day.month, day.day) <= (born.month, born.day))",
+     "recognition: a birthday counted a day late"),
+    (POOLING, "    return claim.med_type == \"14\"\n", "    return True\n", "day surgery: on any med_type"),
+    (POOLING, "    if claim.med_type == \"11\":\n        return _invalid(claim, f\"oprn_oprt_code", "    if False:\n"
+     "        return _invalid(claim, f\"oprn_oprt_code", "day surgery: general outpatient claim not refused"),
     # ---------------------------------------------------------------- rules: layers, account, family aid
     (ENGINE, "deductible = min(base, max(0, deductible_total - deductible_used))",
      "deductible = max(0, deductible_total - deductible_used)", "layer: deductible above the base"),

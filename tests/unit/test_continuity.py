@@ -81,6 +81,7 @@ def test_an_enrolment_before_the_closing_day_keeps_the_benefit(since, kept):
     if kept:
         assert (s.act_pay_dedc, s.hifp_pay) == (0, fen("700.00"))
         assert "门诊慢特病 高血压" in s.setldetail[0].setl_proc_info
+        assert f"enrolled {since}: 已纳入人员继续享受待遇" in s.setldetail[0].setl_proc_info
     else:
         assert (s.act_pay_dedc, s.hifp_pay) == (fen("1000.00"), 0)
         assert "不再新增人员" in s.setldetail[0].setl_proc_info
@@ -192,8 +193,9 @@ effective_from = 2024-01-01
 
 
 def test_the_shipped_files_close_nothing():
-    for region in load_policy_book().regions:
-        for version in load_policy_book().region(region).versions:
+    book = load_policy_book()
+    for region in book.regions:
+        for version in book.region(region).versions:
             assert version.recognition.closed_to_new == {}
 
 

@@ -194,6 +194,13 @@ def test_an_unlisted_procedure_changes_nothing():
     assert isinstance(bare, Rejection) and "dise_codg" in bare.err_msg
 
 
+def test_a_procedure_on_an_inpatient_claim_changes_nothing():
+    """An admission (med_type 21) is inpatient care whatever it names: 800.00 per admission at level 3."""
+    stay = claim(line("1800.00"), med_type="21")
+    with_code = settled(stay.model_copy(update={"oprn_oprt_code": "13.41"}), ANYONE)
+    assert with_code == settled(stay, ANYONE) and with_code.med_type == "21"
+
+
 def test_a_region_without_a_day_surgery_list_settles_the_diagnosis():
     """Seed 000's province names day surgery only as a way of paying (按病种付费): no list, so the
     code is inert and the diagnosis decides (N18.5 dialysis: the province's 门诊大病)."""

@@ -207,9 +207,10 @@ def _age(brdy: str, day: date) -> int:
     return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
 
 
-def recognition(claim, person, version) -> str | None:
+def recognition(claim, person, version, notes) -> str | None:
     """Why the person is not recognised (备案) for the claim's diagnosis on the claim's day, or None
-    when they are: on their registry list, and past the policy's rules (policy.Recognition):
+    when they are (a continued enrolment noted in `notes`): on their registry list, and past the
+    policy's rules (policy.Recognition):
     - continuity (seed 001): "不属于自治区规定范围内的门诊慢特病病种,不再新增人员,已纳入人员可按照规定
       继续享受待遇": from a disease's closing day, only a person enrolled before it;
     - 儿童脑瘫 (seed 001, 门诊大病): below the policy's age on the claim's day, when the registry
@@ -224,6 +225,7 @@ def recognition(claim, person, version) -> str | None:
         if since is None or since >= closed.isoformat():
             return (f"diagnosis {disease} takes no new persons from {closed} (不再新增人员) and this person's "
                     f"enrolment is dated {since or 'nowhere (chronic_since)'}, not before it")
+        notes.append(f"{disease} takes no new persons from {closed}; enrolled {since}: 已纳入人员继续享受待遇")
     limit = rules.age_below.get(disease)
     if limit is not None and person.brdy is not None and _age(person.brdy, day) >= limit:
         return f"diagnosis {disease} is recognised below age {limit}; this person is {_age(person.brdy, day)}"
@@ -266,7 +268,7 @@ def basic_pooling(claim, person, institution, version, split, totals, prescriber
     if not disease:
         return _invalid(claim, "a med_type 14 claim needs dise_codg, the diagnosis it is for "
                                "(or oprn_oprt_code, a day surgery)")
-    refused = recognition(claim, person, version)
+    refused = recognition(claim, person, version, notes)
     recognised = refused is None
     inpatient, chronic = version.inpatient, version.chronic
     if recognised and inpatient is not None and disease in inpatient.major_outpatient_diseases:

@@ -104,7 +104,7 @@ def parser() -> argparse.ArgumentParser:
                         help="create: make every topic, then show them; describe: only show them")
     run = commands.add_parser("run", help="one service in the foreground")
     run.add_argument("service", choices=SERVICES, help="the service to run")
-    ledger = commands.add_parser("ledger", help="the fund ledger: migrate, balances, check, entry")
+    ledger = commands.add_parser("ledger", help="the fund ledger: migrate, balances, burden, check, entry")
     actions = ledger.add_subparsers(dest="action", required=True)
     actions.add_parser("migrate", help="create or upgrade the journal's tables")
     balances = actions.add_parser("balances", help="debits, credits and balance per account")
@@ -114,6 +114,18 @@ def parser() -> argparse.ArgumentParser:
     balances.add_argument("--to", dest="end", type=date.fromisoformat, help="last book date, YYYY-MM-DD")
     balances.add_argument("--account", help="only accounts starting with this, e.g. inst:H15250100001")
     shape = balances.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    shape.add_argument("--csv", action="store_true", help="CSV (a header row; money as yuan with two decimals)")
+    burden = actions.add_parser(
+        "burden", help="the share of in-scope costs left to persons, per region and assistance category (seed 003)",
+        description="Per insured region and medical-assistance category: persons, in-scope costs, what the funds "
+                    "paid, what was left to the persons and its share, and the persons over their region's "
+                    "OOP_SHARE threshold (GONGJI_FRAUD__OOP_SHARE_THRESHOLD, GONGJI_FRAUD__OOP_SHARE_THRESHOLD_BY_REGION, "
+                    "GONGJI_FRAUD__OOP_SHARE_MIN_INSCOPE). Settlements net of reversals, by book date.")
+    burden.add_argument("--from", dest="start", type=date.fromisoformat,
+                        help="first book date, YYYY-MM-DD (default: 1 January of --to's year)")
+    burden.add_argument("--to", dest="end", type=date.fromisoformat, help="last book date, YYYY-MM-DD (default: today)")
+    shape = burden.add_mutually_exclusive_group()
     shape.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     shape.add_argument("--csv", action="store_true", help="CSV (a header row; money as yuan with two decimals)")
     actions.add_parser("check", help="trial balance: debits equal credits per entry and per day, and the ledger "

@@ -10,7 +10,7 @@ import json
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,6 +60,13 @@ class FraudSettings(BaseModel):
     # HIGH_EXPENSE (高额医疗费用预警, seed 003): a person's personal burden (psn_part_amt, net of
     # reversals) in a calendar year above this many yuan: a relief review, not a suspicion.
     high_expense_amount: Decimal = Field(Decimal("20000.00"), gt=0)
+    # OOP_SHARE (seed 003, people in difficulty): a person settled under a medical-assistance category
+    # with at least `oop_share_min_inscope` yuan in scope in a calendar year, of which more than the
+    # region's threshold (`oop_share_threshold_by_region`, keyed by insu_admdvs; else `oop_share_threshold`)
+    # is left to them after every layer, net of reversals. The same figures drive `gongji ledger burden`.
+    oop_share_threshold: Decimal = Field(Decimal("0.20"), gt=0, lt=1)
+    oop_share_threshold_by_region: dict[str, Annotated[Decimal, Field(gt=0, lt=1)]] = {}
+    oop_share_min_inscope: Decimal = Field(Decimal("5000.00"), ge=0)
     # How long a person's claim lines wait for their settlement (and refusals for their claim).
     join_days: int = Field(3, ge=1)
     # Event time (issue 14): an institution's day is judged once the settlement-time watermark of
@@ -73,6 +80,10 @@ class FraudSettings(BaseModel):
     # and saves each window they changed once, after the batch's signals are acknowledged.
     batch_events: int = Field(1000, ge=1)
     batch_seconds: float = Field(0.05, gt=0)
+
+    def oop_threshold(self, region: str | None) -> Decimal:
+        """OOP_SHARE's threshold for persons insured in `region`."""
+        return self.oop_share_threshold_by_region.get(region or "", self.oop_share_threshold)
 
 
 #: The dashboard's optional secrets and files: an empty variable is unset.

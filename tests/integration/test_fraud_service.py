@@ -36,7 +36,7 @@ def at(day: int, hour: int, minute: int = 0) -> str:
 
 
 def settlement(claim_id: str, psn: str, inst: str, setl_time: str, *, medfee="120.00", part="40.00",
-               insured="152501", treated="152501") -> tuple[str, dict]:
+               insured="152501", treated="152501", category=None) -> tuple[str, dict]:
     medfee, part = Decimal(medfee), Decimal(part)
     zero = Decimal("0.00")
     return "settlement", {
@@ -47,7 +47,7 @@ def settlement(claim_id: str, psn: str, inst: str, setl_time: str, *, medfee="12
         "pool_prop_selfpay": Decimal("0.6000"), "hifob_pay": zero, "cvlserv_pay": zero, "maf_pay": zero,
         "oth_pay": zero, "fund_pay_sumamt": medfee - part, "psn_part_amt": part, "acct_pay": zero,
         "acct_mulaid_pay": zero, "psn_cash_pay": part, "balc": zero, "clr_type": "11", "clr_optins": treated,
-        "setldetail": []}
+        "setldetail": [], "psn_idet_type": category}
 
 
 def reversal(claim_id: str, original: tuple[str, dict], setl_time: str) -> tuple[str, dict]:
@@ -94,6 +94,11 @@ def script(tag: str) -> tuple[list, dict, int]:
     p = lambda name: f"{tag}{name}"  # noqa: E731
     h1, h2, h3, h9, hh, p1 = p("H1"), p("H2"), p("H3"), p("H9"), p("HH"), p("P1")
     events, expected = [], {}
+    # A 低保 person with 6 000.00 in scope in the year, 2 000.00 of it left to them: over 20 % (seed 003).
+    # Its two results open and close the script, so the script's halves stay where the resend expects.
+    events.append(settlement(p("d1"), p("DIFF"), p("HD"), at(3, 9), medfee="2500.00", part="900.00",
+                             category="dibao"))
+    expected[("OOP_SHARE", p("DIFF"))] = "2023-01-01T00:00:00+08:00"
     # 5 visits on Monday 6 March at one institution, 2 more on Tuesday: > 4 a day, > 6 a week.
     events += [settlement(p(f"v{i}"), p("VISITS"), h1, at(6, 8 + i)) for i in range(5)]
     events += [settlement(p(f"v{i}"), p("VISITS"), h1, at(7, 9 + i)) for i in range(5, 7)]
@@ -137,6 +142,8 @@ def script(tag: str) -> tuple[list, dict, int]:
     events += [settlement(p(f"b{d}"), p(f"BASE{d}"), spike, at(d, 11)) for d in range(1, 8)]
     events += [settlement(p(f"k{i}"), p(f"PEAK{i}"), spike, at(8, 8 + i)) for i in range(6)]
     expected[("INSTITUTION_SPIKE", spike)] = at(8, 0)
+    events.append(settlement(p("d2"), p("DIFF"), p("HD"), at(4, 9), medfee="3500.00", part="1100.00",
+                             category="dibao"))
     return events, expected, cut
 
 
@@ -213,6 +220,8 @@ async def test_each_signal_once_and_resend_across_a_restart_changes_nothing(stac
     by_subject = {(s["rule_id"], s["subject_id"]): s for s in signals}
     assert by_rule["HIGH_EXPENSE"]["category"] == "relief_review"
     assert by_rule["HIGH_EXPENSE"]["amount"] == Decimal("21000.00")
+    assert (by_rule["OOP_SHARE"]["amount"], by_rule["OOP_SHARE"]["claim_ids"]) == (
+        Decimal("2000.00"), [f"{uniq}d1", f"{uniq}d2"])
     assert by_rule["VISITS_PER_DAY"]["count"] == 5 and len(by_rule["VISITS_PER_DAY"]["claim_ids"]) == 5
     assert by_rule["IMPOSSIBLE_TRAVEL"]["claim_ids"] == [f"{uniq}t1", f"{uniq}t2"]
     assert by_subject[("EARLY_REFILL", f"{uniq}REFILL")]["claim_ids"] == [f"{uniq}r1", f"{uniq}r2"]

@@ -21,6 +21,7 @@ from tests.integration.support import (
     CATALOG, as_service, collect, ledger_store, migrated, open_accounts, produce, running, send_raw,
 )
 
+from gongji.common.burden import over_share
 from gongji.common.money import to_fen
 from gongji.common.redis import client_for
 from gongji.ledger.store import LedgerStore
@@ -120,6 +121,34 @@ async def test_the_journal_balances_and_agrees_with_the_settlements_and_accounts
         await client.aclose()
     for psn in persons:
         assert -to_fen(book["accounts"].get(f"acct:{psn}", Decimal(0))) == snapshot.states[psn].balance, psn
+
+    # gongji ledger burden: the share left to persons per region and category, as the results say it
+    # (seed 003), with the persons over their region's threshold counted as the fraud signal counts them.
+    fraud = {"GONGJI_FRAUD__OOP_SHARE_MIN_INSCOPE": "100.00", "GONGJI_FRAUD__OOP_SHARE_THRESHOLD": "0.45",
+             "GONGJI_FRAUD__OOP_SHARE_THRESHOLD_BY_REGION": '{"990100": "0.30"}'}
+    per_person: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+    for name, data in results.values():
+        if name != "CreditResult":
+            figures = per_person[(data["insu_admdvs"], data["psn_idet_type"] or "", data["psn_no"])]
+            figures[0] += to_fen(data["inscp_scp_amt"])
+            figures[1] += to_fen(data["fund_pay_sumamt"])
+    expected: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for (region, category, _), (inscope, fund) in per_person.items():
+        row = expected[(region, category)]
+        threshold = Decimal("0.30") if region == "990100" else Decimal("0.45")
+        row[0] += inscope > 0
+        row[1] += inscope
+        row[2] += fund
+        row[3] += over_share(inscope, fund, threshold, 10_000)
+    assert any(category for _, category in expected) and any(row[3] for row in expected.values())
+    done = subprocess.run([sys.executable, "-m", "gongji.cli", "ledger", "burden", "--from", "2000-01-01",
+                           "--to", "2100-12-31", "--csv"], env={**os.environ, **settings.to_env(), **fraud},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    reported = {(r["insu_admdvs"], r["psn_idet_type"]): [int(r["persons"]), to_fen(Decimal(r["inscp_scp_amt"])),
+                                                          to_fen(Decimal(r["fund_pay_sumamt"])), int(r["persons_over"])]
+                for r in csv.DictReader(done.stdout.splitlines())}
+    assert reported == dict(expected)
 
 
 async def test_redelivery_resends_junk_and_a_kill_book_nothing_twice_and_lose_nothing(ledger_settings, uniq, tmp_path):

@@ -291,7 +291,7 @@ def _runtime_imports(path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("module", ["domain", "rules", "spike"])
+@pytest.mark.parametrize("module", ["domain", "rules", "spike", "relief"])
 def test_the_fraud_domain_and_rules_do_no_io(module):
     """Pure: no faust, no client, no settings (the thresholds come in as an argument, hinted only)."""
     from pathlib import Path
@@ -300,7 +300,8 @@ def test_the_fraud_domain_and_rules_do_no_io(module):
 
     imported = _runtime_imports(Path(gongji.fraud.__file__).parent / f"{module}.py")
     allowed = {"__future__", "copy", "hashlib", "collections.abc", "dataclasses", "datetime", "decimal", "typing",
-               "gongji.common.money", "gongji.contract.wire", "gongji.fraud.domain", "gongji.fraud.spike"}
+               "gongji.common.money", "gongji.common.burden", "gongji.contract.wire", "gongji.fraud.domain",
+               "gongji.fraud.spike", "gongji.fraud.relief"}
     assert imported <= allowed, imported - allowed
 
 
@@ -313,8 +314,9 @@ def test_importing_the_fraud_rules_loads_no_client_and_no_settings():
              "or m.startswith('gongji.'))))")
     loaded = set(subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True,
                                 text=True).stdout.split())
-    assert loaded == {"gongji.common", "gongji.common.money", "gongji.contract", "gongji.contract.wire",
-                      "gongji.fraud", "gongji.fraud.domain", "gongji.fraud.rules", "gongji.fraud.spike"}, loaded
+    assert loaded == {"gongji.common", "gongji.common.burden", "gongji.common.money", "gongji.contract",
+                      "gongji.contract.wire", "gongji.fraud", "gongji.fraud.domain", "gongji.fraud.relief",
+                      "gongji.fraud.rules", "gongji.fraud.spike"}, loaded
 
 
 def test_fraud_s_own_failures_share_one_root_and_keep_their_builtin_kind():

@@ -42,6 +42,7 @@ RULES = {
     "SUSPENDED_BENEFITS": (FRAUD, "high"),
     "INSTITUTION_SPIKE": (SUPERVISION, "high"),
     "HIGH_EXPENSE": (RELIEF, "low"),
+    "OOP_SHARE": (RELIEF, "medium"),
 }
 
 
@@ -105,6 +106,10 @@ class VisitSettled:
     setl_time: datetime
     medfee_fen: int
     psn_part_fen: int
+    # OOP_SHARE's figures: in scope, what the funds paid, the assistance category settled under.
+    inscp_fen: int = 0
+    fund_fen: int = 0
+    psn_idet_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +124,10 @@ class VisitReversed:
     setl_time: datetime
     orig_setl_time: datetime
     psn_part_fen: int
+    insu_admdvs: str | None = None
+    inscp_fen: int = 0  # negated, as the reversal's amounts are
+    fund_fen: int = 0
+    psn_idet_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,13 +171,16 @@ class InstitutionActivity:
 def visit_from_wire(result: dict) -> VisitSettled:
     return VisitSettled(result["claim_id"], result["psn_no"], result["fixmedins_code"], result["insu_admdvs"],
                         result["mdtrtarea_admvs"], parse_time(result["setl_time"]), to_fen(result["medfee_sumamt"]),
-                        to_fen(result["psn_part_amt"]))
+                        to_fen(result["psn_part_amt"]), to_fen(result["inscp_scp_amt"]),
+                        to_fen(result["fund_pay_sumamt"]), result.get("psn_idet_type"))
 
 
 def reversal_from_wire(result: dict) -> VisitReversed:
     return VisitReversed(result["claim_id"], result["orig_claim_id"], result["psn_no"], result["fixmedins_code"],
                          result["mdtrtarea_admvs"], parse_time(result["setl_time"]),
-                         parse_time(result["orig_setl_time"]), to_fen(result["psn_part_amt"]))
+                         parse_time(result["orig_setl_time"]), to_fen(result["psn_part_amt"]),
+                         result.get("insu_admdvs"), to_fen(result["inscp_scp_amt"]),
+                         to_fen(result["fund_pay_sumamt"]), result.get("psn_idet_type"))
 
 
 def claim_from_wire(claim: dict, config: FraudSettings) -> ClaimFiled:

@@ -26,6 +26,7 @@ from gongji.common.money import to_fen, to_yuan
 from gongji.fraud.domain import (MAX_EVIDENCE, NO_WINDOW, SHANGHAI, Buckets, ClaimFiled, ClaimRefused,
                                  InstitutionActivity, NotAFraudEvent, Outcome, Signal, VisitReversed, VisitSettled,
                                  day_of, parse_time, raise_once, week_of, withdraw, year_of)
+from gongji.fraud.relief import count_share
 from gongji.fraud.spike import close, on_activity
 
 __all__ = ["close", "detect", "on_activity", "on_claim", "on_refusal", "on_reversal", "on_visit"]
@@ -95,6 +96,8 @@ def on_visit(config: FraudSettings, buckets: Buckets, visit: VisitSettled) -> Ou
 
     out.signals += _count_burden(config, buckets, psn, visit.insu_admdvs, visit.setl_time, visit.claim_id,
                                  visit.psn_part_fen)
+    out.signals += count_share(config, buckets, psn, visit.insu_admdvs, visit.setl_time, visit.claim_id,
+                               visit.psn_idet_type, visit.inscp_fen, visit.fund_fen)
     out.signals += _travel(config, buckets, visit)
     out.signals += _outcome(config, buckets, psn, visit.claim_id, {"o": "settled", "a": visit.insu_admdvs})
     return out
@@ -107,6 +110,8 @@ def on_reversal(config: FraudSettings, buckets: Buckets, reversal: VisitReversed
     out = Outcome()
     out.signals += _count_burden(config, buckets, reversal.psn_no, None, reversal.orig_setl_time, reversal.claim_id,
                                  reversal.psn_part_fen)
+    out.signals += count_share(config, buckets, reversal.psn_no, reversal.insu_admdvs, reversal.orig_setl_time,
+                               reversal.claim_id, reversal.psn_idet_type, reversal.inscp_fen, reversal.fund_fen)
     profile = buckets.get("person", reversal.psn_no, NO_WINDOW)
     changed = _end_supply(profile, reversal.orig_claim_id, reversal.setl_time)
     if changed is not None:

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
 
 
 def ledger(args: argparse.Namespace, resolve: Callable[[], Settings]) -> int:
-    """`gongji ledger migrate|balances|check|entry`."""
+    """`gongji ledger migrate|balances|burden|check|entry`."""
     from gongji.ledger.store import LedgerStoreError, migrate
 
     settings = _with_database(resolve())
@@ -88,6 +88,13 @@ async def _query(settings: Settings, args: argparse.Namespace) -> int:
             prefix = args.account or (None if args.by == "day" else PREFIXES[args.by])
             rows = await store.balances("day" if args.by == "day" else "account", args.start, args.end, prefix)
             _print_balances(rows, "csv" if args.csv else "json" if args.json else "table", args.by == "day")
+            return 0
+        if args.action == "burden":
+            from gongji.ledger.burden import print_rows
+
+            rows = await store.burden(args.start, args.end, settings.fraud)
+            print_rows(rows, "csv" if args.csv else "json" if args.json else "table",
+                       to_fen(settings.fraud.oop_share_min_inscope))
             return 0
         if args.action == "check":
             report = await store.trial_balance()

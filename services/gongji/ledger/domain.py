@@ -69,6 +69,9 @@ class Entry:
     fund_pay_sumamt: int = 0
     acct_pay: int = 0
     psn_cash_pay: int = 0
+    # The out-of-pocket share's parts (gongji.ledger.burden): in fen, negative for a reversal.
+    inscp_scp_amt: int = 0
+    psn_idet_type: str | None = None
 
     @property
     def debits(self) -> int:
@@ -130,7 +133,8 @@ def _settlement_entry(event_type: str, s: dict[str, Any]) -> Entry:
         orig_entry_id=s.get("orig_setl_id"), fixmedins_code=institution, insu_admdvs=region,
         mdtrtarea_admvs=s["mdtrtarea_admvs"], medfee_sumamt=fen["medfee_sumamt"],
         fund_pay_sumamt=fen["fund_pay_sumamt"], acct_pay=fen["acct_pay"] + fen["acct_mulaid_pay"],
-        psn_cash_pay=fen["psn_cash_pay"],
+        psn_cash_pay=fen["psn_cash_pay"], inscp_scp_amt=to_fen(s.get("inscp_scp_amt", 0)),
+        psn_idet_type=s.get("psn_idet_type"),
     )
 
 

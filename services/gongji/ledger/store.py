@@ -12,9 +12,9 @@ import asyncio
 import importlib.resources
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -24,7 +24,12 @@ from psycopg.rows import dict_row
 
 from gongji.common.money import to_fen, to_yuan
 from gongji.common.observe import redacted
+from gongji.contract.wire import SHANGHAI
 from gongji.ledger.domain import Detail, Entry, LedgerError
+
+if TYPE_CHECKING:
+    from gongji.ledger.burden import BurdenRow
+    from gongji.settings import FraudSettings
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -146,10 +151,10 @@ _BOOK = """
 WITH new AS (
     INSERT INTO journal_entry (entry_id, event_type, source_id, orig_entry_id, psn_no, fixmedins_code, insu_admdvs,
                                mdtrtarea_admvs, setl_time, book_date, medfee_sumamt, fund_pay_sumamt, acct_pay,
-                               psn_cash_pay, kafka_topic, kafka_partition, kafka_offset)
+                               psn_cash_pay, kafka_topic, kafka_partition, kafka_offset, inscp_scp_amt, psn_idet_type)
     SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
                          %s::text[], %s::timestamptz[], %s::date[], %s::numeric[], %s::numeric[], %s::numeric[],
-                         %s::numeric[], %s::text[], %s::int[], %s::bigint[])
+                         %s::numeric[], %s::text[], %s::int[], %s::bigint[], %s::numeric[], %s::text[])
     ON CONFLICT (entry_id) DO NOTHING
     RETURNING entry_id
 ), lines AS (
@@ -236,6 +241,7 @@ class LedgerStore:
             [to_yuan(e.fund_pay_sumamt) for e in rows], [to_yuan(e.acct_pay) for e in rows],
             [to_yuan(e.psn_cash_pay) for e in rows],
             [o[0] for o in origins], [o[1] for o in origins], [o[2] for o in origins],
+            [to_yuan(e.inscp_scp_amt) for e in rows], [e.psn_idet_type for e in rows],
             *([line[i] for line in lines] for i in range(6)),
         ]
         connection = await self._connected()
@@ -275,6 +281,14 @@ class LedgerStore:
             f"SELECT {day}account, sum(debit) AS debit, sum(credit) AS credit, sum(debit) - sum(credit) AS balance, "
             f"count(*) AS postings FROM posting WHERE {' AND '.join(where)} GROUP BY {day}account ORDER BY {day}account",
             params)
+
+    async def burden(self, start: date | None, end: date | None, fraud: FraudSettings) -> list[BurdenRow]:
+        """gongji.ledger.burden's rows for book dates start..end (default: this year to date, +08:00)."""
+        from gongji.ledger.burden import BURDEN_QUERY, query_params, rows_from
+
+        end = end or datetime.now(SHANGHAI).date()
+        start = start or end.replace(month=1, day=1)
+        return rows_from(await self._rows(BURDEN_QUERY, query_params(start, end, fraud)), fraud)
 
     async def trial_balance(self) -> dict[str, Any]:
         """Per day and overall: debits against credits, and entries whose postings do not balance."""

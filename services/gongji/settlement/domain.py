@@ -165,6 +165,7 @@ class Settlement:
     orig_setl_id: str | None = None
     orig_setl_time: str | None = None
     mulaid_holder_psn_no: str | None = None  # whose account paid acct_mulaid_pay
+    psn_idet_type: str | None = None  # the assistance category settled under (seed 003's people in difficulty)
 
     @property
     def is_reversal(self) -> bool:

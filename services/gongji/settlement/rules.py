@@ -207,6 +207,7 @@ def settle_claim(
         # The treatment region's agency advances the fund payment and clears it later (§7).
         clr_type=claim.med_type, clr_optins=institution.admdvs,
         setldetail=tuple(details), mulaid_holder_psn_no=person.mulaid_holder_psn_no if mulaid else None,
+        psn_idet_type=person.psn_idet_type if category is not None else None,
     )
     effects = Effects(
         year=year, visits=1, medfee=split.medfee, acct_pay=acct_pay,

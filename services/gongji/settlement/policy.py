@@ -150,6 +150,24 @@ class AssistanceCategory(_Model):
     deductible_share: Ratio = Decimal(0)
 
 
+class Preferential(_Model):
+    """倾斜救助 (preferential assistance) on top of the annual relief limit, on the region's terms.
+
+    Seed 003: "For the relief objects who still have a heavy personal burden after being guaranteed
+    by the triple system, the local government shall give preferential assistance at its own expense
+    within the scope of its policy according to the actual situation." The seed sets no number: how
+    heavy is heavy, the ratio and the limit are the region's (sample values in the shipped files).
+    A relief object's in-scope burden left after the three layers (basic insurance, the large-amount
+    and civil-servant subsidies, 医疗救助) counts towards `heavy_burden` over the calendar year, like
+    a deductible; what is left above it is paid at `ratio`, up to `annual_limit` a year, a limit of
+    its own beside the relief limit (the assistance fund pays it: counted in maf_pay, 610100).
+    """
+
+    heavy_burden: Fen = Field(gt=0)  # the year's in-scope burden left after the three layers that is "heavy"
+    ratio: Ratio = Field(gt=0, le=1)
+    annual_limit: Fen = Field(gt=0)
+
+
 # 低保 (minimum living allowance) and 特困 (extremely poor): the categories the seed fixes by law.
 BOTTOM_CODES = frozenset({"dibao", "tekun"})
 BOTTOM_NAMES = frozenset({"低保", "特困"})
@@ -178,6 +196,7 @@ class Assistance(_Model):
     annual_limit: Fen  # shared by outpatient chronic/special and inpatient care
     categories: list[AssistanceCategory]
     med_types: list[str] = ["14", "21"]
+    preferential: Preferential | None = None  # 倾斜救助, above the annual relief limit
 
     @model_validator(mode="after")
     def _three_lines(self) -> "Assistance":
@@ -216,6 +235,18 @@ class Assistance(_Model):
         for category in self.categories:
             if code in category.codes:
                 return category
+        return None
+
+    def category_on(self, person, day: str) -> AssistanceCategory | None:
+        """The person's category on `day` (ISO date, Asia/Shanghai): their standing identification
+        (psn_idet_type), else a category granted on application (seed 003: "For key monitoring groups,
+        implement assistance according to application") for a period that holds `day`, both ends
+        included. A code the policy does not list gives no assistance."""
+        standing = self.category(person.psn_idet_type)
+        if standing is not None or person.aid_idet_type is None:
+            return standing
+        if person.aid_begndate <= day <= person.aid_enddate:
+            return self.category(person.aid_idet_type)
         return None
 
 

@@ -57,9 +57,14 @@ class FraudSettings(BaseModel):
     spike_min_reversals: int = Field(5, ge=1)
     # Crash replays reach an institution's day at most this many events back (see fraud.rules.on_activity).
     institution_dedupe_ids: int = Field(2000, ge=1)
-    # HIGH_EXPENSE (高额医疗费用预警, seed 003): a person's personal burden (psn_part_amt, net of
-    # reversals) in a calendar year above this many yuan: a relief review, not a suspicion.
+    # HIGH_EXPENSE (高额医疗费用预警, seed 003): a person's in-scope burden (psn_part_amt without 丙类,
+    # non-medical and over-limit-price amounts, net of reversals) in a calendar year above this many
+    # yuan: a relief review, not a suspicion. Relative to income instead where both are set: this
+    # share of the insured region's last-year per-capita disposable income (yuan, by region code;
+    # the policy file's assistance.per_capita_disposable_income is the figure to give).
     high_expense_amount: Decimal = Field(Decimal("20000.00"), gt=0)
+    high_expense_income_share: Decimal | None = Field(None, gt=0)
+    high_expense_income: dict[str, Decimal] = {}
     # How long a person's claim lines wait for their settlement (and refusals for their claim).
     join_days: int = Field(3, ge=1)
     # Event time (issue 14): an institution's day is judged once the settlement-time watermark of

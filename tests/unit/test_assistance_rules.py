@@ -19,7 +19,7 @@ from tests.unit.builders import BOOK, claim, fen, institution, line, person, rec
 
 from gongji.settlement.codec import from_output
 from gongji.settlement.domain import Rejection, YearTotals
-from gongji.settlement.events import AccumulatorQuery, Institution, Person
+from gongji.settlement.events import AccumulatorQuery, Institution
 from gongji.settlement.inquiry import accumulators
 from gongji.settlement.memory_store import MemoryStore
 from gongji.settlement.policy import PolicyBook, parse_policy

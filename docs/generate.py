@@ -120,12 +120,17 @@ def _policy_codes() -> list[str]:
             codes = ", ".join(f"`{code}`" for code in version.inpatient.major_outpatient_diseases)
             lines.append(f"- 门诊大病 diagnoses paid like inpatient care (med_type 14, `dise_codg`): {codes}.")
         if version.assistance is not None:
-            lines += ["- `psn_idet_type`, medical-assistance categories (医疗救助, `maf_pay`):", "",
+            lines += ["- `psn_idet_type` (or `aid_idet_type`, granted on application), medical-assistance categories "
+                      "(医疗救助, `maf_pay`):", "",
                       "  | code | category | ratio | deductible (share of last year's per-capita disposable "
                       "income) |", "  |---|---|---|---|"]
             lines += [f"  | {', '.join(f'`{code}`' for code in category.codes)} | {category.name} | {category.ratio} "
                       f"| {category.deductible_share} |" for category in version.assistance.categories]
             lines.append("")
+            pref = version.assistance.preferential
+            if pref is not None:
+                lines += [f"- 倾斜救助 (`maf_pref_pay`): above {_yuan(pref.heavy_burden)} of in-scope burden left in a year, "
+                          f"ratio {pref.ratio}, annual limit {_yuan(pref.annual_limit)} (**sample**: the seed gives no number).", ""]
         lines.append("")
     return lines
 

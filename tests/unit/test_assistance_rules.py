@@ -14,6 +14,8 @@ import asyncio
 import dataclasses
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 from tests.unit.builders import BOOK, claim, fen, institution, line, person, record, reversal, state
 
@@ -259,3 +261,54 @@ def test_preferential_and_grants_settle_alike_in_any_batch(size):
     assert paid["A5"][1] > 0  # the stream reaches 倾斜救助 for A
     assert paid["B0"][0] == 0 and paid["B2"][0] > 0 and paid["B4"][0] == 0  # the grant's period, after it arrived
     assert asyncio.run(_settle(_stream(), size)) == one
+
+
+CATEGORIES = (None, "dibao", "tekun", "dibao_edge", "illness_poverty", "relapse_risk")
+
+
+@st.composite
+def _grant(draw) -> dict:
+    if not draw(st.booleans()):
+        return {}
+    start = draw(st.integers(1, 12))
+    end = draw(st.integers(start, 12))
+    return dict(aid_idet_type=draw(st.sampled_from(CATEGORIES[1:] + ("unknown",))), aid_begndate=f"2023-{start:02d}-01",
+                aid_enddate=f"2023-{end:02d}-28", aid_apprv_org="医保局", aid_apprv_date=f"2023-{start:02d}-01")
+
+
+@st.composite
+def _assisted_streams(draw) -> list:
+    inst = Institution(fixmedins_code="H3", fixmedins_name="h", fixmedins_type="1", medins_lv="3",
+                       grassroots=False, admdvs="152501")
+    psns = ("A", "B", "C")
+    events: list = [inst, *(person(p, psn_idet_type=draw(st.sampled_from(CATEGORIES)), **draw(_grant())) for p in psns)]
+    claims = []
+    for serial in range(draw(st.integers(4, 30))):
+        kind = draw(st.sampled_from(("claim",) * 5 + ("reversal", "person")))
+        if kind == "claim" or not claims and kind == "reversal":
+            c = inpatient(f"2023-{draw(st.integers(1, 12)):02d}-{draw(st.integers(1, 28)):02d}T10:00:00+08:00",
+                          f"{draw(st.integers(100_00, 8_000_000)) / 100:.2f}", claim_id=f"c{serial}",
+                          psn_no=draw(st.sampled_from(psns)))
+            claims.append(c)
+            events.append(c)
+        elif kind == "reversal":
+            original = draw(st.sampled_from(claims))
+            events.append(reversal(original.claim_id, claim_id=f"r{serial}", psn_no=original.psn_no,
+                                   setl_time="2023-12-30T10:00:00+08:00"))
+        else:
+            events.append(person(draw(st.sampled_from(psns)), psn_idet_type=draw(st.sampled_from(CATEGORIES)),
+                                 **draw(_grant())))
+    return events
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(events=_assisted_streams(), size=st.integers(2, 40))
+def test_any_batching_of_assisted_streams_gives_the_one_by_one_results_and_state(events, size):
+    assert asyncio.run(_settle(events, size)) == asyncio.run(_settle(events, 1))
+
+
+def test_a_record_stored_before_maf_pref_pay_loads_with_none_paid_that_way():
+    from gongji.settlement.domain import Settlement
+    s = settle(DIBAO, inpatient(), state()).settlement
+    old = {key: value for key, value in s.to_record().items() if key != "maf_pref_pay"}
+    assert Settlement.from_record(old) == s and Settlement.from_record(old).maf_pref_pay == 0

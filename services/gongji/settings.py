@@ -79,6 +79,11 @@ class FraudSettings(BaseModel):
     batch_events: int = Field(1000, ge=1)
     batch_seconds: float = Field(0.05, gt=0)
 
+    @field_validator("high_expense_income_share", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value  # to_env gives None as the empty string
+
 
 #: The dashboard's optional secrets and files: an empty variable is unset.
 DASHBOARD_SECRETS = ("dashboard_token", "dashboard_token_file", "dashboard_user", "dashboard_password_hash",

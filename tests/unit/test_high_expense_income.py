@@ -100,3 +100,16 @@ def test_the_answer_is_the_same_in_any_read_order():
         finals.add(tuple(sorted(net.values())))
     # 10000.00 in scope net once everything is read: not above the line, so nothing stays raised in any order.
     assert finals <= {(), ("withdrawn",)}
+
+
+def test_the_settings_come_from_the_environment_and_reach_a_child(monkeypatch):
+    from gongji.settings import Settings
+    monkeypatch.setenv("GONGJI_FRAUD__HIGH_EXPENSE_INCOME_SHARE", "0.25")
+    monkeypatch.setenv("GONGJI_FRAUD__HIGH_EXPENSE_INCOME", '{"152501": "40000.00"}')
+    settings = Settings()
+    assert high_expense_threshold(settings.fraud, "152501")[0] == 10_000_00
+    env = settings.to_env()
+    assert env["GONGJI_FRAUD__HIGH_EXPENSE_INCOME_SHARE"] == "0.25"
+    monkeypatch.delenv("GONGJI_FRAUD__HIGH_EXPENSE_INCOME_SHARE")
+    monkeypatch.setenv("GONGJI_FRAUD__HIGH_EXPENSE_INCOME_SHARE", "")  # empty: unset, the fixed amount
+    assert high_expense_threshold(Settings().fraud, "152501")[0] == 20_000_00

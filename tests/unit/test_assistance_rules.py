@@ -183,6 +183,14 @@ def test_the_granted_category_has_its_own_deductible():
     assert second.settlement.maf_pay == fen("360.00")
 
 
+@pytest.mark.parametrize("used, maf", [("1699.99", "0.00"), ("1700.00", "0.00"), ("1700.01", "0.01")])
+def test_the_granted_categorys_deductible_one_fen_either_side(used, maf):
+    """2300.00 in scope left against 4000.00: with 1700.00 used it takes all of it; 0.01 more used leaves
+    0.01 above it, × 0.60 = 0.006 → 0.01 (half up)."""
+    s = settle(person(**GRANT), inpatient(), state(y2023=YearTotals(maf_deductible_used=fen(used)))).settlement
+    assert s.maf_pay == fen(maf)
+
+
 def test_a_standing_category_comes_before_a_grant():
     both = person(psn_idet_type="dibao", **GRANT)
     assert settle(both, inpatient(), state(y2023=MET)).settlement.maf_pay == fen("1610.00")  # 低保 70%

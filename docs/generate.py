@@ -128,12 +128,17 @@ def _policy_codes() -> list[str]:
             closed = [f"`{code}` no new persons from {day}" for code, day in recognition.closed_to_new.items()]
             lines.append(f"- Recognised with conditions (`brdy`, `chronic_since`): {'; '.join(limits + closed)}.")
         if version.assistance is not None:
-            lines += ["- `psn_idet_type`, medical-assistance categories (医疗救助, `maf_pay`):", "",
+            lines += ["- `psn_idet_type` (or `aid_idet_type`, granted on application), medical-assistance categories "
+                      "(医疗救助, `maf_pay`):", "",
                       "  | code | category | ratio | deductible (share of last year's per-capita disposable "
                       "income) |", "  |---|---|---|---|"]
             lines += [f"  | {', '.join(f'`{code}`' for code in category.codes)} | {category.name} | {category.ratio} "
                       f"| {category.deductible_share} |" for category in version.assistance.categories]
             lines.append("")
+            pref = version.assistance.preferential
+            if pref is not None:
+                lines += [f"- 倾斜救助 (`maf_pref_pay`): above {_yuan(pref.heavy_burden)} of in-scope burden left in a year, "
+                          f"ratio {pref.ratio}, annual limit {_yuan(pref.annual_limit)} (**sample**: the seed gives no number).", ""]
         lines.append("")
     return lines
 

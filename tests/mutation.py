@@ -31,11 +31,14 @@ PLANNING, SETTLER = PKG + "settlement/planning.py", PKG + "settlement/settler.py
 DOMAIN, EVENTS = PKG + "settlement/domain.py", PKG + "settlement/events.py"
 LEDGER, CLEARING = PKG + "ledger/domain.py", PKG + "clearing/domain.py"
 COMMIT_LUA, HOLD_LUA = PKG + "settlement/lua/commit.lua", PKG + "settlement/lua/hold.lua"
+POLICY, FRAUD_RULES, FRAUD_DOMAIN = PKG + "settlement/policy.py", PKG + "fraud/rules.py", PKG + "fraud/domain.py"
 
 U = "tests/unit/"
 SETTLEMENT_TESTS = [U + "test_engine_rules.py", U + "test_cap_edges.py", U + "test_major_list.py",
                     U + "test_continuity.py", U + "test_benefit_layers.py",
-                    U + "test_family_binding.py", U + "test_engine_properties.py", U + "test_batch_invariance.py"]
+                    U + "test_family_binding.py", U + "test_engine_properties.py", U + "test_batch_invariance.py",
+                    U + "test_assistance_rules.py"]
+HIGH_EXPENSE_TESTS = [U + "test_high_expense_income.py", U + "test_fraud_answers.py", U + "test_fraud_rules.py"]
 # The Lua scripts, and the Settler's holds across crashes and retries, are exercised against a store:
 # the contract suite and the exactly-once suite, on the memory store and on the real Redis server.
 CONTRACT_ON_REDIS = ["tests/integration/test_store_contract.py", "-k", "redis and not cluster"]
@@ -55,6 +58,9 @@ TESTS = {
     CLEARING: [[U + "test_clearing.py"]],
     COMMIT_LUA: [CONTRACT_ON_REDIS],
     HOLD_LUA: [CONTRACT_ON_REDIS],
+    POLICY: [[U + "test_assistance_rules.py", U + "test_three_lines.py", U + "test_policy.py"]],
+    FRAUD_RULES: [HIGH_EXPENSE_TESTS],
+    FRAUD_DOMAIN: [HIGH_EXPENSE_TESTS],
 }
 FULL = {path: [["tests/unit"]] + (runs[1:] if path in (PLANNING, SETTLER) else [])
         for path, runs in TESTS.items() if not path.endswith(".lua")}
@@ -214,6 +220,29 @@ MUTANTS: list[tuple[str, str, str, str]] = [
     (ENGINE, "if category is not None and basic.kind != \"general\" and", "if category is not None and",
      "assistance: on general outpatient too"),
     (ENGINE, "and person.cvlserv_flag == \"1\":", ":", "civil servant: for everyone"),
+    (ENGINE, "_preferential(assistance.preferential, base - maf, totals", "_preferential(assistance.preferential, "
+     "base, totals", "preferential: maf not taken off the burden"),
+    (ENGINE, "fund_total = pooling + hifob + cvlserv + maf + pref", "fund_total = pooling + hifob + cvlserv + maf",
+     "preferential: left out of the fund total"),
+    (ENGINE, "maf_pay=maf + pref,", "maf_pay=maf,", "preferential: left out of maf_pay"),
+    (ENGINE, "SetlDetail(ASSISTANCE, maf + pref,", "SetlDetail(ASSISTANCE, maf,", "preferential: not in the 610100 row"),
+    (ENGINE, "totals.maf_pref_burden_used, rules.ratio", "totals.maf_deductible_used, rules.ratio",
+     "preferential: the relief deductible's accumulator as the heavy line's"),
+    (ENGINE, "rules.annual_limit, totals.maf_pref_paid)", "rules.annual_limit, totals.maf_paid)",
+     "preferential: the relief limit's accumulator as its own"),
+    (ENGINE, "layers.update(maf_pref=pref, maf_pref_burden=below)", "layers.update(maf_pref=pref)",
+     "preferential: the heavy line's accumulator not moved"),
+    (POLICY, "if person.aid_begndate <= day <= person.aid_enddate:", "if person.aid_begndate <= day < person.aid_enddate:",
+     "grant: last day excluded"),
+    (POLICY, "if person.aid_begndate <= day <= person.aid_enddate:", "if person.aid_begndate < day <= person.aid_enddate:",
+     "grant: first day excluded"),
+    (POLICY, "if standing is not None or person.aid_idet_type is None:", "if person.aid_idet_type is None:",
+     "grant: before the standing category"),
+    (FRAUD_RULES, "return mul_round(to_fen(income), share), f\"", "return to_fen(income), f\"",
+     "high-expense: the income, not its share"),
+    (FRAUD_RULES, "if share is None or income is None:", "if share is None:", "high-expense: a region without income"),
+    (FRAUD_DOMAIN, " - to_fen(result[\"overlmt_selfpay\"])", "", "high-expense: over-limit amounts counted"),
+    (FRAUD_DOMAIN, " - to_fen(result[\"fulamt_ownpay_amt\"])", "", "high-expense: 丙类 and non-medical counted"),
     (ENGINE, "fund_total = pooling + hifob + cvlserv + maf", "fund_total = pooling + hifob + cvlserv",
      "fund total: maf dropped"),
     (ENGINE, "fund_total = pooling + hifob + cvlserv + maf", "fund_total = pooling + hifob + maf",

@@ -57,13 +57,14 @@ class FraudSettings(BaseModel):
     spike_min_reversals: int = Field(5, ge=1)
     # Crash replays reach an institution's day at most this many events back (see fraud.rules.on_activity).
     institution_dedupe_ids: int = Field(2000, ge=1)
-    # HIGH_EXPENSE (高额医疗费用预警, seed 003): a person's personal burden (psn_part_amt, net of
-    # reversals) in a calendar year above this many yuan: a relief review, not a suspicion.
+    # HIGH_EXPENSE (高额医疗费用预警, seed 003): a person's in-scope burden (psn_part_amt without 丙类, non-medical
+    # and over-limit-price amounts, net of reversals) in a year above this many yuan, or where both are set this
+    # share of the insured region's last-year per-capita disposable income (the policy file's figure, by region).
     high_expense_amount: Decimal = Field(Decimal("20000.00"), gt=0)
-    # OOP_SHARE (seed 003, people in difficulty): a person settled under a medical-assistance category
-    # with at least `oop_share_min_inscope` yuan in scope in a calendar year, of which more than the
-    # region's threshold (`oop_share_threshold_by_region`, keyed by insu_admdvs; else `oop_share_threshold`)
-    # is left to them after every layer, net of reversals. The same figures drive `gongji ledger burden`.
+    high_expense_income_share: Decimal | None = Field(None, gt=0)
+    high_expense_income: dict[str, Decimal] = {}
+    # OOP_SHARE (seed 003): a person in an assistance category with at least `oop_share_min_inscope` yuan in
+    # scope in a year, more than their region's threshold of it left to them (gongji.common.burden).
     oop_share_threshold: Decimal = Field(Decimal("0.20"), gt=0, lt=1)
     oop_share_threshold_by_region: dict[str, Annotated[Decimal, Field(gt=0, lt=1)]] = {}
     oop_share_min_inscope: Decimal = Field(Decimal("5000.00"), ge=0)
@@ -81,9 +82,13 @@ class FraudSettings(BaseModel):
     batch_events: int = Field(1000, ge=1)
     batch_seconds: float = Field(0.05, gt=0)
 
-    def oop_threshold(self, region: str | None) -> Decimal:
-        """OOP_SHARE's threshold for persons insured in `region`."""
+    def oop_threshold(self, region: str | None) -> Decimal:  # for persons insured in `region`
         return self.oop_share_threshold_by_region.get(region or "", self.oop_share_threshold)
+
+    @field_validator("high_expense_income_share", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value  # to_env gives None as the empty string
 
 
 #: The dashboard's optional secrets and files: an empty variable is unset.

@@ -89,7 +89,7 @@ async def test_every_accumulator_round_trips(store):
     A commit carries the state its record's effects produced; the store keeps exactly that."""
     moved = Effects(year=2023, deductible=1, outpatient_pool=2, fund_cap=3, visits=1, medfee=4, major_deductible=5,
                     hifob_deductible=6, hifob=7, cvlserv_deductible=8, cvlserv=9, maf_deductible=10, maf=11,
-                    chronic_group="高血压、糖尿病", chronic_deductible=12, chronic_pool=13)
+                    maf_pref_burden=15, maf_pref=16, chronic_group="高血压、糖尿病", chronic_deductible=12, chronic_pool=13)
     first = YearTotals().plus(moved)
     again = dataclasses.replace(moved, chronic_group="冠心病", chronic_deductible=0, chronic_pool=14)
     second = first.plus(again)
@@ -279,3 +279,18 @@ async def test_a_registry_entry_stored_under_older_rules_still_loads(store):
     await store.put_persons([older])
     assert (await store.read({"P1"}, set(), set())).persons["P1"] == older
     assert (await store.read_holders({("P1", "X", "C1")}))[("P1", "X", "C1")].person == older
+
+
+async def test_a_grant_on_application_and_a_preferential_payment_round_trip(store):
+    """Seed 003's assistance on application (the aid_ fields of a person entry) and 倾斜救助 (maf_pref_pay
+    in the record, its accumulators in the state) come back exactly."""
+    granted = PERSON.model_copy(update=dict(aid_idet_type="relapse_risk", aid_begndate="2023-06-01",
+                                            aid_enddate="2023-06-30", aid_apprv_org="医保局", aid_apprv_date="2023-05-20"))
+    await store.put_persons([granted])
+    assert (await store.read({"P1"}, set(), set())).persons["P1"] == granted
+    kept = dataclasses.replace(record("C1", maf_pay=4500, maf_pref_pay=500),
+                               effects=Effects(year=2023, visits=1, maf=4000, maf_pref_burden=900, maf_pref=500))
+    new = state("c:C1", maf_paid=4000, maf_pref_burden_used=900, maf_pref_paid=500, visits=1)
+    assert await store.commit([Commit("P1", "", new, claim_key("C1"), kept)]) == [Status.OK]
+    snap = await store.read({"P1"}, set(), {("P1", claim_key("C1"))})
+    assert snap.states["P1"] == new and snap.records[("P1", "c:C1")] == kept

@@ -157,14 +157,15 @@ SETTLEMENT_NAMES = [
     "overlmt_selfpay", "preselfpay_amt", "inscp_scp_amt", "act_pay_dedc", "hifp_pay",
     "pool_prop_selfpay", "hifob_pay", "cvlserv_pay", "maf_pay", "oth_pay", "fund_pay_sumamt",
     "psn_part_amt", "acct_pay", "acct_mulaid_pay", "psn_cash_pay", "balc", "clr_type",
-    "clr_optins", "setldetail", "mulaid_holder_psn_no", "psn_idet_type",
+    "clr_optins", "setldetail", "mulaid_holder_psn_no", "psn_idet_type", "maf_pref_pay",
 ]
 FIELD_NAMES = {
     "Institution": ["fixmedins_code", "fixmedins_name", "fixmedins_type", "medins_lv",
                     "grassroots", "admdvs"],
     "Person": ["psn_no", "insutype", "psn_type", "insu_admdvs", "psn_insu_stas",
                "fd_fixmedins_code", "mulaid_holder_psn_no", "mulaid_relation", "psn_idet_type",
-               "chronic_diseases", "cvlserv_flag", "chronic_since", "brdy"],
+               "chronic_diseases", "cvlserv_flag", "chronic_since", "brdy", "aid_idet_type", "aid_begndate",
+               "aid_enddate", "aid_apprv_org", "aid_apprv_date"],
     "Claim": ["claim_id", "mdtrt_id", "psn_no", "fixmedins_code", "med_type", "insutype",
               "setl_time", "acct_used_flag", "fee_details", "dise_codg", "rx_fixmedins_code", "oprn_oprt_code"],
     "FeeDetail": ["feedetl_sn", "med_list_codg", "list_type", "chrgitm_lv",
@@ -197,6 +198,8 @@ OPTIONAL = {
     ("Person", "mulaid_relation"), ("Person", "psn_idet_type"), ("Person", "chronic_diseases"),
     ("Person", "cvlserv_flag"), ("Person", "chronic_since"), ("Person", "brdy"), ("Claim", "dise_codg"),
     ("Claim", "rx_fixmedins_code"), ("Claim", "oprn_oprt_code"),
+    ("Person", "aid_idet_type"), ("Person", "aid_begndate"), ("Person", "aid_enddate"), ("Person", "aid_apprv_org"),
+    ("Person", "aid_apprv_date"), ("Settlement", "maf_pref_pay"), ("ReversalResult", "maf_pref_pay"),
     ("Credit", "amount"), ("Credit", "crdt_base"), ("Rejection", "claim_id"),
     ("Rejection", "credit_id"), ("Rejection", "input_type"), ("Rejection", "psn_no"),
     ("ReversalResult", "orig_setl_time"), ("DeadLetter", "key"),
@@ -211,7 +214,7 @@ DECIMALS = {
     "det_item_fee_sumamt": MONEY, "pric": (20, 6), "pric_uplmt_amt": (20, 6), "cnt": (12, 4),
     "selfpay_prop": (6, 4), "pool_prop_selfpay": (6, 4), "amount": MONEY, "crdt_base": MONEY,
     "balc": MONEY, "fund_payamt": MONEY, "crt_payb_lmt_amt": MONEY, "owed": MONEY, "net_to_a": MONEY,
-    "cum": MONEY, "payb_lmt_amt": MONEY,
+    "cum": MONEY, "payb_lmt_amt": MONEY, "maf_pref_pay": MONEY,
     **{name: MONEY for name in SETTLEMENT_NAMES[10:28] if name != "pool_prop_selfpay"},
 }
 
@@ -717,3 +720,14 @@ def test_results_written_before_psn_idet_type_decode_without_it(catalog: SchemaC
     assert data[2:10] != catalog.fingerprint(record_name)
     decoded_name, result = catalog.decode(data)
     assert decoded_name == record_name and result["psn_idet_type"] is None and result["claim_id"] == sent["claim_id"]
+
+
+def test_persons_written_before_assistance_on_application_decode_without_it(catalog: SchemaCatalog) -> None:
+    """Assistance on application added five optional Person fields (version 2, null by default); entries
+    already on registry.persons, written with history/person.v1.avsc, still decode, the grant absent."""
+    v1 = SchemaCatalog(current=[load_packaged_schema("history/person.v1.avsc")], history=[])
+    old_bytes = v1.encode("Person", RECORDS["Person"])
+    assert old_bytes[2:10] != catalog.fingerprint("Person")
+    name, person = catalog.decode(old_bytes)
+    assert name == "Person" and person.get("aid_idet_type") is None and person.get("aid_enddate") is None
+    assert person["psn_idet_type"] == RECORDS["Person"].get("psn_idet_type")

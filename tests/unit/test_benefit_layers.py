@@ -103,15 +103,17 @@ def test_assistance_deductible_is_a_share_of_income_shared_across_claims():
     """因病致贫 (Erenhot sample: 25% of 40000.00 = 10000.00 a year, ratio 60%). Level-2 inpatient stays
     of 30000.00: deductible 500.00, 29500 × 88% = 25960.00 pooling, 4040.00 in scope left each time.
     1st and 2nd: 4040.00 each goes to the assistance deductible (8080.00 of 10000.00); 3rd: 1920.00
-    of it left, (4040 − 1920) × 0.60 = 1272.00."""
+    of it left, (4040 − 1920) × 0.60 = 1272.00. 倾斜救助 (sample: heavy above 10000.00 a year, 50%): the
+    burden left, 4040.00, 4040.00, then 4040 − 1272 = 2768.00, reaches 10848.00: (10848 − 10000) × 0.50
+    = 424.00 on the 3rd, inside maf_pay (1696.00)."""
     p = person(psn_idet_type="illness_poverty")
     st = state()
     paid = []
     for _ in range(3):
         outcome = settle(p, claim(line("30000.00"), med_type="21", fixmedins_code="H2"), st, inst=H2)
-        paid.append(outcome.settlement.maf_pay)
+        paid.append((outcome.settlement.maf_pay, outcome.settlement.maf_pref_pay))
         st = outcome.state
-    assert paid == [0, 0, fen("1272.00")]
+    assert paid == [(0, 0), (0, 0), (fen("1696.00"), fen("424.00"))]
     assert st.year(2023).maf_deductible_used == fen("10000.00")
 
 

@@ -51,12 +51,14 @@ def test_over_the_threshold_is_exact_at_the_threshold_and_the_minimum(inscope, f
 
 
 def visit(cid, inscope, fund, category="dibao", psn="P1", region="152501", when=T0):
-    return VisitSettled(cid, psn, "H1", region, region, when, inscope, inscope - fund, inscope, fund, category)
+    return VisitSettled(cid, psn, "H1", region, region, when, inscope, inscope - fund, inscp_fen=inscope, fund_fen=fund,
+                        psn_idet_type=category)
 
 
 def reversal(cid, of: VisitSettled, after=timedelta(days=2)):
     return VisitReversed(cid, of.claim_id, of.psn_no, of.fixmedins_code, of.mdtrtarea_admvs, of.setl_time + after,
-                         of.setl_time, -of.psn_part_fen, of.insu_admdvs, -of.inscp_fen, -of.fund_fen, of.psn_idet_type)
+                         of.setl_time, -of.psn_part_fen, insu_admdvs=of.insu_admdvs, inscp_fen=-of.inscp_fen,
+                         fund_fen=-of.fund_fen, psn_idet_type=of.psn_idet_type)
 
 
 def signals(events, **config):
@@ -143,7 +145,7 @@ def test_the_final_signals_are_the_same_in_any_read_order(events, rng):
 
 RESULT = {"claim_id": "C1", "setl_id": "S1", "psn_no": "P1", "fixmedins_code": "H1", "insu_admdvs": "152501",
           "mdtrtarea_admvs": "152501", "setl_time": "2024-03-04T09:00:00+08:00", "medfee_sumamt": Decimal("100.00"),
-          "inscp_scp_amt": Decimal("90.00"), "fund_pay_sumamt": Decimal("63.00"), "psn_part_amt": Decimal("37.00"),
+          "fulamt_ownpay_amt": Decimal("10.00"), "overlmt_selfpay": Decimal("0"), "inscp_scp_amt": Decimal("90.00"), "fund_pay_sumamt": Decimal("63.00"), "psn_part_amt": Decimal("37.00"),
           "hifp_pay": Decimal("50.00"), "hifob_pay": Decimal("0"), "cvlserv_pay": Decimal("0"),
           "maf_pay": Decimal("13.00"), "oth_pay": Decimal("0"), "acct_pay": Decimal("0"),
           "acct_mulaid_pay": Decimal("0"), "psn_cash_pay": Decimal("37.00"), "psn_idet_type": "tekun"}
@@ -204,3 +206,19 @@ def test_a_result_names_the_assistance_category_it_was_settled_under_and_its_rev
     undone = reverse_claim(reversal_event(general.settlement.claim_id),
                            record(general), general.state)
     assert undone.settlement.psn_idet_type == "tekun"
+
+
+def test_a_category_granted_on_application_is_named_on_the_results_within_its_period_only():
+    from tests.unit.builders import BOOK, claim, institution, line, person, state
+
+    from gongji.settlement.rules import settle_claim
+
+    granted = person(aid_idet_type="relapse_risk", aid_begndate="2023-06-01", aid_enddate="2023-06-30",
+                     aid_apprv_org="二连浩特市医疗保障局", aid_apprv_date="2023-05-20")
+    h3 = institution("H3", level="3")
+    inside = settle_claim(claim(line("300.00"), setl_time="2023-06-30T23:59:00+08:00"), granted, h3, BOOK, state())
+    after = settle_claim(claim(line("300.00"), setl_time="2023-07-01T00:00:00+08:00"), granted, h3, BOOK, state())
+    assert (inside.settlement.psn_idet_type, after.settlement.psn_idet_type) == ("relapse_risk", None)
+    standing = settle_claim(claim(line("300.00")), granted.model_copy(update={"psn_idet_type": "dibao"}), h3, BOOK,
+                            state())
+    assert standing.settlement.psn_idet_type == "dibao"  # the standing category comes first

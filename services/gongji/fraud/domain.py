@@ -106,6 +106,7 @@ class VisitSettled:
     setl_time: datetime
     medfee_fen: int
     psn_part_fen: int
+    inscp_burden_fen: int | None = None  # the in-scope part of psn_part (in_scope_burden); None: all of it
     # OOP_SHARE's figures: in scope, what the funds paid, the assistance category settled under.
     inscp_fen: int = 0
     fund_fen: int = 0
@@ -124,6 +125,7 @@ class VisitReversed:
     setl_time: datetime
     orig_setl_time: datetime
     psn_part_fen: int
+    inscp_burden_fen: int | None = None  # negative, as psn_part_fen
     insu_admdvs: str | None = None
     inscp_fen: int = 0  # negated, as the reversal's amounts are
     fund_fen: int = 0
@@ -168,10 +170,17 @@ class InstitutionActivity:
                    parse_time(data["setl_time"]))
 
 
+def in_scope_burden(result: dict) -> int:
+    """HIGH_EXPENSE's measure (seed 003, 高额医疗费用预警): the personal burden (psn_part_amt) within the
+    catalogue's scope, without 全自费 (丙类 lines and non-medical purchases, non_med_flag: fulamt_ownpay_amt)
+    nor what is above a limit price (overlmt_selfpay). Negative for a reversal."""
+    return to_fen(result["psn_part_amt"]) - to_fen(result["fulamt_ownpay_amt"]) - to_fen(result["overlmt_selfpay"])
+
+
 def visit_from_wire(result: dict) -> VisitSettled:
     return VisitSettled(result["claim_id"], result["psn_no"], result["fixmedins_code"], result["insu_admdvs"],
                         result["mdtrtarea_admvs"], parse_time(result["setl_time"]), to_fen(result["medfee_sumamt"]),
-                        to_fen(result["psn_part_amt"]), to_fen(result["inscp_scp_amt"]),
+                        to_fen(result["psn_part_amt"]), in_scope_burden(result), to_fen(result["inscp_scp_amt"]),
                         to_fen(result["fund_pay_sumamt"]), result.get("psn_idet_type"))
 
 
@@ -179,7 +188,7 @@ def reversal_from_wire(result: dict) -> VisitReversed:
     return VisitReversed(result["claim_id"], result["orig_claim_id"], result["psn_no"], result["fixmedins_code"],
                          result["mdtrtarea_admvs"], parse_time(result["setl_time"]),
                          parse_time(result["orig_setl_time"]), to_fen(result["psn_part_amt"]),
-                         result.get("insu_admdvs"), to_fen(result["inscp_scp_amt"]),
+                         in_scope_burden(result), result.get("insu_admdvs"), to_fen(result["inscp_scp_amt"]),
                          to_fen(result["fund_pay_sumamt"]), result.get("psn_idet_type"))
 
 

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from gongji.common.money import to_fen, to_yuan
+from gongji.common.money import mul_round, to_fen, to_yuan
 from gongji.fraud.domain import (MAX_EVIDENCE, NO_WINDOW, SHANGHAI, Buckets, ClaimFiled, ClaimRefused,
                                  InstitutionActivity, NotAFraudEvent, Outcome, Signal, VisitReversed, VisitSettled,
                                  day_of, parse_time, raise_once, week_of, withdraw, year_of)
@@ -95,7 +95,7 @@ def on_visit(config: FraudSettings, buckets: Buckets, visit: VisitSettled) -> Ou
         buckets.put("person_week", psn, week, bucket)
 
     out.signals += _count_burden(config, buckets, psn, visit.insu_admdvs, visit.setl_time, visit.claim_id,
-                                 visit.psn_part_fen)
+                                 visit.psn_part_fen if visit.inscp_burden_fen is None else visit.inscp_burden_fen)
     out.signals += count_share(config, buckets, psn, visit.insu_admdvs, visit.setl_time, visit.claim_id,
                                visit.psn_idet_type, visit.inscp_fen, visit.fund_fen)
     out.signals += _travel(config, buckets, visit)
@@ -108,8 +108,9 @@ def on_reversal(config: FraudSettings, buckets: Buckets, reversal: VisitReversed
     the drugs its original dispensed. Visits stay counted: a visit settled then reversed is still a
     visit the supervisor wants to see. The institution's reversal count goes by the reversal's own day."""
     out = Outcome()
-    out.signals += _count_burden(config, buckets, reversal.psn_no, None, reversal.orig_setl_time, reversal.claim_id,
-                                 reversal.psn_part_fen)
+    out.signals += _count_burden(config, buckets, reversal.psn_no, reversal.insu_admdvs, reversal.orig_setl_time,
+                                 reversal.claim_id, reversal.psn_part_fen if reversal.inscp_burden_fen is None
+                                 else reversal.inscp_burden_fen)
     out.signals += count_share(config, buckets, reversal.psn_no, reversal.insu_admdvs, reversal.orig_setl_time,
                                reversal.claim_id, reversal.psn_idet_type, reversal.inscp_fen, reversal.fund_fen)
     profile = buckets.get("person", reversal.psn_no, NO_WINDOW)
@@ -319,19 +320,25 @@ def _judge_refills(config: FraudSettings, buckets: Buckets, profile: dict, psn: 
 
 def _count_burden(config: FraudSettings, buckets: Buckets, psn: str, admdvs: str | None, t: datetime, claim_id: str,
                   fen: int) -> list[Signal]:
-    """HIGH_EXPENSE (seed 003, 高额医疗费用预警): the year's personal burden net of reversals."""
+    """HIGH_EXPENSE (seed 003, 高额医疗费用预警: "We will strengthen early warning and monitoring of high
+    medical expenses, do a good job in early warning of poverty caused by illness and return to poverty
+    due to illness"): the year's in-scope burden net of reversals, against a fixed amount or a share
+    of the region's last-year per-capita disposable income (high_expense_threshold)."""
     year = year_of(t)
     bucket = buckets.get("person_year", psn, year)
-    amounts = bucket.setdefault("burden", {})  # claim_id → psn_part_amt fen (negative for reversals)
+    amounts = bucket.setdefault("burden", {})  # claim_id → in-scope burden fen (negative for reversals)
     if claim_id in amounts:
         return []
     amounts[claim_id] = fen
+    if admdvs is not None:
+        bucket.setdefault("a", admdvs)  # the insured region, for its threshold
+    admdvs = bucket.get("a", admdvs)
     total = sum(amounts.values())
-    threshold = to_fen(config.high_expense_amount)
+    threshold, basis = high_expense_threshold(config, admdvs)
     signals = []
     ids = tuple(cid for cid, value in amounts.items() if value > 0)
     found = Signal("HIGH_EXPENSE", "person", psn, admdvs, year, ids[-MAX_EVIDENCE:], len(amounts),
-                   f"> {to_yuan(threshold)} yuan", f"Personal burden of {to_yuan(total)} yuan in "
+                   f"> {to_yuan(threshold)} yuan{basis}", f"In-scope personal burden of {to_yuan(total)} yuan in "
                    f"{year.start.year}: consider for medical assistance (relief review, not a suspicion).",
                    amount_fen=total)
     # The year's burden net of every reversal seen: a reversal that brings it back under (read
@@ -339,10 +346,21 @@ def _count_burden(config: FraudSettings, buckets: Buckets, psn: str, admdvs: str
     if total > threshold and raise_once(bucket, "HIGH_EXPENSE"):
         signals.append(found)
     elif total <= threshold and withdraw(bucket, "HIGH_EXPENSE"):
-        signals.append(found.withdrawn(f"Personal burden back to {to_yuan(total)} yuan in {year.start.year} "
+        signals.append(found.withdrawn(f"In-scope personal burden back to {to_yuan(total)} yuan in {year.start.year} "
                                        f"after a reversal: withdrawn."))
     buckets.put("person_year", psn, year, bucket)
     return signals
+
+
+def high_expense_threshold(config: FraudSettings, admdvs: str | None) -> tuple[int, str]:
+    """HIGH_EXPENSE's threshold in fen for an insured region, and how it was set: the share of the
+    region's last-year per-capita disposable income where both are configured (rounded half up to
+    the fen), else the fixed amount."""
+    income = config.high_expense_income.get(admdvs) if admdvs is not None else None
+    share = config.high_expense_income_share
+    if share is None or income is None:
+        return to_fen(config.high_expense_amount), ""
+    return mul_round(to_fen(income), share), f" ({share} of {admdvs}'s per-capita disposable income {income})"
 
 
 def _travel(config: FraudSettings, buckets: Buckets, visit: VisitSettled) -> list[Signal]:

@@ -41,10 +41,10 @@ INQUIRY_TYPES: dict[str, type] = {"presettlement": PreSettlement, "accumulator-q
 _SETTLEMENT_FIELDS = (
     "claim_id", "setl_id", "psn_no", "mdtrt_id", "med_type", "psn_type", "insu_admdvs", "mdtrtarea_admvs",
     "fixmedins_code", "setl_time", *MONEY_FIELDS, "pool_prop_selfpay", "balc", "clr_type", "clr_optins",
-    "mulaid_holder_psn_no", "psn_idet_type",
+    "mulaid_holder_psn_no", "psn_idet_type", "maf_pref_pay",
 )
 _REVERSAL_FIELDS = ("orig_claim_id", "orig_setl_id", "orig_setl_time")
-_MONEY_OUT = (*MONEY_FIELDS, "balc")
+_MONEY_OUT = (*MONEY_FIELDS, "balc", "maf_pref_pay")
 
 
 def describe(error: ValidationError, limit: int = 3) -> str:

@@ -33,6 +33,8 @@ ACCUMULATES = {
     "cvlserv_paid": "cvlserv",
     "maf_deductible_used": "maf_deductible",
     "maf_paid": "maf",
+    "maf_pref_burden_used": "maf_pref_burden",
+    "maf_pref_paid": "maf_pref",
 }
 CHRONIC_ACCUMULATORS = ("chronic_deductible_used", "chronic_paid")
 
@@ -52,7 +54,9 @@ class YearTotals:
     cvlserv_deductible_used: int = 0  # 公务员医疗补助
     cvlserv_paid: int = 0
     maf_deductible_used: int = 0  # 医疗救助: one annual limit for chronic/special and inpatient care
-    maf_paid: int = 0
+    maf_paid: int = 0  # against the annual relief limit (倾斜救助 apart, below)
+    maf_pref_burden_used: int = 0  # 倾斜救助: in-scope burden left after the three layers, towards "heavy"
+    maf_pref_paid: int = 0  # 倾斜救助 paid, against its own annual limit
     # 门诊慢特病, per disease group: their own deductible and annual limit
     chronic_deductible_used: dict[str, int] = field(default_factory=dict)
     chronic_paid: dict[str, int] = field(default_factory=dict)
@@ -107,7 +111,9 @@ class Effects:
     cvlserv_deductible: int = 0
     cvlserv: int = 0
     maf_deductible: int = 0
-    maf: int = 0
+    maf: int = 0  # 医疗救助 within the relief limit; maf_pay is this plus maf_pref (倾斜救助)
+    maf_pref_burden: int = 0
+    maf_pref: int = 0
 
     def to_record(self) -> dict:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -118,7 +124,7 @@ class Effects:
 
 @dataclass(frozen=True, slots=True)
 class SetlDetail:
-    fund_pay_type: str  # 310100 pooling, 310200 personal account, 330100, 320100, 610100
+    fund_pay_type: str  # 310100 pooling, 310200 personal account, 330100, 320100, 610100 (倾斜救助 in it)
     fund_payamt: int
     crt_payb_lmt_amt: int  # the limit left before this claim
     setl_proc_info: str
@@ -166,6 +172,7 @@ class Settlement:
     orig_setl_time: str | None = None
     mulaid_holder_psn_no: str | None = None  # whose account paid acct_mulaid_pay
     psn_idet_type: str | None = None  # the assistance category settled under (seed 003's people in difficulty)
+    maf_pref_pay: int = 0  # of maf_pay, the part paid as 倾斜救助 (preferential assistance)
 
     @property
     def is_reversal(self) -> bool:

@@ -182,13 +182,16 @@ SetlTime = Annotated[datetime, BeforeValidator(_time_text), AfterValidator(_setl
 RegionCode = Annotated[str, Field(pattern=r"^[0-9]{6}$")]
 
 
-def _real_day(value: str) -> str:
-    date.fromisoformat(value)  # a ValueError names the field
+def _iso_date(value: str) -> str:
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{shown(value)} is no date (yyyy-MM-dd)") from None
     return value
 
 
-# A calendar day as the registry sends it, "yyyy-MM-dd"; kept as text (it orders as the dates do).
-Day = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"), AfterValidator(_real_day)]
+# A calendar day kept as its ISO text, so a stored registry entry (read back unvalidated) compares alike.
+IsoDate = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"), AfterValidator(_iso_date)]
 
 
 class _Event(BaseModel):
@@ -240,8 +243,26 @@ class Person(_Event):
     chronic_diseases: tuple[Code, ...] | None = None  # recognised (备案) 门诊慢特病 / 门诊大病 diagnoses
     cvlserv_flag: Literal["0", "1"] | None = None  # entitled to the civil-servant subsidy (公务员医疗补助)
     # When each recognised disease was enrolled (备案, 2503 begndate): continuity of a closed disease
-    chronic_since: dict[Code, Day] | None = None
-    brdy: Day | None = None  # birth date (出生日期), for a disease the policy limits by age (儿童脑瘫)
+    chronic_since: dict[Code, IsoDate] | None = None
+    brdy: IsoDate | None = None  # birth date (出生日期), for a disease the policy limits by age (儿童脑瘫)
+    # 依申请救助 (seed 003: "For key monitoring groups, implement assistance according to application"):
+    # a category granted for a period (both ends included), by an office on a date. All or none.
+    aid_idet_type: Code | None = None
+    aid_begndate: IsoDate | None = None
+    aid_enddate: IsoDate | None = None
+    aid_apprv_org: Name | None = None
+    aid_apprv_date: IsoDate | None = None
+
+    @model_validator(mode="after")
+    def _whole_grant(self) -> "Person":
+        grant = (self.aid_idet_type, self.aid_begndate, self.aid_enddate, self.aid_apprv_org, self.aid_apprv_date)
+        if any(value is not None for value in grant):
+            if any(value is None or value == "" for value in grant):
+                raise ValueError("assistance on application needs all of aid_idet_type, aid_begndate, aid_enddate, "
+                                 "aid_apprv_org and aid_apprv_date (or none of them)")
+            if self.aid_enddate < self.aid_begndate:
+                raise ValueError(f"aid_enddate {self.aid_enddate} is before aid_begndate {self.aid_begndate}")
+        return self
 
     @model_validator(mode="after")
     def _dates_of_recognised_diseases(self) -> "Person":

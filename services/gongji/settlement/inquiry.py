@@ -56,12 +56,20 @@ def accumulators(query: AccumulatorQuery, person: Person | None, book: PolicyBoo
                          query.psn_no, claim_id=query.query_id, input_type="accumulator-query")
     totals = state.year(query.year)
     version = book.in_force(person.insu_admdvs, date(query.year, 12, 31))
-    rows = _rows(person, version, totals)
+    rows = _rows(person, version, totals, _category_day(person, query.year))
     return Accumulators(query.query_id, person.psn_no, query.year, person.insutype, person.insu_admdvs,
                         state.balance, totals.visits, tuple(rows))
 
 
-def _rows(person: Person, version: PolicyVersion | None, totals) -> list[Cumulative]:
+def _category_day(person: Person, year: int) -> str:
+    """The day whose category the year's rows show: 31 December, or the last day of a grant on
+    application (aid_enddate) that ends earlier in the year, so a grant that held in the year shows."""
+    last = f"{year:04d}-12-31"
+    end = person.aid_enddate
+    return end if end is not None and f"{year:04d}-01-01" <= end < last else last
+
+
+def _rows(person: Person, version: PolicyVersion | None, totals, day: str) -> list[Cumulative]:
     general = version.general_outpatient if version else None
     annual = general.annual_deductible if general and general.deductible_mode == "annual" else None
     rows = [
@@ -84,11 +92,16 @@ def _rows(person: Person, version: PolicyVersion | None, totals) -> list[Cumulat
             rows.append(_row(f"{code}_deductible", f"{name}起付线", used, rules.annual_deductible if rules else None))
             rows.append(_row(code, name, paid, rules.annual_cap if rules else None))
     assistance = version.assistance if version else None
-    category = assistance.category(person.psn_idet_type) if assistance else None
+    category = assistance.category_on(person, day) if assistance else None
     if category is not None or totals.maf_deductible_used or totals.maf_paid:
         deductible = mul_round(assistance.per_capita_disposable_income, category.deductible_share) if category else None
         rows.append(_row("maf_deductible", "医疗救助起付线", totals.maf_deductible_used, deductible))
         rows.append(_row("maf", "医疗救助", totals.maf_paid, assistance.annual_limit if category else None))
+    pref = assistance.preferential if assistance and category else None
+    if pref is not None or totals.maf_pref_burden_used or totals.maf_pref_paid:
+        rows.append(_row("maf_pref_burden", "倾斜救助负担线", totals.maf_pref_burden_used,
+                         pref.heavy_burden if pref else None))
+        rows.append(_row("maf_pref", "倾斜救助", totals.maf_pref_paid, pref.annual_limit if pref else None))
     groups = {group.name: group for group in (version.chronic.groups if version and version.chronic else ())}
     for name in [*groups, *sorted((set(totals.chronic_deductible_used) | set(totals.chronic_paid)) - set(groups))]:
         group = groups.get(name)

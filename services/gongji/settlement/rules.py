@@ -89,6 +89,28 @@ def _layer(base: int, deductible_total: int, deductible_used: int, ratio: Decima
     return min(mul_round(base - deductible, ratio), cap_left), deductible, cap_left
 
 
+def _preferential(rules, burden: int, totals, layers: dict) -> tuple[int, str]:
+    """倾斜救助 (seed 003: "For the relief objects who still have a heavy personal burden after being
+    guaranteed by the triple system, the local government shall give preferential assistance"):
+    `burden`, the claim's in-scope burden left after the three layers, counts towards the year's
+    heavy-burden line; above it, `ratio` up to a limit of its own (policy.Preferential). Paid by the
+    assistance fund (in maf_pay and its 610100 row; maf_pref_pay says how much of it)."""
+    pref, below, cap_left = _layer(burden, rules.heavy_burden, totals.maf_pref_burden_used, rules.ratio,
+                                   rules.annual_limit, totals.maf_pref_paid)
+    layers.update(maf_pref=pref, maf_pref_burden=below)
+    return pref, (f"; 倾斜救助 {yuan_text(pref)}: {yuan_text(burden)} in scope left after the three layers, heavy "
+                  f"above {yuan_text(rules.heavy_burden)} a year ({yuan_text(below)} of it now); ratio {rules.ratio}; "
+                  f"annual limit {yuan_text(rules.annual_limit)}, {yuan_text(cap_left)} left")
+
+
+def _code_of(person: Person, category, assistance) -> str | None:
+    """The psn_idet_type code the claim's assistance category came from: the standing one, else the
+    one granted on application (Assistance.category_on's order); None without a category."""
+    if category is None:
+        return None
+    return person.psn_idet_type if assistance.category(person.psn_idet_type) is category else person.aid_idet_type
+
+
 def settle_claim(
     claim: Claim,
     person: Person | None,
@@ -159,22 +181,25 @@ def settle_claim(
                                   f"{yuan_text(deductible)} now; ratio {rules.ratio}; "
                                   f"annual cap {yuan_text(rules.annual_cap)}, {yuan_text(cap_left)} left"))
     # §6 医疗救助, after insurance: the in-scope burden left, including what fell under deductibles
-    maf = 0
+    maf = pref = 0
     assistance = version.assistance
-    category = assistance.category(person.psn_idet_type) if assistance is not None else None
+    category = assistance.category_on(person, local_time.date().isoformat()) if assistance is not None else None
     if category is not None and basic.kind != "general" and claim.med_type in assistance.med_types:
         base = split.inscp - pooling - hifob - cvlserv
         deductible_total = mul_round(assistance.per_capita_disposable_income, category.deductible_share)
         maf, deductible, cap_left = _layer(base, deductible_total, totals.maf_deductible_used, category.ratio,
                                            assistance.annual_limit, totals.maf_paid)
         layers.update(maf=maf, maf_deductible=deductible)
-        details.append(SetlDetail(ASSISTANCE, maf, cap_left,
+        tilt = ""
+        if assistance.preferential is not None:
+            pref, tilt = _preferential(assistance.preferential, base - maf, totals, layers)
+        details.append(SetlDetail(ASSISTANCE, maf + pref, cap_left,
                                   f"医疗救助 ({category.name}): {yuan_text(base)} in scope left after insurance; "
                                   f"deductible {yuan_text(deductible_total)} a year, {yuan_text(deductible)} now; ratio "
                                   f"{category.ratio}; annual relief limit {yuan_text(assistance.annual_limit)}, "
-                                  f"{yuan_text(cap_left)} left"))
+                                  f"{yuan_text(cap_left)} left" + tilt))
 
-    fund_total = pooling + hifob + cvlserv + maf
+    fund_total = pooling + hifob + cvlserv + maf + pref
     personal = split.medfee - fund_total
 
     # §4 personal account, then family mutual aid (家庭共济) for what is left of the eligible burden
@@ -202,12 +227,12 @@ def settle_claim(
         medfee_sumamt=split.medfee, fulamt_ownpay_amt=split.fulamt_ownpay, overlmt_selfpay=split.overlmt,
         preselfpay_amt=split.preselfpay, inscp_scp_amt=split.inscp, act_pay_dedc=basic.deductible,
         hifp_pay=pooling, pool_prop_selfpay=basic.ratio.quantize(Decimal("0.0001")), hifob_pay=hifob,
-        cvlserv_pay=cvlserv, maf_pay=maf, oth_pay=0, fund_pay_sumamt=fund_total, psn_part_amt=personal,
+        cvlserv_pay=cvlserv, maf_pay=maf + pref, oth_pay=0, fund_pay_sumamt=fund_total, psn_part_amt=personal,
         acct_pay=acct_pay, acct_mulaid_pay=mulaid, psn_cash_pay=cash, balc=balance_after,
         # The treatment region's agency advances the fund payment and clears it later (§7).
         clr_type=claim.med_type, clr_optins=institution.admdvs,
         setldetail=tuple(details), mulaid_holder_psn_no=person.mulaid_holder_psn_no if mulaid else None,
-        psn_idet_type=person.psn_idet_type if category is not None else None,
+        psn_idet_type=_code_of(person, category, assistance), maf_pref_pay=pref,
     )
     effects = Effects(
         year=year, visits=1, medfee=split.medfee, acct_pay=acct_pay,
@@ -225,7 +250,7 @@ def settle_claim(
 _NEGATED = (
     "medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "preselfpay_amt", "inscp_scp_amt", "act_pay_dedc",
     "hifp_pay", "hifob_pay", "cvlserv_pay", "maf_pay", "oth_pay", "fund_pay_sumamt", "psn_part_amt",
-    "acct_pay", "acct_mulaid_pay", "psn_cash_pay",
+    "acct_pay", "acct_mulaid_pay", "psn_cash_pay", "maf_pref_pay",
 )
 
 

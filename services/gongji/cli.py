@@ -163,6 +163,9 @@ def parser() -> argparse.ArgumentParser:
                           "laid over the baseline's; regions it does not name keep the baseline's")
     sim.add_argument("--baseline", type=Path, default=None, metavar="DIR",
                      help="the baseline policy directory (default: gongji --policies, else the shipped policies)")
+    sim.add_argument("--state", type=Path, default=None, metavar="FILE",
+                     help="JSON lines settled first in both runs, under the baseline's policies, and not counted: "
+                          "the registry and what came before the period (the same starting state for both)")
     sim.add_argument("--csv", type=Path, default=None, metavar="OUT", help="also write every figure as CSV")
     sim.add_argument("--html", type=Path, default=None, metavar="OUT",
                      help="also write an HTML report with charts (plotly.js embedded: opens offline)")

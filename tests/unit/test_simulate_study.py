@@ -176,3 +176,17 @@ def test_the_totals_are_the_sum_of_what_replay_gives_under_each_book():
     by_class = runs[1].tally.by_class()
     assert [sum(column) for column in zip(*(v for (dim, _), v in by_class.items() if dim == "status"))] == \
         runs[1].tally.totals
+
+
+def test_a_starting_state_is_settled_under_the_baseline_in_both_runs_and_not_counted():
+    """HAND's registry and C1 as the state before the period: A's 4000.00 of outpatient pooling is
+    paid under the baseline in both runs. Then C2 1000.00: 0.00 today; under the study the cap has
+    1000.00 left and 1000.00 × 0.70 = 700.00 is paid. C3 750.00 in both. C1 is not counted."""
+    start, period = HAND[:4], HAND[5:]
+    base, study = load_books(STUDY)
+    runs = asyncio.run(simulate(lambda: period, base, study, NOW, open_start=lambda: start))
+    paid = FUNDS.index("hifp_pay")
+    assert [run.tally.totals[paid] for run in runs] == [75000, 145000]
+    assert [run.tally.counts.get("settlement") for run in runs] == [2, 2]
+    assert [len(run.tally.caps.get("152501 普通门诊统筹 annual cap", ())) for run in runs] == [1, 0]
+    assert [run.tally.insured for run in runs] == [{"152501": 2}, {"152501": 2}]

@@ -1,6 +1,7 @@
 """`gongji simulate --policies NEW_DIR FILE`: a what-if policy study. The file is settled twice by
 replay's engine (gongji.settlement.replay.replay_lines, the rules the service runs), each time from
-empty state: under the baseline policies and under the study's. The results are tallied in one pass
+the same starting state (empty, or what `--state FILE`'s lines leave under the baseline's policies):
+under the baseline policies and under the study's. The results are tallied in one pass
 each (gongji.settlement.study_tally) and reported side by side (gongji.settlement.study_report).
 
 A study directory holds, per region it changes, either a whole policy file or a change file: the
@@ -97,9 +98,14 @@ class Run:
 
 
 async def settle(lines: Iterable[bytes], book: PolicyBook, now: datetime | None = None,
-                 bounds: Bounds = DEFAULT_BOUNDS, errors: IO[str] = sys.stderr) -> Run:
-    """Replay `lines` under `book` from empty state, tallying every result as it comes."""
+                 bounds: Bounds = DEFAULT_BOUNDS, errors: IO[str] = sys.stderr,
+                 start: tuple[Iterable[bytes], PolicyBook] | None = None) -> Run:
+    """Replay `lines` under `book`, tallying every result as it comes, from empty state or from what
+    `start`'s lines leave when settled under its book first (their results not counted)."""
     store, tally = MemoryStore(), Tally()
+    if start is not None:
+        async for _ in replay_lines(start[0], start[1], errors=errors, bounds=bounds, now=now, store=store):
+            pass
     counted = _Counted(lines)
     started = time.perf_counter()
     async for result in replay_lines(counted, book, errors=errors, bounds=bounds, now=now, store=store):
@@ -121,13 +127,15 @@ class _Counted:
 
 
 async def simulate(open_lines: Callable[[], Iterable[bytes]], base: PolicyBook, study: PolicyBook,
-                   now: datetime | None = None, bounds: Bounds = DEFAULT_BOUNDS,
-                   errors: IO[str] = sys.stderr) -> tuple[Run, Run]:
+                   now: datetime | None = None, bounds: Bounds = DEFAULT_BOUNDS, errors: IO[str] = sys.stderr,
+                   open_start: Callable[[], Iterable[bytes]] | None = None) -> tuple[Run, Run]:
     """Both runs, on the same lines and the same present: the baseline's (its skipped lines said on
-    `errors`), then the study's (the same lines, not said again)."""
+    `errors`), then the study's (the same lines, not said again). With `open_start`, both start from
+    the state its lines leave under the baseline's policies: the same starting state."""
     now = now or datetime.now().astimezone()
-    baseline = await settle(open_lines(), base, now, bounds, errors)
-    return baseline, await settle(open_lines(), study, now, bounds, io.StringIO())
+    baseline = await settle(open_lines(), base, now, bounds, errors, open_start and (open_start(), base))
+    return baseline, await settle(open_lines(), study, now, bounds, io.StringIO(),
+                                  open_start and (open_start(), base))
 
 
 def command(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
@@ -140,15 +148,10 @@ def command(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
     if all(base.region(code) == study.region(code) for code in base.regions) and base.regions == study.regions:
         print("gongji simulate: the study's policies are the baseline's; every change will be 0", file=sys.stderr)
     settings = Settings()
-    if args.file == "-":
-        data = sys.stdin.buffer.read().splitlines(keepends=True)
-        open_lines: Callable[[], Iterable[bytes]] = lambda: data  # noqa: E731
-    else:
-        path = Path(args.file)
-        if not path.is_file():
-            sys.exit(f"gongji: {args.file}: no such file")
-        open_lines = lambda: _lines(path)  # noqa: E731
-    baseline, changed = asyncio.run(simulate(open_lines, base, study, args.now, settings.settlement_bounds()))
+    open_lines = _source(args.file)
+    open_start = _source(str(args.state)) if args.state else None
+    baseline, changed = asyncio.run(simulate(open_lines, base, study, args.now, settings.settlement_bounds(),
+                                             open_start=open_start))
     name = (lambda psn_no: psn_no) if args.show_psn_no else Pseudonym(settings.pseudonym_key_value())
     report = study_report.build(baseline, changed, name, args.top)
     if args.csv:
@@ -162,6 +165,17 @@ def command(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
     seconds = baseline.seconds + changed.seconds
     print(f"gongji simulate: {baseline.lines:,} lines settled twice in {seconds:.1f} s "
           f"({2 * baseline.lines / seconds if seconds else 0:,.0f} lines/s)", file=sys.stderr)
+
+
+def _source(name: str) -> Callable[[], Iterable[bytes]]:
+    """What reads a file's lines afresh each time it is called; standard input ("-") is read once."""
+    if name == "-":
+        data = sys.stdin.buffer.read().splitlines(keepends=True)
+        return lambda: data
+    path = Path(name)
+    if not path.is_file():
+        sys.exit(f"gongji: {name}: no such file")
+    return lambda: _lines(path)
 
 
 def _lines(path: Path) -> Iterable[bytes]:

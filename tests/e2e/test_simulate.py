@@ -105,3 +105,29 @@ def test_the_terminal_tables_and_a_bad_change_file(tmp_path):
     piped = run("simulate", "--policies", str(STUDY), "-", "--json", stdin=events.read_text(), env=keyed)
     assert json.loads(piped.stdout)["rows"] == json.loads(
         run("simulate", "--policies", str(STUDY), str(events), "--json", env=keyed).stdout)["rows"]
+
+
+def test_the_html_report_draws_its_charts_with_the_network_cut_off(tmp_path):
+    """The page in Debian's chromium with every request that is not the file itself refused."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.e2e.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS
+
+    events, page_file = tmp_path / "year.jsonl", tmp_path / "study.html"
+    assert run("synthetic", "--persons", "60", "--claims", "600", "--out", str(events)).returncode == 0
+    assert run("simulate", "--policies", str(STUDY), str(events), "--html", str(page_file)).returncode == 0
+    refused: list[str] = []
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
+                       else (refused.append(route.request.url), route.abort()))
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(page_file.as_uri())
+            page.wait_for_selector(".plot-container .main-svg")
+            charts = page.locator(".plot-container").count()
+        finally:
+            browser.close()
+    assert (charts, refused, errors) == (9, [], [])

@@ -180,12 +180,19 @@ def _figures(report: Report) -> list[Any]:
                             for side in ("baseline", "study")])
         return figure.update_layout(title=title, barmode="group", height=380, margin=dict(t=50, b=40))
 
+    def changes(title: str, labels: list[str], rows: list[dict[str, Any]]):
+        figure = go.Figure(go.Bar(x=labels, y=[float(row["change"] or 0) / 100 for row in rows],
+                                  marker_color=["#c0392b" if (row["change"] or 0) > 0 else "#2e86c1" for row in rows]))
+        return figure.update_layout(title=title, height=340, margin=dict(t=50, b=40))
+
     funds = [row for row in report.section("funds") if row["measure"] not in ("medfee_sumamt",)]
-    figures = [bars("Paid by fund (yuan)", [FUND_NAMES[row["measure"]] for row in funds], funds)]
+    labels = [FUND_NAMES[row["measure"]] for row in funds]
+    figures = [bars("Paid by fund (yuan)", labels, funds),
+               changes("Change by fund, study − baseline (yuan)", labels, funds)]
     for dimension in DIMENSIONS:
         rows = [row for row in report.section("breakdown")
                 if row["dimension"] == dimension and row["measure"] == "fund_pay_sumamt"]
-        figures.append(bars(f"Funds paid by {dimension} (yuan)", [row["key"] for row in rows], rows))
+        figures.append(changes(f"Change in funds paid by {dimension} (yuan)", [row["key"] for row in rows], rows))
     burden = [row for row in report.section("burden") if row["measure"] != "persons"]
     figures.append(bars("Personal burden per person (yuan)", [f"{row['key']} {row['measure']}" for row in burden],
                         burden))

@@ -190,3 +190,20 @@ def test_a_starting_state_is_settled_under_the_baseline_in_both_runs_and_not_cou
     assert [run.tally.counts.get("settlement") for run in runs] == [2, 2]
     assert [len(run.tally.caps.get("152501 普通门诊统筹 annual cap", ())) for run in runs] == [1, 0]
     assert [run.tally.insured for run in runs] == [{"152501": 2}, {"152501": 2}]
+
+
+def test_a_baseline_directory_and_a_whole_policy_file_in_the_study(tmp_path):
+    shipped = Path(__file__).parents[2] / "services" / "gongji" / "settlement" / "policies"
+    baseline, whole = tmp_path / "baseline", tmp_path / "whole"
+    baseline.mkdir()
+    whole.mkdir()
+    for path in shipped.glob("*.toml"):
+        (baseline / path.name).write_text(path.read_text(encoding="utf-8").replace(
+            'retired = "5000.00" }', 'retired = "4500.00" }'), encoding="utf-8")
+    base, study = load_books(STUDY, baseline)
+    caps = [version.general_outpatient.annual_cap for version in study.region("152501").versions]
+    assert {(cap.in_service, cap.retired) for cap in caps} == {(500000, 450000)}  # the change over this baseline
+    (whole / "152501.toml").write_text((shipped / "152501.toml").read_text(encoding="utf-8"), encoding="utf-8")
+    base, study = load_books(whole, baseline)  # a whole file replaces the baseline's for its region
+    assert study.region("152501") == load_policy_book(shipped).region("152501") != base.region("152501")
+    assert study.region("990100") == base.region("990100")

@@ -31,6 +31,7 @@ PLANNING, SETTLER = PKG + "settlement/planning.py", PKG + "settlement/settler.py
 DOMAIN, EVENTS = PKG + "settlement/domain.py", PKG + "settlement/events.py"
 LEDGER, CLEARING = PKG + "ledger/domain.py", PKG + "clearing/domain.py"
 COMMIT_LUA, HOLD_LUA = PKG + "settlement/lua/commit.lua", PKG + "settlement/lua/hold.lua"
+STUDY = PKG + "settlement/study_tally.py"
 
 U = "tests/unit/"
 SETTLEMENT_TESTS = [U + "test_engine_rules.py", U + "test_cap_edges.py", U + "test_benefit_layers.py",
@@ -52,6 +53,7 @@ TESTS = {
     EVENTS: [[U + "test_edge.py", *SETTLEMENT_TESTS]],
     LEDGER: [[U + "test_ledger.py"]],
     CLEARING: [[U + "test_clearing.py"]],
+    STUDY: [[U + "test_simulate_study.py"]],
     COMMIT_LUA: [CONTRACT_ON_REDIS],
     HOLD_LUA: [CONTRACT_ON_REDIS],
 }
@@ -382,6 +384,15 @@ MUTANTS: list[tuple[str, str, str, str]] = [
      "net: sign flipped"),
     (CLEARING, "    if insured == treatment:\n        return None\n", "", "local settlements cleared"),
     (CLEARING, "astimezone(SHANGHAI).strftime", "strftime", "month in the sender's offset"),
+    # ---------------------------------------------------------------- gongji simulate's tally
+    (STUDY, "            if setl_id in self.seen:", "            if False:", "tally: a resend counted again"),
+    (STUDY, 'COUNTED = ("settlement", "reversal")', 'COUNTED = ("settlement",)', "tally: reversals left out"),
+    (STUDY, "return ordered[max(rank, 1) - 1]", "return ordered[min(rank, len(ordered) - 1)]",
+     "percentile: rank off by one"),
+    (STUDY, "quantize(Decimal(1), ROUND_HALF_UP))", "quantize(Decimal(1), 'ROUND_HALF_EVEN'))", "mean: half-even"),
+    (STUDY, "if cap and paid >= cap]", "if cap and paid > cap]", "caps: at the cap not counted"),
+    (STUDY, '        if kind == "settlement":  # a reversal', '        if True:  # a reversal',
+     "tally: a reversal's month counted"),
 ]
 
 # Survivors judged equivalent (no input tells them apart), with the reason.

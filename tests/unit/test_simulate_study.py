@@ -36,7 +36,7 @@ def test_percentiles_are_nearest_rank_and_the_mean_rounds_half_up():
     assert [percentile(tenths, p) for p in (50, 90, 99)] == [500, 900, 1000]
     assert percentile([1, 2, 3, 4], 50) == 2  # an even count: the lower middle value
     assert percentile([7], 99) == 7 and percentile([], 50) == 0
-    assert mean([1, 2]) == 2 and mean([1, 1, 2]) == 1 and mean([]) == 0  # 1.5 → 2; 1.33 → 1
+    assert mean([2, 3]) == 3 and mean([1, 1, 2]) == 1 and mean([]) == 0  # 2.5 → 3 (half up); 1.33 → 1
 
 
 def _result(kind: str, setl_id: str, psn_no: str, region: str = "152501", med_type: str = "11",

@@ -31,7 +31,9 @@ PLANNING, SETTLER = PKG + "settlement/planning.py", PKG + "settlement/settler.py
 DOMAIN, EVENTS = PKG + "settlement/domain.py", PKG + "settlement/events.py"
 LEDGER, CLEARING = PKG + "ledger/domain.py", PKG + "clearing/domain.py"
 COMMIT_LUA, HOLD_LUA = PKG + "settlement/lua/commit.lua", PKG + "settlement/lua/hold.lua"
-POLICY, FRAUD_RULES, FRAUD_DOMAIN = PKG + "settlement/policy.py", PKG + "fraud/rules.py", PKG + "fraud/domain.py"
+POLICY, FRAUD_RULES, FRAUD_DOMAIN = PKG + "settlement/relief.py", PKG + "fraud/rules.py", PKG + "fraud/domain.py"
+BURDEN, OOP_SHARE = PKG + "common/burden.py", PKG + "fraud/relief.py"
+STUDY = PKG + "settlement/study_tally.py"
 
 U = "tests/unit/"
 SETTLEMENT_TESTS = [U + "test_engine_rules.py", U + "test_cap_edges.py", U + "test_major_list.py",
@@ -56,11 +58,14 @@ TESTS = {
     EVENTS: [[U + "test_edge.py", *SETTLEMENT_TESTS]],
     LEDGER: [[U + "test_ledger.py"]],
     CLEARING: [[U + "test_clearing.py"]],
+    STUDY: [[U + "test_simulate_study.py"]],
     COMMIT_LUA: [CONTRACT_ON_REDIS],
     HOLD_LUA: [CONTRACT_ON_REDIS],
     POLICY: [[U + "test_assistance_rules.py", U + "test_three_lines.py", U + "test_policy.py"]],
     FRAUD_RULES: [HIGH_EXPENSE_TESTS],
     FRAUD_DOMAIN: [HIGH_EXPENSE_TESTS],
+    BURDEN: [[U + "test_oop_share.py"]],
+    OOP_SHARE: [[U + "test_oop_share.py"]],
 }
 FULL = {path: [["tests/unit"]] + (runs[1:] if path in (PLANNING, SETTLER) else [])
         for path, runs in TESTS.items() if not path.endswith(".lua")}
@@ -232,6 +237,13 @@ MUTANTS: list[tuple[str, str, str, str]] = [
      "preferential: the relief limit's accumulator as its own"),
     (ENGINE, "layers.update(maf_pref=pref, maf_pref_burden=below)", "layers.update(maf_pref=pref)",
      "preferential: the heavy line's accumulator not moved"),
+    (BURDEN, "Decimal(inscope - fund) > threshold * inscope", "Decimal(inscope - fund) >= threshold * inscope",
+     "oop share: at the threshold counted over"),
+    (BURDEN, "return inscope >= minimum and", "return inscope > minimum and", "oop share: the minimum itself too little"),
+    (BURDEN, "quantize(SHARE_PLACES, ROUND_HALF_UP)", "quantize(SHARE_PLACES)", "oop share: half-even rounding"),
+    (OOP_SHARE, "if category is None:\n        return []", "if False:\n        return []",
+     "oop share: persons in no category judged"),
+    (OOP_SHARE, "    elif withdraw(bucket, \"OOP_SHARE\"):", "    elif False:", "oop share: never withdrawn"),
     (POLICY, "if person.aid_begndate <= day <= person.aid_enddate:", "if person.aid_begndate <= day < person.aid_enddate:",
      "grant: last day excluded"),
     (POLICY, "if person.aid_begndate <= day <= person.aid_enddate:", "if person.aid_begndate < day <= person.aid_enddate:",
@@ -425,6 +437,15 @@ MUTANTS: list[tuple[str, str, str, str]] = [
      "net: sign flipped"),
     (CLEARING, "    if insured == treatment:\n        return None\n", "", "local settlements cleared"),
     (CLEARING, "astimezone(SHANGHAI).strftime", "strftime", "month in the sender's offset"),
+    # ---------------------------------------------------------------- gongji simulate's tally
+    (STUDY, "            if setl_id in self.seen:", "            if False:", "tally: a resend counted again"),
+    (STUDY, 'COUNTED = ("settlement", "reversal")', 'COUNTED = ("settlement",)', "tally: reversals left out"),
+    (STUDY, "return ordered[max(rank, 1) - 1]", "return ordered[min(rank, len(ordered) - 1)]",
+     "percentile: rank off by one"),
+    (STUDY, "quantize(Decimal(1), ROUND_HALF_UP))", "quantize(Decimal(1), 'ROUND_HALF_EVEN'))", "mean: half-even"),
+    (STUDY, "if cap and paid >= cap]", "if cap and paid > cap]", "caps: at the cap not counted"),
+    (STUDY, '        if kind == "settlement":  # a reversal', '        if True:  # a reversal',
+     "tally: a reversal's month counted"),
 ]
 
 # Survivors judged equivalent (no input tells them apart), with the reason.

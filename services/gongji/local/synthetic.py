@@ -2,12 +2,16 @@
 and retired persons with family bindings and family-doctor contracts, opening balances and monthly
 credits, claims with 甲/乙/丙 lines, limit prices and non-medical goods, cross-region visits,
 day surgery (日间手术, Erenhot's insured), reversals and resends. Deterministic for a seed. Events are (event_type, wire dict) pairs.
+`gongji synthetic` writes a year of it as the JSON lines replay and simulate read.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import random
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -203,3 +207,42 @@ class Traffic:
                 yield "claim", self.rng.choice(self._claims[-50:])  # a hospital resending its request
             else:
                 yield self.claim()
+
+    def whole_year(self, claims: int, reversals: float = 0.02, resends: float = 0.02) -> Iterator[tuple[str, dict]]:
+        """A calendar year in time order: the registry, the opening balances, then month by month
+        each person's monthly credit (January's base all year) and the month's claims, reversals and
+        resends by setl_time (a reversal dated into the next year comes last)."""
+        yield from self.registry()
+        bases: dict[str, Decimal] = {}
+        for kind, credit in self.openings():
+            if credit["crdt_type"] == "monthly":
+                bases[credit["psn_no"]] = credit["crdt_base"]
+            else:
+                yield kind, credit
+        events = sorted(self.stream(claims, reversals, resends), key=lambda event: event[1]["setl_time"])
+        position = 0
+        for month in range(1, 13):
+            ym = f"{self.year}-{month:02d}"
+            for psn_no, base in bases.items():
+                yield "credit", {"credit_id": f"{psn_no}-{self.year}{month:02d}", "psn_no": psn_no, "ym": ym,
+                                 "crdt_type": "monthly", "crdt_base": base, "amount": None}
+            while position < len(events) and (month == 12 or events[position][1]["setl_time"][:7] <= ym):
+                yield events[position]
+                position += 1
+
+
+def json_line(kind: str, data: dict) -> str:
+    """One event as replay's JSON line: money and counts as strings ("12.30"), never floats."""
+    return json.dumps({"event_type": kind, **data}, ensure_ascii=False, default=str)
+
+
+def command(args: argparse.Namespace, resolve: Callable) -> None:
+    """`gongji synthetic`: a year of traffic for both seed regions as JSON lines, on stdout or --out."""
+    traffic = Traffic(persons=args.persons, seed=args.seed, year=args.year, family=args.family)
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+    try:
+        for kind, data in traffic.whole_year(args.claims):
+            out.write(json_line(kind, data) + "\n")
+    finally:
+        if args.out:
+            out.close()

@@ -285,6 +285,11 @@ def parse_policy(text: str, source: str) -> RegionPolicy:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise PolicyError(f"{source}: not valid TOML: {error}") from None
+    return policy_from_raw(raw, source)
+
+
+def policy_from_raw(raw: Mapping[str, Any], source: str) -> RegionPolicy:
+    """A policy file's parsed TOML as a RegionPolicy (gongji simulate lays a study's change over it)."""
     raw_versions = raw.get("versions")
     if not isinstance(raw_versions, list) or not raw_versions:
         raise PolicyError(f"{source}: field 'versions': at least one [[versions]] table is required")

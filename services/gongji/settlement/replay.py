@@ -30,14 +30,15 @@ from gongji.settlement.memory_store import MemoryStore
 
 async def replay_lines(lines: Iterable[str | bytes], book: PolicyBook, errors: IO[str] = sys.stderr,
                        batch: int = 1, bounds: Bounds = DEFAULT_BOUNDS,
-                       now: datetime | None = None, rules: Rules = settlement_rules) -> AsyncIterator[dict]:
+                       now: datetime | None = None, rules: Rules = settlement_rules,
+                       store: MemoryStore | None = None) -> AsyncIterator[dict]:
     """Settle each line in order; yields the output events as JSON-ready dicts. `batch` events are
     handed to the Settler at a time, as the service's polls do: the results are the same for any
     size (`gongji replay --batch N` lets anyone check it). `now` is the present that setl_time is
     judged against (the wall clock at the start if None); `rules` are gongji.settlement.rules but in
-    a test that plants a bug."""
+    a test that plants a bug; `store`: the state to start from and leave behind (default: empty)."""
     now = now or datetime.now(timezone.utc)
-    settler = Settler(MemoryStore(), book, rules)
+    settler = Settler(store if store is not None else MemoryStore(), book, rules)
     pending: list[tuple[int, Event]] = []
 
     async def flush() -> list[Output]:

@@ -99,9 +99,9 @@ def items(text: str) -> Iterator[tuple[int, CatalogueItem | str]]:
         if len(row) != len(names):
             yield number, f"{len(row)} cells, the header has {len(names)}"
             continue
-        data = {name: (cell if cell != "" else None) for name, cell in zip(names, row)}
+        data = {name: cell for name, cell in zip(names, row) if cell != ""}  # empty: the default
         try:
-            data["chrgitm_lv"] = _level(data["chrgitm_lv"])
+            data["chrgitm_lv"] = _level(data.get("chrgitm_lv"))
             item = CatalogueItem.model_validate(data)
         except ValidationError as error:  # the row's own checks name no field: their message does
             yield number, re.sub(r"(^|; )event: ", r"\1", describe(error)).replace("Value error, ", "")

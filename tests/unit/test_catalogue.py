@@ -16,6 +16,7 @@ from gongji.local.catalogue import items
 from gongji.local.synthetic import CATALOGUE, Traffic
 from gongji.settlement.catalogue import CatalogueItem
 from gongji.settlement.codec import from_output, to_event, to_wire
+from gongji.settlement.domain import Rejection
 from gongji.settlement.events import FeeLine
 from gongji.settlement.memory_store import MemoryStore
 from gongji.settlement.settler import Settler
@@ -261,3 +262,28 @@ def test_a_catalogue_item_goes_through_the_one_mapper_both_ways():
     bad = to_event("catalogue", {**to_wire(item), "enddate": "2022-12-31"})
     assert bad.err_code == "INVALID_CLAIM" and "enddate 2022-12-31 is before begndate 2023-01-01" in bad.err_msg
     assert "yyyy-MM-dd" in to_event("catalogue", {**to_wire(item), "begndate": "20230101"}).err_msg
+
+
+def test_synthetic_traffic_leaves_a_share_of_lines_to_the_catalogue_and_settles_as_if_it_had_sent_them():
+    """`gongji demo`'s traffic (unclassified=0.25): the registry carries the sample catalogues, a
+    quarter of the medical lines come without their class, and the results are those of the same
+    lines with the classes the traffic's own CATALOGUE gives them."""
+    traffic = Traffic(persons=80, seed=21, family=0.2, unclassified=0.25)
+    sent = traffic.registry() + traffic.openings() + list(traffic.stream(800, reversals=0.03, resends=0.03))
+    assert sum(kind == "catalogue" for kind, _ in traffic.registry()) == len(sample_catalogue())
+    lines = [line for kind, data in sent if kind == "claim" for line in data["fee_details"] if not line["non_med_flag"]]
+    share = sum(line["chrgitm_lv"] is None for line in lines) / len(lines)
+    assert 0.2 < share < 0.3, share
+    known = {code: (level, Decimal(prop) if prop else None, Decimal(limit) if limit else None)  # CLASSIFICATION
+             for code, _name, level, _price, limit, prop, _non_med in CATALOGUE}
+    known["XT13"] = ("01", None, None)
+
+    def restored(data: dict) -> dict:
+        return {**data, "fee_details": [line if line["chrgitm_lv"] else {
+            **line, **dict(zip(CLASSIFICATION, known[line["med_list_codg"]]))} for line in data["fee_details"]]}
+    events = [to_event(kind, data) for kind, data in sent]
+    assert not [event for event in events if isinstance(event, Rejection)]
+    results = settle(events, (200,))
+    assert not [wire for kind, wire in results if kind == "rejection" and wire["err_code"] == "UNKNOWN_ITEM"]
+    assert results == settle([to_event(kind, restored(data) if kind == "claim" else data) for kind, data in sent
+                              if kind != "catalogue"], (200,))

@@ -2,21 +2,26 @@
 rows, signed, reach the settlement service on registry.catalogue and are stored as its own Redis
 user may; claims whose lines leave the classification out then settle as replay settles the same
 claims classified; a mismatch is refused naming the line; a key limited to one region cannot load
-another's catalogue."""
+another's catalogue; `gongji settlement rebuild` restores the catalogue from its compacted topic
+and finds the same results."""
 
 from __future__ import annotations
 
 import copy
+from decimal import Decimal
 from pathlib import Path
 
+from gongji.common.redis import client_for
 from gongji.local.catalogue import items, load
 from gongji.local.launch import encode
 from gongji.local.synthetic import Traffic
 from gongji.settlement.codec import from_output, json_ready, to_event, to_wire
 from gongji.settlement.memory_store import MemoryStore
 from gongji.settlement.policy import load_policy_book
+from gongji.settlement.rebuild import rebuild
+from gongji.settlement.redis_store import RedisStore
 from gongji.settlement.settler import Settler
-from tests.integration.support import CATALOG, by_claim, collect, running_service, settings_for, wait_registered
+from tests.integration.support import CATALOG, as_service, by_claim, collect, running_service, settings_for, wait_registered
 from tests.integration.test_signed_input import keys_file, send
 
 SAMPLES = Path(__file__).parents[2] / "services" / "gongji" / "settlement" / "catalogues"
@@ -80,3 +85,16 @@ async def test_loaded_catalogue_classifies_claims_on_the_stack_as_replay_does(st
     assert mismatch["err_code"] == "INVALID_CLAIM"
     assert mismatch["err_msg"].startswith(f"fee_details.{position} (feedetl_sn {line['feedetl_sn']}, "
                                           f"item {line['med_list_codg']}): chrgitm_lv {line['chrgitm_lv']} "), mismatch
+
+    # Redis lost: the rebuild, as the service whose state it is, restores the catalogue too, and
+    # settling again with it gives exactly what was published.
+    settings = as_service(settings, "settlement")
+    client = client_for(settings)
+    try:
+        report = await rebuild(settings, CATALOG, load_policy_book(), client, force=True)
+        stored = await RedisStore(client, settings.key_prefix).read_catalogue({("152501", "XD04"), ("990100", "XD04")})
+    finally:
+        await client.aclose()
+    assert report.markers_written and not report.differences, report.lines()
+    assert report.unanswered == 1  # the row the region-limited key sent for 990100
+    assert {item.selfpay_prop for versions in stored.values() for item in versions} == {Decimal("0.10")}

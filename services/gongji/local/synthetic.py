@@ -199,9 +199,12 @@ class Traffic:
 
 def sample_catalogue() -> list[dict]:
     """The seed regions' sample catalogues (settlement/catalogues/*.csv) as catalogue events' wire dicts."""
-    from gongji.local.catalogue import items
+    import csv
+
+    from gongji.settlement.catalogue import CatalogueItem
     from gongji.settlement.codec import to_wire
 
     folder = files("gongji.settlement").joinpath("catalogues")
-    return [to_wire(item) for region in REGIONS
-            for _, item in items(folder.joinpath(f"{region}.csv").read_text(encoding="utf-8"))]
+    return [to_wire(CatalogueItem.model_validate({name: cell for name, cell in row.items() if cell != ""}))
+            for region in REGIONS
+            for row in csv.DictReader(folder.joinpath(f"{region}.csv").read_text(encoding="utf-8").splitlines())]

@@ -287,3 +287,27 @@ def test_synthetic_traffic_leaves_a_share_of_lines_to_the_catalogue_and_settles_
     assert not [wire for kind, wire in results if kind == "rejection" and wire["err_code"] == "UNKNOWN_ITEM"]
     assert results == settle([to_event(kind, restored(data) if kind == "claim" else data) for kind, data in sent
                               if kind != "catalogue"], (200,))
+
+
+class Counting(MemoryStore):
+    def __init__(self):
+        super().__init__()
+        self.asked: list[set] = []
+
+    async def read_catalogue(self, wants):
+        self.asked.append(set(wants))
+        return await super().read_catalogue(wants)
+
+
+def test_a_step_reads_each_catalogue_entry_once_whatever_its_passes():
+    """The entries a step's claims need are read once, after its first snapshot, and kept for its
+    later passes (a family claim waits for the second pass): one extra round trip a step."""
+    store = Counting()
+    holder, member = person("H-1"), person("M-1", mulaid_holder_psn_no="H-1", mulaid_relation="spouse")
+    events = [*REGISTRY, holder, member, entry("XD04", "02", "0.10"), entry("XA01", "01", None),
+              claim(fee("XD04", "100.00"), claim_id="C-family", psn_no="M-1", fixmedins_code="H-E", acct_used_flag="1"),
+              claim(fee("XD04", "100.00"), fee("XA01", "10.00", sn="2"), claim_id="C-own", psn_no="P-E",
+                    fixmedins_code="H-E")]
+    outputs = asyncio.run(Settler(store, BOOK).handle(events))
+    assert [output.value.claim_id for output in outputs] == ["C-family", "C-own"]
+    assert store.asked == [{(ERENHOT, "XD04"), (ERENHOT, "XA01")}]

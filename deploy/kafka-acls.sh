@@ -30,6 +30,7 @@ acl gongji-settlement Read topic "${P}claims"
 acl gongji-settlement Read topic "${P}accounts.credits"
 acl gongji-settlement Read topic "${P}registry.persons"
 acl gongji-settlement Read topic "${P}registry.institutions"
+acl gongji-settlement Read topic "${P}registry.catalogue"
 acl gongji-settlement Read topic "${P}schemas"
 acl gongji-settlement Read topic "${P}settlements"
 acl gongji-settlement Read topic "${P}inquiries"
@@ -68,7 +69,7 @@ acl gongji-dashboard Read topic "${P}registry.institutions"
 acl gongji-dashboard Read topic "${P}fraud.signals"
 acl gongji-dashboard Read topic "${P}clearing.statements"
 acl gongji-dashboard Read topic "${P}dead-letters"
-for topic in claims accounts.credits registry.persons schemas inquiries inquiry-results; do
+for topic in claims accounts.credits registry.persons registry.catalogue schemas inquiries inquiry-results; do
   acl gongji-dashboard Describe topic "${P}$topic"
 done
 for group in gongji-settlement gongji-ledger gongji-clearing "${P}gongji-fraud"; do
@@ -83,8 +84,8 @@ acl gongji-gateway Read topic "${P}settlements"
 acl gongji-gateway Read topic "${P}inquiry-results"
 
 # `gongji topics create` / `describe`: creates the topics and reads their configs; nothing else.
-for topic in claims registry.persons registry.institutions accounts.credits settlements fraud.signals \
-    clearing.statements dead-letters schemas inquiries inquiry-results; do
+for topic in claims registry.persons registry.institutions registry.catalogue accounts.credits settlements \
+    fraud.signals clearing.statements dead-letters schemas inquiries inquiry-results; do
   acl gongji-topics Create topic "${P}$topic"
   acl gongji-topics Describe topic "${P}$topic"
   acl gongji-topics DescribeConfigs topic "${P}$topic"
@@ -96,3 +97,4 @@ acl gongji-input Write topic "${P}claims"
 acl gongji-input Write topic "${P}accounts.credits"
 acl gongji-input Write topic "${P}registry.persons"
 acl gongji-input Write topic "${P}registry.institutions"
+acl gongji-input Write topic "${P}registry.catalogue"

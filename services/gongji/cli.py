@@ -35,6 +35,7 @@ COMMANDS = {
     "synthetic": "gongji.local.synthetic:command",
     "bench": "gongji.local.commands:bench",
     "publish": "gongji.local.publish:command",
+    "catalogue": "gongji.local.catalogue:command",
     "tail": "gongji.local.tail:command",
     "call": "gongji.gateway.client:command",
 }
@@ -204,6 +205,14 @@ def parser() -> argparse.ArgumentParser:
                      help="send without waiting for the settlement group (by default a line that depends on an "
                           "earlier one on another topic or key waits until settlement has taken it, so results are "
                           "replay's); Kafka then keeps only each topic and key's order")
+    cat = commands.add_parser("catalogue", help="the centre's catalogue (就医地目录): load a CSV onto registry.catalogue")
+    cat.add_argument("action", choices=["load"], help="load: validate the rows and send the good ones")
+    cat.add_argument("files", nargs="+", metavar="FILE",
+                     help="CSV with a header: admdvs, med_list_codg, begndate, chrgitm_lv, and optionally enddate, "
+                          "selfpay_prop, pric_uplmt_amt, vali_flag, hilist_name (README, \"The centre's catalogue\")")
+    cat.add_argument("--check", action="store_true", help="validate every row and send nothing")
+    cat.add_argument("--no-wait", action="store_true",
+                     help="return once the broker has the rows, without waiting for the settlement group to take them")
     tail = commands.add_parser("tail", help="a Gongji topic decoded to JSON lines")
     tail.add_argument("topic", help="settlements, claims, registry.persons, dead-letters, …")
     tail.add_argument("--from-beginning", action="store_true",

@@ -378,7 +378,7 @@ def test_publish_and_tail_on_the_stack_agree_with_replay(tmp_path):
         assert published.returncode == 1, published.stderr[-3000:]  # one line refused: the rest went
         assert published.stderr.splitlines()[0].startswith(
             "line 14: invalid claim: fee_details.0.det_item_fee_sumamt"), published.stderr[-3000:]
-        assert published.stderr.splitlines()[-1].startswith("gongji publish: 17 sent (")
+        assert published.stderr.splitlines()[-1].startswith("gongji publish: 19 sent (")
         tailed = run("tail", "settlements", "--from-beginning", "--until-idle", "5", env=env)
         assert tailed.returncode == 0, tailed.stderr
         replayed = run("replay", sample, cwd=ROOT)
@@ -386,6 +386,6 @@ def test_publish_and_tail_on_the_stack_agree_with_replay(tmp_path):
             return sorted(json.dumps(json.loads(line), sort_keys=True, ensure_ascii=False) for line in lines)
 
         expected = [line for line in replayed.stdout.splitlines() if '"INVALID_CLAIM"' not in line]
-        assert same(tailed.stdout.splitlines()) == same(expected) and len(expected) == 11
+        assert same(tailed.stdout.splitlines()) == same(expected) and len(expected) == 12
     finally:
         run("stack", "down", env=env)

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import date
 from decimal import Decimal
 
 
+from gongji.settlement.catalogue import CatalogueItem
 from gongji.settlement.domain import (
     ClaimRecord,
     CreditApplied,
@@ -294,3 +296,32 @@ async def test_a_grant_on_application_and_a_preferential_payment_round_trip(stor
     assert await store.commit([Commit("P1", "", new, claim_key("C1"), kept)]) == [Status.OK]
     snap = await store.read({"P1"}, set(), {("P1", claim_key("C1"))})
     assert snap.states["P1"] == new and snap.records[("P1", "c:C1")] == kept
+
+
+ITEM = CatalogueItem(admdvs="152501", med_list_codg="XH08", begndate="2023-01-01", chrgitm_lv="02",
+                     selfpay_prop="0.05", pric_uplmt_amt="220.5", hilist_name="CT 平扫")
+
+
+def by_day(versions) -> list:
+    return sorted(versions, key=lambda item: item.begndate)
+
+
+async def test_catalogue_versions_round_trip_per_region_and_item(store):
+    """就医地目录: every version of an item in a region comes back (the settlement user may write and
+    read `cat:*`); the same key loaded again replaces its version; other regions and items keep apart."""
+    wants = {("152501", "XH08"), ("990100", "XH08"), ("152501", "XH08:2")}
+    assert await store.read_catalogue(wants) == {want: () for want in wants}
+    later = ITEM.model_copy(update={"begndate": date(2023, 7, 1), "enddate": date(2023, 12, 31),
+                                    "pric_uplmt_amt": Decimal("200")})
+    elsewhere = ITEM.model_copy(update={"admdvs": "990100", "selfpay_prop": Decimal("0.3"), "hilist_name": None})
+    separators = ITEM.model_copy(update={"med_list_codg": "XH08:2", "chrgitm_lv": "01", "selfpay_prop": None})
+    await store.put_catalogue([ITEM, later, elsewhere, separators])
+    found = await store.read_catalogue(wants)
+    assert by_day(found[("152501", "XH08")]) == [ITEM, later]
+    assert found[("990100", "XH08")] == (elsewhere,) and found[("152501", "XH08:2")] == (separators,)
+    withdrawn = later.model_copy(update={"vali_flag": "0"})
+    await store.put_catalogue([withdrawn])
+    assert by_day((await store.read_catalogue({("152501", "XH08")}))[("152501", "XH08")]) == [ITEM, withdrawn]
+    (stored, _) = by_day((await store.read_catalogue({("152501", "XH08")}))[("152501", "XH08")])
+    assert (stored.begndate, stored.selfpay_prop, stored.pric_uplmt_amt) == (
+        date(2023, 1, 1), Decimal("0.05"), Decimal("220.5"))

@@ -104,6 +104,9 @@ RECORDS: dict[str, dict[str, Any]] = {
                "mulaid_holder_psn_no": "15250100000000000041", "mulaid_relation": "spouse",
                "psn_idet_type": None, "chronic_diseases": ["M03900", "M01600"]},
     "Claim": CLAIM,
+    "CatalogueItem": {"admdvs": "152501", "med_list_codg": "XH08", "begndate": "2023-01-01", "enddate": None,
+                      "chrgitm_lv": "02", "selfpay_prop": D("0.0500"), "pric_uplmt_amt": D("220.000000"),
+                      "vali_flag": "1", "hilist_name": "CT 平扫"},
     "Reversal": {"claim_id": "990100-H0001-20230302-000003", "orig_claim_id": CLAIM["claim_id"],
                  "psn_no": CLAIM["psn_no"], "setl_time": "2024-01-03T09:00:00+08:00"},
     "Credit": {"credit_id": "CR-152501-202301-0042", "psn_no": "15250100000000000042",
@@ -172,6 +175,8 @@ FIELD_NAMES = {
                   "det_item_fee_sumamt", "cnt", "pric", "pric_uplmt_amt", "selfpay_prop",
                   "non_med_flag"],
     "Reversal": ["claim_id", "orig_claim_id", "psn_no", "setl_time"],
+    "CatalogueItem": ["admdvs", "med_list_codg", "begndate", "enddate", "chrgitm_lv", "selfpay_prop",
+                      "pric_uplmt_amt", "vali_flag", "hilist_name"],
     "Credit": ["credit_id", "psn_no", "ym", "crdt_type", "amount", "crdt_base"],
     "Settlement": SETTLEMENT_NAMES,
     "SetlDetail": ["fund_pay_type", "fund_payamt", "crt_payb_lmt_amt", "setl_proc_info"],
@@ -194,6 +199,8 @@ FIELD_NAMES = {
 }
 OPTIONAL = {
     ("FeeDetail", "pric_uplmt_amt"), ("FeeDetail", "selfpay_prop"), ("FeeDetail", "non_med_flag"),
+    ("FeeDetail", "chrgitm_lv"), ("CatalogueItem", "enddate"), ("CatalogueItem", "selfpay_prop"),
+    ("CatalogueItem", "pric_uplmt_amt"), ("CatalogueItem", "hilist_name"),
     ("Person", "fd_fixmedins_code"), ("Person", "mulaid_holder_psn_no"),
     ("Person", "mulaid_relation"), ("Person", "psn_idet_type"), ("Person", "chronic_diseases"),
     ("Person", "cvlserv_flag"), ("Person", "chronic_since"), ("Person", "brdy"), ("Claim", "dise_codg"),
@@ -401,7 +408,8 @@ def test_header_is_marker_and_little_endian_fingerprint(catalog: SchemaCatalog, 
     assert data[2:10] == catalog.fingerprint(name) == fingerprint_of(load_packaged_schema(
         {"ReversalResult": "reversal_result", "CreditResult": "credit_result",
          "DeadLetter": "dead_letter", "ClearingStatement": "clearing_statement",
-         "FraudSignal": "fraud_signal", "AccumulatorQuery": "accumulator_query"}.get(name, name.lower()) + ".avsc"))
+         "FraudSignal": "fraud_signal", "AccumulatorQuery": "accumulator_query",
+         "CatalogueItem": "catalogue_item"}.get(name, name.lower()) + ".avsc"))
     body = io.BytesIO()
     fastavro.schemaless_writer(body, catalog.schema(name), RECORDS[name])
     assert data[10:] == body.getvalue()
@@ -424,7 +432,7 @@ def test_current_claim_only_adds_optional_fields_to_v1() -> None:
     old = schema_records(load_packaged_schema("history/claim.v1.avsc"))
     new = schema_records(load_packaged_schema("claim.avsc"))
     assert old.keys() == new.keys() == {"Claim", "FeeDetail"}
-    added = []
+    added, relaxed = [], []
     for rec_name, old_rec in old.items():
         old_fields = {f["name"]: f for f in old_rec["fields"]}
         new_fields = {f["name"]: f for f in new[rec_name]["fields"]}
@@ -433,6 +441,8 @@ def test_current_claim_only_adds_optional_fields_to_v1() -> None:
             if name in old_fields:
                 if name == "fee_details":  # the array itself; its FeeDetail items are compared apart
                     assert field["type"]["type"] == old_fields[name]["type"]["type"] == "array"
+                elif field["type"] == ["null", old_fields[name]["type"]] and field["default"] is None:
+                    relaxed.append(f"{rec_name}.{name}")  # made optional: old data still resolves
                 else:
                     assert field["type"] == old_fields[name]["type"], f"{name} changed"
                     assert field.get("default") == old_fields[name].get("default"), f"{name} default"
@@ -440,6 +450,7 @@ def test_current_claim_only_adds_optional_fields_to_v1() -> None:
                 assert field["type"][0] == "null" and field["default"] is None, name
                 added.append(f"{rec_name}.{name}")
     assert added == ["Claim.dise_codg", "Claim.rx_fixmedins_code", "Claim.oprn_oprt_code", "FeeDetail.non_med_flag"]
+    assert relaxed == ["FeeDetail.chrgitm_lv"]  # version 4: classified by the catalogue when null
     assert fingerprint_of(load_packaged_schema("history/claim.v1.avsc")) != fingerprint_of(
         load_packaged_schema("claim.avsc"))
 
@@ -731,3 +742,23 @@ def test_persons_written_before_assistance_on_application_decode_without_it(cata
     name, person = catalog.decode(old_bytes)
     assert name == "Person" and person.get("aid_idet_type") is None and person.get("aid_enddate") is None
     assert person["psn_idet_type"] == RECORDS["Person"].get("psn_idet_type")
+
+
+def test_claims_written_before_version_4_decode_with_their_classification(catalog: SchemaCatalog) -> None:
+    """Version 4 made FeeDetail.chrgitm_lv optional (the catalogue classifies a line without it);
+    claims already on the topic, written with version 3 (history/claim.v3.avsc), decode unchanged. A
+    version 3 reader that registered version 4 reads classified lines, and refuses a line without its
+    class rather than making one up: readers of claims move to version 4 first."""
+    v3 = SchemaCatalog(current=[load_packaged_schema("history/claim.v3.avsc")], history=[])
+    old_bytes = v3.encode("Claim", CLAIM)
+    assert old_bytes[2:10] != catalog.fingerprint("Claim")
+    assert catalog.decode(old_bytes) == ("Claim", catalog.decode(catalog.encode("Claim", CLAIM))[1])
+    assert [line["chrgitm_lv"] for line in catalog.decode(old_bytes)[1]["fee_details"]] == [
+        line["chrgitm_lv"] for line in CLAIM["fee_details"]]
+    v3.register(json.dumps(load_packaged_schema("claim.avsc"), ensure_ascii=False))
+    assert v3.decode(catalog.encode("Claim", CLAIM))[1]["fee_details"][0]["chrgitm_lv"] == \
+        CLAIM["fee_details"][0]["chrgitm_lv"]
+    unclassified = {**CLAIM, "fee_details": [{**line, "chrgitm_lv": None} for line in CLAIM["fee_details"]]}
+    assert catalog.decode(catalog.encode("Claim", unclassified))[1]["fee_details"][0]["chrgitm_lv"] is None
+    with pytest.raises(DecodeError):
+        v3.decode(catalog.encode("Claim", unclassified))

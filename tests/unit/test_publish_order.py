@@ -58,9 +58,9 @@ def test_a_family_members_claim_on_the_holders_account_writes_the_holders_state(
         (set(), {"registry:H0001"}), (set(), {"registry:M0001"}), (set(), {"registry:X0001"}),
         ({"registry:H0001"}, {"person:H0001"}),
         # draws on the holder's account
-        ({"registry:M0001", "registry:H0001", "institution:H1"}, {"person:M0001", "person:H0001"}),
-        ({"registry:M0001", "institution:H1"}, {"person:M0001"}),  # acct_used_flag 0: not the holder's
-        ({"registry:X0001", "institution:H1"}, {"person:X0001"}),
+        ({"registry:M0001", "registry:H0001", "institution:H1", "catalogue"}, {"person:M0001", "person:H0001"}),
+        ({"registry:M0001", "institution:H1", "catalogue"}, {"person:M0001"}),  # acct_used_flag 0: not the holder's
+        ({"registry:X0001", "institution:H1", "catalogue"}, {"person:X0001"}),
         ({"registry:M0001", "registry:H0001"}, {"person:M0001", "person:H0001"}),  # gives back to that account
         ({"registry:M0001"}, {"person:M0001"}),
         (set(), {"institution:H1"})]
@@ -77,7 +77,21 @@ def test_a_dual_channel_claim_reads_its_prescribers_registry_entry():
     """双通道: a claim naming the prescribing institution waits for that institution's line too."""
     dual = {**claim("C-1", "P1", acct_used_flag="0", fixmedins_code="RX1"), "med_type": "14",
             "dise_codg": "N18.5", "rx_fixmedins_code": "H1"}
-    assert subjects(dual) == [({"registry:P1", "institution:RX1", "institution:H1"}, {"person:P1"})]
+    assert subjects(dual) == [({"registry:P1", "institution:RX1", "institution:H1", "catalogue"}, {"person:P1"})]
+
+
+def test_a_catalogue_line_comes_between_the_claims_before_and_after_it():
+    """就医地目录: every claim reads the catalogue (its region is its institution's, known only to
+    settlement), so a catalogue line waits for the claims before it and the claims after it for it."""
+    item = {"event_type": "catalogue", "admdvs": "152501", "med_list_codg": "XF06", "begndate": "2023-01-01",
+            "chrgitm_lv": "01"}
+    found = subjects(claim("C-1", "P1"), item, claim("C-2", "P2"))
+    assert found == [({"registry:P1", "institution:H1", "catalogue"}, {"person:P1"}), (set(), {"catalogue"}),
+                     ({"registry:P2", "institution:H1", "catalogue"}, {"person:P2"})]
+    graph = Dependencies()
+    lines = [line("claims", "P1"), line("registry.catalogue", "152501:XF06:2023-01-01"), line("claims", "P2")]
+    after = [graph.of(each, *subject) for each, subject in zip(lines, found)]
+    assert after == [[], [lines[0]], [lines[1]]]
 
 
 def line(topic: str, key: str) -> Line:

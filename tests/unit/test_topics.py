@@ -20,11 +20,12 @@ def test_every_contract_topic_with_registries_compacted_and_the_rest_retained():
     settings = Settings(partitions=12, replication_factor=3, topic_min_insync_replicas=2,
                         topic_retention_ms=7 * DAY, topic_long_retention_ms=90 * DAY)
     specs = {spec.name: spec for spec in topic_specs(settings)}
-    assert set(specs) == {"claims", "registry.persons", "registry.institutions", "accounts.credits", "settlements",
+    assert set(specs) == {"claims", "registry.persons", "registry.institutions", "registry.catalogue",
+                          "accounts.credits", "settlements",
                           "fraud.signals", "clearing.statements", "dead-letters", "schemas", "inquiries",
                           "inquiry-results"}
     assert {(s.partitions, s.replication_factor) for s in specs.values()} == {(12, 3)}
-    for name in ("registry.persons", "registry.institutions", "schemas"):
+    for name in ("registry.persons", "registry.institutions", "registry.catalogue", "schemas"):
         assert specs[name].configs == {"cleanup.policy": "compact", "min.insync.replicas": "2"}
     for name in ("claims", "accounts.credits", "settlements", "fraud.signals", "inquiries", "inquiry-results"):
         assert specs[name].configs == {"cleanup.policy": "delete", "retention.ms": str(7 * DAY),

@@ -22,6 +22,7 @@ class Topics(BaseModel):
     claims: str = "claims"
     persons: str = "registry.persons"
     institutions: str = "registry.institutions"
+    catalogue: str = "registry.catalogue"  # the centre's catalogue (就医地目录), one record per item version
     credits: str = "accounts.credits"
     settlements: str = "settlements"
     fraud_signals: str = "fraud.signals"
@@ -52,7 +53,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     latest value per key is the state, kept for ever); `dead-letters` and `clearing.statements`
     kept `topic_long_retention_ms`; every other topic `topic_retention_ms`."""
     topics = settings.topics
-    compacted = {topics.persons, topics.institutions, topics.schemas}
+    compacted = {topics.persons, topics.institutions, topics.catalogue, topics.schemas}
     long_kept = {topics.dead_letters, topics.clearing_statements}
     specs = []
     for name in dict.fromkeys(getattr(topics, f) for f in type(topics).model_fields):
@@ -70,8 +71,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 #: Which topics each service reads or writes (Topics field names): it creates any missing on
 #: start-up, so none is left to a broker's auto-creation defaults.
 SERVICE_TOPICS: Mapping[str, tuple[str, ...]] = {
-    "settlement": ("claims", "credits", "persons", "institutions", "settlements", "dead_letters", "schemas",
-                   "inquiries", "inquiry_results"),
+    "settlement": ("claims", "credits", "persons", "institutions", "catalogue", "settlements", "dead_letters",
+                   "schemas", "inquiries", "inquiry_results"),
     "ledger": ("settlements", "dead_letters"),
     "clearing": ("settlements", "clearing_statements", "dead_letters"),
     "fraud": ("settlements", "claims", "fraud_signals", "dead_letters"),
@@ -86,6 +87,7 @@ SETTLEMENT_INPUTS: Mapping[str, frozenset[str]] = {
     "credits": frozenset({"Credit"}),
     "persons": frozenset({"Person"}),
     "institutions": frozenset({"Institution"}),
+    "catalogue": frozenset({"CatalogueItem"}),
 }
 
 #: The gateway's questions settlement answers on `inquiry_results` without changing any state: a

@@ -20,7 +20,7 @@ SHANGHAI = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 #: Avro record name of each input event (claims, registry.*, accounts.credits), by kind.
 INPUT_RECORDS = {"institution": "Institution", "person": "Person", "claim": "Claim", "reversal": "Reversal",
-                 "credit": "Credit"}
+                 "credit": "Credit", "catalogue": "CatalogueItem"}
 RECORD_INPUTS = {record: kind for kind, record in INPUT_RECORDS.items()}
 #: Avro record name of each result on `settlements`, by kind (the gongji-type header).
 OUTPUT_RECORDS = {"settlement": "Settlement", "reversal": "ReversalResult", "rejection": "Rejection",

@@ -139,9 +139,10 @@ def claim_record(ident: str, fixmedins_code: str, data: dict, inf_time: Any = No
 
     data: psn_no, mdtrt_id, med_type, insutype (default "310"), acct_used_flag (default "0"),
     setl_time (default the envelope's inf_time), optional dise_codg and oprn_oprt_code (日间手术), and
-    `feedetail`: the visit's 2204 fee lines (feedetl_sn, med_list_codg, list_type, chrgitm_lv,
-    det_item_fee_sumamt, cnt, pric, optional pric_uplmt_amt, selfpay_prop, non_med_flag). Settlement
-    judges the rest (bounds, sums)."""
+    `feedetail`: the visit's 2204 fee lines (feedetl_sn, med_list_codg, list_type, det_item_fee_sumamt,
+    cnt, pric, optional chrgitm_lv, pric_uplmt_amt, selfpay_prop, non_med_flag: a line without
+    chrgitm_lv is classified by the treatment region's catalogue). Settlement judges the rest (bounds,
+    sums, the catalogue)."""
     where = "input.data."
     when = data.get("setl_time") if data.get("setl_time") not in (None, "") else inf_time
     lines = data.get("feedetail")
@@ -154,7 +155,7 @@ def claim_record(ident: str, fixmedins_code: str, data: dict, inf_time: Any = No
             raise Refused(f"{at[:-1]}: an object is required")
         fee_details.append({
             "feedetl_sn": _text(line, "feedetl_sn", at), "med_list_codg": _text(line, "med_list_codg", at),
-            "list_type": _text(line, "list_type", at), "chrgitm_lv": _text(line, "chrgitm_lv", at),
+            "list_type": _text(line, "list_type", at), "chrgitm_lv": _text(line, "chrgitm_lv", at, required=False),
             "det_item_fee_sumamt": _quantized(_number(line, "det_item_fee_sumamt", at), "0.01",
                                               f"{at}det_item_fee_sumamt"),
             "cnt": _quantized(_number(line, "cnt", at), "0.0001", f"{at}cnt"),

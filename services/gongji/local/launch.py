@@ -28,6 +28,7 @@ from gongji.local.processes import Started, die_with_parent, free_port, wait_sta
 from gongji.local.stack import LocalStack, stack_settings
 from gongji.local.tls import as_principal, principal
 from gongji.settings import Settings
+from gongji.settlement.catalogue import record_key
 
 #: A topic message ready to send: (topic, key, value, id of the event: claim_id, credit_id or key,
 #: headers: its type, and its signature when a key is configured).
@@ -175,7 +176,7 @@ def input_topic(settings: Settings, kind: str) -> str:
     """The topic an input event of type `kind` goes to (CONTRACT.md, "Topics")."""
     topics = settings.topics
     return {"claim": topics.claims, "reversal": topics.claims, "credit": topics.credits,
-            "person": topics.persons, "institution": topics.institutions}[kind]
+            "person": topics.persons, "institution": topics.institutions, "catalogue": topics.catalogue}[kind]
 
 
 async def prepare_topics(settings: Settings) -> None:
@@ -186,11 +187,13 @@ async def prepare_topics(settings: Settings) -> None:
 
 def encode(catalog: SchemaCatalog, settings: Settings, events: Iterable[tuple[str, dict]],
            signer: Key | None = None) -> list[Row]:
-    """Input events as topic messages, keyed by psn_no (institutions by fixmedins_code), signed by
-    `signer` when given (gongji.common.signing.signer(settings): the configured key)."""
+    """Input events as topic messages, keyed by psn_no (institutions by fixmedins_code, catalogue
+    items by region, item and first day), signed by `signer` when given
+    (gongji.common.signing.signer(settings): the configured key)."""
     rows = []
     for kind, data in events:
-        key = data["fixmedins_code"] if kind == "institution" else data["psn_no"]
+        key = data["fixmedins_code"] if kind == "institution" else record_key(
+            data["admdvs"], data["med_list_codg"], str(data["begndate"])) if kind == "catalogue" else data["psn_no"]
         ident = data.get("claim_id") or data.get("credit_id") or key
         rows.append(row(settings, kind, key.encode(), catalog.encode(INPUT_RECORDS[kind], data), ident, signer))
     return rows

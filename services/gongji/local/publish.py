@@ -37,6 +37,7 @@ from gongji.local.launch import Row, encode
 from gongji.settings import Settings
 from gongji.settlement.codec import to_event, to_wire
 from gongji.settlement.domain import Rejection
+from gongji.settlement.catalogue import CatalogueItem
 from gongji.settlement.events import Claim, Institution, Person, Reversal
 from gongji.settlement.replay import parse_line
 
@@ -75,6 +76,8 @@ class Order:
         """(what the line reads, what it writes)."""
         if isinstance(event, Institution):
             return set(), {"institution:" + event.fixmedins_code}
+        if isinstance(event, CatalogueItem):  # read by every claim: its region is its institution's
+            return set(), {"catalogue"}
         if isinstance(event, Person):
             if event.mulaid_holder_psn_no:
                 self.holders[event.psn_no] = event.mulaid_holder_psn_no
@@ -87,7 +90,7 @@ class Order:
             holder = self.holders.get(event.psn_no) if event.acct_used_flag == "1" else None
             if holder is not None:
                 self.drew_on[(event.psn_no, event.claim_id)] = holder
-            reads.add("institution:" + event.fixmedins_code)
+            reads |= {"institution:" + event.fixmedins_code, "catalogue"}
             if event.rx_fixmedins_code:  # 双通道: the prescribing institution's entry too
                 reads.add("institution:" + event.rx_fixmedins_code)
         elif isinstance(event, Reversal):
@@ -164,7 +167,7 @@ async def publish(lines: Iterable[str | bytes], settings: Settings, *, rate: flo
     tally = Tally()
     producer = kafka.producer(settings)
     await producer.start()
-    group = _Group(settings) if wait else None
+    group = Group(settings) if wait else None
     graph, slots, tasks = Dependencies(), asyncio.Semaphore(PENDING_LINES), set()
     sent: dict[TopicPartition, int] = {}  # per partition, the offset after the last record sent
 
@@ -230,7 +233,7 @@ def _raise_failed(tasks: set[asyncio.Task]) -> None:
             raise task.exception()
 
 
-class _Group:
+class Group:
     """The settlement group's committed offsets (the service commits a batch after publishing its
     results), read by one poller for every line waiting on them."""
 

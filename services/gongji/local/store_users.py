@@ -33,7 +33,7 @@ REDIS_RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
          "evalsha", "script|load", "exists", "hexists", "hdel", "hincrby",
          # durability (common/redis.Durability): INFO persistence/replication, then the waits
          "info", "waitaof", "wait"),
-        (":{*}:state", ":{*}:rec:*", ":{*}:holds", ":inst:*", ":id:*", ":seen:*", ":probe"),
+        (":{*}:state", ":{*}:rec:*", ":{*}:holds", ":inst:*", ":cat:*", ":id:*", ":seen:*", ":probe"),
     ),
     "clearing": (
         # clearing/store.py, apply.lua (sadd, hincrby), months (scan), positions (smembers, hgetall)

@@ -3,6 +3,10 @@ and retired persons with family bindings and family-doctor contracts, opening ba
 credits, claims with 甲/乙/丙 lines, limit prices and non-medical goods, cross-region visits,
 day surgery (日间手术, Erenhot's insured), reversals and resends. Deterministic for a seed. Events are (event_type, wire dict) pairs.
 `gongji synthetic` writes a year of it as the JSON lines replay and simulate read.
+
+With `unclassified` above 0, the registry carries the seed regions' sample catalogues
+(settlement/catalogues/*.csv, which classify every item as CATALOGUE does) and that share of the
+medical fee lines leaves its classification to them (就医地目录), settling as if it had sent it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from importlib.resources import files
 
 from gongji.contract.wire import MULAID_RELATIONS
 
@@ -50,7 +55,7 @@ class Traffic:
     """A synthetic population and its claims."""
 
     def __init__(self, persons: int = 2000, seed: int = 7, year: int = 2023, tag: str = "", family: float = 0.15,
-                 window: int | None = None):
+                 window: int | None = None, unclassified: float = 0.0):
         self.rng = random.Random(seed)
         # Enrolment dates and day surgery draw from their own generator: the main stream stays as it was.
         self._diseases = random.Random(f"{seed}-diseases")
@@ -61,6 +66,7 @@ class Traffic:
         # Reversals pick from the last `window` to `2 * window` claims (None: all): bounded memory for
         # an endless stream.
         self.window = window
+        self.unclassified = unclassified  # share of medical fee lines sent without their classification
         self.institutions = self._institutions()
         self.persons = self._persons(persons)
         self._claims: list[dict] = []
@@ -114,7 +120,8 @@ class Traffic:
         return rows
 
     def registry(self) -> list[tuple[str, dict]]:
-        return ([("institution", row) for row in self.institutions] + [("person", row) for row in self.persons])
+        return ([("institution", row) for row in self.institutions] + [("person", row) for row in self.persons]
+                + [("catalogue", row) for row in (sample_catalogue() if self.unclassified else [])])
 
     def openings(self) -> list[tuple[str, dict]]:
         """An opening balance migrated from the legacy system, then January's monthly credit.
@@ -137,10 +144,13 @@ class Traffic:
         code, _name, level, price, limit, prop, non_med = self.rng.choice(CATALOGUE)
         count = Decimal(self.rng.choice((1, 1, 2, 3, 6, 10, 28)))
         price_d = Decimal(price)
-        return {"feedetl_sn": str(serial), "med_list_codg": code, "list_type": "101" if code < "XF" else "201",
+        line = {"feedetl_sn": str(serial), "med_list_codg": code, "list_type": "101" if code < "XF" else "201",
                 "chrgitm_lv": level, "det_item_fee_sumamt": yuan(price_d * count), "cnt": count,
                 "pric": price_d, "pric_uplmt_amt": Decimal(limit) if limit else None,
                 "selfpay_prop": Decimal(prop) if prop else None, "non_med_flag": "1" if non_med else None}
+        if self.unclassified and not non_med and self.rng.random() < self.unclassified:
+            line.update(chrgitm_lv=None, pric_uplmt_amt=None, selfpay_prop=None)  # the catalogue's to say
+        return line
 
     def _treatment(self, serial: int, scale: int) -> dict:
         """A large 甲类 line: a dialysis or chemotherapy session, or an inpatient stay's care."""
@@ -246,3 +256,16 @@ def command(args: argparse.Namespace, resolve: Callable) -> None:
     finally:
         if args.out:
             out.close()
+
+
+def sample_catalogue() -> list[dict]:
+    """The seed regions' sample catalogues (settlement/catalogues/*.csv) as catalogue events' wire dicts."""
+    import csv
+
+    from gongji.settlement.catalogue import CatalogueItem
+    from gongji.settlement.codec import to_wire
+
+    folder = files("gongji.settlement").joinpath("catalogues")
+    return [to_wire(CatalogueItem.model_validate({name: cell for name, cell in row.items() if cell != ""}))
+            for region in REGIONS
+            for row in csv.DictReader(folder.joinpath(f"{region}.csv").read_text(encoding="utf-8").splitlines())]

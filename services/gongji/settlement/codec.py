@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from gongji.common.avro import decimal_bytes
 from gongji.common.money import shown, to_yuan
 from gongji.contract.wire import DEFAULT_BOUNDS, MONEY_FIELDS, NAME_MAX_LENGTH, Bounds
+from gongji.settlement.catalogue import CatalogueItem
 from gongji.settlement.domain import Accumulators, CreditApplied, Output, Rejection, Settlement
 from gongji.settlement.events import (
     NAME_PATTERN,
@@ -34,6 +35,7 @@ from gongji.settlement.events import (
 
 INPUT_TYPES: dict[str, type] = {
     "institution": Institution, "person": Person, "claim": Claim, "reversal": Reversal, "credit": Credit,
+    "catalogue": CatalogueItem,
 }
 #: The gateway's questions on `inquiries` (contract.wire.INQUIRY_RECORDS), answered without effect.
 INQUIRY_TYPES: dict[str, type] = {"presettlement": PreSettlement, "accumulator-query": AccumulatorQuery}
@@ -110,6 +112,8 @@ def to_wire(event: Event) -> dict[str, Any]:
         data["medins_lv"] = data["medins_lv"] or ""  # a pharmacy's: the wire's field is a plain string
     elif isinstance(event, Person) and data["chronic_diseases"] is not None:
         data["chronic_diseases"] = list(data["chronic_diseases"])
+    elif isinstance(event, CatalogueItem):
+        data.update({name: None if data[name] is None else data[name].isoformat() for name in ("begndate", "enddate")})
     return data
 
 

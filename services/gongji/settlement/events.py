@@ -287,7 +287,8 @@ class FeeLine(_Event):
     feedetl_sn: Code = Field(min_length=1)
     med_list_codg: Code
     list_type: Code
-    chrgitm_lv: Literal["01", "02", "03"]
+    # None: classified by the treatment region's catalogue (gongji.settlement.catalogue, claim version 4)
+    chrgitm_lv: Literal["01", "02", "03"] | None = None
     det_item_fee_sumamt: LineAmount
     cnt: Count
     # Prices keep the interface's 6 places (a tablet can cost 0.0125 yuan); amounts are whole fen.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from gongji.settlement.catalogue import CatalogueItem
 from gongji.settlement.domain import PersonState
 from gongji.settlement.events import Institution, Person
 from gongji.settlement.store import Commit, Hold, HolderView, Record, Snapshot, Status
@@ -19,6 +20,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.persons: dict[str, Person] = {}
         self.institutions: dict[str, Institution] = {}
+        self.catalogue: dict[tuple[str, str], dict[str, CatalogueItem]] = {}  # (region, item) → first day → version
         self.states: dict[str, PersonState] = {}
         self.records: dict[tuple[str, str], Record] = {}
         self.holds: dict[tuple[str, str, str], int] = {}  # (holder, patient, claim id) → fen held
@@ -31,6 +33,13 @@ class MemoryStore:
     async def put_institutions(self, institutions: list[Institution]) -> None:
         for institution in institutions:
             self.institutions[institution.fixmedins_code] = institution
+
+    async def put_catalogue(self, items: list[CatalogueItem]) -> None:
+        for item in items:
+            self.catalogue.setdefault((item.admdvs, item.med_list_codg), {})[item.begndate.isoformat()] = item
+
+    async def read_catalogue(self, wants):
+        return {want: tuple(self.catalogue.get(want, {}).values()) for want in wants}
 
     async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset()) -> Snapshot:
         return Snapshot(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from gongji.settlement.domain import ClaimRecord, CreditRecord, Output, PersonState, Rejection
 from gongji.settlement import inquiry
+from gongji.settlement.catalogue import CatalogueItem, Versions
 from gongji.settlement.events import INQUIRIES, Claim, Credit, Event, Institution, Person, PreSettlement, Reversal
 from gongji.settlement.idempotency import fingerprint, replayed, taken
 from gongji.settlement.store import Commit, Hold, HolderView, Snapshot, Status, claim_key, credit_key
@@ -40,7 +41,8 @@ class Rules(Protocol):
 
     def settle_claim(self, claim: Claim, person: Person | None, institution: Institution | None,
                      book: PolicyBook, state: PersonState, holder_available: int | None = None,
-                     prescriber: Institution | None = None) -> ClaimSettled | Rejection: ...
+                     prescriber: Institution | None = None,
+                     catalogue: Versions | None = None) -> ClaimSettled | Rejection: ...
 
     def reverse_claim(self, reversal: Reversal, original: ClaimRecord | None,
                       state: PersonState) -> ClaimReversed | Rejection: ...
@@ -58,18 +60,18 @@ class Registry:
 
     persons: list[Person]
     institutions: list[Institution]
+    catalogue: list[CatalogueItem] = field(default_factory=list)
 
 
-def steps(events: list[Event], rules: Rules) -> tuple[list[Registry | Work], dict[int, Output]]:
+def steps(events: list[Event | CatalogueItem], rules: Rules) -> tuple[list[Registry | Work], dict[int, Output]]:
     """The batch as the steps that keep its order (a registry change applies between the events
     before it and those after it), and the answers to person events refused outright."""
     done: list[Registry | Work] = []
     refused: dict[int, Output] = {}
-    persons: list[Person] = []
-    institutions: list[Institution] = []
+    persons, institutions, catalogue = [], [], []  # of the registry step being gathered
     work: Work = []
     for index, event in enumerate(events):
-        if isinstance(event, (Person, Institution)):
+        if isinstance(event, (Person, Institution, CatalogueItem)):
             if work:  # the events before it see the registry as it was
                 done.append(work)
                 work = []
@@ -80,14 +82,14 @@ def steps(events: list[Event], rules: Rules) -> tuple[list[Registry | Work], dic
                 else:
                     persons.append(event)
             else:
-                institutions.append(event)
+                (institutions if isinstance(event, Institution) else catalogue).append(event)
         else:
-            if persons or institutions:
-                done.append(Registry(persons, institutions))
-                persons, institutions = [], []
+            if persons or institutions or catalogue:
+                done.append(Registry(persons, institutions, catalogue))
+                persons, institutions, catalogue = [], [], []
             work.append((index, event))
-    if persons or institutions:
-        done.append(Registry(persons, institutions))
+    if persons or institutions or catalogue:
+        done.append(Registry(persons, institutions, catalogue))
     if work:
         done.append(work)
     return done, refused
@@ -251,6 +253,7 @@ class _Overlay:
     states: dict[str, PersonState]
     records: dict
     holds: _Holds
+    catalogue: Versions = field(default_factory=dict)  # the entries the pass's claims read
 
 
 def _plan_claim(claim: Claim, links: tuple[str | None, str | None], pass_: _Overlay) -> _Planned:
@@ -273,7 +276,8 @@ def _plan_claim(claim: Claim, links: tuple[str | None, str | None], pass_: _Over
     outcome = refused or pass_.rules.settle_claim(
         claim, person, snap.institutions.get(claim.fixmedins_code), pass_.book, state,
         holds.available(account) if family else None,
-        prescriber=snap.institutions.get(claim.rx_fixmedins_code) if claim.rx_fixmedins_code else None)
+        prescriber=snap.institutions.get(claim.rx_fixmedins_code) if claim.rx_fixmedins_code else None,
+        catalogue=pass_.catalogue)
     if isinstance(outcome, Rejection):
         # A hold left by an earlier attempt at this claim goes back to the holder.
         release = (holds.move(account, 0, nonce),) if family and holds.held[account] else ()
@@ -392,7 +396,7 @@ def pending_marks(holds: list[tuple[int, Hold]]) -> list[tuple[str, str, str]]:
 
 
 def plan_pass(work: Work, snap: Snapshot, found: Family, views: dict[HoldKey, HolderView], book: PolicyBook,
-              rules: Rules, nonce: str, optimistic: bool) -> Pass:
+              rules: Rules, nonce: str, optimistic: bool, catalogue: Versions | None = None) -> Pass:
     """Compute every event of the pass in order on an overlay, so later events see earlier ones.
     Every write carries `nonce` in its token, so a commit computed on top of one that failed can
     never match a token some earlier, real commit wrote."""
@@ -401,7 +405,7 @@ def plan_pass(work: Work, snap: Snapshot, found: Family, views: dict[HoldKey, Ho
         work = [item for item in work if item[1].psn_no not in found.deferred]
     states = dict(snap.states)
     records = dict(snap.records)
-    pass_ = _Overlay(snap, book, rules, nonce, states, records, _Holds(views, states))
+    pass_ = _Overlay(snap, book, rules, nonce, states, records, _Holds(views, states), catalogue or {})
     holds = pass_.holds
     blocked = set(found.deferred)  # persons with an event waiting for the next pass
     committing: set[str] = set()  # persons with a commit planned in this pass

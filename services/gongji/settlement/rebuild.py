@@ -35,6 +35,7 @@ from gongji.common.redis import Durability
 from gongji.contract.topics import settlement_inputs
 from gongji.contract.wire import OUTPUT_RECORDS, RECORD_INPUTS, TYPE_HEADER, header
 from gongji.settlement import regions
+from gongji.settlement.catalogue import CatalogueItem
 from gongji.settlement.codec import from_output, json_ready, to_event
 from gongji.settlement.domain import Rejection, SettlementError
 from gongji.settlement.events import Claim, Credit, Institution, Person, Reversal
@@ -56,7 +57,7 @@ class RebuildError(SettlementError):
 @dataclass
 class Report:
     inputs: int = 0  # input messages read up to the committed offsets
-    registry: int = 0  # person and institution entries applied
+    registry: int = 0  # person, institution and catalogue entries applied
     settled: int = 0  # events that took effect, settled again
     kept_ids: int = 0  # events refused when published: only their id is kept
     unanswered: int = 0  # inputs with no result published (dead letters): nothing to restore
@@ -180,7 +181,8 @@ async def rebuild(settings: Settings, catalog: SchemaCatalog, book: PolicyBook, 
         # The inputs up to the committed offsets.
         steps = []  # (ms, rank, topic, partition, offset, sequence, what, event); registry first at one instant
         occurrences: dict[tuple[str, str], list] = {}
-        async for message in _read_to(reader, committed, report, kept={topics.persons, topics.institutions}):
+        async for message in _read_to(reader, committed, report,
+                                      kept={topics.persons, topics.institutions, topics.catalogue}):
             report.inputs += 1
             verdict = ring.verify(message.topic, message.key, message.headers, message.value) if ring else None
             if verdict is not None and verdict.refused:
@@ -197,7 +199,7 @@ async def rebuild(settings: Settings, catalog: SchemaCatalog, book: PolicyBook, 
                 event = None
             if event is None or isinstance(event, Rejection):  # dead-lettered when it was read
                 report.unanswered += 1
-            elif isinstance(event, (Person, Institution)):
+            elif isinstance(event, (Person, Institution, CatalogueItem)):
                 steps.append((message.timestamp, 0, message.topic, message.partition, message.offset, len(steps),
                               "registry", (event, signer and signer.key_id, signer and signer.regions)))
             else:

@@ -11,6 +11,7 @@ Ids inside keys and fields are escaped (store.escape: a backslash before each ba
 another part follows them, so no two different (person, claim) pairs share a key or a field; an id
 without those characters is written as it is.
     <prefix>:inst:<code>        registry entry (JSON)
+    <prefix>:cat:<admdvs>:<item> hash: begndate -> one version of the region's catalogue entry (JSON)
     <prefix>:id:<event key>     the person an event id ("c:<claim id>", "k:<credit id>") belongs to
     <prefix>:seen:{<n>}:<group> hash: "<topic>:<partition>" -> the next offset whose effects are here
                                 (SeenMarkers)
@@ -37,6 +38,7 @@ from gongji.settlement.domain import (
     Settlement,
     YearTotals,
 )
+from gongji.settlement.catalogue import CatalogueItem, stored_item
 from gongji.settlement.events import Institution, Person
 from gongji.settlement.store import Commit, Hold, HolderView, Record, Snapshot, Status, escape, hold_field
 
@@ -172,6 +174,26 @@ class RedisStore:
             for institution in institutions:
                 pipe.set(self._institution_key(institution.fixmedins_code), institution.model_dump_json())
         await self._run(build)
+
+    def _catalogue_key(self, admdvs: str, item: str) -> str:
+        return f"{self.prefix}:cat:{admdvs}:{item}"  # admdvs is six digits: the item is the rest
+
+    async def put_catalogue(self, items: list[CatalogueItem]) -> None:
+        def build(pipe):
+            for item in items:
+                pipe.hset(self._catalogue_key(item.admdvs, item.med_list_codg), item.begndate.isoformat(),
+                          item.model_dump_json())
+        await self._run(build)
+
+    async def read_catalogue(self, wants) -> dict[tuple[str, str], tuple[CatalogueItem, ...]]:
+        want_list = list(wants)
+
+        def build(pipe):
+            for admdvs, item in want_list:
+                pipe.hgetall(self._catalogue_key(admdvs, item))
+        replies = await self._run(build)
+        return {want: tuple(stored_item(orjson.loads(raw)) for raw in reply.values())
+                for want, reply in zip(want_list, replies)}
 
     async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset()) -> Snapshot:
         psn_list, code_list, key_list, claim_list = list(psn_nos), list(institution_codes), list(record_keys), list(claims)

@@ -9,6 +9,7 @@ input"): each event speaks for the regions below, and a limited key must cover a
 | institution | its `admdvs`, and the region it is registered in now |
 | claim | the person's insured region and the institution's region, as registered |
 | reversal, credit | the person's insured region, as registered |
+| catalogue item | its `admdvs`: a region's catalogue is that region's to load |
 
 A region that cannot be established (a claim for a person or institution not registered yet) is
 refused to a limited key: its event would otherwise settle on whatever the registry says later.
@@ -19,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Optional
 
+from gongji.settlement.catalogue import CatalogueItem
 from gongji.settlement.events import AccumulatorQuery, Claim, Credit, Event, Institution, Person, Reversal
 
 #: (region, what it is) pairs an event speaks for; region None: not registered, so unknown.
@@ -32,6 +34,8 @@ def spoken_for(event: Event, persons: Mapping[str, Person | None],
         now = persons.get(event.psn_no)
         return [(event.insu_admdvs, "the person's insured region")] + (
             [(now.insu_admdvs, "the person's insured region before this change")] if now else [])
+    if isinstance(event, CatalogueItem):
+        return [(event.admdvs, "the catalogue's region")]
     if isinstance(event, Institution):
         now = institutions.get(event.fixmedins_code)
         return [(event.admdvs, "the institution's region")] + (
@@ -83,7 +87,7 @@ def needed(events: Iterable[Event]) -> tuple[set[str], set[str]]:
     for event in events:
         if isinstance(event, Institution):
             institutions.add(event.fixmedins_code)
-        else:
+        elif not isinstance(event, CatalogueItem):
             persons.add(event.psn_no)
             if isinstance(event, Claim):
                 institutions.add(event.fixmedins_code)

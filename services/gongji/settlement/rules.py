@@ -14,6 +14,7 @@ from decimal import Decimal
 
 from gongji.common.money import mul_round, yuan_text
 from gongji.contract.wire import ACCOUNT, ASSISTANCE, CIVIL_SERVANT, LARGE_AMOUNT, MULAID_RELATIONS, POOLING, SHANGHAI
+from gongji.settlement.catalogue import Versions, classify
 from gongji.settlement.domain import ClaimRecord, CreditApplied, Effects, PersonState, Rejection, SetlDetail, Settlement
 from gongji.settlement.events import Claim, Credit, Institution, Person, Reversal
 from gongji.settlement.policy import PolicyBook, PolicyVersion
@@ -119,6 +120,7 @@ def settle_claim(
     state: PersonState,
     holder_available: int | None = None,
     prescriber: Institution | None = None,
+    catalogue: Versions | None = None,
 ) -> ClaimSettled | Rejection:
     """Settle one claim against the person's state, layer by layer (保险在前、救助在后): basic
     pooling, then the large-amount and civil-servant subsidies, then medical assistance; then the
@@ -127,7 +129,9 @@ def settle_claim(
     `holder_available` is what the family account holder's account can give to this claim
     (their balance plus anything already held for this very claim), or None when the person has
     no usable holder. `prescriber` is the registry's entry for `claim.rx_fixmedins_code` (双通道), if
-    the claim names one and the registry has it.
+    the claim names one and the registry has it. `catalogue`: the treatment region's catalogue entries
+    for the claim's items (gongji.settlement.catalogue), which classify the lines that leave it out
+    and check those that carry it.
     """
     ids = {"claim_id": claim.claim_id}
     if person is None:
@@ -146,6 +150,10 @@ def settle_claim(
                        f"region {person.insu_admdvs} (settled: {', '.join(version.med_types)})", claim.psn_no,
                        input_type="claim", **ids)
 
+    # 就医地目录: the treatment region's catalogue in force on the claim's date
+    claim = classify(claim, institution.admdvs, catalogue or {})
+    if isinstance(claim, Rejection):
+        return claim
     split = split_lines(claim.fee_details)
     year = local_time.year
     totals = state.year(year)

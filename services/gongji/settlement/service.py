@@ -176,7 +176,7 @@ class SettlementService:
         events, dead = [], []
         # Nothing orders a registry change against a claim on another topic; the registries go
         # first, so a person and their first claim polled together settle (each topic keeps its order).
-        registries = (self.settings.topics.persons, self.settings.topics.institutions)
+        registries = (self.settings.topics.persons, self.settings.topics.institutions, self.settings.topics.catalogue)
         signers: list[signing.Key | None] = []  # per event: the key that signed it
         for message in sorted(messages, key=lambda message: message.topic not in registries):
             signer = None

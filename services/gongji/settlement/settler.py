@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-from gongji.settlement import planning, rules as settlement_rules
+from gongji.settlement import catalogue as centre_catalogue, planning, rules as settlement_rules
 from gongji.settlement.domain import Output, SettlementError
 from gongji.settlement.events import Event
 from gongji.settlement.policy import PolicyBook
@@ -51,30 +51,40 @@ class Settler:
                     await self.store.put_persons(step.persons)
                 if step.institutions:
                     await self.store.put_institutions(step.institutions)
+                if step.catalogue:
+                    await self.store.put_catalogue(step.catalogue)
             else:
                 await self._settle_all(step, results)
         return results
 
     async def _settle_all(self, work: planning.Work, results: list[list[Output]]) -> None:
-        retry = await self._settle(work, results, optimistic=True)
+        # The catalogue entries read so far: no registry step comes between this step's passes.
+        catalogue: dict = {}
+        retry = await self._settle(work, results, True, catalogue)
         while retry:  # full passes over what is left, as a batch, while they make progress
-            left = await self._settle(retry, results, optimistic=False)
+            left = await self._settle(retry, results, False, catalogue)
             if len(left) == len(retry):
                 break
             retry = left
         for item in retry:  # the slow path: one event at a time, in order
             for _ in range(MAX_ATTEMPTS):
-                if not await self._settle([item], results, optimistic=False):
+                if not await self._settle([item], results, False, catalogue):
                     break
             else:
                 raise StoreContention(f"event {item[1]!r:.120} found its state changed {MAX_ATTEMPTS} times")
 
-    async def _settle(self, work: planning.Work, results: list[list[Output]], optimistic: bool) -> planning.Work:
-        """One pass: read, plan, write; returns the events that must go again."""
+    async def _settle(self, work: planning.Work, results: list[list[Output]], optimistic: bool,
+                      catalogue: dict) -> planning.Work:
+        """One pass: read, plan, write; returns the events that must go again. `catalogue`: the
+        entries read in the step so far, completed here with those this pass needs."""
         snap = await self.store.read(*planning.reads(work, optimistic))
+        missing = centre_catalogue.pass_wants((event for _, event in work), snap.institutions) - catalogue.keys()
+        if missing:
+            catalogue.update(await self.store.read_catalogue(missing))
         family = planning.family_accounts(work, snap, optimistic)
         views = await self.store.read_holders(family.wants) if family.wants else {}
-        plan = planning.plan_pass(work, snap, family, views, self.book, self.rules, secrets.token_hex(6), optimistic)
+        plan = planning.plan_pass(work, snap, family, views, self.book, self.rules, secrets.token_hex(6), optimistic,
+                                  catalogue)
         holds = plan.holds()
         marks = planning.pending_marks(holds)
         if marks:

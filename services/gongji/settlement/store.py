@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from gongji.settlement.catalogue import CatalogueItem
 from gongji.settlement.domain import ClaimRecord, CreditRecord, PersonState
 from gongji.settlement.events import Institution, Person
 
@@ -125,6 +126,14 @@ class SettlementStore(Protocol):
     async def put_persons(self, persons: list[Person]) -> None: ...
 
     async def put_institutions(self, institutions: list[Institution]) -> None: ...
+
+    async def put_catalogue(self, items: list[CatalogueItem]) -> None:
+        """Store each version under its region, item and first day (one with the same key replaces it)."""
+        ...
+
+    async def read_catalogue(self, wants: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[CatalogueItem, ...]]:
+        """(region, item) → every version stored, in no particular order; () for none."""
+        ...
 
     async def read(self, psn_nos: set[str], institution_codes: set[str],
                    record_keys: set[tuple[str, str]], claims: set[tuple[str, str]] = frozenset()) -> Snapshot:

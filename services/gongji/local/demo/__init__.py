@@ -117,7 +117,8 @@ async def _run(run: Run, persons: int, policy_dir: Path | None, stop: asyncio.Ev
         print(f"gongji demo: live dashboard at {dashboard_url(run.settings)} (open it in a browser; "
               f"{login_hint(run.settings)})", flush=True)
     done = asyncio.Event()
-    traffic = Traffic(persons=persons, tag=run.settings.key_prefix, window=TRAFFIC_WINDOW)
+    # A quarter of the fee lines leave their class to the seed regions' sample catalogues (就医地目录).
+    traffic = Traffic(persons=persons, tag=run.settings.key_prefix, window=TRAFFIC_WINDOW, unclassified=0.25)
     reader = asyncio.create_task(read_results(run, catalog, done))
     feeder = asyncio.create_task(feed(run, catalog, traffic, stop))
     console = Console()

@@ -59,17 +59,20 @@ async def _send(producer, row) -> asyncio.Future:
 
 
 async def wait_registered(settings: Settings, traffic: Traffic, stop: asyncio.Event) -> None:
-    """Wait until the service has stored every person and institution (the registry topics are
-    topics of their own, so nothing orders them before the claims): settlement's own read."""
+    """Wait until the service has stored every person and institution, and the catalogue (the
+    registry topics are topics of their own, so nothing orders them before the claims): settlement's
+    own reads."""
     client = client_for(settings)
     store = RedisStore(client, settings.key_prefix)
     persons = [row["psn_no"] for row in traffic.persons]
     institutions = [row["fixmedins_code"] for row in traffic.institutions]
+    items = {(row["admdvs"], row["med_list_codg"]) for kind, row in traffic.registry() if kind == "catalogue"}
     deadline = time.monotonic() + REGISTRY_TIMEOUT
     try:
         while not stop.is_set():
             snapshot = await store.read(persons, institutions, ())
-            if all(snapshot.persons.values()) and all(snapshot.institutions.values()):
+            if all(snapshot.persons.values()) and all(snapshot.institutions.values()) and (
+                    not items or all((await store.read_catalogue(items)).values())):
                 return
             if time.monotonic() > deadline:
                 raise DemoError(f"the settlement service did not store the registry within {REGISTRY_TIMEOUT:.0f} s")

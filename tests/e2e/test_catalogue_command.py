@@ -26,9 +26,9 @@ def test_check_reads_the_samples_and_names_every_bad_row(tmp_path):
     refused = run("catalogue", "load", "--check", str(bad))
     assert refused.returncode == 1
     assert refused.stderr.splitlines() == [
-        "line 15: selfpay_prop is the 乙类 (02) self-pay share; a 甲类 (01) item has none; not sent",
-        "line 16: 5 cells, the header has 9; not sent",
-        "gongji catalogue load: 13 good (152501 13), 2 refused; --check: nothing sent"]
+        "line 16: selfpay_prop is the 乙类 (02) self-pay share; a 甲类 (01) item has none; not sent",
+        "line 17: 5 cells, the header has 9; not sent",
+        "gongji catalogue load: 14 good (152501 14), 2 refused; --check: nothing sent"]
     unknown = tmp_path / "unknown.csv"
     unknown.write_text("admdvs,med_list_codg,begndate,class\n", encoding="utf-8")
     stopped = run("catalogue", "load", "--check", str(unknown))
@@ -72,8 +72,8 @@ def test_loaded_on_the_stack_the_catalogue_classifies_published_claims_as_replay
         loaded = run("catalogue", "load", str(catalogue), env=env, timeout=300)
         assert loaded.returncode == 1, loaded.stderr[-3000:]  # the bad row refused: the rest went
         assert loaded.stderr.splitlines()[0] == (
-            "line 15: selfpay_prop is the 乙类 (02) self-pay share; a 甲类 (01) item has none; not sent")
-        assert loaded.stderr.splitlines()[-1] == "gongji catalogue load: 13 sent (152501 13), 1 refused"
+            "line 16: selfpay_prop is the 乙类 (02) self-pay share; a 甲类 (01) item has none; not sent")
+        assert loaded.stderr.splitlines()[-1] == "gongji catalogue load: 14 sent (152501 14), 1 refused"
         sent = run("publish", str(published), env=env, timeout=300)
         assert sent.returncode == 0, sent.stderr[-3000:]
         tailed = run("tail", "settlements", "--from-beginning", "--until-idle", "5", env=env)

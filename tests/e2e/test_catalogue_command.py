@@ -98,5 +98,5 @@ def test_loaded_on_the_stack_the_catalogue_classifies_published_claims_as_replay
     assert results["C-2"]["preselfpay_amt"] == "11.00"
     assert results["C-3"]["err_code"] == "INVALID_CLAIM" and "chrgitm_lv 01 (甲类)" in results["C-3"]["err_msg"]
     assert results["C-4"]["err_code"] == "UNKNOWN_ITEM"
-    assert len(tail_registry.stdout.splitlines()) == 13
+    assert len(tail_registry.stdout.splitlines()) == 14
     assert {json.loads(each)["event_type"] for each in tail_registry.stdout.splitlines()} == {"catalogue"}

@@ -5,7 +5,7 @@ the scripts run unchanged on Redis Cluster):
     <prefix>:{psn}:state        hash: ver (token), balc, "<year>:<accumulator>" fields, all fen;
                                 "person", the registry entry (JSON), so one HGETALL reads both;
                                 "pending:<claim id>" -> holder, while a family-account hold awaits its commit
-    <prefix>:{psn}:rec:<id>     hash: fp, data (record JSON), reversed_by
+    <prefix>:{psn}:rec:<id>     hash: fp, data (the record, packed: settlement/packed.py), reversed_by
     <prefix>:{psn}:holds        hash: "<patient>:<claim id>" -> fen held from this account (家庭共济)
 Ids inside keys and fields are escaped (store.escape: a backslash before each backslash, colon and brace) where
 another part follows them, so no two different (person, claim) pairs share a key or a field; an id
@@ -20,23 +20,13 @@ Reads are pipelined per batch; the writes are the Lua scripts in lua/, registere
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import importlib.resources
 
 import orjson
 
 from gongji.common.redis import Durability, LuaScript, deadline, primaries, run_pipeline
-from gongji.settlement.domain import (
-    ACCUMULATES,
-    CHRONIC_ACCUMULATORS,
-    ClaimRecord,
-    CreditApplied,
-    CreditRecord,
-    Effects,
-    PersonState,
-    Settlement,
-    YearTotals,
-)
+from gongji.settlement.domain import ACCUMULATES, CHRONIC_ACCUMULATORS, ClaimRecord, PersonState, YearTotals
+from gongji.settlement import packed
 from gongji.settlement.events import Institution, Person
 from gongji.settlement.store import Commit, Hold, HolderView, Record, Snapshot, Status, escape, hold_field
 
@@ -101,24 +91,6 @@ def stored_person(raw: bytes) -> Person:
 def stored_institution(raw: bytes) -> Institution:
     """An institution as accepted when written (see stored_person)."""
     return Institution.model_construct(**orjson.loads(raw))
-
-
-def dump_record(record: Record) -> bytes:
-    if isinstance(record, CreditRecord):
-        return orjson.dumps({"credit": dataclasses.asdict(record.result)})
-    return orjson.dumps({"settlement": record.settlement.to_record(), "effects": record.effects.to_record()})
-
-
-def load_record(raw: dict[bytes, bytes]) -> Record | None:
-    if not raw:
-        return None
-    data = orjson.loads(raw[b"data"])
-    fingerprint = raw[b"fp"].decode()
-    if "credit" in data:
-        return CreditRecord(fingerprint, CreditApplied(**data["credit"]))
-    reversed_by = raw.get(b"reversed_by")
-    return ClaimRecord(fingerprint, Settlement.from_record(data["settlement"]), Effects(**data["effects"]),
-                       reversed_by.decode() if reversed_by else None)
 
 
 class RedisStore:
@@ -195,7 +167,8 @@ class RedisStore:
         institutions = {code: stored_institution(raw) if raw else None
                         for code, raw in zip(code_list, replies[offset:offset + len(code_list)])}
         offset += len(code_list)
-        records = {key: load_record(raw) for key, raw in zip(key_list, replies[offset:offset + len(key_list)])}
+        records = {key: packed.load(raw, key[0], key[1].split(":", 1)[1])
+                   for key, raw in zip(key_list, replies[offset:offset + len(key_list)])}
         offset += len(key_list)
         owners = {key: owner.decode() if owner is not None else psn
                   for (key, psn), owner in zip(claim_list, replies[offset:])}
@@ -237,8 +210,9 @@ class RedisStore:
                 if commit.reverses:
                     keys.append(self._key(commit.psn_no, "rec:" + commit.reverses))
                 event_id = commit.record_key.split(":", 1)[1]
-                self._commit.queue(pipe, keys, [commit.expected, commit.state.token, commit.record.fingerprint,
-                                                dump_record(commit.record), event_id,
+                self._commit.queue(pipe, keys, [commit.expected, commit.state.token,
+                                                packed.fingerprint_bytes(commit.record.fingerprint),
+                                                packed.dump(commit.record, commit.psn_no, event_id), event_id,
                                                 *state_fields(commit.state, commit.record)])
         return [_STATUS[reply] for reply in await self._run(build)]
 

@@ -1,0 +1,112 @@
+"""A claim's or credit's record as Redis keeps it: packed, and read back in either form ever written.
+
+The record hash has `fp` (the content fingerprint) and `data`. Written now: `fp` as its 16 raw bytes,
+`data` a JSON array `[2, settlement..., effects...]`: the fields by position in the frozen orders
+below (never reorder them; a field added to Settlement or Effects goes at the end of its tuple,
+read back as its default from records written before), trailing defaults left out, and no field
+the key already says (the claim or credit id, the person) or that is derived from it (the setl_id
+`rules.setl_id_for` gives, when it is that one). Read as well: the first form, `fp` as hex and
+`data` a JSON object with named fields (records written before the packed form), so a live Redis
+needs no migration: its old records are read as they are, every new one is packed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+
+import orjson
+
+from gongji.settlement.domain import ClaimRecord, CreditApplied, CreditRecord, Effects, SetlDetail, Settlement
+from gongji.settlement.rules import setl_id_for
+
+Record = ClaimRecord | CreditRecord
+
+PACKED = 2  # the first element of a packed `data`
+
+# Settlement's fields by position, without claim_id and psn_no (the key says them).
+SETTLEMENT_ORDER = (
+    "setl_id", "mdtrt_id", "med_type", "psn_type", "insu_admdvs", "mdtrtarea_admvs", "fixmedins_code", "setl_time",
+    "medfee_sumamt", "fulamt_ownpay_amt", "overlmt_selfpay", "preselfpay_amt", "inscp_scp_amt", "act_pay_dedc",
+    "hifp_pay", "pool_prop_selfpay", "hifob_pay", "cvlserv_pay", "maf_pay", "oth_pay", "fund_pay_sumamt",
+    "psn_part_amt", "acct_pay", "acct_mulaid_pay", "psn_cash_pay", "balc", "clr_type", "clr_optins", "setldetail",
+    "orig_claim_id", "orig_setl_id", "orig_setl_time", "mulaid_holder_psn_no",
+)
+EFFECTS_ORDER = (
+    "year", "deductible", "outpatient_pool", "fund_cap", "visits", "medfee", "acct_pay", "mulaid_holder", "mulaid_pay",
+    "chronic_group", "chronic_deductible", "chronic_pool", "major_deductible", "hifob_deductible", "hifob",
+    "cvlserv_deductible", "cvlserv", "maf_deductible", "maf",
+)
+CREDIT_ORDER = ("ym", "amount", "balc", "insu_admdvs")
+_EFFECTS_DEFAULTS = tuple(getattr(Effects(year=0), name) for name in EFFECTS_ORDER)
+
+
+def _trimmed(values: list, defaults: tuple = ()) -> list:
+    """`values` without the trailing ones equal to their default (None where none is given)."""
+    end = len(values)
+    while end and values[end - 1] == (defaults[end - 1] if defaults else None):
+        end -= 1
+    return values[:end]
+
+
+def fingerprint_bytes(fingerprint: str) -> bytes:
+    return bytes.fromhex(fingerprint)
+
+
+def dump(record: Record, psn_no: str, event_id: str) -> bytes:
+    """The packed `data` of `record`, stored under `psn_no`'s key of `event_id` (its claim or credit
+    id); a record whose ids are not those of its key keeps the first form, which names them."""
+    result = record.result if isinstance(record, CreditRecord) else record.settlement
+    if (result.credit_id if isinstance(record, CreditRecord) else result.claim_id) != event_id \
+            or result.psn_no != psn_no:
+        return dump_named(record)
+    if isinstance(record, CreditRecord):
+        credit = record.result
+        return orjson.dumps([PACKED, "k", *_trimmed([getattr(credit, name) for name in CREDIT_ORDER])])
+    settlement = record.settlement
+    values = [getattr(settlement, name) for name in SETTLEMENT_ORDER]
+    if settlement.setl_id == setl_id_for(event_id):
+        values[0] = None
+    values[SETTLEMENT_ORDER.index("pool_prop_selfpay")] = str(settlement.pool_prop_selfpay)
+    values[SETTLEMENT_ORDER.index("setldetail")] = [
+        [row.fund_pay_type, row.fund_payamt, row.crt_payb_lmt_amt, row.setl_proc_info] for row in settlement.setldetail]
+    effects = _trimmed([getattr(record.effects, name) for name in EFFECTS_ORDER], _EFFECTS_DEFAULTS)
+    return orjson.dumps([PACKED, len(effects), *effects, *_trimmed(values)])
+
+
+def load(raw: dict[bytes, bytes], psn_no: str, event_id: str) -> Record | None:
+    """The record in a record hash as HGETALL returns it (empty: no record), in either form."""
+    if not raw:
+        return None
+    fp = raw[b"fp"]
+    fingerprint = fp.hex() if len(fp) == 16 else fp.decode()
+    reversed_by = raw.get(b"reversed_by")
+    reversed_by = reversed_by.decode() if reversed_by else None
+    data = orjson.loads(raw[b"data"])
+    if isinstance(data, dict):
+        return _load_named(data, fingerprint, reversed_by)
+    if data[1] == "k":
+        values = dict(zip(CREDIT_ORDER, data[2:]))
+        return CreditRecord(fingerprint, CreditApplied(credit_id=event_id, psn_no=psn_no, **values))
+    count = data[1]
+    effects = Effects(**dict(zip(EFFECTS_ORDER, data[2:2 + count])))
+    values = dict.fromkeys(SETTLEMENT_ORDER)
+    values.update(zip(SETTLEMENT_ORDER, data[2 + count:]))
+    values["setl_id"] = values["setl_id"] or setl_id_for(event_id)
+    values["pool_prop_selfpay"] = Decimal(values["pool_prop_selfpay"])
+    values["setldetail"] = tuple(SetlDetail(*row) for row in values["setldetail"] or ())
+    return ClaimRecord(fingerprint, Settlement(claim_id=event_id, psn_no=psn_no, **values), effects, reversed_by)
+
+
+def dump_named(record: Record) -> bytes:
+    """The first form (written before the packed one; kept for records whose key does not say their ids)."""
+    if isinstance(record, CreditRecord):
+        return orjson.dumps({"credit": dataclasses.asdict(record.result)})
+    return orjson.dumps({"settlement": record.settlement.to_record(), "effects": record.effects.to_record()})
+
+
+def _load_named(data: dict, fingerprint: str, reversed_by: str | None) -> Record:
+    """The first form: `{"credit": {...}}` or `{"settlement": {...}, "effects": {...}}`."""
+    if "credit" in data:
+        return CreditRecord(fingerprint, CreditApplied(**data["credit"]))
+    return ClaimRecord(fingerprint, Settlement.from_record(data["settlement"]), Effects(**data["effects"]), reversed_by)

@@ -52,8 +52,9 @@ def _hash(record, data: bytes, fingerprint: bytes) -> dict[bytes, bytes]:
 
 def _both(psn_no: str, key: str, record):
     event_id = key.split(":", 1)[1]
-    new = packed.load(_hash(record, packed.dump(record, psn_no, event_id), packed.fingerprint_bytes(record.fingerprint)),
-                      psn_no, event_id)
+    fingerprint, data = packed.fields(record, psn_no, event_id)
+    assert len(fingerprint) == 16 and data.startswith(b"[2,")
+    new = packed.load(_hash(record, data, fingerprint), psn_no, event_id)
     old = packed.load(_hash(record, packed.dump_named(record), record.fingerprint.encode()), psn_no, event_id)
     return new, old
 
@@ -81,8 +82,16 @@ def test_packed_is_less_than_half_the_first_form():
 def test_a_record_whose_key_does_not_say_its_ids_keeps_the_first_form():
     (psn_no, key), record = next((k, r) for k, r in RECORDS.items() if isinstance(r, ClaimRecord))
     assert packed.dump(record, psn_no + "X", key.split(":", 1)[1]) == packed.dump_named(record)
-    assert packed.load(_hash(record, packed.dump(record, psn_no + "X", key[2:]), b"\0" * 16), psn_no + "X",
-                       key[2:]) == dataclasses.replace(record, fingerprint="00" * 16)
+    fingerprint, data = packed.fields(record, psn_no + "X", key[2:])
+    assert packed.load(_hash(record, data, fingerprint), psn_no + "X", key[2:]) == record
+
+
+def test_a_fingerprint_that_is_no_digest_keeps_the_first_form():
+    (psn_no, key), record = next((k, r) for k, r in RECORDS.items() if isinstance(r, ClaimRecord))
+    odd = dataclasses.replace(record, fingerprint="fp-0123456789ab")  # 16 characters, not hex
+    fingerprint, data = packed.fields(odd, psn_no, key[2:])
+    assert (fingerprint, data) == (b"fp-0123456789ab", packed.dump_named(odd))
+    assert packed.load(_hash(odd, data, fingerprint), psn_no, key[2:]) == odd
 
 
 def test_a_reversal_of_a_packed_original_answers_what_it_answered_on_the_first_form():

@@ -49,13 +49,20 @@ def _trimmed(values: list, defaults: tuple = ()) -> list:
     return values[:end]
 
 
-def fingerprint_bytes(fingerprint: str) -> bytes:
-    return bytes.fromhex(fingerprint)
+def _is_digest(fingerprint: str) -> bool:
+    return len(fingerprint) == 32 and all(char in "0123456789abcdef" for char in fingerprint)
+
+
+def fields(record: Record, psn_no: str, event_id: str) -> tuple[bytes, bytes]:
+    """`fp` and `data` of `record`, stored under `psn_no`'s key of `event_id` (its claim or credit id):
+    packed, or in the first form for a record whose key does not say its ids or whose fingerprint is
+    not a digest (the packed form always has the 16 raw bytes)."""
+    data = dump(record, psn_no, event_id) if _is_digest(record.fingerprint) else dump_named(record)
+    return (bytes.fromhex(record.fingerprint) if data.startswith(b"[") else record.fingerprint.encode()), data
 
 
 def dump(record: Record, psn_no: str, event_id: str) -> bytes:
-    """The packed `data` of `record`, stored under `psn_no`'s key of `event_id` (its claim or credit
-    id); a record whose ids are not those of its key keeps the first form, which names them."""
+    """The packed `data` of `record` (or its first form: see `fields`)."""
     result = record.result if isinstance(record, CreditRecord) else record.settlement
     if (result.credit_id if isinstance(record, CreditRecord) else result.claim_id) != event_id \
             or result.psn_no != psn_no:
@@ -78,13 +85,12 @@ def load(raw: dict[bytes, bytes], psn_no: str, event_id: str) -> Record | None:
     """The record in a record hash as HGETALL returns it (empty: no record), in either form."""
     if not raw:
         return None
-    fp = raw[b"fp"]
-    fingerprint = fp.hex() if len(fp) == 16 else fp.decode()
     reversed_by = raw.get(b"reversed_by")
     reversed_by = reversed_by.decode() if reversed_by else None
     data = orjson.loads(raw[b"data"])
     if isinstance(data, dict):
-        return _load_named(data, fingerprint, reversed_by)
+        return _load_named(data, raw[b"fp"].decode(), reversed_by)
+    fingerprint = raw[b"fp"].hex()
     if data[1] == "k":
         values = dict(zip(CREDIT_ORDER, data[2:]))
         return CreditRecord(fingerprint, CreditApplied(credit_id=event_id, psn_no=psn_no, **values))

@@ -211,8 +211,7 @@ class RedisStore:
                     keys.append(self._key(commit.psn_no, "rec:" + commit.reverses))
                 event_id = commit.record_key.split(":", 1)[1]
                 self._commit.queue(pipe, keys, [commit.expected, commit.state.token,
-                                                packed.fingerprint_bytes(commit.record.fingerprint),
-                                                packed.dump(commit.record, commit.psn_no, event_id), event_id,
+                                                *packed.fields(commit.record, commit.psn_no, event_id), event_id,
                                                 *state_fields(commit.state, commit.record)])
         return [_STATUS[reply] for reply in await self._run(build)]
 

@@ -8,6 +8,10 @@ the key already says (the claim or credit id, the person) or that is derived fro
 `rules.setl_id_for` gives, when it is that one). Read as well: the first form, `fp` as hex and
 `data` a JSON object with named fields (records written before the packed form), so a live Redis
 needs no migration: its old records are read as they are, every new one is packed.
+
+The registry entry in a person's state hash (field `person`) is packed the same way, without its
+psn_no: short enough (under 64 bytes, Redis's hash-max-listpack-value) that the whole state hash keeps
+the compact listpack encoding. A JSON object there is the first form, read as well.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from decimal import Decimal
 import orjson
 
 from gongji.settlement.domain import ClaimRecord, CreditApplied, CreditRecord, Effects, SetlDetail, Settlement
+from gongji.settlement.events import Person
 from gongji.settlement.rules import setl_id_for
 
 Record = ClaimRecord | CreditRecord
@@ -38,6 +43,8 @@ EFFECTS_ORDER = (
     "cvlserv_deductible", "cvlserv", "maf_deductible", "maf",
 )
 CREDIT_ORDER = ("ym", "amount", "balc", "insu_admdvs")
+PERSON_ORDER = ("insutype", "psn_type", "insu_admdvs", "psn_insu_stas", "fd_fixmedins_code", "mulaid_holder_psn_no",
+                "mulaid_relation", "psn_idet_type", "chronic_diseases", "cvlserv_flag")
 _EFFECTS_DEFAULTS = tuple(getattr(Effects(year=0), name) for name in EFFECTS_ORDER)
 
 
@@ -116,3 +123,20 @@ def _load_named(data: dict, fingerprint: str, reversed_by: str | None) -> Record
     if "credit" in data:
         return CreditRecord(fingerprint, CreditApplied(**data["credit"]))
     return ClaimRecord(fingerprint, Settlement.from_record(data["settlement"]), Effects(**data["effects"]), reversed_by)
+
+
+def dump_person(person: Person) -> bytes:
+    """The packed registry entry of `person`, stored in their own state hash (which says the psn_no)."""
+    return orjson.dumps(_trimmed([getattr(person, name) for name in PERSON_ORDER]))
+
+
+def load_person(raw: bytes, psn_no: str) -> Person:
+    """A registry entry as it was accepted when written, in either form. Not validated again: a rule
+    added since (a tighter id pattern, a new bound) must not make a stored person unreadable, which
+    would refuse every later claim of theirs."""
+    data = orjson.loads(raw)
+    if isinstance(data, list):
+        data = {"psn_no": psn_no, **dict.fromkeys(PERSON_ORDER), **dict(zip(PERSON_ORDER, data))}
+    if data.get("chronic_diseases") is not None:
+        data["chronic_diseases"] = tuple(data["chronic_diseases"])
+    return Person.model_construct(**data)

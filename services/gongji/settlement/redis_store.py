@@ -3,7 +3,7 @@
 Keys (every per-person key carries the `{psn_no}` hash tag, so one person's keys share a slot and
 the scripts run unchanged on Redis Cluster):
     <prefix>:{psn}:state        hash: ver (token), balc, "<year>:<accumulator>" fields, all fen;
-                                "person", the registry entry (JSON), so one HGETALL reads both;
+                                "person", the registry entry (packed.dump_person), so one HGETALL reads both;
                                 "pending:<claim id>" -> holder, while a family-account hold awaits its commit
     <prefix>:{psn}:rec:<id>     hash: fp, data (the record, packed: settlement/packed.py), reversed_by
     <prefix>:{psn}:holds        hash: "<patient>:<claim id>" -> fen held from this account (家庭共济)
@@ -78,18 +78,8 @@ def state_fields(state: PersonState, record: Record) -> list[str]:
     return fields
 
 
-def stored_person(raw: bytes) -> Person:
-    """A registry entry as it was accepted when written. Not validated again: a rule added since
-    (a tighter id pattern, a new bound) must not make a stored person unreadable, which would refuse
-    every later claim of theirs."""
-    data = orjson.loads(raw)
-    if data.get("chronic_diseases") is not None:
-        data["chronic_diseases"] = tuple(data["chronic_diseases"])
-    return Person.model_construct(**data)
-
-
 def stored_institution(raw: bytes) -> Institution:
-    """An institution as accepted when written (see stored_person)."""
+    """An institution as accepted when written (see packed.load_person)."""
     return Institution.model_construct(**orjson.loads(raw))
 
 
@@ -136,7 +126,7 @@ class RedisStore:
     async def put_persons(self, persons: list[Person]) -> None:
         def build(pipe):
             for person in persons:
-                pipe.hset(self._key(person.psn_no, "state"), "person", person.model_dump_json())
+                pipe.hset(self._key(person.psn_no, "state"), "person", packed.dump_person(person))
         await self._run(build)
 
     async def put_institutions(self, institutions: list[Institution]) -> None:
@@ -161,7 +151,7 @@ class RedisStore:
         persons, states = {}, {}
         for psn, raw_state in zip(psn_list, replies):
             raw_person = raw_state.get(b"person")
-            persons[psn] = stored_person(raw_person) if raw_person else None
+            persons[psn] = packed.load_person(raw_person, psn) if raw_person else None
             states[psn] = parse_state(raw_state)
         offset = len(psn_list)
         institutions = {code: stored_institution(raw) if raw else None
@@ -185,8 +175,9 @@ class RedisStore:
         views = {}
         for index, want in enumerate(want_list):
             (token, balance, person), held = replies[2 * index], replies[2 * index + 1]
+            holder = want[0]
             views[want] = HolderView((token or b"").decode(), int(balance or 0), int(held or 0),
-                                     stored_person(person) if person else None)
+                                     packed.load_person(person, holder) if person else None)
         return views
 
     async def mark_pending(self, marks: list[tuple[str, str, str]]) -> None:

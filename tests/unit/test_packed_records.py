@@ -121,3 +121,11 @@ def test_a_registry_entry_packed_reads_back_as_written_and_so_does_the_first_for
     sizes = [len(packed.dump_person(person)) for person in persons]
     assert sum(size <= 64 for size in sizes) >= 0.85 * len(sizes) and max(sizes) < 100
     assert min(len(person.model_dump_json()) for person in persons) > 200
+
+
+def test_a_year_zero_and_all_zero_effects_still_read_back():
+    (psn_no, key), record = next((k, r) for k, r in RECORDS.items() if isinstance(r, ClaimRecord))
+    from gongji.settlement.domain import Effects
+
+    bare = dataclasses.replace(record, effects=Effects(year=0))
+    assert packed.load(_hash(bare, *reversed(packed.fields(bare, psn_no, key[2:]))), psn_no, key[2:]) == bare

@@ -45,7 +45,8 @@ EFFECTS_ORDER = (
 CREDIT_ORDER = ("ym", "amount", "balc", "insu_admdvs")
 PERSON_ORDER = ("insutype", "psn_type", "insu_admdvs", "psn_insu_stas", "fd_fixmedins_code", "mulaid_holder_psn_no",
                 "mulaid_relation", "psn_idet_type", "chronic_diseases", "cvlserv_flag")
-_EFFECTS_DEFAULTS = tuple(getattr(Effects(year=0), name) for name in EFFECTS_ORDER)
+# The year has no default: it is always written.
+_EFFECTS_DEFAULTS = (object(), *(getattr(Effects(year=0), name) for name in EFFECTS_ORDER[1:]))
 
 
 def _trimmed(values: list, defaults: tuple = ()) -> list:
@@ -105,7 +106,8 @@ def load(raw: dict[bytes, bytes], psn_no: str, event_id: str) -> Record | None:
     effects = Effects(**dict(zip(EFFECTS_ORDER, data[2:2 + count])))
     values = dict.fromkeys(SETTLEMENT_ORDER)
     values.update(zip(SETTLEMENT_ORDER, data[2 + count:]))
-    values["setl_id"] = values["setl_id"] or setl_id_for(event_id)
+    if values["setl_id"] is None:
+        values["setl_id"] = setl_id_for(event_id)
     values["pool_prop_selfpay"] = Decimal(values["pool_prop_selfpay"])
     values["setldetail"] = tuple(SetlDetail(*row) for row in values["setldetail"] or ())
     return ClaimRecord(fingerprint, Settlement(claim_id=event_id, psn_no=psn_no, **values), effects, reversed_by)

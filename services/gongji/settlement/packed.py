@@ -17,6 +17,7 @@ the compact listpack encoding. A JSON object there is the first form, read as we
 from __future__ import annotations
 
 import dataclasses
+import re
 from decimal import Decimal
 
 import orjson
@@ -57,8 +58,7 @@ def _trimmed(values: list, defaults: tuple = ()) -> list:
     return values[:end]
 
 
-def _is_digest(fingerprint: str) -> bool:
-    return len(fingerprint) == 32 and all(char in "0123456789abcdef" for char in fingerprint)
+_is_digest = re.compile(r"[0-9a-f]{32}").fullmatch  # idempotency.fingerprint's hexdigest
 
 
 def fields(record: Record, psn_no: str, event_id: str) -> tuple[bytes, bytes]:

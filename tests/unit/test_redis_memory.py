@@ -12,6 +12,8 @@ def test_keys_are_sorted_by_what_they_hold():
         b"b1:id:k:K1": "credit id",
         b"b1:{P1}:state": "state",
         b"b1:{P1}:holds": "holds",
+        b"b1:{P1}:recs": "records",
+        b"b1:ids:4095": "id bucket",
         b"b1:inst:H1": "other",
         b"b1:seen:{0}:g": "other",
     }
@@ -30,3 +32,12 @@ def test_per_claim_counts_the_record_and_its_id_key_per_person_the_state_and_hol
     assert "250 bytes per settled claim" in footprint.summary()
     assert "used_memory grew 2,000 bytes a claim" in footprint.summary()
     assert Footprint().per_claim() is None and "no claims" in Footprint().summary()
+
+
+def test_a_hash_of_claims_and_credits_is_shared_by_its_number_of_fields():
+    footprint = Footprint()
+    footprint.share("records", 900, [b"c:C1", b"k:K1", b"c:C2"])
+    footprint.share("id bucket", 120, [b"c:C1", b"c:C2", b"k:K1", b"k:K2"])
+    assert footprint.keys["claim record"] == 2 and footprint.keys["credit record"] == 1
+    assert footprint.bytes["claim record"] == 600 and footprint.bytes["claim id"] == 60
+    assert footprint.per_claim() == 330

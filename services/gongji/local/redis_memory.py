@@ -2,7 +2,9 @@
 
 Every key of the run's prefix is sized with MEMORY USAGE (the key, its value and the server's
 overhead for both, as the server counts them) and sorted by what it is (redis_store's key layout).
-A claim costs its record (`{psn}:rec:c:<id>`) and its id key (`id:c:<id>`); a person costs their
+A claim costs its record (a field of its person's `{psn}:recs`, or in the first layout a key
+`{psn}:rec:c:<id>`) and its id (a field of a bucket `ids:<n>`, or a key `id:c:<id>`); a hash of
+both claims and credits is shared between them by their number of fields. A person costs their
 state hash and their holds. INFO memory's used_memory, read before and after the settling, is the
 cross-check: it counts what MEMORY USAGE cannot see (the keyspace's own tables, fragmentation).
 """
@@ -14,7 +16,9 @@ from dataclasses import dataclass, field
 from gongji.common.redis import deadline, primaries
 
 # What a key is, by the part after "<prefix>:": the settlement store's layout (redis_store.py).
+# "records" and "id bucket" are hashes of both claims and credits, shared out by Footprint.share.
 KINDS = ("claim record", "credit record", "claim id", "credit id", "state", "holds", "other")
+SHARED = ("records", "id bucket")
 
 
 def kind_of(key: bytes, prefix: str) -> str | None:
@@ -22,11 +26,15 @@ def kind_of(key: bytes, prefix: str) -> str | None:
     rest = key[len(prefix) + 1:] if key.startswith(prefix.encode() + b":") else None
     if rest is None or rest.startswith((b"{clr:", b"clr:")):
         return None
+    if rest.startswith(b"ids:"):
+        return "id bucket"
     if rest.startswith(b"id:"):
         return "credit id" if rest.startswith(b"id:k:") else "claim id"
     if rest.startswith(b"{"):
         # "{<escaped psn>}:<suffix>": the psn may hold an escaped brace, so find the last "}:"
         suffix = rest[rest.rfind(b"}:") + 2:] if b"}:" in rest else b""
+        if suffix == b"recs":
+            return "records"
         if suffix.startswith(b"rec:c:"):
             return "claim record"
         if suffix.startswith(b"rec:k:"):
@@ -48,6 +56,17 @@ class Footprint:
     def add(self, kind: str, size: int) -> None:
         self.bytes[kind] += size
         self.keys[kind] += 1
+
+    def share(self, kind: str, size: int, fields: list[bytes]) -> None:
+        """A hash of claims' and credits' records ("records") or ids ("id bucket"): its bytes split
+        between the two by their number of fields, each field counted as one record or id."""
+        claims = sum(1 for name in fields if name.startswith(b"c:"))
+        credits = len(fields) - claims
+        claim_kind, credit_kind = ("claim record", "credit record") if kind == "records" else ("claim id", "credit id")
+        for part, count in ((claim_kind, claims), (credit_kind, credits)):
+            if count:
+                self.bytes[part] += size * count / len(fields)
+                self.keys[part] += count
 
     @property
     def claims(self) -> int:
@@ -102,9 +121,16 @@ async def measure(client, prefix: str, footprint: Footprint | None = None) -> Fo
                 async with node.pipeline(transaction=False) as pipe:
                     for key, _ in chunk:
                         pipe.execute_command("MEMORY USAGE", key, "SAMPLES", 0)
-                    sizes = await pipe.execute()
+                    for key, kind in chunk:
+                        if kind in SHARED:
+                            pipe.hkeys(key)
+                    replies = await pipe.execute()
+            sizes, fields = replies[:len(chunk)], iter(replies[len(chunk):])
             for (_, kind), size in zip(chunk, sizes):
-                footprint.add(kind, int(size or 0))
+                if kind in SHARED:
+                    footprint.share(kind, int(size or 0), next(fields))
+                else:
+                    footprint.add(kind, int(size or 0))
         if node is not client:
             await node.aclose()
     return footprint

@@ -8,7 +8,7 @@ equal). The ledger's roles are `deploy/postgres/roles.sql` (run with psql, as th
 writer's grants are `gongji/ledger/grants.sql`, applied by `gongji ledger migrate`.
 
 Key patterns follow the stores' keys (settlement/redis_store.py, clearing/store.py). Settlement
-and clearing share the key prefix, so settlement's patterns name its suffixes (`:state`, `:rec:*`,
+and clearing share the key prefix, so settlement's patterns name its suffixes (`:state`, `:recs`, `:rec:*`,
 `:holds`): clearing's `{clr:…}:flow|seen` match none of them. Redis checks the keys a Lua script
 declares and the commands it calls, so the scripts' commands are listed too.
 """
@@ -28,12 +28,13 @@ _CLIENT = ("ping", "client|setinfo", "cluster|slots", "cluster|shards", "command
 REDIS_RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "settlement": (
         # reads and writes of settlement/redis_store.py; scan and unlink: the rebuild's wipe
-        ("get", "set", "hget", "hmget", "hgetall", "hset", "del", "unlink", "scan",
+        ("get", "set", "hget", "hmget", "hgetall", "hset", "hsetnx", "del", "unlink", "scan",
          # commit.lua, hold.lua, mark.lua
-         "evalsha", "script|load", "exists", "hexists", "hdel", "hincrby",
+         "evalsha", "script|load", "exists", "hexists", "hdel", "hincrby", "hkeys",
          # durability (common/redis.Durability): INFO persistence/replication, then the waits
          "info", "waitaof", "wait"),
-        (":{*}:state", ":{*}:rec:*", ":{*}:holds", ":inst:*", ":id:*", ":seen:*", ":probe"),
+        (":{*}:state", ":{*}:recs", ":{*}:rec:*", ":{*}:holds", ":inst:*", ":ids:*", ":id:*", ":seen:*",
+         ":probe"),
     ),
     "clearing": (
         # clearing/store.py, apply.lua (sadd, hincrby), months (scan), positions (smembers, hgetall)

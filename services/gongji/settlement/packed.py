@@ -25,6 +25,7 @@ import orjson
 from gongji.settlement.domain import ClaimRecord, CreditApplied, CreditRecord, Effects, SetlDetail, Settlement
 from gongji.settlement.events import Person
 from gongji.settlement.rules import setl_id_for
+from gongji.settlement.window import year_of
 
 Record = ClaimRecord | CreditRecord
 
@@ -67,6 +68,24 @@ def fields(record: Record, psn_no: str, event_id: str) -> tuple[bytes, bytes]:
     not a digest (the packed form always has the 16 raw bytes)."""
     data = dump(record, psn_no, event_id) if _is_digest(record.fingerprint) else dump_named(record)
     return (bytes.fromhex(record.fingerprint) if data.startswith(b"[") else record.fingerprint.encode()), data
+
+
+def value(record: Record, psn_no: str, event_id: str) -> bytes:
+    """The record as one field of the person's records hash: its year (4 digits), the fingerprint's
+    length (one byte) and the fingerprint, then `data` (see `fields`). A reversal of it appends
+    "\n" and the reversal's id (lua/commit.lua); JSON as orjson writes it holds no raw newline."""
+    fingerprint, data = fields(record, psn_no, event_id)
+    return b"%04d" % year_of(record) + bytes((len(fingerprint),)) + fingerprint + data
+
+
+def load_value(raw: bytes, psn_no: str, event_id: str) -> Record:
+    """A record from its field in the records hash (`value`, and a reversal's mark if any)."""
+    start = 5 + raw[4]
+    end = raw.find(b"\n", start)
+    parts = {b"fp": raw[5:start], b"data": raw[start:] if end < 0 else raw[start:end]}
+    if end >= 0:
+        parts[b"reversed_by"] = raw[end + 1:]
+    return load(parts, psn_no, event_id)
 
 
 def dump(record: Record, psn_no: str, event_id: str) -> bytes:

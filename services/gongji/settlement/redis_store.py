@@ -4,14 +4,21 @@ Keys (every per-person key carries the `{psn_no}` hash tag, so one person's keys
 the scripts run unchanged on Redis Cluster):
     <prefix>:{psn}:state        hash: ver (token), balc, "<year>:<accumulator>" fields, all fen;
                                 "person", the registry entry (packed.dump_person), so one HGETALL reads both;
-                                "pending:<claim id>" -> holder, while a family-account hold awaits its commit
-    <prefix>:{psn}:rec:<id>     hash: fp, data (the record, packed: settlement/packed.py), reversed_by
+                                "pending:<claim id>" -> holder, while a family-account hold awaits its commit;
+                                "from", the first year kept (settlement/window.py), once a year was closed
+    <prefix>:{psn}:recs         hash: event key ("c:<claim id>", "k:<credit id>") -> the event's record
+                                (packed.value: year, fingerprint, packed data, and a reversal's mark)
+    <prefix>:{psn}:rec:<key>    the first layout, a hash per record (fp, data, reversed_by): still read
+                                and marked reversed, never written; closing a year does not reach it
+                                (a rebuild rewrites everything in the new layout)
     <prefix>:{psn}:holds        hash: "<patient>:<claim id>" -> fen held from this account (家庭共济)
 Ids inside keys and fields are escaped (store.escape: a backslash before each backslash, colon and brace) where
 another part follows them, so no two different (person, claim) pairs share a key or a field; an id
 without those characters is written as it is.
     <prefix>:inst:<code>        registry entry (JSON)
-    <prefix>:id:<event key>     the person an event id ("c:<claim id>", "k:<credit id>") belongs to
+    <prefix>:ids:<n>            hash: event key -> owner (the first 8 bytes of blake2b of the person's
+                                psn_no), one of ID_BUCKETS buckets by the key's CRC-32
+    <prefix>:id:<event key>     the first layout of the same (the owner's psn_no): still read
     <prefix>:seen:{<n>}:<group> hash: "<topic>:<partition>" -> the next offset whose effects are here
                                 (SeenMarkers)
 Reads are pipelined per batch; the writes are the Lua scripts in lua/, registered once.
@@ -20,7 +27,9 @@ Reads are pipelined per batch; the writes are the Lua scripts in lua/, registere
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.resources
+import zlib
 
 import orjson
 
@@ -29,6 +38,9 @@ from gongji.settlement.domain import ACCUMULATES, CHRONIC_ACCUMULATORS, ClaimRec
 from gongji.settlement import packed
 from gongji.settlement.events import Institution, Person
 from gongji.settlement.store import Commit, Hold, HolderView, Record, Snapshot, Status, escape, hold_field
+
+# Never change: an id is looked up in the bucket its key hashes to (a rebuild would move them all).
+ID_BUCKETS = 4096
 
 _STATUS = {b"ok": Status.OK, b"stale": Status.STALE, b"duplicate": Status.DUPLICATE, b"short": Status.SHORT}
 
@@ -55,6 +67,8 @@ def parse_state(raw: dict[bytes, bytes]) -> PersonState:
                 values[accumulator] = int(value)
     return PersonState(
         token=raw.get(b"ver", b"").decode(),
+        kept_from=int(raw.get(b"from", b"0")),
+        first_year=int(raw.get(b"first", b"0")),
         balance=int(raw.get(b"balc", b"0")),
         years={year: YearTotals(**values) for year, values in years.items()},
         pending=pending,
@@ -63,8 +77,11 @@ def parse_state(raw: dict[bytes, bytes]) -> PersonState:
 
 def state_fields(state: PersonState, record: Record) -> list[str]:
     """The fields an event changed: the balance, and the accumulators its record's effects moved in
-    the one year they touched (a claim's, or for a reversal the original's); a credit moves none."""
+    the one year they touched (a claim's, or for a reversal the original's); a credit moves none;
+    and the first year a record is kept of (settlement/window.py)."""
     fields = ["balc", str(state.balance)]
+    if state.first_year:
+        fields += ["first", str(state.first_year)]
     if isinstance(record, ClaimRecord):
         effects = record.effects
         year = effects.year
@@ -76,6 +93,12 @@ def state_fields(state: PersonState, record: Record) -> list[str]:
             for name in CHRONIC_ACCUMULATORS:
                 fields += [f"{year}:{name}:{effects.chronic_group}", str(getattr(totals, name)[effects.chronic_group])]
     return fields
+
+
+def owner_hash(psn_no: str) -> bytes:
+    """What the id buckets keep of an event's owner: 8 bytes of the psn_no's hash (no personal id in
+    the index; two persons' ids collide with odds of 2^-64 per pair of uses of one id)."""
+    return hashlib.blake2b(psn_no.encode(), digest_size=8).digest()
 
 
 def stored_institution(raw: bytes) -> Institution:
@@ -101,6 +124,9 @@ class RedisStore:
 
     def _id_key(self, event_key: str) -> str:
         return f"{self.prefix}:id:{event_key}"
+
+    def _ids_key(self, event_key: str) -> str:
+        return f"{self.prefix}:ids:{zlib.crc32(event_key.encode()) % ID_BUCKETS}"
 
     def _institution_key(self, code: str) -> str:
         return f"{self.prefix}:inst:{code}"
@@ -144,9 +170,13 @@ class RedisStore:
             for code in code_list:
                 pipe.get(self._institution_key(code))
             for psn, key in key_list:
+                pipe.hget(self._key(psn, "recs"), key)
                 pipe.hgetall(self._key(psn, "rec:" + key))
-            for key, psn in claim_list:  # first come, first owner: SET NX, answering the owner before
-                pipe.set(self._id_key(key), psn, nx=True, get=True)
+            for key, psn in claim_list:  # first come, first owner (the first layout's owner first)
+                bucket = self._ids_key(key)
+                pipe.get(self._id_key(key))
+                pipe.hsetnx(bucket, key, owner_hash(psn))
+                pipe.hget(bucket, key)
         replies = await self._run(build)
         persons, states = {}, {}
         for psn, raw_state in zip(psn_list, replies):
@@ -157,11 +187,20 @@ class RedisStore:
         institutions = {code: stored_institution(raw) if raw else None
                         for code, raw in zip(code_list, replies[offset:offset + len(code_list)])}
         offset += len(code_list)
-        records = {key: packed.load(raw, key[0], key[1].split(":", 1)[1])
-                   for key, raw in zip(key_list, replies[offset:offset + len(key_list)])}
-        offset += len(key_list)
-        owners = {key: owner.decode() if owner is not None else psn
-                  for (key, psn), owner in zip(claim_list, replies[offset:])}
+        records = {}
+        for index, (psn, key) in enumerate(key_list):
+            value, first = replies[offset + 2 * index], replies[offset + 2 * index + 1]
+            event_id = key.split(":", 1)[1]
+            records[(psn, key)] = packed.load_value(value, psn, event_id) if value is not None \
+                else packed.load(first, psn, event_id)
+        offset += 2 * len(key_list)
+        owners = {}
+        for index, (key, psn) in enumerate(claim_list):
+            first, _, owner = replies[offset + 3 * index:offset + 3 * index + 3]
+            if first is not None:
+                owners[key] = first.decode()
+            else:  # another person's hash is all that says "another person" (idempotency.taken names none)
+                owners[key] = psn if owner == owner_hash(psn) else "?" + owner.hex()
         return Snapshot(persons, institutions, states, records, owners)
 
     async def read_holders(self, wants) -> dict[tuple[str, str, str], HolderView]:
@@ -197,12 +236,15 @@ class RedisStore:
     async def commit(self, commits: list[Commit]) -> list[Status]:
         def build(pipe):
             for commit in commits:
-                keys = [self._key(commit.psn_no, "state"), self._key(commit.psn_no, "rec:" + commit.record_key)]
+                psn = commit.psn_no
+                keys = [self._key(psn, "state"), self._key(psn, "recs"), self._key(psn, "rec:" + commit.record_key)]
                 if commit.reverses:
-                    keys.append(self._key(commit.psn_no, "rec:" + commit.reverses))
+                    keys.append(self._key(psn, "rec:" + commit.reverses))
                 event_id = commit.record_key.split(":", 1)[1]
-                self._commit.queue(pipe, keys, [commit.expected, commit.state.token,
-                                                *packed.fields(commit.record, commit.psn_no, event_id), event_id,
+                kept = commit.state.kept_from
+                self._commit.queue(pipe, keys, [commit.expected, commit.state.token, commit.record_key,
+                                                packed.value(commit.record, psn, event_id), event_id,
+                                                commit.reverses or "", str(kept) if kept else "",
                                                 *state_fields(commit.state, commit.record)])
         return [_STATUS[reply] for reply in await self._run(build)]
 

@@ -56,7 +56,9 @@ class Snapshot:
     institutions: dict[str, Institution | None]
     states: dict[str, PersonState]
     records: dict[tuple[str, str], Record | None]
-    owners: dict[str, str]  # event key ("c:<claim id>", "k:<credit id>") → the person it belongs to
+    # event key ("c:<claim id>", "k:<credit id>") → the asking person's psn_no when it is theirs, else
+    # a token that is no psn_no (whose it is stays unsaid: Redis keeps a hash of the owner only)
+    owners: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,6 +160,9 @@ class Settings(LogSettings):
     key_prefix: str = "gj"
     settlement_group: str = "gongji-settlement"
     clearing_group: str = "gongji-clearing"
+    # Clearing forgets the ids it counted for a year's months once a result dated this many years
+    # later is counted (gongji.clearing.store); at least the longest reversal window, plus slack.
+    clearing_window_years: int = Field(default=2, ge=1)
     ledger_group: str = "gongji-ledger"
     # The PostgreSQL schema holding the ledger's journal (several deployments or tests share a server).
     ledger_schema: str = "ledger"

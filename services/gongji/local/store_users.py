@@ -37,9 +37,10 @@ REDIS_RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
          ":probe"),
     ),
     "clearing": (
-        # clearing/store.py, apply.lua (sadd, hincrby), months (scan), positions (smembers, hgetall)
-        ("sadd", "smembers", "hgetall", "hincrby", "scan", "evalsha", "script|load", "set"),
-        (":{clr:*}:flow", ":{clr:*}:seen", ":clr:pairs:*", ":probe"),
+        # clearing/store.py, apply.lua (sadd, hincrby), months (scan), positions (smembers, hgetall),
+        # closing a year (get, the advance script's set, unlink)
+        ("sadd", "smembers", "hgetall", "hincrby", "scan", "evalsha", "script|load", "set", "get", "unlink"),
+        (":{clr:*}:flow", ":{clr:*}:seen", ":clr:pairs:*", ":clr:closed", ":probe"),
     ),
     "gateway": (
         # gateway/service.py: a msgid claimed with SET NX, its answer stored with SET, read with GET

@@ -81,7 +81,8 @@ class ClearingStore:
             if pairs:
                 def build(pipe, ym=ym, pairs=pairs):
                     for pair in pairs:
-                        pipe.unlink(self._key(ym, *pair.decode().split(">"), "seen"))
+                        # execute_command: redis-py's cluster pipeline answers pipe.unlink() with nothing done
+                        pipe.execute_command("UNLINK", self._key(ym, *pair.decode().split(">"), "seen"))
                 await run_pipeline(self.client, build, timeout=self.timeout)
         return months
 

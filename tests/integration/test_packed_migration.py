@@ -27,7 +27,7 @@ async def _keys(store: RedisStore, pattern: str) -> list[bytes]:
 
 async def _to_first_layout(store: RedisStore, psn_nos: list[str]) -> int:
     """Move every record and id the new code wrote to the first layout and form, as the code before
-    it would have left them (no "first" field in the states either). Returns how many records."""
+    it would have left them (no "first" field in the states, no layout marker). Returns how many records."""
     client, prefix = store.client, store.prefix
     moved = 0
     for psn in psn_nos:
@@ -47,6 +47,7 @@ async def _to_first_layout(store: RedisStore, psn_nos: list[str]) -> int:
         for field, owner in (await client.hgetall(bucket)).items():
             await client.set(f"{prefix}:id:{field.decode()}", owners[owner])
         await client.delete(bucket)
+    await client.delete(f"{prefix}:layout")
     return moved
 
 
@@ -62,7 +63,11 @@ async def test_records_of_the_first_form_and_layout_are_read_resent_and_reversed
         await settler.handle(setup)
         for start in range(0, half, 40):
             await settler.handle(stream[start:start + 40])
-    assert await _to_first_layout(store, psn_nos) > half // 2
+    written = await _to_first_layout(store, psn_nos)
+    assert written > half // 2
+    # The new service's start moves them (ids too), once.
+    assert await store.upgrade() > written and await store.upgrade() == 0
+    assert not await _keys(store, f"{store.prefix}:id:*") and not await _keys(store, f"{store.prefix}:*:rec:*")
     # The new code on the same Redis: the second half resends and reverses claims of the first.
     settler = Settler(store, BOOK)
     results = {}

@@ -27,14 +27,15 @@ _CLIENT = ("ping", "client|setinfo", "cluster|slots", "cluster|shards", "command
 #: Per service: commands (client and Lua) and key patterns, after the key prefix.
 REDIS_RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "settlement": (
-        # reads and writes of settlement/redis_store.py; scan and unlink: the rebuild's wipe
+        # reads and writes of settlement/redis_store.py; scan and unlink: the rebuild's wipe and the
+        # upgrade from the first layout (`:{*}:rec:*`, `:id:*`)
         ("get", "set", "hget", "hmget", "hgetall", "hset", "hsetnx", "del", "unlink", "scan",
          # commit.lua, hold.lua, mark.lua
-         "evalsha", "script|load", "exists", "hexists", "hdel", "hincrby", "hkeys",
+         "evalsha", "script|load", "hexists", "hdel", "hincrby", "hkeys",
          # durability (common/redis.Durability): INFO persistence/replication, then the waits
          "info", "waitaof", "wait"),
         (":{*}:state", ":{*}:recs", ":{*}:rec:*", ":{*}:holds", ":inst:*", ":ids:*", ":id:*", ":seen:*",
-         ":probe"),
+         ":layout", ":probe"),
     ),
     "clearing": (
         # clearing/store.py, apply.lua (sadd, hincrby), months (scan), positions (smembers, hgetall),

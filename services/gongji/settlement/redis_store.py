@@ -8,9 +8,6 @@ the scripts run unchanged on Redis Cluster):
                                 "from", the first year kept (settlement/window.py), once a year was closed
     <prefix>:{psn}:recs         hash: event key ("c:<claim id>", "k:<credit id>") -> the event's record
                                 (packed.value: year, fingerprint, packed data, and a reversal's mark)
-    <prefix>:{psn}:rec:<key>    the first layout, a hash per record (fp, data, reversed_by): still read
-                                and marked reversed, never written; closing a year does not reach it
-                                (a rebuild rewrites everything in the new layout)
     <prefix>:{psn}:holds        hash: "<patient>:<claim id>" -> fen held from this account (家庭共济)
 Ids inside keys and fields are escaped (store.escape: a backslash before each backslash, colon and brace) where
 another part follows them, so no two different (person, claim) pairs share a key or a field; an id
@@ -18,7 +15,9 @@ without those characters is written as it is.
     <prefix>:inst:<code>        registry entry (JSON)
     <prefix>:ids:<n>            hash: event key -> owner (the first 8 bytes of blake2b of the person's
                                 psn_no), one of ID_BUCKETS buckets by the key's CRC-32
-    <prefix>:id:<event key>     the first layout of the same (the owner's psn_no): still read
+    <prefix>:layout             "2" once `upgrade` has moved what the first layout left: a key per
+                                record `{psn}:rec:<event key>` (fp, data, reversed_by) and a key per id
+                                `id:<event key>` (the owner's psn_no)
     <prefix>:seen:{<n>}:<group> hash: "<topic>:<partition>" -> the next offset whose effects are here
                                 (SeenMarkers)
 Reads are pipelined per batch; the writes are the Lua scripts in lua/, registered once.
@@ -37,10 +36,16 @@ from gongji.common.redis import Durability, LuaScript, deadline, primaries, run_
 from gongji.settlement.domain import ACCUMULATES, CHRONIC_ACCUMULATORS, ClaimRecord, PersonState, YearTotals
 from gongji.settlement import packed
 from gongji.settlement.events import Institution, Person
-from gongji.settlement.store import Commit, Hold, HolderView, Record, Snapshot, Status, escape, hold_field
+from gongji.settlement.store import Commit, Hold, HolderView, Record, Snapshot, Status, escape, hold_field, unescape
 
 # Never change: an id is looked up in the bucket its key hashes to (a rebuild would move them all).
 ID_BUCKETS = 4096
+# An event id claimed for its person, first come first owner: KEYS[1] the id's bucket, ARGV[1] the
+# event key, ARGV[2] the person's owner hash. Answers the owner's hash.
+_OWN = """
+redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('HGET', KEYS[1], ARGV[1])
+"""
 
 _STATUS = {b"ok": Status.OK, b"stale": Status.STALE, b"duplicate": Status.DUPLICATE, b"short": Status.SHORT}
 
@@ -115,15 +120,63 @@ class RedisStore:
         self.timeout = timeout  # for each round trip; a hung server fails the batch, which is retried
         self._commit = LuaScript(_script("commit.lua"))
         self._hold = LuaScript(_script("hold.lua"))
+        self._own = LuaScript(_OWN)
 
     async def _run(self, build) -> list:
-        return await run_pipeline(self.client, build, (self._commit, self._hold), self.timeout)
+        return await run_pipeline(self.client, build, (self._commit, self._hold, self._own), self.timeout)
+
+    async def upgrade(self) -> int:
+        """Move what the first layout left into the records hashes and the id buckets, once (the
+        service runs it before it consumes, so its hot path reads one layout). A move is HSETNX,
+        then the old key goes: a crash halfway is finished by the next start. Returns how many keys
+        moved. Stop the services of the first layout first: what they write after it is not read."""
+        layout = f"{self.prefix}:layout"
+        async with deadline(self.timeout):
+            if await self.client.get(layout) == b"2":
+                return 0
+        moved = 0
+        records, ids = f"{self.prefix}:{{".encode(), f"{self.prefix}:id:".encode()
+        for node in await primaries(self.client):
+            keys = [key async for key in node.scan_iter(match=f"{self.prefix}:*", count=1000)
+                    if (key.startswith(records) and b"}:rec:" in key) or key.startswith(ids)]
+            for start in range(0, len(keys), 500):
+                moved += await self._move(keys[start:start + 500], len(records), len(ids))
+            if node is not self.client:
+                await node.aclose()
+        async with deadline(self.timeout):
+            await self.client.set(layout, "2")
+        return moved
+
+    async def _move(self, keys: list[bytes], records: int, ids: int) -> int:
+        def read(pipe):
+            for key in keys:
+                if key[records - 1:records] == b"{":
+                    pipe.hgetall(key)
+                else:
+                    pipe.get(key)
+        values = await self._run(read)
+
+        def write(pipe):
+            for key, value in zip(keys, values):
+                if not value:
+                    continue
+                text = key.decode()
+                if key[records - 1:records] == b"{":  # "<prefix>:{<escaped psn>}:rec:<event key>"
+                    cut = text.index("}:rec:", records)
+                    psn, event_key = unescape(text[records:cut]), text[cut + 6:]
+                    record = packed.load(value, psn, event_key.split(":", 1)[1])
+                    mark = b"\n" + record.reversed_by.encode() if getattr(record, "reversed_by", None) else b""
+                    pipe.hsetnx(self._key(psn, "recs"), event_key, packed.value(record, psn, event_key.split(":", 1)[1])
+                                + mark)
+                else:  # "<prefix>:id:<event key>" -> psn_no
+                    pipe.hsetnx(self._ids_key(text[ids:]), text[ids:], owner_hash(value.decode()))
+                # execute_command: redis-py's cluster pipeline answers pipe.unlink() with nothing done
+                pipe.execute_command("UNLINK", key)
+        await self._run(write)
+        return sum(1 for value in values if value)
 
     def _key(self, psn_no: str, suffix: str) -> str:
         return f"{self.prefix}:{{{escape(psn_no)}}}:{suffix}"
-
-    def _id_key(self, event_key: str) -> str:
-        return f"{self.prefix}:id:{event_key}"
 
     def _ids_key(self, event_key: str) -> str:
         return f"{self.prefix}:ids:{zlib.crc32(event_key.encode()) % ID_BUCKETS}"
@@ -171,12 +224,8 @@ class RedisStore:
                 pipe.get(self._institution_key(code))
             for psn, key in key_list:
                 pipe.hget(self._key(psn, "recs"), key)
-                pipe.hgetall(self._key(psn, "rec:" + key))
-            for key, psn in claim_list:  # first come, first owner (the first layout's owner first)
-                bucket = self._ids_key(key)
-                pipe.get(self._id_key(key))
-                pipe.hsetnx(bucket, key, owner_hash(psn))
-                pipe.hget(bucket, key)
+            for key, psn in claim_list:  # first come, first owner: answers the owner's hash
+                self._own.queue(pipe, [self._ids_key(key)], [key, owner_hash(psn)])
         replies = await self._run(build)
         persons, states = {}, {}
         for psn, raw_state in zip(psn_list, replies):
@@ -187,20 +236,12 @@ class RedisStore:
         institutions = {code: stored_institution(raw) if raw else None
                         for code, raw in zip(code_list, replies[offset:offset + len(code_list)])}
         offset += len(code_list)
-        records = {}
-        for index, (psn, key) in enumerate(key_list):
-            value, first = replies[offset + 2 * index], replies[offset + 2 * index + 1]
-            event_id = key.split(":", 1)[1]
-            records[(psn, key)] = packed.load_value(value, psn, event_id) if value is not None \
-                else packed.load(first, psn, event_id)
-        offset += 2 * len(key_list)
-        owners = {}
-        for index, (key, psn) in enumerate(claim_list):
-            first, _, owner = replies[offset + 3 * index:offset + 3 * index + 3]
-            if first is not None:
-                owners[key] = first.decode()
-            else:  # another person's hash is all that says "another person" (idempotency.taken names none)
-                owners[key] = psn if owner == owner_hash(psn) else "?" + owner.hex()
+        records = {(psn, key): packed.load_value(value, psn, key.split(":", 1)[1]) if value is not None else None
+                   for (psn, key), value in zip(key_list, replies[offset:offset + len(key_list)])}
+        offset += len(key_list)
+        # another person's hash is all that says "another person" (idempotency.taken names none)
+        owners = {key: psn if owner == owner_hash(psn) else "?" + owner.hex()
+                  for (key, psn), owner in zip(claim_list, replies[offset:])}
         return Snapshot(persons, institutions, states, records, owners)
 
     async def read_holders(self, wants) -> dict[tuple[str, str, str], HolderView]:
@@ -237,9 +278,7 @@ class RedisStore:
         def build(pipe):
             for commit in commits:
                 psn = commit.psn_no
-                keys = [self._key(psn, "state"), self._key(psn, "recs"), self._key(psn, "rec:" + commit.record_key)]
-                if commit.reverses:
-                    keys.append(self._key(psn, "rec:" + commit.reverses))
+                keys = [self._key(psn, "state"), self._key(psn, "recs")]
                 event_id = commit.record_key.split(":", 1)[1]
                 kept = commit.state.kept_from
                 self._commit.queue(pipe, keys, [commit.expected, commit.state.token, commit.record_key,

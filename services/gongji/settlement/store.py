@@ -36,6 +36,16 @@ def escape(text: str, specials: str = ":{}") -> str:
     return text
 
 
+def unescape(text: str) -> str:
+    """`escape` undone: each backslash-escaped character as itself."""
+    if "\\" not in text:
+        return text
+    out, chars = [], iter(text)
+    for char in chars:
+        out.append(next(chars, "") if char == "\\" else char)
+    return "".join(out)
+
+
 def hold_field(patient: str, claim_id: str) -> str:
     """The field of a holder's holds hash for one patient's claim: "<patient>:<claim id>", the
     patient escaped (the claim id is the rest of the field, whatever it holds)."""

@@ -1,9 +1,6 @@
 -- Commit one settled event for one person, if nothing changed since it was computed.
 -- KEYS[1] the person's state hash     {psn}:state
 -- KEYS[2] the person's records hash   {psn}:recs   (field: event key, value: packed.value)
--- KEYS[3] this event's record key in the first layout, {psn}:rec:<id> (written before the records
---         hash; read, never written)
--- KEYS[4] (reversal only) the original's record key in the first layout
 -- ARGV[1] expected token, ARGV[2] new token, ARGV[3] this event's field, ARGV[4] its record value,
 -- ARGV[5] id of this event (reversal: appended to the original's value as its reversed_by),
 -- ARGV[6] (reversal) the original's field, else '',
@@ -11,7 +8,7 @@
 --         'from'), the records and the "<year>:…" state fields of earlier years are deleted,
 -- ARGV[8..] state fields and values to set (absolute values computed by the engine).
 -- Validate first, write last: Lua does not roll back writes made before an error.
-if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then
+if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 then
   return 'duplicate'
 end
 local token = redis.call('HGET', KEYS[1], 'ver') or ''
@@ -21,12 +18,8 @@ end
 local original
 if ARGV[6] ~= '' then
   original = redis.call('HGET', KEYS[2], ARGV[6])
-  if original then
-    -- after the year (4), the fingerprint's length (1) and the fingerprint, a newline marks a reversal
-    if string.find(original, '\n', 6 + string.byte(original, 5), true) then
-      return 'stale'
-    end
-  elseif redis.call('EXISTS', KEYS[4]) == 0 or redis.call('HEXISTS', KEYS[4], 'reversed_by') == 1 then
+  -- after the year (4), the fingerprint's length (1) and the fingerprint, a newline marks a reversal
+  if not original or string.find(original, '\n', 6 + string.byte(original, 5), true) then
     return 'stale'
   end
 end
@@ -55,7 +48,5 @@ redis.call('HDEL', KEYS[1], 'pending:' .. ARGV[5])  -- its family-account hold, 
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
 if original then
   redis.call('HSET', KEYS[2], ARGV[6], original .. '\n' .. ARGV[5])
-elseif ARGV[6] ~= '' then
-  redis.call('HSET', KEYS[4], 'reversed_by', ARGV[5])
 end
 return 'ok'

@@ -27,7 +27,7 @@ from decimal import Decimal
 
 from gongji.fraud import rules
 from gongji.fraud.domain import ClaimFiled, MemoryBuckets, VisitReversed, VisitSettled
-from gongji.settings import FraudSettings
+from gongji.fraud_settings import FraudSettings
 
 DAY0 = datetime.fromisoformat("2023-03-06T00:00:00+08:00")
 PARTITIONS = 6

@@ -36,7 +36,8 @@ from gongji.common.topic_admin import ensure_topics
 from gongji.contract import wire
 from gongji.fraud.domain import NO_WINDOW, ClaimFiled, VisitReversed, VisitSettled
 from gongji.fraud.service import FraudService
-from gongji.settings import FraudSettings, Settings
+from gongji.fraud_settings import FraudSettings
+from gongji.settings import Settings
 from tests.fraud_replay import DAY0, PARTITIONS, place, skewed, stream
 from tests.integration.support import CATALOG, as_service, collect, producer, settings_for
 from tests.integration.test_fraud_service import RECORD, claim, reversal, running, settlement

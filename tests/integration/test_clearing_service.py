@@ -132,3 +132,25 @@ async def test_the_store_names_the_months_with_a_position_under_its_own_prefix(r
         assert await other.months() == ["2022-07"]
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize("server", ["redis", "redis-cluster"])
+async def test_closing_a_year_forgets_its_months_ids_and_keeps_their_positions(request, stack, uniq, server):
+    """Clearing's remembered ids expire by event time: closing the years before 2024 forgets the ids
+    of 2023's months (a result of them would count again: the service refuses those instead) and
+    keeps every position; later months still remember theirs; the first open year never moves back."""
+    url, cluster = (stack.redis_url, False) if server == "redis" else (request.getfixturevalue("redis_cluster"), True)
+    client = connect(url, cluster, **service_credentials(stack, "clearing"))
+    try:
+        store = ClearingStore(client, uniq)
+        old = Contribution("S1", "2023-03", "152501", "990100", {"settlements": 1, "fund_pay_sumamt": 100}, year=2023)
+        kept = Contribution("S2", "2024-05", "990100", "152501", {"settlements": 1, "fund_pay_sumamt": 200}, year=2024)
+        assert await store.apply([old, kept]) == 2 and await store.first_open_year() == 0
+        assert await store.close(2024) == ["2023-03"]
+        assert await store.first_open_year() == 2024
+        assert await store.close(2023) == [] and await store.first_open_year() == 2024
+        assert (await store.positions("2023-03"))[("152501", "990100")]["fund_pay_sumamt"] == 100
+        assert await store.apply([kept]) == 0  # 2024's ids are still remembered
+        assert await store.apply([old]) == 1  # 2023's are forgotten
+    finally:
+        await client.aclose()

@@ -23,7 +23,7 @@ from gongji.contract import wire
 from gongji.local.processes import free_port
 from gongji.fraud import domain
 from gongji.fraud.service import FraudService
-from gongji.settings import FraudSettings
+from gongji.fraud_settings import FraudSettings
 
 CST = "+08:00"
 Y = Decimal("0.01")

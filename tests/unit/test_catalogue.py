@@ -239,7 +239,7 @@ def test_the_version_in_force_is_the_latest_begun_and_a_withdrawn_one_counts_for
 
 def test_a_catalogue_entry_mid_stream_applies_between_the_events_before_and_after_it():
     """Batch invariance: the claim before the entry is refused UNKNOWN_ITEM, the one after settles by
-    it, in every batching (a registry change applies between its neighbours, planning.steps)."""
+    it, in every batching (a registry change applies between its neighbours, steps.steps)."""
     events = [*REGISTRY,
               claim(fee("XD04", "100.00"), claim_id="C-before", psn_no="P-E", fixmedins_code="H-E"),
               claim(fee("XD04", "100.00"), claim_id="C-classified", psn_no="P-P", fixmedins_code="H-E"),

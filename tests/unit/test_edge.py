@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from gongji.common.avro import SchemaCatalog
 from gongji.settings import Settings
-from gongji.settings import FraudSettings
+from gongji.fraud_settings import FraudSettings
 from gongji.fraud.domain import ClaimFiled, ClaimRefused, MemoryBuckets
 from gongji.fraud.rules import detect
 from gongji.contract.wire import OUTPUT_RECORDS

@@ -13,7 +13,7 @@ import pytest
 
 from gongji.fraud.domain import InstitutionActivity, MemoryBuckets, VisitReversed, VisitSettled, day_of
 from gongji.fraud.rules import detect, on_activity, on_reversal
-from gongji.settings import FraudSettings
+from gongji.fraud_settings import FraudSettings
 
 pytestmark = pytest.mark.unit
 

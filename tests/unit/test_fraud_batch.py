@@ -13,7 +13,7 @@ import pytest
 
 from gongji.fraud import domain, rules
 from gongji.fraud.store import BatchStaged, PinnedTable, TableBuckets
-from gongji.settings import FraudSettings
+from gongji.fraud_settings import FraudSettings
 from gongji.fraud.domain import (ClaimFiled, ClaimRefused, MemoryBuckets, Outcome, Staged, VisitReversed,
                                  VisitSettled, day_of, week_of)
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from gongji.fraud.domain import (ClaimFiled, ClaimRefused, MemoryBuckets, VisitReversed, VisitSettled, day_of,
                                  signal_id)
 from gongji.fraud.rules import detect
-from gongji.settings import FraudSettings
+from gongji.fraud_settings import FraudSettings
 
 DAY0 = datetime.fromisoformat("2023-03-06T00:00:00+08:00")  # a Monday
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from gongji.settings import Settings
-from gongji.settings import FraudSettings
+from gongji.fraud_settings import FraudSettings
 from gongji.fraud.domain import (ClaimFiled, ClaimRefused, InstitutionActivity, MemoryBuckets, VisitReversed,
                                  VisitSettled, day_of, signal_id, week_of, year_of)
 from gongji.fraud.rules import detect, on_visit

@@ -15,7 +15,7 @@ from tests.unit.builders import BOOK, claim, institution, line, person, state
 from gongji.contract.wire import SHANGHAI
 from gongji.fraud.domain import MemoryBuckets, VisitReversed, VisitSettled, in_scope_burden, visit_from_wire
 from gongji.fraud.rules import detect, high_expense_threshold
-from gongji.settings import FraudSettings
+from gongji.fraud_settings import FraudSettings
 from gongji.settlement.codec import from_output
 from gongji.settlement.domain import Output
 from gongji.settlement.rules import settle_claim

@@ -18,7 +18,7 @@ from gongji.fraud.domain import MemoryBuckets, VisitReversed, VisitSettled, reve
 from gongji.fraud.rules import detect
 from gongji.ledger.burden import as_record, print_rows, rows_from
 from gongji.ledger.domain import entry_for
-from gongji.settings import FraudSettings
+from gongji.fraud_settings import FraudSettings
 
 pytestmark = pytest.mark.unit
 

@@ -13,6 +13,7 @@ from tests.unit.builders import BOOK, claim, credit, fen, institution, line, per
 from gongji.settlement import planning, rules
 from gongji.settlement.domain import Output, PersonState, Rejection
 from gongji.settlement.store import HolderView, Snapshot, Status
+from gongji.settlement.steps import Registry, steps as batch_steps
 
 pytestmark = pytest.mark.unit
 
@@ -43,8 +44,8 @@ def planned(work: planning.Work, optimistic: bool = False) -> planning.Pass:
 def test_the_batch_is_cut_where_the_registry_changes_and_a_bad_person_is_answered_in_place():
     own_holder = person("Z", mulaid_holder_psn_no="Z", mulaid_relation="spouse")
     events = [VISIT, HOLDER, institution(), OWN_VISIT, own_holder, VISIT]
-    steps, refused = planning.steps(events, rules)
-    assert steps == [[(0, VISIT)], planning.Registry([HOLDER], [institution()]), [(3, OWN_VISIT)], [(5, VISIT)]]
+    steps, refused = batch_steps(events, rules)
+    assert steps == [[(0, VISIT)], Registry([HOLDER], [institution()]), [(3, OWN_VISIT)], [(5, VISIT)]]
     assert list(refused) == [4] and refused[4].value.err_code == "MULAID_NOT_ALLOWED"
 
 

@@ -8,7 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from gongji.settings import FraudSettings, Settings
+from gongji.fraud_settings import FraudSettings
+from gongji.settings import Settings
 
 pytestmark = pytest.mark.unit
 

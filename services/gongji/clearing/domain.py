@@ -34,6 +34,7 @@ class Contribution:
     insured: str  # 参保地: owes it
     amounts: dict[str, int]  # FIELDS → fen (money) or a count
     institution: str = ""  # fixmedins_code of the treating institution (it is in the treatment region)
+    year: int = 0  # the year of the result's own setl_time (Beijing): clearing's clock (ClearingStore.close)
 
 
 def month_of(iso_time: str) -> str:
@@ -53,8 +54,10 @@ def contribution(result: dict) -> Contribution | None:
     amounts["acct_pay"] = to_fen(result["acct_pay"]) + to_fen(result["acct_mulaid_pay"])
     amounts["settlements"] = -1 if reversal else 1
     # The schema's adjustment: a reversal received in a later month than its original ("YYYY-MM" sorts).
-    amounts["adjustments"] = 1 if reversal and month_of(result["setl_time"]) > ym else 0
-    return Contribution(result["setl_id"], ym, treatment, insured, amounts, result.get("fixmedins_code") or "")
+    own = month_of(result["setl_time"])
+    amounts["adjustments"] = 1 if reversal and own > ym else 0
+    return Contribution(result["setl_id"], ym, treatment, insured, amounts, result.get("fixmedins_code") or "",
+                        int(own[:4]))
 
 
 def fold(contributions) -> dict[tuple[str, str, str], dict[str, int]]:

@@ -53,13 +53,25 @@ class ClearingService:
                 dead.append((message, f"not a settlement result clearing can read: {poison.describe(error)}"))
                 continue
             if item is not None:
-                items.append(item)
+                items.append((message, item))
+        if items:
+            open_from = await self.store.first_open_year()
+            dead += [(message, f"a result of {item.ym}, a month clearing's window has closed (first open year "
+                               f"{open_from}, GONGJI_CLEARING_WINDOW_YEARS): not counted, since it cannot be told "
+                               "from a redelivery; count it by hand if it is new")
+                     for message, item in items if int(item.ym[:4]) < open_from]
+            items = [item for _, item in items if int(item.ym[:4]) >= open_from]
         if items:
             new = await self.store.apply(items)
             self.counted["new"] += new
             self.counted["seen"] += len(items)
             self.metrics.outputs.labels("counted").inc(new)
             self.metrics.outputs.labels("already counted").inc(len(items) - new)
+            first_open = max(item.year for item in items) - self.settings.clearing_window_years
+            if first_open > open_from:
+                forgotten = await self.store.close(first_open)
+                log.info("clearing: years before %d closed, the ids of %d months forgotten", first_open,
+                         len(forgotten))
         self.metrics.dead_letters.inc(len(dead))
         await kafka.send_dead_letters(producer, self.settings, self.catalog, dead, SERVICE)
         self.metrics.consumed.inc(len(messages))

@@ -24,7 +24,7 @@ from gongji.common.money import to_fen, to_yuan
 from gongji.contract.wire import SHANGHAI
 
 if TYPE_CHECKING:  # a type hint only: the domain takes its thresholds, it does not read settings
-    from gongji.settings import FraudSettings
+    from gongji.fraud_settings import FraudSettings
 
 MAX_EVIDENCE = 50  # claim ids per signal (schema: at most 50)
 RAISED, WITHDRAWN = "raised", "withdrawn"  # a signal's status on the wire

@@ -19,7 +19,7 @@ from gongji.common.money import to_fen, to_yuan
 from gongji.fraud.domain import MAX_EVIDENCE, Buckets, Signal, raise_once, withdraw, year_of
 
 if TYPE_CHECKING:
-    from gongji.settings import FraudSettings
+    from gongji.fraud_settings import FraudSettings
 
 
 def count_share(config: FraudSettings, buckets: Buckets, psn: str, admdvs: str | None, t: datetime,

@@ -32,7 +32,7 @@ from gongji.fraud.spike import close, on_activity
 __all__ = ["close", "detect", "on_activity", "on_claim", "on_refusal", "on_reversal", "on_visit"]
 
 if TYPE_CHECKING:  # a type hint only: the rules take their thresholds, they do not read settings
-    from gongji.settings import FraudSettings
+    from gongji.fraud_settings import FraudSettings
 
 MAX_WAITING = 500  # a person's claims waiting for their outcome, or outcomes for their claim
 MAX_DISPENSINGS = 50  # a person's dispensings of one drug kept for EARLY_REFILL, the newest

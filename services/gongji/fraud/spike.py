@@ -16,7 +16,7 @@ from gongji.fraud.domain import (DAY, MAX_EVIDENCE, NO_WINDOW, Buckets, Institut
                                  parse_time, raise_once, withdraw)
 
 if TYPE_CHECKING:  # a type hint only: the rules take their thresholds, they do not read settings
-    from gongji.settings import FraudSettings
+    from gongji.fraud_settings import FraudSettings
 
 
 def on_activity(config: FraudSettings, buckets: Buckets, activity: InstitutionActivity,

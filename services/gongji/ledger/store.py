@@ -29,7 +29,7 @@ from gongji.ledger.domain import Detail, Entry, LedgerError
 
 if TYPE_CHECKING:
     from gongji.ledger.burden import BurdenRow
-    from gongji.settings import FraudSettings
+    from gongji.fraud_settings import FraudSettings
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 

@@ -23,9 +23,11 @@ from aiokafka import TopicPartition
 
 from gongji.common import kafka
 from gongji.common.avro import SchemaCatalog
+from gongji.common.redis import client_for
 from gongji.contract.wire import ID_HEADER, TYPE_HEADER, header
 from gongji.local.errors import LocalError
 from gongji.common.signing import signer
+from gongji.local import redis_memory
 from gongji.local.launch import encode, isolated, prepare_topics, servers, start_service, stop_processes
 from gongji.local.synthetic import Traffic
 from gongji.settings import Settings
@@ -144,6 +146,7 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
     service = start_workers()
     producer = kafka.producer(settings)
     await producer.start()
+    redis = client_for(settings)  # the operator's: MEMORY USAGE and INFO are no service's commands
     results = Results(settings, catalog)
     stop = asyncio.Event()
     reader = asyncio.create_task(results.run(stop))
@@ -157,6 +160,7 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
         # Throughput: stop the service, queue the whole burst, start it, time the drain from its
         # first result to its last, so the load generator's own cost stays out of the figure.
         stop_processes(service)
+        memory = redis_memory.Footprint(used_before=await redis_memory.used_memory(redis))
         await _send(producer, burst, {}, None)
         ids = list(dict.fromkeys(row[3] for row in burst))
         service = start_workers()
@@ -195,8 +199,12 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
         print(f"bench: latency at {rate} claims/s ({len(paced)} claims): p50 {figures['paced']['p50_ms']:.1f} ms, "
               f"p99 {figures['paced']['p99_ms']:.1f} ms", flush=True)
         print(f"bench: results by kind: {results.kinds}")
+        memory.used_after = await redis_memory.used_memory(redis)
+        figures["redis"] = (await redis_memory.measure(redis, settings.key_prefix, memory)).to_dict()
+        print(f"bench: Redis: {memory.summary()}", flush=True)
         return figures
     finally:
+        await redis.aclose()
         stop.set()
         await reader
         await producer.stop()

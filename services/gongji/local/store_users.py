@@ -8,7 +8,7 @@ equal). The ledger's roles are `deploy/postgres/roles.sql` (run with psql, as th
 writer's grants are `gongji/ledger/grants.sql`, applied by `gongji ledger migrate`.
 
 Key patterns follow the stores' keys (settlement/redis_store.py, clearing/store.py). Settlement
-and clearing share the key prefix, so settlement's patterns name its suffixes (`:state`, `:rec:*`,
+and clearing share the key prefix, so settlement's patterns name its suffixes (`:state`, `:recs`, `:rec:*`,
 `:holds`): clearing's `{clr:…}:flow|seen` match none of them. Redis checks the keys a Lua script
 declares and the commands it calls, so the scripts' commands are listed too.
 """
@@ -27,18 +27,21 @@ _CLIENT = ("ping", "client|setinfo", "cluster|slots", "cluster|shards", "command
 #: Per service: commands (client and Lua) and key patterns, after the key prefix.
 REDIS_RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "settlement": (
-        # reads and writes of settlement/redis_store.py; scan and unlink: the rebuild's wipe
-        ("get", "set", "hget", "hmget", "hgetall", "hset", "del", "unlink", "scan",
+        # reads and writes of settlement/redis_store.py; scan and unlink: the rebuild's wipe and the
+        # upgrade from the first layout (`:{*}:rec:*`, `:id:*`)
+        ("get", "set", "hget", "hmget", "hgetall", "hset", "hsetnx", "del", "unlink", "scan",
          # commit.lua, hold.lua, mark.lua
-         "evalsha", "script|load", "exists", "hexists", "hdel", "hincrby",
+         "evalsha", "script|load", "hexists", "hdel", "hincrby", "hkeys",
          # durability (common/redis.Durability): INFO persistence/replication, then the waits
          "info", "waitaof", "wait"),
-        (":{*}:state", ":{*}:rec:*", ":{*}:holds", ":inst:*", ":cat:*", ":id:*", ":seen:*", ":probe"),
+        (":{*}:state", ":{*}:recs", ":{*}:rec:*", ":{*}:holds", ":inst:*", ":cat:*", ":ids:*", ":id:*", ":seen:*",
+         ":layout", ":probe"),
     ),
     "clearing": (
-        # clearing/store.py, apply.lua (sadd, hincrby), months (scan), positions (smembers, hgetall)
-        ("sadd", "smembers", "hgetall", "hincrby", "scan", "evalsha", "script|load", "set"),
-        (":{clr:*}:flow", ":{clr:*}:seen", ":clr:pairs:*", ":probe"),
+        # clearing/store.py, apply.lua (sadd, hincrby), months (scan), positions (smembers, hgetall),
+        # closing a year (get, the advance script's set, unlink)
+        ("sadd", "smembers", "hgetall", "hincrby", "scan", "evalsha", "script|load", "set", "get", "unlink"),
+        (":{clr:*}:flow", ":{clr:*}:seen", ":clr:pairs:*", ":clr:closed", ":probe"),
     ),
     "gateway": (
         # gateway/service.py: a msgid claimed with SET NX, its answer stored with SET, read with GET

@@ -84,6 +84,10 @@ class PersonState:
     # claim id → family account holder a hold was written with, until the claim commits: lets a
     # redelivery return a hold stranded by a change of holder (or of the claim) since.
     pending: dict[str, str] = field(default_factory=dict)
+    # The first year whose records and accumulators are kept: the reversal window closed the ones
+    # before (settlement/window.py); 0 while none is closed.
+    kept_from: int = 0
+    first_year: int = 0  # no record kept is of an earlier year (0: none kept yet)
 
     def year(self, year: int) -> YearTotals:
         return self.years.get(year, ZERO_YEAR)
@@ -211,6 +215,7 @@ RejectCode = Literal[
     "UNKNOWN_PERSON", "UNKNOWN_INSTITUTION", "UNKNOWN_ITEM", "NOT_INSURED", "NO_POLICY", "INVALID_CLAIM",
     "UNSUPPORTED_MED_TYPE", "UNKNOWN_ORIGINAL", "ALREADY_REVERSED", "REVERSAL_BEFORE_ORIGINAL", "DUPLICATE_CONFLICT",
     "MULAID_NOT_ALLOWED",
+    "REVERSAL_WINDOW_CLOSED",
 ]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from gongji.settlement import window
 from gongji.settlement.catalogue import CatalogueItem
 from gongji.settlement.domain import PersonState
 from gongji.settlement.events import Institution, Person
@@ -25,6 +26,16 @@ class MemoryStore:
         self.records: dict[tuple[str, str], Record] = {}
         self.holds: dict[tuple[str, str, str], int] = {}  # (holder, patient, claim id) → fen held
         self.owners: dict[str, str] = {}  # event key → person
+        self.kept: dict[str, list[str]] = {}  # person → their record keys, oldest first
+
+    def _close(self, psn_no: str, kept_from: int) -> None:
+        keys = []
+        for key in self.kept.get(psn_no, ()):
+            if window.year_of(self.records[(psn_no, key)]) < kept_from:
+                del self.records[(psn_no, key)]
+            else:
+                keys.append(key)
+        self.kept[psn_no] = keys
 
     async def put_persons(self, persons: list[Person]) -> None:
         for person in persons:
@@ -101,11 +112,15 @@ class MemoryStore:
                     continue
             # Redis writes only the fields the event moved: the pending marks stay as stored, less
             # the one of this event.
-            stored = self.states.get(commit.psn_no, PersonState()).pending
+            before = self.states.get(commit.psn_no, PersonState())
+            stored = before.pending
             event_id = commit.record_key.split(":", 1)[1]
             pending = {claim: holder for claim, holder in stored.items() if claim != event_id}
             self.states[commit.psn_no] = dataclasses.replace(commit.state, pending=pending)
+            if commit.state.kept_from > before.kept_from:  # the reversal window closed years (window.py)
+                self._close(commit.psn_no, commit.state.kept_from)
             self.records[(commit.psn_no, commit.record_key)] = commit.record
+            self.kept.setdefault(commit.psn_no, []).append(commit.record_key)
             if commit.reverses is not None:
                 original = self.records[(commit.psn_no, commit.reverses)]
                 self.records[(commit.psn_no, commit.reverses)] = dataclasses.replace(

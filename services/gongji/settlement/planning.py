@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from gongji.settlement.domain import ClaimRecord, CreditRecord, Output, PersonState, Rejection
-from gongji.settlement import inquiry
-from gongji.settlement.catalogue import CatalogueItem, Versions
+from gongji.settlement import inquiry, window
+from gongji.settlement.catalogue import Versions
+from gongji.settlement.steps import Work
 from gongji.settlement.events import INQUIRIES, Claim, Credit, Event, Institution, Person, PreSettlement, Reversal
 from gongji.settlement.idempotency import fingerprint, replayed, taken
 from gongji.settlement.store import Commit, Hold, HolderView, Snapshot, Status, claim_key, credit_key
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from gongji.settlement.policy import PolicyBook
     from gongji.settlement.rules import AccountCredited, ClaimReversed, ClaimSettled
 
-Work = list[tuple[int, Event]]  # events of the batch with their position in it
 HoldKey = tuple[str, str, str]  # (holder, patient, claim id)
 
 
@@ -49,50 +49,6 @@ class Rules(Protocol):
 
     def apply_credit(self, credit: Credit, person: Person | None, book: PolicyBook,
                      state: PersonState) -> AccountCredited | Rejection: ...
-
-
-# ---------------------------------------------------------------- the batch in steps
-
-
-@dataclass(frozen=True, slots=True)
-class Registry:
-    """Registry entries to store between the events before them and those after them."""
-
-    persons: list[Person]
-    institutions: list[Institution]
-    catalogue: list[CatalogueItem] = field(default_factory=list)
-
-
-def steps(events: list[Event | CatalogueItem], rules: Rules) -> tuple[list[Registry | Work], dict[int, Output]]:
-    """The batch as the steps that keep its order (a registry change applies between the events
-    before it and those after it), and the answers to person events refused outright."""
-    done: list[Registry | Work] = []
-    refused: dict[int, Output] = {}
-    persons, institutions, catalogue = [], [], []  # of the registry step being gathered
-    work: Work = []
-    for index, event in enumerate(events):
-        if isinstance(event, (Person, Institution, CatalogueItem)):
-            if work:  # the events before it see the registry as it was
-                done.append(work)
-                work = []
-            if isinstance(event, Person):
-                rejection = rules.check_person(event)
-                if rejection:
-                    refused[index] = Output(event.psn_no, rejection)
-                else:
-                    persons.append(event)
-            else:
-                (institutions if isinstance(event, Institution) else catalogue).append(event)
-        else:
-            if persons or institutions or catalogue:
-                done.append(Registry(persons, institutions, catalogue))
-                persons, institutions, catalogue = [], [], []
-            work.append((index, event))
-    if persons or institutions or catalogue:
-        done.append(Registry(persons, institutions, catalogue))
-    if work:
-        done.append(work)
-    return done, refused
 
 
 # ---------------------------------------------------------------- what a pass reads
@@ -259,11 +215,12 @@ class _Overlay:
 def _plan_claim(claim: Claim, links: tuple[str | None, str | None], pass_: _Overlay) -> _Planned:
     snap, holds, nonce = pass_.snap, pass_.holds, pass_.nonce
     key = claim_key(claim.claim_id)
-    existing = pass_.records.get((claim.psn_no, key))
-    if existing is not None:
-        return _Planned(replayed(claim, existing, "claim"))
-    person = snap.persons.get(claim.psn_no)
     state = pass_.states[claim.psn_no]
+    existing = window.kept(pass_.records.get((claim.psn_no, key)), state)
+    too_old = window.closed(claim, state)
+    if existing is not None or too_old is not None:
+        return _Planned(Output(claim.psn_no, too_old) if too_old else replayed(claim, existing, "claim"))
+    person = snap.persons.get(claim.psn_no)
     holder, stray = links
     account = (holder, claim.psn_no, claim.claim_id)
     family = holder is not None and holds.known(account)
@@ -293,13 +250,15 @@ def _plan_claim(claim: Claim, links: tuple[str | None, str | None], pass_: _Over
 
 def _plan_reversal(reversal: Reversal, pass_: _Overlay) -> _Planned:
     key = claim_key(reversal.claim_id)
-    existing = pass_.records.get((reversal.psn_no, key))
-    if existing is not None:
-        return _Planned(replayed(reversal, existing, "reversal"))
-    original_key = claim_key(reversal.orig_claim_id)
-    original = pass_.records.get((reversal.psn_no, original_key))
     state = pass_.states[reversal.psn_no]
-    outcome = pass_.rules.reverse_claim(reversal, original, state)
+    existing = window.kept(pass_.records.get((reversal.psn_no, key)), state)
+    too_old = window.closed(reversal, state)
+    if existing is not None or too_old is not None:
+        return _Planned(Output(reversal.psn_no, too_old) if too_old else replayed(reversal, existing, "reversal"))
+    original_key = claim_key(reversal.orig_claim_id)
+    original = window.kept(pass_.records.get((reversal.psn_no, original_key)), state)
+    refused = window.original_closed(reversal, original, state, pass_.snap.persons.get(reversal.psn_no), pass_.book)
+    outcome = refused or pass_.rules.reverse_claim(reversal, original, state)
     if isinstance(outcome, Rejection):
         return _Planned(Output(reversal.psn_no, outcome))
     refunds = ()
@@ -316,10 +275,11 @@ def _plan_reversal(reversal: Reversal, pass_: _Overlay) -> _Planned:
 
 def _plan_credit(credit: Credit, pass_: _Overlay) -> _Planned:
     key = credit_key(credit.credit_id)
-    existing = pass_.records.get((credit.psn_no, key))
-    if existing is not None:
-        return _Planned(replayed(credit, existing, "credit"))
     state = pass_.states[credit.psn_no]
+    existing = window.kept(pass_.records.get((credit.psn_no, key)), state)
+    too_old = window.closed(credit, state)
+    if existing is not None or too_old is not None:
+        return _Planned(Output(credit.psn_no, too_old) if too_old else replayed(credit, existing, "credit"))
     outcome = pass_.rules.apply_credit(credit, pass_.snap.persons.get(credit.psn_no), pass_.book, state)
     if isinstance(outcome, Rejection):
         return _Planned(Output(credit.psn_no, outcome))
@@ -430,6 +390,7 @@ def plan_pass(work: Work, snap: Snapshot, found: Family, views: dict[HoldKey, Ho
             blocked.add(event.psn_no)
             blocked.update(touches)
         if plan.commit is not None:
+            plan.commit = window.closing(plan.commit, event, snap.persons.get(event.psn_no), book)
             committing.add(event.psn_no)
             states[event.psn_no] = plan.commit.state
             records[(event.psn_no, plan.commit.record_key)] = plan.commit.record

@@ -220,6 +220,9 @@ class RegionPolicy(_Model):
     admdvs: str
     name: str
     sources: list[str] = []
+    # A settled claim can be reversed (and is recognised when sent again) until the end of this many
+    # years after its year (settlement/window.py); the national rule is set per region.
+    reversal_window_years: int = Field(default=1, ge=0, le=50)
     versions: tuple[PolicyVersion, ...]
 
     @field_validator("admdvs")

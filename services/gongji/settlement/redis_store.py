@@ -3,16 +3,22 @@
 Keys (every per-person key carries the `{psn_no}` hash tag, so one person's keys share a slot and
 the scripts run unchanged on Redis Cluster):
     <prefix>:{psn}:state        hash: ver (token), balc, "<year>:<accumulator>" fields, all fen;
-                                "person", the registry entry (JSON), so one HGETALL reads both;
-                                "pending:<claim id>" -> holder, while a family-account hold awaits its commit
-    <prefix>:{psn}:rec:<id>     hash: fp, data (record JSON), reversed_by
+                                "person", the registry entry (packed.dump_person), so one HGETALL reads both;
+                                "pending:<claim id>" -> holder, while a family-account hold awaits its commit;
+                                "from", the first year kept (settlement/window.py), once a year was closed
+    <prefix>:{psn}:recs         hash: event key ("c:<claim id>", "k:<credit id>") -> the event's record
+                                (packed.value: year, fingerprint, packed data, and a reversal's mark)
     <prefix>:{psn}:holds        hash: "<patient>:<claim id>" -> fen held from this account (家庭共济)
 Ids inside keys and fields are escaped (store.escape: a backslash before each backslash, colon and brace) where
 another part follows them, so no two different (person, claim) pairs share a key or a field; an id
 without those characters is written as it is.
     <prefix>:inst:<code>        registry entry (JSON)
     <prefix>:cat:<admdvs>:<item> hash: begndate -> one version of the region's catalogue entry (JSON)
-    <prefix>:id:<event key>     the person an event id ("c:<claim id>", "k:<credit id>") belongs to
+    <prefix>:ids:<n>            hash: event key -> owner (the first 8 bytes of blake2b of the person's
+                                psn_no), one of ID_BUCKETS buckets by the key's CRC-32
+    <prefix>:layout             "2" once `upgrade` has moved what the first layout left: a key per
+                                record `{psn}:rec:<event key>` (fp, data, reversed_by) and a key per id
+                                `id:<event key>` (the owner's psn_no)
     <prefix>:seen:{<n>}:<group> hash: "<topic>:<partition>" -> the next offset whose effects are here
                                 (SeenMarkers)
 Reads are pipelined per batch; the writes are the Lua scripts in lua/, registered once.
@@ -21,26 +27,27 @@ Reads are pipelined per batch; the writes are the Lua scripts in lua/, registere
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import hashlib
 import importlib.resources
+import zlib
 
 import orjson
 
 from gongji.common.redis import Durability, LuaScript, deadline, primaries, run_pipeline
-from gongji.settlement.domain import (
-    ACCUMULATES,
-    CHRONIC_ACCUMULATORS,
-    ClaimRecord,
-    CreditApplied,
-    CreditRecord,
-    Effects,
-    PersonState,
-    Settlement,
-    YearTotals,
-)
+from gongji.settlement.domain import ACCUMULATES, CHRONIC_ACCUMULATORS, ClaimRecord, PersonState, YearTotals
+from gongji.settlement import packed
 from gongji.settlement.catalogue import CatalogueItem, stored_item
 from gongji.settlement.events import Institution, Person
-from gongji.settlement.store import Commit, Hold, HolderView, Record, Snapshot, Status, escape, hold_field
+from gongji.settlement.store import Commit, Hold, HolderView, Record, Snapshot, Status, escape, hold_field, unescape
+
+# Never change: an id is looked up in the bucket its key hashes to (a rebuild would move them all).
+ID_BUCKETS = 4096
+# An event id claimed for its person, first come first owner: KEYS[1] the id's bucket, ARGV[1] the
+# event key, ARGV[2] the person's owner hash. Answers the owner's hash.
+_OWN = """
+redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('HGET', KEYS[1], ARGV[1])
+"""
 
 _STATUS = {b"ok": Status.OK, b"stale": Status.STALE, b"duplicate": Status.DUPLICATE, b"short": Status.SHORT}
 
@@ -67,6 +74,8 @@ def parse_state(raw: dict[bytes, bytes]) -> PersonState:
                 values[accumulator] = int(value)
     return PersonState(
         token=raw.get(b"ver", b"").decode(),
+        kept_from=int(raw.get(b"from", b"0")),
+        first_year=int(raw.get(b"first", b"0")),
         balance=int(raw.get(b"balc", b"0")),
         years={year: YearTotals(**values) for year, values in years.items()},
         pending=pending,
@@ -75,8 +84,11 @@ def parse_state(raw: dict[bytes, bytes]) -> PersonState:
 
 def state_fields(state: PersonState, record: Record) -> list[str]:
     """The fields an event changed: the balance, and the accumulators its record's effects moved in
-    the one year they touched (a claim's, or for a reversal the original's); a credit moves none."""
+    the one year they touched (a claim's, or for a reversal the original's); a credit moves none;
+    and the first year a record is kept of (settlement/window.py)."""
     fields = ["balc", str(state.balance)]
+    if state.first_year:
+        fields += ["first", str(state.first_year)]
     if isinstance(record, ClaimRecord):
         effects = record.effects
         year = effects.year
@@ -90,37 +102,15 @@ def state_fields(state: PersonState, record: Record) -> list[str]:
     return fields
 
 
-def stored_person(raw: bytes) -> Person:
-    """A registry entry as it was accepted when written. Not validated again: a rule added since
-    (a tighter id pattern, a new bound) must not make a stored person unreadable, which would refuse
-    every later claim of theirs."""
-    data = orjson.loads(raw)
-    if data.get("chronic_diseases") is not None:
-        data["chronic_diseases"] = tuple(data["chronic_diseases"])
-    return Person.model_construct(**data)
+def owner_hash(psn_no: str) -> bytes:
+    """What the id buckets keep of an event's owner: 8 bytes of the psn_no's hash (no personal id in
+    the index; two persons' ids collide with odds of 2^-64 per pair of uses of one id)."""
+    return hashlib.blake2b(psn_no.encode(), digest_size=8).digest()
 
 
 def stored_institution(raw: bytes) -> Institution:
-    """An institution as accepted when written (see stored_person)."""
+    """An institution as accepted when written (see packed.load_person)."""
     return Institution.model_construct(**orjson.loads(raw))
-
-
-def dump_record(record: Record) -> bytes:
-    if isinstance(record, CreditRecord):
-        return orjson.dumps({"credit": dataclasses.asdict(record.result)})
-    return orjson.dumps({"settlement": record.settlement.to_record(), "effects": record.effects.to_record()})
-
-
-def load_record(raw: dict[bytes, bytes]) -> Record | None:
-    if not raw:
-        return None
-    data = orjson.loads(raw[b"data"])
-    fingerprint = raw[b"fp"].decode()
-    if "credit" in data:
-        return CreditRecord(fingerprint, CreditApplied(**data["credit"]))
-    reversed_by = raw.get(b"reversed_by")
-    return ClaimRecord(fingerprint, Settlement.from_record(data["settlement"]), Effects(**data["effects"]),
-                       reversed_by.decode() if reversed_by else None)
 
 
 class RedisStore:
@@ -132,15 +122,66 @@ class RedisStore:
         self.timeout = timeout  # for each round trip; a hung server fails the batch, which is retried
         self._commit = LuaScript(_script("commit.lua"))
         self._hold = LuaScript(_script("hold.lua"))
+        self._own = LuaScript(_OWN)
 
     async def _run(self, build) -> list:
-        return await run_pipeline(self.client, build, (self._commit, self._hold), self.timeout)
+        return await run_pipeline(self.client, build, (self._commit, self._hold, self._own), self.timeout)
+
+    async def upgrade(self) -> int:
+        """Move what the first layout left into the records hashes and the id buckets, once (the
+        service runs it before it consumes, so its hot path reads one layout). A move is HSETNX,
+        then the old key goes: a crash halfway is finished by the next start. Returns how many keys
+        moved. Stop the services of the first layout first: what they write after it is not read."""
+        layout = f"{self.prefix}:layout"
+        async with deadline(self.timeout):
+            if await self.client.get(layout) == b"2":
+                return 0
+        moved = 0
+        records, ids = f"{self.prefix}:{{".encode(), f"{self.prefix}:id:".encode()
+        for node in await primaries(self.client):
+            keys = [key async for key in node.scan_iter(match=f"{self.prefix}:*", count=1000)
+                    if (key.startswith(records) and b"}:rec:" in key) or key.startswith(ids)]
+            for start in range(0, len(keys), 500):
+                moved += await self._move(keys[start:start + 500], len(records), len(ids))
+            if node is not self.client:
+                await node.aclose()
+        async with deadline(self.timeout):
+            await self.client.set(layout, "2")
+        return moved
+
+    async def _move(self, keys: list[bytes], records: int, ids: int) -> int:
+        def read(pipe):
+            for key in keys:
+                if key[records - 1:records] == b"{":
+                    pipe.hgetall(key)
+                else:
+                    pipe.get(key)
+        values = await self._run(read)
+
+        def write(pipe):
+            for key, value in zip(keys, values):
+                if not value:
+                    continue
+                text = key.decode()
+                if key[records - 1:records] == b"{":  # "<prefix>:{<escaped psn>}:rec:<event key>"
+                    cut = text.index("}:rec:", records)
+                    psn, event_key = unescape(text[records:cut]), text[cut + 6:]
+                    record = packed.load(value, psn, event_key.split(":", 1)[1])
+                    mark = b"\n" + record.reversed_by.encode() if getattr(record, "reversed_by", None) else b""
+                    pipe.hsetnx(self._key(psn, "recs"), event_key, packed.value(record, psn, event_key.split(":", 1)[1])
+                                + mark)
+                else:  # "<prefix>:id:<event key>" -> psn_no
+                    pipe.hsetnx(self._ids_key(text[ids:]), text[ids:], owner_hash(value.decode()))
+                # execute_command: redis-py's cluster pipeline answers pipe.unlink() with nothing done
+                pipe.execute_command("UNLINK", key)
+        await self._run(write)
+        return sum(1 for value in values if value)
 
     def _key(self, psn_no: str, suffix: str) -> str:
         return f"{self.prefix}:{{{escape(psn_no)}}}:{suffix}"
 
-    def _id_key(self, event_key: str) -> str:
-        return f"{self.prefix}:id:{event_key}"
+    def _ids_key(self, event_key: str) -> str:
+        return f"{self.prefix}:ids:{zlib.crc32(event_key.encode()) % ID_BUCKETS}"
 
     def _institution_key(self, code: str) -> str:
         return f"{self.prefix}:inst:{code}"
@@ -166,7 +207,7 @@ class RedisStore:
     async def put_persons(self, persons: list[Person]) -> None:
         def build(pipe):
             for person in persons:
-                pipe.hset(self._key(person.psn_no, "state"), "person", person.model_dump_json())
+                pipe.hset(self._key(person.psn_no, "state"), "person", packed.dump_person(person))
         await self._run(build)
 
     async def put_institutions(self, institutions: list[Institution]) -> None:
@@ -204,22 +245,24 @@ class RedisStore:
             for code in code_list:
                 pipe.get(self._institution_key(code))
             for psn, key in key_list:
-                pipe.hgetall(self._key(psn, "rec:" + key))
-            for key, psn in claim_list:  # first come, first owner: SET NX, answering the owner before
-                pipe.set(self._id_key(key), psn, nx=True, get=True)
+                pipe.hget(self._key(psn, "recs"), key)
+            for key, psn in claim_list:  # first come, first owner: answers the owner's hash
+                self._own.queue(pipe, [self._ids_key(key)], [key, owner_hash(psn)])
         replies = await self._run(build)
         persons, states = {}, {}
         for psn, raw_state in zip(psn_list, replies):
             raw_person = raw_state.get(b"person")
-            persons[psn] = stored_person(raw_person) if raw_person else None
+            persons[psn] = packed.load_person(raw_person, psn) if raw_person else None
             states[psn] = parse_state(raw_state)
         offset = len(psn_list)
         institutions = {code: stored_institution(raw) if raw else None
                         for code, raw in zip(code_list, replies[offset:offset + len(code_list)])}
         offset += len(code_list)
-        records = {key: load_record(raw) for key, raw in zip(key_list, replies[offset:offset + len(key_list)])}
+        records = {(psn, key): packed.load_value(value, psn, key.split(":", 1)[1]) if value is not None else None
+                   for (psn, key), value in zip(key_list, replies[offset:offset + len(key_list)])}
         offset += len(key_list)
-        owners = {key: owner.decode() if owner is not None else psn
+        # another person's hash is all that says "another person" (idempotency.taken names none)
+        owners = {key: psn if owner == owner_hash(psn) else "?" + owner.hex()
                   for (key, psn), owner in zip(claim_list, replies[offset:])}
         return Snapshot(persons, institutions, states, records, owners)
 
@@ -234,8 +277,9 @@ class RedisStore:
         views = {}
         for index, want in enumerate(want_list):
             (token, balance, person), held = replies[2 * index], replies[2 * index + 1]
+            holder = want[0]
             views[want] = HolderView((token or b"").decode(), int(balance or 0), int(held or 0),
-                                     stored_person(person) if person else None)
+                                     packed.load_person(person, holder) if person else None)
         return views
 
     async def mark_pending(self, marks: list[tuple[str, str, str]]) -> None:
@@ -255,12 +299,13 @@ class RedisStore:
     async def commit(self, commits: list[Commit]) -> list[Status]:
         def build(pipe):
             for commit in commits:
-                keys = [self._key(commit.psn_no, "state"), self._key(commit.psn_no, "rec:" + commit.record_key)]
-                if commit.reverses:
-                    keys.append(self._key(commit.psn_no, "rec:" + commit.reverses))
+                psn = commit.psn_no
+                keys = [self._key(psn, "state"), self._key(psn, "recs")]
                 event_id = commit.record_key.split(":", 1)[1]
-                self._commit.queue(pipe, keys, [commit.expected, commit.state.token, commit.record.fingerprint,
-                                                dump_record(commit.record), event_id,
+                kept = commit.state.kept_from
+                self._commit.queue(pipe, keys, [commit.expected, commit.state.token, commit.record_key,
+                                                packed.value(commit.record, psn, event_id), event_id,
+                                                commit.reverses or "", str(kept) if kept else "",
                                                 *state_fields(commit.state, commit.record)])
         return [_STATUS[reply] for reply in await self._run(build)]
 

@@ -104,6 +104,7 @@ class SettlementService:
         """Consume until `stop` is set; a batch in flight is finished and committed first. Raises
         DurabilityUnavailable at once if Redis cannot give the configured durability."""
         await self.gate.markers.durability.check(self.gate.markers.client)
+        await self.settler.store.upgrade()  # what the first Redis layout left, moved once
         await self.prepare_topics()
         next_report = time.monotonic() + REPORT_EVERY
 

@@ -17,6 +17,7 @@ from gongji.settlement import catalogue as centre_catalogue, planning, rules as 
 from gongji.settlement.domain import Output, SettlementError
 from gongji.settlement.events import Event
 from gongji.settlement.policy import PolicyBook
+from gongji.settlement.steps import Registry, steps as steps_of
 from gongji.settlement.store import SettlementStore
 
 MAX_ATTEMPTS = 20
@@ -42,11 +43,11 @@ class Settler:
     async def handle_each(self, events: Sequence[Event]) -> list[list[Output]]:
         """As `handle`, the results of each event apart (none for an accepted registry event)."""
         results: list[list[Output]] = [[] for _ in events]
-        steps, refused = planning.steps(list(events), self.rules)
+        steps, refused = steps_of(list(events), self.rules)
         for index, output in refused.items():
             results[index] = [output]
         for step in steps:
-            if isinstance(step, planning.Registry):
+            if isinstance(step, Registry):
                 if step.persons:
                     await self.store.put_persons(step.persons)
                 if step.institutions:

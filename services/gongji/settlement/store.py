@@ -37,6 +37,16 @@ def escape(text: str, specials: str = ":{}") -> str:
     return text
 
 
+def unescape(text: str) -> str:
+    """`escape` undone: each backslash-escaped character as itself."""
+    if "\\" not in text:
+        return text
+    out, chars = [], iter(text)
+    for char in chars:
+        out.append(next(chars, "") if char == "\\" else char)
+    return "".join(out)
+
+
 def hold_field(patient: str, claim_id: str) -> str:
     """The field of a holder's holds hash for one patient's claim: "<patient>:<claim id>", the
     patient escaped (the claim id is the rest of the field, whatever it holds)."""
@@ -57,7 +67,9 @@ class Snapshot:
     institutions: dict[str, Institution | None]
     states: dict[str, PersonState]
     records: dict[tuple[str, str], Record | None]
-    owners: dict[str, str]  # event key ("c:<claim id>", "k:<credit id>") → the person it belongs to
+    # event key ("c:<claim id>", "k:<credit id>") → the asking person's psn_no when it is theirs, else
+    # a token that is no psn_no (whose it is stays unsaid: Redis keeps a hash of the owner only)
+    owners: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,13 @@ from gongji.settlement.events import Claim, Credit, Reversal
 from gongji.settlement.store import Record
 
 
+_AS_IS = frozenset({str, int, bool})  # most of a claim's fields: returned at once
+
+
 def _canonical(value):
-    if isinstance(value, BaseModel):  # its fields as model_dump gives them, without its copy (a quarter less time)
+    if type(value) in _AS_IS:
+        return value
+    if isinstance(value, BaseModel):  # its fields as model_dump gives them, without its copy
         return {key: _canonical(item) for key, item in value.__dict__.items() if item is not None}
     if isinstance(value, dict):  # absent and null are the same: a field added later changes nothing
         return {key: _canonical(item) for key, item in value.items() if item is not None}

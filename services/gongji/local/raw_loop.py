@@ -2,7 +2,7 @@
 claims topic must do on these servers, in one process of its own.
 
 `getmany` → decode the real claim records (the service's SchemaCatalog) → trivial arithmetic (the
-lines' total in fen) → one pipelined Lua call per claim (an HINCRBY and a SET, on keys of its own
+lines' total in fen; a reversal has none) → one pipelined Lua call per claim (an HINCRBY and a SET, on keys of its own
 that the settlement user may write) → one batched produce of a small result per claim → commit.
 No validation, no policy, no signature check: what is left is Kafka, Avro and Redis client work,
 the floor the service's per-claim cost is judged from (issue 12: service ≥ 0.8 × this loop).
@@ -54,7 +54,7 @@ async def run(settings: Settings, count: int, group: str, out_topic: str) -> dic
             claims = []
             for message in messages:
                 _name, data = catalog.decode(message.value)
-                fen = int(sum(line["det_item_fee_sumamt"] for line in data["fee_details"]) * 100)
+                fen = int(sum(line["det_item_fee_sumamt"] for line in data.get("fee_details", ())) * 100)
                 claims.append((message.key, data["psn_no"], data["claim_id"], fen))
 
             def build(pipe):

@@ -19,16 +19,18 @@ from gongji.settlement.events import Claim, Credit, Reversal
 from gongji.settlement.store import Record
 
 
-_AS_IS = frozenset({str, int, bool})  # most of a claim's fields: returned at once
+_AS_IS = frozenset({str, int, bool})  # most of a claim's fields: kept as they are, with no call
 
 
 def _canonical(value):
     if type(value) in _AS_IS:
         return value
-    if isinstance(value, BaseModel):  # its fields as model_dump gives them, without its copy
-        return {key: _canonical(item) for key, item in value.__dict__.items() if item is not None}
-    if isinstance(value, dict):  # absent and null are the same: a field added later changes nothing
-        return {key: _canonical(item) for key, item in value.items() if item is not None}
+    if isinstance(value, (BaseModel, dict)):
+        # A model's fields as model_dump gives them, without its copy. Absent and null are the
+        # same: a field added later changes nothing.
+        items = value.__dict__ if isinstance(value, BaseModel) else value
+        return {key: item if type(item) in _AS_IS else _canonical(item)
+                for key, item in items.items() if item is not None}
     if isinstance(value, (list, tuple)):
         return [_canonical(item) for item in value]
     if isinstance(value, Decimal):  # 3 and 3.0000 are one count

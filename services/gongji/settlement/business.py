@@ -9,6 +9,7 @@ under `kind="reversal"` with its amounts made positive, so net paid is settlemen
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter
@@ -31,14 +32,21 @@ class BusinessMetrics:
                               ["med_type", "kind"], registry=registry)
 
     def count(self, outputs: Iterable[Output]) -> None:
+        # Tallied per batch, then one inc per label set: a label lookup per output cost ~6 µs a claim.
+        claims: Tally = Tally()
+        paid: Tally = Tally()
         for output in outputs:
             result = output.value
             if not isinstance(result, Settlement):
                 continue
             kind = output.kind
             region = result.insu_admdvs if result.insu_admdvs in self.regions else OTHER
-            self.claims.labels(result.med_type if result.med_type in MED_TYPES else OTHER, kind).inc()
+            claims[result.med_type if result.med_type in MED_TYPES else OTHER, kind] += 1
             for code, fields in PAID_BY:
                 fen = abs(sum(getattr(result, name) for name in fields))
                 if fen:
-                    self.paid.labels(region, code, kind).inc(fen)
+                    paid[region, code, kind] += fen
+        for labels, number in claims.items():
+            self.claims.labels(*labels).inc(number)
+        for labels, fen in paid.items():
+            self.paid.labels(*labels).inc(fen)

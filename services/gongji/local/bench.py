@@ -3,7 +3,8 @@
 The settlement service runs as its own process (`gongji run settlement`), as deployed. This process
 pre-encodes the claims, sends them, and reads `settlements` back by header. Two phases: throughput,
 the drain of a queued burst from first result to last (so the load generator's cost stays out of
-it); then latency, claims sent at a steady rate, each from just before its send to its result.
+it), with gongji.local.raw_loop draining the same burst just before as the floor it is judged
+against (issue 12: settlement ≥ 0.8 × the raw loop); then latency, claims sent at a steady rate, each from just before its send to its result.
 Then, unless told not to, each downstream consumer (ledger, clearing, fraud) alone, in a consumer
 group of its own, draining everything `settlements` holds by then: results per second from its
 first committed offset to its last, and its CPU per result.

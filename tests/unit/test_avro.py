@@ -166,7 +166,7 @@ FIELD_NAMES = {
                "fd_fixmedins_code", "mulaid_holder_psn_no", "mulaid_relation", "psn_idet_type",
                "chronic_diseases", "cvlserv_flag"],
     "Claim": ["claim_id", "mdtrt_id", "psn_no", "fixmedins_code", "med_type", "insutype",
-              "setl_time", "acct_used_flag", "fee_details", "dise_codg"],
+              "setl_time", "acct_used_flag", "fee_details", "dise_codg", "rx_fixmedins_code"],
     "FeeDetail": ["feedetl_sn", "med_list_codg", "list_type", "chrgitm_lv",
                   "det_item_fee_sumamt", "cnt", "pric", "pric_uplmt_amt", "selfpay_prop",
                   "non_med_flag"],
@@ -195,7 +195,7 @@ OPTIONAL = {
     ("FeeDetail", "pric_uplmt_amt"), ("FeeDetail", "selfpay_prop"), ("FeeDetail", "non_med_flag"),
     ("Person", "fd_fixmedins_code"), ("Person", "mulaid_holder_psn_no"),
     ("Person", "mulaid_relation"), ("Person", "psn_idet_type"), ("Person", "chronic_diseases"),
-    ("Person", "cvlserv_flag"), ("Claim", "dise_codg"),
+    ("Person", "cvlserv_flag"), ("Claim", "dise_codg"), ("Claim", "rx_fixmedins_code"),
     ("Credit", "amount"), ("Credit", "crdt_base"), ("Rejection", "claim_id"),
     ("Rejection", "credit_id"), ("Rejection", "input_type"), ("Rejection", "psn_no"),
     ("ReversalResult", "orig_setl_time"), ("DeadLetter", "key"),
@@ -434,7 +434,7 @@ def test_current_claim_only_adds_optional_fields_to_v1() -> None:
             else:
                 assert field["type"][0] == "null" and field["default"] is None, name
                 added.append(f"{rec_name}.{name}")
-    assert added == ["Claim.dise_codg", "FeeDetail.non_med_flag"]
+    assert added == ["Claim.dise_codg", "Claim.rx_fixmedins_code", "FeeDetail.non_med_flag"]
     assert fingerprint_of(load_packaged_schema("history/claim.v1.avsc")) != fingerprint_of(
         load_packaged_schema("claim.avsc"))
 
@@ -660,3 +660,15 @@ def test_decimal_bytes_encode_exactly_as_the_decimal_does(fen):
                                        {**record, "amount": decimal_bytes(fen), "balc": decimal_bytes(0)})
     assert as_bytes == as_decimal
     assert catalog.decode(as_bytes)[1]["amount"] == D(fen).scaleb(-2)
+
+
+def test_claims_written_before_rx_fixmedins_code_decode_without_it(catalog: SchemaCatalog) -> None:
+    """双通道 added Claim.rx_fixmedins_code (null by default); claims already on the topic, written with
+    the schema before it (history/claim.v2.avsc), still decode, with the field absent."""
+    v2 = SchemaCatalog(current=[load_packaged_schema("history/claim.v2.avsc")], history=[])
+    sent = {k: v for k, v in CLAIM.items() if k != "rx_fixmedins_code"}
+    old_bytes = v2.encode("Claim", sent)
+    assert old_bytes[2:10] != catalog.fingerprint("Claim")
+    name, claim = catalog.decode(old_bytes)
+    assert name == "Claim" and claim.get("rx_fixmedins_code") is None
+    assert claim["dise_codg"] == sent.get("dise_codg")

@@ -73,6 +73,13 @@ def test_a_binding_counts_from_its_person_line_on_and_ends_with_a_person_line_wi
         ["person:M1"], ["registry:M1"], ["person:H1", "person:M1"], ["registry:M1"], ["person:M1"]]
 
 
+def test_a_dual_channel_claim_reads_its_prescribers_registry_entry():
+    """双通道: a claim naming the prescribing institution waits for that institution's line too."""
+    dual = {**claim("C-1", "P1", acct_used_flag="0", fixmedins_code="RX1"), "med_type": "14",
+            "dise_codg": "N18.5", "rx_fixmedins_code": "H1"}
+    assert subjects(dual) == [({"registry:P1", "institution:RX1", "institution:H1"}, {"person:P1"})]
+
+
 def line(topic: str, key: str) -> Line:
     return Line((topic, key.encode()), None)
 

@@ -79,10 +79,11 @@ def call(settings: Settings, request: dict[str, Any], timeout: float = 30.0) -> 
 def command(args: argparse.Namespace, resolve: Callable[[], Settings]) -> int:
     text = sys.stdin.read() if args.file == "-" else _read(args.file)
     try:
-        request = envelope(json.loads(text), datetime.now(SHANGHAI))
+        given = json.loads(text)
+        request = envelope(given, datetime.now(SHANGHAI))
     except ValueError as error:
         sys.exit(f"gongji: call: {args.file}: {error}")
-    if "msgid" not in json.loads(text):
+    if "msgid" not in given:
         print(f"msgid {request['msgid']} (send the same to ask again)", file=sys.stderr)
     from gongji.settings import Settings
 

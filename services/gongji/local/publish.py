@@ -88,6 +88,8 @@ class Order:
             if holder is not None:
                 self.drew_on[(event.psn_no, event.claim_id)] = holder
             reads.add("institution:" + event.fixmedins_code)
+            if event.rx_fixmedins_code:  # 双通道: the prescribing institution's entry too
+                reads.add("institution:" + event.rx_fixmedins_code)
         elif isinstance(event, Reversal):
             holder = self.drew_on.get((event.psn_no, event.orig_claim_id))
         if holder is not None:

@@ -281,6 +281,8 @@ class Claim(_Event):
     acct_used_flag: Literal["0", "1"]
     fee_details: tuple[FeeLine, ...]
     dise_codg: Code | None = None  # diagnosis (ICD-10), for med_type 14
+    # 双通道: the designated medical institution whose prescription a retail pharmacy fills (外配处方)
+    rx_fixmedins_code: Code | None = None
 
     @field_validator("fee_details")
     @classmethod

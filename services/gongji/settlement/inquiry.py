@@ -34,7 +34,8 @@ def answer(event: PreSettlement | AccumulatorQuery, links: tuple[str | None, str
         if family and person.active else None
     outcome = refused or pass_.rules.settle_claim(
         event, person, pass_.snap.institutions.get(event.fixmedins_code), pass_.book, state,
-        holds.available(account) if family else None)
+        holds.available(account) if family else None,
+        prescriber=pass_.snap.institutions.get(event.rx_fixmedins_code) if event.rx_fixmedins_code else None)
     if isinstance(outcome, Rejection):
         return Output(event.psn_no, outcome)
     return Output(event.psn_no, outcome.settlement)

@@ -39,8 +39,8 @@ class Rules(Protocol):
     def check_binding(self, person: Person, holder: Person | None, claim_id: str) -> Rejection | None: ...
 
     def settle_claim(self, claim: Claim, person: Person | None, institution: Institution | None,
-                     book: PolicyBook, state: PersonState,
-                     holder_available: int | None = None) -> ClaimSettled | Rejection: ...
+                     book: PolicyBook, state: PersonState, holder_available: int | None = None,
+                     prescriber: Institution | None = None) -> ClaimSettled | Rejection: ...
 
     def reverse_claim(self, reversal: Reversal, original: ClaimRecord | None,
                       state: PersonState) -> ClaimReversed | Rejection: ...
@@ -118,10 +118,14 @@ def reads(work: Work, optimistic: bool) -> Reads:
         if isinstance(event, INQUIRIES):  # a question claims no id and reads no record
             if isinstance(event, PreSettlement):
                 wanted.codes.add(event.fixmedins_code)
+                if event.rx_fixmedins_code:
+                    wanted.codes.add(event.rx_fixmedins_code)
             continue
         wanted.claims.add((_event_key(event), event.psn_no))
         if isinstance(event, Claim):
             wanted.codes.add(event.fixmedins_code)
+            if event.rx_fixmedins_code:  # 双通道: the prescribing institution
+                wanted.codes.add(event.rx_fixmedins_code)
             if not optimistic:
                 wanted.keys.add((event.psn_no, claim_key(event.claim_id)))
         elif isinstance(event, Reversal):
@@ -268,7 +272,8 @@ def _plan_claim(claim: Claim, links: tuple[str | None, str | None], pass_: _Over
         if family and person.active else None
     outcome = refused or pass_.rules.settle_claim(
         claim, person, snap.institutions.get(claim.fixmedins_code), pass_.book, state,
-        holds.available(account) if family else None)
+        holds.available(account) if family else None,
+        prescriber=snap.institutions.get(claim.rx_fixmedins_code) if claim.rx_fixmedins_code else None)
     if isinstance(outcome, Rejection):
         # A hold left by an earlier attempt at this claim goes back to the holder.
         release = (holds.move(account, 0, nonce),) if family and holds.held[account] else ()

@@ -150,13 +150,67 @@ class AssistanceCategory(_Model):
     deductible_share: Ratio = Decimal(0)
 
 
+# 低保 (minimum living allowance) and 特困 (extremely poor): the categories the seed fixes by law.
+BOTTOM_CODES = frozenset({"dibao", "tekun"})
+BOTTOM_NAMES = frozenset({"低保", "特困"})
+BOTTOM_MIN_RATIO = Decimal("0.70")
+
+
 class Assistance(_Model):
-    """医疗救助 (maf_pay), after insurance: 保险在前、救助在后."""
+    """医疗救助 (maf_pay), after insurance: 保险在前、救助在后.
+
+    The "three lines" (三条线) are law, not sample data (seed 003, the National Healthcare Security
+    Administration on 国办发〔2021〕42号; the seed is in English): "in principle, the starting payment
+    standard for the objects of subsistence allowances and the extremely poor shall be cancelled.
+    The marginal family members of subsistence allowances and seriously ill patients with difficulty
+    in spending due to illness shall set different starting payment standards with reference to a
+    certain proportion of the per capita disposable income in the overall planning area last year
+    ... the relief proportion for the minimum living standard and the extremely poor shall not be
+    less than 70%, and the relief proportion for other relief objects shall be determined by all
+    localities according to the actual situation, which is slightly lower than the minimum living
+    standard." So a file is refused at load unless 低保 and 特困 are both there, with no deductible
+    and a ratio of at least 0.70, and every other category has a deductible share above 0 and a
+    ratio below the lowest of theirs. A category is 低保/特困 when it is named so or lists the
+    registry's code `dibao` or `tekun`.
+    """
 
     per_capita_disposable_income: Fen  # last year's, for the deductible shares
     annual_limit: Fen  # shared by outpatient chronic/special and inpatient care
     categories: list[AssistanceCategory]
     med_types: list[str] = ["14", "21"]
+
+    @model_validator(mode="after")
+    def _three_lines(self) -> "Assistance":
+        def where(index: int, category: AssistanceCategory, field: str) -> str:
+            return f"categories[{index}] ({category.name}).{field}"
+
+        bottom = [(i, c) for i, c in enumerate(self.categories)
+                  if c.name in BOTTOM_NAMES or BOTTOM_CODES.intersection(c.codes)]
+        covered = {c.name for _, c in bottom} | {code for _, c in bottom for code in c.codes}
+        missing = [name for name, code in (("低保", "dibao"), ("特困", "tekun"))
+                   if name not in covered and code not in covered]
+        if missing:
+            raise ValueError(f"categories: no {' or '.join(missing)} category; the seed's three lines start from "
+                             "低保 and 特困 (no deductible, ratio at least 0.70)")
+        for index, category in bottom:
+            if category.deductible_share != 0:
+                raise ValueError(f"{where(index, category, 'deductible_share')} is {category.deductible_share}: "
+                                 "低保 and 特困 have no deductible (the seed: cancelled)")
+            if category.ratio < BOTTOM_MIN_RATIO:
+                raise ValueError(f"{where(index, category, 'ratio')} is {category.ratio}: "
+                                 f"低保 and 特困 are assisted at no less than {BOTTOM_MIN_RATIO} (the seed: 70%)")
+        floor = min(c.ratio for _, c in bottom)
+        for index, category in enumerate(self.categories):
+            if any(category is c for _, c in bottom):
+                continue
+            if category.deductible_share <= 0:
+                raise ValueError(f"{where(index, category, 'deductible_share')} is {category.deductible_share}: "
+                                 "categories other than 低保 and 特困 have a deductible, a share above 0 of "
+                                 "last year's per-capita disposable income")
+            if category.ratio >= floor:
+                raise ValueError(f"{where(index, category, 'ratio')} is {category.ratio}: categories other than "
+                                 f"低保 and 特困 are assisted at a lower ratio than theirs (lowest {floor})")
+        return self
 
     def category(self, code: str | None) -> AssistanceCategory | None:
         for category in self.categories:

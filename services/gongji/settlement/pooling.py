@@ -146,7 +146,8 @@ def _chronic(person, group, version, split, totals, notes) -> Basic:
 
 
 def _inpatient(person, institution, version, split, totals, notes, major: bool) -> Basic:
-    """POLICY §6: inpatient care (med_type 21), and 门诊大病 paid like it (参照住院待遇)."""
+    """POLICY §6: inpatient care (med_type 21), and 门诊大病 paid like it (参照住院待遇). `institution`
+    gives the level: where the care was given, or for 双通道 the prescribing institution."""
     rules = version.inpatient
     band = institution.medins_lv
     if major:  # 门诊大病: the deductible once a year, not per admission
@@ -179,9 +180,28 @@ def _inpatient(person, institution, version, split, totals, notes, major: bool) 
                   tuple(notes), effects)
 
 
-def basic_pooling(claim, person, institution, version, split, totals) -> Basic | Rejection:
+def _dual_channel(claim, institution, prescriber) -> Rejection | None:
+    """双通道 (seed 001, 实施方案 三、3): "支持参保人员持定点医疗机构外配处方在定点零售药店结算和配药".
+    A recognised 门诊大病 claim at a retail pharmacy settles under the disease's rules, at the ratio
+    of the prescribing institution's level, when it names that institution (`rx_fixmedins_code`), a
+    designated medical institution in the registry; without it, it is refused as before."""
+    if not claim.rx_fixmedins_code:
+        return _invalid(claim, f"门诊大病 treatment at retail pharmacy {institution.fixmedins_code}: name the "
+                               "designated medical institution whose prescription it fills (rx_fixmedins_code, 双通道)")
+    if prescriber is None:
+        return Rejection(err_code="UNKNOWN_INSTITUTION", psn_no=claim.psn_no, input_type="claim",
+                         claim_id=claim.claim_id,
+                         err_msg=f"prescribing institution {claim.rx_fixmedins_code} (rx_fixmedins_code) is not in the "
+                                 "institution registry (yet); send the institution event, then resend the claim")
+    if prescriber.fixmedins_type != "1":
+        return _invalid(claim, f"rx_fixmedins_code: {prescriber.fixmedins_code} is a retail pharmacy, not the "
+                               "designated medical institution that wrote the prescription (双通道)")
+    return None
+
+
+def basic_pooling(claim, person, institution, version, split, totals, prescriber=None) -> Basic | Rejection:
     """What the basic pooling fund pays for `claim` by kind of care (med_type 11, 21, 14), or why
-    the claim cannot be settled."""
+    the claim cannot be settled. `prescriber`: the institution `rx_fixmedins_code` names, if any."""
     notes = [f"policy {person.insu_admdvs} from {version.effective_from}; 政策范围内 {yuan_text(split.inscp)}"]
     if claim.med_type == "11":
         return _general_outpatient(person, institution, version, split, totals, notes)
@@ -197,7 +217,12 @@ def basic_pooling(claim, person, institution, version, split, totals) -> Basic |
     inpatient, chronic = version.inpatient, version.chronic
     if recognised and inpatient is not None and disease in inpatient.major_outpatient_diseases:
         if institution.fixmedins_type == "2":
-            return _invalid(claim, f"门诊大病 treatment at retail pharmacy {institution.fixmedins_code}")
+            refused = _dual_channel(claim, institution, prescriber)
+            if refused is not None:
+                return refused
+            notes.append(f"双通道: 外配处方 of {prescriber.fixmedins_code} filled at retail pharmacy "
+                         f"{institution.fixmedins_code}")
+            return _inpatient(person, prescriber, version, split, totals, notes, major=True)
         return _inpatient(person, institution, version, split, totals, notes, major=True)
     group = next((g for g in (chronic.groups if chronic else ()) if disease in g.diseases), None)
     if recognised and group is not None:

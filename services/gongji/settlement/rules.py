@@ -96,6 +96,7 @@ def settle_claim(
     book: PolicyBook,
     state: PersonState,
     holder_available: int | None = None,
+    prescriber: Institution | None = None,
 ) -> ClaimSettled | Rejection:
     """Settle one claim against the person's state, layer by layer (保险在前、救助在后): basic
     pooling, then the large-amount and civil-servant subsidies, then medical assistance; then the
@@ -103,7 +104,8 @@ def settle_claim(
 
     `holder_available` is what the family account holder's account can give to this claim
     (their balance plus anything already held for this very claim), or None when the person has
-    no usable holder.
+    no usable holder. `prescriber` is the registry's entry for `claim.rx_fixmedins_code` (双通道), if
+    the claim names one and the registry has it.
     """
     ids = {"claim_id": claim.claim_id}
     if person is None:
@@ -125,7 +127,7 @@ def settle_claim(
     split = split_lines(claim.fee_details)
     year = local_time.year
     totals = state.year(year)
-    basic = basic_pooling(claim, person, institution, version, split, totals)
+    basic = basic_pooling(claim, person, institution, version, split, totals, prescriber)
     if isinstance(basic, Rejection):
         return basic
     pooling = basic.pooling

@@ -3,9 +3,14 @@ claims topic must do on these servers, in one process of its own.
 
 `getmany` → decode the real claim records (the service's SchemaCatalog) → trivial arithmetic (the
 lines' total in fen; a reversal has none) → one pipelined Lua call per claim (an HINCRBY and a SET, on keys of its own
-that the settlement user may write) → one batched produce of a small result per claim → commit.
+that the settlement user may write) → one batched produce of a result per claim → commit.
 No validation, no policy, no signature check: what is left is Kafka, Avro and Redis client work,
 the floor the service's per-claim cost is judged from (issue 12: service ≥ 0.8 × this loop).
+
+The floor of the *same* work writes what the service must write: a record of RECORD_BYTES (the
+budget issue 12 gives a settled claim in Redis: a short fingerprint and the effects to restore) and
+a result of RESULT_BYTES (the mean Avro-encoded result of the bench's synthetic traffic; a unit test
+keeps it within 15 % of what the engine produces), not a few bytes of each.
 
 Its own process: `python -m gongji.local.raw_loop COUNT GROUP OUT_TOPIC`, with the settlement
 service's settings in its environment (`Settings.to_env()`); it reads the claims topic from the
@@ -27,6 +32,9 @@ from gongji.common import kafka
 from gongji.common.avro import SchemaCatalog
 from gongji.common.redis import LuaScript, client_for, run_pipeline
 from gongji.settings import Settings
+
+RECORD_BYTES = 200
+RESULT_BYTES = 460
 
 SCRIPT = LuaScript("""
 local total = redis.call('HINCRBY', KEYS[1], 'fen', ARGV[1])
@@ -61,11 +69,11 @@ async def run(settings: Settings, count: int, group: str, out_topic: str) -> dic
                 for _key, psn_no, claim_id, fen in claims:
                     tag = f"{prefix}:{{raw:{psn_no}}}"
                     touched.update((f"{tag}:holds", f"{tag}:rec:{claim_id}"))
-                    SCRIPT.queue(pipe, [f"{tag}:holds", f"{tag}:rec:{claim_id}"], [fen, f"{claim_id}:{fen}"])
+                    SCRIPT.queue(pipe, [f"{tag}:holds", f"{tag}:rec:{claim_id}"], [fen, _sized(f"{claim_id}:{fen}", RECORD_BYTES)])
 
             await run_pipeline(redis, build, (SCRIPT,))
             sends = await kafka.publish(producer, out_topic, [
-                (key, orjson.dumps({"claim_id": claim_id, "fen": fen}), []) for key, _p, claim_id, fen in claims])
+                (key, _sized(orjson.dumps({"claim_id": claim_id, "fen": fen}), RESULT_BYTES), []) for key, _p, claim_id, fen in claims])
             await asyncio.gather(*sends)
             await consumer.commit()
             done += len(messages)
@@ -81,6 +89,12 @@ async def run(settings: Settings, count: int, group: str, out_topic: str) -> dic
             await run_pipeline(redis, lambda pipe: [pipe.unlink(key) for key in keys[start:start + 1000]])
         await redis.aclose()
     return {"claims": done, "seconds": (last or 0) - (first or 0), "cpu_seconds": cpu}
+
+
+def _sized(value: str | bytes, size: int) -> bytes:
+    """`value` padded with spaces to `size` bytes (a longer one is kept whole)."""
+    data = value.encode() if isinstance(value, str) else value
+    return data.ljust(size)
 
 
 def main(argv: list[str]) -> None:

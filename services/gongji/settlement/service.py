@@ -28,7 +28,7 @@ from gongji.contract.topics import service_topics, settlement_inputs
 from gongji.contract.wire import ACCUMULATORS, ACCUMULATORS_RECORD, INQUIRY_RECORDS, OUTPUT_RECORDS, RECORD_INPUTS, \
     TYPE_HEADER, header
 from gongji.contract.wire import headers as wire_headers
-from gongji.settlement.codec import from_output, to_event
+from gongji.settlement.codec import ResultEncoder, to_event
 from gongji.settlement.domain import Output, Rejection
 from gongji.settlement.settler import Settler, StoreContention
 from gongji.settlement.policy import PolicyBook
@@ -79,6 +79,7 @@ class SettlementService:
     def __init__(self, settings: Settings, catalog: SchemaCatalog, book: PolicyBook, redis_client):
         self.settings = settings
         self.catalog = catalog
+        self.results = ResultEncoder(catalog, {**OUTPUT_RECORDS, ACCUMULATORS: ACCUMULATORS_RECORD})
         self.settler = Settler(RedisStore(redis_client, settings.key_prefix), book)
         self.bounds = settings.settlement_bounds()
         self.probe = poison.redis_probe(redis_client, settings.key_prefix)
@@ -219,10 +220,8 @@ class SettlementService:
         topics = self.settings.topics
         results, replies = [], []
         for output, asked in everything:
-            kind, wire = from_output(output, unscaled=True)
-            value = self.catalog.encode_unscaled(ACCUMULATORS_RECORD if kind == ACCUMULATORS else OUTPUT_RECORDS[kind], wire)
+            kind, value, ident = self.results.encode(output)
             # Headers let a consumer route or count without decoding the record.
-            ident = wire.get("claim_id") or wire.get("credit_id") or wire.get("query_id") or ""
             (replies if asked else results).append((output.key.encode() or None, value, wire_headers(kind, ident)))
         sends = await kafka.publish(producer, topics.settlements, results)
         if replies:

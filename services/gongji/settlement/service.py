@@ -58,10 +58,13 @@ class Stats:
                 f"rejections={dict(self.rejections)} dead_letters={self.dead_letters} "
                 f"retried_batches={retried_batches} partitions={partitions}")
 
-    def count(self, output: Output) -> None:
-        self.outputs[output.kind] += 1
-        if isinstance(output.value, Rejection):
-            self.rejections[output.value.err_code] += 1
+    def count(self, outputs: list[Output]) -> tuple[Counter, Counter]:
+        """Add a batch's outputs; returns the batch's own tallies (by kind, by err_code)."""
+        kinds = Counter(output.kind for output in outputs)
+        codes = Counter(output.value.err_code for output in outputs if isinstance(output.value, Rejection))
+        self.outputs.update(kinds)
+        self.rejections.update(codes)
+        return kinds, codes
 
 
 def _named(rejection: Rejection) -> bool:
@@ -237,10 +240,10 @@ class SettlementService:
         self.stats.outputs["inquiry"] += len(replies)
         self.metrics.consumed.inc(len(messages))
         self.metrics.dead_letters.inc(len(dead))
-        for output in outputs:
-            self.stats.count(output)
-            self.metrics.outputs.labels(output.kind).inc()
-            if isinstance(output.value, Rejection):
-                self.metrics.rejected.labels(output.value.err_code).inc()
+        kinds, codes = self.stats.count(outputs)
+        for kind, number in kinds.items():  # one label lookup per kind, not per output
+            self.metrics.outputs.labels(kind).inc(number)
+        for code, number in codes.items():
+            self.metrics.rejected.labels(code).inc(number)
         self.business.count(outputs)
         return outputs

@@ -20,11 +20,28 @@ from gongji.settlement.store import Record
 
 
 _AS_IS = frozenset({str, int, bool})  # most of a claim's fields: kept as they are, with no call
+# Decimal → its canonical text: prices, counts and ratios repeat across claims, and normalize plus
+# format is most of a line's cost. Keyed by value, so only non-zero ones (0 and -0 are equal keys
+# but print apart); bounded.
+_DECIMALS: dict[Decimal, str] = {}
+_DECIMALS_MAX = 65_536
+
+
+def _decimal(value: Decimal) -> str:  # 3 and 3.0000 are one count
+    text = _DECIMALS.get(value) if value else None
+    if text is None:
+        text = format(value.normalize(), "f")
+        if value and len(_DECIMALS) < _DECIMALS_MAX:
+            _DECIMALS[value] = text
+    return text
 
 
 def _canonical(value):
-    if type(value) in _AS_IS:
+    kind = type(value)
+    if kind in _AS_IS:
         return value
+    if kind is Decimal:
+        return _decimal(value)
     if isinstance(value, (BaseModel, dict)):
         # A model's fields as model_dump gives them, without its copy. Absent and null are the
         # same: a field added later changes nothing.
@@ -32,9 +49,9 @@ def _canonical(value):
         return {key: item if type(item) in _AS_IS else _canonical(item)
                 for key, item in items.items() if item is not None}
     if isinstance(value, (list, tuple)):
-        return [_canonical(item) for item in value]
-    if isinstance(value, Decimal):  # 3 and 3.0000 are one count
-        return format(value.normalize(), "f")
+        return [item if type(item) in _AS_IS else _canonical(item) for item in value]
+    if isinstance(value, Decimal):
+        return _decimal(value)
     if isinstance(value, datetime):  # one instant, whatever the offset it was written with
         return value.astimezone(timezone.utc).isoformat()
     return value

@@ -25,7 +25,7 @@ import fastavro
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
-from gongji.common.avro_writer import Writer, compile_writer
+from gongji.common.avro_codegen import Writer, compile_decimals, compile_writer
 
 __all__ = [
     "MARKER",
@@ -158,7 +158,7 @@ class _Writer:
     # Parsing Canonical Form drops logical types, so it writes identical bytes under the same
     # fingerprint, without fastavro's per-field logical-type dispatch (half the cost of a record).
     unscaled: dict[str, Any]
-    # Its writer generated once (gongji.common.avro_writer): fastavro's bytes, faster; None: fastavro.
+    # Its writer generated once (gongji.common.avro_codegen): fastavro's bytes, faster; None: fastavro.
     compiled: Writer | None
 
 
@@ -199,6 +199,10 @@ class _Route:
     writer: dict[str, Any]
     reader: dict[str, Any] | None  # None: writer is the current schema, or no current exists
     logical: list[tuple[Any, ...]]
+    # Read as the writer without decimal annotations, then its decimals made in one generated pass
+    # (avro_codegen.compile_decimals): fastavro's record, faster. None: fastavro's own (a resolution).
+    twin: dict[str, Any] | None = None
+    decimals: Callable[[dict], None] | None = None
 
 
 class SchemaCatalog:
@@ -268,14 +272,10 @@ class SchemaCatalog:
         reader = None
         if current is not None and current.header[2:] != fp:
             reader = current.schema
-        self._routes[fp] = _Route(
-            name=full_name.rpartition(".")[2],
-            full_name=full_name,
-            fingerprint=fp,
-            writer=parsed,
-            reader=reader,
-            logical=_logical_types(parsed),
-        )
+        decimals = compile_decimals(parsed) if reader is None else None
+        twin = _unscaled_twin(parsed, fp) if decimals is not None else None
+        self._routes[fp] = _Route(full_name.rpartition(".")[2], full_name, fp, parsed, reader,
+                                  _logical_types(parsed), twin, decimals)
 
     @property
     def names(self) -> frozenset[str]:
@@ -355,7 +355,7 @@ class SchemaCatalog:
 
     def object_encoder(self, name: str, convert: Mapping[str, Any] | None = None) -> Callable[[Any], bytes]:
         """What :meth:`encode_unscaled` gives, from an object whose attributes are the record's fields
-        (nested records too): no dict in between. `convert`: see avro_writer.compile_writer."""
+        (nested records too): no dict in between. `convert`: see avro_codegen.compile_writer."""
         writer = self._writer(name)
         write = compile_writer(writer.schema, attributes=True, convert=dict(convert or {}))
         if write is None:
@@ -379,16 +379,12 @@ class SchemaCatalog:
         as written. Anything wrong with ``data`` raises :class:`DecodeError` and nothing else.
         """
         if not data:
-            raise DecodeError(
-                "empty message (no value, e.g. a tombstone): expected an Avro single-object "
-                "encoded event"
-            )
+            raise DecodeError("empty message (no value, e.g. a tombstone): expected an Avro single-object "
+                              "encoded event")
         size = len(data)
         if size < HEADER_SIZE:
-            raise DecodeError(
-                f"message is only {size} byte(s): too short for the {HEADER_SIZE}-byte Avro "
-                "single-object header (marker c3 01 + 8-byte schema fingerprint)"
-            )
+            raise DecodeError(f"message is only {size} byte(s): too short for the {HEADER_SIZE}-byte Avro "
+                              "single-object header (marker c3 01 + 8-byte schema fingerprint)")
         if data[:2] != MARKER:
             raise DecodeError(_wrong_marker(bytes(data[:2])))
         fp = bytes(data[2:HEADER_SIZE])
@@ -403,7 +399,11 @@ class SchemaCatalog:
         buf = BytesIO(data)
         buf.seek(HEADER_SIZE)
         try:
-            record = fastavro.schemaless_reader(buf, route.writer, route.reader)
+            if route.decimals is not None:
+                record = fastavro.schemaless_reader(buf, route.twin, None)
+                route.decimals(record)
+            else:
+                record = fastavro.schemaless_reader(buf, route.writer, route.reader)
         except Exception as exc:  # EOFError, IndexError, UnicodeDecodeError, resolution errors...
             raise DecodeError(_bad_body(route, exc, size)) from exc
         end = buf.tell()

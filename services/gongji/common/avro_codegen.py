@@ -1,5 +1,11 @@
-"""An Avro binary writer generated from a schema: the settlement hot path's encoder of results.
+"""Code generated from an Avro schema for the settlement hot path: a writer, and a decoder's decimals.
 
+Reading: fastavro reads a record's decimals through a logical-type hook per value (half a claim's
+decode). `compile_decimals(schema)` gives a function that turns, in place, the unscaled bytes
+fastavro returns for the schema without its decimal annotations into the Decimals it would have
+returned with them (the same context: the field's precision, then scaleb by its scale).
+
+Writing: 
 `compile_writer(schema)` turns a parsed record schema into one Python function, specialised to its
 fields in their order (no per-field dispatch on the schema, as fastavro's generic writer does), that
 appends the record's binary body to a bytearray. It writes exactly what fastavro's
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from decimal import Context, Decimal
 from typing import Any
 
 Writer = Callable[[Any, bytearray], None]
@@ -201,4 +208,115 @@ def compile_writer(schema: dict[str, Any], attributes: bool = False,
     source = "\n".join(compiler.lines)
     namespace = dict(compiler.constants)
     exec(compile(source, f"<avro writer {schema['name']}>", "exec"), namespace)  # noqa: S102 - our own schema's code
+    return namespace[entry]
+
+
+def _decimal_reader(precision: int, scale: int) -> Callable[[bytes], Decimal]:
+    """fastavro's read_decimal for one field: the context's precision is the field's."""
+    context = Context(prec=precision)
+    create, from_bytes = context.create_decimal, int.from_bytes
+
+    def read(data: bytes) -> Decimal:
+        return create(from_bytes(data, "big", signed=True)).scaleb(-scale, context)
+    return read
+
+
+class _Decimals:
+    """Generates the in-place conversion of a record's decimal fields; a record with none is skipped."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.constants: dict[str, Any] = {}
+        self.counter = 0
+        self.functions: dict[str, str | None] = {}
+        self.named: dict[str, Any] = {}
+        self.done: set[str] = set()
+
+    def name(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def record(self, schema: dict[str, Any]) -> str | None:
+        full_name = schema["name"]
+        if full_name in self.functions:
+            if self.functions[full_name] is None and full_name not in self.done:
+                raise _Unsupported("recursive record")
+            return self.functions[full_name]
+        self.functions[full_name] = None
+        self.named[full_name] = schema
+        body: list[str] = []
+        for field in schema["fields"]:
+            value = self.name("v")
+            code = self.value(field["type"], value)
+            if code:
+                body += [f"{value} = r[{field['name']!r}]", *code(f"r[{field['name']!r}]")]
+        self.done.add(full_name)
+        if not body:
+            return None
+        function = self.functions[full_name] = self.name("_decimals")
+        self.lines += [f"def {function}(r):", *(f"    {line}" for line in body), ""]
+        return function
+
+    def value(self, schema: Any, value: str) -> Callable[[str], list[str]] | None:
+        """None if `schema` holds no decimal; else code storing the converted `value` to a target."""
+        if isinstance(schema, list):
+            branches = [branch for branch in schema if branch != "null"]
+            if len(branches) != 1 or len(schema) != 2:
+                if any(self.value(branch, value) for branch in branches):
+                    raise _Unsupported("union with a decimal")
+                return None
+            inner = self.value(branches[0], value)
+            if inner is None:
+                return None
+            return lambda target: [f"if {value} is not None:", *(f"    {line}" for line in inner(target))]
+        if isinstance(schema, str):
+            if schema not in self.named:
+                return None  # a primitive
+            schema = self.named[schema]
+            if schema["type"] == "record":
+                function = self.functions.get(schema["name"])
+                return None if function is None else (lambda target: [f"{function}({value})"])
+        kind = schema["type"]
+        if isinstance(kind, (dict, list)):
+            return self.value(kind, value)
+        if schema.get("logicalType") == "decimal":
+            if kind != "bytes":
+                raise _Unsupported("fixed decimal")
+            reader = self.name("_d")
+            self.constants[reader] = _decimal_reader(schema["precision"], schema.get("scale", 0))
+            return lambda target: [f"{target} = {reader}({value})"]
+        if kind == "record":
+            function = self.record(schema)
+            return None if function is None else (lambda target: [f"{function}({value})"])
+        if kind in ("enum", "fixed"):
+            self.named[schema["name"]] = schema
+            return None
+        if kind == "array":
+            item = self.name("i")
+            inner = self.value(schema["items"], item)
+            if inner is None:
+                return None
+            at = self.name("n")
+            return lambda target: [f"for {at}, {item} in enumerate({value}):",
+                                   *(f"    {line}" for line in inner(f"{value}[{at}]"))]
+        if kind == "map":
+            if self.value(schema["values"], self.name("i")):
+                raise _Unsupported("map of decimals")
+            return None
+        return None
+
+
+def compile_decimals(schema: dict[str, Any]) -> Callable[[dict], None] | None:
+    """A function turning, in place, a record read with `schema`'s decimal annotations removed into
+    the record fastavro reads with them. A no-op function for a record without decimals; None for a
+    schema it does not handle (a fixed decimal, a decimal in a map or a union of several types)."""
+    generator = _Decimals()
+    try:
+        entry = generator.record(schema)
+    except _Unsupported:
+        return None
+    if entry is None:
+        return lambda record: None
+    namespace = dict(generator.constants)
+    exec(compile("\n".join(generator.lines), f"<avro decimals {schema['name']}>", "exec"), namespace)  # noqa: S102
     return namespace[entry]

@@ -156,7 +156,8 @@ class _Compiler:
             return [f"{data} = {value}.encode()", *self.sized(data)]
         if kind == "bytes":
             if schema.get("logicalType") == "decimal":
-                return [f"{value} = _unscaled({value})", *self.sized(value)]
+                return [f"{value} = {value}.to_bytes(({value}.bit_length() + 8) // 8, 'big', signed=True) "
+                        f"if type({value}) is int else _unscaled({value})", *self.sized(value)]
             return [f"if not isinstance({value}, bytes): raise TypeError('not bytes: ' + type({value}).__name__)",
                     *self.sized(value)]
         if kind == "record":

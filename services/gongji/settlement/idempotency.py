@@ -19,12 +19,12 @@ from gongji.settlement.events import Claim, Credit, Reversal
 from gongji.settlement.store import Record
 
 
-_AS_IS = frozenset({str, int, bool})  # most of a claim's fields: kept as they are, with no call
 # Decimal → its canonical text: prices, counts and ratios repeat across claims, and normalize plus
-# format is most of a line's cost. Keyed by value, so only non-zero ones (0 and -0 are equal keys
-# but print apart); bounded.
+# format is most of their cost. Keyed by value, so only non-zero ones (0 and -0 are equal keys but
+# print apart); bounded.
 _DECIMALS: dict[Decimal, str] = {}
 _DECIMALS_MAX = 65_536
+_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
 def _decimal(value: Decimal) -> str:  # 3 and 3.0000 are one count
@@ -37,31 +37,23 @@ def _decimal(value: Decimal) -> str:  # 3 and 3.0000 are one count
 
 
 def _canonical(value):
-    kind = type(value)
-    if kind in _AS_IS:
-        return value
-    if kind is Decimal:
-        return _decimal(value)
-    if isinstance(value, (BaseModel, dict)):
-        # A model's fields as model_dump gives them, without its copy. Absent and null are the
-        # same: a field added later changes nothing.
-        items = value.__dict__ if isinstance(value, BaseModel) else value
-        return {key: item if type(item) in _AS_IS else _canonical(item)
-                for key, item in items.items() if item is not None}
-    if isinstance(value, (list, tuple)):
-        return [item if type(item) in _AS_IS else _canonical(item) for item in value]
+    """What orjson cannot write itself, canonical: a model as its fields without the null ones
+    (absent and null are the same: a field added later changes nothing), a Decimal by value, a time
+    as its UTC instant (whatever offset it was written with)."""
+    if isinstance(value, BaseModel):
+        return {key: item for key, item in value.__dict__.items() if item is not None}
     if isinstance(value, Decimal):
         return _decimal(value)
-    if isinstance(value, datetime):  # one instant, whatever the offset it was written with
+    if isinstance(value, datetime):
         return value.astimezone(timezone.utc).isoformat()
-    return value
+    raise TypeError(f"no canonical form for {type(value).__name__}")
 
 
 def fingerprint(event: Claim | Reversal | Credit) -> str:
     """Content hash: the same id with other content is a DUPLICATE_CONFLICT. Canonical, so a resend
-    written differently (decimal places, UTC offset, a newer schema's empty field) is the same."""
-    canonical = orjson.dumps(_canonical(event), option=orjson.OPT_SORT_KEYS)
-    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+    written differently (decimal places, UTC offset, a newer schema's empty field) is the same.
+    orjson walks the event (sorted keys), calling `_canonical` for models, Decimals and times."""
+    return hashlib.blake2b(orjson.dumps(event, default=_canonical, option=_OPTIONS), digest_size=16).hexdigest()
 
 
 def taken(event: Claim | Reversal | Credit, owner: str) -> Rejection:

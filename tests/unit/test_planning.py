@@ -98,3 +98,15 @@ def test_an_id_another_person_used_is_refused_without_a_write():
     answers, retry = plan.outcome()
     assert retry == [] and isinstance(answers[0], Output) and isinstance(answers[0].value, Rejection)
     assert answers[0].value.err_code == "DUPLICATE_CONFLICT"
+
+
+def test_with_token_is_replace_of_the_token():
+    import dataclasses
+
+    from gongji.settlement.domain import PersonState, YearTotals
+    from gongji.settlement.planning import with_token
+
+    state = PersonState(token="t0", balance=1234, years={2023: YearTotals(visits=2)}, pending={"C1": "H"})
+    assert with_token(state, "t1") == dataclasses.replace(state, token="t1")
+    assert state.token == "t0" and with_token(state, "t1").years is state.years
+    assert set(PersonState.__slots__) == {field.name for field in dataclasses.fields(PersonState)}

@@ -35,16 +35,12 @@ class Rules(Protocol):
     """What planning asks of the rules: gongji.settlement.rules, or a stand-in a test passes."""
 
     def check_person(self, person: Person) -> Rejection | None: ...
-
     def check_binding(self, person: Person, holder: Person | None, claim_id: str) -> Rejection | None: ...
-
     def settle_claim(self, claim: Claim, person: Person | None, institution: Institution | None,
                      book: PolicyBook, state: PersonState, holder_available: int | None = None,
                      prescriber: Institution | None = None) -> ClaimSettled | Rejection: ...
-
     def reverse_claim(self, reversal: Reversal, original: ClaimRecord | None,
                       state: PersonState) -> ClaimReversed | Rejection: ...
-
     def apply_credit(self, credit: Credit, person: Person | None, book: PolicyBook,
                      state: PersonState) -> AccountCredited | Rejection: ...
 
@@ -253,6 +249,15 @@ class _Overlay:
     holds: _Holds
 
 
+def with_token(state: PersonState, token: str) -> PersonState:
+    """dataclasses.replace(state, token=token) without its look at the fields on every call."""
+    copy = object.__new__(PersonState)
+    for name in PersonState.__slots__:  # a slots dataclass: its fields
+        object.__setattr__(copy, name, getattr(state, name))
+    object.__setattr__(copy, "token", token)
+    return copy
+
+
 def _plan_claim(claim: Claim, links: tuple[str | None, str | None], pass_: _Overlay) -> _Planned:
     snap, holds, nonce = pass_.snap, pass_.holds, pass_.nonce
     key = claim_key(claim.claim_id)
@@ -282,7 +287,7 @@ def _plan_claim(claim: Claim, links: tuple[str | None, str | None], pass_: _Over
     if family and outcome.effects.mulaid_pay != holds.held[account]:
         moves += (holds.move(account, outcome.effects.mulaid_pay, nonce),)
     record = ClaimRecord(fingerprint(claim), outcome.settlement, outcome.effects)
-    new_state = dataclasses.replace(outcome.state, token=f"c:{claim.claim_id}@{nonce}")
+    new_state = with_token(outcome.state, f"c:{claim.claim_id}@{nonce}")
     return _Planned(Output(claim.psn_no, outcome.settlement),
                     Commit(claim.psn_no, state.token, new_state, key, record), moves)
 
@@ -305,7 +310,7 @@ def _plan_reversal(reversal: Reversal, pass_: _Overlay) -> _Planned:
             return _Planned(None, again=True)
         refunds = (pass_.holds.move(account, 0, pass_.nonce),)
     record = ClaimRecord(fingerprint(reversal), outcome.settlement, original.effects)
-    new_state = dataclasses.replace(outcome.state, token=f"c:{reversal.claim_id}@{pass_.nonce}")
+    new_state = with_token(outcome.state, f"c:{reversal.claim_id}@{pass_.nonce}")
     return _Planned(Output(reversal.psn_no, outcome.settlement),
                     Commit(reversal.psn_no, state.token, new_state, key, record, reverses=original_key), refunds)
 
@@ -320,7 +325,7 @@ def _plan_credit(credit: Credit, pass_: _Overlay) -> _Planned:
     if isinstance(outcome, Rejection):
         return _Planned(Output(credit.psn_no, outcome))
     record = CreditRecord(fingerprint(credit), outcome.result)
-    new_state = dataclasses.replace(outcome.state, token=f"k:{credit.credit_id}@{pass_.nonce}")
+    new_state = with_token(outcome.state, f"k:{credit.credit_id}@{pass_.nonce}")
     return _Planned(Output(credit.psn_no, outcome.result), Commit(credit.psn_no, state.token, new_state, key, record))
 
 

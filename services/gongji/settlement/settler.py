@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from gongji.settlement import planning, rules as settlement_rules
 from gongji.settlement.domain import Output, SettlementError
+from gongji.settlement.family import family_accounts
 from gongji.settlement.events import Event
 from gongji.settlement.policy import PolicyBook
 from gongji.settlement.store import SettlementStore
@@ -72,7 +73,7 @@ class Settler:
     async def _settle(self, work: planning.Work, results: list[list[Output]], optimistic: bool) -> planning.Work:
         """One pass: read, plan, write; returns the events that must go again."""
         snap = await self.store.read(*planning.reads(work, optimistic))
-        family = planning.family_accounts(work, snap, optimistic)
+        family = family_accounts(work, snap, optimistic)
         views = await self.store.read_holders(family.wants) if family.wants else {}
         plan = planning.plan_pass(work, snap, family, views, self.book, self.rules, secrets.token_hex(6), optimistic)
         holds = plan.holds()

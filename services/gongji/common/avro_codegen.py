@@ -156,8 +156,11 @@ class _Compiler:
             return [f"{data} = {value}.encode()", *self.sized(data)]
         if kind == "bytes":
             if schema.get("logicalType") == "decimal":
-                return [f"{value} = {value}.to_bytes(({value}.bit_length() + 8) // 8, 'big', signed=True) "
-                        f"if type({value}) is int else _unscaled({value})", *self.sized(value)]
+                # An int is the unscaled value itself: 0 (half of a settlement's amounts) is b"\x00".
+                return [f"if type({value}) is int and not {value}:", "    out += b'\\x02\\x00'", "else:",
+                        f"    {value} = {value}.to_bytes(({value}.bit_length() + 8) // 8, 'big', signed=True) "
+                        f"if type({value}) is int else _unscaled({value})",
+                        *(f"    {line}" for line in self.sized(value))]
             return [f"if not isinstance({value}, bytes): raise TypeError('not bytes: ' + type({value}).__name__)",
                     *self.sized(value)]
         if kind == "record":

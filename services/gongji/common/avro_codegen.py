@@ -216,12 +216,20 @@ def compile_writer(schema: dict[str, Any], attributes: bool = False,
 
 
 def _decimal_reader(precision: int, scale: int) -> Callable[[bytes], Decimal]:
-    """fastavro's read_decimal for one field: the context's precision is the field's."""
+    """fastavro's read_decimal for one field: the context's precision is the field's. A Decimal is
+    immutable, so the same bytes give the same object from a bounded cache (counts, prices and
+    ratios repeat from claim to claim)."""
     context = Context(prec=precision)
     create, from_bytes = context.create_decimal, int.from_bytes
+    seen: dict[bytes, Decimal] = {}
 
     def read(data: bytes) -> Decimal:
-        return create(from_bytes(data, "big", signed=True)).scaleb(-scale, context)
+        value = seen.get(data)
+        if value is None:
+            value = create(from_bytes(data, "big", signed=True)).scaleb(-scale, context)
+            if len(seen) < 4096:
+                seen[data] = value
+        return value
     return read
 
 

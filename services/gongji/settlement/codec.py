@@ -2,7 +2,9 @@
 
 Inputs: a wire dict and its event type → a validated domain event, or a Rejection naming what is
 wrong; and back (`to_wire`), for the tools that publish what they validated. Outputs: a domain result → (event type, wire dict) in the national field names, money as
-yuan Decimals. What is listed here is exactly what goes on the wire.
+yuan Decimals; the service writes them as Avro bytes with `ResultEncoder`, a settlement straight
+from the engine's object (its field names are the wire's). What is listed here is exactly what goes
+on the wire.
 """
 
 from __future__ import annotations

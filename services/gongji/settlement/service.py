@@ -131,14 +131,11 @@ class SettlementService:
             watch.cancel()
             await asyncio.gather(watch, return_exceptions=True)
 
-    async def _decode(self, value: bytes) -> tuple[str, dict]:
-        try:
+    async def _decode_learning(self, value: bytes, unknown: UnknownSchemaError) -> tuple[str, dict]:
+        """A producer with a newer schema: look for it on the schemas topic, then try once more."""
+        if await self.schemas.learn(unknown.fingerprint):
             return self.catalog.decode(value)
-        except UnknownSchemaError as error:
-            # A producer with a newer schema: look for it on the schemas topic, then try once more.
-            if await self.schemas.learn(error.fingerprint):
-                return self.catalog.decode(value)
-            raise
+        raise unknown
 
     async def _settle(self, events: list) -> list[list[Output]]:
         """Settle the batch; each event's results apart. An event that raises anything (a bug of
@@ -191,7 +188,10 @@ class SettlementService:
                     continue
                 signer = verdict.key
             try:
-                name, data = await self._decode(message.value)
+                try:  # no await on the common path: a coroutine a message cost as much as a field
+                    name, data = self.catalog.decode(message.value)
+                except UnknownSchemaError as unknown:
+                    name, data = await self._decode_learning(message.value, unknown)
             except DecodeError as error:
                 dead.append((message, f"undecodable: {error}"))
                 continue

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PKG = "services/gongji/"
 MONEY, ENGINE, POOLING = PKG + "common/money.py", PKG + "settlement/rules.py", PKG + "settlement/pooling.py"
 PLANNING, SETTLER = PKG + "settlement/planning.py", PKG + "settlement/settler.py"
+FAMILY = PKG + "settlement/family.py"
 DOMAIN, EVENTS = PKG + "settlement/domain.py", PKG + "settlement/events.py"
 LEDGER, CLEARING = PKG + "ledger/domain.py", PKG + "clearing/domain.py"
 COMMIT_LUA, HOLD_LUA = PKG + "settlement/lua/commit.lua", PKG + "settlement/lua/hold.lua"
@@ -53,6 +54,7 @@ TESTS = {
     ENGINE: [SETTLEMENT_TESTS],
     POOLING: [SETTLEMENT_TESTS],
     PLANNING: [PASSES, EXACTLY_ONCE],
+    FAMILY: [PASSES, EXACTLY_ONCE],
     SETTLER: [PASSES, EXACTLY_ONCE],
     DOMAIN: [[U + "test_edge.py", *SETTLEMENT_TESTS]],
     EVENTS: [[U + "test_edge.py", *SETTLEMENT_TESTS]],
@@ -67,7 +69,7 @@ TESTS = {
     BURDEN: [[U + "test_oop_share.py"]],
     OOP_SHARE: [[U + "test_oop_share.py"]],
 }
-FULL = {path: [["tests/unit"]] + (runs[1:] if path in (PLANNING, SETTLER) else [])
+FULL = {path: [["tests/unit"]] + (runs[1:] if path in (PLANNING, FAMILY, SETTLER) else [])
         for path, runs in TESTS.items() if not path.endswith(".lua")}
 FULL[COMMIT_LUA] = FULL[HOLD_LUA] = [["tests/integration/test_store_contract.py",
                                      "tests/integration/test_settler_exactly_once.py"]]
@@ -293,15 +295,15 @@ MUTANTS: list[tuple[str, str, str, str]] = [
     (ENGINE, "    if person.mulaid_holder_psn_no == person.psn_no:\n", "    if False:\n", "person: own holder"),
     (ENGINE, "or person.mulaid_relation not in MULAID_RELATIONS:", ":", "person: any relation"),
     # ---------------------------------------------------------------- planning and settler: family aid, passes
-    (PLANNING, "return self.account(key)[1] + self.held[key]", "return self.account(key)[1]",
+    (FAMILY, "return self.account(key)[1] + self.held[key]", "return self.account(key)[1]",
      "holds: available without what is held"),
-    (PLANNING, "balance = self.account(key)[1] - (amount - hold.expected)", "balance = self.account(key)[1] - amount",
+    (FAMILY, "balance = self.account(key)[1] - (amount - hold.expected)", "balance = self.account(key)[1] - amount",
      "holds: view debits the whole amount"),
     (PLANNING, "if hold.amount > hold.expected]", "if hold.amount >= hold.expected]", "marks: also for no increase"),
     (PLANNING, "if hold.amount > hold.expected]", "if hold.amount < hold.expected]", "marks: for refunds instead"),
-    (PLANNING, "return marked if marked is not None and marked != holder else None",
+    (FAMILY, "return marked if marked is not None and marked != holder else None",
      "return marked if marked is not None else None", "stray: the current holder too"),
-    (PLANNING, "return person.mulaid_holder_psn_no if person is not None and claim.acct_used_flag == \"1\" else None",
+    (FAMILY, "return person.mulaid_holder_psn_no if person is not None and claim.acct_used_flag == \"1\" else None",
      "return person.mulaid_holder_psn_no if person is not None else None", "holder: without acct_used_flag"),
     (PLANNING, "if stray is not None and holds.known(stray_account) and holds.held[stray_account] else ()",
      "if stray is not None and holds.known(stray_account) else ()", "stray: move of nothing"),

@@ -317,6 +317,11 @@ def test_bench_prints_throughput_latency_and_cpu(tmp_path):
     assert "queued claims settled in" in result.stdout and "claims/s end to end" in result.stdout
     assert "the service spent" in result.stdout and "µs of CPU a claim" in result.stdout
     assert "latency at 500 claims/s" in result.stdout and "p99" in result.stdout
+    # the raw loop drained the very burst the service then drained, and the ratio is printed
+    queued = re.search(r"bench: throughput: (\d+) queued claims", result.stdout)
+    raw = re.search(r"bench: raw loop .*: (\d+) claims in [\d.]+ s = [\d,]+ claims/s", result.stdout)
+    assert queued and raw and raw.group(1) == queued.group(1), result.stdout
+    assert re.search(r"bench: settlement / raw loop = [\d,]+ / [\d,]+ claims/s = \d+\.\d\d", result.stdout)
 
 
 def test_bench_gateway_prints_its_figures_and_every_answer_is_counted(tmp_path):

@@ -26,9 +26,8 @@ ROOTS = ("gongji.cli", "gongji.services", "gongji.__main__", "gongji.local")
 #: serialisation format, no clock-driven I/O.
 PURE = ("gongji.contract", "gongji.settings", "gongji.common.money", "gongji.common.pseudonym",
         "gongji.settlement.domain", "gongji.settlement.events", "gongji.settlement.rules", "gongji.settlement.benefits",
-        "gongji.settlement.policy", "gongji.settlement.planning", "gongji.settlement.steps", "gongji.settlement.regions",
-        "gongji.settlement.study_tally",
-        "gongji.settlement.catalogue", "gongji.ledger.domain",
+        "gongji.settlement.policy", "gongji.settlement.planning", "gongji.settlement.steps", "gongji.settlement.family",
+        "gongji.settlement.regions", "gongji.settlement.study_tally", "gongji.settlement.catalogue", "gongji.ledger.domain",
         "gongji.clearing.domain", "gongji.fraud.domain", "gongji.fraud.rules", "gongji.dashboard.domain",
         "gongji.gateway.national")
 IO_LIBRARIES = {"aiokafka", "kafka", "redis", "psycopg", "faust", "aiohttp", "fastavro", "socket", "subprocess",

@@ -51,3 +51,27 @@ def test_labels_stay_bounded_a_region_outside_the_book_counts_as_other():
     assert paid(registry, OTHER, POOLING) == s.hifp_pay > 0
     assert paid(registry, "123456", POOLING) == 0
     assert registry.get_sample_value("gongji_settled_claims_total", {"med_type": OTHER, "kind": "settlement"}) == 1
+
+
+def test_a_batch_tallies_its_outputs_before_counting_and_still_adds_every_one():
+    """Counted per batch (one inc per label set): three settlements in one call count three claims
+    and the sum of their fund payments, and a second call adds to the first."""
+    registry = CollectorRegistry()
+    metrics = BusinessMetrics(registry, BOOK.regions)
+    s = settle_claim(claim(line("3000.00")), person(), institution("EH3", "3"), BOOK, state(), None).settlement
+    metrics.count([Output("P1", s)] * 3)
+    metrics.count([Output("P1", s)])
+    assert paid(registry, ERENHOT, POOLING) == 4 * s.hifp_pay > 0
+    assert registry.get_sample_value("gongji_settled_claims_total", {"med_type": "11", "kind": "settlement"}) == 4
+
+
+def test_the_services_stats_tally_a_batch_by_kind_and_code_and_keep_the_totals():
+    from gongji.settlement.service import Stats
+
+    s = settle_claim(claim(line("30.00")), person(), institution("EH3", "3"), BOOK, state("5.00"), None).settlement
+    refused = Rejection("UNKNOWN_PERSON", "no such person", "P9", claim_id="C9", input_type="claim")
+    stats = Stats()
+    kinds, codes = stats.count([Output("P1", s), Output("P9", refused), Output("P9", refused)])
+    assert (kinds, codes) == ({"settlement": 1, "rejection": 2}, {"UNKNOWN_PERSON": 2})
+    stats.count([Output("P1", s)])
+    assert stats.outputs == {"settlement": 2, "rejection": 2} and stats.rejections == {"UNKNOWN_PERSON": 2}

@@ -11,6 +11,7 @@ import pytest
 from tests.unit.builders import BOOK, claim, credit, fen, institution, line, person
 
 from gongji.settlement import planning, rules
+from gongji.settlement.family import family_accounts
 from gongji.settlement.domain import Output, PersonState, Rejection
 from gongji.settlement.store import HolderView, Snapshot, Status
 from gongji.settlement.steps import Registry, steps as batch_steps
@@ -36,7 +37,7 @@ def snapshot(work: planning.Work) -> Snapshot:
 
 def planned(work: planning.Work, optimistic: bool = False) -> planning.Pass:
     snap = snapshot(work)
-    family = planning.family_accounts(work, snap, optimistic)
+    family = family_accounts(work, snap, optimistic)
     views = {key: HolderView(ACCOUNT.token, ACCOUNT.balance, 0, HOLDER) for key in family.wants}
     return planning.plan_pass(work, snap, family, views, BOOK, rules, "n1", optimistic)
 
@@ -82,7 +83,7 @@ def test_a_dependants_claim_waits_behind_the_holders_own_commit():
 def test_the_optimistic_pass_leaves_the_family_and_the_holder_to_the_next():
     top_up = credit("2023-01", amount="10.00", psn_no="B", credit_id="K-B")
     work = [(0, VISIT), (1, top_up)]
-    family = planning.family_accounts(work, snapshot(work), optimistic=True)
+    family = family_accounts(work, snapshot(work), optimistic=True)
     assert family.deferred == {"A", "B"} and family.wants == set()
     plan = planned(work, optimistic=True)
     assert plan.holds() == [] and plan.commits() == []
@@ -94,8 +95,20 @@ def test_an_id_another_person_used_is_refused_without_a_write():
     work = [(0, stolen)]
     snap = snapshot(work)
     snap.owners[planning.claim_key("C-A")] = "A"
-    plan = planning.plan_pass(work, snap, planning.family_accounts(work, snap, False), {}, BOOK, rules, "n1", False)
+    plan = planning.plan_pass(work, snap, family_accounts(work, snap, False), {}, BOOK, rules, "n1", False)
     assert plan.holds() == [] and plan.commits() == []
     answers, retry = plan.outcome()
     assert retry == [] and isinstance(answers[0], Output) and isinstance(answers[0].value, Rejection)
     assert answers[0].value.err_code == "DUPLICATE_CONFLICT"
+
+
+def test_with_token_is_replace_of_the_token():
+    import dataclasses
+
+    from gongji.settlement.domain import PersonState, YearTotals
+    from gongji.settlement.planning import with_token
+
+    state = PersonState(token="t0", balance=1234, years={2023: YearTotals(visits=2)}, pending={"C1": "H"})
+    assert with_token(state, "t1") == dataclasses.replace(state, token="t1")
+    assert state.token == "t0" and with_token(state, "t1").years is state.years
+    assert set(PersonState.__slots__) == {field.name for field in dataclasses.fields(PersonState)}

@@ -15,7 +15,7 @@ domain objects (and choosing what goes on the wire) is the job of the mapper abo
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.resources import files
 from io import BytesIO
@@ -24,6 +24,8 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
+
+from gongji.common.avro_codegen import Writer, compile_decimals, compile_writer
 
 __all__ = [
     "MARKER",
@@ -156,6 +158,8 @@ class _Writer:
     # Parsing Canonical Form drops logical types, so it writes identical bytes under the same
     # fingerprint, without fastavro's per-field logical-type dispatch (half the cost of a record).
     unscaled: dict[str, Any]
+    # Its writer generated once (gongji.common.avro_codegen): fastavro's bytes, faster; None: fastavro.
+    compiled: Writer | None
 
 
 def _without_decimal_annotations(node: Any) -> Any:
@@ -195,6 +199,10 @@ class _Route:
     writer: dict[str, Any]
     reader: dict[str, Any] | None  # None: writer is the current schema, or no current exists
     logical: list[tuple[Any, ...]]
+    # Read as the writer without decimal annotations, then its decimals made in one generated pass
+    # (avro_codegen.compile_decimals): fastavro's record, faster. None: fastavro's own (a resolution).
+    twin: dict[str, Any] | None = None
+    decimals: Callable[[dict], None] | None = None
 
 
 class SchemaCatalog:
@@ -224,7 +232,8 @@ class SchemaCatalog:
             if full_name in self._writers:
                 raise SchemaError(f"two current schemas are named {full_name}")
             fp = fingerprint_of(parsed)
-            writer = _Writer(full_name, parsed, MARKER + fp, _unscaled_twin(parsed, fp))
+            twin = _unscaled_twin(parsed, fp)
+            writer = _Writer(full_name, parsed, MARKER + fp, twin, compile_writer(parsed))
             self._writers[full_name] = writer
             namespace, _, short = full_name.rpartition(".")
             if namespace == NAMESPACE:  # encode("Claim") as well as encode("gongji.Claim")
@@ -263,14 +272,10 @@ class SchemaCatalog:
         reader = None
         if current is not None and current.header[2:] != fp:
             reader = current.schema
-        self._routes[fp] = _Route(
-            name=full_name.rpartition(".")[2],
-            full_name=full_name,
-            fingerprint=fp,
-            writer=parsed,
-            reader=reader,
-            logical=_logical_types(parsed),
-        )
+        decimals = compile_decimals(parsed) if reader is None else None
+        twin = _unscaled_twin(parsed, fp) if decimals is not None else None
+        self._routes[fp] = _Route(full_name.rpartition(".")[2], full_name, fp, parsed, reader,
+                                  _logical_types(parsed), twin, decimals)
 
     @property
     def names(self) -> frozenset[str]:
@@ -330,8 +335,16 @@ class SchemaCatalog:
 
     def encode_unscaled(self, name: str, record: Mapping[str, Any]) -> bytes:
         """Like :meth:`encode`, with every decimal already given as the bytes of its unscaled
-        integer (:func:`decimal_bytes`; fen for money): the settlement hot path."""
+        integer (:func:`decimal_bytes`; fen for money), or, for a schema the generated writer
+        compiles (all of Gongji's), as that integer itself: the settlement hot path."""
         writer = self._writers.get(name) or self._writer(name)
+        if writer.compiled is not None:
+            out = bytearray(writer.header)
+            try:
+                writer.compiled(record, out)
+            except Exception as exc:
+                raise EncodeError(f"cannot encode {writer.full_name}: {type(exc).__name__}: {exc}") from exc
+            return bytes(out)
         buf = BytesIO()
         buf.write(writer.header)
         try:
@@ -339,6 +352,23 @@ class SchemaCatalog:
         except Exception as exc:
             raise EncodeError(f"cannot encode {writer.full_name}: {exc}") from exc
         return buf.getvalue()
+
+    def object_encoder(self, name: str, convert: Mapping[str, Any] | None = None) -> Callable[[Any], bytes]:
+        """What :meth:`encode_unscaled` gives, from an object whose attributes are the record's fields
+        (nested records too): no dict in between. `convert`: see avro_codegen.compile_writer."""
+        writer = self._writer(name)
+        write = compile_writer(writer.schema, attributes=True, convert=dict(convert or {}))
+        if write is None:
+            raise EncodeError(f"{writer.full_name} has a union the generated writer does not compile")
+
+        def encode(value: Any) -> bytes:
+            out = bytearray(writer.header)
+            try:
+                write(value, out)
+            except Exception as exc:
+                raise EncodeError(f"cannot encode {writer.full_name}: {type(exc).__name__}: {exc}") from exc
+            return bytes(out)
+        return encode
 
     def decode(self, data: bytes | bytearray | memoryview | None) -> tuple[str, dict[str, Any]]:
         """Decode one single-object encoded message into ``(short record name, record)``.
@@ -349,16 +379,12 @@ class SchemaCatalog:
         as written. Anything wrong with ``data`` raises :class:`DecodeError` and nothing else.
         """
         if not data:
-            raise DecodeError(
-                "empty message (no value, e.g. a tombstone): expected an Avro single-object "
-                "encoded event"
-            )
+            raise DecodeError("empty message (no value, e.g. a tombstone): expected an Avro single-object "
+                              "encoded event")
         size = len(data)
         if size < HEADER_SIZE:
-            raise DecodeError(
-                f"message is only {size} byte(s): too short for the {HEADER_SIZE}-byte Avro "
-                "single-object header (marker c3 01 + 8-byte schema fingerprint)"
-            )
+            raise DecodeError(f"message is only {size} byte(s): too short for the {HEADER_SIZE}-byte Avro "
+                              "single-object header (marker c3 01 + 8-byte schema fingerprint)")
         if data[:2] != MARKER:
             raise DecodeError(_wrong_marker(bytes(data[:2])))
         fp = bytes(data[2:HEADER_SIZE])
@@ -373,7 +399,11 @@ class SchemaCatalog:
         buf = BytesIO(data)
         buf.seek(HEADER_SIZE)
         try:
-            record = fastavro.schemaless_reader(buf, route.writer, route.reader)
+            if route.decimals is not None:
+                record = fastavro.schemaless_reader(buf, route.twin, None)
+                route.decimals(record)
+            else:
+                record = fastavro.schemaless_reader(buf, route.writer, route.reader)
         except Exception as exc:  # EOFError, IndexError, UnicodeDecodeError, resolution errors...
             raise DecodeError(_bad_body(route, exc, size)) from exc
         end = buf.tell()

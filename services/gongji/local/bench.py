@@ -3,7 +3,8 @@
 The settlement service runs as its own process (`gongji run settlement`), as deployed. This process
 pre-encodes the claims, sends them, and reads `settlements` back by header. Two phases: throughput,
 the drain of a queued burst from first result to last (so the load generator's cost stays out of
-it); then latency, claims sent at a steady rate, each from just before its send to its result.
+it), with gongji.local.raw_loop draining the same burst just before as the floor it is judged
+against (issue 12: settlement ≥ 0.8 × the raw loop); then latency, claims sent at a steady rate, each from just before its send to its result.
 Then, unless told not to, each downstream consumer (ledger, clearing, fraud) alone, in a consumer
 group of its own, draining everything `settlements` holds by then: results per second from its
 first committed offset to its last, and its CPU per result.
@@ -12,7 +13,10 @@ first committed offset to its last, and its CPU per result.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
+import sys
 import statistics
 import tempfile
 import time
@@ -27,8 +31,11 @@ from gongji.common.redis import client_for
 from gongji.contract.wire import ID_HEADER, TYPE_HEADER, header
 from gongji.local.errors import LocalError
 from gongji.common.signing import signer
+from gongji.common.topic_admin import ensure_topics
+from gongji.local.credentials import for_role
 from gongji.local import redis_memory
 from gongji.local.launch import encode, isolated, prepare_topics, servers, start_service, stop_processes
+from gongji.local.tls import as_principal, principal
 from gongji.local.synthetic import Traffic
 from gongji.settings import Settings
 
@@ -163,6 +170,7 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
         memory = redis_memory.Footprint(used_before=await redis_memory.used_memory(redis))
         await _send(producer, burst, {}, None)
         ids = list(dict.fromkeys(row[3] for row in burst))
+        raw = await _raw_loop(settings, len(burst), credentials, workdir)
         service = start_workers()
         components = {"settlement service": [process.pid for process in service],
                       **{f"{name} server": [pid] for name, pid in local.items()}}
@@ -187,6 +195,8 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
             per_claim = "; too little service CPU to give a figure per claim: use more --claims"
         print("bench: CPU during the drain: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in cpu.items())
               + per_claim, flush=True)
+        figures["raw_loop"] = raw
+        _compare(raw, figures["drain"], service_cpu)
 
         # Latency: claims sent at a steady rate; from just before each send to its result read here.
         sent: dict[str, float] = {}
@@ -209,6 +219,40 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
         await reader
         await producer.stop()
         stop_processes(service)
+
+
+async def _raw_loop(settings: Settings, claims: int, credentials: dict | None, workdir: Path) -> dict:
+    """gongji.local.raw_loop over the queued burst, as the settlement principal, in a group of its own,
+    right before the service drains the same burst: its figures (claims, seconds, cpu_seconds)."""
+    out_topic = f"{settings.topic_prefix}bench-raw-loop"
+    await ensure_topics(settings, [out_topic], settings.partitions)
+    env = {**os.environ, **for_role(as_principal(settings, principal("settlement")), credentials, "settlement").to_env()}
+    command = [sys.executable, "-m", "gongji.local.raw_loop", str(claims), f"{settings.key_prefix}-raw-loop", out_topic]
+    with open(workdir / "raw-loop.log", "ab") as log:
+        process = await asyncio.create_subprocess_exec(*command, env=env, stdout=subprocess.PIPE, stderr=log)
+        output, _ = await asyncio.wait_for(process.communicate(), 900)
+    if process.returncode:
+        raise LocalError(f"bench: the raw loop exited with status {process.returncode}; see {workdir / 'raw-loop.log'}")
+    raw = json.loads(output.decode().strip().splitlines()[-1])
+    if raw["seconds"] <= 0:
+        raise SystemExit("bench: the raw loop took the burst in one batch: too few to time; use more --claims")
+    raw["per_second"] = raw["claims"] / raw["seconds"]
+    cpu = f", {raw['cpu_seconds'] / raw['claims'] * 1e6:.0f} µs of CPU a claim" if raw["cpu_seconds"] >= 0.1 else ""
+    print(f"bench: raw loop (decode, one Lua call a claim, produce, commit): {raw['claims']} claims in "
+          f"{raw['seconds']:.2f} s = {raw['per_second']:,.0f} claims/s{cpu}", flush=True)
+    return raw
+
+
+def _compare(raw: dict, drain: dict, service_cpu: float) -> None:
+    """The ratio issue 12 sets a target for: settlement's rate over the raw loop's (≥ 0.8 wanted)."""
+    ratio = drain["per_second"] / raw["per_second"]
+    drain["raw_loop_ratio"] = ratio
+    cpu = ""
+    if service_cpu >= 0.1 and raw["cpu_seconds"] >= 0.1:
+        cpu = (f"; CPU a claim: raw loop {raw['cpu_seconds'] / raw['claims'] * 1e6:.0f} µs, "
+               f"settlement {service_cpu / drain['events'] * 1e6:.0f} µs")
+    print(f"bench: settlement / raw loop = {drain['per_second']:,.0f} / {raw['per_second']:,.0f} claims/s "
+          f"= {ratio:.2f} (target ≥ 0.80){cpu}", flush=True)
 
 
 DOWNSTREAM = ("ledger", "clearing", "fraud")

@@ -9,7 +9,9 @@ under `kind="reversal"` with its amounts made positive, so net paid is settlemen
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Iterable
+from operator import attrgetter
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -18,8 +20,9 @@ from gongji.settlement.domain import Output, Settlement
 
 OTHER = "other"
 MED_TYPES = ("11", "14", "21")  # what PolicyVersion.med_types may name
-#: (fund code, the Settlement fields that carry what it paid)
-PAID_BY = tuple((fund.code, (fund.field,)) for fund in FUNDS) + ((ACCOUNT, ("acct_pay", "acct_mulaid_pay")),)
+_FUND_CODES = tuple(fund.code for fund in FUNDS)
+#: What each fund paid, then the two fields of the personal account (ACCOUNT): one call a result.
+_PAID = attrgetter(*(fund.field for fund in FUNDS), "acct_pay", "acct_mulaid_pay")
 
 
 class BusinessMetrics:
@@ -31,14 +34,23 @@ class BusinessMetrics:
                               ["med_type", "kind"], registry=registry)
 
     def count(self, outputs: Iterable[Output]) -> None:
+        # Tallied per batch, then one inc per label set: a label lookup per output cost ~6 µs a claim.
+        claims: Tally = Tally()
+        paid: Tally = Tally()
         for output in outputs:
             result = output.value
             if not isinstance(result, Settlement):
                 continue
-            kind = output.kind
+            kind = "reversal" if result.is_reversal else "settlement"
             region = result.insu_admdvs if result.insu_admdvs in self.regions else OTHER
-            self.claims.labels(result.med_type if result.med_type in MED_TYPES else OTHER, kind).inc()
-            for code, fields in PAID_BY:
-                fen = abs(sum(getattr(result, name) for name in fields))
+            claims[result.med_type if result.med_type in MED_TYPES else OTHER, kind] += 1
+            *funds, own, family = _PAID(result)
+            for code, fen in zip(_FUND_CODES, funds):
                 if fen:
-                    self.paid.labels(region, code, kind).inc(fen)
+                    paid[region, code, kind] += abs(fen)
+            if own + family:
+                paid[region, ACCOUNT, kind] += abs(own + family)
+        for labels, number in claims.items():
+            self.claims.labels(*labels).inc(number)
+        for labels, fen in paid.items():
+            self.paid.labels(*labels).inc(fen)

@@ -12,29 +12,48 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 import orjson
+from pydantic import BaseModel
 
 from gongji.settlement.domain import CreditRecord, Output, Rejection
 from gongji.settlement.events import Claim, Credit, Reversal
 from gongji.settlement.store import Record
 
 
+# Decimal → its canonical text: prices, counts and ratios repeat across claims, and normalize plus
+# format is most of their cost. Keyed by value, so only non-zero ones (0 and -0 are equal keys but
+# print apart); bounded.
+_DECIMALS: dict[Decimal, str] = {}
+_DECIMALS_MAX = 65_536
+_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+
+
+def _decimal(value: Decimal) -> str:  # 3 and 3.0000 are one count
+    text = _DECIMALS.get(value) if value else None
+    if text is None:
+        text = format(value.normalize(), "f")
+        if value and len(_DECIMALS) < _DECIMALS_MAX:
+            _DECIMALS[value] = text
+    return text
+
+
 def _canonical(value):
-    if isinstance(value, dict):  # absent and null are the same: a field added later changes nothing
-        return {key: _canonical(item) for key, item in value.items() if item is not None}
-    if isinstance(value, (list, tuple)):
-        return [_canonical(item) for item in value]
-    if isinstance(value, Decimal):  # 3 and 3.0000 are one count
-        return format(value.normalize(), "f")
-    if isinstance(value, datetime):  # one instant, whatever the offset it was written with
+    """What orjson cannot write itself, canonical: a model as its fields without the null ones
+    (absent and null are the same: a field added later changes nothing), a Decimal by value, a time
+    as its UTC instant (whatever offset it was written with)."""
+    if isinstance(value, BaseModel):
+        return {key: item for key, item in value.__dict__.items() if item is not None}
+    if isinstance(value, Decimal):
+        return _decimal(value)
+    if isinstance(value, datetime):
         return value.astimezone(timezone.utc).isoformat()
-    return value
+    raise TypeError(f"no canonical form for {type(value).__name__}")
 
 
 def fingerprint(event: Claim | Reversal | Credit) -> str:
     """Content hash: the same id with other content is a DUPLICATE_CONFLICT. Canonical, so a resend
-    written differently (decimal places, UTC offset, a newer schema's empty field) is the same."""
-    canonical = orjson.dumps(_canonical(event.model_dump()), option=orjson.OPT_SORT_KEYS)
-    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+    written differently (decimal places, UTC offset, a newer schema's empty field) is the same.
+    orjson walks the event (sorted keys), calling `_canonical` for models, Decimals and times."""
+    return hashlib.blake2b(orjson.dumps(event, default=_canonical, option=_OPTIONS), digest_size=16).hexdigest()
 
 
 def taken(event: Claim | Reversal | Credit, owner: str) -> Rejection:

@@ -22,6 +22,7 @@ from gongji.settlement import inquiry, window
 from gongji.settlement.catalogue import Versions
 from gongji.settlement.steps import Work
 from gongji.settlement.events import INQUIRIES, Claim, Credit, Event, Institution, Person, PreSettlement, Reversal
+from gongji.settlement.family import Family, HoldKey, Holds
 from gongji.settlement.idempotency import fingerprint, replayed, taken
 from gongji.settlement.store import Commit, Hold, HolderView, Snapshot, Status, claim_key, credit_key
 
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from gongji.settlement.policy import PolicyBook
     from gongji.settlement.rules import AccountCredited, ClaimReversed, ClaimSettled
 
-HoldKey = tuple[str, str, str]  # (holder, patient, claim id)
 
 
 class Rules(Protocol):
@@ -95,55 +95,6 @@ def reads(work: Work, optimistic: bool) -> Reads:
     return wanted
 
 
-def _holder(person: Person | None, claim: Claim) -> str | None:
-    """The family account holder this claim may draw on (家庭共济), if any."""
-    return person.mulaid_holder_psn_no if person is not None and claim.acct_used_flag == "1" else None
-
-
-def _stray(state: PersonState, claim: Claim, holder: str | None) -> str | None:
-    """A holder an earlier, uncommitted attempt at this claim put a hold with, other than `holder`."""
-    marked = state.pending.get(claim.claim_id)
-    return marked if marked is not None and marked != holder else None
-
-
-@dataclass(frozen=True, slots=True)
-class Family:
-    """The family accounts of a pass, found once from its snapshot: each claim's holder and stray
-    holder (by position in the batch), the holds to read, and the persons whose events wait for the
-    next pass (the optimistic pass defers family claims, and the holder's own events with them:
-    they keep their order against the hold, which is written before the commit that would catch a
-    duplicate)."""
-
-    links: dict[int, tuple[str | None, str | None]]  # claim's position → (holder, stray)
-    wants: set[HoldKey]
-    deferred: set[str]
-
-
-def family_accounts(work: Work, snap: Snapshot, optimistic: bool) -> Family:
-    links: dict[int, tuple[str | None, str | None]] = {}
-    wants: set[HoldKey] = set()
-    deferred: set[str] = set()
-    for index, event in work:
-        if isinstance(event, Claim):
-            holder = _holder(snap.persons.get(event.psn_no), event)
-            stray = _stray(snap.states[event.psn_no], event, holder)
-            links[index] = (holder, stray)
-            if holder is not None or stray is not None:
-                if optimistic:
-                    deferred.update(psn for psn in (event.psn_no, holder) if psn is not None)
-                    continue
-                if holder is not None:
-                    wants.add((holder, event.psn_no, event.claim_id))
-                if stray is not None:
-                    wants.add((stray, event.psn_no, event.claim_id))
-        elif isinstance(event, Reversal):
-            # As read: an original settled earlier in this very pass has no hold to read yet.
-            original = snap.records.get((event.psn_no, claim_key(event.orig_claim_id)))
-            if original is not None and original.effects.mulaid_holder:
-                wants.add((original.effects.mulaid_holder, event.psn_no, event.orig_claim_id))
-    return Family(links, wants, deferred)
-
-
 # ---------------------------------------------------------------- planning each event
 
 
@@ -157,47 +108,6 @@ class _Planned:
     again: bool = False  # cannot be decided in this pass: go to the next
 
 
-class _Holds:
-    """This pass's view of family accounts: each holder's balance and token, and the amount held
-    per (holder, patient, claim), as this batch's holds so far leave them."""
-
-    def __init__(self, views: dict[HoldKey, HolderView], states: dict[str, PersonState]):
-        self.views = views
-        self.states = states
-        self.held = {key: view.held for key, view in views.items()}
-        self.accounts: dict[str, tuple[str, int]] = {}  # holder → (token, balance)
-        # Holders whose account a hold of this pass moves. Holds are written before commits, so a
-        # holder's own later events cannot chain on the hold's token here: they go to the next pass.
-        self.touched: set[str] = set()
-
-    def known(self, key: HoldKey) -> bool:
-        return key in self.held
-
-    def account(self, key: HoldKey) -> tuple[str, int]:
-        holder = key[0]
-        if holder in self.accounts:
-            return self.accounts[holder]
-        if holder in self.states:  # the holder settles in this batch too: their overlay state
-            return self.states[holder].token, self.states[holder].balance
-        view = self.views[key]
-        return view.token, view.balance
-
-    def available(self, key: HoldKey) -> int:
-        return self.account(key)[1] + self.held[key]
-
-    def move(self, key: HoldKey, amount: int, nonce: str) -> Hold:
-        """Plan the hold for `key` to become `amount`, and apply it to this view."""
-        holder, patient, claim_id = key
-        hold = Hold(holder, patient, claim_id, amount, self.held[key], nonce, holder_token=self.account(key)[0])
-        balance = self.account(key)[1] - (amount - hold.expected)
-        self.accounts[holder] = (hold.token, balance)
-        self.held[key] = amount
-        self.touched.add(holder)
-        if holder in self.states:
-            self.states[holder] = dataclasses.replace(self.states[holder], token=hold.token, balance=balance)
-        return hold
-
-
 @dataclass(slots=True)
 class _Overlay:
     """The pass as planned so far: the states and records the events before have left, the holds."""
@@ -208,8 +118,17 @@ class _Overlay:
     nonce: str
     states: dict[str, PersonState]
     records: dict
-    holds: _Holds
+    holds: Holds
     catalogue: Versions = field(default_factory=dict)  # the entries the pass's claims read
+
+
+def with_token(state: PersonState, token: str) -> PersonState:
+    """dataclasses.replace(state, token=token) without its look at the fields on every call."""
+    copy = object.__new__(PersonState)
+    for name in PersonState.__slots__:  # a slots dataclass: its fields
+        object.__setattr__(copy, name, getattr(state, name))
+    object.__setattr__(copy, "token", token)
+    return copy
 
 
 def _plan_claim(claim: Claim, links: tuple[str | None, str | None], pass_: _Overlay) -> _Planned:
@@ -243,7 +162,7 @@ def _plan_claim(claim: Claim, links: tuple[str | None, str | None], pass_: _Over
     if family and outcome.effects.mulaid_pay != holds.held[account]:
         moves += (holds.move(account, outcome.effects.mulaid_pay, nonce),)
     record = ClaimRecord(fingerprint(claim), outcome.settlement, outcome.effects)
-    new_state = dataclasses.replace(outcome.state, token=f"c:{claim.claim_id}@{nonce}")
+    new_state = with_token(outcome.state, f"c:{claim.claim_id}@{nonce}")
     return _Planned(Output(claim.psn_no, outcome.settlement),
                     Commit(claim.psn_no, state.token, new_state, key, record), moves)
 
@@ -268,7 +187,7 @@ def _plan_reversal(reversal: Reversal, pass_: _Overlay) -> _Planned:
             return _Planned(None, again=True)
         refunds = (pass_.holds.move(account, 0, pass_.nonce),)
     record = ClaimRecord(fingerprint(reversal), outcome.settlement, original.effects)
-    new_state = dataclasses.replace(outcome.state, token=f"c:{reversal.claim_id}@{pass_.nonce}")
+    new_state = with_token(outcome.state, f"c:{reversal.claim_id}@{pass_.nonce}")
     return _Planned(Output(reversal.psn_no, outcome.settlement),
                     Commit(reversal.psn_no, state.token, new_state, key, record, reverses=original_key), refunds)
 
@@ -284,21 +203,25 @@ def _plan_credit(credit: Credit, pass_: _Overlay) -> _Planned:
     if isinstance(outcome, Rejection):
         return _Planned(Output(credit.psn_no, outcome))
     record = CreditRecord(fingerprint(credit), outcome.result)
-    new_state = dataclasses.replace(outcome.state, token=f"k:{credit.credit_id}@{pass_.nonce}")
+    new_state = with_token(outcome.state, f"k:{credit.credit_id}@{pass_.nonce}")
     return _Planned(Output(credit.psn_no, outcome.result), Commit(credit.psn_no, state.token, new_state, key, record))
 
 
-def _touches(index: int, event: Event, found: Family, records: dict) -> set[str]:
+_NOBODY: frozenset[str] = frozenset()
+
+
+def _touches(index: int, event: Event, found: Family, records: dict) -> frozenset[str]:
     """The family account holders whose account this event may move: a claim's holder (and the one
     an earlier attempt left a hold with), the holder a reversal refunds. A reversal asks the overlay,
     not the snapshot: its original may have settled earlier in this pass."""
     if isinstance(event, Claim):
-        return {psn for psn in found.links[index] if psn is not None}
+        links = found.links[index]
+        return _NOBODY if links == (None, None) else frozenset(psn for psn in links if psn is not None)
     if isinstance(event, Reversal):
         original = records.get((event.psn_no, claim_key(event.orig_claim_id)))
         if original is not None and original.effects.mulaid_holder:
-            return {original.effects.mulaid_holder}
-    return set()
+            return frozenset((original.effects.mulaid_holder,))
+    return _NOBODY
 
 
 # ---------------------------------------------------------------- the pass
@@ -360,12 +283,12 @@ def plan_pass(work: Work, snap: Snapshot, found: Family, views: dict[HoldKey, Ho
     """Compute every event of the pass in order on an overlay, so later events see earlier ones.
     Every write carries `nonce` in its token, so a commit computed on top of one that failed can
     never match a token some earlier, real commit wrote."""
-    waiting = [item for item in work if item[1].psn_no in found.deferred]
+    waiting = [item for item in work if item[1].psn_no in found.deferred] if found.deferred else []
     if waiting:
         work = [item for item in work if item[1].psn_no not in found.deferred]
     states = dict(snap.states)
     records = dict(snap.records)
-    pass_ = _Overlay(snap, book, rules, nonce, states, records, _Holds(views, states), catalogue or {})
+    pass_ = _Overlay(snap, book, rules, nonce, states, records, Holds(views, states), catalogue or {})
     holds = pass_.holds
     blocked = set(found.deferred)  # persons with an event waiting for the next pass
     committing: set[str] = set()  # persons with a commit planned in this pass

@@ -28,7 +28,7 @@ from gongji.contract.topics import service_topics, settlement_inputs
 from gongji.contract.wire import ACCUMULATORS, ACCUMULATORS_RECORD, INQUIRY_RECORDS, OUTPUT_RECORDS, RECORD_INPUTS, \
     TYPE_HEADER, header
 from gongji.contract.wire import headers as wire_headers
-from gongji.settlement.codec import from_output, to_event
+from gongji.settlement.codec import ResultEncoder, to_event
 from gongji.settlement.domain import Output, Rejection
 from gongji.settlement.settler import Settler, StoreContention
 from gongji.settlement.policy import PolicyBook
@@ -58,10 +58,13 @@ class Stats:
                 f"rejections={dict(self.rejections)} dead_letters={self.dead_letters} "
                 f"retried_batches={retried_batches} partitions={partitions}")
 
-    def count(self, output: Output) -> None:
-        self.outputs[output.kind] += 1
-        if isinstance(output.value, Rejection):
-            self.rejections[output.value.err_code] += 1
+    def count(self, outputs: list[Output]) -> tuple[Counter, Counter]:
+        """Add a batch's outputs; returns the batch's own tallies (by kind, by err_code)."""
+        kinds = Counter(output.kind for output in outputs)
+        codes = Counter(output.value.err_code for output in outputs if isinstance(output.value, Rejection))
+        self.outputs.update(kinds)
+        self.rejections.update(codes)
+        return kinds, codes
 
 
 def _named(rejection: Rejection) -> bool:
@@ -79,6 +82,7 @@ class SettlementService:
     def __init__(self, settings: Settings, catalog: SchemaCatalog, book: PolicyBook, redis_client):
         self.settings = settings
         self.catalog = catalog
+        self.results = ResultEncoder(catalog, {**OUTPUT_RECORDS, ACCUMULATORS: ACCUMULATORS_RECORD})
         self.settler = Settler(RedisStore(redis_client, settings.key_prefix), book)
         self.bounds = settings.settlement_bounds()
         self.probe = poison.redis_probe(redis_client, settings.key_prefix)
@@ -128,14 +132,11 @@ class SettlementService:
             watch.cancel()
             await asyncio.gather(watch, return_exceptions=True)
 
-    async def _decode(self, value: bytes) -> tuple[str, dict]:
-        try:
+    async def _decode_learning(self, value: bytes, unknown: UnknownSchemaError) -> tuple[str, dict]:
+        """A producer with a newer schema: look for it on the schemas topic, then try once more."""
+        if await self.schemas.learn(unknown.fingerprint):
             return self.catalog.decode(value)
-        except UnknownSchemaError as error:
-            # A producer with a newer schema: look for it on the schemas topic, then try once more.
-            if await self.schemas.learn(error.fingerprint):
-                return self.catalog.decode(value)
-            raise
+        raise unknown
 
     async def _settle(self, events: list) -> list[list[Output]]:
         """Settle the batch; each event's results apart. An event that raises anything (a bug of
@@ -188,7 +189,10 @@ class SettlementService:
                     continue
                 signer = verdict.key
             try:
-                name, data = await self._decode(message.value)
+                try:  # no await on the common path: a coroutine a message cost as much as a field
+                    name, data = self.catalog.decode(message.value)
+                except UnknownSchemaError as unknown:
+                    name, data = await self._decode_learning(message.value, unknown)
             except DecodeError as error:
                 dead.append((message, f"undecodable: {error}"))
                 continue
@@ -220,10 +224,8 @@ class SettlementService:
         topics = self.settings.topics
         results, replies = [], []
         for output, asked in everything:
-            kind, wire = from_output(output, unscaled=True)
-            value = self.catalog.encode_unscaled(ACCUMULATORS_RECORD if kind == ACCUMULATORS else OUTPUT_RECORDS[kind], wire)
+            kind, value, ident = self.results.encode(output)
             # Headers let a consumer route or count without decoding the record.
-            ident = wire.get("claim_id") or wire.get("credit_id") or wire.get("query_id") or ""
             (replies if asked else results).append((output.key.encode() or None, value, wire_headers(kind, ident)))
         sends = await kafka.publish(producer, topics.settlements, results)
         if replies:
@@ -239,10 +241,10 @@ class SettlementService:
         self.stats.outputs["inquiry"] += len(replies)
         self.metrics.consumed.inc(len(messages))
         self.metrics.dead_letters.inc(len(dead))
-        for output in outputs:
-            self.stats.count(output)
-            self.metrics.outputs.labels(output.kind).inc()
-            if isinstance(output.value, Rejection):
-                self.metrics.rejected.labels(output.value.err_code).inc()
+        kinds, codes = self.stats.count(outputs)
+        for kind, number in kinds.items():  # one label lookup per kind, not per output
+            self.metrics.outputs.labels(kind).inc(number)
+        for code, number in codes.items():
+            self.metrics.rejected.labels(code).inc(number)
         self.business.count(outputs)
         return outputs

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from gongji.settlement import catalogue as centre_catalogue, planning, rules as settlement_rules
 from gongji.settlement.domain import Output, SettlementError
+from gongji.settlement.family import family_accounts
 from gongji.settlement.events import Event
 from gongji.settlement.policy import PolicyBook
 from gongji.settlement.steps import Registry, steps as steps_of
@@ -82,7 +83,7 @@ class Settler:
         missing = centre_catalogue.pass_wants((event for _, event in work), snap.institutions) - catalogue.keys()
         if missing:
             catalogue.update(await self.store.read_catalogue(missing))
-        family = planning.family_accounts(work, snap, optimistic)
+        family = family_accounts(work, snap, optimistic)
         views = await self.store.read_holders(family.wants) if family.wants else {}
         plan = planning.plan_pass(work, snap, family, views, self.book, self.rules, secrets.token_hex(6), optimistic,
                                   catalogue)

@@ -1,6 +1,7 @@
 """`gongji replay FILE`: settle a JSON Lines file offline, from empty state, in file order.
 
-The same Settler and engine as the streaming service, over the in-memory store. One JSON line
+The same rules as the streaming service, over the in-memory store: one event at a time straight on
+it (gongji.settlement.sequential), or with `--batch N` through the Settler's batching path. One JSON line
 out per output event. No input line can stop it: a line that is not UTF-8 or not a JSON object is
 reported on standard error and skipped; an invalid event is an INVALID_CLAIM rejection like any
 other refusal; an event that fails inside settlement (a bug of ours) is reported and skipped, as the
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import json
 import sys
+
+import orjson
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -26,17 +29,38 @@ from gongji.settlement.planning import Rules
 from gongji.settlement.settler import Settler
 from gongji.settlement.policy import PolicyBook
 from gongji.settlement.memory_store import MemoryStore
+from gongji.settlement.sequential import Sequential
 
 
 async def replay_lines(lines: Iterable[str | bytes], book: PolicyBook, errors: IO[str] = sys.stderr,
-                       batch: int = 1, bounds: Bounds = DEFAULT_BOUNDS,
+                       batch: int | None = None, bounds: Bounds = DEFAULT_BOUNDS,
                        now: datetime | None = None, rules: Rules = settlement_rules) -> AsyncIterator[dict]:
-    """Settle each line in order; yields the output events as JSON-ready dicts. `batch` events are
-    handed to the Settler at a time, as the service's polls do: the results are the same for any
-    size (`gongji replay --batch N` lets anyone check it). `now` is the present that setl_time is
-    judged against (the wall clock at the start if None); `rules` are gongji.settlement.rules but in
-    a test that plants a bug."""
+    """Settle each line in order; yields the output events as JSON-ready dicts. By default each
+    event is settled straight on the in-memory store (gongji.settlement.sequential); `batch` events
+    are handed to the Settler at a time instead, as the service's polls do: the results are the same
+    for any size (`gongji replay --batch N` lets anyone check it). `now` is the present that
+    setl_time is judged against (the wall clock at the start if None); `rules` are
+    gongji.settlement.rules but in a test that plants a bug."""
+    async for output in replay_outputs(lines, book, errors, batch, bounds, now, rules):
+        yield _wire(output)
+
+
+async def replay_text(lines: Iterable[str | bytes], book: PolicyBook, errors: IO[str] = sys.stderr,
+                      batch: int | None = None, bounds: Bounds = DEFAULT_BOUNDS,
+                      now: datetime | None = None) -> AsyncIterator[str]:
+    """As replay_lines, each output event as its JSON line (what `gongji replay` prints)."""
+    async for output in replay_outputs(lines, book, errors, batch, bounds, now):
+        kind, wire = from_output(output)
+        yield _ENCODE({"event_type": kind, **wire})
+
+
+async def replay_outputs(lines: Iterable[str | bytes], book: PolicyBook, errors: IO[str] = sys.stderr,
+                         batch: int | None = None, bounds: Bounds = DEFAULT_BOUNDS,
+                         now: datetime | None = None, rules: Rules = settlement_rules) -> AsyncIterator[Output]:
+    """The results of settling each line in order (replay_lines)."""
     now = now or datetime.now(timezone.utc)
+    if batch is None:
+        engine = Sequential(book, rules)
     settler = Settler(MemoryStore(), book, rules)
     pending: list[tuple[int, Event]] = []
 
@@ -53,13 +77,25 @@ async def replay_lines(lines: Iterable[str | bytes], book: PolicyBook, errors: I
         event = to_event(kind if isinstance(kind, str) else f"<{type(kind).__name__}>", data, bounds, now)
         if isinstance(event, Rejection):  # answered in its place: what came before is settled first
             results = await flush() + [Output(event.psn_no or "", event)]
+        elif batch is None:
+            results = await _one(engine, number, event, errors)
         else:
             pending.append((number, event))
             results = await flush() if len(pending) >= batch else []
         for output in results:
-            yield _wire(output)
+            yield output
     for output in await flush():
-        yield _wire(output)
+        yield output
+
+
+async def _one(engine: Sequential, number: int, event: Event, errors: IO[str]) -> list[Output]:
+    """The event's results; if settling raises (a bug of ours), one line on `errors`, as the
+    service isolates the event for dead-letters."""
+    try:
+        return await engine.handle(event)
+    except Exception as error:
+        _internal(number, error, errors)
+        return []
 
 
 async def _settle(settler: Settler, pending: list[tuple[int, Event]], errors: IO[str]) -> list[Output]:
@@ -74,9 +110,13 @@ async def _settle(settler: Settler, pending: list[tuple[int, Event]], errors: IO
         try:
             outputs += await settler.handle([event])
         except Exception as error:
-            print(f"line {number}: internal error while settling: {type(error).__name__}: "
-                  f"{shown(str(error))}; skipped", file=errors)
+            _internal(number, error, errors)
     return outputs
+
+
+def _internal(number: int, error: Exception, errors: IO[str]) -> None:
+    print(f"line {number}: internal error while settling: {type(error).__name__}: {shown(str(error))}; skipped",
+          file=errors)
 
 
 def _wire(output: Output) -> dict:
@@ -84,8 +124,25 @@ def _wire(output: Output) -> dict:
     return {"event_type": kind, **json_ready(wire)}
 
 
+def _decimal_text(value: object) -> str:
+    if isinstance(value, Decimal):  # as json_ready writes it
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+#: json.dumps(json_ready(...), ensure_ascii=False) of a result, without building json_ready's copy.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, default=_decimal_text).encode
+
+
 def parse_line(number: int, line: str | bytes, errors: IO[str]) -> dict | None:
     """One line as a JSON object, or None after saying on `errors` why it is skipped."""
+    try:  # the usual line: an object of strings and integers, read exactly by orjson
+        data = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        if type(data) is dict and not _floats(data):
+            return data
     if isinstance(line, bytes):
         try:
             line = line.decode("utf-8")
@@ -111,3 +168,13 @@ def parse_line(number: int, line: str | bytes, errors: IO[str]) -> dict | None:
         print(f"line {number}: a JSON {type(data).__name__}, not an object; skipped", file=errors)
         return None
     return data
+
+
+def _floats(value: object) -> bool:
+    """Whether orjson read a number with a fraction or exponent (as a binary float): such a line is
+    read again by json with exact decimals."""
+    for item in value.values() if type(value) is dict else value:
+        kind = type(item)
+        if kind is float or (kind is dict or kind is list) and _floats(item):
+            return True
+    return False

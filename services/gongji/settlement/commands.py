@@ -84,7 +84,7 @@ def replay(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
     asyncio.run(replay_file(args.file, args.policies, args.batch, args.now))
 
 
-async def replay_file(path: str, policy_dir: Path | None, batch: int | None = None, now: datetime | None = None) -> None:
+async def replay_file(path: str, policy_dir: Path | None, batch: int = 500, now: datetime | None = None) -> None:
     from gongji.settings import Settings
     from gongji.settlement.policy import load_policy_book
     from gongji.settlement.replay import replay_text

@@ -1,7 +1,7 @@
 """`gongji replay FILE`: settle a JSON Lines file offline, from empty state, in file order.
 
-The same rules as the streaming service, over the in-memory store: one event at a time straight on
-it (gongji.settlement.sequential), or with `--batch N` through the Settler's batching path. One JSON line
+The same Settler and engine as the streaming service, over the in-memory store, BATCH events at a
+time as the service's polls hand them over (the results are the same for any size). One JSON line
 out per output event. No input line can stop it: a line that is not UTF-8 or not a JSON object is
 reported on standard error and skipped; an invalid event is an INVALID_CLAIM rejection like any
 other refusal; an event that fails inside settlement (a bug of ours) is reported and skipped, as the
@@ -29,24 +29,25 @@ from gongji.settlement.planning import Rules
 from gongji.settlement.settler import Settler
 from gongji.settlement.policy import PolicyBook
 from gongji.settlement.memory_store import MemoryStore
-from gongji.settlement.sequential import Sequential
+
+#: Events handed to the Settler at a time: as the service's polls (`gongji run settlement --batch`).
+BATCH = 500
 
 
 async def replay_lines(lines: Iterable[str | bytes], book: PolicyBook, errors: IO[str] = sys.stderr,
-                       batch: int | None = None, bounds: Bounds = DEFAULT_BOUNDS,
+                       batch: int = BATCH, bounds: Bounds = DEFAULT_BOUNDS,
                        now: datetime | None = None, rules: Rules = settlement_rules) -> AsyncIterator[dict]:
-    """Settle each line in order; yields the output events as JSON-ready dicts. By default each
-    event is settled straight on the in-memory store (gongji.settlement.sequential); `batch` events
-    are handed to the Settler at a time instead, as the service's polls do: the results are the same
-    for any size (`gongji replay --batch N` lets anyone check it). `now` is the present that
-    setl_time is judged against (the wall clock at the start if None); `rules` are
-    gongji.settlement.rules but in a test that plants a bug."""
+    """Settle each line in order; yields the output events as JSON-ready dicts. `batch` events are
+    handed to the Settler at a time, as the service's polls do: the results are the same for any
+    size (`gongji replay --batch N` lets anyone check it). `now` is the present that setl_time is
+    judged against (the wall clock at the start if None); `rules` are gongji.settlement.rules but
+    in a test that plants a bug."""
     async for output in replay_outputs(lines, book, errors, batch, bounds, now, rules):
         yield _wire(output)
 
 
 async def replay_text(lines: Iterable[str | bytes], book: PolicyBook, errors: IO[str] = sys.stderr,
-                      batch: int | None = None, bounds: Bounds = DEFAULT_BOUNDS,
+                      batch: int = BATCH, bounds: Bounds = DEFAULT_BOUNDS,
                       now: datetime | None = None) -> AsyncIterator[str]:
     """As replay_lines, each output event as its JSON line (what `gongji replay` prints)."""
     async for output in replay_outputs(lines, book, errors, batch, bounds, now):
@@ -55,12 +56,10 @@ async def replay_text(lines: Iterable[str | bytes], book: PolicyBook, errors: IO
 
 
 async def replay_outputs(lines: Iterable[str | bytes], book: PolicyBook, errors: IO[str] = sys.stderr,
-                         batch: int | None = None, bounds: Bounds = DEFAULT_BOUNDS,
+                         batch: int = BATCH, bounds: Bounds = DEFAULT_BOUNDS,
                          now: datetime | None = None, rules: Rules = settlement_rules) -> AsyncIterator[Output]:
     """The results of settling each line in order (replay_lines)."""
     now = now or datetime.now(timezone.utc)
-    if batch is None:
-        engine = Sequential(book, rules)
     settler = Settler(MemoryStore(), book, rules)
     pending: list[tuple[int, Event]] = []
 
@@ -77,8 +76,6 @@ async def replay_outputs(lines: Iterable[str | bytes], book: PolicyBook, errors:
         event = to_event(kind if isinstance(kind, str) else f"<{type(kind).__name__}>", data, bounds, now)
         if isinstance(event, Rejection):  # answered in its place: what came before is settled first
             results = await flush() + [Output(event.psn_no or "", event)]
-        elif batch is None:
-            results = await _one(engine, number, event, errors)
         else:
             pending.append((number, event))
             results = await flush() if len(pending) >= batch else []
@@ -86,16 +83,6 @@ async def replay_outputs(lines: Iterable[str | bytes], book: PolicyBook, errors:
             yield output
     for output in await flush():
         yield output
-
-
-async def _one(engine: Sequential, number: int, event: Event, errors: IO[str]) -> list[Output]:
-    """The event's results; if settling raises (a bug of ours), one line on `errors`, as the
-    service isolates the event for dead-letters."""
-    try:
-        return await engine.handle(event)
-    except Exception as error:
-        _internal(number, error, errors)
-        return []
 
 
 async def _settle(settler: Settler, pending: list[tuple[int, Event]], errors: IO[str]) -> list[Output]:

@@ -159,8 +159,8 @@ def parser() -> argparse.ArgumentParser:
                        "per side of each settlement that differs")
     rep = commands.add_parser("replay", help="settle a JSON Lines file offline (- for stdin)")
     rep.add_argument("file", help="a JSON Lines file of input events, or - for stdin")
-    rep.add_argument("--batch", type=_at_least_one, default=1, metavar="N",
-                     help="settle N events at a time through the service's batching path (default 1); "
+    rep.add_argument("--batch", type=_at_least_one, default=500, metavar="N",
+                     help="settle N events at a time through the service's batching path (default 500); "
                           "the results are the same for any N")
     rep.add_argument("--now", type=_aware_time, default=None, metavar="TIME",
                      help="the present that setl_time is judged against, ISO 8601 with offset (default: the clock)")

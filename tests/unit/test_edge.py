@@ -22,6 +22,7 @@ from gongji.fraud_settings import FraudSettings
 from gongji.fraud.domain import ClaimFiled, ClaimRefused, MemoryBuckets
 from gongji.fraud.rules import detect
 from gongji.contract.wire import OUTPUT_RECORDS
+from gongji.settlement import admission
 from gongji.settlement.codec import from_output, to_event
 from gongji.contract.wire import DEFAULT_BOUNDS, WIRE_MAX_FEN, Bounds
 from gongji.settlement.domain import Output, PersonState, Rejection
@@ -173,6 +174,8 @@ def test_an_unexpected_exception_inside_validation_is_still_a_rejection(monkeypa
     def broken(cls, data, **kwargs):
         raise KeyError("surprise")
     monkeypatch.setattr(Claim, "model_validate", classmethod(broken))
+    # The fast checks (gongji.settlement.admission) hand anything they raise on to pydantic.
+    monkeypatch.setitem(admission.FAST, Claim, lambda *args: broken(Claim, None))
     out = to_event("claim", claim(), DEFAULT_BOUNDS, NOW)
     assert isinstance(out, Rejection) and out.err_code == "INVALID_CLAIM"
     assert "KeyError" in out.err_msg and out.claim_id == "C-1"

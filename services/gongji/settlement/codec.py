@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from gongji.common.avro import SchemaCatalog, decimal_bytes
 from gongji.common.money import shown, to_yuan
 from gongji.contract.wire import DEFAULT_BOUNDS, MONEY_FIELDS, NAME_MAX_LENGTH, Bounds
+from gongji.settlement.admission import validated
 from gongji.settlement.catalogue import CatalogueItem
 from gongji.settlement.domain import Accumulators, CreditApplied, Output, Rejection, Settlement
 from gongji.settlement.events import (
@@ -32,7 +33,6 @@ from gongji.settlement.events import (
     PreSettlement,
     Reversal,
     text_problem,
-    validation_context,
 )
 
 INPUT_TYPES: dict[str, type] = {
@@ -79,7 +79,7 @@ def to_event(kind: str, data: dict[str, Any], bounds: Bounds = DEFAULT_BOUNDS,
         problem = f"not a record but {type(data).__name__}"
     else:
         try:
-            return model.model_validate(data, context=validation_context(bounds, now or datetime.now(timezone.utc)))
+            return validated(model, data, bounds, now or datetime.now(timezone.utc))
         except ValidationError as error:
             problem = describe(error)
         except Exception as error:  # not a validator's ValueError: still the input's fault, never an outage

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
 from collections.abc import Callable
@@ -79,13 +78,16 @@ async def _rebuild(settings: Settings, book: PolicyBook, args: argparse.Namespac
 
 def replay(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
     """`gongji replay FILE`: offline, on no server; only the bounds are read from the environment."""
+    from gongji.common.process import tune_gc
+
+    tune_gc()  # the in-memory store only grows: collecting it every 700 allocations cost a third of the time
     asyncio.run(replay_file(args.file, args.policies, args.batch, args.now))
 
 
-async def replay_file(path: str, policy_dir: Path | None, batch: int = 1, now: datetime | None = None) -> None:
+async def replay_file(path: str, policy_dir: Path | None, batch: int = 500, now: datetime | None = None) -> None:
     from gongji.settings import Settings
     from gongji.settlement.policy import load_policy_book
-    from gongji.settlement.replay import replay_lines
+    from gongji.settlement.replay import replay_text
 
     book = load_policy_book(policy_dir)
     bounds = Settings().settlement_bounds()
@@ -94,5 +96,6 @@ async def replay_file(path: str, policy_dir: Path | None, batch: int = 1, now: d
     except OSError as error:
         sys.exit(f"gongji: {path}: {error.strerror}")
     with source:
-        async for output in replay_lines(source, book, batch=batch, bounds=bounds, now=now):
-            sys.stdout.write(json.dumps(output, ensure_ascii=False) + "\n")
+        write = sys.stdout.write
+        async for text in replay_text(source, book, batch=batch, bounds=bounds, now=now):
+            write(text + "\n")

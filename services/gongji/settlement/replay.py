@@ -1,6 +1,7 @@
 """`gongji replay FILE`: settle a JSON Lines file offline, from empty state, in file order.
 
-The same Settler and engine as the streaming service, over the in-memory store. One JSON line
+The same Settler and engine as the streaming service, over the in-memory store, BATCH events at a
+time as the service's polls hand them over (the results are the same for any size). One JSON line
 out per output event. No input line can stop it: a line that is not UTF-8 or not a JSON object is
 reported on standard error and skipped; an invalid event is an INVALID_CLAIM rejection like any
 other refusal; an event that fails inside settlement (a bug of ours) is reported and skipped, as the
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import json
 import sys
+
+import orjson
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -27,16 +30,37 @@ from gongji.settlement.settler import Settler
 from gongji.settlement.policy import PolicyBook
 from gongji.settlement.memory_store import MemoryStore
 
+#: Events handed to the Settler at a time: as the service's polls (`gongji run settlement --batch`).
+BATCH = 500
+
 
 async def replay_lines(lines: Iterable[str | bytes], book: PolicyBook, errors: IO[str] = sys.stderr,
-                       batch: int = 1, bounds: Bounds = DEFAULT_BOUNDS,
+                       batch: int = BATCH, bounds: Bounds = DEFAULT_BOUNDS,
                        now: datetime | None = None, rules: Rules = settlement_rules,
                        store: MemoryStore | None = None) -> AsyncIterator[dict]:
     """Settle each line in order; yields the output events as JSON-ready dicts. `batch` events are
     handed to the Settler at a time, as the service's polls do: the results are the same for any
     size (`gongji replay --batch N` lets anyone check it). `now` is the present that setl_time is
-    judged against (the wall clock at the start if None); `rules` are gongji.settlement.rules but in
-    a test that plants a bug; `store`: the state to start from and leave behind (default: empty)."""
+    judged against (the wall clock at the start if None); `rules` are gongji.settlement.rules but
+    in a test that plants a bug; `store`: the state to start from and leave behind (default: empty)."""
+    async for output in replay_outputs(lines, book, errors, batch, bounds, now, rules, store):
+        yield _wire(output)
+
+
+async def replay_text(lines: Iterable[str | bytes], book: PolicyBook, errors: IO[str] = sys.stderr,
+                      batch: int = BATCH, bounds: Bounds = DEFAULT_BOUNDS,
+                      now: datetime | None = None) -> AsyncIterator[str]:
+    """As replay_lines, each output event as its JSON line (what `gongji replay` prints)."""
+    async for output in replay_outputs(lines, book, errors, batch, bounds, now):
+        kind, wire = from_output(output)
+        yield _ENCODE({"event_type": kind, **wire})
+
+
+async def replay_outputs(lines: Iterable[str | bytes], book: PolicyBook, errors: IO[str] = sys.stderr,
+                         batch: int = BATCH, bounds: Bounds = DEFAULT_BOUNDS,
+                         now: datetime | None = None, rules: Rules = settlement_rules,
+                         store: MemoryStore | None = None) -> AsyncIterator[Output]:
+    """The results of settling each line in order (replay_lines)."""
     now = now or datetime.now(timezone.utc)
     settler = Settler(store if store is not None else MemoryStore(), book, rules)
     pending: list[tuple[int, Event]] = []
@@ -58,9 +82,9 @@ async def replay_lines(lines: Iterable[str | bytes], book: PolicyBook, errors: I
             pending.append((number, event))
             results = await flush() if len(pending) >= batch else []
         for output in results:
-            yield _wire(output)
+            yield output
     for output in await flush():
-        yield _wire(output)
+        yield output
 
 
 async def _settle(settler: Settler, pending: list[tuple[int, Event]], errors: IO[str]) -> list[Output]:
@@ -75,9 +99,13 @@ async def _settle(settler: Settler, pending: list[tuple[int, Event]], errors: IO
         try:
             outputs += await settler.handle([event])
         except Exception as error:
-            print(f"line {number}: internal error while settling: {type(error).__name__}: "
-                  f"{shown(str(error))}; skipped", file=errors)
+            _internal(number, error, errors)
     return outputs
+
+
+def _internal(number: int, error: Exception, errors: IO[str]) -> None:
+    print(f"line {number}: internal error while settling: {type(error).__name__}: {shown(str(error))}; skipped",
+          file=errors)
 
 
 def _wire(output: Output) -> dict:
@@ -85,8 +113,25 @@ def _wire(output: Output) -> dict:
     return {"event_type": kind, **json_ready(wire)}
 
 
+def _decimal_text(value: object) -> str:
+    if isinstance(value, Decimal):  # as json_ready writes it
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+#: json.dumps(json_ready(...), ensure_ascii=False) of a result, without building json_ready's copy.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, default=_decimal_text).encode
+
+
 def parse_line(number: int, line: str | bytes, errors: IO[str]) -> dict | None:
     """One line as a JSON object, or None after saying on `errors` why it is skipped."""
+    try:  # the usual line: an object of strings and integers, read exactly by orjson
+        data = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        if type(data) is dict and not _floats(data):
+            return data
     if isinstance(line, bytes):
         try:
             line = line.decode("utf-8")
@@ -112,3 +157,13 @@ def parse_line(number: int, line: str | bytes, errors: IO[str]) -> dict | None:
         print(f"line {number}: a JSON {type(data).__name__}, not an object; skipped", file=errors)
         return None
     return data
+
+
+def _floats(value: object) -> bool:
+    """Whether orjson read a number with a fraction or exponent (as a binary float): such a line is
+    read again by json with exact decimals."""
+    for item in value.values() if type(value) is dict else value:
+        kind = type(item)
+        if kind is float or (kind is dict or kind is list) and _floats(item):
+            return True
+    return False

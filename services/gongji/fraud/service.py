@@ -61,6 +61,7 @@ from gongji.contract.topics import TopicSpec, service_topics
 from gongji.contract.wire import FRAUD_SIGNAL, INPUT_RECORDS, OUTPUT_RECORDS, TYPE_HEADER, header, headers
 from gongji.fraud import domain, rules, spike
 from gongji.fraud.domain import NO_WINDOW, WITHDRAWN, InstitutionActivity, Outcome, Signal, Staged
+from gongji.fraud.reading import Reader
 from gongji.fraud.store import BatchStaged, ChangelogBuckets, CopyingBuckets
 from gongji.settings import Settings
 
@@ -91,6 +92,7 @@ class FraudService:
         self.withdrawals = Counter("gongji_fraud_withdrawals", "Signals withdrawn, by rule", ["rule"],
                                    registry=self.metrics.registry)
         self.buckets = ChangelogBuckets()
+        self.reader = Reader(catalog)
         # Event time: the person side's watermark per `settlements` partition (sent every second when
         # it moved); the institution side's wall-clock time it last heard from each (ledger, source).
         self.marks: dict[int, datetime] = {}
@@ -198,12 +200,12 @@ class FraudService:
         kind = header(message.headers, TYPE_HEADER)
         topics = self.settings.topics
         if message.topic == topics.claims:
-            name, record = self.catalog.decode(message.value)
+            name, record = self.reader.read(message.value)
             if name != INPUT_RECORDS["claim"]:
                 return None  # reversals (2208) reach the rules as their results on settlements
             return domain.claim_from_wire(record, self.config)
         if kind in RESULT_KINDS:
-            name, record = self.catalog.decode(message.value)
+            name, record = self.reader.read(message.value)
             if name == OUTPUT_RECORDS["settlement"]:
                 return domain.visit_from_wire(record)
             if name == OUTPUT_RECORDS["reversal"]:

@@ -4,36 +4,45 @@ changed it (see gongji.fraud.service).
 
 A bucket is held as the JSON bytes of its value: the same bytes its changelog record carries, and
 a read decodes a fresh dict of its own to change (no copy of the stored one). A changelog record's
-key is the JSON of [scope, key, window start] (the start in ISO 8601, null for a bucket without a
-window); its partition is the partition of the input whose events own it, so a worker assigned
+key is the JSON of [scope, key, window start] (the start in seconds since the epoch, null for a
+bucket without a window); its partition is the partition of the input whose events own it, so a worker assigned
 partition p rebuilds exactly the buckets of the events it will read (`restore`).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
 from datetime import datetime
+from collections.abc import Iterable
 
 import orjson
 
-from gongji.fraud.domain import NO_WINDOW, Buckets, Staged, Window
+from gongji.fraud.domain import Buckets, Staged, Window
 
-Place = tuple[str, str, datetime | None]  # (scope, key, window start; None: no window)
+Place = tuple[str, str, int | None]  # (scope, key, window start in seconds since the epoch; None: no window)
+
+
+_SECONDS: dict[datetime, int] = {}  # window starts in seconds (few: days, weeks, years)
 
 
 def place_of(scope: str, key: str, window: Window) -> Place:
-    return scope, key, None if window is NO_WINDOW or window.scope == "none" else window.start
+    if window.scope == "none":
+        return scope, key, None
+    seconds = _SECONDS.get(window.start)
+    if seconds is None:
+        if len(_SECONDS) > 100_000:
+            _SECONDS.clear()
+        seconds = _SECONDS[window.start] = int(window.start.timestamp())
+    return scope, key, seconds
 
 
 def changelog_key(place: Place) -> bytes:
-    scope, key, start = place
-    return orjson.dumps([scope, key, None if start is None else start.isoformat()])
+    return orjson.dumps(place)
 
 
 def place_from_key(data: bytes) -> Place:
     scope, key, start = orjson.loads(data)
-    return scope, key, None if start is None else datetime.fromisoformat(start)
+    return scope, key, start
 
 
 class ChangelogBuckets:
@@ -91,8 +100,10 @@ class BatchStaged(Staged):
         self.partitions: dict[tuple, int | None] = {}
 
     def put(self, scope: str, key: str, window: Window, value: dict) -> None:
-        super().put(scope, key, window, value)
-        self.partitions[(scope, key, window)] = self.partition
+        place = (scope, key, window.start)
+        self.pending[place] = value
+        self.windows[place] = window
+        self.partitions[place] = self.partition
 
     def flush(self) -> None:
         by_partition: dict[int | None, list] = {}
@@ -101,11 +112,13 @@ class BatchStaged(Staged):
         try:
             for partition, writes in by_partition.items():
                 self.base.pin(partition)
-                for (scope, key, window), value in writes:
-                    self.base.put(scope, key, window, value)
+                for place, value in writes:
+                    scope, key, _start = place
+                    self.base.put(scope, key, self.windows[place], value)
         finally:
             self.base.pin(None)
         self.pending.clear()
+        self.windows.clear()
         self.partitions.clear()
 
 

@@ -2,10 +2,12 @@
 record written with the current schema of Settlement, ReversalResult or Claim is read with that
 schema stripped of its decimal annotations (the same bytes on the wire), so fastavro builds no
 Decimal and resolves nothing (a reader schema of only the wanted fields measured slower: fastavro's
-skipping goes through its resolution path). The few amounts the rules use come out as integer
-fen (scale 2), a fee line's quantity as a Decimal. Anything else (another writer schema, a
-rejection, a record that does not read) goes through SchemaCatalog.decode, which reads it whole
-or says why it cannot.
+skipping goes through its resolution path); a result is read only up to the last field the rules
+use (its fund breakdown and texts after it are left unread, and so unchecked: settlement wrote
+them, and the ledger reads them whole). The few amounts the rules use come out as integer fen
+(scale 2), a fee line's quantity as a Decimal. Anything else (another writer schema, a rejection,
+a record that does not read) goes through SchemaCatalog.decode, which reads it whole or says why
+it cannot.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from gongji.common.avro import SchemaCatalog
 HEADER = 10  # the single-object header: marker c3 01 and the 8-byte fingerprint
 KINDS = ("Settlement", "ReversalResult", "Claim")
 FEN = ("medfee_sumamt", "psn_part_amt")  # decimals of scale 2: their unscaled integer is fen
+# The fields the rules read from a result; fields after the last of them are not read.
+LAST = ("claim_id", "orig_claim_id", "psn_no", "fixmedins_code", "insu_admdvs", "mdtrtarea_admvs", "setl_time",
+        "orig_setl_time", *FEN)
 
 
 def _plain(node: Any) -> Any:
@@ -52,6 +57,9 @@ class Reader:
             if name == "Claim":
                 (lines,) = [f["type"]["items"] for f in schema["fields"] if f["name"] == "fee_details"]
                 self.cnt_scale = _scale(lines, "cnt")
+            if name != "Claim":  # a result's tail (its fund breakdown, long texts) is not read at all
+                last = max(i for i, field in enumerate(schema["fields"]) if field["name"] in LAST)
+                schema = {**schema, "fields": schema["fields"][:last + 1]}
             self.routes[catalog.fingerprint(name)] = (name, fastavro.parse_schema(_plain(schema), _force=True))
 
     def read(self, data: bytes) -> tuple[str, dict]:
@@ -62,10 +70,10 @@ class Reader:
             buf.seek(HEADER)
             try:
                 record = fastavro.schemaless_reader(buf, writer, None)
-                whole = buf.tell() == len(data)
+                read = name != "Claim" or buf.tell() == len(data)
             except Exception:  # the catalog's reading says what is wrong
-                whole = False
-            if whole:
+                read = False
+            if read:
                 return name, self._convert(name, record)
         return self.catalog.decode(data)
 

@@ -43,6 +43,7 @@ most of it faust's per-message machinery (README, "Speed").
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import deque
@@ -71,6 +72,7 @@ SERVICE = "fraud"
 RESULT_KINDS = tuple(kind.encode() for kind in ("settlement", "reversal", "rejection"))
 RULE_ERRORS = (Exception,)  # whatever a rule raises on an event drops that event alone
 WATCH_EVERY = 1.0  # seconds between watermark sends and day closings
+GC_YOUNG = 50_000
 
 
 class FraudService:
@@ -362,6 +364,7 @@ class FraudService:
             await reader.stop()
         log.info("fraud: %d changelog records of partitions %s read back in %.1f s", count, sorted(partitions),
                  time.monotonic() - started)
+        gc.freeze()  # what was read back lives on: no collection need look through it again
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self, stop: asyncio.Event) -> None:
@@ -376,6 +379,9 @@ class FraudService:
         self.consumer.subscribe([settings.topics.settlements, settings.topics.claims, self.activity_name],
                                 listener=Rebalance(self))
         self.policy = kafka.policy(settings, SERVICE, self._probe, self._dead_one)
+        # A batch makes and drops many small dicts (the buckets it reads): collect the young ones
+        # less often (700 allocations by default, which cost a tenth of the CPU here).
+        gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
         try:
             await self.producer.start()
             await self.consumer.start()

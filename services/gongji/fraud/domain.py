@@ -3,7 +3,7 @@ the buckets they keep their state in, and the signals they raise. The rules are 
 gongji.fraud.rules.
 
 State is kept in *buckets*: JSON-able dicts per (scope, subject, window), behind the `Buckets`
-interface (in memory for tests; faust windowed tables in the service). Windows are by settlement
+interface (in memory for tests; changelog-backed in the service, gongji.fraud.store). Windows are by settlement
 time (`setl_time`, event time) in Asia/Shanghai: calendar day, ISO week (from Monday), calendar year.
 A signal's id is derived from (rule, subject, window start), so a signal raised again (after a
 crash, before its bucket was saved) carries the same id. A signal that later evidence takes back (a

@@ -50,7 +50,6 @@ from collections import deque
 from datetime import datetime, timedelta, timezone
 
 import orjson
-from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from prometheus_client import Counter
 
@@ -60,7 +59,7 @@ from gongji.common.observe import Metrics, serve
 from gongji.common.topic_admin import create_topics, ensure_service_topics
 from gongji.contract.topics import TopicSpec, service_topics
 from gongji.contract.wire import FRAUD_SIGNAL, INPUT_RECORDS, OUTPUT_RECORDS, TYPE_HEADER, header, headers
-from gongji.fraud import domain, rules, spike
+from gongji.fraud import changelog, domain, rules, spike
 from gongji.fraud.domain import NO_WINDOW, WITHDRAWN, InstitutionActivity, Outcome, Signal, Staged
 from gongji.fraud.reading import Reader
 from gongji.fraud.store import BatchStaged, ChangelogBuckets, CopyingBuckets
@@ -188,13 +187,13 @@ class FraudService:
         sent = dict(self.marks)
         value = orjson.dumps({"watermarks": moved})
         await asyncio.gather(*[future for partition in range(self.settings.partitions) for future in
-                               await kafka_send(self.producer, self.activity_name, partition, [(b"watermark", value)])])
+                               await changelog.send(self.producer, self.activity_name, partition, [(b"watermark", value)])])
         self.marks_sent.update(sent)
 
     async def _save(self) -> None:
         """The buckets saved since the last call, to the changelog (acknowledged on return)."""
         sends = [future for partition, records in self.buckets.changes().items()
-                 for future in await kafka_send(self.producer, self.changelog_name, partition, records.items())]
+                 for future in await changelog.send(self.producer, self.changelog_name, partition, records.items())]
         await asyncio.gather(*sends)
 
     def _decode(self, message):
@@ -337,34 +336,8 @@ class FraudService:
         except Exception as error:  # an outage: nothing saved, tried again in a second
             log.warning("fraud: watermarks not sent or days not closed: %s", poison.describe(error))
 
-    # ------------------------------------------------------------------ state
     async def restore(self, partitions: set[int]) -> None:
-        """The buckets of `partitions` read back from the changelog, to its end (the highwater a
-        fetch reports: Tansu's ListOffsets can be short)."""
-        if not partitions:
-            return
-        started = time.monotonic()
-        reader = kafka.consumer(self.settings, None)
-        await reader.start()
-        try:
-            wanted = [TopicPartition(self.changelog_name, p) for p in sorted(partitions)]
-            reader.assign(wanted)
-            await reader.seek_to_beginning(*wanted)
-            asked, done, count = int(time.time() * 1000), set(), 0
-            while len(done) < len(wanted):
-                batches = await reader.getmany(timeout_ms=200, max_records=10_000)
-                for tp, records in batches.items():
-                    self.buckets.load(tp.partition, ((r.key, r.value) for r in records))
-                    count += len(records)
-                for tp in wanted:
-                    polled = reader.last_poll_timestamp(tp) or 0
-                    if polled >= asked and await reader.position(tp) >= (reader.highwater(tp) or 0):
-                        done.add(tp)
-        finally:
-            await reader.stop()
-        log.info("fraud: %d changelog records of partitions %s read back in %.1f s", count, sorted(partitions),
-                 time.monotonic() - started)
-        gc.freeze()  # what was read back lives on: no collection need look through it again
+        await changelog.restore(self.settings, self.changelog_name, self.buckets, partitions)
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self, stop: asyncio.Event) -> None:
@@ -377,7 +350,7 @@ class FraudService:
         self.producer = kafka.producer(settings)
         self.consumer = kafka.consumer(settings, self.group, partition_assignment_strategy=(RangePartitionAssignor,))
         self.consumer.subscribe([settings.topics.settlements, settings.topics.claims, self.activity_name],
-                                listener=Rebalance(self))
+                                listener=changelog.Rebalance(self.working, self.buckets, self.restore))
         self.policy = kafka.policy(settings, SERVICE, self._probe, self._dead_one)
         # A batch makes and drops many small dicts (the buckets it reads): collect the young ones
         # less often (700 allocations by default, which cost a tenth of the CPU here).
@@ -438,39 +411,3 @@ class FraudService:
                 if time.monotonic() >= next_watch:
                     next_watch = time.monotonic() + WATCH_EVERY
                     await self._watch()
-
-
-class Rebalance(ConsumerRebalanceListener):
-    """A new assignment: the buckets of partitions no longer this worker's are forgotten, those of
-    partitions new to it read back from the changelog, before any of their input is read (after the
-    batch under way, which commits first). A partition kept across a rebalance keeps its buckets:
-    no other worker held it meanwhile (the group revokes everything before it assigns)."""
-
-    def __init__(self, service: FraudService):
-        self.service = service
-        self.held: set[int] = set()
-
-    async def on_partitions_revoked(self, revoked) -> None:
-        async with self.service.working:  # the batch under way is done (and committed) first
-            pass
-
-    async def on_partitions_assigned(self, assigned) -> None:
-        given = {tp.partition for tp in assigned}
-        async with self.service.working:
-            self.service.buckets.drop(self.held - given)
-            await self.service.restore(given - self.held)
-            self.held = given
-
-
-async def kafka_send(producer, topic: str, partition: int, records) -> list:
-    """(key, value) records to one partition in as few batches as fit; returns futures to await."""
-    futures, batch = [], producer.create_batch()
-    for key, value in records:
-        if batch.append(key=key, value=value, timestamp=None) is None:
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
-            batch = producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                raise ValueError(f"a record of {len(value)} bytes does not fit in an empty batch")
-    if batch.record_count():
-        futures.append(await producer.send_batch(batch, topic, partition=partition))
-    return futures

@@ -186,8 +186,9 @@ class FraudService:
             return
         sent = dict(self.marks)
         value = orjson.dumps({"watermarks": moved})
-        await asyncio.gather(*[future for partition in range(self.settings.partitions) for future in
-                               await changelog.send(self.producer, self.activity_name, partition, [(b"watermark", value)])])
+        sends = [await changelog.send(self.producer, self.activity_name, partition, [(b"watermark", value)])
+                 for partition in range(self.settings.partitions)]
+        await asyncio.gather(*[future for futures in sends for future in futures])
         self.marks_sent.update(sent)
 
     async def _save(self) -> None:

@@ -82,3 +82,20 @@ def _tp(partition: int):
     from aiokafka import TopicPartition
 
     return TopicPartition("t", partition)
+
+
+def test_changelog_records_not_acknowledged_are_sent_with_the_next_ones():
+    buckets = ChangelogBuckets()
+    buckets.pin(2)
+    buckets.put("person", "P1", domain.NO_WINDOW, {"n": 1})
+    buckets.put("person", "P2", domain.NO_WINDOW, {"n": 1})
+    lost = buckets.changes()
+    assert buckets.changes() == {}
+    buckets.pin(2)
+    buckets.put("person", "P2", domain.NO_WINDOW, {"n": 2})  # newer than what was lost
+    buckets.requeue(lost)
+    again = buckets.changes()
+    assert {key: value for key, value in again[2].items()} == {**lost[2], **{k: v for k, v in again[2].items()
+                                                                             if b"P2" in k}}
+    assert [value for key, value in again[2].items() if b"P2" in key] == [b'{"n":2}']
+    assert [value for key, value in again[2].items() if b"P1" in key] == [b'{"n":1}']

@@ -192,10 +192,17 @@ class FraudService:
         self.marks_sent.update(sent)
 
     async def _save(self) -> None:
-        """The buckets saved since the last call, to the changelog (acknowledged on return)."""
-        sends = [future for partition, records in self.buckets.changes().items()
-                 for future in await changelog.send(self.producer, self.changelog_name, partition, records.items())]
-        await asyncio.gather(*sends)
+        """The buckets saved since the last call, to the changelog (acknowledged on return). Not
+        acknowledged, they stay queued: the batch is read again after the outage, and finds its
+        events already counted in memory, so it would not put those buckets again."""
+        changes = self.buckets.changes()
+        try:
+            sends = [await changelog.send(self.producer, self.changelog_name, partition, records.items())
+                     for partition, records in changes.items()]
+            await asyncio.gather(*[future for futures in sends for future in futures])
+        except BaseException:
+            self.buckets.requeue(changes)
+            raise
 
     def _decode(self, message):
         """The domain event a message carries (None: nothing for the rules); raises on bad input."""

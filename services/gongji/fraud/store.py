@@ -75,6 +75,14 @@ class ChangelogBuckets:
         queued, self.queued = self.queued, {}
         return queued
 
+    def requeue(self, changes: dict[int, dict[bytes, bytes]]) -> None:
+        """Changelog records handed over but not acknowledged, to be sent with the next ones (a record
+        queued since for the same key is newer and wins)."""
+        for partition, records in changes.items():
+            queued = self.queued.setdefault(partition, {})
+            for key, value in records.items():
+                queued.setdefault(key, value)
+
     def load(self, partition: int, records: Iterable[tuple[bytes, bytes]]) -> None:
         """Changelog records of `partition` read back in order (the last per key wins)."""
         for key, value in records:

@@ -3,7 +3,7 @@ some reversals) queued on `settlements` and `claims` of a fresh local stack, the
 started as a process of its own drains them; prints results/s (first event consumed to last) and
 the service's CPU per result (its claims included).
 
-    .venv/bin/python -m tests.fraud_bench [--results 40000] [--persons 8000] [--spy]
+    .venv/bin/python -m tests.fraud_bench [--results 40000] [--persons 8000] [--batch N] [--spy]
 
 With --spy, py-spy (pip install py-spy into .venv) records the drain as raw stacks to
 /tmp/fraud-bench-spy.txt. The population: `persons` people at 200 institutions over 60 days, a claim
@@ -86,9 +86,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def drain(stack, records, spy: bool, partitions: int) -> dict:
+async def drain(stack, records, spy: bool, partitions: int, batch: int | None = None) -> dict:
     tag = f"fb{uuid.uuid4().hex[:6]}"
     settings = settings_for(stack, tag, fraud_group=f"{tag}-fraud").model_copy(update={"partitions": partitions})
+    if batch:
+        settings = settings.model_copy(update={"fraud": settings.fraud.model_copy(update={"batch_events": batch})})
     await ensure_topics(settings, [settings.topics.settlements, settings.topics.claims], settings.partitions)
     await produce(settings, records)
     port = free_port()
@@ -139,11 +141,12 @@ def main() -> None:
     parser.add_argument("--results", type=int, default=40_000)
     parser.add_argument("--persons", type=int, default=8_000)
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--batch", type=int, default=None, help="GONGJI_FRAUD__BATCH_EVENTS (default: the setting's)")
     parser.add_argument("--spy", action="store_true")
     args = parser.parse_args()
     records = stream(args.results, args.persons)
     with tempfile.TemporaryDirectory(prefix="gongji-fraud-bench-") as scratch, LocalStack(scratch) as local:
-        figure = asyncio.run(drain(local.endpoints(), records, args.spy, args.partitions))
+        figure = asyncio.run(drain(local.endpoints(), records, args.spy, args.partitions, args.batch))
     print(f"fraud bench: {figure['results']:,} results ({figure['events']:,} events with their claims) drained at "
           f"{figure['per_second']:,.0f} results/s, {figure['cpu_us_per_result']:.0f} µs of CPU a result "
           f"(log {figure['log']})", flush=True)

@@ -381,7 +381,8 @@ class FraudService:
                                    self.settings.probe_timeout_seconds)
         next_watch = next_lag = time.monotonic()
         while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=100, max_records=self.config.batch_events)
+            batches = await consumer.getmany(timeout_ms=int(self.config.batch_seconds * 1000),
+                                             max_records=self.config.batch_events)
             metrics.polled()
             async with self.working:
                 if time.monotonic() >= next_lag:

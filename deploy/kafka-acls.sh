@@ -51,8 +51,8 @@ acl gongji-clearing Write topic "${P}clearing.statements"
 acl gongji-clearing Write topic "${P}dead-letters"
 acl gongji-clearing Read group gongji-clearing
 
-# Fraud (faust): reads settlements and claims, writes signals; its group is its app id, and faust
-# creates, reads and writes its own topics under that id (changelogs, the activity topic).
+# Fraud: reads settlements and claims, writes signals; it creates, reads and writes its own topics
+# under its group's name (the activity topic, its changelog).
 acl gongji-fraud Read topic "${P}settlements"
 acl gongji-fraud Read topic "${P}claims"
 acl gongji-fraud Write topic "${P}fraud.signals"

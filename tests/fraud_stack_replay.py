@@ -1,5 +1,5 @@
 """Issue 14's figure through the real fraud service: tests/fraud_replay.py's stream (planted cases for
-every rule) produced to the service's input topics on a running local stack (Tansu, faust tables,
+every rule) produced to the service's input topics on a running local stack (Tansu, changelog-backed buckets,
 the service's own partition watermarks), once in settlement-time order and once shuffled and
 partition-skewed (with the planted cases
 read out of order: `planted_disorder`) to a second, fresh set of topics; the signals each run leaves on `fraud.signals`,

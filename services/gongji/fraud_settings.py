@@ -68,8 +68,9 @@ class FraudSettings(BaseModel):
     # for `idle_seconds` (wall clock) is left out of the watermark until it sends again.
     allowed_lateness_seconds: float = Field(3600.0, ge=0)
     idle_seconds: float = Field(30.0, gt=0)
-    # Not a rule: the service reads up to this many events (or what came within this many seconds)
-    # and saves each window they changed once, after the batch's signals are acknowledged.
+    # Not a rule: the service takes what one poll returns, up to this many events (a poll that finds
+    # nothing waits this many seconds), and saves each window they changed once, after the batch's
+    # signals are acknowledged.
     batch_events: int = Field(1000, ge=1)
     batch_seconds: float = Field(0.05, gt=0)
 

@@ -50,7 +50,7 @@ class Settings(LogSettings):
     model_config = SettingsConfigDict(env_prefix="GONGJI_", env_nested_delimiter="__")
 
     kafka_bootstrap_servers: str | None = None
-    # How every Kafka client (gongji.common.kafka.client_options, the fraud service's faust app)
+    # How every Kafka client (gongji.common.kafka.client_options)
     # authenticates and encrypts. SASL_*: a username and a password, or a file holding it (a mounted
     # secret, read when a client is built, so a rotated one is taken up on restart). SSL: the
     # broker's certificate checked against the CA file (the system's CAs when unset), hostname
@@ -112,14 +112,10 @@ class Settings(LogSettings):
     ledger_group: str = "gongji-ledger"
     # The PostgreSQL schema holding the ledger's journal (several deployments or tests share a server).
     ledger_schema: str = "ledger"
-    # Fraud signals (gongji.fraud): its consumer group, also the faust app id after the topic prefix
-    # (so its changelog topics carry the prefix), and the rules' thresholds (GONGJI_FRAUD__...).
+    # Fraud signals (gongji.fraud): its consumer group, which after the topic prefix also prefixes its
+    # own topics (activity, changelog), and the rules' thresholds (GONGJI_FRAUD__...).
     fraud_group: str = "gongji-fraud"
     fraud: FraudSettings = FraudSettings()
-    # Where the fraud service's faust app keeps its data directory (`<app id>-data`, for its tables'
-    # local stores; they are in memory and rebuilt from their changelog topics on start). Unset: a
-    # temporary directory of the process's own, removed when it stops; never the working directory.
-    fraud_data_dir: Path | None = None
     # Partitions for topics this project creates; the same key always lands on one partition.
     partitions: int = 6
     replication_factor: int = 1
@@ -206,7 +202,7 @@ class Settings(LogSettings):
     gateway_caller: str | None = None
     gateway_caller_secret_file: Path | None = None
 
-    @field_validator("kafka_bootstrap_servers", "redis_url", "database_url", "fraud_data_dir", "kafka_sasl_username",
+    @field_validator("kafka_bootstrap_servers", "redis_url", "database_url", "kafka_sasl_username",
                      "kafka_sasl_password", "kafka_sasl_password_file", "kafka_ssl_cafile", "kafka_ssl_certfile",
                      "kafka_ssl_keyfile", "redis_username", "redis_password", "redis_password_file",
                      "database_password", "database_password_file", "ledger_migration_url",
@@ -345,7 +341,7 @@ class Settings(LogSettings):
 
     def kafka_group(self, service: str) -> str:
         """The consumer group `service` joins on Kafka: its `<service>_group` setting, except that
-        the fraud service's group is its faust app id, which carries the topic prefix as well."""
+        the fraud service's group carries the topic prefix as well (it names its own topics)."""
         group = getattr(self, f"{service}_group")
         return f"{self.topic_prefix}{group}" if service == "fraud" else group
 

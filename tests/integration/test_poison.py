@@ -397,7 +397,7 @@ async def test_fraud_agents_dead_letter_every_exception_class_and_keep_their_gro
         await consumed(service, len(events) - len(after))
         async with group_progress(settings, settings.topics.settlements) as progress:
             async def committed_to_the_end():
-                return (await progress(service.app_id)) == (len(events), len(events))
+                return (await progress(service.group)) == (len(events), len(events))
             await until(committed_to_the_end, "the fraud group's offsets at the end of settlements")
         status, facts = await asyncio.to_thread(health, port)
     assert status == 200, facts

@@ -1,21 +1,19 @@
 """The fraud service's batching (gongji.fraud.store, gongji.fraud.service): a batch of events
 staged together gives the same signals and the same saved windows as the events one by one; each
-saved window goes to the changelog partition of the event that last changed it; windows sit at the
-keys faust's window wrapper gives them."""
+saved window goes to the changelog partition of the event that last changed it, and reads back the
+same."""
 
 from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta
 
-import faust
-import pytest
 
 from gongji.fraud import domain, rules
-from gongji.fraud.store import BatchStaged, PinnedTable, TableBuckets
+from gongji.fraud.store import BatchStaged, ChangelogBuckets, place_from_key
 from gongji.fraud_settings import FraudSettings
-from gongji.fraud.domain import (ClaimFiled, ClaimRefused, MemoryBuckets, Outcome, Staged, VisitReversed,
-                                 VisitSettled, day_of, week_of)
+from gongji.fraud.domain import (NO_WINDOW, ClaimFiled, ClaimRefused, MemoryBuckets, Outcome, Staged,
+                                 VisitReversed, VisitSettled, day_of, week_of, year_of)
 
 BASE = datetime.fromisoformat("2023-03-06T00:00:00+08:00")  # a Monday
 CONFIG = FraudSettings(visits_per_day=2, visits_per_week=4, shopping_institutions=1, split_claims=1,
@@ -90,7 +88,11 @@ def run_one_by_one(events):
 
 
 def run_batched(events, size):
-    base, signals, forward = PinnedMemory(), [], []
+    return run_batched_on(PinnedMemory(), events, size)
+
+
+def run_batched_on(base, events, size):
+    signals, forward = [], []
     for start in range(0, len(events), size):
         staged = BatchStaged(base)
         for partition, event in events[start:start + size]:
@@ -99,7 +101,7 @@ def run_batched(events, size):
             signals += out.signals
             forward += out.forward
         staged.flush()
-        assert base.pinned is None  # unpinned after the batch
+        assert base.pinned in (None, 0)  # unpinned after the batch
     for start in range(0, len(forward), size):
         staged = BatchStaged(base)
         for activity in forward[start:start + size]:
@@ -130,48 +132,35 @@ def test_each_window_is_saved_to_the_partition_of_its_person():
             assert partition == 7
 
 
-def test_windows_sit_where_faust_s_window_wrapper_puts_them():
-    app = faust.App("fraud-batch-test", Table=PinnedTable, autodiscover=False, web_enabled=False)
-    buckets = TableBuckets(app, 4)
-    at = BASE + timedelta(days=2, hours=23, minutes=59)  # Wednesday, just before Shanghai midnight
-    for scope, window, size in (("person_day", day_of(at), 86400), ("person_week", week_of(at), 7 * 86400),
-                                ("institution_day", day_of(at), 86400)):
-        table = buckets.windowed[scope]
-        key, (start, end) = buckets.window_key(scope, "K", window)
-        assert start == window.start.timestamp() + buckets._shift[scope]  # Shanghai midnight (a Monday), shifted
-        assert end == start + size - 0.1
-        # The wrapper's own key at any time within the window: the same range.
-        wrapper = faust.tables.wrappers.WindowWrapper(table)
-        for inside in (window.start, at, window.end - timedelta(seconds=1)):
-            clock = inside.timestamp() + buckets._shift[scope]
-            assert [(key, r) for r in table.window.ranges(clock)] == [("K", (start, end))]
-            assert wrapper.table.window.current(clock) == (start, end)
-        assert isinstance(table, PinnedTable)
+def test_the_changelog_holds_each_saved_bucket_once_on_its_partition_and_reads_back_the_same():
+    events = stream(2)
+    _, state = run_batched(events, 50)
+    buckets = ChangelogBuckets()
+    signals, _ = run_batched_on(buckets, events, 50)
+    records = buckets.changes()
+    assert buckets.changes() == {}  # handed over once
+    for partition, saved in records.items():
+        for key, value in saved.items():
+            scope, subject, start = place_from_key(key)
+            assert partition == (int(subject[1:]) % 3 if scope.startswith("person") else 7), (scope, subject)
+    # The same windows as the events one by one, read back by a worker given the partitions.
+    again = ChangelogBuckets()
+    for partition, saved in records.items():
+        again.load(partition, saved.items())
+    assert again.data == buckets.data
+    for (scope, key, start), value in state.data.items():
+        window = NO_WINDOW if scope in ("person", "clock") else \
+            next(w for w in (day_of(start), week_of(start), year_of(start)) if w.start == start)
+        assert again.get(scope, key, window) == value, (scope, key)
+    # A partition taken away: its buckets forgotten, the others kept.
+    again.drop({0})
+    assert again.data and all(owner != 0 for owner in again.owner.values())
+    assert set(again.data) == {place for place, owner in buckets.owner.items() if owner != 0}
 
 
-
-def test_a_record_under_another_kind_s_header_is_an_unreadable_event():
-    """A FraudSignal record under `gongji-type: reversal` is fraud's own refusal to read (a FraudError,
-    still a ValueError, dead-lettered as anything else unreadable); the right record under the
-    right header reads."""
-    from types import SimpleNamespace
-
-    from gongji.common.avro import SchemaCatalog
-    from gongji.contract.wire import headers
-    from gongji.fraud.domain import FraudError, Signal
-    from gongji.fraud.service import FraudService
-    from gongji.settings import Settings
-
-    settings, catalog = Settings(), SchemaCatalog()
-    service = FraudService(settings, catalog)
-    rejection = {"claim_id": "C1", "credit_id": None, "psn_no": "P1", "err_code": "NOT_INSURED",
-                 "err_msg": "Benefits suspended.", "input_type": "claim"}
-    read = SimpleNamespace(topic=settings.topics.settlements, headers=headers("rejection", "C1"),
-                           value=catalog.encode("Rejection", rejection))
-    assert service._decode(read) == domain.ClaimRefused("C1", "P1", "NOT_INSURED")
-    signal = Signal("VISITS_PER_DAY", "person", "P1", None, day_of(BASE), ("C1",), 4, "> 3 visits", "4 visits.")
-    stray = SimpleNamespace(topic=settings.topics.settlements, headers=headers("reversal", signal.signal_id),
-                            value=catalog.encode("FraudSignal", signal.to_wire(BASE.isoformat())))
-    with pytest.raises(FraudError, match="a FraudSignal record under gongji-type reversal") as raised:
-        service._decode(stray)
-    assert isinstance(raised.value, ValueError)
+def test_a_read_is_a_copy_of_its_own():
+    buckets = ChangelogBuckets()
+    buckets.put("person", "P1", NO_WINDOW, {"visits": ["C1"]})
+    read = buckets.get("person", "P1", NO_WINDOW)
+    read["visits"].append("C2")
+    assert buckets.get("person", "P1", NO_WINDOW) == {"visits": ["C1"]}

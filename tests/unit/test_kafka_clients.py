@@ -1,5 +1,5 @@
 """Kafka security from settings (issue 10): what `gongji.common.kafka.client_options` gives every
-client, what the faust app gets, that secrets reach a child and no printout, and that nothing in
+client, that secrets reach a child and no printout, and that nothing in
 services/ builds a Kafka client any other way."""
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from pydantic import ValidationError
 
 from gongji.common import kafka
@@ -59,30 +58,6 @@ def test_no_kafka_client_is_built_outside_the_factory():
     assert len(kafka_constructions(ast.parse(FACTORY.read_text()))) == 3  # producer, consumer, admin
 
 
-def faust_apps(tree: ast.AST) -> list[ast.Call]:
-    """Every call of faust's App: `faust.App(...)`, or `App(...)` / an alias imported from faust."""
-    names = {alias.asname or alias.name for node in ast.walk(tree)
-             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("faust")
-             for alias in node.names if alias.name == "App"}
-    return [node for node in ast.walk(tree) if isinstance(node, ast.Call) and (
-        (isinstance(node.func, ast.Attribute) and node.func.attr == "App")
-        or (isinstance(node.func, ast.Name) and node.func.id in names))]
-
-
-def test_the_faust_walk_finds_an_app_however_it_is_written():
-    tree = ast.parse("import faust\nfrom faust import App as A\nfrom faust import App\n"
-                     "a = faust.App('x')\nb = A('y')\nc = App('z')\nd = Other('w')\n")
-    assert sorted(call.lineno for call in faust_apps(tree)) == [4, 5, 6]
-
-
-def test_every_faust_app_takes_its_credentials_from_the_factory():
-    apps = [(path, call) for path in sorted(SERVICES.rglob("*.py")) for call in faust_apps(ast.parse(path.read_text()))]
-    assert apps, "the fraud service's faust.App is gone: this test must follow it"
-    for path, call in apps:
-        given = {keyword.arg: ast.unparse(keyword.value) for keyword in call.keywords}
-        assert given.get("broker_credentials") == "kafka.faust_credentials(settings)", path
-
-
 def sasl(**overrides) -> Settings:
     return Settings(**{"kafka_bootstrap_servers": "k1:9093", "kafka_security_protocol": "SASL_PLAINTEXT",
                        "kafka_sasl_username": "settlement", "kafka_sasl_password": SECRET, **overrides})
@@ -91,7 +66,6 @@ def sasl(**overrides) -> Settings:
 def test_plaintext_gives_only_the_brokers():
     assert kafka.client_options(Settings(kafka_bootstrap_servers="k1:9092")) == {
         "bootstrap_servers": "k1:9092", "security_protocol": "PLAINTEXT"}
-    assert kafka.faust_credentials(Settings(kafka_bootstrap_servers="k1:9092")) is None
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
@@ -188,26 +162,6 @@ def test_mtls_loads_the_client_certificate_and_refuses_a_key_that_does_not_match
         kafka.client_options(wrong)
     with pytest.raises(kafka.KafkaSettingsError, match="GONGJI_KAFKA_SSL_CAFILE=.*nowhere.pem"):
         kafka.client_options(settings.model_copy(update={"kafka_ssl_cafile": pki / "nowhere.pem"}))
-
-
-@pytest.mark.parametrize("protocol", ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"])
-def test_faust_gets_what_every_other_client_gets(protocol, pki):
-    fields: dict = {"kafka_security_protocol": protocol}
-    if protocol.startswith("SASL_"):
-        fields.update(kafka_sasl_username="fraud", kafka_sasl_password=SECRET, kafka_sasl_mechanism="SCRAM-SHA-256")
-    if protocol.endswith("SSL"):
-        fields.update(kafka_ssl_cafile=pki / "ca.pem")
-    settings = Settings(kafka_bootstrap_servers="k1:9093", **fields)
-    ours = kafka.client_options(settings)
-    faust_side = {key: value for key, value in credentials_to_aiokafka_auth(kafka.faust_credentials(settings)).items()
-                  if value is not None}
-    ours.pop("bootstrap_servers")
-    assert ({k: v for k, v in faust_side.items() if k != "ssl_context"}
-            == {k: v for k, v in ours.items() if k != "ssl_context"})
-    assert ("ssl_context" in faust_side) == ("ssl_context" in ours) == protocol.endswith("SSL")
-    if "ssl_context" in ours:
-        assert faust_side["ssl_context"].get_ca_certs() == ours["ssl_context"].get_ca_certs()
-        assert faust_side["ssl_context"].check_hostname
 
 
 async def test_producer_consumer_and_admin_all_take_the_options(pki):

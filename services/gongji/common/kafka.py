@@ -1,8 +1,8 @@
 """Kafka clients as every Gongji service builds them, and the dead-letter record.
 
-Every producer, consumer and admin client comes from `producer`, `consumer` and `admin` here, and
-the fraud service's faust app takes `faust_credentials`: the one place the security settings
-(GONGJI_KAFKA_SECURITY_PROTOCOL, SASL, TLS) are applied (tests/unit/test_kafka_clients.py holds it).
+Every producer, consumer and admin client comes from `producer`, `consumer` and `admin` here: the
+one place the security settings (GONGJI_KAFKA_SECURITY_PROTOCOL, SASL, TLS) are applied
+(tests/unit/test_kafka_clients.py holds it).
 
 Never the idempotent producer or transactions: Tansu does not support them, and correctness comes
 from idempotent, conditional writes in Redis instead (docs/DURABILITY.md, "Exactly-once effect").
@@ -75,17 +75,6 @@ def client_options(settings: Settings) -> dict:
                        sasl_plain_username=settings.kafka_sasl_username,
                        sasl_plain_password=settings.kafka_sasl_secret())
     return options
-
-
-def faust_credentials(settings: Settings):
-    """`client_options` as faust takes them (its app's `broker_credentials`); None for PLAINTEXT."""
-    import faust
-
-    context = ssl_context(settings)
-    if settings.kafka_security_protocol.startswith("SASL_"):
-        return faust.SASLCredentials(username=settings.kafka_sasl_username, password=settings.kafka_sasl_secret(),
-                                     mechanism=settings.kafka_sasl_mechanism, ssl_context=context)
-    return faust.SSLCredentials(context) if context is not None else None
 
 
 def producer(settings: Settings, **options) -> AIOKafkaProducer:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from gongji.common.money import mul_round, to_fen, to_yuan
@@ -41,6 +42,12 @@ MAX_TRAVEL_SEEN = 200  # a person's last visit ids judged for IMPOSSIBLE_TRAVEL 
 TRAVEL_MEMORY = timedelta(days=7)  # visits kept for IMPOSSIBLE_TRAVEL before the newest (by event time)
 MAX_TRAVEL_VISITS = 200
 END_OF_STREAM = datetime.max.replace(tzinfo=SHANGHAI)  # a watermark past every window
+
+
+@lru_cache(maxsize=64)
+def _fen_of(amount: Decimal) -> int:
+    """A configured amount in fen (thresholds are read per event: converted once)."""
+    return to_fen(amount)
 
 
 def _hours(seconds: float) -> str:
@@ -71,7 +78,7 @@ def on_visit(config: FraudSettings, buckets: Buckets, visit: VisitSettled) -> Ou
                                       f"> {config.shopping_institutions} institutions",
                                       f"Settled at {len(institutions)} institutions in one day "
                                       f"({', '.join(institutions)})."))
-        limit = to_fen(config.split_max_amount)
+        limit = _fen_of(config.split_max_amount)
         small = [cid for cid, (code, fen) in visits.items() if code == visit.fixmedins_code and fen <= limit]
         if len(small) > config.split_claims and raise_once(bucket, "SPLIT_BILLING"):
             out.signals.append(Signal("SPLIT_BILLING", "person", psn, visit.insu_admdvs, day, tuple(small),
@@ -336,18 +343,20 @@ def _count_burden(config: FraudSettings, buckets: Buckets, psn: str, admdvs: str
     total = sum(amounts.values())
     threshold, basis = high_expense_threshold(config, admdvs)
     signals = []
-    ids = tuple(cid for cid, value in amounts.items() if value > 0)
-    found = Signal("HIGH_EXPENSE", "person", psn, admdvs, year, ids[-MAX_EVIDENCE:], len(amounts),
-                   f"> {to_yuan(threshold)} yuan{basis}", f"In-scope personal burden of {to_yuan(total)} yuan in "
-                   f"{year.start.year}: consider for medical assistance (relief review, not a suspicion).",
-                   amount_fen=total)
+
+    def found() -> Signal:
+        ids = tuple(cid for cid, value in amounts.items() if value > 0)
+        return Signal("HIGH_EXPENSE", "person", psn, admdvs, year, ids[-MAX_EVIDENCE:], len(amounts),
+                      f"> {to_yuan(threshold)} yuan{basis}", f"In-scope personal burden of {to_yuan(total)} yuan in "
+                      f"{year.start.year}: consider for medical assistance (relief review, not a suspicion).",
+                      amount_fen=total)
     # The year's burden net of every reversal seen: a reversal that brings it back under (read
     # before or after the visits) withdraws the signal, so the answer is the net, in any order.
     if total > threshold and raise_once(bucket, "HIGH_EXPENSE"):
-        signals.append(found)
+        signals.append(found())
     elif total <= threshold and withdraw(bucket, "HIGH_EXPENSE"):
-        signals.append(found.withdrawn(f"In-scope personal burden back to {to_yuan(total)} yuan in {year.start.year} "
-                                       f"after a reversal: withdrawn."))
+        signals.append(found().withdrawn(f"In-scope personal burden back to {to_yuan(total)} yuan in "
+                                         f"{year.start.year} after a reversal: withdrawn."))
     buckets.put("person_year", psn, year, bucket)
     return signals
 

@@ -1,100 +1,117 @@
-"""The fraud rules' buckets on faust tables: changelog-backed, windowed per Shanghai day and ISO
-week, and staged per batch so that a batch's windows are saved after its signals, each to the
-changelog partition of the event that last changed it (see gongji.fraud.service)."""
+"""The fraud rules' buckets in memory, backed by a changelog topic, and staged per batch so that a
+batch's windows are saved after its signals, each to the changelog partition of the event that last
+changed it (see gongji.fraud.service).
+
+A bucket is held as the JSON bytes of its value: the same bytes its changelog record carries, and
+a read decodes a fresh dict of its own to change (no copy of the stored one). A changelog record's
+key is the JSON of [scope, key, window start] (the start in seconds since the epoch, null for a
+bucket without a window); its partition is the partition of the input whose events own it, so a worker assigned
+partition p rebuilds exactly the buckets of the events it will read (`restore`).
+"""
 
 from __future__ import annotations
 
 import copy
+from datetime import datetime
+from collections.abc import Iterable
 
-import faust
 import orjson
 
-from gongji.fraud.domain import NO_WINDOW, Buckets, Staged, Window
+from gongji.fraud.domain import Buckets, Staged, Window
 
-EIGHT_HOURS = 8 * 3600
-MONDAY_SHIFT = 4 * 86400  # 1970-01-01 was a Thursday: the first Monday is four days later
-
-
-class PinnedTable(faust.Table):
-    """A faust table whose changelog partition can be pinned. Faust sends a changelog record to the
-    partition of the event being iterated (a contextvar); a batch from `take_events` has no such
-    event, so the batch's writes are made per source partition with that partition pinned."""
-
-    pinned: int | None = None
-
-    def partition_for_key(self, key):
-        if self.pinned is not None:
-            return self.pinned
-        return super().partition_for_key(key)
+Place = tuple[str, str, int | None]  # (scope, key, window start in seconds since the epoch; None: no window)
 
 
-class TableBuckets:
-    """domain.Buckets on faust tables. Windowed tables (day, week) are tumbling windows in a
-    time frame shifted so that faust's epoch-aligned windows fall on Shanghai midnights (and
-    Mondays); a window is read and written at its key in the table, (key, faust's window range at
-    the window's shifted start), as faust's window wrapper would at that relative time.
-    Faust's own expiry is not used: it compares window ends with the wall clock, not event time.
+_SECONDS: dict[datetime, int] = {}  # window starts in seconds (few: days, weeks, years)
 
-    Values are JSON-able dicts; `get` returns a copy of its own (an orjson round trip) to change,
-    as the table holds the one it saved."""
 
-    def __init__(self, app: faust.App, partitions: int):
-        def windowed(name: str, size: int) -> PinnedTable:
-            return app.Table(name, default=dict, partitions=partitions).tumbling(size, expires=None).table
+def place_of(scope: str, key: str, window: Window) -> Place:
+    if window.scope == "none":
+        return scope, key, None
+    seconds = _SECONDS.get(window.start)
+    if seconds is None:
+        if len(_SECONDS) > 100_000:
+            _SECONDS.clear()
+        seconds = _SECONDS[window.start] = int(window.start.timestamp())
+    return scope, key, seconds
 
-        self._shift = {"person_day": EIGHT_HOURS, "person_week": EIGHT_HOURS - MONDAY_SHIFT,
-                       "institution_day": EIGHT_HOURS}
-        self.windowed = {
-            "person_day": windowed("person-day", 86400),
-            "person_week": windowed("person-week", 7 * 86400),
-            "institution_day": windowed("institution-day", 86400),
-        }
-        self.plain = {"person_year": app.Table("person-year", default=dict, partitions=partitions),
-                      "person": app.Table("person", default=dict, partitions=partitions),
-                      # per partition of the institution side: watermarks and the days waiting for them
-                      "clock": app.Table("clock", default=dict, partitions=partitions)}
-        self.tables = list(self.windowed.values()) + list(self.plain.values())
+
+def changelog_key(place: Place) -> bytes:
+    return orjson.dumps(place)
+
+
+def place_from_key(data: bytes) -> Place:
+    scope, key, start = orjson.loads(data)
+    return scope, key, start
+
+
+class ChangelogBuckets:
+    """domain.Buckets in memory: each bucket's JSON and the input partition that owns it. A `put`
+    queues its changelog record (to the partition `pin` names); `changes()` hands them over."""
+
+    def __init__(self):
+        self.data: dict[Place, bytes] = {}
+        self.owner: dict[Place, int] = {}
+        self.pinned: int = 0
+        self.queued: dict[int, dict[bytes, bytes]] = {}
 
     def pin(self, partition: int | None) -> None:
-        """Changelog records of the writes that follow go to `partition` (None: faust's own choice)."""
-        for table in self.tables:
-            table.pinned = partition
-
-    def window_key(self, scope: str, key: str, window: Window) -> tuple:
-        """The key of a window in its faust windowed table."""
-        return key, self.windowed[scope].window.current(window.start.timestamp() + self._shift[scope] + 1)
+        """Changelog records of the writes that follow go to `partition`."""
+        self.pinned = 0 if partition is None else partition
 
     def get(self, scope: str, key: str, window: Window) -> dict:
-        if scope in self.windowed:
-            value = self.windowed[scope][self.window_key(scope, key, window)]
-        else:
-            value = self.plain[scope][self._plain_key(key, window)]
-        return orjson.loads(orjson.dumps(value)) if value else {}
+        found = self.data.get(place_of(scope, key, window))
+        return orjson.loads(found) if found is not None else {}
 
     def put(self, scope: str, key: str, window: Window, value: dict) -> None:
-        if scope in self.windowed:
-            self.windowed[scope][self.window_key(scope, key, window)] = value
-        else:
-            self.plain[scope][self._plain_key(key, window)] = value
+        place = place_of(scope, key, window)
+        data = orjson.dumps(value)
+        self.data[place] = data
+        self.owner[place] = self.pinned
+        self.queued.setdefault(self.pinned, {})[changelog_key(place)] = data
 
-    @staticmethod
-    def _plain_key(key: str, window: Window) -> str:
-        return key if window is NO_WINDOW or window.scope == "none" else f"{key}|{window.start.date().isoformat()}"
+    def changes(self) -> dict[int, dict[bytes, bytes]]:
+        """The changelog records queued since the last call, per partition (key → value)."""
+        queued, self.queued = self.queued, {}
+        return queued
+
+    def requeue(self, changes: dict[int, dict[bytes, bytes]]) -> None:
+        """Changelog records handed over but not acknowledged, to be sent with the next ones (a record
+        queued since for the same key is newer and wins)."""
+        for partition, records in changes.items():
+            queued = self.queued.setdefault(partition, {})
+            for key, value in records.items():
+                queued.setdefault(key, value)
+
+    def load(self, partition: int, records: Iterable[tuple[bytes, bytes]]) -> None:
+        """Changelog records of `partition` read back in order (the last per key wins)."""
+        for key, value in records:
+            place = place_from_key(key)
+            self.data[place] = value
+            self.owner[place] = partition
+
+    def drop(self, partitions: set[int]) -> None:
+        """Forget the buckets of partitions no longer this worker's. (A hook for expiring windows by
+        event time belongs next to this: drop them here, and send a tombstone for each.)"""
+        for place in [place for place, owner in self.owner.items() if owner in partitions]:
+            del self.data[place], self.owner[place]
 
 
 class BatchStaged(Staged):
     """Staged buckets for a batch of events: remembers the partition of the event that last put each
-    bucket (`partition`, set before each event), and saves each partition's buckets with the
-    changelog pinned to it, as faust would for that event."""
+    bucket (`partition`, set before each event), and saves each bucket once, its changelog record
+    on that partition."""
 
-    def __init__(self, base: TableBuckets):
+    def __init__(self, base: Buckets):
         super().__init__(base)
         self.partition: int | None = None
         self.partitions: dict[tuple, int | None] = {}
 
     def put(self, scope: str, key: str, window: Window, value: dict) -> None:
-        super().put(scope, key, window, value)
-        self.partitions[(scope, key, window)] = self.partition
+        place = (scope, key, window.start)
+        self.pending[place] = value
+        self.windows[place] = window
+        self.partitions[place] = self.partition
 
     def flush(self) -> None:
         by_partition: dict[int | None, list] = {}
@@ -103,11 +120,13 @@ class BatchStaged(Staged):
         try:
             for partition, writes in by_partition.items():
                 self.base.pin(partition)
-                for (scope, key, window), value in writes:
-                    self.base.put(scope, key, window, value)
+                for place, value in writes:
+                    scope, key, _start = place
+                    self.base.put(scope, key, self.windows[place], value)
         finally:
             self.base.pin(None)
         self.pending.clear()
+        self.windows.clear()
         self.partitions.clear()
 
 

@@ -95,7 +95,7 @@ def script(tag: str) -> tuple[list, dict, int]:
     h1, h2, h3, h9, hh, p1 = p("H1"), p("H2"), p("H3"), p("H9"), p("HH"), p("P1")
     events, expected = [], {}
     # A 低保 person with 6 000.00 in scope in the year, 2 000.00 of it left to them: over 20 % (seed 003).
-    # Its two results open and close the script, so the script's halves stay where the resend expects.
+    # One result before r2 and one after it, so the script's halves stay where the resend expects.
     events.append(settlement(p("d1"), p("DIFF"), p("HD"), at(3, 9), medfee="2500.00", part="900.00",
                              category="dibao"))
     expected[("OOP_SHARE", p("DIFF"))] = "2023-01-01T00:00:00+08:00"
@@ -137,13 +137,13 @@ def script(tag: str) -> tuple[list, dict, int]:
     # 25 000 yuan in one visit, reversed: raised, then withdrawn under the same signal_id (issue 14).
     gone = settlement(p("w1"), p("UNDONE"), hh, at(2, 11), medfee="30000.00", part="25000.00")
     events += [gone, reversal(p("w2"), gone, at(3, 11))]
+    events.append(settlement(p("d2"), p("DIFF"), p("HD"), at(4, 9), medfee="3500.00", part="1100.00",
+                             category="dibao"))
     # An institution with one settlement a day for 7 days, then 6 on 8 March (> 3 × 1, ≥ 5).
     spike = p("HSPIKE")
     events += [settlement(p(f"b{d}"), p(f"BASE{d}"), spike, at(d, 11)) for d in range(1, 8)]
     events += [settlement(p(f"k{i}"), p(f"PEAK{i}"), spike, at(8, 8 + i)) for i in range(6)]
     expected[("INSTITUTION_SPIKE", spike)] = at(8, 0)
-    events.append(settlement(p("d2"), p("DIFF"), p("HD"), at(4, 9), medfee="3500.00", part="1100.00",
-                             category="dibao"))
     return events, expected, cut
 
 

@@ -75,10 +75,11 @@ async def until_steady(read, quiet: float, limit: float, every: float = 0.3):
     return last
 
 
-async def caught_up(settings: Settings, group: str, limit: float) -> bool:
-    """Whether consumer group `group` has committed `settlements` to its end within `limit` s."""
+async def caught_up(settings: Settings, group: str, limit: float, topic: str | None = None) -> bool:
+    """Whether consumer group `group` has committed `topic` (default `settlements`) to its end within
+    `limit` s."""
     try:
-        async with kafka.group_progress(settings, settings.topics.settlements) as progress:
+        async with kafka.group_progress(settings, topic or settings.topics.settlements) as progress:
             until = time.monotonic() + limit
             while time.monotonic() < until:
                 done, end = await progress(group)
@@ -91,9 +92,11 @@ async def caught_up(settings: Settings, group: str, limit: float) -> bool:
 
 
 async def fraud_summary(run: Run, quiet: float = 2.0, limit: float = 10.0) -> str:
-    """Once the fraud service has read every result (it may still be starting: faust takes a few
-    seconds) and its signals stop coming: how many per rule, and the latest few."""
-    await caught_up(run.settings, run.settings.kafka_group("fraud"), limit=20.0)
+    """Once the fraud service has read every result and every claim (it reads both: a junk claim is
+    its dead letter too, so a summary taken while it is behind on `claims` counts too few) and its
+    signals stop coming: how many per rule, and the latest few."""
+    for topic in (run.settings.topics.settlements, run.settings.topics.claims):
+        await caught_up(run.settings, run.settings.kafka_group("fraud"), limit=20.0, topic=topic)
 
     async def signals() -> int:
         return run.signals()

@@ -36,8 +36,8 @@ class LogSettings(BaseSettings):
     # text: a line a person reads; json: one object per line for a log shipper. Unset: text when
     # stderr is a terminal, json otherwise (a service under an orchestrator, the stack's log files).
     log_format: Literal["text", "json"] | None = None
-    # DEBUG, INFO, WARNING, ERROR. At INFO the libraries' own chatter (faust, mode, aiokafka's
-    # reconnection errors) is held back to warnings; DEBUG lets it all through.
+    # DEBUG, INFO, WARNING, ERROR. At INFO the libraries' own chatter (yoyo's migration steps,
+    # aiokafka's reconnection errors) is held back to warnings; DEBUG lets it all through.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("log_format", "log_level", mode="before")

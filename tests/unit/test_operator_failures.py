@@ -168,7 +168,7 @@ def _logged(log_format: str | None, level: str = "INFO", tty: bool = False) -> s
     configure_logging(log_format, level, stream=stream)
     try:
         logging.getLogger("gongji.test").info("settled %d claims in %s", 3, "二连浩特")
-        logging.getLogger("faust.transport").info("[^--Consumer]: Starting...")
+        logging.getLogger("yoyo.migrations").info(" - applying step 0")
         logging.getLogger("aiokafka").error('Unable connect to "%s:%s": %s', "127.0.0.1", 1, "refused")
         logging.getLogger("gongji.test").warning("a warning")
     finally:
@@ -185,7 +185,7 @@ def test_json_log_lines_parse_and_the_libraries_chatter_is_held_back_at_info():
 def test_text_log_lines_for_a_person_and_debug_lets_everything_through():
     text = _logged("text", "DEBUG").splitlines()
     assert [line.split(" ", 2)[2] for line in text] == [
-        "INFO gongji.test: settled 3 claims in 二连浩特", "INFO faust.transport: [^--Consumer]: Starting...",
+        "INFO gongji.test: settled 3 claims in 二连浩特", "INFO yoyo.migrations:  - applying step 0",
         'ERROR aiokafka: Unable connect to "127.0.0.1:1": refused', "WARNING gongji.test: a warning"]
 
 

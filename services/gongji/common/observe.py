@@ -180,11 +180,11 @@ def serve(metrics: Metrics, host: str, port: int, stale_after: float = 30.0, tok
     return server
 
 
-# Libraries that say at INFO what only their developers need (faust's and mode's start-up and
-# rebalance chatter): held to their warnings at INFO. aiokafka logs every failed reconnection as an
+# Libraries that say at INFO what only their developers need (yoyo's every migration step, aiokafka's
+# rebalances): held to their warnings at INFO. aiokafka logs every failed reconnection as an
 # ERROR, several a second while a broker is away; those lines are dropped below DEBUG (the services
 # say an outage once, with the setting to look at, and then sum it up: gongji.common.reachable).
-QUIET_AT_INFO = {"faust": logging.WARNING, "mode": logging.WARNING, "aiokafka": logging.WARNING}
+QUIET_AT_INFO = {"yoyo": logging.WARNING, "aiokafka": logging.WARNING}
 RECONNECTING = ("Unable connect to", "Unable to update metadata")
 
 

@@ -51,9 +51,9 @@ async def _to_first_layout(store: RedisStore, psn_nos: list[str]) -> int:
     return moved
 
 
+@pytest.mark.parametrize("store", ["redis", "redis-cluster"], indirect=True)  # the first form is Redis's
 async def test_records_of_the_first_form_and_layout_are_read_resent_and_reversed_as_before(store, monkeypatch):
-    if not isinstance(store, RedisStore):
-        pytest.skip("the first form is the Redis store's")
+    assert isinstance(store, RedisStore)
     traffic, setup, stream = traffic_events(family=0.3, seed=33)
     half = len(stream) // 2
     psn_nos = [p["psn_no"] for p in traffic.persons]

@@ -165,3 +165,16 @@ def record(outcome: ClaimSettled, reversed_by: str | None = None) -> ClaimRecord
         effects=outcome.effects,
         reversed_by=reversed_by,
     )
+
+
+async def settled_in_batches(events: list, size: int, book: PolicyBook = BOOK) -> list:
+    """The wire outputs of settling `events` through a Settler on the memory store, `size` at a time
+    (batch invariance: any size must give what size 1 gives)."""
+    from gongji.settlement.codec import from_output
+    from gongji.settlement.memory_store import MemoryStore
+    from gongji.settlement.settler import Settler
+
+    settler, outputs = Settler(MemoryStore(), book), []
+    for start in range(0, len(events), size):
+        outputs += [from_output(output) for output in await settler.handle(events[start:start + size])]
+    return outputs

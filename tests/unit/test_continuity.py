@@ -21,15 +21,12 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from tests.unit.builders import PROVINCE, claim, fen, institution, line, person, state
+from tests.unit.builders import PROVINCE, claim, fen, institution, line, person, settled_in_batches, state
 
 import gongji.settlement as settlement_package
-from gongji.settlement.codec import from_output
 from gongji.settlement.domain import Rejection, YearTotals
-from gongji.settlement.memory_store import MemoryStore
 from gongji.settlement.policy import PolicyBook, PolicyError, load_policy_book, parse_policy
 from gongji.settlement.rules import settle_claim
-from gongji.settlement.settler import Settler
 
 pytestmark = pytest.mark.unit
 
@@ -225,20 +222,13 @@ def _stream():
             c.model_copy(update={"claim_id": "K3"})]
 
 
-async def _settle(events, size):
-    settler, outputs = Settler(MemoryStore(), BOOK), []
-    for start in range(0, len(events), size):
-        outputs += [from_output(output) for output in await settler.handle(events[start:start + size])]
-    return outputs
-
-
 @pytest.mark.parametrize("size", [2, 3, 6])
 def test_the_service_settles_it_alike_in_any_batch(size):
     events = _stream()
-    one = asyncio.run(_settle(events, 1))
+    one = asyncio.run(settled_in_batches(events, 1, BOOK))
     assert [(wire["act_pay_dedc"], wire["hifp_pay"]) for _, wire in one] == [
         (Decimal("1000.00"), Decimal("0.00")),  # not recognised: general outpatient's deductible
         (Decimal("0.00"), Decimal("700.00")),  # continued: 1000.00 × 0.70
         (Decimal("0.00"), Decimal("700.00")),
     ]
-    assert asyncio.run(_settle(events, size)) == one
+    assert asyncio.run(settled_in_batches(events, size, BOOK)) == one

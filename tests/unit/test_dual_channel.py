@@ -14,13 +14,10 @@ import asyncio
 from decimal import Decimal
 
 import pytest
-from tests.unit.builders import BOOK, claim, fen, institution, line, person, state
+from tests.unit.builders import BOOK, claim, fen, institution, line, person, settled_in_batches, state
 
-from gongji.settlement.codec import from_output
 from gongji.settlement.domain import Rejection, YearTotals
-from gongji.settlement.memory_store import MemoryStore
 from gongji.settlement.rules import settle_claim
-from gongji.settlement.settler import Settler
 
 pytestmark = pytest.mark.unit
 
@@ -118,17 +115,10 @@ def _stream():
             at_pharmacy("1800.00").model_copy(update={"claim_id": "D2"})]
 
 
-async def _settle(events, size):
-    settler, outputs = Settler(MemoryStore(), BOOK), []
-    for start in range(0, len(events), size):
-        outputs += [from_output(output) for output in await settler.handle(events[start:start + size])]
-    return outputs
-
-
 @pytest.mark.parametrize("size", [2, 3, 5])
 def test_the_service_reads_the_prescriber_alike_in_any_batch(size):
     events = _stream()
-    one = asyncio.run(_settle(events, 1))
+    one = asyncio.run(settled_in_batches(events, 1, BOOK))
     kinds = [(kind, wire.get("err_code"), wire.get("hifp_pay")) for kind, wire in one]
     assert kinds == [("rejection", "UNKNOWN_INSTITUTION", None), ("settlement", None, Decimal("900.00"))]
-    assert asyncio.run(_settle(events, size)) == one
+    assert asyncio.run(settled_in_batches(events, size, BOOK)) == one

@@ -18,13 +18,10 @@ from decimal import Decimal
 
 import pytest
 from pydantic import ValidationError
-from tests.unit.builders import BOOK, PROVINCE, claim, fen, institution, line, person, state
+from tests.unit.builders import BOOK, PROVINCE, claim, fen, institution, line, person, settled_in_batches, state
 
-from gongji.settlement.codec import from_output
 from gongji.settlement.domain import Rejection, YearTotals
-from gongji.settlement.memory_store import MemoryStore
 from gongji.settlement.rules import settle_claim
-from gongji.settlement.settler import Settler
 
 pytestmark = pytest.mark.unit
 
@@ -225,20 +222,13 @@ def _stream():
             c.model_copy(update={"claim_id": "D3"})]
 
 
-async def _settle(events, size):
-    settler, outputs = Settler(MemoryStore(), BOOK), []
-    for start in range(0, len(events), size):
-        outputs += [from_output(output) for output in await settler.handle(events[start:start + size])]
-    return outputs
-
-
 @pytest.mark.parametrize("size", [2, 3, 6])
 def test_the_service_settles_it_alike_in_any_batch(size):
     events = _stream()
-    one = asyncio.run(_settle(events, 1))
+    one = asyncio.run(settled_in_batches(events, 1, BOOK))
     assert [(kind, wire.get("hifp_pay")) for kind, wire in one] == [
         ("settlement", Decimal("850.00")),  # palsy: 800.00 deductible, 1000.00 × 0.85
         ("settlement", Decimal("850.00")),  # day surgery, deductible used: 1000.00 × 0.85
         ("settlement", Decimal("480.00")),  # 18 now: general outpatient, 800.00 × 0.60
     ]
-    assert asyncio.run(_settle(events, size)) == one
+    assert asyncio.run(settled_in_batches(events, size, BOOK)) == one

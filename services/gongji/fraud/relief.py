@@ -37,19 +37,23 @@ def count_share(config: FraudSettings, buckets: Buckets, psn: str, admdvs: str |
     total_fund = sum(pair[1] for pair in counted.values())
     threshold = config.oop_threshold(admdvs)
     minimum = to_fen(config.oop_share_min_inscope)
-    share = left_share(total_in, total_fund)
-    ids = tuple(cid for cid, pair in counted.items() if pair[0] > 0)
-    found = Signal("OOP_SHARE", "person", psn, admdvs, year, ids[-MAX_EVIDENCE:], len(counted),
-                   f"> {threshold:.2%} of at least {to_yuan(minimum)} yuan in scope",
-                   f"{share:.2%} of {to_yuan(total_in)} yuan in scope left to a person in assistance category "
-                   f"{category} in {year.start.year} (seed 003: keep it within reason): review the relief given."
-                   if share is not None else "nothing in scope", amount_fen=total_in - total_fund)
+
+    def found() -> Signal:  # built only when sent, as HIGH_EXPENSE's is: most results send nothing
+        share = left_share(total_in, total_fund)
+        ids = tuple(cid for cid, pair in counted.items() if pair[0] > 0)
+        return Signal("OOP_SHARE", "person", psn, admdvs, year, ids[-MAX_EVIDENCE:], len(counted),
+                      f"> {threshold:.2%} of at least {to_yuan(minimum)} yuan in scope",
+                      f"{share:.2%} of {to_yuan(total_in)} yuan in scope left to a person in assistance category "
+                      f"{category} in {year.start.year} (seed 003: keep it within reason): review the relief given."
+                      if share is not None else "nothing in scope", amount_fen=total_in - total_fund)
+
     signals = []
     if over_share(total_in, total_fund, threshold, minimum):
         if raise_once(bucket, "OOP_SHARE"):
-            signals.append(found)
+            signals.append(found())
     elif withdraw(bucket, "OOP_SHARE"):
+        share = left_share(total_in, total_fund)
         now = "nothing in scope" if share is None else f"{share:.2%} of {to_yuan(total_in)} yuan in scope"
-        signals.append(found.withdrawn(f"Back to {now} after a reversal: withdrawn."))
+        signals.append(found().withdrawn(f"Back to {now} after a reversal: withdrawn."))
     buckets.put("person_year", psn, year, bucket)
     return signals

@@ -390,3 +390,46 @@ async def test_every_junk_claim_is_dead_lettered_once_by_the_time_its_group_has_
     assert len(mine) == junk and {d["topic"] for d in mine} == {settings.topics.claims}
     assert len({(d["partition"], d["offset"]) for d in mine}) == junk
     assert service.metrics.registry.get_sample_value("gongji_dead_letters_total") == junk
+
+
+# ---------------------------------------------------------------------------- a batch done again
+async def test_a_batch_whose_commit_is_refused_is_done_again_and_counts_each_visit_once(stack, uniq, monkeypatch):
+    """A commit refused (a rebalance, a broker away) after the batch was handled: the loop seeks its
+    partitions back and handles the same messages again after the backoff. The windows already hold
+    those visits, so the second pass must find them counted: three visits handled twice and two more
+    make five in the day (> 4), raised at the fifth with those five, not at the fourth."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.errors import CommitFailedError
+
+    settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud", fraud=CONFIG).model_copy(
+        update={"retry_initial_seconds": 0.2, "retry_max_seconds": 0.4})
+    await ensure_topics(settings, [settings.topics.settlements, settings.topics.claims], settings.partitions)
+    visits = [settlement(f"{uniq}v{i}", f"{uniq}VISITS", f"{uniq}H1", at(6, 8 + i)) for i in range(5)]
+    refused = []
+    commit = AIOKafkaConsumer.commit
+
+    async def refused_once(self, *args, **kwargs):
+        if not refused and self is service.consumer:
+            refused.append(True)
+            raise CommitFailedError("refused by the test")
+        return await commit(self, *args, **kwargs)
+
+    handled: list[tuple[int, int]] = []  # (partition, offset) of each result handled, in order
+    handle = FraudService._handle
+
+    async def seen(self, messages):
+        await handle(self, messages)
+        handled.extend((m.partition, m.offset) for m in messages if m.topic == settings.topics.settlements)
+
+    monkeypatch.setattr(AIOKafkaConsumer, "commit", refused_once)
+    monkeypatch.setattr(FraudService, "_handle", seen)
+    service = FraudService(settings, CATALOG)
+    async with running(service):
+        await send(settings, visits[:3])
+        await _until(lambda: len(set(handled)) == 3 and len(handled) > 3, "the refused batch was not done again", 60)
+        assert service.metrics.retries() >= 1
+        await send(settings, visits[3:])
+        records = await collect(settings, settings.topics.fraud_signals, lambda rs: len(rs) >= 1, timeout=60)
+    assert refused == [True]
+    (signal_,) = [s for s in signals_of(records) if s["rule_id"] == "VISITS_PER_DAY"]
+    assert signal_["count"] == 5 and sorted(signal_["claim_ids"]) == sorted(v[1]["claim_id"] for v in visits)

@@ -241,6 +241,48 @@ async def kafka_answers(producer: AIOKafkaProducer) -> None:
     await producer.client.fetch_all_metadata()
 
 
+
+class BatchStep:
+    """How every consumer loop takes a polled batch: its work (handling, publishing, committing) done
+    whole, or, when that fails (a server away, a commit refused by a rebalance), its partitions sought
+    back to the batch's first offsets and polled again after a capped exponential backoff, said once
+    per outage (gongji.common.reachable) and counted in the metrics."""
+
+    def __init__(self, settings: Settings, service: str, metrics: Metrics, stop: asyncio.Event):
+        self.metrics, self.stop = metrics, stop
+        self.outage = poison.Backoff(settings.retry_initial_seconds, settings.retry_max_seconds)
+        self.said = reachable.OutageLog(service, reachable.needed(settings, service), settings.retry_max_seconds,
+                                        settings.probe_timeout_seconds)
+
+    async def take(self, consumer_: AIOKafkaConsumer, batches: dict, count: int,
+                   work: Callable[[], Awaitable[None]]) -> bool:
+        """Run `work` for the `count` messages polled as `batches`; False when it must be done again."""
+        metrics = self.metrics
+        metrics.batch_started()
+        try:
+            await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # an outage, or the commit refused (a rebalance)
+            metrics.batch_failed()
+            metrics.retried.inc()
+            delay = self.outage.next()
+            await self.said.failed(f"batch of {count} not done ({poison.describe(error)})", delay)
+            assigned = consumer_.assignment()
+            for partition, records in batches.items():
+                # A partition lost to a rebalance meanwhile is its new owner's to redo.
+                if partition in assigned:
+                    consumer_.seek(partition, records[0].offset)
+            try:
+                await asyncio.wait_for(self.stop.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+            return False
+        metrics.batch_done()
+        self.outage.reset()
+        self.said.done()
+        return True
+
 async def consume_batches(
     settings: Settings,
     group: str,
@@ -287,9 +329,7 @@ async def consume_batches(
             await dead_lettered([message])
 
     rules = policy(settings, service, servers_answer, dead, outages)
-    outage = poison.Backoff(settings.retry_initial_seconds, settings.retry_max_seconds)
-    said = reachable.OutageLog(service, reachable.needed(settings, service), settings.retry_max_seconds,
-                               settings.probe_timeout_seconds)
+    step = BatchStep(settings, service, metrics, stop)
     await producer_.start()
     try:
         if started is not None:
@@ -310,30 +350,13 @@ async def consume_batches(
                 if not messages:
                     metrics.idle()
                     continue
-                metrics.batch_started()
-                try:
+
+                async def work() -> None:
                     with metrics.batch_seconds.time():
                         await rules.handle(messages, lambda part: handle(list(part), producer_))
                         await consumer_.commit()
-                    metrics.batch_done()
-                    outage.reset()
-                    said.done()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as error:  # an outage, or the commit refused (a rebalance)
-                    metrics.batch_failed()
-                    metrics.retried.inc()
-                    delay = outage.next()
-                    await said.failed(f"batch of {len(messages)} not done ({poison.describe(error)})", delay)
-                    assigned = consumer_.assignment()
-                    for partition, records in batches.items():
-                        # A partition lost to a rebalance meanwhile is its new owner's to redo.
-                        if partition in assigned:
-                            consumer_.seek(partition, records[0].offset)
-                    try:
-                        await asyncio.wait_for(stop.wait(), delay)
-                    except asyncio.TimeoutError:
-                        pass
+
+                await step.take(consumer_, batches, len(messages), work)
         finally:
             await consumer_.stop()
     finally:

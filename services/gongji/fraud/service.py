@@ -53,7 +53,7 @@ import orjson
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from prometheus_client import Counter
 
-from gongji.common import kafka, poison, reachable
+from gongji.common import kafka, poison
 from gongji.common.avro import SchemaCatalog
 from gongji.common.observe import Metrics, serve
 from gongji.common.topic_admin import create_topics, ensure_service_topics
@@ -376,9 +376,7 @@ class FraudService:
 
     async def _loop(self, stop: asyncio.Event) -> None:
         consumer, metrics = self.consumer, self.metrics
-        outage = poison.Backoff(self.settings.retry_initial_seconds, self.settings.retry_max_seconds)
-        said = reachable.OutageLog(SERVICE, reachable.needed(self.settings, SERVICE), self.settings.retry_max_seconds,
-                                   self.settings.probe_timeout_seconds)
+        step = kafka.BatchStep(self.settings, SERVICE, metrics, stop)
         next_watch = next_lag = time.monotonic()
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=int(self.config.batch_seconds * 1000),
@@ -393,27 +391,11 @@ class FraudService:
                 messages = [message for partition in sorted(batches) if partition in held
                             for message in batches[partition]]
                 if messages:
-                    metrics.batch_started()
-                    try:
+                    async def work() -> None:
                         await self.policy.handle(messages, self._handle)
                         await consumer.commit()
-                        metrics.batch_done()
-                        outage.reset()
-                        said.done()
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as error:  # an outage, or the commit refused (a rebalance)
-                        metrics.batch_failed()
-                        metrics.retried.inc()
-                        delay = outage.next()
-                        await said.failed(f"batch of {len(messages)} not done ({poison.describe(error)})", delay)
-                        for partition, records in batches.items():
-                            if partition in consumer.assignment():  # a lost one is its new owner's to redo
-                                consumer.seek(partition, records[0].offset)
-                        try:
-                            await asyncio.wait_for(stop.wait(), delay)
-                        except asyncio.TimeoutError:
-                            pass
+
+                    if not await step.take(consumer, batches, len(messages), work):
                         continue
                 else:
                     metrics.idle()

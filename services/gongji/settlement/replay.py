@@ -11,6 +11,7 @@ service sends it to dead-letters.
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import orjson
@@ -20,7 +21,7 @@ from decimal import Decimal
 from typing import IO
 
 from gongji.common.money import shown
-from gongji.settlement.codec import from_output, json_ready, to_event
+from gongji.settlement.codec import from_output, json_line, json_ready, to_event
 from gongji.contract.wire import DEFAULT_BOUNDS, Bounds
 from gongji.settlement.domain import Output, Rejection
 from gongji.settlement.events import Event
@@ -52,8 +53,7 @@ async def replay_text(lines: Iterable[str | bytes], book: PolicyBook, errors: IO
                       now: datetime | None = None) -> AsyncIterator[str]:
     """As replay_lines, each output event as its JSON line (what `gongji replay` prints)."""
     async for output in replay_outputs(lines, book, errors, batch, bounds, now):
-        kind, wire = from_output(output)
-        yield _ENCODE({"event_type": kind, **wire})
+        yield json_line(output)
 
 
 async def replay_outputs(lines: Iterable[str | bytes], book: PolicyBook, errors: IO[str] = sys.stderr,
@@ -113,16 +113,6 @@ def _wire(output: Output) -> dict:
     return {"event_type": kind, **json_ready(wire)}
 
 
-def _decimal_text(value: object) -> str:
-    if isinstance(value, Decimal):  # as json_ready writes it
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-#: json.dumps(json_ready(...), ensure_ascii=False) of a result, without building json_ready's copy.
-_ENCODE = json.JSONEncoder(ensure_ascii=False, default=_decimal_text).encode
-
-
 def parse_line(number: int, line: str | bytes, errors: IO[str]) -> dict | None:
     """One line as a JSON object, or None after saying on `errors` why it is skipped."""
     try:  # the usual line: an object of strings and integers, read exactly by orjson
@@ -130,7 +120,7 @@ def parse_line(number: int, line: str | bytes, errors: IO[str]) -> dict | None:
     except orjson.JSONDecodeError:
         pass
     else:
-        if type(data) is dict and not _floats(data):
+        if type(data) is dict and (not _fraction_in(line) or not _floats(data)):
             return data
     if isinstance(line, bytes):
         try:
@@ -157,6 +147,16 @@ def parse_line(number: int, line: str | bytes, errors: IO[str]) -> dict | None:
         print(f"line {number}: a JSON {type(data).__name__}, not an object; skipped", file=errors)
         return None
     return data
+
+
+#: Where a JSON number with a fraction or an exponent could start (after ":", "," or "["): a line
+#: with none has no float in it (the same text inside a string only sends the line to `_floats`).
+_FRACTION = re.compile(r"[:,\[]\s*-?[0-9]+[.eE]")
+_FRACTION_BYTES = re.compile(_FRACTION.pattern.encode())
+
+
+def _fraction_in(line: str | bytes) -> bool:
+    return (_FRACTION if isinstance(line, str) else _FRACTION_BYTES).search(line) is not None
 
 
 def _floats(value: object) -> bool:

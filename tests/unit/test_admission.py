@@ -210,3 +210,33 @@ def test_every_awkward_value_in_every_field(kind, data):
                 lines = [dict(line) for line in data["fee_details"]]
                 lines[index][line_name] = value
                 _compare(kind, {**data, "fee_details": lines})
+
+
+def _claim_with(line_changes: dict) -> dict:
+    claim = copy.deepcopy(next(data for kind, data in EVENTS if kind == "claim"))
+    claim["fee_details"][0].update(line_changes)
+    return claim
+
+
+def test_a_line_met_before_is_not_taken_for_one_merely_equal_to_it():
+    """The checked lines are kept by the exact text of their input: 6, 6.0 and True are equal in
+    Python, and a line kept under looser bounds is no line under tighter ones."""
+    line = _claim_with({})["fee_details"][0]
+    fen = admission._money(line["det_item_fee_sumamt"], DEFAULT_BOUNDS.max_line_amount)
+    price, count = Decimal(line["pric"]), Decimal(line["cnt"])
+    for changes in ({"cnt": count, "pric": price}, {"cnt": count.quantize(Decimal("0.0001")), "pric": price},
+                    {"cnt": 1, "pric": Decimal(fen) / 100, "det_item_fee_sumamt": Decimal(fen) / 100},
+                    {"cnt": True, "pric": Decimal(fen) / 100, "det_item_fee_sumamt": Decimal(fen) / 100},
+                    {"cnt": Decimal(1), "pric": Decimal(fen) / 100, "det_item_fee_sumamt": Decimal(fen) / 100}):
+        for _ in range(2):  # the second time from what was kept
+            assert _compare("claim", _claim_with(changes)) is (changes["cnt"] is not True)
+    tight = Bounds(max_line_amount=fen - 1)
+    for bounds in (DEFAULT_BOUNDS, tight, DEFAULT_BOUNDS, tight):
+        assert _compare("claim", _claim_with({}), bounds) is (bounds is DEFAULT_BOUNDS)
+
+
+def test_what_is_kept_of_checked_lines_is_bounded(monkeypatch):
+    monkeypatch.setattr(admission, "_LINES_MAX", 50)
+    for serial in range(120):
+        assert _compare("claim", _claim_with({"feedetl_sn": f"L{serial}"}))
+        assert 0 < len(admission._LINES) <= 50

@@ -280,9 +280,36 @@ _LINE = ("feedetl_sn", "med_list_codg", "list_type", "chrgitm_lv", "det_item_fee
 _LINE_NAMES = frozenset(_LINE)
 
 
+class _Lines(dict):
+    """Fee lines checked already, by the exact text of their input (`repr`: every key, and every
+    value's type and digits), under one set of bounds: the same item at the same price and count
+    recurs across claims, and checking a line was most of a claim's cost. A FeeLine is frozen, so
+    claims may share one. Bounded: emptied when full (each entry ~1 kB)."""
+
+    bounds: Bounds | None = None
+
+
+_LINES = _Lines()
+_LINES_MAX = 8_192
+
+
 def _line(data: Any, bounds: Bounds) -> FeeLine:
     if type(data) is not dict:
         raise _Refer
+    if _LINES.bounds is not bounds:
+        _LINES.clear()
+        _LINES.bounds = bounds
+    key = repr(data)
+    line = _LINES.get(key)
+    if line is None:
+        line = _checked_line(data, bounds)
+        if len(_LINES) >= _LINES_MAX:
+            _LINES.clear()
+        _LINES[key] = line
+    return line
+
+
+def _checked_line(data: dict, bounds: Bounds) -> FeeLine:
     amount = _money(data["det_item_fee_sumamt"], bounds.max_line_amount)
     count = _count(data["cnt"])
     price = _price(data["pric"], True)

@@ -11,7 +11,6 @@ service sends it to dead-letters.
 from __future__ import annotations
 
 import json
-import re
 import sys
 
 import orjson
@@ -120,7 +119,7 @@ def parse_line(number: int, line: str | bytes, errors: IO[str]) -> dict | None:
     except orjson.JSONDecodeError:
         pass
     else:
-        if type(data) is dict and (not _fraction_in(line) or not _floats(data)):
+        if type(data) is dict and not _floats(data):
             return data
     if isinstance(line, bytes):
         try:
@@ -147,16 +146,6 @@ def parse_line(number: int, line: str | bytes, errors: IO[str]) -> dict | None:
         print(f"line {number}: a JSON {type(data).__name__}, not an object; skipped", file=errors)
         return None
     return data
-
-
-#: Where a JSON number with a fraction or an exponent could start (after ":", "," or "["): a line
-#: with none has no float in it (the same text inside a string only sends the line to `_floats`).
-_FRACTION = re.compile(r"[:,\[]\s*-?[0-9]+[.eE]")
-_FRACTION_BYTES = re.compile(_FRACTION.pattern.encode())
-
-
-def _fraction_in(line: str | bytes) -> bool:
-    return (_FRACTION if isinstance(line, str) else _FRACTION_BYTES).search(line) is not None
 
 
 def _floats(value: object) -> bool:

@@ -71,9 +71,10 @@ def describe(error: ValidationError, limit: int = 3) -> str:
 
 
 def to_event(kind: str, data: dict[str, Any], bounds: Bounds = DEFAULT_BOUNDS,
-             now: datetime | None = None) -> Event | Rejection:
+             now: datetime | None = None, decimals: Callable[[dict], None] | None = None) -> Event | Rejection:
     """Validate one input against the bounds, at `now` (the wall clock if None). Never raises:
-    anything wrong, whatever exception it raises, becomes an INVALID_CLAIM rejection saying what."""
+    anything wrong, whatever exception it raises, becomes an INVALID_CLAIM rejection saying what.
+    `decimals`: what SchemaCatalog.decode_unscaled gave with `data` (admission.validated)."""
     model = INPUT_TYPES.get(kind) or INQUIRY_TYPES.get(kind)
     if model is None:
         return Rejection(err_code="INVALID_CLAIM", input_type=_code(kind), **_ids(kind, data),
@@ -82,7 +83,7 @@ def to_event(kind: str, data: dict[str, Any], bounds: Bounds = DEFAULT_BOUNDS,
         problem = f"not a record but {type(data).__name__}"
     else:
         try:
-            return validated(model, data, bounds, now or datetime.now(timezone.utc))
+            return validated(model, data, bounds, now or datetime.now(timezone.utc), decimals)
         except ValidationError as error:
             problem = describe(error)
         except Exception as error:  # not a validator's ValueError: still the input's fault, never an outage

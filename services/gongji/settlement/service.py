@@ -151,10 +151,10 @@ class SettlementService:
             watch.cancel()
             await asyncio.gather(watch, return_exceptions=True)
 
-    async def _decode_learning(self, value: bytes, unknown: UnknownSchemaError) -> tuple[str, dict]:
+    async def _decode_learning(self, value: bytes, unknown: UnknownSchemaError) -> tuple[str, dict, Callable | None]:
         """A producer with a newer schema: look for it on the schemas topic, then try once more."""
         if await self.schemas.learn(unknown.fingerprint):
-            return self.catalog.decode(value)
+            return self.catalog.decode_unscaled(value)
         raise unknown
 
     async def _settle(self, events: list) -> list[list[Output]]:
@@ -213,9 +213,10 @@ class SettlementService:
                 signer = verdict.key
             try:
                 try:  # no await on the common path: a coroutine a message cost as much as a field
-                    name, data = self.catalog.decode(message.value)
+                    # Decimals stay the wire's unscaled integers: admission reads them as they are.
+                    name, data, decimals = self.catalog.decode_unscaled(message.value)
                 except UnknownSchemaError as unknown:
-                    name, data = await self._decode_learning(message.value, unknown)
+                    name, data, decimals = await self._decode_learning(message.value, unknown)
             except DecodeError as error:
                 dead.append((message, f"undecodable: {error}"))
                 continue
@@ -227,7 +228,7 @@ class SettlementService:
             if signer is not None and header(message.headers, TYPE_HEADER) != kind.encode():
                 dead.append((message, f"signed as type {header(message.headers, TYPE_HEADER)!r} but a {name} record"))
                 continue
-            event = to_event(kind, data, self.bounds)
+            event = to_event(kind, data, self.bounds, decimals=decimals)
             if isinstance(event, Rejection):
                 if _named(event):
                     answers.append((Output(event.psn_no or "", event), asked))

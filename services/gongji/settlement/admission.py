@@ -204,6 +204,7 @@ _LEVELS = frozenset(("1", "2", "3"))
 _CLASSES = frozenset(("01", "02", "03"))
 _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[+-][0-9]{2}:[0-9]{2}", re.ASCII)
 _OFFSETS: dict[int, TzInfo] = {}
+_ZONES: dict[str, TzInfo] = {}  # an offset's text → its TzInfo
 
 
 def _offset(seconds: int) -> TzInfo:
@@ -224,8 +225,10 @@ def _setl_time(value: Any, bounds: Bounds, now: datetime | None) -> datetime:
     else:
         if _TIME.fullmatch(value) is None or value[-5:-3] > "23" or value[-2:] > "59":  # offsets pydantic reads
             raise _Refer
-        when = datetime.fromisoformat(value)
-        when = when.replace(tzinfo=_offset(int(when.utcoffset().total_seconds())))
+        zone = _ZONES.get(value[19:])  # "+08:00": at most 2 × 24 × 60 texts
+        if zone is None:
+            zone = _ZONES[value[19:]] = _offset(int(datetime.fromisoformat(value).utcoffset().total_seconds()))
+        when = datetime.fromisoformat(value[:19]).replace(tzinfo=zone)
     when.astimezone(SHANGHAI)  # out of range there: OverflowError, and pydantic words it
     if now is not None and when > now + bounds.setl_time_tolerance:
         raise _Refer

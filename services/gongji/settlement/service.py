@@ -228,7 +228,7 @@ class SettlementService:
             if signer is not None and header(message.headers, TYPE_HEADER) != kind.encode():
                 dead.append((message, f"signed as type {header(message.headers, TYPE_HEADER)!r} but a {name} record"))
                 continue
-            event = to_event(kind, data, self.bounds, decimals=decimals)
+            event = to_event(kind, data, self.bounds, None, decimals)  # None: now
             if isinstance(event, Rejection):
                 if _named(event):
                     answers.append((Output(event.psn_no or "", event), asked))

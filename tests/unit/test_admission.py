@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from gongji.contract.wire import DEFAULT_BOUNDS, Bounds
 from gongji.local.synthetic import Traffic
 from gongji.settlement import admission
-from gongji.settlement.codec import INPUT_TYPES, INQUIRY_TYPES, to_event
+from gongji.common.avro import SchemaCatalog
+from gongji.settlement.codec import INPUT_TYPES, INQUIRY_TYPES, to_event, to_wire
 from gongji.settlement.events import Claim, validation_context
 
 pytestmark = pytest.mark.unit
@@ -210,3 +211,84 @@ def test_every_awkward_value_in_every_field(kind, data):
                 lines = [dict(line) for line in data["fee_details"]]
                 lines[index][line_name] = value
                 _compare(kind, {**data, "fee_details": lines})
+
+
+def _claim_with(line_changes: dict) -> dict:
+    claim = copy.deepcopy(next(data for kind, data in EVENTS if kind == "claim"))
+    claim["fee_details"][0].update(line_changes)
+    return claim
+
+
+def test_a_line_met_before_is_not_taken_for_one_merely_equal_to_it():
+    """The checked lines are kept by the exact text of their input: 6, 6.0 and True are equal in
+    Python, and a line kept under looser bounds is no line under tighter ones."""
+    line = _claim_with({})["fee_details"][0]
+    fen = admission._money(line["det_item_fee_sumamt"], DEFAULT_BOUNDS.max_line_amount)
+    price, count = Decimal(line["pric"]), Decimal(line["cnt"])
+    for changes in ({"cnt": count, "pric": price}, {"cnt": count.quantize(Decimal("0.0001")), "pric": price},
+                    {"cnt": 1, "pric": Decimal(fen) / 100, "det_item_fee_sumamt": Decimal(fen) / 100},
+                    {"cnt": True, "pric": Decimal(fen) / 100, "det_item_fee_sumamt": Decimal(fen) / 100},
+                    {"cnt": Decimal(1), "pric": Decimal(fen) / 100, "det_item_fee_sumamt": Decimal(fen) / 100}):
+        for _ in range(2):  # the second time from what was kept
+            assert _compare("claim", _claim_with(changes)) is (changes["cnt"] is not True)
+    tight = Bounds(max_line_amount=fen - 1)
+    for bounds in (DEFAULT_BOUNDS, tight, DEFAULT_BOUNDS, tight):
+        assert _compare("claim", _claim_with({}), bounds) is (bounds is DEFAULT_BOUNDS)
+
+
+def test_what_is_kept_of_checked_lines_is_bounded(monkeypatch):
+    monkeypatch.setattr(admission, "_LINES_MAX", 50)
+    for serial in range(120):
+        assert _compare("claim", _claim_with({"feedetl_sn": f"L{serial}"}))
+        assert 0 < len(admission._LINES) <= 50
+
+
+CATALOG = SchemaCatalog()
+_RECORDS = {"claim": "Claim", "presettlement": "Claim", "credit": "Credit", "reversal": "Reversal",
+            "person": "Person", "institution": "Institution"}
+
+
+def _unscaled(number: int) -> bytes:
+    return number.to_bytes(max(1, (number.bit_length() + 8) // 8), "big", signed=True)
+
+
+def _raw_and_decoded(kind: str, data: dict) -> tuple:
+    """The event from a record read as the service reads it (decimals as the wire's bytes) and from
+    the same record read with Decimals (SchemaCatalog.decode), both through to_event."""
+    wire = to_wire(to_event(kind, data, DEFAULT_BOUNDS, NOW))
+    value = CATALOG.encode(_RECORDS[kind], wire)
+    name, raw, decimals = CATALOG.decode_unscaled(value)
+    return raw, decimals, CATALOG.decode(value)[1]
+
+
+@pytest.mark.parametrize("kind, data", _samples(), ids=lambda value: value if isinstance(value, str) else "")
+def test_a_record_with_its_decimals_as_the_wires_bytes_is_the_same_event(kind, data):
+    raw, decimals, decoded = _raw_and_decoded(kind, data)
+    assert decimals is not None or kind in ("reversal", "person", "institution")
+    model = MODELS[kind]
+    fast = admission.FAST[model](model, copy.deepcopy(raw), DEFAULT_BOUNDS, NOW, True)  # taken, not referred
+    _same(fast, to_event(kind, decoded, DEFAULT_BOUNDS, NOW))
+    _same(to_event(kind, copy.deepcopy(raw), DEFAULT_BOUNDS, NOW, decimals), fast)
+    lines = raw.get("fee_details") or [raw]
+    for name in [name for name in lines[0] if type(lines[0][name]) is bytes]:
+        text = copy.deepcopy(data)  # bytes in input that is not an Avro record's: pydantic's to judge
+        (text.get("fee_details") or [text])[0][name] = lines[0][name]
+        _compare(kind, text)
+        for number in (0, 1, -1, 10**8, 10**14, 10**16 - 1, 10**16, 10**30, -(10**20)):
+            changed = copy.deepcopy(raw)
+            (changed.get("fee_details") or [changed])[0][name] = _unscaled(number)
+            slow = copy.deepcopy(changed)
+            decimals(slow)
+            assert repr(to_event(kind, changed, DEFAULT_BOUNDS, NOW, decimals)) == \
+                repr(_pydantic_to_event(kind, slow, DEFAULT_BOUNDS, NOW)), (name, number)
+
+
+def test_every_synthetic_claim_and_credit_read_with_the_wires_bytes_is_the_same_event():
+    taken = 0
+    for kind, data in EVENTS:
+        if kind in ("claim", "credit"):
+            raw, decimals, decoded = _raw_and_decoded(kind, data)
+            fast = admission.FAST[MODELS[kind]](MODELS[kind], raw, DEFAULT_BOUNDS, NOW, True)
+            _same(fast, to_event(kind, decoded, DEFAULT_BOUNDS, NOW))
+            taken += 1
+    assert taken > 300

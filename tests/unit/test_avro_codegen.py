@@ -192,3 +192,21 @@ def test_claims_are_read_through_the_generated_decimals_and_older_writers_throug
     old = SchemaCatalog(current=[load_packaged_schema("history/claim.v2.avsc")], history=[])
     route = CATALOG._routes[old.fingerprint("Claim")]
     assert route.reader is not None and route.decimals is None
+
+
+def test_an_amount_written_before_is_written_alike_and_what_is_kept_stays_bounded(monkeypatch):
+    """Amounts given as unscaled integers are kept by value once written (avro_codegen._SizedUnscaled)."""
+    from gongji.common import avro_codegen
+
+    kept = avro_codegen._SizedUnscaled()
+    for number in [0, 1, -1, 63, 64, -65, 127, 128, 10**15, -(2**70), 0, 1, -1, 128, -(2**70)]:
+        assert kept[number] == _long(len(decimal_bytes(number))) + decimal_bytes(number)
+    monkeypatch.setattr(avro_codegen._SizedUnscaled, "__len__", lambda self: 65_536)
+    assert kept[12345] == _long(2) + decimal_bytes(12345) and 12345 not in kept
+    write = CATALOG.encode_unscaled
+    credit = {"credit_id": "K1", "psn_no": "P1", "ym": "2024-01", "amount": 5, "balc": -7, "insu_admdvs": None}
+    for _ in range(2):
+        assert write("CreditResult", credit) == fastavro_unscaled("CreditResult", {
+            **credit, "amount": decimal_bytes(5), "balc": decimal_bytes(-7)})
+    with pytest.raises(EncodeError):
+        write("CreditResult", {**credit, "amount": True})

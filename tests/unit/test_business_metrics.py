@@ -66,12 +66,24 @@ def test_a_batch_tallies_its_outputs_before_counting_and_still_adds_every_one():
 
 
 def test_the_services_stats_tally_a_batch_by_kind_and_code_and_keep_the_totals():
-    from gongji.settlement.service import Stats
+    from gongji.common.avro import SchemaCatalog
+    from gongji.contract.wire import ACCUMULATORS, ACCUMULATORS_RECORD, OUTPUT_RECORDS
+    from gongji.settlement.codec import ResultEncoder
+    from gongji.settlement.domain import Accumulators
+    from gongji.settlement.service import Stats, records
 
     s = settle_claim(claim(line("30.00")), person(), institution("EH3", "3"), BOOK, state("5.00"), None).settlement
     refused = Rejection("UNKNOWN_PERSON", "no such person", "P9", claim_id="C9", input_type="claim")
+    asked = Accumulators("Q1", "P1", 2024, "310", "152501", 0, 0, ())
+    encoder = ResultEncoder(SchemaCatalog(), {**OUTPUT_RECORDS, ACCUMULATORS: ACCUMULATORS_RECORD})
+    everything = [(Output("P1", s), False), (Output("P9", refused), False), (Output("P9", refused), False),
+                  (Output("P1", asked), True), (Output("", refused), False)]
+    results, replies, kinds, codes = records(everything, encoder.encode)
+    assert (kinds, codes) == ({"settlement": 1, "rejection": 3}, {"UNKNOWN_PERSON": 3})
+    assert [key for key, _, _ in results] == [b"P1", b"P9", b"P9", None] and [key for key, _, _ in replies] == [b"P1"]
+    assert [dict(headers)["gongji-type"] for _, _, headers in results + replies] == \
+        [b"settlement", b"rejection", b"rejection", b"rejection", b"accumulators"]
     stats = Stats()
-    kinds, codes = stats.count([Output("P1", s), Output("P9", refused), Output("P9", refused)])
-    assert (kinds, codes) == ({"settlement": 1, "rejection": 2}, {"UNKNOWN_PERSON": 2})
-    stats.count([Output("P1", s)])
-    assert stats.outputs == {"settlement": 2, "rejection": 2} and stats.rejections == {"UNKNOWN_PERSON": 2}
+    stats.add(kinds, codes)
+    stats.add(*records(everything[:1], encoder.encode)[2:])
+    assert stats.outputs == {"settlement": 2, "rejection": 3} and stats.rejections == {"UNKNOWN_PERSON": 3}

@@ -84,3 +84,21 @@ def test_the_fingerprint_of_every_synthetic_claim_reversal_and_credit_is_the_mod
                for line in event.fee_details)
     for event in events:
         assert fingerprint(event) == _dumped(event), event
+
+
+def test_a_line_written_once_is_never_taken_for_another_line(monkeypatch):
+    """A fee line's canonical text is kept by the line object (claims share the lines input checking
+    kept): a line gone and another made in its place (the same id, often) must be written anew, and
+    what is kept stays bounded."""
+    import gc
+
+    from gongji.settlement import idempotency
+
+    monkeypatch.setattr(idempotency, "_LINES_MAX", 8)
+    for count in range(1, 40):
+        claim = Claim.model_validate({**BASE, "fee_details": [
+            {**LINE, "cnt": str(count), "det_item_fee_sumamt": f"{count * 10}.00"}]})
+        assert fingerprint(claim) == _dumped(claim) == fingerprint(claim)
+        del claim
+        gc.collect()
+        assert len(idempotency._LINES) <= 8

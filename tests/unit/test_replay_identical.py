@@ -8,6 +8,7 @@ Settler handed one event at a time, `json.dumps(json_ready(...))`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 from datetime import datetime
@@ -15,7 +16,10 @@ from decimal import Decimal
 
 import pytest
 from gongji.local.synthetic import Traffic
-from gongji.settlement import admission, replay
+from gongji.common.money import to_yuan
+from gongji.settlement import admission, codec, replay
+from gongji.settlement.codec import json_ready
+from gongji.settlement.domain import Output, Settlement
 from tests.unit.builders import BOOK
 
 pytestmark = pytest.mark.unit
@@ -77,3 +81,39 @@ def test_json_numbers_are_read_as_exact_decimals():
         {"a": Decimal("8000.10"), "b": [1, {"c": Decimal("0.1")}], "d": 3}
     assert replay.parse_line(1, b'{"a": "x", "a": "y"}', errors) == {"a": "y"}
     assert replay.parse_line(2, "\ufeff{}".encode(), errors) is None and "line 2: not JSON" in errors.getvalue()
+
+
+@pytest.mark.parametrize("line", [b'{"a":1E2}', b'{"a" :\t-2e-3}', b'{"b": [1, 1.0]}', b'{"c": {"d":\n0.5}}',
+                                  b'{"e": "1.5", "f": 7.25}', '{"g": 3.5}'])
+def test_every_number_with_a_fraction_or_an_exponent_is_read_exactly(line):
+    data = replay.parse_line(1, line, io.StringIO())
+    assert Decimal in {type(value) for value in _leaves(data)}
+
+
+def _leaves(value):
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [value]
+
+
+@pytest.mark.parametrize("fen", [0, 1, 5, 10, 99, 100, 101, 1999, -1, -5, -100, -123456, 10**15 + 7, -(10**17)])
+def test_amounts_in_json_lines_are_the_text_json_ready_writes(fen):
+    assert codec._YuanText()[fen] == json.dumps(json_ready(to_yuan(fen)))
+
+
+def test_a_settlement_with_quotes_and_controls_in_its_text_is_the_json_dumps_line():
+    lines = _lines(persons=20, count=60, seed=3)
+    outputs = asyncio.run(_outputs(lines))
+    settled = next(output for output in outputs if type(output.value) is Settlement)
+    odd = dataclasses.replace(settled.value, claim_id='a"b\\c', mulaid_holder_psn_no="p\\1", balc=-3,
+                              setldetail=tuple(dataclasses.replace(row, setl_proc_info='x\n\t"\x01\u2028é中')
+                                               for row in settled.value.setldetail))
+    for output in [*outputs, Output(settled.key, odd)]:
+        kind, wire = codec.from_output(output)
+        assert codec.json_line(output) == json.dumps({"event_type": kind, **json_ready(wire)}, ensure_ascii=False)
+
+
+async def _outputs(lines):
+    return [output async for output in replay.replay_outputs(lines, BOOK, io.StringIO(), now=NOW)]

@@ -27,17 +27,8 @@ from fastavro.schema import to_parsing_canonical_form
 
 from gongji.common.avro_codegen import Writer, compile_decimals, compile_writer
 
-__all__ = [
-    "MARKER",
-    "HEADER_SIZE",
-    "CodecError",
-    "DecodeError",
-    "EncodeError",
-    "SchemaError",
-    "SchemaCatalog",
-    "fingerprint_of",
-    "load_packaged_schema",
-]
+__all__ = ["MARKER", "HEADER_SIZE", "CodecError", "DecodeError", "EncodeError", "SchemaError", "SchemaCatalog",
+           "fingerprint_of", "load_packaged_schema"]
 
 MARKER = b"\xc3\x01"
 """Avro single-object encoding marker (format version 1)."""
@@ -378,6 +369,17 @@ class SchemaCatalog:
         removed since are dropped). A writer schema with no current schema of its name is read
         as written. Anything wrong with ``data`` raises :class:`DecodeError` and nothing else.
         """
+        name, record, decimals = self.decode_unscaled(data)
+        if decimals is not None:
+            try:  # bytes the twin read always convert; kept to the promise above all the same
+                decimals(record)
+            except Exception as exc:
+                raise DecodeError(f"a decimal of a {name} record cannot be read: {exc}") from exc
+        return name, record
+
+    def decode_unscaled(self, data: bytes | bytearray | memoryview | None) -> tuple[str, dict, Callable | None]:
+        """As :meth:`decode`, with ``decimals``: None, or the record's decimals are still the bytes of their
+        unscaled integers (at the schema's scale) and ``decimals(record)`` makes them decode's, in place."""
         if not data:
             raise DecodeError("empty message (no value, e.g. a tombstone): expected an Avro single-object "
                               "encoded event")
@@ -401,7 +403,6 @@ class SchemaCatalog:
         try:
             if route.decimals is not None:
                 record = fastavro.schemaless_reader(buf, route.twin, None)
-                route.decimals(record)
             else:
                 record = fastavro.schemaless_reader(buf, route.writer, route.reader)
         except Exception as exc:  # EOFError, IndexError, UnicodeDecodeError, resolution errors...
@@ -413,7 +414,7 @@ class SchemaCatalog:
                 f"({end} of {size} bytes used): not one single-object encoded event, or "
                 "written with another schema under the same fingerprint"
             )
-        return route.name, record
+        return route.name, record, route.decimals
 
 
 def _wrong_marker(start: bytes) -> str:

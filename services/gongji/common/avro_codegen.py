@@ -66,6 +66,17 @@ def _unscaled(value: bytes | int) -> bytes:
     return value
 
 
+class _SizedUnscaled(dict):
+    """An unscaled integer → its Avro bytes body, size first: amounts repeat (0 above all). Bounded."""
+
+    def __missing__(self, number: int) -> bytes:
+        body = _unscaled(number)
+        sized = _long(len(body)) + body
+        if len(self) < 65_536:
+            self[number] = sized
+        return sized
+
+
 def _unknown(record: Any, names: frozenset[str], full_name: str) -> None:
     if not isinstance(record, dict):
         raise TypeError(f"{full_name} must be a dict, not {type(record).__name__}")
@@ -81,6 +92,7 @@ class _Compiler:
         self.lines: list[str] = []
         self.constants: dict[str, Any] = {
             "_long": _long, "_int": _int, "_unscaled": _unscaled, "_unknown": _unknown, "_ZZ": _ZIGZAG,
+            "_SIZED": _SizedUnscaled(),
             "_pack_f": struct.Struct("<f").pack, "_pack_d": struct.Struct("<d").pack, "_MISSING": object()}
         self.functions: dict[str, str] = {}  # full record name → function name
         self.named: dict[str, Any] = {}
@@ -156,11 +168,9 @@ class _Compiler:
             return [f"{data} = {value}.encode()", *self.sized(data)]
         if kind == "bytes":
             if schema.get("logicalType") == "decimal":
-                # An int is the unscaled value itself: 0 (half of a settlement's amounts) is b"\x00".
-                return [f"if type({value}) is int and not {value}:", "    out += b'\\x02\\x00'", "else:",
-                        f"    {value} = {value}.to_bytes(({value}.bit_length() + 8) // 8, 'big', signed=True) "
-                        f"if type({value}) is int else _unscaled({value})",
-                        *(f"    {line}" for line in self.sized(value))]
+                # An int is the unscaled value itself (fen for money), its sized bytes kept once written.
+                return [f"if type({value}) is int:", f"    out += _SIZED[{value}]", "else:",
+                        f"    {value} = _unscaled({value})", *(f"    {line}" for line in self.sized(value))]
             return [f"if not isinstance({value}, bytes): raise TypeError('not bytes: ' + type({value}).__name__)",
                     *self.sized(value)]
         if kind == "record":

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from gongji.common import poison, reachable
@@ -34,7 +34,30 @@ log = logging.getLogger("gongji.kafka")
 LAG_EVERY = 5.0  # seconds between consumer-lag readings
 
 
-_PARTITIONER = DefaultPartitioner()
+_PARTITIONER = DefaultPartitioner()  # for a record with no key: a partition at random
+
+
+class _KeyHashes(dict):
+    """Key → its murmur2 hash as Kafka's default partitioner takes it (& 0x7FFFFFFF), kept once met:
+    aiokafka's murmur2 is pure Python (3–7 µs a key) and a person's results all carry their key. Bounded."""
+
+    def __missing__(self, key: bytes) -> int:
+        hashed = murmur2(key) & 0x7FFFFFFF
+        if len(self) >= 65_536:
+            self.clear()
+        self[key] = hashed
+        return hashed
+
+
+_HASHES = _KeyHashes()
+
+
+def partition_of(key: bytes | None, partitions: list[int]) -> int:
+    """The partition `producer.send` would choose for `key` among `partitions` (sorted): the Java
+    client's default partitioner."""
+    if key is None:
+        return _PARTITIONER(key, partitions, partitions)
+    return partitions[_HASHES[key] % len(partitions)]
 
 
 class KafkaSettingsError(ValueError):
@@ -171,7 +194,7 @@ async def publish(producer: AIOKafkaProducer, topic: str,
     batches: dict[int, object] = {}
     futures = []
     for key, value, headers in records:
-        partition = _PARTITIONER(key, all_partitions, all_partitions)
+        partition = partition_of(key, all_partitions)
         batch = batches.get(partition)
         if batch is None:
             batch = batches[partition] = producer.create_batch()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -34,14 +35,21 @@ class _Refer(SettlementError):
     """Not for the fast path: pydantic decides."""
 
 
-def validated(model: type, data: Any, bounds: Bounds, now: datetime | None):
-    """`model.model_validate(data, context=validation_context(bounds, now))`, faster for usual input."""
+def validated(model: type, data: Any, bounds: Bounds, now: datetime | None,
+              decimals: Callable[[dict], None] | None = None):
+    """`model.model_validate(data, context=validation_context(bounds, now))`, faster for usual input.
+
+    `decimals`: `data` is an Avro record whose decimals are still the bytes of their unscaled
+    integers at the schema's scale (SchemaCatalog.decode_unscaled), and this makes them the Decimals
+    pydantic reads, in place: called only if pydantic is to read the record."""
     check = FAST.get(model)
     if check is not None and type(data) is dict:
         try:
-            return check(model, data, bounds, now)
+            return check(model, data, bounds, now, decimals is not None)
         except Exception:  # _Refer, or a value these checks do not know: pydantic says what it is
             pass
+    if decimals is not None:
+        decimals(data)
     return model.model_validate(data, context=events.validation_context(bounds, now))
 
 
@@ -120,10 +128,21 @@ def _exact(value: Decimal, places: int) -> Decimal:
     return value
 
 
-def _money(value: Any, ceiling: int) -> int:
-    """Fen (events.LineAmount and the like): what to_fen gives, at least 0, within the wire and `ceiling`."""
+def _unscaled(value: bytes) -> int:
+    """A decimal's unscaled integer as the Avro wire holds it (big-endian two's complement), not negative."""
+    number = int.from_bytes(value, "big", signed=True)
+    if number < 0:
+        raise _Refer
+    return number
+
+
+def _money(value: Any, ceiling: int, raw: bool = False) -> int:
+    """Fen (events.LineAmount and the like): what to_fen gives, at least 0, within the wire and `ceiling`.
+    `raw`: a bytes value is the Avro decimal's unscaled integer, at the wire's scale for money (2)."""
     kind = type(value)
-    if kind is str:
+    if kind is bytes and raw:
+        fen = _unscaled(value)
+    elif kind is str:
         parts = _FEN_TEXT.fullmatch(value)
         if parts is None:
             raise _Refer
@@ -140,9 +159,13 @@ def _money(value: Any, ceiling: int) -> int:
     return fen
 
 
-def _number(value: Any, text: re.Pattern, places: int) -> Decimal:
-    """A non-negative Decimal as to_decimal reads it, from text, a Decimal or an integer."""
+def _number(value: Any, text: re.Pattern, places: int, raw: bool) -> Decimal:
+    """A non-negative Decimal as to_decimal reads it, from text, a Decimal or an integer; with `raw`,
+    from an Avro decimal's bytes at the scale `places` (the Decimal the catalog's reader makes of them,
+    its precision never reached within the bounds checked after)."""
     kind = type(value)
+    if kind is bytes and raw:
+        return Decimal(_unscaled(value)).scaleb(-places)
     if kind is str:
         if text.fullmatch(value) is None:
             raise _Refer
@@ -154,22 +177,22 @@ def _number(value: Any, text: re.Pattern, places: int) -> Decimal:
     raise _Refer
 
 
-def _price(value: Any, strictly_positive: bool) -> Decimal:
-    price = _number(value, _PRICE_TEXT, 6)
+def _price(value: Any, strictly_positive: bool, raw: bool = False) -> Decimal:
+    price = _number(value, _PRICE_TEXT, 6, raw)
     if price > WIRE_MAX_PRICE or not (price > 0 if strictly_positive else price >= 0):
         raise _Refer
     return price
 
 
-def _count(value: Any) -> Decimal:
-    count = _number(value, _COUNT_TEXT, 4)
+def _count(value: Any, raw: bool = False) -> Decimal:
+    count = _number(value, _COUNT_TEXT, 4, raw)
     if not 0 < count <= WIRE_MAX_COUNT:
         raise _Refer
     return count
 
 
-def _ratio(value: Any) -> Decimal:
-    ratio = _number(value, _RATIO_TEXT, 4)
+def _ratio(value: Any, raw: bool = False) -> Decimal:
+    ratio = _number(value, _RATIO_TEXT, 4, raw)
     if ratio > 1:
         raise _Refer
     return ratio
@@ -181,6 +204,7 @@ _LEVELS = frozenset(("1", "2", "3"))
 _CLASSES = frozenset(("01", "02", "03"))
 _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[+-][0-9]{2}:[0-9]{2}", re.ASCII)
 _OFFSETS: dict[int, TzInfo] = {}
+_ZONES: dict[str, TzInfo] = {}  # an offset's text → its TzInfo
 
 
 def _offset(seconds: int) -> TzInfo:
@@ -201,8 +225,10 @@ def _setl_time(value: Any, bounds: Bounds, now: datetime | None) -> datetime:
     else:
         if _TIME.fullmatch(value) is None or value[-5:-3] > "23" or value[-2:] > "59":  # offsets pydantic reads
             raise _Refer
-        when = datetime.fromisoformat(value)
-        when = when.replace(tzinfo=_offset(int(when.utcoffset().total_seconds())))
+        zone = _ZONES.get(value[19:])  # "+08:00": at most 2 × 24 × 60 texts
+        if zone is None:
+            zone = _ZONES[value[19:]] = _offset(int(datetime.fromisoformat(value).utcoffset().total_seconds()))
+        when = datetime.fromisoformat(value[:19]).replace(tzinfo=zone)
     when.astimezone(SHANGHAI)  # out of range there: OverflowError, and pydantic words it
     if now is not None and when > now + bounds.setl_time_tolerance:
         raise _Refer
@@ -216,7 +242,7 @@ _INSTITUTION = ("fixmedins_code", "fixmedins_name", "fixmedins_type", "medins_lv
 _INSTITUTION_NAMES = frozenset(_INSTITUTION)
 
 
-def _institution(model, data: dict, bounds: Bounds, now):
+def _institution(model, data: dict, bounds: Bounds, now, raw: bool = False):
     kind = _one_of(data["fixmedins_type"], _TYPES)
     level = data.get("medins_lv")
     level = None if level is None or level == "" else _one_of(level, _LEVELS)
@@ -246,7 +272,7 @@ def _day(value: Any) -> str:
 _PERSON_NAMES = frozenset(_PERSON)
 
 
-def _person(model, data: dict, bounds: Bounds, now):
+def _person(model, data: dict, bounds: Bounds, now, raw: bool = False):
     if any(data.get(name) is not None for name in _PERSON_RARE):
         raise _Refer
     psn_type = data["psn_type"]
@@ -280,24 +306,52 @@ _LINE = ("feedetl_sn", "med_list_codg", "list_type", "chrgitm_lv", "det_item_fee
 _LINE_NAMES = frozenset(_LINE)
 
 
-def _line(data: Any, bounds: Bounds) -> FeeLine:
+class _Lines(dict):
+    """Fee lines checked already, by the exact text of their input (`repr`: every key, and every
+    value's type and digits), under one set of bounds: the same item at the same price and count
+    recurs across claims, and checking a line was most of a claim's cost. A FeeLine is frozen, so
+    claims may share one. Bounded: emptied when full (each entry ~1 kB)."""
+
+    bounds: Bounds | None = None
+
+
+_LINES, _RAW_LINES = _Lines(), _Lines()  # lines of text or Decimals; of Avro decimals' bytes
+_LINES_MAX = 8_192
+
+
+def _line(data: Any, bounds: Bounds, raw: bool) -> FeeLine:
     if type(data) is not dict:
         raise _Refer
-    amount = _money(data["det_item_fee_sumamt"], bounds.max_line_amount)
-    count = _count(data["cnt"])
-    price = _price(data["pric"], True)
+    kept = _RAW_LINES if raw else _LINES
+    if kept.bounds is not bounds:
+        kept.clear()
+        kept.bounds = bounds
+    key = repr(data)
+    line = kept.get(key)
+    if line is None:
+        line = _checked_line(data, bounds, raw)
+        if len(kept) >= _LINES_MAX:
+            kept.clear()
+        kept[key] = line
+    return line
+
+
+def _checked_line(data: dict, bounds: Bounds, raw: bool) -> FeeLine:
+    amount = _money(data["det_item_fee_sumamt"], bounds.max_line_amount, raw)
+    count = _count(data["cnt"], raw)
+    price = _price(data["pric"], True, raw)
     if abs(yuan_to_fen(price * count) - amount) > 1:
         raise _Refer
     limit = data.get("pric_uplmt_amt")
     ratio = data.get("selfpay_prop")
     if ratio is not None:
-        ratio = _ratio(ratio)
+        ratio = _ratio(ratio, raw)
     flag = data.get("non_med_flag")
     level = data.get("chrgitm_lv")  # none: the treatment region's catalogue classifies the line
     values = {"feedetl_sn": _code(data["feedetl_sn"], True), "med_list_codg": _code(data["med_list_codg"]),
               "list_type": _code(data["list_type"]), "chrgitm_lv": None if level is None else _one_of(level, _CLASSES),
               "det_item_fee_sumamt": amount, "cnt": count, "pric": price,
-              "pric_uplmt_amt": None if limit is None else _price(limit, False), "selfpay_prop": ratio,
+              "pric_uplmt_amt": None if limit is None else _price(limit, False, raw), "selfpay_prop": ratio,
               "non_med_flag": None if flag is None else _one_of(flag, _FLAGS)}
     return _build(FeeLine, values, _present(data, _LINE_NAMES))
 
@@ -307,11 +361,11 @@ _CLAIM = ("claim_id", "mdtrt_id", "psn_no", "fixmedins_code", "med_type", "insut
 _CLAIM_NAMES = frozenset(_CLAIM)
 
 
-def _claim(model, data: dict, bounds: Bounds, now):
+def _claim(model, data: dict, bounds: Bounds, now, raw: bool = False):
     details = data["fee_details"]
     if (type(details) is not list and type(details) is not tuple) or not details:
         raise _Refer
-    lines = tuple(_line(line, bounds) for line in details)
+    lines = tuple(_line(line, bounds, raw) for line in details)
     total = 0
     serials = set()
     for line in lines:
@@ -334,7 +388,7 @@ _REVERSAL = ("claim_id", "orig_claim_id", "psn_no", "setl_time")
 _REVERSAL_NAMES = frozenset(_REVERSAL)
 
 
-def _reversal(model, data: dict, bounds: Bounds, now):
+def _reversal(model, data: dict, bounds: Bounds, now, raw: bool = False):
     values = {"claim_id": _code(data["claim_id"], True), "orig_claim_id": _code(data["orig_claim_id"], True),
               "psn_no": _code(data["psn_no"], True), "setl_time": _setl_time(data["setl_time"], bounds, now)}
     return _build(model, values, _present(data, _REVERSAL_NAMES))
@@ -346,7 +400,7 @@ _CREDIT_TYPES = frozenset(("monthly", "opening"))
 _MONTH = re.compile(r"[0-9]{4}-(?:0[1-9]|1[0-2])", re.ASCII)
 
 
-def _credit(model, data: dict, bounds: Bounds, now):
+def _credit(model, data: dict, bounds: Bounds, now, raw: bool = False):
     ym = data["ym"]
     if type(ym) is not str or not _MONTH.fullmatch(ym) or ym.startswith("0000"):
         raise _Refer
@@ -356,8 +410,8 @@ def _credit(model, data: dict, bounds: Bounds, now):
             raise _Refer
     kind = _one_of(data["crdt_type"], _CREDIT_TYPES)
     base, amount = data.get("crdt_base"), data.get("amount")
-    base = None if base is None else _money(base, bounds.max_credit_base)
-    amount = None if amount is None else _money(amount, bounds.max_opening_amount)
+    base = None if base is None else _money(base, bounds.max_credit_base, raw)
+    amount = None if amount is None else _money(amount, bounds.max_opening_amount, raw)
     if (base if kind == "monthly" else amount) is None:
         raise _Refer
     values = {"credit_id": _code(data["credit_id"], True), "psn_no": _code(data["psn_no"], True), "ym": ym,

@@ -3,20 +3,23 @@
 Inputs: a wire dict and its event type → a validated domain event, or a Rejection naming what is
 wrong; and back (`to_wire`), for the tools that publish what they validated. Outputs: a domain result → (event type, wire dict) in the national field names, money as
 yuan Decimals; the service writes them as Avro bytes with `ResultEncoder`, a settlement straight
-from the engine's object (its field names are the wire's). What is listed here is exactly what goes
-on the wire.
+from the engine's object (its field names are the wire's), and replay writes their JSON lines with
+`json_line`, straight from the objects too. What is listed here is exactly what goes on the wire.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from datetime import datetime, timezone
 from decimal import Decimal
+from json.encoder import encode_basestring
 from typing import Any
 
 from pydantic import ValidationError
 
 from gongji.common.avro import SchemaCatalog, decimal_bytes
-from gongji.common.money import shown, to_yuan
+from gongji.common.money import shown, to_yuan, yuan_text
 from gongji.contract.wire import DEFAULT_BOUNDS, MONEY_FIELDS, NAME_MAX_LENGTH, Bounds
 from gongji.settlement.admission import validated
 from gongji.settlement.catalogue import CatalogueItem
@@ -68,9 +71,10 @@ def describe(error: ValidationError, limit: int = 3) -> str:
 
 
 def to_event(kind: str, data: dict[str, Any], bounds: Bounds = DEFAULT_BOUNDS,
-             now: datetime | None = None) -> Event | Rejection:
+             now: datetime | None = None, decimals: Callable[[dict], None] | None = None) -> Event | Rejection:
     """Validate one input against the bounds, at `now` (the wall clock if None). Never raises:
-    anything wrong, whatever exception it raises, becomes an INVALID_CLAIM rejection saying what."""
+    anything wrong, whatever exception it raises, becomes an INVALID_CLAIM rejection saying what.
+    `decimals`: what SchemaCatalog.decode_unscaled gave with `data` (admission.validated)."""
     model = INPUT_TYPES.get(kind) or INQUIRY_TYPES.get(kind)
     if model is None:
         return Rejection(err_code="INVALID_CLAIM", input_type=_code(kind), **_ids(kind, data),
@@ -79,7 +83,7 @@ def to_event(kind: str, data: dict[str, Any], bounds: Bounds = DEFAULT_BOUNDS,
         problem = f"not a record but {type(data).__name__}"
     else:
         try:
-            return validated(model, data, bounds, now or datetime.now(timezone.utc))
+            return validated(model, data, bounds, now or datetime.now(timezone.utc), decimals)
         except ValidationError as error:
             problem = describe(error)
         except Exception as error:  # not a validator's ValueError: still the input's fault, never an outage
@@ -193,3 +197,66 @@ def json_ready(data: Any) -> Any:
     if isinstance(data, list):
         return [json_ready(item) for item in data]
     return data
+
+
+# ---------------------------------------------------------------- results as JSON lines
+
+
+class _YuanText(dict):
+    """Fen → its JSON form as json_ready writes it ('"-12.05"'); amounts repeat (0 above all), so met
+    ones are kept, a bounded number."""
+
+    def __missing__(self, fen: int) -> str:
+        text = f'"{yuan_text(fen)}"'
+        if len(self) < 65_536:
+            self[fen] = text
+        return text
+
+
+def _field(name: str, kind: str, place: str = "v") -> str:
+    """The f-string piece writing one field: `"name": value`, as json.dumps(ensure_ascii=False) does."""
+    value = f"{place}.{name}"
+    writes = {"text": f"_q({value})", "text?": f"_t({value})", "yuan": f"_y[{value}]",
+              "decimal": f"_d({value})", "number": value}[kind]
+    return f'"{name}": {{{writes}}}'
+
+
+def _writer(template: str) -> Callable:
+    def _t(value: str | None) -> str:
+        return "null" if value is None else encode_basestring(value)
+    def _d(value: Decimal) -> str:
+        return f'"{value}"'
+    scope = {"_q": encode_basestring, "_t": _t, "_d": _d, "_y": _YuanText()}
+    exec(f"def write(v, kind, rows):\n    return f'{template}'", scope)  # noqa: S102 (a template of our own)
+    return scope["write"]
+
+
+_KINDS = {name: "yuan" for name in _MONEY_OUT} | {"pool_prop_selfpay": "decimal",
+                                                   "mulaid_holder_psn_no": "text?", "psn_idet_type": "text?"}
+_ROW = _writer("{{" + ", ".join(_field(name, kind) for name, kind in (
+    ("fund_pay_type", "text"), ("fund_payamt", "yuan"), ("crt_payb_lmt_amt", "yuan"),
+    ("setl_proc_info", "text"))) + "}}")
+_HEAD = '{{"event_type": "{kind}", '
+_SETTLED = ", ".join(_field(name, _KINDS.get(name, "text")) for name in _SETTLEMENT_FIELDS) + ', "setldetail": [{rows}]'
+_SETTLEMENT_JSON = _writer(_HEAD + _SETTLED + "}}")
+_REVERSAL_JSON = _writer(_HEAD + _SETTLED + ", " + ", ".join(_field(name, "text") for name in _REVERSAL_FIELDS) + "}}")
+_CREDIT_JSON = _writer(_HEAD + ", ".join(_field(name, kind) for name, kind in (
+    ("credit_id", "text"), ("psn_no", "text"), ("ym", "text"), ("amount", "yuan"), ("balc", "yuan"),
+    ("insu_admdvs", "text?"))) + "}}")
+
+
+def json_line(output: Output) -> str:
+    """A result as its JSON line (what `gongji replay` prints): the text of
+    json.dumps({"event_type": kind, **json_ready(wire)}, ensure_ascii=False) for `from_output`'s
+    (kind, wire), written straight from a settlement, reversal or credit (nearly every output)."""
+    value = output.value
+    kind = type(value)
+    if kind is Settlement:
+        rows = ", ".join(_ROW(row, None, None) for row in value.setldetail)
+        if value.orig_claim_id is None:
+            return _SETTLEMENT_JSON(value, "settlement", rows)
+        return _REVERSAL_JSON(value, "reversal", rows)
+    if kind is CreditApplied:
+        return _CREDIT_JSON(value, "credit", None)
+    kind_name, wire = from_output(output)
+    return json.dumps({"event_type": kind_name, **json_ready(wire)}, ensure_ascii=False)

@@ -15,7 +15,7 @@ import orjson
 from pydantic import BaseModel
 
 from gongji.settlement.domain import CreditRecord, Output, Rejection
-from gongji.settlement.events import Claim, Credit, Reversal
+from gongji.settlement.events import Claim, Credit, FeeLine, Reversal
 from gongji.settlement.store import Record
 
 
@@ -25,6 +25,7 @@ from gongji.settlement.store import Record
 _DECIMALS: dict[Decimal, str] = {}
 _DECIMALS_MAX = 65_536
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+_EVENTS = frozenset((Claim, Reversal, Credit))
 
 
 def _decimal(value: Decimal) -> str:  # 3 and 3.0000 are one count
@@ -40,13 +41,39 @@ def _canonical(value):
     """What orjson cannot write itself, canonical: a model as its fields without the null ones
     (absent and null are the same: a field added later changes nothing), a Decimal by value, a time
     as its UTC instant (whatever offset it was written with)."""
-    if isinstance(value, BaseModel):
+    kind = type(value)  # exact types first: isinstance of a pydantic model's class costs a microsecond
+    if kind is Decimal:
+        return _decimal(value)
+    if kind is FeeLine:
+        return _line(value)
+    if kind is datetime:
+        return value.astimezone(timezone.utc).isoformat()
+    if kind in _EVENTS or isinstance(value, BaseModel):
         return {key: item for key, item in value.__dict__.items() if item is not None}
     if isinstance(value, Decimal):
         return _decimal(value)
     if isinstance(value, datetime):
         return value.astimezone(timezone.utc).isoformat()
     raise TypeError(f"no canonical form for {type(value).__name__}")
+
+
+# A fee line's canonical JSON, kept by the line object itself: claims share the lines that input
+# checking kept (gongji.settlement.admission), so a line recurring across claims is written once.
+# The line is held with it, so its id cannot be another's meanwhile; bounded.
+_LINES: dict[int, tuple[FeeLine, orjson.Fragment]] = {}
+_LINES_MAX = 8_192
+
+
+def _line(line: FeeLine) -> orjson.Fragment:
+    held = _LINES.get(id(line))
+    if held is not None and held[0] is line:
+        return held[1]
+    fields = {key: item for key, item in line.__dict__.items() if item is not None}
+    written = orjson.Fragment(orjson.dumps(fields, default=_canonical, option=_OPTIONS))
+    if len(_LINES) >= _LINES_MAX:
+        _LINES.clear()
+    _LINES[id(line)] = (line, written)
+    return written
 
 
 def fingerprint(event: Claim | Reversal | Credit) -> str:

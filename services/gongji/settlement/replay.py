@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import IO
 
 from gongji.common.money import shown
-from gongji.settlement.codec import from_output, json_ready, to_event
+from gongji.settlement.codec import from_output, json_line, json_ready, to_event
 from gongji.contract.wire import DEFAULT_BOUNDS, Bounds
 from gongji.settlement.domain import Output, Rejection
 from gongji.settlement.events import Event
@@ -52,8 +52,7 @@ async def replay_text(lines: Iterable[str | bytes], book: PolicyBook, errors: IO
                       now: datetime | None = None) -> AsyncIterator[str]:
     """As replay_lines, each output event as its JSON line (what `gongji replay` prints)."""
     async for output in replay_outputs(lines, book, errors, batch, bounds, now):
-        kind, wire = from_output(output)
-        yield _ENCODE({"event_type": kind, **wire})
+        yield json_line(output)
 
 
 async def replay_outputs(lines: Iterable[str | bytes], book: PolicyBook, errors: IO[str] = sys.stderr,
@@ -111,16 +110,6 @@ def _internal(number: int, error: Exception, errors: IO[str]) -> None:
 def _wire(output: Output) -> dict:
     kind, wire = from_output(output)
     return {"event_type": kind, **json_ready(wire)}
-
-
-def _decimal_text(value: object) -> str:
-    if isinstance(value, Decimal):  # as json_ready writes it
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-#: json.dumps(json_ready(...), ensure_ascii=False) of a result, without building json_ready's copy.
-_ENCODE = json.JSONEncoder(ensure_ascii=False, default=_decimal_text).encode
 
 
 def parse_line(number: int, line: str | bytes, errors: IO[str]) -> dict | None:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
@@ -58,13 +59,31 @@ class Stats:
                 f"rejections={dict(self.rejections)} dead_letters={self.dead_letters} "
                 f"retried_batches={retried_batches} partitions={partitions}")
 
-    def count(self, outputs: list[Output]) -> tuple[Counter, Counter]:
-        """Add a batch's outputs; returns the batch's own tallies (by kind, by err_code)."""
-        kinds = Counter(output.kind for output in outputs)
-        codes = Counter(output.value.err_code for output in outputs if isinstance(output.value, Rejection))
+    def add(self, kinds: Counter, codes: Counter) -> None:
+        """Add a batch's tallies of what it published: outputs by kind, rejections by err_code."""
         self.outputs.update(kinds)
         self.rejections.update(codes)
-        return kinds, codes
+
+
+def records(everything: list[tuple[Output, bool]], encode: Callable[[Output], tuple[str, bytes, str]]) \
+        -> tuple[list, list, Counter, Counter]:
+    """A batch's outputs as (key, value, headers) records: the results for `settlements`, the replies
+    for `inquiry-results` (those asked); and the results' tallies, by kind and rejections by err_code."""
+    results, replies = [], []
+    kinds: Counter = Counter()
+    codes: Counter = Counter()
+    for output, asked in everything:
+        kind, value, ident = encode(output)
+        # Headers let a consumer route or count without decoding the record.
+        record = (output.key.encode() or None, value, wire_headers(kind, ident))
+        if asked:
+            replies.append(record)
+            continue
+        results.append(record)
+        kinds[kind] += 1
+        if kind == "rejection":
+            codes[output.value.err_code] += 1
+    return results, replies, kinds, codes
 
 
 def _named(rejection: Rejection) -> bool:
@@ -132,10 +151,10 @@ class SettlementService:
             watch.cancel()
             await asyncio.gather(watch, return_exceptions=True)
 
-    async def _decode_learning(self, value: bytes, unknown: UnknownSchemaError) -> tuple[str, dict]:
+    async def _decode_learning(self, value: bytes, unknown: UnknownSchemaError) -> tuple[str, dict, Callable | None]:
         """A producer with a newer schema: look for it on the schemas topic, then try once more."""
         if await self.schemas.learn(unknown.fingerprint):
-            return self.catalog.decode(value)
+            return self.catalog.decode_unscaled(value)
         raise unknown
 
     async def _settle(self, events: list) -> list[list[Output]]:
@@ -180,7 +199,11 @@ class SettlementService:
         # first, so a person and their first claim polled together settle (each topic keeps its order).
         registries = (self.settings.topics.persons, self.settings.topics.institutions, self.settings.topics.catalogue)
         signers: list[signing.Key | None] = []  # per event: the key that signed it
-        for message in sorted(messages, key=lambda message: message.topic not in registries):
+        if any(message.topic in registries for message in messages):
+            messages_in_order = sorted(messages, key=lambda message: message.topic not in registries)
+        else:  # claims and credits only, nearly every batch
+            messages_in_order = messages
+        for message in messages_in_order:
             signer = None
             if self.ring is not None:
                 verdict = self.ring.verify(message.topic, message.key, message.headers, message.value)
@@ -190,9 +213,10 @@ class SettlementService:
                 signer = verdict.key
             try:
                 try:  # no await on the common path: a coroutine a message cost as much as a field
-                    name, data = self.catalog.decode(message.value)
+                    # Decimals stay the wire's unscaled integers: admission reads them as they are.
+                    name, data, decimals = self.catalog.decode_unscaled(message.value)
                 except UnknownSchemaError as unknown:
-                    name, data = await self._decode_learning(message.value, unknown)
+                    name, data, decimals = await self._decode_learning(message.value, unknown)
             except DecodeError as error:
                 dead.append((message, f"undecodable: {error}"))
                 continue
@@ -204,7 +228,7 @@ class SettlementService:
             if signer is not None and header(message.headers, TYPE_HEADER) != kind.encode():
                 dead.append((message, f"signed as type {header(message.headers, TYPE_HEADER)!r} but a {name} record"))
                 continue
-            event = to_event(kind, data, self.bounds)
+            event = to_event(kind, data, self.bounds, None, decimals)  # None: now
             if isinstance(event, Rejection):
                 if _named(event):
                     answers.append((Output(event.psn_no or "", event), asked))
@@ -222,11 +246,7 @@ class SettlementService:
         await self.gate.seal(messages)  # durable before visible
 
         topics = self.settings.topics
-        results, replies = [], []
-        for output, asked in everything:
-            kind, value, ident = self.results.encode(output)
-            # Headers let a consumer route or count without decoding the record.
-            (replies if asked else results).append((output.key.encode() or None, value, wire_headers(kind, ident)))
+        results, replies, kinds, codes = records(everything, self.results.encode)
         sends = await kafka.publish(producer, topics.settlements, results)
         if replies:
             sends += await kafka.publish(producer, topics.inquiry_results, replies)
@@ -241,7 +261,7 @@ class SettlementService:
         self.stats.outputs["inquiry"] += len(replies)
         self.metrics.consumed.inc(len(messages))
         self.metrics.dead_letters.inc(len(dead))
-        kinds, codes = self.stats.count(outputs)
+        self.stats.add(kinds, codes)
         for kind, number in kinds.items():  # one label lookup per kind, not per output
             self.metrics.outputs.labels(kind).inc(number)
         for code, number in codes.items():

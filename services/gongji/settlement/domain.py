@@ -62,13 +62,22 @@ class YearTotals:
     chronic_paid: dict[str, int] = field(default_factory=dict)
 
     def plus(self, effects: "Effects", sign: int = 1) -> "YearTotals":
-        values = {name: getattr(self, name) + sign * getattr(effects, source) for name, source in ACCUMULATES.items()}
+        """These totals with `effects` added (sign 1) or taken back (sign -1): ACCUMULATES, written out."""
+        e = effects
         deductibles, paid = self.chronic_deductible_used, self.chronic_paid
-        if effects.chronic_group is not None:
-            group = effects.chronic_group
-            deductibles = {**deductibles, group: deductibles.get(group, 0) + sign * effects.chronic_deductible}
-            paid = {**paid, group: paid.get(group, 0) + sign * effects.chronic_pool}
-        return YearTotals(**values, chronic_deductible_used=deductibles, chronic_paid=paid)
+        if e.chronic_group is not None:
+            group = e.chronic_group
+            deductibles = {**deductibles, group: deductibles.get(group, 0) + sign * e.chronic_deductible}
+            paid = {**paid, group: paid.get(group, 0) + sign * e.chronic_pool}
+        return YearTotals(
+            self.deductible_used + sign * e.deductible, self.outpatient_pool_paid + sign * e.outpatient_pool,
+            self.fund_cap_used + sign * e.fund_cap, self.visits + sign * e.visits, self.medfee + sign * e.medfee,
+            self.major_deductible_used + sign * e.major_deductible,
+            self.hifob_deductible_used + sign * e.hifob_deductible, self.hifob_paid + sign * e.hifob,
+            self.cvlserv_deductible_used + sign * e.cvlserv_deductible, self.cvlserv_paid + sign * e.cvlserv,
+            self.maf_deductible_used + sign * e.maf_deductible, self.maf_paid + sign * e.maf,
+            self.maf_pref_burden_used + sign * e.maf_pref_burden, self.maf_pref_paid + sign * e.maf_pref,
+            deductibles, paid)
 
 
 ZERO_YEAR = YearTotals()

@@ -314,11 +314,16 @@ def policy_from_raw(raw: Mapping[str, Any], source: str) -> RegionPolicy:
     return policy
 
 
+_DAYS_REMEMBERED = 100_000  # (region, day) pairs: decades of days for every region of a province
+
+
 class PolicyBook:
     """All regions' policies, looked up by insured region and day."""
 
     def __init__(self, policies: Iterable[RegionPolicy]):
         self._by_region: dict[str, RegionPolicy] = {}
+        # (region, day) → the version in force: every claim asks, for a few hundred days a year
+        self._in_force: dict[tuple[str, date], PolicyVersion | None] = {}
         for policy in policies:
             if policy.admdvs in self._by_region:
                 raise PolicyError(f"two policy files for region {policy.admdvs}")
@@ -336,8 +341,17 @@ class PolicyBook:
         return {code: self._by_region[code].name for code in self.regions}
 
     def in_force(self, admdvs: str, day: date) -> PolicyVersion | None:
+        key = (admdvs, day)
+        try:
+            return self._in_force[key]
+        except KeyError:
+            pass
         policy = self._by_region.get(admdvs)
-        return policy.in_force(day) if policy else None
+        version = policy.in_force(day) if policy else None
+        if len(self._in_force) >= _DAYS_REMEMBERED:
+            self._in_force.clear()
+        self._in_force[key] = version
+        return version
 
 
 def load_policy_book(directory: Path | None = None) -> PolicyBook:

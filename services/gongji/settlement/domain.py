@@ -16,6 +16,17 @@ class SettlementError(Exception):
     """Root of the settlement context's exceptions."""
 
 
+def positional(cls):
+    """`cls(*values)` for a frozen slots dataclass, every field given in order, at half the cost: the
+    frozen __init__ sets each field through object.__setattr__, this sets the slots themselves (as
+    dataclasses does, the function is generated). The same object: equal, every field set."""
+    names = [item.name for item in dataclasses.fields(cls)]
+    scope = {"_new": object.__new__, "_cls": cls, **{f"_set_{name}": getattr(cls, name).__set__ for name in names}}
+    body = "".join(f"    _set_{name}(self, {name})\n" for name in names)
+    exec(f"def {cls.__name__}_of({', '.join(names)}):\n    self = _new(_cls)\n{body}    return self\n", scope)
+    return scope[f"{cls.__name__}_of"]
+
+
 # ---------------------------------------------------------------- state
 
 
@@ -69,7 +80,7 @@ class YearTotals:
             group = e.chronic_group
             deductibles = {**deductibles, group: deductibles.get(group, 0) + sign * e.chronic_deductible}
             paid = {**paid, group: paid.get(group, 0) + sign * e.chronic_pool}
-        return YearTotals(
+        return new_year_totals(
             self.deductible_used + sign * e.deductible, self.outpatient_pool_paid + sign * e.outpatient_pool,
             self.fund_cap_used + sign * e.fund_cap, self.visits + sign * e.visits, self.medfee + sign * e.medfee,
             self.major_deductible_used + sign * e.major_deductible,
@@ -81,6 +92,7 @@ class YearTotals:
 
 
 ZERO_YEAR = YearTotals()
+new_year_totals = positional(YearTotals)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +142,10 @@ class Effects:
 
     def to_record(self) -> dict:
         return {name: getattr(self, name) for name in self.__slots__}
+
+
+new_person_state = positional(PersonState)
+new_effects = positional(Effects)
 
 
 # ---------------------------------------------------------------- results
@@ -208,6 +224,8 @@ class Settlement:
 
 
 _SETTLEMENT_SLOTS = tuple(field.name for field in dataclasses.fields(Settlement))
+new_settlement = positional(Settlement)
+new_setl_detail = positional(SetlDetail)
 
 
 @dataclass(frozen=True, slots=True)

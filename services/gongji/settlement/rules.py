@@ -15,7 +15,8 @@ from decimal import Decimal
 from gongji.common.money import mul_round, yuan_text
 from gongji.contract.wire import ACCOUNT, ASSISTANCE, CIVIL_SERVANT, LARGE_AMOUNT, MULAID_RELATIONS, POOLING, SHANGHAI
 from gongji.settlement.catalogue import Versions, classify
-from gongji.settlement.domain import ClaimRecord, CreditApplied, Effects, PersonState, Rejection, SetlDetail, Settlement
+from gongji.settlement.domain import (ClaimRecord, CreditApplied, Effects, PersonState, Rejection, Settlement,
+                                      new_effects, new_person_state, new_setl_detail, new_settlement)
 from gongji.settlement.events import Claim, Credit, Institution, Person, Reversal
 from gongji.settlement.policy import PolicyBook, PolicyVersion
 from gongji.settlement.pooling import basic_pooling, split_lines
@@ -164,7 +165,7 @@ def settle_claim(
     if isinstance(basic, Rejection):
         return basic
     pooling = basic.pooling
-    details = [SetlDetail(POOLING, pooling, basic.limit_left, "; ".join(basic.notes))]
+    details = [new_setl_detail(POOLING, pooling, basic.limit_left, "; ".join(basic.notes))]
     inpatient_like = basic.kind == "inpatient" or basic.kind == "major"
 
     # §6 职工大额医疗费用补助 on the in-scope amount above the basic fund's cap
@@ -174,7 +175,7 @@ def settle_claim(
         hifob, hifob_deductible, cap_left = _layer(basic.over_cap, rules.annual_deductible,
                                                    totals.hifob_deductible_used, rules.ratio, rules.annual_cap,
                                                    totals.hifob_paid)
-        details.append(SetlDetail(LARGE_AMOUNT, hifob, cap_left,
+        details.append(new_setl_detail(LARGE_AMOUNT, hifob, cap_left,
                                   f"职工大额医疗费用补助: {yuan_text(basic.over_cap)} in scope above the basic cap; "
                                   f"deductible {yuan_text(hifob_deductible)} now; ratio {rules.ratio}; "
                                   f"annual cap {yuan_text(rules.annual_cap)}, {yuan_text(cap_left)} left"))
@@ -186,7 +187,7 @@ def settle_claim(
         cvlserv, cvlserv_deductible, cap_left = _layer(base, rules.annual_deductible,
                                                        totals.cvlserv_deductible_used, rules.ratio,
                                                        rules.annual_cap, totals.cvlserv_paid)
-        details.append(SetlDetail(CIVIL_SERVANT, cvlserv, cap_left,
+        details.append(new_setl_detail(CIVIL_SERVANT, cvlserv, cap_left,
                                   f"公务员医疗补助: {yuan_text(base)} in scope left after insurance; deductible "
                                   f"{yuan_text(cvlserv_deductible)} now; ratio {rules.ratio}; "
                                   f"annual cap {yuan_text(rules.annual_cap)}, {yuan_text(cap_left)} left"))
@@ -202,7 +203,7 @@ def settle_claim(
         tilt = ""
         if assistance.preferential is not None:
             pref, pref_burden, tilt = _preferential(assistance.preferential, base - maf, totals)
-        details.append(SetlDetail(ASSISTANCE, maf + pref, cap_left,
+        details.append(new_setl_detail(ASSISTANCE, maf + pref, cap_left,
                                   f"医疗救助 ({category.name}): {yuan_text(base)} in scope left after insurance; "
                                   f"deductible {yuan_text(deductible_total)} a year, {yuan_text(maf_deductible)} now; ratio "
                                   f"{category.ratio}; annual relief limit {yuan_text(assistance.annual_limit)}, "
@@ -221,16 +222,16 @@ def settle_claim(
     cash = personal - acct_pay - mulaid
     balance_after = state.balance - acct_pay
     if acct_pay:
-        details.append(SetlDetail(ACCOUNT, acct_pay, state.balance,
+        details.append(new_setl_detail(ACCOUNT, acct_pay, state.balance,
                                   f"个人账户: own account, balance {yuan_text(state.balance)} before"))
     if mulaid:
-        details.append(SetlDetail(ACCOUNT, mulaid, holder_available,
+        details.append(new_setl_detail(ACCOUNT, mulaid, holder_available,
                                   f"家庭共济: account of {person.mulaid_relation} {person.mulaid_holder_psn_no}, "
                                   f"{yuan_text(holder_available)} available"))
 
     holder = person.mulaid_holder_psn_no if mulaid else None
-    # Positional, in the fields' order (a frozen dataclass's keywords cost as much again).
-    settlement = Settlement(
+    # Every field, in order (domain.positional)
+    settlement = new_settlement(
         claim.claim_id, setl_id_for(claim.claim_id), claim.psn_no, claim.mdtrt_id, claim.med_type,
         person.psn_type, person.insu_admdvs, institution.admdvs, institution.fixmedins_code,
         claim.setl_time.isoformat(), split.medfee, split.fulamt_ownpay, split.overlmt, split.preselfpay,
@@ -240,14 +241,14 @@ def settle_claim(
         claim.med_type, institution.admdvs, tuple(details), None, None, None, holder,
         _code_of(person, category, assistance), pref,
     )
-    effects = Effects(
+    effects = new_effects(
         year, basic.general_deductible, basic.outpatient_pool, basic.fund_cap, 1, split.medfee, acct_pay, holder,
         mulaid, basic.chronic_group, basic.chronic_deductible, basic.chronic_pool, basic.major_deductible,
         hifob_deductible, hifob, cvlserv_deductible, cvlserv, maf_deductible, maf, pref_burden, pref,
     )
     years = dict(state.years)
     years[year] = totals.plus(effects)
-    return ClaimSettled(settlement, PersonState(state.token, balance_after, years, state.pending, state.kept_from,
+    return ClaimSettled(settlement, new_person_state(state.token, balance_after, years, state.pending, state.kept_from,
                                                 state.first_year), effects)
 
 
@@ -317,7 +318,7 @@ def apply_credit(credit: Credit, person: Person | None, book: PolicyBook, state:
     return AccountCredited(
         CreditApplied(credit_id=credit.credit_id, psn_no=credit.psn_no, ym=credit.ym, amount=amount, balc=balance,
                       insu_admdvs=person.insu_admdvs),
-        dataclasses.replace(state, balance=balance),
+        new_person_state(state.token, balance, state.years, state.pending, state.kept_from, state.first_year),
     )
 
 

@@ -35,6 +35,7 @@ COMMIT_LUA, HOLD_LUA = PKG + "settlement/lua/commit.lua", PKG + "settlement/lua/
 POLICY, FRAUD_RULES, FRAUD_DOMAIN = PKG + "settlement/relief.py", PKG + "fraud/rules.py", PKG + "fraud/domain.py"
 BURDEN, OOP_SHARE = PKG + "common/burden.py", PKG + "fraud/relief.py"
 STUDY = PKG + "settlement/study_tally.py"
+POLICY_FILE = PKG + "settlement/policy.py"
 
 U = "tests/unit/"
 SETTLEMENT_TESTS = [U + "test_engine_rules.py", U + "test_cap_edges.py", U + "test_major_list.py",
@@ -64,6 +65,7 @@ TESTS = {
     COMMIT_LUA: [CONTRACT_ON_REDIS],
     HOLD_LUA: [CONTRACT_ON_REDIS],
     POLICY: [[U + "test_assistance_rules.py", U + "test_three_lines.py", U + "test_policy.py"]],
+    POLICY_FILE: [SETTLEMENT_TESTS],
     FRAUD_RULES: [HIGH_EXPENSE_TESTS],
     FRAUD_DOMAIN: [HIGH_EXPENSE_TESTS],
     BURDEN: [[U + "test_oop_share.py"]],
@@ -125,8 +127,8 @@ MUTANTS: list[tuple[str, str, str, str]] = [
     # ---------------------------------------------------------------- pooling: §3 general outpatient
     (POOLING, "left = max(0, rules.annual_deductible - totals.deductible_used)",
      "left = rules.annual_deductible - totals.deductible_used", "general: deductible left may go negative"),
-    (POOLING, "deductible = min(split.inscp, left)\n        notes.append(f\"annual",
-     "deductible = left\n        notes.append(f\"annual", "general: deductible above the in-scope amount"),
+    (POOLING, "deductible = min(split.inscp, left)\n        notes.append(f\"{deductible_note}",
+     "deductible = left\n        notes.append(f\"{deductible_note}", "general: deductible above the in-scope amount"),
     (POOLING, "elif institution.grassroots and rules.grassroots_deductible_exempt:",
      "elif institution.grassroots or rules.grassroots_deductible_exempt:", "general: grassroots or"),
     (POOLING, "deductible = min(split.inscp, rules.per_visit_deductible[band])",
@@ -135,10 +137,16 @@ MUTANTS: list[tuple[str, str, str, str]] = [
      "general: family-doctor ratio above 1"),
     (POOLING, "if rules.family_doctor_bonus and person.fd_fixmedins_code == institution.fixmedins_code:",
      "if rules.family_doctor_bonus:", "general: bonus anywhere"),
-    (POOLING, "by_ratio = mul_round(split.inscp - deductible, ratio)\n    outpatient_cap",
-     "by_ratio = mul_round(split.inscp, ratio)\n    outpatient_cap", "general: ratio on the base before deductible"),
-    (POOLING, "outpatient_cap = rules.annual_cap.for_person(retired)",
-     "outpatient_cap = rules.annual_cap.for_person(not retired)", "general: cap of the other class"),
+    (POOLING, "by_ratio = mul_round(split.inscp - deductible, ratio)\n    limit_left = max(0, outpatient_cap",
+     "by_ratio = mul_round(split.inscp, ratio)\n    limit_left = max(0, outpatient_cap",
+     "general: ratio on the base before deductible"),
+    (POOLING, "ratio, ratio_note, outpatient_cap, deductible_note, cap_note = rules.terms[band, retired]",
+     "ratio, ratio_note, outpatient_cap, deductible_note, cap_note = rules.terms[band, not retired]",
+     "general: terms of the other class"),
+    (POLICY_FILE, "cap = self.annual_cap.for_person(retired)", "cap = self.annual_cap.for_person(not retired)",
+     "general terms: cap of the other class"),
+    (POLICY_FILE, "ratio = self.ratio[band].for_person(retired)", "ratio = self.ratio[band].for_person(False)",
+     "general terms: the in-service ratio for everyone"),
     (POOLING, "limit_left = max(0, outpatient_cap - totals.outpatient_pool_paid)",
      "limit_left = outpatient_cap - totals.outpatient_pool_paid", "general: cap left may go negative"),
     (POOLING, "fund_left = max(0, version.annual_fund_cap - totals.fund_cap_used)\n        if fund_left < limit_left:\n"
@@ -468,6 +476,7 @@ MUTANTS: list[tuple[str, str, str, str]] = [
 # Survivors judged equivalent (no input tells them apart), with the reason.
 EQUIVALENT = {
     "overlmt: >= (equivalent?)": "pric == pric_uplmt_amt gives (pric - limit) × cnt = 0: overlmt 0 either way",
+    "to_yuan: 0 as 0E-2": "Decimal(0).scaleb(-2) is Decimal('0.00'), the shared zero itself: it only saves building one",
     "lines: zero a debit (equivalent?)": "zero amounts are dropped by `if amount` before the comparison is made",
     "general: fund cap note at equality": "the same money; when both caps leave the same amount the note names "
                                           "the outpatient cap, the mutant the fund cap as well: both true",

@@ -14,14 +14,19 @@ from hypothesis import given, settings, strategies as st
 
 from gongji.common.money import CENT, to_yuan
 from gongji.settlement import policy as policy_module
-from gongji.settlement.domain import (ACCUMULATES, Effects, PersonState, SetlDetail, Settlement, YearTotals, new_effects,
-                                      new_person_state, new_setl_detail, new_settlement, new_year_totals, positional)
+from gongji.settlement import rules
+from gongji.settlement.domain import (ACCUMULATES, ClaimRecord, CreditApplied, CreditRecord, Effects, Output,
+                                      PersonState, SetlDetail, Settlement, YearTotals, new_claim_record,
+                                      new_credit_applied, new_credit_record, new_effects, new_output, new_person_state,
+                                      new_setl_detail, new_settlement, new_year_totals, positional)
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.relief import BOTTOM_CODES, BOTTOM_NAMES, Assistance
 
 SETTINGS = settings(max_examples=300, deadline=None, derandomize=True)
 BUILT = [(Settlement, new_settlement), (Effects, new_effects), (YearTotals, new_year_totals),
-         (PersonState, new_person_state), (SetlDetail, new_setl_detail)]
+         (PersonState, new_person_state), (SetlDetail, new_setl_detail), (Output, new_output),
+         (ClaimRecord, new_claim_record), (CreditRecord, new_credit_record), (CreditApplied, new_credit_applied),
+         (rules.ClaimSettled, rules.new_claim_settled), (rules.AccountCredited, rules.new_account_credited)]
 
 
 @pytest.mark.parametrize("cls, build", BUILT, ids=lambda item: getattr(item, "__name__", ""))

@@ -301,6 +301,9 @@ class Accumulators:
 
 
 Result = Settlement | Rejection | CreditApplied | Accumulators
+new_claim_record = positional(ClaimRecord)
+new_credit_record = positional(CreditRecord)
+new_credit_applied = positional(CreditApplied)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,3 +320,6 @@ class Output:
         if isinstance(self.value, Accumulators):
             return "accumulators"
         return "rejection" if isinstance(self.value, Rejection) else "credit"
+
+
+new_output = positional(Output)

@@ -17,7 +17,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from gongji.settlement.domain import ClaimRecord, CreditRecord, Output, PersonState, Rejection, new_person_state
+from gongji.settlement.domain import (ClaimRecord, Output, PersonState, Rejection, new_claim_record, new_credit_record,
+                                      new_output, new_person_state)
 from gongji.settlement import inquiry, window
 from gongji.settlement.catalogue import Versions
 from gongji.settlement.steps import Work
@@ -134,9 +135,8 @@ def _committed(state: PersonState, token: str, record: Record, year: int, person
     return window.closing(with_token(state, token), window.year_of(record), year, person, pass_.book)
 
 
-def _plan_claim(claim: Claim, links: tuple[str | None, str | None], pass_: _Overlay) -> _Planned:
+def _plan_claim(claim: Claim, key: str, links: tuple[str | None, str | None], pass_: _Overlay) -> _Planned:
     snap, holds, nonce = pass_.snap, pass_.holds, pass_.nonce
-    key = claim_key(claim.claim_id)
     state = pass_.states[claim.psn_no]
     year = window.event_year(claim)
     existing = window.kept(pass_.records.get((claim.psn_no, key)), state)
@@ -165,14 +165,13 @@ def _plan_claim(claim: Claim, links: tuple[str | None, str | None], pass_: _Over
     moves = returned
     if family and outcome.effects.mulaid_pay != holds.held[account]:
         moves += (holds.move(account, outcome.effects.mulaid_pay, nonce),)
-    record = ClaimRecord(fingerprint(claim), outcome.settlement, outcome.effects)
+    record = new_claim_record(fingerprint(claim), outcome.settlement, outcome.effects, None)
     new_state = _committed(outcome.state, f"c:{claim.claim_id}@{nonce}", record, year, person, pass_)
-    return _Planned(Output(claim.psn_no, outcome.settlement),
+    return _Planned(new_output(claim.psn_no, outcome.settlement),
                     Commit(claim.psn_no, state.token, new_state, key, record), moves)
 
 
-def _plan_reversal(reversal: Reversal, pass_: _Overlay) -> _Planned:
-    key = claim_key(reversal.claim_id)
+def _plan_reversal(reversal: Reversal, key: str, pass_: _Overlay) -> _Planned:
     state = pass_.states[reversal.psn_no]
     year = window.event_year(reversal)
     existing = window.kept(pass_.records.get((reversal.psn_no, key)), state)
@@ -199,8 +198,7 @@ def _plan_reversal(reversal: Reversal, pass_: _Overlay) -> _Planned:
                     Commit(reversal.psn_no, state.token, new_state, key, record, reverses=original_key), refunds)
 
 
-def _plan_credit(credit: Credit, pass_: _Overlay) -> _Planned:
-    key = credit_key(credit.credit_id)
+def _plan_credit(credit: Credit, key: str, pass_: _Overlay) -> _Planned:
     state = pass_.states[credit.psn_no]
     year = window.event_year(credit)
     existing = window.kept(pass_.records.get((credit.psn_no, key)), state)
@@ -211,9 +209,9 @@ def _plan_credit(credit: Credit, pass_: _Overlay) -> _Planned:
     outcome = pass_.rules.apply_credit(credit, person, pass_.book, state)
     if isinstance(outcome, Rejection):
         return _Planned(Output(credit.psn_no, outcome))
-    record = CreditRecord(fingerprint(credit), outcome.result)
+    record = new_credit_record(fingerprint(credit), outcome.result)
     new_state = _committed(outcome.state, f"k:{credit.credit_id}@{pass_.nonce}", record, year, person, pass_)
-    return _Planned(Output(credit.psn_no, outcome.result), Commit(credit.psn_no, state.token, new_state, key, record))
+    return _Planned(new_output(credit.psn_no, outcome.result), Commit(credit.psn_no, state.token, new_state, key, record))
 
 
 _NOBODY: frozenset[str] = frozenset()
@@ -302,32 +300,35 @@ def plan_pass(work: Work, snap: Snapshot, found: Family, views: dict[HoldKey, Ho
     blocked = set(found.deferred)  # persons with an event waiting for the next pass
     committing: set[str] = set()  # persons with a commit planned in this pass
     planned: list[tuple[int, Event, _Planned]] = []
+    owners, touched = snap.owners, holds.touched
     for index, event in work:
+        psn_no = event.psn_no
         touches = _touches(index, event, found, records)
-        waits = (event.psn_no in blocked or event.psn_no in holds.touched
-                 or not touches.isdisjoint(blocked) or not touches.isdisjoint(committing))
+        waits = (psn_no in blocked or psn_no in touched
+                 or (touches and (not touches.isdisjoint(blocked) or not touches.isdisjoint(committing))))
         if isinstance(event, INQUIRIES):  # an answer, and nothing written: the overlay stays as it is
             plan = _Planned(None, again=True) if waits else _Planned(inquiry.answer(event, found.links.get(index), pass_))
-        elif snap.owners.get(_event_key(event), event.psn_no) != event.psn_no:
-            plan = _Planned(Output(event.psn_no, taken(event, snap.owners[_event_key(event)])))
+        elif owners.get(key := _event_key(event), psn_no) != psn_no:
+            plan = _Planned(Output(psn_no, taken(event, owners[key])))
         elif waits:
             plan = _Planned(None, again=True)
         elif isinstance(event, Claim):
-            plan = _plan_claim(event, found.links[index], pass_)
+            plan = _plan_claim(event, key, found.links[index], pass_)
         elif isinstance(event, Reversal):
-            plan = _plan_reversal(event, pass_)
+            plan = _plan_reversal(event, key, pass_)
         else:
-            plan = _plan_credit(event, pass_)
+            plan = _plan_credit(event, key, pass_)
         if plan.again:
-            blocked.add(event.psn_no)
+            blocked.add(psn_no)
             blocked.update(touches)
-        if plan.commit is not None:
-            committing.add(event.psn_no)
-            states[event.psn_no] = plan.commit.state
-            records[(event.psn_no, plan.commit.record_key)] = plan.commit.record
-            if plan.commit.reverses:
-                key = (event.psn_no, plan.commit.reverses)
-                records[key] = dataclasses.replace(records[key], reversed_by=event.claim_id)
+        commit = plan.commit
+        if commit is not None:
+            committing.add(psn_no)
+            states[psn_no] = commit.state
+            records[(psn_no, commit.record_key)] = commit.record
+            if commit.reverses:
+                reversed_key = (psn_no, commit.reverses)
+                records[reversed_key] = dataclasses.replace(records[reversed_key], reversed_by=event.claim_id)
         planned.append((index, event, plan))
     decided = Pass(planned, waiting)
     for position, (_, event, plan) in enumerate(planned):

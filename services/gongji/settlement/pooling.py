@@ -100,31 +100,27 @@ def _general_outpatient(person, institution, version, split, totals, notes) -> B
     rules = version.general_outpatient
     retired = person.retired
     band = institution.band
+    ratio, ratio_note, outpatient_cap, deductible_note, cap_note = rules.terms[band, retired]
     # §3.1 起付线
     if rules.deductible_mode == "annual":
         left = max(0, rules.annual_deductible - totals.deductible_used)
         deductible = min(split.inscp, left)
-        notes.append(f"annual deductible {yuan_text(rules.annual_deductible)}, {yuan_text(left)} left, "
-                     f"{yuan_text(deductible)} now")
+        notes.append(f"{deductible_note}{yuan_text(left)} left, {yuan_text(deductible)} now")
     elif institution.grassroots and rules.grassroots_deductible_exempt:
         deductible = 0
         notes.append("no deductible at a grassroots institution")
     else:
         deductible = min(split.inscp, rules.per_visit_deductible[band])
-        notes.append(f"per-visit deductible {yuan_text(rules.per_visit_deductible[band])} (band {band}), "
-                     f"{yuan_text(deductible)} now")
+        notes.append(f"{deductible_note}{yuan_text(deductible)} now")
     # §3.2 ratio: band × person class, + family-doctor bonus at the contracted institution
-    ratio = rules.ratio[band].for_person(retired)
-    ratio_note = f"ratio {ratio} (band {band}, {'retired' if retired else 'in-service'})"
     if rules.family_doctor_bonus and person.fd_fixmedins_code == institution.fixmedins_code:
         ratio = min(Decimal(1), ratio + rules.family_doctor_bonus)
         ratio_note += f" + family doctor {rules.family_doctor_bonus}"
     notes.append(ratio_note)
     # §3.3 caps
     by_ratio = mul_round(split.inscp - deductible, ratio)
-    outpatient_cap = rules.annual_cap.for_person(retired)
     limit_left = max(0, outpatient_cap - totals.outpatient_pool_paid)
-    limit_note = f"annual outpatient cap {yuan_text(outpatient_cap)}, {yuan_text(limit_left)} left"
+    limit_note = f"{cap_note}{yuan_text(limit_left)} left"
     if rules.counts_in_fund_cap:
         # 国办发〔2021〕14号: the outpatient cap counts inside the annual fund cap where the region says so
         fund_left = max(0, version.annual_fund_cap - totals.fund_cap_used)

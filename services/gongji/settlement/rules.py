@@ -16,7 +16,8 @@ from gongji.common.money import mul_round, yuan_text
 from gongji.contract.wire import ACCOUNT, ASSISTANCE, CIVIL_SERVANT, LARGE_AMOUNT, MULAID_RELATIONS, POOLING, SHANGHAI
 from gongji.settlement.catalogue import Versions, classify
 from gongji.settlement.domain import (ClaimRecord, CreditApplied, Effects, PersonState, Rejection, Settlement,
-                                      new_effects, new_person_state, new_setl_detail, new_settlement)
+                                      new_credit_applied, new_effects, new_person_state, new_setl_detail,
+                                      new_settlement, positional)
 from gongji.settlement.events import Claim, Credit, Institution, Person, Reversal
 from gongji.settlement.policy import PolicyBook, PolicyVersion
 from gongji.settlement.pooling import basic_pooling, split_lines
@@ -55,6 +56,10 @@ class ClaimReversed:
 class AccountCredited:
     result: CreditApplied
     state: PersonState
+
+
+new_claim_settled = positional(ClaimSettled)
+new_account_credited = positional(AccountCredited)
 
 
 def _reject(code, message: str, psn_no: str | None, **ids) -> Rejection:
@@ -248,7 +253,7 @@ def settle_claim(
     )
     years = dict(state.years)
     years[year] = totals.plus(effects)
-    return ClaimSettled(settlement, new_person_state(state.token, balance_after, years, state.pending, state.kept_from,
+    return new_claim_settled(settlement, new_person_state(state.token, balance_after, years, state.pending, state.kept_from,
                                                 state.first_year), effects)
 
 
@@ -315,9 +320,8 @@ def apply_credit(credit: Credit, person: Person | None, book: PolicyBook, state:
         rate = version.crediting.retired_rate if person.retired else version.crediting.in_service_rate
         amount = mul_round(credit.crdt_base, rate)
     balance = state.balance + amount
-    return AccountCredited(
-        CreditApplied(credit_id=credit.credit_id, psn_no=credit.psn_no, ym=credit.ym, amount=amount, balc=balance,
-                      insu_admdvs=person.insu_admdvs),
+    return new_account_credited(
+        new_credit_applied(credit.credit_id, credit.psn_no, credit.ym, amount, balance, person.insu_admdvs),
         new_person_state(state.token, balance, state.years, state.pending, state.kept_from, state.first_year),
     )
 

@@ -41,7 +41,7 @@ U = "tests/unit/"
 SETTLEMENT_TESTS = [U + "test_engine_rules.py", U + "test_cap_edges.py", U + "test_major_list.py",
                     U + "test_continuity.py", U + "test_benefit_layers.py",
                     U + "test_family_binding.py", U + "test_engine_properties.py", U + "test_batch_invariance.py",
-                    U + "test_assistance_rules.py"]
+                    U + "test_assistance_rules.py", U + "test_engine_shortcuts.py"]
 HIGH_EXPENSE_TESTS = [U + "test_high_expense_income.py", U + "test_fraud_answers.py", U + "test_fraud_rules.py"]
 # The Lua scripts, and the Settler's holds across crashes and retries, are exercised against a store:
 # the contract suite and the exactly-once suite, on the memory store and on the real Redis server.
@@ -64,7 +64,8 @@ TESTS = {
     STUDY: [[U + "test_simulate_study.py"]],
     COMMIT_LUA: [CONTRACT_ON_REDIS],
     HOLD_LUA: [CONTRACT_ON_REDIS],
-    POLICY: [[U + "test_assistance_rules.py", U + "test_three_lines.py", U + "test_policy.py"]],
+    POLICY: [[U + "test_assistance_rules.py", U + "test_three_lines.py", U + "test_policy.py",
+              U + "test_engine_shortcuts.py"]],
     POLICY_FILE: [SETTLEMENT_TESTS],
     FRAUD_RULES: [HIGH_EXPENSE_TESTS],
     FRAUD_DOMAIN: [HIGH_EXPENSE_TESTS],

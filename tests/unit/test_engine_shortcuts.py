@@ -21,6 +21,7 @@ from gongji.settlement.domain import (ACCUMULATES, ClaimRecord, CreditApplied, C
                                       new_setl_detail, new_settlement, new_year_totals, positional)
 from gongji.settlement.policy import load_policy_book
 from gongji.settlement.relief import BOTTOM_CODES, BOTTOM_NAMES, Assistance
+from tests.unit.builders import BOOK, claim, institution, line, person, state
 
 SETTINGS = settings(max_examples=300, deadline=None, derandomize=True)
 BUILT = [(Settlement, new_settlement), (Effects, new_effects), (YearTotals, new_year_totals),
@@ -109,3 +110,17 @@ def test_a_code_listed_twice_belongs_to_the_first_category():
     assistance = Assistance.model_validate(data)
     assert assistance.category(code) is assistance.categories[first]
     assert assistance.category(None) is None and assistance.category("no-such-code") is None
+
+
+@pytest.mark.parametrize("balance, held, paid_by_holder", [("500.00", 30000, 0), ("20.00", 30000, 8000),
+                                                          ("0.00", 0, 0)])
+def test_the_holder_is_named_only_when_their_account_paid(balance, held, paid_by_holder):
+    """mulaid_holder_psn_no (settlement and effects) names the family account holder only when the
+    claim drew on their account: a dependant whose own account covers the claim, or whose holder has
+    nothing, pays no family aid and names nobody."""
+    dependant = person("P1", mulaid_holder_psn_no="H1", mulaid_relation="spouse")
+    out = rules.settle_claim(claim(line("100.00"), acct_used_flag="1"), dependant, institution(), BOOK,
+                             state(balance), holder_available=held)
+    assert out.settlement.acct_mulaid_pay == out.effects.mulaid_pay == paid_by_holder
+    named = "H1" if paid_by_holder else None
+    assert out.settlement.mulaid_holder_psn_no == out.effects.mulaid_holder == named

@@ -87,8 +87,9 @@ def to_yuan(fen: int) -> Decimal:
 
 def yuan_text(fen: int) -> str:
     """Fen as yuan text with two places ("-12.05"), for messages; integer arithmetic, no Decimal."""
-    sign, fen = ("-", -fen) if fen < 0 else ("", fen)
-    return f"{sign}{fen // 100}.{fen % 100:02d}"
+    if fen < 0:
+        return "-" + yuan_text(-fen)
+    return "%d.%02d" % divmod(fen, 100)
 
 
 def mul_round(fen: int, factor: Decimal) -> int:

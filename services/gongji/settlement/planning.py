@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from gongji.settlement.domain import (ClaimRecord, Output, PersonState, Rejection, new_claim_record, new_credit_record,
-                                      new_output, new_person_state)
+                                      new_output, new_person_state, positional)
 from gongji.settlement import inquiry, window
 from gongji.settlement.catalogue import Versions
 from gongji.settlement.steps import Work
@@ -123,6 +123,9 @@ class _Overlay:
     catalogue: Versions = field(default_factory=dict)  # the entries the pass's claims read
 
 
+new_commit = positional(Commit)
+
+
 def with_token(state: PersonState, token: str) -> PersonState:
     """dataclasses.replace(state, token=token), without replace's look at the fields on every call."""
     return new_person_state(token, state.balance, state.years, state.pending, state.kept_from, state.first_year)
@@ -168,7 +171,7 @@ def _plan_claim(claim: Claim, key: str, links: tuple[str | None, str | None], pa
     record = new_claim_record(fingerprint(claim), outcome.settlement, outcome.effects, None)
     new_state = _committed(outcome.state, f"c:{claim.claim_id}@{nonce}", record, year, person, pass_)
     return _Planned(new_output(claim.psn_no, outcome.settlement),
-                    Commit(claim.psn_no, state.token, new_state, key, record), moves)
+                    new_commit(claim.psn_no, state.token, new_state, key, record, None), moves)
 
 
 def _plan_reversal(reversal: Reversal, key: str, pass_: _Overlay) -> _Planned:
@@ -211,7 +214,8 @@ def _plan_credit(credit: Credit, key: str, pass_: _Overlay) -> _Planned:
         return _Planned(Output(credit.psn_no, outcome))
     record = new_credit_record(fingerprint(credit), outcome.result)
     new_state = _committed(outcome.state, f"k:{credit.credit_id}@{pass_.nonce}", record, year, person, pass_)
-    return _Planned(new_output(credit.psn_no, outcome.result), Commit(credit.psn_no, state.token, new_state, key, record))
+    return _Planned(new_output(credit.psn_no, outcome.result), new_commit(credit.psn_no, state.token, new_state, key,
+                                                                            record, None))
 
 
 _NOBODY: frozenset[str] = frozenset()

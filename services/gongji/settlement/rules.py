@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from gongji.common.money import mul_round, yuan_text
@@ -60,6 +60,11 @@ class AccountCredited:
 
 new_claim_settled = positional(ClaimSettled)
 new_account_credited = positional(AccountCredited)
+
+
+# Credit.first_day by the credit's ym: a year's credits name twelve months (ym is yyyy-MM, so at most
+# 120,000 of them ever)
+_FIRST_DAYS: dict[str, date] = {}
 
 
 def _reject(code, message: str, psn_no: str | None, **ids) -> Rejection:
@@ -313,7 +318,8 @@ def apply_credit(credit: Credit, person: Person | None, book: PolicyBook, state:
     if credit.crdt_type == "opening":
         amount = credit.amount
     else:
-        version = policy_for(person, person.insutype, credit.first_day, book, ids, "credit")
+        day = _FIRST_DAYS.get(credit.ym) or _FIRST_DAYS.setdefault(credit.ym, credit.first_day)
+        version = policy_for(person, person.insutype, day, book, ids, "credit")
         if isinstance(version, Rejection):
             return version
         # In-service: 2% of the own contribution base; retired: rate × last year's average pension.

@@ -10,9 +10,9 @@ import re
 from decimal import ROUND_HALF_UP, Decimal
 
 CENT = Decimal("0.01")
-_FEN_PER_YUAN = Decimal(100)
 _ONE = Decimal(1)
 _MICRO = Decimal("0.000001")
+_ZERO_YUAN = Decimal("0.00")
 
 
 class MoneyError(ValueError):
@@ -80,14 +80,16 @@ def to_fen(value: object) -> int:
 
 
 def to_yuan(fen: int) -> Decimal:
-    """Integer fen → yuan Decimal with exactly two places."""
-    return (Decimal(fen) / _FEN_PER_YUAN).quantize(CENT)
+    """Integer fen → yuan Decimal with exactly two places: the digits of `fen` with the exponent -2
+    (exact below 10^28 fen, and amounts stop at 10^18 yuan)."""
+    return Decimal(fen).scaleb(-2) if fen else _ZERO_YUAN
 
 
 def yuan_text(fen: int) -> str:
     """Fen as yuan text with two places ("-12.05"), for messages; integer arithmetic, no Decimal."""
-    sign, fen = ("-", -fen) if fen < 0 else ("", fen)
-    return f"{sign}{fen // 100}.{fen % 100:02d}"
+    if fen < 0:
+        return "-" + yuan_text(-fen)
+    return "%d.%02d" % divmod(fen, 100)
 
 
 def mul_round(fen: int, factor: Decimal) -> int:

@@ -157,36 +157,40 @@ def _disagreement(line: FeeLine, entry: CatalogueItem) -> str | None:
     return None
 
 
-def classify(claim: Claim, region: str, catalogue: Versions) -> Claim | Rejection:
-    """`claim` with every medical line classified by `region`'s catalogue in force on its date, or
-    the refusal of the first line that cannot be (module doc). The claim itself when nothing was
-    filled in (so its fingerprint, taken from the claim as sent, is never in question)."""
-    day = claim.setl_time.astimezone(SHANGHAI).date()
+def classify(claim: Claim, region: str, catalogue: Versions, day: date | None = None) -> Claim | Rejection:
+    """`claim` with every medical line classified by `region`'s catalogue in force on its date (`day`,
+    when the caller has it), or the refusal of the first line that cannot be (module doc). The claim
+    itself when nothing was filled in (so its fingerprint, taken from the claim as sent, is never in question)."""
+    if day is None:
+        day = claim.setl_time.astimezone(SHANGHAI).date()
     lines: list[FeeLine] = []
     filled = False
     for position, line in enumerate(claim.fee_details):
         if line.non_med_flag == "1":
             lines.append(line)
             continue
-        where = f"fee_details.{position} (feedetl_sn {line.feedetl_sn}, item {line.med_list_codg})"
-        entry = in_force(catalogue.get((region, line.med_list_codg), ()), day)
+        entry = in_force(catalogue.get((region, line.med_list_codg), ()), day) if catalogue else None
         if entry is None:
             if line.chrgitm_lv is None:
-                return _refuse(claim, "UNKNOWN_ITEM", f"{where}: not in region {region}'s catalogue on {day} (yet), "
-                               "and the line carries no chrgitm_lv; load the catalogue entry (gongji catalogue "
-                               "load), then resend the claim, or send the line classified")
+                return _refuse(claim, "UNKNOWN_ITEM", f"{_where(position, line)}: not in region {region}'s catalogue "
+                               f"on {day} (yet), and the line carries no chrgitm_lv; load the catalogue entry "
+                               "(gongji catalogue load), then resend the claim, or send the line classified")
             lines.append(line)
             continue
         problem = _disagreement(line, entry)
         if problem is not None:
-            return _refuse(claim, "INVALID_CLAIM", f"{where}: {problem} in region {region} on {day} "
-                           f"(version from {entry.begndate}); send the catalogue's classification or leave it out")
+            return _refuse(claim, "INVALID_CLAIM", f"{_where(position, line)}: {problem} in region {region} on "
+                           f"{day} (version from {entry.begndate}); send the catalogue's classification or leave it out")
         if line.chrgitm_lv is None:
             line = line.model_copy(update={"chrgitm_lv": entry.chrgitm_lv, "selfpay_prop": entry.selfpay_prop,
                                            "pric_uplmt_amt": entry.pric_uplmt_amt})
             filled = True
         lines.append(line)
     return claim.model_copy(update={"fee_details": tuple(lines)}) if filled else claim
+
+
+def _where(position: int, line: FeeLine) -> str:
+    return f"fee_details.{position} (feedetl_sn {line.feedetl_sn}, item {line.med_list_codg})"
 
 
 def _refuse(claim: Claim, code, message: str) -> Rejection:

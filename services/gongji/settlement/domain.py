@@ -16,6 +16,17 @@ class SettlementError(Exception):
     """Root of the settlement context's exceptions."""
 
 
+def positional(cls):
+    """`cls(*values)` for a frozen slots dataclass, every field given in order, at half the cost: the
+    frozen __init__ sets each field through object.__setattr__, this sets the slots themselves (as
+    dataclasses does, the function is generated). The same object: equal, every field set."""
+    names = [item.name for item in dataclasses.fields(cls)]
+    scope = {"_new": object.__new__, "_cls": cls, **{f"_set_{name}": getattr(cls, name).__set__ for name in names}}
+    body = "".join(f"    _set_{name}(self, {name})\n" for name in names)
+    exec(f"def {cls.__name__}_of({', '.join(names)}):\n    self = _new(_cls)\n{body}    return self\n", scope)
+    return scope[f"{cls.__name__}_of"]
+
+
 # ---------------------------------------------------------------- state
 
 
@@ -62,16 +73,26 @@ class YearTotals:
     chronic_paid: dict[str, int] = field(default_factory=dict)
 
     def plus(self, effects: "Effects", sign: int = 1) -> "YearTotals":
-        values = {name: getattr(self, name) + sign * getattr(effects, source) for name, source in ACCUMULATES.items()}
+        """These totals with `effects` added (sign 1) or taken back (sign -1): ACCUMULATES, written out."""
+        e = effects
         deductibles, paid = self.chronic_deductible_used, self.chronic_paid
-        if effects.chronic_group is not None:
-            group = effects.chronic_group
-            deductibles = {**deductibles, group: deductibles.get(group, 0) + sign * effects.chronic_deductible}
-            paid = {**paid, group: paid.get(group, 0) + sign * effects.chronic_pool}
-        return YearTotals(**values, chronic_deductible_used=deductibles, chronic_paid=paid)
+        if e.chronic_group is not None:
+            group = e.chronic_group
+            deductibles = {**deductibles, group: deductibles.get(group, 0) + sign * e.chronic_deductible}
+            paid = {**paid, group: paid.get(group, 0) + sign * e.chronic_pool}
+        return new_year_totals(
+            self.deductible_used + sign * e.deductible, self.outpatient_pool_paid + sign * e.outpatient_pool,
+            self.fund_cap_used + sign * e.fund_cap, self.visits + sign * e.visits, self.medfee + sign * e.medfee,
+            self.major_deductible_used + sign * e.major_deductible,
+            self.hifob_deductible_used + sign * e.hifob_deductible, self.hifob_paid + sign * e.hifob,
+            self.cvlserv_deductible_used + sign * e.cvlserv_deductible, self.cvlserv_paid + sign * e.cvlserv,
+            self.maf_deductible_used + sign * e.maf_deductible, self.maf_paid + sign * e.maf,
+            self.maf_pref_burden_used + sign * e.maf_pref_burden, self.maf_pref_paid + sign * e.maf_pref,
+            deductibles, paid)
 
 
 ZERO_YEAR = YearTotals()
+new_year_totals = positional(YearTotals)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +142,10 @@ class Effects:
 
     def to_record(self) -> dict:
         return {name: getattr(self, name) for name in self.__slots__}
+
+
+new_person_state = positional(PersonState)
+new_effects = positional(Effects)
 
 
 # ---------------------------------------------------------------- results
@@ -199,6 +224,8 @@ class Settlement:
 
 
 _SETTLEMENT_SLOTS = tuple(field.name for field in dataclasses.fields(Settlement))
+new_settlement = positional(Settlement)
+new_setl_detail = positional(SetlDetail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +301,9 @@ class Accumulators:
 
 
 Result = Settlement | Rejection | CreditApplied | Accumulators
+new_claim_record = positional(ClaimRecord)
+new_credit_record = positional(CreditRecord)
+new_credit_applied = positional(CreditApplied)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,3 +320,6 @@ class Output:
         if isinstance(self.value, Accumulators):
             return "accumulators"
         return "rejection" if isinstance(self.value, Rejection) else "credit"
+
+
+new_output = positional(Output)

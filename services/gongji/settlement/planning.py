@@ -17,14 +17,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from gongji.settlement.domain import ClaimRecord, CreditRecord, Output, PersonState, Rejection
+from gongji.settlement.domain import (ClaimRecord, Output, PersonState, Rejection, new_claim_record, new_credit_record,
+                                      new_output, new_person_state, positional)
 from gongji.settlement import inquiry, window
 from gongji.settlement.catalogue import Versions
 from gongji.settlement.steps import Work
 from gongji.settlement.events import INQUIRIES, Claim, Credit, Event, Institution, Person, PreSettlement, Reversal
 from gongji.settlement.family import Family, HoldKey, Holds
 from gongji.settlement.idempotency import fingerprint, replayed, taken
-from gongji.settlement.store import Commit, Hold, HolderView, Snapshot, Status, claim_key, credit_key
+from gongji.settlement.store import Commit, Hold, HolderView, Record, Snapshot, Status, claim_key, credit_key
 
 if TYPE_CHECKING:
     from gongji.settlement.policy import PolicyBook
@@ -122,21 +123,27 @@ class _Overlay:
     catalogue: Versions = field(default_factory=dict)  # the entries the pass's claims read
 
 
+new_commit = positional(Commit)
+
+
 def with_token(state: PersonState, token: str) -> PersonState:
-    """dataclasses.replace(state, token=token) without its look at the fields on every call."""
-    copy = object.__new__(PersonState)
-    for name in PersonState.__slots__:  # a slots dataclass: its fields
-        object.__setattr__(copy, name, getattr(state, name))
-    object.__setattr__(copy, "token", token)
-    return copy
+    """dataclasses.replace(state, token=token), without replace's look at the fields on every call."""
+    return new_person_state(token, state.balance, state.years, state.pending, state.kept_from, state.first_year)
 
 
-def _plan_claim(claim: Claim, links: tuple[str | None, str | None], pass_: _Overlay) -> _Planned:
+def _committed(state: PersonState, token: str, record: Record, year: int, person: Person | None,
+               pass_: _Overlay) -> PersonState:
+    """The state an event dated in `year` writes with `record`: the rules' new state with the
+    write's token, and the years the event's date closes dropped (window.closing)."""
+    return window.closing(with_token(state, token), window.year_of(record), year, person, pass_.book)
+
+
+def _plan_claim(claim: Claim, key: str, links: tuple[str | None, str | None], pass_: _Overlay) -> _Planned:
     snap, holds, nonce = pass_.snap, pass_.holds, pass_.nonce
-    key = claim_key(claim.claim_id)
     state = pass_.states[claim.psn_no]
+    year = window.event_year(claim)
     existing = window.kept(pass_.records.get((claim.psn_no, key)), state)
-    too_old = window.closed(claim, state)
+    too_old = window.closed(claim, year, state)
     if existing is not None or too_old is not None:
         return _Planned(Output(claim.psn_no, too_old) if too_old else replayed(claim, existing, "claim"))
     person = snap.persons.get(claim.psn_no)
@@ -161,22 +168,23 @@ def _plan_claim(claim: Claim, links: tuple[str | None, str | None], pass_: _Over
     moves = returned
     if family and outcome.effects.mulaid_pay != holds.held[account]:
         moves += (holds.move(account, outcome.effects.mulaid_pay, nonce),)
-    record = ClaimRecord(fingerprint(claim), outcome.settlement, outcome.effects)
-    new_state = with_token(outcome.state, f"c:{claim.claim_id}@{nonce}")
-    return _Planned(Output(claim.psn_no, outcome.settlement),
-                    Commit(claim.psn_no, state.token, new_state, key, record), moves)
+    record = new_claim_record(fingerprint(claim), outcome.settlement, outcome.effects, None)
+    new_state = _committed(outcome.state, f"c:{claim.claim_id}@{nonce}", record, year, person, pass_)
+    return _Planned(new_output(claim.psn_no, outcome.settlement),
+                    new_commit(claim.psn_no, state.token, new_state, key, record, None), moves)
 
 
-def _plan_reversal(reversal: Reversal, pass_: _Overlay) -> _Planned:
-    key = claim_key(reversal.claim_id)
+def _plan_reversal(reversal: Reversal, key: str, pass_: _Overlay) -> _Planned:
     state = pass_.states[reversal.psn_no]
+    year = window.event_year(reversal)
     existing = window.kept(pass_.records.get((reversal.psn_no, key)), state)
-    too_old = window.closed(reversal, state)
+    too_old = window.closed(reversal, year, state)
     if existing is not None or too_old is not None:
         return _Planned(Output(reversal.psn_no, too_old) if too_old else replayed(reversal, existing, "reversal"))
     original_key = claim_key(reversal.orig_claim_id)
     original = window.kept(pass_.records.get((reversal.psn_no, original_key)), state)
-    refused = window.original_closed(reversal, original, state, pass_.snap.persons.get(reversal.psn_no), pass_.book)
+    person = pass_.snap.persons.get(reversal.psn_no)
+    refused = window.original_closed(reversal, year, original, state, person, pass_.book)
     outcome = refused or pass_.rules.reverse_claim(reversal, original, state)
     if isinstance(outcome, Rejection):
         return _Planned(Output(reversal.psn_no, outcome))
@@ -187,24 +195,27 @@ def _plan_reversal(reversal: Reversal, pass_: _Overlay) -> _Planned:
             return _Planned(None, again=True)
         refunds = (pass_.holds.move(account, 0, pass_.nonce),)
     record = ClaimRecord(fingerprint(reversal), outcome.settlement, original.effects)
-    new_state = with_token(outcome.state, f"c:{reversal.claim_id}@{pass_.nonce}")
+    new_state = _committed(outcome.state, f"c:{reversal.claim_id}@{pass_.nonce}", record, year, person,
+                           pass_)
     return _Planned(Output(reversal.psn_no, outcome.settlement),
                     Commit(reversal.psn_no, state.token, new_state, key, record, reverses=original_key), refunds)
 
 
-def _plan_credit(credit: Credit, pass_: _Overlay) -> _Planned:
-    key = credit_key(credit.credit_id)
+def _plan_credit(credit: Credit, key: str, pass_: _Overlay) -> _Planned:
     state = pass_.states[credit.psn_no]
+    year = window.event_year(credit)
     existing = window.kept(pass_.records.get((credit.psn_no, key)), state)
-    too_old = window.closed(credit, state)
+    too_old = window.closed(credit, year, state)
     if existing is not None or too_old is not None:
         return _Planned(Output(credit.psn_no, too_old) if too_old else replayed(credit, existing, "credit"))
-    outcome = pass_.rules.apply_credit(credit, pass_.snap.persons.get(credit.psn_no), pass_.book, state)
+    person = pass_.snap.persons.get(credit.psn_no)
+    outcome = pass_.rules.apply_credit(credit, person, pass_.book, state)
     if isinstance(outcome, Rejection):
         return _Planned(Output(credit.psn_no, outcome))
-    record = CreditRecord(fingerprint(credit), outcome.result)
-    new_state = with_token(outcome.state, f"k:{credit.credit_id}@{pass_.nonce}")
-    return _Planned(Output(credit.psn_no, outcome.result), Commit(credit.psn_no, state.token, new_state, key, record))
+    record = new_credit_record(fingerprint(credit), outcome.result)
+    new_state = _committed(outcome.state, f"k:{credit.credit_id}@{pass_.nonce}", record, year, person, pass_)
+    return _Planned(new_output(credit.psn_no, outcome.result), new_commit(credit.psn_no, state.token, new_state, key,
+                                                                            record, None))
 
 
 _NOBODY: frozenset[str] = frozenset()
@@ -293,33 +304,35 @@ def plan_pass(work: Work, snap: Snapshot, found: Family, views: dict[HoldKey, Ho
     blocked = set(found.deferred)  # persons with an event waiting for the next pass
     committing: set[str] = set()  # persons with a commit planned in this pass
     planned: list[tuple[int, Event, _Planned]] = []
+    owners, touched = snap.owners, holds.touched
     for index, event in work:
+        psn_no = event.psn_no
         touches = _touches(index, event, found, records)
-        waits = (event.psn_no in blocked or event.psn_no in holds.touched
-                 or not touches.isdisjoint(blocked) or not touches.isdisjoint(committing))
+        waits = (psn_no in blocked or psn_no in touched
+                 or (touches and (not touches.isdisjoint(blocked) or not touches.isdisjoint(committing))))
         if isinstance(event, INQUIRIES):  # an answer, and nothing written: the overlay stays as it is
             plan = _Planned(None, again=True) if waits else _Planned(inquiry.answer(event, found.links.get(index), pass_))
-        elif snap.owners.get(_event_key(event), event.psn_no) != event.psn_no:
-            plan = _Planned(Output(event.psn_no, taken(event, snap.owners[_event_key(event)])))
+        elif owners.get(key := _event_key(event), psn_no) != psn_no:
+            plan = _Planned(Output(psn_no, taken(event, owners[key])))
         elif waits:
             plan = _Planned(None, again=True)
         elif isinstance(event, Claim):
-            plan = _plan_claim(event, found.links[index], pass_)
+            plan = _plan_claim(event, key, found.links[index], pass_)
         elif isinstance(event, Reversal):
-            plan = _plan_reversal(event, pass_)
+            plan = _plan_reversal(event, key, pass_)
         else:
-            plan = _plan_credit(event, pass_)
+            plan = _plan_credit(event, key, pass_)
         if plan.again:
-            blocked.add(event.psn_no)
+            blocked.add(psn_no)
             blocked.update(touches)
-        if plan.commit is not None:
-            plan.commit = window.closing(plan.commit, event, snap.persons.get(event.psn_no), book)
-            committing.add(event.psn_no)
-            states[event.psn_no] = plan.commit.state
-            records[(event.psn_no, plan.commit.record_key)] = plan.commit.record
-            if plan.commit.reverses:
-                key = (event.psn_no, plan.commit.reverses)
-                records[key] = dataclasses.replace(records[key], reversed_by=event.claim_id)
+        commit = plan.commit
+        if commit is not None:
+            committing.add(psn_no)
+            states[psn_no] = commit.state
+            records[(psn_no, commit.record_key)] = commit.record
+            if commit.reverses:
+                reversed_key = (psn_no, commit.reverses)
+                records[reversed_key] = dataclasses.replace(records[reversed_key], reversed_by=event.claim_id)
         planned.append((index, event, plan))
     decided = Pass(planned, waiting)
     for position, (_, event, plan) in enumerate(planned):

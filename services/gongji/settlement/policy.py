@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gongji.common.fields import Fen, Ratio
+from gongji.common.money import yuan_text
 from gongji.settlement.domain import SettlementError
 from gongji.settlement.relief import Assistance
 
@@ -69,6 +70,24 @@ class GeneralOutpatient(_Model):
     # 国办发〔2021〕14号 leaves it to the region whether the outpatient cap counts inside the
     # basic + large-amount annual cap (纳入年度最高支付限额计算).
     counts_in_fund_cap: bool
+
+    @functools.cached_property
+    def terms(self) -> dict[tuple[str, bool], tuple[Decimal, str, int, str, str]]:
+        """(band, retired) → what a claim's settlement takes from these terms, worked out once: the
+        ratio and its note, the annual cap, and the deductible's and the cap's notes as far as they
+        do not depend on the person's year (pooling._general_outpatient)."""
+        terms = {}
+        for band in self.ratio:
+            for retired in (False, True):
+                ratio = self.ratio[band].for_person(retired)
+                cap = self.annual_cap.for_person(retired)
+                if self.deductible_mode == "annual":
+                    deductible_note = f"annual deductible {yuan_text(self.annual_deductible)}, "
+                else:
+                    deductible_note = f"per-visit deductible {yuan_text(self.per_visit_deductible[band])} (band {band}), "
+                terms[band, retired] = (ratio, f"ratio {ratio} (band {band}, {'retired' if retired else 'in-service'})",
+                                        cap, deductible_note, f"annual outpatient cap {yuan_text(cap)}, ")
+        return terms
 
     @model_validator(mode="after")
     def _complete(self) -> "GeneralOutpatient":
@@ -314,11 +333,16 @@ def policy_from_raw(raw: Mapping[str, Any], source: str) -> RegionPolicy:
     return policy
 
 
+_DAYS_REMEMBERED = 100_000  # (region, day) pairs: decades of days for every region of a province
+
+
 class PolicyBook:
     """All regions' policies, looked up by insured region and day."""
 
     def __init__(self, policies: Iterable[RegionPolicy]):
         self._by_region: dict[str, RegionPolicy] = {}
+        # (region, day) → the version in force: every claim asks, for a few hundred days a year
+        self._in_force: dict[tuple[str, date], PolicyVersion | None] = {}
         for policy in policies:
             if policy.admdvs in self._by_region:
                 raise PolicyError(f"two policy files for region {policy.admdvs}")
@@ -336,8 +360,17 @@ class PolicyBook:
         return {code: self._by_region[code].name for code in self.regions}
 
     def in_force(self, admdvs: str, day: date) -> PolicyVersion | None:
+        key = (admdvs, day)
+        try:
+            return self._in_force[key]
+        except KeyError:
+            pass
         policy = self._by_region.get(admdvs)
-        return policy.in_force(day) if policy else None
+        version = policy.in_force(day) if policy else None
+        if len(self._in_force) >= _DAYS_REMEMBERED:
+            self._in_force.clear()
+        self._in_force[key] = version
+        return version
 
 
 def load_policy_book(directory: Path | None = None) -> PolicyBook:

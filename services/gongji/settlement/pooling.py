@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import NamedTuple
 
 from gongji.contract.wire import SHANGHAI
 from gongji.common.money import div_round, mul_round, yuan_text, yuan_to_fen
@@ -29,39 +30,47 @@ class LineSplit:
     non_medical: int = 0  # public health, fitness, wellness: never payable by fund or account
 
 
-def split_line(line: FeeLine) -> LineSplit:
+def _split(line: FeeLine) -> tuple[int, int, int, int, int, int]:
+    """One line's split, in LineSplit's order (a tuple: a claim's lines are summed, not kept)."""
     amount = line.det_item_fee_sumamt
     if line.non_med_flag == "1":
-        return LineSplit(medfee=amount, fulamt_ownpay=amount, non_medical=amount)
-    if line.chrgitm_lv == "03":
-        return LineSplit(medfee=amount, fulamt_ownpay=amount)
+        return amount, amount, 0, 0, 0, amount
+    level = line.chrgitm_lv
+    if level == "03":
+        return amount, amount, 0, 0, 0, 0
     overlmt = 0
-    if line.pric_uplmt_amt is not None and line.pric > line.pric_uplmt_amt:
-        overlmt = min(amount, yuan_to_fen((line.pric - line.pric_uplmt_amt) * line.cnt))
+    limit = line.pric_uplmt_amt
+    if limit is not None and line.pric > limit:
+        overlmt = min(amount, yuan_to_fen((line.pric - limit) * line.cnt))
     base = amount - overlmt
-    preselfpay = mul_round(base, line.selfpay_prop) if line.chrgitm_lv == "02" and line.selfpay_prop else 0
-    return LineSplit(medfee=amount, overlmt=overlmt, preselfpay=preselfpay, inscp=base - preselfpay)
+    preselfpay = mul_round(base, line.selfpay_prop) if level == "02" and line.selfpay_prop else 0
+    return amount, 0, overlmt, preselfpay, base - preselfpay, 0
+
+
+def split_line(line: FeeLine) -> LineSplit:
+    return LineSplit(*_split(line))
 
 
 def split_lines(lines: tuple[FeeLine, ...]) -> LineSplit:
+    if len(lines) == 1:
+        return LineSplit(*_split(lines[0]))
     medfee = ownpay = overlmt = preselfpay = inscp = non_medical = 0
     for line in lines:
-        part = split_line(line)
-        medfee += part.medfee
-        ownpay += part.fulamt_ownpay
-        overlmt += part.overlmt
-        preselfpay += part.preselfpay
-        inscp += part.inscp
-        non_medical += part.non_medical
+        part = _split(line)
+        medfee += part[0]
+        ownpay += part[1]
+        overlmt += part[2]
+        preselfpay += part[3]
+        inscp += part[4]
+        non_medical += part[5]
     return LineSplit(medfee, ownpay, overlmt, preselfpay, inscp, non_medical)
 
 
 # ---------------------------------------------------------------- §3, §6 the basic pooling fund
 
 
-@dataclass(frozen=True, slots=True)
-class Basic:
-    """What the basic pooling fund pays for one claim, and what it consumed."""
+class Basic(NamedTuple):
+    """What the basic pooling fund pays for one claim, and what it consumed (Effects' fields of it)."""
 
     kind: str  # "general", "chronic", "inpatient", "major" (门诊大病, 参照住院)
     pooling: int
@@ -69,8 +78,15 @@ class Basic:
     ratio: Decimal
     limit_left: int  # what the binding cap still allowed before this claim
     over_cap: int  # in-scope base above the basic fund's annual cap: the large-amount subsidy's base
-    notes: tuple[str, ...]
-    effects: dict
+    notes: list[str]
+    # consumed, as Effects names them
+    general_deductible: int = 0  # Effects.deductible
+    outpatient_pool: int = 0
+    fund_cap: int = 0
+    chronic_group: str | None = None
+    chronic_deductible: int = 0
+    chronic_pool: int = 0
+    major_deductible: int = 0
 
 
 def _invalid(claim: Claim, message: str) -> Rejection:
@@ -84,31 +100,27 @@ def _general_outpatient(person, institution, version, split, totals, notes) -> B
     rules = version.general_outpatient
     retired = person.retired
     band = institution.band
+    ratio, ratio_note, outpatient_cap, deductible_note, cap_note = rules.terms[band, retired]
     # §3.1 起付线
     if rules.deductible_mode == "annual":
         left = max(0, rules.annual_deductible - totals.deductible_used)
         deductible = min(split.inscp, left)
-        notes.append(f"annual deductible {yuan_text(rules.annual_deductible)}, {yuan_text(left)} left, "
-                     f"{yuan_text(deductible)} now")
+        notes.append(f"{deductible_note}{yuan_text(left)} left, {yuan_text(deductible)} now")
     elif institution.grassroots and rules.grassroots_deductible_exempt:
         deductible = 0
         notes.append("no deductible at a grassroots institution")
     else:
         deductible = min(split.inscp, rules.per_visit_deductible[band])
-        notes.append(f"per-visit deductible {yuan_text(rules.per_visit_deductible[band])} (band {band}), "
-                     f"{yuan_text(deductible)} now")
+        notes.append(f"{deductible_note}{yuan_text(deductible)} now")
     # §3.2 ratio: band × person class, + family-doctor bonus at the contracted institution
-    ratio = rules.ratio[band].for_person(retired)
-    ratio_note = f"ratio {ratio} (band {band}, {'retired' if retired else 'in-service'})"
     if rules.family_doctor_bonus and person.fd_fixmedins_code == institution.fixmedins_code:
         ratio = min(Decimal(1), ratio + rules.family_doctor_bonus)
         ratio_note += f" + family doctor {rules.family_doctor_bonus}"
     notes.append(ratio_note)
     # §3.3 caps
     by_ratio = mul_round(split.inscp - deductible, ratio)
-    outpatient_cap = rules.annual_cap.for_person(retired)
     limit_left = max(0, outpatient_cap - totals.outpatient_pool_paid)
-    limit_note = f"annual outpatient cap {yuan_text(outpatient_cap)}, {yuan_text(limit_left)} left"
+    limit_note = f"{cap_note}{yuan_text(limit_left)} left"
     if rules.counts_in_fund_cap:
         # 国办发〔2021〕14号: the outpatient cap counts inside the annual fund cap where the region says so
         fund_left = max(0, version.annual_fund_cap - totals.fund_cap_used)
@@ -119,9 +131,8 @@ def _general_outpatient(person, institution, version, split, totals, notes) -> B
     notes.append(limit_note)
     if pooling < by_ratio:
         notes.append(f"capped: {yuan_text(by_ratio)} by ratio, {yuan_text(pooling)} paid")
-    return Basic("general", pooling, deductible, ratio, limit_left, 0, tuple(notes),
-                  {"deductible": deductible, "outpatient_pool": pooling,
-                   "fund_cap": pooling if rules.counts_in_fund_cap else 0})
+    return Basic("general", pooling, deductible, ratio, limit_left, 0, notes, deductible, pooling,
+                 pooling if rules.counts_in_fund_cap else 0)
 
 
 def _chronic(person, group, version, split, totals, notes) -> Basic:
@@ -142,9 +153,9 @@ def _chronic(person, group, version, split, totals, notes) -> Basic:
     pooling = min(by_ratio, limit_left)
     if pooling < by_ratio:
         notes.append(f"capped: {yuan_text(by_ratio)} by ratio, {yuan_text(pooling)} paid")
-    return Basic("chronic", pooling, deductible, ratio, limit_left, 0, tuple(notes),
-                  {"chronic_group": group.name, "chronic_deductible": deductible, "chronic_pool": pooling,
-                   "fund_cap": pooling if group.counts_in_fund_cap else 0})
+    return Basic("chronic", pooling, deductible, ratio, limit_left, 0, notes,
+                 fund_cap=pooling if group.counts_in_fund_cap else 0, chronic_group=group.name,
+                 chronic_deductible=deductible, chronic_pool=pooling)
 
 
 def _inpatient(person, institution, version, split, totals, notes, major: bool) -> Basic:
@@ -175,11 +186,8 @@ def _inpatient(person, institution, version, split, totals, notes, major: bool) 
         over_cap = max(0, base - div_round(pooling, ratio))
         notes.append(f"capped: {yuan_text(by_ratio)} by ratio, {yuan_text(pooling)} paid, "
                      f"{yuan_text(over_cap)} in scope above the cap")
-    effects = {"fund_cap": pooling}
-    if major:
-        effects["major_deductible"] = deductible
-    return Basic("major" if major else "inpatient", pooling, deductible, ratio, limit_left, over_cap,
-                  tuple(notes), effects)
+    return Basic("major" if major else "inpatient", pooling, deductible, ratio, limit_left, over_cap, notes,
+                 fund_cap=pooling, major_deductible=deductible if major else 0)
 
 
 def _dual_channel(claim, institution, prescriber) -> Rejection | None:

@@ -5,6 +5,8 @@ a day (standing, or granted on application). Part of gongji.settlement.policy's 
 
 from __future__ import annotations
 
+import functools
+from datetime import date
 from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -107,20 +109,27 @@ class Assistance(_Model):
                                  f"低保 and 特困 are assisted at a lower ratio than theirs (lowest {floor})")
         return self
 
-    def category(self, code: str | None) -> AssistanceCategory | None:
+    @functools.cached_property
+    def _by_code(self) -> dict[str, AssistanceCategory]:
+        found: dict[str, AssistanceCategory] = {}
         for category in self.categories:
-            if code in category.codes:
-                return category
-        return None
+            for code in category.codes:
+                found.setdefault(code, category)  # the first category listing a code has it
+        return found
 
-    def category_on(self, person, day: str) -> AssistanceCategory | None:
-        """The person's category on `day` (ISO date, Asia/Shanghai): their standing identification
+    def category(self, code: str | None) -> AssistanceCategory | None:
+        return self._by_code.get(code)
+
+    def category_on(self, person, day: date | str) -> AssistanceCategory | None:
+        """The person's category on `day` (a date or its ISO text, Asia/Shanghai): their standing identification
         (psn_idet_type), else a category granted on application (seed 003: "For key monitoring groups,
         implement assistance according to application") for a period that holds `day`, both ends
         included. A code the policy does not list gives no assistance."""
         standing = self.category(person.psn_idet_type)
         if standing is not None or person.aid_idet_type is None:
             return standing
+        if not isinstance(day, str):
+            day = day.isoformat()
         if person.aid_begndate <= day <= person.aid_enddate:
             return self.category(person.aid_idet_type)
         return None

@@ -9,18 +9,23 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from gongji.common.money import mul_round, yuan_text
 from gongji.contract.wire import ACCOUNT, ASSISTANCE, CIVIL_SERVANT, LARGE_AMOUNT, MULAID_RELATIONS, POOLING, SHANGHAI
 from gongji.settlement.catalogue import Versions, classify
-from gongji.settlement.domain import ClaimRecord, CreditApplied, Effects, PersonState, Rejection, SetlDetail, Settlement
+from gongji.settlement.domain import (ClaimRecord, CreditApplied, Effects, PersonState, Rejection, Settlement,
+                                      new_credit_applied, new_effects, new_person_state, new_setl_detail,
+                                      new_settlement, positional)
 from gongji.settlement.events import Claim, Credit, Institution, Person, Reversal
 from gongji.settlement.policy import PolicyBook, PolicyVersion
 from gongji.settlement.pooling import basic_pooling, split_lines
 
 COVERED_INSUTYPES = ("310",)  # 职工基本医疗保险
+
+
+_FOUR_PLACES = Decimal("0.0001")  # pool_prop_selfpay: decimal(6,4) on the wire
 
 
 def setl_id_for(claim_id: str) -> str:
@@ -51,6 +56,15 @@ class ClaimReversed:
 class AccountCredited:
     result: CreditApplied
     state: PersonState
+
+
+new_claim_settled = positional(ClaimSettled)
+new_account_credited = positional(AccountCredited)
+
+
+# Credit.first_day by the credit's ym: a year's credits name twelve months (ym is yyyy-MM, so at most
+# 120,000 of them ever)
+_FIRST_DAYS: dict[str, date] = {}
 
 
 def _reject(code, message: str, psn_no: str | None, **ids) -> Rejection:
@@ -90,7 +104,7 @@ def _layer(base: int, deductible_total: int, deductible_used: int, ratio: Decima
     return min(mul_round(base - deductible, ratio), cap_left), deductible, cap_left
 
 
-def _preferential(rules, burden: int, totals, layers: dict) -> tuple[int, str]:
+def _preferential(rules, burden: int, totals) -> tuple[int, int, str]:
     """倾斜救助 (seed 003: "For the relief objects who still have a heavy personal burden after being
     guaranteed by the triple system, the local government shall give preferential assistance"):
     `burden`, the claim's in-scope burden left after the three layers, counts towards the year's
@@ -98,8 +112,7 @@ def _preferential(rules, burden: int, totals, layers: dict) -> tuple[int, str]:
     assistance fund (in maf_pay and its 610100 row; maf_pref_pay says how much of it)."""
     pref, below, cap_left = _layer(burden, rules.heavy_burden, totals.maf_pref_burden_used, rules.ratio,
                                    rules.annual_limit, totals.maf_pref_paid)
-    layers.update(maf_pref=pref, maf_pref_burden=below)
-    return pref, (f"; 倾斜救助 {yuan_text(pref)}: {yuan_text(burden)} in scope left after the three layers, heavy "
+    return pref, below, (f"; 倾斜救助 {yuan_text(pref)}: {yuan_text(burden)} in scope left after the three layers, heavy "
                   f"above {yuan_text(rules.heavy_burden)} a year ({yuan_text(below)} of it now); ratio {rules.ratio}; "
                   f"annual limit {yuan_text(rules.annual_limit)}, {yuan_text(cap_left)} left")
 
@@ -142,7 +155,8 @@ def settle_claim(
                        "registry (yet); send the institution event, then resend the claim", claim.psn_no,
                        input_type="claim", **ids)
     local_time = claim.setl_time.astimezone(SHANGHAI)
-    version = policy_for(person, claim.insutype, local_time.date(), book, ids, "claim")
+    day = local_time.date()
+    version = policy_for(person, claim.insutype, day, book, ids, "claim")
     if isinstance(version, Rejection):
         return version
     if claim.med_type not in version.med_types:
@@ -151,7 +165,7 @@ def settle_claim(
                        input_type="claim", **ids)
 
     # 就医地目录: the treatment region's catalogue in force on the claim's date
-    claim = classify(claim, institution.admdvs, catalogue or {})
+    claim = classify(claim, institution.admdvs, catalogue or {}, day)
     if isinstance(claim, Rejection):
         return claim
     split = split_lines(claim.fee_details)
@@ -161,49 +175,47 @@ def settle_claim(
     if isinstance(basic, Rejection):
         return basic
     pooling = basic.pooling
-    details = [SetlDetail(POOLING, pooling, basic.limit_left, "; ".join(basic.notes))]
-    layers: dict[str, int] = {}
-    inpatient_like = basic.kind in ("inpatient", "major")
+    details = [new_setl_detail(POOLING, pooling, basic.limit_left, "; ".join(basic.notes))]
+    inpatient_like = basic.kind == "inpatient" or basic.kind == "major"
 
     # §6 职工大额医疗费用补助 on the in-scope amount above the basic fund's cap
-    hifob = 0
+    hifob = hifob_deductible = 0
     if inpatient_like and version.large_amount is not None and basic.over_cap:
         rules = version.large_amount
-        hifob, deductible, cap_left = _layer(basic.over_cap, rules.annual_deductible, totals.hifob_deductible_used,
-                                             rules.ratio, rules.annual_cap, totals.hifob_paid)
-        layers.update(hifob=hifob, hifob_deductible=deductible)
-        details.append(SetlDetail(LARGE_AMOUNT, hifob, cap_left,
+        hifob, hifob_deductible, cap_left = _layer(basic.over_cap, rules.annual_deductible,
+                                                   totals.hifob_deductible_used, rules.ratio, rules.annual_cap,
+                                                   totals.hifob_paid)
+        details.append(new_setl_detail(LARGE_AMOUNT, hifob, cap_left,
                                   f"职工大额医疗费用补助: {yuan_text(basic.over_cap)} in scope above the basic cap; "
-                                  f"deductible {yuan_text(deductible)} now; ratio {rules.ratio}; "
+                                  f"deductible {yuan_text(hifob_deductible)} now; ratio {rules.ratio}; "
                                   f"annual cap {yuan_text(rules.annual_cap)}, {yuan_text(cap_left)} left"))
     # §6 公务员医疗补助 on the in-scope burden left, for persons entitled to it
-    cvlserv = 0
+    cvlserv = cvlserv_deductible = 0
     if inpatient_like and version.civil_servant is not None and person.cvlserv_flag == "1":
         rules = version.civil_servant
         base = split.inscp - pooling - hifob
-        cvlserv, deductible, cap_left = _layer(base, rules.annual_deductible, totals.cvlserv_deductible_used,
-                                               rules.ratio, rules.annual_cap, totals.cvlserv_paid)
-        layers.update(cvlserv=cvlserv, cvlserv_deductible=deductible)
-        details.append(SetlDetail(CIVIL_SERVANT, cvlserv, cap_left,
+        cvlserv, cvlserv_deductible, cap_left = _layer(base, rules.annual_deductible,
+                                                       totals.cvlserv_deductible_used, rules.ratio,
+                                                       rules.annual_cap, totals.cvlserv_paid)
+        details.append(new_setl_detail(CIVIL_SERVANT, cvlserv, cap_left,
                                   f"公务员医疗补助: {yuan_text(base)} in scope left after insurance; deductible "
-                                  f"{yuan_text(deductible)} now; ratio {rules.ratio}; "
+                                  f"{yuan_text(cvlserv_deductible)} now; ratio {rules.ratio}; "
                                   f"annual cap {yuan_text(rules.annual_cap)}, {yuan_text(cap_left)} left"))
     # §6 医疗救助, after insurance: the in-scope burden left, including what fell under deductibles
-    maf = pref = 0
+    maf = maf_deductible = pref = pref_burden = 0
     assistance = version.assistance
-    category = assistance.category_on(person, local_time.date().isoformat()) if assistance is not None else None
+    category = assistance.category_on(person, day) if assistance is not None else None
     if category is not None and basic.kind != "general" and claim.med_type in assistance.med_types:
         base = split.inscp - pooling - hifob - cvlserv
         deductible_total = mul_round(assistance.per_capita_disposable_income, category.deductible_share)
-        maf, deductible, cap_left = _layer(base, deductible_total, totals.maf_deductible_used, category.ratio,
-                                           assistance.annual_limit, totals.maf_paid)
-        layers.update(maf=maf, maf_deductible=deductible)
+        maf, maf_deductible, cap_left = _layer(base, deductible_total, totals.maf_deductible_used, category.ratio,
+                                               assistance.annual_limit, totals.maf_paid)
         tilt = ""
         if assistance.preferential is not None:
-            pref, tilt = _preferential(assistance.preferential, base - maf, totals, layers)
-        details.append(SetlDetail(ASSISTANCE, maf + pref, cap_left,
+            pref, pref_burden, tilt = _preferential(assistance.preferential, base - maf, totals)
+        details.append(new_setl_detail(ASSISTANCE, maf + pref, cap_left,
                                   f"医疗救助 ({category.name}): {yuan_text(base)} in scope left after insurance; "
-                                  f"deductible {yuan_text(deductible_total)} a year, {yuan_text(deductible)} now; ratio "
+                                  f"deductible {yuan_text(deductible_total)} a year, {yuan_text(maf_deductible)} now; ratio "
                                   f"{category.ratio}; annual relief limit {yuan_text(assistance.annual_limit)}, "
                                   f"{yuan_text(cap_left)} left" + tilt))
 
@@ -220,36 +232,34 @@ def settle_claim(
     cash = personal - acct_pay - mulaid
     balance_after = state.balance - acct_pay
     if acct_pay:
-        details.append(SetlDetail(ACCOUNT, acct_pay, state.balance,
+        details.append(new_setl_detail(ACCOUNT, acct_pay, state.balance,
                                   f"个人账户: own account, balance {yuan_text(state.balance)} before"))
     if mulaid:
-        details.append(SetlDetail(ACCOUNT, mulaid, holder_available,
+        details.append(new_setl_detail(ACCOUNT, mulaid, holder_available,
                                   f"家庭共济: account of {person.mulaid_relation} {person.mulaid_holder_psn_no}, "
                                   f"{yuan_text(holder_available)} available"))
 
-    settlement = Settlement(
-        claim_id=claim.claim_id, setl_id=setl_id_for(claim.claim_id), psn_no=claim.psn_no,
-        mdtrt_id=claim.mdtrt_id, med_type=claim.med_type, psn_type=person.psn_type,
-        insu_admdvs=person.insu_admdvs, mdtrtarea_admvs=institution.admdvs,
-        fixmedins_code=institution.fixmedins_code, setl_time=claim.setl_time.isoformat(),
-        medfee_sumamt=split.medfee, fulamt_ownpay_amt=split.fulamt_ownpay, overlmt_selfpay=split.overlmt,
-        preselfpay_amt=split.preselfpay, inscp_scp_amt=split.inscp, act_pay_dedc=basic.deductible,
-        hifp_pay=pooling, pool_prop_selfpay=basic.ratio.quantize(Decimal("0.0001")), hifob_pay=hifob,
-        cvlserv_pay=cvlserv, maf_pay=maf + pref, oth_pay=0, fund_pay_sumamt=fund_total, psn_part_amt=personal,
-        acct_pay=acct_pay, acct_mulaid_pay=mulaid, psn_cash_pay=cash, balc=balance_after,
-        # The treatment region's agency advances the fund payment and clears it later (§7).
-        clr_type=claim.med_type, clr_optins=institution.admdvs,
-        setldetail=tuple(details), mulaid_holder_psn_no=person.mulaid_holder_psn_no if mulaid else None,
-        psn_idet_type=_code_of(person, category, assistance), maf_pref_pay=pref,
+    holder = person.mulaid_holder_psn_no if mulaid else None
+    # Every field, in order (domain.positional)
+    settlement = new_settlement(
+        claim.claim_id, setl_id_for(claim.claim_id), claim.psn_no, claim.mdtrt_id, claim.med_type,
+        person.psn_type, person.insu_admdvs, institution.admdvs, institution.fixmedins_code,
+        claim.setl_time.isoformat(), split.medfee, split.fulamt_ownpay, split.overlmt, split.preselfpay,
+        split.inscp, basic.deductible, pooling, basic.ratio.quantize(_FOUR_PLACES), hifob, cvlserv, maf + pref,
+        0, fund_total, personal, acct_pay, mulaid, cash, balance_after,
+        # clr_type, clr_optins: the treatment region's agency advances the fund payment, clears it later (§7)
+        claim.med_type, institution.admdvs, tuple(details), None, None, None, holder,
+        _code_of(person, category, assistance), pref,
     )
-    effects = Effects(
-        year=year, visits=1, medfee=split.medfee, acct_pay=acct_pay,
-        mulaid_holder=person.mulaid_holder_psn_no if mulaid else None, mulaid_pay=mulaid,
-        **basic.effects, **layers,
+    effects = new_effects(
+        year, basic.general_deductible, basic.outpatient_pool, basic.fund_cap, 1, split.medfee, acct_pay, holder,
+        mulaid, basic.chronic_group, basic.chronic_deductible, basic.chronic_pool, basic.major_deductible,
+        hifob_deductible, hifob, cvlserv_deductible, cvlserv, maf_deductible, maf, pref_burden, pref,
     )
     years = dict(state.years)
     years[year] = totals.plus(effects)
-    return ClaimSettled(settlement, dataclasses.replace(state, balance=balance_after, years=years), effects)
+    return new_claim_settled(settlement, new_person_state(state.token, balance_after, years, state.pending, state.kept_from,
+                                                state.first_year), effects)
 
 
 # ---------------------------------------------------------------- §8 reversal
@@ -308,17 +318,17 @@ def apply_credit(credit: Credit, person: Person | None, book: PolicyBook, state:
     if credit.crdt_type == "opening":
         amount = credit.amount
     else:
-        version = policy_for(person, person.insutype, credit.first_day, book, ids, "credit")
+        day = _FIRST_DAYS.get(credit.ym) or _FIRST_DAYS.setdefault(credit.ym, credit.first_day)
+        version = policy_for(person, person.insutype, day, book, ids, "credit")
         if isinstance(version, Rejection):
             return version
         # In-service: 2% of the own contribution base; retired: rate × last year's average pension.
         rate = version.crediting.retired_rate if person.retired else version.crediting.in_service_rate
         amount = mul_round(credit.crdt_base, rate)
     balance = state.balance + amount
-    return AccountCredited(
-        CreditApplied(credit_id=credit.credit_id, psn_no=credit.psn_no, ym=credit.ym, amount=amount, balc=balance,
-                      insu_admdvs=person.insu_admdvs),
-        dataclasses.replace(state, balance=balance),
+    return new_account_credited(
+        new_credit_applied(credit.credit_id, credit.psn_no, credit.ym, amount, balance, person.insu_admdvs),
+        new_person_state(state.token, balance, state.years, state.pending, state.kept_from, state.first_year),
     )
 
 

@@ -18,7 +18,7 @@ from gongji.contract.wire import SHANGHAI
 from gongji.settlement.domain import ClaimRecord, CreditRecord, PersonState, Rejection
 from gongji.settlement.events import Claim, Credit, Person, Reversal
 from gongji.settlement.policy import PolicyBook
-from gongji.settlement.store import Commit, Record
+from gongji.settlement.store import Record
 
 DEFAULT_YEARS = 1  # where the person or their region is unknown
 
@@ -45,9 +45,8 @@ def window_years(person: Person | None, book: PolicyBook) -> int:
     return region.reversal_window_years if region is not None else DEFAULT_YEARS
 
 
-def closed(event: Claim | Reversal | Credit, state: PersonState) -> Rejection | None:
-    """An event dated in a year the person's window closed: refused, whether new or a resend."""
-    year = event_year(event)
+def closed(event: Claim | Reversal | Credit, year: int, state: PersonState) -> Rejection | None:
+    """An event dated in `year` (event_year), one the person's window closed: refused, whether new or a resend."""
     if year >= state.kept_from:
         return None
     kind, ident = ("credit", {"credit_id": event.credit_id}) if isinstance(event, Credit) else \
@@ -58,8 +57,8 @@ def closed(event: Claim | Reversal | Credit, state: PersonState) -> Rejection | 
                              "settled, its result stands)")
 
 
-def original_closed(reversal: Reversal, original: Record | None, state: PersonState, person: Person | None,
-                    book: PolicyBook) -> Rejection | None:
+def original_closed(reversal: Reversal, year: int, original: Record | None, state: PersonState,
+                    person: Person | None, book: PolicyBook) -> Rejection | None:
     """A reversal after its original's window: the original (a kept record) is dated more than the
     region's window before the reversal's year, or no claim of this person is kept under its id and
     the person's window has closed years (so it may have been among them)."""
@@ -72,7 +71,7 @@ def original_closed(reversal: Reversal, original: Record | None, state: PersonSt
             return None
         why = f"no claim {reversal.orig_claim_id} of this person is kept for reversal: their events before " \
               f"{state.kept_from} are past the reversal window"
-    elif original_year < max(state.kept_from, event_year(reversal) - years):
+    elif original_year < max(state.kept_from, year - years):
         why = f"claim {reversal.orig_claim_id} of {original_year} is past its reversal window " \
               f"({years} year(s) after its year)"
     else:
@@ -82,17 +81,15 @@ def original_closed(reversal: Reversal, original: Record | None, state: PersonSt
                      "region policy's reversal_window_years)")
 
 
-def closing(commit: Commit, event: Claim | Reversal | Credit, person: Person | None, book: PolicyBook) -> Commit:
-    """`commit` with the state after it: the years the event's date closes dropped, once the person
-    keeps a record from before them (the store drops those records when it writes the state)."""
-    state, record_year = commit.state, year_of(commit.record)
+def closing(state: PersonState, record_year: int, year: int, person: Person | None, book: PolicyBook) -> PersonState:
+    """`state`, the state after an event dated in `year` that keeps a record of `record_year`, with
+    the years that date closes dropped, once the person keeps a record from before them (the store
+    drops those records when it writes the state)."""
     # A state written before first_year was kept (0) says its years by its accumulators.
     first = min(state.first_year or record_year, record_year, *state.years)
-    cut = event_year(event) - window_years(person, book)
+    cut = year - window_years(person, book)
     if first >= cut:
-        return commit if first == state.first_year else \
-            dataclasses.replace(commit, state=dataclasses.replace(state, first_year=first))
+        return state if first == state.first_year else dataclasses.replace(state, first_year=first)
     kept_from = max(state.kept_from, cut)
     years = {year: totals for year, totals in state.years.items() if year >= kept_from}
-    return dataclasses.replace(commit, state=dataclasses.replace(state, kept_from=kept_from, first_year=kept_from,
-                                                                 years=years))
+    return dataclasses.replace(state, kept_from=kept_from, first_year=kept_from, years=years)

@@ -1,7 +1,9 @@
-"""A claim's or credit's record as Redis keeps it: packed, and read back in either form ever written.
+"""A claim's or credit's record as Redis keeps it: packed, and read back in any form ever written.
 
 The record hash has `fp` (the content fingerprint) and `data`. Written now: `fp` as its 16 raw bytes,
-`data` a JSON array `[2, settlement..., effects...]`: the fields by position in the frozen orders
+and for a claim or reversal `data` in the lean form (lean.py: `[3, ...]`, what the result is rebuilt
+from, without what the effects or the other figures give); for a credit `[2, "k", ...]`. Read as
+well: the packed form of claims before the lean one, `data` a JSON array `[2, effects..., settlement...]`: the fields by position in the frozen orders
 below (never reorder them; a field added to Settlement or Effects goes at the end of its tuple,
 read back as its default from records written before), trailing defaults left out, and no field
 the key already says (the claim or credit id, the person) or that is derived from it (the setl_id
@@ -22,6 +24,7 @@ from decimal import Decimal
 
 import orjson
 
+from gongji.settlement import lean
 from gongji.settlement.domain import ClaimRecord, CreditApplied, CreditRecord, Effects, SetlDetail, Settlement
 from gongji.settlement.events import Person
 from gongji.settlement.rules import setl_id_for
@@ -63,34 +66,46 @@ def _trimmed(values: list, defaults: tuple = ()) -> list:
 _is_digest = re.compile(r"[0-9a-f]{32}").fullmatch  # idempotency.fingerprint's hexdigest
 
 
-def fields(record: Record, psn_no: str, event_id: str) -> tuple[bytes, bytes]:
+def fields(record: Record, psn_no: str, event_id: str, used: dict[int, str] | None = None) -> tuple[bytes, bytes]:
     """`fp` and `data` of `record`, stored under `psn_no`'s key of `event_id` (its claim or credit id):
     packed, or in the first form for a record whose key does not say its ids or whose fingerprint is
-    not a digest (the packed form always has the 16 raw bytes)."""
-    data = dump(record, psn_no, event_id) if _is_digest(record.fingerprint) else dump_named(record)
+    not a digest (the packed form always has the 16 raw bytes). `used` collects the templates of its
+    texts (lean.py); without it they are kept whole."""
+    data = dump(record, psn_no, event_id, used) if _is_digest(record.fingerprint) else dump_named(record)
     return (bytes.fromhex(record.fingerprint) if data.startswith(b"[") else record.fingerprint.encode()), data
 
 
-def value(record: Record, psn_no: str, event_id: str) -> bytes:
+def value(record: Record, psn_no: str, event_id: str, used: dict[int, str] | None = None) -> bytes:
     """The record as one field of the person's records hash: its year (4 digits), the fingerprint's
     length (one byte) and the fingerprint, then `data` (see `fields`). A reversal of it appends
     "\n" and the reversal's id (lua/commit.lua); JSON as orjson writes it holds no raw newline."""
-    fingerprint, data = fields(record, psn_no, event_id)
+    fingerprint, data = fields(record, psn_no, event_id, used)
     return b"%04d" % year_of(record) + bytes((len(fingerprint),)) + fingerprint + data
 
 
 def load_value(raw: bytes, psn_no: str, event_id: str) -> Record:
-    """A record from its field in the records hash (`value`, and a reversal's mark if any)."""
+    """A record from its field in the records hash (`value`, and a reversal's mark if any); raises
+    lean.MissingTemplates when it names a template this process has not read yet."""
     start = 5 + raw[4]
     end = raw.find(b"\n", start)
-    parts = {b"fp": raw[5:start], b"data": raw[start:] if end < 0 else raw[start:end]}
+    parts = {b"fp": raw[5:start], b"data": raw[start:] if end < 0 else raw[start:end], b"year": raw[:4]}
     if end >= 0:
         parts[b"reversed_by"] = raw[end + 1:]
     return load(parts, psn_no, event_id)
 
 
-def dump(record: Record, psn_no: str, event_id: str) -> bytes:
-    """The packed `data` of `record` (or its first form: see `fields`)."""
+def template_ids(raw: bytes) -> set[int]:
+    """The templates a field of the records hash names (none but in the lean form)."""
+    start = 5 + raw[4]
+    if raw[start:start + 3] != b"[3,":
+        return set()
+    end = raw.find(b"\n", start)
+    return lean.template_ids(orjson.loads(raw[start:] if end < 0 else raw[start:end]))
+
+
+def dump(record: Record, psn_no: str, event_id: str, used: dict[int, str] | None = None) -> bytes:
+    """The `data` of `record`: lean for a claim or reversal, packed for a credit, or the first form
+    (see `fields`)."""
     result = record.result if isinstance(record, CreditRecord) else record.settlement
     if (result.credit_id if isinstance(record, CreditRecord) else result.claim_id) != event_id \
             or result.psn_no != psn_no:
@@ -98,7 +113,13 @@ def dump(record: Record, psn_no: str, event_id: str) -> bytes:
     if isinstance(record, CreditRecord):
         credit = record.result
         return orjson.dumps([PACKED, "k", *_trimmed([getattr(credit, name) for name in CREDIT_ORDER])])
+    return orjson.dumps(lean.dump(record, used))
+
+
+def dump_packed(record: ClaimRecord) -> bytes:
+    """The packed form of a claim's record, as written before the lean form (its key says its ids)."""
     settlement = record.settlement
+    event_id = settlement.claim_id
     values = [getattr(settlement, name) for name in SETTLEMENT_ORDER]
     if settlement.setl_id == setl_id_for(event_id):
         values[0] = None
@@ -119,6 +140,8 @@ def load(raw: dict[bytes, bytes], psn_no: str, event_id: str) -> Record | None:
     if isinstance(data, dict):
         return _load_named(data, raw[b"fp"].decode(), reversed_by)
     fingerprint = raw[b"fp"].hex()
+    if data[0] == lean.LEAN:
+        return lean.load(data, int(raw[b"year"]), psn_no, event_id, fingerprint, reversed_by)
     if data[1] == "k":
         values = dict(zip(CREDIT_ORDER, data[2:]))
         return CreditRecord(fingerprint, CreditApplied(credit_id=event_id, psn_no=psn_no, **values))

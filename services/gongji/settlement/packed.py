@@ -69,10 +69,14 @@ _is_digest = re.compile(r"[0-9a-f]{32}").fullmatch  # idempotency.fingerprint's 
 def fields(record: Record, psn_no: str, event_id: str, used: dict[int, str] | None = None) -> tuple[bytes, bytes]:
     """`fp` and `data` of `record`, stored under `psn_no`'s key of `event_id` (its claim or credit id):
     packed, or in the first form for a record whose key does not say its ids or whose fingerprint is
-    not a digest (the packed form always has the 16 raw bytes). `used` collects the templates of its
+    not a digest (the packed form has the 16 raw bytes, the squeezed lean one the first 8:
+    idempotency.same_content). `used` collects the templates of its
     texts (lean.py); without it they are kept whole."""
     data = dump(record, psn_no, event_id, used) if _is_digest(record.fingerprint) else dump_named(record)
-    return (bytes.fromhex(record.fingerprint) if data.startswith(b"[") else record.fingerprint.encode()), data
+    if data.startswith(b"{"):
+        return record.fingerprint.encode(), data
+    fingerprint = bytes.fromhex(record.fingerprint)
+    return (fingerprint[:8] if data[0] == SQUEEZED else fingerprint), data
 
 
 def value(record: Record, psn_no: str, event_id: str, used: dict[int, str] | None = None) -> bytes:
@@ -83,24 +87,68 @@ def value(record: Record, psn_no: str, event_id: str, used: dict[int, str] | Non
     return b"%04d" % year_of(record) + bytes((len(fingerprint),)) + fingerprint + data
 
 
+def _split(raw: bytes) -> tuple[bytes, bytes, bytes | None]:
+    """A field of the records hash: its fingerprint, its data, and the reversal's id if it was reversed."""
+    start = 5 + raw[4]
+    if raw[start] == SQUEEZED:
+        end = start + 5 + int.from_bytes(raw[start + 1:start + 3], "big") + int.from_bytes(raw[start + 3:start + 5], "big")
+    else:
+        end = raw.find(b"\n", start)
+        end = len(raw) if end < 0 else end
+    return raw[5:start], raw[start:end], raw[end + 1:] if end < len(raw) else None
+
+
 def load_value(raw: bytes, psn_no: str, event_id: str) -> Record:
     """A record from its field in the records hash (`value`, and a reversal's mark if any); raises
     lean.MissingTemplates when it names a template this process has not read yet."""
-    start = 5 + raw[4]
-    end = raw.find(b"\n", start)
-    parts = {b"fp": raw[5:start], b"data": raw[start:] if end < 0 else raw[start:end], b"year": raw[:4]}
-    if end >= 0:
-        parts[b"reversed_by"] = raw[end + 1:]
+    fingerprint, data, reversed_by = _split(raw)
+    parts = {b"fp": fingerprint, b"data": data, b"year": raw[:4]}
+    if reversed_by is not None:
+        parts[b"reversed_by"] = reversed_by
     return load(parts, psn_no, event_id)
 
 
 def template_ids(raw: bytes) -> set[int]:
     """The templates a field of the records hash names (none but in the lean form)."""
-    start = 5 + raw[4]
-    if raw[start:start + 3] != b"[3,":
-        return set()
-    end = raw.find(b"\n", start)
-    return lean.template_ids(orjson.loads(raw[start:] if end < 0 else raw[start:end]))
+    data = _split(raw)[1]
+    if data[:1] == bytes((SQUEEZED,)):
+        return lean.template_ids(unsqueeze(data))
+    return lean.template_ids(orjson.loads(data)) if data.startswith(b"[3,") else set()
+
+
+# The lean form squeezed: its JSON without its strings holds only digits, ",[]-" and null; four of
+# the hex digits stand for those four characters, "f" for null and "e" for a string, and two go in
+# a byte. The strings follow as JSON has them (escaped: no NUL), joined by NUL. `data` is then
+# SQUEEZED, the two parts' lengths (2 bytes each), the two parts.
+SQUEEZED = 3
+_TO_HEX = str.maketrans({",": "a", "[": "b", "]": "c", "-": "d"})
+_FROM_HEX = str.maketrans({"a": ",", "b": "[", "c": "]", "d": "-"})
+_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+def squeeze(data: list) -> bytes:
+    """Lean `data` squeezed (as JSON when it would not fit the two lengths)."""
+    text = orjson.dumps(data).decode()
+    strings = _STRING.findall(text)
+    text = _STRING.sub("e", text).replace("null", "f").translate(_TO_HEX)
+    tail = "\0".join(strings).encode()
+    if len(text) > 131_000 or len(tail) > 65_535:
+        return orjson.dumps(data)
+    body = bytes.fromhex(text if len(text) % 2 == 0 else text + "a")
+    return bytes((SQUEEZED,)) + len(body).to_bytes(2, "big") + len(tail).to_bytes(2, "big") + body + tail
+
+
+def unsqueeze(data: bytes) -> list:
+    size = int.from_bytes(data[1:3], "big")
+    parts = data[5:5 + size].hex().translate(_FROM_HEX).replace("f", "null").split("e")
+    if parts[-1].endswith(","):
+        parts[-1] = parts[-1][:-1]
+    tail = data[5 + size:].decode()
+    strings = tail.split("\0") if len(parts) > 1 else ()
+    out = [parts[0]]
+    for string, part in zip(strings, parts[1:]):
+        out += ['"', string, '"', part]
+    return orjson.loads("".join(out))
 
 
 def dump(record: Record, psn_no: str, event_id: str, used: dict[int, str] | None = None) -> bytes:
@@ -113,7 +161,7 @@ def dump(record: Record, psn_no: str, event_id: str, used: dict[int, str] | None
     if isinstance(record, CreditRecord):
         credit = record.result
         return orjson.dumps([PACKED, "k", *_trimmed([getattr(credit, name) for name in CREDIT_ORDER])])
-    return orjson.dumps(lean.dump(record, used))
+    return squeeze(lean.dump(record, used))
 
 
 def dump_packed(record: ClaimRecord) -> bytes:
@@ -136,7 +184,8 @@ def load(raw: dict[bytes, bytes], psn_no: str, event_id: str) -> Record | None:
         return None
     reversed_by = raw.get(b"reversed_by")
     reversed_by = reversed_by.decode() if reversed_by else None
-    data = orjson.loads(raw[b"data"])
+    data = raw[b"data"]
+    data = unsqueeze(data) if data[:1] == bytes((SQUEEZED,)) else orjson.loads(data)
     if isinstance(data, dict):
         return _load_named(data, raw[b"fp"].decode(), reversed_by)
     fingerprint = raw[b"fp"].hex()

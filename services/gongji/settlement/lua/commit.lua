@@ -21,8 +21,18 @@ local original
 local closed = {'ok'}
 if ARGV[6] ~= '' then
   original = redis.call('HGET', KEYS[2], ARGV[6])
-  -- after the year (4), the fingerprint's length (1) and the fingerprint, a newline marks a reversal
-  if not original or string.find(original, '\n', 6 + string.byte(original, 5), true) then
+  if not original then
+    return 'stale'
+  end
+  -- After the year (4), the fingerprint's length (1) and the fingerprint, the data: squeezed (a 3,
+  -- then its two parts' lengths, 2 bytes each), or JSON; a reversal's mark follows it ("\n" and id).
+  local start = 6 + string.byte(original, 5)
+  if string.byte(original, start) == 3 then
+    local b1, b2, b3, b4 = string.byte(original, start + 1, start + 4)
+    if #original > start + 4 + b1 * 256 + b2 + b3 * 256 + b4 then
+      return 'stale'
+    end
+  elseif string.find(original, '\n', start, true) then
     return 'stale'
   end
 end

@@ -273,3 +273,15 @@ def test_the_packed_orders_name_every_field_so_none_is_dropped_on_the_way_to_red
     assert set(lean_fields) == {f.name for f in dataclasses.fields(Settlement)} - {"claim_id", "psn_no"}
     assert set(lean.EFFECTS) == {f.name for f in dataclasses.fields(Effects)} - {"year"}
     assert set(packed.PERSON_ORDER) == set(Person.model_fields) - {"psn_no"}
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(moment=st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)),
+       offset=st.sampled_from([8, 0, -5]))
+def test_a_setl_time_kept_as_a_minute_or_a_second_reads_back_as_the_same_text(moment, offset):
+    from datetime import timedelta
+
+    text = moment.replace(tzinfo=timezone(timedelta(hours=offset))).isoformat()
+    kept = lean._time(text)
+    assert lean._untime(kept) == text
+    assert isinstance(kept, int) == (offset == 8 and not moment.microsecond)

@@ -89,9 +89,17 @@ def remember(template_ids: dict[int, str]) -> None:
 
 def _code(text: str | None):
     """A code of digits as its number (shorter in JSON), when it reads back as the same text."""
-    if text and text.isdigit() and text.isascii() and text[0] != "0" and len(text) < 16:
-        return int(text)
-    return text
+    code = _CODES.get(text, _NONE)
+    if code is _NONE:
+        code = int(text) if text and text.isdigit() and text.isascii() and text[0] != "0" and len(text) < 16 else text
+        if len(_CODES) > 10_000:
+            _CODES.clear()
+        _CODES[text] = code
+    return code
+
+
+_CODES: dict = {}
+_NONE = object()
 
 
 def _text(value) -> str | None:
@@ -101,15 +109,28 @@ def _text(value) -> str | None:
 def _time(text: str):
     """setl_time as its minute since 1970 (negated: its second) when it is Beijing time written as
     isoformat writes it (which is then what _untime gives back), else the text."""
-    if len(text) != 25 or not text.endswith("+08:00") or text[10] != "T":
+    if len(text) != 25 or text[19:] != "+08:00" or text[10] != "T" or text[13] != ":" or text[16] != ":":
         return text
-    try:
-        seconds = int(datetime.fromisoformat(text).timestamp())
-    except ValueError:
+    day = _DAYS.get(text[:10])
+    if day is None:
+        try:
+            day = int(datetime.fromisoformat(text[:10] + "T00:00:00+08:00").timestamp())
+        except ValueError:
+            return text
+        if len(_DAYS) > 10_000:
+            _DAYS.clear()
+        _DAYS[text[:10]] = day
+    clock = text[11:13], text[14:16], text[17:19]
+    if not all(part.isdigit() and part.isascii() for part in clock) or clock[0] > "23" or clock[1] > "59" \
+            or clock[2] > "59":
         return text
+    seconds = day + int(clock[0]) * 3600 + int(clock[1]) * 60 + int(clock[2])
     if seconds <= 0:
         return text
-    return seconds // 60 if seconds % 60 == 0 else -seconds
+    return seconds // 60 if clock[2] == "00" else -seconds
+
+
+_DAYS: dict[str, int] = {}  # "2023-07-20" → its first second in Beijing time, since 1970
 
 
 def _untime(value) -> str:

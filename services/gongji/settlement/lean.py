@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from operator import attrgetter
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -51,6 +52,10 @@ FUNDS = (POOLING, ACCOUNT, ASSISTANCE, LARGE_AMOUNT, CIVIL_SERVANT)  # a row's f
 
 _EFFECTS_DEFAULTS = {name: getattr(Effects(year=0), name) for name in EFFECTS}  # 0, or None for the two ids
 _VISITS = EFFECTS.index("visits")
+_EFFECT_IDS = (EFFECTS.index("mulaid_holder"), EFFECTS.index("chronic_group"))
+_EFFECTS_OF = attrgetter(*EFFECTS)
+_PREDICTED_OF = attrgetter(*PREDICTED[:-3])
+_OPTIONAL_OF = attrgetter(*OPTIONAL)
 _FUND_INDEX = {code: index for index, code in enumerate(FUNDS)}
 _BEIJING = timezone(timedelta(hours=8))
 # An amount in yuan; one that yuan_text would write otherwise (a leading zero) stays in the template.
@@ -120,14 +125,14 @@ def _time(text: str):
         if len(_DAYS) > 10_000:
             _DAYS.clear()
         _DAYS[text[:10]] = day
-    clock = text[11:13], text[14:16], text[17:19]
-    if not all(part.isdigit() and part.isascii() for part in clock) or clock[0] > "23" or clock[1] > "59" \
-            or clock[2] > "59":
+    hour, minute, second = text[11:13], text[14:16], text[17:19]
+    digits = hour + minute + second
+    if not (digits.isascii() and digits.isdigit()) or hour > "23" or minute > "59" or second > "59":
         return text
-    seconds = day + int(clock[0]) * 3600 + int(clock[1]) * 60 + int(clock[2])
+    seconds = day + int(hour) * 3600 + int(minute) * 60 + int(second)
     if seconds <= 0:
         return text
-    return seconds // 60 if clock[2] == "00" else -seconds
+    return seconds // 60 if second == "00" else -seconds
 
 
 _DAYS: dict[str, int] = {}  # "2023-07-20" → its first second in Beijing time, since 1970
@@ -175,6 +180,23 @@ def _fill(template: str, figures: list[int], orig_setl_id: str | None, holder: s
     return text.replace(_HOLDER, holder or "") if _HOLDER in text else text
 
 
+def _cut(note: str) -> tuple[str, tuple[int, ...]]:
+    """A note without its amounts (slots where they were), and the amounts in fen."""
+    parts = _AMOUNT.split(note)
+    pieces, figures = [parts[0]], []
+    for index in range(1, len(parts), 2):
+        amount = parts[index]
+        if amount[0] != "0" or amount[1] == ".":
+            figures.append(int(amount.replace(".", "")))
+            pieces.append(parts[index + 1])
+        else:
+            pieces[-1] += amount + parts[index + 1]
+    return _SLOT.join(pieces), tuple(figures)
+
+
+_NOTES: dict[str, tuple[str, tuple[int, ...]]] = {}
+
+
 def _proc_info(text: str, settlement: Settlement, used: dict[int, str] | None):
     """A row's text as [template id, figures...], or whole (see the module's doc). Exact by
     construction: each amount cut out is one yuan_text writes back the same, and the marks put in
@@ -186,16 +208,16 @@ def _proc_info(text: str, settlement: Settlement, used: dict[int, str] | None):
         template = template.replace(orig, _ORIG)
     if holder and holder in template:
         template = template.replace(holder, _HOLDER)
-    parts = _AMOUNT.split(template)
-    pieces, figures = [parts[0]], []
-    for index in range(1, len(parts), 2):
-        amount = parts[index]
-        if amount[0] != "0" or amount[1] == ".":
-            figures.append(int(amount.replace(".", "")))
-            pieces.append(parts[index + 1])
-        else:
-            pieces[-1] += amount + parts[index + 1]
-    template = _SLOT.join(pieces)
+    pieces, figures = [], []
+    for note in template.split("; "):  # the rules' notes: most recur whole (a policy, a band, a ratio)
+        cut = _NOTES.get(note)
+        if cut is None:
+            cut = _NOTES[note] = _cut(note)
+            if len(_NOTES) > 50_000:
+                _NOTES.clear()
+        pieces.append(cut[0])
+        figures += cut[1]
+    template = "; ".join(pieces)
     if template in REFUSED:
         return text
     tid = _IDS.get(template)
@@ -211,10 +233,16 @@ def _proc_info(text: str, settlement: Settlement, used: dict[int, str] | None):
 
 
 def _trimmed(values: list) -> list:
+    """`values` without their trailing zeros (compared four at a time first: most are zeros)."""
     end = len(values)
+    while end >= 4 and values[end - 4:end] == _ZEROS:
+        end -= 4
     while end and values[end - 1] == 0:
         end -= 1
     return values[:end]
+
+
+_ZEROS = [0, 0, 0, 0]
 
 
 def _predict(effects: Effects, reversal: bool) -> dict[str, int]:
@@ -251,8 +279,11 @@ def dump(record: ClaimRecord, used: dict[int, str] | None) -> list:
     """The lean `data` of a claim's or reversal's record (its key says claim_id and psn_no). `used`
     collects the templates its rows name; None keeps every text whole."""
     settlement, effects = record.settlement, record.effects
-    values = [0 if value is None else value for value in map(effects.__getattribute__, EFFECTS)]
+    values = list(_EFFECTS_OF(effects))
     values[_VISITS] -= 1
+    for index in _EFFECT_IDS:
+        if values[index] is None:
+            values[index] = 0
     values = _trimmed(values)
     out = [LEAN, len(values), *values, settlement.mdtrt_id, _code(settlement.med_type), _code(settlement.psn_type),
            _code(settlement.insu_admdvs), settlement.fixmedins_code, _time(settlement.setl_time),
@@ -262,11 +293,10 @@ def dump(record: ClaimRecord, used: dict[int, str] | None) -> list:
            [[_FUND_INDEX.get(row.fund_pay_type, row.fund_pay_type), row.fund_payamt, row.crt_payb_lmt_amt,
              _proc_info(row.setl_proc_info, settlement, used)] for row in settlement.setldetail]]
     predicted = _predict(effects, settlement.orig_claim_id is not None)
-    tail = [getattr(settlement, name) - predicted[name] for name in PREDICTED[:-3]]
+    tail = [value - predicted[name] for name, value in zip(PREDICTED, _PREDICTED_OF(settlement))]
     tail += [getattr(settlement, name) - _sum(name, settlement) for name in PREDICTED[-3:]]
     guesses = _guesses(settlement, settlement.claim_id, effects)
-    for name in OPTIONAL:
-        value = getattr(settlement, name)
+    for name, value in zip(OPTIONAL, _OPTIONAL_OF(settlement)):
         tail.append(0 if value == guesses[name] else _time(value) if name == "orig_setl_time" and value else value)
     return out + _trimmed(tail)
 

@@ -54,7 +54,7 @@ _EFFECTS_DEFAULTS = {name: getattr(Effects(year=0), name) for name in EFFECTS}  
 _VISITS = EFFECTS.index("visits")
 _EFFECT_IDS = (EFFECTS.index("mulaid_holder"), EFFECTS.index("chronic_group"))
 _EFFECTS_OF = attrgetter(*EFFECTS)
-_PREDICTED_OF = attrgetter(*PREDICTED[:-3])
+_PREDICTED_ALL = attrgetter(*PREDICTED)
 _OPTIONAL_OF = attrgetter(*OPTIONAL)
 _FUND_INDEX = {code: index for index, code in enumerate(FUNDS)}
 _BEIJING = timezone(timedelta(hours=8))
@@ -292,12 +292,22 @@ def dump(record: ClaimRecord, used: dict[int, str] | None) -> list:
            settlement.balc,
            [[_FUND_INDEX.get(row.fund_pay_type, row.fund_pay_type), row.fund_payamt, row.crt_payb_lmt_amt,
              _proc_info(row.setl_proc_info, settlement, used)] for row in settlement.setldetail]]
-    predicted = _predict(effects, settlement.orig_claim_id is not None)
-    tail = [value - predicted[name] for name, value in zip(PREDICTED, _PREDICTED_OF(settlement))]
-    tail += [getattr(settlement, name) - _sum(name, settlement) for name in PREDICTED[-3:]]
-    guesses = _guesses(settlement, settlement.claim_id, effects)
-    for name, value in zip(OPTIONAL, _OPTIONAL_OF(settlement)):
-        tail.append(0 if value == guesses[name] else _time(value) if name == "orig_setl_time" and value else value)
+    # PREDICTED, as _predict and _sum give them (spelled out: this runs for every claim settled)
+    sign = -1 if settlement.orig_claim_id is not None else 1
+    medfee, hifob, cvlserv, maf, pref, acct, mulaid, oth, fund, part, cash = _PREDICTED_ALL(settlement)
+    tail = [medfee - sign * effects.medfee, hifob - sign * effects.hifob, cvlserv - sign * effects.cvlserv,
+            maf - sign * (effects.maf + effects.maf_pref), pref - sign * effects.maf_pref, acct - sign * effects.acct_pay,
+            mulaid - sign * effects.mulaid_pay, oth,
+            fund - (settlement.hifp_pay + hifob + cvlserv + maf + oth), part - (medfee - fund), cash - (part - acct - mulaid)]
+    # OPTIONAL, as _guesses gives them
+    area, clr_type, clr_optins, setl_id, holder, idet, orig_claim_id, orig_setl_id, orig_setl_time = \
+        _OPTIONAL_OF(settlement)
+    tail += [0 if area == settlement.insu_admdvs else area, 0 if clr_type == settlement.med_type else clr_type,
+             0 if clr_optins == area else clr_optins, 0 if setl_id == setl_id_for(settlement.claim_id) else setl_id,
+             0 if holder == (effects.mulaid_holder if mulaid else None) else holder, 0 if idet is None else idet,
+             0 if orig_claim_id is None else orig_claim_id,
+             0 if orig_setl_id == (None if orig_claim_id is None else setl_id_for(orig_claim_id)) else orig_setl_id,
+             0 if orig_setl_time is None else _time(orig_setl_time)]
     return out + _trimmed(tail)
 
 

@@ -18,6 +18,7 @@ the compact listpack encoding. A JSON object there is the first form, read as we
 
 from __future__ import annotations
 
+import binascii
 import dataclasses
 import re
 from decimal import Decimal
@@ -121,33 +122,32 @@ def template_ids(raw: bytes) -> set[int]:
 # a byte. The strings follow as JSON has them (escaped: no NUL), joined by NUL. `data` is then
 # SQUEEZED, the two parts' lengths (2 bytes each), the two parts.
 SQUEEZED = 3
-_TO_HEX = str.maketrans({",": "a", "[": "b", "]": "c", "-": "d"})
-_FROM_HEX = str.maketrans({"a": ",", "b": "[", "c": "]", "d": "-"})
-_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_TO_HEX = bytes.maketrans(b",[]-", b"abcd")
+_FROM_HEX = bytes.maketrans(b"abcd", b",[]-")
+_STRING = re.compile(rb'"((?:[^"\\]|\\.)*)"')
 
 
 def squeeze(data: list) -> bytes:
     """Lean `data` squeezed (as JSON when it would not fit the two lengths)."""
-    parts = _STRING.split(orjson.dumps(data).decode())  # text, string, text, ...
-    text = "e".join(parts[::2]).replace("null", "f").translate(_TO_HEX)
-    tail = "\0".join(parts[1::2]).encode()
+    parts = _STRING.split(orjson.dumps(data))  # text, string, text, ...
+    text = b"e".join(parts[::2]).replace(b"null", b"f").translate(_TO_HEX)
+    tail = b"\0".join(parts[1::2])
     if len(text) > 131_000 or len(tail) > 65_535:
         return orjson.dumps(data)
-    body = bytes.fromhex(text if len(text) % 2 == 0 else text + "a")
+    body = binascii.unhexlify(text if len(text) % 2 == 0 else text + b"a")
     return bytes((SQUEEZED,)) + len(body).to_bytes(2, "big") + len(tail).to_bytes(2, "big") + body + tail
 
 
 def unsqueeze(data: bytes) -> list:
     size = int.from_bytes(data[1:3], "big")
-    parts = data[5:5 + size].hex().translate(_FROM_HEX).replace("f", "null").split("e")
-    if parts[-1].endswith(","):
+    parts = binascii.hexlify(data[5:5 + size]).translate(_FROM_HEX).replace(b"f", b"null").split(b"e")
+    if parts[-1].endswith(b","):
         parts[-1] = parts[-1][:-1]
-    tail = data[5 + size:].decode()
-    strings = tail.split("\0") if len(parts) > 1 else ()
+    strings = data[5 + size:].split(b"\0") if len(parts) > 1 else ()
     out = [parts[0]]
     for string, part in zip(strings, parts[1:]):
-        out += ['"', string, '"', part]
-    return orjson.loads("".join(out))
+        out += [b'"', string, b'"', part]
+    return orjson.loads(b"".join(out))
 
 
 def dump(record: Record, psn_no: str, event_id: str, used: dict[int, str] | None = None) -> bytes:

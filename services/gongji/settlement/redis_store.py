@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import importlib.resources
 import zlib
 
@@ -43,6 +44,7 @@ from gongji.settlement.catalogue import CatalogueItem, stored_item
 from gongji.settlement.events import Institution, Person
 from gongji.settlement.store import Commit, Hold, HolderView, Record, Snapshot, Status, escape, hold_field, unescape
 
+TEMPLATE_SECONDS = 5.0
 # Never change: an id is looked up in the bucket its key hashes to (a rebuild would move them all).
 ID_BUCKETS = 4096
 _STATUS = {b"ok": Status.OK, b"stale": Status.STALE, b"duplicate": Status.DUPLICATE, b"short": Status.SHORT}
@@ -121,6 +123,7 @@ class RedisStore:
         self._own = LuaScript(_script("own.lua"))
         self._disown = LuaScript(_script("disown.lua"))
         self._templates = LuaScript(_script("templates.lua"))
+        self._confirmed: dict[int, float] = {}  # template id → when this store last wrote or found it
 
     async def _run(self, build) -> list:
         return await run_pipeline(self.client, build, (self._commit, self._hold, self._own, self._disown,
@@ -266,17 +269,21 @@ class RedisStore:
 
     async def _records(self, keys: list[tuple[str, str]], values: list[bytes | None]) -> dict:
         """The records read, with the templates they name that this process has not seen yet."""
-        missing = set()
-        for value in values:
-            if value is not None:
-                missing |= packed.template_ids(value) - lean.TEMPLATES.keys()
+        records, missing = {}, set()
+        for (psn, key), value in zip(keys, values):
+            try:
+                records[(psn, key)] = packed.load_value(value, psn, key.split(":", 1)[1]) if value is not None else None
+            except lean.MissingTemplates as unknown:
+                missing |= unknown.ids
         if missing:
             wanted = sorted(missing)
             async with deadline(self.timeout):
                 found = await self.client.hmget(f"{self.prefix}:tpl", [str(tid) for tid in wanted])
             lean.remember({tid: text.decode() for tid, text in zip(wanted, found) if text is not None})
-        return {(psn, key): packed.load_value(value, psn, key.split(":", 1)[1]) if value is not None else None
-                for (psn, key), value in zip(keys, values)}
+            for (psn, key), value in zip(keys, values):
+                if (psn, key) not in records:
+                    records[(psn, key)] = packed.load_value(value, psn, key.split(":", 1)[1])
+        return {key: records[key] for key in keys}
 
     async def read_holders(self, wants) -> dict[tuple[str, str, str], HolderView]:
         want_list = list(wants)
@@ -309,17 +316,25 @@ class RedisStore:
         return [_STATUS[reply] for reply in await self._run(build)]
 
     async def _values(self, commits: list[Commit]) -> list[bytes]:
-        """Each commit's record value, once the templates they name are in Redis (a template whose id
-        another holds is refused, and the texts that would name it kept whole)."""
+        """Each commit's record value, its templates written first unless written or found here in the
+        last TEMPLATE_SECONDS (a Redis that lost one since lost markers too: the service refuses, the
+        rebuild writes them again). A template whose id another holds is refused, its texts whole."""
         while True:
             used: dict[int, str] = {}
             values = [packed.value(commit.record, commit.psn_no, commit.record_key.split(":", 1)[1], used)
                       for commit in commits]
-            if not used:
+            now = time.monotonic()
+            fresh = {tid: text for tid, text in used.items() if now - self._confirmed.get(tid, -1e9) > TEMPLATE_SECONDS}
+            if not fresh:
                 return values
-            clashes = (await self._run(lambda pipe: self._templates.queue(
-                pipe, [f"{self.prefix}:tpl"], [item for tid, text in used.items() for item in (str(tid), text)])))[0]
+            try:
+                clashes = (await self._run(lambda pipe: self._templates.queue(
+                    pipe, [f"{self.prefix}:tpl"], [item for tid, text in fresh.items() for item in (str(tid), text)])))[0]
+            except BaseException:
+                self._confirmed.clear()
+                raise
             if not clashes:
+                self._confirmed = {**(self._confirmed if len(self._confirmed) < 100_000 else {}), **dict.fromkeys(fresh, now)}
                 return values
             lean.REFUSED.update(used[int(tid)] for tid in clashes)
 

@@ -261,3 +261,27 @@ async def test_closing_years_drops_their_records_and_accumulators_from_redis_as_
     assert kept <= ids
     assert {key.split(":", 1)[1] for key in ids - kept} <= refused
     assert len(ids) < len(events) * 3 // 4  # a third of the events' years closed
+
+
+@pytest.mark.parametrize("store", ["redis"], indirect=True)
+async def test_templates_are_written_again_once_the_store_has_not_seen_them_for_template_seconds(store, monkeypatch):
+    """Not a round trip every pass (it cost ~8% of settlement's CPU a claim), but never trusted for
+    longer than TEMPLATE_SECONDS: a Redis that lost the hash gets it back from the next commit after."""
+    from gongji.settlement import redis_store
+
+    clock = [1000.0]
+    monkeypatch.setattr(redis_store.time, "monotonic", lambda: clock[0])
+    traffic, setup, stream = traffic_events(family=0.0, seed=33)
+    settler = Settler(store, BOOK)
+    await settler.handle(setup)
+    await settler.handle(stream[:40])
+    key = f"{store.prefix}:tpl"
+    written = await store.client.hgetall(key)
+    assert written
+    await store.client.delete(key)
+    await settler.handle(stream[40:80])
+    assert not (await store.client.hgetall(key)).keys() & written.keys()  # within the window: trusted
+    clock[0] += redis_store.TEMPLATE_SECONDS + 1
+    await settler.handle(stream[80:120])
+    again = await store.client.hgetall(key)
+    assert again.keys() & written.keys() and all(again.get(tid, text) == text for tid, text in written.items())

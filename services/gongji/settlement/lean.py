@@ -13,8 +13,9 @@ thousandths; any value that would not read back as the same text stays text.
 A setldetail row's setl_proc_info is a template and its figures: the text with each amount in
 yuan ("1000.00") cut out as fen, and the holder's psn_no and a reversal's orig_setl_id as marks.
 Templates are few (one per policy, band, category and path through the rules) and shared by all
-records: kept once in Redis under their 32-bit hash (redis_store writes each one a batch uses before
-its records, and reads one it has not seen), and cached here. A text whose template does not read
+records: kept once in Redis under their 32-bit hash (redis_store writes the ones a batch uses
+before its records unless it did in the last few seconds, and reads one it has not seen), and cached
+here. A text whose template does not read
 back exactly, or whose hash another template holds, is kept whole in the row.
 
 Orders are frozen: never reorder; a field added goes at the end of its tuple, predicted as 0.

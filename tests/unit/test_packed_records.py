@@ -1,5 +1,6 @@
-"""Records packed for Redis: read back exactly as written, the first form still read, and a
-reversal settled on a packed record answers exactly what it answered on the first form."""
+"""Records packed for Redis: read back exactly as written (the lean form, its templates, and every
+earlier form still read), and a reversal settled on a lean record answers exactly what it answered
+on the first form."""
 
 import asyncio
 import dataclasses
@@ -7,7 +8,10 @@ import json
 from datetime import datetime, timezone
 
 from gongji.local.synthetic import Traffic
-from gongji.settlement import packed, rules
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gongji.settlement import lean, packed, rules
 from gongji.settlement import replay as replay_module
 from gongji.settlement.domain import ClaimRecord, CreditRecord, PersonState
 from gongji.settlement.events import Reversal
@@ -50,11 +54,24 @@ def _hash(record, data: bytes, fingerprint: bytes) -> dict[bytes, bytes]:
     return raw
 
 
+def _kept(record):
+    """The record as the lean form reads it back: the fingerprint's first 8 bytes (16 hex digits)."""
+    if isinstance(record, ClaimRecord) and len(record.fingerprint) == 32:
+        return dataclasses.replace(record, fingerprint=record.fingerprint[:16])
+    return record
+
+
+def _stored(record, psn_no: str, event_id: str, used: dict | None) -> bytes:
+    """The record's field in the records hash, as Redis has it after a reversal marked it."""
+    value = packed.value(record, psn_no, event_id, used)
+    return value + b"\n" + record.reversed_by.encode() if getattr(record, "reversed_by", None) else value
+
+
 def _both(psn_no: str, key: str, record):
     event_id = key.split(":", 1)[1]
-    fingerprint, data = packed.fields(record, psn_no, event_id)
-    assert len(fingerprint) == 16 and data.startswith(b"[2,")
-    new = packed.load(_hash(record, data, fingerprint), psn_no, event_id)
+    value = _stored(record, psn_no, event_id, {})
+    assert len(packed.fields(record, psn_no, event_id)[0]) == (8 if isinstance(record, ClaimRecord) else 16)
+    new = packed.load_value(value, psn_no, event_id)
     old = packed.load(_hash(record, packed.dump_named(record), record.fingerprint.encode()), psn_no, event_id)
     return new, old
 
@@ -69,14 +86,123 @@ def test_the_traffic_has_every_kind_of_record():
 def test_a_packed_record_reads_back_as_written_and_so_does_the_first_form():
     for (psn_no, key), record in sorted(RECORDS.items()):
         new, old = _both(psn_no, key, record)
-        assert new == record, key
+        assert new == _kept(record), key
         assert old == record, key
 
 
-def test_packed_is_less_than_half_the_first_form():
-    new = sum(len(packed.dump(r, psn, key.split(":", 1)[1])) + 16 for (psn, key), r in RECORDS.items())
-    old = sum(len(packed.dump_named(r)) + 32 for r in RECORDS.values())
-    assert new < old / 2, (new / len(RECORDS), old / len(RECORDS))
+def test_a_lean_record_reads_back_as_written_with_its_texts_templated_or_whole():
+    claims = [(k, r) for k, r in sorted(RECORDS.items()) if isinstance(r, ClaimRecord)]
+    newlines = 0
+    for (psn_no, key), record in claims:
+        for used in ({}, None):
+            value = _stored(record, psn_no, key[2:], used)
+            assert value[13] == packed.SQUEEZED, key
+            assert packed.load_value(value, psn_no, key[2:]) == _kept(record), key
+            newlines += b"\n" in packed.value(record, psn_no, key[2:], used)
+    assert newlines > 10  # a byte 10 in the squeezed data is no reversal's mark (lengths say where it ends)
+
+
+def test_strings_of_any_characters_squeeze_and_one_too_long_keeps_the_record_as_json():
+    (psn_no, key), record = next((k, r) for k, r in sorted(RECORDS.items()) if isinstance(r, ClaimRecord))
+    for mdtrt_id, form in (('M\x00"\\\n 就诊 e null', packed.SQUEEZED), ("M" * 70_000, ord("["))):
+        odd = dataclasses.replace(record, settlement=dataclasses.replace(record.settlement, mdtrt_id=mdtrt_id))
+        value = _stored(odd, psn_no, key[2:], {})
+        assert value[5 + value[4]] == form
+        assert packed.load_value(value, psn_no, key[2:]) == (_kept(odd) if form == packed.SQUEEZED else odd)
+
+
+def test_a_lean_record_keeps_8_bytes_of_the_fingerprint_and_a_resend_is_still_told_from_a_change():
+    from gongji.settlement.idempotency import fingerprint, replayed
+    from gongji.settlement.events import Claim
+
+    (psn_no, key), record = next((k, r) for k, r in sorted(RECORDS.items())
+                                 if isinstance(r, ClaimRecord) and not r.settlement.is_reversal)
+    claim = Claim.model_construct(claim_id=key[2:], psn_no=psn_no, mdtrt_id="M1", med_type="11")
+    changed = claim.model_copy(update={"mdtrt_id": "M2"})
+    kept = packed.load_value(_stored(dataclasses.replace(record, fingerprint=fingerprint(claim)), psn_no, key[2:], {}),
+                             psn_no, key[2:])
+    assert len(kept.fingerprint) == 16
+    assert replayed(claim, kept, "claim").value == record.settlement
+    assert replayed(changed, kept, "claim").value.err_code == "DUPLICATE_CONFLICT"
+    other = dataclasses.replace(kept, fingerprint=fingerprint(changed)[:15] + "0")  # short, and not its prefix
+    assert replayed(changed, other, "claim").value.err_code == "DUPLICATE_CONFLICT"
+    assert replayed(claim, dataclasses.replace(kept, fingerprint=""), "claim").value.err_code == "DUPLICATE_CONFLICT"
+
+
+def test_a_record_of_the_packed_form_before_the_lean_one_is_still_read():
+    for (psn_no, key), record in sorted(RECORDS.items()):
+        if isinstance(record, ClaimRecord):
+            data = packed.dump_packed(record)
+            assert data.startswith(b"[2,")
+            assert packed.load(_hash(record, data, bytes.fromhex(record.fingerprint)), psn_no, key[2:]) == record
+
+
+def test_lean_is_under_a_third_of_the_packed_form_and_a_tenth_of_the_first():
+    """The bench's record cost: ~505 bytes a claim in Redis with the packed form (issue 12)."""
+    claims = [(k, r) for k, r in RECORDS.items() if isinstance(r, ClaimRecord)]
+    new = sum(len(packed.value(r, psn, key[2:], {})) for (psn, key), r in claims) / len(claims)
+    before = sum(5 + 16 + len(packed.dump_packed(r)) for _, r in claims) / len(claims)
+    first = sum(32 + len(packed.dump_named(r)) for _, r in claims) / len(claims)
+    assert new < before / 3.5 and new < first / 10, (new, before, first)
+
+
+def test_figures_off_their_prediction_still_read_back():
+    """Every figure stored as a difference from what the others give, each made to differ."""
+    (psn_no, key), record = next((k, r) for k, r in sorted(RECORDS.items())
+                                 if isinstance(r, ClaimRecord) and r.effects.acct_pay and not r.settlement.is_reversal)
+    changes = [{name: getattr(record.settlement, name) + 7} for name in lean.PREDICTED]
+    changes += [{"mdtrtarea_admvs": "110000"}, {"clr_type": "99"}, {"clr_optins": "310000"}, {"setl_id": "S-1"},
+                {"mulaid_holder_psn_no": "P9"}, {"psn_idet_type": "tekun"}, {"med_type": "014"},
+                {"setl_time": "2023-07-20T09:29:00.5+08:00"}, {"setl_time": "2023-07-20T09:29:31+08:00"},
+                {"setl_time": "2023-07-20T01:29:00+00:00"}, {"pool_prop_selfpay": record.settlement.pool_prop_selfpay
+                                                             .quantize(lean.Decimal("0.01"))},
+                {"orig_claim_id": "C0", "orig_setl_id": "SETL-other", "orig_setl_time": "2023-01-01T08:00:00+08:00"}]
+    for change in changes:
+        odd = dataclasses.replace(record, settlement=dataclasses.replace(record.settlement, **change))
+        back = packed.load_value(packed.value(odd, psn_no, key[2:], {}), psn_no, key[2:])
+        assert back == _kept(odd) and str(back.settlement.pool_prop_selfpay) == str(odd.settlement.pool_prop_selfpay), change
+
+
+_TEXT = st.lists(st.sampled_from(["0.70", "00.70", "1000.00", "-12.05", "-0.00", "0.7000", "1.2.34", "; ", "元",
+                                  "\x00", "\x01", "\x02", "P1", "SETL9", "a", "5", "."]), max_size=12).map("".join)
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(text=_TEXT, holder=st.sampled_from([None, "P1", "5"]), orig=st.sampled_from([None, "SETL9", "0.70"]))
+def test_a_text_cut_into_a_template_and_figures_is_filled_back_to_the_same_text(text, holder, orig):
+    (psn_no, key), record = next((k, r) for k, r in sorted(RECORDS.items()) if isinstance(r, ClaimRecord))
+    settlement = dataclasses.replace(record.settlement, mulaid_holder_psn_no=holder, orig_setl_id=orig)
+    spec = lean._proc_info(text, settlement, {})
+    back = spec if isinstance(spec, str) else lean._fill(lean.TEMPLATES[spec[0]], spec[1:], orig, holder)
+    assert back == text
+
+
+def test_a_template_another_holds_in_redis_is_kept_whole_and_one_not_read_yet_is_asked_for():
+    (psn_no, key), record = next((k, r) for k, r in sorted(RECORDS.items()) if isinstance(r, ClaimRecord))
+    used = {}
+    value = _stored(record, psn_no, key[2:], used)
+    assert used and packed.template_ids(value) == set(used)
+    saved = dict(lean.TEMPLATES)
+    try:
+        lean.TEMPLATES.clear()
+        try:
+            packed.load_value(value, psn_no, key[2:])
+        except lean.MissingTemplates as missing:
+            assert missing.ids == set(used)
+        else:
+            raise AssertionError("a record naming an unknown template was read")
+        lean.remember({tid: text + "x" for tid, text in used.items()})  # not what the id hashes: ignored
+        assert not lean.TEMPLATES
+        lean.remember(used)
+        assert packed.load_value(value, psn_no, key[2:]) == _kept(record)
+        lean.REFUSED.update(used.values())
+        again = {}
+        whole = _stored(record, psn_no, key[2:], again)
+        assert not again and packed.template_ids(whole) == set()
+        assert packed.load_value(whole, psn_no, key[2:]) == _kept(record)
+    finally:
+        lean.REFUSED.clear()
+        lean.TEMPLATES.update(saved)
 
 
 def test_a_record_whose_key_does_not_say_its_ids_keeps_the_first_form():
@@ -128,8 +254,9 @@ def test_a_year_zero_and_all_zero_effects_still_read_back():
     (psn_no, key), record = next((k, r) for k, r in RECORDS.items() if isinstance(r, ClaimRecord))
     from gongji.settlement.domain import Effects
 
-    bare = dataclasses.replace(record, effects=Effects(year=0))
-    assert packed.load(_hash(bare, *reversed(packed.fields(bare, psn_no, key[2:]))), psn_no, key[2:]) == bare
+    bare = dataclasses.replace(record, effects=Effects(year=0, visits=0))
+    assert packed.load_value(_stored(bare, psn_no, key[2:], {}), psn_no, key[2:]) == _kept(bare)
+    assert packed.load(_hash(bare, packed.dump_packed(bare), bytes.fromhex(bare.fingerprint)), psn_no, key[2:]) == bare
 
 
 def test_the_packed_orders_name_every_field_so_none_is_dropped_on_the_way_to_redis():
@@ -141,4 +268,20 @@ def test_the_packed_orders_name_every_field_so_none_is_dropped_on_the_way_to_red
 
     assert set(packed.SETTLEMENT_ORDER) == {f.name for f in dataclasses.fields(Settlement)} - {"claim_id", "psn_no"}
     assert set(packed.EFFECTS_ORDER) == {f.name for f in dataclasses.fields(Effects)}
+    lean_fields = [*lean.STORED, *lean.PREDICTED, *lean.OPTIONAL]
+    assert len(lean_fields) == len(set(lean_fields))
+    assert set(lean_fields) == {f.name for f in dataclasses.fields(Settlement)} - {"claim_id", "psn_no"}
+    assert set(lean.EFFECTS) == {f.name for f in dataclasses.fields(Effects)} - {"year"}
     assert set(packed.PERSON_ORDER) == set(Person.model_fields) - {"psn_no"}
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(moment=st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)),
+       offset=st.sampled_from([8, 0, -5]))
+def test_a_setl_time_kept_as_a_minute_or_a_second_reads_back_as_the_same_text(moment, offset):
+    from datetime import timedelta
+
+    text = moment.replace(tzinfo=timezone(timedelta(hours=offset))).isoformat()
+    kept = lean._time(text)
+    assert lean._untime(kept) == text
+    assert isinstance(kept, int) == (offset == 8 and not moment.microsecond)

@@ -28,6 +28,9 @@ from gongji.settings import Settings
 #: Redis as production runs it (docker-compose.yml, deploy/README.md): an append-only file flushed
 #: every second, no RDB snapshots.
 REDIS_PERSISTENCE = ("--save", "", "--appendonly", "yes", "--appendfsync", "everysec")
+#: A person's records hash (a lean record is ~110 bytes, rarely over 250) stays a listpack, ~30 bytes
+#: a record instead of a hash table's ~60 (deploy/README.md, Redis, Memory).
+REDIS_MEMORY = ("--hash-max-listpack-value", "512")
 
 # PostgreSQL refuses to run as root: as root, the local server runs as this user, its data in a
 # directory of /tmp that the user owns (a test's working directory may not be traversable).
@@ -119,7 +122,7 @@ class Server:
         # asks (the settlement service waits for it before publishing, GONGJI_REDIS_DURABILITY).
         acl = ("--aclfile", str(self.acl_file)) if self.acl_file else ()
         fsync = ("--appendfsync", Settings().local_redis_appendfsync)  # GONGJI_LOCAL_REDIS_APPENDFSYNC
-        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", *REDIS_PERSISTENCE, *fsync,
+        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", *REDIS_PERSISTENCE, *fsync, *REDIS_MEMORY,
                 "--dir", str(workdir), "--logfile", "", *acl]
 
     def log_tail(self, lines: int = 20) -> str:

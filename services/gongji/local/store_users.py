@@ -30,12 +30,12 @@ REDIS_RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         # reads and writes of settlement/redis_store.py; scan and unlink: the rebuild's wipe and the
         # upgrade from the first layout (`:{*}:rec:*`, `:id:*`)
         ("get", "set", "hget", "hmget", "hgetall", "hset", "hsetnx", "del", "unlink", "scan",
-         # commit.lua, hold.lua, mark.lua
+         # commit.lua, hold.lua, mark.lua, own.lua, disown.lua, templates.lua
          "evalsha", "script|load", "hexists", "hdel", "hincrby", "hkeys",
          # durability (common/redis.Durability): INFO persistence/replication, then the waits
          "info", "waitaof", "wait"),
         (":{*}:state", ":{*}:recs", ":{*}:rec:*", ":{*}:holds", ":inst:*", ":cat:*", ":ids:*", ":id:*", ":seen:*",
-         ":layout", ":probe"),
+         ":layout", ":tpl", ":probe"),
     ),
     "clearing": (
         # clearing/store.py, apply.lua (sadd, hincrby), months (scan), positions (smembers, hgetall),

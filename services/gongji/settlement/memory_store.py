@@ -29,10 +29,13 @@ class MemoryStore:
         self.kept: dict[str, list[str]] = {}  # person → their record keys, oldest first
 
     def _close(self, psn_no: str, kept_from: int) -> None:
+        """Drop the person's records of the years before `kept_from`, and their ids (as Redis does)."""
         keys = []
         for key in self.kept.get(psn_no, ()):
             if window.year_of(self.records[(psn_no, key)]) < kept_from:
                 del self.records[(psn_no, key)]
+                if self.owners.get(key) == psn_no:
+                    del self.owners[key]
             else:
                 keys.append(key)
         self.kept[psn_no] = keys

@@ -1,7 +1,9 @@
-"""A claim's or credit's record as Redis keeps it: packed, and read back in either form ever written.
+"""A claim's or credit's record as Redis keeps it: packed, and read back in any form ever written.
 
 The record hash has `fp` (the content fingerprint) and `data`. Written now: `fp` as its 16 raw bytes,
-`data` a JSON array `[2, settlement..., effects...]`: the fields by position in the frozen orders
+and for a claim or reversal `data` in the lean form (lean.py: `[3, ...]`, what the result is rebuilt
+from, without what the effects or the other figures give); for a credit `[2, "k", ...]`. Read as
+well: the packed form of claims before the lean one, `data` a JSON array `[2, effects..., settlement...]`: the fields by position in the frozen orders
 below (never reorder them; a field added to Settlement or Effects goes at the end of its tuple,
 read back as its default from records written before), trailing defaults left out, and no field
 the key already says (the claim or credit id, the person) or that is derived from it (the setl_id
@@ -16,12 +18,14 @@ the compact listpack encoding. A JSON object there is the first form, read as we
 
 from __future__ import annotations
 
+import binascii
 import dataclasses
 import re
 from decimal import Decimal
 
 import orjson
 
+from gongji.settlement import lean
 from gongji.settlement.domain import ClaimRecord, CreditApplied, CreditRecord, Effects, SetlDetail, Settlement
 from gongji.settlement.events import Person
 from gongji.settlement.rules import setl_id_for
@@ -63,34 +67,92 @@ def _trimmed(values: list, defaults: tuple = ()) -> list:
 _is_digest = re.compile(r"[0-9a-f]{32}").fullmatch  # idempotency.fingerprint's hexdigest
 
 
-def fields(record: Record, psn_no: str, event_id: str) -> tuple[bytes, bytes]:
+def fields(record: Record, psn_no: str, event_id: str, used: dict[int, str] | None = None) -> tuple[bytes, bytes]:
     """`fp` and `data` of `record`, stored under `psn_no`'s key of `event_id` (its claim or credit id):
     packed, or in the first form for a record whose key does not say its ids or whose fingerprint is
-    not a digest (the packed form always has the 16 raw bytes)."""
-    data = dump(record, psn_no, event_id) if _is_digest(record.fingerprint) else dump_named(record)
-    return (bytes.fromhex(record.fingerprint) if data.startswith(b"[") else record.fingerprint.encode()), data
+    not a digest (the packed form has the 16 raw bytes, the squeezed lean one the first 8:
+    idempotency.same_content). `used` collects the templates of its
+    texts (lean.py); without it they are kept whole."""
+    data = dump(record, psn_no, event_id, used) if _is_digest(record.fingerprint) else dump_named(record)
+    if data.startswith(b"{"):
+        return record.fingerprint.encode(), data
+    fingerprint = bytes.fromhex(record.fingerprint)
+    return (fingerprint[:8] if data[0] == SQUEEZED else fingerprint), data
 
 
-def value(record: Record, psn_no: str, event_id: str) -> bytes:
+def value(record: Record, psn_no: str, event_id: str, used: dict[int, str] | None = None) -> bytes:
     """The record as one field of the person's records hash: its year (4 digits), the fingerprint's
     length (one byte) and the fingerprint, then `data` (see `fields`). A reversal of it appends
     "\n" and the reversal's id (lua/commit.lua); JSON as orjson writes it holds no raw newline."""
-    fingerprint, data = fields(record, psn_no, event_id)
+    fingerprint, data = fields(record, psn_no, event_id, used)
     return b"%04d" % year_of(record) + bytes((len(fingerprint),)) + fingerprint + data
 
 
-def load_value(raw: bytes, psn_no: str, event_id: str) -> Record:
-    """A record from its field in the records hash (`value`, and a reversal's mark if any)."""
+def _split(raw: bytes) -> tuple[bytes, bytes, bytes | None]:
+    """A field of the records hash: its fingerprint, its data, and the reversal's id if it was reversed."""
     start = 5 + raw[4]
-    end = raw.find(b"\n", start)
-    parts = {b"fp": raw[5:start], b"data": raw[start:] if end < 0 else raw[start:end]}
-    if end >= 0:
-        parts[b"reversed_by"] = raw[end + 1:]
+    if raw[start] == SQUEEZED:
+        end = start + 5 + int.from_bytes(raw[start + 1:start + 3], "big") + int.from_bytes(raw[start + 3:start + 5], "big")
+    else:
+        end = raw.find(b"\n", start)
+        end = len(raw) if end < 0 else end
+    return raw[5:start], raw[start:end], raw[end + 1:] if end < len(raw) else None
+
+
+def load_value(raw: bytes, psn_no: str, event_id: str) -> Record:
+    """A record from its field in the records hash (`value`, and a reversal's mark if any); raises
+    lean.MissingTemplates when it names a template this process has not read yet."""
+    fingerprint, data, reversed_by = _split(raw)
+    parts = {b"fp": fingerprint, b"data": data, b"year": raw[:4]}
+    if reversed_by is not None:
+        parts[b"reversed_by"] = reversed_by
     return load(parts, psn_no, event_id)
 
 
-def dump(record: Record, psn_no: str, event_id: str) -> bytes:
-    """The packed `data` of `record` (or its first form: see `fields`)."""
+def template_ids(raw: bytes) -> set[int]:
+    """The templates a field of the records hash names (none but in the lean form)."""
+    data = _split(raw)[1]
+    if data[:1] == bytes((SQUEEZED,)):
+        return lean.template_ids(unsqueeze(data))
+    return lean.template_ids(orjson.loads(data)) if data.startswith(b"[3,") else set()
+
+
+# The lean form squeezed: its JSON without its strings holds only digits, ",[]-" and null; four of
+# the hex digits stand for those four characters, "f" for null and "e" for a string, and two go in
+# a byte. The strings follow as JSON has them (escaped: no NUL), joined by NUL. `data` is then
+# SQUEEZED, the two parts' lengths (2 bytes each), the two parts.
+SQUEEZED = 3
+_TO_HEX = bytes.maketrans(b",[]-", b"abcd")
+_FROM_HEX = bytes.maketrans(b"abcd", b",[]-")
+_STRING = re.compile(rb'"((?:[^"\\]|\\.)*)"')
+
+
+def squeeze(data: list) -> bytes:
+    """Lean `data` squeezed (as JSON when it would not fit the two lengths)."""
+    parts = _STRING.split(orjson.dumps(data))  # text, string, text, ...
+    text = b"e".join(parts[::2]).replace(b"null", b"f").translate(_TO_HEX)
+    tail = b"\0".join(parts[1::2])
+    if len(text) > 131_000 or len(tail) > 65_535:
+        return orjson.dumps(data)
+    body = binascii.unhexlify(text if len(text) % 2 == 0 else text + b"a")
+    return bytes((SQUEEZED,)) + len(body).to_bytes(2, "big") + len(tail).to_bytes(2, "big") + body + tail
+
+
+def unsqueeze(data: bytes) -> list:
+    size = int.from_bytes(data[1:3], "big")
+    parts = binascii.hexlify(data[5:5 + size]).translate(_FROM_HEX).replace(b"f", b"null").split(b"e")
+    if parts[-1].endswith(b","):
+        parts[-1] = parts[-1][:-1]
+    strings = data[5 + size:].split(b"\0") if len(parts) > 1 else ()
+    out = [parts[0]]
+    for string, part in zip(strings, parts[1:]):
+        out += [b'"', string, b'"', part]
+    return orjson.loads(b"".join(out))
+
+
+def dump(record: Record, psn_no: str, event_id: str, used: dict[int, str] | None = None) -> bytes:
+    """The `data` of `record`: lean for a claim or reversal, packed for a credit, or the first form
+    (see `fields`)."""
     result = record.result if isinstance(record, CreditRecord) else record.settlement
     if (result.credit_id if isinstance(record, CreditRecord) else result.claim_id) != event_id \
             or result.psn_no != psn_no:
@@ -98,7 +160,13 @@ def dump(record: Record, psn_no: str, event_id: str) -> bytes:
     if isinstance(record, CreditRecord):
         credit = record.result
         return orjson.dumps([PACKED, "k", *_trimmed([getattr(credit, name) for name in CREDIT_ORDER])])
+    return squeeze(lean.dump(record, used))
+
+
+def dump_packed(record: ClaimRecord) -> bytes:
+    """The packed form of a claim's record, as written before the lean form (its key says its ids)."""
     settlement = record.settlement
+    event_id = settlement.claim_id
     values = [getattr(settlement, name) for name in SETTLEMENT_ORDER]
     if settlement.setl_id == setl_id_for(event_id):
         values[0] = None
@@ -115,10 +183,13 @@ def load(raw: dict[bytes, bytes], psn_no: str, event_id: str) -> Record | None:
         return None
     reversed_by = raw.get(b"reversed_by")
     reversed_by = reversed_by.decode() if reversed_by else None
-    data = orjson.loads(raw[b"data"])
+    data = raw[b"data"]
+    data = unsqueeze(data) if data[:1] == bytes((SQUEEZED,)) else orjson.loads(data)
     if isinstance(data, dict):
         return _load_named(data, raw[b"fp"].decode(), reversed_by)
     fingerprint = raw[b"fp"].hex()
+    if data[0] == lean.LEAN:
+        return lean.load(data, int(raw[b"year"]), psn_no, event_id, fingerprint, reversed_by)
     if data[1] == "k":
         values = dict(zip(CREDIT_ORDER, data[2:]))
         return CreditRecord(fingerprint, CreditApplied(credit_id=event_id, psn_no=psn_no, **values))

@@ -15,7 +15,10 @@ without those characters is written as it is.
     <prefix>:inst:<code>        registry entry (JSON)
     <prefix>:cat:<admdvs>:<item> hash: begndate -> one version of the region's catalogue entry (JSON)
     <prefix>:ids:<n>            hash: event key -> owner (the first 8 bytes of blake2b of the person's
-                                psn_no), one of ID_BUCKETS buckets by the key's CRC-32
+                                psn_no), one of ID_BUCKETS buckets by the key's CRC-32; an entry goes
+                                when the reversal window closes its record's year (commit.lua names them)
+    <prefix>:tpl                hash: template id -> a setl_proc_info template (settlement/lean.py), shared
+                                by every record; written before the records that name it
     <prefix>:layout             "2" once `upgrade` has moved what the first layout left: a key per
                                 record `{psn}:rec:<event key>` (fp, data, reversed_by) and a key per id
                                 `id:<event key>` (the owner's psn_no)
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import importlib.resources
 import zlib
 
@@ -35,20 +39,14 @@ import orjson
 
 from gongji.common.redis import Durability, LuaScript, deadline, primaries, run_pipeline
 from gongji.settlement.domain import ACCUMULATES, CHRONIC_ACCUMULATORS, ClaimRecord, PersonState, YearTotals
-from gongji.settlement import packed
+from gongji.settlement import lean, packed
 from gongji.settlement.catalogue import CatalogueItem, stored_item
 from gongji.settlement.events import Institution, Person
 from gongji.settlement.store import Commit, Hold, HolderView, Record, Snapshot, Status, escape, hold_field, unescape
 
+TEMPLATE_SECONDS = 5.0
 # Never change: an id is looked up in the bucket its key hashes to (a rebuild would move them all).
 ID_BUCKETS = 4096
-# An event id claimed for its person, first come first owner: KEYS[1] the id's bucket, ARGV[1] the
-# event key, ARGV[2] the person's owner hash. Answers the owner's hash.
-_OWN = """
-redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
-return redis.call('HGET', KEYS[1], ARGV[1])
-"""
-
 _STATUS = {b"ok": Status.OK, b"stale": Status.STALE, b"duplicate": Status.DUPLICATE, b"short": Status.SHORT}
 
 
@@ -122,10 +120,14 @@ class RedisStore:
         self.timeout = timeout  # for each round trip; a hung server fails the batch, which is retried
         self._commit = LuaScript(_script("commit.lua"))
         self._hold = LuaScript(_script("hold.lua"))
-        self._own = LuaScript(_OWN)
+        self._own = LuaScript(_script("own.lua"))
+        self._disown = LuaScript(_script("disown.lua"))
+        self._templates = LuaScript(_script("templates.lua"))
+        self._confirmed: dict[int, float] = {}  # template id → when this store last wrote or found it
 
     async def _run(self, build) -> list:
-        return await run_pipeline(self.client, build, (self._commit, self._hold, self._own), self.timeout)
+        return await run_pipeline(self.client, build, (self._commit, self._hold, self._own, self._disown,
+                                                       self._templates), self.timeout)
 
     async def upgrade(self) -> int:
         """Move what the first layout left into the records hashes and the id buckets, once (the
@@ -258,13 +260,30 @@ class RedisStore:
         institutions = {code: stored_institution(raw) if raw else None
                         for code, raw in zip(code_list, replies[offset:offset + len(code_list)])}
         offset += len(code_list)
-        records = {(psn, key): packed.load_value(value, psn, key.split(":", 1)[1]) if value is not None else None
-                   for (psn, key), value in zip(key_list, replies[offset:offset + len(key_list)])}
+        records = await self._records(key_list, replies[offset:offset + len(key_list)])
         offset += len(key_list)
         # another person's hash is all that says "another person" (idempotency.taken names none)
         owners = {key: psn if owner == owner_hash(psn) else "?" + owner.hex()
                   for (key, psn), owner in zip(claim_list, replies[offset:])}
         return Snapshot(persons, institutions, states, records, owners)
+
+    async def _records(self, keys: list[tuple[str, str]], values: list[bytes | None]) -> dict:
+        """The records read, with the templates they name that this process has not seen yet."""
+        records, missing = {}, set()
+        for (psn, key), value in zip(keys, values):
+            try:
+                records[(psn, key)] = packed.load_value(value, psn, key.split(":", 1)[1]) if value is not None else None
+            except lean.MissingTemplates as unknown:
+                missing |= unknown.ids
+        if missing:
+            wanted = sorted(missing)
+            async with deadline(self.timeout):
+                found = await self.client.hmget(f"{self.prefix}:tpl", [str(tid) for tid in wanted])
+            lean.remember({tid: text.decode() for tid, text in zip(wanted, found) if text is not None})
+            for (psn, key), value in zip(keys, values):
+                if (psn, key) not in records:
+                    records[(psn, key)] = packed.load_value(value, psn, key.split(":", 1)[1])
+        return {key: records[key] for key in keys}
 
     async def read_holders(self, wants) -> dict[tuple[str, str, str], HolderView]:
         want_list = list(wants)
@@ -296,18 +315,51 @@ class RedisStore:
                                   hold.token, *(() if hold.holder_token is None else (hold.holder_token,))])
         return [_STATUS[reply] for reply in await self._run(build)]
 
+    async def _values(self, commits: list[Commit]) -> list[bytes]:
+        """Each commit's record value, its templates written first unless written or found here in the
+        last TEMPLATE_SECONDS (a Redis that lost one since lost markers too: the service refuses, the
+        rebuild writes them again). A template whose id another holds is refused, its texts whole."""
+        while True:
+            used: dict[int, str] = {}
+            values = [packed.value(commit.record, commit.psn_no, commit.record_key.split(":", 1)[1], used)
+                      for commit in commits]
+            now = time.monotonic()
+            fresh = {tid: text for tid, text in used.items() if now - self._confirmed.get(tid, -1e9) > TEMPLATE_SECONDS}
+            if not fresh:
+                return values
+            try:
+                clashes = (await self._run(lambda pipe: self._templates.queue(
+                    pipe, [f"{self.prefix}:tpl"], [item for tid, text in fresh.items() for item in (str(tid), text)])))[0]
+            except BaseException:
+                self._confirmed.clear()
+                raise
+            if not clashes:
+                self._confirmed = {**(self._confirmed if len(self._confirmed) < 100_000 else {}), **dict.fromkeys(fresh, now)}
+                return values
+            lean.REFUSED.update(used[int(tid)] for tid in clashes)
+
     async def commit(self, commits: list[Commit]) -> list[Status]:
+        values = await self._values(commits)
+
         def build(pipe):
-            for commit in commits:
+            for commit, value in zip(commits, values):
                 psn = commit.psn_no
                 keys = [self._key(psn, "state"), self._key(psn, "recs")]
                 event_id = commit.record_key.split(":", 1)[1]
                 kept = commit.state.kept_from
-                self._commit.queue(pipe, keys, [commit.expected, commit.state.token, commit.record_key,
-                                                packed.value(commit.record, psn, event_id), event_id,
+                self._commit.queue(pipe, keys, [commit.expected, commit.state.token, commit.record_key, value, event_id,
                                                 commit.reverses or "", str(kept) if kept else "",
                                                 *state_fields(commit.state, commit.record)])
-        return [_STATUS[reply] for reply in await self._run(build)]
+        statuses, closed = [], []
+        for commit, reply in zip(commits, await self._run(build)):
+            if isinstance(reply, list):  # ok, and the event keys of the records the window closed
+                reply, keys = reply[0], reply[1:]
+                closed += [(key.decode(), owner_hash(commit.psn_no)) for key in keys]
+            statuses.append(_STATUS[reply])
+        if closed:
+            await self._run(lambda pipe: [self._disown.queue(pipe, [self._ids_key(key)], [key, owner])
+                                          for key, owner in closed])
+        return statuses
 
 
 class SeenMarkers:

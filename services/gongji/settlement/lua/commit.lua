@@ -7,6 +7,8 @@
 -- ARGV[7] the first year the person's state keeps ('' : none closed): when it moves (state field
 --         'from'), the records and the "<year>:…" state fields of earlier years are deleted,
 -- ARGV[8..] state fields and values to set (absolute values computed by the engine).
+-- Answers 'ok', or {'ok', field...} naming the records the closing deleted (their ids go next),
+-- 'stale' or 'duplicate'.
 -- Validate first, write last: Lua does not roll back writes made before an error.
 if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 1 then
   return 'duplicate'
@@ -16,10 +18,21 @@ if token ~= ARGV[1] then
   return 'stale'
 end
 local original
+local closed = {'ok'}
 if ARGV[6] ~= '' then
   original = redis.call('HGET', KEYS[2], ARGV[6])
-  -- after the year (4), the fingerprint's length (1) and the fingerprint, a newline marks a reversal
-  if not original or string.find(original, '\n', 6 + string.byte(original, 5), true) then
+  if not original then
+    return 'stale'
+  end
+  -- After the year (4), the fingerprint's length (1) and the fingerprint, the data: squeezed (a 3,
+  -- then its two parts' lengths, 2 bytes each), or JSON; a reversal's mark follows it ("\n" and id).
+  local start = 6 + string.byte(original, 5)
+  if string.byte(original, start) == 3 then
+    local b1, b2, b3, b4 = string.byte(original, start + 1, start + 4)
+    if #original > start + 4 + b1 * 256 + b2 + b3 * 256 + b4 then
+      return 'stale'
+    end
+  elseif string.find(original, '\n', start, true) then
     return 'stale'
   end
 end
@@ -29,6 +42,7 @@ if ARGV[7] ~= '' and ARGV[7] ~= (redis.call('HGET', KEYS[1], 'from') or '') then
   for i = 1, #all, 2 do
     if tonumber(string.sub(all[i + 1], 1, 4)) < first then
       redis.call('HDEL', KEYS[2], all[i])
+      closed[#closed + 1] = all[i]
     end
   end
   for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
@@ -48,5 +62,8 @@ redis.call('HDEL', KEYS[1], 'pending:' .. ARGV[5])  -- its family-account hold, 
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
 if original then
   redis.call('HSET', KEYS[2], ARGV[6], original .. '\n' .. ARGV[5])
+end
+if #closed > 1 then
+  return closed
 end
 return 'ok'

@@ -141,6 +141,23 @@ async def test_reversal_marks_original_once(store):
     assert await store.commit([second]) == [Status.STALE]
 
 
+async def test_reversal_marks_a_lean_original_once(store):
+    """The same with content fingerprints (digests), so the Redis store writes its records in the lean
+    form, whose reversal mark commit.lua finds after the data's stated lengths."""
+    digest = "0123456789abcdef0123456789abcdef"
+    original = dataclasses.replace(record("C1"), fingerprint=digest)
+    await store.commit([Commit("P1", "", state("c:C1", 10), claim_key("C1"), original)])
+    reversal = dataclasses.replace(record("R1", orig_claim_id="C1", orig_setl_id="SETLC1"), fingerprint=digest)
+    undo = Commit("P1", "c:C1", state("c:R1", 20), claim_key("R1"), reversal, reverses=claim_key("C1"))
+    assert await store.commit([undo]) == [Status.OK]
+    snap = await store.read({"P1"}, set(), {("P1", claim_key("C1"))})
+    assert snap.records[("P1", "c:C1")].reversed_by == "R1"
+    again = dataclasses.replace(record("R2", orig_claim_id="C1", orig_setl_id="SETLC1"), fingerprint=digest)
+    second = Commit("P1", "c:R1", state("c:R2", 30), claim_key("R2"), again, reverses=claim_key("C1"))
+    assert await store.commit([second]) == [Status.STALE]
+    assert (await store.read({"P1"}, set(), set())).states["P1"].balance == 20
+
+
 async def test_a_reversal_of_a_claim_not_on_record_is_stale(store):
     """Validate first: a reversal whose original is missing writes nothing, not even a mark on it."""
     undo = Commit("P1", "", state("c:R1", 20), claim_key("R1"), record("R1", orig_claim_id="C9"),

@@ -232,7 +232,8 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--rate", type=int, default=2000, help="claims/s of the paced (latency) phase")
     bench.add_argument("--workers", type=int, default=2, help="settlement processes in the consumer group")
     bench.add_argument("--no-downstream", dest="downstream", action="store_false",
-                       help="skip timing the ledger, clearing and fraud consumers")
+                       help="no ledger, clearing or fraud: the latency phase with settlement alone, and no "
+                       "timing of each downstream consumer")
     bench.add_argument("--gateway", action="store_true",
                        help="instead: signed 2207 requests over HTTP to the gateway (requests/s, p50/p90/p99/max)")
     bench.add_argument("--gateway-rate", type=int, default=500, help="requests/s sent to the gateway")

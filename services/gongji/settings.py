@@ -66,9 +66,10 @@ class Settings(LogSettings):
     # The local stack (gongji stack up, demo, bench): Tansu only behind a TLS terminator that wants
     # a client certificate of the stack's own CA (gongji.local.tls); false: Tansu's plaintext port.
     local_kafka_tls: bool = True
-    # The local stack's Redis: its append-only file fsynced every second (as deployed), or on every
-    # event-loop turn ("always": a WAITAOF then returns at once instead of waiting for the next flush).
-    local_redis_appendfsync: Literal["everysec", "always"] = "everysec"
+    # The local stack's Redis: its append-only file fsynced on every event-loop turn that wrote
+    # ("always": a WAITAOF returns at once), or every second ("everysec", as docker-compose.yml runs
+    # it: a WAITAOF waits for the next flush, ~100 ms at hz 10; README "Speed").
+    local_redis_appendfsync: Literal["everysec", "always"] = "always"
     redis_url: str | None = None
     # The URL names one node of a Redis Cluster; the client finds the rest (keys carry {psn_no} tags).
     redis_cluster: bool = False
@@ -138,6 +139,17 @@ class Settings(LogSettings):
     metrics_host: str = "127.0.0.1"
     # Largest batch one poll hands to settlement; one batch costs four Redis round trips.
     batch_max_records: int = 2000
+    # Latency (README "Speed"): how long a consumer's fetch may wait at the broker for data (Tansu
+    # holds a fetch up to this long even when data is there), and how long a producer's `send` waits
+    # to fill a batch (kafka.publish sends its batches whole, at once).
+    kafka_fetch_max_wait_ms: int = Field(default=20, ge=0)
+    kafka_linger_ms: int = Field(default=5, ge=0)
+    # The groups downstream of `settlements` (ledger, clearing, fraud): a fetch returns once it holds
+    # this many bytes or has waited this long (Tansu honours both), so they take results in larger
+    # batches, at less CPU a result, for up to that wait more before a result is booked or counted.
+    # 1 byte: as soon as there is data, like every other consumer.
+    kafka_downstream_fetch_min_bytes: int = Field(default=1, ge=1)
+    kafka_downstream_fetch_max_wait_ms: int = Field(default=20, ge=0)
     # Bounds at the edge of settlement (docs/BOUNDS.md): plausibility ceilings in yuan,
     # **sample** values, and how far past the present a setl_time may be (clocks differ a little).
     max_line_amount: Decimal = to_yuan(DEFAULT_BOUNDS.max_line_amount)
@@ -344,6 +356,14 @@ class Settings(LogSettings):
         the fraud service's group carries the topic prefix as well (it names its own topics)."""
         group = getattr(self, f"{service}_group")
         return f"{self.topic_prefix}{group}" if service == "fraud" else group
+
+    def fetch_options(self, group: str | None) -> dict[str, int]:
+        """How a consumer in `group` fetches: the downstream settings in ledger's, clearing's or
+        fraud's group, else at once with kafka_fetch_max_wait_ms."""
+        if group in {self.kafka_group(service) for service in ("ledger", "clearing", "fraud")}:
+            return {"fetch_min_bytes": self.kafka_downstream_fetch_min_bytes,
+                    "fetch_max_wait_ms": self.kafka_downstream_fetch_max_wait_ms}
+        return {"fetch_min_bytes": 1, "fetch_max_wait_ms": self.kafka_fetch_max_wait_ms}
 
     def group_timeouts(self) -> dict[str, int]:
         return {

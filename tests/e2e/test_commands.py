@@ -316,7 +316,14 @@ def test_bench_prints_throughput_latency_and_cpu(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "queued claims settled in" in result.stdout and "claims/s end to end" in result.stdout
     assert "the service spent" in result.stdout and "µs of CPU a claim" in result.stdout
-    assert "latency at 500 claims/s" in result.stdout and "p99" in result.stdout
+    # the latency phase ran with the downstream services consuming, end to end and to the ledger's row
+    latency = re.search(r"bench: latency at 500 claims/s \(\d+ claims in [\d.]+ s, with clearing, fraud, ledger "
+                        r"consuming\), claim sent → result read on settlements: p50 [\d.]+, p95 [\d.]+, p99 [\d.]+, "
+                        r"max [\d.]+ ms", result.stdout)
+    assert latency, result.stdout
+    assert re.search(r"bench: latency claim sent → ledger row \(\d+ entries\): p50 [\d.]+", result.stdout)
+    assert re.search(r"bench: CPU from the first send to the last result .*ledger service [\d.]+ s, clearing "
+                     r"service [\d.]+ s, fraud service [\d.]+ s", result.stdout)
     # the raw loop drained the very burst the service then drained, and the ratio is printed
     queued = re.search(r"bench: throughput: (\d+) queued claims", result.stdout)
     raw = re.search(r"bench: raw loop .*: (\d+) claims in [\d.]+ s = [\d,]+ claims/s", result.stdout)

@@ -4,10 +4,11 @@ The settlement service runs as its own process (`gongji run settlement`), as dep
 pre-encodes the claims, sends them, and reads `settlements` back by header. Two phases: throughput,
 the drain of a queued burst from first result to last (so the load generator's cost stays out of
 it), with gongji.local.raw_loop draining the same burst just before as the floor it is judged
-against (issue 12: settlement ≥ 0.8 × the raw loop); then latency, claims sent at a steady rate, each from just before its send to its result.
-Then, unless told not to, each downstream consumer (ledger, clearing, fraud) alone, in a consumer
-group of its own, draining everything `settlements` holds by then: results per second from its
-first committed offset to its last, and its CPU per result.
+against (issue 12: settlement ≥ 0.8 × the raw loop); then latency, claims sent at a steady rate with
+the downstream services consuming (gongji.local.bench_latency). Then, unless told not to, each
+downstream consumer (ledger, clearing, fraud) alone, in a consumer group of its own, draining
+everything `settlements` holds by then: results per second from its first committed offset to its
+last, and its CPU per result.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from gongji.common.signing import signer
 from gongji.common.topic_admin import ensure_topics
 from gongji.local.credentials import for_role
 from gongji.local import redis_memory
+from gongji.local.bench_latency import DOWNSTREAM, paced_phase
 from gongji.local.launch import encode, isolated, prepare_topics, servers, start_service, stop_processes
 from gongji.local.tls import as_principal, principal
 from gongji.local.synthetic import Traffic
@@ -41,18 +43,20 @@ from gongji.settings import Settings
 
 
 class Results:
-    """Reads `settlements` and notes when each id's first result arrives."""
+    """Reads `settlements` and notes when each id's first result arrives (time.perf_counter()) and
+    when it was sent (its Kafka timestamp, epoch seconds)."""
 
     def __init__(self, settings: Settings, catalog: SchemaCatalog):
         self.settings = settings
         self.catalog = catalog
         self.arrived: dict[str, float] = {}
+        self.stamped: dict[str, float] = {}
         self.kinds: dict[str, int] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         topic = self.settings.topics.settlements
-        # A shorter fetch wait than the services': 50 ms would lengthen the latency measured.
-        consumer = kafka.consumer(self.settings, None, fetch_max_wait_ms=20)
+        # It reads as a downstream service does (GONGJI_KAFKA_FETCH_MAX_WAIT_MS).
+        consumer = kafka.consumer(self.settings, None)
         await consumer.start()
         try:
             partitions = consumer.partitions_for_topic(topic) or set()
@@ -67,6 +71,7 @@ class Results:
                         ident = header(message.headers, ID_HEADER).decode()
                         if ident not in self.arrived:
                             self.arrived[ident] = now
+                            self.stamped[ident] = message.timestamp / 1000
                             kind = header(message.headers, TYPE_HEADER).decode()
                             self.kinds[kind] = self.kinds.get(kind, 0) + 1
         finally:
@@ -83,17 +88,9 @@ class Results:
             await asyncio.sleep(0.05)
 
 
-async def _send(producer, messages, sent: dict[str, float], rate: float | None) -> None:
-    start = time.perf_counter()
-    futures = []
-    for number, (topic, key, value, ident, headers) in enumerate(messages):
-        if rate:
-            due = start + number / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        sent.setdefault(ident, time.perf_counter())
-        futures.append(await producer.send(topic, value, key=key, headers=headers))
+async def _send(producer, messages) -> None:
+    """Send `messages` as fast as the producer takes them; returns once the broker has them all."""
+    futures = [await producer.send(topic, value, key=key, headers=headers) for topic, key, value, _, headers in messages]
     await asyncio.gather(*futures)
 
 
@@ -111,7 +108,7 @@ async def run_bench(claims: int, persons: int, policy_dir: Path | None = None, r
         settings = isolated(base, tag)
         local = {name: server["pid"] for name, server in stack.state()["servers"].items()} if stack else {}
         figures = await _bench(settings, claims, persons, policy_dir, rate, paced_claims or min(claims, rate * 10),
-                               workdir, workers, local, credentials)
+                               workdir, workers, local, credentials, downstream)
         if downstream:
             figures["downstream"] = await _bench_downstream(settings, policy_dir, workdir, credentials)
         return figures
@@ -133,7 +130,7 @@ def _cpu_snapshot(components: dict[str, list[int]]) -> dict[str, float]:
 
 
 async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, workdir, workers, local,
-                 credentials=None) -> dict:
+                 credentials=None, downstream=True) -> dict:
     catalog = SchemaCatalog()
     await prepare_topics(settings)
     traffic = Traffic(persons=persons, seed=11, tag=settings.key_prefix)
@@ -158,9 +155,9 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
     stop = asyncio.Event()
     reader = asyncio.create_task(results.run(stop))
     try:
-        await _send(producer, registry, {}, None)
+        await _send(producer, registry)
         await asyncio.sleep(3)  # the registry topics are separate: let them land before the credits
-        await _send(producer, openings, {}, None)
+        await _send(producer, openings)
         await results.wait_for([row[3] for row in openings], timeout=300)
         print(f"bench: {len(openings)} account credits settled", flush=True)
 
@@ -168,7 +165,7 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
         # first result to its last, so the load generator's own cost stays out of the figure.
         stop_processes(service)
         memory = redis_memory.Footprint(used_before=await redis_memory.used_memory(redis))
-        await _send(producer, burst, {}, None)
+        await _send(producer, burst)
         ids = list(dict.fromkeys(row[3] for row in burst))
         raw = await _raw_loop(settings, len(burst), credentials, workdir)
         service = start_workers()
@@ -198,16 +195,10 @@ async def _bench(settings, claims, persons, policy_dir, rate, paced_claims, work
         figures["raw_loop"] = raw
         _compare(raw, figures["drain"], service_cpu)
 
-        # Latency: claims sent at a steady rate; from just before each send to its result read here.
-        sent: dict[str, float] = {}
-        await _send(producer, paced, sent, rate)
-        ids = list(dict.fromkeys(row[3] for row in paced))
-        await results.wait_for(ids, timeout=600)
-        latencies = [(results.arrived[i] - sent[i]) * 1000 for i in ids]
-        figures["paced"] = {"events": len(paced), "rate": rate, "p50_ms": _percentile(latencies, 0.5),
-                            "p99_ms": _percentile(latencies, 0.99)}
-        print(f"bench: latency at {rate} claims/s ({len(paced)} claims): p50 {figures['paced']['p50_ms']:.1f} ms, "
-              f"p99 {figures['paced']['p99_ms']:.1f} ms", flush=True)
+        # Latency: claims sent at a steady rate, the downstream services consuming.
+        figures["paced"] = await paced_phase(settings, producer, results, paced, rate, policy_dir=policy_dir,
+                                             workdir=workdir, credentials=credentials, components=components,
+                                             cpu_snapshot=_cpu_snapshot, downstream=downstream)
         print(f"bench: results by kind: {results.kinds}")
         memory.used_after = await redis_memory.used_memory(redis)
         figures["redis"] = (await redis_memory.measure(redis, settings.key_prefix, memory)).to_dict()
@@ -253,9 +244,6 @@ def _compare(raw: dict, drain: dict, service_cpu: float) -> None:
                f"settlement {service_cpu / drain['events'] * 1e6:.0f} µs")
     print(f"bench: settlement / raw loop = {drain['per_second']:,.0f} / {raw['per_second']:,.0f} claims/s "
           f"= {ratio:.2f} (target ≥ 0.80){cpu}", flush=True)
-
-
-DOWNSTREAM = ("ledger", "clearing", "fraud")
 
 
 async def _bench_downstream(settings: Settings, policy_dir: Path | None, workdir: Path,

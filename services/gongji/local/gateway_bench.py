@@ -96,10 +96,10 @@ async def _register(settings, traffic: Traffic, catalog: SchemaCatalog) -> None:
     stop = asyncio.Event()
     reader = asyncio.create_task(results.run(stop))
     try:
-        await _send(producer, encode(catalog, settings, traffic.registry(), key), {}, None)
+        await _send(producer, encode(catalog, settings, traffic.registry(), key))
         await asyncio.sleep(3)  # the registry topics are separate: let them land before the credits (as bench)
         openings = encode(catalog, settings, traffic.openings(), key)
-        await _send(producer, openings, {}, None)
+        await _send(producer, openings)
         await results.wait_for([row[3] for row in openings], timeout=300)
     finally:
         stop.set()

@@ -118,8 +118,9 @@ class Server:
             return [self.binary, "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
                     "-c", "unix_socket_directories=", "-c", "fsync=off", "-c", "synchronous_commit=off",
                     "-c", "full_page_writes=off", "-c", "max_connections=200"]
-        # As deployed: every write in the append-only file, flushed each second or when a WAITAOF
-        # asks (the settlement service waits for it before publishing, GONGJI_REDIS_DURABILITY).
+        # Every write in the append-only file, fsynced on each event-loop turn that wrote (default) or
+        # each second (GONGJI_LOCAL_REDIS_APPENDFSYNC): the settlement service waits for it before
+        # publishing (GONGJI_REDIS_DURABILITY).
         acl = ("--aclfile", str(self.acl_file)) if self.acl_file else ()
         fsync = ("--appendfsync", Settings().local_redis_appendfsync)  # GONGJI_LOCAL_REDIS_APPENDFSYNC
         return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", *REDIS_PERSISTENCE, *fsync, *REDIS_MEMORY,

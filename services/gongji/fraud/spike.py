@@ -42,9 +42,15 @@ def on_activity(config: FraudSettings, buckets: Buckets, activity: InstitutionAc
     buckets.put("institution_day", code, day, bucket)
     clock = buckets.get("clock", ledger, NO_WINDOW)
     if is_late(config, clock, activity):
-        judged = [_shift(day, ahead) for ahead in range(config.spike_baseline_days + 1)]
-        return [signal for other in judged if _closes(config, other) <= parse_time(clock["closed"])
-                for signal in _judge_spike(config, buckets, code, other)]
+        # The day and the next `spike_baseline_days` (whose baseline it is in), each against its own
+        # previous days: the span's days are worked out and read once, not once per judged day.
+        back = config.spike_baseline_days
+        closed = parse_time(clock["closed"])
+        span = [_shift(day, offset) for offset in range(-back, back + 1)]  # span[back] is the day
+        held = [buckets.get("institution_day", code, other) for other in span]
+        return [signal for ahead in range(back + 1) if _closes(config, span[back + ahead]) <= closed
+                for signal in _judge_spike(config, buckets, code, span[back + ahead], held[back + ahead],
+                                           held[ahead:back + ahead])]
     waiting = clock.setdefault("pending", {}).setdefault(day.start.isoformat(), [])
     if code not in waiting:
         waiting.append(code)
@@ -86,12 +92,16 @@ def _shift(day: Window, days: int) -> Window:
     return day_of(day.start + DAY * days + timedelta(hours=12))  # noon: a day is 24 h in Shanghai
 
 
-def _judge_spike(config: FraudSettings, buckets: Buckets, code: str, day: Window) -> list[Signal]:
+def _judge_spike(config: FraudSettings, buckets: Buckets, code: str, day: Window, bucket: dict | None = None,
+                 history: list[dict] | None = None) -> list[Signal]:
     """INSTITUTION_SPIKE on one day: its settlements (or reversals) against the institution's own
-    trailing daily average; raised, or withdrawn, where the answer changed."""
-    bucket = buckets.get("institution_day", code, day)
-    history = [buckets.get("institution_day", code, _shift(day, -back))
-               for back in range(1, config.spike_baseline_days + 1)]
+    trailing daily average; raised, or withdrawn, where the answer changed. The day's bucket and
+    those of its `spike_baseline_days` previous days (in any order) are read unless given."""
+    if bucket is None:
+        bucket = buckets.get("institution_day", code, day)
+    if history is None:
+        history = [buckets.get("institution_day", code, _shift(day, -back))
+                   for back in range(1, config.spike_baseline_days + 1)]
     found = None
     if sum(1 for past in history if past.get("n", 0) > 0) >= config.spike_min_baseline_days:
         for counter, minimum, what in (("n", config.spike_min_volume, "settlements"),

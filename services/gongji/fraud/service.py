@@ -66,6 +66,28 @@ from gongji.fraud.store import BatchStaged, ChangelogBuckets, CopyingBuckets
 from gongji.settings import Settings
 
 log = logging.getLogger("gongji.fraud")
+
+
+class LateLog:
+    """Late events said without flooding the log when a feed arrives out of order: on each side, the
+    first of every `every` seconds with its claim id, and when the next comes after them, how many
+    more there were (each one is counted in gongji_fraud_late_events as it is read)."""
+
+    def __init__(self, every: float = 60.0, clock=time.monotonic):
+        self.every, self.clock = every, clock
+        self.open: dict[str, tuple[float, int]] = {}  # side → (when its first was said, how many since)
+
+    def late(self, side: str, text: str, *args) -> None:
+        now = self.clock()
+        start, more = self.open.get(side, (None, 0))
+        if start is not None and now - start < self.every:
+            self.open[side] = (start, more + 1)
+            return
+        if more:
+            log.info("fraud: %d more late events on the %s side in the %.0f s after the one above", more, side,
+                     now - start)
+        log.info("fraud: late " + text, *args)
+        self.open[side] = (now, 0)
 SERVICE = "fraud"
 # The results on `settlements` the rules read (by their type header); credit results are not theirs.
 RESULT_KINDS = tuple(kind.encode() for kind in ("settlement", "reversal", "rejection"))
@@ -88,6 +110,7 @@ class FraudService:
         self.group = settings.kafka_group("fraud")  # its consumer group, and its own topics' prefix
         self.activity_name = f"{self.group}-institution-activity"
         self.changelog_name = f"{self.group}-buckets-changelog"
+        self.late_log = LateLog()
         self.late = Counter("gongji_fraud_late_events", "Events read after their window was judged, or more than "
                             "the allowed lateness behind their partition", ["side"], registry=self.metrics.registry)
         self.withdrawals = Counter("gongji_fraud_withdrawals", "Signals withdrawn, by rule", ["rule"],
@@ -173,8 +196,8 @@ class FraudService:
             mark = marks.get(message.partition)
             if mark is not None and found.setl_time + lateness < mark:
                 self.late.labels("person").inc()
-                log.info("fraud: late event %s on %s[%s]: %s behind its partition", found.claim_id, message.topic,
-                         message.partition, mark - found.setl_time)
+                self.late_log.late("person", "event %s on %s[%s]: %s behind its partition", found.claim_id,
+                                   message.topic, message.partition, mark - found.setl_time)
             marks[message.partition] = found.setl_time if mark is None else max(mark, found.setl_time)
         return {partition: mark for partition, mark in marks.items() if self.marks.get(partition) != mark}
 
@@ -267,8 +290,8 @@ class FraudService:
             for activity in activities:
                 if spike.is_late(self.config, staged.get("clock", ledger, NO_WINDOW), activity):
                     self.late.labels("institution").inc()
-                    log.info("fraud: late activity %s: its day %s was judged", activity.claim_id,
-                             activity.setl_time.date())
+                    self.late_log.late("institution", "activity %s: its day %s was judged", activity.claim_id,
+                                       activity.setl_time.date())
                 signals += rules.on_activity(self.config, staged, activity, ledger)
         for ledger in sorted(ledgers):
             staged.partition = int(ledger)

@@ -170,11 +170,17 @@ def record(outcome: ClaimSettled, reversed_by: str | None = None) -> ClaimRecord
 async def settled_in_batches(events: list, size: int, book: PolicyBook = BOOK) -> list:
     """The wire outputs of settling `events` through a Settler on the memory store, `size` at a time
     (batch invariance: any size must give what size 1 gives)."""
+    return (await settled_with_store(events, size, book))[0]
+
+
+async def settled_with_store(events: list, size: int = 1, book: PolicyBook = BOOK) -> tuple[list, object]:
+    """`settled_in_batches`'s outputs, and the memory store they left (its records, states, owners)."""
     from gongji.settlement.codec import from_output
     from gongji.settlement.memory_store import MemoryStore
     from gongji.settlement.settler import Settler
 
-    settler, outputs = Settler(MemoryStore(), book), []
+    store = MemoryStore()
+    settler, outputs = Settler(store, book), []
     for start in range(0, len(events), size):
         outputs += [from_output(output) for output in await settler.handle(events[start:start + size])]
-    return outputs
+    return outputs, store

@@ -8,13 +8,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from tests.unit.builders import BOOK, claim, credit, fen, institution, line, person, record, reversal, state
+from tests.unit.builders import BOOK, settled_with_store, claim, credit, fen, institution, line, person, record, reversal, state
 
-from gongji.settlement.codec import from_output
 from gongji.settlement.domain import Rejection
-from gongji.settlement.memory_store import MemoryStore
 from gongji.settlement.rules import ClaimReversed, reverse_claim, settle_claim
-from gongji.settlement.settler import Settler
 
 pytestmark = pytest.mark.unit
 
@@ -57,16 +54,7 @@ def test_the_date_is_judged_before_whether_the_original_is_reversed_already():
 
 
 def settle_all(events, size: int = 1):
-    store = MemoryStore()
-    settler = Settler(store, BOOK)
-
-    async def run():
-        outputs = []
-        for start in range(0, len(events), size):
-            outputs += [from_output(output) for output in await settler.handle(events[start:start + size])]
-        return outputs
-
-    return asyncio.run(run()), store
+    return asyncio.run(settled_with_store(events, size, BOOK))
 
 
 @pytest.mark.parametrize("size", [1, 2, 5])

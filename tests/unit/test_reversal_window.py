@@ -8,28 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import pytest
-from tests.unit.builders import BOOK, claim, credit, fen, institution, line, person, reversal
+from tests.unit.builders import BOOK, settled_with_store, claim, credit, fen, institution, line, person, reversal
 
 from gongji.settlement import window
-from gongji.settlement.codec import from_output
-from gongji.settlement.memory_store import MemoryStore
 from gongji.settlement.policy import PolicyBook
-from gongji.settlement.settler import Settler
 
 pytestmark = pytest.mark.unit
 
 
 def settle_all(events, size: int = 1, book: PolicyBook = BOOK):
-    store = MemoryStore()
-    settler = Settler(store, book)
-
-    async def run():
-        outputs = []
-        for start in range(0, len(events), size):
-            outputs += [from_output(output) for output in await settler.handle(events[start:start + size])]
-        return outputs
-
-    return asyncio.run(run()), store
+    return asyncio.run(settled_with_store(events, size, book))
 
 
 def answers(outputs):

@@ -269,7 +269,6 @@ async def kafka_answers(producer: AIOKafkaProducer) -> None:
     await producer.client.fetch_all_metadata()
 
 
-
 class BatchStep:
     """How every consumer loop takes a polled batch: its work (handling, publishing, committing) done
     whole, or, when that fails (a server away, a commit refused by a rebalance), its partitions sought
@@ -310,6 +309,7 @@ class BatchStep:
         self.outage.reset()
         self.said.done()
         return True
+
 
 async def consume_batches(
     settings: Settings,

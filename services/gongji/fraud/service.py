@@ -88,6 +88,8 @@ class LateLog:
                      now - start)
         log.info("fraud: late " + text, *args)
         self.open[side] = (now, 0)
+
+
 SERVICE = "fraud"
 # The results on `settlements` the rules read (by their type header); credit results are not theirs.
 RESULT_KINDS = tuple(kind.encode() for kind in ("settlement", "reversal", "rejection"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from gongji.fraud.domain import (DAY, MAX_EVIDENCE, NO_WINDOW, Buckets, InstitutionActivity, Signal, Window, day_of,
@@ -43,14 +44,30 @@ def on_activity(config: FraudSettings, buckets: Buckets, activity: InstitutionAc
     clock = buckets.get("clock", ledger, NO_WINDOW)
     if is_late(config, clock, activity):
         # The day and the next `spike_baseline_days` (whose baseline it is in), each against its own
-        # previous days: the span's days are worked out and read once, not once per judged day.
-        back = config.spike_baseline_days
+        # previous days. The span's days are worked out once (remembered), each read at most once,
+        # and a day's baseline only when the day could be above it.
+        back, lateness = config.spike_baseline_days, config.allowed_lateness_seconds
         closed = parse_time(clock["closed"])
-        span = [_shift(day, offset) for offset in range(-back, back + 1)]  # span[back] is the day
-        held = [buckets.get("institution_day", code, other) for other in span]
-        return [signal for ahead in range(back + 1) if _closes(config, span[back + ahead]) <= closed
-                for signal in _judge_spike(config, buckets, code, span[back + ahead], held[back + ahead],
-                                           held[ahead:back + ahead])]
+        span = _span(day.start, back)  # span[back] is the day
+        held: list[dict | None] = [None] * len(span)
+        held[back] = bucket
+
+        def read(index: int) -> dict:
+            found = held[index]
+            if found is None:
+                found = held[index] = buckets.get("institution_day", code, span[index])
+            return found
+
+        signals = []
+        for ahead in range(back + 1):
+            if _closes_at(span[back + ahead].start, lateness) > closed:
+                break  # the later days close later still
+            judged = read(back + ahead)
+            history = None
+            if judged.get("n", 0) >= config.spike_min_volume or judged.get("r", 0) >= config.spike_min_reversals:
+                history = [read(index) for index in range(ahead, back + ahead)]
+            signals += _judge_spike(config, buckets, code, span[back + ahead], judged, history)
+        return signals
     waiting = clock.setdefault("pending", {}).setdefault(day.start.isoformat(), [])
     if code not in waiting:
         waiting.append(code)
@@ -85,11 +102,23 @@ def close(config: FraudSettings, buckets: Buckets, ledger: str, watermark: datet
 
 
 def _closes(config: FraudSettings, day: Window) -> datetime:
-    return day.end + timedelta(seconds=config.allowed_lateness_seconds)
+    return _closes_at(day.start, config.allowed_lateness_seconds)
+
+
+@lru_cache(maxsize=8192)
+def _closes_at(day_start: datetime, lateness: float) -> datetime:
+    return day_of(day_start).end + timedelta(seconds=lateness)
 
 
 def _shift(day: Window, days: int) -> Window:
     return day_of(day.start + DAY * days + timedelta(hours=12))  # noon: a day is 24 h in Shanghai
+
+
+@lru_cache(maxsize=8192)
+def _span(day_start: datetime, back: int) -> tuple[Window, ...]:
+    """The days from `back` before the day starting at `day_start` to `back` after it."""
+    day = day_of(day_start)
+    return tuple(_shift(day, offset) for offset in range(-back, back + 1))
 
 
 def _judge_spike(config: FraudSettings, buckets: Buckets, code: str, day: Window, bucket: dict | None = None,
@@ -99,16 +128,19 @@ def _judge_spike(config: FraudSettings, buckets: Buckets, code: str, day: Window
     those of its `spike_baseline_days` previous days (in any order) are read unless given."""
     if bucket is None:
         bucket = buckets.get("institution_day", code, day)
-    if history is None:
+    found = None
+    # The baseline is worked out (and read, when not given) only for a count at its minimum.
+    candidates = [(counter, minimum, what) for counter, minimum, what in
+                  (("n", config.spike_min_volume, "settlements"), ("r", config.spike_min_reversals, "reversals"))
+                  if bucket.get(counter, 0) >= minimum]
+    if candidates and history is None:
         history = [buckets.get("institution_day", code, _shift(day, -back))
                    for back in range(1, config.spike_baseline_days + 1)]
-    found = None
-    if sum(1 for past in history if past.get("n", 0) > 0) >= config.spike_min_baseline_days:
-        for counter, minimum, what in (("n", config.spike_min_volume, "settlements"),
-                                       ("r", config.spike_min_reversals, "reversals")):
+    if candidates and sum(1 for past in history if past.get("n", 0) > 0) >= config.spike_min_baseline_days:
+        for counter, minimum, what in candidates:
             count = bucket.get(counter, 0)
             baseline = Decimal(sum(past.get(counter, 0) for past in history)) / config.spike_baseline_days
-            if count >= minimum and count > config.spike_factor * baseline:
+            if count > config.spike_factor * baseline:
                 found = Signal(
                     "INSTITUTION_SPIKE", "institution", code, bucket.get("admdvs"), day,
                     tuple(sorted(bucket.get("ids", []))[:MAX_EVIDENCE]), count,

@@ -73,6 +73,10 @@ class FraudSettings(BaseModel):
     # signals are acknowledged.
     batch_events: int = Field(1000, ge=1)
     batch_seconds: float = Field(0.05, gt=0)
+    # Not a rule: the windows changed are saved to the changelog and the offsets committed together
+    # (a checkpoint) once `save_seconds` have passed or `batch_events` events were handled since the
+    # last one (0: after every batch). A crash replays what came after the last checkpoint.
+    save_seconds: float = Field(0.5, ge=0)
 
     def oop_threshold(self, region: str | None) -> Decimal:  # for persons insured in `region`
         return self.oop_share_threshold_by_region.get(region or "", self.oop_share_threshold)

@@ -433,3 +433,42 @@ async def test_a_batch_whose_commit_is_refused_is_done_again_and_counts_each_vis
     assert refused == [True]
     (signal_,) = [s for s in signals_of(records) if s["rule_id"] == "VISITS_PER_DAY"]
     assert signal_["count"] == 5 and sorted(signal_["claim_ids"]) == sorted(v[1]["claim_id"] for v in visits)
+
+
+async def test_a_window_two_batches_change_is_saved_once_at_the_checkpoint_and_then_the_offsets_committed(stack, uniq):
+    """Checkpoints (issue 12): with the next one far off, a claim and its result handled in two
+    batches change the person's profile twice, and neither is saved nor committed yet; the
+    checkpoint at the stop saves the profile once (one changelog record, the joined one) and only
+    then commits both inputs to their ends."""
+    import orjson
+    from aiokafka import TopicPartition
+
+    from gongji.common import kafka
+
+    settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud",
+                            fraud=CONFIG.model_copy(update={"save_seconds": 600.0}))
+    topics = settings.topics
+    await ensure_topics(settings, [topics.settlements, topics.claims], settings.partitions)
+    inputs = [TopicPartition(topic, p) for topic in (topics.settlements, topics.claims)
+              for p in range(settings.partitions)]
+    service = FraudService(settings, CATALOG)
+    psn = f"{uniq}JOIN"
+    async with running(service):
+        await send(settings, [settlement(f"{uniq}w0", f"{uniq}WARM", f"{uniq}H1", at(3, 9))])
+        await consumed(service, 1)  # the first batch checkpoints at once; the next one is 600 s away
+        await send(settings, [claim(f"{uniq}j1", psn, f"{uniq}H1", at(6, 9))])
+        await consumed(service, 2)
+        await send(settings, [settlement(f"{uniq}j1", psn, f"{uniq}H1", at(6, 9))])
+        await consumed(service, 3)
+        committed = await kafka.committed_offsets(settings, service.group, inputs)
+        assert sum(committed.values()) == 1  # the warm-up result alone
+        profile = orjson.dumps(["person", psn, None])
+        assert any(profile in records for records in service.buckets.queued.values())
+    committed = await kafka.committed_offsets(settings, service.group, inputs)
+    assert sum(committed.values()) == 3
+    changelog = f"{service.group}-buckets-changelog"
+    async with kafka.PartitionEnds(settings) as reader:
+        ends = await reader.ends(await reader.partitions([changelog]))
+    records = await collect(settings, changelog, lambda rs: len(rs) >= sum(ends.values()))
+    saved = [orjson.loads(message.value) for _, _, message in records if message.key == profile]
+    assert len(saved) == 1 and saved[0]["claims"][f"{uniq}j1"]["done"] == "settled"

@@ -164,3 +164,40 @@ def test_a_read_is_a_copy_of_its_own():
     read = buckets.get("person", "P1", NO_WINDOW)
     read["visits"].append("C2")
     assert buckets.get("person", "P1", NO_WINDOW) == {"visits": ["C1"]}
+
+
+def test_a_partition_dropped_takes_its_unsaved_changelog_records_with_it():
+    """Revoked before a checkpoint could save them: its next owner reads those events again, so the
+    records must not reach the changelog later, over what the new owner writes."""
+    buckets = ChangelogBuckets()
+    for partition, psn in ((0, "P0"), (1, "P1")):
+        buckets.pin(partition)
+        buckets.put("person", psn, NO_WINDOW, {"n": partition})
+    buckets.drop({1})
+    assert set(buckets.changes()) == {0}
+    assert buckets.get("person", "P1", NO_WINDOW) == {} and buckets.get("person", "P0", NO_WINDOW) == {"n": 0}
+
+
+def test_a_rebalance_checkpoints_after_the_batch_under_way_before_the_partitions_go():
+    import asyncio
+
+    from gongji.fraud.changelog import Rebalance
+
+    async def scenario() -> list[str]:
+        done, working = [], asyncio.Lock()
+
+        async def checkpoint():
+            done.append("checkpoint")
+
+        async def restore(partitions):
+            done.append(f"restore {sorted(partitions)}")
+
+        listener = Rebalance(working, ChangelogBuckets(), restore, checkpoint)
+        async with working:  # a batch under way
+            revoking = asyncio.create_task(listener.on_partitions_revoked(set()))
+            await asyncio.sleep(0)
+            done.append("batch done")
+        await revoking
+        return done
+
+    assert asyncio.run(scenario()) == ["batch done", "checkpoint"]

@@ -70,15 +70,22 @@ class Rebalance(ConsumerRebalanceListener):
     everything before it assigns)."""
 
     def __init__(self, working: asyncio.Lock, buckets: ChangelogBuckets,
-                 restore: Callable[[set[int]], Awaitable[None]]):
+                 restore: Callable[[set[int]], Awaitable[None]],
+                 checkpoint: Callable[[], Awaitable[None]] | None = None):
         self.working = working
         self.buckets = buckets
         self.restore = restore
+        self.checkpoint = checkpoint
         self.held: set[int] = set()
 
     async def on_partitions_revoked(self, revoked) -> None:
-        async with self.working:  # the batch under way is done (and committed) first
-            pass
+        async with self.working:  # the batch under way is done first, then saved and committed
+            if self.checkpoint is None:
+                return
+            try:
+                await self.checkpoint()
+            except Exception as error:  # the next owner reads again what came after the last one
+                log.warning("fraud: no checkpoint before the rebalance: %s", error)
 
     async def on_partitions_assigned(self, assigned) -> None:
         given = {tp.partition for tp in assigned}

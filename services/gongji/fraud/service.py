@@ -24,17 +24,17 @@ compacted) on the partition of the input that owns it; a worker assigned partiti
 back before it reads any input (`restore`), and forgets those revoked.
 
 Order of effects per batch (up to `fraud.batch_events` events), so that a crash loses nothing and
-doubles nothing beyond an identical re-send: the batch's events run through the rules in order on
-buckets staged for the whole batch (each event sees what the ones before it changed, exactly as one
-by one); signals, passed-on activity (one message per institution and batch) and dead letters are
-sent and acknowledged by the broker; only then are the buckets saved, each changed bucket once, and
-their changelog records acknowledged; only then are the offsets committed. A crash before the
-buckets are saved replays the batch, which raises the same signals again under the same signal_ids
-(readers keep the latest per id); a crash after finds the ids already counted. A rule failing on an
-event sends the batch through again one event at a time, so only that event is dropped (to
-dead-letters); anything else that fails goes through gongji.common.poison as in every service (an
-outage is retried with backoff, a failing event is isolated and dead-lettered). Kafka transactions
-are not used: Tansu has none.
+doubles nothing beyond an identical re-send: the events run through the rules in order on buckets staged
+for the whole batch (each event sees what the ones before it changed, exactly as one by one); signals,
+passed-on activity (one message per institution and batch) and dead letters are sent and acknowledged by
+the broker; only then are the buckets queued. A checkpoint (every `fraud.save_seconds` or
+`fraud.batch_events` events, before a rebalance or a stop) saves each queued bucket once, however many
+batches changed it, and once acknowledged commits the offsets. A crash before a checkpoint replays the
+batches since the last one, which raise the same signals again under the same signal_ids (readers keep
+the latest per id); a crash after finds the ids already counted. A rule failing on an event sends the
+batch through again one event at a time, so only that event is dropped (to dead-letters); anything else
+that fails goes through gongji.common.poison as in every service (an outage is retried with backoff, a
+failing event is isolated and dead-lettered). Kafka transactions are not used: Tansu has none.
 
 Until issue 12 this ran on faust (agents, windowed tables): ~1,100 results/s at ~820 µs of CPU each,
 most of it faust's per-message machinery (README, "Speed").
@@ -125,6 +125,7 @@ class FraudService:
         self.marks_sent: dict[int, datetime] = {}
         self.heard: dict[tuple[str, str], float] = {}
         self.started = time.monotonic()
+        self.unsaved, self.next_save = 0, self.started  # events handled since the last checkpoint, the next one
         self.working = asyncio.Lock()  # a batch, the timer's work, a rebalance: one at a time
 
     # ------------------------------------------------------------------ batches
@@ -182,8 +183,7 @@ class FraudService:
         sends += await self._send_signals(outcome.signals)
         sends += await self._dead_letters(dead)
         await asyncio.gather(*sends)  # acknowledged before the buckets that raised them are saved
-        staged.flush()
-        await self._save()
+        staged.flush()  # queued for the next checkpoint
         self.marks.update(marks)  # the activity up to these times is on the activity topic
 
     def _late_persons(self, steps) -> dict[int, datetime]:
@@ -215,6 +215,19 @@ class FraudService:
                  for partition in range(self.settings.partitions)]
         await asyncio.gather(*[future for futures in sends for future in futures])
         self.marks_sent.update(sent)
+
+    async def checkpoint(self) -> None:
+        """The buckets changed since the last checkpoint saved (acknowledged), then the offsets of
+        what was handled committed: a crash replays only what came after, on the state saved with it."""
+        if not (self.unsaved or self.buckets.queued):
+            return  # nothing handled since the last one (a first assignment, a stop when idle)
+        await self._save()
+        await self.consumer.commit()
+        self.unsaved, self.next_save = 0, time.monotonic() + self.config.save_seconds
+
+    def _checkpoint_due(self) -> bool:
+        return bool(self.unsaved or self.buckets.queued) and (self.unsaved >= self.config.batch_events
+                                                              or time.monotonic() >= self.next_save)
 
     async def _save(self) -> None:
         """The buckets saved since the last call, to the changelog (acknowledged on return). Not
@@ -300,7 +313,6 @@ class FraudService:
             signals += self._close(staged, ledger)
         await asyncio.gather(*await self._send_signals(signals))
         staged.flush()
-        await self._save()
 
     def _note_watermarks(self, staged: BatchStaged, ledger: str, marks: dict) -> None:
         clock = staged.get("clock", ledger, NO_WINDOW)
@@ -336,7 +348,6 @@ class FraudService:
             return
         await asyncio.gather(*await self._send_signals(signals))
         staged.flush()
-        await self._save()
 
     async def _send_signals(self, signals: list[Signal]) -> list:
         detected_at = datetime.now(timezone.utc).isoformat()
@@ -383,7 +394,8 @@ class FraudService:
         self.producer = kafka.producer(settings)
         self.consumer = kafka.consumer(settings, self.group, partition_assignment_strategy=(RangePartitionAssignor,))
         self.consumer.subscribe([settings.topics.settlements, settings.topics.claims, self.activity_name],
-                                listener=changelog.Rebalance(self.working, self.buckets, self.restore))
+                                listener=changelog.Rebalance(self.working, self.buckets, self.restore,
+                                                             self.checkpoint))
         self.policy = kafka.policy(settings, SERVICE, self._probe, self._dead_one)
         # A batch makes and drops many small dicts (the buckets it reads): collect the young ones
         # less often (700 allocations by default, which cost a tenth of the CPU here).
@@ -393,6 +405,11 @@ class FraudService:
             await self.consumer.start()
             log.info("fraud: group %s on %s", self.group, settings.kafka_bootstrap_servers)
             await self._loop(stop)
+            async with self.working:
+                try:
+                    await self.checkpoint()
+                except Exception as error:  # what came after the last checkpoint is read again
+                    log.warning("fraud: last checkpoint not made: %s", poison.describe(error))
         finally:
             await self.consumer.stop()
             await self.producer.stop()
@@ -418,12 +435,16 @@ class FraudService:
                 if messages:
                     async def work() -> None:
                         await self.policy.handle(messages, self._handle)
-                        await consumer.commit()
+                        self.unsaved += len(messages)
+                        if self._checkpoint_due():
+                            await self.checkpoint()
 
                     if not await step.take(consumer, batches, len(messages), work):
                         continue
                 else:
                     metrics.idle()
+                    if self._checkpoint_due() and not await step.take(consumer, {}, 0, self.checkpoint):
+                        continue
                 if time.monotonic() >= next_watch:
                     next_watch = time.monotonic() + WATCH_EVERY
                     await self._watch()

@@ -95,6 +95,8 @@ class ChangelogBuckets:
         event time belongs next to this: drop them here, and send a tombstone for each.)"""
         for place in [place for place, owner in self.owner.items() if owner in partitions]:
             del self.data[place], self.owner[place]
+        for partition in partitions:  # not saved: the next owner reads their events again
+            self.queued.pop(partition, None)
 
 
 class BatchStaged(Staged):

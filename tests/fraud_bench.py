@@ -3,7 +3,10 @@ some reversals) queued on `settlements` and `claims` of a fresh local stack, the
 started as a process of its own drains them; prints results/s (first event consumed to last) and
 the service's CPU per result (its claims included).
 
-    .venv/bin/python -m tests.fraud_bench [--results 40000] [--persons 8000] [--batch N] [--spy]
+    .venv/bin/python -m tests.fraud_bench [--results 40000] [--persons 8000] [--batch N] [--rate R] [--spy]
+
+With --rate, the first half is drained (the state built) and the second half sent at R events a
+second while the service consumes: its CPU for that half (the steady-rate case of `gongji bench`).
 
 With --spy, py-spy (pip install py-spy into .venv) records the drain as raw stacks to
 /tmp/fraud-bench-spy.txt. The population: `persons` people at 200 institutions over 60 days, a claim
@@ -58,17 +61,41 @@ def stream(results: int, persons: int, seed: int = 12) -> list[tuple[str, str, d
     return out
 
 
-async def produce(settings, records) -> None:
+def encoded(settings, records) -> list[tuple[str, bytes, bytes, list]]:
     topics = settings.topics
+    return [(topics.claims if topic == "claims" else topics.settlements, data["psn_no"].encode(),
+             CATALOG.encode(RECORD[kind], data), [] if kind == "claim" else wire.headers(kind, data["claim_id"]))
+            for topic, kind, data in records]
+
+
+async def produce(settings, records) -> None:
     async with producer(settings) as sender:
         for start in range(0, len(records), 5000):
             sends = []
-            for topic, kind, data in records[start:start + 5000]:
-                name = topics.claims if topic == "claims" else topics.settlements
-                heads = [] if kind == "claim" else wire.headers(kind, data["claim_id"])
-                sends.append(await sender.send(name, CATALOG.encode(RECORD[kind], data), key=data["psn_no"].encode(),
-                                               headers=heads))
+            for name, key, value, heads in encoded(settings, records[start:start + 5000]):
+                sends.append(await sender.send(name, value, key=key, headers=heads))
             await asyncio.gather(*sends)
+
+
+async def produce_paced(settings, records, rate: float, tick: float = 0.005) -> float:
+    """`records` at `rate` a second (those due each `tick` sent together, as `gongji bench` paces);
+    returns the seconds it took."""
+    from gongji.common import kafka
+
+    messages = encoded(settings, records)
+    async with producer(settings) as sender:
+        futures, number, start = [], 0, time.perf_counter()
+        while number < len(messages):
+            upto = min(len(messages), int((time.perf_counter() - start) * rate) + 1)
+            by_topic: dict[str, list] = {}
+            for name, key, value, heads in messages[number:upto]:
+                by_topic.setdefault(name, []).append((key, value, heads))
+            for name, batch in by_topic.items():
+                futures += await kafka.publish(sender, name, batch)
+            number = upto
+            await asyncio.sleep(max(start + number / rate - time.perf_counter(), tick))
+        await asyncio.gather(*futures)
+        return time.perf_counter() - start
 
 
 def consumed(port: int) -> float | None:
@@ -86,13 +113,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def drain(stack, records, spy: bool, partitions: int, batch: int | None = None) -> dict:
+async def drain(stack, records, spy: bool, partitions: int, batch: int | None = None, rate: float | None = None,
+                fraud: dict | None = None) -> dict:
+    """The service drains `records`; with `rate`, it drains the first half, then the second half is
+    sent at `rate` events a second while it consumes (the figures are that paced half's)."""
     tag = f"fb{uuid.uuid4().hex[:6]}"
     settings = settings_for(stack, tag, fraud_group=f"{tag}-fraud").model_copy(update={"partitions": partitions})
-    if batch:
-        settings = settings.model_copy(update={"fraud": settings.fraud.model_copy(update={"batch_events": batch})})
+    changes = {**({"batch_events": batch} if batch else {}), **(fraud or {})}
+    settings = settings.model_copy(update={"fraud": settings.fraud.model_copy(update=changes)})
     await ensure_topics(settings, [settings.topics.settlements, settings.topics.claims], settings.partitions)
-    await produce(settings, records)
+    paced = records[len(records) // 2:] if rate else []
+    await produce(settings, records[:len(records) - len(paced)])
     port = free_port()
     env = {**os.environ, **as_service(settings, "fraud").to_env(), "GONGJI_METRICS_PORT": str(port)}
     total = len(records)
@@ -102,6 +133,17 @@ async def drain(stack, records, spy: bool, partitions: int, batch: int | None = 
                                    stderr=log)
     spying = None
     try:
+        if paced:  # the first half drained (the state built), then the second at a steady rate
+            await _until_consumed(port, process, total - len(paced))
+            first = (time.monotonic(), total - len(paced), cpu_seconds(process.pid))
+            spying = _spy(process.pid) if spy else None
+            sending = await produce_paced(settings, paced, rate)
+            await _until_consumed(port, process, total)
+            last = (time.monotonic(), total, cpu_seconds(process.pid))
+            results = sum(topic == "settlements" for topic, _, _ in paced)
+            return {"results": results, "events": len(paced), "seconds": sending, "per_second": len(paced) / sending,
+                    "cpu_us_per_result": (last[2] - first[2]) / results * 1e6, "cpu_seconds": last[2] - first[2],
+                    "log": log.name}
         first = None
         deadline = time.monotonic() + 900
         while True:
@@ -114,10 +156,7 @@ async def drain(stack, records, spy: bool, partitions: int, batch: int | None = 
             if first is None and done:
                 first = (now, done, cpu_seconds(process.pid))
                 if spy:
-                    spying = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
-                                               str(process.pid), "-r", "100", "--nonblocking", "-f", "raw", "-o",
-                                               "/tmp/fraud-bench-spy.txt"], stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.DEVNULL)
+                    spying = _spy(process.pid)
             if done is not None and done >= total:
                 last = (now, done, cpu_seconds(process.pid))
                 break
@@ -134,6 +173,22 @@ async def drain(stack, records, spy: bool, partitions: int, batch: int | None = 
             "cpu_us_per_result": cpu / share * 1e6, "log": log.name}
 
 
+def _spy(pid: int) -> subprocess.Popen:
+    return subprocess.Popen([os.environ.get("PY_SPY", str(Path(sys.executable).parent / "py-spy")), "record", "--pid",
+                             str(pid), "-r", "100", "--nonblocking", "-f", "raw", "-o", "/tmp/fraud-bench-spy.txt"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def _until_consumed(port: int, process: subprocess.Popen, count: int, timeout: float = 900) -> None:
+    deadline = time.monotonic() + timeout
+    while (consumed(port) or 0) < count:
+        if process.poll() is not None:
+            raise SystemExit(f"fraud exited {process.returncode}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"fraud did not consume {count} events in {timeout:.0f} s")
+        await asyncio.sleep(0.25)  # each look at /metrics costs the service CPU too
+
+
 def main() -> None:
     from gongji.local.stack import LocalStack
 
@@ -142,11 +197,21 @@ def main() -> None:
     parser.add_argument("--persons", type=int, default=8_000)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--batch", type=int, default=None, help="GONGJI_FRAUD__BATCH_EVENTS (default: the setting's)")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="events a second: drain the first half, then send the second half at this rate")
+    parser.add_argument("--save-seconds", type=float, default=None, help="GONGJI_FRAUD__SAVE_SECONDS")
     parser.add_argument("--spy", action="store_true")
     args = parser.parse_args()
     records = stream(args.results, args.persons)
+    fraud = {} if args.save_seconds is None else {"save_seconds": args.save_seconds}
     with tempfile.TemporaryDirectory(prefix="gongji-fraud-bench-") as scratch, LocalStack(scratch) as local:
-        figure = asyncio.run(drain(local.endpoints(), records, args.spy, args.partitions, args.batch))
+        figure = asyncio.run(drain(local.endpoints(), records, args.spy, args.partitions, args.batch, args.rate,
+                                   fraud))
+    if args.rate:
+        print(f"fraud bench: {figure['events']:,} events ({figure['results']:,} results) sent at "
+              f"{figure['per_second']:,.0f}/s while the service consumed: {figure['cpu_seconds']:.2f} CPU-s, "
+              f"{figure['cpu_us_per_result']:.0f} µs of CPU a result (log {figure['log']})", flush=True)
+        return
     print(f"fraud bench: {figure['results']:,} results ({figure['events']:,} events with their claims) drained at "
           f"{figure['per_second']:,.0f} results/s, {figure['cpu_us_per_result']:.0f} µs of CPU a result "
           f"(log {figure['log']})", flush=True)

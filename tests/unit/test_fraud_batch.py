@@ -201,3 +201,23 @@ def test_a_rebalance_checkpoints_after_the_batch_under_way_before_the_partitions
         return done
 
     assert asyncio.run(scenario()) == ["batch done", "checkpoint"]
+
+
+def test_a_bucket_is_read_from_its_base_once_a_batch_and_again_after_the_flush():
+    """The institution side reads its clock for every activity: from the changelog's JSON once a batch."""
+    reads = []
+
+    class Counting(MemoryBuckets):
+        def get(self, scope, key, window):
+            reads.append((scope, key))
+            return super().get(scope, key, window)
+
+    base = Counting()
+    base.put("clock", "0", NO_WINDOW, {"closed": "2023-03-06T00:00:00+08:00"})
+    staged = BatchStaged(base)
+    first = staged.get("clock", "0", NO_WINDOW)
+    assert staged.get("clock", "0", NO_WINDOW) is first and reads == [("clock", "0")]
+    first["closed"] = "2023-03-07T00:00:00+08:00"
+    staged.put("clock", "0", NO_WINDOW, first)
+    staged.flush()
+    assert staged.get("clock", "0", NO_WINDOW) == first and len(reads) == 2

@@ -316,16 +316,25 @@ class MemoryBuckets:
 
 class Staged:
     """Buckets read through to `base` and written back only by `flush()`: the service sends a
-    batch's signals, waits for the broker, and only then saves the buckets that raised them."""
+    batch's signals, waits for the broker, and only then saves the buckets that raised them.
+
+    A bucket is read from `base` once until the flush: the rules change what they read only to put
+    it back (a read they leave changes nothing), so a later read may be handed the same dict."""
 
     def __init__(self, base: Buckets):
         self.base = base
         self.pending: dict[tuple[str, str, datetime], dict] = {}  # by (scope, key, window start)
         self.windows: dict[tuple[str, str, datetime], Window] = {}
+        self.read: dict[tuple[str, str, datetime], dict] = {}
 
     def get(self, scope: str, key: str, window: Window) -> dict:
-        found = self.pending.get((scope, key, window.start))
-        return found if found is not None else self.base.get(scope, key, window)
+        place = (scope, key, window.start)
+        found = self.pending.get(place)
+        if found is None:
+            found = self.read.get(place)
+            if found is None:
+                found = self.read[place] = self.base.get(scope, key, window)
+        return found
 
     def put(self, scope: str, key: str, window: Window, value: dict) -> None:
         place = (scope, key, window.start)
@@ -338,6 +347,7 @@ class Staged:
             self.base.put(scope, key, self.windows[place], value)
         self.pending.clear()
         self.windows.clear()
+        self.read.clear()
 
 
 @dataclass

@@ -306,12 +306,13 @@ def _judge_refills(config: FraudSettings, buckets: Buckets, profile: dict, psn: 
         bucket = buckets.get("person_day", psn, day)
         was = list(bucket.get("refills", []))
         found = after.get(day_start, [])
-        bucket["refills"] = list(dict.fromkeys(cid for _code, previous, cid, _until, _adm in found
-                                               for cid in (previous, cid)))
+        refills = list(dict.fromkeys(cid for _code, previous, cid, _until, _adm in found for cid in (previous, cid)))
+        if refills or "refills" in bucket:  # a day read and left as it was is not changed
+            bucket["refills"] = refills
         described = "; ".join(f"{code} again ({cid}) while the supply of {previous} lasts until {until[:10]}"
                               for code, previous, cid, until, _adm in found)
         signal = Signal("EARLY_REFILL", "person", psn, found[0][4] if found else None, day,
-                        tuple(bucket["refills"][:MAX_EVIDENCE]), len(found),
+                        tuple(refills[:MAX_EVIDENCE]), len(found),
                         f"refill before {1 - config.refill_tolerance:.0%} of the stocked supply is used "
                         f"({config.refill_days_per_unit} day(s) per unit)",
                         f"Drug dispensed again before the supply on hand ran out (超量开药): {described}.")
@@ -319,7 +320,7 @@ def _judge_refills(config: FraudSettings, buckets: Buckets, profile: dict, psn: 
             signals.append(signal)
         elif not found and withdraw(bucket, "EARLY_REFILL"):
             signals.append(signal.withdrawn("No longer early: a supply it was measured against was reversed."))
-        elif bucket["refills"] == was:
+        elif refills == was:
             continue
         buckets.put("person_day", psn, day, bucket)
     return signals
@@ -378,12 +379,13 @@ def _travel(config: FraudSettings, buckets: Buckets, visit: VisitSettled) -> lis
     time (the last TRAVEL_MEMORY before the newest, at most MAX_TRAVEL_VISITS), not relative to the
     newest read, so a visit read after later-dated ones still meets the ones around it."""
     profile = buckets.get("person", visit.psn_no, NO_WINDOW)
-    visits = profile.setdefault("travel", profile.pop("recent", []))  # [claim_id, setl_time iso, mdtrtarea_admvs]
     # The ids judged are kept longer than the visits, so a resent visit that `visits` let go is not
     # judged again against the ones kept.
-    judged = profile.setdefault("travel_seen", [])
-    if visit.claim_id in judged or any(entry[0] == visit.claim_id for entry in visits):
+    if visit.claim_id in profile.get("travel_seen", ()) or any(
+            entry[0] == visit.claim_id for entry in profile.get("travel", profile.get("recent", ()))):
         return []
+    visits = profile.setdefault("travel", profile.pop("recent", []))  # [claim_id, setl_time iso, mdtrtarea_admvs]
+    judged = profile.setdefault("travel_seen", [])
     judged.append(visit.claim_id)
     del judged[:-MAX_TRAVEL_SEEN]
     gap = timedelta(hours=config.travel_min_hours)

@@ -129,6 +129,7 @@ class BatchStaged(Staged):
             self.base.pin(None)
         self.pending.clear()
         self.windows.clear()
+        self.read.clear()
         self.partitions.clear()
 
 

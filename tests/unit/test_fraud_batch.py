@@ -207,7 +207,7 @@ def test_a_bucket_is_read_from_its_base_once_a_batch_and_again_after_the_flush()
     """The institution side reads its clock for every activity: from the changelog's JSON once a batch."""
     reads = []
 
-    class Counting(MemoryBuckets):
+    class Counting(PinnedMemory):
         def get(self, scope, key, window):
             reads.append((scope, key))
             return super().get(scope, key, window)

@@ -77,6 +77,11 @@ class FraudSettings(BaseModel):
     # (a checkpoint) once `save_seconds` have passed or `batch_events` events were handled since the
     # last one (0: after every batch). A crash replays what came after the last checkpoint.
     save_seconds: float = Field(0.5, ge=0)
+    # Not a rule: the fraud group's fetches return once they hold `fetch_min_bytes` or have waited
+    # `fetch_max_wait_ms` (in place of GONGJI_KAFKA_DOWNSTREAM_FETCH_*): fuller batches cost less a
+    # result, and a signal for an auditor is not late for a quarter of a second.
+    fetch_min_bytes: int = Field(256 * 1024, ge=1)
+    fetch_max_wait_ms: int = Field(250, ge=0)
 
     def oop_threshold(self, region: str | None) -> Decimal:  # for persons insured in `region`
         return self.oop_share_threshold_by_region.get(region or "", self.oop_share_threshold)

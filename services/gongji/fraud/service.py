@@ -142,9 +142,6 @@ class FraudService:
     async def _dead_one(self, message, reason: str) -> None:
         await asyncio.gather(*await self._dead_letters([(message, reason)]))
 
-    async def _probe(self) -> None:
-        await kafka.kafka_answers(self.producer)
-
     async def _person_batch(self, messages) -> None:
         """A batch of person events through the rules in order, on buckets staged for the whole
         batch; then its signals, passed-on activity and dead letters sent and acknowledged; only
@@ -392,11 +389,13 @@ class FraudService:
         server = serve(self.metrics, settings.metrics_host, settings.metrics_port, settings.stall_seconds,
                        settings.metrics_token_value()) if settings.metrics_port else None
         self.producer = kafka.producer(settings)
-        self.consumer = kafka.consumer(settings, self.group, partition_assignment_strategy=(RangePartitionAssignor,))
+        self.consumer = kafka.consumer(settings, self.group, partition_assignment_strategy=(RangePartitionAssignor,),
+                                       fetch_min_bytes=self.config.fetch_min_bytes,
+                                       fetch_max_wait_ms=self.config.fetch_max_wait_ms)
         self.consumer.subscribe([settings.topics.settlements, settings.topics.claims, self.activity_name],
                                 listener=changelog.Rebalance(self.working, self.buckets, self.restore,
                                                              self.checkpoint))
-        self.policy = kafka.policy(settings, SERVICE, self._probe, self._dead_one)
+        self.policy = kafka.policy(settings, SERVICE, lambda: kafka.kafka_answers(self.producer), self._dead_one)
         # A batch makes and drops many small dicts (the buckets it reads): collect the young ones
         # less often (700 allocations by default, which cost a tenth of the CPU here).
         gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])

@@ -36,6 +36,7 @@ POLICY, FRAUD_RULES, FRAUD_DOMAIN = PKG + "settlement/relief.py", PKG + "fraud/r
 BURDEN, OOP_SHARE = PKG + "common/burden.py", PKG + "fraud/relief.py"
 STUDY = PKG + "settlement/study_tally.py"
 POLICY_FILE = PKG + "settlement/policy.py"
+MEMORY = PKG + "settlement/memory_store.py"
 
 U = "tests/unit/"
 SETTLEMENT_TESTS = [U + "test_engine_rules.py", U + "test_cap_edges.py", U + "test_major_list.py",
@@ -47,6 +48,7 @@ HIGH_EXPENSE_TESTS = [U + "test_high_expense_income.py", U + "test_fraud_answers
 # the contract suite and the exactly-once suite, on the memory store and on the real Redis server.
 CONTRACT_ON_REDIS = ["tests/integration/test_store_contract.py", "-k", "redis and not cluster"]
 EXACTLY_ONCE = ["tests/integration/test_settler_exactly_once.py", "-k", "memory or redis and not cluster"]
+CONTRACT_ON_MEMORY = ["tests/integration/test_store_contract.py", "-k", "memory"]
 PASSES = [U + "test_planning.py", U + "test_handler_holds.py", U + "test_family_binding.py",
           U + "test_batch_invariance.py", U + "test_engine_rules.py"]
 # Per file, the test runs that judge its mutants (each a pytest argument list; the first to fail kills).
@@ -71,14 +73,25 @@ TESTS = {
     FRAUD_DOMAIN: [HIGH_EXPENSE_TESTS],
     BURDEN: [[U + "test_oop_share.py"]],
     OOP_SHARE: [[U + "test_oop_share.py"]],
+    MEMORY: [CONTRACT_ON_MEMORY, [*PASSES, U + "test_reversal_window.py"]],
 }
 FULL = {path: [["tests/unit"]] + (runs[1:] if path in (PLANNING, FAMILY, SETTLER) else [])
         for path, runs in TESTS.items() if not path.endswith(".lua")}
+FULL[MEMORY] = [["tests/unit"], CONTRACT_ON_MEMORY]
 FULL[COMMIT_LUA] = FULL[HOLD_LUA] = [["tests/integration/test_store_contract.py",
                                      "tests/integration/test_settler_exactly_once.py"]]
 
 # (file, original text, mutated text, what the mutant does)
 MUTANTS: list[tuple[str, str, str, str]] = [
+    # ---------------------------------------------------------------- the in-memory store (replay's)
+    (MEMORY, "            if stored or state.pending:\n", "            if stored:\n",
+     "memory commit: the commit's own pending marks kept"),
+    (MEMORY, "                statuses.append(Status.DUPLICATE)\n                continue\n", "                pass\n",
+     "memory commit: a recorded event committed again"),
+    (MEMORY, "if original is None or original.reversed_by is not None:\n                    statuses.append",
+     "if original is None:\n                    statuses.append", "memory commit: a reversed original reversed again"),
+    (MEMORY, "            if state.kept_from > before.kept_from:", "            if False:",
+     "memory commit: closed years' records kept"),
     # ---------------------------------------------------------------- money
     (MONEY, "quantize(_ONE, rounding=ROUND_HALF_UP))\n\n\ndef yuan_to_fen",
      "quantize(_ONE, rounding='ROUND_HALF_EVEN'))\n\n\ndef yuan_to_fen", "mul_round: half-even"),

@@ -257,6 +257,19 @@ async def test_a_pending_mark_lasts_until_its_claim_commits(store):
     assert (await store.read({"P1"}, set(), set())).states["P1"].pending == {"C2": "H2"}
 
 
+async def test_a_commit_leaves_the_pending_marks_as_stored(store):
+    """The state a commit carries may hold marks the store no longer has (or never had): the
+    store keeps its own, less the committing event's."""
+    await store.mark_pending([("P1", "C2", "H2")])
+    token = (await store.read({"P1"}, set(), set())).states["P1"].token
+    carried = dataclasses.replace(state("c:C1", 10), pending={"C1": "H1", "C9": "H9"})
+    assert await store.commit([Commit("P1", token, carried, claim_key("C1"), record("C1"))]) == [Status.OK]
+    assert (await store.read({"P1"}, set(), set())).states["P1"].pending == {"C2": "H2"}
+    carried = dataclasses.replace(state("c:C3", 10), pending={"C3": "H1"})
+    assert await store.commit([Commit("P3", "", carried, claim_key("C3"), record("C3"))]) == [Status.OK]
+    assert (await store.read({"P3"}, set(), set())).states["P3"].pending == {}
+
+
 async def test_ids_full_of_separators_never_share_a_hold(store):
     """Reported: hold fields were "<patient>:<claim id>", so patient X's claim "c:1" and patient
     "X:c"'s claim "1" shared one hold, and a holder with 100.00 paid 100.00 to each."""

@@ -75,6 +75,23 @@ def test_a_large_synthetic_file_replays_to_the_byte_as_before(monkeypatch):
     assert sum('"acct_mulaid_pay": "0.00"' not in text for text in slow if '"settlement"' in text) > 50
 
 
+@pytest.mark.parametrize("batch", [1, 7, 500])
+def test_the_chunks_gongji_replay_writes_are_its_lines(batch):
+    """replay_chunks (a batch's results in one write) gives replay_text's lines, each with its
+    newline, in order, whatever the batch; a refused line in the middle of a batch included."""
+    lines = _lines(persons=40, count=400, seed=11)
+    lines.insert(150, b'{"event_type": "claim", "claim_id": "X"}')
+
+    async def both():
+        text = [line async for line in replay.replay_text(lines, BOOK, io.StringIO(), batch=batch, now=NOW)]
+        chunks = [chunk async for chunk in replay.replay_chunks(lines, BOOK, io.StringIO(), batch=batch, now=NOW)]
+        return text, chunks
+
+    text, chunks = asyncio.run(both())
+    assert len(text) > 400 and "".join(chunks) == "".join(line + "\n" for line in text)
+    assert all(chunk.endswith("\n") and chunk != "\n" for chunk in chunks)
+
+
 def test_json_numbers_are_read_as_exact_decimals():
     errors = io.StringIO()
     assert replay.parse_line(1, b'{"a": 8000.10, "b": [1, {"c": 0.1}], "d": 3}', errors) == \

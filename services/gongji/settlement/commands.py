@@ -85,9 +85,11 @@ def replay(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
 
 
 async def replay_file(path: str, policy_dir: Path | None, batch: int = 500, now: datetime | None = None) -> None:
+    import gc
+
     from gongji.settings import Settings
     from gongji.settlement.policy import load_policy_book
-    from gongji.settlement.replay import replay_text
+    from gongji.settlement.replay import replay_chunks
 
     book = load_policy_book(policy_dir)
     bounds = Settings().settlement_bounds()
@@ -97,5 +99,8 @@ async def replay_file(path: str, policy_dir: Path | None, batch: int = 500, now:
         sys.exit(f"gongji: {path}: {error.strerror}")
     with source:
         write = sys.stdout.write
-        async for text in replay_text(source, book, batch=batch, bounds=bounds, now=now):
-            write(text + "\n")
+        async for text in replay_chunks(source, book, batch=batch, bounds=bounds, now=now):
+            write(text)
+            # The in-memory store only grows: what a batch leaves behind is frozen out of the
+            # collector's sight, so each collection looks at the last batch only, not at the year.
+            gc.freeze()

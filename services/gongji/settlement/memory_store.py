@@ -14,6 +14,8 @@ from gongji.settlement.domain import PersonState
 from gongji.settlement.events import Institution, Person
 from gongji.settlement.store import Commit, Hold, HolderView, Record, Snapshot, Status
 
+_EMPTY = PersonState()  # a person of whom nothing is stored (frozen: shared)
+
 
 class MemoryStore:
     """Dictionaries; for `gongji replay` and unit tests. Passes the same contract suite as Redis."""
@@ -56,12 +58,14 @@ class MemoryStore:
         return {want: tuple(self.catalogue.get(want, {}).values()) for want in wants}
 
     async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset()) -> Snapshot:
+        states, persons, institutions, records, owners = (self.states, self.persons, self.institutions,
+                                                          self.records, self.owners)
         return Snapshot(
-            persons={psn: self.persons.get(psn) for psn in psn_nos},
-            institutions={code: self.institutions.get(code) for code in institution_codes},
-            states={psn: self.states.get(psn, PersonState()) for psn in psn_nos},
-            records={key: self.records.get(key) for key in record_keys},
-            owners={key: self.owners.setdefault(key, psn) for key, psn in claims},
+            persons={psn: persons.get(psn) for psn in psn_nos},
+            institutions={code: institutions.get(code) for code in institution_codes},
+            states={psn: states.get(psn, _EMPTY) for psn in psn_nos},
+            records={key: records.get(key) for key in record_keys},
+            owners={key: owners.setdefault(key, psn) for key, psn in claims},
         )
 
     async def read_holders(self, wants):
@@ -101,32 +105,41 @@ class MemoryStore:
 
     async def commit(self, commits: list[Commit]) -> list[Status]:
         statuses = []
+        states, records, kept = self.states, self.records, self.kept
         for commit in commits:
-            if (commit.psn_no, commit.record_key) in self.records:
+            psn_no = commit.psn_no
+            if (psn_no, commit.record_key) in records:
                 statuses.append(Status.DUPLICATE)
                 continue
-            if self.states.get(commit.psn_no, PersonState()).token != commit.expected:
+            before = states.get(psn_no, _EMPTY)
+            if before.token != commit.expected:
                 statuses.append(Status.STALE)
                 continue
             if commit.reverses is not None:
-                original = self.records.get((commit.psn_no, commit.reverses))
+                original = records.get((psn_no, commit.reverses))
                 if original is None or original.reversed_by is not None:
                     statuses.append(Status.STALE)
                     continue
             # Redis writes only the fields the event moved: the pending marks stay as stored, less
-            # the one of this event.
-            before = self.states.get(commit.psn_no, PersonState())
+            # the one of this event. Nearly always there are none (states are never changed in
+            # place, so the commit's own state is kept as it is then).
+            state = commit.state
             stored = before.pending
-            event_id = commit.record_key.split(":", 1)[1]
-            pending = {claim: holder for claim, holder in stored.items() if claim != event_id}
-            self.states[commit.psn_no] = dataclasses.replace(commit.state, pending=pending)
-            if commit.state.kept_from > before.kept_from:  # the reversal window closed years (window.py)
-                self._close(commit.psn_no, commit.state.kept_from)
-            self.records[(commit.psn_no, commit.record_key)] = commit.record
-            self.kept.setdefault(commit.psn_no, []).append(commit.record_key)
+            if stored or state.pending:
+                event_id = commit.record_key.split(":", 1)[1]
+                pending = {claim: holder for claim, holder in stored.items() if claim != event_id}
+                state = dataclasses.replace(state, pending=pending)
+            states[psn_no] = state
+            if state.kept_from > before.kept_from:  # the reversal window closed years (window.py)
+                self._close(psn_no, state.kept_from)
+            records[(psn_no, commit.record_key)] = commit.record
+            if psn_no in kept:
+                kept[psn_no].append(commit.record_key)
+            else:
+                kept[psn_no] = [commit.record_key]
             if commit.reverses is not None:
-                original = self.records[(commit.psn_no, commit.reverses)]
-                self.records[(commit.psn_no, commit.reverses)] = dataclasses.replace(
+                original = records[(psn_no, commit.reverses)]
+                records[(psn_no, commit.reverses)] = dataclasses.replace(
                     original, reversed_by=commit.record.settlement.claim_id)
             statuses.append(Status.OK)
         return statuses

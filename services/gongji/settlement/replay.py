@@ -43,16 +43,27 @@ async def replay_lines(lines: Iterable[str | bytes], book: PolicyBook, errors: I
     size (`gongji replay --batch N` lets anyone check it). `now` is the present that setl_time is
     judged against (the wall clock at the start if None); `rules` are gongji.settlement.rules but
     in a test that plants a bug; `store`: the state to start from and leave behind (default: empty)."""
-    async for output in replay_outputs(lines, book, errors, batch, bounds, now, rules, store):
-        yield _wire(output)
+    async for outputs in replay_batches(lines, book, errors, batch, bounds, now, rules, store):
+        for output in outputs:
+            yield _wire(output)
 
 
 async def replay_text(lines: Iterable[str | bytes], book: PolicyBook, errors: IO[str] = sys.stderr,
                       batch: int = BATCH, bounds: Bounds = DEFAULT_BOUNDS,
                       now: datetime | None = None) -> AsyncIterator[str]:
     """As replay_lines, each output event as its JSON line (what `gongji replay` prints)."""
-    async for output in replay_outputs(lines, book, errors, batch, bounds, now):
-        yield json_line(output)
+    async for outputs in replay_batches(lines, book, errors, batch, bounds, now):
+        for output in outputs:
+            yield json_line(output)
+
+
+async def replay_chunks(lines: Iterable[str | bytes], book: PolicyBook, errors: IO[str] = sys.stderr,
+                        batch: int = BATCH, bounds: Bounds = DEFAULT_BOUNDS,
+                        now: datetime | None = None) -> AsyncIterator[str]:
+    """replay_text's lines, each ended by a newline, joined a batch at a time (one write each)."""
+    async for outputs in replay_batches(lines, book, errors, batch, bounds, now):
+        if outputs:
+            yield "\n".join([json_line(output) for output in outputs]) + "\n"
 
 
 async def replay_outputs(lines: Iterable[str | bytes], book: PolicyBook, errors: IO[str] = sys.stderr,
@@ -60,14 +71,21 @@ async def replay_outputs(lines: Iterable[str | bytes], book: PolicyBook, errors:
                          now: datetime | None = None, rules: Rules = settlement_rules,
                          store: MemoryStore | None = None) -> AsyncIterator[Output]:
     """The results of settling each line in order (replay_lines)."""
+    async for outputs in replay_batches(lines, book, errors, batch, bounds, now, rules, store):
+        for output in outputs:
+            yield output
+
+
+async def replay_batches(lines: Iterable[str | bytes], book: PolicyBook, errors: IO[str] = sys.stderr,
+                         batch: int = BATCH, bounds: Bounds = DEFAULT_BOUNDS,
+                         now: datetime | None = None, rules: Rules = settlement_rules,
+                         store: MemoryStore | None = None) -> AsyncIterator[list[Output]]:
+    """The results of settling each line in order, a list each time the Settler was handed a batch
+    (or a line was refused before it), so a caller's work per result is no generator step."""
     now = now or datetime.now(timezone.utc)
     settler = Settler(store if store is not None else MemoryStore(), book, rules)
     pending: list[tuple[int, Event]] = []
-
-    async def flush() -> list[Output]:
-        outputs = await _settle(settler, pending, errors) if pending else []
-        pending.clear()
-        return outputs
+    append = pending.append
 
     for number, line in enumerate(lines, start=1):
         data = parse_line(number, line, errors)
@@ -76,14 +94,18 @@ async def replay_outputs(lines: Iterable[str | bytes], book: PolicyBook, errors:
         kind = data.get("event_type")
         event = to_event(kind if isinstance(kind, str) else f"<{type(kind).__name__}>", data, bounds, now)
         if isinstance(event, Rejection):  # answered in its place: what came before is settled first
-            results = await flush() + [Output(event.psn_no or "", event)]
+            results = await _settle(settler, pending, errors) if pending else []
+            pending.clear()
+            results.append(Output(event.psn_no or "", event))
+            yield results
         else:
-            pending.append((number, event))
-            results = await flush() if len(pending) >= batch else []
-        for output in results:
-            yield output
-    for output in await flush():
-        yield output
+            append((number, event))
+            if len(pending) >= batch:
+                results = await _settle(settler, pending, errors)
+                pending.clear()
+                yield results
+    if pending:
+        yield await _settle(settler, pending, errors)
 
 
 async def _settle(settler: Settler, pending: list[tuple[int, Event]], errors: IO[str]) -> list[Output]:

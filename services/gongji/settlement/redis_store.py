@@ -127,7 +127,7 @@ class RedisStore:
 
     async def _run(self, build) -> list:
         return await run_pipeline(self.client, build, (self._commit, self._hold, self._own, self._disown,
-                                                       self._templates), self.timeout)
+                                                       self._templates), self.timeout, lean=True)
 
     async def upgrade(self) -> int:
         """Move what the first layout left into the records hashes and the id buckets, once (the
@@ -415,8 +415,8 @@ class SeenMarkers:
         """Each field's marker: the lowest over the primaries; None where one lacks it."""
         found: dict[str, int | None] = {}
         for client, key in await self.nodes():
-            async with deadline(self.timeout):
-                values = await client.hmget(key, fields) if fields else []
+            values = (await run_pipeline(client, lambda pipe: pipe.hmget(key, fields), timeout=self.timeout,
+                                         lean=True))[0] if fields else []
             for field, value in zip(fields, values):
                 mark = int(value) if value is not None else None
                 if field not in found:
@@ -437,7 +437,7 @@ class SeenMarkers:
             def build(pipe):
                 self._mark.queue(pipe, [key], args)
                 self.durability.queue(pipe)
-            replies = await run_pipeline(client, build, (self._mark,), self.timeout)
+            replies = await run_pipeline(client, build, (self._mark,), self.timeout, lean=True)
             if not replies[0] and len(replies) > 1:
                 self.durability.verify(replies[1])
             return [field.decode() for field in replies[0]]

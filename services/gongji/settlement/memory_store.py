@@ -55,13 +55,14 @@ class MemoryStore:
     async def read_catalogue(self, wants):
         return {want: tuple(self.catalogue.get(want, {}).values()) for want in wants}
 
-    async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset()) -> Snapshot:
+    async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset(), catalogue=frozenset()) -> Snapshot:
         return Snapshot(
             persons={psn: self.persons.get(psn) for psn in psn_nos},
             institutions={code: self.institutions.get(code) for code in institution_codes},
             states={psn: self.states.get(psn, PersonState()) for psn in psn_nos},
             records={key: self.records.get(key) for key in record_keys},
             owners={key: self.owners.setdefault(key, psn) for key, psn in claims},
+            catalogue={want: tuple(self.catalogue.get(want, {}).values()) for want in catalogue},
         )
 
     async def read_holders(self, wants):

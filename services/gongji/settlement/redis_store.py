@@ -229,19 +229,15 @@ class RedisStore:
         await self._run(build)
 
     async def read_catalogue(self, wants) -> dict[tuple[str, str], tuple[CatalogueItem, ...]]:
-        want_list = list(wants)
+        return (await self.read((), (), (), catalogue=wants)).catalogue
 
-        def build(pipe):
-            for admdvs, item in want_list:
-                pipe.hgetall(self._catalogue_key(admdvs, item))
-        replies = await self._run(build)
-        return {want: tuple(stored_item(orjson.loads(raw)) for raw in reply.values())
-                for want, reply in zip(want_list, replies)}
-
-    async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset()) -> Snapshot:
+    async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset(), catalogue=frozenset()) -> Snapshot:
         psn_list, code_list, key_list, claim_list = list(psn_nos), list(institution_codes), list(record_keys), list(claims)
+        wants = list(catalogue)
 
         def build(pipe):
+            for admdvs, item in wants:
+                pipe.hgetall(self._catalogue_key(admdvs, item))
             for psn in psn_list:
                 pipe.hgetall(self._key(psn, "state"))
             for code in code_list:
@@ -251,6 +247,9 @@ class RedisStore:
             for key, psn in claim_list:  # first come, first owner: answers the owner's hash
                 self._own.queue(pipe, [self._ids_key(key)], [key, owner_hash(psn)])
         replies = await self._run(build)
+        entries = {want: tuple(stored_item(orjson.loads(raw)) for raw in reply.values())
+                   for want, reply in zip(wants, replies)}
+        del replies[:len(wants)]
         persons, states = {}, {}
         for psn, raw_state in zip(psn_list, replies):
             raw_person = raw_state.get(b"person")
@@ -265,7 +264,7 @@ class RedisStore:
         # another person's hash is all that says "another person" (idempotency.taken names none)
         owners = {key: psn if owner == owner_hash(psn) else "?" + owner.hex()
                   for (key, psn), owner in zip(claim_list, replies[offset:])}
-        return Snapshot(persons, institutions, states, records, owners)
+        return Snapshot(persons, institutions, states, records, owners, entries)
 
     async def _records(self, keys: list[tuple[str, str]], values: list[bytes | None]) -> dict:
         """The records read, with the templates they name that this process has not seen yet."""

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from gongji.settlement import catalogue as centre_catalogue, planning, rules as settlement_rules
 from gongji.settlement.domain import Output, SettlementError
 from gongji.settlement.family import family_accounts
-from gongji.settlement.events import Event
+from gongji.settlement.events import Claim, Event
 from gongji.settlement.policy import PolicyBook
 from gongji.settlement.steps import Registry, steps as steps_of
 from gongji.settlement.store import SettlementStore
@@ -36,6 +36,23 @@ class Settler:
         self.store = store
         self.book = book
         self.rules = rules
+        # Each institution's region as last read: which catalogue entries a pass will want, asked
+        # for with its read (a guess: what the pass reads decides; a wrong guess costs a round trip).
+        self._regions: dict[str, str] = {}
+
+    def _likely(self, work: planning.Work, catalogue: dict) -> set[tuple[str, str]]:
+        """The catalogue entries the pass's claims will want if their institutions' regions are as
+        last read, less those the step has."""
+        regions = self._regions
+        return {want for _, event in work if isinstance(event, Claim) and event.fixmedins_code in regions
+                for want in centre_catalogue.wanted(event, regions[event.fixmedins_code])} - catalogue.keys()
+
+    def _learn(self, institutions: dict) -> None:
+        if len(self._regions) > 100_000:
+            self._regions.clear()
+        for code, institution in institutions.items():
+            if institution is not None:
+                self._regions[code] = institution.admdvs
 
     async def handle(self, events: Sequence[Event]) -> list[Output]:
         """Settle `events` in order: the results of handing them over one at a time, in order."""
@@ -79,7 +96,9 @@ class Settler:
                       catalogue: dict) -> planning.Work:
         """One pass: read, plan, write; returns the events that must go again. `catalogue`: the
         entries read in the step so far, completed here with those this pass needs."""
-        snap = await self.store.read(*planning.reads(work, optimistic))
+        snap = await self.store.read(*planning.reads(work, optimistic), catalogue=self._likely(work, catalogue))
+        self._learn(snap.institutions)
+        catalogue.update(snap.catalogue)
         missing = centre_catalogue.pass_wants((event for _, event in work), snap.institutions) - catalogue.keys()
         if missing:
             catalogue.update(await self.store.read_catalogue(missing))

@@ -37,7 +37,7 @@ import zlib
 
 import orjson
 
-from gongji.common.redis import Durability, LuaScript, deadline, primaries, run_pipeline
+from gongji.common.redis import Durability, Lane, LuaScript, deadline, primaries, run_pipeline
 from gongji.settlement.domain import ACCUMULATES, CHRONIC_ACCUMULATORS, ClaimRecord, PersonState, YearTotals
 from gongji.settlement import lean, packed
 from gongji.settlement.catalogue import CatalogueItem, stored_item
@@ -124,10 +124,11 @@ class RedisStore:
         self._disown = LuaScript(_script("disown.lua"))
         self._templates = LuaScript(_script("templates.lua"))
         self._confirmed: dict[int, float] = {}  # template id → when this store last wrote or found it
+        self._lane = Lane(client)
 
     async def _run(self, build) -> list:
         return await run_pipeline(self.client, build, (self._commit, self._hold, self._own, self._disown,
-                                                       self._templates), self.timeout, lean=True)
+                                                       self._templates), self.timeout, lean=self._lane)
 
     async def upgrade(self) -> int:
         """Move what the first layout left into the records hashes and the id buckets, once (the

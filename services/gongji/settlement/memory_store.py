@@ -55,7 +55,8 @@ class MemoryStore:
     async def read_catalogue(self, wants):
         return {want: tuple(self.catalogue.get(want, {}).values()) for want in wants}
 
-    async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset(), catalogue=frozenset()) -> Snapshot:
+    async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset(), catalogue=frozenset(),
+                   holders=frozenset()) -> Snapshot:
         return Snapshot(
             persons={psn: self.persons.get(psn) for psn in psn_nos},
             institutions={code: self.institutions.get(code) for code in institution_codes},
@@ -63,9 +64,13 @@ class MemoryStore:
             records={key: self.records.get(key) for key in record_keys},
             owners={key: self.owners.setdefault(key, psn) for key, psn in claims},
             catalogue={want: tuple(self.catalogue.get(want, {}).values()) for want in catalogue},
+            holders=self._views(holders),
         )
 
     async def read_holders(self, wants):
+        return self._views(wants)
+
+    def _views(self, wants):
         views = {}
         for holder, patient, claim_id in wants:
             state = self.states.get(holder, PersonState())

@@ -232,9 +232,10 @@ class RedisStore:
     async def read_catalogue(self, wants) -> dict[tuple[str, str], tuple[CatalogueItem, ...]]:
         return (await self.read((), (), (), catalogue=wants)).catalogue
 
-    async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset(), catalogue=frozenset()) -> Snapshot:
+    async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset(), catalogue=frozenset(),
+                   holders=frozenset()) -> Snapshot:
         psn_list, code_list, key_list, claim_list = list(psn_nos), list(institution_codes), list(record_keys), list(claims)
-        wants = list(catalogue)
+        wants, holder_list = list(catalogue), list(holders)
 
         def build(pipe):
             for admdvs, item in wants:
@@ -247,7 +248,15 @@ class RedisStore:
                 pipe.hget(self._key(psn, "recs"), key)
             for key, psn in claim_list:  # first come, first owner: answers the owner's hash
                 self._own.queue(pipe, [self._ids_key(key)], [key, owner_hash(psn)])
+            for holder, patient, claim_id in holder_list:  # after the states, as a later round trip did
+                pipe.hmget(self._key(holder, "state"), "ver", "balc", "person")
+                pipe.hget(self._key(holder, "holds"), hold_field(patient, claim_id))
         replies = await self._run(build)
+        views, cut = {}, len(replies) - 2 * len(holder_list)
+        for want, (token, balance, person), held in zip(holder_list, replies[cut::2], replies[cut + 1::2]):
+            views[want] = HolderView((token or b"").decode(), int(balance or 0), int(held or 0),
+                                     packed.load_person(person, want[0]) if person else None)
+        del replies[cut:]
         entries = {want: tuple(stored_item(orjson.loads(raw)) for raw in reply.values())
                    for want, reply in zip(wants, replies)}
         del replies[:len(wants)]
@@ -265,7 +274,7 @@ class RedisStore:
         # another person's hash is all that says "another person" (idempotency.taken names none)
         owners = {key: psn if owner == owner_hash(psn) else "?" + owner.hex()
                   for (key, psn), owner in zip(claim_list, replies[offset:])}
-        return Snapshot(persons, institutions, states, records, owners, entries)
+        return Snapshot(persons, institutions, states, records, owners, entries, views)
 
     async def _records(self, keys: list[tuple[str, str]], values: list[bytes | None]) -> dict:
         """The records read, with the templates they name that this process has not seen yet."""
@@ -286,20 +295,7 @@ class RedisStore:
         return {key: records[key] for key in keys}
 
     async def read_holders(self, wants) -> dict[tuple[str, str, str], HolderView]:
-        want_list = list(wants)
-
-        def build(pipe):
-            for holder, patient, claim_id in want_list:
-                pipe.hmget(self._key(holder, "state"), "ver", "balc", "person")
-                pipe.hget(self._key(holder, "holds"), hold_field(patient, claim_id))
-        replies = await self._run(build)
-        views = {}
-        for index, want in enumerate(want_list):
-            (token, balance, person), held = replies[2 * index], replies[2 * index + 1]
-            holder = want[0]
-            views[want] = HolderView((token or b"").decode(), int(balance or 0), int(held or 0),
-                                     packed.load_person(person, holder) if person else None)
-        return views
+        return (await self.read((), (), (), holders=wants)).holders
 
     async def mark_pending(self, marks: list[tuple[str, str, str]]) -> None:
         def build(pipe):

@@ -38,11 +38,11 @@ import zlib
 import orjson
 
 from gongji.common.redis import Durability, Lane, LuaScript, deadline, primaries, run_pipeline
-from gongji.settlement.domain import ACCUMULATES, CHRONIC_ACCUMULATORS, ClaimRecord, PersonState, YearTotals
 from gongji.settlement import lean, packed
 from gongji.settlement.catalogue import CatalogueItem, stored_item
+from gongji.settlement.state_hash import parse_state, state_fields
 from gongji.settlement.events import Institution, Person
-from gongji.settlement.store import Commit, Hold, HolderView, Record, Snapshot, Status, escape, hold_field, unescape
+from gongji.settlement.store import Commit, Hold, HolderView, Snapshot, Status, escape, hold_field, unescape
 
 TEMPLATE_SECONDS = 5.0
 # Never change: an id is looked up in the bucket its key hashes to (a rebuild would move them all).
@@ -52,52 +52,6 @@ _STATUS = {b"ok": Status.OK, b"stale": Status.STALE, b"duplicate": Status.DUPLIC
 
 def _script(name: str) -> str:
     return importlib.resources.files("gongji.settlement").joinpath("lua", name).read_text(encoding="utf-8")
-
-
-def parse_state(raw: dict[bytes, bytes]) -> PersonState:
-    if not raw:
-        return PersonState()
-    years: dict[int, dict] = {}
-    pending: dict[str, str] = {}
-    for field, value in raw.items():
-        name = field.decode()
-        if name.startswith("pending:"):
-            pending[name[8:]] = value.decode()
-        elif ":" in name and name[0].isdigit():
-            year, accumulator, *group = name.split(":", 2)
-            values = years.setdefault(int(year), {})
-            if group:  # "<year>:chronic_paid:<group>"
-                values.setdefault(accumulator, {})[group[0]] = int(value)
-            else:
-                values[accumulator] = int(value)
-    return PersonState(
-        token=raw.get(b"ver", b"").decode(),
-        kept_from=int(raw.get(b"from", b"0")),
-        first_year=int(raw.get(b"first", b"0")),
-        balance=int(raw.get(b"balc", b"0")),
-        years={year: YearTotals(**values) for year, values in years.items()},
-        pending=pending,
-    )
-
-
-def state_fields(state: PersonState, record: Record) -> list[str]:
-    """The fields an event changed: the balance, and the accumulators its record's effects moved in
-    the one year they touched (a claim's, or for a reversal the original's); a credit moves none;
-    and the first year a record is kept of (settlement/window.py)."""
-    fields = ["balc", str(state.balance)]
-    if state.first_year:
-        fields += ["first", str(state.first_year)]
-    if isinstance(record, ClaimRecord):
-        effects = record.effects
-        year = effects.year
-        totals = state.year(year)
-        for name, source in ACCUMULATES.items():
-            if getattr(effects, source):
-                fields += [f"{year}:{name}", str(getattr(totals, name))]
-        if effects.chronic_group is not None:
-            for name in CHRONIC_ACCUMULATORS:
-                fields += [f"{year}:{name}:{effects.chronic_group}", str(getattr(totals, name)[effects.chronic_group])]
-    return fields
 
 
 def owner_hash(psn_no: str) -> bytes:

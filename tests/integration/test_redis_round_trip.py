@@ -111,3 +111,12 @@ async def test_a_lane_keeps_its_connection_and_a_second_caller_takes_another(cli
                      f"{uniq}:none", 0.05)], lean=lane),
         run_pipeline(client, lambda pipe: pipe.execute_command("CLIENT", "ID"), lean=lane))
     assert first[0] == ids[0] and second[0] != ids[0]
+
+
+async def test_a_lane_released_gives_its_connection_back_to_the_pool(client):
+    lane = Lane(client)
+    await run_pipeline(client, lambda pipe: pipe.execute_command("PING"), lean=lane)
+    kept, pool = lane.connection, client.connection_pool
+    assert kept in pool._in_use_connections and kept not in pool._available_connections
+    await lane.release()
+    assert kept in pool._available_connections and kept not in pool._in_use_connections

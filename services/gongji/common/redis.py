@@ -194,6 +194,13 @@ class Lane:
             raise
         return self.connection
 
+    async def release(self) -> None:
+        """Give the connection back to the pool (the lane is no longer used); one a round trip is on
+        stays with it."""
+        connection, self.connection = self.connection, None
+        if connection is not None and not self.busy:
+            await self.client.connection_pool.release(connection)
+
 
 async def run_lean(client, commands: Commands, lane: Lane | None = None) -> list:
     """`commands` in one round trip on a connection of `client`'s pool (one node; `lane`'s when it

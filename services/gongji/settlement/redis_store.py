@@ -331,6 +331,13 @@ class SeenMarkers:
         self.timeout = timeout
         self._mark = LuaScript(_script("mark.lua"))
         self._nodes: list[tuple[object, str]] | None = None
+        self._lanes: dict[int, Lane] = {}  # by id(client) of each node: a batch reads and seals on each
+
+    def _lane(self, client) -> Lane:
+        lane = self._lanes.get(id(client))
+        if lane is None or lane.client is not client:
+            lane = self._lanes[id(client)] = Lane(client)
+        return lane
 
     def key(self, tag: int = 0) -> str:
         return f"{self.prefix}:seen:{{{tag}}}:{self.group}"
@@ -356,7 +363,9 @@ class SeenMarkers:
 
     async def forget_nodes(self) -> None:
         """After a failure: find the primaries again (a failover, a resharding)."""
-        nodes, self._nodes = self._nodes, None
+        nodes, self._nodes, lanes, self._lanes = self._nodes, None, self._lanes, {}
+        for lane in lanes.values():
+            await lane.release()
         for client, _ in nodes or ():
             if client is not self.client:
                 await client.aclose()
@@ -366,7 +375,7 @@ class SeenMarkers:
         found: dict[str, int | None] = {}
         for client, key in await self.nodes():
             values = (await run_pipeline(client, lambda pipe: pipe.hmget(key, fields), timeout=self.timeout,
-                                         lean=True))[0] if fields else []
+                                         lean=self._lane(client)))[0] if fields else []
             for field, value in zip(fields, values):
                 mark = int(value) if value is not None else None
                 if field not in found:
@@ -387,7 +396,7 @@ class SeenMarkers:
             def build(pipe):
                 self._mark.queue(pipe, [key], args)
                 self.durability.queue(pipe)
-            replies = await run_pipeline(client, build, (self._mark,), self.timeout, lean=True)
+            replies = await run_pipeline(client, build, (self._mark,), self.timeout, lean=self._lane(client))
             if not replies[0] and len(replies) > 1:
                 self.durability.verify(replies[1])
             return [field.decode() for field in replies[0]]

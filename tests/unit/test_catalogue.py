@@ -311,3 +311,23 @@ def test_a_step_reads_each_catalogue_entry_once_whatever_its_passes():
     outputs = asyncio.run(Settler(store, BOOK).handle(events))
     assert [output.value.claim_id for output in outputs] == ["C-family", "C-own"]
     assert store.asked == [{(ERENHOT, "XD04"), (ERENHOT, "XA01")}]
+
+
+def test_a_batch_at_a_known_institution_reads_its_catalogue_entries_with_its_snapshot():
+    """Once an institution's region has been read, the entries its claims want come with the pass's
+    first read (no round trip of their own); an institution moved to another region is caught by
+    what that read returns (one more read, of the new region's entries). Results as one at a time."""
+    store = Counting()
+    settler = Settler(store, BOOK)
+    batches = [[*REGISTRY, entry("XD04", "02", "0.10"), entry("XD04", "01", None, region=PROVINCE),
+                claim(fee("XD04", "100.00"), claim_id="C-1", psn_no="P-E", fixmedins_code="H-E")],
+               [claim(fee("XD04", "100.00"), claim_id="C-2", psn_no="P-E", fixmedins_code="H-E")],
+               [institution("H-E", admdvs=PROVINCE),
+                claim(fee("XD04", "100.00"), claim_id="C-3", psn_no="P-E", fixmedins_code="H-E")]]
+    asked, outputs = [], []
+    for batch in batches:
+        outputs += [from_output(output) for output in asyncio.run(settler.handle(batch))]
+        asked.append(list(store.asked))
+    assert asked == [[{(ERENHOT, "XD04")}], [{(ERENHOT, "XD04")}], [{(ERENHOT, "XD04")}, {(PROVINCE, "XD04")}]]
+    assert outputs == settle([event for batch in batches for event in batch])
+    assert [wire["claim_id"] for kind, wire in outputs] == ["C-1", "C-2", "C-3"]

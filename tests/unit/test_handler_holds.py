@@ -18,6 +18,7 @@ from tests.unit.builders import BOOK, claim, credit, fen, institution, line, per
 from gongji.settlement.domain import Rejection
 from gongji.settlement.settler import Settler
 from gongji.settlement.memory_store import MemoryStore
+from gongji.settlement.store import Status
 
 pytestmark = pytest.mark.unit
 
@@ -119,3 +120,69 @@ def test_a_redelivered_claim_refused_now_still_keeps_what_it_paid():
     (again,) = handle(store, [PATIENT.model_copy(update={"psn_insu_stas": "2"}), VISIT])
     assert again == paid and paid.acct_mulaid_pay == fen("100.00")
     assert store.states["B"].balance == 0 and store.holds == {("B", "A", "C-1"): fen("100.00")}
+
+
+
+class CountingHolders(MemoryStore):
+    """Counts the family accounts read apart (read_holders); `rebind`: after the first pass's read,
+    the patient is bound to that holder instead (what a pass may find changed under it)."""
+
+    def __init__(self, rebind: str | None = None):
+        super().__init__()
+        self.asked: list[set] = []
+        self.rebind = rebind
+
+    async def read(self, *args, **kwargs):
+        snap = await super().read(*args, **kwargs)
+        if self.rebind and "A" in snap.persons:
+            self.persons["A"], self.rebind = PATIENT.model_copy(update={"mulaid_holder_psn_no": self.rebind}), None
+        return snap
+
+    async def read_holders(self, wants):
+        self.asked.append(set(wants))
+        return await super().read_holders(wants)
+
+
+@pytest.mark.parametrize("rebind", [None, "C"])
+def test_the_pass_after_the_first_reads_the_family_accounts_with_its_snapshot(rebind):
+    """A family claim waits for the second pass, which reads the holder's account with its
+    snapshot, guessed from the first pass's (no round trip of its own); a holder that pass finds
+    changed is read apart, and pays."""
+    store = CountingHolders(rebind)
+    handle(store, [institution(), HOLDER, person("C"), PATIENT, credit("2023-01", amount="100.00", psn_no="B"),
+                   credit("2023-01", amount="100.00", psn_no="C", credit_id="K-C")])
+    (paid,) = handle(store, [VISIT])
+    assert (paid.acct_mulaid_pay, paid.psn_cash_pay) == (fen("100.00"), 0)
+    assert store.asked == ([] if rebind is None else [{("C", "A", "C-1")}])
+    assert (store.states["B"].balance, store.states["C"].balance) == ((0, fen("100.00")) if rebind is None
+                                                                      else (fen("100.00"), 0))
+
+
+class Contended(MemoryStore):
+    """Its next `stale` commit round trips find every state changed (a zombie's writes)."""
+
+    stale = 0
+
+    async def commit(self, commits):
+        if self.stale:
+            self.stale -= 1
+            return [Status.STALE for _ in commits]
+        return await super().commit(commits)
+
+
+def test_events_left_to_the_slow_path_settle_one_at_a_time_as_they_would_have():
+    """Two passes without progress leave the batch to one event at a time; each event's first try
+    guesses its family accounts from the last batch pass's snapshot, which read every person left."""
+    setup = [institution(), HOLDER, PATIENT, person("P2"), credit("2023-01", amount="100.00", psn_no="B")]
+    batch = [claim(line("30.00", lv="03"), psn_no="P2", claim_id="C-2"), VISIT]
+    store, fresh = Contended(), MemoryStore()
+    handle(store, setup)
+    handle(fresh, setup)
+    store.stale = 2
+    assert handle(store, batch) == handle(fresh, batch[:1]) + handle(fresh, batch[1:])
+    assert store.stale == 0 and _figures(store) == _figures(fresh)
+
+
+def _figures(store: MemoryStore) -> dict:
+    """Each person's balance and accumulators (the tokens carry a random nonce)."""
+    return {psn: (state.balance, state.years) for psn, state in store.states.items()}

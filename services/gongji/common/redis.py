@@ -18,7 +18,10 @@ import hashlib
 import sys
 
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import AuthenticationError, NoScriptError, RedisClusterException, RedisError
+from hiredis import pack_command as _pack_command
+from redis._parsers.hiredis import NOT_ENOUGH_DATA
+from redis.exceptions import (AuthenticationError, ConnectionError, DataError, NoScriptError, RedisClusterException,
+                              RedisError, ResponseError)
 from redis.connection import HiredisRespSerializer
 
 _SERIALIZER = HiredisRespSerializer()
@@ -98,22 +101,146 @@ class LuaScript:
         pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
-async def run_pipeline(client, build, scripts: tuple[LuaScript, ...] = (), timeout: float = 10.0) -> list:
+async def run_pipeline(client, build, scripts: tuple[LuaScript, ...] = (), timeout: float = 10.0,
+                       lean: bool | Lane = False) -> list:
     """Queue commands with `build(pipe)` and run them in one round trip (per node), under one
     deadline; on NOSCRIPT, load `scripts` and run again. Only for idempotent or conditional writes:
-    a second run may repeat what the first did on nodes that had the scripts."""
+    a second run may repeat what the first did on nodes that had the scripts. `lean`, on one node:
+    `pipe` is a Commands and the replies are read straight off the connection (run_lean), the
+    Lane's if one is given."""
     for attempt in range(2):
         async with deadline(timeout):
-            async with client.pipeline(transaction=False) as pipe:
-                build(pipe)
-                try:
+            try:
+                if lean and not isinstance(client, RedisCluster):
+                    commands = Commands()
+                    build(commands)
+                    return await run_lean(client, commands, lean if isinstance(lean, Lane) else None)
+                async with client.pipeline(transaction=False) as pipe:
+                    build(pipe)
                     return await pipe.execute()
-                except NoScriptError:
-                    if attempt:
-                        raise
+            except NoScriptError:
+                if attempt:
+                    raise
         for script in scripts:
             await client.script_load(script.source)
     raise AssertionError("unreachable")
+
+
+class Commands:
+    """Commands for one round trip, packed by hiredis as they are queued: the part of a redis-py
+    pipeline the settlement store queues, without the pipeline's bookkeeping for each command (its
+    stack, a reply callback, a read through the connection's layers): 5 µs of the service's CPU a
+    command, and ~150 µs a round trip (measured: 20 commands 215 – 265 µs through a pipeline, 71 – 79
+    µs here; 2,000 commands 14.3 ms, 3.5 ms here)."""
+
+    __slots__ = ("packed", "maps")
+
+    def __init__(self):
+        self.packed: list[bytes] = []
+        self.maps: list[int] = []  # positions of HGETALL replies: a dict, also under RESP2
+
+    def execute_command(self, *args) -> None:
+        try:
+            self.packed.append(_pack_command(args))
+        except TypeError as error:  # as redis-py says it
+            raise DataError(error) from None
+
+    def get(self, key) -> None:
+        self.execute_command("GET", key)
+
+    def set(self, key, value) -> None:
+        self.execute_command("SET", key, value)
+
+    def hget(self, key, field) -> None:
+        self.execute_command("HGET", key, field)
+
+    def hgetall(self, key) -> None:
+        self.maps.append(len(self.packed))
+        self.execute_command("HGETALL", key)
+
+    def hmget(self, key, fields, *more) -> None:
+        self.execute_command("HMGET", key, *([fields] if isinstance(fields, (str, bytes)) else fields), *more)
+
+    def hset(self, key, field, value) -> None:
+        self.execute_command("HSET", key, field, value)
+
+    def hsetnx(self, key, field, value) -> None:
+        self.execute_command("HSETNX", key, field, value)
+
+
+class Lane:
+    """A connection of a client's pool kept for round trips made one after another (a settling
+    loop's): taking one from redis-py's pool and giving it back (its lock, counts and events, ~15
+    µs) is paid once. Checked before each use as the pool checks what it hands out (data left
+    over, or closed: connected again). A round trip while another is on it takes one from the pool."""
+
+    def __init__(self, client):
+        self.client = client
+        self.connection = None
+        self.busy = False
+
+    async def take(self):
+        self.busy = True
+        try:
+            if self.connection is None:
+                self.connection = await self.client.connection_pool.get_connection()
+            else:
+                await self.connection.connect()
+                if await self.connection.can_read():
+                    await self.connection.disconnect()
+                    await self.connection.connect()
+        except BaseException:
+            self.busy = False
+            raise
+        return self.connection
+
+    async def release(self) -> None:
+        """Give the connection back to the pool (the lane is no longer used); one a round trip is on
+        stays with it."""
+        connection, self.connection = self.connection, None
+        if connection is not None and not self.busy:
+            await self.client.connection_pool.release(connection)
+
+
+async def run_lean(client, commands: Commands, lane: Lane | None = None) -> list:
+    """`commands` in one round trip on a connection of `client`'s pool (one node; `lane`'s when it
+    is free), their replies as the server gives them (no redis-py callback: SET answers b"OK", not
+    True), HGETALL's a dict; raises the first error reply once every reply is read (the connection
+    stays in step). A connection that fails or is cancelled halfway is dropped."""
+    pool = client.connection_pool
+    held = lane is not None and not lane.busy
+    connection = await (lane.take() if held else pool.get_connection())
+    try:
+        await connection.send_packed_command(commands.packed, check_health=False)
+        parser = connection._parser
+        reader, push = parser._reader, parser._hiredis_PushNotificationType
+        replies = []
+        while len(replies) < len(commands.packed):
+            reply = reader.gets()
+            while reply is NOT_ENOUGH_DATA:
+                await parser.read_from_socket()
+                reply = reader.gets()
+            if push is not None and isinstance(reply, push):
+                continue  # RESP3 push (none is asked for): not a reply
+            if isinstance(reply, ConnectionError):
+                raise reply
+            replies.append(reply)
+    except BaseException:
+        await connection.disconnect(nowait=True)
+        raise
+    finally:
+        if held:
+            lane.busy = False
+        else:
+            await pool.release(connection)
+    for position in commands.maps:
+        flat = replies[position]
+        if isinstance(flat, list):
+            replies[position] = dict(zip(flat[::2], flat[1::2]))
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+    return replies
 
 
 def deadline(seconds: float = 10.0):

@@ -57,7 +57,8 @@ class MemoryStore:
     async def read_catalogue(self, wants):
         return {want: tuple(self.catalogue.get(want, {}).values()) for want in wants}
 
-    async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset()) -> Snapshot:
+    async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset(), catalogue=frozenset(),
+                   holders=frozenset()) -> Snapshot:
         states, persons, institutions, records, owners = (self.states, self.persons, self.institutions,
                                                           self.records, self.owners)
         return Snapshot(
@@ -66,9 +67,14 @@ class MemoryStore:
             states={psn: states.get(psn, _EMPTY) for psn in psn_nos},
             records={key: records.get(key) for key in record_keys},
             owners={key: owners.setdefault(key, psn) for key, psn in claims},
+            catalogue={want: tuple(self.catalogue.get(want, {}).values()) for want in catalogue},
+            holders=self._views(holders),
         )
 
     async def read_holders(self, wants):
+        return self._views(wants)
+
+    def _views(self, wants):
         views = {}
         for holder, patient, claim_id in wants:
             state = self.states.get(holder, PersonState())

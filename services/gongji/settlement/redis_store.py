@@ -37,12 +37,12 @@ import zlib
 
 import orjson
 
-from gongji.common.redis import Durability, LuaScript, deadline, primaries, run_pipeline
-from gongji.settlement.domain import ACCUMULATES, CHRONIC_ACCUMULATORS, ClaimRecord, PersonState, YearTotals
+from gongji.common.redis import Durability, Lane, LuaScript, deadline, primaries, run_pipeline
 from gongji.settlement import lean, packed
 from gongji.settlement.catalogue import CatalogueItem, stored_item
+from gongji.settlement.state_hash import parse_state, state_fields
 from gongji.settlement.events import Institution, Person
-from gongji.settlement.store import Commit, Hold, HolderView, Record, Snapshot, Status, escape, hold_field, unescape
+from gongji.settlement.store import Commit, Hold, HolderView, Snapshot, Status, escape, hold_field, unescape
 
 TEMPLATE_SECONDS = 5.0
 # Never change: an id is looked up in the bucket its key hashes to (a rebuild would move them all).
@@ -52,52 +52,6 @@ _STATUS = {b"ok": Status.OK, b"stale": Status.STALE, b"duplicate": Status.DUPLIC
 
 def _script(name: str) -> str:
     return importlib.resources.files("gongji.settlement").joinpath("lua", name).read_text(encoding="utf-8")
-
-
-def parse_state(raw: dict[bytes, bytes]) -> PersonState:
-    if not raw:
-        return PersonState()
-    years: dict[int, dict] = {}
-    pending: dict[str, str] = {}
-    for field, value in raw.items():
-        name = field.decode()
-        if name.startswith("pending:"):
-            pending[name[8:]] = value.decode()
-        elif ":" in name and name[0].isdigit():
-            year, accumulator, *group = name.split(":", 2)
-            values = years.setdefault(int(year), {})
-            if group:  # "<year>:chronic_paid:<group>"
-                values.setdefault(accumulator, {})[group[0]] = int(value)
-            else:
-                values[accumulator] = int(value)
-    return PersonState(
-        token=raw.get(b"ver", b"").decode(),
-        kept_from=int(raw.get(b"from", b"0")),
-        first_year=int(raw.get(b"first", b"0")),
-        balance=int(raw.get(b"balc", b"0")),
-        years={year: YearTotals(**values) for year, values in years.items()},
-        pending=pending,
-    )
-
-
-def state_fields(state: PersonState, record: Record) -> list[str]:
-    """The fields an event changed: the balance, and the accumulators its record's effects moved in
-    the one year they touched (a claim's, or for a reversal the original's); a credit moves none;
-    and the first year a record is kept of (settlement/window.py)."""
-    fields = ["balc", str(state.balance)]
-    if state.first_year:
-        fields += ["first", str(state.first_year)]
-    if isinstance(record, ClaimRecord):
-        effects = record.effects
-        year = effects.year
-        totals = state.year(year)
-        for name, source in ACCUMULATES.items():
-            if getattr(effects, source):
-                fields += [f"{year}:{name}", str(getattr(totals, name))]
-        if effects.chronic_group is not None:
-            for name in CHRONIC_ACCUMULATORS:
-                fields += [f"{year}:{name}:{effects.chronic_group}", str(getattr(totals, name)[effects.chronic_group])]
-    return fields
 
 
 def owner_hash(psn_no: str) -> bytes:
@@ -124,10 +78,11 @@ class RedisStore:
         self._disown = LuaScript(_script("disown.lua"))
         self._templates = LuaScript(_script("templates.lua"))
         self._confirmed: dict[int, float] = {}  # template id → when this store last wrote or found it
+        self._lane = Lane(client)
 
     async def _run(self, build) -> list:
         return await run_pipeline(self.client, build, (self._commit, self._hold, self._own, self._disown,
-                                                       self._templates), self.timeout)
+                                                       self._templates), self.timeout, lean=self._lane)
 
     async def upgrade(self) -> int:
         """Move what the first layout left into the records hashes and the id buckets, once (the
@@ -229,19 +184,16 @@ class RedisStore:
         await self._run(build)
 
     async def read_catalogue(self, wants) -> dict[tuple[str, str], tuple[CatalogueItem, ...]]:
-        want_list = list(wants)
+        return (await self.read((), (), (), catalogue=wants)).catalogue
 
-        def build(pipe):
-            for admdvs, item in want_list:
-                pipe.hgetall(self._catalogue_key(admdvs, item))
-        replies = await self._run(build)
-        return {want: tuple(stored_item(orjson.loads(raw)) for raw in reply.values())
-                for want, reply in zip(want_list, replies)}
-
-    async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset()) -> Snapshot:
+    async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset(), catalogue=frozenset(),
+                   holders=frozenset()) -> Snapshot:
         psn_list, code_list, key_list, claim_list = list(psn_nos), list(institution_codes), list(record_keys), list(claims)
+        wants, holder_list = list(catalogue), list(holders)
 
         def build(pipe):
+            for admdvs, item in wants:
+                pipe.hgetall(self._catalogue_key(admdvs, item))
             for psn in psn_list:
                 pipe.hgetall(self._key(psn, "state"))
             for code in code_list:
@@ -250,7 +202,18 @@ class RedisStore:
                 pipe.hget(self._key(psn, "recs"), key)
             for key, psn in claim_list:  # first come, first owner: answers the owner's hash
                 self._own.queue(pipe, [self._ids_key(key)], [key, owner_hash(psn)])
+            for holder, patient, claim_id in holder_list:  # after the states, as a later round trip did
+                pipe.hmget(self._key(holder, "state"), "ver", "balc", "person")
+                pipe.hget(self._key(holder, "holds"), hold_field(patient, claim_id))
         replies = await self._run(build)
+        views, cut = {}, len(replies) - 2 * len(holder_list)
+        for want, (token, balance, person), held in zip(holder_list, replies[cut::2], replies[cut + 1::2]):
+            views[want] = HolderView((token or b"").decode(), int(balance or 0), int(held or 0),
+                                     packed.load_person(person, want[0]) if person else None)
+        del replies[cut:]
+        entries = {want: tuple(stored_item(orjson.loads(raw)) for raw in reply.values())
+                   for want, reply in zip(wants, replies)}
+        del replies[:len(wants)]
         persons, states = {}, {}
         for psn, raw_state in zip(psn_list, replies):
             raw_person = raw_state.get(b"person")
@@ -265,7 +228,7 @@ class RedisStore:
         # another person's hash is all that says "another person" (idempotency.taken names none)
         owners = {key: psn if owner == owner_hash(psn) else "?" + owner.hex()
                   for (key, psn), owner in zip(claim_list, replies[offset:])}
-        return Snapshot(persons, institutions, states, records, owners)
+        return Snapshot(persons, institutions, states, records, owners, entries, views)
 
     async def _records(self, keys: list[tuple[str, str]], values: list[bytes | None]) -> dict:
         """The records read, with the templates they name that this process has not seen yet."""
@@ -286,20 +249,7 @@ class RedisStore:
         return {key: records[key] for key in keys}
 
     async def read_holders(self, wants) -> dict[tuple[str, str, str], HolderView]:
-        want_list = list(wants)
-
-        def build(pipe):
-            for holder, patient, claim_id in want_list:
-                pipe.hmget(self._key(holder, "state"), "ver", "balc", "person")
-                pipe.hget(self._key(holder, "holds"), hold_field(patient, claim_id))
-        replies = await self._run(build)
-        views = {}
-        for index, want in enumerate(want_list):
-            (token, balance, person), held = replies[2 * index], replies[2 * index + 1]
-            holder = want[0]
-            views[want] = HolderView((token or b"").decode(), int(balance or 0), int(held or 0),
-                                     packed.load_person(person, holder) if person else None)
-        return views
+        return (await self.read((), (), (), holders=wants)).holders
 
     async def mark_pending(self, marks: list[tuple[str, str, str]]) -> None:
         def build(pipe):
@@ -381,6 +331,13 @@ class SeenMarkers:
         self.timeout = timeout
         self._mark = LuaScript(_script("mark.lua"))
         self._nodes: list[tuple[object, str]] | None = None
+        self._lanes: dict[int, Lane] = {}  # by id(client) of each node: a batch reads and seals on each
+
+    def _lane(self, client) -> Lane:
+        lane = self._lanes.get(id(client))
+        if lane is None or lane.client is not client:
+            lane = self._lanes[id(client)] = Lane(client)
+        return lane
 
     def key(self, tag: int = 0) -> str:
         return f"{self.prefix}:seen:{{{tag}}}:{self.group}"
@@ -406,7 +363,9 @@ class SeenMarkers:
 
     async def forget_nodes(self) -> None:
         """After a failure: find the primaries again (a failover, a resharding)."""
-        nodes, self._nodes = self._nodes, None
+        nodes, self._nodes, lanes, self._lanes = self._nodes, None, self._lanes, {}
+        for lane in lanes.values():
+            await lane.release()
         for client, _ in nodes or ():
             if client is not self.client:
                 await client.aclose()
@@ -415,8 +374,8 @@ class SeenMarkers:
         """Each field's marker: the lowest over the primaries; None where one lacks it."""
         found: dict[str, int | None] = {}
         for client, key in await self.nodes():
-            async with deadline(self.timeout):
-                values = await client.hmget(key, fields) if fields else []
+            values = (await run_pipeline(client, lambda pipe: pipe.hmget(key, fields), timeout=self.timeout,
+                                         lean=self._lane(client)))[0] if fields else []
             for field, value in zip(fields, values):
                 mark = int(value) if value is not None else None
                 if field not in found:
@@ -437,7 +396,7 @@ class SeenMarkers:
             def build(pipe):
                 self._mark.queue(pipe, [key], args)
                 self.durability.queue(pipe)
-            replies = await run_pipeline(client, build, (self._mark,), self.timeout)
+            replies = await run_pipeline(client, build, (self._mark,), self.timeout, lean=self._lane(client))
             if not replies[0] and len(replies) > 1:
                 self.durability.verify(replies[1])
             return [field.decode() for field in replies[0]]

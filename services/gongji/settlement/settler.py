@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from gongji.settlement import catalogue as centre_catalogue, planning, rules as settlement_rules
 from gongji.settlement.domain import Output, SettlementError
 from gongji.settlement.family import family_accounts
-from gongji.settlement.events import Event
+from gongji.settlement.events import Claim, Event
 from gongji.settlement.policy import PolicyBook
 from gongji.settlement.steps import Registry, steps as steps_of
-from gongji.settlement.store import SettlementStore
+from gongji.settlement.store import SettlementStore, Snapshot
 
 MAX_ATTEMPTS = 20
 
@@ -36,6 +36,23 @@ class Settler:
         self.store = store
         self.book = book
         self.rules = rules
+        # Each institution's region as last read: which catalogue entries a pass will want, asked
+        # for with its read (a guess: what the pass reads decides; a wrong guess costs a round trip).
+        self._regions: dict[str, str] = {}
+
+    def _likely(self, work: planning.Work, catalogue: dict) -> set[tuple[str, str]]:
+        """The catalogue entries the pass's claims will want if their institutions' regions are as
+        last read, less those the step has."""
+        regions = self._regions
+        return {want for _, event in work if isinstance(event, Claim) and event.fixmedins_code in regions
+                for want in centre_catalogue.wanted(event, regions[event.fixmedins_code])} - catalogue.keys()
+
+    def _learn(self, institutions: dict) -> None:
+        if len(self._regions) > 100_000:
+            self._regions.clear()
+        for code, institution in institutions.items():
+            if institution is not None:
+                self._regions[code] = institution.admdvs
 
     async def handle(self, events: Sequence[Event]) -> list[Output]:
         """Settle `events` in order: the results of handing them over one at a time, in order."""
@@ -62,29 +79,39 @@ class Settler:
     async def _settle_all(self, work: planning.Work, results: list[list[Output]]) -> None:
         # The catalogue entries read so far: no registry step comes between this step's passes.
         catalogue: dict = {}
-        retry = await self._settle(work, results, True, catalogue)
+        retry, snap = await self._settle(work, results, True, catalogue, None)
         while retry:  # full passes over what is left, as a batch, while they make progress
-            left = await self._settle(retry, results, False, catalogue)
+            left, snap = await self._settle(retry, results, False, catalogue, snap)
             if len(left) == len(retry):
                 break
             retry = left
         for item in retry:  # the slow path: one event at a time, in order
+            before = snap  # the last batch pass's, which read every event left
             for _ in range(MAX_ATTEMPTS):
-                if not await self._settle([item], results, False, catalogue):
+                left, before = await self._settle([item], results, False, catalogue, before)
+                if not left:
                     break
             else:
                 raise StoreContention(f"event {item[1]!r:.120} found its state changed {MAX_ATTEMPTS} times")
 
     async def _settle(self, work: planning.Work, results: list[list[Output]], optimistic: bool,
-                      catalogue: dict) -> planning.Work:
-        """One pass: read, plan, write; returns the events that must go again. `catalogue`: the
-        entries read in the step so far, completed here with those this pass needs."""
-        snap = await self.store.read(*planning.reads(work, optimistic))
+                      catalogue: dict, before: Snapshot | None) -> tuple[planning.Work, Snapshot]:
+        """One pass: read, plan, write; returns the events that must go again, and what it read.
+        `catalogue`: the entries read in the step so far, completed here with those this pass needs.
+        `before`: what the pass before read, from which the family accounts this one will want are
+        guessed and read along (what this pass reads decides; a wrong guess costs a round trip)."""
+        likely = family_accounts(work, before, False).wants if before is not None and not optimistic else ()
+        snap = await self.store.read(*planning.reads(work, optimistic), catalogue=self._likely(work, catalogue),
+                                     holders=likely)
+        self._learn(snap.institutions)
+        catalogue.update(snap.catalogue)
         missing = centre_catalogue.pass_wants((event for _, event in work), snap.institutions) - catalogue.keys()
         if missing:
             catalogue.update(await self.store.read_catalogue(missing))
         family = family_accounts(work, snap, optimistic)
-        views = await self.store.read_holders(family.wants) if family.wants else {}
+        views = {want: snap.holders[want] for want in family.wants if want in snap.holders}
+        if len(views) < len(family.wants):
+            views.update(await self.store.read_holders(family.wants - views.keys()))
         plan = planning.plan_pass(work, snap, family, views, self.book, self.rules, secrets.token_hex(6), optimistic,
                                   catalogue)
         holds = plan.holds()
@@ -99,4 +126,4 @@ class Settler:
         answers, retry = plan.outcome()
         for index, output in answers.items():
             results[index] = [output]
-        return retry
+        return retry, snap

@@ -14,7 +14,7 @@ refunds the holder.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
@@ -70,6 +70,8 @@ class Snapshot:
     # event key ("c:<claim id>", "k:<credit id>") → the asking person's psn_no when it is theirs, else
     # a token that is no psn_no (whose it is stays unsaid: Redis keeps a hash of the owner only)
     owners: dict[str, str]
+    catalogue: dict[tuple[str, str], tuple[CatalogueItem, ...]] = field(default_factory=dict)  # read(catalogue=)
+    holders: dict[tuple[str, str, str], HolderView] = field(default_factory=dict)  # read(holders=)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +150,13 @@ class SettlementStore(Protocol):
         ...
 
     async def read(self, psn_nos: set[str], institution_codes: set[str],
-                   record_keys: set[tuple[str, str]], claims: set[tuple[str, str]] = frozenset()) -> Snapshot:
+                   record_keys: set[tuple[str, str]], claims: set[tuple[str, str]] = frozenset(),
+                   catalogue: set[tuple[str, str]] = frozenset(),
+                   holders: set[tuple[str, str, str]] = frozenset()) -> Snapshot:
         """Read what a pass needs; `claims` are (event key, person) pairs: each event id is claimed
-        for its person the first time it is seen, and `owners` says whose it is."""
+        for its person the first time it is seen, and `owners` says whose it is; `catalogue` and
+        `holders`: what read_catalogue and read_holders would give, read along (Snapshot.catalogue,
+        Snapshot.holders)."""
         ...
 
     async def read_holders(self, wants: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], HolderView]:

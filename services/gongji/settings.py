@@ -358,9 +358,11 @@ class Settings(LogSettings):
         return f"{self.topic_prefix}{group}" if service == "fraud" else group
 
     def fetch_options(self, group: str | None) -> dict[str, int]:
-        """How a consumer in `group` fetches: the downstream settings in ledger's, clearing's or
-        fraud's group, else at once with kafka_fetch_max_wait_ms."""
-        if group in {self.kafka_group(service) for service in ("ledger", "clearing", "fraud")}:
+        """How a consumer in `group` fetches: fraud's own settings in its group, the downstream
+        settings in ledger's or clearing's, else at once with kafka_fetch_max_wait_ms."""
+        if group == self.kafka_group("fraud"):
+            return {"fetch_min_bytes": self.fraud.fetch_min_bytes, "fetch_max_wait_ms": self.fraud.fetch_max_wait_ms}
+        if group in {self.kafka_group(service) for service in ("ledger", "clearing")}:
             return {"fetch_min_bytes": self.kafka_downstream_fetch_min_bytes,
                     "fetch_max_wait_ms": self.kafka_downstream_fetch_max_wait_ms}
         return {"fetch_min_bytes": 1, "fetch_max_wait_ms": self.kafka_fetch_max_wait_ms}

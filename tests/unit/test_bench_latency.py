@@ -51,9 +51,12 @@ async def test_the_fetch_wait_and_the_linger_come_from_the_settings():
 async def test_only_the_downstream_groups_wait_for_fuller_fetches():
     settings = Settings(kafka_fetch_max_wait_ms=7, kafka_downstream_fetch_min_bytes=65536,
                         kafka_downstream_fetch_max_wait_ms=250, topic_prefix="t.", fraud_group="f")
-    for service in ("ledger", "clearing", "fraud"):
+    for service in ("ledger", "clearing"):
         consumer = kafka.consumer(settings, settings.kafka_group(service), "settlements")
         assert (consumer._fetch_min_bytes, consumer._fetch_max_wait_ms) == (65536, 250), service
+    fraud = kafka.consumer(settings.model_copy(update={"fraud": settings.fraud.model_copy(
+        update={"fetch_min_bytes": 4096, "fetch_max_wait_ms": 90})}), settings.kafka_group("fraud"), "settlements")
+    assert (fraud._fetch_min_bytes, fraud._fetch_max_wait_ms) == (4096, 90)  # its own, not the downstream's
     assert settings.kafka_group("fraud") == "t.f"  # the fraud group carries the prefix, and is found by it
     for group in (settings.settlement_group, None, "f"):
         consumer = kafka.consumer(settings, group, "claims")

@@ -389,9 +389,7 @@ class FraudService:
         server = serve(self.metrics, settings.metrics_host, settings.metrics_port, settings.stall_seconds,
                        settings.metrics_token_value()) if settings.metrics_port else None
         self.producer = kafka.producer(settings)
-        self.consumer = kafka.consumer(settings, self.group, partition_assignment_strategy=(RangePartitionAssignor,),
-                                       fetch_min_bytes=self.config.fetch_min_bytes,
-                                       fetch_max_wait_ms=self.config.fetch_max_wait_ms)
+        self.consumer = kafka.consumer(settings, self.group, partition_assignment_strategy=(RangePartitionAssignor,))
         self.consumer.subscribe([settings.topics.settlements, settings.topics.claims, self.activity_name],
                                 listener=changelog.Rebalance(self.working, self.buckets, self.restore,
                                                              self.checkpoint))

@@ -57,7 +57,10 @@ async def _reference(lines: list[bytes], errors: io.StringIO) -> list[str]:
 
 
 async def _replay(lines: list[bytes], errors: io.StringIO, **batch) -> list[str]:
-    return [text async for text in replay.replay_text(lines, BOOK, errors, now=NOW, **batch)]
+    """What `gongji replay` writes (replay_chunks), as its lines."""
+    text = "".join([chunk async for chunk in replay.replay_chunks(lines, BOOK, errors, now=NOW, **batch)])
+    assert text.endswith("\n")
+    return text[:-1].split("\n")
 
 
 def test_a_large_synthetic_file_replays_to_the_byte_as_before(monkeypatch):
@@ -77,13 +80,13 @@ def test_a_large_synthetic_file_replays_to_the_byte_as_before(monkeypatch):
 
 @pytest.mark.parametrize("batch", [1, 7, 500])
 def test_the_chunks_gongji_replay_writes_are_its_lines(batch):
-    """replay_chunks (a batch's results in one write) gives replay_text's lines, each with its
+    """replay_chunks (a batch's results in one write) gives the reference's lines, each with its
     newline, in order, whatever the batch; a refused line in the middle of a batch included."""
     lines = _lines(persons=40, count=400, seed=11)
     lines.insert(150, b'{"event_type": "claim", "claim_id": "X"}')
 
     async def both():
-        text = [line async for line in replay.replay_text(lines, BOOK, io.StringIO(), batch=batch, now=NOW)]
+        text = await _reference(lines, io.StringIO())
         chunks = [chunk async for chunk in replay.replay_chunks(lines, BOOK, io.StringIO(), batch=batch, now=NOW)]
         return text, chunks
 

@@ -48,19 +48,11 @@ async def replay_lines(lines: Iterable[str | bytes], book: PolicyBook, errors: I
             yield _wire(output)
 
 
-async def replay_text(lines: Iterable[str | bytes], book: PolicyBook, errors: IO[str] = sys.stderr,
-                      batch: int = BATCH, bounds: Bounds = DEFAULT_BOUNDS,
-                      now: datetime | None = None) -> AsyncIterator[str]:
-    """As replay_lines, each output event as its JSON line (what `gongji replay` prints)."""
-    async for outputs in replay_batches(lines, book, errors, batch, bounds, now):
-        for output in outputs:
-            yield json_line(output)
-
-
 async def replay_chunks(lines: Iterable[str | bytes], book: PolicyBook, errors: IO[str] = sys.stderr,
                         batch: int = BATCH, bounds: Bounds = DEFAULT_BOUNDS,
                         now: datetime | None = None) -> AsyncIterator[str]:
-    """replay_text's lines, each ended by a newline, joined a batch at a time (one write each)."""
+    """What `gongji replay` prints: each output event as its JSON line, ended by a newline, the lines
+    joined a batch at a time (one write each)."""
     async for outputs in replay_batches(lines, book, errors, batch, bounds, now):
         if outputs:
             yield "\n".join([json_line(output) for output in outputs]) + "\n"

@@ -77,24 +77,16 @@ async def produce(settings, records) -> None:
             await asyncio.gather(*sends)
 
 
-async def produce_paced(settings, records, rate: float, tick: float = 0.005) -> float:
-    """`records` at `rate` a second (those due each `tick` sent together, as `gongji bench` paces);
+async def produce_paced(settings, records, rate: float) -> float:
+    """`records` at `rate` a second, paced as `gongji bench` paces (bench_latency.send_paced);
     returns the seconds it took."""
-    from gongji.common import kafka
+    from gongji.local.bench_latency import send_paced
 
-    messages = encoded(settings, records)
+    rows = [(name, key, value, str(number), heads)
+            for number, (name, key, value, heads) in enumerate(encoded(settings, records))]
     async with producer(settings) as sender:
-        futures, number, start = [], 0, time.perf_counter()
-        while number < len(messages):
-            upto = min(len(messages), int((time.perf_counter() - start) * rate) + 1)
-            by_topic: dict[str, list] = {}
-            for name, key, value, heads in messages[number:upto]:
-                by_topic.setdefault(name, []).append((key, value, heads))
-            for name, batch in by_topic.items():
-                futures += await kafka.publish(sender, name, batch)
-            number = upto
-            await asyncio.sleep(max(start + number / rate - time.perf_counter(), tick))
-        await asyncio.gather(*futures)
+        start = time.perf_counter()
+        await send_paced(sender, rows, rate)
         return time.perf_counter() - start
 
 

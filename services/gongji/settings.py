@@ -70,6 +70,11 @@ class Settings(LogSettings):
     # ("always": a WAITAOF returns at once), or every second ("everysec", as docker-compose.yml runs
     # it: a WAITAOF waits for the next flush, ~100 ms at hz 10; README "Speed").
     local_redis_appendfsync: Literal["everysec", "always"] = "always"
+    # The local stack's services that follow settlement's results and answer no one waiting (ledger,
+    # clearing, fraud, dashboard) and its PostgreSQL run this much nicer than the process that starts
+    # them (0: the same; 19: only on CPU the rest leaves), so that on a few shared cores they yield to
+    # the path a claim's answer takes; they catch up when it is idle (README "Speed").
+    local_downstream_nice: int = Field(default=10, ge=0, le=19)
     redis_url: str | None = None
     # The URL names one node of a Redis Cluster; the client finds the rest (keys carry {psn_no} tags).
     redis_cluster: bool = False

@@ -17,6 +17,7 @@ from gongji.common import kafka
 from gongji.common.topic_admin import ensure_topics
 from gongji.settings import Settings
 from gongji.local.credentials import FIELDS, for_role
+from gongji.local.launch import start_service, stop_processes
 from gongji.local.stack import LocalStack, stack_down, stack_settings, stack_up
 from gongji.local.store_users import LEDGER_OWNER, LEDGER_READER, LEDGER_WRITER
 
@@ -214,6 +215,31 @@ def test_the_stack_is_secured_by_default_and_records_no_password(tmp_path: Path)
         with psycopg.connect(dashboard.database_url, password=dashboard.database_password_value()) as connection:
             assert connection.execute("SELECT current_user").fetchone() == (LEDGER_READER,)
         assert {name for name in FIELDS if getattr(dashboard, name)} == {"database_url", "database_password_file"}
+
+
+def test_what_follows_settlement_yields_the_cpu_to_the_path_of_a_claims_answer(tmp_path: Path, monkeypatch):
+    """On shared cores the ledger, clearing, fraud and the dashboard, and the stack's PostgreSQL, run
+    GONGJI_LOCAL_DOWNSTREAM_NICE nicer than what starts them; settlement, the gateway, the broker,
+    its TLS terminator and Valkey, which a waiting claim's answer goes through, do not."""
+    monkeypatch.setenv("GONGJI_LOCAL_DOWNSTREAM_NICE", "7")
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    nicer = min(19, own + 7)
+    with LocalStack(tmp_path / "stack", key_prefix="gj") as local:
+        state = local.state()
+        servers = {name: os.getpriority(os.PRIO_PROCESS, server["pid"]) for name, server in state["servers"].items()}
+        assert servers == {name: nicer if name == "postgres" else own for name in servers}
+        assert {"kafka", "kafka-tls", "redis", "postgres"} <= set(servers)
+        settings = Settings(**stack_settings(state))
+        assert settings.local_downstream_nice == 7
+        started = {}
+        with open(tmp_path / "services.log", "wb") as log:
+            for service in ("settlement", "gateway", "clearing", "fraud"):
+                (started[service],) = start_service(service, settings, None, log, credentials=state["credentials"])
+        try:
+            assert {service: os.getpriority(os.PRIO_PROCESS, process.pid) for service, process in started.items()} \
+                == {"settlement": own, "gateway": own, "clearing": nicer, "fraud": nicer}
+        finally:
+            stop_processes(started.values())
 
 
 def running(pid: int) -> bool:

@@ -24,7 +24,7 @@ from gongji.common.signing import Key
 from gongji.contract.wire import INPUT_RECORDS, TYPE_HEADER
 from gongji.local.credentials import for_role
 from gongji.local.errors import StackError
-from gongji.local.processes import Started, die_with_parent, free_port, wait_started
+from gongji.local.processes import Started, die_with_parent, free_port, wait_started, yield_cpu
 from gongji.local.stack import LocalStack, stack_settings
 from gongji.local.tls import as_principal, principal
 from gongji.settings import Settings
@@ -91,6 +91,11 @@ def dashboard_url(settings: Settings) -> str:
     return f"{scheme}://{settings.dashboard_host}:{settings.dashboard_port}/"
 
 
+#: The services that follow settlement's results and answer no one waiting: on the local stack they
+#: yield the CPU to the path a claim's answer takes (Settings.local_downstream_nice).
+YIELDING = frozenset({"ledger", "clearing", "fraud", "dashboard"})
+
+
 def start_service(service: str, settings: Settings, policy_dir: Path | None, log: IO[bytes], count: int = 1, *,
                   detach: bool = False, cwd: Path | None = None, outlive: bool = False,
                   credentials: dict | None = None) -> list[subprocess.Popen]:
@@ -110,11 +115,15 @@ def start_service(service: str, settings: Settings, policy_dir: Path | None, log
         migrate_ledger(settings)
     # its own certificate, and its own credentials in the stores
     env = {**os.environ, **for_role(as_principal(settings, principal(service)), credentials, service).to_env()}
-    return [subprocess.Popen(command + ["run", service], env=env, stdout=log, stderr=log, cwd=cwd,
-                             stdin=subprocess.DEVNULL if detach or outlive else None,
-                             start_new_session=detach or outlive,
-                             preexec_fn=die_with_parent(os.getpid()) if detach and not outlive else None)
-            for _ in range(count)]
+    processes = [subprocess.Popen(command + ["run", service], env=env, stdout=log, stderr=log, cwd=cwd,
+                                  stdin=subprocess.DEVNULL if detach or outlive else None,
+                                  start_new_session=detach or outlive,
+                                  preexec_fn=die_with_parent(os.getpid()) if detach and not outlive else None)
+                 for _ in range(count)]
+    if service in YIELDING:  # just started: still one thread, whose later threads inherit its niceness
+        for process in processes:
+            yield_cpu(process.pid, settings.local_downstream_nice)
+    return processes
 
 
 def migrate_ledger(settings: Settings) -> list[str]:

@@ -39,6 +39,16 @@ def stop_signal(name: str) -> signal.Signals:
     return signal.SIGINT if name == "postgres" else signal.SIGTERM
 
 
+def yield_cpu(pid: int, increment: int) -> int:
+    """Make process `pid` `increment` nicer than this process (at most 19, as `nice -n`): on shared
+    cores it then runs on what the others leave. Threads it starts later inherit it. Returns its
+    niceness."""
+    niceness = min(19, os.getpriority(os.PRIO_PROCESS, 0) + increment)
+    if increment:
+        os.setpriority(os.PRIO_PROCESS, pid, niceness)
+    return niceness
+
+
 def die_with_parent(parent_pid: int, sig: signal.Signals = signal.SIGTERM):
     """preexec_fn: have the kernel send `sig` to the child when its parent exits (Linux only).
 

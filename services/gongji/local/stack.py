@@ -39,7 +39,7 @@ from typing import Any
 from gongji.local import credentials as stack_credentials
 from gongji.local import gateway_callers, input_keys
 from gongji.local.errors import StackError
-from gongji.local.processes import alive, die_with_parent, free_port, port_open, stop_signal, terminate
+from gongji.local.processes import alive, die_with_parent, free_port, port_open, stop_signal, terminate, yield_cpu
 from gongji.local.servers import (
     Server,
     create_ledger_roles,
@@ -53,6 +53,7 @@ from gongji.local.servers import (
 )
 from gongji.local.store_users import ADMIN
 from gongji.local.tls import TOOLS, Pki, make_pki
+from gongji.settings import Settings
 
 STATE_FILE = "stack.json"
 
@@ -235,6 +236,8 @@ class LocalStack:
             self._servers[name] = server
             server.process = self._spawn(server)
             server.pid = server.process.pid
+            if name == "postgres":  # the ledger's: it yields as the ledger does (gongji.local.launch.YIELDING)
+                yield_cpu(server.pid, Settings().local_downstream_nice)
             deadline = time.monotonic() + self.start_timeout
             while time.monotonic() < deadline:
                 if server.process.poll() is not None:
@@ -324,8 +327,6 @@ def stack_up(state_dir: str | Path = ".gongji", key_prefix: str | None = None) -
         if len(alive) == len(state["servers"]):
             return {**state, "already_running": True}
         stack_down(state_dir)  # stale or half dead: clear it and start afresh
-    from gongji.settings import Settings
-
     stack = LocalStack(state_dir, detached=True, key_prefix=key_prefix, kafka_tls=Settings().local_kafka_tls).start()
     state = stack.state()
     (state_dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")

@@ -20,10 +20,11 @@ def run(args: argparse.Namespace, resolve: Callable[[], Settings]) -> None:
 async def serve(settings: Settings) -> None:
     from gongji.clearing.service import ClearingService
     from gongji.common.avro import SchemaCatalog
-    from gongji.common.process import until_stopped
+    from gongji.common.process import tune_gc, until_stopped
     from gongji.common.redis import service_client
 
     client = await service_client(settings, "clearing")
+    tune_gc()
     try:
         await until_stopped(ClearingService(settings, SchemaCatalog(), client).run, grace=settings.stop_grace_seconds,
                             name="clearing")

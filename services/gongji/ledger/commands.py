@@ -62,7 +62,7 @@ def _with_database(settings: Settings) -> Settings:
 
 async def run_ledger(settings: Settings) -> None:
     from gongji.common.avro import SchemaCatalog
-    from gongji.common.process import until_stopped
+    from gongji.common.process import tune_gc, until_stopped
     from gongji.ledger.service import LedgerService
     from gongji.ledger.store import LedgerStore, migrate, wait_for_database
 
@@ -72,6 +72,7 @@ async def run_ledger(settings: Settings) -> None:
     logging.getLogger("gongji.ledger").info("ledger: schema %s ready%s", settings.ledger_schema,
                                             f" (applied {', '.join(applied)})" if applied else "")
     store = await LedgerStore.connect(settings.database_url, settings.ledger_schema, settings.database_password_value())
+    tune_gc()
     try:
         await until_stopped(LedgerService(settings, SchemaCatalog(), store).run, grace=settings.stop_grace_seconds,
                             name="ledger")

@@ -42,7 +42,7 @@ from gongji.settlement import lean, packed
 from gongji.settlement.catalogue import CatalogueItem, stored_item
 from gongji.settlement.state_hash import parse_state, state_fields
 from gongji.settlement.events import Institution, Person
-from gongji.settlement.store import Commit, Hold, HolderView, Snapshot, Status, escape, hold_field, unescape
+from gongji.settlement.store import Along, Commit, Hold, HolderView, Snapshot, Status, escape, hold_field, unescape
 
 TEMPLATE_SECONDS = 5.0
 # Never change: an id is looked up in the bucket its key hashes to (a rebuild would move them all).
@@ -80,9 +80,20 @@ class RedisStore:
         self._confirmed: dict[int, float] = {}  # template id → when this store last wrote or found it
         self._lane = Lane(client)
 
-    async def _run(self, build) -> list:
-        return await run_pipeline(self.client, build, (self._commit, self._hold, self._own, self._disown,
-                                                       self._templates), self.timeout, lean=self._lane)
+    async def _run(self, build, along: Along | None = None) -> list:
+        scripts = (self._commit, self._hold, self._own, self._disown, self._templates)
+        if along is None:
+            return await run_pipeline(self.client, build, scripts, self.timeout, lean=self._lane)
+        count = 0
+
+        def both(pipe):
+            nonlocal count
+            build(pipe)
+            count = along.queue(pipe)
+        replies = await run_pipeline(self.client, both, scripts + along.scripts, self.timeout, lean=self._lane)
+        cut = len(replies) - count
+        along.take(replies[cut:])
+        return replies[:cut]
 
     async def upgrade(self) -> int:
         """Move what the first layout left into the records hashes and the id buckets, once (the
@@ -187,7 +198,7 @@ class RedisStore:
         return (await self.read((), (), (), catalogue=wants)).catalogue
 
     async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset(), catalogue=frozenset(),
-                   holders=frozenset()) -> Snapshot:
+                   holders=frozenset(), along: Along | None = None) -> Snapshot:
         psn_list, code_list, key_list, claim_list = list(psn_nos), list(institution_codes), list(record_keys), list(claims)
         wants, holder_list = list(catalogue), list(holders)
 
@@ -205,7 +216,7 @@ class RedisStore:
             for holder, patient, claim_id in holder_list:  # after the states, as a later round trip did
                 pipe.hmget(self._key(holder, "state"), "ver", "balc", "person")
                 pipe.hget(self._key(holder, "holds"), hold_field(patient, claim_id))
-        replies = await self._run(build)
+        replies = await self._run(build, along)
         views, cut = {}, len(replies) - 2 * len(holder_list)
         for want, (token, balance, person), held in zip(holder_list, replies[cut::2], replies[cut + 1::2]):
             views[want] = HolderView((token or b"").decode(), int(balance or 0), int(held or 0),
@@ -288,7 +299,7 @@ class RedisStore:
                 return values
             lean.REFUSED.update(used[int(tid)] for tid in clashes)
 
-    async def commit(self, commits: list[Commit]) -> list[Status]:
+    async def commit(self, commits: list[Commit], along: Along | None = None) -> list[Status]:
         values = await self._values(commits)
 
         def build(pipe):
@@ -301,14 +312,14 @@ class RedisStore:
                                                 commit.reverses or "", str(kept) if kept else "",
                                                 *state_fields(commit.state, commit.record)])
         statuses, closed = [], []
-        for commit, reply in zip(commits, await self._run(build)):
+        for commit, reply in zip(commits, await self._run(build, along)):
             if isinstance(reply, list):  # ok, and the event keys of the records the window closed
                 reply, keys = reply[0], reply[1:]
                 closed += [(key.decode(), owner_hash(commit.psn_no)) for key in keys]
             statuses.append(_STATUS[reply])
-        if closed:
+        if closed:  # `along` rides again: on the last round trip
             await self._run(lambda pipe: [self._disown.queue(pipe, [self._ids_key(key)], [key, owner])
-                                          for key, owner in closed])
+                                          for key, owner in closed], along)
         return statuses
 
 

@@ -199,47 +199,14 @@ class RedisStore:
 
     async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset(), catalogue=frozenset(),
                    holders=frozenset(), along: Along | None = None) -> Snapshot:
-        psn_list, code_list, key_list, claim_list = list(psn_nos), list(institution_codes), list(record_keys), list(claims)
-        wants, holder_list = list(catalogue), list(holders)
+        reading = self.reading(psn_nos, institution_codes, record_keys, claims, catalogue, holders)
+        reading.take(await self._run(reading.queue, along))
+        return await reading.snapshot()
 
-        def build(pipe):
-            for admdvs, item in wants:
-                pipe.hgetall(self._catalogue_key(admdvs, item))
-            for psn in psn_list:
-                pipe.hgetall(self._key(psn, "state"))
-            for code in code_list:
-                pipe.get(self._institution_key(code))
-            for psn, key in key_list:
-                pipe.hget(self._key(psn, "recs"), key)
-            for key, psn in claim_list:  # first come, first owner: answers the owner's hash
-                self._own.queue(pipe, [self._ids_key(key)], [key, owner_hash(psn)])
-            for holder, patient, claim_id in holder_list:  # after the states, as a later round trip did
-                pipe.hmget(self._key(holder, "state"), "ver", "balc", "person")
-                pipe.hget(self._key(holder, "holds"), hold_field(patient, claim_id))
-        replies = await self._run(build, along)
-        views, cut = {}, len(replies) - 2 * len(holder_list)
-        for want, (token, balance, person), held in zip(holder_list, replies[cut::2], replies[cut + 1::2]):
-            views[want] = HolderView((token or b"").decode(), int(balance or 0), int(held or 0),
-                                     packed.load_person(person, want[0]) if person else None)
-        del replies[cut:]
-        entries = {want: tuple(stored_item(orjson.loads(raw)) for raw in reply.values())
-                   for want, reply in zip(wants, replies)}
-        del replies[:len(wants)]
-        persons, states = {}, {}
-        for psn, raw_state in zip(psn_list, replies):
-            raw_person = raw_state.get(b"person")
-            persons[psn] = packed.load_person(raw_person, psn) if raw_person else None
-            states[psn] = parse_state(raw_state)
-        offset = len(psn_list)
-        institutions = {code: stored_institution(raw) if raw else None
-                        for code, raw in zip(code_list, replies[offset:offset + len(code_list)])}
-        offset += len(code_list)
-        records = await self._records(key_list, replies[offset:offset + len(key_list)])
-        offset += len(key_list)
-        # another person's hash is all that says "another person" (idempotency.taken names none)
-        owners = {key: psn if owner == owner_hash(psn) else "?" + owner.hex()
-                  for (key, psn), owner in zip(claim_list, replies[offset:])}
-        return Snapshot(persons, institutions, states, records, owners, entries, views)
+    def reading(self, psn_nos, institution_codes, record_keys, claims=frozenset(), catalogue=frozenset(),
+                holders=frozenset()) -> "Reading":
+        return Reading(self, list(psn_nos), list(institution_codes), list(record_keys), list(claims), list(catalogue),
+                       list(holders))
 
     async def _records(self, keys: list[tuple[str, str]], values: list[bytes | None]) -> dict:
         """The records read, with the templates they name that this process has not seen yet."""
@@ -321,6 +288,64 @@ class RedisStore:
             await self._run(lambda pipe: [self._disown.queue(pipe, [self._ids_key(key)], [key, owner])
                                           for key, owner in closed], along)
         return statuses
+
+
+class Reading:
+    """A read (RedisStore.read) as commands to run in some round trip, then its Snapshot."""
+
+    def __init__(self, store: RedisStore, psn_list, code_list, key_list, claim_list, wants, holder_list):
+        self.store, self.psn_list, self.code_list, self.key_list = store, psn_list, code_list, key_list
+        self.claim_list, self.wants, self.holder_list = claim_list, wants, holder_list
+        self.scripts = (store._own,)
+        self.replies: list = []
+
+    def queue(self, pipe) -> int:
+        store = self.store
+        for admdvs, item in self.wants:
+            pipe.hgetall(store._catalogue_key(admdvs, item))
+        for psn in self.psn_list:
+            pipe.hgetall(store._key(psn, "state"))
+        for code in self.code_list:
+            pipe.get(store._institution_key(code))
+        for psn, key in self.key_list:
+            pipe.hget(store._key(psn, "recs"), key)
+        for key, psn in self.claim_list:  # first come, first owner: answers the owner's hash
+            store._own.queue(pipe, [store._ids_key(key)], [key, owner_hash(psn)])
+        for holder, patient, claim_id in self.holder_list:  # after the states, as a later round trip did
+            pipe.hmget(store._key(holder, "state"), "ver", "balc", "person")
+            pipe.hget(store._key(holder, "holds"), hold_field(patient, claim_id))
+        return (len(self.wants) + len(self.psn_list) + len(self.code_list) + len(self.key_list) + len(self.claim_list)
+                + 2 * len(self.holder_list))
+
+    def take(self, replies: list) -> None:
+        self.replies = list(replies)
+
+    async def snapshot(self) -> Snapshot:
+        replies, psn_list, code_list, key_list = self.replies, self.psn_list, self.code_list, self.key_list
+        holder_list, wants, claim_list = self.holder_list, self.wants, self.claim_list
+        views, cut = {}, len(replies) - 2 * len(holder_list)
+        for want, (token, balance, person), held in zip(holder_list, replies[cut::2], replies[cut + 1::2]):
+            views[want] = HolderView((token or b"").decode(), int(balance or 0), int(held or 0),
+                                     packed.load_person(person, want[0]) if person else None)
+        del replies[cut:]
+        entries = {want: tuple(stored_item(orjson.loads(raw)) for raw in reply.values())
+                   for want, reply in zip(wants, replies)}
+        del replies[:len(wants)]
+        persons, states = {}, {}
+        for psn, raw_state in zip(psn_list, replies):
+            raw_person = raw_state.get(b"person")
+            persons[psn] = packed.load_person(raw_person, psn) if raw_person else None
+            states[psn] = parse_state(raw_state)
+        offset = len(psn_list)
+        institutions = {code: stored_institution(raw) if raw else None
+                        for code, raw in zip(code_list, replies[offset:offset + len(code_list)])}
+        offset += len(code_list)
+        records = await self.store._records(key_list, replies[offset:offset + len(key_list)])
+        offset += len(key_list)
+        # another person's hash is all that says "another person" (idempotency.taken names none)
+        owners = {key: psn if owner == owner_hash(psn) else "?" + owner.hex()
+                  for (key, psn), owner in zip(claim_list, replies[offset:])}
+        return Snapshot(persons, institutions, states, records, owners, entries, views)
 
 
 class SeenMarkers:

@@ -20,7 +20,7 @@ from gongji.settlement.family import family_accounts
 from gongji.settlement.events import Claim, Event
 from gongji.settlement.policy import PolicyBook
 from gongji.settlement.steps import Registry, steps as steps_of
-from gongji.settlement.store import Along, SettlementStore, Snapshot
+from gongji.settlement.store import Along, Reading, SettlementStore, Snapshot
 
 MAX_ATTEMPTS = 20
 
@@ -98,16 +98,16 @@ class Settler:
                           last: bool) -> None:
         # The catalogue entries read so far: no registry step comes between this step's passes.
         catalogue: dict = {}
-        retry, snap = await self._settle(work, results, True, catalogue, None, guard, last)
+        retry, snap, ahead = await self._settle(work, results, True, catalogue, None, guard, last)
         while retry:  # full passes over what is left, as a batch, while they make progress
-            left, snap = await self._settle(retry, results, False, catalogue, snap, guard, last)
+            left, snap, ahead = await self._settle(retry, results, False, catalogue, snap, guard, last, ahead)
             if len(left) == len(retry):
                 break
             retry = left
         for item in retry:  # the slow path: one event at a time, in order
             before = snap  # the last batch pass's, which read every event left
             for _ in range(MAX_ATTEMPTS):
-                left, before = await self._settle([item], results, False, catalogue, before, guard, last)
+                left, before, _ = await self._settle([item], results, False, catalogue, before, guard, last)
                 if not left:
                     break
             else:
@@ -115,17 +115,21 @@ class Settler:
 
     async def _settle(self, work: planning.Work, results: list[list[Output]], optimistic: bool,
                       catalogue: dict, before: Snapshot | None, guard: Guard | None = None,
-                      last: bool = False) -> tuple[planning.Work, Snapshot]:
+                      last: bool = False, ahead: Reading | None = None) -> tuple[planning.Work, Snapshot, Reading | None]:
         """One pass: read, plan, write; returns the events that must go again, and what it read.
         `catalogue`: the entries read in the step so far, completed here with those this pass needs.
         `before`: what the pass before read, from which the family accounts this one will want are
         guessed and read along (what this pass reads decides; a wrong guess costs a round trip).
         `guard`: its markers ride on the read while unread, and the seal on the commits of a pass
-        of the batch's `last` step that defers nothing (it is the last pass unless a write fails)."""
-        likely = family_accounts(work, before, False).wants if before is not None and not optimistic else ()
-        admission = guard.admission if guard is not None else None
-        snap = await self.store.read(*planning.reads(work, optimistic), catalogue=self._likely(work, catalogue),
-                                     holders=likely, **({"along": admission} if admission else {}))
+        of the batch's `last` step that defers nothing (it is the last pass unless a write fails).
+        `ahead`: this pass's read, made by the pass before after its commits, in their round trip
+        (it deferred events, whose next read it knew: `_ahead`)."""
+        if ahead is not None:
+            snap = await ahead.snapshot()
+        else:
+            admission = guard.admission if guard is not None else None
+            snap = await self.store.read(*self._reads(work, optimistic, catalogue, before),
+                                         **({"along": admission} if admission else {}))
         self._learn(snap.institutions)
         catalogue.update(snap.catalogue)
         missing = centre_catalogue.pass_wants((event for _, event in work), snap.institutions) - catalogue.keys()
@@ -145,12 +149,22 @@ class Settler:
             plan.answered(holds, await self.store.hold([hold for _, hold in holds]))
         commits = plan.commits()
         seal = guard.sealing if guard is not None and last and commits and not plan.waiting else None
+        # The deferred events' pass reads persons this pass does not write: read them after its commits.
+        ahead = self.store.reading(*self._reads(plan.waiting, False, catalogue, snap)) \
+            if commits and plan.waiting else None
+        along = seal or ahead
         if commits:
             plan.answered(commits, await self.store.commit([commit for _, commit in commits],
-                                                           **({"along": seal} if seal else {})))
+                                                           **({"along": along} if along else {})))
         answers, retry = plan.outcome()
         for index, output in answers.items():
             results[index] = [output]
         if guard is not None and (marks or holds or commits):
             guard.sealed = seal is not None and not retry
-        return retry, snap
+        return retry, snap, ahead if ahead is not None and len(retry) == len(plan.waiting) else None
+
+    def _reads(self, work: planning.Work, optimistic: bool, catalogue: dict, before: Snapshot | None) -> tuple:
+        """What a pass reads: its events' (planning.reads), and along, the catalogue entries and the
+        family accounts it will likely want (guessed from the regions last read and from `before`)."""
+        likely = family_accounts(work, before, False).wants if before is not None and not optimistic else set()
+        return (*planning.reads(work, optimistic), self._likely(work, catalogue), likely)

@@ -149,6 +149,12 @@ class Along(Protocol):
         ...
 
 
+class Reading(Along, Protocol):
+    """A read made in another round trip (SettlementStore.reading), then its Snapshot."""
+
+    async def snapshot(self) -> Snapshot: ...
+
+
 class SettlementStore(Protocol):
     """What settlement needs from a store. Implemented in memory (replay) and on Redis (service)."""
 
@@ -172,6 +178,13 @@ class SettlementStore(Protocol):
         for its person the first time it is seen, and `owners` says whose it is; `catalogue` and
         `holders`: what read_catalogue and read_holders would give, read along (Snapshot.catalogue,
         Snapshot.holders); `along` runs in the same round trip."""
+        ...
+
+    def reading(self, psn_nos: set[str], institution_codes: set[str], record_keys: set[tuple[str, str]],
+                claims: set[tuple[str, str]] = frozenset(), catalogue: set[tuple[str, str]] = frozenset(),
+                holders: set[tuple[str, str, str]] = frozenset()) -> Reading | None:
+        """`read` as an Along, to run in a round trip made anyway (after a pass's commits); None for
+        a store that makes no round trips (it reads when asked)."""
         ...
 
     async def read_holders(self, wants: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], HolderView]:

@@ -56,6 +56,13 @@ async def gate_for(client, prefix: str, committed: dict) -> tuple[Gate, FakeCons
     return gate, consumer
 
 
+class NotAhead(RedisStore):
+    """Makes every pass's read when the pass comes, as 7d1dd05 did."""
+
+    def reading(self, *args, **kwargs) -> None:
+        return None
+
+
 class Trips:
     """Counts the round trips made on one Redis node (every lean round trip goes through run_lean)."""
 
@@ -79,7 +86,7 @@ async def test_a_batch_of_claims_costs_two_round_trips_with_its_markers_riding(c
     apart, _ = await gate_for(client, uniq + "a", {CLAIMS: 0})
     riding, _ = await gate_for(client, uniq + "b", {CLAIMS: 0})
     trips = Trips(monkeypatch)
-    for start in range(0, 20, 10):  # two batches: the second finds the first's marker
+    for start in range(0, 30, 10):  # the second and third find the marker of the one before
         messages = batch(start, 10)
         trips.count = 0
         assert await apart.admit(messages) == messages
@@ -89,7 +96,9 @@ async def test_a_batch_of_claims_costs_two_round_trips_with_its_markers_riding(c
         guard = await riding.riding(messages)
         got = await riding_settler.handle_each(claims[start:start + 10], guard)
         assert guard.admission is None and guard.sealed
-        assert (apart_trips, trips.count) in ((4, 2), (5, 3))  # (5, 3): templates written first
+        # the same reads and writes otherwise (the templates a record names, written once; the first
+        # batch's connections and scripts): two round trips fewer
+        assert trips.count == apart_trips - 2 and (start == 0 or trips.count <= 3), (apart_trips, trips.count)
         assert wire(got) == wire(expected)
     assert (await riding.markers.read(["claims:0"]))["claims:0"] == 20
 
@@ -132,7 +141,7 @@ async def test_family_claims_seal_on_the_last_pass_and_match_the_batch_settled_a
     """Family claims are deferred by the first pass, which reads what the next will need after its
     commits, in their round trip; the seal rides on the last pass's commits."""
     setup, claims = events(family=0.6, claims=80, resends=0.0)
-    apart_settler, riding_settler = Settler(RedisStore(client, uniq + "a"), BOOK), Settler(RedisStore(client, uniq + "b"), BOOK)
+    apart_settler, riding_settler = Settler(NotAhead(client, uniq + "a"), BOOK), Settler(RedisStore(client, uniq + "b"), BOOK)
     await apart_settler.handle(setup)
     await riding_settler.handle(setup)
     gate, _ = await gate_for(client, uniq + "b", {CLAIMS: 0})
@@ -142,7 +151,7 @@ async def test_family_claims_seal_on_the_last_pass_and_match_the_batch_settled_a
     guard = await gate.riding(batch(0, 40))
     assert wire(await riding_settler.handle_each(claims[:40], guard)) == wire(expected)
     assert guard.sealed and (await gate.markers.read(["claims:0"]))["claims:0"] == 40
-    # the markers ride (no round trip of their own), and the second pass's read on the first's commits
+    # the second pass's read rode on the first's commits (only the first pass defers)
     assert trips.count == apart_trips - 1
 
 

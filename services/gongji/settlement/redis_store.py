@@ -205,8 +205,7 @@ class RedisStore:
 
     def reading(self, psn_nos, institution_codes, record_keys, claims=frozenset(), catalogue=frozenset(),
                 holders=frozenset()) -> "Reading":
-        return Reading(self, list(psn_nos), list(institution_codes), list(record_keys), list(claims), list(catalogue),
-                       list(holders))
+        return Reading(self, *map(list, (psn_nos, institution_codes, record_keys, claims, catalogue, holders)))
 
     async def _records(self, keys: list[tuple[str, str]], values: list[bytes | None]) -> dict:
         """The records read, with the templates they name that this process has not seen yet."""
@@ -293,36 +292,31 @@ class RedisStore:
 class Reading:
     """A read (RedisStore.read) as commands to run in some round trip, then its Snapshot."""
 
-    def __init__(self, store: RedisStore, psn_list, code_list, key_list, claim_list, wants, holder_list):
-        self.store, self.psn_list, self.code_list, self.key_list = store, psn_list, code_list, key_list
-        self.claim_list, self.wants, self.holder_list = claim_list, wants, holder_list
-        self.scripts = (store._own,)
-        self.replies: list = []
+    def __init__(self, store: RedisStore, *lists: list):
+        self.store, self.lists, self.scripts, self.replies = store, lists, (store._own,), []
 
     def queue(self, pipe) -> int:
-        store = self.store
-        for admdvs, item in self.wants:
+        store, (psn_list, code_list, key_list, claim_list, wants, holder_list) = self.store, self.lists
+        for admdvs, item in wants:
             pipe.hgetall(store._catalogue_key(admdvs, item))
-        for psn in self.psn_list:
+        for psn in psn_list:
             pipe.hgetall(store._key(psn, "state"))
-        for code in self.code_list:
+        for code in code_list:
             pipe.get(store._institution_key(code))
-        for psn, key in self.key_list:
+        for psn, key in key_list:
             pipe.hget(store._key(psn, "recs"), key)
-        for key, psn in self.claim_list:  # first come, first owner: answers the owner's hash
+        for key, psn in claim_list:  # first come, first owner: answers the owner's hash
             store._own.queue(pipe, [store._ids_key(key)], [key, owner_hash(psn)])
-        for holder, patient, claim_id in self.holder_list:  # after the states, as a later round trip did
+        for holder, patient, claim_id in holder_list:  # after the states, as a later round trip did
             pipe.hmget(store._key(holder, "state"), "ver", "balc", "person")
             pipe.hget(store._key(holder, "holds"), hold_field(patient, claim_id))
-        return (len(self.wants) + len(self.psn_list) + len(self.code_list) + len(self.key_list) + len(self.claim_list)
-                + 2 * len(self.holder_list))
+        return sum(map(len, self.lists)) + len(holder_list)  # two commands a holder
 
     def take(self, replies: list) -> None:
         self.replies = list(replies)
 
     async def snapshot(self) -> Snapshot:
-        replies, psn_list, code_list, key_list = self.replies, self.psn_list, self.code_list, self.key_list
-        holder_list, wants, claim_list = self.holder_list, self.wants, self.claim_list
+        replies, (psn_list, code_list, key_list, claim_list, wants, holder_list) = self.replies, self.lists
         views, cut = {}, len(replies) - 2 * len(holder_list)
         for want, (token, balance, person), held in zip(holder_list, replies[cut::2], replies[cut + 1::2]):
             views[want] = HolderView((token or b"").decode(), int(balance or 0), int(held or 0),
@@ -368,6 +362,7 @@ class SeenMarkers:
         self._mark = LuaScript(_script("mark.lua"))
         self._nodes: list[tuple[object, str]] | None = None
         self._lanes: dict[int, Lane] = {}  # by id(client) of each node: a batch reads and seals on each
+        self._loaded = False
 
     def _lane(self, client) -> Lane:
         lane = self._lanes.get(id(client))
@@ -397,8 +392,16 @@ class SeenMarkers:
                 self._nodes = [(by_address[name], keys[name]) for name in wanted]
         return self._nodes
 
+    async def load(self) -> None:
+        """Load the marker's script before it rides on the store's round trips (Riding), or they run twice."""
+        if not self._loaded:
+            async with deadline(self.timeout):
+                await self.client.script_load(self._mark.source)
+            self._loaded = True
+
     async def forget_nodes(self) -> None:
         """After a failure: find the primaries again (a failover, a resharding)."""
+        self._loaded = False
         nodes, self._nodes, lanes, self._lanes = self._nodes, None, self._lanes, {}
         for lane in lanes.values():
             await lane.release()

@@ -113,6 +113,7 @@ class Gate(ConsumerRebalanceListener):
         nodes = await self.markers.nodes()
         if len(nodes) != 1 or nodes[0][0] is not self.markers.client:
             return None
+        await self.markers.load()
         return Riding(self, messages, spans, nodes[0][1])
 
     def _sealed(self, messages: list[ConsumerRecord], spans: dict[TopicPartition, tuple[int, int]],

@@ -198,6 +198,10 @@ class SettlementService:
             return await self._process(messages, producer, guard)
         except Refused:
             return []
+        except Exception:
+            if guard is not None:  # as Gate.seal does: primaries found, and the marker's script loaded, again
+                await self.gate.markers.forget_nodes()
+            raise
 
     async def _process(self, messages: list[ConsumerRecord], producer: AIOKafkaProducer,
                        guard: Riding | None) -> list[Output]:

@@ -4,8 +4,10 @@ A batch is settled in a few round trips whatever its size: read what the batch n
 family accounts it touches, plan every event in order (gongji.settlement.planning, pure), then
 write: holds first, commits second. The first pass is optimistic (no read of each event's own
 record, family claims deferred); further passes take what is left, as a batch, reading everything,
-while they make progress. What still finds the state changed under it (a zombie consumer) goes one
-event at a time, until it sticks.
+while they make progress; a pass that defers events reads for their pass after its commits, in their
+round trip, and the service's markers ride on the batch's first read and last commits (`guard`).
+What still finds the state changed under it (a zombie consumer) goes one event at a time, until it
+sticks.
 """
 
 from __future__ import annotations
@@ -115,7 +117,8 @@ class Settler:
 
     async def _settle(self, work: planning.Work, results: list[list[Output]], optimistic: bool,
                       catalogue: dict, before: Snapshot | None, guard: Guard | None = None,
-                      last: bool = False, ahead: Reading | None = None) -> tuple[planning.Work, Snapshot, Reading | None]:
+                      last: bool = False, ahead: Reading | None = None
+                      ) -> tuple[planning.Work, Snapshot, Reading | None]:
         """One pass: read, plan, write; returns the events that must go again, and what it read.
         `catalogue`: the entries read in the step so far, completed here with those this pass needs.
         `before`: what the pass before read, from which the family accounts this one will want are
@@ -123,7 +126,7 @@ class Settler:
         `guard`: its markers ride on the read while unread, and the seal on the commits of a pass
         of the batch's `last` step that defers nothing (it is the last pass unless a write fails).
         `ahead`: this pass's read, made by the pass before after its commits, in their round trip
-        (it deferred events, whose next read it knew: `_ahead`)."""
+        (it deferred events, and knew what their pass reads: `_reads`)."""
         if ahead is not None:
             snap = await ahead.snapshot()
         else:

@@ -199,7 +199,7 @@ class RedisStore:
 
     async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset(), catalogue=frozenset(),
                    holders=frozenset(), along: Along | None = None) -> Snapshot:
-        reading = self.reading(psn_nos, institution_codes, record_keys, claims, catalogue, holders)
+        reading = Reading(self, *map(list, (psn_nos, institution_codes, record_keys, claims, catalogue, holders)))
         reading.take(await self._run(reading.queue, along))
         return await reading.snapshot()
 

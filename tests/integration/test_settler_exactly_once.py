@@ -153,11 +153,11 @@ class CrashBeforeCommit:
     def __getattr__(self, name):
         return getattr(self.store, name)
 
-    async def commit(self, commits):
+    async def commit(self, commits, **along):
         if self.armed:
             self.armed = False
             raise ConnectionError("killed between the hold and the commit")
-        return await self.store.commit(commits)
+        return await self.store.commit(commits, **along)
 
 
 @pytest.mark.parametrize("rebound", [False, True])

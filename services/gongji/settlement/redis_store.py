@@ -42,7 +42,7 @@ from gongji.settlement import lean, packed
 from gongji.settlement.catalogue import CatalogueItem, stored_item
 from gongji.settlement.state_hash import parse_state, state_fields
 from gongji.settlement.events import Institution, Person
-from gongji.settlement.store import Commit, Hold, HolderView, Snapshot, Status, escape, hold_field, unescape
+from gongji.settlement.store import Along, Commit, Hold, HolderView, Snapshot, Status, escape, hold_field, unescape
 
 TEMPLATE_SECONDS = 5.0
 # Never change: an id is looked up in the bucket its key hashes to (a rebuild would move them all).
@@ -80,9 +80,20 @@ class RedisStore:
         self._confirmed: dict[int, float] = {}  # template id → when this store last wrote or found it
         self._lane = Lane(client)
 
-    async def _run(self, build) -> list:
-        return await run_pipeline(self.client, build, (self._commit, self._hold, self._own, self._disown,
-                                                       self._templates), self.timeout, lean=self._lane)
+    async def _run(self, build, along: Along | None = None) -> list:
+        scripts = (self._commit, self._hold, self._own, self._disown, self._templates)
+        if along is None:
+            return await run_pipeline(self.client, build, scripts, self.timeout, lean=self._lane)
+        count = 0
+
+        def both(pipe):
+            nonlocal count
+            build(pipe)
+            count = along.queue(pipe)
+        replies = await run_pipeline(self.client, both, scripts + along.scripts, self.timeout, lean=self._lane)
+        cut = len(replies) - count
+        along.take(replies[cut:])
+        return replies[:cut]
 
     async def upgrade(self) -> int:
         """Move what the first layout left into the records hashes and the id buckets, once (the
@@ -187,48 +198,14 @@ class RedisStore:
         return (await self.read((), (), (), catalogue=wants)).catalogue
 
     async def read(self, psn_nos, institution_codes, record_keys, claims=frozenset(), catalogue=frozenset(),
-                   holders=frozenset()) -> Snapshot:
-        psn_list, code_list, key_list, claim_list = list(psn_nos), list(institution_codes), list(record_keys), list(claims)
-        wants, holder_list = list(catalogue), list(holders)
+                   holders=frozenset(), along: Along | None = None) -> Snapshot:
+        reading = Reading(self, *map(list, (psn_nos, institution_codes, record_keys, claims, catalogue, holders)))
+        reading.take(await self._run(reading.queue, along))
+        return await reading.snapshot()
 
-        def build(pipe):
-            for admdvs, item in wants:
-                pipe.hgetall(self._catalogue_key(admdvs, item))
-            for psn in psn_list:
-                pipe.hgetall(self._key(psn, "state"))
-            for code in code_list:
-                pipe.get(self._institution_key(code))
-            for psn, key in key_list:
-                pipe.hget(self._key(psn, "recs"), key)
-            for key, psn in claim_list:  # first come, first owner: answers the owner's hash
-                self._own.queue(pipe, [self._ids_key(key)], [key, owner_hash(psn)])
-            for holder, patient, claim_id in holder_list:  # after the states, as a later round trip did
-                pipe.hmget(self._key(holder, "state"), "ver", "balc", "person")
-                pipe.hget(self._key(holder, "holds"), hold_field(patient, claim_id))
-        replies = await self._run(build)
-        views, cut = {}, len(replies) - 2 * len(holder_list)
-        for want, (token, balance, person), held in zip(holder_list, replies[cut::2], replies[cut + 1::2]):
-            views[want] = HolderView((token or b"").decode(), int(balance or 0), int(held or 0),
-                                     packed.load_person(person, want[0]) if person else None)
-        del replies[cut:]
-        entries = {want: tuple(stored_item(orjson.loads(raw)) for raw in reply.values())
-                   for want, reply in zip(wants, replies)}
-        del replies[:len(wants)]
-        persons, states = {}, {}
-        for psn, raw_state in zip(psn_list, replies):
-            raw_person = raw_state.get(b"person")
-            persons[psn] = packed.load_person(raw_person, psn) if raw_person else None
-            states[psn] = parse_state(raw_state)
-        offset = len(psn_list)
-        institutions = {code: stored_institution(raw) if raw else None
-                        for code, raw in zip(code_list, replies[offset:offset + len(code_list)])}
-        offset += len(code_list)
-        records = await self._records(key_list, replies[offset:offset + len(key_list)])
-        offset += len(key_list)
-        # another person's hash is all that says "another person" (idempotency.taken names none)
-        owners = {key: psn if owner == owner_hash(psn) else "?" + owner.hex()
-                  for (key, psn), owner in zip(claim_list, replies[offset:])}
-        return Snapshot(persons, institutions, states, records, owners, entries, views)
+    def reading(self, psn_nos, institution_codes, record_keys, claims=frozenset(), catalogue=frozenset(),
+                holders=frozenset()) -> "Reading":
+        return Reading(self, *map(list, (psn_nos, institution_codes, record_keys, claims, catalogue, holders)))
 
     async def _records(self, keys: list[tuple[str, str]], values: list[bytes | None]) -> dict:
         """The records read, with the templates they name that this process has not seen yet."""
@@ -288,7 +265,7 @@ class RedisStore:
                 return values
             lean.REFUSED.update(used[int(tid)] for tid in clashes)
 
-    async def commit(self, commits: list[Commit]) -> list[Status]:
+    async def commit(self, commits: list[Commit], along: Along | None = None) -> list[Status]:
         values = await self._values(commits)
 
         def build(pipe):
@@ -301,15 +278,68 @@ class RedisStore:
                                                 commit.reverses or "", str(kept) if kept else "",
                                                 *state_fields(commit.state, commit.record)])
         statuses, closed = [], []
-        for commit, reply in zip(commits, await self._run(build)):
+        for commit, reply in zip(commits, await self._run(build, along)):
             if isinstance(reply, list):  # ok, and the event keys of the records the window closed
                 reply, keys = reply[0], reply[1:]
                 closed += [(key.decode(), owner_hash(commit.psn_no)) for key in keys]
             statuses.append(_STATUS[reply])
-        if closed:
+        if closed:  # `along` rides again: on the last round trip
             await self._run(lambda pipe: [self._disown.queue(pipe, [self._ids_key(key)], [key, owner])
-                                          for key, owner in closed])
+                                          for key, owner in closed], along)
         return statuses
+
+
+class Reading:
+    """A read (RedisStore.read) as commands to run in some round trip, then its Snapshot."""
+
+    def __init__(self, store: RedisStore, *lists: list):
+        self.store, self.lists, self.scripts, self.replies = store, lists, (store._own,), []
+
+    def queue(self, pipe) -> int:
+        store, (psn_list, code_list, key_list, claim_list, wants, holder_list) = self.store, self.lists
+        for admdvs, item in wants:
+            pipe.hgetall(store._catalogue_key(admdvs, item))
+        for psn in psn_list:
+            pipe.hgetall(store._key(psn, "state"))
+        for code in code_list:
+            pipe.get(store._institution_key(code))
+        for psn, key in key_list:
+            pipe.hget(store._key(psn, "recs"), key)
+        for key, psn in claim_list:  # first come, first owner: answers the owner's hash
+            store._own.queue(pipe, [store._ids_key(key)], [key, owner_hash(psn)])
+        for holder, patient, claim_id in holder_list:  # after the states, as a later round trip did
+            pipe.hmget(store._key(holder, "state"), "ver", "balc", "person")
+            pipe.hget(store._key(holder, "holds"), hold_field(patient, claim_id))
+        return sum(map(len, self.lists)) + len(holder_list)  # two commands a holder
+
+    def take(self, replies: list) -> None:
+        self.replies = list(replies)
+
+    async def snapshot(self) -> Snapshot:
+        replies, (psn_list, code_list, key_list, claim_list, wants, holder_list) = self.replies, self.lists
+        views, cut = {}, len(replies) - 2 * len(holder_list)
+        for want, (token, balance, person), held in zip(holder_list, replies[cut::2], replies[cut + 1::2]):
+            views[want] = HolderView((token or b"").decode(), int(balance or 0), int(held or 0),
+                                     packed.load_person(person, want[0]) if person else None)
+        del replies[cut:]
+        entries = {want: tuple(stored_item(orjson.loads(raw)) for raw in reply.values())
+                   for want, reply in zip(wants, replies)}
+        del replies[:len(wants)]
+        persons, states = {}, {}
+        for psn, raw_state in zip(psn_list, replies):
+            raw_person = raw_state.get(b"person")
+            persons[psn] = packed.load_person(raw_person, psn) if raw_person else None
+            states[psn] = parse_state(raw_state)
+        offset = len(psn_list)
+        institutions = {code: stored_institution(raw) if raw else None
+                        for code, raw in zip(code_list, replies[offset:offset + len(code_list)])}
+        offset += len(code_list)
+        records = await self.store._records(key_list, replies[offset:offset + len(key_list)])
+        offset += len(key_list)
+        # another person's hash is all that says "another person" (idempotency.taken names none)
+        owners = {key: psn if owner == owner_hash(psn) else "?" + owner.hex()
+                  for (key, psn), owner in zip(claim_list, replies[offset:])}
+        return Snapshot(persons, institutions, states, records, owners, entries, views)
 
 
 class SeenMarkers:
@@ -332,6 +362,7 @@ class SeenMarkers:
         self._mark = LuaScript(_script("mark.lua"))
         self._nodes: list[tuple[object, str]] | None = None
         self._lanes: dict[int, Lane] = {}  # by id(client) of each node: a batch reads and seals on each
+        self._loaded = False
 
     def _lane(self, client) -> Lane:
         lane = self._lanes.get(id(client))
@@ -361,8 +392,16 @@ class SeenMarkers:
                 self._nodes = [(by_address[name], keys[name]) for name in wanted]
         return self._nodes
 
+    async def load(self) -> None:
+        """Load the marker's script before it rides on the store's round trips (Riding), or they run twice."""
+        if not self._loaded:
+            async with deadline(self.timeout):
+                await self.client.script_load(self._mark.source)
+            self._loaded = True
+
     async def forget_nodes(self) -> None:
         """After a failure: find the primaries again (a failover, a resharding)."""
+        self._loaded = False
         nodes, self._nodes, lanes, self._lanes = self._nodes, None, self._lanes, {}
         for lane in lanes.values():
             await lane.release()

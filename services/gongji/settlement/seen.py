@@ -91,15 +91,42 @@ class Gate(ConsumerRebalanceListener):
             await self._check()
         if not self.refusing:
             spans = _spans(messages, self.unmarked)
-            marks = await self.markers.read([field(tp) for tp in spans])
-            behind = {tp: (first, marks[field(tp)]) for tp, (first, _) in spans.items()
-                      if tp not in self.fresh and (marks[field(tp)] is None or marks[field(tp)] < first)}
-            if behind:
-                self._refuse(behind, "before a batch")
+            self._judge(spans, await self.markers.read([field(tp) for tp in spans]))
         if self.refusing:
             self._rewind(messages)
             return []
         return messages
+
+    def _judge(self, spans: dict[TopicPartition, tuple[int, int]], marks: dict[str, int | None]) -> None:
+        behind = {tp: (first, marks[field(tp)]) for tp, (first, _) in spans.items()
+                  if tp not in self.fresh and (marks[field(tp)] is None or marks[field(tp)] < first)}
+        if behind:
+            self._refuse(behind, "before a batch")
+
+    async def riding(self, messages: list[ConsumerRecord]) -> "Riding | None":
+        """Where Redis is one node: the batch's markers to read and seal on the settlement store's
+        own round trips (Riding); None where admit and seal must go apart (a Redis Cluster, partitions
+        not compared with Redis yet, refusing, or nothing to mark)."""
+        spans = _spans(messages, self.unmarked)
+        if self.unchecked or self.refusing or not spans:
+            return None
+        nodes = await self.markers.nodes()
+        if len(nodes) != 1 or nodes[0][0] is not self.markers.client:
+            return None
+        await self.markers.load()
+        return Riding(self, messages, spans, nodes[0][1])
+
+    def _sealed(self, messages: list[ConsumerRecord], spans: dict[TopicPartition, tuple[int, int]],
+                behind: list[str]) -> None:
+        if behind:
+            lost = {tp: (spans[tp][0], None) for tp in spans if field(tp) in behind}
+            self._refuse(lost, "while a batch was settled")
+            self._rewind(messages)
+            raise StateLost(f"Redis lost state under a batch of {len(messages)}; its results are not published")
+        self.fresh -= set(spans)
+
+    def _seal_spans(self, spans: dict[TopicPartition, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+        return {field(tp): (-1 if tp in self.fresh else first, nxt) for tp, (first, nxt) in spans.items()}
 
     async def seal(self, messages: list[ConsumerRecord]) -> None:
         """After the batch's writes, before its results are published: move the markers and wait
@@ -108,17 +135,11 @@ class Gate(ConsumerRebalanceListener):
         if not spans:
             return
         try:
-            behind = await self.markers.seal({field(tp): (-1 if tp in self.fresh else first, nxt)
-                                              for tp, (first, nxt) in spans.items()})
+            behind = await self.markers.seal(self._seal_spans(spans))
         except Exception:
             await self.markers.forget_nodes()
             raise
-        if behind:
-            lost = {tp: (spans[tp][0], None) for tp in spans if field(tp) in behind}
-            self._refuse(lost, "while a batch was settled")
-            self._rewind(messages)
-            raise StateLost(f"Redis lost state under a batch of {len(messages)}; its results are not published")
-        self.fresh -= set(spans)
+        self._sealed(messages, spans, behind)
 
     async def watch(self, stop: asyncio.Event) -> None:
         """While refusing: resume once every refused partition's marker is where it must be."""
@@ -163,6 +184,62 @@ class Gate(ConsumerRebalanceListener):
 
     def _show(self) -> None:
         self.metrics.refuse(len(self.needed))
+
+
+class Refused(SettlementError):
+    """Redis is behind the batch's partitions (Gate._refuse has paused and sought them back): the
+    batch settles nothing and publishes nothing."""
+
+
+class Riding:
+    """A batch's markers carried by the settlement store's round trips, on one Redis node (the
+    Settler's `guard`): read with the batch's first read, before its first write (`admission`), and
+    moved, with the wait for durability, in the round trip of its last commits (`sealing`), which
+    sets `sealed`; where the batch's last write is another, the service seals apart (Gate.seal).
+    Two round trips a batch fewer than Gate.admit and Gate.seal; docs/DURABILITY.md argues the order."""
+
+    def __init__(self, gate: Gate, messages: list[ConsumerRecord], spans: dict[TopicPartition, tuple[int, int]],
+                 key: str):
+        self.gate, self.messages, self.spans, self.key = gate, messages, spans, key
+        self.fields = [field(tp) for tp in spans]
+        self.scripts = (gate.markers._mark,)
+        self.admission: Riding | None = self  # until the markers are read and found where they must be
+        self.sealing = _Sealing(self)
+        self.sealed = False  # the seal rode on the batch's last write
+
+    def queue(self, pipe) -> int:
+        pipe.hmget(self.key, self.fields)
+        return 1
+
+    def take(self, replies: list) -> None:
+        """The markers read: raises Refused if Redis is behind the batch."""
+        self.gate._judge(self.spans, {name: None if value is None else int(value)
+                                      for name, value in zip(self.fields, replies[0])})
+        if self.gate.refusing:
+            self.gate._rewind(self.messages)
+            raise Refused(f"Redis is behind a batch of {len(self.messages)}: refused")
+        self.admission = None
+
+
+class _Sealing:
+    def __init__(self, riding: Riding):
+        self.riding = riding
+        self.scripts = riding.scripts
+
+    def queue(self, pipe) -> int:
+        riding = self.riding
+        args = [str(item) for name, (first, nxt) in riding.gate._seal_spans(riding.spans).items()
+                for item in (name, first, nxt)]
+        riding.gate.markers._mark.queue(pipe, [riding.key], args)
+        return 1 + riding.gate.markers.durability.queue(pipe)
+
+    def take(self, replies: list) -> None:
+        """The markers moved and made durable: raises StateLost if Redis lost state meanwhile,
+        NotDurable if the wait fell short."""
+        riding = self.riding
+        if not replies[0] and len(replies) > 1:
+            riding.gate.markers.durability.verify(replies[1])
+        riding.gate._sealed(riding.messages, riding.spans, [name.decode() for name in replies[0]])
 
 
 def _spans(messages, unmarked: frozenset[str] = frozenset()) -> dict[TopicPartition, tuple[int, int]]:

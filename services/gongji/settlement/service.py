@@ -36,7 +36,7 @@ from gongji.settlement.policy import PolicyBook
 from gongji.settlement.redis_store import RedisStore, SeenMarkers
 from gongji.settlement import regions
 from gongji.settlement.business import BusinessMetrics
-from gongji.settlement.seen import Gate, StateLost
+from gongji.settlement.seen import Gate, Refused, Riding, StateLost
 
 log = logging.getLogger("gongji.settlement")
 SERVICE = "settlement"
@@ -157,21 +157,21 @@ class SettlementService:
             return self.catalog.decode_unscaled(value)
         raise unknown
 
-    async def _settle(self, events: list) -> list[list[Output]]:
+    async def _settle(self, events: list, guard: Riding | None) -> list[list[Output]]:
         """Settle the batch; each event's results apart. An event that raises anything (a bug of
         ours, a value the engine or Redis refuses) fails the batch: gongji.common.poison splits it
         until that event is alone, dead-letters it and settles the rest, in order."""
-        return await self.settler.handle_each(events)
+        return await self.settler.handle_each(events, guard)
 
     async def _within_regions(self, events: list, signers: list, answers: list[tuple[Output | None, bool]],
-                              dead: list) -> list:
+                              dead: list, guard: Riding | None) -> list:
         """The events whose signing key may speak for their regions (gongji.settlement.regions); the
         others go to `dead` and leave their place in `answers`. One Redis read of the registry
         entries concerned, only when a key limited to regions signed something in the batch."""
         if not any(signer is not None and signer.regions is not None for signer in signers):
             return [event for _message, event in events]
         psn_nos, codes = regions.needed(event for _message, event in events)
-        snapshot = await self.settler.store.read(psn_nos, codes, set())
+        snapshot = await self.settler.store.read(psn_nos, codes, set(), along=guard and guard.admission)
         verdicts = regions.check([(event, signer and signer.key_id, signer and signer.regions)
                                   for (_message, event), signer in zip(events, signers)],
                                  snapshot.persons, snapshot.institutions)
@@ -189,7 +189,22 @@ class SettlementService:
     async def process(self, messages: list[ConsumerRecord], producer: AIOKafkaProducer) -> list[Output]:
         """Settle one batch and publish its results; returns them. Raises when anything fails (an
         outage or a poison message: consume_batches tells which)."""
-        messages = await self.gate.admit(messages)
+        # Durable before visible, onto state Redis still holds: on one Redis node the batch's markers
+        # ride on the Settler's round trips (Riding), else they are read and sealed apart.
+        guard = await self.gate.riding(messages)
+        if guard is None:
+            messages = await self.gate.admit(messages)
+        try:
+            return await self._process(messages, producer, guard)
+        except Refused:
+            return []
+        except Exception:
+            if guard is not None:  # as Gate.seal does: primaries found, and the marker's script loaded, again
+                await self.gate.markers.forget_nodes()
+            raise
+
+    async def _process(self, messages: list[ConsumerRecord], producer: AIOKafkaProducer,
+                       guard: Riding | None) -> list[Output]:
         # Each message is answered once, in its place: a result, a rejection the sender can match
         # to what they sent (by claim, credit or person id), or else a dead letter. A question from
         # the gateway (topic inquiries) is answered on inquiry-results, never on settlements.
@@ -238,12 +253,14 @@ class SettlementService:
                 events.append((message, event))
                 signers.append(signer)
                 answers.append((None, asked))
-        events = await self._within_regions(events, signers, answers, dead)
-        settled = iter(await self._settle(events))
+        events = await self._within_regions(events, signers, answers, dead, guard)
+        settled = iter(await self._settle(events, guard))
         everything = [(output, asked) for answer, asked in answers
                       for output in ((answer,) if answer is not None else next(settled))]
         outputs = [output for output, asked in everything if not asked]
-        await self.gate.seal(messages)  # durable before visible
+        if guard is None or not guard.sealed:
+            await self.settler.admit(guard)  # a batch that read nothing
+            await self.gate.seal(messages)  # durable before visible
 
         topics = self.settings.topics
         results, replies, kinds, codes = records(everything, self.results.encode)

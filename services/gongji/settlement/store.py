@@ -134,6 +134,27 @@ class Status(Enum):
     SHORT = "short"  # a hold found too little in the holder's account
 
 
+class Along(Protocol):
+    """Commands of another part (the batch's markers, gongji.settlement.seen.Riding) run at the end
+    of one of a store's round trips; given only to a store that makes round trips."""
+
+    scripts: tuple  # the Lua scripts its commands run, loaded again where the server lost them
+
+    def queue(self, pipe) -> int:
+        """Queue the commands; how many."""
+        ...
+
+    def take(self, replies: list) -> None:
+        """Their replies, once every reply of the round trip is read (may raise: the pass fails)."""
+        ...
+
+
+class Reading(Along, Protocol):
+    """A read made in another round trip (SettlementStore.reading), then its Snapshot."""
+
+    async def snapshot(self) -> Snapshot: ...
+
+
 class SettlementStore(Protocol):
     """What settlement needs from a store. Implemented in memory (replay) and on Redis (service)."""
 
@@ -152,11 +173,18 @@ class SettlementStore(Protocol):
     async def read(self, psn_nos: set[str], institution_codes: set[str],
                    record_keys: set[tuple[str, str]], claims: set[tuple[str, str]] = frozenset(),
                    catalogue: set[tuple[str, str]] = frozenset(),
-                   holders: set[tuple[str, str, str]] = frozenset()) -> Snapshot:
+                   holders: set[tuple[str, str, str]] = frozenset(), along: Along | None = None) -> Snapshot:
         """Read what a pass needs; `claims` are (event key, person) pairs: each event id is claimed
         for its person the first time it is seen, and `owners` says whose it is; `catalogue` and
         `holders`: what read_catalogue and read_holders would give, read along (Snapshot.catalogue,
-        Snapshot.holders)."""
+        Snapshot.holders); `along` runs in the same round trip."""
+        ...
+
+    def reading(self, psn_nos: set[str], institution_codes: set[str], record_keys: set[tuple[str, str]],
+                claims: set[tuple[str, str]] = frozenset(), catalogue: set[tuple[str, str]] = frozenset(),
+                holders: set[tuple[str, str, str]] = frozenset()) -> Reading | None:
+        """`read` as an Along, to run in a round trip made anyway (after a pass's commits); None for
+        a store that makes no round trips (it reads when asked)."""
         ...
 
     async def read_holders(self, wants: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], HolderView]:
@@ -170,4 +198,6 @@ class SettlementStore(Protocol):
 
     async def hold(self, holds: list[Hold]) -> list[Status]: ...
 
-    async def commit(self, commits: list[Commit]) -> list[Status]: ...
+    async def commit(self, commits: list[Commit], along: Along | None = None) -> list[Status]:
+        """Each commit's outcome; `along` runs in the last round trip, after the commits."""
+        ...

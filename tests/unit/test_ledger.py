@@ -17,9 +17,13 @@ from gongji.ledger.domain import (
     Totals,
     detail_from_row,
     entry_for,
+    fen_of,
     reconcile,
 )
-from gongji.settlement.codec import from_output
+from gongji.common.avro import SchemaCatalog
+from gongji.common.money import MoneyError
+from gongji.contract.wire import OUTPUT_RECORDS
+from gongji.settlement.codec import ResultEncoder, from_output
 from gongji.settlement.domain import Output
 from gongji.settlement.rules import ClaimReversed, ClaimSettled
 
@@ -194,3 +198,34 @@ def test_a_zero_result_is_an_entry_without_postings():
     zeros = {k: D("0.00") for k, v in settlement().items() if isinstance(v, D)}
     free = entry_for("settlement", settlement(**zeros, mulaid_holder_psn_no=None))
     assert credit.postings == () == free.postings and credit.debits == credit.credits == 0
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(case=cases())
+def test_an_entry_read_from_the_wires_unscaled_integers_is_the_entry_read_from_decimals(case):
+    """The service reads amounts as decode_unscaled leaves them (bytes of fen): the same entries,
+    to the fen, as from decode's Decimals, refunds (negative amounts) included."""
+    catalog = SchemaCatalog()
+    encoder = ResultEncoder(catalog, OUTPUT_RECORDS)
+    run = fold(case)
+    for outcome in run.outcomes:
+        if isinstance(outcome, (ClaimSettled, ClaimReversed)):
+            kind, value, _ = encoder.encode(Output(outcome.settlement.psn_no, outcome.settlement))
+            _, unscaled, decimals = catalog.decode_unscaled(value)
+            assert decimals is not None and isinstance(unscaled["medfee_sumamt"], bytes)
+            assert entry_for(kind, unscaled) == entry_for(kind, catalog.decode(value)[1])
+
+
+@pytest.mark.parametrize("value, fen", [(b"\x00", 0), (b"\x01\x00", 256), (b"\xff", -1), (b"\xff\x38", -200),
+                                        (D("-2.00"), -200), ("12.30", 1230)])
+def test_an_amount_in_fen_from_the_wire_or_from_yuan(value, fen):
+    assert fen_of(value) == fen
+
+
+def test_an_amount_past_10_to_the_18_yuan_is_refused_from_the_wire_as_from_yuan():
+    with pytest.raises(MoneyError):
+        fen_of((10 ** 20).to_bytes(9, "big", signed=True))
+    with pytest.raises(MoneyError):
+        fen_of(D(10 ** 18))
+    assert fen_of((10 ** 20 - 1).to_bytes(9, "big", signed=True)) == 10 ** 20 - 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.resources
+import json
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -22,7 +23,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from gongji.common.money import to_fen, to_yuan
+from gongji.common.money import to_fen
 from gongji.common.observe import redacted
 from gongji.contract.wire import SHANGHAI
 from gongji.ledger.domain import Detail, Entry, LedgerError
@@ -147,26 +148,65 @@ def lasting_refusal(error: Exception) -> bool:
     return bool(_LASTING.search(str(error)))
 
 
+# A batch travels as two JSON documents (entries, postings; amounts in fen), read by the server in one
+# pass each: psycopg would dump a text array element by element in Python.
 _BOOK = """
 WITH new AS (
     INSERT INTO journal_entry (entry_id, event_type, source_id, orig_entry_id, psn_no, fixmedins_code, insu_admdvs,
                                mdtrtarea_admvs, setl_time, book_date, medfee_sumamt, fund_pay_sumamt, acct_pay,
                                psn_cash_pay, kafka_topic, kafka_partition, kafka_offset, inscp_scp_amt, psn_idet_type)
-    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-                         %s::text[], %s::timestamptz[], %s::date[], %s::numeric[], %s::numeric[], %s::numeric[],
-                         %s::numeric[], %s::text[], %s::int[], %s::bigint[], %s::numeric[], %s::text[])
+    SELECT e.entry_id, e.event_type, e.source_id, e.orig_entry_id, e.psn_no, e.fixmedins_code, e.insu_admdvs,
+           e.mdtrtarea_admvs, e.setl_time, e.book_date, e.medfee_sumamt * 0.01, e.fund_pay_sumamt * 0.01,
+           e.acct_pay * 0.01, e.psn_cash_pay * 0.01, e.kafka_topic, e.kafka_partition, e.kafka_offset,
+           e.inscp_scp_amt * 0.01, e.psn_idet_type
+    FROM json_to_recordset(%s::json) AS e(
+        entry_id text, event_type text, source_id text, orig_entry_id text, psn_no text, fixmedins_code text,
+        insu_admdvs text, mdtrtarea_admvs text, setl_time timestamptz, book_date date, medfee_sumamt numeric,
+        fund_pay_sumamt numeric, acct_pay numeric, psn_cash_pay numeric, kafka_topic text, kafka_partition int,
+        kafka_offset bigint, inscp_scp_amt numeric, psn_idet_type text)
     ON CONFLICT (entry_id) DO NOTHING
     RETURNING entry_id
 ), lines AS (
     INSERT INTO posting (entry_id, line_no, account, debit, credit, book_date)
-    SELECT p.entry_id, p.line_no, p.account, p.debit, p.credit, p.book_date
-    FROM unnest(%s::text[], %s::int2[], %s::text[], %s::numeric[], %s::numeric[], %s::date[])
-         AS p(entry_id, line_no, account, debit, credit, book_date)
+    SELECT p.entry_id, p.line_no, p.account, p.debit * 0.01, p.credit * 0.01, p.book_date
+    FROM json_to_recordset(%s::json) AS p(entry_id text, line_no int2, account text, debit numeric, credit numeric,
+                                          book_date date)
     WHERE p.entry_id IN (SELECT entry_id FROM new)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM new), (SELECT count(*) FROM lines)
 """
+_NUL = "PostgreSQL text fields cannot contain NUL (0x00) bytes"  # psycopg's words, for a text it sends
+
+
+def book_documents(entries: list[tuple[Entry, tuple[str, int, int] | None]]) -> tuple[str, str]:
+    """The two JSON documents _BOOK reads: the entries (the first of each entry_id) and their postings.
+    A text with a NUL byte, which PostgreSQL cannot store, raises psycopg.DataError as psycopg does."""
+    rows, lines, seen = [], [], set()
+    for entry, origin in entries:
+        entry_id = entry.entry_id
+        if entry_id in seen:
+            continue
+        seen.add(entry_id)
+        topic, partition, offset = origin or (None, None, None)
+        book_date = entry.book_date.isoformat()
+        rows.append({
+            "entry_id": entry_id, "event_type": entry.event_type, "source_id": entry.source_id,
+            "orig_entry_id": entry.orig_entry_id, "psn_no": entry.psn_no, "fixmedins_code": entry.fixmedins_code,
+            "insu_admdvs": entry.insu_admdvs, "mdtrtarea_admvs": entry.mdtrtarea_admvs,
+            "setl_time": None if entry.setl_time is None else entry.setl_time.isoformat(), "book_date": book_date,
+            "medfee_sumamt": entry.medfee_sumamt, "fund_pay_sumamt": entry.fund_pay_sumamt,
+            "acct_pay": entry.acct_pay, "psn_cash_pay": entry.psn_cash_pay, "kafka_topic": topic,
+            "kafka_partition": partition, "kafka_offset": offset, "inscp_scp_amt": entry.inscp_scp_amt,
+            "psn_idet_type": entry.psn_idet_type})
+        lines += [{"entry_id": entry_id, "line_no": number, "account": posting.account, "debit": posting.debit,
+                   "credit": posting.credit, "book_date": book_date}
+                  for number, posting in enumerate(entry.postings, 1)]
+    documents = json.dumps(rows, ensure_ascii=False), json.dumps(lines, ensure_ascii=False)
+    if any("\\u0000" in document for document in documents) and any(
+            "\0" in value for row in (*rows, *lines) for value in row.values() if isinstance(value, str)):
+        raise psycopg.DataError(_NUL)
+    return documents
 
 
 @dataclass(frozen=True)
@@ -224,29 +264,12 @@ class LedgerStore:
     async def book(self, entries: list[tuple[Entry, tuple[str, int, int] | None]]) -> Booked:
         """Book entries (each with where it was read: topic, partition, offset) in one transaction;
         entries already booked are left as they are."""
-        unique: dict[str, tuple[Entry, tuple[str, int, int] | None]] = {}
-        for entry, origin in entries:
-            unique.setdefault(entry.entry_id, (entry, origin))
-        if not unique:
+        if not entries:
             return Booked(0, 0)
-        rows = [entry for entry, _ in unique.values()]
-        origins = [origin or (None, None, None) for _, origin in unique.values()]
-        lines = [(entry.entry_id, number, posting.account, to_yuan(posting.debit), to_yuan(posting.credit), entry.book_date)
-                 for entry in rows for number, posting in enumerate(entry.postings, 1)]
-        params = [
-            [e.entry_id for e in rows], [e.event_type for e in rows], [e.source_id for e in rows],
-            [e.orig_entry_id for e in rows], [e.psn_no for e in rows], [e.fixmedins_code for e in rows],
-            [e.insu_admdvs for e in rows], [e.mdtrtarea_admvs for e in rows], [e.setl_time for e in rows],
-            [e.book_date for e in rows], [to_yuan(e.medfee_sumamt) for e in rows],
-            [to_yuan(e.fund_pay_sumamt) for e in rows], [to_yuan(e.acct_pay) for e in rows],
-            [to_yuan(e.psn_cash_pay) for e in rows],
-            [o[0] for o in origins], [o[1] for o in origins], [o[2] for o in origins],
-            [to_yuan(e.inscp_scp_amt) for e in rows], [e.psn_idet_type for e in rows],
-            *([line[i] for line in lines] for i in range(6)),
-        ]
+        documents = book_documents(entries)
         connection = await self._connected()
         async with connection.transaction():
-            cursor = await connection.execute(_BOOK, params)
+            cursor = await connection.execute(_BOOK, documents)
             new, postings = await cursor.fetchone()
         return Booked(new, postings)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.resources
-import json
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -148,8 +147,8 @@ def lasting_refusal(error: Exception) -> bool:
     return bool(_LASTING.search(str(error)))
 
 
-# A batch travels as two JSON documents (entries, postings; amounts in fen), read by the server in one
-# pass each: psycopg would dump a text array element by element in Python.
+# A batch travels as one array a column, in PostgreSQL's binary format (psycopg dumps a text array
+# element by element in Python, quoting each), amounts in fen.
 _BOOK = """
 WITH new AS (
     INSERT INTO journal_entry (entry_id, event_type, source_id, orig_entry_id, psn_no, fixmedins_code, insu_admdvs,
@@ -159,54 +158,47 @@ WITH new AS (
            e.mdtrtarea_admvs, e.setl_time, e.book_date, e.medfee_sumamt * 0.01, e.fund_pay_sumamt * 0.01,
            e.acct_pay * 0.01, e.psn_cash_pay * 0.01, e.kafka_topic, e.kafka_partition, e.kafka_offset,
            e.inscp_scp_amt * 0.01, e.psn_idet_type
-    FROM json_to_recordset(%s::json) AS e(
-        entry_id text, event_type text, source_id text, orig_entry_id text, psn_no text, fixmedins_code text,
-        insu_admdvs text, mdtrtarea_admvs text, setl_time timestamptz, book_date date, medfee_sumamt numeric,
-        fund_pay_sumamt numeric, acct_pay numeric, psn_cash_pay numeric, kafka_topic text, kafka_partition int,
-        kafka_offset bigint, inscp_scp_amt numeric, psn_idet_type text)
+    FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+                %s::timestamptz[], %s::date[], %s::numeric[], %s::numeric[], %s::numeric[], %s::numeric[], %s::text[],
+                %s::int[], %s::bigint[], %s::numeric[], %s::text[])
+         AS e(entry_id, event_type, source_id, orig_entry_id, psn_no, fixmedins_code, insu_admdvs, mdtrtarea_admvs,
+              setl_time, book_date, medfee_sumamt, fund_pay_sumamt, acct_pay, psn_cash_pay, kafka_topic,
+              kafka_partition, kafka_offset, inscp_scp_amt, psn_idet_type)
     ON CONFLICT (entry_id) DO NOTHING
     RETURNING entry_id
 ), lines AS (
     INSERT INTO posting (entry_id, line_no, account, debit, credit, book_date)
     SELECT p.entry_id, p.line_no, p.account, p.debit * 0.01, p.credit * 0.01, p.book_date
-    FROM json_to_recordset(%s::json) AS p(entry_id text, line_no int2, account text, debit numeric, credit numeric,
-                                          book_date date)
+    FROM unnest(%s::text[], %s::int2[], %s::text[], %s::numeric[], %s::numeric[], %s::date[])
+         AS p(entry_id, line_no, account, debit, credit, book_date)
     WHERE p.entry_id IN (SELECT entry_id FROM new)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM new), (SELECT count(*) FROM lines)
 """
-_NUL = "PostgreSQL text fields cannot contain NUL (0x00) bytes"  # psycopg's words, for a text it sends
 
 
-def book_documents(entries: list[tuple[Entry, tuple[str, int, int] | None]]) -> tuple[str, str]:
-    """The two JSON documents _BOOK reads: the entries (the first of each entry_id) and their postings.
-    A text with a NUL byte, which PostgreSQL cannot store, raises psycopg.DataError as psycopg does."""
-    rows, lines, seen = [], [], set()
+def book_columns(entries: list[tuple[Entry, tuple[str, int, int] | None]]) -> list[list[Any]]:
+    """_BOOK's parameters: a list a column, of the entries (the first of each entry_id) and of their
+    postings, amounts in fen."""
+    unique: dict[str, tuple[Entry, tuple[str, int, int] | None]] = {}
     for entry, origin in entries:
-        entry_id = entry.entry_id
-        if entry_id in seen:
-            continue
-        seen.add(entry_id)
-        topic, partition, offset = origin or (None, None, None)
-        book_date = entry.book_date.isoformat()
-        rows.append({
-            "entry_id": entry_id, "event_type": entry.event_type, "source_id": entry.source_id,
-            "orig_entry_id": entry.orig_entry_id, "psn_no": entry.psn_no, "fixmedins_code": entry.fixmedins_code,
-            "insu_admdvs": entry.insu_admdvs, "mdtrtarea_admvs": entry.mdtrtarea_admvs,
-            "setl_time": None if entry.setl_time is None else entry.setl_time.isoformat(), "book_date": book_date,
-            "medfee_sumamt": entry.medfee_sumamt, "fund_pay_sumamt": entry.fund_pay_sumamt,
-            "acct_pay": entry.acct_pay, "psn_cash_pay": entry.psn_cash_pay, "kafka_topic": topic,
-            "kafka_partition": partition, "kafka_offset": offset, "inscp_scp_amt": entry.inscp_scp_amt,
-            "psn_idet_type": entry.psn_idet_type})
-        lines += [{"entry_id": entry_id, "line_no": number, "account": posting.account, "debit": posting.debit,
-                   "credit": posting.credit, "book_date": book_date}
-                  for number, posting in enumerate(entry.postings, 1)]
-    documents = json.dumps(rows, ensure_ascii=False), json.dumps(lines, ensure_ascii=False)
-    if any("\\u0000" in document for document in documents) and any(
-            "\0" in value for row in (*rows, *lines) for value in row.values() if isinstance(value, str)):
-        raise psycopg.DataError(_NUL)
-    return documents
+        unique.setdefault(entry.entry_id, (entry, origin))
+    rows = [(e.entry_id, e.event_type, e.source_id, e.orig_entry_id, e.psn_no, e.fixmedins_code, e.insu_admdvs,
+             e.mdtrtarea_admvs, e.setl_time, e.book_date, e.medfee_sumamt, e.fund_pay_sumamt, e.acct_pay,
+             e.psn_cash_pay, *(origin or (None, None, None)), e.inscp_scp_amt, e.psn_idet_type)
+            for e, origin in unique.values()]
+    lines = [(entry.entry_id, number, posting.account, posting.debit, posting.credit, entry.book_date)
+             for entry, _ in unique.values() for number, posting in enumerate(entry.postings, 1)]
+    columns = [*map(list, zip(*rows)), *(map(list, zip(*lines)) if lines else ([] for _ in range(6)))]
+    # psycopg refuses a NUL byte in a text it sends as text, not in binary, where PostgreSQL's refusal
+    # would not name it: refused here as psycopg does (the accounts hold the entries' texts).
+    if any("\0" in "".join(map(str, columns[column])) for column in _TEXTS):
+        raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+    return columns
+
+
+_TEXTS = (0, 1, 2, 3, 4, 5, 6, 7, 14, 18, 21)  # book_columns' texts: entry's, kafka_topic, psn_idet_type, account
 
 
 @dataclass(frozen=True)
@@ -266,10 +258,10 @@ class LedgerStore:
         entries already booked are left as they are."""
         if not entries:
             return Booked(0, 0)
-        documents = book_documents(entries)
+        columns = book_columns(entries)
         connection = await self._connected()
         async with connection.transaction():
-            cursor = await connection.execute(_BOOK, documents)
+            cursor = await connection.execute(_BOOK, columns, binary=True)
             new, postings = await cursor.fetchone()
         return Booked(new, postings)
 

@@ -48,7 +48,7 @@ def other_ca(tmp_path_factory):
 def ledger_schema(postgres):
     """The journal migrated by the owner over verify-full (yoyo's connection too), the writer granted."""
     applied = migrate(postgres.verified(LEDGER_OWNER), SCHEMA, LEDGER_WRITER, postgres.credentials.ledger_owner)
-    assert applied == ["0001.journal", "0002.guards", "0003.burden", "0004.posting_check_per_statement"]
+    assert applied == ["0001.journal", "0002.guards", "0003.burden"]
     return SCHEMA
 
 
@@ -155,7 +155,7 @@ def test_the_commands_take_the_ca_from_the_url_and_refuse_in_one_line(postgres, 
            "GONGJI_LEDGER_SCHEMA": "journal_cli", "GONGJI_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
            "GONGJI_REDIS_URL": "redis://127.0.0.1:1/0"}
     done = _gongji("ledger", "migrate", env=env)
-    assert done.returncode == 0 and "applied 0001.journal, 0002.guards, 0003.burden, 0004.posting_check_per_statement" in done.stdout, done.stderr
+    assert done.returncode == 0 and "applied 0001.journal, 0002.guards, 0003.burden" in done.stdout, done.stderr
     done = _gongji("ledger", "balances", env=env)
     assert done.returncode == 0, done.stderr
     # The same with a CA that did not sign the server's certificate: one line, exit 1, and the

@@ -228,7 +228,7 @@ def ledger_schema(postgres_server):
     """A schema migrated by the owner, with the writer granted (`gongji ledger migrate`)."""
     owner = postgres_server.url(LEDGER_OWNER)
     applied = migrate(owner, "journal_sa", LEDGER_WRITER, postgres_server.credentials.ledger_owner)
-    assert applied == ["0001.journal", "0002.guards", "0003.burden", "0004.posting_check_per_statement"]
+    assert applied == ["0001.journal", "0002.guards", "0003.burden"]
     return "journal_sa"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal as D
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from tests.unit.test_engine_properties import cases, fold
@@ -17,9 +18,14 @@ from gongji.ledger.domain import (
     Totals,
     detail_from_row,
     entry_for,
+    fen_of,
     reconcile,
 )
-from gongji.settlement.codec import from_output
+from gongji.common.avro import SchemaCatalog
+from gongji.common.money import MoneyError
+from gongji.contract.wire import OUTPUT_RECORDS
+from gongji.ledger.store import book_columns
+from gongji.settlement.codec import ResultEncoder, from_output
 from gongji.settlement.domain import Output
 from gongji.settlement.rules import ClaimReversed, ClaimSettled
 
@@ -194,3 +200,61 @@ def test_a_zero_result_is_an_entry_without_postings():
     zeros = {k: D("0.00") for k, v in settlement().items() if isinstance(v, D)}
     free = entry_for("settlement", settlement(**zeros, mulaid_holder_psn_no=None))
     assert credit.postings == () == free.postings and credit.debits == credit.credits == 0
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(case=cases())
+def test_an_entry_read_from_the_wires_unscaled_integers_is_the_entry_read_from_decimals(case):
+    """The service reads amounts as decode_unscaled leaves them (bytes of fen): the same entries,
+    to the fen, as from decode's Decimals, refunds (negative amounts) included."""
+    catalog = SchemaCatalog()
+    encoder = ResultEncoder(catalog, OUTPUT_RECORDS)
+    run = fold(case)
+    for outcome in run.outcomes:
+        if isinstance(outcome, (ClaimSettled, ClaimReversed)):
+            kind, value, _ = encoder.encode(Output(outcome.settlement.psn_no, outcome.settlement))
+            _, unscaled, decimals = catalog.decode_unscaled(value)
+            assert decimals is not None and isinstance(unscaled["medfee_sumamt"], bytes)
+            assert entry_for(kind, unscaled) == entry_for(kind, catalog.decode(value)[1])
+
+
+@pytest.mark.parametrize("value, fen", [(b"\x00", 0), (b"\x01\x00", 256), (b"\xff", -1), (b"\xff\x38", -200),
+                                        (D("-2.00"), -200), ("12.30", 1230)])
+def test_an_amount_in_fen_from_the_wire_or_from_yuan(value, fen):
+    assert fen_of(value) == fen
+
+
+def test_an_amount_past_10_to_the_18_yuan_is_refused_from_the_wire_as_from_yuan():
+    with pytest.raises(MoneyError):
+        fen_of((10 ** 20).to_bytes(9, "big", signed=True))
+    with pytest.raises(MoneyError):
+        fen_of(D(10 ** 18))
+    assert fen_of((10 ** 20 - 1).to_bytes(9, "big", signed=True)) == 10 ** 20 - 1
+
+
+def test_a_batch_is_one_column_a_field_first_copy_of_an_entry_only_amounts_in_fen():
+    """LedgerStore.book's parameters: each entry once (a redelivered copy in the same batch is the
+    same entry), its postings numbered from 1, money in fen for the server to scale."""
+    first = entry_for("settlement", settlement())
+    credit = entry_for("credit", {"credit_id": "CR1", "psn_no": "P1", "ym": "2023-01", "amount": D("12.30"),
+                                  "insu_admdvs": "152501"})
+    columns = book_columns([(first, ("settlements", 1, 7)), (credit, None), (first, ("settlements", 2, 9))])
+    assert len(columns) == 25
+    assert columns[0] == [first.entry_id, "CR1"] and columns[14:17] == [["settlements", None], [1, None], [7, None]]
+    assert columns[10] == [50000, 0] and columns[8] == [first.setl_time, None]
+    postings = list(zip(*columns[19:]))
+    assert postings[-2:] == [("CR1", 1, "fund:310200:152501", 1230, 0, credit.book_date),
+                             ("CR1", 2, "acct:P1", 0, 1230, credit.book_date)]
+    assert [line[1] for line in postings if line[0] == first.entry_id] == list(range(1, len(first.postings) + 1))
+    assert sum(line[3] for line in postings) == sum(line[4] for line in postings) == first.debits + 1230
+
+
+@pytest.mark.parametrize("field", ["psn_no", "fixmedins_code", "setl_id", "mulaid_holder_psn_no", "psn_idet_type"])
+def test_a_nul_byte_in_any_text_is_refused_as_psycopg_refuses_it(field):
+    """Texts go in binary, where psycopg lets a NUL through and PostgreSQL's refusal would not name
+    it: the dead letter says NUL, as before (tests/integration/test_poison.py)."""
+    entry = entry_for("settlement", settlement(**{field: "X\x001"}))
+    with pytest.raises(psycopg.DataError, match="NUL"):
+        book_columns([(entry, None)])
+    assert book_columns([(entry_for("settlement", settlement(**{field: "X1"})), None)])

@@ -27,7 +27,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Iterable, Literal
 
-from gongji.common.money import to_fen
+from gongji.common.money import MoneyError, to_fen, yuan_text
 from gongji.contract.wire import ACCOUNT, FUNDS, SHANGHAI
 
 UNKNOWN_REGION = "000000"  # a credit result from a writer before insu_admdvs was on it
@@ -95,7 +95,9 @@ def _lines(signed: Iterable[tuple[str, int]]) -> tuple[Posting, ...]:
 
 def entry_for(event_type: str, result: dict[str, Any]) -> Entry:
     """The journal entry for one decoded result (settlement, reversal or credit); LedgerError if it
-    cannot be booked. Rejections are never booked: nothing moved."""
+    cannot be booked. Rejections are never booked: nothing moved. Amounts are yuan (Decimal, str) or,
+    as SchemaCatalog.decode_unscaled leaves them, the wire's bytes of their unscaled integers: fen,
+    money being decimal(16,2) on the wire."""
     try:
         if event_type == "credit":
             return _credit_entry(result)
@@ -107,39 +109,56 @@ def entry_for(event_type: str, result: dict[str, Any]) -> Entry:
     raise Unbookable(f"not a result the ledger books: {event_type!r}")
 
 
+_FEN_LIMIT = 10 ** 20  # 10^18 yuan, where to_fen stops too
+
+
+def fen_of(value: object) -> int:
+    """An amount in fen: the wire's unscaled integer (bytes, big-endian two's complement, scale 2)
+    read as it is, anything else by to_fen; MoneyError past 10^18 yuan either way."""
+    if type(value) is bytes:
+        fen = int.from_bytes(value, "big", signed=True)
+        if -_FEN_LIMIT < fen < _FEN_LIMIT:
+            return fen
+        raise MoneyError(f"amount of {fen} fen is out of range (18 digits or more before the point)")
+    return to_fen(value)
+
+
+_FUND_FIELDS = tuple((f"fund:{f.code}:", f.field) for f in FUNDS)
+
+
 def _settlement_entry(event_type: str, s: dict[str, Any]) -> Entry:
-    fen = {name: to_fen(s[name]) for name in (*(f.field for f in FUNDS), "medfee_sumamt", "fund_pay_sumamt", "acct_pay",
-                                             "acct_mulaid_pay", "psn_cash_pay")}
+    funds = [(account, fen_of(s[name])) for account, name in _FUND_FIELDS]
+    medfee, fund_pay, acct, mulaid, cash = (fen_of(s[name]) for name in (
+        "medfee_sumamt", "fund_pay_sumamt", "acct_pay", "acct_mulaid_pay", "psn_cash_pay"))
     region, institution = s["insu_admdvs"], s["fixmedins_code"]
-    if fen["acct_mulaid_pay"] and not s.get("mulaid_holder_psn_no"):
-        raise Unbookable(f"{s['claim_id']}: family mutual aid paid {s['acct_mulaid_pay']} but no holder is named")
-    if sum(fen[f.field] for f in FUNDS) != fen["fund_pay_sumamt"]:
+    if mulaid and not s.get("mulaid_holder_psn_no"):
+        raise Unbookable(f"{s['claim_id']}: family mutual aid paid {yuan_text(mulaid)} but no holder is named")
+    if sum(amount for _, amount in funds) != fund_pay:
         raise Unbookable(f"{s['claim_id']}: the funds' payments do not add up to fund_pay_sumamt")
-    payable = fen["fund_pay_sumamt"] + fen["acct_pay"] + fen["acct_mulaid_pay"]
-    if payable + fen["psn_cash_pay"] != fen["medfee_sumamt"]:
+    payable = fund_pay + acct + mulaid
+    if payable + cash != medfee:
         raise Unbookable(f"{s['claim_id']}: fund + account + cash does not equal medfee_sumamt")
     postings = _lines([
-        *((f"fund:{f.code}:{region}", fen[f.field]) for f in FUNDS),
-        (f"acct:{s['psn_no']}", fen["acct_pay"]),
-        (f"acct:{s.get('mulaid_holder_psn_no')}", fen["acct_mulaid_pay"]),
-        (f"cash:{region}", fen["psn_cash_pay"]),
+        *((account + region, amount) for account, amount in funds),
+        (f"acct:{s['psn_no']}", acct),
+        (f"acct:{s.get('mulaid_holder_psn_no')}", mulaid),
+        (f"cash:{region}", cash),
         (f"inst:{institution}:payable", -payable),
-        (f"inst:{institution}:cash", -fen["psn_cash_pay"]),
+        (f"inst:{institution}:cash", -cash),
     ])
     setl_time = datetime.fromisoformat(s["setl_time"])
     return Entry(
         entry_id=s["setl_id"], event_type=event_type, source_id=s["claim_id"], psn_no=s["psn_no"],
         book_date=setl_time.astimezone(SHANGHAI).date(), postings=postings, setl_time=setl_time,
         orig_entry_id=s.get("orig_setl_id"), fixmedins_code=institution, insu_admdvs=region,
-        mdtrtarea_admvs=s["mdtrtarea_admvs"], medfee_sumamt=fen["medfee_sumamt"],
-        fund_pay_sumamt=fen["fund_pay_sumamt"], acct_pay=fen["acct_pay"] + fen["acct_mulaid_pay"],
-        psn_cash_pay=fen["psn_cash_pay"], inscp_scp_amt=to_fen(s.get("inscp_scp_amt", 0)),
+        mdtrtarea_admvs=s["mdtrtarea_admvs"], medfee_sumamt=medfee, fund_pay_sumamt=fund_pay,
+        acct_pay=acct + mulaid, psn_cash_pay=cash, inscp_scp_amt=fen_of(s.get("inscp_scp_amt", 0)),
         psn_idet_type=s.get("psn_idet_type"),
     )
 
 
 def _credit_entry(c: dict[str, Any]) -> Entry:
-    amount = to_fen(c["amount"])
+    amount = fen_of(c["amount"])
     region = c.get("insu_admdvs") or UNKNOWN_REGION
     year, month = (int(part) for part in c["ym"].split("-"))
     return Entry(

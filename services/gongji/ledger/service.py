@@ -51,12 +51,14 @@ class LedgerService:
 
     async def process(self, messages: list[ConsumerRecord], producer) -> None:
         entries, dead = [], []
+        decode = self.catalog.decode_unscaled
         for message in messages:
             label = header(message.headers)
             if label is not None and label not in BOOKED:
                 continue  # rejections: nothing moved, nothing to book
             try:
-                name, result = self.catalog.decode(message.value)
+                # Amounts stay the wire's unscaled integers (fen): entry_for reads them as they are.
+                name, result, _ = decode(message.value)
                 # The header saves decoding rejections; without one (another writer), the record says.
                 kind = BOOKED[label] if label is not None else RECORD_OUTPUTS.get(name)
                 if kind not in BOOKED.values():

@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from gongji.common.money import to_fen, to_yuan
+from gongji.common.money import to_fen
 from gongji.common.observe import redacted
 from gongji.contract.wire import SHANGHAI
 from gongji.ledger.domain import Detail, Entry, LedgerError
@@ -147,19 +147,28 @@ def lasting_refusal(error: Exception) -> bool:
     return bool(_LASTING.search(str(error)))
 
 
+# A batch travels as one array a column, in PostgreSQL's binary format (psycopg dumps a text array
+# element by element in Python, quoting each), amounts in fen.
 _BOOK = """
 WITH new AS (
     INSERT INTO journal_entry (entry_id, event_type, source_id, orig_entry_id, psn_no, fixmedins_code, insu_admdvs,
                                mdtrtarea_admvs, setl_time, book_date, medfee_sumamt, fund_pay_sumamt, acct_pay,
                                psn_cash_pay, kafka_topic, kafka_partition, kafka_offset, inscp_scp_amt, psn_idet_type)
-    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-                         %s::text[], %s::timestamptz[], %s::date[], %s::numeric[], %s::numeric[], %s::numeric[],
-                         %s::numeric[], %s::text[], %s::int[], %s::bigint[], %s::numeric[], %s::text[])
+    SELECT e.entry_id, e.event_type, e.source_id, e.orig_entry_id, e.psn_no, e.fixmedins_code, e.insu_admdvs,
+           e.mdtrtarea_admvs, e.setl_time, e.book_date, e.medfee_sumamt * 0.01, e.fund_pay_sumamt * 0.01,
+           e.acct_pay * 0.01, e.psn_cash_pay * 0.01, e.kafka_topic, e.kafka_partition, e.kafka_offset,
+           e.inscp_scp_amt * 0.01, e.psn_idet_type
+    FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+                %s::timestamptz[], %s::date[], %s::numeric[], %s::numeric[], %s::numeric[], %s::numeric[], %s::text[],
+                %s::int[], %s::bigint[], %s::numeric[], %s::text[])
+         AS e(entry_id, event_type, source_id, orig_entry_id, psn_no, fixmedins_code, insu_admdvs, mdtrtarea_admvs,
+              setl_time, book_date, medfee_sumamt, fund_pay_sumamt, acct_pay, psn_cash_pay, kafka_topic,
+              kafka_partition, kafka_offset, inscp_scp_amt, psn_idet_type)
     ON CONFLICT (entry_id) DO NOTHING
     RETURNING entry_id
 ), lines AS (
     INSERT INTO posting (entry_id, line_no, account, debit, credit, book_date)
-    SELECT p.entry_id, p.line_no, p.account, p.debit, p.credit, p.book_date
+    SELECT p.entry_id, p.line_no, p.account, p.debit * 0.01, p.credit * 0.01, p.book_date
     FROM unnest(%s::text[], %s::int2[], %s::text[], %s::numeric[], %s::numeric[], %s::date[])
          AS p(entry_id, line_no, account, debit, credit, book_date)
     WHERE p.entry_id IN (SELECT entry_id FROM new)
@@ -167,6 +176,29 @@ WITH new AS (
 )
 SELECT (SELECT count(*) FROM new), (SELECT count(*) FROM lines)
 """
+
+
+def book_columns(entries: list[tuple[Entry, tuple[str, int, int] | None]]) -> list[list[Any]]:
+    """_BOOK's parameters: a list a column, of the entries (the first of each entry_id) and of their
+    postings, amounts in fen."""
+    unique: dict[str, tuple[Entry, tuple[str, int, int] | None]] = {}
+    for entry, origin in entries:
+        unique.setdefault(entry.entry_id, (entry, origin))
+    rows = [(e.entry_id, e.event_type, e.source_id, e.orig_entry_id, e.psn_no, e.fixmedins_code, e.insu_admdvs,
+             e.mdtrtarea_admvs, e.setl_time, e.book_date, e.medfee_sumamt, e.fund_pay_sumamt, e.acct_pay,
+             e.psn_cash_pay, *(origin or (None, None, None)), e.inscp_scp_amt, e.psn_idet_type)
+            for e, origin in unique.values()]
+    lines = [(entry.entry_id, number, posting.account, posting.debit, posting.credit, entry.book_date)
+             for entry, _ in unique.values() for number, posting in enumerate(entry.postings, 1)]
+    columns = [*map(list, zip(*rows)), *(map(list, zip(*lines)) if lines else ([] for _ in range(6)))]
+    # psycopg refuses a NUL byte in a text it sends as text, not in binary, where PostgreSQL's refusal
+    # would not name it: refused here as psycopg does (the accounts hold the entries' texts).
+    if any("\0" in "".join(map(str, columns[column])) for column in _TEXTS):
+        raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+    return columns
+
+
+_TEXTS = (0, 1, 2, 3, 4, 5, 6, 7, 14, 18, 21)  # book_columns' texts: entry's, kafka_topic, psn_idet_type, account
 
 
 @dataclass(frozen=True)
@@ -224,29 +256,12 @@ class LedgerStore:
     async def book(self, entries: list[tuple[Entry, tuple[str, int, int] | None]]) -> Booked:
         """Book entries (each with where it was read: topic, partition, offset) in one transaction;
         entries already booked are left as they are."""
-        unique: dict[str, tuple[Entry, tuple[str, int, int] | None]] = {}
-        for entry, origin in entries:
-            unique.setdefault(entry.entry_id, (entry, origin))
-        if not unique:
+        if not entries:
             return Booked(0, 0)
-        rows = [entry for entry, _ in unique.values()]
-        origins = [origin or (None, None, None) for _, origin in unique.values()]
-        lines = [(entry.entry_id, number, posting.account, to_yuan(posting.debit), to_yuan(posting.credit), entry.book_date)
-                 for entry in rows for number, posting in enumerate(entry.postings, 1)]
-        params = [
-            [e.entry_id for e in rows], [e.event_type for e in rows], [e.source_id for e in rows],
-            [e.orig_entry_id for e in rows], [e.psn_no for e in rows], [e.fixmedins_code for e in rows],
-            [e.insu_admdvs for e in rows], [e.mdtrtarea_admvs for e in rows], [e.setl_time for e in rows],
-            [e.book_date for e in rows], [to_yuan(e.medfee_sumamt) for e in rows],
-            [to_yuan(e.fund_pay_sumamt) for e in rows], [to_yuan(e.acct_pay) for e in rows],
-            [to_yuan(e.psn_cash_pay) for e in rows],
-            [o[0] for o in origins], [o[1] for o in origins], [o[2] for o in origins],
-            [to_yuan(e.inscp_scp_amt) for e in rows], [e.psn_idet_type for e in rows],
-            *([line[i] for line in lines] for i in range(6)),
-        ]
+        columns = book_columns(entries)
         connection = await self._connected()
         async with connection.transaction():
-            cursor = await connection.execute(_BOOK, params)
+            cursor = await connection.execute(_BOOK, columns, binary=True)
             new, postings = await cursor.fetchone()
         return Booked(new, postings)
 

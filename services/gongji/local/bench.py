@@ -117,14 +117,47 @@ async def run_bench(claims: int, persons: int, policy_dir: Path | None = None, r
             stack.stop()
 
 
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (state is [0], ppid [1], utime [11] …)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _children() -> dict[int, list[int]]:
+    """Each live process's children by its pid (Linux /proc)."""
+    family: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                family.setdefault(int(_stat(int(entry))[1]), []).append(int(entry))
+            except (OSError, IndexError, ValueError):  # gone meanwhile
+                pass
+    return family
+
+
+def _family_cpu_seconds(pid: int, children: dict[int, list[int]]) -> float:
+    """CPU of a process and of its descendants: those alive (a PostgreSQL server's backends, which
+    do the ledger's writes) and those it has reaped (its cutime + cstime)."""
+    fields = _stat(pid)
+    own = sum(int(field) for field in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    alive = 0.0
+    for child in children.get(pid, ()):
+        try:
+            alive += _family_cpu_seconds(child, children)
+        except OSError:  # exited since the listing: its parent's cutime counts it from now on
+            pass
+    return own + alive
+
+
 def _cpu_snapshot(components: dict[str, list[int]]) -> dict[str, float]:
-    snapshot = {name: sum(_cpu_seconds(pid) for pid in pids) for name, pids in components.items()}
+    """CPU-seconds so far of each component's processes with their descendants, and of the bench."""
+    children = _children()
+    snapshot = {name: sum(_family_cpu_seconds(pid, children) for pid in pids) for name, pids in components.items()}
     snapshot["bench (load generator)"] = sum(os.times()[:2])
     return snapshot
 

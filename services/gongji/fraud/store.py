@@ -52,8 +52,8 @@ class ChangelogBuckets:
     queues the bucket for the changelog (on the partition `pin` names); `changes()` encodes what is
     queued and hands the records over.
 
-    The buckets in use are kept decoded (`hot`, up to `hot_max`, the least recently read left
-    first); the others as JSON bytes (`data`). A `get` lends the hot dict itself, not a copy (the
+    The buckets in use are kept decoded (`hot`, up to `hot_max`, the first decoded left first); the
+    others as JSON bytes (`data`). A `get` lends the hot dict itself, not a copy (the
     rules change a read only to put it back): a batch that fails must be undone (`rollback`), one that
     succeeds has put what it changed (`settle` ends it). So that the undo costs nothing in the common
     case, a bucket whose dict is newer than its bytes (put since it was last encoded) is encoded when it
@@ -61,7 +61,7 @@ class ChangelogBuckets:
 
     def __init__(self, hot_max: int = 50_000):
         self.data: dict[Place, bytes] = {}
-        self.hot: dict[Place, dict] = {}  # decoded, the newest value of its bucket; least recently lent first
+        self.hot: dict[Place, dict] = {}  # decoded, the newest value of its bucket; first decoded first
         self.stale: set[Place] = set()  # hot dicts put since their bytes were encoded
         self.lent: set[Place] = set()  # read by the batch under way and not put (yet)
         self.hot_max = hot_max
@@ -76,17 +76,15 @@ class ChangelogBuckets:
 
     def get(self, scope: str, key: str, window: Window) -> dict:
         place = place_of(scope, key, window)
-        hot = self.hot
-        found = hot.pop(place, None)
+        found = self.hot.get(place)
         if found is None:
             data = self.data.get(place)
             if data is None:
                 return {}  # a new bucket: kept once it is put
-            found = orjson.loads(data)
+            found = self.hot[place] = orjson.loads(data)
         elif place in self.stale:  # what the bucket is before this batch, for the undo
             self.data[place] = orjson.dumps(found)
             self.stale.discard(place)
-        hot[place] = found  # last: the most recently lent
         self.lent.add(place)
         return found
 
@@ -133,13 +131,17 @@ class ChangelogBuckets:
         self.lent.clear()
 
     def _trim(self) -> None:
-        hot = self.hot
-        while len(hot) > self.hot_max:
-            place = next(iter(hot))
-            value = hot.pop(place)
+        """Past `hot_max`, the first decoded go back to their bytes, down to three quarters of it
+        (a few at a time would walk the dict's emptied front each time)."""
+        if len(self.hot) <= self.hot_max:
+            return
+        held = list(self.hot.items())
+        cut = len(held) - self.hot_max * 3 // 4
+        for place, value in held[:cut]:
             if place in self.stale:
                 self.data[place] = orjson.dumps(value)
                 self.stale.discard(place)
+        self.hot = dict(held[cut:])
 
     def encoded(self, place: Place) -> bytes | None:
         """The JSON of a bucket's newest value (None: no such bucket)."""

@@ -505,7 +505,9 @@ async def test_a_batch_whose_signal_send_fails_is_done_again_on_the_windows_as_t
     monkeypatch.setattr(FraudService, "_send_signals", fails_once)
     service = FraudService(settings, CATALOG)
     async with running(service):
-        await send(settings, visits)
+        await send(settings, visits[:4])
+        await consumed(service, 4)  # the day's window is there when the fifth visit's batch reads it
+        await send(settings, visits[4:])
         records = await collect(settings, settings.topics.fraud_signals,
                                 lambda rs: any(s["rule_id"] == "VISITS_PER_DAY" for s in signals_of(rs)), timeout=60)
     assert failed == [True]

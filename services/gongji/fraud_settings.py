@@ -77,9 +77,6 @@ class FraudSettings(BaseModel):
     # (a checkpoint) once `save_seconds` have passed or `batch_events` events were handled since the
     # last one (0: after every batch). A crash replays what came after the last checkpoint.
     save_seconds: float = Field(0.5, ge=0)
-    # Not a rule: how many buckets the service keeps decoded between batches (the least recently read
-    # are kept as their changelog JSON beyond that): a person's next event finds its windows ready.
-    hot_buckets: int = Field(50_000, ge=0)
     # Not a rule: the fraud group's fetches return once they hold `fetch_min_bytes` or have waited
     # `fetch_max_wait_ms` (in place of GONGJI_KAFKA_DOWNSTREAM_FETCH_*): fuller batches cost less a
     # result, and a signal for an auditor is not late for a quarter of a second.

@@ -158,6 +158,14 @@ def test_the_changelog_holds_each_saved_bucket_once_on_its_partition_and_reads_b
     assert set(again.data) == {place for place, owner in buckets.owner.items() if owner != 0}
 
 
+def test_a_read_is_a_copy_of_its_own():
+    buckets = ChangelogBuckets()
+    buckets.put("person", "P1", NO_WINDOW, {"visits": ["C1"]})
+    read = buckets.get("person", "P1", NO_WINDOW)
+    read["visits"].append("C2")
+    assert buckets.get("person", "P1", NO_WINDOW) == {"visits": ["C1"]}
+
+
 def test_a_partition_dropped_takes_its_unsaved_changelog_records_with_it():
     """Revoked before a checkpoint could save them: its next owner reads those events again, so the
     records must not reach the changelog later, over what the new owner writes."""

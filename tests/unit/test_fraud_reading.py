@@ -75,7 +75,7 @@ def test_a_worker_keeps_the_buckets_of_the_partitions_it_holds():
 
     asyncio.run(rebalance())
     assert restored == [[0, 1, 2, 3], [5]]  # only what is new to the worker is read back
-    assert {key for _, key, _ in buckets.snapshot()} == {"P1", "P3"}
+    assert {key for _, key, _ in buckets.data} == {"P1", "P3"}
 
 
 def _tp(partition: int):

@@ -117,7 +117,7 @@ class FraudService:
                             "the allowed lateness behind their partition", ["side"], registry=self.metrics.registry)
         self.withdrawals = Counter("gongji_fraud_withdrawals", "Signals withdrawn, by rule", ["rule"],
                                    registry=self.metrics.registry)
-        self.buckets = ChangelogBuckets(self.config.hot_buckets)
+        self.buckets = ChangelogBuckets()
         self.reader = Reader(catalog)
         # Event time: the person side's watermark per `settlements` partition (sent every second when
         # it moved); the institution side's wall-clock time it last heard from each (ledger, source).
@@ -133,11 +133,10 @@ class FraudService:
         """A part of a polled batch (the poison policy may split it): person events, then activity."""
         persons = [m for m in messages if m.topic != self.activity_name]
         activity = [m for m in messages if m.topic == self.activity_name]
-        with self.buckets.batch():  # a failure leaves the buckets as the last batch done left them
-            if persons:
-                await self._person_batch(persons)
-            if activity:
-                await self._institution_batch(activity)
+        if persons:
+            await self._person_batch(persons)
+        if activity:
+            await self._institution_batch(activity)
         self.metrics.consumed.inc(len(messages))
 
     async def _dead_one(self, message, reason: str) -> None:
@@ -166,7 +165,6 @@ class FraudService:
         except RULE_ERRORS:
             # A rule failed on an event: run the batch again one event at a time, so that only
             # what that event changed is dropped (with it to dead-letters), as event by event.
-            self.buckets.rollback()
             staged, outcome = BatchStaged(self.buckets), Outcome()
             for message, found in steps:
                 staged.partition = message.partition
@@ -375,8 +373,7 @@ class FraudService:
     async def _watch(self) -> None:
         try:
             await self._send_watermarks()
-            with self.buckets.batch():
-                await self._close_days()
+            await self._close_days()
         except Exception as error:  # an outage: nothing saved, tried again in a second
             log.warning("fraud: watermarks not sent or days not closed: %s", poison.describe(error))
 

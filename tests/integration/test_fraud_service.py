@@ -484,9 +484,9 @@ async def test_a_window_two_batches_change_is_saved_once_at_the_checkpoint_and_t
 
 
 async def test_a_batch_whose_signal_send_fails_is_done_again_on_the_windows_as_they_were(stack, uniq, monkeypatch):
-    """The windows a batch read are kept decoded between batches and lent to the rules (issue 12): a
-    batch whose signals the broker did not take must leave them as they were before it, or the batch
-    done again finds its visits counted and its signal marked raised, and sends nothing."""
+    """A batch whose signals the broker did not take must leave the windows it read as they were
+    before it, or the batch done again finds its visit counted and its signal marked raised, and
+    sends nothing (a cache of decoded windows without its undo fails here)."""
     from aiokafka.errors import KafkaTimeoutError
 
     settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud", fraud=CONFIG).model_copy(

@@ -481,3 +481,35 @@ async def test_a_window_two_batches_change_is_saved_once_at_the_checkpoint_and_t
     records = await collect(settings, changelog, lambda rs: len(rs) >= sum(ends.values()))
     saved = [orjson.loads(message.value) for _, _, message in records if message.key == profile]
     assert len(saved) == 1 and saved[0]["claims"][f"{uniq}j1"]["done"] == "settled"
+
+
+async def test_a_batch_whose_signal_send_fails_is_done_again_on_the_windows_as_they_were(stack, uniq, monkeypatch):
+    """A batch whose signals the broker did not take must leave the windows it read as they were
+    before it, or the batch done again finds its visit counted and its signal marked raised, and
+    sends nothing (a cache of decoded windows without its undo fails here)."""
+    from aiokafka.errors import KafkaTimeoutError
+
+    settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud", fraud=CONFIG).model_copy(
+        update={"retry_initial_seconds": 0.2, "retry_max_seconds": 0.4})
+    await ensure_topics(settings, [settings.topics.settlements, settings.topics.claims], settings.partitions)
+    visits = [settlement(f"{uniq}v{i}", f"{uniq}VISITS", f"{uniq}H1", at(6, 8 + i)) for i in range(5)]
+    failed = []
+    send_signals = FraudService._send_signals
+
+    async def fails_once(self, signals):
+        if not failed and any(s.rule_id == "VISITS_PER_DAY" for s in signals):
+            failed.append(True)
+            raise KafkaTimeoutError("not taken, said the test")
+        return await send_signals(self, signals)
+
+    monkeypatch.setattr(FraudService, "_send_signals", fails_once)
+    service = FraudService(settings, CATALOG)
+    async with running(service):
+        await send(settings, visits[:4])
+        await consumed(service, 4)  # the day's window is there when the fifth visit's batch reads it
+        await send(settings, visits[4:])
+        records = await collect(settings, settings.topics.fraud_signals,
+                                lambda rs: any(s["rule_id"] == "VISITS_PER_DAY" for s in signals_of(rs)), timeout=60)
+    assert failed == [True]
+    (signal_,) = [s for s in signals_of(records) if s["rule_id"] == "VISITS_PER_DAY"]
+    assert signal_["count"] == 5 and sorted(signal_["claim_ids"]) == sorted(v[1]["claim_id"] for v in visits)

@@ -393,6 +393,17 @@ async def test_every_junk_claim_is_dead_lettered_once_by_the_time_its_group_has_
 
 
 # ---------------------------------------------------------------------------- a batch done again
+
+
+async def _five_visits_in_a_day(stack, uniq: str):
+    """Fraud's settings (short retries) with its topics made, and one person's five visits in a day
+    at one institution: VISITS_PER_DAY's fifth (CONFIG)."""
+    settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud", fraud=CONFIG).model_copy(
+        update={"retry_initial_seconds": 0.2, "retry_max_seconds": 0.4})
+    await ensure_topics(settings, [settings.topics.settlements, settings.topics.claims], settings.partitions)
+    return settings, [settlement(f"{uniq}v{i}", f"{uniq}VISITS", f"{uniq}H1", at(6, 8 + i)) for i in range(5)]
+
+
 async def test_a_batch_whose_commit_is_refused_is_done_again_and_counts_each_visit_once(stack, uniq, monkeypatch):
     """A commit refused (a rebalance, a broker away) after the batch was handled: the loop seeks its
     partitions back and handles the same messages again after the backoff. The windows already hold
@@ -401,10 +412,7 @@ async def test_a_batch_whose_commit_is_refused_is_done_again_and_counts_each_vis
     from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import CommitFailedError
 
-    settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud", fraud=CONFIG).model_copy(
-        update={"retry_initial_seconds": 0.2, "retry_max_seconds": 0.4})
-    await ensure_topics(settings, [settings.topics.settlements, settings.topics.claims], settings.partitions)
-    visits = [settlement(f"{uniq}v{i}", f"{uniq}VISITS", f"{uniq}H1", at(6, 8 + i)) for i in range(5)]
+    settings, visits = await _five_visits_in_a_day(stack, uniq)
     refused = []
     commit = AIOKafkaConsumer.commit
 
@@ -489,10 +497,7 @@ async def test_a_batch_whose_signal_send_fails_is_done_again_on_the_windows_as_t
     sends nothing (a cache of decoded windows without its undo fails here)."""
     from aiokafka.errors import KafkaTimeoutError
 
-    settings = settings_for(stack, uniq, fraud_group=f"{uniq}-fraud", fraud=CONFIG).model_copy(
-        update={"retry_initial_seconds": 0.2, "retry_max_seconds": 0.4})
-    await ensure_topics(settings, [settings.topics.settlements, settings.topics.claims], settings.partitions)
-    visits = [settlement(f"{uniq}v{i}", f"{uniq}VISITS", f"{uniq}H1", at(6, 8 + i)) for i in range(5)]
+    settings, visits = await _five_visits_in_a_day(stack, uniq)
     failed = []
     send_signals = FraudService._send_signals
 
